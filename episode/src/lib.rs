@@ -1,0 +1,18 @@
+//! The shared language of Tether: the typed episode, its JSON, and the disengagement
+//! pathway of `shared/pathway.md` as pure rules.
+//!
+//! Both the phone's core and the server depend on this crate, so that a device with no
+//! signal and the server compute the same actions from the same records.
+//!
+//! - [`model`]: the episode, its facts and every kind of record, as types.
+//! - [`json`]: episode JSON in and out, with validation errors that name the record and
+//!   the field and never a patient identifier.
+//! - [`pathway`]: `evaluate(episode, now, calendar)`, the policy's rules. It does no I/O,
+//!   reads no clock and knows nothing of Automerge.
+
+pub mod json;
+pub mod model;
+pub mod pathway;
+
+pub use json::{Strictness, ValidationError};
+pub use model::*;
