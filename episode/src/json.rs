@@ -156,7 +156,7 @@ impl Event {
             None => return Err(err("kind", "required".into())),
         };
         if !EventBody::KINDS.contains(&kind) {
-            return Err(err("kind", format!("unknown kind `{kind}`, expected one of {}", EventBody::KINDS.join(", "))));
+            return Err(err("kind", format!("unknown kind, expected one of {}", EventBody::KINDS.join(", "))));
         }
         let at = time_field(obj, "at").map_err(|m| err("at", m))?;
         let by = text_field(obj, "by").map_err(|m| err("by", m))?;
@@ -246,7 +246,7 @@ fn parse_body(kind: &str, fields: Map<String, Value>) -> Result<EventBody, (Stri
             let field = match fields.get("field") {
                 Some(Value::String(name)) => FactField::from_name(name).ok_or_else(|| {
                     let names: Vec<_> = FactField::ALL.iter().map(|f| f.as_str()).collect();
-                    ("field".to_string(), format!("unknown fact `{name}`, expected one of {}", names.join(", ")))
+                    ("field".to_string(), format!("unknown fact, expected one of {}", names.join(", ")))
                 })?,
                 Some(_) => return rule("field", "must be the name of a fact"),
                 None => return rule("field", "required"),
@@ -321,7 +321,7 @@ fn fact<T: DeserializeOwned + Ord + Default>(obj: &Map<String, Value>, field: Fa
 
 fn uuid_field(obj: &Map<String, Value>, name: &str) -> Result<uuid::Uuid, String> {
     match obj.get(name) {
-        Some(Value::String(s)) => s.parse().map_err(|_| format!("`{s}` is not a UUID")),
+        Some(Value::String(s)) => s.parse().map_err(|_| "is not a UUID".to_string()),
         Some(_) => Err("must be a UUID string".into()),
         None => Err("required".into()),
     }
@@ -359,9 +359,18 @@ fn backticked(message: &str) -> Option<String> {
     Some(message[start..start + len].to_string())
 }
 
-/// Removes quoted free text from a serde message (`invalid type: string "…"`), so that
-/// an error never repeats what might be a patient's name or identifier.
+/// Removes input values from a serde message (`invalid type: string "…"`, `unknown
+/// variant `…``), keeping what was expected, so that an error never repeats what might be
+/// a patient's name or identifier.
 pub(crate) fn redact(message: &str) -> String {
+    let message = match message.strip_prefix("unknown variant `") {
+        Some(rest) => match rest.find("`, ") {
+            Some(end) => format!("unknown value, {}", &rest[end + 3..]),
+            None => "unknown value".to_string(),
+        },
+        None => message.to_string(),
+    };
+    let message = message.as_str();
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
     while let Some(start) = rest.find("string \"") {
@@ -400,14 +409,14 @@ pub mod time {
     pub fn parse(text: &str) -> Result<Timestamp, String> {
         let ts: Timestamp = text.parse().map_err(|_| {
             if text.parse::<jiff::civil::DateTime>().is_ok() {
-                format!("`{text}` has no UTC offset: write it as RFC 3339 with an offset, e.g. 2026-03-02T09:30:00Z or 2026-06-01T10:30:00+01:00")
+                "the time has no UTC offset: write it as RFC 3339 with an offset, e.g. 2026-03-02T09:30:00Z or 2026-06-01T10:30:00+01:00".to_string()
             } else {
-                format!("`{text}` is not an RFC 3339 time with an offset, e.g. 2026-03-02T09:30:00Z")
+                "not an RFC 3339 time with an offset, e.g. 2026-03-02T09:30:00Z".to_string()
             }
         })?;
         let year = jiff::tz::TimeZone::UTC.to_datetime(ts).year();
         if !YEARS.contains(&year) {
-            return Err(format!("`{text}` is outside the years {} to {}", YEARS.start(), YEARS.end()));
+            return Err(format!("the time is outside the years {} to {}", YEARS.start(), YEARS.end()));
         }
         Ok(ts)
     }

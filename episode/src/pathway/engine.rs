@@ -342,7 +342,12 @@ impl Out {
         // for ("no contact by …") never held.
         let never_active = closer.filter(|c| c.at < r.active_from);
         // Contact (or discharge) cancels what it finds not done, unless the row survives.
-        let cancelled_by = never_active.or(closer.filter(|_| !r.survives_contact));
+        // A discharge also ends what only makes sense while the patient is in our care
+        // (another appointment, a full assessment, a step up), even though contact did not.
+        let ended_by_discharge = matches!(r.code, Code::OfferAppointment | Code::FullAssessment | Code::StepUp)
+            .then(|| cx.from_time(r.active_from).iter().copied().find(|e| e.id != r.trigger.id && records::discharged(e)))
+            .flatten();
+        let cancelled_by = never_active.or(closer.filter(|_| !r.survives_contact)).or(ended_by_discharge);
         let done = done.filter(|d| cancelled_by.is_none_or(|c| never_active.is_none() && d.at <= c.at));
 
         let (state, end) = match (done, cancelled_by) {

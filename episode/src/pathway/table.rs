@@ -112,26 +112,18 @@ pub fn render(defaults: &Defaults) -> String {
         Local(name) => format!("{} † ({name})", value(name)),
         LocalEither(a, b, condition) => format!("{} †, {} † {condition} ({a}, {b})", value(a), value(b)),
     };
-    let header = ["code", "pathway", "when", "due", "done by", "owner", "cites"];
-    let cells: Vec<[String; 7]> = ROWS
-        .iter()
-        .map(|r| [r.code.to_string(), r.pathway.into(), r.when.into(), due(r.due), r.done_by.into(), r.owner.into(), r.cites.into()])
-        .collect();
-
-    let mut out = String::new();
-    for (i, r) in cells.iter().enumerate() {
-        if i == 0 || ROWS[i - 1].cites != ROWS[i].cites && section(ROWS[i - 1].cites) != section(ROWS[i].cites) {
-            let _ = writeln!(out, "\n== {} ==", section(ROWS[i].cites));
+    let mut out = String::from("# Tether: the disengagement pathway's rules\n");
+    for (i, r) in ROWS.iter().enumerate() {
+        if i == 0 || section(ROWS[i - 1].cites) != section(r.cites) {
+            let _ = writeln!(out, "\n## {}\n", section(r.cites));
+            let _ = writeln!(out, "| code | pathway | when | due | done by | owner | cites |");
+            let _ = writeln!(out, "|---|---|---|---|---|---|---|");
         }
-        for (label, cell) in header.iter().zip(r.iter()) {
-            let _ = writeln!(out, "  {label:<8} {cell}");
-        }
-        out.push('\n');
+        let _ = writeln!(out, "| {} | {} | {} | {} | {} | {} | {} |", r.code, r.pathway, r.when, due(r.due), r.done_by, r.owner, r.cites);
     }
-    let _ = writeln!(out, "== Local defaults (†) ==");
-    let width = values.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+    let _ = writeln!(out, "\n## Local defaults (†)\n\n| name | value |\n|---|---|");
     for (name, value) in &values {
-        let _ = writeln!(out, "  {name:<width$}  {value}");
+        let _ = writeln!(out, "| {name} | {value} |");
     }
     let _ = writeln!(
         out,
