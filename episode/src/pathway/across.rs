@@ -142,7 +142,7 @@ fn leave_calling_card(cx: &Ctx<'_>, out: &mut Out) {
 /// family within 2 working days (†); after one that decides discharge, tell the GP and
 /// discharge with the crisis plan within 2 working days (†). All survive contact.
 fn after_mdt(cx: &Ctx<'_>, out: &mut Out) {
-    const SHARE: &[fn(&crate::model::Event) -> bool] = &[told_gp, other_agencies_told, family_told_of_plan];
+    const SHARE: &[Is] = &[told_gp, other_agencies_told, family_told_of_plan];
     for meeting in cx.events.iter().copied() {
         let Some(mdt) = mdt_meeting(meeting) else { continue };
         let mut rows = vec![(Code::ShareMdtPlan, cx.defaults.share_mdt_plan, DoneBy::All(SHARE))];
@@ -171,7 +171,7 @@ fn after_mdt(cx: &Ctx<'_>, out: &mut Out) {
 /// manager the same day (†) if it includes a child, else within 1 working day (†), from
 /// when the concern was recorded. Survives contact.
 fn discuss_safeguarding(cx: &Ctx<'_>, out: &mut Out) {
-    const DONE: &[fn(&crate::model::Event) -> bool] = &[told_safeguarding_nurse, told_team_manager];
+    const DONE: &[Is] = &[told_safeguarding_nurse, told_team_manager];
     let concern = cx.facts.safeguarding;
     let trigger = cx.fact_since(FactField::Safeguarding, &FactValue::Safeguarding(concern));
     let due = if concern.includes_child() { cx.defaults.discuss_safeguarding_child } else { cx.defaults.discuss_safeguarding_adult };

@@ -52,7 +52,7 @@ pub(crate) fn apply(cx: &Ctx<'_>, out: &mut Out) {
     }
 }
 
-fn raise(cx: &Ctx<'_>, out: &mut Out, miss: &Event, code: Code, priority: Priority, due: Deadline, done: fn(&Event) -> bool) {
+fn raise(cx: &Ctx<'_>, out: &mut Out, miss: &Event, code: Code, priority: Priority, due: Deadline, done: Is) {
     out.raise(cx, Raise {
         code,
         cites: CITES,

@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use jiff::Timestamp;
 use uuid::Uuid;
 
-use super::records;
+use super::records::{self, Is};
 use super::{Action, Calendar, Code, Deadline, Defaults, Evaluation, Priority, Role, State, Warning, WarningCode};
 use crate::model::*;
 
@@ -199,7 +199,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// The records at or after `at`.
-    fn from_time(&self, at: Timestamp) -> &[&'a Event] {
+    fn records_from(&self, at: Timestamp) -> &[&'a Event] {
         let start = self.events.partition_point(|e| e.at < at);
         &self.events[start..]
     }
@@ -207,7 +207,7 @@ impl<'a> Ctx<'a> {
     /// Finds what does an action: the first record other than the trigger, at or after
     /// the trigger's time ("Actions"), that satisfies the rule's "done by".
     fn resolve(&self, trigger: Trigger, done_by: &DoneBy) -> Option<&'a Event> {
-        let candidates = self.from_time(trigger.at);
+        let candidates = self.records_from(trigger.at);
         let first = |pred: &dyn Fn(&Event) -> bool| candidates.iter().copied().find(|e| e.id != trigger.id && pred(e));
         match done_by {
             DoneBy::Any(pred) => first(pred),
@@ -276,9 +276,9 @@ impl<'a> Cycle<'a> {
 #[derive(Debug)]
 pub(crate) enum DoneBy {
     /// One record of this description.
-    Any(fn(&Event) -> bool),
+    Any(Is),
     /// One record of each description; the last of them does it.
-    All(&'static [fn(&Event) -> bool]),
+    All(&'static [Is]),
     /// A `calling_card_left` naming this visit.
     CardFor(EventId),
     /// A `filed_to_epr` listing this record.
@@ -308,12 +308,61 @@ pub(crate) struct Raise<'c> {
     pub(crate) done_by: DoneBy,
 }
 
-/// An action raised, with its state settled.
+/// An action raised by one row, with what settles its state; rows are merged before
+/// their state is settled ("one action per code per cycle").
 #[derive(Debug)]
 struct Raised {
-    action: Action,
+    code: Code,
+    cites: &'static str,
+    owner: Role,
+    priority: Priority,
+    trigger: Trigger,
+    active_from: Timestamp,
+    due: Timestamp,
+    survives_contact: bool,
+    /// The first record that does it.
+    done: Option<(Timestamp, EventId)>,
+    /// When its cycle closed (contact or discharge).
+    closer: Option<Timestamp>,
+    /// When a discharge ended it.
+    ended: Option<Timestamp>,
     cycle: Option<(Rules, usize)>,
     order: usize,
+}
+
+impl Raised {
+    /// Its state at `now` ("Actions", "Contact cancels", "Upcoming").
+    fn settle(&self, now: Timestamp) -> Action {
+        // The cycle closed before the action became active: the condition it waited
+        // for ("no contact by …") never held.
+        let never_active = self.closer.filter(|c| *c < self.active_from);
+        // Contact (or discharge) cancels what it finds not done, unless the row survives.
+        let cancelled_at =
+            [never_active, self.closer.filter(|_| !self.survives_contact), self.ended].into_iter().flatten().min();
+        let done = self.done.filter(|(at, _)| cancelled_at.is_none_or(|c| *at <= c));
+        let (state, end) = match (done, cancelled_at) {
+            (Some((at, _)), _) => (State::Done, at),
+            (None, Some(at)) => (State::Cancelled, at),
+            (None, None) if now < self.active_from => (State::Upcoming, now),
+            (None, None) if now > self.due => (State::Overdue, now),
+            (None, None) => (State::Open, now),
+        };
+        Action {
+            id: action_id(self.code, self.trigger.id),
+            code: self.code,
+            title: self.code.title().into(),
+            cites: self.cites.into(),
+            owner: self.owner,
+            priority: self.priority,
+            state,
+            active_from: self.active_from,
+            due: self.due,
+            resolved_by: done.map(|(_, id)| id),
+            late: done.is_some_and(|(at, _)| at > self.due),
+            was_overdue: (never_active.is_none() || done.is_some()) && end > self.due,
+            trigger: self.trigger.id,
+        }
+    }
 }
 
 /// What became of a raised action, for rules that follow from another (5.2 and A raise
@@ -332,88 +381,84 @@ pub(crate) struct Out {
 }
 
 impl Out {
-    /// Raises an action and settles its state at `now`.
+    /// Raises an action; says whether, on its own, it is done at `now`.
     pub(crate) fn raise(&mut self, cx: &Ctx<'_>, r: Raise<'_>) -> Settled {
-        let due = cx.calendar.deadline(r.active_from, r.due);
         let done = cx.resolve(r.trigger, &r.done_by);
-        let closer = r.cycle.and_then(|c| c.closer);
-
-        // The cycle closed before the action became active: the condition it waited
-        // for ("no contact by …") never held.
-        let never_active = closer.filter(|c| c.at < r.active_from);
-        // Contact (or discharge) cancels what it finds not done, unless the row survives.
         // A discharge also ends what only makes sense while the patient is in our care
-        // (another appointment, a full assessment, a step up), even though contact did not.
-        let ended_by_discharge = matches!(r.code, Code::OfferAppointment | Code::FullAssessment | Code::StepUp)
-            .then(|| cx.from_time(r.active_from).iter().copied().find(|e| e.id != r.trigger.id && records::discharged(e)))
+        // (another appointment, a full assessment, a step up), though contact does not.
+        let ended = matches!(r.code, Code::OfferAppointment | Code::FullAssessment | Code::StepUp)
+            .then(|| cx.records_from(r.active_from).iter().copied().find(|e| e.id != r.trigger.id && records::discharged(e)))
             .flatten();
-        let cancelled_by = never_active.or(closer.filter(|_| !r.survives_contact)).or(ended_by_discharge);
-        let done = done.filter(|d| cancelled_by.is_none_or(|c| never_active.is_none() && d.at <= c.at));
-
-        let (state, end) = match (done, cancelled_by) {
-            (Some(d), _) => (State::Done, d.at),
-            (None, Some(c)) => (State::Cancelled, c.at),
-            (None, None) if cx.now < r.active_from => (State::Upcoming, cx.now),
-            (None, None) if cx.now > due => (State::Overdue, cx.now),
-            (None, None) => (State::Open, cx.now),
-        };
-        let was_active = never_active.is_none();
-        let action = Action {
-            id: action_id(r.code, r.trigger.id),
+        let raised = Raised {
             code: r.code,
-            title: r.code.title().into(),
-            cites: r.cites.into(),
+            cites: r.cites,
             owner: r.owner,
             priority: r.priority,
-            state,
+            trigger: r.trigger,
             active_from: r.active_from,
-            due,
-            resolved_by: done.map(|d| d.id),
-            late: done.is_some_and(|d| d.at > due),
-            was_overdue: was_active && end > due,
-            trigger: r.trigger.id,
+            due: cx.calendar.deadline(r.active_from, r.due),
+            survives_contact: r.survives_contact,
+            done: done.map(|d| (d.at, d.id)),
+            closer: r.cycle.and_then(|c| c.closer).map(|c| c.at),
+            ended: ended.map(|e| e.at),
+            cycle: r.cycle.map(|c| c.key),
+            order: self.raised.len(),
         };
-        let order = self.raised.len();
-        self.raised.push(Raised { action, cycle: r.cycle.map(|c| c.key), order });
+        let action = raised.settle(cx.now);
+        self.raised.push(raised);
+        let done = done.filter(|_| action.state == State::Done);
         Settled { done: done.map(Trigger::from) }
     }
 
     /// Whether an action of this code was done by this record.
     pub(crate) fn was_resolved_by(&self, code: Code, record: EventId) -> bool {
-        self.raised.iter().any(|r| r.action.code == code && r.action.resolved_by == Some(record))
+        self.raised.iter().any(|r| r.code == code && r.done.is_some_and(|(_, id)| id == record))
     }
 
     pub(crate) fn warn(&mut self, code: WarningCode, message: String, field: Option<FactField>, record: Option<String>) {
         self.warnings.push(Warning { code, message, field, record });
     }
 
-    /// One action per code per cycle, with the earlier deadline ("Cycles"); sorted.
-    pub(crate) fn finish(self, _cx: &Ctx<'_>) -> Evaluation {
-        let mut keep: HashMap<((Rules, usize), Code), usize> = HashMap::new();
-        let mut actions = Vec::with_capacity(self.raised.len());
-        let mut slots: Vec<Option<Raised>> = Vec::with_capacity(self.raised.len());
+    /// Merges the rows that raise one code in one cycle into one action ("Cycles"): it
+    /// keeps the first trigger (so its id never changes as records are added), starts at
+    /// the earliest start, is due at the earlier deadline (owned as that row says), and
+    /// survives contact if any of its rows does. Then settles every action at `now`.
+    pub(crate) fn finish(self, cx: &Ctx<'_>) -> Evaluation {
+        let mut merged: Vec<Raised> = Vec::with_capacity(self.raised.len());
+        let mut slot_of: HashMap<((Rules, usize), Code), usize> = HashMap::new();
         for raised in self.raised {
-            match raised.cycle {
-                Some(cycle) => match keep.get(&(cycle, raised.action.code)) {
-                    Some(&slot) => {
-                        let kept = slots[slot].as_ref().map(|k| (k.action.due, k.order));
-                        if kept.is_some_and(|k| (raised.action.due, raised.order) < k) {
-                            slots[slot] = Some(raised);
-                        }
+            let Some(cycle) = raised.cycle else {
+                merged.push(raised);
+                continue;
+            };
+            match slot_of.get(&(cycle, raised.code)) {
+                None => {
+                    slot_of.insert((cycle, raised.code), merged.len());
+                    merged.push(raised);
+                }
+                Some(&slot) => {
+                    let kept = &mut merged[slot];
+                    let (active_from, due) = (kept.active_from.min(raised.active_from), kept.due.min(raised.due));
+                    let survives = kept.survives_contact || raised.survives_contact;
+                    // Who owns it, and what it cites, come from the row that set the deadline.
+                    let (owner, priority, cites) = if raised.due < kept.due {
+                        (raised.owner, raised.priority, raised.cites)
+                    } else {
+                        (kept.owner, kept.priority, kept.cites)
+                    };
+                    if (raised.trigger.at, raised.order) < (kept.trigger.at, kept.order) {
+                        *kept = raised;
                     }
-                    None => {
-                        keep.insert((cycle, raised.action.code), slots.len());
-                        slots.push(Some(raised));
-                    }
-                },
-                None => slots.push(Some(raised)),
+                    kept.active_from = active_from;
+                    kept.due = due;
+                    kept.survives_contact = survives;
+                    (kept.owner, kept.priority, kept.cites) = (owner, priority, cites);
+                }
             }
         }
-        actions.extend(slots.into_iter().flatten().map(|r| r.action));
-        actions.sort_by(|a, b| (a.due, a.active_from, a.code, a.id).cmp(&(b.due, b.active_from, b.code, b.id)));
-        // Two rows can raise the same code from the same record (the 24-hour
-        // notifications in two pathways evaluated side by side): one action.
-        actions.dedup_by_key(|a| a.id);
+        let mut seen = HashSet::with_capacity(merged.len());
+        let mut actions: Vec<Action> = merged.iter().map(|r| r.settle(cx.now)).filter(|a| seen.insert(a.id)).collect();
+        actions.sort_by_key(|a| (a.due, a.active_from, a.code, a.id));
         let mut warnings = self.warnings;
         warnings.sort();
         warnings.dedup();
@@ -462,9 +507,9 @@ mod tests {
 
     #[test]
     fn action_ids_are_stable_and_distinct() {
-        let trigger: Uuid = "01890a5d-ac96-774b-bcce-b302099a8057".parse().unwrap();
-        // Fixed: a change here changes every action id on every device.
-        assert_eq!(action_id(Code::ContactPatient, trigger).to_string(), action_id(Code::ContactPatient, trigger).to_string());
+        let trigger: Uuid = "0195a1b2-0000-7000-8000-000000000011".parse().unwrap();
+        // Pinned: a change here changes every action id on every device.
+        assert_eq!(action_id(Code::ContactPatient, trigger).to_string(), "6a5b99de-93a8-80f0-b082-7fd4e2b4109f");
         let ids: HashSet<Uuid> = Code::ALL.iter().map(|c| action_id(*c, trigger)).collect();
         assert_eq!(ids.len(), Code::ALL.len());
         assert_eq!(action_id(Code::ContactPatient, trigger).get_version_num(), 8);

@@ -15,7 +15,7 @@ const CITES: &str = "A";
 pub(crate) fn apply(cx: &Ctx<'_>, out: &mut Out) {
     for cycle in cx.cycles(Rules::HomeTreatment) {
         let Some(t) = cycle.first(|e| visit_without_contact(e) || failed_phone_to_patient(e)) else { continue };
-        let rows: [(Code, u32, fn(&Event) -> bool); 3] = [
+        let rows: [(Code, u32, Is); 3] = [
             // Phone the patient or a named contact within the hour.
             (Code::PhonePatient, 1, phone_to_patient_or_named_contact),
             // An unannounced visit within two hours; if nobody answers, a card through

@@ -31,7 +31,7 @@ pub(crate) fn apply(cx: &Ctx<'_>, out: &mut Out) {
 /// What follows once the patient is disengaged at T.
 fn disengaged(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, t: &Event) {
     let d = cx.defaults;
-    let rows: [(Code, Deadline, fn(&Event) -> bool); 4] = [
+    let rows: [(Code, Deadline, Is); 4] = [
         (Code::ContactElectronically, d.risk_contact_electronically, electronic_to_patient),
         (Code::ContactFamilyCarers, d.risk_contact_family_carers, family_contact_considered),
         (Code::ContactOtherProviders, d.risk_contact_other_providers, other_providers_contacted),
@@ -118,7 +118,7 @@ fn escalation(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, t: &Event) {
         done_by: DoneBy::Any(told_team_manager),
     });
 
-    let considerations: [(Code, fn(&Event) -> bool); 2] = [
+    let considerations: [(Code, Is); 2] = [
         (Code::ConsiderPoliceSupport, decided_police_support),
         (Code::ConsiderIntensiveSupport, intensive_support_considered),
     ];
@@ -174,7 +174,7 @@ fn escalation(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, t: &Event) {
 /// the safeguarding children team, and record a decision `parenting_impact`, within 1
 /// working day (†). Survives contact.
 fn assess_parenting_impact(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, t: &Event) {
-    const DONE: &[fn(&Event) -> bool] = &[told_about_parenting, decided_parenting_impact];
+    const DONE: &[Is] = &[told_about_parenting, decided_parenting_impact];
     out.raise(cx, Raise {
         code: Code::AssessParentingImpact,
         cites: CITES,

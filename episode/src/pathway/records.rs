@@ -5,6 +5,9 @@
 
 use crate::model::*;
 
+/// A question about one record, as a table's "done by" column asks it.
+pub(crate) type Is = fn(&Event) -> bool;
+
 /// **Contact** ("Events"): a `contact_attempt` to the patient (or, for a child, the
 /// parent or carer) with outcome `contact_made`, a `home_visit` with outcome `seen`, an
 /// `appointment_attended` or a `reengaged`. Reaching a family member is not contact.

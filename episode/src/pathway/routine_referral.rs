@@ -64,7 +64,7 @@ fn write_to_patient(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, call: &Event) {
 /// agree a joint plan and consider an onward referral, each within 1 working day (†).
 fn notifications_after_letter(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, letter: &Event) {
     let from = cx.calendar.days_after(letter.at, 7);
-    let rows: [(Code, fn(&Event) -> bool); 5] = [
+    let rows: [(Code, Is); 5] = [
         (Code::NotifyReferrer, told_referrer),
         (Code::NotifyGp, told_gp),
         (Code::NotifyOtherAgencies, other_agencies_told),

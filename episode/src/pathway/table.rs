@@ -175,8 +175,7 @@ mod tests {
 
     #[test]
     fn the_table_shows_overridden_values() {
-        let mut defaults = Defaults::default();
-        defaults.routine_phone_patient = crate::pathway::Deadline::WorkingDays(3);
+        let defaults = Defaults { routine_phone_patient: crate::pathway::Deadline::WorkingDays(3), ..Defaults::default() };
         let text = render(&defaults);
         assert!(text.contains("3 working days † (routine_phone_patient)"), "{text}");
     }

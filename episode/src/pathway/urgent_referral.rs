@@ -111,7 +111,7 @@ fn inform_police(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, t: &Event) {
 fn notifications_after_24_hours(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, t: &Event) {
     let from = cx.calendar.hours_after(t.at, 24);
     let due = cx.defaults.urgent_notifications_after_24_hours;
-    let rows: [(Code, fn(&Event) -> bool); 4] = [
+    let rows: [(Code, Is); 4] = [
         (Code::NotifyReferrer, told_referrer),
         (Code::NotifyGp, told_gp),
         (Code::NotifyOtherAgencies, other_agencies_told),
@@ -143,7 +143,7 @@ fn referrer_child_concern(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, t: &Event)
     if c.closer.is_some_and(|closer| closer.at < trigger.at) {
         return;
     }
-    const DISCUSSION: &[fn(&Event) -> bool] = &[told_safeguarding_children_team, told_manager_or_supervisor];
+    const DISCUSSION: &[Is] = &[told_safeguarding_children_team, told_manager_or_supervisor];
     out.raise(cx, Raise {
         code: Code::SafeguardingChildrenDiscussion,
         cites: CITES,
@@ -156,7 +156,7 @@ fn referrer_child_concern(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, t: &Event)
         due: cx.defaults.urgent_safeguarding_children_discussion,
         done_by: DoneBy::All(DISCUSSION),
     });
-    let rows: [(Code, fn(&Event) -> bool); 2] =
+    let rows: [(Code, Is); 2] =
         [(Code::NotifyReferrer, told_referrer), (Code::ConfirmToReferrerInWriting, told_referrer_in_writing)];
     for (code, done) in rows {
         out.raise(cx, Raise {

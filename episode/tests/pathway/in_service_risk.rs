@@ -165,6 +165,11 @@ fn the_first_contact_after_t_calls_for_a_full_assessment_within_seven_days() {
         consider_intensive_support        cancelled 2026-03-03T17:00:00Z -> 2026-03-03T23:59:59Z  care_coordinator  [5.2; high; from e3] was_overdue
         full_assessment                   open      2026-03-04T10:00:00Z -> 2026-03-11T10:00:00Z  care_coordinator  [5.2; routine; from e4]
     "#]]);
+    let ep = ep.at("2026-03-12T10:00:00Z", assessed());
+    let evaluation = eval(&ep, "2026-03-12T12:00:00Z");
+    let assessment = action(&evaluation, "full_assessment");
+    assert_eq!(assessment.resolved_by.map(|u| u.to_string()), Some(id(5)));
+    assert!(assessment.late);
 }
 
 #[test]
