@@ -63,9 +63,10 @@ impl Episode {
             return Err(ValidationError::Syntax("an episode is a JSON object".into()));
         };
         for key in obj.keys() {
-            let known = matches!(key.as_str(), "id" | "patient_ref" | "team" | "opened_at" | "opened_by" | "plan" | "events")
-                || FactField::from_name(key).is_some()
-                || OUTPUT_ONLY.contains(&key.as_str());
+            let known =
+                matches!(key.as_str(), "id" | "patient_ref" | "team" | "opened_at" | "opened_by" | "plan" | "events")
+                    || FactField::from_name(key).is_some()
+                    || OUTPUT_ONLY.contains(&key.as_str());
             if !known {
                 return Err(ValidationError::episode(key, "unknown field"));
             }
@@ -76,14 +77,19 @@ impl Episode {
             Some(Value::String(s)) => PatientRef::new(s.clone()),
             _ => None,
         }
-        .ok_or_else(|| ValidationError::episode("patient_ref", "required: the patient's identifier as a non-empty string"))?;
+        .ok_or_else(|| {
+            ValidationError::episode("patient_ref", "required: the patient's identifier as a non-empty string")
+        })?;
         let team = text_field(obj, "team").map_err(|m| ValidationError::episode("team", m))?;
         let opened_at = time_field(obj, "opened_at").map_err(|m| ValidationError::episode("opened_at", m))?;
         let opened_by = text_field(obj, "opened_by").map_err(|m| ValidationError::episode("opened_by", m))?;
         // `pathway` has no default: defaulting a missing pathway to the routine one would
         // silently give the patient the longest deadlines.
         if !obj.contains_key("pathway") {
-            return Err(ValidationError::episode("pathway", "required: one of urgent_referral, routine_referral, in_service, home_treatment, child_not_brought"));
+            return Err(ValidationError::episode(
+                "pathway",
+                "required: one of urgent_referral, routine_referral, in_service, home_treatment, child_not_brought",
+            ));
         }
         let facts = Facts {
             pathway: fact(obj, FactField::Pathway)?,
@@ -200,10 +206,16 @@ fn parse_body(kind: &str, fields: Map<String, Value>) -> Result<EventBody, (Stri
             let attempt: ContactAttempt = body(fields)?;
             if attempt.outcome != Outcome::ContactMade {
                 if attempt.deterioration.is_some() {
-                    return rule("deterioration", "only a contact_attempt with outcome contact_made records deterioration");
+                    return rule(
+                        "deterioration",
+                        "only a contact_attempt with outcome contact_made records deterioration",
+                    );
                 }
                 if attempt.wishes_discharge.is_some() {
-                    return rule("wishes_discharge", "only a contact_attempt with outcome contact_made records wishes_discharge");
+                    return rule(
+                        "wishes_discharge",
+                        "only a contact_attempt with outcome contact_made records wishes_discharge",
+                    );
                 }
             }
             if attempt.letter.is_some() && !attempt.is_letter() {
@@ -286,7 +298,8 @@ pub fn check_references(events: &[Event]) -> Vec<(usize, ValidationError)> {
     let mut kinds: HashMap<EventId, &'static str> = HashMap::with_capacity(events.len());
     for (index, event) in events.iter().enumerate() {
         if kinds.insert(event.id, event.body.kind()).is_some() {
-            problems.push((index, ValidationError::event(&event.id.to_string(), "id", "another record has the same id")));
+            problems
+                .push((index, ValidationError::event(&event.id.to_string(), "id", "another record has the same id")));
         }
     }
     for (index, event) in events.iter().enumerate() {
@@ -304,16 +317,19 @@ pub fn check_references(events: &[Event]) -> Vec<(usize, ValidationError)> {
     problems
 }
 
-fn fact<T: DeserializeOwned + Ord + Default>(obj: &Map<String, Value>, field: FactField) -> Result<Fact<T>, ValidationError> {
+fn fact<T: DeserializeOwned + Ord + Default>(
+    obj: &Map<String, Value>,
+    field: FactField,
+) -> Result<Fact<T>, ValidationError> {
     let name = field.as_str();
-    let parse = |value: &Value| {
-        T::deserialize(value).map_err(|e| ValidationError::episode(name, redact(&e.to_string())))
-    };
+    let parse =
+        |value: &Value| T::deserialize(value).map_err(|e| ValidationError::episode(name, redact(&e.to_string())));
     match obj.get(name) {
         None => Ok(Fact::default()),
         Some(Value::Array(values)) => {
             let values = values.iter().map(parse).collect::<Result<Vec<T>, _>>()?;
-            Fact::concurrent(values).ok_or_else(|| ValidationError::episode(name, "a list of concurrent values may not be empty"))
+            Fact::concurrent(values)
+                .ok_or_else(|| ValidationError::episode(name, "a list of concurrent values may not be empty"))
         }
         Some(value) => Ok(Fact::new(parse(value)?)),
     }

@@ -158,10 +158,6 @@ impl<T: Ord + Default> Default for Fact<T> {
     }
 }
 
-
-
-
-
 impl<T: Serialize> Serialize for Fact<T> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self.0.as_slice() {
@@ -190,26 +186,26 @@ impl Facts {
     /// The facts that devices set to different values concurrently, with those values
     /// as JSON, in the order of [`FactField::ALL`].
     pub fn conflicts(&self) -> Vec<(FactField, Vec<serde_json::Value>)> {
-        fn values<T: Serialize>(fact: &Fact<T>) -> Vec<serde_json::Value> {
-            fact.0.iter().map(|v| serde_json::to_value(v).unwrap_or(serde_json::Value::Null)).collect()
+        fn values<T: Serialize>(field: FactField, fact: &Fact<T>) -> Option<(FactField, Vec<serde_json::Value>)> {
+            (fact.0.len() > 1).then(|| {
+                (field, fact.0.iter().map(|v| serde_json::to_value(v).unwrap_or(serde_json::Value::Null)).collect())
+            })
         }
-        let all = [
-            (FactField::Pathway, self.pathway.is_conflict(), values(&self.pathway)),
-            (FactField::Risk, self.risk.is_conflict(), values(&self.risk)),
-            (FactField::Children, self.children.is_conflict(), values(&self.children)),
-            (FactField::ReferrerChildConcern, self.referrer_child_concern.is_conflict(), values(&self.referrer_child_concern)),
-            (FactField::ImmediateRisk, self.immediate_risk.is_conflict(), values(&self.immediate_risk)),
-            (FactField::KnownDisengager, self.known_disengager.is_conflict(), values(&self.known_disengager)),
-            (FactField::LegalStatus, self.legal_status.is_conflict(), values(&self.legal_status)),
-            (FactField::Safeguarding, self.safeguarding.is_conflict(), values(&self.safeguarding)),
-            (
-                FactField::ChildrensServicesInvolved,
-                self.childrens_services_involved.is_conflict(),
-                values(&self.childrens_services_involved),
-            ),
-            (FactField::CareCoordinator, self.care_coordinator.is_conflict(), values(&self.care_coordinator)),
-        ];
-        all.into_iter().filter(|(_, conflict, _)| *conflict).map(|(field, _, values)| (field, values)).collect()
+        [
+            values(FactField::Pathway, &self.pathway),
+            values(FactField::Risk, &self.risk),
+            values(FactField::Children, &self.children),
+            values(FactField::ReferrerChildConcern, &self.referrer_child_concern),
+            values(FactField::ImmediateRisk, &self.immediate_risk),
+            values(FactField::KnownDisengager, &self.known_disengager),
+            values(FactField::LegalStatus, &self.legal_status),
+            values(FactField::Safeguarding, &self.safeguarding),
+            values(FactField::ChildrensServicesInvolved, &self.childrens_services_involved),
+            values(FactField::CareCoordinator, &self.care_coordinator),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 }
 
@@ -681,11 +677,7 @@ impl TryFrom<String> for Rationale {
     type Error = &'static str;
 
     fn try_from(value: String) -> Result<Self, Self::Error> {
-        if value.trim().is_empty() {
-            Err("a decision needs a rationale: it may not be empty")
-        } else {
-            Ok(Self(value))
-        }
+        if value.trim().is_empty() { Err("a decision needs a rationale: it may not be empty") } else { Ok(Self(value)) }
     }
 }
 

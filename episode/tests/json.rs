@@ -3,8 +3,7 @@
 
 use episode::pathway::{self, Calendar, WarningCode};
 use episode::{
-    Episode, EventBody, FactField, FactValue, LegalStatus, Pathway, Risk, Safeguarding, Strictness,
-    ValidationError,
+    Episode, EventBody, FactField, FactValue, LegalStatus, Pathway, Risk, Safeguarding, Strictness, ValidationError,
 };
 use serde_json::{Value, json};
 
@@ -64,12 +63,7 @@ fn event(id: &str, kind: &str, at: &str, fields: Value) -> Value {
 }
 
 fn appointment_missed(id: &str) -> Value {
-    event(
-        id,
-        "appointment_missed",
-        "2026-03-02T10:00:00Z",
-        json!({"appointment": "initial"}),
-    )
+    event(id, "appointment_missed", "2026-03-02T10:00:00Z", json!({"appointment": "initial"}))
 }
 
 /// Reads strictly and returns the error's Display, failing if the episode is accepted.
@@ -89,14 +83,8 @@ fn assert_event_refused(bad: Value, field: &str) -> String {
         matches!(&error, ValidationError::Event { event, field: f, .. } if event == BAD && f == field),
         "expected an error on event {BAD}, field `{field}`; got {error:?}"
     );
-    assert!(
-        message.contains(BAD),
-        "message does not name the event id: {message}"
-    );
-    assert!(
-        message.contains(&format!("`{field}`")),
-        "message does not name `{field}`: {message}"
-    );
+    assert!(message.contains(BAD), "message does not name the event id: {message}");
+    assert!(message.contains(&format!("`{field}`")), "message does not name `{field}`: {message}");
     message
 }
 
@@ -162,12 +150,7 @@ fn valid_episode_with_several_kinds_of_events_round_trips_through_json() {
             "2026-06-01T17:00:00Z",
             json!({"record": CALL, "reason": "wrong patient"})
         ),
-        event(
-            "01950000-0000-7000-8000-0000000000aa",
-            "reengaged",
-            "2026-06-02T09:00:00Z",
-            json!({})
-        ),
+        event("01950000-0000-7000-8000-0000000000aa", "reengaged", "2026-06-02T09:00:00Z", json!({})),
     ]);
 
     let episode = Episode::from_json(&document.to_string()).expect("a valid episode");
@@ -175,10 +158,7 @@ fn valid_episode_with_several_kinds_of_events_round_trips_through_json() {
     assert!(episode.invalid_records.is_empty());
     assert_eq!(episode.patient_ref.as_str(), PATIENT_REF);
     assert_eq!(episode.facts.pathway.values(), [Pathway::UrgentReferral]);
-    assert_eq!(
-        episode.facts.care_coordinator.values(),
-        [Some("user-bob".to_string())]
-    );
+    assert_eq!(episode.facts.care_coordinator.values(), [Some("user-bob".to_string())]);
     assert_eq!(episode.plan, "Call daily; visit if no answer.");
     let kinds: Vec<&str> = episode.events.iter().map(|e| e.body.kind()).collect();
     assert_eq!(
@@ -250,10 +230,7 @@ fn missing_pathway_is_an_error_naming_pathway() {
     let mut document = episode_json();
     document.as_object_mut().unwrap().remove("pathway");
     let error = Episode::from_json(&document.to_string()).expect_err("a pathway is required");
-    assert!(
-        matches!(&error, ValidationError::Episode { field, .. } if field == "pathway"),
-        "{error:?}"
-    );
+    assert!(matches!(&error, ValidationError::Episode { field, .. } if field == "pathway"), "{error:?}");
     assert!(error.to_string().contains("pathway"), "{error}");
 }
 
@@ -267,26 +244,11 @@ fn fact_given_as_array_is_a_conflict_with_sorted_values() {
     assert!(episode.facts.risk.is_conflict());
     assert_eq!(episode.facts.risk.values(), [Risk::Low, Risk::High]);
     assert_eq!(*episode.facts.risk.safest(), Risk::High);
-    assert_eq!(
-        episode.facts.safeguarding.values(),
-        [Safeguarding::None, Safeguarding::Child, Safeguarding::Both]
-    );
+    assert_eq!(episode.facts.safeguarding.values(), [Safeguarding::None, Safeguarding::Child, Safeguarding::Both]);
     assert_eq!(episode.facts.children.values(), [false, true]);
     assert!(!episode.facts.pathway.is_conflict());
-    let conflicting: Vec<FactField> = episode
-        .facts
-        .conflicts()
-        .into_iter()
-        .map(|(f, _)| f)
-        .collect();
-    assert_eq!(
-        conflicting,
-        [
-            FactField::Risk,
-            FactField::Children,
-            FactField::Safeguarding
-        ]
-    );
+    let conflicting: Vec<FactField> = episode.facts.conflicts().into_iter().map(|(f, _)| f).collect();
+    assert_eq!(conflicting, [FactField::Risk, FactField::Children, FactField::Safeguarding]);
 }
 
 #[test]
@@ -294,10 +256,7 @@ fn fact_given_as_empty_array_is_an_error_naming_the_fact() {
     let mut document = episode_json();
     document["risk"] = json!([]);
     let error = Episode::from_json(&document.to_string()).expect_err("an empty list is no value");
-    assert!(
-        matches!(&error, ValidationError::Episode { field, .. } if field == "risk"),
-        "{error:?}"
-    );
+    assert!(matches!(&error, ValidationError::Episode { field, .. } if field == "risk"), "{error:?}");
     assert!(error.to_string().contains("risk"), "{error}");
 }
 
@@ -320,12 +279,7 @@ fn unknown_enum_value_is_refused_naming_id_and_field() {
 
 #[test]
 fn missing_required_field_is_refused_naming_id_and_field() {
-    let bad = event(
-        BAD,
-        "contact_attempt",
-        "2026-03-02T11:00:00Z",
-        json!({"method": "phone", "target": "patient"}),
-    );
+    let bad = event(BAD, "contact_attempt", "2026-03-02T11:00:00Z", json!({"method": "phone", "target": "patient"}));
     assert_event_refused(bad, "outcome");
 }
 
@@ -343,12 +297,7 @@ fn time_without_offset_is_refused_naming_id_at_and_the_offset() {
 
 #[test]
 fn decision_without_rationale_is_refused() {
-    let bad = event(
-        BAD,
-        "decision",
-        "2026-03-02T11:00:00Z",
-        json!({"topic": "cold_call", "outcome": "no"}),
-    );
+    let bad = event(BAD, "decision", "2026-03-02T11:00:00Z", json!({"topic": "cold_call", "outcome": "no"}));
     assert_event_refused(bad, "rationale");
 }
 
@@ -386,12 +335,7 @@ fn unknown_extra_field_on_an_event_is_refused() {
     );
     assert_event_refused(bad, "mood");
 
-    let bad = event(
-        BAD,
-        "appointment_attended",
-        "2026-03-02T11:00:00Z",
-        json!({"room": "3"}),
-    );
+    let bad = event(BAD, "appointment_attended", "2026-03-02T11:00:00Z", json!({"room": "3"}));
     assert_event_refused(bad, "room");
 }
 
@@ -411,10 +355,7 @@ fn two_events_with_the_same_id_are_refused() {
         matches!(&error, ValidationError::Event { event, field, .. } if event == BAD && field == "id"),
         "{error:?}"
     );
-    assert!(
-        message.contains(BAD) && message.contains("`id`"),
-        "{message}"
-    );
+    assert!(message.contains(BAD) && message.contains("`id`"), "{message}");
 }
 
 #[test]
@@ -440,31 +381,16 @@ fn deterioration_on_a_contact_attempt_without_contact_is_refused() {
 
 #[test]
 fn fact_changed_with_an_unknown_fact_is_refused() {
-    let bad = event(
-        BAD,
-        "fact_changed",
-        "2026-03-02T11:00:00Z",
-        json!({"field": "mood", "value": "low"}),
-    );
+    let bad = event(BAD, "fact_changed", "2026-03-02T11:00:00Z", json!({"field": "mood", "value": "low"}));
     assert_event_refused(bad, "field");
 }
 
 #[test]
 fn fact_changed_with_a_value_of_the_wrong_type_is_refused() {
-    let bad = event(
-        BAD,
-        "fact_changed",
-        "2026-03-02T11:00:00Z",
-        json!({"field": "children", "value": "yes"}),
-    );
+    let bad = event(BAD, "fact_changed", "2026-03-02T11:00:00Z", json!({"field": "children", "value": "yes"}));
     assert_event_refused(bad, "value");
 
-    let bad = event(
-        BAD,
-        "fact_changed",
-        "2026-03-02T11:00:00Z",
-        json!({"field": "risk", "value": "medium"}),
-    );
+    let bad = event(BAD, "fact_changed", "2026-03-02T11:00:00Z", json!({"field": "risk", "value": "medium"}));
     assert_event_refused(bad, "value");
 }
 
@@ -475,10 +401,7 @@ fn patient_ref_in_a_boolean_fact_is_not_repeated_in_the_error() {
         document["children"] = value;
         let message = refused(&document);
         assert!(message.contains("children"), "{message}");
-        assert!(
-            !message.contains(PATIENT_REF),
-            "error repeats the patient ref: {message}"
-        );
+        assert!(!message.contains(PATIENT_REF), "error repeats the patient ref: {message}");
     }
 }
 
@@ -489,41 +412,23 @@ fn patient_ref_in_an_enum_fact_is_not_repeated_in_the_error() {
         document[fact] = json!(PATIENT_REF);
         let message = refused(&document);
         assert!(message.contains(fact), "{message}");
-        assert!(
-            !message.contains(PATIENT_REF),
-            "error repeats the patient ref: {message}"
-        );
+        assert!(!message.contains(PATIENT_REF), "error repeats the patient ref: {message}");
     }
 }
 
 #[test]
 fn patient_ref_in_a_bad_fact_changed_value_is_not_repeated_in_the_error() {
-    let bad = event(
-        BAD,
-        "fact_changed",
-        "2026-03-02T11:00:00Z",
-        json!({"field": "immediate_risk", "value": PATIENT_REF}),
-    );
+    let bad =
+        event(BAD, "fact_changed", "2026-03-02T11:00:00Z", json!({"field": "immediate_risk", "value": PATIENT_REF}));
     let message = assert_event_refused(bad, "value");
-    assert!(
-        !message.contains(PATIENT_REF),
-        "error repeats the patient ref: {message}"
-    );
+    assert!(!message.contains(PATIENT_REF), "error repeats the patient ref: {message}");
 }
 
 #[test]
 fn patient_ref_in_a_bad_boolean_event_field_is_not_repeated_in_the_error() {
-    let bad = event(
-        BAD,
-        "home_visit",
-        "2026-03-02T11:00:00Z",
-        json!({"announced": PATIENT_REF, "outcome": "seen"}),
-    );
+    let bad = event(BAD, "home_visit", "2026-03-02T11:00:00Z", json!({"announced": PATIENT_REF, "outcome": "seen"}));
     let message = assert_event_refused(bad, "announced");
-    assert!(
-        !message.contains(PATIENT_REF),
-        "error repeats the patient ref: {message}"
-    );
+    assert!(!message.contains(PATIENT_REF), "error repeats the patient ref: {message}");
 }
 
 #[test]
@@ -535,30 +440,21 @@ fn patient_ref_as_an_unknown_enum_value_is_not_repeated_in_the_error() {
         json!({"method": "phone", "target": PATIENT_REF, "outcome": "no_answer"}),
     );
     let message = assert_event_refused(bad, "target");
-    assert!(
-        !message.contains(PATIENT_REF),
-        "error repeats the patient ref: {message}"
-    );
+    assert!(!message.contains(PATIENT_REF), "error repeats the patient ref: {message}");
 }
 
 #[test]
 fn patient_ref_as_an_event_kind_is_not_repeated_in_the_error() {
     let bad = event(BAD, PATIENT_REF, "2026-03-02T11:00:00Z", json!({}));
     let message = assert_event_refused(bad, "kind");
-    assert!(
-        !message.contains(PATIENT_REF),
-        "error repeats the patient ref: {message}"
-    );
+    assert!(!message.contains(PATIENT_REF), "error repeats the patient ref: {message}");
 }
 
 #[test]
 fn patient_ref_as_an_event_time_is_not_repeated_in_the_error() {
     let bad = event(BAD, "reengaged", PATIENT_REF, json!({}));
     let message = assert_event_refused(bad, "at");
-    assert!(
-        !message.contains(PATIENT_REF),
-        "error repeats the patient ref: {message}"
-    );
+    assert!(!message.contains(PATIENT_REF), "error repeats the patient ref: {message}");
 }
 
 #[test]
@@ -567,25 +463,14 @@ fn patient_ref_as_an_event_id_is_not_repeated_in_the_error() {
     let document = with_events(vec![bad]);
     let message = refused(&document);
     assert!(message.contains("`id`"), "{message}");
-    assert!(
-        !message.contains(PATIENT_REF),
-        "error repeats the patient ref: {message}"
-    );
+    assert!(!message.contains(PATIENT_REF), "error repeats the patient ref: {message}");
 }
 
 #[test]
 fn patient_ref_as_a_fact_changed_field_is_not_repeated_in_the_error() {
-    let bad = event(
-        BAD,
-        "fact_changed",
-        "2026-03-02T11:00:00Z",
-        json!({"field": PATIENT_REF, "value": true}),
-    );
+    let bad = event(BAD, "fact_changed", "2026-03-02T11:00:00Z", json!({"field": PATIENT_REF, "value": true}));
     let message = assert_event_refused(bad, "field");
-    assert!(
-        !message.contains(PATIENT_REF),
-        "error repeats the patient ref: {message}"
-    );
+    assert!(!message.contains(PATIENT_REF), "error repeats the patient ref: {message}");
 }
 
 #[test]
@@ -593,15 +478,9 @@ fn debug_of_an_episode_does_not_show_the_patient_ref() {
     let document = with_events(vec![appointment_missed(MISSED)]);
     let episode = Episode::from_json(&document.to_string()).expect("a valid episode");
     let debug = format!("{episode:?}");
-    assert!(
-        !debug.contains(PATIENT_REF),
-        "Debug shows the patient ref: {debug}"
-    );
+    assert!(!debug.contains(PATIENT_REF), "Debug shows the patient ref: {debug}");
     let pretty = format!("{episode:#?}");
-    assert!(
-        !pretty.contains(PATIENT_REF),
-        "Debug shows the patient ref: {pretty}"
-    );
+    assert!(!pretty.contains(PATIENT_REF), "Debug shows the patient ref: {pretty}");
     assert!(!format!("{:?}", episode.patient_ref).contains(PATIENT_REF));
 }
 
@@ -622,8 +501,7 @@ fn lenient_mode_sets_a_bad_record_aside_and_keeps_the_rest() {
     let document = with_events(vec![appointment_missed(MISSED), bad, good_after]);
 
     assert!(Episode::from_value(&document, Strictness::Strict).is_err());
-    let episode =
-        Episode::from_value(&document, Strictness::Lenient).expect("lenient keeps the episode");
+    let episode = Episode::from_value(&document, Strictness::Lenient).expect("lenient keeps the episode");
     let kept: Vec<String> = episode.events.iter().map(|e| e.id.to_string()).collect();
     assert_eq!(kept, [MISSED, CALL]);
     assert_eq!(episode.invalid_records.len(), 1);
@@ -633,11 +511,7 @@ fn lenient_mode_sets_a_bad_record_aside_and_keeps_the_rest() {
 
     let now = "2026-03-02T12:00:00Z".parse().unwrap();
     let evaluation = pathway::evaluate(&episode, now, &Calendar::england_and_wales());
-    let warnings: Vec<_> = evaluation
-        .warnings
-        .iter()
-        .filter(|w| w.code == WarningCode::InvalidRecord)
-        .collect();
+    let warnings: Vec<_> = evaluation.warnings.iter().filter(|w| w.code == WarningCode::InvalidRecord).collect();
     assert_eq!(warnings.len(), 1, "{:?}", evaluation.warnings);
     assert_eq!(warnings[0].record.as_deref(), Some(BAD));
     // The kept records still count: the missed initial appointment raised actions.
@@ -653,8 +527,7 @@ fn lenient_mode_sets_aside_an_entered_in_error_naming_no_known_record() {
         json!({"record": UNKNOWN_RECORD, "reason": "typed on the wrong episode"}),
     );
     let document = with_events(vec![appointment_missed(MISSED), bad]);
-    let episode =
-        Episode::from_value(&document, Strictness::Lenient).expect("lenient keeps the episode");
+    let episode = Episode::from_value(&document, Strictness::Lenient).expect("lenient keeps the episode");
     assert_eq!(episode.events.len(), 1);
     assert_eq!(episode.events[0].id.to_string(), MISSED);
     assert_eq!(episode.invalid_records.len(), 1);
@@ -663,10 +536,7 @@ fn lenient_mode_sets_aside_an_entered_in_error_naming_no_known_record() {
     let now = "2026-03-02T12:00:00Z".parse().unwrap();
     let evaluation = pathway::evaluate(&episode, now, &Calendar::england_and_wales());
     assert!(
-        evaluation
-            .warnings
-            .iter()
-            .any(|w| w.code == WarningCode::InvalidRecord && w.record.as_deref() == Some(BAD)),
+        evaluation.warnings.iter().any(|w| w.code == WarningCode::InvalidRecord && w.record.as_deref() == Some(BAD)),
         "{:?}",
         evaluation.warnings
     );

@@ -63,7 +63,8 @@ fn main() -> ExitCode {
 
 fn load_defaults(path: Option<&std::path::Path>) -> Result<Defaults, String> {
     let Some(path) = path else { return Ok(Defaults::default()) };
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read local defaults {}: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read local defaults {}: {e}", path.display()))?;
     Defaults::from_json(&text)
 }
 

@@ -60,16 +60,8 @@ fn missed_initial() -> Value {
 /// Asserts a refusal: non-zero exit, nothing on stdout, and returns stderr.
 fn assert_refused(output: &Output) -> String {
     let err = stderr(output);
-    assert!(
-        !output.status.success(),
-        "expected failure; stdout: {}",
-        stdout(output)
-    );
-    assert!(
-        output.stdout.is_empty(),
-        "stdout not empty: {}",
-        stdout(output)
-    );
+    assert!(!output.status.success(), "expected failure; stdout: {}", stdout(output));
+    assert!(output.stdout.is_empty(), "stdout not empty: {}", stdout(output));
     assert!(!err.trim().is_empty(), "no message on stderr");
     err
 }
@@ -95,15 +87,9 @@ fn temp_file(name: &str, contents: &str) -> PathBuf {
 
 #[test]
 fn evaluate_urgent_referral_missed_initial_opens_contact_patient_due_same_day() {
-    let output = tether(
-        &["pathway", "evaluate", "--now", NOW],
-        &urgent_episode(vec![missed_initial()]),
-    );
+    let output = tether(&["pathway", "evaluate", "--now", NOW], &urgent_episode(vec![missed_initial()]));
     let evaluation = evaluation(&output);
-    assert!(
-        evaluation["warnings"].is_array(),
-        "no warnings array: {evaluation}"
-    );
+    assert!(evaluation["warnings"].is_array(), "no warnings array: {evaluation}");
     let contact = action(&evaluation, "contact_patient");
     assert_eq!(contact["state"], "open", "{contact}");
     assert_eq!(contact["due"], "2026-03-02T23:59:59Z", "{contact}");
@@ -126,10 +112,7 @@ fn evaluate_refuses_an_event_of_unknown_kind_naming_the_field_and_the_event() {
     let mut bad = missed_initial();
     bad["id"] = json!(BAD);
     bad["kind"] = json!("telepathy");
-    let output = tether(
-        &["pathway", "evaluate", "--now", NOW],
-        &urgent_episode(vec![missed_initial(), bad]),
-    );
+    let output = tether(&["pathway", "evaluate", "--now", NOW], &urgent_episode(vec![missed_initial(), bad]));
     let err = assert_refused(&output);
     assert!(err.contains("`kind`"), "{err}");
     assert!(err.contains(BAD), "{err}");
@@ -142,18 +125,13 @@ fn evaluate_refusal_does_not_repeat_the_patient_ref() {
     let output = tether(&["pathway", "evaluate", "--now", NOW], &episode.to_string());
     let err = assert_refused(&output);
     assert!(err.contains("children"), "{err}");
-    assert!(
-        !err.contains("NHS-943-476-5919"),
-        "stderr repeats the patient ref: {err}"
-    );
+    assert!(!err.contains("NHS-943-476-5919"), "stderr repeats the patient ref: {err}");
 }
 
 #[test]
 fn evaluate_refuses_now_without_an_offset() {
-    let output = tether(
-        &["pathway", "evaluate", "--now", "2026-03-02T12:00:00"],
-        &urgent_episode(vec![missed_initial()]),
-    );
+    let output =
+        tether(&["pathway", "evaluate", "--now", "2026-03-02T12:00:00"], &urgent_episode(vec![missed_initial()]));
     let err = assert_refused(&output);
     assert!(err.contains("--now"), "{err}");
     assert!(err.contains("offset"), "{err}");
@@ -161,19 +139,10 @@ fn evaluate_refuses_now_without_an_offset() {
 
 #[test]
 fn evaluate_with_defaults_file_changes_contact_family_carers_due() {
-    let defaults = temp_file(
-        "cli-defaults-family-one-working-day.json",
-        r#"{"urgent_contact_family_carers": "1 working day"}"#,
-    );
+    let defaults =
+        temp_file("cli-defaults-family-one-working-day.json", r#"{"urgent_contact_family_carers": "1 working day"}"#);
     let output = tether(
-        &[
-            "pathway",
-            "evaluate",
-            "--now",
-            NOW,
-            "--defaults",
-            defaults.to_str().unwrap(),
-        ],
+        &["pathway", "evaluate", "--now", NOW, "--defaults", defaults.to_str().unwrap()],
         &urgent_episode(vec![missed_initial()]),
     );
     let evaluation = evaluation(&output);
@@ -186,19 +155,9 @@ fn evaluate_with_defaults_file_changes_contact_family_carers_due() {
 
 #[test]
 fn evaluate_refuses_a_defaults_file_with_an_unknown_name() {
-    let defaults = temp_file(
-        "cli-defaults-unknown-name.json",
-        r#"{"weekend_visit_deadline": "1 working day"}"#,
-    );
+    let defaults = temp_file("cli-defaults-unknown-name.json", r#"{"weekend_visit_deadline": "1 working day"}"#);
     let output = tether(
-        &[
-            "pathway",
-            "evaluate",
-            "--now",
-            NOW,
-            "--defaults",
-            defaults.to_str().unwrap(),
-        ],
+        &["pathway", "evaluate", "--now", NOW, "--defaults", defaults.to_str().unwrap()],
         &urgent_episode(vec![missed_initial()]),
     );
     let err = assert_refused(&output);
@@ -207,28 +166,17 @@ fn evaluate_refuses_a_defaults_file_with_an_unknown_name() {
 
 #[test]
 fn rules_refuses_a_defaults_file_with_an_unknown_name() {
-    let defaults = temp_file(
-        "cli-rules-defaults-unknown-name.json",
-        r#"{"weekend_visit_deadline": "1 working day"}"#,
-    );
-    let output = tether(
-        &["pathway", "rules", "--defaults", defaults.to_str().unwrap()],
-        "",
-    );
+    let defaults = temp_file("cli-rules-defaults-unknown-name.json", r#"{"weekend_visit_deadline": "1 working day"}"#);
+    let output = tether(&["pathway", "rules", "--defaults", defaults.to_str().unwrap()], "");
     let err = assert_refused(&output);
     assert!(err.contains("weekend_visit_deadline"), "{err}");
 }
 
 /// Whether some line of the table reads `name value`, ignoring the table's punctuation.
 fn has_default_line(table: &str, name: &str, value: &str) -> bool {
-    let wanted: Vec<&str> = std::iter::once(name)
-        .chain(value.split_whitespace())
-        .collect();
+    let wanted: Vec<&str> = std::iter::once(name).chain(value.split_whitespace()).collect();
     table.lines().any(|line| {
-        let words: Vec<&str> = line
-            .split(|c: char| c == '|' || c.is_whitespace())
-            .filter(|w| !w.is_empty())
-            .collect();
+        let words: Vec<&str> = line.split(|c: char| c == '|' || c.is_whitespace()).filter(|w| !w.is_empty()).collect();
         words == wanted
     })
 }
@@ -236,11 +184,7 @@ fn has_default_line(table: &str, name: &str, value: &str) -> bool {
 #[test]
 fn rules_prints_every_code_and_every_local_default() {
     let output = tether(&["pathway", "rules"], "");
-    assert!(
-        output.status.success(),
-        "tether failed: {}",
-        stderr(&output)
-    );
+    assert!(output.status.success(), "tether failed: {}", stderr(&output));
     let table = stdout(&output);
     for code in Code::ALL {
         assert!(table.contains(code.as_str()), "no row for {code}:\n{table}");
@@ -249,27 +193,14 @@ fn rules_prints_every_code_and_every_local_default() {
         has_default_line(&table, "routine_phone_patient", "2 working days"),
         "no line for routine_phone_patient:\n{table}"
     );
-    assert!(
-        has_default_line(&table, "leave_calling_card", "1 hour"),
-        "no line for leave_calling_card:\n{table}"
-    );
+    assert!(has_default_line(&table, "leave_calling_card", "1 hour"), "no line for leave_calling_card:\n{table}");
 }
 
 #[test]
 fn rules_with_defaults_file_prints_the_overridden_value() {
-    let defaults = temp_file(
-        "cli-rules-defaults-routine-phone.json",
-        r#"{"routine_phone_patient": "3 working days"}"#,
-    );
-    let output = tether(
-        &["pathway", "rules", "--defaults", defaults.to_str().unwrap()],
-        "",
-    );
-    assert!(
-        output.status.success(),
-        "tether failed: {}",
-        stderr(&output)
-    );
+    let defaults = temp_file("cli-rules-defaults-routine-phone.json", r#"{"routine_phone_patient": "3 working days"}"#);
+    let output = tether(&["pathway", "rules", "--defaults", defaults.to_str().unwrap()], "");
+    assert!(output.status.success(), "tether failed: {}", stderr(&output));
     let table = stdout(&output);
     assert!(
         has_default_line(&table, "routine_phone_patient", "3 working days"),

@@ -11,19 +11,29 @@ use crate::model::{EventBody, FactField, FactValue, Safeguarding};
 
 /// Offer another appointment the same day as the first contact after T (†). Survives
 /// contact (it is raised by one).
-pub(crate) fn offer_appointment(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, contact: &crate::model::Event, cites: &'static str, owner: Role) {
-    out.raise(cx, Raise {
-        code: Code::OfferAppointment,
-        cites,
-        owner,
-        priority: Priority::High,
-        cycle: Some(c),
-        trigger: contact.into(),
-        survives_contact: true,
-        active_from: contact.at,
-        due: cx.defaults.offer_appointment,
-        done_by: DoneBy::Any(appointment_offered),
-    });
+pub(crate) fn offer_appointment(
+    cx: &Ctx<'_>,
+    out: &mut Out,
+    c: &Cycle<'_>,
+    contact: &crate::model::Event,
+    cites: &'static str,
+    owner: Role,
+) {
+    out.raise(
+        cx,
+        Raise {
+            code: Code::OfferAppointment,
+            cites,
+            owner,
+            priority: Priority::High,
+            cycle: Some(c),
+            trigger: contact.into(),
+            survives_contact: true,
+            active_from: contact.at,
+            due: cx.defaults.offer_appointment,
+            done_by: DoneBy::Any(appointment_offered),
+        },
+    );
 }
 
 /// 5.4: consider a Mental Health Act assessment, the same day (†) as the escalation
@@ -37,18 +47,21 @@ pub(crate) fn consider_mha_assessment(
     cites: &'static str,
     owner: Role,
 ) {
-    out.raise(cx, Raise {
-        code: Code::ConsiderMhaAssessment,
-        cites,
-        owner,
-        priority: Priority::High,
-        cycle: Some(c),
-        trigger,
-        survives_contact: false,
-        active_from: from,
-        due: cx.defaults.consider_mha_assessment,
-        done_by: DoneBy::Any(decided_mha_assessment),
-    });
+    out.raise(
+        cx,
+        Raise {
+            code: Code::ConsiderMhaAssessment,
+            cites,
+            owner,
+            priority: Priority::High,
+            cycle: Some(c),
+            trigger,
+            survives_contact: false,
+            active_from: from,
+            due: cx.defaults.consider_mha_assessment,
+            done_by: DoneBy::Any(decided_mha_assessment),
+        },
+    );
 }
 
 /// 5.4: with a community treatment order or a conditional discharge, consider recall
@@ -58,18 +71,21 @@ pub(crate) fn consider_recall(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, trigge
     if !cx.facts.recallable() {
         return;
     }
-    out.raise(cx, Raise {
-        code: Code::ConsiderRecall,
-        cites: "5.4",
-        owner: Role::ResponsibleClinician,
-        priority: Priority::High,
-        cycle: Some(c),
-        trigger,
-        survives_contact: true,
-        active_from: from,
-        due: cx.defaults.consider_recall,
-        done_by: DoneBy::Any(decided_recall),
-    });
+    out.raise(
+        cx,
+        Raise {
+            code: Code::ConsiderRecall,
+            cites: "5.4",
+            owner: Role::ResponsibleClinician,
+            priority: Priority::High,
+            cycle: Some(c),
+            trigger,
+            survives_contact: true,
+            active_from: from,
+            due: cx.defaults.consider_recall,
+            done_by: DoneBy::Any(decided_recall),
+        },
+    );
 }
 
 /// 5.6: arrange an MDT meeting from the moment of `trigger`.
@@ -90,18 +106,21 @@ pub(crate) fn arrange_mdt_from(
     cites: &'static str,
 ) {
     let due = if cx.facts.high_risk() { cx.defaults.arrange_mdt_high_risk } else { cx.defaults.arrange_mdt };
-    out.raise(cx, Raise {
-        code: Code::ArrangeMdt,
-        cites,
-        owner: Role::TeamManager,
-        priority: Priority::High,
-        cycle: Some(c),
-        trigger,
-        survives_contact: true,
-        active_from: from,
-        due,
-        done_by: DoneBy::Any(quorate_mdt),
-    });
+    out.raise(
+        cx,
+        Raise {
+            code: Code::ArrangeMdt,
+            cites,
+            owner: Role::TeamManager,
+            priority: Priority::High,
+            cycle: Some(c),
+            trigger,
+            survives_contact: true,
+            active_from: from,
+            due,
+            done_by: DoneBy::Any(quorate_mdt),
+        },
+    );
 }
 
 /// The rules that every episode gets, whatever its pathway, and the warnings.
@@ -123,18 +142,21 @@ pub(crate) fn apply(cx: &Ctx<'_>, out: &mut Out) {
 /// get in touch. Done by a `calling_card_left` naming the visit. Survives contact.
 fn leave_calling_card(cx: &Ctx<'_>, out: &mut Out) {
     for visit in cx.events.iter().copied().filter(|e| unanswered_unannounced_visit(e)) {
-        out.raise(cx, Raise {
-            code: Code::LeaveCallingCard,
-            cites: "5.1.1, A",
-            owner: Role::Visitor,
-            priority: Priority::High,
-            cycle: None,
-            trigger: visit.into(),
-            survives_contact: true,
-            active_from: visit.at,
-            due: cx.defaults.leave_calling_card,
-            done_by: DoneBy::CardFor(visit.id),
-        });
+        out.raise(
+            cx,
+            Raise {
+                code: Code::LeaveCallingCard,
+                cites: "5.1.1, A",
+                owner: Role::Visitor,
+                priority: Priority::High,
+                cycle: None,
+                trigger: visit.into(),
+                survives_contact: true,
+                active_from: visit.at,
+                due: cx.defaults.leave_calling_card,
+                done_by: DoneBy::CardFor(visit.id),
+            },
+        );
     }
 }
 
@@ -148,21 +170,28 @@ fn after_mdt(cx: &Ctx<'_>, out: &mut Out) {
         let mut rows = vec![(Code::ShareMdtPlan, cx.defaults.share_mdt_plan, DoneBy::All(SHARE))];
         if mdt.outcome == crate::model::MdtOutcome::Discharge {
             rows.push((Code::InformGpOfDischarge, cx.defaults.discharge_after_mdt, DoneBy::Any(told_gp)));
-            rows.push((Code::SendDischargeLetter, cx.defaults.discharge_after_mdt, DoneBy::Any(discharged_with_crisis_plan)));
+            rows.push((
+                Code::SendDischargeLetter,
+                cx.defaults.discharge_after_mdt,
+                DoneBy::Any(discharged_with_crisis_plan),
+            ));
         }
         for (code, due, done_by) in rows {
-            out.raise(cx, Raise {
-                code,
-                cites: "5.6",
-                owner: Role::CareCoordinator,
-                priority: Priority::Routine,
-                cycle: None,
-                trigger: meeting.into(),
-                survives_contact: true,
-                active_from: meeting.at,
-                due,
-                done_by,
-            });
+            out.raise(
+                cx,
+                Raise {
+                    code,
+                    cites: "5.6",
+                    owner: Role::CareCoordinator,
+                    priority: Priority::Routine,
+                    cycle: None,
+                    trigger: meeting.into(),
+                    survives_contact: true,
+                    active_from: meeting.at,
+                    due,
+                    done_by,
+                },
+            );
         }
     }
 }
@@ -174,37 +203,47 @@ fn discuss_safeguarding(cx: &Ctx<'_>, out: &mut Out) {
     const DONE: &[Is] = &[told_safeguarding_nurse, told_team_manager];
     let concern = cx.facts.safeguarding;
     let trigger = cx.fact_since(FactField::Safeguarding, &FactValue::Safeguarding(concern));
-    let due = if concern.includes_child() { cx.defaults.discuss_safeguarding_child } else { cx.defaults.discuss_safeguarding_adult };
-    out.raise(cx, Raise {
-        code: Code::DiscussSafeguarding,
-        cites: "5.5",
-        owner: Role::CareCoordinator,
-        priority: Priority::High,
-        cycle: None,
-        trigger,
-        survives_contact: true,
-        active_from: trigger.at,
-        due,
-        done_by: DoneBy::All(DONE),
-    });
+    let due = if concern.includes_child() {
+        cx.defaults.discuss_safeguarding_child
+    } else {
+        cx.defaults.discuss_safeguarding_adult
+    };
+    out.raise(
+        cx,
+        Raise {
+            code: Code::DiscussSafeguarding,
+            cites: "5.5",
+            owner: Role::CareCoordinator,
+            priority: Priority::High,
+            cycle: None,
+            trigger,
+            survives_contact: true,
+            active_from: trigger.at,
+            due,
+            done_by: DoneBy::All(DONE),
+        },
+    );
 }
 
 /// 5.7: a patient known or assessed to disengage and re-engage: make a plan for it
 /// within 10 working days (†) of opening, or of when it was recorded.
 fn plan_for_disengagement(cx: &Ctx<'_>, out: &mut Out) {
     let trigger = cx.flag_since(FactField::KnownDisengager);
-    out.raise(cx, Raise {
-        code: Code::PlanForDisengagement,
-        cites: "5.7",
-        owner: Role::CareCoordinator,
-        priority: Priority::Routine,
-        cycle: None,
-        trigger,
-        survives_contact: true,
-        active_from: trigger.at,
-        due: cx.defaults.plan_for_disengagement,
-        done_by: DoneBy::Any(decided_disengagement_plan),
-    });
+    out.raise(
+        cx,
+        Raise {
+            code: Code::PlanForDisengagement,
+            cites: "5.7",
+            owner: Role::CareCoordinator,
+            priority: Priority::Routine,
+            cycle: None,
+            trigger,
+            survives_contact: true,
+            active_from: trigger.at,
+            due: cx.defaults.plan_for_disengagement,
+            done_by: DoneBy::Any(decided_disengagement_plan),
+        },
+    );
 }
 
 /// 5 ("all actions recorded in the EPR"): each record not yet in a `filed_to_epr`,
@@ -220,18 +259,21 @@ fn file_to_epr(cx: &Ctx<'_>, out: &mut Out) {
             EventBody::EnteredInError(eie) if !cx.is_filed(eie.record) => continue,
             _ => {}
         }
-        out.raise(cx, Raise {
-            code: Code::FileToEpr,
-            cites: "5",
-            owner: Role::TeamBase,
-            priority: Priority::Routine,
-            cycle: None,
-            trigger: record.into(),
-            survives_contact: true,
-            active_from: record.at,
-            due: cx.defaults.file_to_epr,
-            done_by: DoneBy::Filed(record.id),
-        });
+        out.raise(
+            cx,
+            Raise {
+                code: Code::FileToEpr,
+                cites: "5",
+                owner: Role::TeamBase,
+                priority: Priority::Routine,
+                cycle: None,
+                trigger: record.into(),
+                survives_contact: true,
+                active_from: record.at,
+                due: cx.defaults.file_to_epr,
+                done_by: DoneBy::Filed(record.id),
+            },
+        );
     }
 }
 
@@ -240,7 +282,10 @@ fn warnings(cx: &Ctx<'_>, out: &mut Out) {
         let shown: Vec<String> = values.iter().map(|v| v.to_string()).collect();
         out.warn(
             WarningCode::FactConflict,
-            format!("devices set `{field}` to different values ({}): the rules use the safer one until it is set again", shown.join(", ")),
+            format!(
+                "devices set `{field}` to different values ({}): the rules use the safer one until it is set again",
+                shown.join(", ")
+            ),
             Some(field),
             None,
         );
@@ -259,7 +304,8 @@ fn warnings(cx: &Ctx<'_>, out: &mut Out) {
         {
             out.warn(
                 WarningCode::ClockSkew,
-                "the record's time is more than 5 minutes after the server received it: check the device's clock".into(),
+                "the record's time is more than 5 minutes after the server received it: check the device's clock"
+                    .into(),
                 None,
                 Some(e.id.to_string()),
             );

@@ -4,7 +4,6 @@
 //! (`pathway.md`, "Times"). The time zone rules are compiled into the binary, so a phone
 //! and the server compute the same instant whatever their system's time zone data.
 
-use std::collections::BTreeSet;
 use std::fmt;
 
 use jiff::civil::{Date, DateTime, Weekday, date};
@@ -22,26 +21,68 @@ static LONDON: TimeZone = tz::get!("Europe/London");
 /// [`Calendar::with_bank_holidays`].
 pub const ENGLAND_AND_WALES: &[Date] = &[
     // 2024
-    date(2024, 1, 1), date(2024, 3, 29), date(2024, 4, 1), date(2024, 5, 6),
-    date(2024, 5, 27), date(2024, 8, 26), date(2024, 12, 25), date(2024, 12, 26),
+    date(2024, 1, 1),
+    date(2024, 3, 29),
+    date(2024, 4, 1),
+    date(2024, 5, 6),
+    date(2024, 5, 27),
+    date(2024, 8, 26),
+    date(2024, 12, 25),
+    date(2024, 12, 26),
     // 2025
-    date(2025, 1, 1), date(2025, 4, 18), date(2025, 4, 21), date(2025, 5, 5),
-    date(2025, 5, 26), date(2025, 8, 25), date(2025, 12, 25), date(2025, 12, 26),
+    date(2025, 1, 1),
+    date(2025, 4, 18),
+    date(2025, 4, 21),
+    date(2025, 5, 5),
+    date(2025, 5, 26),
+    date(2025, 8, 25),
+    date(2025, 12, 25),
+    date(2025, 12, 26),
     // 2026
-    date(2026, 1, 1), date(2026, 4, 3), date(2026, 4, 6), date(2026, 5, 4),
-    date(2026, 5, 25), date(2026, 8, 31), date(2026, 12, 25), date(2026, 12, 28),
+    date(2026, 1, 1),
+    date(2026, 4, 3),
+    date(2026, 4, 6),
+    date(2026, 5, 4),
+    date(2026, 5, 25),
+    date(2026, 8, 31),
+    date(2026, 12, 25),
+    date(2026, 12, 28),
     // 2027
-    date(2027, 1, 1), date(2027, 3, 26), date(2027, 3, 29), date(2027, 5, 3),
-    date(2027, 5, 31), date(2027, 8, 30), date(2027, 12, 27), date(2027, 12, 28),
+    date(2027, 1, 1),
+    date(2027, 3, 26),
+    date(2027, 3, 29),
+    date(2027, 5, 3),
+    date(2027, 5, 31),
+    date(2027, 8, 30),
+    date(2027, 12, 27),
+    date(2027, 12, 28),
     // 2028
-    date(2028, 1, 3), date(2028, 4, 14), date(2028, 4, 17), date(2028, 5, 1),
-    date(2028, 5, 29), date(2028, 8, 28), date(2028, 12, 25), date(2028, 12, 26),
+    date(2028, 1, 3),
+    date(2028, 4, 14),
+    date(2028, 4, 17),
+    date(2028, 5, 1),
+    date(2028, 5, 29),
+    date(2028, 8, 28),
+    date(2028, 12, 25),
+    date(2028, 12, 26),
     // 2029
-    date(2029, 1, 1), date(2029, 3, 30), date(2029, 4, 2), date(2029, 5, 7),
-    date(2029, 5, 28), date(2029, 8, 27), date(2029, 12, 25), date(2029, 12, 26),
+    date(2029, 1, 1),
+    date(2029, 3, 30),
+    date(2029, 4, 2),
+    date(2029, 5, 7),
+    date(2029, 5, 28),
+    date(2029, 8, 27),
+    date(2029, 12, 25),
+    date(2029, 12, 26),
     // 2030
-    date(2030, 1, 1), date(2030, 4, 19), date(2030, 4, 22), date(2030, 5, 6),
-    date(2030, 5, 27), date(2030, 8, 26), date(2030, 12, 25), date(2030, 12, 26),
+    date(2030, 1, 1),
+    date(2030, 4, 19),
+    date(2030, 4, 22),
+    date(2030, 5, 6),
+    date(2030, 5, 27),
+    date(2030, 8, 26),
+    date(2030, 12, 25),
+    date(2030, 12, 26),
 ];
 
 /// The years [`ENGLAND_AND_WALES`] covers.
@@ -50,8 +91,8 @@ pub const TABLE_YEARS: std::ops::RangeInclusive<i16> = 2024..=2030;
 /// The calendar the rules count in: Europe/London time and its working days.
 #[derive(Clone)]
 pub struct Calendar {
-    /// The published table, and any one-off holidays a deployment adds.
-    bank_holidays: BTreeSet<Date>,
+    /// The published table, and any one-off holidays a deployment adds; sorted.
+    bank_holidays: Vec<Date>,
 }
 
 impl fmt::Debug for Calendar {
@@ -70,12 +111,14 @@ impl Calendar {
     /// England and Wales: the published table for 2024 to 2030, and the standing rules
     /// for other years.
     pub fn england_and_wales() -> Self {
-        Self { bank_holidays: ENGLAND_AND_WALES.iter().copied().collect() }
+        Self { bank_holidays: ENGLAND_AND_WALES.to_vec() }
     }
 
     /// This calendar with more bank holidays (a coronation, a jubilee).
     pub fn with_bank_holidays(mut self, extra: impl IntoIterator<Item = Date>) -> Self {
         self.bank_holidays.extend(extra);
+        self.bank_holidays.sort();
+        self.bank_holidays.dedup();
         self
     }
 
@@ -86,7 +129,7 @@ impl Calendar {
 
     /// A bank holiday: in the table (or added), or by the standing rules outside it.
     pub fn is_bank_holiday(&self, day: Date) -> bool {
-        self.bank_holidays.contains(&day)
+        self.bank_holidays.binary_search(&day).is_ok()
             || (!TABLE_YEARS.contains(&day.year()) && standing_bank_holidays(day.year()).contains(&day))
     }
 
@@ -112,10 +155,13 @@ impl Calendar {
     /// N working days: 17:00 local on the Nth working day after the local date of `at`.
     pub fn working_days_after(&self, at: Timestamp, n: u32) -> Timestamp {
         let mut day = self.local(at).date();
+        let mut weekday = day.weekday().to_monday_zero_offset();
         let mut counted = 0;
         while counted < n {
             day = next_day(day);
-            if self.is_working_day(day) {
+            weekday = (weekday + 1) % 7;
+            // Monday to Friday (0 to 4), less bank holidays.
+            if weekday < 5 && !self.is_bank_holiday(day) {
                 counted += 1;
             }
         }

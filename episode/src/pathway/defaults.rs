@@ -47,7 +47,11 @@ impl FromStr for Deadline {
             "same day" => return Ok(Self::SameDay),
             _ => {}
         }
-        let bad = || format!("`{text}` is not a deadline: write `immediately`, `same day`, `N hours`, `N days` or `N working days`");
+        let bad = || {
+            format!(
+                "`{text}` is not a deadline: write `immediately`, `same day`, `N hours`, `N days` or `N working days`"
+            )
+        };
         let (number, unit) = text.split_once(' ').ok_or_else(bad)?;
         let n: u32 = number.parse().map_err(|_| bad())?;
         if n == 0 || n > 366 {
@@ -214,7 +218,15 @@ mod tests {
 
     #[test]
     fn deadlines_read_what_they_write() {
-        for d in [Deadline::Immediately, Deadline::SameDay, Deadline::Hours(1), Deadline::Hours(4), Deadline::Days(7), Deadline::WorkingDays(1), Deadline::WorkingDays(10)] {
+        for d in [
+            Deadline::Immediately,
+            Deadline::SameDay,
+            Deadline::Hours(1),
+            Deadline::Hours(4),
+            Deadline::Days(7),
+            Deadline::WorkingDays(1),
+            Deadline::WorkingDays(10),
+        ] {
             assert_eq!(d.to_string().parse::<Deadline>(), Ok(d));
         }
         assert!("0 days".parse::<Deadline>().is_err());

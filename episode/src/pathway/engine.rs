@@ -5,8 +5,6 @@
 //! has and what does it; this module applies `pathway.md`'s general sections
 //! ("Cycles", "Contact cancels", "Upcoming", "Actions") the same way for all of them.
 
-use std::collections::{HashMap, HashSet};
-
 use jiff::Timestamp;
 use uuid::Uuid;
 
@@ -109,12 +107,17 @@ pub(crate) struct Ctx<'a> {
     pub(crate) facts: Current,
     /// The records that count: valid and not entered in error, by time then id.
     pub(crate) events: Vec<&'a Event>,
+    /// The records' times, in the same order, for searching by time.
+    times: Vec<Timestamp>,
     pub(crate) calendar: &'a Calendar,
     pub(crate) defaults: &'a Defaults,
     pub(crate) now: Timestamp,
     /// Each record listed in a `filed_to_epr`, with the first filing that lists it
-    /// (records entered in error included, so their correction can be filed).
-    filed: HashMap<EventId, &'a Event>,
+    /// (records entered in error included, so their correction can be filed); sorted by
+    /// record id.
+    filed: Vec<(EventId, &'a Event)>,
+    /// Deadlines already worked out in this evaluation.
+    deadlines: DeadlineMemo,
 }
 
 /// What raised an action: a record, or the episode's opening.
@@ -132,7 +135,8 @@ impl From<&Event> for Trigger {
 
 impl<'a> Ctx<'a> {
     pub(crate) fn new(episode: &'a Episode, now: Timestamp, calendar: &'a Calendar, defaults: &'a Defaults) -> Self {
-        let in_error: HashSet<EventId> = episode
+        // Corrections are rare: a short list beats a hash set here.
+        let in_error: Vec<EventId> = episode
             .events
             .iter()
             .filter_map(|e| match &e.body {
@@ -140,17 +144,21 @@ impl<'a> Ctx<'a> {
                 _ => None,
             })
             .collect();
-        let mut events: Vec<&Event> = episode.events.iter().filter(|e| !in_error.contains(&e.id)).collect();
-        events.sort_unstable_by_key(|e| (e.at, e.id));
-        let mut filed = HashMap::new();
+        let mut events: Vec<&Event> = Vec::with_capacity(episode.events.len());
+        events.extend(episode.events.iter().filter(|e| !in_error.contains(&e.id)));
+        events.sort_unstable_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
+        let mut filed = Vec::new();
         for event in &events {
             if let EventBody::FiledToEpr(filing) = &event.body {
-                for record in &filing.records {
-                    filed.entry(*record).or_insert(*event);
-                }
+                filed.extend(filing.records.iter().map(|record| (*record, *event)));
             }
         }
-        Self { episode, facts: Current::new(&episode.facts), events, calendar, defaults, now, filed }
+        // Stable, so the first filing of a record (by time) comes first among its entries.
+        filed.sort_by_key(|(record, _)| *record);
+        filed.dedup_by_key(|(record, _)| *record);
+        let times = events.iter().map(|e| e.at).collect();
+        let deadlines = DeadlineMemo::default();
+        Self { episode, facts: Current::new(&episode.facts), events, times, calendar, defaults, now, filed, deadlines }
     }
 
     /// The episode's cycles for these rules ("Cycles"): the records between one contact
@@ -161,7 +169,12 @@ impl<'a> Ctx<'a> {
         let mut start = 0;
         for (i, event) in self.events.iter().enumerate() {
             if records::is_contact(event, child) || matches!(event.body, EventBody::Discharged(_)) {
-                cycles.push(Cycle { key: (rules, cycles.len()), records: &self.events[start..i], closer: Some(event), child });
+                cycles.push(Cycle {
+                    key: (rules, cycles.len()),
+                    records: &self.events[start..i],
+                    closer: Some(event),
+                    child,
+                });
                 start = i + 1;
             }
         }
@@ -195,18 +208,32 @@ impl<'a> Ctx<'a> {
 
     /// Whether a `filed_to_epr` lists the record.
     pub(crate) fn is_filed(&self, record: EventId) -> bool {
-        self.filed.contains_key(&record)
+        self.filing(record).is_some()
+    }
+
+    fn filing(&self, record: EventId) -> Option<&'a Event> {
+        self.filed.binary_search_by_key(&record, |(r, _)| *r).ok().map(|i| self.filed[i].1)
+    }
+
+    /// When a deadline counted from `from` falls.
+    pub(crate) fn deadline(&self, from: Timestamp, deadline: Deadline) -> Timestamp {
+        self.deadlines.get(self.calendar, from, deadline)
     }
 
     /// The records at or after `at`.
     fn records_from(&self, at: Timestamp) -> &[&'a Event] {
-        let start = self.events.partition_point(|e| e.at < at);
+        let start = self.times.partition_point(|t| *t < at);
         &self.events[start..]
     }
 
     /// Finds what does an action: the first record other than the trigger, at or after
     /// the trigger's time ("Actions"), that satisfies the rule's "done by".
     fn resolve(&self, trigger: Trigger, done_by: &DoneBy) -> Option<&'a Event> {
+        if let DoneBy::Filed(record) = done_by {
+            // A filing that names the record does it whatever the two devices' clocks
+            // said: the order of times is no evidence against it.
+            return self.filing(*record);
+        }
         let candidates = self.records_from(trigger.at);
         let first = |pred: &dyn Fn(&Event) -> bool| candidates.iter().copied().find(|e| e.id != trigger.id && pred(e));
         match done_by {
@@ -222,11 +249,7 @@ impl<'a> Ctx<'a> {
                 last
             }
             DoneBy::CardFor(visit) => first(&|e| matches!(&e.body, EventBody::CallingCardLeft(c) if c.visit == *visit)),
-            DoneBy::Filed(record) => {
-                // A filing that names the record does it whatever the two devices'
-                // clocks said: the order of times is no evidence against it.
-                self.filed.get(record).copied()
-            }
+            DoneBy::Filed(_) => None,
             DoneBy::ChildrensServicesKnown => {
                 let decision = first(&records::decision_childrens_services_known)?;
                 if matches!(&decision.body, EventBody::Decision(d) if d.outcome == DecisionOutcome::NotApplicable) {
@@ -331,8 +354,9 @@ struct Raised {
 }
 
 impl Raised {
-    /// Its state at `now` ("Actions", "Contact cancels", "Upcoming").
-    fn settle(&self, now: Timestamp) -> Action {
+    /// Its state at `now` ("Actions", "Contact cancels", "Upcoming"), the record that
+    /// did it, and whether it was ever overdue.
+    fn outcome(&self, now: Timestamp) -> (State, Option<(Timestamp, EventId)>, bool) {
         // The cycle closed before the action became active: the condition it waited
         // for ("no contact by …") never held.
         let never_active = self.closer.filter(|c| *c < self.active_from);
@@ -347,8 +371,14 @@ impl Raised {
             (None, None) if now > self.due => (State::Overdue, now),
             (None, None) => (State::Open, now),
         };
+        let was_overdue = (never_active.is_none() || done.is_some()) && end > self.due;
+        (state, done, was_overdue)
+    }
+
+    fn to_action(&self, id: Uuid, now: Timestamp) -> Action {
+        let (state, done, was_overdue) = self.outcome(now);
         Action {
-            id: action_id(self.code, self.trigger.id),
+            id,
             code: self.code,
             title: self.code.title().into(),
             cites: self.cites.into(),
@@ -359,7 +389,7 @@ impl Raised {
             due: self.due,
             resolved_by: done.map(|(_, id)| id),
             late: done.is_some_and(|(at, _)| at > self.due),
-            was_overdue: (never_active.is_none() || done.is_some()) && end > self.due,
+            was_overdue,
             trigger: self.trigger.id,
         }
     }
@@ -374,20 +404,27 @@ pub(crate) struct Settled {
 }
 
 /// The actions and warnings gathered so far.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Out {
     raised: Vec<Raised>,
     warnings: Vec<Warning>,
 }
 
 impl Out {
+    pub(crate) fn new(cx: &Ctx<'_>) -> Self {
+        // About one action per record (filing), and a few more.
+        Self { raised: Vec::with_capacity(cx.events.len() + 24), warnings: Vec::new() }
+    }
+
     /// Raises an action; says whether, on its own, it is done at `now`.
     pub(crate) fn raise(&mut self, cx: &Ctx<'_>, r: Raise<'_>) -> Settled {
         let done = cx.resolve(r.trigger, &r.done_by);
         // A discharge also ends what only makes sense while the patient is in our care
         // (another appointment, a full assessment, a step up), though contact does not.
         let ended = matches!(r.code, Code::OfferAppointment | Code::FullAssessment | Code::StepUp)
-            .then(|| cx.records_from(r.active_from).iter().copied().find(|e| e.id != r.trigger.id && records::discharged(e)))
+            .then(|| {
+                cx.records_from(r.active_from).iter().copied().find(|e| e.id != r.trigger.id && records::discharged(e))
+            })
             .flatten();
         let raised = Raised {
             code: r.code,
@@ -396,7 +433,7 @@ impl Out {
             priority: r.priority,
             trigger: r.trigger,
             active_from: r.active_from,
-            due: cx.calendar.deadline(r.active_from, r.due),
+            due: cx.deadline(r.active_from, r.due),
             survives_contact: r.survives_contact,
             done: done.map(|d| (d.at, d.id)),
             closer: r.cycle.and_then(|c| c.closer).map(|c| c.at),
@@ -404,9 +441,9 @@ impl Out {
             cycle: r.cycle.map(|c| c.key),
             order: self.raised.len(),
         };
-        let action = raised.settle(cx.now);
+        let (state, ..) = raised.outcome(cx.now);
         self.raised.push(raised);
-        let done = done.filter(|_| action.state == State::Done);
+        let done = done.filter(|_| state == State::Done);
         Settled { done: done.map(Trigger::from) }
     }
 
@@ -415,7 +452,13 @@ impl Out {
         self.raised.iter().any(|r| r.code == code && r.done.is_some_and(|(_, id)| id == record))
     }
 
-    pub(crate) fn warn(&mut self, code: WarningCode, message: String, field: Option<FactField>, record: Option<String>) {
+    pub(crate) fn warn(
+        &mut self,
+        code: WarningCode,
+        message: String,
+        field: Option<FactField>,
+        record: Option<String>,
+    ) {
         self.warnings.push(Warning { code, message, field, record });
     }
 
@@ -424,45 +467,99 @@ impl Out {
     /// the earliest start, is due at the earlier deadline (owned as that row says), and
     /// survives contact if any of its rows does. Then settles every action at `now`.
     pub(crate) fn finish(self, cx: &Ctx<'_>) -> Evaluation {
-        let mut merged: Vec<Raised> = Vec::with_capacity(self.raised.len());
-        let mut slot_of: HashMap<((Rules, usize), Code), usize> = HashMap::new();
-        for raised in self.raised {
-            let Some(cycle) = raised.cycle else {
-                merged.push(raised);
+        let mut raised = self.raised;
+        // Whether each row still stands, or was merged into an earlier one.
+        let mut stands = vec![true; raised.len()];
+        // (cycle, code) -> the row that stands for them; a handful per episode, so a list.
+        let mut slots: Vec<((Rules, usize), Code, usize)> = Vec::new();
+        for i in 0..raised.len() {
+            let Some(cycle) = raised[i].cycle else { continue };
+            let code = raised[i].code;
+            let Some(&(_, _, slot)) = slots.iter().find(|(c, k, _)| *c == cycle && *k == code) else {
+                slots.push((cycle, code, i));
                 continue;
             };
-            match slot_of.get(&(cycle, raised.code)) {
-                None => {
-                    slot_of.insert((cycle, raised.code), merged.len());
-                    merged.push(raised);
-                }
-                Some(&slot) => {
-                    let kept = &mut merged[slot];
-                    let (active_from, due) = (kept.active_from.min(raised.active_from), kept.due.min(raised.due));
-                    let survives = kept.survives_contact || raised.survives_contact;
-                    // Who owns it, and what it cites, come from the row that set the deadline.
-                    let (owner, priority, cites) = if raised.due < kept.due {
-                        (raised.owner, raised.priority, raised.cites)
-                    } else {
-                        (kept.owner, kept.priority, kept.cites)
-                    };
-                    if (raised.trigger.at, raised.order) < (kept.trigger.at, kept.order) {
-                        *kept = raised;
-                    }
-                    kept.active_from = active_from;
-                    kept.due = due;
-                    kept.survives_contact = survives;
-                    (kept.owner, kept.priority, kept.cites) = (owner, priority, cites);
-                }
+            stands[i] = false;
+            let (kept, row) = (&raised[slot], &raised[i]);
+            let (active_from, due) = (kept.active_from.min(row.active_from), kept.due.min(row.due));
+            let survives = kept.survives_contact || row.survives_contact;
+            // Who owns it, and what it cites, come from the row that set the deadline.
+            let (owner, priority, cites) = if row.due < kept.due {
+                (row.owner, row.priority, row.cites)
+            } else {
+                (kept.owner, kept.priority, kept.cites)
+            };
+            if (row.trigger.at, row.order) < (kept.trigger.at, kept.order) {
+                raised.swap(slot, i);
             }
+            let kept = &mut raised[slot];
+            kept.active_from = active_from;
+            kept.due = due;
+            kept.survives_contact = survives;
+            (kept.owner, kept.priority, kept.cites) = (owner, priority, cites);
         }
-        let mut seen = HashSet::with_capacity(merged.len());
-        let mut actions: Vec<Action> = merged.iter().map(|r| r.settle(cx.now)).filter(|a| seen.insert(a.id)).collect();
-        actions.sort_by_key(|a| (a.due, a.active_from, a.code, a.id));
+        // Sort small keys, then build the actions in that order.
+        let mut order: Vec<(Timestamp, Timestamp, Code, Uuid, usize)> = raised
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| stands[*i])
+            .map(|(i, r)| (r.due, r.active_from, r.code, action_id(r.code, r.trigger.id), i))
+            .collect();
+        order.sort_unstable();
+        debug_assert!(
+            {
+                let mut ids: Vec<Uuid> = order.iter().map(|o| o.3).collect();
+                ids.sort_unstable();
+                ids.windows(2).all(|w| w[0] != w[1])
+            },
+            "two rows raised the same code from the same record outside a cycle"
+        );
+        let actions = order.iter().map(|&(_, _, _, id, i)| raised[i].to_action(id, cx.now)).collect();
         let mut warnings = self.warnings;
         warnings.sort();
         warnings.dedup();
         Evaluation { actions, warnings }
+    }
+}
+
+/// Deadlines worked out in one evaluation. "Same day" and "N working days" depend only
+/// on the local date, so they are kept by date; a small direct-mapped table is enough,
+/// as one episode's records fall on a few dates.
+#[derive(Debug)]
+struct DeadlineMemo {
+    slots: std::cell::RefCell<[Option<(i64, Deadline, Timestamp)>; 64]>,
+}
+
+impl Default for DeadlineMemo {
+    fn default() -> Self {
+        Self { slots: std::cell::RefCell::new([None; 64]) }
+    }
+}
+
+impl DeadlineMemo {
+    fn get(&self, calendar: &Calendar, from: Timestamp, deadline: Deadline) -> Timestamp {
+        let n = match deadline {
+            Deadline::SameDay => 0,
+            Deadline::WorkingDays(n) => n,
+            Deadline::Immediately | Deadline::Hours(_) | Deadline::Days(_) => return calendar.deadline(from, deadline),
+        };
+        // London is UTC+0 or UTC+1, so the local date is the UTC date except in the last
+        // UTC hour of a day (23:xx UTC is the next day in summer): key on the UTC date, or
+        // on that hour.
+        let seconds = from.as_second();
+        let hour = seconds.div_euclid(3600);
+        let key = if hour.rem_euclid(24) == 23 { hour } else { hour - hour.rem_euclid(24) };
+        let slot = (key.unsigned_abs() as usize / 24).wrapping_mul(31).wrapping_add(n as usize) % 64;
+        let mut slots = self.slots.borrow_mut();
+        if let Some((k, d, due)) = slots[slot]
+            && k == key
+            && d == deadline
+        {
+            return due;
+        }
+        let due = calendar.deadline(from, deadline);
+        slots[slot] = Some((key, deadline, due));
+        due
     }
 }
 
@@ -503,7 +600,23 @@ const CODE_HASHES: [u128; Code::ALL.len()] = {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
+
+    #[test]
+    fn the_deadline_memo_gives_what_the_calendar_gives() {
+        // Every half hour of 2026, both clock changes included, for the memoised kinds.
+        let calendar = Calendar::england_and_wales();
+        let memo = DeadlineMemo::default();
+        let start: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        for step in 0..(366 * 48) {
+            let at = start.checked_add(jiff::SignedDuration::from_mins(30 * step)).unwrap();
+            for deadline in [Deadline::SameDay, Deadline::WorkingDays(1), Deadline::WorkingDays(2)] {
+                assert_eq!(memo.get(&calendar, at, deadline), calendar.deadline(at, deadline), "{at} {deadline}");
+            }
+        }
+    }
 
     #[test]
     fn action_ids_are_stable_and_distinct() {

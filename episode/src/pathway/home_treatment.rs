@@ -32,7 +32,8 @@ pub(crate) fn apply(cx: &Ctx<'_>, out: &mut Out) {
         // 09:00 to 17:00 on a working day.
         let due = cx.calendar.hours_after(t.at, 4);
         let owner = if cx.calendar.is_office_hours(due) { Role::TeamManager } else { Role::OnCallManager };
-        let escalated = raise(cx, out, &cycle, t, Code::EscalateToTeamManager, owner, 4, DoneBy::Any(told_a_manager_on_call));
+        let escalated =
+            raise(cx, out, &cycle, t, Code::EscalateToTeamManager, owner, 4, DoneBy::Any(told_a_manager_on_call));
 
         across::consider_mha_assessment(cx, out, &cycle, t.into(), t.at, "A, 5.4", Role::CareCoordinator);
         across::consider_recall(cx, out, &cycle, t.into(), t.at);
@@ -53,16 +54,19 @@ fn raise(
     hours: u32,
     done_by: DoneBy,
 ) -> super::engine::Settled {
-    out.raise(cx, Raise {
-        code,
-        cites: CITES,
-        owner,
-        priority: Priority::Urgent,
-        cycle: Some(c),
-        trigger: t.into(),
-        survives_contact: false,
-        active_from: t.at,
-        due: Deadline::Hours(hours),
-        done_by,
-    })
+    out.raise(
+        cx,
+        Raise {
+            code,
+            cites: CITES,
+            owner,
+            priority: Priority::Urgent,
+            cycle: Some(c),
+            trigger: t.into(),
+            survives_contact: false,
+            active_from: t.at,
+            due: Deadline::Hours(hours),
+            done_by,
+        },
+    )
 }

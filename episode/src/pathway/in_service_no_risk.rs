@@ -24,7 +24,15 @@ pub(crate) fn apply(cx: &Ctx<'_>, out: &mut Out) {
                 // appropriate: the warning letter is replaced by an MDT, raised at the
                 // same moment with the MDT's own deadline.
                 across::arrange_mdt(cx, out, &cycle, family.into(), "5.7, 5.6");
-                across::consider_mha_assessment(cx, out, &cycle, family.into(), family.at, "5.3, 5.4", Role::CareCoordinator);
+                across::consider_mha_assessment(
+                    cx,
+                    out,
+                    &cycle,
+                    family.into(),
+                    family.at,
+                    "5.3, 5.4",
+                    Role::CareCoordinator,
+                );
                 across::consider_recall(cx, out, &cycle, family.into(), family.at);
             } else {
                 send_discharge_warning_letter(cx, out, &cycle, family);
@@ -42,34 +50,40 @@ pub(crate) fn apply(cx: &Ctx<'_>, out: &mut Out) {
 
 /// Contact the patient within 2 working days (†). Done by any attempt to the patient.
 fn contact_patient(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, t: &Event) {
-    out.raise(cx, Raise {
-        code: Code::ContactPatient,
-        cites: CITES,
-        owner: Role::CareCoordinator,
-        priority: Priority::Routine,
-        cycle: Some(c),
-        trigger: t.into(),
-        survives_contact: false,
-        active_from: t.at,
-        due: cx.defaults.no_risk_contact_patient,
-        done_by: DoneBy::Any(attempt_to_patient),
-    });
+    out.raise(
+        cx,
+        Raise {
+            code: Code::ContactPatient,
+            cites: CITES,
+            owner: Role::CareCoordinator,
+            priority: Priority::Routine,
+            cycle: Some(c),
+            trigger: t.into(),
+            survives_contact: false,
+            active_from: t.at,
+            due: cx.defaults.no_risk_contact_patient,
+            done_by: DoneBy::Any(attempt_to_patient),
+        },
+    );
 }
 
 /// That attempt failed: contact family or carers within 2 working days of it (†).
 fn contact_family_carers(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, attempt: &Event) {
-    out.raise(cx, Raise {
-        code: Code::ContactFamilyCarers,
-        cites: CITES,
-        owner: Role::CareCoordinator,
-        priority: Priority::Routine,
-        cycle: Some(c),
-        trigger: attempt.into(),
-        survives_contact: false,
-        active_from: attempt.at,
-        due: cx.defaults.no_risk_contact_family_carers,
-        done_by: DoneBy::Any(family_contact_considered),
-    });
+    out.raise(
+        cx,
+        Raise {
+            code: Code::ContactFamilyCarers,
+            cites: CITES,
+            owner: Role::CareCoordinator,
+            priority: Priority::Routine,
+            cycle: Some(c),
+            trigger: attempt.into(),
+            survives_contact: false,
+            active_from: attempt.at,
+            due: cx.defaults.no_risk_contact_family_carers,
+            done_by: DoneBy::Any(family_contact_considered),
+        },
+    );
 }
 
 /// A family contact attempt was made (any outcome) and the patient is still not
@@ -77,18 +91,21 @@ fn contact_family_carers(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, attempt: &E
 /// another venue and time, and says the patient will be discharged after 3 weeks
 /// without contact.
 fn send_discharge_warning_letter(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, family: &Event) {
-    out.raise(cx, Raise {
-        code: Code::SendDischargeWarningLetter,
-        cites: CITES,
-        owner: Role::CareCoordinator,
-        priority: Priority::Routine,
-        cycle: Some(c),
-        trigger: family.into(),
-        survives_contact: false,
-        active_from: family.at,
-        due: cx.defaults.no_risk_send_discharge_warning_letter,
-        done_by: DoneBy::Any(discharge_warning_letter),
-    });
+    out.raise(
+        cx,
+        Raise {
+            code: Code::SendDischargeWarningLetter,
+            cites: CITES,
+            owner: Role::CareCoordinator,
+            priority: Priority::Routine,
+            cycle: Some(c),
+            trigger: family.into(),
+            survives_contact: false,
+            active_from: family.at,
+            due: cx.defaults.no_risk_send_discharge_warning_letter,
+            done_by: DoneBy::Any(discharge_warning_letter),
+        },
+    );
 }
 
 /// No contact by the warning letter + 21 days: arrange an MDT (5.6), and with it
@@ -109,32 +126,38 @@ fn after_contact(cx: &Ctx<'_>, out: &mut Out, contact: &Event) {
     let Some((deterioration, wishes_discharge)) = contact_findings(contact) else { return };
     match deterioration {
         Some(Deterioration::Suspected | Deterioration::Confirmed) => {
-            out.raise(cx, Raise {
-                code: Code::StepUp,
-                cites: CITES,
-                owner: Role::CareCoordinator,
-                priority: Priority::High,
-                cycle: None,
-                trigger: contact.into(),
-                survives_contact: true,
-                active_from: contact.at,
-                due: cx.defaults.no_risk_step_up,
-                done_by: DoneBy::Any(referred_to_community_treatment_team),
-            });
+            out.raise(
+                cx,
+                Raise {
+                    code: Code::StepUp,
+                    cites: CITES,
+                    owner: Role::CareCoordinator,
+                    priority: Priority::High,
+                    cycle: None,
+                    trigger: contact.into(),
+                    survives_contact: true,
+                    active_from: contact.at,
+                    due: cx.defaults.no_risk_step_up,
+                    done_by: DoneBy::Any(referred_to_community_treatment_team),
+                },
+            );
         }
         Some(Deterioration::None) if wishes_discharge == Some(true) => {
-            out.raise(cx, Raise {
-                code: Code::DischargePerCpa,
-                cites: CITES,
-                owner: Role::CareCoordinator,
-                priority: Priority::Routine,
-                cycle: None,
-                trigger: contact.into(),
-                survives_contact: true,
-                active_from: contact.at,
-                due: cx.defaults.no_risk_discharge_per_cpa,
-                done_by: DoneBy::Any(discharged),
-            });
+            out.raise(
+                cx,
+                Raise {
+                    code: Code::DischargePerCpa,
+                    cites: CITES,
+                    owner: Role::CareCoordinator,
+                    priority: Priority::Routine,
+                    cycle: None,
+                    trigger: contact.into(),
+                    survives_contact: true,
+                    active_from: contact.at,
+                    due: cx.defaults.no_risk_discharge_per_cpa,
+                    done_by: DoneBy::Any(discharged),
+                },
+            );
         }
         _ => {}
     }

@@ -38,18 +38,21 @@ fn disengaged(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, t: &Event) {
         (Code::UnannouncedHomeVisit, d.risk_unannounced_home_visit, unannounced_visit),
     ];
     for (code, due, done) in rows {
-        out.raise(cx, Raise {
-            code,
-            cites: CITES,
-            owner: Role::CareCoordinator,
-            priority: Priority::High,
-            cycle: Some(c),
-            trigger: t.into(),
-            survives_contact: false,
-            active_from: t.at,
-            due,
-            done_by: DoneBy::Any(done),
-        });
+        out.raise(
+            cx,
+            Raise {
+                code,
+                cites: CITES,
+                owner: Role::CareCoordinator,
+                priority: Priority::High,
+                cycle: Some(c),
+                trigger: t.into(),
+                survives_contact: false,
+                active_from: t.at,
+                due,
+                done_by: DoneBy::Any(done),
+            },
+        );
     }
     if cx.facts.children {
         assess_parenting_impact(cx, out, c, t);
@@ -62,35 +65,41 @@ fn disengaged(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, t: &Event) {
 
 /// Phone the patient the same day as the missed appointment (†).
 fn phone_patient(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, t0: &Event) {
-    out.raise(cx, Raise {
-        code: Code::PhonePatient,
-        cites: CITES,
-        owner: Role::CareCoordinator,
-        priority: Priority::High,
-        cycle: Some(c),
-        trigger: t0.into(),
-        survives_contact: false,
-        active_from: t0.at,
-        due: cx.defaults.risk_phone_patient,
-        done_by: DoneBy::Any(phone_to_patient),
-    });
+    out.raise(
+        cx,
+        Raise {
+            code: Code::PhonePatient,
+            cites: CITES,
+            owner: Role::CareCoordinator,
+            priority: Priority::High,
+            cycle: Some(c),
+            trigger: t0.into(),
+            survives_contact: false,
+            active_from: t0.at,
+            due: cx.defaults.risk_phone_patient,
+            done_by: DoneBy::Any(phone_to_patient),
+        },
+    );
 }
 
 /// A phone call to the patient failed: write to them (any letter) within 1 working day
 /// of the call (†).
 fn write_to_patient(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, call: &Event) {
-    out.raise(cx, Raise {
-        code: Code::WriteToPatient,
-        cites: CITES,
-        owner: Role::CareCoordinator,
-        priority: Priority::High,
-        cycle: Some(c),
-        trigger: call.into(),
-        survives_contact: false,
-        active_from: call.at,
-        due: cx.defaults.risk_write_to_patient,
-        done_by: DoneBy::Any(letter_to_patient),
-    });
+    out.raise(
+        cx,
+        Raise {
+            code: Code::WriteToPatient,
+            cites: CITES,
+            owner: Role::CareCoordinator,
+            priority: Priority::High,
+            cycle: Some(c),
+            trigger: call.into(),
+            survives_contact: false,
+            active_from: call.at,
+            due: cx.defaults.risk_write_to_patient,
+            done_by: DoneBy::Any(letter_to_patient),
+        },
+    );
 }
 
 /// Escalate to the team manager the same day as the first unannounced visit after T
@@ -105,26 +114,10 @@ fn escalation(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, t: &Event) {
         Some(visit) if visit.at <= visit_due => visit.at,
         _ => visit_due,
     };
-    let escalated = out.raise(cx, Raise {
-        code: Code::EscalateToTeamManager,
-        cites: CITES,
-        owner: Role::CareCoordinator,
-        priority: Priority::High,
-        cycle: Some(c),
-        trigger: t.into(),
-        survives_contact: false,
-        active_from: moment,
-        due: Deadline::SameDay,
-        done_by: DoneBy::Any(told_team_manager),
-    });
-
-    let considerations: [(Code, Is); 2] = [
-        (Code::ConsiderPoliceSupport, decided_police_support),
-        (Code::ConsiderIntensiveSupport, intensive_support_considered),
-    ];
-    for (code, done) in considerations {
-        out.raise(cx, Raise {
-            code,
+    let escalated = out.raise(
+        cx,
+        Raise {
+            code: Code::EscalateToTeamManager,
             cites: CITES,
             owner: Role::CareCoordinator,
             priority: Priority::High,
@@ -132,9 +125,31 @@ fn escalation(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, t: &Event) {
             trigger: t.into(),
             survives_contact: false,
             active_from: moment,
-            due: cx.defaults.risk_considerations_with_escalation,
-            done_by: DoneBy::Any(done),
-        });
+            due: Deadline::SameDay,
+            done_by: DoneBy::Any(told_team_manager),
+        },
+    );
+
+    let considerations: [(Code, Is); 2] = [
+        (Code::ConsiderPoliceSupport, decided_police_support),
+        (Code::ConsiderIntensiveSupport, intensive_support_considered),
+    ];
+    for (code, done) in considerations {
+        out.raise(
+            cx,
+            Raise {
+                code,
+                cites: CITES,
+                owner: Role::CareCoordinator,
+                priority: Priority::High,
+                cycle: Some(c),
+                trigger: t.into(),
+                survives_contact: false,
+                active_from: moment,
+                due: cx.defaults.risk_considerations_with_escalation,
+                done_by: DoneBy::Any(done),
+            },
+        );
     }
     across::consider_mha_assessment(cx, out, c, t.into(), moment, "5.2, 5.4", Role::CareCoordinator);
     across::consider_recall(cx, out, c, t.into(), moment);
@@ -150,18 +165,21 @@ fn escalation(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, t: &Event) {
                 Code::InformChildrensServices => cx.defaults.risk_inform_childrens_services,
                 _ => cx.defaults.risk_notify_referrer,
             };
-            out.raise(cx, Raise {
-                code,
-                cites: CITES,
-                owner: Role::CareCoordinator,
-                priority: Priority::High,
-                cycle: Some(c),
-                trigger: t.into(),
-                survives_contact: false,
-                active_from: moment,
-                due,
-                done_by,
-            });
+            out.raise(
+                cx,
+                Raise {
+                    code,
+                    cites: CITES,
+                    owner: Role::CareCoordinator,
+                    priority: Priority::High,
+                    cycle: Some(c),
+                    trigger: t.into(),
+                    survives_contact: false,
+                    active_from: moment,
+                    due,
+                    done_by,
+                },
+            );
         }
     }
 
@@ -175,35 +193,41 @@ fn escalation(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, t: &Event) {
 /// working day (†). Survives contact.
 fn assess_parenting_impact(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, t: &Event) {
     const DONE: &[Is] = &[told_about_parenting, decided_parenting_impact];
-    out.raise(cx, Raise {
-        code: Code::AssessParentingImpact,
-        cites: CITES,
-        owner: Role::CareCoordinator,
-        priority: Priority::High,
-        cycle: Some(c),
-        trigger: t.into(),
-        survives_contact: true,
-        active_from: t.at,
-        due: cx.defaults.risk_assess_parenting_impact,
-        done_by: DoneBy::All(DONE),
-    });
+    out.raise(
+        cx,
+        Raise {
+            code: Code::AssessParentingImpact,
+            cites: CITES,
+            owner: Role::CareCoordinator,
+            priority: Priority::High,
+            cycle: Some(c),
+            trigger: t.into(),
+            survives_contact: true,
+            active_from: t.at,
+            due: cx.defaults.risk_assess_parenting_impact,
+            done_by: DoneBy::All(DONE),
+        },
+    );
 }
 
 /// The first contact after T: complete a full assessment of needs and risk within 7
 /// days. Survives contact (it is raised by one).
 fn full_assessment(cx: &Ctx<'_>, out: &mut Out, contact: &Event) {
-    out.raise(cx, Raise {
-        code: Code::FullAssessment,
-        cites: CITES,
-        owner: Role::CareCoordinator,
-        priority: Priority::Routine,
-        cycle: None,
-        trigger: contact.into(),
-        survives_contact: true,
-        active_from: contact.at,
-        due: Deadline::Days(7),
-        done_by: DoneBy::Any(assessment_completed),
-    });
+    out.raise(
+        cx,
+        Raise {
+            code: Code::FullAssessment,
+            cites: CITES,
+            owner: Role::CareCoordinator,
+            priority: Priority::Routine,
+            cycle: None,
+            trigger: contact.into(),
+            survives_contact: true,
+            active_from: contact.at,
+            due: Deadline::Days(7),
+            done_by: DoneBy::Any(assessment_completed),
+        },
+    );
 }
 
 /// A full transfer of care to assertive outreach before the patient re-engages: support

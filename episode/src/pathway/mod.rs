@@ -245,7 +245,7 @@ pub fn evaluate(episode: &Episode, now: Timestamp, calendar: &Calendar) -> Evalu
 /// Evaluates an episode at `now` with a deployment's local defaults.
 pub fn evaluate_with(episode: &Episode, now: Timestamp, calendar: &Calendar, defaults: &Defaults) -> Evaluation {
     let cx = engine::Ctx::new(episode, now, calendar, defaults);
-    let mut out = engine::Out::default();
+    let mut out = engine::Out::new(&cx);
     for pathway in cx.facts.pathways() {
         match pathway {
             engine::Rules::UrgentReferral => urgent_referral::apply(&cx, &mut out),

@@ -98,7 +98,8 @@ pub(crate) fn discharge_warning_letter(e: &Event) -> bool {
 
 /// WNB: a "was not brought" letter to the parent or carer.
 pub(crate) fn was_not_brought_letter(e: &Event) -> bool {
-    attempt(e).is_some_and(|a| a.is_letter() && a.target == Target::ParentCarer && a.letter == Some(Letter::WasNotBrought))
+    attempt(e)
+        .is_some_and(|a| a.is_letter() && a.target == Target::ParentCarer && a.letter == Some(Letter::WasNotBrought))
 }
 
 /// A `contact_attempt` (any method, any outcome) to family, carers or named contacts.

@@ -29,35 +29,41 @@ pub(crate) fn apply(cx: &Ctx<'_>, out: &mut Out) {
 
 /// Phone the patient within 2 working days (†). Done by a phone call to the patient.
 fn phone_patient(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, t: &Event) {
-    out.raise(cx, Raise {
-        code: Code::PhonePatient,
-        cites: CITES,
-        owner: Role::Assessor,
-        priority: Priority::Routine,
-        cycle: Some(c),
-        trigger: t.into(),
-        survives_contact: false,
-        active_from: t.at,
-        due: cx.defaults.routine_phone_patient,
-        done_by: DoneBy::Any(phone_to_patient),
-    });
+    out.raise(
+        cx,
+        Raise {
+            code: Code::PhonePatient,
+            cites: CITES,
+            owner: Role::Assessor,
+            priority: Priority::Routine,
+            cycle: Some(c),
+            trigger: t.into(),
+            survives_contact: false,
+            active_from: t.at,
+            due: cx.defaults.routine_phone_patient,
+            done_by: DoneBy::Any(phone_to_patient),
+        },
+    );
 }
 
 /// That phone call failed (any outcome but `contact_made`): write first class asking
 /// the patient to get in touch, within 1 working day of the call (†).
 fn write_to_patient(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, call: &Event) {
-    out.raise(cx, Raise {
-        code: Code::WriteToPatient,
-        cites: CITES,
-        owner: Role::Assessor,
-        priority: Priority::Routine,
-        cycle: Some(c),
-        trigger: call.into(),
-        survives_contact: false,
-        active_from: call.at,
-        due: cx.defaults.routine_write_to_patient,
-        done_by: DoneBy::Any(first_class_request_contact_letter),
-    });
+    out.raise(
+        cx,
+        Raise {
+            code: Code::WriteToPatient,
+            cites: CITES,
+            owner: Role::Assessor,
+            priority: Priority::Routine,
+            cycle: Some(c),
+            trigger: call.into(),
+            survives_contact: false,
+            active_from: call.at,
+            due: cx.defaults.routine_write_to_patient,
+            done_by: DoneBy::Any(first_class_request_contact_letter),
+        },
+    );
 }
 
 /// No contact by the letter + 7 days: tell the referrer, the GP and other agencies,
@@ -72,17 +78,20 @@ fn notifications_after_letter(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, letter
         (Code::ConsiderOnwardReferral, onward_referral_considered),
     ];
     for (code, done) in rows {
-        out.raise(cx, Raise {
-            code,
-            cites: CITES,
-            owner: Role::Assessor,
-            priority: Priority::Routine,
-            cycle: Some(c),
-            trigger: letter.into(),
-            survives_contact: false,
-            active_from: from,
-            due: cx.defaults.routine_notifications_after_letter,
-            done_by: DoneBy::Any(done),
-        });
+        out.raise(
+            cx,
+            Raise {
+                code,
+                cites: CITES,
+                owner: Role::Assessor,
+                priority: Priority::Routine,
+                cycle: Some(c),
+                trigger: letter.into(),
+                survives_contact: false,
+                active_from: from,
+                due: cx.defaults.routine_notifications_after_letter,
+                done_by: DoneBy::Any(done),
+            },
+        );
     }
 }

@@ -32,52 +32,61 @@ pub(crate) fn apply(cx: &Ctx<'_>, out: &mut Out) {
 
 /// Contact the patient the same day. Done by any contact attempt to the patient.
 fn contact_patient(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, t: &Event) {
-    out.raise(cx, Raise {
-        code: Code::ContactPatient,
-        cites: CITES,
-        owner: Role::Assessor,
-        priority: Priority::Urgent,
-        cycle: Some(c),
-        trigger: t.into(),
-        survives_contact: false,
-        active_from: t.at,
-        due: Deadline::SameDay,
-        done_by: DoneBy::Any(attempt_to_patient),
-    });
+    out.raise(
+        cx,
+        Raise {
+            code: Code::ContactPatient,
+            cites: CITES,
+            owner: Role::Assessor,
+            priority: Priority::Urgent,
+            cycle: Some(c),
+            trigger: t.into(),
+            survives_contact: false,
+            active_from: t.at,
+            due: Deadline::SameDay,
+            done_by: DoneBy::Any(attempt_to_patient),
+        },
+    );
 }
 
 /// Contact family, carers, named contacts or associates the same day (†). Done by an
 /// attempt to one of them, or a decision `family_contact`.
 fn contact_family_carers(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, t: &Event) {
-    out.raise(cx, Raise {
-        code: Code::ContactFamilyCarers,
-        cites: CITES,
-        owner: Role::Assessor,
-        priority: Priority::Urgent,
-        cycle: Some(c),
-        trigger: t.into(),
-        survives_contact: false,
-        active_from: t.at,
-        due: cx.defaults.urgent_contact_family_carers,
-        done_by: DoneBy::Any(family_contact_considered),
-    });
+    out.raise(
+        cx,
+        Raise {
+            code: Code::ContactFamilyCarers,
+            cites: CITES,
+            owner: Role::Assessor,
+            priority: Priority::Urgent,
+            cycle: Some(c),
+            trigger: t.into(),
+            survives_contact: false,
+            active_from: t.at,
+            due: cx.defaults.urgent_contact_family_carers,
+            done_by: DoneBy::Any(family_contact_considered),
+        },
+    );
 }
 
 /// Consider a cold call the same day (†). Done by an unannounced home visit, or a
 /// decision `cold_call`.
 fn consider_cold_call(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, t: &Event) {
-    out.raise(cx, Raise {
-        code: Code::ConsiderColdCall,
-        cites: CITES,
-        owner: Role::Assessor,
-        priority: Priority::Urgent,
-        cycle: Some(c),
-        trigger: t.into(),
-        survives_contact: false,
-        active_from: t.at,
-        due: cx.defaults.urgent_consider_cold_call,
-        done_by: DoneBy::Any(cold_call_considered),
-    });
+    out.raise(
+        cx,
+        Raise {
+            code: Code::ConsiderColdCall,
+            cites: CITES,
+            owner: Role::Assessor,
+            priority: Priority::Urgent,
+            cycle: Some(c),
+            trigger: t.into(),
+            survives_contact: false,
+            active_from: t.at,
+            due: cx.defaults.urgent_consider_cold_call,
+            done_by: DoneBy::Any(cold_call_considered),
+        },
+    );
 }
 
 /// With `immediate_risk`, inform the police immediately: from T, or from when the risk
@@ -91,18 +100,21 @@ fn inform_police(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, t: &Event) {
     if c.closer.is_some_and(|closer| closer.at < trigger.at) {
         return;
     }
-    out.raise(cx, Raise {
-        code: Code::InformPolice,
-        cites: CITES,
-        owner: Role::Assessor,
-        priority: Priority::Urgent,
-        cycle: Some(c),
-        trigger,
-        survives_contact: true,
-        active_from: trigger.at,
-        due: Deadline::Immediately,
-        done_by: DoneBy::Any(told_police),
-    });
+    out.raise(
+        cx,
+        Raise {
+            code: Code::InformPolice,
+            cites: CITES,
+            owner: Role::Assessor,
+            priority: Priority::Urgent,
+            cycle: Some(c),
+            trigger,
+            survives_contact: true,
+            active_from: trigger.at,
+            due: Deadline::Immediately,
+            done_by: DoneBy::Any(told_police),
+        },
+    );
 }
 
 /// With no contact by T + 24 hours: tell the referrer, the GP and other agencies, agree
@@ -118,18 +130,21 @@ fn notifications_after_24_hours(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, t: &
         (Code::AgreeJointPlan, decided_joint_plan),
     ];
     for (code, done) in rows {
-        out.raise(cx, Raise {
-            code,
-            cites: CITES,
-            owner: Role::Assessor,
-            priority: Priority::High,
-            cycle: Some(c),
-            trigger: t.into(),
-            survives_contact: false,
-            active_from: from,
-            due,
-            done_by: DoneBy::Any(done),
-        });
+        out.raise(
+            cx,
+            Raise {
+                code,
+                cites: CITES,
+                owner: Role::Assessor,
+                priority: Priority::High,
+                cycle: Some(c),
+                trigger: t.into(),
+                survives_contact: false,
+                active_from: from,
+                due,
+                done_by: DoneBy::Any(done),
+            },
+        );
     }
     across::consider_mha_assessment(cx, out, c, t.into(), from, "5.1.1, 5.4", Role::Assessor);
     across::consider_recall(cx, out, c, t.into(), from);
@@ -144,23 +159,10 @@ fn referrer_child_concern(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, t: &Event)
         return;
     }
     const DISCUSSION: &[Is] = &[told_safeguarding_children_team, told_manager_or_supervisor];
-    out.raise(cx, Raise {
-        code: Code::SafeguardingChildrenDiscussion,
-        cites: CITES,
-        owner: Role::CareCoordinator,
-        priority: Priority::High,
-        cycle: Some(c),
-        trigger,
-        survives_contact: true,
-        active_from: trigger.at,
-        due: cx.defaults.urgent_safeguarding_children_discussion,
-        done_by: DoneBy::All(DISCUSSION),
-    });
-    let rows: [(Code, Is); 2] =
-        [(Code::NotifyReferrer, told_referrer), (Code::ConfirmToReferrerInWriting, told_referrer_in_writing)];
-    for (code, done) in rows {
-        out.raise(cx, Raise {
-            code,
+    out.raise(
+        cx,
+        Raise {
+            code: Code::SafeguardingChildrenDiscussion,
             cites: CITES,
             owner: Role::CareCoordinator,
             priority: Priority::High,
@@ -168,9 +170,28 @@ fn referrer_child_concern(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, t: &Event)
             trigger,
             survives_contact: true,
             active_from: trigger.at,
-            due: cx.defaults.urgent_notify_referrer_of_child_concern,
-            done_by: DoneBy::Any(done),
-        });
+            due: cx.defaults.urgent_safeguarding_children_discussion,
+            done_by: DoneBy::All(DISCUSSION),
+        },
+    );
+    let rows: [(Code, Is); 2] =
+        [(Code::NotifyReferrer, told_referrer), (Code::ConfirmToReferrerInWriting, told_referrer_in_writing)];
+    for (code, done) in rows {
+        out.raise(
+            cx,
+            Raise {
+                code,
+                cites: CITES,
+                owner: Role::CareCoordinator,
+                priority: Priority::High,
+                cycle: Some(c),
+                trigger,
+                survives_contact: true,
+                active_from: trigger.at,
+                due: cx.defaults.urgent_notify_referrer_of_child_concern,
+                done_by: DoneBy::Any(done),
+            },
+        );
     }
 }
 

@@ -12,13 +12,17 @@ fn every_miss_the_impact_and_the_letter_and_the_second_informs_childrens_service
         .at("2026-03-02T14:00:00Z", decided("impact_on_child", "yes"))
         .at("2026-03-03T10:00:00Z", letter("letter", "parent_carer", "was_not_brought"))
         .at("2026-04-06T09:00:00Z", not_brought());
-    check(&ep, "2026-04-06T10:00:00Z", expect![[r#"
+    check(
+        &ep,
+        "2026-04-06T10:00:00Z",
+        expect![[r#"
         consider_impact_on_child          done      2026-03-02T10:00:00Z -> 2026-03-03T17:00:00Z  care_coordinator  [wnb; high; from e1] by e2
         send_was_not_brought_letter       done      2026-03-02T10:00:00Z -> 2026-03-04T17:00:00Z  care_coordinator  [wnb; routine; from e1] by e3
         inform_childrens_services         open      2026-04-06T09:00:00Z -> 2026-04-07T16:00:00Z  care_coordinator  [wnb; high; from e4]
         consider_impact_on_child          open      2026-04-06T09:00:00Z -> 2026-04-07T16:00:00Z  care_coordinator  [wnb; high; from e4]
         send_was_not_brought_letter       open      2026-04-06T09:00:00Z -> 2026-04-08T16:00:00Z  care_coordinator  [wnb; routine; from e4]
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
@@ -71,7 +75,9 @@ fn misses_outside_the_window_do_not_count() {
 
 #[test]
 fn children_known_to_childrens_services_inform_them_at_the_first_miss() {
-    let ep = episode("child_not_brought").fact("childrens_services_involved", json!(true)).at("2026-03-02T10:00:00Z", not_brought());
+    let ep = episode("child_not_brought")
+        .fact("childrens_services_involved", json!(true))
+        .at("2026-03-02T10:00:00Z", not_brought());
     let evaluation = eval(&ep, "2026-03-02T12:00:00Z");
     assert_eq!(action(&evaluation, "inform_childrens_services").due.to_string(), "2026-03-03T17:00:00Z");
 }
@@ -81,8 +87,12 @@ fn an_attendance_does_not_cancel_what_a_miss_calls_for() {
     let ep = episode("child_not_brought")
         .at("2026-03-02T10:00:00Z", not_brought())
         .at("2026-03-02T11:00:00Z", phone("parent_carer", "contact_made"));
-    check(&ep, "2026-03-05T12:00:00Z", expect![[r#"
+    check(
+        &ep,
+        "2026-03-05T12:00:00Z",
+        expect![[r#"
         consider_impact_on_child          overdue   2026-03-02T10:00:00Z -> 2026-03-03T17:00:00Z  care_coordinator  [wnb; high; from e1]
         send_was_not_brought_letter       overdue   2026-03-02T10:00:00Z -> 2026-03-04T17:00:00Z  care_coordinator  [wnb; routine; from e1]
-    "#]]);
+    "#]],
+    );
 }

@@ -7,14 +7,18 @@ use crate::support::*;
 #[test]
 fn a_visit_without_contact_starts_the_four_hour_clock_in_office_hours() {
     let ep = episode("home_treatment").at("2026-03-02T10:00:00Z", visit(false, "no_answer"));
-    check(&ep, "2026-03-02T10:10:00Z", expect![[r#"
+    check(
+        &ep,
+        "2026-03-02T10:10:00Z",
+        expect![[r#"
         leave_calling_card                open      2026-03-02T10:00:00Z -> 2026-03-02T11:00:00Z  visitor  [5.1.1, a; high; from e1]
         phone_patient                     open      2026-03-02T10:00:00Z -> 2026-03-02T11:00:00Z  care_coordinator  [a; urgent; from e1]
         unannounced_home_visit            open      2026-03-02T10:00:00Z -> 2026-03-02T12:00:00Z  care_coordinator  [a; urgent; from e1]
         escalate_to_team_manager          open      2026-03-02T10:00:00Z -> 2026-03-02T14:00:00Z  team_manager  [a; urgent; from e1]
         consider_police_support           open      2026-03-02T10:00:00Z -> 2026-03-02T14:00:00Z  care_coordinator  [a; urgent; from e1]
         consider_mha_assessment           open      2026-03-02T10:00:00Z -> 2026-03-02T23:59:59Z  care_coordinator  [a, 5.4; high; from e1]
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
@@ -37,7 +41,10 @@ fn the_escalation_done_calls_for_an_mdt_within_a_working_day() {
         .at("2026-03-02T10:50:00Z", phone("named_contact", "no_answer"))
         .at("2026-03-02T11:30:00Z", visit(false, "not_at_address"))
         .at("2026-03-02T13:00:00Z", told("on_call_manager", "phone"));
-    check(&ep, "2026-03-02T15:00:00Z", expect![[r#"
+    check(
+        &ep,
+        "2026-03-02T15:00:00Z",
+        expect![[r#"
         phone_patient                     done      2026-03-02T10:00:00Z -> 2026-03-02T11:00:00Z  care_coordinator  [a; urgent; from e1] by e2
         unannounced_home_visit            done      2026-03-02T10:00:00Z -> 2026-03-02T12:00:00Z  care_coordinator  [a; urgent; from e1] by e3
         leave_calling_card                overdue   2026-03-02T11:30:00Z -> 2026-03-02T12:30:00Z  visitor  [5.1.1, a; high; from e3]
@@ -45,7 +52,8 @@ fn the_escalation_done_calls_for_an_mdt_within_a_working_day() {
         consider_police_support           overdue   2026-03-02T10:00:00Z -> 2026-03-02T14:00:00Z  care_coordinator  [a; urgent; from e1]
         consider_mha_assessment           open      2026-03-02T10:00:00Z -> 2026-03-02T23:59:59Z  care_coordinator  [a, 5.4; high; from e1]
         arrange_mdt                       open      2026-03-02T13:00:00Z -> 2026-03-03T17:00:00Z  team_manager  [5.6, a; high; from e4]
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
@@ -53,11 +61,15 @@ fn contact_cancels_all_four() {
     let ep = episode("home_treatment")
         .at("2026-03-02T10:00:00Z", visit(true, "no_answer"))
         .at("2026-03-02T10:30:00Z", phone("patient", "contact_made"));
-    check(&ep, "2026-03-02T15:00:00Z", expect![[r#"
+    check(
+        &ep,
+        "2026-03-02T15:00:00Z",
+        expect![[r#"
         phone_patient                     done      2026-03-02T10:00:00Z -> 2026-03-02T11:00:00Z  care_coordinator  [a; urgent; from e1] by e2
         unannounced_home_visit            cancelled 2026-03-02T10:00:00Z -> 2026-03-02T12:00:00Z  care_coordinator  [a; urgent; from e1]
         escalate_to_team_manager          cancelled 2026-03-02T10:00:00Z -> 2026-03-02T14:00:00Z  team_manager  [a; urgent; from e1]
         consider_police_support           cancelled 2026-03-02T10:00:00Z -> 2026-03-02T14:00:00Z  care_coordinator  [a; urgent; from e1]
         consider_mha_assessment           cancelled 2026-03-02T10:00:00Z -> 2026-03-02T23:59:59Z  care_coordinator  [a, 5.4; high; from e1]
-    "#]]);
+    "#]],
+    );
 }

@@ -22,21 +22,29 @@ fn the_second_consecutive_miss_the_family_the_warning_letter_and_the_mdt() {
         .at("2026-03-10T10:00:00Z", phone("patient", "no_answer"))
         .at("2026-03-11T10:00:00Z", phone("family_carer", "no_answer"))
         .at("2026-03-12T10:00:00Z", letter("letter", "patient", "discharge_warning"));
-    check(&ep, "2026-03-12T12:00:00Z", expect![[r#"
+    check(
+        &ep,
+        "2026-03-12T12:00:00Z",
+        expect![[r#"
         contact_patient                   done      2026-03-09T10:00:00Z -> 2026-03-11T17:00:00Z  care_coordinator  [5.3; routine; from e2] by e3
         contact_family_carers             done      2026-03-10T10:00:00Z -> 2026-03-12T17:00:00Z  care_coordinator  [5.3; routine; from e3] by e4
         send_discharge_warning_letter     done      2026-03-11T10:00:00Z -> 2026-03-13T17:00:00Z  care_coordinator  [5.3; routine; from e4] by e5
         consider_mha_assessment           upcoming  2026-04-02T09:00:00Z -> 2026-04-02T22:59:59Z  care_coordinator  [5.3, 5.4; high; from e5]
         arrange_mdt                       upcoming  2026-04-02T09:00:00Z -> 2026-04-13T16:00:00Z  team_manager  [5.3, 5.6; high; from e5]
-    "#]]);
+    "#]],
+    );
     // Warning letter + 21 days is Thursday 2 April 10:00 (BST by then: 09:00Z).
-    check(&ep, "2026-04-02T12:00:00Z", expect![[r#"
+    check(
+        &ep,
+        "2026-04-02T12:00:00Z",
+        expect![[r#"
         contact_patient                   done      2026-03-09T10:00:00Z -> 2026-03-11T17:00:00Z  care_coordinator  [5.3; routine; from e2] by e3
         contact_family_carers             done      2026-03-10T10:00:00Z -> 2026-03-12T17:00:00Z  care_coordinator  [5.3; routine; from e3] by e4
         send_discharge_warning_letter     done      2026-03-11T10:00:00Z -> 2026-03-13T17:00:00Z  care_coordinator  [5.3; routine; from e4] by e5
         consider_mha_assessment           open      2026-04-02T09:00:00Z -> 2026-04-02T22:59:59Z  care_coordinator  [5.3, 5.4; high; from e5]
         arrange_mdt                       open      2026-04-02T09:00:00Z -> 2026-04-13T16:00:00Z  team_manager  [5.3, 5.6; high; from e5]
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
@@ -58,12 +66,16 @@ fn a_known_disengager_gets_an_mdt_instead_of_the_warning_letter() {
         .at("2026-03-02T10:00:00Z", missed_follow_up())
         .at("2026-03-09T10:00:00Z", missed_follow_up())
         .at("2026-03-11T10:00:00Z", phone("family_carer", "no_answer"));
-    check(&ep, "2026-03-11T12:00:00Z", expect![[r#"
+    check(
+        &ep,
+        "2026-03-11T12:00:00Z",
+        expect![[r#"
         contact_patient                   open      2026-03-09T10:00:00Z -> 2026-03-11T17:00:00Z  care_coordinator  [5.3; routine; from e2]
         consider_mha_assessment           open      2026-03-11T10:00:00Z -> 2026-03-11T23:59:59Z  care_coordinator  [5.3, 5.4; high; from e3]
         plan_for_disengagement            open      2026-03-02T08:00:00Z -> 2026-03-16T17:00:00Z  care_coordinator  [5.7; routine; from opening]
         arrange_mdt                       open      2026-03-11T10:00:00Z -> 2026-03-18T17:00:00Z  team_manager  [5.7, 5.6; high; from e3]
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
@@ -72,11 +84,15 @@ fn contact_with_deterioration_steps_up() {
         .at("2026-03-02T10:00:00Z", missed_follow_up())
         .at("2026-03-09T10:00:00Z", missed_follow_up())
         .at("2026-03-10T10:00:00Z", reached("suspected", false));
-    check(&ep, "2026-03-10T12:00:00Z", expect![[r#"
+    check(
+        &ep,
+        "2026-03-10T12:00:00Z",
+        expect![[r#"
         offer_appointment                 open      2026-03-10T10:00:00Z -> 2026-03-10T23:59:59Z  care_coordinator  [5.3; high; from e3]
         contact_patient                   done      2026-03-09T10:00:00Z -> 2026-03-11T17:00:00Z  care_coordinator  [5.3; routine; from e2] by e3
         step_up                           open      2026-03-10T10:00:00Z -> 2026-03-11T17:00:00Z  care_coordinator  [5.3; high; from e3]
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
@@ -86,9 +102,13 @@ fn a_well_patient_who_wishes_it_is_discharged_under_cpa_without_an_mdt_warning()
         .at("2026-03-09T10:00:00Z", missed_follow_up())
         .at("2026-03-10T10:00:00Z", reached("none", true))
         .at("2026-03-13T10:00:00Z", discharged(true));
-    check(&ep, "2026-03-13T12:00:00Z", expect![[r#"
+    check(
+        &ep,
+        "2026-03-13T12:00:00Z",
+        expect![[r#"
         offer_appointment                 cancelled 2026-03-10T10:00:00Z -> 2026-03-10T23:59:59Z  care_coordinator  [5.3; high; from e3] was_overdue
         contact_patient                   done      2026-03-09T10:00:00Z -> 2026-03-11T17:00:00Z  care_coordinator  [5.3; routine; from e2] by e3
         discharge_per_cpa                 done      2026-03-10T10:00:00Z -> 2026-03-24T17:00:00Z  care_coordinator  [5.3; routine; from e3] by e4
-    "#]]);
+    "#]],
+    );
 }

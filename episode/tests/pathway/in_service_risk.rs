@@ -18,20 +18,31 @@ fn disengaged_on_monday(ep: Ep) -> Ep {
 #[test]
 fn at_t0_phone_the_same_day_then_write() {
     let ep = episode("in_service").fact("risk", json!("high")).at(T0, missed_follow_up());
-    check(&ep, "2026-03-02T10:30:00Z", expect![[r#"
+    check(
+        &ep,
+        "2026-03-02T10:30:00Z",
+        expect![[r#"
         phone_patient                     open      2026-03-02T10:00:00Z -> 2026-03-02T23:59:59Z  care_coordinator  [5.2; high; from e1]
-    "#]]);
+    "#]],
+    );
     let ep = ep.at("2026-03-02T11:00:00Z", phone("patient", "no_answer"));
-    check(&ep, "2026-03-02T11:30:00Z", expect![[r#"
+    check(
+        &ep,
+        "2026-03-02T11:30:00Z",
+        expect![[r#"
         phone_patient                     done      2026-03-02T10:00:00Z -> 2026-03-02T23:59:59Z  care_coordinator  [5.2; high; from e1] by e2
         write_to_patient                  open      2026-03-02T11:00:00Z -> 2026-03-03T17:00:00Z  care_coordinator  [5.2; high; from e2]
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
 fn disengaged_opens_the_next_working_day_actions_and_an_upcoming_escalation() {
     let ep = disengaged_on_monday(episode("in_service").fact("risk", json!("high")));
-    check(&ep, "2026-03-02T16:00:00Z", expect![[r#"
+    check(
+        &ep,
+        "2026-03-02T16:00:00Z",
+        expect![[r#"
         phone_patient                     done      2026-03-02T10:00:00Z -> 2026-03-02T23:59:59Z  care_coordinator  [5.2; high; from e1] by e2
         write_to_patient                  done      2026-03-02T11:00:00Z -> 2026-03-03T17:00:00Z  care_coordinator  [5.2; high; from e2] by e3
         contact_family_carers             open      2026-03-02T15:00:00Z -> 2026-03-03T17:00:00Z  care_coordinator  [5.2; high; from e3]
@@ -42,13 +53,17 @@ fn disengaged_opens_the_next_working_day_actions_and_an_upcoming_escalation() {
         escalate_to_team_manager          upcoming  2026-03-03T17:00:00Z -> 2026-03-03T23:59:59Z  care_coordinator  [5.2; high; from e3]
         consider_police_support           upcoming  2026-03-03T17:00:00Z -> 2026-03-03T23:59:59Z  care_coordinator  [5.2; high; from e3]
         consider_intensive_support        upcoming  2026-03-03T17:00:00Z -> 2026-03-03T23:59:59Z  care_coordinator  [5.2; high; from e3]
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
 fn the_visit_going_overdue_escalates_the_same_day() {
     let ep = disengaged_on_monday(episode("in_service").fact("risk", json!("high")));
-    check(&ep, "2026-03-03T18:00:00Z", expect![[r#"
+    check(
+        &ep,
+        "2026-03-03T18:00:00Z",
+        expect![[r#"
         phone_patient                     done      2026-03-02T10:00:00Z -> 2026-03-02T23:59:59Z  care_coordinator  [5.2; high; from e1] by e2
         write_to_patient                  done      2026-03-02T11:00:00Z -> 2026-03-03T17:00:00Z  care_coordinator  [5.2; high; from e2] by e3
         contact_family_carers             overdue   2026-03-02T15:00:00Z -> 2026-03-03T17:00:00Z  care_coordinator  [5.2; high; from e3]
@@ -59,7 +74,8 @@ fn the_visit_going_overdue_escalates_the_same_day() {
         escalate_to_team_manager          open      2026-03-03T17:00:00Z -> 2026-03-03T23:59:59Z  care_coordinator  [5.2; high; from e3]
         consider_police_support           open      2026-03-03T17:00:00Z -> 2026-03-03T23:59:59Z  care_coordinator  [5.2; high; from e3]
         consider_intensive_support        open      2026-03-03T17:00:00Z -> 2026-03-03T23:59:59Z  care_coordinator  [5.2; high; from e3]
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
@@ -71,7 +87,10 @@ fn an_unanswered_visit_escalates_then_the_mdt_follows_the_escalation() {
         .at("2026-03-03T10:30:00Z", decided("police_support", "no"))
         .at("2026-03-03T10:31:00Z", decided("intensive_support", "yes"))
         .at("2026-03-03T10:32:00Z", decided("mha_assessment", "no"));
-    check(&ep, "2026-03-03T11:00:00Z", expect![[r#"
+    check(
+        &ep,
+        "2026-03-03T11:00:00Z",
+        expect![[r#"
         phone_patient                     done      2026-03-02T10:00:00Z -> 2026-03-02T23:59:59Z  care_coordinator  [5.2; high; from e1] by e2
         leave_calling_card                done      2026-03-03T09:30:00Z -> 2026-03-03T10:30:00Z  visitor  [5.1.1, a; high; from e4] by e5
         write_to_patient                  done      2026-03-02T11:00:00Z -> 2026-03-03T17:00:00Z  care_coordinator  [5.2; high; from e2] by e3
@@ -84,10 +103,14 @@ fn an_unanswered_visit_escalates_then_the_mdt_follows_the_escalation() {
         consider_police_support           done      2026-03-03T09:30:00Z -> 2026-03-03T23:59:59Z  care_coordinator  [5.2; high; from e3] by e7
         consider_intensive_support        done      2026-03-03T09:30:00Z -> 2026-03-03T23:59:59Z  care_coordinator  [5.2; high; from e3] by e8
         arrange_mdt                       open      2026-03-03T10:00:00Z -> 2026-03-04T17:00:00Z  team_manager  [5.6, 5.2; high; from e6]
-    "#]]);
+    "#]],
+    );
     // An MDT without the team manager does not count and is warned of; a quorate one does.
     let ep = ep.at("2026-03-04T10:00:00Z", mdt(&["senior_clinician", "care_coordinator"], "continue"));
-    check(&ep, "2026-03-04T11:00:00Z", expect![[r#"
+    check(
+        &ep,
+        "2026-03-04T11:00:00Z",
+        expect![[r#"
         phone_patient                     done      2026-03-02T10:00:00Z -> 2026-03-02T23:59:59Z  care_coordinator  [5.2; high; from e1] by e2
         leave_calling_card                done      2026-03-03T09:30:00Z -> 2026-03-03T10:30:00Z  visitor  [5.1.1, a; high; from e4] by e5
         write_to_patient                  done      2026-03-02T11:00:00Z -> 2026-03-03T17:00:00Z  care_coordinator  [5.2; high; from e2] by e3
@@ -102,7 +125,8 @@ fn an_unanswered_visit_escalates_then_the_mdt_follows_the_escalation() {
         arrange_mdt                       open      2026-03-03T10:00:00Z -> 2026-03-04T17:00:00Z  team_manager  [5.6, 5.2; high; from e6]
         share_mdt_plan                    open      2026-03-04T10:00:00Z -> 2026-03-06T17:00:00Z  care_coordinator  [5.6; routine; from e10]
         ! MdtQuorum e10
-    "#]]);
+    "#]],
+    );
     let ep = ep.at("2026-03-04T15:00:00Z", mdt(&["senior_clinician", "team_manager"], "continue"));
     let evaluation = eval(&ep, "2026-03-04T16:00:00Z");
     let arrange = action(&evaluation, "arrange_mdt");
@@ -116,7 +140,10 @@ fn with_children_the_parenting_impact_the_referrer_and_childrens_services() {
         .at("2026-03-03T09:30:00Z", visit(false, "access_refused"))
         .at("2026-03-03T11:00:00Z", decided("childrens_services_known", "not_applicable"))
         .at("2026-03-03T11:10:00Z", told("referrer", "phone"));
-    check(&ep, "2026-03-03T12:00:00Z", expect![[r#"
+    check(
+        &ep,
+        "2026-03-03T12:00:00Z",
+        expect![[r#"
         phone_patient                     done      2026-03-02T10:00:00Z -> 2026-03-02T23:59:59Z  care_coordinator  [5.2; high; from e1] by e2
         write_to_patient                  done      2026-03-02T11:00:00Z -> 2026-03-03T17:00:00Z  care_coordinator  [5.2; high; from e2] by e3
         contact_family_carers             open      2026-03-02T15:00:00Z -> 2026-03-03T17:00:00Z  care_coordinator  [5.2; high; from e3]
@@ -131,7 +158,8 @@ fn with_children_the_parenting_impact_the_referrer_and_childrens_services() {
         notify_referrer                   done      2026-03-03T09:30:00Z -> 2026-03-04T17:00:00Z  care_coordinator  [5.2; high; from e3] by e6
         confirm_to_referrer_in_writing    open      2026-03-03T09:30:00Z -> 2026-03-04T17:00:00Z  care_coordinator  [5.2; high; from e3]
         inform_childrens_services         done      2026-03-03T09:30:00Z -> 2026-03-04T17:00:00Z  care_coordinator  [5.2; high; from e3] by e5
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
@@ -150,9 +178,12 @@ fn childrens_services_known_also_needs_a_partner_told() {
 
 #[test]
 fn the_first_contact_after_t_calls_for_a_full_assessment_within_seven_days() {
-    let ep = disengaged_on_monday(episode("in_service").fact("risk", json!("high")))
-        .at("2026-03-04T10:00:00Z", reengaged());
-    check(&ep, "2026-03-04T12:00:00Z", expect![[r#"
+    let ep =
+        disengaged_on_monday(episode("in_service").fact("risk", json!("high"))).at("2026-03-04T10:00:00Z", reengaged());
+    check(
+        &ep,
+        "2026-03-04T12:00:00Z",
+        expect![[r#"
         phone_patient                     done      2026-03-02T10:00:00Z -> 2026-03-02T23:59:59Z  care_coordinator  [5.2; high; from e1] by e2
         write_to_patient                  done      2026-03-02T11:00:00Z -> 2026-03-03T17:00:00Z  care_coordinator  [5.2; high; from e2] by e3
         contact_family_carers             cancelled 2026-03-02T15:00:00Z -> 2026-03-03T17:00:00Z  care_coordinator  [5.2; high; from e3] was_overdue
@@ -164,7 +195,8 @@ fn the_first_contact_after_t_calls_for_a_full_assessment_within_seven_days() {
         consider_police_support           cancelled 2026-03-03T17:00:00Z -> 2026-03-03T23:59:59Z  care_coordinator  [5.2; high; from e3] was_overdue
         consider_intensive_support        cancelled 2026-03-03T17:00:00Z -> 2026-03-03T23:59:59Z  care_coordinator  [5.2; high; from e3] was_overdue
         full_assessment                   open      2026-03-04T10:00:00Z -> 2026-03-11T10:00:00Z  care_coordinator  [5.2; routine; from e4]
-    "#]]);
+    "#]],
+    );
     let ep = ep.at("2026-03-12T10:00:00Z", assessed());
     let evaluation = eval(&ep, "2026-03-12T12:00:00Z");
     let assessment = action(&evaluation, "full_assessment");

@@ -10,7 +10,10 @@ const T: &str = "2026-03-02T10:00:00Z";
 #[test]
 fn at_t_contact_today_and_the_24_hour_notifications_are_upcoming() {
     let ep = episode("urgent_referral").at(T, missed_initial());
-    check(&ep, "2026-03-02T12:00:00Z", expect![[r#"
+    check(
+        &ep,
+        "2026-03-02T12:00:00Z",
+        expect![[r#"
         contact_patient                   open      2026-03-02T10:00:00Z -> 2026-03-02T23:59:59Z  assessor  [5.1.1; urgent; from e1]
         contact_family_carers             open      2026-03-02T10:00:00Z -> 2026-03-02T23:59:59Z  assessor  [5.1.1; urgent; from e1]
         consider_cold_call                open      2026-03-02T10:00:00Z -> 2026-03-02T23:59:59Z  assessor  [5.1.1; urgent; from e1]
@@ -19,7 +22,8 @@ fn at_t_contact_today_and_the_24_hour_notifications_are_upcoming() {
         notify_other_agencies             upcoming  2026-03-03T10:00:00Z -> 2026-03-03T23:59:59Z  assessor  [5.1.1; high; from e1]
         agree_joint_plan                  upcoming  2026-03-03T10:00:00Z -> 2026-03-03T23:59:59Z  assessor  [5.1.1; high; from e1]
         consider_mha_assessment           upcoming  2026-03-03T10:00:00Z -> 2026-03-03T23:59:59Z  assessor  [5.1.1, 5.4; high; from e1]
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
@@ -30,7 +34,10 @@ fn attempts_visits_and_cards_do_the_same_day_actions() {
         .at("2026-03-02T11:00:00Z", phone("family_carer", "message_left"))
         .at("2026-03-02T14:00:00Z", visit(false, "no_answer"))
         .at("2026-03-02T14:05:00Z", card(4));
-    check(&ep, "2026-03-02T15:00:00Z", expect![[r#"
+    check(
+        &ep,
+        "2026-03-02T15:00:00Z",
+        expect![[r#"
         leave_calling_card                done      2026-03-02T14:00:00Z -> 2026-03-02T15:00:00Z  visitor  [5.1.1, a; high; from e4] by e5
         contact_patient                   done      2026-03-02T10:00:00Z -> 2026-03-02T23:59:59Z  assessor  [5.1.1; urgent; from e1] by e2
         contact_family_carers             done      2026-03-02T10:00:00Z -> 2026-03-02T23:59:59Z  assessor  [5.1.1; urgent; from e1] by e3
@@ -40,13 +47,17 @@ fn attempts_visits_and_cards_do_the_same_day_actions() {
         notify_other_agencies             upcoming  2026-03-03T10:00:00Z -> 2026-03-03T23:59:59Z  assessor  [5.1.1; high; from e1]
         agree_joint_plan                  upcoming  2026-03-03T10:00:00Z -> 2026-03-03T23:59:59Z  assessor  [5.1.1; high; from e1]
         consider_mha_assessment           upcoming  2026-03-03T10:00:00Z -> 2026-03-03T23:59:59Z  assessor  [5.1.1, 5.4; high; from e1]
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
 fn no_contact_by_t_plus_24_hours_opens_the_notifications_then_they_go_overdue() {
     let ep = episode("urgent_referral").at(T, missed_initial()).at("2026-03-03T11:00:00Z", told("gp", "phone"));
-    check(&ep, "2026-03-03T12:00:00Z", expect![[r#"
+    check(
+        &ep,
+        "2026-03-03T12:00:00Z",
+        expect![[r#"
         contact_patient                   overdue   2026-03-02T10:00:00Z -> 2026-03-02T23:59:59Z  assessor  [5.1.1; urgent; from e1]
         contact_family_carers             overdue   2026-03-02T10:00:00Z -> 2026-03-02T23:59:59Z  assessor  [5.1.1; urgent; from e1]
         consider_cold_call                overdue   2026-03-02T10:00:00Z -> 2026-03-02T23:59:59Z  assessor  [5.1.1; urgent; from e1]
@@ -55,8 +66,12 @@ fn no_contact_by_t_plus_24_hours_opens_the_notifications_then_they_go_overdue() 
         notify_other_agencies             open      2026-03-03T10:00:00Z -> 2026-03-03T23:59:59Z  assessor  [5.1.1; high; from e1]
         agree_joint_plan                  open      2026-03-03T10:00:00Z -> 2026-03-03T23:59:59Z  assessor  [5.1.1; high; from e1]
         consider_mha_assessment           open      2026-03-03T10:00:00Z -> 2026-03-03T23:59:59Z  assessor  [5.1.1, 5.4; high; from e1]
-    "#]]);
-    check(&ep, "2026-03-04T09:00:00Z", expect![[r#"
+    "#]],
+    );
+    check(
+        &ep,
+        "2026-03-04T09:00:00Z",
+        expect![[r#"
         contact_patient                   overdue   2026-03-02T10:00:00Z -> 2026-03-02T23:59:59Z  assessor  [5.1.1; urgent; from e1]
         contact_family_carers             overdue   2026-03-02T10:00:00Z -> 2026-03-02T23:59:59Z  assessor  [5.1.1; urgent; from e1]
         consider_cold_call                overdue   2026-03-02T10:00:00Z -> 2026-03-02T23:59:59Z  assessor  [5.1.1; urgent; from e1]
@@ -65,7 +80,8 @@ fn no_contact_by_t_plus_24_hours_opens_the_notifications_then_they_go_overdue() 
         notify_other_agencies             overdue   2026-03-03T10:00:00Z -> 2026-03-03T23:59:59Z  assessor  [5.1.1; high; from e1]
         agree_joint_plan                  overdue   2026-03-03T10:00:00Z -> 2026-03-03T23:59:59Z  assessor  [5.1.1; high; from e1]
         consider_mha_assessment           overdue   2026-03-03T10:00:00Z -> 2026-03-03T23:59:59Z  assessor  [5.1.1, 5.4; high; from e1]
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
@@ -74,7 +90,10 @@ fn contact_cancels_and_offers_an_appointment_the_same_day() {
         .at(T, missed_initial())
         .at("2026-03-02T15:00:00Z", phone("patient", "contact_made"))
         .at("2026-03-02T15:10:00Z", booked("2026-03-05T10:00:00Z"));
-    check(&ep, "2026-03-03T12:00:00Z", expect![[r#"
+    check(
+        &ep,
+        "2026-03-03T12:00:00Z",
+        expect![[r#"
         contact_patient                   done      2026-03-02T10:00:00Z -> 2026-03-02T23:59:59Z  assessor  [5.1.1; urgent; from e1] by e2
         contact_family_carers             cancelled 2026-03-02T10:00:00Z -> 2026-03-02T23:59:59Z  assessor  [5.1.1; urgent; from e1]
         consider_cold_call                cancelled 2026-03-02T10:00:00Z -> 2026-03-02T23:59:59Z  assessor  [5.1.1; urgent; from e1]
@@ -84,7 +103,8 @@ fn contact_cancels_and_offers_an_appointment_the_same_day() {
         notify_other_agencies             cancelled 2026-03-03T10:00:00Z -> 2026-03-03T23:59:59Z  assessor  [5.1.1; high; from e1]
         agree_joint_plan                  cancelled 2026-03-03T10:00:00Z -> 2026-03-03T23:59:59Z  assessor  [5.1.1; high; from e1]
         consider_mha_assessment           cancelled 2026-03-03T10:00:00Z -> 2026-03-03T23:59:59Z  assessor  [5.1.1, 5.4; high; from e1]
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
@@ -93,7 +113,10 @@ fn immediate_risk_informs_the_police_at_once_and_survives_contact() {
         .fact("immediate_risk", json!(true))
         .at(T, missed_initial())
         .at("2026-03-02T11:00:00Z", phone("patient", "contact_made"));
-    check(&ep, "2026-03-02T12:00:00Z", expect![[r#"
+    check(
+        &ep,
+        "2026-03-02T12:00:00Z",
+        expect![[r#"
         inform_police                     overdue   2026-03-02T10:00:00Z -> 2026-03-02T10:00:00Z  assessor  [5.1.1; urgent; from e1]
         contact_patient                   done      2026-03-02T10:00:00Z -> 2026-03-02T23:59:59Z  assessor  [5.1.1; urgent; from e1] by e2
         contact_family_carers             cancelled 2026-03-02T10:00:00Z -> 2026-03-02T23:59:59Z  assessor  [5.1.1; urgent; from e1]
@@ -104,9 +127,13 @@ fn immediate_risk_informs_the_police_at_once_and_survives_contact() {
         notify_other_agencies             cancelled 2026-03-03T10:00:00Z -> 2026-03-03T23:59:59Z  assessor  [5.1.1; high; from e1]
         agree_joint_plan                  cancelled 2026-03-03T10:00:00Z -> 2026-03-03T23:59:59Z  assessor  [5.1.1; high; from e1]
         consider_mha_assessment           cancelled 2026-03-03T10:00:00Z -> 2026-03-03T23:59:59Z  assessor  [5.1.1, 5.4; high; from e1]
-    "#]]);
+    "#]],
+    );
     let ep = ep.at("2026-03-02T11:30:00Z", told("police", "phone"));
-    check(&ep, "2026-03-02T12:00:00Z", expect![[r#"
+    check(
+        &ep,
+        "2026-03-02T12:00:00Z",
+        expect![[r#"
         inform_police                     done      2026-03-02T10:00:00Z -> 2026-03-02T10:00:00Z  assessor  [5.1.1; urgent; from e1] by e3 late was_overdue
         contact_patient                   done      2026-03-02T10:00:00Z -> 2026-03-02T23:59:59Z  assessor  [5.1.1; urgent; from e1] by e2
         contact_family_carers             cancelled 2026-03-02T10:00:00Z -> 2026-03-02T23:59:59Z  assessor  [5.1.1; urgent; from e1]
@@ -117,7 +144,8 @@ fn immediate_risk_informs_the_police_at_once_and_survives_contact() {
         notify_other_agencies             cancelled 2026-03-03T10:00:00Z -> 2026-03-03T23:59:59Z  assessor  [5.1.1; high; from e1]
         agree_joint_plan                  cancelled 2026-03-03T10:00:00Z -> 2026-03-03T23:59:59Z  assessor  [5.1.1; high; from e1]
         consider_mha_assessment           cancelled 2026-03-03T10:00:00Z -> 2026-03-03T23:59:59Z  assessor  [5.1.1, 5.4; high; from e1]
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
@@ -141,7 +169,10 @@ fn a_referrer_concern_for_children_survives_contact_and_merges_the_notifications
         .at(T, missed_initial())
         .at("2026-03-02T11:00:00Z", told("safeguarding_children_team", "phone"))
         .at("2026-03-02T16:00:00Z", phone("patient", "contact_made"));
-    check(&ep, "2026-03-03T09:00:00Z", expect![[r#"
+    check(
+        &ep,
+        "2026-03-03T09:00:00Z",
+        expect![[r#"
         contact_patient                   done      2026-03-02T10:00:00Z -> 2026-03-02T23:59:59Z  assessor  [5.1.1; urgent; from e1] by e3
         contact_family_carers             cancelled 2026-03-02T10:00:00Z -> 2026-03-02T23:59:59Z  assessor  [5.1.1; urgent; from e1]
         consider_cold_call                cancelled 2026-03-02T10:00:00Z -> 2026-03-02T23:59:59Z  assessor  [5.1.1; urgent; from e1]
@@ -153,7 +184,8 @@ fn a_referrer_concern_for_children_survives_contact_and_merges_the_notifications
         notify_other_agencies             cancelled 2026-03-03T10:00:00Z -> 2026-03-03T23:59:59Z  assessor  [5.1.1; high; from e1]
         agree_joint_plan                  cancelled 2026-03-03T10:00:00Z -> 2026-03-03T23:59:59Z  assessor  [5.1.1; high; from e1]
         consider_mha_assessment           cancelled 2026-03-03T10:00:00Z -> 2026-03-03T23:59:59Z  assessor  [5.1.1, 5.4; high; from e1]
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
