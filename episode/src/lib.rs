@@ -9,7 +9,10 @@
 //!   the field and never a patient identifier.
 //! - [`pathway`]: `evaluate(episode, now, calendar)`, the policy's rules. It does no I/O,
 //!   reads no clock and knows nothing of Automerge.
+//! - [`document`]: one Automerge document per episode, changed through typed operations
+//!   and read back as an [`Episode`] with its conflicts.
 
+pub mod document;
 pub mod json;
 pub mod model;
 pub mod pathway;

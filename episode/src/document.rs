@@ -1,0 +1,421 @@
+//! Episode documents: one Automerge document per episode (`shared/design.md`,
+//! "Documents"), changed only through typed operations and read back as an [`Episode`].
+//!
+//! Layout (schema 1):
+//!
+//! ```text
+//! ROOT  schema: 1, id, patient_ref, team, opened_at, opened_by   (set once, at opening)
+//!       facts:  map of registers, one per fact: concurrent writes are conflicts, read
+//!               with `get_all` and reported, never silently resolved
+//!       plan:   text: concurrent edits of the joint plan merge
+//!       events: map of event id -> the record's JSON: grow-only, so nothing recorded
+//!               offline can be lost or overwritten by a merge
+//! ```
+//!
+//! A record is immutable JSON: a merge can add records but never alter one. Every fact
+//! change is also recorded as a `fact_changed` record, in the same change, for the
+//! timeline. The pathway never sees this module: it reads the typed [`Episode`].
+
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{ActorId, AutoCommit, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
+use jiff::Timestamp;
+use serde_json::{Map, Value as Json};
+
+use crate::Strictness;
+use crate::json::{ValidationError, check_references};
+use crate::model::*;
+
+/// The document schema this build reads and writes.
+pub const SCHEMA: i64 = 1;
+
+/// The largest document this build loads: far beyond any real episode (a year of
+/// daily records is well under a megabyte), small enough that hostile bytes cannot make
+/// a device or the server allocate without bound.
+pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// The first bytes of every Automerge chunk (document or change).
+const CHUNK_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+
+/// The most records one document may hold.
+pub const MAX_EVENTS: usize = 20_000;
+
+/// Why a document could not be read or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum DocumentError {
+    /// The bytes are not an Automerge document (corrupt, truncated or hostile).
+    #[error("not a valid episode document: {0}")]
+    Corrupt(String),
+    /// Too large to load safely.
+    #[error("the episode document is {0} bytes, more than the {MAX_DOCUMENT_BYTES} allowed")]
+    TooLarge(usize),
+    /// A document written by a newer version of Tether.
+    #[error("the episode document has schema {0}, newer than the {SCHEMA} this version reads: update the app")]
+    NewerSchema(i64),
+    /// An Automerge document, but not an episode.
+    #[error("not an episode document: {0}")]
+    NotAnEpisode(&'static str),
+    /// The change was refused: it would store a record that is not valid.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The change was refused for another reason, named.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// The facts of a new episode, as opened on a device.
+#[derive(Clone, Debug)]
+pub struct Opening {
+    pub id: EpisodeId,
+    pub patient_ref: PatientRef,
+    pub team: String,
+    pub opened_at: Timestamp,
+    pub opened_by: String,
+    pub pathway: Pathway,
+    /// Facts other than the defaults.
+    pub facts: Vec<(FactField, FactValue)>,
+    pub plan: String,
+}
+
+/// One episode's Automerge document.
+#[derive(Debug)]
+pub struct EpisodeDoc {
+    doc: AutoCommit,
+    facts: ObjId,
+    plan: ObjId,
+    events: ObjId,
+}
+
+impl EpisodeDoc {
+    /// Opens a new episode, written by `actor` (one actor per device).
+    pub fn open(opening: &Opening, actor: ActorId) -> Result<Self, DocumentError> {
+        if opening.team.trim().is_empty() || opening.opened_by.trim().is_empty() {
+            return Err(DocumentError::Refused("an episode needs a team and who opened it".into()));
+        }
+        let mut doc = AutoCommit::new().with_actor(actor);
+        let am = |e: automerge::AutomergeError| DocumentError::Refused(format!("cannot write the document: {e}"));
+        doc.put(ROOT, "schema", SCHEMA).map_err(am)?;
+        doc.put(ROOT, "id", opening.id.to_string()).map_err(am)?;
+        doc.put(ROOT, "patient_ref", opening.patient_ref.as_str()).map_err(am)?;
+        doc.put(ROOT, "team", opening.team.as_str()).map_err(am)?;
+        doc.put(ROOT, "opened_at", opening.opened_at.to_string()).map_err(am)?;
+        doc.put(ROOT, "opened_by", opening.opened_by.as_str()).map_err(am)?;
+        let facts = doc.put_object(ROOT, "facts", ObjType::Map).map_err(am)?;
+        doc.put(&facts, FactField::Pathway.as_str(), scalar(&FactValue::Pathway(opening.pathway).to_json()))
+            .map_err(am)?;
+        for (field, value) in &opening.facts {
+            if *field == FactField::Pathway {
+                return Err(DocumentError::Refused("give the pathway once, as the opening's pathway".into()));
+            }
+            check_fact(*field, value)?;
+            doc.put(&facts, field.as_str(), scalar(&value.to_json())).map_err(am)?;
+        }
+        let plan = doc.put_object(ROOT, "plan", ObjType::Text).map_err(am)?;
+        doc.splice_text(&plan, 0, 0, &opening.plan).map_err(am)?;
+        let events = doc.put_object(ROOT, "events", ObjType::Map).map_err(am)?;
+        doc.commit_with(CommitOptions::default().with_time(opening.opened_at.as_second()).with_message("open"));
+        Ok(Self { doc, facts, plan, events })
+    }
+
+    /// Loads a document saved by [`EpisodeDoc::save`] (or received whole), as `actor`.
+    ///
+    /// Refuses bytes over [`MAX_DOCUMENT_BYTES`], bytes that are not a document, a newer
+    /// schema and a document without the episode's structure, with an error; never
+    /// panics.
+    pub fn load(bytes: &[u8], actor: ActorId) -> Result<Self, DocumentError> {
+        if bytes.len() > MAX_DOCUMENT_BYTES {
+            return Err(DocumentError::TooLarge(bytes.len()));
+        }
+        // Automerge returns an error for malformed input; the guard is defence in depth,
+        // so that hostile bytes can never take a device or the server down.
+        let loaded = std::panic::catch_unwind(|| AutoCommit::load(bytes))
+            .map_err(|_| DocumentError::Corrupt("the document could not be decoded".into()))?
+            .map_err(|e| DocumentError::Corrupt(e.to_string()))?;
+        Self::from_automerge(loaded.with_actor(actor))
+    }
+
+    /// Applies changes saved by [`EpisodeDoc::save_incremental`] (or another device's)
+    /// on top of this document. Each change is applied whole or not at all: bytes cut off
+    /// part-way apply the complete changes before the cut. The result is checked before
+    /// it is kept; a refusal changes nothing.
+    pub fn load_incremental(&mut self, bytes: &[u8]) -> Result<(), DocumentError> {
+        if bytes.len() > MAX_DOCUMENT_BYTES {
+            return Err(DocumentError::TooLarge(bytes.len()));
+        }
+        // Automerge skips what it cannot parse; bytes that do not even start as an
+        // Automerge chunk are an error worth reporting.
+        if !bytes.is_empty() && !bytes.starts_with(&CHUNK_MAGIC) {
+            return Err(DocumentError::Corrupt("these bytes are not Automerge changes".into()));
+        }
+        // Apply to a copy, check it, and only then keep it.
+        let mut copy = self.doc.fork();
+        copy.set_actor(self.doc.get_actor().clone());
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| copy.load_incremental(bytes)))
+            .map_err(|_| DocumentError::Corrupt("the changes could not be decoded".into()))?;
+        applied.map_err(|e| DocumentError::Corrupt(e.to_string()))?;
+        let checked = Self::from_automerge(copy)?;
+        self.check_successor(&checked)?;
+        *self = checked;
+        Ok(())
+    }
+
+    fn from_automerge(doc: AutoCommit) -> Result<Self, DocumentError> {
+        match doc.get(ROOT, "schema") {
+            Ok(Some((Value::Scalar(s), _))) => match s.as_i64() {
+                Some(SCHEMA) => {}
+                Some(n) if n > SCHEMA => return Err(DocumentError::NewerSchema(n)),
+                _ => return Err(DocumentError::NotAnEpisode("unknown schema")),
+            },
+            _ => return Err(DocumentError::NotAnEpisode("no schema")),
+        }
+        let object = |key: &'static str, kind: ObjType| match doc.get(ROOT, key) {
+            Ok(Some((Value::Object(t), id))) if t == kind => Ok(id),
+            _ => Err(DocumentError::NotAnEpisode(key)),
+        };
+        let facts = object("facts", ObjType::Map)?;
+        let plan = object("plan", ObjType::Text)?;
+        let events = object("events", ObjType::Map)?;
+        if doc.length(&events) > MAX_EVENTS {
+            return Err(DocumentError::Refused(format!("the document holds more than {MAX_EVENTS} records")));
+        }
+        let this = Self { doc, facts, plan, events };
+        // The identity must read: an episode without it cannot be shown or synced.
+        this.identity()?;
+        Ok(this)
+    }
+
+    /// Records an event: validated first, and refused (storing nothing) if invalid, if
+    /// its id is taken, or if it is a `fact_changed` (use [`EpisodeDoc::set_fact`]).
+    pub fn record(&mut self, event: &Event) -> Result<(), DocumentError> {
+        if matches!(event.body, EventBody::FactChanged(_)) {
+            return Err(DocumentError::Refused("a fact is changed with set_fact, which records the change".into()));
+        }
+        self.put_event(event)?;
+        self.commit(event.at, event.body.kind());
+        Ok(())
+    }
+
+    /// Sets a fact, and records the change as the `fact_changed` event given, in one
+    /// change: either both are stored or neither.
+    pub fn set_fact(&mut self, event: &Event) -> Result<(), DocumentError> {
+        let EventBody::FactChanged(change) = &event.body else {
+            return Err(DocumentError::Refused("set_fact takes a fact_changed event".into()));
+        };
+        check_fact(change.field, &change.value)?;
+        self.put_event(event)?;
+        if let Err(e) = self.doc.put(&self.facts, change.field.as_str(), scalar(&change.value.to_json())) {
+            self.doc.rollback();
+            return Err(DocumentError::Refused(format!("cannot write the document: {e}")));
+        }
+        self.commit(event.at, "fact_changed");
+        Ok(())
+    }
+
+    /// Replaces the joint plan's text. Stored as the edits that turn the old text into
+    /// the new, so that another device's concurrent edits merge with these.
+    pub fn set_plan(&mut self, text: &str, at: Timestamp) -> Result<(), DocumentError> {
+        self.doc
+            .update_text(&self.plan, text)
+            .map_err(|e| DocumentError::Refused(format!("cannot edit the plan: {e}")))?;
+        self.commit(at, "plan");
+        Ok(())
+    }
+
+    /// Corrects a mistake: records an `entered_in_error` naming `record`.
+    pub fn mark_in_error(&mut self, event: &Event) -> Result<(), DocumentError> {
+        if !matches!(event.body, EventBody::EnteredInError(_)) {
+            return Err(DocumentError::Refused("mark_in_error takes an entered_in_error event".into()));
+        }
+        self.record(event)
+    }
+
+    /// Validates a record against the document and stages it (uncommitted).
+    fn put_event(&mut self, event: &Event) -> Result<(), DocumentError> {
+        let key = event.id.to_string();
+        if self.doc.get(&self.events, key.as_str()).ok().flatten().is_some() {
+            return Err(DocumentError::Refused(format!("event {key}: a record with this id exists already")));
+        }
+        if self.doc.length(&self.events) >= MAX_EVENTS {
+            return Err(DocumentError::Refused(format!("the episode holds {MAX_EVENTS} records, the most allowed")));
+        }
+        // References are checked against the records already here plus this one.
+        let mut known = self.events()?.0;
+        known.push(event.clone());
+        if let Some((_, error)) = check_references(&known).into_iter().find(|(i, _)| *i == known.len() - 1) {
+            return Err(error.into());
+        }
+        let json = serde_json::to_string(event)
+            .map_err(|e| DocumentError::Refused(format!("cannot write the record: {e}")))?;
+        self.doc
+            .put(&self.events, key.as_str(), json)
+            .map_err(|e| DocumentError::Refused(format!("cannot write the document: {e}")))?;
+        Ok(())
+    }
+
+    fn commit(&mut self, at: Timestamp, message: &str) {
+        self.doc.commit_with(CommitOptions::default().with_time(at.as_second()).with_message(message));
+    }
+
+    /// The typed episode, conflicts included. A record that fails validation is kept in
+    /// the document, left out of [`Episode::events`] and listed in
+    /// [`Episode::invalid_records`].
+    pub fn episode(&self) -> Result<Episode, DocumentError> {
+        let identity = self.identity()?;
+        let mut json = identity;
+        for field in FactField::ALL {
+            let values: Vec<Json> = self
+                .doc
+                .get_all(&self.facts, field.as_str())
+                .map_err(|e| DocumentError::Corrupt(e.to_string()))?
+                .into_iter()
+                .filter_map(|(value, _)| match value {
+                    Value::Scalar(s) => Some(to_json(&s)),
+                    Value::Object(_) => None,
+                })
+                // A value this version cannot read (from a faulty client) is left out
+                // rather than failing the whole episode.
+                .filter(|v| FactValue::from_json(field, v).is_ok())
+                .collect();
+            match values.len() {
+                0 => {}
+                1 => {
+                    json.insert(field.as_str().into(), values.into_iter().next().unwrap_or(Json::Null));
+                }
+                _ => {
+                    json.insert(field.as_str().into(), Json::Array(values));
+                }
+            }
+        }
+        if !json.contains_key("pathway") {
+            return Err(DocumentError::NotAnEpisode("no readable pathway"));
+        }
+        json.insert("plan".into(), Json::String(self.plan_text()?));
+        let (_, raw) = self.events()?;
+        json.insert("events".into(), Json::Array(raw.iter().filter_map(|(_, v)| v.clone()).collect()));
+        let mut episode = Episode::from_value(&Json::Object(json), Strictness::Lenient)?;
+        // Records whose stored text is not JSON at all, or whose id is not their key.
+        for (key, value) in &raw {
+            if value.is_none() {
+                episode
+                    .invalid_records
+                    .push(InvalidRecord { id: key.clone(), error: "the stored record is not JSON".into() });
+            }
+        }
+        episode.invalid_records.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(episode)
+    }
+
+    /// The records as stored: each key with its JSON (or `None` when it is not JSON or
+    /// names another id), and the valid ones parsed.
+    #[allow(clippy::type_complexity)]
+    fn events(&self) -> Result<(Vec<Event>, Vec<(String, Option<Json>)>), DocumentError> {
+        let mut raw = Vec::with_capacity(self.doc.length(&self.events));
+        for key in self.doc.keys(&self.events) {
+            let value = match self.doc.get(&self.events, key.as_str()) {
+                Ok(Some((Value::Scalar(s), _))) => s.as_str().and_then(|text| serde_json::from_str::<Json>(text).ok()),
+                _ => None,
+            };
+            let value = value.filter(|v| v.get("id").and_then(Json::as_str) == Some(key.as_str()));
+            raw.push((key, value));
+        }
+        let parsed = raw
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, v))| v.as_ref().and_then(|v| Event::from_value(v, i).ok()))
+            .collect();
+        Ok((parsed, raw))
+    }
+
+    fn identity(&self) -> Result<Map<String, Json>, DocumentError> {
+        let mut json = Map::new();
+        for key in ["id", "patient_ref", "team", "opened_at", "opened_by"] {
+            match self.doc.get(ROOT, key) {
+                Ok(Some((Value::Scalar(s), _))) if s.is_str() => {
+                    json.insert(key.into(), to_json(&s));
+                }
+                _ => return Err(DocumentError::NotAnEpisode("its identity (id, patient, team, opening) is missing")),
+            }
+        }
+        Ok(json)
+    }
+
+    /// The joint plan.
+    pub fn plan_text(&self) -> Result<String, DocumentError> {
+        self.doc.text(&self.plan).map_err(|e| DocumentError::Corrupt(e.to_string()))
+    }
+
+    /// Checks that `next` (this document with changes applied) keeps what may never
+    /// change: the identity, and every record exactly as it was.
+    fn check_successor(&self, next: &Self) -> Result<(), DocumentError> {
+        if self.identity()? != next.identity()? {
+            return Err(DocumentError::Refused("the changes alter the episode's id, patient, team or opening".into()));
+        }
+        for key in self.doc.keys(&self.events) {
+            let before =
+                self.doc.get_all(&self.events, key.as_str()).map_err(|e| DocumentError::Corrupt(e.to_string()))?;
+            let after =
+                next.doc.get_all(&next.events, key.as_str()).map_err(|e| DocumentError::Corrupt(e.to_string()))?;
+            let text = |v: &[(Value<'_>, ObjId)]| v.iter().map(|(v, _)| v.to_string()).collect::<Vec<_>>();
+            if text(&before) != text(&after) {
+                return Err(DocumentError::Refused(format!("the changes alter or delete the record {key}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Merges another copy of this episode (another device's) into this one.
+    pub fn merge(&mut self, other: &mut Self) -> Result<(), DocumentError> {
+        let mut copy = self.doc.fork();
+        copy.set_actor(self.doc.get_actor().clone());
+        copy.merge(&mut other.doc).map_err(|e| DocumentError::Corrupt(e.to_string()))?;
+        let merged = Self::from_automerge(copy)?;
+        self.check_successor(&merged)?;
+        *self = merged;
+        Ok(())
+    }
+
+    /// The whole document, compacted.
+    pub fn save(&mut self) -> Vec<u8> {
+        self.doc.save()
+    }
+
+    /// The changes made since the last `save` or `save_incremental`.
+    pub fn save_incremental(&mut self) -> Vec<u8> {
+        self.doc.save_incremental()
+    }
+
+    /// The document's heads: equal heads, equal documents.
+    pub fn heads(&mut self) -> Vec<ChangeHash> {
+        self.doc.get_heads()
+    }
+
+    /// The underlying Automerge document, for the sync protocol.
+    pub fn automerge(&mut self) -> &mut AutoCommit {
+        &mut self.doc
+    }
+}
+
+/// Refuses a fact value that does not belong to its field.
+fn check_fact(field: FactField, value: &FactValue) -> Result<(), DocumentError> {
+    FactValue::from_json(field, &value.to_json())
+        .map(|_| ())
+        .map_err(|m| DocumentError::Invalid(ValidationError::Episode { field: field.as_str().into(), message: m }))
+}
+
+fn scalar(value: &Json) -> ScalarValue {
+    match value {
+        Json::Bool(b) => ScalarValue::Boolean(*b),
+        Json::String(s) => ScalarValue::Str(s.as_str().into()),
+        Json::Number(n) => n.as_i64().map(ScalarValue::Int).unwrap_or(ScalarValue::Null),
+        _ => ScalarValue::Null,
+    }
+}
+
+fn to_json(value: &ScalarValue) -> Json {
+    match value {
+        ScalarValue::Str(s) => Json::String(s.to_string()),
+        ScalarValue::Boolean(b) => Json::Bool(*b),
+        ScalarValue::Int(i) => Json::from(*i),
+        ScalarValue::Uint(u) => Json::from(*u),
+        _ => Json::Null,
+    }
+}
