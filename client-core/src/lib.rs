@@ -1,5 +1,392 @@
-//! The phone's core: the offline episode store, the recording API and the sync engine.
+//! The phone's core: everything a practitioner records on a home visit with no signal,
+//! stored durably and encrypted, with what is due next computed on the spot.
 //!
-//! Not built yet: issue 3 (the offline store and `tether-field`) and issue 4 (the sync
-//! engine) fill this crate. It holds no code until then, so nothing can mistake it for
-//! a working store.
+//! [`Core`] is the entry point: it owns the store (SQLite encrypted with SQLCipher, one
+//! writer connection in WAL mode) and keeps the device's episode documents in memory, so
+//! that the caseload's next actions need no disk reads. A record is validated first,
+//! then applied to its document and committed to disk before the call returns; a record
+//! that is refused stores nothing.
+//!
+//! - `store`: the SQLite schema, migrations, and reading and writing documents.
+//! - `error`: the errors a caller may see.
+//! - `bin/tether-field.rs`: the command line, a phone on the command line.
+//!
+//! The sync engine comes with the sync issue.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use automerge::ActorId;
+use episode::document::{EpisodeDoc, Opening};
+use episode::pathway::{self, Action, Calendar, Evaluation, State};
+use episode::{Episode, EpisodeId, Event, EventId, FactField, FactValue, Pathway, PatientRef, ValidationError};
+use jiff::Timestamp;
+use rusqlite::Connection;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+mod error;
+mod store;
+
+pub use error::{Error, Result};
+pub use store::StoreKey;
+
+/// After this many stored changes an episode's document is compacted into a new
+/// snapshot (in the same transaction that drops the changes).
+const COMPACT_AFTER: usize = 64;
+
+/// The store file's name inside the store directory.
+pub const STORE_FILE: &str = "tether.db";
+
+/// A practitioner's device: its store and its episodes.
+#[derive(Debug)]
+pub struct Core {
+    conn: Connection,
+    device: String,
+    actor: ActorId,
+    calendar: Calendar,
+    episodes: BTreeMap<EpisodeId, Kept>,
+}
+
+/// An episode's document, its typed view, and how many changes follow its snapshot.
+#[derive(Debug)]
+struct Kept {
+    doc: EpisodeDoc,
+    episode: Episode,
+    changes: usize,
+}
+
+/// A new episode, as the practitioner opens it.
+#[derive(Clone, Debug)]
+pub struct NewEpisode {
+    pub patient_ref: PatientRef,
+    pub pathway: Pathway,
+    pub team: String,
+    pub facts: Vec<(FactField, FactValue)>,
+    pub plan: String,
+}
+
+/// One line of the device's caseload.
+#[derive(Clone, Debug, Serialize)]
+pub struct EpisodeSummary {
+    pub id: EpisodeId,
+    pub team: String,
+    pub pathway: Vec<Pathway>,
+    pub patient_ref: PatientRef,
+    pub open_actions: usize,
+    pub overdue_actions: usize,
+    pub conflicts: Vec<FactField>,
+}
+
+/// An action due across the caseload, for the phone's home screen.
+#[derive(Clone, Debug, Serialize)]
+pub struct NextAction {
+    pub episode: EpisodeId,
+    pub patient_ref: PatientRef,
+    #[serde(flatten)]
+    pub action: Action,
+}
+
+/// What the device computes offline: provisional until the server's evaluation arrives.
+#[derive(Clone, Debug, Serialize)]
+pub struct Provisional {
+    pub provisional: bool,
+    #[serde(with = "episode::json::time")]
+    pub evaluated_at: Timestamp,
+    #[serde(flatten)]
+    pub evaluation: Evaluation,
+}
+
+impl Core {
+    /// Opens the device's store in `dir` (creating both if need be) with the host's key,
+    /// and loads its episodes. A wrong key is [`Error::WrongKey`]; a damaged file is
+    /// [`Error::Corrupt`] or [`Error::WrongKey`], never a panic.
+    pub fn open(dir: &Path, key: &StoreKey) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Storage(format!("cannot create the store directory: {e}")))?;
+        let mut conn = store::open(&dir.join(STORE_FILE), key)?;
+        let device = match store::meta(&conn, "device")? {
+            Some(device) => device,
+            None => {
+                let device = uuid::Uuid::now_v7().to_string();
+                let tx = conn.transaction()?;
+                store::set_meta(&tx, "device", &device)?;
+                tx.commit()?;
+                device
+            }
+        };
+        let actor = actor_for(&device)?;
+        let mut episodes = BTreeMap::new();
+        for stored in store::all_episodes(&conn)? {
+            let changes = stored.changes.len();
+            let doc = EpisodeDoc::load_with_changes(
+                &stored.snapshot,
+                stored.changes.iter().map(Vec::as_slice),
+                actor.clone(),
+            )
+            .map_err(|e| Error::Corrupt(format!("episode {}: {e}", stored.id)))?;
+            let episode = doc.episode()?;
+            episodes.insert(episode.id, Kept { doc, episode, changes });
+        }
+        Ok(Self { conn, device, actor, calendar: Calendar::england_and_wales(), episodes })
+    }
+
+    /// This device's id (it is in every record made here).
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+
+    /// A value kept in the store for the host (the signed-in user, say).
+    pub fn setting(&self, key: &str) -> Result<Option<String>> {
+        store::meta(&self.conn, &format!("setting.{key}"))
+    }
+
+    /// Keeps a value for the host.
+    pub fn set_setting(&mut self, key: &str, value: &str) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        store::set_meta(&tx, &format!("setting.{key}"), value)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Opens an episode, offline; returns its new id.
+    pub fn open_episode(&mut self, new: NewEpisode, by: &str, at: Timestamp) -> Result<EpisodeId> {
+        let id = uuid::Uuid::now_v7();
+        let opening = Opening {
+            id,
+            patient_ref: new.patient_ref,
+            team: new.team,
+            opened_at: at,
+            opened_by: by.to_string(),
+            pathway: new.pathway,
+            facts: new.facts,
+            plan: new.plan,
+        };
+        let mut doc = EpisodeDoc::open(&opening, self.actor.clone())?;
+        let episode = doc.episode()?;
+        let snapshot = doc.save();
+        let tx = self.conn.transaction()?;
+        store::insert_episode(&tx, &id.to_string(), &opening.team, &snapshot)?;
+        tx.commit()?;
+        self.episodes.insert(id, Kept { doc, episode, changes: 0 });
+        Ok(id)
+    }
+
+    /// Records an event on an episode: `fields` are the kind's own fields (as in the
+    /// episode JSON); id, `by` and `device` are filled in here. Validated first: a bad
+    /// record is refused with an error naming the field, and nothing is stored.
+    pub fn record(
+        &mut self,
+        episode: EpisodeId,
+        kind: &str,
+        at: Timestamp,
+        fields: Map<String, Value>,
+        by: &str,
+    ) -> Result<EventId> {
+        let event = self.new_event(kind, at, fields, by)?;
+        if kind == "fact_changed" {
+            return Err(Error::Invalid(ValidationError::Event {
+                event: event.id.to_string(),
+                field: "kind".into(),
+                message: "change a fact with `set`, which records the change".into(),
+            }));
+        }
+        self.apply(episode, |doc| doc.record(&event))?;
+        Ok(event.id)
+    }
+
+    /// Sets a fact (recording a `fact_changed` event for the timeline).
+    pub fn set_fact(
+        &mut self,
+        episode: EpisodeId,
+        field: FactField,
+        value: &Value,
+        by: &str,
+        at: Timestamp,
+    ) -> Result<EventId> {
+        let mut fields = Map::new();
+        fields.insert("field".into(), Value::String(field.as_str().into()));
+        fields.insert("value".into(), value.clone());
+        let event = self.new_event("fact_changed", at, fields, by)?;
+        self.apply(episode, |doc| doc.set_fact(&event))?;
+        Ok(event.id)
+    }
+
+    /// Replaces the joint plan's text (stored as edits, so concurrent edits merge).
+    pub fn set_plan(&mut self, episode: EpisodeId, text: &str, at: Timestamp) -> Result<()> {
+        self.apply(episode, |doc| doc.set_plan(text, at))
+    }
+
+    fn new_event(&self, kind: &str, at: Timestamp, fields: Map<String, Value>, by: &str) -> Result<Event> {
+        let id = uuid::Uuid::now_v7();
+        let mut json = fields;
+        for reserved in ["id", "kind", "at", "by", "device", "received_at"] {
+            if json.contains_key(reserved) {
+                return Err(Error::Invalid(ValidationError::Event {
+                    event: id.to_string(),
+                    field: reserved.into(),
+                    message: "is set by the device, not given".into(),
+                }));
+            }
+        }
+        json.insert("id".into(), Value::String(id.to_string()));
+        json.insert("kind".into(), Value::String(kind.into()));
+        json.insert("at".into(), Value::String(at.to_string()));
+        json.insert("by".into(), Value::String(by.into()));
+        json.insert("device".into(), Value::String(self.device.clone()));
+        Ok(Event::from_value(&Value::Object(json), 0)?)
+    }
+
+    /// Applies a change to an episode's document and commits it to disk before
+    /// returning. If the disk write fails, the document is reloaded from the store, so
+    /// memory never holds what the disk does not.
+    fn apply(
+        &mut self,
+        id: EpisodeId,
+        change: impl FnOnce(&mut EpisodeDoc) -> Result<(), episode::document::DocumentError>,
+    ) -> Result<()> {
+        let kept = self.episodes.get_mut(&id).ok_or_else(|| Error::NotFound(id.to_string()))?;
+        change(&mut kept.doc)?;
+        let bytes = kept.doc.save_incremental();
+        let key = id.to_string();
+        let written = (|| -> Result<()> {
+            let tx = self.conn.transaction()?;
+            store::append_change(&tx, &key, &bytes)?;
+            tx.commit()?;
+            Ok(())
+        })();
+        if let Err(error) = written {
+            self.reload(id)?;
+            return Err(error);
+        }
+        let kept = self.episodes.get_mut(&id).ok_or_else(|| Error::NotFound(id.to_string()))?;
+        kept.changes += 1;
+        kept.episode = kept.doc.episode()?;
+        if kept.changes >= COMPACT_AFTER {
+            self.compact(id)?;
+        }
+        Ok(())
+    }
+
+    /// Folds an episode's changes into a new snapshot. The record is already durable
+    /// when this runs; a crash here leaves the old snapshot and its changes.
+    fn compact(&mut self, id: EpisodeId) -> Result<()> {
+        let kept = self.episodes.get_mut(&id).ok_or_else(|| Error::NotFound(id.to_string()))?;
+        let snapshot = kept.doc.save();
+        let tx = self.conn.transaction()?;
+        store::compact(&tx, &id.to_string(), &snapshot)?;
+        tx.commit()?;
+        kept.changes = 0;
+        Ok(())
+    }
+
+    fn reload(&mut self, id: EpisodeId) -> Result<()> {
+        let stored = store::all_episodes(&self.conn)?.into_iter().find(|s| s.id == id.to_string());
+        let Some(stored) = stored else {
+            self.episodes.remove(&id);
+            return Ok(());
+        };
+        let changes = stored.changes.len();
+        let doc = EpisodeDoc::load_with_changes(
+            &stored.snapshot,
+            stored.changes.iter().map(Vec::as_slice),
+            self.actor.clone(),
+        )?;
+        let episode = doc.episode()?;
+        self.episodes.insert(id, Kept { doc, episode, changes });
+        Ok(())
+    }
+
+    /// An episode's whole document, to hand to another device or the server.
+    pub fn export_episode(&mut self, id: EpisodeId) -> Result<Vec<u8>> {
+        let kept = self.episodes.get_mut(&id).ok_or_else(|| Error::NotFound(id.to_string()))?;
+        Ok(kept.doc.save())
+    }
+
+    /// Takes another device's copy of an episode: merged into ours (checked: nothing
+    /// recorded may change) or, if new here, kept as it is. Durable before it returns.
+    pub fn merge_episode(&mut self, bytes: &[u8]) -> Result<EpisodeId> {
+        let mut theirs = EpisodeDoc::load(bytes, self.actor.clone())?;
+        let id = theirs.episode()?.id;
+        if self.episodes.contains_key(&id) {
+            self.apply(id, |ours| ours.merge(&mut theirs))?;
+            return Ok(id);
+        }
+        let episode = theirs.episode()?;
+        let snapshot = theirs.save();
+        let tx = self.conn.transaction()?;
+        store::insert_episode(&tx, &id.to_string(), &episode.team, &snapshot)?;
+        tx.commit()?;
+        self.episodes.insert(id, Kept { doc: theirs, episode, changes: 0 });
+        Ok(id)
+    }
+
+    /// The device's episodes, with their open and overdue actions at `now`.
+    pub fn episodes(&self, now: Timestamp) -> Vec<EpisodeSummary> {
+        self.episodes
+            .values()
+            .map(|kept| {
+                let e = &kept.episode;
+                let evaluation = pathway::evaluate(e, now, &self.calendar);
+                let count = |state: State| evaluation.actions.iter().filter(|a| a.state == state).count();
+                EpisodeSummary {
+                    id: e.id,
+                    team: e.team.clone(),
+                    pathway: e.facts.pathway.values().to_vec(),
+                    patient_ref: e.patient_ref.clone(),
+                    open_actions: count(State::Open),
+                    overdue_actions: count(State::Overdue),
+                    conflicts: e.facts.conflicts().into_iter().map(|(field, _)| field).collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// One episode, as its facts and records.
+    pub fn episode(&self, id: EpisodeId) -> Result<&Episode> {
+        self.episodes.get(&id).map(|k| &k.episode).ok_or_else(|| Error::NotFound(id.to_string()))
+    }
+
+    /// An episode's records in the order they happened.
+    pub fn timeline(&self, id: EpisodeId) -> Result<Vec<Event>> {
+        let mut events = self.episode(id)?.events.clone();
+        events.sort_by_key(|e| (e.at, e.id));
+        Ok(events)
+    }
+
+    /// An episode's actions at the device's clock: provisional, until the server's.
+    pub fn actions(&self, id: EpisodeId, now: Timestamp) -> Result<Provisional> {
+        let evaluation = pathway::evaluate(self.episode(id)?, now, &self.calendar);
+        Ok(Provisional { provisional: true, evaluated_at: now, evaluation })
+    }
+
+    /// The caseload's next actions: every open and overdue action across the device's
+    /// episodes, soonest due first (what the phone's home screen shows).
+    pub fn next_actions(&self, now: Timestamp) -> Vec<NextAction> {
+        let mut next: Vec<NextAction> = self
+            .episodes
+            .values()
+            .flat_map(|kept| {
+                let e = &kept.episode;
+                pathway::evaluate(e, now, &self.calendar)
+                    .actions
+                    .into_iter()
+                    .filter(|a| matches!(a.state, State::Open | State::Overdue))
+                    .map(|action| NextAction { episode: e.id, patient_ref: e.patient_ref.clone(), action })
+            })
+            .collect();
+        next.sort_by_key(|n| (n.action.due, n.episode, n.action.id));
+        next
+    }
+
+    /// The store's size on disk, in bytes.
+    pub fn store_size(&self) -> Result<i64> {
+        store::size(&self.conn)
+    }
+}
+
+/// The Automerge actor of a device: its id's bytes, one actor per device, so that loading
+/// a document never grows it with new actors.
+fn actor_for(device: &str) -> Result<ActorId> {
+    let id: uuid::Uuid = device.parse().map_err(|_| Error::Corrupt("the device id is not a UUID".into()))?;
+    Ok(ActorId::from(id.as_bytes().as_slice()))
+}

@@ -133,6 +133,28 @@ impl EpisodeDoc {
         Self::from_automerge(loaded.with_actor(actor))
     }
 
+    /// Loads a document kept as a snapshot and the changes saved since, in order (how
+    /// a device stores its own documents). The result is checked once, at the end.
+    pub fn load_with_changes<'c>(
+        snapshot: &[u8],
+        changes: impl IntoIterator<Item = &'c [u8]>,
+        actor: ActorId,
+    ) -> Result<Self, DocumentError> {
+        let mut this = Self::load(snapshot, actor)?;
+        for change in changes {
+            if !change.starts_with(&CHUNK_MAGIC) || change.len() > MAX_DOCUMENT_BYTES {
+                return Err(DocumentError::Corrupt("a stored change is not Automerge changes".into()));
+            }
+            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| this.doc.load_incremental(change)))
+                .map_err(|_| DocumentError::Corrupt("a stored change could not be decoded".into()))?;
+            applied.map_err(|e| DocumentError::Corrupt(e.to_string()))?;
+        }
+        let mut this = Self::from_automerge(this.doc)?;
+        // What was loaded is saved already: the next incremental save holds only new changes.
+        this.doc.save_incremental();
+        Ok(this)
+    }
+
     /// Applies changes saved by [`EpisodeDoc::save_incremental`] (or another device's)
     /// on top of this document. Each change is applied whole or not at all: bytes cut off
     /// part-way apply the complete changes before the cut. The result is checked before

@@ -1,0 +1,223 @@
+//! `tether-field`: the client core on the command line, a phone without the phone.
+//!
+//! Everything here works with no network at all (`login` and `sync` come with the
+//! sync issue). The store key comes from `TETHER_STORE_KEY` (64 hexadecimal digits);
+//! without it, a key is made on first use and kept beside the store in `store.key`
+//! (a phone keeps it in the Android Keystore or the iOS Keychain instead).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use client_core::{Core, NewEpisode, StoreKey};
+use episode::{FactField, FactValue, Pathway, PatientRef};
+use jiff::Timestamp;
+use serde_json::{Map, Value};
+
+#[derive(Debug, Parser)]
+#[command(name = "tether-field", version, about = "Tether on a practitioner's device, offline first")]
+struct Cli {
+    /// The store directory.
+    #[arg(long, env = "TETHER_STORE")]
+    store: PathBuf,
+    /// Who is recording (the signed-in user); remembered by the store once given.
+    #[arg(long, env = "TETHER_USER")]
+    user: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Open an episode; prints its id.
+    Open {
+        #[arg(long)]
+        patient: String,
+        #[arg(long)]
+        pathway: String,
+        #[arg(long)]
+        team: String,
+        /// Other facts, as FIELD=VALUE (e.g. risk=high, children=true).
+        #[arg(long = "fact")]
+        facts: Vec<String>,
+        #[arg(long, default_value = "")]
+        plan: String,
+    },
+    /// Record an event; prints its id.
+    Record {
+        episode: String,
+        kind: String,
+        /// When it happened (RFC 3339 with an offset); now if not given.
+        #[arg(long)]
+        at: Option<String>,
+        /// The kind's own fields as a JSON object, e.g. '{"method": "phone", …}'.
+        #[arg(long)]
+        json: Option<String>,
+    },
+    /// Set a fact (recorded on the timeline too).
+    Set { episode: String, field: String, value: String },
+    /// Replace the joint plan's text.
+    Plan { episode: String, text: String },
+    /// The device's episodes, as JSON.
+    Episodes {
+        #[arg(long)]
+        now: Option<String>,
+    },
+    /// One episode, as episode JSON.
+    Show { episode: String },
+    /// An episode's actions at the device's clock (provisional), as evaluation JSON.
+    Actions {
+        episode: String,
+        #[arg(long)]
+        now: Option<String>,
+    },
+    /// The caseload's next actions, soonest first: what the phone's home screen shows.
+    Next {
+        #[arg(long)]
+        now: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(output) => {
+            use std::io::Write;
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ = writeln!(std::io::stdout().lock(), "{output}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("tether-field: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<String, String> {
+    let key = store_key(&cli.store)?;
+    let mut core = Core::open(&cli.store, &key).map_err(|e| e.to_string())?;
+    let user = || -> Result<String, String> {
+        if let Some(user) = &cli.user {
+            return Ok(user.clone());
+        }
+        core.setting("user")
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "who is recording? give --user or set TETHER_USER".into())
+    };
+    let user = match &cli.command {
+        Command::Open { .. } | Command::Record { .. } | Command::Set { .. } => {
+            let user = user()?;
+            if cli.user.is_some() {
+                core.set_setting("user", &user).map_err(|e| e.to_string())?;
+            }
+            user
+        }
+        _ => String::new(),
+    };
+    match cli.command {
+        Command::Open { patient, pathway, team, facts, plan } => {
+            let patient_ref = PatientRef::new(patient).ok_or("--patient: the patient's identifier may not be empty")?;
+            let pathway: Pathway = serde_json::from_value(Value::String(pathway.clone()))
+                .map_err(|_| format!("--pathway: `{pathway}` is not a pathway (urgent_referral, routine_referral, in_service, home_treatment, child_not_brought)"))?;
+            let facts = facts.iter().map(|f| parse_fact(f)).collect::<Result<Vec<_>, _>>()?;
+            let id = core
+                .open_episode(NewEpisode { patient_ref, pathway, team, facts, plan }, &user, Timestamp::now())
+                .map_err(|e| e.to_string())?;
+            Ok(id.to_string())
+        }
+        Command::Record { episode, kind, at, json: fields } => {
+            let id = episode_id(&episode)?;
+            let at = time(at.as_deref(), "--at")?;
+            let fields = match fields {
+                None => Map::new(),
+                Some(text) => match serde_json::from_str(&text) {
+                    Ok(Value::Object(map)) => map,
+                    _ => return Err("--json: give the event's fields as a JSON object".into()),
+                },
+            };
+            let event = core.record(id, &kind, at, fields, &user).map_err(|e| e.to_string())?;
+            Ok(event.to_string())
+        }
+        Command::Set { episode, field, value } => {
+            let id = episode_id(&episode)?;
+            let field = FactField::from_name(&field).ok_or_else(|| format!("`{field}` is not a fact"))?;
+            let value = serde_json::from_str(&value).unwrap_or(Value::String(value));
+            let event = core.set_fact(id, field, &value, &user, Timestamp::now()).map_err(|e| e.to_string())?;
+            Ok(event.to_string())
+        }
+        Command::Plan { episode, text } => {
+            core.set_plan(episode_id(&episode)?, &text, Timestamp::now()).map_err(|e| e.to_string())?;
+            Ok(String::new())
+        }
+        Command::Episodes { now } => Ok(json(&core.episodes(time(now.as_deref(), "--now")?))),
+        Command::Show { episode } => {
+            Ok(json(&core.episode(episode_id(&episode)?).map_err(|e| e.to_string())?.to_json()))
+        }
+        Command::Actions { episode, now } => {
+            let actions =
+                core.actions(episode_id(&episode)?, time(now.as_deref(), "--now")?).map_err(|e| e.to_string())?;
+            Ok(json(&actions))
+        }
+        Command::Next { now } => Ok(json(&core.next_actions(time(now.as_deref(), "--now")?))),
+    }
+}
+
+/// The core's answers as pretty JSON.
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+fn store_key(store: &Path) -> Result<StoreKey, String> {
+    if let Ok(hex) = std::env::var("TETHER_STORE_KEY") {
+        return StoreKey::from_hex(&hex)
+            .ok_or_else(|| "TETHER_STORE_KEY must be 64 hexadecimal digits (32 bytes)".into());
+    }
+    let path = store.join("store.key");
+    match std::fs::read_to_string(&path) {
+        Ok(hex) => StoreKey::from_hex(&hex).ok_or_else(|| format!("{} does not hold a key", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(store).map_err(|e| format!("cannot create {}: {e}", store.display()))?;
+            let key = StoreKey::generate().map_err(|e| e.to_string())?;
+            write_private(&path, &key.to_hex())
+                .map_err(|e| format!("cannot keep the key in {}: {e}", path.display()))?;
+            eprintln!(
+                "tether-field: made a store key and kept it in {} (set TETHER_STORE_KEY to use your own)",
+                path.display()
+            );
+            Ok(key)
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
+}
+
+fn episode_id(text: &str) -> Result<episode::EpisodeId, String> {
+    text.parse().map_err(|_| "the episode id is not a UUID".to_string())
+}
+
+fn time(text: Option<&str>, flag: &str) -> Result<Timestamp, String> {
+    match text {
+        None => Ok(Timestamp::now()),
+        Some(text) => episode::json::time::parse(text).map_err(|m| format!("{flag}: {m}")),
+    }
+}
+
+fn parse_fact(text: &str) -> Result<(FactField, FactValue), String> {
+    let (name, value) = text.split_once('=').ok_or("--fact: write FIELD=VALUE, e.g. risk=high")?;
+    let field = FactField::from_name(name).ok_or_else(|| format!("--fact: `{name}` is not a fact"))?;
+    let value = serde_json::from_str(value).unwrap_or(Value::String(value.into()));
+    let value = FactValue::from_json(field, &value).map_err(|m| format!("--fact {name}: {m}"))?;
+    Ok((field, value))
+}

@@ -1,0 +1,158 @@
+//! The SQLite store: encrypted at rest with SQLCipher, one writer connection in WAL mode,
+//! and every commit durable (synced) before the call that made it returns.
+//!
+//! Functions that write take a `&Transaction`, readers a `&Connection`, so transaction
+//! boundaries are in the types (mozilla/application-services' component shape).
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use crate::error::{Error, Result};
+
+/// The schema this build writes; `PRAGMA user_version` holds the store's.
+const SCHEMA: i64 = 1;
+
+/// Each schema's upgrade from the one before, in order.
+const UPGRADES: [&str; 1] = [include_str!("schema/v1.sql")];
+
+/// The 32-byte key the host app supplies (Android Keystore, iOS Keychain).
+#[derive(Clone)]
+pub struct StoreKey([u8; 32]);
+
+impl StoreKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// A new random key, from the operating system's generator.
+    pub fn generate() -> Result<Self> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| Error::Storage(format!("no random numbers for a key: {e}")))?;
+        Ok(Self(bytes))
+    }
+
+    /// A key written as 64 hexadecimal digits.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let text = text.trim();
+        if text.len() != 64 || !text.is_ascii() {
+            return None;
+        }
+        let mut bytes = [0u8; 32];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(Self(bytes))
+    }
+
+    /// The key as 64 hexadecimal digits.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl std::fmt::Debug for StoreKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreKey(<secret>)")
+    }
+}
+
+/// Opens (creating if need be) the store at `path` with `key`, and brings its schema up
+/// to date.
+pub(crate) fn open(path: &Path, key: &StoreKey) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    // SQLCipher would otherwise log a wrong key's failed page checks to stderr itself;
+    // the caller gets `Error::WrongKey` instead.
+    conn.execute_batch("PRAGMA cipher_log_level = NONE;")?;
+    // A raw key: no passphrase derivation, the host's key is already random.
+    conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", key.to_hex()))?;
+    // The first read fails here if the key is wrong or the file is not a store.
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get::<_, i64>(0))?;
+    // WAL with synchronous=FULL: a commit is on disk, WAL synced, before it returns,
+    // so a record survives power loss the moment the call that made it returns.
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::Storage(format!("the store could not use WAL (journal mode {mode})")));
+    }
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+    let integrity: String = conn.query_row("PRAGMA quick_check", [], |row| row.get(0))?;
+    if integrity != "ok" {
+        return Err(Error::Corrupt(integrity));
+    }
+    migrate(&conn)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &Connection) -> Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version > SCHEMA {
+        return Err(Error::NewerStore(version));
+    }
+    for (i, upgrade) in UPGRADES.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(upgrade)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+pub(crate) fn meta(conn: &Connection, key: &str) -> Result<Option<String>> {
+    Ok(conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| row.get(0)).optional()?)
+}
+
+pub(crate) fn set_meta(tx: &Transaction<'_>, key: &str, value: &str) -> Result<()> {
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2",
+        [key, value],
+    )?;
+    Ok(())
+}
+
+/// One stored episode: its snapshot and the changes since, in order.
+pub(crate) struct Stored {
+    pub(crate) id: String,
+    pub(crate) snapshot: Vec<u8>,
+    pub(crate) changes: Vec<Vec<u8>>,
+}
+
+pub(crate) fn all_episodes(conn: &Connection) -> Result<Vec<Stored>> {
+    let mut episodes: Vec<Stored> = conn
+        .prepare("SELECT id, snapshot FROM episodes ORDER BY id")?
+        .query_map([], |row| Ok(Stored { id: row.get(0)?, snapshot: row.get(1)?, changes: Vec::new() }))?
+        .collect::<Result<_, _>>()?;
+    let mut statement = conn.prepare("SELECT episode, bytes FROM changes ORDER BY seq")?;
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        let episode: String = row.get(0)?;
+        let bytes: Vec<u8> = row.get(1)?;
+        match episodes.binary_search_by(|e| e.id.as_str().cmp(&episode)) {
+            Ok(i) => episodes[i].changes.push(bytes),
+            Err(_) => return Err(Error::Corrupt("a change names no stored episode".into())),
+        }
+    }
+    Ok(episodes)
+}
+
+pub(crate) fn insert_episode(tx: &Transaction<'_>, id: &str, team: &str, snapshot: &[u8]) -> Result<()> {
+    tx.execute("INSERT INTO episodes (id, team, snapshot) VALUES (?1, ?2, ?3)", params![id, team, snapshot])?;
+    Ok(())
+}
+
+pub(crate) fn append_change(tx: &Transaction<'_>, episode: &str, bytes: &[u8]) -> Result<()> {
+    tx.execute("INSERT INTO changes (episode, bytes) VALUES (?1, ?2)", params![episode, bytes])?;
+    Ok(())
+}
+
+/// Replaces an episode's snapshot and drops the changes it now holds: in one
+/// transaction, so a crash leaves either the old snapshot and its changes or the new.
+pub(crate) fn compact(tx: &Transaction<'_>, episode: &str, snapshot: &[u8]) -> Result<()> {
+    tx.execute("UPDATE episodes SET snapshot = ?2 WHERE id = ?1", params![episode, snapshot])?;
+    tx.execute("DELETE FROM changes WHERE episode = ?1", [episode])?;
+    Ok(())
+}
+
+/// The store's size on disk in bytes (pages in use).
+pub(crate) fn size(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("SELECT page_count * page_size FROM pragma_page_count, pragma_page_size", [], |row| row.get(0))?)
+}

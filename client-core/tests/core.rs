@@ -1,0 +1,271 @@
+//! The client core against a real encrypted SQLite file: durability across reopening,
+//! refusals that store nothing, two devices exchanging documents, wrong keys and
+//! damaged files, and a writer killed with SIGKILL at random moments.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use client_core::{Core, Error, NewEpisode, STORE_FILE, StoreKey};
+use episode::{FactField, FactValue, Pathway, PatientRef, Risk};
+use jiff::Timestamp;
+use serde_json::{Map, Value, json};
+
+fn key(n: u8) -> StoreKey {
+    StoreKey::from_bytes([n; 32])
+}
+
+fn t(text: &str) -> Timestamp {
+    text.parse().unwrap()
+}
+
+fn fields(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => panic!("fields are an object"),
+    }
+}
+
+fn new_episode() -> NewEpisode {
+    NewEpisode {
+        patient_ref: PatientRef::new("RX-CORE-1").unwrap(),
+        pathway: Pathway::UrgentReferral,
+        team: "north".into(),
+        facts: vec![(FactField::Children, FactValue::Flag(true))],
+        plan: "Visit on Monday.".into(),
+    }
+}
+
+fn missed() -> Map<String, Value> {
+    fields(json!({"appointment": "initial"}))
+}
+
+#[test]
+fn records_survive_closing_and_reopening_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (id, event) = {
+        let mut core = Core::open(dir.path(), &key(1)).unwrap();
+        let id = core.open_episode(new_episode(), "u-asha", t("2026-03-02T08:00:00Z")).unwrap();
+        let event = core.record(id, "appointment_missed", t("2026-03-02T10:00:00Z"), missed(), "u-asha").unwrap();
+        core.set_fact(id, FactField::Risk, &json!("high"), "u-asha", t("2026-03-02T10:01:00Z")).unwrap();
+        core.set_plan(id, "Visit on Monday with the named contact.", t("2026-03-02T10:02:00Z")).unwrap();
+        (id, event)
+    };
+    let core = Core::open(dir.path(), &key(1)).unwrap();
+    let episode = core.episode(id).unwrap();
+    assert!(episode.events.iter().any(|e| e.id == event));
+    assert_eq!(episode.events.len(), 2);
+    assert_eq!(episode.facts.risk.values(), [Risk::High]);
+    assert_eq!(episode.plan, "Visit on Monday with the named contact.");
+    assert_eq!(episode.events[0].device, core.device());
+    // Provisional actions at the device's clock, and the caseload's next actions.
+    let actions = core.actions(id, t("2026-03-02T12:00:00Z")).unwrap();
+    assert!(actions.provisional);
+    assert!(actions.evaluation.actions.iter().any(|a| a.code.as_str() == "contact_patient"));
+    let next = core.next_actions(t("2026-03-02T12:00:00Z"));
+    assert!(!next.is_empty());
+    assert!(next.windows(2).all(|w| w[0].action.due <= w[1].action.due));
+}
+
+#[test]
+fn the_file_holds_no_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut core = Core::open(dir.path(), &key(1)).unwrap();
+        let id = core.open_episode(new_episode(), "u-asha", t("2026-03-02T08:00:00Z")).unwrap();
+        core.record(id, "appointment_missed", t("2026-03-02T10:00:00Z"), missed(), "u-asha").unwrap();
+    }
+    for file in std::fs::read_dir(dir.path()).unwrap() {
+        let bytes = std::fs::read(file.unwrap().path()).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        for secret in ["RX-CORE-1", "appointment_missed", "SQLite format", "north"] {
+            assert!(!text.contains(secret), "{secret} is readable on disk");
+        }
+    }
+}
+
+#[test]
+fn bad_input_is_refused_with_a_message_and_nothing_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut core = Core::open(dir.path(), &key(1)).unwrap();
+    let id = core.open_episode(new_episode(), "u-asha", t("2026-03-02T08:00:00Z")).unwrap();
+    let at = t("2026-03-02T10:00:00Z");
+    let cases: Vec<(&str, Value, &str)> = vec![
+        ("phone_call", json!({}), "kind"),
+        ("contact_attempt", json!({"method": "pigeon", "target": "patient", "outcome": "no_answer"}), "method"),
+        ("decision", json!({"topic": "cold_call", "outcome": "yes"}), "rationale"),
+        ("decision", json!({"topic": "cold_call", "outcome": "yes", "rationale": "  "}), "rationale"),
+        ("appointment_booked", json!({"for": "2026-03-05T10:00:00"}), "for"),
+        ("entered_in_error", json!({"record": "01a20934-7bf6-72ed-a417-242a3442e1f8", "reason": "typo"}), "record"),
+        ("appointment_missed", json!({"appointment": "initial", "id": "x"}), "id"),
+    ];
+    for (kind, body, field) in cases {
+        let err = core.record(id, kind, at, fields(body), "u-asha").unwrap_err();
+        assert!(err.to_string().contains(field), "{kind}: {err}");
+    }
+    let unknown = "01a20934-7bf6-72ed-a417-242a3442e1f9".parse().unwrap();
+    assert!(matches!(core.record(unknown, "appointment_missed", at, missed(), "u"), Err(Error::NotFound(_))));
+    assert!(core.set_fact(id, FactField::Risk, &json!("severe"), "u", at).is_err());
+    assert!(core.episode(id).unwrap().events.is_empty());
+    drop(core);
+    assert!(Core::open(dir.path(), &key(1)).unwrap().episode(id).unwrap().events.is_empty());
+}
+
+#[test]
+fn a_wrong_key_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Core::open(dir.path(), &key(1)).unwrap());
+    assert!(matches!(Core::open(dir.path(), &key(2)), Err(Error::WrongKey)));
+}
+
+#[test]
+fn a_damaged_store_file_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut core = Core::open(dir.path(), &key(1)).unwrap();
+        let id = core.open_episode(new_episode(), "u-asha", t("2026-03-02T08:00:00Z")).unwrap();
+        for minute in 0..20 {
+            let at = t("2026-03-02T10:00:00Z").checked_add(jiff::SignedDuration::from_mins(minute)).unwrap();
+            core.record(id, "appointment_missed", at, missed(), "u-asha").unwrap();
+        }
+    }
+    let path = dir.path().join(STORE_FILE);
+    let whole = std::fs::read(&path).unwrap();
+    // Truncated.
+    std::fs::write(&path, &whole[..whole.len() / 2]).unwrap();
+    let _ = std::fs::remove_file(dir.path().join(format!("{STORE_FILE}-wal")));
+    assert!(Core::open(dir.path(), &key(1)).is_err());
+    // Overwritten in the middle.
+    let mut damaged = whole.clone();
+    for byte in &mut damaged[whole.len() / 3..whole.len() / 3 + 4096] {
+        *byte ^= 0xff;
+    }
+    std::fs::write(&path, &damaged).unwrap();
+    assert!(Core::open(dir.path(), &key(1)).is_err());
+    // Not a store at all.
+    std::fs::write(&path, b"hello").unwrap();
+    assert!(Core::open(dir.path(), &key(1)).is_err());
+}
+
+#[test]
+fn two_devices_exchanging_documents_converge_whatever_the_order() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = Core::open(a_dir.path(), &key(1)).unwrap();
+    let mut b = Core::open(b_dir.path(), &key(2)).unwrap();
+    let id = a.open_episode(new_episode(), "u-asha", t("2026-03-02T08:00:00Z")).unwrap();
+    b.merge_episode(&a.export_episode(id).unwrap()).unwrap();
+    // Offline on both.
+    a.record(id, "appointment_missed", t("2026-03-02T10:00:00Z"), missed(), "u-asha").unwrap();
+    b.record(
+        id,
+        "home_visit",
+        t("2026-03-02T14:00:00Z"),
+        fields(json!({"announced": false, "outcome": "no_answer"})),
+        "u-ben",
+    )
+    .unwrap();
+    a.set_fact(id, FactField::Risk, &json!("low"), "u-asha", t("2026-03-02T15:00:00Z")).unwrap();
+    b.set_fact(id, FactField::Risk, &json!("high"), "u-ben", t("2026-03-02T15:01:00Z")).unwrap();
+    a.set_plan(id, "Visit on Monday. Sister is the named contact.", t("2026-03-02T15:02:00Z")).unwrap();
+    b.set_plan(id, "Urgent: visit on Monday.", t("2026-03-02T15:03:00Z")).unwrap();
+    // Exchange in both directions, b's copy first into a, then a's merged copy back.
+    a.merge_episode(&b.export_episode(id).unwrap()).unwrap();
+    b.merge_episode(&a.export_episode(id).unwrap()).unwrap();
+    let (ea, eb) = (a.episode(id).unwrap().clone(), b.episode(id).unwrap().clone());
+    assert_eq!(ea, eb);
+    assert_eq!(ea.events.len(), 4);
+    assert_eq!(ea.facts.risk.values(), [Risk::Low, Risk::High]);
+    assert!(ea.plan.contains("Urgent") && ea.plan.contains("named contact"), "{}", ea.plan);
+    let now = t("2026-03-02T16:00:00Z");
+    assert_eq!(a.actions(id, now).unwrap().evaluation, b.actions(id, now).unwrap().evaluation);
+    assert_eq!(a.episodes(now)[0].conflicts, vec![FactField::Risk]);
+    // And it all survives reopening.
+    drop(a);
+    assert_eq!(Core::open(a_dir.path(), &key(1)).unwrap().episode(id).unwrap(), &ea);
+}
+
+#[test]
+fn many_records_compact_without_losing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ids = Vec::new();
+    let episode = {
+        let mut core = Core::open(dir.path(), &key(1)).unwrap();
+        let episode = core.open_episode(new_episode(), "u-asha", t("2026-03-02T08:00:00Z")).unwrap();
+        for minute in 0..150 {
+            let at = t("2026-03-02T10:00:00Z").checked_add(jiff::SignedDuration::from_mins(minute)).unwrap();
+            let body = fields(json!({"method": "phone", "target": "patient", "outcome": "no_answer"}));
+            ids.push(core.record(episode, "contact_attempt", at, body, "u-asha").unwrap());
+        }
+        episode
+    };
+    let core = Core::open(dir.path(), &key(1)).unwrap();
+    let stored: Vec<_> = core.timeline(episode).unwrap().iter().map(|e| e.id).collect();
+    assert_eq!(stored, ids);
+}
+
+/// Run only as the crash test's child: records events in a loop, printing each id once
+/// `record` has returned (so once it is durable), until it is killed.
+#[test]
+fn crash_child() {
+    let (Ok(dir), Ok(episode)) = (std::env::var("TETHER_CRASH_STORE"), std::env::var("TETHER_CRASH_EPISODE")) else {
+        return;
+    };
+    let mut core = Core::open(Path::new(&dir), &key(7)).unwrap();
+    let episode = episode.parse().unwrap();
+    let mut out = std::io::stdout().lock();
+    for n in 0.. {
+        let at = t("2026-03-02T10:00:00Z").checked_add(jiff::SignedDuration::from_secs(n)).unwrap();
+        let body = fields(json!({"method": "phone", "target": "patient", "outcome": "no_answer"}));
+        let id = core.record(episode, "contact_attempt", at, body, "u-crash").unwrap();
+        writeln!(out, "recorded {id}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+#[test]
+fn a_writer_killed_at_random_moments_loses_nothing_it_reported() {
+    let kills: u64 = std::env::var("TETHER_CRASH_KILLS").ok().and_then(|k| k.parse().ok()).unwrap_or(25);
+    let dir = tempfile::tempdir().unwrap();
+    let episode =
+        Core::open(dir.path(), &key(7)).unwrap().open_episode(new_episode(), "u", t("2026-03-02T08:00:00Z")).unwrap();
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64 ^ u64::from(std::process::id());
+    let mut reported = Vec::new();
+    for _ in 0..kills {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+            .env("TETHER_CRASH_STORE", dir.path())
+            .env("TETHER_CRASH_EPISODE", episode.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        let wait = Duration::from_millis(20 + (seed >> 33) % 300);
+        // Read what the child reports until the moment comes, then kill it mid-stride.
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .filter_map(|l| l.strip_prefix("recorded ").map(str::to_string))
+                .collect::<Vec<_>>()
+        });
+        let start = Instant::now();
+        while start.elapsed() < wait {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        reported.extend(reader.join().unwrap());
+
+        // After each kill the store opens, and every reported record is there.
+        let core = Core::open(dir.path(), &key(7)).unwrap();
+        let stored: std::collections::HashSet<String> =
+            core.timeline(episode).unwrap().iter().map(|e| e.id.to_string()).collect();
+        let lost: Vec<_> = reported.iter().filter(|id| !stored.contains(*id)).collect();
+        assert!(lost.is_empty(), "lost {} of {} reported records: {lost:?}", lost.len(), reported.len());
+    }
+    assert!(!reported.is_empty(), "the child never recorded anything");
+    eprintln!("{kills} kills, {} records reported, none lost", reported.len());
+}
