@@ -115,17 +115,26 @@ impl Core {
             }
         };
         let actor = actor_for(&device)?;
+        // Documents load independently: spread them over the device's cores.
+        let stored = store::all_episodes(&conn)?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+        let chunk = stored.len().div_ceil(threads).max(1);
+        let loaded: Vec<Result<Kept>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = stored
+                .chunks(chunk)
+                .map(|part| scope.spawn(|| part.iter().map(|s| load(s, actor.clone())).collect::<Vec<_>>()))
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| {
+                    w.join().unwrap_or_else(|_| vec![Err(Error::Corrupt("a document could not be loaded".into()))])
+                })
+                .collect()
+        });
         let mut episodes = BTreeMap::new();
-        for stored in store::all_episodes(&conn)? {
-            let changes = stored.changes.len();
-            let doc = EpisodeDoc::load_with_changes(
-                &stored.snapshot,
-                stored.changes.iter().map(Vec::as_slice),
-                actor.clone(),
-            )
-            .map_err(|e| Error::Corrupt(format!("episode {}: {e}", stored.id)))?;
-            let episode = doc.episode()?;
-            episodes.insert(episode.id, Kept { doc, episode, changes });
+        for kept in loaded {
+            let kept = kept?;
+            episodes.insert(kept.episode.id, kept);
         }
         Ok(Self { conn, device, actor, calendar: Calendar::england_and_wales(), episodes })
     }
@@ -191,6 +200,10 @@ impl Core {
             }));
         }
         self.apply(episode, |doc| doc.record(&event))?;
+        // The typed view gains the one record: no need to read the document again.
+        if let Some(kept) = self.episodes.get_mut(&episode) {
+            kept.episode.events.push(event.clone());
+        }
         Ok(event.id)
     }
 
@@ -203,17 +216,28 @@ impl Core {
         by: &str,
         at: Timestamp,
     ) -> Result<EventId> {
+        FactValue::from_json(field, value)
+            .map_err(|message| ValidationError::Episode { field: field.as_str().into(), message })?;
         let mut fields = Map::new();
         fields.insert("field".into(), Value::String(field.as_str().into()));
         fields.insert("value".into(), value.clone());
         let event = self.new_event("fact_changed", at, fields, by)?;
         self.apply(episode, |doc| doc.set_fact(&event))?;
+        self.refresh(episode)?;
         Ok(event.id)
     }
 
     /// Replaces the joint plan's text (stored as edits, so concurrent edits merge).
     pub fn set_plan(&mut self, episode: EpisodeId, text: &str, at: Timestamp) -> Result<()> {
-        self.apply(episode, |doc| doc.set_plan(text, at))
+        self.apply(episode, |doc| doc.set_plan(text, at))?;
+        self.refresh(episode)
+    }
+
+    /// Reads an episode's typed view from its document again.
+    fn refresh(&mut self, id: EpisodeId) -> Result<()> {
+        let kept = self.episodes.get_mut(&id).ok_or_else(|| Error::NotFound(id.to_string()))?;
+        kept.episode = kept.doc.episode()?;
+        Ok(())
     }
 
     fn new_event(&self, kind: &str, at: Timestamp, fields: Map<String, Value>, by: &str) -> Result<Event> {
@@ -260,7 +284,6 @@ impl Core {
         }
         let kept = self.episodes.get_mut(&id).ok_or_else(|| Error::NotFound(id.to_string()))?;
         kept.changes += 1;
-        kept.episode = kept.doc.episode()?;
         if kept.changes >= COMPACT_AFTER {
             self.compact(id)?;
         }
@@ -281,18 +304,14 @@ impl Core {
 
     fn reload(&mut self, id: EpisodeId) -> Result<()> {
         let stored = store::all_episodes(&self.conn)?.into_iter().find(|s| s.id == id.to_string());
-        let Some(stored) = stored else {
-            self.episodes.remove(&id);
-            return Ok(());
-        };
-        let changes = stored.changes.len();
-        let doc = EpisodeDoc::load_with_changes(
-            &stored.snapshot,
-            stored.changes.iter().map(Vec::as_slice),
-            self.actor.clone(),
-        )?;
-        let episode = doc.episode()?;
-        self.episodes.insert(id, Kept { doc, episode, changes });
+        match stored {
+            Some(stored) => {
+                self.episodes.insert(id, load(&stored, self.actor.clone())?);
+            }
+            None => {
+                self.episodes.remove(&id);
+            }
+        }
         Ok(())
     }
 
@@ -309,6 +328,7 @@ impl Core {
         let id = theirs.episode()?.id;
         if self.episodes.contains_key(&id) {
             self.apply(id, |ours| ours.merge(&mut theirs))?;
+            self.refresh(id)?;
             return Ok(id);
         }
         let episode = theirs.episode()?;
@@ -382,6 +402,14 @@ impl Core {
     pub fn store_size(&self) -> Result<i64> {
         store::size(&self.conn)
     }
+}
+
+/// Loads one stored episode: its snapshot, its changes, and its typed view.
+fn load(stored: &store::Stored, actor: ActorId) -> Result<Kept> {
+    let doc = EpisodeDoc::load_with_changes(&stored.snapshot, stored.changes.iter().map(Vec::as_slice), actor)
+        .map_err(|e| Error::Corrupt(format!("episode {}: {e}", stored.id)))?;
+    let episode = doc.episode()?;
+    Ok(Kept { doc, episode, changes: stored.changes.len() })
 }
 
 /// The Automerge actor of a device: its id's bytes, one actor per device, so that loading

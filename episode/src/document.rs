@@ -22,7 +22,7 @@ use jiff::Timestamp;
 use serde_json::{Map, Value as Json};
 
 use crate::Strictness;
-use crate::json::{ValidationError, check_references};
+use crate::json::ValidationError;
 use crate::model::*;
 
 /// The document schema this build reads and writes.
@@ -140,16 +140,22 @@ impl EpisodeDoc {
         changes: impl IntoIterator<Item = &'c [u8]>,
         actor: ActorId,
     ) -> Result<Self, DocumentError> {
-        let mut this = Self::load(snapshot, actor)?;
+        if snapshot.len() > MAX_DOCUMENT_BYTES {
+            return Err(DocumentError::TooLarge(snapshot.len()));
+        }
+        let mut doc = std::panic::catch_unwind(|| AutoCommit::load(snapshot))
+            .map_err(|_| DocumentError::Corrupt("the document could not be decoded".into()))?
+            .map_err(|e| DocumentError::Corrupt(e.to_string()))?
+            .with_actor(actor);
         for change in changes {
             if !change.starts_with(&CHUNK_MAGIC) || change.len() > MAX_DOCUMENT_BYTES {
                 return Err(DocumentError::Corrupt("a stored change is not Automerge changes".into()));
             }
-            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| this.doc.load_incremental(change)))
+            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| doc.load_incremental(change)))
                 .map_err(|_| DocumentError::Corrupt("a stored change could not be decoded".into()))?;
             applied.map_err(|e| DocumentError::Corrupt(e.to_string()))?;
         }
-        let mut this = Self::from_automerge(this.doc)?;
+        let mut this = Self::from_automerge(doc)?;
         // What was loaded is saved already: the next incremental save holds only new changes.
         this.doc.save_incremental();
         Ok(this)
@@ -259,11 +265,21 @@ impl EpisodeDoc {
         if self.doc.length(&self.events) >= MAX_EVENTS {
             return Err(DocumentError::Refused(format!("the episode holds {MAX_EVENTS} records, the most allowed")));
         }
-        // References are checked against the records already here plus this one.
-        let mut known = self.events()?.0;
-        known.push(event.clone());
-        if let Some((_, error)) = check_references(&known).into_iter().find(|(i, _)| *i == known.len() - 1) {
-            return Err(error.into());
+        // A correction must name a record that is here, and not another correction.
+        if let EventBody::EnteredInError(eie) = &event.body {
+            let named = self.stored_event(&eie.record.to_string());
+            let message = match named {
+                None => Some("names no known record"),
+                Some(named) if matches!(named.body, EventBody::EnteredInError(_)) => {
+                    Some("names another entered_in_error: a correction cannot be undone; record the original again")
+                }
+                Some(_) => None,
+            };
+            if let Some(message) = message {
+                return Err(
+                    ValidationError::Event { event: key, field: "record".into(), message: message.into() }.into()
+                );
+            }
         }
         let json = serde_json::to_string(event)
             .map_err(|e| DocumentError::Refused(format!("cannot write the record: {e}")))?;
@@ -271,6 +287,17 @@ impl EpisodeDoc {
             .put(&self.events, key.as_str(), json)
             .map_err(|e| DocumentError::Refused(format!("cannot write the document: {e}")))?;
         Ok(())
+    }
+
+    /// One stored record, if it is here and valid.
+    fn stored_event(&self, key: &str) -> Option<Event> {
+        match self.doc.get(&self.events, key) {
+            Ok(Some((Value::Scalar(s), _))) => {
+                let json: Json = serde_json::from_str(s.as_str()?).ok()?;
+                Event::from_value(&json, 0).ok()
+            }
+            _ => None,
+        }
     }
 
     fn commit(&mut self, at: Timestamp, message: &str) {
@@ -311,25 +338,21 @@ impl EpisodeDoc {
             return Err(DocumentError::NotAnEpisode("no readable pathway"));
         }
         json.insert("plan".into(), Json::String(self.plan_text()?));
-        let (_, raw) = self.events()?;
-        json.insert("events".into(), Json::Array(raw.iter().filter_map(|(_, v)| v.clone()).collect()));
+        let raw = self.raw_events();
+        let unreadable: Vec<String> = raw.iter().filter(|(_, v)| v.is_none()).map(|(key, _)| key.clone()).collect();
+        json.insert("events".into(), Json::Array(raw.into_iter().filter_map(|(_, v)| v).collect()));
         let mut episode = Episode::from_value(&Json::Object(json), Strictness::Lenient)?;
-        // Records whose stored text is not JSON at all, or whose id is not their key.
-        for (key, value) in &raw {
-            if value.is_none() {
-                episode
-                    .invalid_records
-                    .push(InvalidRecord { id: key.clone(), error: "the stored record is not JSON".into() });
-            }
+        for key in unreadable {
+            let error = "the stored record is not JSON, or not under its own id".to_string();
+            episode.invalid_records.push(InvalidRecord { id: key, error });
         }
         episode.invalid_records.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(episode)
     }
 
-    /// The records as stored: each key with its JSON (or `None` when it is not JSON or
-    /// names another id), and the valid ones parsed.
-    #[allow(clippy::type_complexity)]
-    fn events(&self) -> Result<(Vec<Event>, Vec<(String, Option<Json>)>), DocumentError> {
+    /// The records as stored: each key with its JSON, or `None` when the stored value is
+    /// not JSON or names another id.
+    fn raw_events(&self) -> Vec<(String, Option<Json>)> {
         let mut raw = Vec::with_capacity(self.doc.length(&self.events));
         for key in self.doc.keys(&self.events) {
             let value = match self.doc.get(&self.events, key.as_str()) {
@@ -339,12 +362,7 @@ impl EpisodeDoc {
             let value = value.filter(|v| v.get("id").and_then(Json::as_str) == Some(key.as_str()));
             raw.push((key, value));
         }
-        let parsed = raw
-            .iter()
-            .enumerate()
-            .filter_map(|(i, (_, v))| v.as_ref().and_then(|v| Event::from_value(v, i).ok()))
-            .collect();
-        Ok((parsed, raw))
+        raw
     }
 
     fn identity(&self) -> Result<Map<String, Json>, DocumentError> {

@@ -1,0 +1,169 @@
+//! `tether-field`, the real binary: offline commands, refusals with a message and
+//! nothing stored, and the store key.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+fn field(store: &Path, key: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tether-field"))
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .env("TETHER_STORE_KEY", key)
+        .env("TETHER_USER", "u-asha")
+        .output()
+        .unwrap()
+}
+
+fn ok(output: Output) -> String {
+    assert!(output.status.success(), "failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+fn refused(output: Output) -> String {
+    assert!(!output.status.success(), "should have failed: {}", String::from_utf8_lossy(&output.stdout));
+    assert!(output.stdout.is_empty());
+    String::from_utf8(output.stderr).unwrap()
+}
+
+#[test]
+fn a_home_visit_recorded_offline_shows_in_the_next_actions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path();
+    let episode = ok(field(
+        store,
+        KEY,
+        &[
+            "open",
+            "--patient",
+            "RX-CLI-1",
+            "--pathway",
+            "urgent_referral",
+            "--team",
+            "north",
+            "--fact",
+            "children=true",
+        ],
+    ));
+    let missed = ok(field(
+        store,
+        KEY,
+        &[
+            "record",
+            &episode,
+            "appointment_missed",
+            "--at",
+            "2026-03-02T10:00:00Z",
+            "--json",
+            r#"{"appointment": "initial"}"#,
+        ],
+    ));
+    let visit = ok(field(
+        store,
+        KEY,
+        &[
+            "record",
+            &episode,
+            "home_visit",
+            "--at",
+            "2026-03-02T14:00:00Z",
+            "--json",
+            r#"{"announced": false, "outcome": "no_answer"}"#,
+        ],
+    ));
+    assert_ne!(missed, visit);
+    ok(field(store, KEY, &["set", &episode, "risk", "high"]));
+
+    let shown: serde_json::Value = serde_json::from_str(&ok(field(store, KEY, &["show", &episode]))).unwrap();
+    assert_eq!(shown["risk"], "high");
+    assert_eq!(shown["children"], true);
+    assert_eq!(shown["events"].as_array().unwrap().len(), 3);
+
+    let actions: serde_json::Value =
+        serde_json::from_str(&ok(field(store, KEY, &["actions", &episode, "--now", "2026-03-02T14:30:00Z"]))).unwrap();
+    assert_eq!(actions["provisional"], true);
+    let next: serde_json::Value =
+        serde_json::from_str(&ok(field(store, KEY, &["next", "--now", "2026-03-02T14:30:00Z"]))).unwrap();
+    let first = &next.as_array().unwrap()[0];
+    assert_eq!(first["code"], "leave_calling_card");
+    assert_eq!(first["due"], "2026-03-02T15:00:00Z");
+    assert_eq!(first["episode"], episode.as_str());
+    let episodes: serde_json::Value =
+        serde_json::from_str(&ok(field(store, KEY, &["episodes", "--now", "2026-03-02T14:30:00Z"]))).unwrap();
+    assert_eq!(episodes.as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn bad_input_is_refused_with_a_message_and_nothing_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path();
+    let episode =
+        ok(field(store, KEY, &["open", "--patient", "RX-CLI-2", "--pathway", "in_service", "--team", "north"]));
+    let cases: [(&[&str], &str); 6] = [
+        (&["record", &episode, "phone_call"], "kind"),
+        (
+            &[
+                "record",
+                &episode,
+                "contact_attempt",
+                "--json",
+                r#"{"method": "pigeon", "target": "patient", "outcome": "no_answer"}"#,
+            ],
+            "method",
+        ),
+        (&["record", &episode, "decision", "--json", r#"{"topic": "cold_call", "outcome": "yes"}"#], "rationale"),
+        (
+            &[
+                "record",
+                &episode,
+                "appointment_missed",
+                "--at",
+                "2026-03-02T10:00:00",
+                "--json",
+                r#"{"appointment": "initial"}"#,
+            ],
+            "offset",
+        ),
+        (&["record", "01a20934-7bf6-72ed-a417-242a3442e1f8", "appointment_attended"], "no episode"),
+        (&["set", &episode, "risk", "severe"], "risk"),
+    ];
+    for (args, expected) in cases {
+        let message = refused(field(store, KEY, args));
+        assert!(message.contains(expected), "{args:?}: {message}");
+        assert!(!message.contains("RX-CLI-2"));
+    }
+    let shown: serde_json::Value = serde_json::from_str(&ok(field(store, KEY, &["show", &episode]))).unwrap();
+    assert!(shown["events"].as_array().unwrap().is_empty());
+    let message =
+        refused(field(store, KEY, &["open", "--patient", "RX-3", "--pathway", "sometimes", "--team", "north"]));
+    assert!(message.contains("--pathway"), "{message}");
+}
+
+#[test]
+fn a_wrong_key_is_refused_and_a_missing_one_is_made_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(field(dir.path(), KEY, &["episodes"]));
+    let other = "ff".repeat(32);
+    let message = refused(field(dir.path(), &other, &["episodes"]));
+    assert!(message.contains("key is wrong"), "{message}");
+    assert!(refused(field(dir.path(), "not hex", &["episodes"])).contains("TETHER_STORE_KEY"));
+
+    // Without TETHER_STORE_KEY, a key is made on first use, kept beside the store, reused.
+    let fresh = tempfile::tempdir().unwrap();
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_tether-field"))
+            .arg("--store")
+            .arg(fresh.path())
+            .args(["episodes"])
+            .env_remove("TETHER_STORE_KEY")
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert!(first.status.success());
+    assert!(String::from_utf8_lossy(&first.stderr).contains("store.key"));
+    assert!(fresh.path().join("store.key").exists());
+    assert!(run().status.success());
+}
