@@ -269,3 +269,15 @@ fn a_writer_killed_at_random_moments_loses_nothing_it_reported() {
     assert!(!reported.is_empty(), "the child never recorded anything");
     eprintln!("{kills} kills, {} records reported, none lost", reported.len());
 }
+
+#[test]
+fn a_store_from_a_newer_app_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Core::open(dir.path(), &key(1)).unwrap());
+    {
+        let conn = rusqlite::Connection::open(dir.path().join(STORE_FILE)).unwrap();
+        conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", key(1).to_hex())).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+    }
+    assert!(matches!(Core::open(dir.path(), &key(1)), Err(Error::NewerStore(99))));
+}
