@@ -4,7 +4,12 @@
 //!   stdout; bad input is a non-zero exit and a message on stderr.
 //! - `tether pathway rules`: the rule table with every local default.
 //!
-//! `serve`, `team` and `user` come with the sync issue.
+//! - `tether serve [--db PATH] [--addr HOST:PORT]`: the HTTP server (see `server::serve`).
+//! - `tether team add --db PATH --id ID --name NAME`: adds a team.
+//! - `tether user add --db PATH --username NAME --role ROLE --team ID [--team ID …]`: adds
+//!   a user; the password comes from `TETHER_PASSWORD`, or else the first line of stdin.
+//! - `tether user disable|enable --db PATH --username NAME`: stops (or restores) a user's
+//!   sign-ins and every token they hold.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -12,6 +17,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use episode::pathway::{self, Calendar, Defaults};
+use server::accounts::{self, AccountError, Password, Role, TeamId, Username};
+use server::config::ServeConfig;
+use server::db;
 
 #[derive(Debug, Parser)]
 #[command(name = "tether", version, about = "Tether: the disengagement pathway, for teams that visit without signal")]
@@ -22,9 +30,69 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the HTTP server.
+    Serve(ServeConfig),
+    /// Manage teams.
+    #[command(subcommand)]
+    Team(TeamCommand),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
     /// The disengagement pathway's rules.
     #[command(subcommand)]
     Pathway(PathwayCommand),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct DbArg {
+    /// The server's SQLite database file; created and migrated if need be.
+    #[arg(long, env = "TETHER_DB", default_value = "tether.db")]
+    db: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum TeamCommand {
+    /// Add a team.
+    Add {
+        #[command(flatten)]
+        db: DbArg,
+        /// The team's id, such as `team-north`.
+        #[arg(long)]
+        id: TeamId,
+        /// The team's name, as people call it.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Add a user. The password comes from TETHER_PASSWORD, or else the first line of stdin.
+    Add {
+        #[command(flatten)]
+        db: DbArg,
+        #[arg(long)]
+        username: Username,
+        #[arg(long, value_enum)]
+        role: Role,
+        /// A team the user belongs to (repeat for several).
+        #[arg(long = "team", required = true)]
+        teams: Vec<TeamId>,
+    },
+    /// Stop a user's sign-ins and every token they hold.
+    Disable {
+        #[command(flatten)]
+        db: DbArg,
+        #[arg(long)]
+        username: Username,
+    },
+    /// Let a disabled user sign in again.
+    Enable {
+        #[command(flatten)]
+        db: DbArg,
+        #[arg(long)]
+        username: Username,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -49,6 +117,11 @@ enum PathwayCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(config) => serve(config),
+        Command::Team(TeamCommand::Add { db, id, name }) => team_add(&db.db, &id, &name),
+        Command::User(UserCommand::Add { db, username, role, teams }) => user_add(&db.db, &username, role, &teams),
+        Command::User(UserCommand::Disable { db, username }) => user_disable(&db.db, &username, true),
+        Command::User(UserCommand::Enable { db, username }) => user_disable(&db.db, &username, false),
         Command::Pathway(PathwayCommand::Evaluate { now, defaults }) => evaluate(&now, defaults.as_deref()),
         Command::Pathway(PathwayCommand::Rules { defaults }) => rules(defaults.as_deref()),
     };
@@ -83,5 +156,68 @@ fn evaluate(now: &str, defaults: Option<&std::path::Path>) -> Result<(), String>
 fn rules(defaults: Option<&std::path::Path>) -> Result<(), String> {
     let defaults = load_defaults(defaults)?;
     print!("{}", pathway::table::render(&defaults));
+    Ok(())
+}
+
+fn serve(config: ServeConfig) -> Result<(), String> {
+    server::serve::init_logging(&config.log).map_err(|e| format!("{e:#}"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(server::serve::run(config)).map_err(|e| format!("{e:#}"))
+}
+
+fn open_db(path: &std::path::Path) -> Result<rusqlite::Connection, String> {
+    db::open(path).map_err(|e| format!("cannot open the database {}: {e}", path.display()))
+}
+
+fn account_error(e: AccountError) -> String {
+    match e {
+        AccountError::Sqlite(e) => format!("database error: {e}"),
+        other => other.to_string(),
+    }
+}
+
+fn team_add(path: &std::path::Path, id: &TeamId, name: &str) -> Result<(), String> {
+    let mut conn = open_db(path)?;
+    let tx = conn.transaction().map_err(|e| format!("database error: {e}"))?;
+    accounts::add_team(&tx, id, name, jiff::Timestamp::now()).map_err(account_error)?;
+    tx.commit().map_err(|e| format!("database error: {e}"))?;
+    println!("{id}");
+    Ok(())
+}
+
+/// The new user's password: `TETHER_PASSWORD`, or else the first line of stdin.
+fn read_password() -> Result<Password, String> {
+    let text = match std::env::var("TETHER_PASSWORD") {
+        Ok(text) => text,
+        Err(std::env::VarError::NotUnicode(_)) => return Err("TETHER_PASSWORD is not valid UTF-8".into()),
+        Err(std::env::VarError::NotPresent) => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+            let line = line.strip_suffix('\n').unwrap_or(&line);
+            line.strip_suffix('\r').unwrap_or(line).to_string()
+        }
+    };
+    Password::new(text).map_err(|e| format!("{e}: give it in TETHER_PASSWORD or on stdin"))
+}
+
+fn user_add(path: &std::path::Path, username: &Username, role: Role, teams: &[TeamId]) -> Result<(), String> {
+    let password = read_password()?;
+    let mut conn = open_db(path)?;
+    let tx = conn.transaction().map_err(|e| format!("database error: {e}"))?;
+    let hash = server::auth::password::hash(&password).map_err(|e| format!("cannot hash the password: {e}"))?;
+    let id = accounts::add_user(&tx, username, &hash, role, teams, jiff::Timestamp::now()).map_err(account_error)?;
+    tx.commit().map_err(|e| format!("database error: {e}"))?;
+    println!("{id}");
+    Ok(())
+}
+
+fn user_disable(path: &std::path::Path, username: &Username, disabled: bool) -> Result<(), String> {
+    let mut conn = open_db(path)?;
+    let tx = conn.transaction().map_err(|e| format!("database error: {e}"))?;
+    accounts::set_disabled(&tx, username, disabled).map_err(account_error)?;
+    tx.commit().map_err(|e| format!("database error: {e}"))?;
     Ok(())
 }

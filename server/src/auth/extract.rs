@@ -1,0 +1,66 @@
+//! `AuthUser`: the caller of a `/v1` route, from `Authorization: Bearer <access token>`.
+
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+
+use super::store;
+use crate::AppState;
+use crate::accounts::{self, Role};
+use crate::error::AppError;
+
+/// The signed-in caller. Role and teams are read from the database on every request,
+/// not from the token, so that a change (or a disabled user, or a revoked session)
+/// takes effect at once rather than when the token expires.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    pub user_id: String,
+    pub username: String,
+    pub role: Role,
+    pub teams: Vec<String>,
+    pub device_id: String,
+    pub session_id: String,
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts)?;
+        let claims = state.keys.verify(token, state.clock.unix())?;
+        let (user_id, session) = (claims.sub.clone(), claims.sid.clone());
+        let user = state
+            .db
+            .call(move |conn| {
+                if !store::session_is_live(conn, &session, &user_id)? {
+                    return Ok(None);
+                }
+                Ok(accounts::active_user(conn, &user_id)?)
+            })
+            .await?
+            .ok_or(AppError::Unauthenticated("the access token is no longer valid; sign in again"))?;
+        Ok(Self {
+            user_id: user.id,
+            username: user.username,
+            role: user.role,
+            teams: user.teams,
+            device_id: claims.device,
+            session_id: claims.sid,
+        })
+    }
+}
+
+fn bearer(parts: &Parts) -> Result<&str, AppError> {
+    let value = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or(AppError::Unauthenticated("this route needs `Authorization: Bearer <access token>`"))?;
+    let value = value.to_str().map_err(|_| AppError::Unauthenticated("the Authorization header is not readable"))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or(AppError::Unauthenticated("the Authorization header must be `Bearer <access token>`"))?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(AppError::Unauthenticated("the Authorization header must be `Bearer <access token>`"));
+    }
+    Ok(token.trim())
+}

@@ -1,0 +1,160 @@
+//! Sign-in and tokens: `POST /v1/auth/login`, `POST /v1/auth/refresh`, and the
+//! `AuthUser` extractor that every other `/v1` route takes.
+
+mod extract;
+pub mod password;
+pub mod store;
+pub mod token;
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::post;
+use serde::{Deserialize, Serialize};
+
+pub use extract::AuthUser;
+use store::Rotation;
+use token::{ACCESS_TTL_SECS, AUDIENCE, Claims, ISSUER};
+
+use crate::AppState;
+use crate::accounts::{self, DeviceId, User, Username};
+use crate::error::AppError;
+use crate::json::Json;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/auth/login", post(login)).route("/v1/auth/refresh", post(refresh))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginRequest {
+    username: String,
+    password: String,
+    device_id: DeviceId,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshRequest {
+    refresh_token: String,
+    device_id: DeviceId,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Tokens {
+    pub access_token: String,
+    pub refresh_token: String,
+    /// The access token's lifetime in seconds.
+    pub expires_in: i64,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    Json(request): Json<LoginRequest>,
+) -> Result<axum::Json<Tokens>, AppError> {
+    let now = state.clock.unix();
+    // A name that no user can have is a wrong username like any other, and is not
+    // counted: the throttle's table only holds names of a plausible shape.
+    let Ok(username) = Username::try_from(request.username) else {
+        let password = request.password;
+        tokio::task::spawn_blocking(move || password::verify_decoy(password.as_bytes())).await?;
+        return Err(AppError::InvalidCredentials);
+    };
+    let name = username.as_str().to_owned();
+    let (locked, login) =
+        state.db.call(move |conn| Ok((store::locked_for(conn, &name, now)?, accounts::login(conn, &name)?))).await?;
+    if let Some(retry_after_secs) = locked {
+        tracing::info!(retry_after_secs, "sign-in refused: username locked out");
+        return Err(AppError::TooManyAttempts { retry_after_secs });
+    }
+    let password = request.password;
+    let verified = tokio::task::spawn_blocking(move || match login {
+        Some(login) => {
+            let ok = password::verify(password.as_bytes(), &login.password_hash).map_err(AppError::internal)?;
+            Ok::<_, AppError>((ok && !login.disabled).then_some(login.user_id))
+        }
+        None => {
+            password::verify_decoy(password.as_bytes());
+            Ok(None)
+        }
+    })
+    .await??;
+    let device = request.device_id;
+    let outcome = state
+        .db
+        .call(move |conn| {
+            let tx = conn.transaction()?;
+            let Some(user_id) = verified else {
+                store::record_failure(&tx, username.as_str(), now)?;
+                tx.commit()?;
+                return Ok(None);
+            };
+            store::clear_failures(&tx, username.as_str())?;
+            let user = accounts::active_user(&tx, &user_id)?;
+            let Some(user) = user else { return Ok(None) };
+            let (session, refresh_token) = store::start_session(&tx, &user.id, &device, now)?;
+            tx.commit()?;
+            Ok(Some((user, session, refresh_token, device)))
+        })
+        .await?;
+    let Some((user, session, refresh_token, device)) = outcome else {
+        tracing::info!("sign-in refused: wrong username or password");
+        return Err(AppError::InvalidCredentials);
+    };
+    tracing::info!(user = %user.id, session = %session, "signed in");
+    Ok(axum::Json(tokens(&state, &user, &device, session, refresh_token, now)?))
+}
+
+async fn refresh(
+    State(state): State<AppState>,
+    Json(request): Json<RefreshRequest>,
+) -> Result<axum::Json<Tokens>, AppError> {
+    let now = state.clock.unix();
+    let device = request.device_id;
+    let presented = request.refresh_token;
+    let outcome = state
+        .db
+        .call(move |conn| {
+            let tx = conn.transaction()?;
+            let rotation = store::rotate(&tx, &presented, &device, now)?;
+            let user = match &rotation {
+                Rotation::Rotated { user_id, .. } => accounts::active_user(&tx, user_id)?,
+                Rotation::Refused | Rotation::RevokedSession { .. } => None,
+            };
+            tx.commit()?;
+            Ok((rotation, user, device))
+        })
+        .await?;
+    match outcome {
+        (Rotation::Rotated { session, refresh_token, .. }, Some(user), device) => {
+            tracing::debug!(user = %user.id, session = %session, "refresh token rotated");
+            Ok(axum::Json(tokens(&state, &user, &device, session, refresh_token, now)?))
+        }
+        (Rotation::RevokedSession { session, because }, _, _) => {
+            tracing::warn!(session = %session, because, "session revoked");
+            Err(AppError::InvalidRefreshToken)
+        }
+        _ => Err(AppError::InvalidRefreshToken),
+    }
+}
+
+fn tokens(
+    state: &AppState,
+    user: &User,
+    device: &DeviceId,
+    session: String,
+    refresh_token: String,
+    now: i64,
+) -> Result<Tokens, AppError> {
+    let claims = Claims {
+        iss: ISSUER.into(),
+        aud: AUDIENCE.into(),
+        sub: user.id.clone(),
+        iat: now,
+        exp: now + ACCESS_TTL_SECS,
+        role: user.role,
+        teams: user.teams.clone(),
+        device: device.as_str().into(),
+        sid: session,
+    };
+    Ok(Tokens { access_token: state.keys.sign(&claims)?, refresh_token, expires_in: ACCESS_TTL_SECS })
+}

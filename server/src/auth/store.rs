@@ -1,0 +1,167 @@
+//! Sessions, refresh tokens and the sign-in throttle in the database.
+//!
+//! A session is one sign-in on one device: the family of every refresh token that
+//! descends from it. Each refresh rotates the token; presenting a token that was already
+//! rotated means two parties hold it, so the whole session is revoked.
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use super::token::{REFRESH_TTL_SECS, new_refresh_token, refresh_token_hash};
+use crate::accounts::DeviceId;
+use crate::error::AppError;
+
+/// Failed sign-ins allowed before the first lockout.
+pub const FREE_FAILURES: i64 = 5;
+/// The first lockout; each further failure doubles it, up to `MAX_LOCK_SECS`.
+pub const BASE_LOCK_SECS: i64 = 30;
+pub const MAX_LOCK_SECS: i64 = 15 * 60;
+
+/// Starts a session for a user on a device; returns its id and first refresh token.
+pub fn start_session(
+    tx: &Transaction<'_>,
+    user_id: &str,
+    device: &DeviceId,
+    now: i64,
+) -> Result<(String, String), AppError> {
+    let session = uuid::Uuid::now_v7().to_string();
+    tx.execute(
+        "INSERT INTO sessions (id, user_id, device_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![session, user_id, device.as_str(), now],
+    )?;
+    let refresh = issue_refresh_token(tx, &session, now)?;
+    Ok((session, refresh))
+}
+
+fn issue_refresh_token(tx: &Transaction<'_>, session: &str, now: i64) -> Result<String, AppError> {
+    let token = new_refresh_token()?;
+    tx.execute(
+        "INSERT INTO refresh_tokens (hash, session_id, issued_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+        params![refresh_token_hash(&token), session, now, now + REFRESH_TTL_SECS],
+    )?;
+    Ok(token)
+}
+
+pub fn revoke_session(tx: &Transaction<'_>, session: &str, because: &str, now: i64) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE sessions SET revoked_at = ?1, revoked_because = ?2 WHERE id = ?3 AND revoked_at IS NULL",
+        params![now, because, session],
+    )?;
+    Ok(())
+}
+
+/// What became of a refresh token presented for rotation.
+#[derive(Debug)]
+pub enum Rotation {
+    /// A new refresh token in the same session; the presented one is spent.
+    Rotated { user_id: String, session: String, refresh_token: String },
+    /// Refused, and nothing else happened (unknown, expired, or an ended session).
+    Refused,
+    /// Refused, and the session was revoked because of what was presented (a reused
+    /// token, or another device's). The caller must commit.
+    RevokedSession { session: String, because: &'static str },
+}
+
+/// A presented refresh token's row, with its session's and user's.
+struct Presented {
+    session: String,
+    expires_at: i64,
+    rotated_at: Option<i64>,
+    user_id: String,
+    session_device: String,
+    revoked_at: Option<i64>,
+    disabled: bool,
+}
+
+/// Rotates a refresh token presented by `device`.
+pub fn rotate(tx: &Transaction<'_>, presented: &str, device: &DeviceId, now: i64) -> Result<Rotation, AppError> {
+    let row = tx
+        .query_row(
+            "SELECT t.session_id, t.expires_at, t.rotated_at, s.user_id, s.device_id, s.revoked_at, u.disabled
+             FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id
+             WHERE t.hash = ?1",
+            [refresh_token_hash(presented)],
+            |r| {
+                Ok(Presented {
+                    session: r.get(0)?,
+                    expires_at: r.get(1)?,
+                    rotated_at: r.get(2)?,
+                    user_id: r.get(3)?,
+                    session_device: r.get(4)?,
+                    revoked_at: r.get(5)?,
+                    disabled: r.get(6)?,
+                })
+            },
+        )
+        .optional()?;
+    let Some(Presented { session, expires_at, rotated_at, user_id, session_device, revoked_at, disabled }) = row else {
+        return Ok(Rotation::Refused);
+    };
+    if revoked_at.is_some() || disabled {
+        return Ok(Rotation::Refused);
+    }
+    if rotated_at.is_some() {
+        revoke_session(tx, &session, "refresh_token_reused", now)?;
+        return Ok(Rotation::RevokedSession { session, because: "refresh_token_reused" });
+    }
+    if session_device != device.as_str() {
+        // Device ids are not secret, but a token presented under another device's name
+        // has left the device it was given to.
+        revoke_session(tx, &session, "refresh_token_other_device", now)?;
+        return Ok(Rotation::RevokedSession { session, because: "refresh_token_other_device" });
+    }
+    if expires_at <= now {
+        return Ok(Rotation::Refused);
+    }
+    tx.execute(
+        "UPDATE refresh_tokens SET rotated_at = ?1 WHERE hash = ?2",
+        params![now, refresh_token_hash(presented)],
+    )?;
+    let refresh_token = issue_refresh_token(tx, &session, now)?;
+    Ok(Rotation::Rotated { user_id, session, refresh_token })
+}
+
+/// Whether a session is live: not revoked.
+pub fn session_is_live(conn: &Connection, session: &str, user_id: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT revoked_at IS NULL FROM sessions WHERE id = ?1 AND user_id = ?2",
+        params![session, user_id],
+        |r| r.get(0),
+    )
+    .optional()
+    .map(|live| live.unwrap_or(false))
+}
+
+/// The seconds a username must still wait before trying again, if it is locked out.
+pub fn locked_for(conn: &Connection, username: &str, now: i64) -> rusqlite::Result<Option<i64>> {
+    let until: Option<i64> = conn
+        .query_row("SELECT locked_until FROM login_failures WHERE username = ?1", [username], |r| r.get(0))
+        .optional()?;
+    Ok(until.filter(|&until| until > now).map(|until| until - now))
+}
+
+/// Counts a failed sign-in; from the `FREE_FAILURES`th on, each locks the username out
+/// for twice as long as the one before.
+pub fn record_failure(tx: &Transaction<'_>, username: &str, now: i64) -> rusqlite::Result<()> {
+    let failures: i64 = tx
+        .query_row("SELECT failures FROM login_failures WHERE username = ?1", [username], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0)
+        + 1;
+    let locked_until = if failures >= FREE_FAILURES {
+        let doublings = u32::try_from(failures - FREE_FAILURES).unwrap_or(u32::MAX).min(16);
+        now + (BASE_LOCK_SECS << doublings).min(MAX_LOCK_SECS)
+    } else {
+        0
+    };
+    tx.execute(
+        "INSERT INTO login_failures (username, failures, locked_until) VALUES (?1, ?2, ?3)
+         ON CONFLICT (username) DO UPDATE SET failures = ?2, locked_until = ?3",
+        params![username, failures, locked_until],
+    )?;
+    Ok(())
+}
+
+pub fn clear_failures(tx: &Transaction<'_>, username: &str) -> rusqlite::Result<()> {
+    tx.execute("DELETE FROM login_failures WHERE username = ?1", [username])?;
+    Ok(())
+}

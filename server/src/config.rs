@@ -1,0 +1,47 @@
+//! `tether serve`'s configuration: one typed struct from flags and the environment.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// How to run the server.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeConfig {
+    /// The SQLite database file; created and migrated if need be.
+    #[arg(long, env = "TETHER_DB", default_value = "tether.db")]
+    pub db: PathBuf,
+    /// The address to listen on (port 0 picks a free port).
+    #[arg(long, env = "TETHER_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// The access tokens' signing secret, at least 32 bytes. Give it in the environment,
+    /// not as a flag. Without it the server generates one at first start and keeps it in
+    /// the database.
+    #[arg(long, env = "TETHER_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+    /// What to log, as `LEVEL` or `TARGET=LEVEL,…` (e.g. `info` or `warn,server=debug`).
+    #[arg(long, env = "TETHER_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// A secret from the environment: its `Debug` never shows it.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+// Never fallible: clap would quote a refused value in its error message.
+impl From<String> for Secret {
+    fn from(text: String) -> Self {
+        Self(text)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}

@@ -1,0 +1,116 @@
+//! `AppError`: every way a request can fail, and the one JSON body they all answer with,
+//! `{"error": {"code": "...", "message": "..."}}`.
+//!
+//! A client error says what was wrong (without repeating input values, which may be a
+//! patient's identifier). An internal error answers a generic message and is logged,
+//! inside the request's span, with its cause.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Debug)]
+pub enum AppError {
+    /// The body is not JSON at all (400).
+    MalformedJson(String),
+    /// The body is JSON but not what the route takes (422).
+    InvalidBody(String),
+    /// The body is not declared as JSON (415).
+    UnsupportedMediaType,
+    /// The body is larger than the route accepts (413).
+    PayloadTooLarge,
+    /// No access token, or one that is not valid (401). The message says which.
+    Unauthenticated(&'static str),
+    /// A sign-in with a wrong username or password (401); it never says which.
+    InvalidCredentials,
+    /// A refresh token that is unknown, expired, revoked, already used, or presented by
+    /// another device (401).
+    InvalidRefreshToken,
+    /// Too many failed sign-ins for this username (429).
+    TooManyAttempts { retry_after_secs: i64 },
+    /// No such route (404).
+    NotFound,
+    /// The route exists but not with this method (405).
+    MethodNotAllowed,
+    /// Anything the client cannot act on (500): logged, never shown.
+    Internal(anyhow::Error),
+}
+
+impl AppError {
+    pub fn internal(error: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(error.into())
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, String) {
+        match self {
+            Self::MalformedJson(m) => {
+                (StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not valid JSON: {m}"))
+            }
+            Self::InvalidBody(m) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", m.clone()),
+            Self::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the body must be JSON, sent with `Content-Type: application/json`".into(),
+            ),
+            Self::PayloadTooLarge => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is too large".into())
+            }
+            Self::Unauthenticated(m) => (StatusCode::UNAUTHORIZED, "unauthenticated", (*m).into()),
+            Self::InvalidCredentials => {
+                (StatusCode::UNAUTHORIZED, "invalid_credentials", "the username or the password is wrong".into())
+            }
+            Self::InvalidRefreshToken => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_refresh_token",
+                "the refresh token is not valid for this device; sign in again".into(),
+            ),
+            Self::TooManyAttempts { retry_after_secs } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                format!("too many failed sign-ins for this username; try again in {retry_after_secs} seconds"),
+            ),
+            Self::NotFound => (StatusCode::NOT_FOUND, "not_found", "no such resource".into()),
+            Self::MethodNotAllowed => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this resource does not take that method".into())
+            }
+            Self::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "something went wrong on the server; it has been logged".into(),
+            ),
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        if let Self::Internal(cause) = &self {
+            // `{:#}` prints the whole chain of causes on one line.
+            tracing::error!(error = format!("{cause:#}"), "internal error");
+        }
+        let (status, code, message) = self.parts();
+        let mut response = (status, axum::Json(json!({"error": {"code": code, "message": message}}))).into_response();
+        match self {
+            Self::Unauthenticated(_) | Self::InvalidCredentials | Self::InvalidRefreshToken => {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::TooManyAttempts { retry_after_secs } => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<rusqlite::Error> for AppError {
+    fn from(error: rusqlite::Error) -> Self {
+        Self::internal(error)
+    }
+}
+
+impl From<tokio::task::JoinError> for AppError {
+    fn from(error: tokio::task::JoinError) -> Self {
+        Self::internal(error)
+    }
+}

@@ -1,0 +1,114 @@
+//! The Tether server: an axum service over an embedded SQLite database, and the library
+//! behind the `tether` binary's `serve`, `team` and `user` commands.
+//!
+//! `app(state)` is the whole HTTP service as a `Router`, so tests call it with
+//! `tower::ServiceExt::oneshot` and no socket; `serve::run` puts it on a port.
+//!
+//! - `accounts`: teams and users, the names they go by, and their rows.
+//! - `auth`: sign-in, access and refresh tokens, and the `AuthUser` extractor.
+//! - `clock`: the injectable clock that token expiry and throttling read.
+//! - `config`: `tether serve`'s flags and environment, as one typed struct.
+//! - `db`: the SQLite database, its schema (`schema/*.sql`) and migrations.
+//! - `error`: `AppError`, the one error body every route answers with.
+//! - `json`: the `Json` extractor, whose rejections use that body.
+//! - `me`, `health`: `GET /v1/me`, `GET /healthz`.
+//! - `serve`: binding, logging, and graceful shutdown on ctrl-c and SIGTERM.
+
+pub mod accounts;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod error;
+mod health;
+pub mod json;
+mod me;
+pub mod serve;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use rusqlite::Connection;
+use tracing::Instrument;
+
+pub use auth::AuthUser;
+use auth::token::{Keys, MIN_SECRET_BYTES, random_bytes, to_hex};
+pub use clock::Clock;
+pub use config::Secret;
+pub use db::Db;
+pub use error::AppError;
+
+/// The largest request body any route takes, for now (the sync route will set its own).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Everything a request handler shares.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub db: Db,
+    pub keys: Arc<Keys>,
+    pub clock: Clock,
+}
+
+/// The meta key of the generated signing secret.
+const JWT_SECRET_KEY: &str = "jwt_secret";
+
+impl AppState {
+    /// The state over an open, migrated database. The access tokens' signing secret is
+    /// `jwt_secret` if given, else the one kept in the database, generated at first start.
+    pub fn new(mut conn: Connection, jwt_secret: Option<&Secret>, clock: Clock) -> anyhow::Result<Self> {
+        let secret = match jwt_secret {
+            Some(secret) => {
+                let bytes = secret.expose().as_bytes();
+                anyhow::ensure!(
+                    bytes.len() >= MIN_SECRET_BYTES,
+                    "TETHER_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes long"
+                );
+                bytes.to_vec()
+            }
+            None => stored_secret(&mut conn)?,
+        };
+        Ok(Self { db: Db::new(conn), keys: Arc::new(Keys::from_secret(&secret)), clock })
+    }
+}
+
+fn stored_secret(conn: &mut Connection) -> anyhow::Result<Vec<u8>> {
+    let tx = conn.transaction()?;
+    if let Some(hex) = db::meta(&tx, JWT_SECRET_KEY)? {
+        return auth::token::from_hex(&hex).ok_or_else(|| anyhow::anyhow!("the stored signing secret is damaged"));
+    }
+    let secret = random_bytes::<32>().map_err(|_| anyhow::anyhow!("no random numbers for the signing secret"))?;
+    db::set_meta(&tx, JWT_SECRET_KEY, &to_hex(&secret))?;
+    tx.commit()?;
+    Ok(secret.to_vec())
+}
+
+/// The whole HTTP service.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .merge(health::router())
+        .merge(auth::router())
+        .merge(me::router())
+        .fallback(|| async { AppError::NotFound })
+        .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(trace))
+        .with_state(state)
+}
+
+/// One span per request, named by its route pattern (never the concrete path, which may
+/// one day carry an identifier), and one line when it is answered.
+async fn trace(request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let span = tracing::info_span!("request", method = %request.method(), route = %route);
+    let started = std::time::Instant::now();
+    async move {
+        let response = next.run(request).await;
+        tracing::info!(status = response.status().as_u16(), ms = started.elapsed().as_millis() as u64, "answered");
+        response
+    }
+    .instrument(span)
+    .await
+}

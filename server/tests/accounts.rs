@@ -1,0 +1,123 @@
+//! `tether team add` and `tether user add`, through the real binary.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn tether(args: &[&str], password_env: Option<&str>, stdin: &str) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tether"));
+    command.args(args).env_remove("TETHER_DB").env_remove("TETHER_PASSWORD");
+    if let Some(password) = password_env {
+        command.env("TETHER_PASSWORD", password);
+    }
+    let mut child =
+        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run tether");
+    let mut pipe = child.stdin.take().expect("stdin is piped");
+    // The binary may exit before reading stdin: ignore a broken pipe.
+    let _ = pipe.write_all(stdin.as_bytes());
+    drop(pipe);
+    child.wait_with_output().expect("wait for tether")
+}
+
+fn ok(output: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "tether failed: {stderr}");
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// Asserts a refusal with a message, and returns the message.
+fn refused(output: &Output) -> String {
+    assert!(!output.status.success(), "expected a refusal; stdout: {}", String::from_utf8_lossy(&output.stdout));
+    assert!(output.stdout.is_empty());
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn db_arg(path: &Path) -> String {
+    path.to_str().expect("a UTF-8 temporary path").to_string()
+}
+
+#[test]
+fn teams_and_users_are_added_and_refused_clearly() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let db = db_arg(&dir.path().join("tether.db"));
+
+    assert_eq!(
+        ok(&tether(&["team", "add", "--db", &db, "--id", "team-north", "--name", "North"], None, "")),
+        "team-north"
+    );
+    ok(&tether(&["team", "add", "--db", &db, "--id", "team-south", "--name", "South CMHT"], None, ""));
+    let err = refused(&tether(&["team", "add", "--db", &db, "--id", "team-north", "--name", "Again"], None, ""));
+    assert!(err.contains("a team with id `team-north` already exists"), "{err}");
+
+    // Password from stdin (one line), then from TETHER_PASSWORD.
+    let add = |username: &str, teams: &[&str], env: Option<&str>, stdin: &str| {
+        let mut args = vec!["user", "add", "--db", &db, "--username", username, "--role", "team_manager"];
+        for team in teams {
+            args.extend(["--team", team]);
+        }
+        tether(&args, env, stdin)
+    };
+    let alice = ok(&add("alice", &["team-north", "team-south"], None, "from stdin\n"));
+    assert!(uuid::Uuid::parse_str(&alice).is_ok(), "prints the new user's id: {alice}");
+    ok(&add("bob", &["team-north"], Some("from the environment"), "ignored\n"));
+
+    let err = refused(&add("carol", &["team-west"], Some("pw"), ""));
+    assert!(err.contains("no team with id `team-west`"), "{err}");
+    let err = refused(&add("alice", &["team-north"], Some("pw"), ""));
+    assert!(err.contains("a user named `alice` already exists"), "{err}");
+    let err = refused(&add("dave", &["team-north"], None, "\n"));
+    assert!(err.contains("password is empty"), "{err}");
+    let err = refused(&add("dave", &["team-north"], Some(""), ""));
+    assert!(err.contains("password is empty"), "{err}");
+    let err = refused(&add("erin", &[], Some("pw"), ""));
+    assert!(err.contains("--team"), "a user needs a team: {err}");
+    let err = refused(&tether(
+        &["user", "add", "--db", &db, "--username", "erin", "--role", "boss", "--team", "team-north"],
+        Some("pw"),
+        "",
+    ));
+    assert!(err.contains("--role") && err.contains("safeguarding_lead"), "{err}");
+    let err = refused(&add("has space", &["team-north"], Some("pw"), ""));
+    assert!(err.contains("--username"), "{err}");
+
+    // What was stored: hashes only, memberships, and nothing for the refusals.
+    let conn = server::db::open(Path::new(&db)).expect("open");
+    let mut stmt = conn
+        .prepare("SELECT u.username, u.role, u.password_hash, group_concat(t.team_id) FROM users u JOIN user_teams t ON t.user_id = u.id GROUP BY u.id ORDER BY u.username")
+        .expect("a query");
+    let rows: Vec<(String, String, String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!((rows[0].0.as_str(), rows[0].1.as_str()), ("alice", "team_manager"));
+    assert_eq!(rows[1].0, "bob");
+    let mut alice_teams: Vec<&str> = rows[0].3.split(',').collect();
+    alice_teams.sort_unstable();
+    assert_eq!(alice_teams, ["team-north", "team-south"]);
+    for (_, _, hash, _) in &rows {
+        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+    }
+    let stdin_ok = server::auth::password::verify(b"from stdin", &rows[0].2).expect("verify");
+    let env_ok = server::auth::password::verify(b"from the environment", &rows[1].2).expect("verify");
+    assert!(stdin_ok && env_ok);
+}
+
+#[test]
+fn a_user_can_be_disabled_and_enabled() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let db = db_arg(&dir.path().join("tether.db"));
+    ok(&tether(&["team", "add", "--db", &db, "--id", "t", "--name", "T"], None, ""));
+    ok(&tether(&["user", "add", "--db", &db, "--username", "u", "--role", "admin", "--team", "t"], Some("pw"), ""));
+    ok(&tether(&["user", "disable", "--db", &db, "--username", "u"], None, ""));
+    let disabled = |db: &str| -> bool {
+        let conn = server::db::open(Path::new(db)).expect("open");
+        conn.query_row("SELECT disabled FROM users WHERE username = 'u'", [], |r| r.get(0)).expect("a row")
+    };
+    assert!(disabled(&db));
+    ok(&tether(&["user", "enable", "--db", &db, "--username", "u"], None, ""));
+    assert!(!disabled(&db));
+    let err = refused(&tether(&["user", "disable", "--db", &db, "--username", "nobody"], None, ""));
+    assert!(err.contains("no user named `nobody`"), "{err}");
+}

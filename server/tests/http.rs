@@ -1,0 +1,535 @@
+//! The HTTP service through `app(state)` and `oneshot`, on a real database in a temporary
+//! directory and a clock the tests move: health, sign-in, refresh rotation and reuse,
+//! the `AuthUser` extractor's refusals, error bodies and the sign-in throttle.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Value, json};
+use server::accounts::{self, Password, Role, TeamId, Username};
+use server::auth::token::{AUDIENCE, Claims, ISSUER, Keys};
+use server::{AppState, Clock, app, db};
+use tempfile::TempDir;
+use tower::ServiceExt;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// A server on a fresh database with teams `team-north` and `team-south`, and `alice`, a
+/// practitioner in both.
+struct Server {
+    app: Router,
+    state: AppState,
+    now: Arc<Mutex<Timestamp>>,
+    dir: TempDir,
+}
+
+impl Server {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut conn = db::open(&dir.path().join("tether.db")).expect("open the database");
+        let start: Timestamp = "2026-03-02T09:00:00Z".parse().expect("a time");
+        let tx = conn.transaction().expect("a transaction");
+        for (id, name) in [("team-north", "North"), ("team-south", "South")] {
+            accounts::add_team(&tx, &id.parse().expect("a team id"), name, start).expect("add a team");
+        }
+        let password = Password::new(PASSWORD.into()).expect("a password");
+        let hash = server::auth::password::hash(&password).expect("hash");
+        let teams: Vec<TeamId> = vec!["team-south".parse().expect("id"), "team-north".parse().expect("id")];
+        let alice: Username = "alice".parse().expect("a username");
+        accounts::add_user(&tx, &alice, &hash, Role::Practitioner, &teams, start).expect("add alice");
+        tx.commit().expect("commit");
+        let now = Arc::new(Mutex::new(start));
+        let clock_now = Arc::clone(&now);
+        let clock = Clock::from_fn(move || *clock_now.lock().unwrap_or_else(PoisonError::into_inner));
+        let state = AppState::new(conn, None, clock).expect("the state");
+        Self { app: app(state.clone()), state, now, dir }
+    }
+
+    fn advance(&self, seconds: i64) {
+        let mut now = self.now.lock().unwrap_or_else(PoisonError::into_inner);
+        *now = now.checked_add(SignedDuration::from_secs(seconds)).expect("a time");
+    }
+
+    async fn send(&self, request: Request<Body>) -> (StatusCode, HeaderMap, Value) {
+        let response = self.app.clone().oneshot(request).await.expect("a response");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("the body");
+        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("a JSON body") };
+        (status, headers, body)
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .expect("a request");
+        let (status, _, body) = self.send(request).await;
+        (status, body)
+    }
+
+    async fn post_raw(&self, path: &str, content_type: Option<&str>, body: impl Into<Body>) -> (StatusCode, Value) {
+        let mut request = Request::builder().method(Method::POST).uri(path);
+        if let Some(content_type) = content_type {
+            request = request.header(header::CONTENT_TYPE, content_type);
+        }
+        let (status, _, body) = self.send(request.body(body.into()).expect("a request")).await;
+        (status, body)
+    }
+
+    async fn login(&self, username: &str, password: &str, device: &str) -> (StatusCode, Value) {
+        self.post("/v1/auth/login", json!({"username": username, "password": password, "device_id": device})).await
+    }
+
+    /// Signs alice in on `device`; returns (access token, refresh token).
+    async fn alice(&self, device: &str) -> (String, String) {
+        let (status, body) = self.login("alice", PASSWORD, device).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        (text(&body["access_token"]), text(&body["refresh_token"]))
+    }
+
+    async fn refresh(&self, refresh_token: &str, device: &str) -> (StatusCode, Value) {
+        self.post("/v1/auth/refresh", json!({"refresh_token": refresh_token, "device_id": device})).await
+    }
+
+    async fn me(&self, authorization: Option<&str>) -> (StatusCode, HeaderMap, Value) {
+        let mut request = Request::builder().uri("/v1/me");
+        if let Some(value) = authorization {
+            request = request.header(header::AUTHORIZATION, value);
+        }
+        self.send(request.body(Body::empty()).expect("a request")).await
+    }
+
+    async fn me_with(&self, access_token: &str) -> (StatusCode, Value) {
+        let (status, _, body) = self.me(Some(&format!("Bearer {access_token}"))).await;
+        (status, body)
+    }
+}
+
+fn text(value: &Value) -> String {
+    value.as_str().unwrap_or_else(|| panic!("expected a string, got {value}")).to_string()
+}
+
+/// Asserts the shared error body and returns its code and message.
+fn error(body: &Value) -> (String, String) {
+    let error = &body["error"];
+    assert!(error.is_object(), "not an error body: {body}");
+    (text(&error["code"]), text(&error["message"]))
+}
+
+fn claims(access_token: &str) -> Claims {
+    jsonwebtoken::dangerous::insecure_decode::<Claims>(access_token).expect("readable claims").claims
+}
+
+/// Unpadded base64url, for hand-made tokens.
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn healthz_answers_with_the_schema() {
+    let server = Server::new();
+    let request = Request::builder().uri("/healthz").body(Body::empty()).expect("a request");
+    let (status, _, body) = server.send(request).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({"status": "ok", "schema": db::SCHEMA}));
+}
+
+#[tokio::test]
+async fn login_gives_tokens_and_me_names_the_caller() {
+    let server = Server::new();
+    let (status, body) = server.login("alice", PASSWORD, "phone-1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["expires_in"], 900);
+    let refresh = text(&body["refresh_token"]);
+    assert_eq!(refresh.len(), 64, "32 random bytes in hexadecimal");
+    let access = text(&body["access_token"]);
+    let claims = claims(&access);
+    assert_eq!((claims.iss.as_str(), claims.aud.as_str()), (ISSUER, AUDIENCE));
+    assert_eq!(claims.exp - claims.iat, 15 * 60);
+    assert_eq!(claims.role, Role::Practitioner);
+    assert_eq!(claims.teams, ["team-north", "team-south"]);
+    assert_eq!(claims.device, "phone-1");
+
+    let (status, me) = server.me_with(&access).await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(
+        me,
+        json!({"user_id": claims.sub, "username": "alice", "role": "practitioner",
+               "teams": ["team-north", "team-south"], "device_id": "phone-1"})
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_password_and_an_unknown_user_get_the_same_answer() {
+    let server = Server::new();
+    let (status, wrong_password) = server.login("alice", "not the password", "phone-1").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, unknown_user) = server.login("mallory", PASSWORD, "phone-1").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(wrong_password, unknown_user, "the answer must not tell whether the user exists");
+    let (code, message) = error(&wrong_password);
+    assert_eq!(code, "invalid_credentials");
+    assert_eq!(message, "the username or the password is wrong");
+    let (status, body) = server.login("alice", "", "phone-1").await;
+    assert_eq!((status, &body), (StatusCode::UNAUTHORIZED, &wrong_password));
+}
+
+#[tokio::test]
+async fn stored_password_hashes_are_argon2id_with_owasp_parameters() {
+    let server = Server::new();
+    let hash: String = server
+        .state
+        .db
+        .call(|conn| Ok(conn.query_row("SELECT password_hash FROM users WHERE username = 'alice'", [], |r| r.get(0))?))
+        .await
+        .expect("the hash");
+    assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+    assert!(!hash.contains(PASSWORD));
+}
+
+#[tokio::test]
+async fn refresh_rotates_and_the_old_token_then_fails() {
+    let server = Server::new();
+    let (_, first) = server.alice("phone-1").await;
+    server.advance(60);
+    let (status, body) = server.refresh(&first, "phone-1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let second = text(&body["refresh_token"]);
+    assert_ne!(second, first);
+    assert_eq!(body["expires_in"], 900);
+    let (status, me) = server.me_with(&text(&body["access_token"])).await;
+    assert_eq!((status, &me["username"]), (StatusCode::OK, &json!("alice")));
+
+    // Only a hash is kept: neither token is in the database as such.
+    let stored: Vec<Vec<u8>> = server
+        .state
+        .db
+        .call(|conn| {
+            let mut stmt = conn.prepare("SELECT hash FROM refresh_tokens")?;
+            Ok(stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+        .expect("the stored hashes");
+    assert_eq!(stored.len(), 2);
+    assert!(stored.iter().all(|h| h.len() == 32 && *h != first.as_bytes() && *h != second.as_bytes()));
+
+    let (status, body) = server.refresh(&first, "phone-1").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(error(&body).0, "invalid_refresh_token");
+}
+
+#[tokio::test]
+async fn reusing_a_rotated_refresh_token_revokes_the_whole_family() {
+    let server = Server::new();
+    let (_, first) = server.alice("phone-1").await;
+    let (_, body) = server.refresh(&first, "phone-1").await;
+    let second = text(&body["refresh_token"]);
+    let (_, body) = server.refresh(&second, "phone-1").await;
+    let third = text(&body["refresh_token"]);
+    let access = text(&body["access_token"]);
+    // Alice's other sign-in, on another phone, is another family.
+    let (other_access, other_refresh) = server.alice("phone-2").await;
+
+    // Someone replays the first token: the whole family is revoked.
+    let (status, _) = server.refresh(&first, "phone-1").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = server.refresh(&third, "phone-1").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the newest token of the family must fail too");
+    assert_eq!(error(&body).0, "invalid_refresh_token");
+    let (status, body) = server.me_with(&access).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the family's access tokens stop too");
+    assert_eq!(error(&body).0, "unauthenticated");
+
+    let (status, _) = server.me_with(&other_access).await;
+    assert_eq!(status, StatusCode::OK, "another family is untouched");
+    let (status, _) = server.refresh(&other_refresh, "phone-2").await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn refresh_from_another_device_is_refused() {
+    let server = Server::new();
+    let (_, refresh) = server.alice("phone-1").await;
+    let (status, body) = server.refresh(&refresh, "phone-2").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(error(&body).0, "invalid_refresh_token");
+    // A token that has left its device is treated as stolen: its family is revoked.
+    let (status, _) = server.refresh(&refresh, "phone-1").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn refresh_tokens_expire_after_thirty_days_unused() {
+    let server = Server::new();
+    let (_, refresh) = server.alice("phone-1").await;
+    server.advance(30 * 24 * 3600);
+    let (status, _) = server.refresh(&refresh, "phone-1").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = server.refresh("not a token", "phone-1").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn me_needs_a_bearer_token() {
+    let server = Server::new();
+    let (status, headers, body) = server.me(None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(headers.get(header::WWW_AUTHENTICATE).map(|v| v.as_bytes()), Some(&b"Bearer"[..]));
+    let (code, message) = error(&body);
+    assert_eq!(code, "unauthenticated");
+    assert!(message.contains("Authorization: Bearer"), "{message}");
+    let (status, _, _) = server.me(Some("Basic YWxpY2U6cHc=")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn me_refuses_a_garbage_token() {
+    let server = Server::new();
+    for garbage in ["garbage", "a.b.c", "eyJhbGciOiJIUzI1NiJ9.e30.", ""] {
+        let (status, body) = server.me_with(garbage).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{garbage:?}");
+        assert_eq!(error(&body).0, "unauthenticated");
+    }
+}
+
+#[tokio::test]
+async fn me_refuses_an_expired_token() {
+    let server = Server::new();
+    let (access, _) = server.alice("phone-1").await;
+    server.advance(15 * 60 - 1);
+    assert_eq!(server.me_with(&access).await.0, StatusCode::OK);
+    server.advance(1);
+    let (status, body) = server.me_with(&access).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(error(&body).1.contains("expired"), "{body}");
+}
+
+#[tokio::test]
+async fn me_refuses_a_token_signed_with_another_key() {
+    let server = Server::new();
+    let (access, _) = server.alice("phone-1").await;
+    let forged = Keys::from_secret(b"another key that is at least 32 bytes long").sign(&claims(&access)).expect("sign");
+    let (status, body) = server.me_with(&forged).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(error(&body).1.contains("signature"), "{body}");
+}
+
+#[tokio::test]
+async fn me_refuses_alg_none() {
+    let server = Server::new();
+    let (access, _) = server.alice("phone-1").await;
+    let payload = serde_json::to_vec(&claims(&access)).expect("claims as JSON");
+    for header in [json!({"alg": "none", "typ": "JWT"}), json!({"alg": "None"}), json!({"alg": "HS512", "typ": "JWT"})]
+    {
+        let unsigned = format!("{}.{}.", base64url(header.to_string().as_bytes()), base64url(&payload));
+        let (status, body) = server.me_with(&unsigned).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{header}");
+        assert_eq!(error(&body).0, "unauthenticated");
+    }
+    // The hand-made encoding is right: it gives the genuine token's payload segment.
+    assert_eq!(Some(base64url(&payload).as_str()), access.split('.').nth(1));
+}
+
+#[tokio::test]
+async fn me_refuses_a_token_for_another_issuer_or_audience() {
+    let server = Server::new();
+    let (access, _) = server.alice("phone-1").await;
+    let secret = server
+        .state
+        .db
+        .call(|conn| Ok(db::meta(conn, "jwt_secret")?.expect("a stored secret")))
+        .await
+        .expect("the secret");
+    let keys = Keys::from_secret(&server::auth::token::from_hex(&secret).expect("hex"));
+    assert_eq!(server.me_with(&keys.sign(&claims(&access)).expect("sign")).await.0, StatusCode::OK);
+    let other_audience = Claims { aud: "another-api".into(), ..claims(&access) };
+    assert_eq!(server.me_with(&keys.sign(&other_audience).expect("sign")).await.0, StatusCode::UNAUTHORIZED);
+    let other_issuer = Claims { iss: "someone-else".into(), ..claims(&access) };
+    assert_eq!(server.me_with(&keys.sign(&other_issuer).expect("sign")).await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_disabled_users_tokens_stop_working() {
+    let server = Server::new();
+    let (access, refresh) = server.alice("phone-1").await;
+    server
+        .state
+        .db
+        .call(|conn| {
+            let tx = conn.transaction()?;
+            accounts::set_disabled(&tx, &"alice".parse().expect("name"), true).map_err(server::AppError::internal)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+        .expect("disable alice");
+    assert_eq!(server.me_with(&access).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(server.refresh(&refresh, "phone-1").await.0, StatusCode::UNAUTHORIZED);
+    let (status, body) = server.login("alice", PASSWORD, "phone-1").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(error(&body).0, "invalid_credentials");
+}
+
+#[tokio::test]
+async fn a_deleted_users_tokens_stop_working() {
+    let server = Server::new();
+    let (access, refresh) = server.alice("phone-1").await;
+    server
+        .state
+        .db
+        .call(|conn| Ok(conn.execute("DELETE FROM users WHERE username = 'alice'", [])?))
+        .await
+        .expect("delete");
+    assert_eq!(server.me_with(&access).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(server.refresh(&refresh, "phone-1").await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn repeated_failures_lock_a_username_for_longer_each_time() {
+    let server = Server::new();
+    for _ in 0..4 {
+        assert_eq!(server.login("alice", "wrong", "phone-1").await.0, StatusCode::UNAUTHORIZED);
+    }
+    // The fifth failure locks alice out for 30 seconds, even with the right password.
+    assert_eq!(server.login("alice", "wrong", "phone-1").await.0, StatusCode::UNAUTHORIZED);
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/auth/login")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(json!({"username": "alice", "password": PASSWORD, "device_id": "phone-1"}).to_string()))
+        .expect("a request");
+    let (status, headers, body) = server.send(request).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(headers.get(header::RETRY_AFTER).map(|v| v.as_bytes()), Some(&b"30"[..]));
+    assert_eq!(error(&body).0, "too_many_attempts");
+
+    server.advance(30);
+    // One more failure doubles the lockout.
+    assert_eq!(server.login("alice", "wrong", "phone-1").await.0, StatusCode::UNAUTHORIZED);
+    server.advance(59);
+    assert_eq!(server.login("alice", PASSWORD, "phone-1").await.0, StatusCode::TOO_MANY_REQUESTS);
+    server.advance(1);
+    assert_eq!(server.login("alice", PASSWORD, "phone-1").await.0, StatusCode::OK);
+    // Success clears the count.
+    assert_eq!(server.login("alice", "wrong", "phone-1").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(server.login("alice", PASSWORD, "phone-1").await.0, StatusCode::OK);
+
+    // An unknown username is throttled exactly the same, so the lockout tells nothing.
+    for _ in 0..5 {
+        assert_eq!(server.login("nobody", "wrong", "phone-1").await.0, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(server.login("nobody", "wrong", "phone-1").await.0, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn bad_bodies_get_the_error_shape_naming_the_problem() {
+    let server = Server::new();
+    let (status, body) = server.post_raw("/v1/auth/login", Some("application/json"), "{\"username\": ").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error(&body).0, "malformed_json");
+
+    let (status, body) = server.post_raw("/v1/auth/login", Some("application/json"), "not json").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (code, message) = error(&body);
+    assert_eq!(code, "malformed_json");
+    assert!(message.contains("line 1 column"), "{message}");
+
+    let (status, body) = server.post("/v1/auth/login", json!({"username": "alice", "password": PASSWORD})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error(&body), ("invalid_body".into(), "missing field `device_id`".into()));
+
+    let (status, body) = server
+        .post("/v1/auth/login", json!({"username": "NHS-943-476-5919", "password": 943_476, "device_id": "p"}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (code, message) = error(&body);
+    assert_eq!(code, "invalid_body");
+    assert!(message.starts_with("`password`:") && message.contains("expected a string"), "{message}");
+    assert!(!body.to_string().contains("943"), "an error must not repeat the input: {body}");
+
+    let (status, body) =
+        server.post("/v1/auth/login", json!({"username": "a", "password": "b", "device_id": ""})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(error(&body).1.starts_with("`device_id`: must not be empty"), "{body}");
+
+    let (status, body) =
+        server.post("/v1/auth/refresh", json!({"refresh_token": "x", "device_id": "p", "extra": 1})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(error(&body).1.contains("unknown field `extra`"), "{body}");
+
+    let (status, body) = server.post("/v1/auth/refresh", json!(["refresh_token"])).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error(&body).0, "invalid_body");
+
+    let (status, body) = server.post_raw("/v1/auth/login", None, json!({"username": "a"}).to_string()).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(error(&body).0, "unsupported_media_type");
+
+    let huge = json!({"username": "a".repeat(server::MAX_BODY_BYTES), "password": "b", "device_id": "p"});
+    let (status, body) = server.post("/v1/auth/login", huge).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(error(&body).0, "payload_too_large");
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_get_the_error_shape() {
+    let server = Server::new();
+    let (status, _, body) = server.send(Request::builder().uri("/v1/nothing").body(Body::empty()).expect("req")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error(&body).0, "not_found");
+    let request = Request::builder().method(Method::GET).uri("/v1/auth/login").body(Body::empty()).expect("req");
+    let (status, _, body) = server.send(request).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(error(&body).0, "method_not_allowed");
+}
+
+#[tokio::test]
+async fn the_signing_secret_is_kept_across_restarts() {
+    let server = Server::new();
+    let (access, _) = server.alice("phone-1").await;
+    let path = server.dir.path().join("tether.db");
+    let now = Arc::clone(&server.now);
+    let clock = Clock::from_fn(move || *now.lock().unwrap_or_else(PoisonError::into_inner));
+    let restarted = AppState::new(db::open(&path).expect("reopen"), None, clock.clone()).expect("state");
+    let claims = restarted.keys.verify(&access, clock.unix()).expect("a token from before the restart");
+    assert_eq!(claims.device, "phone-1");
+
+    // A secret from the environment replaces the stored one, and must be long enough.
+    let given = server::Secret::from("a secret from the environment, 32+ bytes".to_string());
+    let other = AppState::new(db::open(&path).expect("reopen"), Some(&given), clock.clone()).expect("state");
+    assert!(other.keys.verify(&access, clock.unix()).is_err());
+    let short = server::Secret::from("short".to_string());
+    let refused = AppState::new(db::open(&path).expect("reopen"), Some(&short), clock).expect_err("too short");
+    assert!(!refused.to_string().contains("short"), "the error must not print the secret");
+}
+
+#[tokio::test]
+async fn the_database_refuses_a_newer_schema() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("tether.db");
+    let conn = db::open(&path).expect("create");
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("version");
+    assert_eq!(version, db::SCHEMA);
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).expect("mode");
+    assert_eq!(mode, "wal");
+    let synchronous: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).expect("synchronous");
+    assert_eq!(synchronous, 2, "FULL");
+    conn.pragma_update(None, "user_version", db::SCHEMA + 1).expect("bump");
+    drop(conn);
+    let error = db::open(&path).expect_err("a newer schema");
+    assert!(error.to_string().contains("newer"), "{error}");
+}

@@ -1,0 +1,98 @@
+//! `tether serve` as a real process on a free loopback port: a user added with the CLI
+//! signs in over HTTP, calls `/v1/me`, refreshes, and the server stops cleanly on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+/// Kills the server if a test fails before stopping it.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tether(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(args)
+        .env("TETHER_PASSWORD", "a long enough password")
+        .env_remove("TETHER_DB")
+        .output()
+        .expect("run tether")
+}
+
+#[test]
+fn serve_signs_in_over_http_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let db = dir.path().join("tether.db");
+    let db = db.to_str().expect("a UTF-8 path");
+    assert!(tether(&["team", "add", "--db", db, "--id", "team-north", "--name", "North"]).status.success());
+    let added =
+        tether(&["user", "add", "--db", db, "--username", "alice", "--role", "practitioner", "--team", "team-north"]);
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+
+    let child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["serve", "--db", db, "--addr", "127.0.0.1:0"])
+        .env("TETHER_LOG", "warn")
+        .env_remove("TETHER_JWT_SECRET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start tether serve");
+    let mut server = Running(child);
+    let stdout = server.0.stdout.take().expect("stdout is piped");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("the listening line");
+    let base = line.trim().strip_prefix("tether: listening on ").unwrap_or_else(|| panic!("unexpected: {line:?}"));
+    assert!(base.starts_with("http://127.0.0.1:"), "{base}");
+
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+
+    let mut response = agent.get(format!("{base}/healthz")).call().expect("healthz");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.body_mut().read_json::<Value>().expect("JSON")["status"], "ok");
+
+    let mut response = agent
+        .post(format!("{base}/v1/auth/login"))
+        .send_json(json!({"username": "alice", "password": "a long enough password", "device_id": "phone-1"}))
+        .expect("login");
+    assert_eq!(response.status(), 200);
+    let tokens: Value = response.body_mut().read_json().expect("JSON");
+    let access = tokens["access_token"].as_str().expect("an access token");
+
+    let mut response =
+        agent.get(format!("{base}/v1/me")).header("Authorization", format!("Bearer {access}")).call().expect("me");
+    assert_eq!(response.status(), 200);
+    let me: Value = response.body_mut().read_json().expect("JSON");
+    assert_eq!(me["username"], "alice");
+    assert_eq!(me["role"], "practitioner");
+    assert_eq!(me["teams"], json!(["team-north"]));
+    assert_eq!(me["device_id"], "phone-1");
+
+    let mut response = agent
+        .post(format!("{base}/v1/auth/refresh"))
+        .send_json(json!({"refresh_token": tokens["refresh_token"], "device_id": "phone-1"}))
+        .expect("refresh");
+    assert_eq!(response.status(), 200);
+    assert!(response.body_mut().read_json::<Value>().expect("JSON")["access_token"].is_string());
+
+    let mut response = agent.get(format!("{base}/v1/me")).call().expect("me without a token");
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.body_mut().read_json::<Value>().expect("JSON")["error"]["code"], "unauthenticated");
+
+    // SIGTERM, to the server this test started, by its id: a graceful stop exits 0.
+    let pid = server.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let status = server.0.wait().expect("wait for the server");
+    assert!(status.success(), "the server did not stop cleanly: {status}");
+}
