@@ -122,7 +122,7 @@ fn run(cli: Cli) -> Result<String, String> {
                 .map_err(|_| format!("--pathway: `{pathway}` is not a pathway (urgent_referral, routine_referral, in_service, home_treatment, child_not_brought)"))?;
             let facts = facts.iter().map(|f| parse_fact(f)).collect::<Result<Vec<_>, _>>()?;
             let id = core
-                .open_episode(NewEpisode { patient_ref, pathway, team, facts, plan }, &user, Timestamp::now())
+                .open_episode(NewEpisode { patient_ref, pathway, team, facts, plan }, &user, now())
                 .map_err(|e| e.to_string())?;
             Ok(id.to_string())
         }
@@ -143,11 +143,11 @@ fn run(cli: Cli) -> Result<String, String> {
             let id = episode_id(&episode)?;
             let field = FactField::from_name(&field).ok_or_else(|| format!("`{field}` is not a fact"))?;
             let value = serde_json::from_str(&value).unwrap_or(Value::String(value));
-            let event = core.set_fact(id, field, &value, &user, Timestamp::now()).map_err(|e| e.to_string())?;
+            let event = core.set_fact(id, field, &value, &user, now()).map_err(|e| e.to_string())?;
             Ok(event.to_string())
         }
         Command::Plan { episode, text } => {
-            core.set_plan(episode_id(&episode)?, &text, Timestamp::now()).map_err(|e| e.to_string())?;
+            core.set_plan(episode_id(&episode)?, &text, now()).map_err(|e| e.to_string())?;
             Ok(String::new())
         }
         Command::Episodes { now } => Ok(json(&core.episodes(time(now.as_deref(), "--now")?))),
@@ -207,9 +207,15 @@ fn episode_id(text: &str) -> Result<episode::EpisodeId, String> {
     text.parse().map_err(|_| "the episode id is not a UUID".to_string())
 }
 
+/// The device's clock, to the second (records need no finer time).
+fn now() -> Timestamp {
+    let now = Timestamp::now();
+    Timestamp::from_second(now.as_second()).unwrap_or(now)
+}
+
 fn time(text: Option<&str>, flag: &str) -> Result<Timestamp, String> {
     match text {
-        None => Ok(Timestamp::now()),
+        None => Ok(now()),
         Some(text) => episode::json::time::parse(text).map_err(|m| format!("{flag}: {m}")),
     }
 }
