@@ -300,7 +300,7 @@ fn warnings(cx: &Ctx<'_>, out: &mut Out) {
     }
     for e in cx.events.iter().copied() {
         if let Some(received) = e.received_at
-            && received.checked_add(jiff::SignedDuration::from_mins(5)).is_ok_and(|limit| e.at > limit)
+            && e.at.duration_since(received) > jiff::SignedDuration::from_mins(5)
         {
             out.warn(
                 WarningCode::ClockSkew,

@@ -5,6 +5,7 @@
 //! and the server compute the same instant whatever their system's time zone data.
 
 use std::fmt;
+use std::sync::LazyLock;
 
 use jiff::civil::{Date, DateTime, Weekday, date};
 use jiff::tz::{self, TimeZone};
@@ -93,6 +94,9 @@ pub const TABLE_YEARS: std::ops::RangeInclusive<i16> = 2024..=2030;
 pub struct Calendar {
     /// The published table, and any one-off holidays a deployment adds; sorted.
     bank_holidays: Vec<Date>,
+    /// The holidays added to the published table, as day numbers, sorted: the fast path
+    /// ([`Fast`]) knows only the published table and the standing rules.
+    added: Vec<i32>,
 }
 
 impl fmt::Debug for Calendar {
@@ -111,7 +115,7 @@ impl Calendar {
     /// England and Wales: the published table for 2024 to 2030, and the standing rules
     /// for other years.
     pub fn england_and_wales() -> Self {
-        Self { bank_holidays: ENGLAND_AND_WALES.to_vec() }
+        Self { bank_holidays: ENGLAND_AND_WALES.to_vec(), added: Vec::new() }
     }
 
     /// This calendar with more bank holidays (a coronation, a jubilee).
@@ -119,6 +123,12 @@ impl Calendar {
         self.bank_holidays.extend(extra);
         self.bank_holidays.sort();
         self.bank_holidays.dedup();
+        self.added = self
+            .bank_holidays
+            .iter()
+            .filter(|d| ENGLAND_AND_WALES.binary_search(d).is_err())
+            .map(|d| day_number(*d))
+            .collect();
         self
     }
 
@@ -149,11 +159,18 @@ impl Calendar {
 
     /// Same day: 23:59:59 local on the local date of `at`.
     pub fn same_day(&self, at: Timestamp) -> Timestamp {
-        self.instant(self.local(at).date().at(23, 59, 59, 0))
+        FAST.same_day(self, at).unwrap_or_else(|| self.instant(self.local(at).date().at(23, 59, 59, 0)))
     }
 
     /// N working days: 17:00 local on the Nth working day after the local date of `at`.
     pub fn working_days_after(&self, at: Timestamp, n: u32) -> Timestamp {
+        FAST.working_days_after(self, at, n).unwrap_or_else(|| self.working_days_after_by_jiff(at, n))
+    }
+
+    /// [`Self::working_days_after`] counted with jiff's dates, beyond the fast path's years.
+    #[cold]
+    #[inline(never)]
+    fn working_days_after_by_jiff(&self, at: Timestamp, n: u32) -> Timestamp {
         let mut day = self.local(at).date();
         let mut weekday = day.weekday().to_monday_zero_offset();
         let mut counted = 0;
@@ -170,6 +187,12 @@ impl Calendar {
 
     /// N days: the same local clock time N calendar days later, across clock changes.
     pub fn days_after(&self, at: Timestamp, n: u32) -> Timestamp {
+        FAST.days_later(at, i64::from(n)).unwrap_or_else(|| self.days_after_by_jiff(at, n))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn days_after_by_jiff(&self, at: Timestamp, n: u32) -> Timestamp {
         let local = self.local(at);
         let later = local.checked_add(i64::from(n).days()).unwrap_or(local);
         self.instant(later)
@@ -177,6 +200,12 @@ impl Calendar {
 
     /// N calendar days earlier, at the same local clock time.
     pub fn days_before(&self, at: Timestamp, n: u32) -> Timestamp {
+        FAST.days_later(at, -i64::from(n)).unwrap_or_else(|| self.days_before_by_jiff(at, n))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn days_before_by_jiff(&self, at: Timestamp, n: u32) -> Timestamp {
         let local = self.local(at);
         let earlier = local.checked_sub(i64::from(n).days()).unwrap_or(local);
         self.instant(earlier)
@@ -184,6 +213,14 @@ impl Calendar {
 
     /// N hours of elapsed real time.
     pub fn hours_after(&self, at: Timestamp, n: u32) -> Timestamp {
+        // After 1970, the seconds added directly: the instant that adding the duration
+        // gives, without jiff's general arithmetic (many actions are due in hours).
+        if at.as_second() >= 0
+            && at.subsec_nanosecond() >= 0
+            && let Ok(later) = Timestamp::new(at.as_second() + i64::from(n) * 3600, at.subsec_nanosecond())
+        {
+            return later;
+        }
         at.checked_add(SignedDuration::from_hours(i64::from(n))).unwrap_or(at)
     }
 
@@ -201,6 +238,12 @@ impl Calendar {
     /// 09:00 to 17:00 local on a working day: when the team manager is in the office
     /// rather than the on-call manager (Appendix A). 17:00 itself is out of hours.
     pub fn is_office_hours(&self, at: Timestamp) -> bool {
+        FAST.is_office_hours(self, at).unwrap_or_else(|| self.is_office_hours_by_jiff(at))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn is_office_hours_by_jiff(&self, at: Timestamp) -> bool {
         let local = self.local(at);
         let hour = local.hour();
         self.is_working_day(local.date()) && (9..17).contains(&hour)
@@ -209,6 +252,242 @@ impl Calendar {
     /// The local date of an instant.
     pub fn date_of(&self, at: Timestamp) -> Date {
         self.local(at).date()
+    }
+}
+
+/// The day number of a date: days since 1 January 1970 (proleptic Gregorian).
+fn day_number(day: Date) -> i32 {
+    // Howard Hinnant's `days_from_civil`, with the year starting in March.
+    let (month, d) = (i32::from(day.month()), i32::from(day.day()));
+    let y = i32::from(day.year()) - i32::from(month <= 2);
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + d - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// The date of a day number (the inverse of [`day_number`]).
+fn date_of_day_number(day: i32) -> Option<Date> {
+    // Howard Hinnant's `civil_from_days`, with the year starting in March.
+    let z = day + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z - era * 146_097;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let d = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + i32::from(month <= 2);
+    Date::new(i16::try_from(year).ok()?, i8::try_from(month).ok()?, i8::try_from(d).ok()?).ok()
+}
+
+/// Monday to Friday (0 to 4) from a day number: 1 January 1970 was a Thursday.
+fn weekday_of(day: i32) -> i32 {
+    (day + 3).rem_euclid(7)
+}
+
+/// The years the fast path covers; outside them, or whenever it is unsure, the calendar
+/// asks jiff.
+const FAST_YEARS: std::ops::Range<i16> = 2000..2100;
+
+const DAY: i64 = 86_400;
+
+/// In [`Fast::offsets`], a UTC day on which London's offset changes.
+const CHANGES: i32 = i32::MIN;
+
+/// A fast path for the calendar's questions (the local date and clock time of an
+/// instant, the instant of a local clock time, working days), built once from jiff and
+/// the holiday rules above.
+///
+/// Why: an evaluation works out a deadline for about every record, and asking jiff for
+/// London's offset, walking `Date`s and binary-searching `Date`s for bank holidays was
+/// a third of the time. Here days are plain numbers and everything is looked up by day
+/// in tables made from jiff's own transitions and [`Calendar::is_working_day`]'s rules;
+/// only on the days around a clock change is jiff asked, for that one instant. It
+/// answers `None` outside its years, where the callers ask jiff for everything; a unit
+/// test compares the two every half hour over several years.
+struct Fast {
+    /// The day number of 1 January of the first year.
+    first_day: i32,
+    /// For each UTC day from `first_day`: London's offset in seconds if it is the same
+    /// all day, else [`CHANGES`].
+    offsets: Vec<i32>,
+    /// One bit per day from `first_day`: every local clock time of that date happens
+    /// exactly once, at that day's offset (the offset is the same from the UTC day
+    /// before to the UTC day after).
+    steady: Vec<u64>,
+    /// One bit per day from `first_day`: Monday to Friday, and not a bank holiday in the
+    /// published table or by the standing rules outside it (exactly
+    /// [`Calendar::is_working_day`] for a calendar with no added holidays).
+    working: Vec<u64>,
+    /// For each day from `first_day`: how many days on the next working day is, by
+    /// `working` (0 when it is beyond the tables), so that counting working days is a
+    /// step per day counted.
+    next_working: Vec<u8>,
+}
+
+static FAST: LazyLock<Fast> = LazyLock::new(Fast::new);
+
+fn bit(bits: &[u64], i: usize) -> bool {
+    bits.get(i / 64).is_some_and(|word| word & (1 << (i % 64)) != 0)
+}
+
+fn set_bit(bits: &mut [u64], i: usize) {
+    if let Some(word) = bits.get_mut(i / 64) {
+        *word |= 1 << (i % 64);
+    }
+}
+
+impl Fast {
+    fn new() -> Self {
+        let first_day = day_number(date(FAST_YEARS.start, 1, 1));
+        let end_day = day_number(date(FAST_YEARS.end, 1, 1));
+        let days = (end_day - first_day) as usize;
+        // Midnight UTC starting a day; far inside jiff's range.
+        let midnight = |day: i32| Timestamp::from_second(i64::from(day) * DAY).unwrap_or(Timestamp::MAX);
+        let mut offset = LONDON.to_offset(midnight(first_day)).seconds();
+        let mut changes = LONDON.following(midnight(first_day)).peekable();
+        let mut offsets = Vec::with_capacity(days);
+        for day in first_day..end_day {
+            let next = midnight(day + 1);
+            let mut changed = false;
+            while let Some(change) = changes.next_if(|t| t.timestamp() < next) {
+                offset = change.offset().seconds();
+                changed = true;
+            }
+            offsets.push(if changed { CHANGES } else { offset });
+        }
+        let mut steady = vec![0; days.div_ceil(64)];
+        for i in 1..days.saturating_sub(1) {
+            if offsets[i] != CHANGES && offsets[i - 1] == offsets[i] && offsets[i + 1] == offsets[i] {
+                set_bit(&mut steady, i);
+            }
+        }
+        let mut holidays = vec![0; days.div_ceil(64)];
+        let mut mark = |day: Date| {
+            if let Ok(i) = usize::try_from(day_number(day) - first_day) {
+                set_bit(&mut holidays, i);
+            }
+        };
+        ENGLAND_AND_WALES.iter().copied().for_each(&mut mark);
+        FAST_YEARS.filter(|y| !TABLE_YEARS.contains(y)).flat_map(standing_bank_holidays).for_each(&mut mark);
+        let mut working = vec![0; days.div_ceil(64)];
+        for i in 0..days {
+            // Monday to Friday (0 to 4).
+            if weekday_of(first_day + i as i32) < 5 && !bit(&holidays, i) {
+                set_bit(&mut working, i);
+            }
+        }
+        let mut next_working = vec![0; days];
+        let mut next = None;
+        for i in (0..days).rev() {
+            next_working[i] = next.and_then(|n: usize| u8::try_from(n - i).ok()).unwrap_or(0);
+            if bit(&working, i) {
+                next = Some(i);
+            }
+        }
+        Self { first_day, offsets, steady, working, next_working }
+    }
+
+    /// The index in the tables of a day number.
+    #[cfg(test)]
+    fn index(&self, day: i32) -> Option<usize> {
+        usize::try_from(day.checked_sub(self.first_day)?).ok().filter(|i| *i < self.offsets.len())
+    }
+
+    /// The index in the tables of the local date of an instant.
+    fn local_index(&self, at: Timestamp) -> Option<usize> {
+        self.local_index_and_clock(at).map(|(i, _)| i)
+    }
+
+    /// The index in the tables of the local date of an instant, and its local clock time
+    /// in whole seconds since midnight.
+    fn local_index_and_clock(&self, at: Timestamp) -> Option<(usize, i64)> {
+        // Within the tables an instant is after 1970, so its whole seconds are not
+        // negative (nor is its fraction of a second) and give the date: unsigned division
+        // is enough, and cheaper.
+        let second = u64::try_from(at.as_second()).ok()?;
+        let first = u64::try_from(self.first_day).ok()?;
+        let utc_day = usize::try_from((second / DAY as u64).checked_sub(first)?).ok()?;
+        let offset = match *self.offsets.get(utc_day)? {
+            // The day the clocks change: jiff knows which side of it the instant is.
+            CHANGES => LONDON.to_offset(at).seconds(),
+            offset => offset,
+        };
+        let local = second.checked_add_signed(i64::from(offset))?;
+        let index = usize::try_from((local / DAY as u64).checked_sub(first)?).ok()?;
+        Some((index, i64::try_from(local % DAY as u64).ok()?))
+    }
+
+    /// The same local clock time `n` days later (or earlier), where it happens once.
+    fn days_later(&self, at: Timestamp, n: i64) -> Option<Timestamp> {
+        let (i, clock) = self.local_index_and_clock(at)?;
+        let j = usize::try_from(i64::try_from(i).ok()?.checked_add(n)?).ok()?;
+        // (Where the clock time may be skipped or repeated, jiff decides.)
+        if j >= self.offsets.len() || !bit(&self.steady, j) {
+            return None;
+        }
+        let day = i64::from(self.first_day) + i64::try_from(j).ok()?;
+        Timestamp::new(day * DAY + clock - i64::from(self.offsets[j]), at.subsec_nanosecond()).ok()
+    }
+
+    /// 09:00 to 17:00 local on a working day.
+    fn is_office_hours(&self, calendar: &Calendar, at: Timestamp) -> Option<bool> {
+        let (i, clock) = self.local_index_and_clock(at)?;
+        Some(self.is_working_day(calendar, i)? && (9 * 3600..17 * 3600).contains(&clock))
+    }
+
+    /// The instant of a local clock time on the day at index `i`, as
+    /// [`Calendar::instant`] gives it.
+    fn instant(&self, calendar: &Calendar, i: usize, hour: i8, minute: i8, second: i8) -> Option<Timestamp> {
+        let day = self.first_day.checked_add(i32::try_from(i).ok()?)?;
+        if !bit(&self.steady, i) {
+            return Self::instant_near_a_change(calendar, day, hour, minute, second);
+        }
+        let clock = i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second);
+        Timestamp::from_second(i64::from(day) * DAY + clock - i64::from(self.offsets[i])).ok()
+    }
+
+    /// Near a clock change a clock time may be skipped or repeated: jiff decides.
+    #[cold]
+    #[inline(never)]
+    fn instant_near_a_change(calendar: &Calendar, day: i32, hour: i8, minute: i8, second: i8) -> Option<Timestamp> {
+        Some(calendar.instant(date_of_day_number(day)?.at(hour, minute, second, 0)))
+    }
+
+    /// Whether the day at index `i` is a working day for this calendar.
+    fn is_working_day(&self, calendar: &Calendar, i: usize) -> Option<bool> {
+        if i >= self.offsets.len() {
+            return None;
+        }
+        let added = || {
+            let day = self.first_day.checked_add(i32::try_from(i).ok()?)?;
+            Some(calendar.added.binary_search(&day).is_ok())
+        };
+        Some(bit(&self.working, i) && (calendar.added.is_empty() || !added()?))
+    }
+
+    fn same_day(&self, calendar: &Calendar, at: Timestamp) -> Option<Timestamp> {
+        self.instant(calendar, self.local_index(at)?, 23, 59, 59)
+    }
+
+    fn working_days_after(&self, calendar: &Calendar, at: Timestamp, n: u32) -> Option<Timestamp> {
+        let mut i = self.local_index(at)?;
+        if calendar.added.is_empty() {
+            for _ in 0..n {
+                i += usize::from(*self.next_working.get(i).filter(|step| **step > 0)?);
+            }
+        } else {
+            let mut counted = 0;
+            while counted < n {
+                i += 1;
+                if self.is_working_day(calendar, i)? {
+                    counted += 1;
+                }
+            }
+        }
+        self.instant(calendar, i, 17, 0, 0)
     }
 }
 
@@ -331,6 +610,97 @@ mod tests {
         assert_eq!(cal.working_days_after(at("2026-12-24T11:00:00Z"), 2), at("2026-12-30T17:00:00Z"));
         // Friday 1 May 2026 (BST); Monday 4 May is the early May bank holiday.
         assert_eq!(cal.working_days_after(at("2026-05-01T09:00:00Z"), 1), at("2026-05-05T16:00:00Z"));
+    }
+
+    #[test]
+    fn day_numbers_and_weekdays_match_jiff() {
+        assert_eq!(day_number(date(1970, 1, 1)), 0);
+        let mut day = date(1900, 1, 1);
+        let mut n = day_number(day);
+        while day.year() < 2200 {
+            assert_eq!(day_number(day), n, "{day}");
+            assert_eq!(date_of_day_number(n), Some(day), "{day}");
+            assert_eq!(weekday_of(n), i32::from(day.weekday().to_monday_zero_offset()), "{day}");
+            day = next_day(day);
+            n += 1;
+        }
+    }
+
+    #[test]
+    fn the_fast_path_gives_what_jiff_gives() {
+        // Every half hour of 2024 to 2028, both clock changes of each year included.
+        let cal = Calendar::england_and_wales();
+        let start = at("2024-01-01T00:00:00Z");
+        for step in 0..(5 * 366 * 48) {
+            let at = start.checked_add(SignedDuration::from_mins(30 * step)).unwrap();
+            let local = LONDON.to_datetime(at);
+            assert_eq!(cal.same_day(at), cal.instant(local.date().at(23, 59, 59, 0)), "{at}");
+            for n in [1, 2, 5] {
+                assert_eq!(cal.working_days_after(at, n), cal.working_days_after_by_jiff(at, n), "{at} {n}");
+            }
+            // (And with a fraction of a second, kept as it is.)
+            let odd = at.checked_add(SignedDuration::from_nanos(123_456_789)).unwrap();
+            for n in [1, 7, 21, 183] {
+                assert_eq!(cal.days_after(at, n), cal.days_after_by_jiff(at, n), "{at} {n}");
+                assert_eq!(cal.days_before(at, n), cal.days_before_by_jiff(at, n), "{at} {n}");
+                assert_eq!(cal.days_after(odd, n), cal.days_after_by_jiff(odd, n), "{odd} {n}");
+            }
+            assert_eq!(cal.is_office_hours(at), cal.is_office_hours_by_jiff(at), "{at}");
+            let day = FAST.index(day_number(local.date())).unwrap();
+            assert_eq!(FAST.local_index(at), Some(day), "{at}");
+            // The same moment found again from its local clock time (in October 01:00 to
+            // 01:59 happen twice, and jiff's choice is kept).
+            let clock = (local.hour(), local.minute());
+            let instant = FAST.instant(&cal, day, clock.0, clock.1, 0);
+            assert_eq!(instant, Some(cal.instant(local)), "{local}");
+        }
+        // And the clock times the clocks skip (01:00 to 01:59 on the last Sunday of March).
+        for day in [date(2026, 3, 29), date(2027, 3, 28)] {
+            for minute in [0, 30] {
+                let local = day.at(1, minute, 0, 0);
+                assert!(LONDON.to_ambiguous_timestamp(local).is_ambiguous());
+                let i = FAST.index(day_number(day)).unwrap();
+                assert_eq!(FAST.instant(&cal, i, 1, minute, 0), Some(cal.instant(local)), "{local}");
+            }
+        }
+        // Outside its years the fast path declines, and the calendar still answers.
+        assert_eq!(FAST.local_index(at("2100-06-01T12:00:00Z")), None);
+        assert_eq!(cal.working_days_after(at("2100-06-04T12:00:00Z"), 1), at("2100-06-07T16:00:00Z"));
+        assert_eq!(cal.same_day(at("1990-06-04T12:00:00Z")), at("1990-06-04T22:59:59Z"));
+    }
+
+    #[test]
+    fn the_fast_path_knows_every_bank_holiday() {
+        let cal = Calendar::england_and_wales().with_bank_holidays([date(2026, 6, 8), date(2040, 7, 3)]);
+        let mut day = date(FAST_YEARS.start, 1, 1);
+        while day.year() < FAST_YEARS.end {
+            let i = FAST.index(day_number(day)).unwrap();
+            assert_eq!(FAST.is_working_day(&cal, i), Some(cal.is_working_day(day)), "{day}");
+            day = next_day(day);
+        }
+        assert_eq!(FAST.index(day_number(day)), None);
+        assert_eq!(FAST.is_working_day(&cal, FAST.offsets.len()), None);
+        assert_eq!(cal.working_days_after(at("2026-06-05T12:00:00Z"), 1), at("2026-06-09T16:00:00Z"));
+    }
+
+    #[test]
+    fn hours_are_what_adding_the_duration_gives() {
+        let cal = Calendar::england_and_wales();
+        let times = [
+            at("1969-12-31T23:59:59.5Z"),
+            at("1970-01-01T00:00:00Z"),
+            at("1970-01-01T00:00:00.000000001Z"),
+            at("2026-03-29T00:30:00.123456789Z"),
+            at("9999-12-30T20:00:00Z"),
+            Timestamp::MAX,
+            Timestamp::MIN,
+        ];
+        for time in times {
+            for n in [0, 1, 4, 24, 366 * 24, u32::MAX] {
+                let by_jiff = time.checked_add(SignedDuration::from_hours(i64::from(n))).unwrap_or(time);
+                assert_eq!(cal.hours_after(time, n), by_jiff, "{time} {n}");
+            }
+        }
     }
 
     #[test]

@@ -25,8 +25,8 @@ pub(crate) enum Rules {
 
 /// The facts the rules use: on a conflict, the safer value.
 #[derive(Clone, Debug)]
-pub(crate) struct Current {
-    pub(crate) pathways: Vec<Pathway>,
+pub(crate) struct Current<'a> {
+    pub(crate) pathways: &'a [Pathway],
     pub(crate) risk: Risk,
     pub(crate) children: bool,
     pub(crate) referrer_child_concern: bool,
@@ -37,8 +37,8 @@ pub(crate) struct Current {
     pub(crate) childrens_services_involved: bool,
 }
 
-impl Current {
-    fn new(facts: &Facts) -> Self {
+impl<'a> Current<'a> {
+    fn new(facts: &'a Facts) -> Self {
         // Safeguarding concerns combine: a conflict between `adult` and `child` means
         // someone has seen each, so both apply (safer than either alone).
         let sg = facts.safeguarding.values();
@@ -51,7 +51,7 @@ impl Current {
             (false, false) => Safeguarding::None,
         };
         Self {
-            pathways: facts.pathway.values().to_vec(),
+            pathways: facts.pathway.values(),
             risk: *facts.risk.safest(),
             children: *facts.children.safest(),
             referrer_child_concern: *facts.referrer_child_concern.safest(),
@@ -66,10 +66,10 @@ impl Current {
     /// The rules that apply ("Which rules apply"): the pathway with the shorter
     /// deadlines on a conflict, a routine referral with significant risk as urgent,
     /// in-service by risk and children, and `child_not_brought` beside any other.
-    pub(crate) fn pathways(&self) -> Vec<Rules> {
-        let mut rules = Vec::with_capacity(2);
+    pub(crate) fn pathways(&self) -> impl Iterator<Item = Rules> {
+        let mut rules = [None, None];
         if let Some(pathway) = self.pathways.iter().copied().filter(|p| *p != Pathway::ChildNotBrought).max() {
-            rules.push(match pathway {
+            rules[0] = Some(match pathway {
                 Pathway::RoutineReferral
                     if self.risk == Risk::High || self.immediate_risk || self.referrer_child_concern =>
                 {
@@ -84,9 +84,9 @@ impl Current {
             });
         }
         if self.pathways.contains(&Pathway::ChildNotBrought) {
-            rules.push(Rules::ChildNotBrought);
+            rules[1] = Some(Rules::ChildNotBrought);
         }
-        rules
+        rules.into_iter().flatten()
     }
 
     /// Whether the recall rules apply (5.4).
@@ -104,18 +104,15 @@ impl Current {
 #[derive(Debug)]
 pub(crate) struct Ctx<'a> {
     pub(crate) episode: &'a Episode,
-    pub(crate) facts: Current,
+    pub(crate) facts: Current<'a>,
     /// The records that count: valid and not entered in error, by time then id.
     pub(crate) events: Vec<&'a Event>,
-    /// The records' times, in the same order, for searching by time.
-    times: Vec<Timestamp>,
     pub(crate) calendar: &'a Calendar,
     pub(crate) defaults: &'a Defaults,
     pub(crate) now: Timestamp,
     /// Each record listed in a `filed_to_epr`, with the first filing that lists it
-    /// (records entered in error included, so their correction can be filed); sorted by
-    /// record id.
-    filed: Vec<(EventId, &'a Event)>,
+    /// (records entered in error included, so their correction can be filed).
+    filed: Filings<'a>,
     /// Deadlines already worked out in this evaluation.
     deadlines: DeadlineMemo,
 }
@@ -135,37 +132,37 @@ impl From<&Event> for Trigger {
 
 impl<'a> Ctx<'a> {
     pub(crate) fn new(episode: &'a Episode, now: Timestamp, calendar: &'a Calendar, defaults: &'a Defaults) -> Self {
-        // Corrections are rare: a short list beats a hash set here.
-        let in_error: Vec<EventId> = episode
-            .events
-            .iter()
-            .filter_map(|e| match &e.body {
-                EventBody::EnteredInError(eie) => Some(eie.record),
-                _ => None,
-            })
-            .collect();
-        let mut events: Vec<&Event> = Vec::with_capacity(episode.events.len());
-        events.extend(episode.events.iter().filter(|e| !in_error.contains(&e.id)));
-        events.sort_unstable_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
-        let mut filed = Vec::new();
-        for event in &events {
-            if let EventBody::FiledToEpr(filing) = &event.body {
-                filed.extend(filing.records.iter().map(|record| (*record, *event)));
+        // Corrections are rare: a short list beats a hash set here. Records mostly come
+        // in order already: whether they do is seen in the same pass (which reads each
+        // record once, rather than once per question).
+        let mut in_error: Vec<EventId> = Vec::new();
+        let mut in_order = true;
+        let mut previous: Option<&Event> = None;
+        for event in &episode.events {
+            if let EventBody::EnteredInError(eie) = &event.body {
+                in_error.push(eie.record);
             }
+            in_order &= previous.is_none_or(|p| (p.at, p.id) <= (event.at, event.id));
+            previous = Some(event);
         }
-        // Stable, so the first filing of a record (by time) comes first among its entries.
-        filed.sort_by_key(|(record, _)| *record);
-        filed.dedup_by_key(|(record, _)| *record);
-        let times = events.iter().map(|e| e.at).collect();
+        let mut events: Vec<&Event> = episode.events.iter().collect();
+        if !in_error.is_empty() {
+            events.retain(|e| !in_error.contains(&e.id));
+        }
+        if !in_order {
+            events.sort_unstable_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
+        }
+        let filed = Filings::new(&events);
         let deadlines = DeadlineMemo::default();
-        Self { episode, facts: Current::new(&episode.facts), events, times, calendar, defaults, now, filed, deadlines }
+        Self { episode, facts: Current::new(&episode.facts), events, calendar, defaults, now, filed, deadlines }
     }
 
     /// The episode's cycles for these rules ("Cycles"): the records between one contact
     /// (or discharge) and the next. The last cycle is still open.
     pub(crate) fn cycles(&self, rules: Rules) -> Vec<Cycle<'_>> {
         let child = rules == Rules::ChildNotBrought;
-        let mut cycles = Vec::new();
+        // A few contacts per episode: room for them, so the list seldom grows.
+        let mut cycles = Vec::with_capacity(4);
         let mut start = 0;
         for (i, event) in self.events.iter().enumerate() {
             if records::is_contact(event, child) || matches!(event.body, EventBody::Discharged(_)) {
@@ -212,7 +209,7 @@ impl<'a> Ctx<'a> {
     }
 
     fn filing(&self, record: EventId) -> Option<&'a Event> {
-        self.filed.binary_search_by_key(&record, |(r, _)| *r).ok().map(|i| self.filed[i].1)
+        self.filed.get(record)
     }
 
     /// When a deadline counted from `from` falls.
@@ -220,9 +217,16 @@ impl<'a> Ctx<'a> {
         self.deadlines.get(self.calendar, from, deadline)
     }
 
+    /// The first discharge at or after `at`, other than the trigger.
+    #[cold]
+    #[inline(never)]
+    fn discharge_from(&self, at: Timestamp, trigger: Trigger) -> Option<&'a Event> {
+        self.records_from(at).iter().copied().find(|e| e.id != trigger.id && records::discharged(e))
+    }
+
     /// The records at or after `at`.
     fn records_from(&self, at: Timestamp) -> &[&'a Event] {
-        let start = self.times.partition_point(|t| *t < at);
+        let start = self.events.partition_point(|e| e.at < at);
         &self.events[start..]
     }
 
@@ -235,7 +239,7 @@ impl<'a> Ctx<'a> {
             return self.filing(*record);
         }
         let candidates = self.records_from(trigger.at);
-        let first = |pred: &dyn Fn(&Event) -> bool| candidates.iter().copied().find(|e| e.id != trigger.id && pred(e));
+        let first = |pred: &dyn Fn(&Event) -> bool| candidates.iter().copied().find(|e| pred(e) && e.id != trigger.id);
         match done_by {
             DoneBy::Any(pred) => first(pred),
             DoneBy::All(preds) => {
@@ -259,6 +263,62 @@ impl<'a> Ctx<'a> {
                 Some(if (told.at, told.id) > (decision.at, decision.id) { told } else { decision })
             }
         }
+    }
+}
+
+/// Each record listed in a `filed_to_epr`, with the first filing (by time) that lists
+/// it: a small hash table (open addressing) keyed by the record's id. Every record's
+/// filing is looked up, and a sorted list with a binary search per record cost more
+/// than the rule itself.
+#[derive(Debug)]
+struct Filings<'a> {
+    /// A power of two slots, at most half of them full, so a search always ends.
+    slots: Vec<Option<(u128, &'a Event)>>,
+}
+
+impl<'a> Filings<'a> {
+    /// From the records that count, by time.
+    fn new(events: &[&'a Event]) -> Self {
+        // Each filing's list lies elsewhere in memory: copy them all into one list first,
+        // in a loop that does nothing else, so that those reads overlap.
+        let mut listed: Vec<(u128, &'a Event)> = Vec::with_capacity(events.len());
+        for event in events {
+            if let EventBody::FiledToEpr(filing) = &event.body {
+                listed.extend(filing.records.iter().map(|record| (record.as_u128(), *event)));
+            }
+        }
+        if listed.is_empty() {
+            return Self { slots: Vec::new() };
+        }
+        let mut filings = Self { slots: vec![None; (2 * listed.len()).next_power_of_two()] };
+        for (record, event) in listed {
+            let slot = filings.slot(record);
+            // The first filing that lists a record (by time) is the one kept.
+            if filings.slots[slot].is_none() {
+                filings.slots[slot] = Some((record, event));
+            }
+        }
+        filings
+    }
+
+    /// The slot that holds the record, or the empty one where it would go.
+    fn slot(&self, record: u128) -> usize {
+        let mask = self.slots.len() - 1;
+        let folded = (record as u64) ^ ((record >> 64) as u64);
+        let mut slot = (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize & mask;
+        while let Some((r, _)) = self.slots[slot]
+            && r != record
+        {
+            slot = (slot + 1) & mask;
+        }
+        slot
+    }
+
+    fn get(&self, record: EventId) -> Option<&'a Event> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        self.slots[self.slot(record.as_u128())].map(|(_, filing)| filing)
     }
 }
 
@@ -351,19 +411,16 @@ struct Raised {
     ended: Option<Timestamp>,
     cycle: Option<(Rules, usize)>,
     order: usize,
+    /// Merged into an earlier row of its cycle ("one action per code per cycle").
+    merged: bool,
 }
 
 impl Raised {
     /// Its state at `now` ("Actions", "Contact cancels", "Upcoming"), the record that
     /// did it, and whether it was ever overdue.
+    #[inline(always)]
     fn outcome(&self, now: Timestamp) -> (State, Option<(Timestamp, EventId)>, bool) {
-        // The cycle closed before the action became active: the condition it waited
-        // for ("no contact by …") never held.
-        let never_active = self.closer.filter(|c| *c < self.active_from);
-        // Contact (or discharge) cancels what it finds not done, unless the row survives.
-        let cancelled_at =
-            [never_active, self.closer.filter(|_| !self.survives_contact), self.ended].into_iter().flatten().min();
-        let done = self.done.filter(|(at, _)| cancelled_at.is_none_or(|c| *at <= c));
+        let (done, cancelled_at, was_active) = self.settle();
         let (state, end) = match (done, cancelled_at) {
             (Some((at, _)), _) => (State::Done, at),
             (None, Some(at)) => (State::Cancelled, at),
@@ -371,10 +428,33 @@ impl Raised {
             (None, None) if now > self.due => (State::Overdue, now),
             (None, None) => (State::Open, now),
         };
-        let was_overdue = (never_active.is_none() || done.is_some()) && end > self.due;
+        let was_overdue = (was_active || done.is_some()) && end > self.due;
         (state, done, was_overdue)
     }
 
+    /// What settles it whatever `now` is: the record that did it (if that was before
+    /// anything cancelled it), when it was cancelled, and whether it ever became active.
+    #[inline(always)]
+    fn settle(&self) -> (Option<(Timestamp, EventId)>, Option<Timestamp>, bool) {
+        if self.closer.is_none() && self.ended.is_none() {
+            // Nothing cancels it (most rows: no cycle closed, no discharge).
+            return (self.done, None, true);
+        }
+        // The cycle closed before the action became active: the condition it waited
+        // for ("no contact by …") never held.
+        let never_active = self.closer.filter(|c| *c < self.active_from);
+        // Contact (or discharge) cancels what it finds not done, unless the row survives.
+        // (The earliest of the three, written out: this runs for every action.)
+        let by_contact = if self.survives_contact { never_active } else { self.closer };
+        let cancelled_at = match (by_contact, self.ended) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let done = self.done.filter(|(at, _)| cancelled_at.is_none_or(|c| *at <= c));
+        (done, cancelled_at, never_active.is_none())
+    }
+
+    #[inline(always)]
     fn to_action(&self, id: Uuid, now: Timestamp) -> Action {
         let (state, done, was_overdue) = self.outcome(now);
         Action {
@@ -406,14 +486,25 @@ pub(crate) struct Settled {
 /// The actions and warnings gathered so far.
 #[derive(Debug)]
 pub(crate) struct Out {
+    /// Rows of a cycle, or ended by a discharge: settled when finishing, once the rows
+    /// of each cycle are merged.
     raised: Vec<Raised>,
+    /// The actions of the other rows, which stand alone and which nothing but their own
+    /// records settles: settled as they are raised, in that order. Most rows are like
+    /// this (a filing per record), so most actions are built once, in place.
+    actions: Vec<Action>,
     warnings: Vec<Warning>,
 }
 
 impl Out {
     pub(crate) fn new(cx: &Ctx<'_>) -> Self {
-        // About one action per record (filing), and a few more.
-        Self { raised: Vec::with_capacity(cx.events.len() + 24), warnings: Vec::new() }
+        // About one action per record (filing), and some more per missed appointment,
+        // visit or meeting: room enough that the lists are seldom moved as they grow.
+        Self {
+            raised: Vec::with_capacity(cx.events.len() / 2 + 16),
+            actions: Vec::with_capacity(2 * cx.events.len() + 16),
+            warnings: Vec::new(),
+        }
     }
 
     /// Raises an action; says whether, on its own, it is done at `now`.
@@ -422,9 +513,7 @@ impl Out {
         // A discharge also ends what only makes sense while the patient is in our care
         // (another appointment, a full assessment, a step up), though contact does not.
         let ended = matches!(r.code, Code::OfferAppointment | Code::FullAssessment | Code::StepUp)
-            .then(|| {
-                cx.records_from(r.active_from).iter().copied().find(|e| e.id != r.trigger.id && records::discharged(e))
-            })
+            .then(|| cx.discharge_from(r.active_from, r.trigger))
             .flatten();
         let raised = Raised {
             code: r.code,
@@ -440,16 +529,23 @@ impl Out {
             ended: ended.map(|e| e.at),
             cycle: r.cycle.map(|c| c.key),
             order: self.raised.len(),
+            merged: false,
         };
-        let (state, ..) = raised.outcome(cx.now);
-        self.raised.push(raised);
-        let done = done.filter(|_| state == State::Done);
-        Settled { done: done.map(Trigger::from) }
+        // Done at `now` is done whatever `now` is: only what settles it is needed here.
+        let (done, ..) = raised.settle();
+        if raised.cycle.is_none() && raised.ended.is_none() {
+            self.actions.push(raised.to_action(action_id(raised.code, raised.trigger.id), cx.now));
+        } else {
+            self.raised.push(raised);
+        }
+        Settled { done: done.map(|(at, id)| Trigger { id, at }) }
     }
 
     /// Whether an action of this code was done by this record.
     pub(crate) fn was_resolved_by(&self, code: Code, record: EventId) -> bool {
+        // (Nothing cancels an action settled as raised: what did it resolved it.)
         self.raised.iter().any(|r| r.code == code && r.done.is_some_and(|(_, id)| id == record))
+            || self.actions.iter().any(|a| a.code == code && a.resolved_by == Some(record))
     }
 
     pub(crate) fn warn(
@@ -468,10 +564,8 @@ impl Out {
     /// survives contact if any of its rows does. Then settles every action at `now`.
     pub(crate) fn finish(self, cx: &Ctx<'_>) -> Evaluation {
         let mut raised = self.raised;
-        // Whether each row still stands, or was merged into an earlier one.
-        let mut stands = vec![true; raised.len()];
         // (cycle, code) -> the row that stands for them; a handful per episode, so a list.
-        let mut slots: Vec<((Rules, usize), Code, usize)> = Vec::new();
+        let mut slots: Vec<((Rules, usize), Code, usize)> = Vec::with_capacity(raised.len());
         for i in 0..raised.len() {
             let Some(cycle) = raised[i].cycle else { continue };
             let code = raised[i].code;
@@ -479,7 +573,6 @@ impl Out {
                 slots.push((cycle, code, i));
                 continue;
             };
-            stands[i] = false;
             let (kept, row) = (&raised[slot], &raised[i]);
             let (active_from, due) = (kept.active_from.min(row.active_from), kept.due.min(row.due));
             let survives = kept.survives_contact || row.survives_contact;
@@ -492,29 +585,47 @@ impl Out {
             if (row.trigger.at, row.order) < (kept.trigger.at, kept.order) {
                 raised.swap(slot, i);
             }
+            raised[i].merged = true;
             let kept = &mut raised[slot];
             kept.active_from = active_from;
             kept.due = due;
             kept.survives_contact = survives;
             (kept.owner, kept.priority, kept.cites) = (owner, priority, cites);
         }
-        // Sort small keys, then build the actions in that order.
-        let mut order: Vec<(Timestamp, Timestamp, Code, Uuid, usize)> = raised
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| stands[*i])
-            .map(|(i, r)| (r.due, r.active_from, r.code, action_id(r.code, r.trigger.id), i))
-            .collect();
-        order.sort_unstable();
+        // The actions in order: by due time, then start, code and id. Most of those
+        // settled as raised (the filings, raised last and in the records' order) already
+        // come in that order: keep that sorted tail where it is, sort the others, and
+        // merge them into it from the end, so that each action moves at most once.
+        let mut actions = self.actions;
+        let mut split = actions.len().saturating_sub(1);
+        while split > 0 && in_order(&actions[split - 1], &actions[split]).is_le() {
+            split -= 1;
+        }
+        let mut others: Vec<Action> = actions.drain(..split).collect();
+        others.extend(raised.iter().filter(|r| !r.merged).map(|r| r.to_action(action_id(r.code, r.trigger.id), cx.now)));
+        others.sort_unstable_by(in_order);
+        // Room at the end for the others (copies, each overwritten below); then, from the
+        // last, move on each action of the tail that comes after the next of the others,
+        // and put that one in the gap left.
+        let (mut tail_end, mut gap_end) = (actions.len(), actions.len() + others.len());
+        actions.extend_from_slice(&others);
+        while let Some(other) = others.pop() {
+            while tail_end > 0 && in_order(&actions[tail_end - 1], &other).is_gt() {
+                tail_end -= 1;
+                gap_end -= 1;
+                actions.swap(tail_end, gap_end);
+            }
+            gap_end -= 1;
+            actions[gap_end] = other;
+        }
         debug_assert!(
             {
-                let mut ids: Vec<Uuid> = order.iter().map(|o| o.3).collect();
+                let mut ids: Vec<Uuid> = actions.iter().map(|a| a.id).collect();
                 ids.sort_unstable();
                 ids.windows(2).all(|w| w[0] != w[1])
             },
             "two rows raised the same code from the same record outside a cycle"
         );
-        let actions = order.iter().map(|&(_, _, _, id, i)| raised[i].to_action(id, cx.now)).collect();
         let mut warnings = self.warnings;
         warnings.sort();
         warnings.dedup();
@@ -522,12 +633,17 @@ impl Out {
     }
 }
 
+/// The order of the actions: by due time, then start, code and id.
+fn in_order(a: &Action, b: &Action) -> std::cmp::Ordering {
+    (a.due, a.active_from, a.code, a.id).cmp(&(b.due, b.active_from, b.code, b.id))
+}
+
 /// Deadlines worked out in one evaluation. "Same day" and "N working days" depend only
 /// on the local date, so they are kept by date; a small direct-mapped table is enough,
 /// as one episode's records fall on a few dates.
 #[derive(Debug)]
 struct DeadlineMemo {
-    slots: std::cell::RefCell<[Option<(i64, Deadline, Timestamp)>; 64]>,
+    slots: std::cell::RefCell<[Option<(u64, Deadline, Timestamp)>; 64]>,
 }
 
 impl Default for DeadlineMemo {
@@ -544,12 +660,13 @@ impl DeadlineMemo {
             Deadline::Immediately | Deadline::Hours(_) | Deadline::Days(_) => return calendar.deadline(from, deadline),
         };
         // London is UTC+0 or UTC+1, so the local date is the UTC date except in the last
-        // UTC hour of a day (23:xx UTC is the next day in summer): key on the UTC date, or
-        // on that hour.
-        let seconds = from.as_second();
-        let hour = seconds.div_euclid(3600);
-        let key = if hour.rem_euclid(24) == 23 { hour } else { hour - hour.rem_euclid(24) };
-        let slot = (key.unsigned_abs() as usize / 24).wrapping_mul(31).wrapping_add(n as usize) % 64;
+        // UTC hour of a day (23:xx UTC is the next day in summer): key on the UTC date, and
+        // whether it is that hour. (Unsigned division, cheaper, for times after 1970.)
+        let Ok(seconds) = u64::try_from(from.as_second()) else { return calendar.deadline(from, deadline) };
+        let day = seconds / 86_400;
+        let last_hour = seconds % 86_400 >= 23 * 3600;
+        let key = 2 * day + u64::from(last_hour);
+        let slot = (day as usize).wrapping_mul(31).wrapping_add(n as usize) % 64;
         let mut slots = self.slots.borrow_mut();
         if let Some((k, d, due)) = slots[slot]
             && k == key
