@@ -486,25 +486,15 @@ pub(crate) struct Settled {
 /// The actions and warnings gathered so far.
 #[derive(Debug)]
 pub(crate) struct Out {
-    /// Rows of a cycle, or ended by a discharge: settled when finishing, once the rows
-    /// of each cycle are merged.
     raised: Vec<Raised>,
-    /// The actions of the other rows, which stand alone and which nothing but their own
-    /// records settles: settled as they are raised, in that order. Most rows are like
-    /// this (a filing per record), so most actions are built once, in place.
-    actions: Vec<Action>,
     warnings: Vec<Warning>,
 }
 
 impl Out {
     pub(crate) fn new(cx: &Ctx<'_>) -> Self {
         // About one action per record (filing), and some more per missed appointment,
-        // visit or meeting: room enough that the lists are seldom moved as they grow.
-        Self {
-            raised: Vec::with_capacity(cx.events.len() / 2 + 16),
-            actions: Vec::with_capacity(2 * cx.events.len() + 16),
-            warnings: Vec::new(),
-        }
+        // visit or meeting: room enough that the list is seldom moved as it grows.
+        Self { raised: Vec::with_capacity(2 * cx.events.len() + 16), warnings: Vec::new() }
     }
 
     /// Raises an action; says whether, on its own, it is done at `now`.
@@ -533,19 +523,13 @@ impl Out {
         };
         // Done at `now` is done whatever `now` is: only what settles it is needed here.
         let (done, ..) = raised.settle();
-        if raised.cycle.is_none() && raised.ended.is_none() {
-            self.actions.push(raised.to_action(action_id(raised.code, raised.trigger.id), cx.now));
-        } else {
-            self.raised.push(raised);
-        }
+        self.raised.push(raised);
         Settled { done: done.map(|(at, id)| Trigger { id, at }) }
     }
 
     /// Whether an action of this code was done by this record.
     pub(crate) fn was_resolved_by(&self, code: Code, record: EventId) -> bool {
-        // (Nothing cancels an action settled as raised: what did it resolved it.)
         self.raised.iter().any(|r| r.code == code && r.done.is_some_and(|(_, id)| id == record))
-            || self.actions.iter().any(|a| a.code == code && a.resolved_by == Some(record))
     }
 
     pub(crate) fn warn(
@@ -592,50 +576,50 @@ impl Out {
             kept.survives_contact = survives;
             (kept.owner, kept.priority, kept.cites) = (owner, priority, cites);
         }
-        // The actions in order: by due time, then start, code and id. Most of those
-        // settled as raised (the filings, raised last and in the records' order) already
-        // come in that order: keep that sorted tail where it is, sort the others, and
-        // merge them into it from the end, so that each action moves at most once.
-        let mut actions = self.actions;
-        let mut split = actions.len().saturating_sub(1);
-        while split > 0 && in_order(&actions[split - 1], &actions[split]).is_le() {
+        // Sort small keys, then build the actions in that order. Most rows (the filings,
+        // one per record, raised last and in the records' order) already come in order:
+        // sort only the rows before that sorted tail, then merge the two.
+        let mut order: Vec<(Timestamp, Timestamp, Code, Uuid, usize)> = Vec::with_capacity(raised.len());
+        order.extend(
+            raised
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| !r.merged)
+                .map(|(i, r)| (r.due, r.active_from, r.code, action_id(r.code, r.trigger.id), i)),
+        );
+        let mut split = order.len().saturating_sub(1);
+        while split > 0 && order[split - 1] <= order[split] {
             split -= 1;
         }
-        let mut others: Vec<Action> = actions.drain(..split).collect();
-        others.extend(raised.iter().filter(|r| !r.merged).map(|r| r.to_action(action_id(r.code, r.trigger.id), cx.now)));
-        others.sort_unstable_by(in_order);
-        // Room at the end for the others (copies, each overwritten below); then, from the
-        // last, move on each action of the tail that comes after the next of the others,
-        // and put that one in the gap left.
-        let (mut tail_end, mut gap_end) = (actions.len(), actions.len() + others.len());
-        actions.extend_from_slice(&others);
-        while let Some(other) = others.pop() {
-            while tail_end > 0 && in_order(&actions[tail_end - 1], &other).is_gt() {
-                tail_end -= 1;
-                gap_end -= 1;
-                actions.swap(tail_end, gap_end);
-            }
-            gap_end -= 1;
-            actions[gap_end] = other;
-        }
+        order[..split].sort_unstable();
         debug_assert!(
             {
-                let mut ids: Vec<Uuid> = actions.iter().map(|a| a.id).collect();
+                let mut ids: Vec<Uuid> = order.iter().map(|o| o.3).collect();
                 ids.sort_unstable();
                 ids.windows(2).all(|w| w[0] != w[1])
             },
             "two rows raised the same code from the same record outside a cycle"
         );
+        let (head, tail) = order.split_at(split);
+        let (mut h, mut t) = (0, 0);
+        // (A range mapped, so that each action is written straight into the list.)
+        let actions = (0..order.len())
+            .map(|_| {
+                let &(_, _, _, id, i) = if t == tail.len() || (h < head.len() && head[h] < tail[t]) {
+                    h += 1;
+                    &head[h - 1]
+                } else {
+                    t += 1;
+                    &tail[t - 1]
+                };
+                raised[i].to_action(id, cx.now)
+            })
+            .collect();
         let mut warnings = self.warnings;
         warnings.sort();
         warnings.dedup();
         Evaluation { actions, warnings }
     }
-}
-
-/// The order of the actions: by due time, then start, code and id.
-fn in_order(a: &Action, b: &Action) -> std::cmp::Ordering {
-    (a.due, a.active_from, a.code, a.id).cmp(&(b.due, b.active_from, b.code, b.id))
 }
 
 /// Deadlines worked out in one evaluation. "Same day" and "N working days" depend only
