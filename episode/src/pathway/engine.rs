@@ -550,6 +550,7 @@ impl Out {
         let mut raised = self.raised;
         // (cycle, code) -> the row that stands for them; a handful per episode, so a list.
         let mut slots: Vec<((Rules, usize), Code, usize)> = Vec::with_capacity(raised.len());
+        let mut any_merged = false;
         for i in 0..raised.len() {
             let Some(cycle) = raised[i].cycle else { continue };
             let code = raised[i].code;
@@ -570,6 +571,7 @@ impl Out {
                 raised.swap(slot, i);
             }
             raised[i].merged = true;
+            any_merged = true;
             let kept = &mut raised[slot];
             kept.active_from = active_from;
             kept.due = due;
@@ -579,14 +581,16 @@ impl Out {
         // Sort small keys, then build the actions in that order. Most rows (the filings,
         // one per record, raised last and in the records' order) already come in order:
         // sort only the rows before that sorted tail, then merge the two.
-        let mut order: Vec<(Timestamp, Timestamp, Code, Uuid, usize)> = Vec::with_capacity(raised.len());
-        order.extend(
-            raised
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| !r.merged)
-                .map(|(i, r)| (r.due, r.active_from, r.code, action_id(r.code, r.trigger.id), i)),
-        );
+        let mut order: Vec<(Timestamp, Timestamp, Code, Uuid, usize)> = raised
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.due, r.active_from, r.code, action_id(r.code, r.trigger.id), i))
+            .collect();
+        // (A key for every row, then the few merged ones dropped: quicker than filtering
+        // them out as the keys are made.)
+        if any_merged {
+            order.retain(|(.., i)| !raised[*i].merged);
+        }
         let mut split = order.len().saturating_sub(1);
         while split > 0 && order[split - 1] <= order[split] {
             split -= 1;
