@@ -60,12 +60,7 @@ impl std::fmt::Debug for StoreKey {
 /// Opens (creating if need be) the store at `path` with `key`, and brings its schema up
 /// to date.
 pub(crate) fn open(path: &Path, key: &StoreKey) -> Result<Connection> {
-    let conn = Connection::open(path)?;
-    // SQLCipher would otherwise log a wrong key's failed page checks to stderr itself;
-    // the caller gets `Error::WrongKey` instead.
-    conn.execute_batch("PRAGMA cipher_log_level = NONE;")?;
-    // A raw key: no passphrase derivation, the host's key is already random.
-    conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", key.to_hex()))?;
+    let conn = keyed(path, key)?;
     // The first read fails here if the key is wrong or the file is not a store.
     conn.query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get::<_, i64>(0))?;
     // WAL with synchronous=FULL: a commit is on disk, WAL synced, before it returns,
@@ -81,6 +76,39 @@ pub(crate) fn open(path: &Path, key: &StoreKey) -> Result<Connection> {
     }
     migrate(&conn)?;
     Ok(conn)
+}
+
+/// Opens `path` and attaches `key`, retrying a failed attach on a fresh connection.
+///
+/// Attaching a key reads no page, so its failure is never a wrong key (that shows at the
+/// first read). SQLCipher's attach has failed once in CI, transiently, with several
+/// stores opening at the same moment in one process; attaching under one process-wide
+/// lock, and retrying twice, keeps that from reaching the practitioner as "cannot open".
+fn keyed(path: &Path, key: &StoreKey) -> Result<Connection> {
+    static ATTACH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let mut attempt = 0;
+    loop {
+        let conn = Connection::open(path)?;
+        // SQLCipher would otherwise log a wrong key's failed page checks to stderr itself;
+        // the caller gets `Error::WrongKey` instead.
+        conn.execute_batch("PRAGMA cipher_log_level = NONE;")?;
+        let attached = {
+            let _one_at_a_time = ATTACH.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            // A raw key: no passphrase derivation, the host's key is already random.
+            conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", key.to_hex()))
+        };
+        match attached {
+            Ok(()) => return Ok(conn),
+            Err(error) if attempt >= 2 => {
+                return Err(Error::Storage(format!("the store's key could not be attached: {error}")));
+            }
+            Err(_) => {
+                attempt += 1;
+                drop(conn);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
 }
 
 fn migrate(conn: &Connection) -> Result<()> {
