@@ -1,0 +1,959 @@
+//! `POST /v1/sync` through `app(state)` and `oneshot`, on a real database in a temporary
+//! directory and a clock the tests move, with real Automerge documents as devices: each
+//! device keeps an `EpisodeDoc` per episode and the sync state it persisted per episode,
+//! and starts every request from that decoded state, as a phone does.
+//!
+//! Covered: a new episode stored and answered with its actions, the cursor's "nothing
+//! new", one device's records reaching another, team scoping, refusals that store
+//! nothing, replayed requests, revoked devices, transfers, `clock_skew`, and a caseload
+//! larger than one response's page.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use automerge::sync::State;
+use automerge::transaction::Transactable;
+use automerge::{ActorId, ChangeHash, ROOT, ReadDoc, Value as AmValue};
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use episode::document::{EpisodeDoc, Opening};
+use episode::sync::{self as protocol, Body as SyncBody, Document, Response};
+use episode::{Event, Pathway, PatientRef};
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Value, json};
+use server::accounts::{self, Password, Role, TeamId, Username};
+use server::{AppState, Clock, app, db, episodes};
+use tempfile::TempDir;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+const PASSWORD: &str = "correct horse battery staple";
+const NORTH: &str = "team-north";
+const SOUTH: &str = "team-south";
+
+/// A server on a fresh database with teams `team-north` and `team-south`; `asha` and
+/// `ben`, practitioners in north; `cai`, a practitioner in south; `mia`, north's team
+/// manager; `sol`, south's team manager.
+struct Server {
+    app: Router,
+    state: AppState,
+    now: Arc<Mutex<Timestamp>>,
+    _dir: TempDir,
+}
+
+/// One request and its answer, as sent and received.
+struct Exchange {
+    request: protocol::Request,
+    response: Response,
+    request_bytes: usize,
+    response_bytes: usize,
+}
+
+/// What the database holds of episodes and sync, to show that a refused request stored
+/// nothing.
+#[derive(Debug, PartialEq)]
+struct Fingerprint {
+    seq: i64,
+    episodes: Vec<(String, String, i64, Vec<u8>)>,
+    changes: Vec<(String, Vec<u8>)>,
+    receipts: Vec<(String, String, i64, String)>,
+    sync_states: Vec<(String, String, Vec<u8>)>,
+    drops: Vec<(String, String, i64)>,
+}
+
+impl Server {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut conn = db::open(&dir.path().join("tether.db")).expect("open the database");
+        let start: Timestamp = "2026-03-02T09:00:00Z".parse().expect("a time");
+        let tx = conn.transaction().expect("a transaction");
+        for (id, name) in [(NORTH, "North"), (SOUTH, "South")] {
+            accounts::add_team(&tx, &id.parse().expect("a team id"), name, start).expect("add a team");
+        }
+        let password = Password::new(PASSWORD.into()).expect("a password");
+        let hash = server::auth::password::hash(&password).expect("hash");
+        for (name, role, team) in [
+            ("asha", Role::Practitioner, NORTH),
+            ("ben", Role::Practitioner, NORTH),
+            ("cai", Role::Practitioner, SOUTH),
+            ("mia", Role::TeamManager, NORTH),
+            ("sol", Role::TeamManager, SOUTH),
+        ] {
+            let username: Username = name.parse().expect("a username");
+            let teams: Vec<TeamId> = vec![team.parse().expect("a team id")];
+            accounts::add_user(&tx, &username, &hash, role, &teams, start).expect("add a user");
+        }
+        tx.commit().expect("commit");
+        let now = Arc::new(Mutex::new(start));
+        let clock_now = Arc::clone(&now);
+        let clock = Clock::from_fn(move || *clock_now.lock().unwrap_or_else(PoisonError::into_inner));
+        let state = AppState::new(conn, None, clock).expect("the state");
+        Self { app: app(state.clone()), state, now, _dir: dir }
+    }
+
+    fn now(&self) -> Timestamp {
+        *self.now.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn advance(&self, seconds: i64) {
+        let mut now = self.now.lock().unwrap_or_else(PoisonError::into_inner);
+        *now = now.checked_add(SignedDuration::from_secs(seconds)).expect("a time");
+    }
+
+    async fn send(&self, request: Request<Body>) -> (StatusCode, HeaderMap, Vec<u8>) {
+        let response = self.app.clone().oneshot(request).await.expect("a response");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("the body");
+        (status, headers, bytes.to_vec())
+    }
+
+    async fn post_json(&self, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = Request::builder().method(Method::POST).uri(path);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = match body {
+            Some(body) => request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string()))
+                .expect("a request"),
+            None => request.body(Body::empty()).expect("a request"),
+        };
+        let (status, _, bytes) = self.send(request).await;
+        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("a JSON body") };
+        (status, body)
+    }
+
+    async fn login(&self, username: &str, device: &str) -> (StatusCode, Value) {
+        self.post_json(
+            "/v1/auth/login",
+            None,
+            Some(json!({"username": username, "password": PASSWORD, "device_id": device})),
+        )
+        .await
+    }
+
+    /// Signs `username` in on a new device, written by actor `n`.
+    async fn device(&self, username: &str, device: &str, n: u8) -> Device {
+        let (status, body) = self.login(username, device).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        Device {
+            id: device.into(),
+            user: username.into(),
+            token: text(&body["access_token"]),
+            refresh: text(&body["refresh_token"]),
+            actor: ActorId::from(vec![n; 16]),
+            cursor: 0,
+            docs: BTreeMap::new(),
+            states: BTreeMap::new(),
+            reply: BTreeSet::new(),
+            leaving: BTreeSet::new(),
+        }
+    }
+
+    /// Posts a sync body as `token`; returns the status, the headers and the raw answer.
+    async fn post_sync(&self, token: &str, body: Vec<u8>) -> (StatusCode, HeaderMap, Vec<u8>) {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/sync")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, protocol::CONTENT_TYPE)
+            .body(Body::from(body))
+            .expect("a request");
+        self.send(request).await
+    }
+
+    /// A sync request the server must refuse: its status and JSON error body.
+    async fn refused(&self, token: &str, body: Vec<u8>) -> (StatusCode, Value) {
+        let (status, headers, bytes) = self.post_sync(token, body).await;
+        assert!(status.is_client_error(), "expected a refusal, got {status}");
+        assert_eq!(headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()), Some(&b"application/json"[..]));
+        (status, serde_json::from_slice(&bytes).expect("a JSON error body"))
+    }
+
+    /// One round trip of `device`: builds its request, sends it, applies the answer.
+    async fn exchange(&self, device: &mut Device) -> Exchange {
+        let (request, session) = device.request(self.now());
+        let body = request.encode();
+        let request_bytes = body.len();
+        let (status, headers, bytes) = self.post_sync(&device.token, body).await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+        assert_eq!(headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()), Some(protocol::CONTENT_TYPE.as_bytes()));
+        let response = Response::decode(&bytes).expect("a sync response");
+        device.apply(&response, session);
+        Exchange { request, response, request_bytes, response_bytes: bytes.len() }
+    }
+
+    async fn sync(&self, device: &mut Device) -> Response {
+        self.exchange(device).await.response
+    }
+
+    /// What a device without any state of its own is sent from cursor 0, as each
+    /// episode's heads. Such a device holds nothing, so the request writes nothing.
+    async fn seen_from_zero(&self, token: &str) -> BTreeMap<Uuid, Vec<ChangeHash>> {
+        let request = protocol::Request {
+            protocol: protocol::PROTOCOL,
+            cursor: 0,
+            device_time_ms: self.now().as_millisecond(),
+            documents: Vec::new(),
+        };
+        let (status, _, bytes) = self.post_sync(token, request.encode()).await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+        let response = Response::decode(&bytes).expect("a sync response");
+        let mut seen = BTreeMap::new();
+        for Document { episode, body } in response.documents {
+            let SyncBody::Whole(bytes) = body else { panic!("a device holding nothing gets documents whole") };
+            let mut doc = EpisodeDoc::load(&bytes, ActorId::from(vec![0xee; 16])).expect("a document");
+            seen.insert(episode, sorted(doc.heads()));
+        }
+        seen
+    }
+
+    async fn fingerprint(&self) -> Fingerprint {
+        self.state
+            .db
+            .call(|conn| {
+                let seq = episodes::current_seq(conn)?;
+                let episodes = rows(conn, "SELECT id, team, seq, snapshot FROM episodes ORDER BY id", |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?;
+                let changes = rows(conn, "SELECT episode, bytes FROM episode_changes ORDER BY n", |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+                let receipts = rows(
+                    conn,
+                    "SELECT episode, event, received_at, device FROM receipts ORDER BY episode, event",
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )?;
+                let sync_states =
+                    rows(conn, "SELECT episode, device, state FROM sync_states ORDER BY episode, device", |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })?;
+                let drops = rows(conn, "SELECT episode, device, seq FROM drops ORDER BY episode, device", |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
+                Ok(Fingerprint { seq, episodes, changes, receipts, sync_states, drops })
+            })
+            .await
+            .expect("the fingerprint")
+    }
+
+    async fn count(&self, sql: &'static str) -> i64 {
+        self.state.db.call(move |conn| Ok(conn.query_row(sql, [], |r| r.get(0))?)).await.expect("a count")
+    }
+}
+
+fn rows<T>(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Vec<T>> {
+    let mut statement = conn.prepare(sql)?;
+    statement.query_map([], f)?.collect()
+}
+
+/// A phone: its documents, the sync state it persisted per episode once the server
+/// confirmed it, and its cursor.
+struct Device {
+    id: String,
+    user: String,
+    token: String,
+    refresh: String,
+    actor: ActorId,
+    cursor: u64,
+    docs: BTreeMap<Uuid, EpisodeDoc>,
+    states: BTreeMap<Uuid, Vec<u8>>,
+    /// Episodes received whole: the device answers with a message, so that the server
+    /// knows it holds them.
+    reply: BTreeSet<Uuid>,
+    /// Episodes the server said have left the user's teams: sent whole next time.
+    leaving: BTreeSet<Uuid>,
+}
+
+impl Device {
+    /// Opens a routine referral in `team`, an hour before `now`.
+    fn open(&mut self, team: &str, now: Timestamp) -> Uuid {
+        let id = Uuid::now_v7();
+        let opening = Opening {
+            id,
+            patient_ref: PatientRef::new("RX-SYNC-1").expect("a patient reference"),
+            team: team.into(),
+            opened_at: now - SignedDuration::from_hours(1),
+            opened_by: self.user.clone(),
+            pathway: Pathway::RoutineReferral,
+            facts: Vec::new(),
+            plan: String::new(),
+        };
+        self.docs.insert(id, EpisodeDoc::open(&opening, self.actor.clone()).expect("open an episode"));
+        id
+    }
+
+    /// Records an event of `body` at `at` in `episode`; returns its id.
+    fn record(&mut self, episode: Uuid, at: Timestamp, body: Value) -> Uuid {
+        let id = Uuid::now_v7();
+        let mut value = body;
+        value["id"] = json!(id.to_string());
+        value["at"] = json!(at.to_string());
+        value["by"] = json!(self.user);
+        value["device"] = json!(self.id);
+        let event = Event::from_value(&value, 0).expect("a valid record");
+        self.docs.get_mut(&episode).expect("the episode on this device").record(&event).expect("record");
+        id
+    }
+
+    fn doc(&mut self, episode: Uuid) -> &mut EpisodeDoc {
+        self.docs.get_mut(&episode).expect("the episode on this device")
+    }
+
+    fn heads(&mut self, episode: Uuid) -> Vec<ChangeHash> {
+        sorted(self.doc(episode).heads())
+    }
+
+    fn events(&mut self, episode: Uuid) -> BTreeSet<Uuid> {
+        self.doc(episode).episode().expect("an episode").events.iter().map(|e| e.id).collect()
+    }
+
+    /// The persisted state of `episode`, decoded and primed, as a device starts a sync.
+    fn primed(&self, episode: Uuid) -> State {
+        let mut state = protocol::decode_state(self.states.get(&episode).map(Vec::as_slice));
+        protocol::prime(&mut state);
+        state
+    }
+
+    /// The next request: episodes the server has never confirmed (or that are leaving)
+    /// whole, and a message for every episode with unconfirmed changes, each from the
+    /// persisted state. Returns the states of this session, to apply the answer with.
+    fn request(&mut self, now: Timestamp) -> (protocol::Request, BTreeMap<Uuid, State>) {
+        let mut documents = Vec::new();
+        let mut session = BTreeMap::new();
+        for (&id, doc) in &mut self.docs {
+            if self.leaving.contains(&id) || !self.states.contains_key(&id) {
+                documents.push(Document { episode: id, body: SyncBody::Whole(doc.save()) });
+                continue;
+            }
+            let mut state = protocol::decode_state(self.states.get(&id).map(Vec::as_slice));
+            if !protocol::has_unconfirmed(doc, &state) && !self.reply.contains(&id) {
+                continue;
+            }
+            protocol::prime(&mut state);
+            if let Some(message) = doc.generate_sync_message(&mut state) {
+                documents.push(Document { episode: id, body: SyncBody::Message(message) });
+                session.insert(id, state);
+            }
+        }
+        let request = protocol::Request {
+            protocol: protocol::PROTOCOL,
+            cursor: self.cursor,
+            device_time_ms: now.as_millisecond(),
+            documents,
+        };
+        (request, session)
+    }
+
+    fn apply(&mut self, response: &Response, mut session: BTreeMap<Uuid, State>) {
+        assert_eq!(response.protocol, protocol::PROTOCOL);
+        for Document { episode, body } in &response.documents {
+            match body {
+                SyncBody::Whole(bytes) => {
+                    let mut doc = EpisodeDoc::load(bytes, self.actor.clone()).expect("a whole document");
+                    if let Some(mine) = self.docs.get_mut(episode) {
+                        mine.merge(&mut doc).expect("merge");
+                    } else {
+                        self.docs.insert(*episode, doc);
+                    }
+                    let mut state = State::new();
+                    state.shared_heads = self.doc(*episode).heads();
+                    self.states.insert(*episode, state.encode());
+                    self.reply.insert(*episode);
+                }
+                SyncBody::Message(bytes) => {
+                    let mut state = session
+                        .remove(episode)
+                        .unwrap_or_else(|| protocol::decode_state(self.states.get(episode).map(Vec::as_slice)));
+                    let doc = self.docs.get_mut(episode).expect("a message for an episode the device holds");
+                    doc.receive_sync_message(&mut state, bytes).expect("the server's message applies");
+                    self.states.insert(*episode, state.encode());
+                    self.reply.remove(episode);
+                }
+            }
+        }
+        self.leaving.extend(response.leaving.iter().copied());
+        for episode in &response.dropped {
+            self.docs.remove(episode);
+            self.states.remove(episode);
+            self.reply.remove(episode);
+            self.leaving.remove(episode);
+        }
+        self.cursor = response.cursor;
+    }
+}
+
+fn sorted(mut heads: Vec<ChangeHash>) -> Vec<ChangeHash> {
+    heads.sort();
+    heads
+}
+
+fn text(value: &Value) -> String {
+    value.as_str().unwrap_or_else(|| panic!("expected a string, got {value}")).to_string()
+}
+
+/// Asserts the shared error body and returns its code and message.
+fn error(body: &Value) -> (String, String) {
+    let error = &body["error"];
+    assert!(error.is_object(), "not an error body: {body}");
+    (text(&error["code"]), text(&error["message"]))
+}
+
+fn request_of(documents: Vec<Document>) -> protocol::Request {
+    protocol::Request { protocol: protocol::PROTOCOL, cursor: 0, device_time_ms: 0, documents }
+}
+
+fn whole(episode: Uuid, doc: &mut EpisodeDoc) -> Document {
+    Document { episode, body: SyncBody::Whole(doc.save()) }
+}
+
+fn message(episode: Uuid, bytes: Vec<u8>) -> Document {
+    Document { episode, body: SyncBody::Message(bytes) }
+}
+
+fn missed() -> Value {
+    json!({"kind": "appointment_missed", "appointment": "initial"})
+}
+
+fn phoned() -> Value {
+    json!({"kind": "contact_attempt", "method": "phone", "target": "patient", "outcome": "no_answer"})
+}
+
+/// The evaluation JSON the response carries for `episode` (exactly one).
+fn evaluation_of(response: &Response, episode: Uuid) -> Value {
+    let found: Vec<_> = response.actions.iter().filter(|a| a.episode == episode).collect();
+    assert_eq!(found.len(), 1, "one evaluation of {episode} in {:?}", response.actions);
+    serde_json::from_str(&found[0].evaluation).expect("evaluation JSON")
+}
+
+fn action_codes(evaluation: &Value) -> Vec<String> {
+    evaluation["actions"].as_array().expect("actions").iter().map(|a| text(&a["code"])).collect()
+}
+
+fn bodies(response: &Response) -> Vec<(Uuid, &'static str)> {
+    response
+        .documents
+        .iter()
+        .map(|d| {
+            let kind = match d.body {
+                SyncBody::Whole(_) => "whole",
+                SyncBody::Message(_) => "message",
+            };
+            (d.episode, kind)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_new_episode_is_stored_and_then_the_cursor_says_nothing_new_in_a_few_bytes() {
+    let server = Server::new();
+    let mut asha = server.device("asha", "phone-asha", 1).await;
+    let id = asha.open(NORTH, server.now());
+    asha.record(id, server.now() - SignedDuration::from_mins(30), missed());
+
+    let first = server.exchange(&mut asha).await;
+    assert!(matches!(first.request.documents[..], [Document { body: SyncBody::Whole(_), .. }]));
+    let response = &first.response;
+    assert_eq!(response.server_time_ms, server.now().as_millisecond());
+    assert_eq!(bodies(response), [(id, "message")], "the server confirms what it stored");
+    let evaluation = evaluation_of(response, id);
+    assert!(action_codes(&evaluation).contains(&"phone_patient".to_string()), "{evaluation}");
+    assert!(response.cursor > 0, "the cursor advances");
+    assert!(response.leaving.is_empty() && response.dropped.is_empty() && !response.more);
+    assert_eq!(server.count("SELECT count(*) FROM episodes").await, 1);
+    assert_eq!(server.count("SELECT count(*) FROM receipts").await, 1);
+    assert_eq!(server.count("SELECT count(*) FROM sync_states WHERE device = 'phone-asha'").await, 1);
+    let cursor = response.cursor;
+
+    server.advance(60);
+    let second = server.exchange(&mut asha).await;
+    assert!(second.request.documents.is_empty(), "everything was confirmed");
+    assert_eq!(second.request.cursor, cursor);
+    assert!(second.response.documents.is_empty(), "{:?}", second.response.documents);
+    assert!(second.response.actions.is_empty(), "{:?}", second.response.actions);
+    assert_eq!(second.response.cursor, cursor);
+    assert!(second.request_bytes < 100, "the request is {} bytes", second.request_bytes);
+    assert!(second.response_bytes < 200, "the response is {} bytes", second.response_bytes);
+}
+
+#[tokio::test]
+async fn a_record_made_on_one_device_reaches_another_by_whole_then_by_message() {
+    let server = Server::new();
+    let mut asha = server.device("asha", "phone-asha", 1).await;
+    let id = asha.open(NORTH, server.now());
+    let missed_at = asha.record(id, server.now() - SignedDuration::from_mins(30), missed());
+    server.sync(&mut asha).await;
+
+    // Asha phones the patient: a message from the state persisted after the first sync.
+    server.advance(60);
+    let phoned_at = asha.record(id, server.now(), phoned());
+    let persisted = asha.states[&id].clone();
+    let mut state = asha.primed(id);
+    let expected = asha.doc(id).generate_sync_message(&mut state).expect("a message");
+    let exchange = server.exchange(&mut asha).await;
+    let [Document { episode, body: SyncBody::Message(sent) }] = &exchange.request.documents[..] else {
+        panic!("a message, not {:?}", bodies_of(&exchange.request.documents));
+    };
+    assert_eq!((*episode, sent), (id, &expected), "the message comes from the persisted state, primed");
+    assert_ne!(asha.states[&id], persisted, "the answer moves the shared heads");
+    let evaluation = evaluation_of(&exchange.response, id);
+    assert!(action_codes(&evaluation).contains(&"write_to_patient".to_string()), "the call is merged: {evaluation}");
+    assert_eq!(server.count("SELECT count(*) FROM receipts").await, 2);
+
+    // Ben, in the same team, on his own phone: the episode comes whole.
+    let mut ben = server.device("ben", "phone-ben", 2).await;
+    let response = server.sync(&mut ben).await;
+    assert_eq!(bodies(&response), [(id, "whole")]);
+    evaluation_of(&response, id);
+    assert_eq!(ben.events(id), BTreeSet::from([missed_at, phoned_at]));
+    assert_eq!(ben.heads(id), asha.heads(id));
+    assert_eq!(server.count("SELECT count(*) FROM sync_states WHERE device = 'phone-ben'").await, 0);
+
+    // He answers with a message for it: the server now knows he holds it.
+    let exchange = server.exchange(&mut ben).await;
+    assert_eq!(bodies_of(&exchange.request.documents), [(id, "message")]);
+    assert_eq!(server.count("SELECT count(*) FROM sync_states WHERE device = 'phone-ben'").await, 1);
+    let response = server.sync(&mut ben).await;
+    assert!(response.documents.is_empty() && response.actions.is_empty(), "{response:?}");
+
+    // Asha's next record reaches him as a message, through his cursor.
+    server.advance(60);
+    let again = asha.record(id, server.now(), phoned());
+    server.sync(&mut asha).await;
+    let response = server.sync(&mut ben).await;
+    assert_eq!(bodies(&response), [(id, "message")]);
+    evaluation_of(&response, id);
+    assert_eq!(ben.events(id), BTreeSet::from([missed_at, phoned_at, again]));
+    assert_eq!(ben.heads(id), asha.heads(id));
+    let response = server.sync(&mut ben).await;
+    assert!(response.documents.is_empty() && response.actions.is_empty(), "{response:?}");
+}
+
+fn bodies_of(documents: &[Document]) -> Vec<(Uuid, &'static str)> {
+    documents
+        .iter()
+        .map(|d| (d.episode, if matches!(d.body, SyncBody::Whole(_)) { "whole" } else { "message" }))
+        .collect()
+}
+
+#[tokio::test]
+async fn another_teams_episode_is_not_found_and_never_sent() {
+    let server = Server::new();
+    let mut asha = server.device("asha", "phone-asha", 1).await;
+    let id = asha.open(NORTH, server.now());
+    asha.record(id, server.now(), missed());
+    server.sync(&mut asha).await;
+    let before = server.fingerprint().await;
+
+    // Cai, in south, somehow holds a copy of north's episode.
+    let mut cai = server.device("cai", "phone-cai", 3).await;
+    let mut copy = EpisodeDoc::load(&asha.doc(id).save(), cai.actor.clone()).expect("a copy");
+    let mut state = State::new();
+    let sync_message = copy.generate_sync_message(&mut state).expect("a message");
+    let unknown = Uuid::now_v7();
+    for (episode, document) in [
+        (id, message(id, sync_message.clone())),
+        (id, whole(id, &mut copy)),
+        (unknown, message(unknown, sync_message.clone())),
+    ] {
+        let (status, body) = server.refused(&cai.token, request_of(vec![document]).encode()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        assert_eq!(error(&body), ("not_found".into(), format!("no such episode: {episode}")));
+        assert_eq!(body["error"]["episode"], json!(episode.to_string()));
+    }
+
+    // Nor may cai open an episode in north.
+    let mut rogue = server.device("cai", "phone-cai-2", 4).await;
+    let new = rogue.open(NORTH, server.now());
+    let request = request_of(vec![whole(new, rogue.doc(new))]);
+    let (status, body) = server.refused(&rogue.token, request.encode()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(error(&body).0, "sync_refused");
+    assert_eq!(body["error"]["episode"], json!(new.to_string()));
+
+    assert_eq!(server.fingerprint().await, before, "nothing was stored");
+    assert!(server.seen_from_zero(&cai.token).await.is_empty(), "south never sees north's episode");
+    let response = server.sync(&mut cai).await;
+    assert!(response.documents.is_empty() && response.actions.is_empty(), "{response:?}");
+    let north = server.device("ben", "phone-ben", 2).await;
+    assert_eq!(server.seen_from_zero(&north.token).await.keys().copied().collect::<Vec<_>>(), [id]);
+}
+
+/// A copy of `device`'s `episode` by another actor, with `tamper` applied to its records
+/// map and committed: the message it sends from the device's persisted state.
+fn rogue_message(
+    device: &mut Device,
+    episode: Uuid,
+    tamper: impl FnOnce(&mut automerge::AutoCommit, &automerge::ObjId, &str),
+) -> Vec<u8> {
+    let mut rogue = EpisodeDoc::load(&device.doc(episode).save(), ActorId::from(vec![0x99; 16])).expect("a fork");
+    let am = rogue.automerge();
+    let events = events_of(am);
+    let key = am.keys(&events).next().expect("a record");
+    tamper(am, &events, &key);
+    am.commit();
+    let mut state = device.primed(episode);
+    rogue.generate_sync_message(&mut state).expect("a message")
+}
+
+#[tokio::test]
+async fn refused_requests_name_the_episode_and_store_nothing() {
+    let server = Server::new();
+    let mut asha = server.device("asha", "phone-asha", 1).await;
+    let id = asha.open(NORTH, server.now());
+    asha.record(id, server.now(), missed());
+    server.sync(&mut asha).await;
+    let observer = server.device("ben", "phone-observer", 2).await;
+    let seen = server.seen_from_zero(&observer.token).await;
+    assert_eq!(seen.keys().copied().collect::<Vec<_>>(), [id]);
+    let before = server.fingerprint().await;
+
+    // A new episode, valid, that rides along with each bad document and must not be kept.
+    let other = asha.open(NORTH, server.now());
+    let mut other_doc = EpisodeDoc::load(&asha.doc(other).save(), asha.actor.clone()).expect("a copy");
+    let tampered = rogue_message(&mut asha, id, |am, events, key| {
+        am.put(events, key, r#"{"tampered": true}"#).expect("put");
+    });
+    let deleted = rogue_message(&mut asha, id, |am, events, key| am.delete(events, key).expect("delete"));
+    let cases: Vec<(&str, Document, &str)> = vec![
+        ("another episode's document", whole(id, &mut other_doc), "another episode"),
+        ("garbage as a message", message(id, b"not an automerge sync message".to_vec()), "not"),
+        ("a message altering a record", message(id, tampered), "alter"),
+        ("a message deleting a record", message(id, deleted), "delete"),
+        (
+            "garbage as a whole document",
+            Document { episode: Uuid::now_v7(), body: SyncBody::Whole(vec![0x85; 64]) },
+            "",
+        ),
+        ("another episode's document under a new id", whole(Uuid::now_v7(), &mut other_doc), "another episode"),
+        ("the same episode twice", whole(other, asha.doc(other)), "twice"),
+    ];
+    for (what, bad, says) in cases {
+        let episode = bad.episode;
+        let request = request_of(vec![whole(other, asha.doc(other)), bad]);
+        assert_eq!(request.documents.len(), 2);
+        let (status, body) = server.refused(&asha.token, request.encode()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {body}");
+        let (code, text) = error(&body);
+        assert_eq!(code, "sync_refused", "{what}");
+        assert_eq!(body["error"]["episode"], json!(episode.to_string()), "{what}: {body}");
+        assert!(text.contains(&episode.to_string()) && text.contains(says), "{what}: {text}");
+        assert_eq!(server.fingerprint().await, before, "{what}: nothing stored");
+        assert_eq!(server.seen_from_zero(&observer.token).await, seen, "{what}: the same heads");
+    }
+
+    // Bodies that are not a sync request of this protocol.
+    let wrong_protocol = protocol::Request { protocol: protocol::PROTOCOL + 1, ..request_of(Vec::new()) };
+    let malformed: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty", Vec::new(), "not a sync message"),
+        ("not postcard", vec![0xff; 16], "not a sync message"),
+        ("JSON", br#"{"protocol": 1, "cursor": 0}"#.to_vec(), ""),
+        ("another protocol", wrong_protocol.encode(), "protocol 2"),
+    ];
+    for (what, bytes, says) in malformed {
+        let (status, body) = server.refused(&asha.token, bytes).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{what}: {body}");
+        let (code, text) = error(&body);
+        assert_eq!(code, "malformed_sync", "{what}");
+        assert!(text.contains(says), "{what}: {text}");
+        assert!(body["error"].get("episode").is_none(), "{what}: {body}");
+        assert_eq!(server.fingerprint().await, before, "{what}: nothing stored");
+    }
+    assert_eq!(server.seen_from_zero(&observer.token).await, seen);
+
+    // The device's honest sync still works: the refusals left its sync state alone.
+    asha.docs.remove(&other);
+    let phoned_at = asha.record(id, server.now(), phoned());
+    let response = server.sync(&mut asha).await;
+    assert_eq!(bodies(&response), [(id, "message")]);
+    let mut ben = server.device("ben", "phone-ben", 3).await;
+    server.sync(&mut ben).await;
+    assert!(ben.events(id).contains(&phoned_at));
+    assert_eq!(ben.heads(id), asha.heads(id));
+}
+
+fn events_of(am: &automerge::AutoCommit) -> automerge::ObjId {
+    match am.get(ROOT, "events").expect("the records") {
+        Some((AmValue::Object(_), events)) => events,
+        _ => panic!("the records map"),
+    }
+}
+
+#[tokio::test]
+async fn a_request_sent_twice_changes_nothing_twice() {
+    let server = Server::new();
+    let mut asha = server.device("asha", "phone-asha", 1).await;
+    let id = asha.open(NORTH, server.now());
+    let first_event = asha.record(id, server.now(), missed());
+
+    // A new episode, whole, twice (the first answer lost on the way).
+    let (request, session) = asha.request(server.now());
+    let token = asha.token.clone();
+    let post = |bytes: Vec<u8>| {
+        let token = token.clone();
+        let server = &server;
+        async move {
+            let (status, _, bytes) = server.post_sync(&token, bytes).await;
+            assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+            Response::decode(&bytes).expect("a response")
+        }
+    };
+    let once = post(request.encode()).await;
+    let stored = server.fingerprint().await;
+    let twice = post(request.encode()).await;
+    let after = server.fingerprint().await;
+    assert_eq!(after.seq, stored.seq, "no new change");
+    assert_eq!(
+        (&after.episodes, &after.changes, &after.receipts),
+        (&stored.episodes, &stored.changes, &stored.receipts)
+    );
+    assert_eq!(twice.cursor, once.cursor);
+    assert_eq!(bodies(&twice), [(id, "message")]);
+    assert_eq!(evaluation_of(&twice, id), evaluation_of(&once, id));
+    asha.apply(&twice, session);
+
+    // A message with a new record, twice.
+    server.advance(60);
+    let second_event = asha.record(id, server.now(), phoned());
+    let (request, session) = asha.request(server.now());
+    assert_eq!(bodies_of(&request.documents), [(id, "message")]);
+    let once = post(request.encode()).await;
+    let stored = server.fingerprint().await;
+    let twice = post(request.encode()).await;
+    let after = server.fingerprint().await;
+    assert_eq!(after.seq, stored.seq, "no new change");
+    assert_eq!(
+        (&after.episodes, &after.changes, &after.receipts),
+        (&stored.episodes, &stored.changes, &stored.receipts)
+    );
+    assert_eq!(after.receipts.len(), 2, "one receipt per record");
+    assert_eq!(twice.cursor, once.cursor);
+    assert_eq!(evaluation_of(&twice, id), evaluation_of(&once, id));
+    assert!(action_codes(&evaluation_of(&twice, id)).contains(&"write_to_patient".to_string()));
+    asha.apply(&twice, session);
+
+    let observer = server.device("ben", "phone-observer", 2).await;
+    let seen = server.seen_from_zero(&observer.token).await;
+    assert_eq!(seen, BTreeMap::from([(id, asha.heads(id))]), "the same heads on both sides");
+    let mut ben = server.device("ben", "phone-ben", 3).await;
+    server.sync(&mut ben).await;
+    let episode = ben.doc(id).episode().expect("an episode");
+    let ids: Vec<Uuid> = episode.events.iter().map(|e| e.id).collect();
+    assert_eq!(ids.len(), 2, "one copy of each record");
+    assert_eq!(ids.iter().copied().collect::<BTreeSet<_>>(), BTreeSet::from([first_event, second_event]));
+
+    // The device applied the second answer: it is up to date.
+    let exchange = server.exchange(&mut asha).await;
+    assert!(exchange.request.documents.is_empty());
+    assert!(exchange.response.documents.is_empty() && exchange.response.actions.is_empty());
+}
+
+#[tokio::test]
+async fn a_revoked_device_is_refused_everywhere() {
+    let server = Server::new();
+    let mut ben = server.device("ben", "phone-ben", 2).await;
+    let id = ben.open(NORTH, server.now());
+    server.sync(&mut ben).await;
+    let mia = server.device("mia", "tablet-mia", 5).await;
+    let cai = server.device("cai", "phone-cai", 3).await;
+    let sol = server.device("sol", "tablet-sol", 6).await;
+
+    // Only a manager of one of the device's teams may revoke it.
+    let (status, body) = server.post_json("/v1/devices/phone-ben/revoke", Some(&cai.token), None).await;
+    assert_eq!((status, error(&body).0.as_str()), (StatusCode::FORBIDDEN, "forbidden"));
+    let (status, body) = server.post_json("/v1/devices/phone-ben/revoke", Some(&sol.token), None).await;
+    assert_eq!((status, error(&body).0.as_str()), (StatusCode::NOT_FOUND, "not_found"));
+    let (status, body) = server.post_json("/v1/devices/no-such-phone/revoke", Some(&mia.token), None).await;
+    assert_eq!((status, error(&body).0.as_str()), (StatusCode::NOT_FOUND, "not_found"));
+    let response = server.sync(&mut ben).await;
+    assert!(response.documents.is_empty(), "not revoked yet");
+
+    let (status, body) = server.post_json("/v1/devices/phone-ben/revoke", Some(&mia.token), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+
+    let (request, _) = ben.request(server.now());
+    let (status, body) = server.refused(&ben.token, request.encode()).await;
+    assert_eq!((status, error(&body).0.as_str()), (StatusCode::FORBIDDEN, "device_revoked"), "{body}");
+    let (status, body) = server.login("ben", "phone-ben").await;
+    assert_eq!((status, error(&body).0.as_str()), (StatusCode::FORBIDDEN, "device_revoked"), "{body}");
+    let refresh = json!({"refresh_token": ben.refresh, "device_id": "phone-ben"});
+    let (status, body) = server.post_json("/v1/auth/refresh", None, Some(refresh)).await;
+    assert_eq!((status, error(&body).0.as_str()), (StatusCode::FORBIDDEN, "device_revoked"), "{body}");
+
+    // Ben himself may sign in on another phone, and gets the episode there.
+    let mut new_phone = server.device("ben", "phone-ben-2", 7).await;
+    let response = server.sync(&mut new_phone).await;
+    assert_eq!(bodies(&response), [(id, "whole")]);
+}
+
+#[tokio::test]
+async fn a_transferred_episode_is_handed_over_then_dropped_and_reaches_the_new_team() {
+    let server = Server::new();
+    let mut asha = server.device("asha", "phone-asha", 1).await;
+    let id = asha.open(NORTH, server.now());
+    let missed_at = asha.record(id, server.now(), missed());
+    server.sync(&mut asha).await;
+    let mut cai = server.device("cai", "phone-cai", 3).await;
+    assert!(server.sync(&mut cai).await.documents.is_empty());
+
+    let transfer = |token: String| {
+        let server = &server;
+        async move {
+            server.post_json(&format!("/v1/episodes/{id}/transfer"), Some(&token), Some(json!({"team": SOUTH}))).await
+        }
+    };
+    let (status, body) = transfer(asha.token.clone()).await;
+    assert_eq!((status, error(&body).0.as_str()), (StatusCode::FORBIDDEN, "forbidden"));
+    let mia = server.device("mia", "tablet-mia", 5).await;
+    let (status, body) = transfer(mia.token.clone()).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+
+    // Asha's phone held it: it is told the episode is leaving.
+    server.advance(60);
+    let response = server.sync(&mut asha).await;
+    assert_eq!(response.leaving, [id]);
+    assert!(response.documents.is_empty() && response.dropped.is_empty(), "{response:?}");
+    assert!(asha.docs.contains_key(&id), "kept until handed over");
+
+    // It records one more thing offline, then hands the episode over whole.
+    let late = asha.record(id, server.now(), phoned());
+    let exchange = server.exchange(&mut asha).await;
+    assert_eq!(bodies_of(&exchange.request.documents), [(id, "whole")]);
+    assert_eq!(exchange.response.dropped, [id]);
+    assert!(exchange.response.documents.is_empty(), "{:?}", exchange.response.documents);
+    assert!(!asha.docs.contains_key(&id));
+    let response = server.sync(&mut asha).await;
+    assert!(response.leaving.is_empty() && response.dropped.is_empty(), "{response:?}");
+
+    // A south device receives it, with the record made after the transfer.
+    let response = server.sync(&mut cai).await;
+    assert_eq!(bodies(&response), [(id, "whole")]);
+    evaluation_of(&response, id);
+    assert_eq!(cai.events(id), BTreeSet::from([missed_at, late]));
+
+    // North no longer sees it.
+    let ben = server.device("ben", "phone-ben", 2).await;
+    assert!(server.seen_from_zero(&ben.token).await.is_empty());
+    let mut copy = EpisodeDoc::load(&cai.doc(id).save(), ben.actor.clone()).expect("a copy");
+    let (status, body) = server.refused(&ben.token, request_of(vec![whole(id, &mut copy)]).encode()).await;
+    assert_eq!((status, error(&body).0.as_str()), (StatusCode::NOT_FOUND, "not_found"), "{body}");
+}
+
+#[tokio::test]
+async fn a_record_from_the_future_gets_a_clock_skew_warning() {
+    let server = Server::new();
+    let mut asha = server.device("asha", "phone-asha", 1).await;
+    let id = asha.open(NORTH, server.now());
+    let honest = asha.record(id, server.now() - SignedDuration::from_mins(2), missed());
+    let skewed = asha.record(id, server.now() + SignedDuration::from_mins(10), phoned());
+    let response = server.sync(&mut asha).await;
+    let evaluation = evaluation_of(&response, id);
+    let skews: Vec<&Value> =
+        evaluation["warnings"].as_array().expect("warnings").iter().filter(|w| w["code"] == "clock_skew").collect();
+    assert_eq!(skews.len(), 1, "{evaluation}");
+    assert_eq!(skews[0]["record"], json!(skewed.to_string()));
+    assert_ne!(skews[0]["record"], json!(honest.to_string()));
+}
+
+#[tokio::test]
+#[ignore = "bug: a replayed hand-over (its answer lost) gets 404 not_found, because the first one deleted the \
+            device's sync state, so the server no longer counts the device as holding the episode"]
+async fn a_replayed_hand_over_is_answered_again() {
+    let server = Server::new();
+    let mut asha = server.device("asha", "phone-asha", 1).await;
+    let id = asha.open(NORTH, server.now());
+    asha.record(id, server.now(), missed());
+    server.sync(&mut asha).await;
+    let mia = server.device("mia", "tablet-mia", 5).await;
+    let (status, body) =
+        server.post_json(&format!("/v1/episodes/{id}/transfer"), Some(&mia.token), Some(json!({"team": SOUTH}))).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(server.sync(&mut asha).await.leaving, [id]);
+
+    // The hand-over's answer is lost on the way: the device sends the same request again.
+    let (request, _) = asha.request(server.now());
+    assert_eq!(bodies_of(&request.documents), [(id, "whole")]);
+    let (status, _, bytes) = server.post_sync(&asha.token, request.encode()).await;
+    assert_eq!(status, StatusCode::OK);
+    let once = Response::decode(&bytes).expect("a response");
+    assert_eq!(once.dropped, [id]);
+    let stored = server.fingerprint().await;
+    let (status, _, bytes) = server.post_sync(&asha.token, request.encode()).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+    let twice = Response::decode(&bytes).expect("a response");
+    assert_eq!(twice.dropped, [id], "the device is told again that it may drop the episode");
+    assert_eq!(server.fingerprint().await.episodes, stored.episodes);
+}
+
+#[tokio::test]
+#[ignore = "bug: a device that received an episode whole but has not yet answered for it is not counted as \
+            holding it; after a transfer its next message gets 404 (the whole request refused, the offline \
+            record never stored) and it is never told `leaving`"]
+async fn a_record_made_after_receiving_an_episode_whole_survives_a_transfer() {
+    let server = Server::new();
+    let mut asha = server.device("asha", "phone-asha", 1).await;
+    let id = asha.open(NORTH, server.now());
+    asha.record(id, server.now(), missed());
+    server.sync(&mut asha).await;
+
+    // Ben receives the episode whole in the morning, then goes out of signal and records
+    // a visit's call; at noon the episode is transferred to south.
+    let mut ben = server.device("ben", "phone-ben", 2).await;
+    assert_eq!(bodies(&server.sync(&mut ben).await), [(id, "whole")]);
+    server.advance(300);
+    let offline = ben.record(id, server.now(), phoned());
+    let mia = server.device("mia", "tablet-mia", 5).await;
+    let (status, body) =
+        server.post_json(&format!("/v1/episodes/{id}/transfer"), Some(&mia.token), Some(json!({"team": SOUTH}))).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+
+    // In the evening ben syncs: his record must reach the server (and the new team), or
+    // at least he must be told to hand the episode over; a 404 loses it.
+    server.advance(300);
+    let (request, session) = ben.request(server.now());
+    assert_eq!(bodies_of(&request.documents), [(id, "message")]);
+    let (status, _, bytes) = server.post_sync(&ben.token, request.encode()).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+    let response = Response::decode(&bytes).expect("a response");
+    ben.apply(&response, session);
+    if !response.leaving.is_empty() {
+        assert_eq!(response.leaving, [id]);
+        let response = server.sync(&mut ben).await;
+        assert_eq!(response.dropped, [id]);
+    }
+    let mut cai = server.device("cai", "phone-cai", 3).await;
+    server.sync(&mut cai).await;
+    assert!(cai.events(id).contains(&offline), "ben's offline record reached south");
+}
+
+#[tokio::test]
+async fn a_large_caseload_comes_in_pages() {
+    let server = Server::new();
+    let mut asha = server.device("asha", "phone-asha", 1).await;
+    let ids: BTreeSet<Uuid> = (0..130).map(|_| asha.open(NORTH, server.now())).collect();
+    let response = server.sync(&mut asha).await;
+    assert_eq!(response.actions.len(), 130);
+
+    let mut ben = server.device("ben", "phone-ben", 2).await;
+    let first = server.sync(&mut ben).await;
+    assert!(first.more);
+    assert_eq!(first.documents.len(), 100);
+    let second = server.sync(&mut ben).await;
+    assert!(!second.more);
+    let received: BTreeSet<Uuid> = first.documents.iter().chain(&second.documents).map(|d| d.episode).collect();
+    assert_eq!(received, ids, "every episode once, none lost between the pages");
+    assert_eq!(ben.docs.keys().copied().collect::<BTreeSet<_>>(), ids);
+    // Ben's answers for the second page's episodes, then nothing new.
+    server.sync(&mut ben).await;
+    let exchange = server.exchange(&mut ben).await;
+    assert!(exchange.request.documents.is_empty(), "{:?}", bodies_of(&exchange.request.documents));
+    assert!(exchange.response.documents.is_empty() && !exchange.response.more);
+    assert_eq!(server.count("SELECT count(*) FROM sync_states WHERE device = 'phone-ben'").await, 130);
+}
