@@ -152,14 +152,12 @@ impl Calendar {
     /// clock time does not exist and the later reading is taken; in the hour they go back
     /// it exists twice and the earlier is taken.
     pub fn instant(&self, local: DateTime) -> Timestamp {
-        // `compatible` only fails beyond jiff's supported range (years -9999 to 9999),
-        // which the record years (1900 to 2999) never reach.
-        LONDON.to_ambiguous_timestamp(local).compatible().unwrap_or(Timestamp::MAX)
+        london_instant(local)
     }
 
     /// Same day: 23:59:59 local on the local date of `at`.
     pub fn same_day(&self, at: Timestamp) -> Timestamp {
-        FAST.same_day(self, at).unwrap_or_else(|| self.instant(self.local(at).date().at(23, 59, 59, 0)))
+        FAST.same_day(at).unwrap_or_else(|| self.instant(self.local(at).date().at(23, 59, 59, 0)))
     }
 
     /// N working days: 17:00 local on the Nth working day after the local date of `at`.
@@ -255,6 +253,13 @@ impl Calendar {
     }
 }
 
+/// [`Calendar::instant`], which depends on no holiday.
+fn london_instant(local: DateTime) -> Timestamp {
+    // `compatible` only fails beyond jiff's supported range (years -9999 to 9999),
+    // which the record years (1900 to 2999) never reach.
+    LONDON.to_ambiguous_timestamp(local).compatible().unwrap_or(Timestamp::MAX)
+}
+
 /// The day number of a date: days since 1 January 1970 (proleptic Gregorian).
 fn day_number(day: Date) -> i32 {
     // Howard Hinnant's `days_from_civil`, with the year starting in March.
@@ -325,6 +330,12 @@ struct Fast {
     /// `working` (0 when it is beyond the tables), so that counting working days is a
     /// step per day counted.
     next_working: Vec<u8>,
+    /// For each day from `first_day`: the instant (in seconds) of 17:00 and of 23:59:59
+    /// local that day, as [`Calendar::instant`] gives them. Nearly every action has one
+    /// of these two deadlines, and near a clock change asking jiff again each time cost
+    /// more than the rest of the deadline. (`i64::MAX`, which is no instant, where neither
+    /// way gave one: the callers then ask jiff.)
+    deadlines: Vec<[i64; 2]>,
 }
 
 static FAST: LazyLock<Fast> = LazyLock::new(Fast::new);
@@ -387,7 +398,18 @@ impl Fast {
                 next = Some(i);
             }
         }
-        Self { first_day, offsets, steady, working, next_working }
+        let mut fast = Self { first_day, offsets, steady, working, next_working, deadlines: Vec::new() };
+        fast.deadlines = (0..days)
+            .map(|i| {
+                let at = |hour, minute, second| {
+                    fast.instant_by_offset(i, hour, minute, second)
+                        .or_else(|| Self::instant_near_a_change(fast.first_day + i as i32, hour, minute, second))
+                        .map_or(i64::MAX, |t| t.as_second())
+                };
+                [at(17, 0, 0), at(23, 59, 59)]
+            })
+            .collect();
+        fast
     }
 
     /// The index in the tables of a day number.
@@ -440,10 +462,19 @@ impl Fast {
 
     /// The instant of a local clock time on the day at index `i`, as
     /// [`Calendar::instant`] gives it.
-    fn instant(&self, calendar: &Calendar, i: usize, hour: i8, minute: i8, second: i8) -> Option<Timestamp> {
+    #[cfg(test)]
+    fn instant(&self, i: usize, hour: i8, minute: i8, second: i8) -> Option<Timestamp> {
+        let day = self.first_day.checked_add(i32::try_from(i).ok()?)?;
+        self.instant_by_offset(i, hour, minute, second)
+            .or_else(|| Self::instant_near_a_change(day, hour, minute, second))
+    }
+
+    /// The instant of a local clock time on the day at index `i` from the day's offset,
+    /// where every clock time of that day happens exactly once; `None` elsewhere.
+    fn instant_by_offset(&self, i: usize, hour: i8, minute: i8, second: i8) -> Option<Timestamp> {
         let day = self.first_day.checked_add(i32::try_from(i).ok()?)?;
         if !bit(&self.steady, i) {
-            return Self::instant_near_a_change(calendar, day, hour, minute, second);
+            return None;
         }
         let clock = i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second);
         Timestamp::from_second(i64::from(day) * DAY + clock - i64::from(self.offsets[i])).ok()
@@ -452,8 +483,13 @@ impl Fast {
     /// Near a clock change a clock time may be skipped or repeated: jiff decides.
     #[cold]
     #[inline(never)]
-    fn instant_near_a_change(calendar: &Calendar, day: i32, hour: i8, minute: i8, second: i8) -> Option<Timestamp> {
-        Some(calendar.instant(date_of_day_number(day)?.at(hour, minute, second, 0)))
+    fn instant_near_a_change(day: i32, hour: i8, minute: i8, second: i8) -> Option<Timestamp> {
+        Some(london_instant(date_of_day_number(day)?.at(hour, minute, second, 0)))
+    }
+
+    /// 17:00 (`which` 0) or 23:59:59 (`which` 1) local on the day at index `i`.
+    fn deadline_on(&self, i: usize, which: usize) -> Option<Timestamp> {
+        Timestamp::from_second(self.deadlines.get(i)?[which]).ok()
     }
 
     /// Whether the day at index `i` is a working day for this calendar.
@@ -468,8 +504,8 @@ impl Fast {
         Some(bit(&self.working, i) && (calendar.added.is_empty() || !added()?))
     }
 
-    fn same_day(&self, calendar: &Calendar, at: Timestamp) -> Option<Timestamp> {
-        self.instant(calendar, self.local_index(at)?, 23, 59, 59)
+    fn same_day(&self, at: Timestamp) -> Option<Timestamp> {
+        self.deadline_on(self.local_index(at)?, 1)
     }
 
     fn working_days_after(&self, calendar: &Calendar, at: Timestamp, n: u32) -> Option<Timestamp> {
@@ -487,7 +523,7 @@ impl Fast {
                 }
             }
         }
-        self.instant(calendar, i, 17, 0, 0)
+        self.deadline_on(i, 0)
     }
 }
 
@@ -651,7 +687,7 @@ mod tests {
             // The same moment found again from its local clock time (in October 01:00 to
             // 01:59 happen twice, and jiff's choice is kept).
             let clock = (local.hour(), local.minute());
-            let instant = FAST.instant(&cal, day, clock.0, clock.1, 0);
+            let instant = FAST.instant(day, clock.0, clock.1, 0);
             assert_eq!(instant, Some(cal.instant(local)), "{local}");
         }
         // And the clock times the clocks skip (01:00 to 01:59 on the last Sunday of March).
@@ -660,7 +696,7 @@ mod tests {
                 let local = day.at(1, minute, 0, 0);
                 assert!(LONDON.to_ambiguous_timestamp(local).is_ambiguous());
                 let i = FAST.index(day_number(day)).unwrap();
-                assert_eq!(FAST.instant(&cal, i, 1, minute, 0), Some(cal.instant(local)), "{local}");
+                assert_eq!(FAST.instant(i, 1, minute, 0), Some(cal.instant(local)), "{local}");
             }
         }
         // Outside its years the fast path declines, and the calendar still answers.
