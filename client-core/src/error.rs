@@ -24,6 +24,21 @@ pub enum Error {
     /// The document refused the change, or could not be read; nothing was stored.
     #[error(transparent)]
     Document(#[from] DocumentError),
+    /// The server's answer could not be used; nothing on the device was lost.
+    #[error("the server's answer could not be used: {0}; nothing was lost, sync again")]
+    Sync(String),
+    /// The server could not be reached; nothing on the device was lost.
+    #[error("the server could not be reached: {0}; nothing was lost, sync again later")]
+    Network(String),
+    /// The server refused the request, and said why.
+    #[error("the server refused ({status} {code}): {message}")]
+    Server { status: u16, code: String, message: String },
+    /// A manager revoked this device: the host must wipe the store.
+    #[error("this device has been revoked by a manager: its store must be wiped")]
+    DeviceRevoked,
+    /// Sync needs a signed-in user on this device.
+    #[error("no user is signed in on this device: sign in first")]
+    NotSignedIn,
     /// The store could not be read or written.
     #[error("the store could not be used: {0}")]
     Storage(String),

@@ -11,7 +11,8 @@
 //! - `error`: the errors a caller may see.
 //! - `bin/tether-field.rs`: the command line, a phone on the command line.
 //!
-//! The sync engine comes with the sync issue.
+//! - `sync`: the sync engine, sans-IO: build a request, apply a response, repeat.
+//! - `http`: the blocking HTTP transport (ureq) for the command line and tests.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -26,14 +27,18 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 mod error;
+#[cfg(feature = "http")]
+pub mod http;
 mod store;
+mod sync;
 
 pub use error::{Error, Result};
 pub use store::StoreKey;
+pub use sync::{HeldBack, ServerActions, SyncSession, SyncSummary};
 
 /// After this many stored changes an episode's document is compacted into a new
 /// snapshot (in the same transaction that drops the changes).
-const COMPACT_AFTER: usize = 64;
+pub(crate) const COMPACT_AFTER: usize = 64;
 
 /// The store file's name inside the store directory.
 pub const STORE_FILE: &str = "tether.db";
@@ -42,6 +47,7 @@ pub const STORE_FILE: &str = "tether.db";
 #[derive(Debug)]
 pub struct Core {
     conn: Connection,
+    dir: std::path::PathBuf,
     device: String,
     actor: ActorId,
     calendar: Calendar,
@@ -136,7 +142,7 @@ impl Core {
             let kept = kept?;
             episodes.insert(kept.episode.id, kept);
         }
-        Ok(Self { conn, device, actor, calendar: Calendar::england_and_wales(), episodes })
+        Ok(Self { conn, dir: dir.to_path_buf(), device, actor, calendar: Calendar::england_and_wales(), episodes })
     }
 
     /// This device's id (it is in every record made here).

@@ -11,10 +11,10 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use crate::error::{Error, Result};
 
 /// The schema this build writes; `PRAGMA user_version` holds the store's.
-const SCHEMA: i64 = 1;
+const SCHEMA: i64 = 2;
 
 /// Each schema's upgrade from the one before, in order.
-const UPGRADES: [&str; 1] = [include_str!("schema/v1.sql")];
+const UPGRADES: [&str; 2] = [include_str!("schema/v1.sql"), include_str!("schema/v2.sql")];
 
 /// The 32-byte key the host app supplies (Android Keystore, iOS Keychain).
 #[derive(Clone)]
@@ -183,4 +183,59 @@ pub(crate) fn compact(tx: &Transaction<'_>, episode: &str, snapshot: &[u8]) -> R
 /// The store's size on disk in bytes (pages in use).
 pub(crate) fn size(conn: &Connection) -> Result<i64> {
     Ok(conn.query_row("SELECT page_count * page_size FROM pragma_page_count, pragma_page_size", [], |row| row.get(0))?)
+}
+
+pub(crate) fn sync_states(conn: &Connection) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut statement = conn.prepare("SELECT episode, state FROM sync_states")?;
+    let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(crate) fn put_sync_state(tx: &Transaction<'_>, episode: &str, state: &[u8]) -> Result<()> {
+    tx.execute(
+        "INSERT INTO sync_states (episode, state) VALUES (?1, ?2) ON CONFLICT (episode) DO UPDATE SET state = ?2",
+        params![episode, state],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn put_server_actions(tx: &Transaction<'_>, episode: &str, at_ms: i64, evaluation: &str) -> Result<()> {
+    tx.execute(
+        "INSERT INTO server_actions (episode, evaluated_at, evaluation) VALUES (?1, ?2, ?3)
+         ON CONFLICT (episode) DO UPDATE SET evaluated_at = ?2, evaluation = ?3",
+        params![episode, at_ms, evaluation],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn server_actions(conn: &Connection, episode: &str) -> Result<Option<(i64, String)>> {
+    Ok(conn
+        .query_row("SELECT evaluated_at, evaluation FROM server_actions WHERE episode = ?1", [episode], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .optional()?)
+}
+
+pub(crate) fn held_back(conn: &Connection) -> Result<Vec<(String, Vec<u8>, String)>> {
+    let mut statement = conn.prepare("SELECT episode, heads, reason FROM held_back ORDER BY episode")?;
+    let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(crate) fn hold_back(tx: &Transaction<'_>, episode: &str, heads: &[u8], reason: &str) -> Result<()> {
+    tx.execute(
+        "INSERT INTO held_back (episode, heads, reason) VALUES (?1, ?2, ?3)
+         ON CONFLICT (episode) DO UPDATE SET heads = ?2, reason = ?3",
+        params![episode, heads, reason],
+    )?;
+    Ok(())
+}
+
+/// Forgets an episode entirely (after the server has taken everything of it).
+pub(crate) fn delete_episode(tx: &Transaction<'_>, episode: &str) -> Result<()> {
+    for table in ["changes", "sync_states", "server_actions", "held_back"] {
+        tx.execute(&format!("DELETE FROM {table} WHERE episode = ?1"), [episode])?;
+    }
+    tx.execute("DELETE FROM episodes WHERE id = ?1", [episode])?;
+    Ok(())
 }

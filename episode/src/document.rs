@@ -181,7 +181,7 @@ impl EpisodeDoc {
             .map_err(|_| DocumentError::Corrupt("the changes could not be decoded".into()))?;
         applied.map_err(|e| DocumentError::Corrupt(e.to_string()))?;
         let checked = Self::from_automerge(copy)?;
-        self.check_successor(&checked)?;
+        self.check_merge(&checked)?;
         *self = checked;
         Ok(())
     }
@@ -389,6 +389,19 @@ impl EpisodeDoc {
         if self.identity()? != next.identity()? {
             return Err(DocumentError::Refused("the changes alter the episode's id, patient, team or opening".into()));
         }
+        // The facts, the plan and the records stay the objects they were: a change that
+        // puts a new map or text in their place (even a copy) would hide every later
+        // change made to the originals.
+        for (key, before, after) in [
+            ("facts", &self.facts, &next.facts),
+            ("plan", &self.plan, &next.plan),
+            ("events", &self.events, &next.events),
+        ] {
+            let all = next.doc.get_all(ROOT, key).map_err(|e| DocumentError::Corrupt(e.to_string()))?;
+            if before != after || all.len() != 1 {
+                return Err(DocumentError::Refused(format!("the changes replace the episode's {key}")));
+            }
+        }
         for key in self.doc.keys(&self.events) {
             let before =
                 self.doc.get_all(&self.events, key.as_str()).map_err(|e| DocumentError::Corrupt(e.to_string()))?;
@@ -402,13 +415,54 @@ impl EpisodeDoc {
         Ok(())
     }
 
+    /// Checks that `next` (this document with another copy's changes merged in) keeps
+    /// the identity and every record, and that every record it adds is valid.
+    pub(crate) fn check_merge(&self, next: &Self) -> Result<(), DocumentError> {
+        self.check_successor(next)?;
+        let episode = next.episode()?;
+        for invalid in &episode.invalid_records {
+            let known = self.doc.get(&self.events, invalid.id.as_str()).ok().flatten().is_some();
+            if !known {
+                return Err(DocumentError::Refused(format!(
+                    "the record {} is not valid: {}",
+                    invalid.id, invalid.error
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a document received whole (a new episode): every record valid.
+    pub fn check_new(&self) -> Result<(), DocumentError> {
+        let episode = self.episode()?;
+        match episode.invalid_records.first() {
+            Some(invalid) => {
+                Err(DocumentError::Refused(format!("the record {} is not valid: {}", invalid.id, invalid.error)))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// A copy of this document, written by the same actor, to change and check before
+    /// keeping.
+    pub(crate) fn fork_checked(&mut self) -> Self {
+        let mut doc = self.doc.fork();
+        doc.set_actor(self.doc.get_actor().clone());
+        Self { doc, facts: self.facts.clone(), plan: self.plan.clone(), events: self.events.clone() }
+    }
+
+    /// Reads the structure again after changes from elsewhere (schema, objects, limits).
+    pub(crate) fn recheck(self) -> Result<Self, DocumentError> {
+        Self::from_automerge(self.doc)
+    }
+
     /// Merges another copy of this episode (another device's) into this one.
     pub fn merge(&mut self, other: &mut Self) -> Result<(), DocumentError> {
         let mut copy = self.doc.fork();
         copy.set_actor(self.doc.get_actor().clone());
         copy.merge(&mut other.doc).map_err(|e| DocumentError::Corrupt(e.to_string()))?;
         let merged = Self::from_automerge(copy)?;
-        self.check_successor(&merged)?;
+        self.check_merge(&merged)?;
         *self = merged;
         Ok(())
     }

@@ -11,11 +11,13 @@
 //!   reads no clock and knows nothing of Automerge.
 //! - [`document`]: one Automerge document per episode, changed through typed operations
 //!   and read back as an [`Episode`] with its conflicts.
+//! - [`sync`]: the sync protocol's messages, and the checked Automerge sync steps.
 
 pub mod document;
 pub mod json;
 pub mod model;
 pub mod pathway;
+pub mod sync;
 
 pub use json::{Strictness, ValidationError};
 pub use model::*;

@@ -30,6 +30,18 @@ pub enum AppError {
     TooManyAttempts { retry_after_secs: i64 },
     /// No such route (404).
     NotFound,
+    /// No such episode among the caller's teams' (404): another team's answers exactly
+    /// like one that does not exist.
+    EpisodeNotFound(uuid::Uuid),
+    /// The caller's role may not do this (403).
+    Forbidden(&'static str),
+    /// The device has been revoked (403): it must wipe its store.
+    DeviceRevoked,
+    /// A sync body that is not a sync request of this protocol (400).
+    MalformedSync(String),
+    /// A sync request that would break an episode's invariants (422), naming the episode.
+    /// Nothing of the request was stored.
+    SyncRefused { episode: uuid::Uuid, message: String },
     /// The route exists but not with this method (405).
     MethodNotAllowed,
     /// Anything the client cannot act on (500): logged, never shown.
@@ -70,6 +82,17 @@ impl AppError {
                 format!("too many failed sign-ins for this username; try again in {retry_after_secs} seconds"),
             ),
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found", "no such resource".into()),
+            Self::EpisodeNotFound(id) => (StatusCode::NOT_FOUND, "not_found", format!("no such episode: {id}")),
+            Self::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", (*m).into()),
+            Self::DeviceRevoked => (
+                StatusCode::FORBIDDEN,
+                "device_revoked",
+                "this device has been revoked: wipe its store, and sign in on a new one".into(),
+            ),
+            Self::MalformedSync(m) => (StatusCode::BAD_REQUEST, "malformed_sync", m.clone()),
+            Self::SyncRefused { episode, message } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "sync_refused", format!("episode {episode}: {message}"))
+            }
             Self::MethodNotAllowed => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this resource does not take that method".into())
             }
@@ -89,7 +112,11 @@ impl IntoResponse for AppError {
             tracing::error!(error = format!("{cause:#}"), "internal error");
         }
         let (status, code, message) = self.parts();
-        let mut response = (status, axum::Json(json!({"error": {"code": code, "message": message}}))).into_response();
+        let mut error = json!({"code": code, "message": message});
+        if let Self::SyncRefused { episode, .. } | Self::EpisodeNotFound(episode) = &self {
+            error["episode"] = json!(episode);
+        }
+        let mut response = (status, axum::Json(json!({ "error": error }))).into_response();
         match self {
             Self::Unauthenticated(_) | Self::InvalidCredentials | Self::InvalidRefreshToken => {
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

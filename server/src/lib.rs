@@ -11,7 +11,10 @@
 //! - `db`: the SQLite database, its schema (`schema/*.sql`) and migrations.
 //! - `error`: `AppError`, the one error body every route answers with.
 //! - `json`: the `Json` extractor, whose rejections use that body.
+//! - `manage`: revoking devices and transferring episodes.
 //! - `me`, `health`: `GET /v1/me`, `GET /healthz`.
+//! - `episodes`: episode documents in the database, sync states, receipts.
+//! - `sync`: `POST /v1/sync`, the sync protocol's server side.
 //! - `serve`: binding, logging, and graceful shutdown on ctrl-c and SIGTERM.
 
 pub mod accounts;
@@ -19,11 +22,14 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod episodes;
 pub mod error;
 mod health;
 pub mod json;
+mod manage;
 mod me;
 pub mod serve;
+mod sync;
 
 use std::sync::Arc;
 
@@ -91,6 +97,8 @@ pub fn app(state: AppState) -> Router {
         .merge(health::router())
         .merge(auth::router())
         .merge(me::router())
+        .merge(sync::router())
+        .merge(manage::router())
         .fallback(|| async { AppError::NotFound })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

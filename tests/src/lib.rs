@@ -1,4 +1,165 @@
 //! End-to-end tests of Tether: a real server on loopback and several offline devices.
 //!
-//! Not built yet: the sync issue (4) brings the server these tests run against. The
-//! command-line tests of `tether pathway` live beside the binary, in `server/tests/`.
+//! The harness: [`Server`] runs `tether serve`'s own code in a child process (the test
+//! binary run again, as its ignored `server_child` test), so that a test can kill it with
+//! SIGKILL and start it again on the same database and port; [`Device`] is a client core
+//! in its own encrypted store, syncing over HTTP with the blocking transport.
+//!
+//! Every test file that starts a server has this test, which is the server process:
+//!
+//! ```ignore
+//! #[test]
+//! #[ignore = "the server process of the end-to-end tests, started by them"]
+//! fn server_child() {
+//!     tests::server_child();
+//! }
+//! ```
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use client_core::http::Http;
+use client_core::{Core, Error, StoreKey, SyncSummary};
+use jiff::Timestamp;
+use server::accounts::{self, Password, Role, TeamId, Username};
+
+/// Every test user's password.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+const DB_VAR: &str = "TETHER_E2E_DB";
+const ADDR_VAR: &str = "TETHER_E2E_ADDR";
+
+/// The server process's body: serves the database named in the environment until killed.
+pub fn server_child() {
+    let (Ok(db), Ok(addr)) = (std::env::var(DB_VAR), std::env::var(ADDR_VAR)) else {
+        // Run by hand without the harness: nothing to serve.
+        return;
+    };
+    let addr: SocketAddr = addr.parse().expect("the harness gives an address");
+    let config = server::config::ServeConfig { db: PathBuf::from(db), addr, jwt_secret: None, log: "warn".into() };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
+    if let Err(e) = runtime.block_on(server::serve::run(config)) {
+        eprintln!("server child: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// A user to create.
+#[derive(Debug, Clone, Copy)]
+pub struct User {
+    pub username: &'static str,
+    pub role: Role,
+    pub teams: &'static [&'static str],
+}
+
+/// Teams `north` and `south`, and the given users, in a new database at `db`.
+pub fn create_accounts(db: &Path, users: &[User]) {
+    let mut conn = server::db::open(db).expect("open the database");
+    let now = Timestamp::now();
+    let tx = conn.transaction().expect("a transaction");
+    for (id, name) in [("north", "North"), ("south", "South")] {
+        accounts::add_team(&tx, &id.parse().expect("a team id"), name, now).expect("add a team");
+    }
+    let hash = server::auth::password::hash(&Password::new(PASSWORD.into()).expect("a password")).expect("hash");
+    for user in users {
+        let teams: Vec<TeamId> = user.teams.iter().map(|t| t.parse().expect("a team id")).collect();
+        let username: Username = user.username.parse().expect("a username");
+        accounts::add_user(&tx, &username, &hash, user.role, &teams, now).expect("add a user");
+    }
+    tx.commit().expect("commit");
+}
+
+/// The server, in a child process.
+#[derive(Debug)]
+pub struct Server {
+    child: Option<Child>,
+    db: PathBuf,
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts a server on `db` on a free loopback port.
+    pub fn start(db: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("an address");
+        let mut server = Self { child: None, db: db.to_path_buf(), addr: port };
+        server.restart();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Starts the server again (after a kill) on the same database and port.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "the server is running");
+        let exe = std::env::current_exe().expect("the test binary");
+        // A port just freed by a killed server may take a moment to be free again.
+        for _ in 0..50 {
+            let mut child = Command::new(&exe)
+                .args(["--ignored", "--exact", "server_child", "--nocapture", "--test-threads", "1"])
+                .env(DB_VAR, &self.db)
+                .env(ADDR_VAR, self.addr.to_string())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("start the server child");
+            let stdout = child.stdout.take().expect("the child's stdout");
+            let mut lines = BufReader::new(stdout).lines();
+            let listening = lines.by_ref().map_while(Result::ok).any(|line| line.contains("tether: listening on"));
+            if listening {
+                // Keep draining stdout so the child never blocks on a full pipe.
+                std::thread::spawn(move || lines.for_each(drop));
+                self.child = Some(child);
+                return;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the server did not start");
+    }
+
+    /// Kills the server with SIGKILL: no shutdown, no flush.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL the server");
+            child.wait().expect("reap the server");
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A practitioner's device: a client core in its own store.
+#[derive(Debug)]
+pub struct Device {
+    pub core: Core,
+    pub dir: tempfile::TempDir,
+    pub key: StoreKey,
+    pub http: Http,
+}
+
+impl Device {
+    /// A new device, signed in as `username` to `server`.
+    pub fn new(server: &Server, username: &str) -> Self {
+        let dir = tempfile::tempdir().expect("a store directory");
+        let key = StoreKey::generate().expect("a key");
+        let mut core = Core::open(dir.path(), &key).expect("open the store");
+        let http = Http::new(&server.url());
+        http.login(&mut core, username, PASSWORD, Timestamp::now()).expect("sign in");
+        Self { core, dir, key, http }
+    }
+
+    /// Syncs until there is nothing left to say.
+    pub fn sync(&mut self) -> Result<SyncSummary, Error> {
+        self.http.sync(&mut self.core, Timestamp::now)
+    }
+}

@@ -1,7 +1,7 @@
 //! `tether-field`: the client core on the command line, a phone without the phone.
 //!
-//! Everything here works with no network at all (`login` and `sync` come with the
-//! sync issue). The store key comes from `TETHER_STORE_KEY` (64 hexadecimal digits);
+//! Everything but `login` and `sync` works with no network at all; `sync` is
+//! offline-first: a failed sync loses nothing. The store key comes from `TETHER_STORE_KEY` (64 hexadecimal digits);
 //! without it, a key is made on first use and kept beside the store in `store.key`
 //! (a phone keeps it in the Android Keystore or the iOS Keychain instead).
 
@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use client_core::http::Http;
 use client_core::{Core, NewEpisode, StoreKey};
 use episode::{FactField, FactValue, Pathway, PatientRef};
 use jiff::Timestamp;
@@ -70,7 +71,19 @@ enum Command {
         episode: String,
         #[arg(long)]
         now: Option<String>,
+        /// The server's actions as of the last sync instead (authoritative).
+        #[arg(long, conflicts_with = "now")]
+        server: bool,
     },
+    /// Sign in to a server on this device (password: TETHER_PASSWORD or stdin).
+    Login {
+        #[arg(long)]
+        server: String,
+        #[arg(long)]
+        username: String,
+    },
+    /// Sync with the server; prints a JSON summary. A failed sync loses nothing.
+    Sync,
     /// The caseload's next actions, soonest first: what the phone's home screen shows.
     Next {
         #[arg(long)]
@@ -154,13 +167,54 @@ fn run(cli: Cli) -> Result<String, String> {
         Command::Show { episode } => {
             Ok(json(&core.episode(episode_id(&episode)?).map_err(|e| e.to_string())?.to_json()))
         }
-        Command::Actions { episode, now } => {
-            let actions =
-                core.actions(episode_id(&episode)?, time(now.as_deref(), "--now")?).map_err(|e| e.to_string())?;
-            Ok(json(&actions))
+        Command::Actions { episode, server: true, .. } => {
+            match core.server_actions(episode_id(&episode)?).map_err(|e| e.to_string())? {
+                Some(actions) => Ok(json(&actions)),
+                None => Err("the server's actions are not here yet: sync first".into()),
+            }
+        }
+        Command::Actions { episode, now, server: false } => {
+            let now = match now {
+                Some(text) => time(Some(&text), "--now")?,
+                // The device's clock, corrected by what the server's said at the last sync.
+                None => core.corrected_now(self::now()).map_err(|e| e.to_string())?,
+            };
+            Ok(json(&core.actions(episode_id(&episode)?, now).map_err(|e| e.to_string())?))
+        }
+        Command::Login { server, username } => {
+            let password = password()?;
+            let http = Http::new(&server);
+            http.login(&mut core, &username, &password, now()).map_err(|e| e.to_string())?;
+            core.set_setting("user", &username).map_err(|e| e.to_string())?;
+            Ok(json(&serde_json::json!({"signed_in": username, "device": core.device()})))
+        }
+        Command::Sync => {
+            let http = Http::for_core(&core).map_err(|e| e.to_string())?;
+            match http.sync(&mut core, Timestamp::now) {
+                Ok(summary) => Ok(json(&summary)),
+                Err(client_core::Error::DeviceRevoked) => {
+                    core.wipe().map_err(|e| e.to_string())?;
+                    Err("this device has been revoked by a manager: its store has been wiped".into())
+                }
+                Err(e) => Err(e.to_string()),
+            }
         }
         Command::Next { now } => Ok(json(&core.next_actions(time(now.as_deref(), "--now")?))),
     }
+}
+
+/// The password from TETHER_PASSWORD, or the first line of standard input.
+fn password() -> Result<String, String> {
+    if let Ok(password) = std::env::var("TETHER_PASSWORD") {
+        return Ok(password);
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).map_err(|e| format!("cannot read the password: {e}"))?;
+    let password = line.trim_end_matches(['\n', '\r']).to_string();
+    if password.is_empty() {
+        return Err("give the password in TETHER_PASSWORD or on standard input".into());
+    }
+    Ok(password)
 }
 
 /// The core's answers as pretty JSON.

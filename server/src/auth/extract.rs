@@ -29,10 +29,14 @@ impl FromRequestParts<AppState> for AuthUser {
         let token = bearer(parts)?;
         let claims = state.keys.verify(token, state.clock.unix())?;
         let (user_id, session) = (claims.sub.clone(), claims.sid.clone());
+        let device = claims.device.clone();
         let user = state
             .db
             .call(move |conn| {
                 if !store::session_is_live(conn, &session, &user_id)? {
+                    if store::device_revoked(conn, &device)? {
+                        return Err(AppError::DeviceRevoked);
+                    }
                     return Ok(None);
                 }
                 Ok(accounts::active_user(conn, &user_id)?)

@@ -60,8 +60,20 @@ async fn login(
         return Err(AppError::InvalidCredentials);
     };
     let name = username.as_str().to_owned();
-    let (locked, login) =
-        state.db.call(move |conn| Ok((store::locked_for(conn, &name, now)?, accounts::login(conn, &name)?))).await?;
+    let device = request.device_id.as_str().to_owned();
+    let (locked, login, revoked) = state
+        .db
+        .call(move |conn| {
+            Ok((
+                store::locked_for(conn, &name, now)?,
+                accounts::login(conn, &name)?,
+                store::device_revoked(conn, &device)?,
+            ))
+        })
+        .await?;
+    if revoked {
+        return Err(AppError::DeviceRevoked);
+    }
     if let Some(retry_after_secs) = locked {
         tracing::info!(retry_after_secs, "sign-in refused: username locked out");
         return Err(AppError::TooManyAttempts { retry_after_secs });
@@ -114,6 +126,9 @@ async fn refresh(
     let outcome = state
         .db
         .call(move |conn| {
+            if store::device_revoked(conn, device.as_str())? {
+                return Err(AppError::DeviceRevoked);
+            }
             let tx = conn.transaction()?;
             let rotation = store::rotate(&tx, &presented, &device, now)?;
             let user = match &rotation {

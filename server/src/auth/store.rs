@@ -131,6 +131,26 @@ pub fn session_is_live(conn: &Connection, session: &str, user_id: &str) -> rusql
     .map(|live| live.unwrap_or(false))
 }
 
+/// Whether a manager has revoked this device.
+pub fn device_revoked(conn: &Connection, device: &str) -> rusqlite::Result<bool> {
+    conn.query_row("SELECT 1 FROM revoked_devices WHERE device = ?1", [device], |_| Ok(()))
+        .optional()
+        .map(|r| r.is_some())
+}
+
+/// Revokes a device: its sessions end, and it is told to wipe its store.
+pub fn revoke_device(tx: &Transaction<'_>, device: &str, by: &str, now: i64) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO revoked_devices (device, revoked_at, revoked_by) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+        params![device, now, by],
+    )?;
+    tx.execute(
+        "UPDATE sessions SET revoked_at = ?1, revoked_because = 'device_revoked' WHERE device_id = ?2 AND revoked_at IS NULL",
+        params![now, device],
+    )?;
+    Ok(())
+}
+
 /// The seconds a username must still wait before trying again, if it is locked out.
 pub fn locked_for(conn: &Connection, username: &str, now: i64) -> rusqlite::Result<Option<i64>> {
     let until: Option<i64> = conn

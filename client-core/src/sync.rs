@@ -1,0 +1,398 @@
+//! The sync engine, sans-IO: [`Core::sync_request`] builds a request body,
+//! [`Core::apply_sync_response`] applies the server's answer, and the host repeats until
+//! there is nothing left to say. The host carries the bytes with its own HTTP stack
+//! (OkHttp, URLSession); `http` does it with ureq for the command line and the tests.
+//!
+//! What crosses is described in `episode::sync`. On this side:
+//!
+//! - A response is applied in one transaction (documents, sync states, the server's
+//!   actions, the cursor), so a crash leaves the store before or after it, never between.
+//!   A lost response costs a repeat, never a record: the device's changes stay until the
+//!   server confirms them, and a repeat changes nothing twice.
+//! - Sync states persist as their shared heads only, and each session starts from them
+//!   (primed: the server is taken to have exactly those heads), so a message lost in
+//!   flight can never stall a later sync.
+//! - An episode the server refuses (a 4xx naming it) is held back with the reason, kept
+//!   whole on the device, and not sent again until it changes.
+//! - An episode that left the user's teams goes to the server whole, and is dropped only
+//!   when the server confirms it holds every change the device sent.
+
+use std::collections::{BTreeSet, HashMap};
+
+use automerge::ChangeHash;
+use automerge::sync::State;
+use episode::EpisodeId;
+use episode::document::EpisodeDoc;
+use episode::sync::{self as protocol, Body, Document};
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::{COMPACT_AFTER, Core, Kept, store};
+
+/// The most round trips one session makes before it stops (and the next one goes on).
+const MAX_ROUNDS: usize = 32;
+
+const CURSOR: &str = "sync.cursor";
+const CLOCK_OFFSET: &str = "sync.clock_offset_ms";
+
+/// One sync session: the states of this session's exchanges and what it has learnt.
+#[derive(Debug, Default)]
+pub struct SyncSession {
+    states: HashMap<EpisodeId, State>,
+    /// The heads of each episode sent whole in this session.
+    sent_whole: HashMap<EpisodeId, Vec<ChangeHash>>,
+    leaving: BTreeSet<EpisodeId>,
+    more: bool,
+    rounds: usize,
+    done: bool,
+    pub summary: SyncSummary,
+}
+
+impl SyncSession {
+    /// The last request was refused or lost before an answer: build the next one as if
+    /// it had never been sent.
+    pub fn retry(&mut self) {
+        self.states.clear();
+        self.sent_whole.clear();
+        self.rounds += 1;
+    }
+}
+
+/// What a sync did, for the practitioner (and `tether-field sync`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SyncSummary {
+    pub round_trips: usize,
+    pub bytes_sent: usize,
+    pub bytes_received: usize,
+    /// Episodes this device sent changes or whole copies of.
+    pub sent: usize,
+    /// Episodes that gained changes from the server.
+    pub received: usize,
+    /// Episodes new to this device.
+    pub new_episodes: usize,
+    /// Episodes dropped after a transfer, once the server held all of them.
+    pub dropped: usize,
+    /// Episodes the server refused, with its reason; kept here, not sent until they change.
+    pub held_back: Vec<HeldBack>,
+    /// The server's clock minus the device's, in milliseconds.
+    pub clock_offset_ms: i64,
+    pub cursor: u64,
+    /// Whether the session finished (nothing left to say) rather than stopping early.
+    pub complete: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct HeldBack {
+    pub episode: EpisodeId,
+    pub reason: String,
+}
+
+/// The server's actions for one episode, as of its last sync.
+#[derive(Clone, Debug, Serialize)]
+pub struct ServerActions {
+    pub provisional: bool,
+    #[serde(with = "episode::json::time")]
+    pub evaluated_at: Timestamp,
+    #[serde(flatten)]
+    pub evaluation: episode::pathway::Evaluation,
+}
+
+impl Core {
+    /// Starts a sync session.
+    pub fn begin_sync(&self) -> SyncSession {
+        SyncSession::default()
+    }
+
+    /// The next request body of `session`, or `None` when there is nothing left to say.
+    /// The first call always gives a request (it asks the server what is new).
+    pub fn sync_request(&mut self, session: &mut SyncSession, device_now: Timestamp) -> Result<Option<Vec<u8>>> {
+        if session.done || session.rounds >= MAX_ROUNDS {
+            session.summary.complete = session.done;
+            return Ok(None);
+        }
+        let held: HashMap<String, Vec<u8>> =
+            store::held_back(&self.conn)?.into_iter().map(|(id, heads, _)| (id, heads)).collect();
+        let persisted: HashMap<String, Vec<u8>> = store::sync_states(&self.conn)?.into_iter().collect();
+        let mut documents = Vec::new();
+        let mut full = false;
+        for (id, kept) in &mut self.episodes {
+            if documents.len() >= protocol::MAX_DOCUMENTS_PER_REQUEST {
+                full = true;
+                break;
+            }
+            let key = id.to_string();
+            let heads = kept.doc.heads();
+            if held.get(&key).is_some_and(|h| *h == encode_heads(&heads)) {
+                continue;
+            }
+            if session.leaving.contains(id) {
+                if session.sent_whole.get(id) != Some(&heads) {
+                    documents.push(Document { episode: *id, body: Body::Whole(kept.doc.save()) });
+                    session.sent_whole.insert(*id, heads);
+                }
+                continue;
+            }
+            if let Some(state) = session.states.get_mut(id) {
+                if let Some(message) = kept.doc.generate_sync_message(state) {
+                    documents.push(Document { episode: *id, body: Body::Message(message) });
+                }
+                continue;
+            }
+            match persisted.get(&key) {
+                // Never confirmed by the server: it goes whole (once a session).
+                None => {
+                    if !session.sent_whole.contains_key(id) {
+                        documents.push(Document { episode: *id, body: Body::Whole(kept.doc.save()) });
+                        // Sent whole: nothing more to say until the server answers.
+                        let mut state = State::new();
+                        state.last_sent_heads.clone_from(&heads);
+                        state.have_responded = true;
+                        session.states.insert(*id, state);
+                        session.sent_whole.insert(*id, heads);
+                    }
+                }
+                Some(bytes) => {
+                    let mut state = protocol::decode_state(Some(bytes));
+                    if protocol::has_unconfirmed(&mut kept.doc, &state) {
+                        protocol::prime(&mut state);
+                        if let Some(message) = kept.doc.generate_sync_message(&mut state) {
+                            documents.push(Document { episode: *id, body: Body::Message(message) });
+                        }
+                        session.states.insert(*id, state);
+                    }
+                }
+            }
+        }
+        if session.summary.round_trips > 0 && documents.is_empty() && !session.more && !full {
+            session.done = true;
+            session.summary.complete = true;
+            return Ok(None);
+        }
+        session.summary.sent += documents.len();
+        let request = protocol::Request {
+            protocol: protocol::PROTOCOL,
+            cursor: self.cursor()?,
+            device_time_ms: device_now.as_millisecond(),
+            documents,
+        };
+        let body = request.encode();
+        session.summary.bytes_sent += body.len();
+        // A full request leaves more to send: go on even if the server has nothing.
+        session.more = full;
+        Ok(Some(body))
+    }
+
+    /// Applies the server's response to the last request of `session`, in one
+    /// transaction. `device_now` is the device's clock when the response arrived.
+    pub fn apply_sync_response(&mut self, session: &mut SyncSession, body: &[u8], device_now: Timestamp) -> Result<()> {
+        let response = protocol::Response::decode(body).map_err(|e| Error::Sync(e.to_string()))?;
+        session.rounds += 1;
+        session.summary.round_trips += 1;
+        session.summary.bytes_received += body.len();
+        let offset = response.server_time_ms - device_now.as_millisecond();
+
+        let mut persisted: HashMap<String, Vec<u8>> = store::sync_states(&self.conn)?.into_iter().collect();
+        // Apply to the documents in memory, collecting what to write.
+        let mut writes: Vec<(EpisodeId, Write)> = Vec::new();
+        for Document { episode: id, body } in response.documents {
+            match body {
+                Body::Whole(bytes) => {
+                    let mut theirs = EpisodeDoc::load(&bytes, self.actor.clone())?;
+                    if theirs.episode()?.id != id {
+                        return Err(Error::Sync(format!("the server sent another episode as {id}")));
+                    }
+                    if let Some(kept) = self.episodes.get_mut(&id) {
+                        let before = kept.doc.heads();
+                        kept.doc.merge(&mut theirs)?;
+                        if kept.doc.heads() != before {
+                            writes.push((id, Write::Changes(kept.doc.save_incremental())));
+                            session.summary.received += 1;
+                        }
+                    } else {
+                        let episode = theirs.episode()?;
+                        let snapshot = theirs.save();
+                        writes.push((id, Write::New(episode.team.clone(), snapshot)));
+                        self.episodes.insert(id, Kept { doc: theirs, episode, changes: 0 });
+                        session.summary.new_episodes += 1;
+                    }
+                    // Tell the server we hold it: a message with our heads, next round.
+                    session.states.insert(id, State::new());
+                }
+                Body::Message(message) => {
+                    let Some(kept) = self.episodes.get_mut(&id) else { continue };
+                    let state = match session.states.get_mut(&id) {
+                        Some(state) => state,
+                        None => {
+                            let stored = persisted.remove(&id.to_string());
+                            session.states.entry(id).or_insert(protocol::decode_state(stored.as_deref()))
+                        }
+                    };
+                    match kept.doc.receive_sync_message(state, &message) {
+                        Ok(true) => {
+                            writes.push((id, Write::Changes(kept.doc.save_incremental())));
+                            session.summary.received += 1;
+                        }
+                        Ok(false) => {}
+                        Err(error) => {
+                            // The server's own message does not check out here: keep
+                            // everything, say so, and stop talking about it this session.
+                            session.states.remove(&id);
+                            session.summary.held_back.push(HeldBack { episode: id, reason: error.to_string() });
+                        }
+                    }
+                }
+            }
+        }
+        let mut drops = Vec::new();
+        for id in response.dropped {
+            let Some(kept) = self.episodes.get_mut(&id) else { continue };
+            // Drop only what the server has confirmed holding: the copy sent whole, with
+            // nothing recorded since. Otherwise it goes whole again.
+            if session.sent_whole.get(&id) == Some(&kept.doc.heads()) {
+                drops.push(id);
+            } else {
+                session.leaving.insert(id);
+            }
+        }
+        session.leaving.extend(response.leaving.iter().copied().filter(|id| self.episodes.contains_key(id)));
+
+        let written = (|| -> Result<()> {
+            let tx = self.conn.transaction()?;
+            for (id, write) in &writes {
+                match write {
+                    Write::New(team, snapshot) => store::insert_episode(&tx, &id.to_string(), team, snapshot)?,
+                    Write::Changes(bytes) => store::append_change(&tx, &id.to_string(), bytes)?,
+                }
+            }
+            for (id, state) in &session.states {
+                if self.episodes.contains_key(id) {
+                    store::put_sync_state(&tx, &id.to_string(), &state.encode())?;
+                }
+            }
+            for action in &response.actions {
+                if self.episodes.contains_key(&action.episode) {
+                    store::put_server_actions(
+                        &tx,
+                        &action.episode.to_string(),
+                        response.server_time_ms,
+                        &action.evaluation,
+                    )?;
+                }
+            }
+            for id in &drops {
+                store::delete_episode(&tx, &id.to_string())?;
+            }
+            store::set_meta(&tx, CURSOR, &response.cursor.to_string())?;
+            store::set_meta(&tx, CLOCK_OFFSET, &offset.to_string())?;
+            tx.commit()?;
+            Ok(())
+        })();
+        if let Err(error) = written {
+            // Memory must never hold what the disk does not.
+            let touched: BTreeSet<EpisodeId> = writes.iter().map(|(id, _)| *id).collect();
+            for id in touched {
+                self.reload(id)?;
+            }
+            return Err(error);
+        }
+        for id in &drops {
+            self.episodes.remove(id);
+            session.states.remove(id);
+            session.summary.dropped += 1;
+        }
+        let mut compact = Vec::new();
+        for (id, write) in &writes {
+            if let (Some(kept), Write::Changes(_)) = (self.episodes.get_mut(id), write) {
+                kept.changes += 1;
+                kept.episode = kept.doc.episode()?;
+                if kept.changes >= COMPACT_AFTER {
+                    compact.push(*id);
+                }
+            }
+        }
+        for id in compact {
+            self.compact(id)?;
+        }
+        session.more |= response.more || !session.leaving.is_empty();
+        session.summary.clock_offset_ms = offset;
+        session.summary.cursor = response.cursor;
+        Ok(())
+    }
+
+    /// The server refused `episode` (a 4xx naming it): keep it, with the reason, and do
+    /// not send it again until it changes. The session goes on without it.
+    pub fn hold_back(&mut self, session: &mut SyncSession, episode: EpisodeId, reason: &str) -> Result<()> {
+        let kept = self.episodes.get_mut(&episode).ok_or_else(|| Error::NotFound(episode.to_string()))?;
+        let heads = encode_heads(&kept.doc.heads());
+        let tx = self.conn.transaction()?;
+        store::hold_back(&tx, &episode.to_string(), &heads, reason)?;
+        tx.commit()?;
+        session.states.remove(&episode);
+        session.sent_whole.remove(&episode);
+        session.leaving.remove(&episode);
+        session.summary.held_back.push(HeldBack { episode, reason: reason.to_string() });
+        Ok(())
+    }
+
+    /// The episodes the server has refused, with its reasons.
+    pub fn held_back(&self) -> Result<Vec<HeldBack>> {
+        Ok(store::held_back(&self.conn)?
+            .into_iter()
+            .filter_map(|(id, _, reason)| Some(HeldBack { episode: id.parse().ok()?, reason }))
+            .collect())
+    }
+
+    /// The server's cursor this device has everything up to.
+    pub fn cursor(&self) -> Result<u64> {
+        Ok(store::meta(&self.conn, CURSOR)?.and_then(|c| c.parse().ok()).unwrap_or(0))
+    }
+
+    /// The server's clock minus the device's, as of the last sync, in milliseconds.
+    pub fn clock_offset_ms(&self) -> Result<i64> {
+        Ok(store::meta(&self.conn, CLOCK_OFFSET)?.and_then(|c| c.parse().ok()).unwrap_or(0))
+    }
+
+    /// The device's clock corrected by the server's offset (the time the server would
+    /// say it is).
+    pub fn corrected_now(&self, device_now: Timestamp) -> Result<Timestamp> {
+        let offset = jiff::SignedDuration::from_millis(self.clock_offset_ms()?);
+        Ok(device_now.checked_add(offset).unwrap_or(device_now))
+    }
+
+    /// The server's actions for an episode, as of the last sync (`None` before any).
+    pub fn server_actions(&self, id: EpisodeId) -> Result<Option<ServerActions>> {
+        self.episode(id)?;
+        let Some((at_ms, json)) = store::server_actions(&self.conn, &id.to_string())? else { return Ok(None) };
+        let evaluation = serde_json::from_str(&json)
+            .map_err(|e| Error::Corrupt(format!("the server's stored actions do not read: {e}")))?;
+        let evaluated_at = Timestamp::from_millisecond(at_ms).map_err(|e| Error::Corrupt(e.to_string()))?;
+        Ok(Some(ServerActions { provisional: false, evaluated_at, evaluation }))
+    }
+
+    /// Wipes the store (a revoked device): the file and its journal are deleted.
+    pub fn wipe(self) -> Result<()> {
+        let Self { conn, dir, .. } = self;
+        conn.close().map_err(|(_, e)| Error::Storage(format!("cannot close the store to wipe it: {e}")))?;
+        for suffix in ["", "-wal", "-shm"] {
+            let path = dir.join(format!("{}{suffix}", crate::STORE_FILE));
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::Storage(format!("cannot wipe the store: {e}"))),
+            }
+        }
+        Ok(())
+    }
+}
+
+enum Write {
+    New(String, Vec<u8>),
+    Changes(Vec<u8>),
+}
+
+fn encode_heads(heads: &[ChangeHash]) -> Vec<u8> {
+    let mut sorted = heads.to_vec();
+    sorted.sort();
+    sorted.iter().flat_map(|h| h.0).collect()
+}

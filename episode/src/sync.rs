@@ -1,0 +1,227 @@
+//! The sync protocol of `POST /v1/sync` (`shared/design.md`, "Sync"): the messages a
+//! device and the server exchange, and the checked Automerge sync steps on an
+//! [`EpisodeDoc`].
+//!
+//! One request carries many documents. A device sends, for each episode that changed
+//! since the server last confirmed it, an Automerge sync message; an episode the server
+//! has never confirmed goes whole. It also sends the server's cursor (the change sequence
+//! number it has seen up to), so that an up-to-date device learns "nothing new" in one
+//! round trip of a few dozen bytes, whatever its caseload. The response carries the
+//! server's sync messages, the team's episodes the device does not have yet, the
+//! authoritative actions of every episode that changed, and the server's clock.
+//!
+//! The body is [postcard](https://docs.rs/postcard): compact, and decoded without
+//! trusting any length it declares. Errors are JSON, as on every route.
+//!
+//! Sync states: [`automerge::sync::State::encode`] keeps only the shared heads, and both
+//! sides persist that per (document, peer) and start each request from the decoded state,
+//! so a lost message can never leave a stale in-flight flag behind (automerge #772).
+//! Each side [primes](prime) a decoded state with what the other side is known to have,
+//! so that one side's changes cross in one round trip rather than two.
+
+use automerge::ChangeHash;
+use automerge::sync::{self, BloomFilter, Have, SyncDoc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::document::{DocumentError, EpisodeDoc, MAX_DOCUMENT_BYTES};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL: u32 = 1;
+
+/// The largest request body the server reads.
+pub const MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;
+
+/// The most documents (whole or as sync messages) one request may carry; a device with
+/// more sends them over several requests.
+pub const MAX_DOCUMENTS_PER_REQUEST: usize = 200;
+
+/// The most changes one sync message may carry.
+pub const MAX_CHANGES_PER_MESSAGE: usize = 5_000;
+
+/// The media type of a sync body.
+pub const CONTENT_TYPE: &str = "application/vnd.tether.sync+postcard";
+
+/// What a device sends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub protocol: u32,
+    /// The server's change sequence number up to which the device has everything.
+    pub cursor: u64,
+    /// The device's clock when it built the request, in Unix milliseconds.
+    pub device_time_ms: i64,
+    pub documents: Vec<Document>,
+}
+
+/// What the server answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    pub protocol: u32,
+    /// The cursor to send next time (once this response is applied and stored).
+    pub cursor: u64,
+    /// The server's clock when it answered, in Unix milliseconds.
+    pub server_time_ms: i64,
+    pub documents: Vec<Document>,
+    /// The server's evaluation of every episode that changed.
+    pub actions: Vec<Authoritative>,
+    /// Episodes that have left the user's teams: send them whole, then they are dropped.
+    pub leaving: Vec<Uuid>,
+    /// Episodes the server holds everything of, and that the device must now drop.
+    pub dropped: Vec<Uuid>,
+    /// More is waiting: sync again.
+    pub more: bool,
+}
+
+/// One episode's part of a request or a response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Document {
+    pub episode: Uuid,
+    pub body: Body,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body {
+    /// The whole document: an episode the other side has never had.
+    Whole(Vec<u8>),
+    /// An Automerge sync message.
+    Message(Vec<u8>),
+}
+
+/// The server's evaluation of one episode, at `Response::server_time_ms`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Authoritative {
+    pub episode: Uuid,
+    /// The evaluation JSON of `shared/interfaces.md`.
+    pub evaluation: String,
+}
+
+/// Why a body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("the sync body is {0} bytes, more than the {MAX_REQUEST_BYTES} allowed")]
+    TooLarge(usize),
+    #[error("the sync body is not a sync message of this protocol: {0}")]
+    Malformed(String),
+    #[error("the sync body speaks protocol {0}; this build speaks {PROTOCOL}")]
+    Protocol(u32),
+    #[error("the sync body carries {0} documents, more than the {MAX_DOCUMENTS_PER_REQUEST} allowed")]
+    TooManyDocuments(usize),
+}
+
+impl Request {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// Reads a request, refusing oversized or malformed bodies and other protocols.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.len() > MAX_REQUEST_BYTES {
+            return Err(DecodeError::TooLarge(bytes.len()));
+        }
+        let request: Self = postcard::from_bytes(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        if request.protocol != PROTOCOL {
+            return Err(DecodeError::Protocol(request.protocol));
+        }
+        if request.documents.len() > MAX_DOCUMENTS_PER_REQUEST {
+            return Err(DecodeError::TooManyDocuments(request.documents.len()));
+        }
+        Ok(request)
+    }
+}
+
+impl Response {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.len() > MAX_REQUEST_BYTES * 4 {
+            return Err(DecodeError::TooLarge(bytes.len()));
+        }
+        let response: Self = postcard::from_bytes(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        if response.protocol != PROTOCOL {
+            return Err(DecodeError::Protocol(response.protocol));
+        }
+        Ok(response)
+    }
+}
+
+/// A sync state decoded from its stored bytes (none stored: a fresh state). Bytes that
+/// do not decode give a fresh state: the cost is a longer sync, never a lost change.
+pub fn decode_state(stored: Option<&[u8]>) -> sync::State {
+    stored.and_then(|bytes| sync::State::decode(bytes).ok()).unwrap_or_default()
+}
+
+/// Primes a freshly decoded state: the peer is taken to have exactly the shared heads,
+/// so the next message sends every change since them at once, instead of first
+/// exchanging summaries. A peer that has more just receives some changes twice.
+pub fn prime(state: &mut sync::State) {
+    let shared = state.shared_heads.clone();
+    state.their_heads = Some(shared.clone());
+    state.their_need = Some(Vec::new());
+    state.their_have = Some(vec![Have { last_sync: shared, bloom: BloomFilter::default() }]);
+}
+
+/// Whether `doc` has changes the peer of `state` has not confirmed.
+pub fn has_unconfirmed(doc: &mut EpisodeDoc, state: &sync::State) -> bool {
+    let mut heads = doc.heads();
+    let mut shared = state.shared_heads.clone();
+    heads.sort();
+    shared.sort();
+    heads != shared
+}
+
+/// Whether every one of `heads` is in `doc`.
+pub fn has_all(doc: &mut EpisodeDoc, heads: &[ChangeHash]) -> bool {
+    let am = doc.automerge();
+    heads.iter().all(|h| am.get_change_by_hash(h).is_some())
+}
+
+impl EpisodeDoc {
+    /// The next sync message to the peer of `state`, if there is anything to say.
+    pub fn generate_sync_message(&mut self, state: &mut sync::State) -> Option<Vec<u8>> {
+        let am = self.automerge();
+        // Automerge asserts its own invariants while building a message; a state that
+        // does not fit the document (a peer's claim we cannot check) must not take the
+        // caller down, so a failure here sends nothing and the next sync starts afresh.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| am.sync().generate_sync_message(state)))
+            .ok()
+            .flatten()
+            .map(sync::Message::encode)
+    }
+
+    /// Applies a peer's sync message: to a copy first, checked like any merge (the
+    /// identity and every record unchanged, every new record valid, the schema known),
+    /// and kept only if the check passes. On a refusal neither the document nor `state`
+    /// changes. Returns whether the document gained changes.
+    pub fn receive_sync_message(&mut self, state: &mut sync::State, message: &[u8]) -> Result<bool, DocumentError> {
+        if message.len() > MAX_DOCUMENT_BYTES {
+            return Err(DocumentError::TooLarge(message.len()));
+        }
+        let decoded = std::panic::catch_unwind(|| sync::Message::decode(message))
+            .map_err(|_| DocumentError::Corrupt("the sync message could not be decoded".into()))?
+            .map_err(|e| DocumentError::Corrupt(format!("not a sync message: {e}")))?;
+        if decoded.changes.len() > MAX_CHANGES_PER_MESSAGE {
+            return Err(DocumentError::Refused(format!(
+                "the sync message carries {} changes, more than the {MAX_CHANGES_PER_MESSAGE} allowed",
+                decoded.changes.len()
+            )));
+        }
+        let before = self.heads();
+        let mut copy = self.fork_checked();
+        let mut next_state = state.clone();
+        let received = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            copy.automerge().sync().receive_sync_message(&mut next_state, decoded)
+        }))
+        .map_err(|_| DocumentError::Corrupt("the sync message could not be applied".into()))?;
+        received.map_err(|e| DocumentError::Corrupt(format!("the sync message could not be applied: {e}")))?;
+        let changed = copy.heads() != before;
+        if changed {
+            let checked = copy.recheck()?;
+            self.check_merge(&checked)?;
+            *self = checked;
+        }
+        *state = next_state;
+        Ok(changed)
+    }
+}

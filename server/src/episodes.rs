@@ -1,0 +1,262 @@
+//! Episode documents in the server's database: each kept as a compacted snapshot plus the
+//! changes since, with the server-wide change sequence number (`seq`) that devices' sync
+//! cursors count in, the sync state per (episode, device), and the receipt time of every
+//! record.
+//!
+//! Functions that write take a `&Transaction`, so a sync request's writes commit together
+//! or not at all.
+
+use std::collections::HashMap;
+
+use automerge::ActorId;
+use episode::document::EpisodeDoc;
+use episode::pathway::{self, Calendar, Evaluation};
+use episode::{Episode, EpisodeId};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use crate::db;
+
+/// After this many stored changes an episode is compacted into a new snapshot.
+const COMPACT_AFTER: i64 = 64;
+
+/// An episode as stored: its current team, its `seq`, and its document.
+#[derive(Debug)]
+pub struct Stored {
+    pub id: EpisodeId,
+    pub team: String,
+    pub seq: i64,
+    pub doc: EpisodeDoc,
+    pub changes: i64,
+}
+
+/// Why a stored episode could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the stored document of an episode is damaged: {0}")]
+    Damaged(#[from] episode::document::DocumentError),
+}
+
+/// The server's own Automerge actor (generated at first use), for the changes the server
+/// makes itself.
+pub fn server_actor(tx: &Transaction<'_>) -> rusqlite::Result<ActorId> {
+    let id = match db::meta(tx, "actor")? {
+        Some(id) => id,
+        None => {
+            let id = uuid::Uuid::now_v7().to_string();
+            db::set_meta(tx, "actor", &id)?;
+            id
+        }
+    };
+    let uuid: uuid::Uuid = id.parse().unwrap_or_else(|_| uuid::Uuid::nil());
+    Ok(ActorId::from(uuid.as_bytes().as_slice()))
+}
+
+/// The next change sequence number (and takes it).
+pub fn next_seq(tx: &Transaction<'_>) -> rusqlite::Result<i64> {
+    let seq = current_seq(tx)? + 1;
+    db::set_meta(tx, "seq", &seq.to_string())?;
+    Ok(seq)
+}
+
+/// The highest change sequence number given so far.
+pub fn current_seq(conn: &Connection) -> rusqlite::Result<i64> {
+    Ok(db::meta(conn, "seq")?.and_then(|s| s.parse().ok()).unwrap_or(0))
+}
+
+/// An episode's team and `seq`, without its document.
+pub fn team_of(conn: &Connection, id: EpisodeId) -> rusqlite::Result<Option<(String, i64)>> {
+    conn.query_row("SELECT team, seq FROM episodes WHERE id = ?1", [id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+}
+
+/// Loads an episode's document.
+pub fn load(conn: &Connection, id: EpisodeId, actor: &ActorId) -> Result<Option<Stored>, StoreError> {
+    let key = id.to_string();
+    let Some((team, seq, snapshot)) = conn
+        .query_row("SELECT team, seq, snapshot FROM episodes WHERE id = ?1", [&key], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?))
+        })
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let mut statement = conn.prepare_cached("SELECT bytes FROM episode_changes WHERE episode = ?1 ORDER BY n")?;
+    let changes: Vec<Vec<u8>> = statement.query_map([&key], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let doc = EpisodeDoc::load_with_changes(&snapshot, changes.iter().map(Vec::as_slice), actor.clone())?;
+    Ok(Some(Stored { id, team, seq, doc, changes: changes.len() as i64 }))
+}
+
+/// Stores a new episode.
+pub fn insert(
+    tx: &Transaction<'_>,
+    id: EpisodeId,
+    team: &str,
+    doc: &mut EpisodeDoc,
+    now: i64,
+) -> rusqlite::Result<i64> {
+    let seq = next_seq(tx)?;
+    tx.execute(
+        "INSERT INTO episodes (id, team, seq, snapshot, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![id.to_string(), team, seq, doc.save(), now],
+    )?;
+    Ok(seq)
+}
+
+/// Stores the changes made to a loaded episode since it was loaded, and gives it a new
+/// `seq`. Compacts it when enough changes have gathered.
+pub fn save_changes(tx: &Transaction<'_>, stored: &mut Stored) -> rusqlite::Result<()> {
+    let key = stored.id.to_string();
+    let bytes = stored.doc.save_incremental();
+    stored.seq = next_seq(tx)?;
+    if stored.changes + 1 >= COMPACT_AFTER {
+        tx.execute("DELETE FROM episode_changes WHERE episode = ?1", [&key])?;
+        tx.execute(
+            "UPDATE episodes SET snapshot = ?1, seq = ?2 WHERE id = ?3",
+            params![stored.doc.save(), stored.seq, key],
+        )?;
+        stored.changes = 0;
+    } else {
+        tx.execute("INSERT INTO episode_changes (episode, bytes) VALUES (?1, ?2)", params![key, bytes])?;
+        tx.execute("UPDATE episodes SET seq = ?1 WHERE id = ?2", params![stored.seq, key])?;
+        stored.changes += 1;
+    }
+    Ok(())
+}
+
+/// Moves an episode to another team (a transfer), with a new `seq` so that the new
+/// team's devices learn of it.
+pub fn set_team(tx: &Transaction<'_>, id: EpisodeId, team: &str) -> rusqlite::Result<()> {
+    let seq = next_seq(tx)?;
+    tx.execute("UPDATE episodes SET team = ?1, seq = ?2 WHERE id = ?3", params![team, seq, id.to_string()])?;
+    Ok(())
+}
+
+/// The stored sync state of (episode, device), if the device holds the episode.
+pub fn sync_state(conn: &Connection, id: EpisodeId, device: &str) -> rusqlite::Result<Option<Vec<u8>>> {
+    conn.prepare_cached("SELECT state FROM sync_states WHERE episode = ?1 AND device = ?2")?
+        .query_row(params![id.to_string(), device], |r| r.get(0))
+        .optional()
+}
+
+pub fn put_sync_state(tx: &Transaction<'_>, id: EpisodeId, device: &str, state: &[u8]) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO sync_states (episode, device, state) VALUES (?1, ?2, ?3)
+         ON CONFLICT (episode, device) DO UPDATE SET state = excluded.state",
+    )?
+    .execute(params![id.to_string(), device, state])?;
+    Ok(())
+}
+
+/// The visible episodes changed after `cursor`, oldest change first, at most `limit`.
+pub fn changed_since(
+    conn: &Connection,
+    teams: &[String],
+    cursor: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<(EpisodeId, i64)>> {
+    let mut out = Vec::new();
+    let mut statement =
+        conn.prepare_cached("SELECT id, seq FROM episodes WHERE team = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")?;
+    for team in teams {
+        let rows =
+            statement.query_map(params![team, cursor, limit as i64], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?;
+        for row in rows {
+            let (id, seq) = row?;
+            if let Ok(id) = id.parse() {
+                out.push((id, seq));
+            }
+        }
+    }
+    out.sort_by_key(|&(id, seq)| (seq, id));
+    out.truncate(limit);
+    Ok(out)
+}
+
+/// Episodes the device holds that are no longer in any of `teams` (transferred away).
+pub fn leaving(conn: &Connection, device: &str, teams: &[String]) -> rusqlite::Result<Vec<EpisodeId>> {
+    let mut statement = conn.prepare_cached(
+        "SELECT s.episode, e.team FROM sync_states s JOIN episodes e ON e.id = s.episode WHERE s.device = ?1",
+    )?;
+    let rows = statement.query_map([device], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, team) = row?;
+        if !teams.contains(&team)
+            && let Ok(id) = id.parse()
+        {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+/// The device has handed over everything it held of a leaving episode: it may drop it.
+pub fn record_drop(tx: &Transaction<'_>, id: EpisodeId, device: &str) -> rusqlite::Result<()> {
+    let seq = next_seq(tx)?;
+    tx.execute("DELETE FROM sync_states WHERE episode = ?1 AND device = ?2", params![id.to_string(), device])?;
+    tx.execute(
+        "INSERT INTO drops (episode, device, seq) VALUES (?1, ?2, ?3)
+         ON CONFLICT (episode, device) DO UPDATE SET seq = excluded.seq",
+        params![id.to_string(), device, seq],
+    )?;
+    Ok(())
+}
+
+/// Whether the device has handed this episode over before (after a transfer).
+pub fn dropped(conn: &Connection, id: EpisodeId, device: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM drops WHERE episode = ?1 AND device = ?2")?
+        .query_row(params![id.to_string(), device], |_| Ok(()))
+        .optional()
+        .map(|r| r.is_some())
+}
+
+/// Drops the device has not yet seen (recorded after its cursor).
+pub fn drops_since(conn: &Connection, device: &str, cursor: i64) -> rusqlite::Result<Vec<EpisodeId>> {
+    let mut statement = conn.prepare_cached("SELECT episode FROM drops WHERE device = ?1 AND seq > ?2")?;
+    let rows = statement.query_map(params![device, cursor], |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for row in rows {
+        if let Ok(id) = row?.parse() {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+/// Notes when the server first received each of the episode's records.
+pub fn record_receipts(tx: &Transaction<'_>, episode: &Episode, device: &str, now_ms: i64) -> rusqlite::Result<()> {
+    let mut statement = tx.prepare_cached(
+        "INSERT INTO receipts (episode, event, received_at, device) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (episode, event) DO NOTHING",
+    )?;
+    let id = episode.id.to_string();
+    for event in &episode.events {
+        statement.execute(params![id, event.id.to_string(), now_ms, device])?;
+    }
+    Ok(())
+}
+
+/// The episode with each record's `received_at` filled in from the receipts.
+pub fn with_receipts(conn: &Connection, mut episode: Episode) -> rusqlite::Result<Episode> {
+    let mut statement = conn.prepare_cached("SELECT event, received_at FROM receipts WHERE episode = ?1")?;
+    let rows = statement.query_map([episode.id.to_string()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    let mut receipts = HashMap::new();
+    for row in rows {
+        let (event, ms) = row?;
+        receipts.insert(event, ms);
+    }
+    for event in &mut episode.events {
+        if let Some(ms) = receipts.get(&event.id.to_string()) {
+            event.received_at = jiff::Timestamp::from_millisecond(*ms).ok();
+        }
+    }
+    Ok(episode)
+}
+
+/// The authoritative evaluation of an episode at `now`.
+pub fn evaluate(conn: &Connection, episode: Episode, now: jiff::Timestamp) -> rusqlite::Result<Evaluation> {
+    let episode = with_receipts(conn, episode)?;
+    Ok(pathway::evaluate(&episode, now, &Calendar::england_and_wales()))
+}

@@ -1,0 +1,102 @@
+//! What team managers (and admins) do to devices and episodes:
+//! `POST /v1/devices/{id}/revoke` and `POST /v1/episodes/{id}/transfer`.
+//!
+//! A revoked device is refused from then on and told, at its next request, to wipe its
+//! store. A transfer moves an episode to another team: the new team's devices receive it
+//! at their next sync, and the old team's devices hand over everything they hold of it
+//! before they drop it (`sync`).
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::post;
+use rusqlite::{OptionalExtension, params};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::accounts::{Role, TeamId};
+use crate::auth::{AuthUser, store};
+use crate::episodes;
+use crate::error::AppError;
+use crate::json::Json;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/devices/{id}/revoke", post(revoke_device))
+        .route("/v1/episodes/{id}/transfer", post(transfer))
+}
+
+fn may_manage(user: &AuthUser) -> Result<(), AppError> {
+    match user.role {
+        Role::TeamManager | Role::Admin => Ok(()),
+        _ => Err(AppError::Forbidden("only a team manager or an admin may do this")),
+    }
+}
+
+async fn revoke_device(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(device): Path<String>,
+) -> Result<axum::http::StatusCode, AppError> {
+    may_manage(&user)?;
+    let now = state.clock.unix();
+    let found = state
+        .db
+        .call(move |conn| {
+            // The device's users, and whether any shares a team with the manager.
+            let in_scope: bool = conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM sessions s JOIN user_teams t ON t.user_id = s.user_id
+                 WHERE s.device_id = ?1 AND (?2 OR t.team_id IN (SELECT team_id FROM user_teams WHERE user_id = ?3)))",
+                params![device, user.role == Role::Admin, user.user_id],
+                |r| r.get(0),
+            )?;
+            if !in_scope {
+                return Ok(false);
+            }
+            let tx = conn.transaction()?;
+            store::revoke_device(&tx, &device, &user.user_id, now)?;
+            tx.commit()?;
+            tracing::warn!(by = %user.user_id, "device revoked");
+            Ok(true)
+        })
+        .await?;
+    if found { Ok(axum::http::StatusCode::NO_CONTENT) } else { Err(AppError::NotFound) }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Transfer {
+    team: TeamId,
+}
+
+async fn transfer(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<uuid::Uuid>,
+    Json(request): Json<Transfer>,
+) -> Result<axum::http::StatusCode, AppError> {
+    may_manage(&user)?;
+    state
+        .db
+        .call(move |conn| {
+            let tx = conn.transaction()?;
+            let Some((team, _)) = episodes::team_of(&tx, id)? else { return Err(AppError::EpisodeNotFound(id)) };
+            if user.role != Role::Admin && !user.teams.contains(&team) {
+                return Err(AppError::EpisodeNotFound(id));
+            }
+            let exists = tx
+                .query_row("SELECT 1 FROM teams WHERE id = ?1", [request.team.as_str()], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if !exists {
+                return Err(AppError::InvalidBody("team: no such team".into()));
+            }
+            if team != request.team.as_str() {
+                episodes::set_team(&tx, id, request.team.as_str())?;
+            }
+            tx.commit()?;
+            tracing::info!(by = %user.user_id, "episode transferred");
+            Ok(())
+        })
+        .await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}

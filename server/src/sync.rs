@@ -1,0 +1,259 @@
+//! `POST /v1/sync`: the sync protocol's server side (messages in `episode::sync`).
+//!
+//! One request is one SQLite transaction. Every incoming document is applied to a copy
+//! and checked (its identity, team and patient unchanged; no record deleted or altered;
+//! every new record valid; the schema known) before anything is written; one that fails
+//! refuses the whole request with a 4xx naming the episode, and nothing is stored. Only
+//! after the transaction has committed — on disk, with `synchronous = FULL` — is the
+//! response sent, so whatever a device is told the server has, it has.
+
+use std::collections::BTreeMap;
+
+use automerge::ActorId;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use episode::EpisodeId;
+use episode::document::{DocumentError, EpisodeDoc};
+use episode::sync::{self as protocol, Body, Document};
+use rusqlite::Transaction;
+
+use crate::AppState;
+use crate::auth::AuthUser;
+use crate::episodes::{self, StoreError, Stored};
+use crate::error::AppError;
+
+/// The most documents one response carries before it says `more`.
+const MAX_RESPONSE_DOCUMENTS: usize = 100;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new().route("/v1/sync", post(sync)).layer(DefaultBodyLimit::max(protocol::MAX_REQUEST_BYTES))
+}
+
+async fn sync(State(state): State<AppState>, user: AuthUser, body: Bytes) -> Result<Response, AppError> {
+    let started = std::time::Instant::now();
+    let request = protocol::Request::decode(&body).map_err(|e| AppError::MalformedSync(e.to_string()))?;
+    let documents_in = request.documents.len();
+    let now = state.clock.now();
+    let response = state
+        .db
+        .call(move |conn| {
+            let tx = conn.transaction()?;
+            let response = handle(&tx, &user, request, now)?;
+            tx.commit()?;
+            Ok(response)
+        })
+        .await?;
+    tracing::info!(
+        documents_in,
+        documents_out = response.documents.len(),
+        actions = response.actions.len(),
+        more = response.more,
+        ms = started.elapsed().as_millis() as u64,
+        "synced"
+    );
+    let mut answer = response.encode().into_response();
+    answer.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(protocol::CONTENT_TYPE));
+    Ok(answer)
+}
+
+/// What a request did to one episode, to answer for it.
+struct Touched {
+    stored: Stored,
+    state: automerge::sync::State,
+    /// The request changed the episode (or brought it new).
+    changed: bool,
+    /// The request brought it new: stored whole already.
+    inserted: bool,
+}
+
+fn handle(
+    tx: &Transaction<'_>,
+    user: &AuthUser,
+    request: protocol::Request,
+    now: jiff::Timestamp,
+) -> Result<protocol::Response, AppError> {
+    let actor = episodes::server_actor(tx)?;
+    let device = user.device_id.as_str();
+    let now_ms = now.as_millisecond();
+    let cursor = i64::try_from(request.cursor).unwrap_or(i64::MAX);
+    let mut touched: BTreeMap<EpisodeId, Touched> = BTreeMap::new();
+    let mut dropped = Vec::new();
+
+    for Document { episode: id, body } in request.documents {
+        if touched.contains_key(&id) {
+            return Err(refused(id, "the request carries this episode twice"));
+        }
+        let existing = load(tx, id, &actor)?;
+        // Another team's episode is "not found", unless this device held it before a
+        // transfer: then it may still hand over what it has.
+        let held = episodes::sync_state(tx, id, device)?;
+        let visible = existing.as_ref().is_some_and(|s| user.teams.contains(&s.team));
+        // Held now, or handed over before (a repeat of a hand-over whose answer was lost).
+        let leaving = existing.is_some() && !visible && (held.is_some() || episodes::dropped(tx, id, device)?);
+        if existing.is_some() && !visible && !leaving {
+            return Err(AppError::EpisodeNotFound(id));
+        }
+        match body {
+            Body::Whole(bytes) => {
+                let mut theirs = EpisodeDoc::load(&bytes, actor.clone()).map_err(|e| refused_doc(id, e))?;
+                let their_episode = theirs.episode().map_err(|e| refused_doc(id, e))?;
+                if their_episode.id != id {
+                    return Err(refused(id, "the document is of another episode"));
+                }
+                let their_heads = theirs.heads();
+                let (stored, changed, inserted) = match existing {
+                    Some(mut stored) => {
+                        let before = stored.doc.heads();
+                        stored.doc.merge(&mut theirs).map_err(|e| refused_doc(id, e))?;
+                        let changed = stored.doc.heads() != before;
+                        (stored, changed, false)
+                    }
+                    None => {
+                        theirs.check_new().map_err(|e| refused_doc(id, e))?;
+                        if !user.teams.contains(&their_episode.team) {
+                            return Err(refused(id, "the episode's team is not one of yours"));
+                        }
+                        let seq = episodes::insert(tx, id, &their_episode.team, &mut theirs, now_ms / 1000)?;
+                        // The snapshot holds it all: later changes are saved from here.
+                        theirs.save_incremental();
+                        let stored = Stored { id, team: their_episode.team.clone(), seq, doc: theirs, changes: 0 };
+                        (stored, true, true)
+                    }
+                };
+                let mut state = automerge::sync::State::new();
+                state.shared_heads = their_heads;
+                if leaving {
+                    // Everything the device held is here now: it may drop the episode.
+                    let mut stored = stored;
+                    if changed && !inserted {
+                        episodes::save_changes(tx, &mut stored)?;
+                    }
+                    if changed {
+                        note_receipts(tx, &stored, device, now_ms)?;
+                    }
+                    episodes::record_drop(tx, id, device)?;
+                    dropped.push(id);
+                    continue;
+                }
+                touched.insert(id, Touched { stored, state, changed, inserted });
+            }
+            Body::Message(bytes) => {
+                let Some(mut stored) = existing else {
+                    return Err(AppError::EpisodeNotFound(id));
+                };
+                let mut state = protocol::decode_state(held.as_deref());
+                let changed = stored.doc.receive_sync_message(&mut state, &bytes).map_err(|e| refused_doc(id, e))?;
+                if leaving {
+                    // Only a whole copy can prove the device handed everything over.
+                    if changed {
+                        episodes::save_changes(tx, &mut stored)?;
+                        note_receipts(tx, &stored, device, now_ms)?;
+                    }
+                    continue;
+                }
+                touched.insert(id, Touched { stored, state, changed, inserted: false });
+            }
+        }
+    }
+
+    // Store what changed. A new episode was stored whole on insert; anything merged into
+    // an existing one is stored as its changes.
+    for touched in touched.values_mut() {
+        if touched.changed && !touched.inserted {
+            episodes::save_changes(tx, &mut touched.stored)?;
+        }
+        if touched.changed {
+            note_receipts(tx, &touched.stored, device, now_ms)?;
+        }
+    }
+
+    // Everything visible that changed after the device's cursor, with room for a page.
+    let since = episodes::changed_since(tx, &user.teams, cursor, MAX_RESPONSE_DOCUMENTS + 1)?;
+    let more = since.len() > MAX_RESPONSE_DOCUMENTS;
+    let page: Vec<_> = since.into_iter().take(MAX_RESPONSE_DOCUMENTS).collect();
+    let next_cursor = if more { page.last().map_or(cursor, |&(_, seq)| seq) } else { episodes::current_seq(tx)? };
+
+    let mut documents = Vec::new();
+    let mut actions = Vec::new();
+    for (id, touched) in &mut touched {
+        if let Some(message) = touched.stored.doc.generate_sync_message(&mut touched.state) {
+            documents.push(Document { episode: *id, body: Body::Message(message) });
+        }
+        episodes::put_sync_state(tx, *id, device, &touched.state.encode())?;
+        let changed_for_device = touched.changed || touched.stored.seq > cursor;
+        if changed_for_device {
+            actions.push(authoritative(tx, &touched.stored, now)?);
+        }
+    }
+    for (id, _) in page {
+        if touched.contains_key(&id) {
+            continue;
+        }
+        let Some(mut stored) = load(tx, id, &actor)? else { continue };
+        let mut state = protocol::decode_state(episodes::sync_state(tx, id, device)?.as_deref());
+        if state.shared_heads.is_empty() {
+            // The device has never confirmed having it: it goes whole (again, if an
+            // answer was lost), and the device counts as holding it from now on, so that
+            // a transfer asks for what it records before it confirms.
+            documents.push(Document { episode: id, body: Body::Whole(stored.doc.save()) });
+            episodes::put_sync_state(tx, id, device, &state.encode())?;
+        } else {
+            protocol::prime(&mut state);
+            if let Some(message) = stored.doc.generate_sync_message(&mut state) {
+                documents.push(Document { episode: id, body: Body::Message(message) });
+            }
+        }
+        actions.push(authoritative(tx, &stored, now)?);
+    }
+
+    let leaving = episodes::leaving(tx, device, &user.teams)?;
+    dropped.extend(episodes::drops_since(tx, device, cursor)?);
+    dropped.sort();
+    dropped.dedup();
+    Ok(protocol::Response {
+        protocol: protocol::PROTOCOL,
+        cursor: u64::try_from(next_cursor).unwrap_or(0),
+        server_time_ms: now_ms,
+        documents,
+        actions,
+        leaving,
+        dropped,
+        more,
+    })
+}
+
+fn load(tx: &Transaction<'_>, id: EpisodeId, actor: &ActorId) -> Result<Option<Stored>, AppError> {
+    episodes::load(tx, id, actor).map_err(|e| match e {
+        StoreError::Sqlite(e) => AppError::from(e),
+        damaged @ StoreError::Damaged(_) => AppError::internal(damaged),
+    })
+}
+
+fn note_receipts(tx: &Transaction<'_>, stored: &Stored, device: &str, now_ms: i64) -> Result<(), AppError> {
+    let episode = stored.doc.episode().map_err(AppError::internal)?;
+    episodes::record_receipts(tx, &episode, device, now_ms)?;
+    Ok(())
+}
+
+fn authoritative(
+    tx: &Transaction<'_>,
+    stored: &Stored,
+    now: jiff::Timestamp,
+) -> Result<protocol::Authoritative, AppError> {
+    let episode = stored.doc.episode().map_err(AppError::internal)?;
+    let evaluation = episodes::evaluate(tx, episode, now)?;
+    let evaluation = serde_json::to_string(&evaluation).map_err(AppError::internal)?;
+    Ok(protocol::Authoritative { episode: stored.id, evaluation })
+}
+
+fn refused(episode: EpisodeId, message: &str) -> AppError {
+    AppError::SyncRefused { episode, message: message.into() }
+}
+
+fn refused_doc(episode: EpisodeId, error: DocumentError) -> AppError {
+    AppError::SyncRefused { episode, message: error.to_string() }
+}

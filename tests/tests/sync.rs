@@ -1,0 +1,90 @@
+//! Devices syncing through a real server on loopback.
+
+use client_core::NewEpisode;
+use episode::{FactField, FactValue, Pathway, PatientRef};
+use jiff::Timestamp;
+use serde_json::{Map, Value, json};
+use server::accounts::Role;
+use tests::{Device, Server, User, create_accounts};
+
+#[test]
+#[ignore = "the server process of the end-to-end tests, started by them"]
+fn server_child() {
+    tests::server_child();
+}
+
+const USERS: &[User] = &[
+    User { username: "alice", role: Role::Practitioner, teams: &["north"] },
+    User { username: "bob", role: Role::Practitioner, teams: &["north"] },
+    User { username: "carol", role: Role::Practitioner, teams: &["south"] },
+    User { username: "maria", role: Role::TeamManager, teams: &["north"] },
+];
+
+fn fields(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => panic!("fields are an object"),
+    }
+}
+
+fn open(device: &mut Device, team: &str) -> episode::EpisodeId {
+    let new = NewEpisode {
+        patient_ref: PatientRef::new("RX-E2E-1").expect("a reference"),
+        pathway: Pathway::UrgentReferral,
+        team: team.into(),
+        facts: vec![(FactField::Children, FactValue::Flag(false))],
+        plan: "Visit on Monday.".into(),
+    };
+    device.core.open_episode(new, "alice", Timestamp::now()).expect("open")
+}
+
+fn no_answer(device: &mut Device, episode: episode::EpisodeId, by: &str) -> episode::EventId {
+    let visit = fields(json!({"announced": false, "outcome": "no_answer"}));
+    device.core.record(episode, "home_visit", Timestamp::now(), visit, by).expect("record a visit")
+}
+
+#[test]
+fn offline_records_on_every_device_converge_with_the_servers_actions() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let db = dir.path().join("tether.db");
+    create_accounts(&db, USERS);
+    let server = Server::start(&db);
+    let mut a = Device::new(&server, "alice");
+    let mut b = Device::new(&server, "bob");
+    let mut c = Device::new(&server, "carol");
+
+    let episode = open(&mut a, "north");
+    no_answer(&mut a, episode, "alice");
+    let first = a.sync().expect("a syncs");
+    assert!(first.complete, "{first:?}");
+    let got = b.sync().expect("b syncs");
+    assert_eq!(got.new_episodes, 1, "{got:?}");
+    assert_eq!(b.core.episode(episode).expect("b has it").events.len(), 1);
+
+    // Both record offline, and both change the risk differently.
+    no_answer(&mut a, episode, "alice");
+    no_answer(&mut b, episode, "bob");
+    a.core.set_fact(episode, FactField::Risk, &json!("high"), "alice", Timestamp::now()).expect("a sets risk");
+    b.core.set_fact(episode, FactField::Risk, &json!("low"), "bob", Timestamp::now()).expect("b sets risk");
+    b.sync().expect("b syncs");
+    a.sync().expect("a syncs");
+    b.sync().expect("b syncs again");
+
+    let ea = a.core.episode(episode).expect("on a").clone();
+    let eb = b.core.episode(episode).expect("on b").clone();
+    assert_eq!(ea.to_json(), eb.to_json(), "both devices hold the same episode");
+    assert_eq!(ea.events.len(), 5);
+    assert_eq!(ea.facts.risk.values().len(), 2, "the concurrent risks are a conflict");
+
+    // The server's actions equal what each device computes at the server's moment.
+    for device in [&a, &b] {
+        let server = device.core.server_actions(episode).expect("read").expect("the server's actions");
+        let local = device.core.actions(episode, server.evaluated_at).expect("local actions");
+        assert_eq!(local.evaluation.actions, server.evaluation.actions);
+    }
+
+    // Carol, in another team, never sees it.
+    let summary = c.sync().expect("c syncs");
+    assert_eq!(summary.new_episodes, 0);
+    assert!(c.core.episode(episode).is_err());
+}
