@@ -388,9 +388,6 @@ fn a_message_that_changes_the_identity_is_refused_and_changes_nothing() {
 }
 
 #[test]
-#[ignore = "bug in EpisodeDoc::check_merge: a change that replaces the `events` map by a copy is accepted; \
-            records made offline into the original map are then invisible on the receiver, and the \
-            device refuses the receiver's history forever"]
 fn a_message_that_replaces_the_events_map_is_refused() {
     let (mut device, mut server) = synced_pair_with_a_record();
     // A device records offline into the events map it has.
@@ -420,9 +417,6 @@ fn a_message_that_replaces_the_events_map_is_refused() {
 }
 
 #[test]
-#[ignore = "bug in EpisodeDoc::check_merge: a change that replaces the `plan` text or the `facts` map by a \
-            new object is accepted; the other side's concurrent plan edit is lost and every fact but the \
-            pathway is reset, with no fact_changed record"]
 fn a_message_that_replaces_the_plan_or_the_facts_is_refused() {
     let (mut device, mut server) = synced_pair_with_a_record();
     device.doc.set_plan("Visit on Monday. Sister is the named contact.", t("2026-03-02T11:00:00Z")).unwrap();
