@@ -242,7 +242,9 @@ impl Core {
     /// Reads an episode's typed view from its document again.
     fn refresh(&mut self, id: EpisodeId) -> Result<()> {
         let kept = self.episodes.get_mut(&id).ok_or_else(|| Error::NotFound(id.to_string()))?;
+        let team = std::mem::take(&mut kept.episode.team);
         kept.episode = kept.doc.episode()?;
+        kept.episode.team = team;
         Ok(())
     }
 
@@ -414,7 +416,8 @@ impl Core {
 fn load(stored: &store::Stored, actor: ActorId) -> Result<Kept> {
     let doc = EpisodeDoc::load_with_changes(&stored.snapshot, stored.changes.iter().map(Vec::as_slice), actor)
         .map_err(|e| Error::Corrupt(format!("episode {}: {e}", stored.id)))?;
-    let episode = doc.episode()?;
+    let mut episode = doc.episode()?;
+    episode.team.clone_from(&stored.team);
     Ok(Kept { doc, episode, changes: stored.changes.len() })
 }
 

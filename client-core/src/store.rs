@@ -140,14 +140,16 @@ pub(crate) fn set_meta(tx: &Transaction<'_>, key: &str, value: &str) -> Result<(
 /// One stored episode: its snapshot and the changes since, in order.
 pub(crate) struct Stored {
     pub(crate) id: String,
+    /// The team that holds the episode now (after a transfer, not the document's own).
+    pub(crate) team: String,
     pub(crate) snapshot: Vec<u8>,
     pub(crate) changes: Vec<Vec<u8>>,
 }
 
 pub(crate) fn all_episodes(conn: &Connection) -> Result<Vec<Stored>> {
     let mut episodes: Vec<Stored> = conn
-        .prepare("SELECT id, snapshot FROM episodes ORDER BY id")?
-        .query_map([], |row| Ok(Stored { id: row.get(0)?, snapshot: row.get(1)?, changes: Vec::new() }))?
+        .prepare("SELECT id, team, snapshot FROM episodes ORDER BY id")?
+        .query_map([], |row| Ok(Stored { id: row.get(0)?, team: row.get(1)?, snapshot: row.get(2)?, changes: Vec::new() }))?
         .collect::<Result<_, _>>()?;
     let mut statement = conn.prepare("SELECT episode, bytes FROM changes ORDER BY seq")?;
     let mut rows = statement.query([])?;
@@ -164,6 +166,11 @@ pub(crate) fn all_episodes(conn: &Connection) -> Result<Vec<Stored>> {
 
 pub(crate) fn insert_episode(tx: &Transaction<'_>, id: &str, team: &str, snapshot: &[u8]) -> Result<()> {
     tx.execute("INSERT INTO episodes (id, team, snapshot) VALUES (?1, ?2, ?3)", params![id, team, snapshot])?;
+    Ok(())
+}
+
+pub(crate) fn set_team(tx: &Transaction<'_>, id: &str, team: &str) -> Result<()> {
+    tx.execute("UPDATE episodes SET team = ?2 WHERE id = ?1", params![id, team])?;
     Ok(())
 }
 

@@ -257,6 +257,21 @@ impl Core {
         }
         session.leaving.extend(response.leaving.iter().copied().filter(|id| self.episodes.contains_key(id)));
 
+        // Episodes whose team changed (a transfer), for the store and the typed view.
+        let moved: Vec<(EpisodeId, String)> = response
+            .teams
+            .iter()
+            .filter(|t| self.episodes.get(&t.episode).is_some_and(|k| k.episode.team != t.team))
+            .map(|t| (t.episode, t.team.clone()))
+            .collect();
+        let mut evaluations = Vec::new();
+        for action in &response.actions {
+            if self.episodes.contains_key(&action.episode) {
+                let evaluation = action.evaluation().map_err(|e| Error::Sync(e.to_string()))?;
+                let json = serde_json::to_string(&evaluation).map_err(|e| Error::Sync(e.to_string()))?;
+                evaluations.push((action.episode, json));
+            }
+        }
         let written = (|| -> Result<()> {
             let tx = self.conn.transaction()?;
             for (id, write) in &writes {
@@ -270,18 +285,14 @@ impl Core {
                     store::put_sync_state(&tx, &id.to_string(), &state.encode())?;
                 }
             }
-            for action in &response.actions {
-                if self.episodes.contains_key(&action.episode) {
-                    store::put_server_actions(
-                        &tx,
-                        &action.episode.to_string(),
-                        response.server_time_ms,
-                        &action.evaluation,
-                    )?;
-                }
+            for (episode, evaluation) in &evaluations {
+                store::put_server_actions(&tx, &episode.to_string(), response.server_time_ms, evaluation)?;
             }
             for id in &drops {
                 store::delete_episode(&tx, &id.to_string())?;
+            }
+            for (id, team) in &moved {
+                store::set_team(&tx, &id.to_string(), team)?;
             }
             store::set_meta(&tx, CURSOR, &response.cursor.to_string())?;
             store::set_meta(&tx, CLOCK_OFFSET, &offset.to_string())?;
@@ -296,16 +307,25 @@ impl Core {
             }
             return Err(error);
         }
+        for (id, team) in &moved {
+            if let Some(kept) = self.episodes.get_mut(id) {
+                kept.episode.team.clone_from(team);
+            }
+        }
         for id in &drops {
             self.episodes.remove(id);
             session.states.remove(id);
+            session.leaving.remove(id);
+            session.sent_whole.remove(id);
             session.summary.dropped += 1;
         }
         let mut compact = Vec::new();
         for (id, write) in &writes {
             if let (Some(kept), Write::Changes(_)) = (self.episodes.get_mut(id), write) {
                 kept.changes += 1;
+                let team = std::mem::take(&mut kept.episode.team);
                 kept.episode = kept.doc.episode()?;
+                kept.episode.team = team;
                 if kept.changes >= COMPACT_AFTER {
                     compact.push(*id);
                 }

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::document::{DocumentError, EpisodeDoc, MAX_DOCUMENT_BYTES};
+use crate::pathway::Evaluation;
 
 /// The protocol version this build speaks.
 pub const PROTOCOL: u32 = 1;
@@ -64,6 +65,9 @@ pub struct Response {
     pub documents: Vec<Document>,
     /// The server's evaluation of every episode that changed.
     pub actions: Vec<Authoritative>,
+    /// The team that holds each of those episodes now (a transfer changes it; the
+    /// document keeps the team it was opened in).
+    pub teams: Vec<EpisodeTeam>,
     /// Episodes that have left the user's teams: send them whole, then they are dropped.
     pub leaving: Vec<Uuid>,
     /// Episodes the server holds everything of, and that the device must now drop.
@@ -91,8 +95,41 @@ pub enum Body {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Authoritative {
     pub episode: Uuid,
-    /// The evaluation JSON of `shared/interfaces.md`.
-    pub evaluation: String,
+    /// The evaluation JSON of `shared/interfaces.md`, deflated (its keys repeat for
+    /// every action: it shrinks about fivefold).
+    pub evaluation: Vec<u8>,
+}
+
+/// The team that holds an episode now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpisodeTeam {
+    pub episode: Uuid,
+    pub team: String,
+}
+
+/// The most bytes an evaluation may inflate to.
+const MAX_EVALUATION_BYTES: u64 = 4 * 1024 * 1024;
+
+impl Authoritative {
+    pub fn new(episode: Uuid, evaluation: &Evaluation) -> Self {
+        use std::io::Write;
+        let json = serde_json::to_vec(evaluation).unwrap_or_default();
+        let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        // Writing to a Vec cannot fail.
+        let _ = encoder.write_all(&json);
+        Self { episode, evaluation: encoder.finish().unwrap_or_default() }
+    }
+
+    /// The evaluation, inflated (at most 4 MiB) and read.
+    pub fn evaluation(&self) -> Result<Evaluation, DecodeError> {
+        use std::io::Read;
+        let mut json = Vec::new();
+        flate2::read::DeflateDecoder::new(self.evaluation.as_slice())
+            .take(MAX_EVALUATION_BYTES)
+            .read_to_end(&mut json)
+            .map_err(|e| DecodeError::Malformed(format!("the evaluation does not inflate: {e}")))?;
+        serde_json::from_slice(&json).map_err(|e| DecodeError::Malformed(format!("the evaluation does not read: {e}")))
+    }
 }
 
 /// Why a body could not be read.

@@ -179,6 +179,7 @@ fn handle(
 
     let mut documents = Vec::new();
     let mut actions = Vec::new();
+    let mut teams = Vec::new();
     for (id, touched) in &mut touched {
         if let Some(message) = touched.stored.doc.generate_sync_message(&mut touched.state) {
             documents.push(Document { episode: *id, body: Body::Message(message) });
@@ -186,7 +187,9 @@ fn handle(
         episodes::put_sync_state(tx, *id, device, &touched.state.encode())?;
         let changed_for_device = touched.changed || touched.stored.seq > cursor;
         if changed_for_device {
-            actions.push(authoritative(tx, &touched.stored, now)?);
+            let (evaluation, team) = authoritative(tx, &touched.stored, now)?;
+            actions.push(evaluation);
+            teams.push(team);
         }
     }
     for (id, _) in page {
@@ -207,7 +210,9 @@ fn handle(
                 documents.push(Document { episode: id, body: Body::Message(message) });
             }
         }
-        actions.push(authoritative(tx, &stored, now)?);
+        let (evaluation, team) = authoritative(tx, &stored, now)?;
+        actions.push(evaluation);
+        teams.push(team);
     }
 
     let leaving = episodes::leaving(tx, device, &user.teams)?;
@@ -220,6 +225,7 @@ fn handle(
         server_time_ms: now_ms,
         documents,
         actions,
+        teams,
         leaving,
         dropped,
         more,
@@ -243,11 +249,12 @@ fn authoritative(
     tx: &Transaction<'_>,
     stored: &Stored,
     now: jiff::Timestamp,
-) -> Result<protocol::Authoritative, AppError> {
-    let episode = stored.doc.episode().map_err(AppError::internal)?;
+) -> Result<(protocol::Authoritative, protocol::EpisodeTeam), AppError> {
+    let mut episode = stored.doc.episode().map_err(AppError::internal)?;
+    episode.team.clone_from(&stored.team);
     let evaluation = episodes::evaluate(tx, episode, now)?;
-    let evaluation = serde_json::to_string(&evaluation).map_err(AppError::internal)?;
-    Ok(protocol::Authoritative { episode: stored.id, evaluation })
+    let team = protocol::EpisodeTeam { episode: stored.id, team: stored.team.clone() };
+    Ok((protocol::Authoritative::new(stored.id, &evaluation), team))
 }
 
 fn refused(episode: EpisodeId, message: &str) -> AppError {

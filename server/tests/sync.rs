@@ -430,7 +430,7 @@ fn phoned() -> Value {
 fn evaluation_of(response: &Response, episode: Uuid) -> Value {
     let found: Vec<_> = response.actions.iter().filter(|a| a.episode == episode).collect();
     assert_eq!(found.len(), 1, "one evaluation of {episode} in {:?}", response.actions);
-    serde_json::from_str(&found[0].evaluation).expect("evaluation JSON")
+    serde_json::to_value(found[0].evaluation().expect("an evaluation")).expect("evaluation JSON")
 }
 
 fn action_codes(evaluation: &Value) -> Vec<String> {

@@ -1,0 +1,184 @@
+//! The sync benchmark (`cargo bench -p tests --bench sync`): a real server in a child
+//! process on loopback, real devices (encrypted stores, the blocking HTTP transport).
+//!
+//! Prints:
+//! 1. an up-to-date device with 200 episodes: round trips and body bytes of one sync
+//!    (goal: one round trip, under 2 KB);
+//! 2. one new event: body bytes of its sync against the size of its Automerge change
+//!    (goal: within 2x plus a fixed 300 bytes);
+//! 3. the server under load from 200 devices, each recording and syncing in turn: syncs
+//!    per second and p50/p99 latency (goal: at least 500 syncs/s, p99 under 50 ms).
+//!
+//! Sizes are HTTP bodies; each request also carries about 250 bytes of HTTP headers
+//! (the bearer token is most of them), not counted here.
+//!
+//! `TETHER_BENCH_DEVICES` and `TETHER_BENCH_SECS` change the load's size and length.
+
+use std::time::{Duration, Instant};
+
+use automerge::ActorId;
+use client_core::NewEpisode;
+use episode::document::{EpisodeDoc, Opening};
+use episode::{Event, FactField, FactValue, Pathway, PatientRef};
+use jiff::Timestamp;
+use serde_json::{Map, Value, json};
+use server::accounts::Role;
+use tests::{Device, Server, User, create_accounts};
+
+fn main() {
+    if std::env::var_os("TETHER_E2E_DB").is_some() {
+        tests::server_child();
+        return;
+    }
+    // `cargo bench` passes `--bench`; nothing else to parse.
+    let devices: usize = std::env::var("TETHER_BENCH_DEVICES").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let secs: u64 = std::env::var("TETHER_BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let dir = tempfile::tempdir().expect("a directory");
+    let db = dir.path().join("tether.db");
+    let users: Vec<User> = vec![
+        User { username: "alice", role: Role::Practitioner, teams: &["north"] },
+        User { username: "bob", role: Role::Practitioner, teams: &["south"] },
+    ];
+    create_accounts(&db, &users);
+    let server = Server::start(&db);
+
+    up_to_date(&server);
+    one_event(&server);
+    load(&server, devices, Duration::from_secs(secs));
+}
+
+fn fields(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+fn visit() -> Map<String, Value> {
+    fields(json!({"announced": false, "outcome": "no_answer"}))
+}
+
+fn open(device: &mut Device, n: usize) -> episode::EpisodeId {
+    let new = NewEpisode {
+        patient_ref: PatientRef::new(format!("RX-BENCH-{n}")).expect("a reference"),
+        pathway: Pathway::RoutineReferral,
+        team: "south".into(),
+        facts: vec![(FactField::Children, FactValue::Flag(false))],
+        plan: String::new(),
+    };
+    device.core.open_episode(new, "bob", Timestamp::now()).expect("open")
+}
+
+fn up_to_date(server: &Server) {
+    let mut device = Device::new(server, "bob");
+    for n in 0..200 {
+        let id = open(&mut device, n);
+        for _ in 0..5 {
+            device.core.record(id, "home_visit", Timestamp::now(), visit(), "bob").expect("record");
+        }
+    }
+    let first = device.sync().expect("the first sync");
+    let again = device.sync().expect("an up-to-date sync");
+    println!(
+        "up-to-date device, 200 episodes: {} round trip(s), {} bytes sent + {} bytes received = {} bytes \
+         (the first sync of the 200: {} round trips, {} bytes)",
+        again.round_trips,
+        again.bytes_sent,
+        again.bytes_received,
+        again.bytes_sent + again.bytes_received,
+        first.round_trips,
+        first.bytes_sent + first.bytes_received,
+    );
+}
+
+fn one_event(server: &Server) {
+    let mut device = Device::new(server, "bob");
+    let id = open(&mut device, 1000);
+    device.core.record(id, "home_visit", Timestamp::now(), visit(), "bob").expect("record");
+    device.sync().expect("sync");
+    device.sync().expect("sync again");
+    device.core.record(id, "home_visit", Timestamp::now(), visit(), "bob").expect("record");
+    let summary = device.sync().expect("sync the new event");
+
+    // The same record's Automerge change, on a document of its own.
+    let opening = Opening {
+        id: uuid::Uuid::now_v7(),
+        patient_ref: PatientRef::new("RX-BENCH-CHANGE").expect("a reference"),
+        team: "south".into(),
+        opened_at: Timestamp::now(),
+        opened_by: "bob".into(),
+        pathway: Pathway::RoutineReferral,
+        facts: Vec::new(),
+        plan: String::new(),
+    };
+    let mut doc = EpisodeDoc::open(&opening, ActorId::random()).expect("a document");
+    doc.save();
+    let mut event = fields(json!({
+        "id": uuid::Uuid::now_v7().to_string(), "kind": "home_visit", "at": Timestamp::now().to_string(),
+        "by": "bob", "device": uuid::Uuid::now_v7().to_string(), "announced": false, "outcome": "no_answer"
+    }));
+    event.retain(|_, v| !v.is_null());
+    let event = Event::from_value(&Value::Object(event), 0).expect("an event");
+    doc.record(&event).expect("record");
+    let change = doc.save_incremental().len();
+    let wire = summary.bytes_sent + summary.bytes_received;
+    println!(
+        "one new event: {} round trip(s), {} bytes sent + {} bytes received = {wire} bytes; its Automerge change is \
+         {change} bytes; goal 2 x {change} + 300 = {} bytes",
+        summary.round_trips,
+        summary.bytes_sent,
+        summary.bytes_received,
+        2 * change + 300,
+    );
+}
+
+fn load(server: &Server, devices: usize, length: Duration) {
+    // Each device has one episode of its own, synced, before the clock starts.
+    let mut fleet: Vec<(Device, episode::EpisodeId)> = (0..devices)
+        .map(|n| {
+            let mut device = Device::new(server, "bob");
+            let id = open(&mut device, 10_000 + n);
+            device.sync().expect("the first sync");
+            (device, id)
+        })
+        .collect();
+    // Settle: everyone learns of everyone else's episodes once.
+    for (device, _) in &mut fleet {
+        device.sync().expect("settle");
+    }
+    let threads = 8.min(devices.max(1));
+    let chunk = devices.div_ceil(threads);
+    let started = Instant::now();
+    let mut latencies: Vec<Duration> = std::thread::scope(|scope| {
+        let workers: Vec<_> = fleet
+            .chunks_mut(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    let mut latencies = Vec::new();
+                    while started.elapsed() < length {
+                        for (device, id) in part.iter_mut() {
+                            device.core.record(*id, "home_visit", Timestamp::now(), visit(), "bob").expect("record");
+                            let t = Instant::now();
+                            device.sync().expect("sync under load");
+                            latencies.push(t.elapsed());
+                        }
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().expect("a worker")).collect()
+    });
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    println!(
+        "load: {devices} devices on {threads} client threads, each recording one event and syncing in turn, \
+         {:.1} s: {} syncs, {:.0} syncs/s, p50 {:.1} ms, p99 {:.1} ms (client and server share this machine's cores)",
+        elapsed.as_secs_f64(),
+        latencies.len(),
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        at(0.50).as_secs_f64() * 1000.0,
+        at(0.99).as_secs_f64() * 1000.0,
+    );
+}
