@@ -259,7 +259,7 @@ fn file_to_epr(cx: &Ctx<'_>, out: &mut Out) {
             EventBody::EnteredInError(eie) if !cx.is_filed(eie.record) => continue,
             _ => {}
         }
-        out.raise(
+        out.raise_inline(
             cx,
             Raise {
                 code: Code::FileToEpr,

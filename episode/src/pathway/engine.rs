@@ -416,29 +416,33 @@ struct Raised {
 }
 
 impl Raised {
-    /// Its state at `now` ("Actions", "Contact cancels", "Upcoming"), the record that
-    /// did it, and whether it was ever overdue.
+    /// Its state at `now` ("Actions", "Contact cancels", "Upcoming"), whether the record
+    /// that did it counts, and whether it was ever overdue.
+    ///
+    /// (It answers in flags, and the action reads the row's own fields, rather than
+    /// copies of times and ids being handed back through the stack for every action.)
     #[inline(always)]
-    fn outcome(&self, now: Timestamp) -> (State, Option<(Timestamp, EventId)>, bool) {
+    fn outcome(&self, now: Timestamp) -> (State, bool, bool) {
         let (done, cancelled_at, was_active) = self.settle();
-        let (state, end) = match (done, cancelled_at) {
-            (Some((at, _)), _) => (State::Done, at),
-            (None, Some(at)) => (State::Cancelled, at),
-            (None, None) if now < self.active_from => (State::Upcoming, now),
-            (None, None) if now > self.due => (State::Overdue, now),
-            (None, None) => (State::Open, now),
+        let (state, end) = match (self.done, cancelled_at) {
+            (Some((at, _)), _) if done => (State::Done, at),
+            (_, Some(at)) => (State::Cancelled, at),
+            (_, None) if now < self.active_from => (State::Upcoming, now),
+            (_, None) if now > self.due => (State::Overdue, now),
+            (_, None) => (State::Open, now),
         };
-        let was_overdue = (was_active || done.is_some()) && end > self.due;
+        let was_overdue = (was_active || done) && end > self.due;
         (state, done, was_overdue)
     }
 
-    /// What settles it whatever `now` is: the record that did it (if that was before
-    /// anything cancelled it), when it was cancelled, and whether it ever became active.
+    /// What settles it whatever `now` is: whether the record that did it counts (it came
+    /// before anything cancelled it), when it was cancelled, and whether it ever became
+    /// active.
     #[inline(always)]
-    fn settle(&self) -> (Option<(Timestamp, EventId)>, Option<Timestamp>, bool) {
+    fn settle(&self) -> (bool, Option<Timestamp>, bool) {
         if self.closer.is_none() && self.ended.is_none() {
             // Nothing cancels it (most rows: no cycle closed, no discharge).
-            return (self.done, None, true);
+            return (self.done.is_some(), None, true);
         }
         // The cycle closed before the action became active: the condition it waited
         // for ("no contact by …") never held.
@@ -450,7 +454,7 @@ impl Raised {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let done = self.done.filter(|(at, _)| cancelled_at.is_none_or(|c| *at <= c));
+        let done = self.done.is_some_and(|(at, _)| cancelled_at.is_none_or(|c| at <= c));
         (done, cancelled_at, never_active.is_none())
     }
 
@@ -467,8 +471,8 @@ impl Raised {
             state,
             active_from: self.active_from,
             due: self.due,
-            resolved_by: done.map(|(_, id)| id),
-            late: done.is_some_and(|(at, _)| at > self.due),
+            resolved_by: if done { self.done.map(|(_, id)| id) } else { None },
+            late: done && self.done.is_some_and(|(at, _)| at > self.due),
             was_overdue,
             trigger: self.trigger.id,
         }
@@ -499,6 +503,13 @@ impl Out {
 
     /// Raises an action; says whether, on its own, it is done at `now`.
     pub(crate) fn raise(&mut self, cx: &Ctx<'_>, r: Raise<'_>) -> Settled {
+        self.raise_inline(cx, r)
+    }
+
+    /// [`Self::raise`], inlined where it is called: for the rule that raises an action
+    /// for every record (filing), what is the same for every row then folds away.
+    #[inline(always)]
+    pub(crate) fn raise_inline(&mut self, cx: &Ctx<'_>, r: Raise<'_>) -> Settled {
         let done = cx.resolve(r.trigger, &r.done_by);
         // A discharge also ends what only makes sense while the patient is in our care
         // (another appointment, a full assessment, a step up), though contact does not.
@@ -523,8 +534,9 @@ impl Out {
         };
         // Done at `now` is done whatever `now` is: only what settles it is needed here.
         let (done, ..) = raised.settle();
+        let settled = Settled { done: raised.done.filter(|_| done).map(|(at, id)| Trigger { id, at }) };
         self.raised.push(raised);
-        Settled { done: done.map(|(at, id)| Trigger { id, at }) }
+        settled
     }
 
     /// Whether an action of this code was done by this record.
