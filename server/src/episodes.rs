@@ -27,6 +27,66 @@ pub struct Stored {
     pub seq: i64,
     pub doc: EpisodeDoc,
     pub changes: i64,
+    /// The typed view with each record's receipt, once read; `None` after a change.
+    pub view: Option<Episode>,
+}
+
+impl Stored {
+    pub fn new(id: EpisodeId, team: String, seq: i64, doc: EpisodeDoc) -> Self {
+        Self { id, team, seq, doc, changes: 0, view: None }
+    }
+
+    /// The typed view, receipts included (read once per change).
+    pub fn view(&mut self, conn: &Connection) -> Result<&Episode, StoreError> {
+        if self.view.is_none() {
+            let mut episode = self.doc.episode()?;
+            episode.team.clone_from(&self.team);
+            self.view = Some(with_receipts(conn, episode)?);
+        }
+        self.view.as_ref().ok_or_else(|| StoreError::Damaged(episode::document::DocumentError::NotAnEpisode("no view")))
+    }
+}
+
+/// The most documents kept in memory between requests.
+const CACHE_CAPACITY: usize = 4096;
+
+/// Episode documents kept in memory between requests, each at the `seq` it was stored
+/// with and with its typed view once read. Requests run one at a time (under the
+/// database's lock); each takes what it uses out of the cache and puts it back only after
+/// its transaction has committed, so the cache never holds what the disk does not.
+#[derive(Debug, Default)]
+pub struct Cache {
+    docs: HashMap<EpisodeId, Stored>,
+}
+
+impl Cache {
+    /// Takes an episode out of the cache if it is current, else loads it.
+    pub fn take(&mut self, conn: &Connection, id: EpisodeId, actor: &ActorId) -> Result<Option<Stored>, StoreError> {
+        let Some((team, seq)) = team_of(conn, id)? else {
+            self.docs.remove(&id);
+            return Ok(None);
+        };
+        if let Some(mut cached) = self.docs.remove(&id)
+            && cached.seq == seq
+        {
+            if cached.team != team {
+                cached.team = team;
+                cached.view = None;
+            }
+            return Ok(Some(cached));
+        }
+        load(conn, id, actor)
+    }
+
+    /// Puts back an episode whose state is committed.
+    pub fn put(&mut self, stored: Stored) {
+        if self.docs.len() >= CACHE_CAPACITY
+            && let Some(&evict) = self.docs.keys().next()
+        {
+            self.docs.remove(&evict);
+        }
+        self.docs.insert(stored.id, stored);
+    }
 }
 
 /// Why a stored episode could not be read.
@@ -85,7 +145,7 @@ pub fn load(conn: &Connection, id: EpisodeId, actor: &ActorId) -> Result<Option<
     let mut statement = conn.prepare_cached("SELECT bytes FROM episode_changes WHERE episode = ?1 ORDER BY n")?;
     let changes: Vec<Vec<u8>> = statement.query_map([&key], |r| r.get(0))?.collect::<Result<_, _>>()?;
     let doc = EpisodeDoc::load_with_changes(&snapshot, changes.iter().map(Vec::as_slice), actor.clone())?;
-    Ok(Some(Stored { id, team, seq, doc, changes: changes.len() as i64 }))
+    Ok(Some(Stored { id, team, seq, doc, changes: changes.len() as i64, view: None }))
 }
 
 /// Stores a new episode.
@@ -110,6 +170,7 @@ pub fn save_changes(tx: &Transaction<'_>, stored: &mut Stored) -> rusqlite::Resu
     let key = stored.id.to_string();
     let bytes = stored.doc.save_incremental();
     stored.seq = next_seq(tx)?;
+    stored.view = None;
     if stored.changes + 1 >= COMPACT_AFTER {
         tx.execute("DELETE FROM episode_changes WHERE episode = ?1", [&key])?;
         tx.execute(

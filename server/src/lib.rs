@@ -54,6 +54,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub db: Db,
+    /// Episode documents kept in memory between sync requests.
+    pub docs: Arc<std::sync::Mutex<episodes::Cache>>,
     pub keys: Arc<Keys>,
     pub clock: Clock,
 }
@@ -76,7 +78,7 @@ impl AppState {
             }
             None => stored_secret(&mut conn)?,
         };
-        Ok(Self { db: Db::new(conn), keys: Arc::new(Keys::from_secret(&secret)), clock })
+        Ok(Self { db: Db::new(conn), docs: Arc::default(), keys: Arc::new(Keys::from_secret(&secret)), clock })
     }
 }
 

@@ -8,6 +8,7 @@
 //! response sent, so whatever a device is told the server has, it has.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError};
 
 use automerge::ActorId;
 use axum::Router;
@@ -18,12 +19,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use episode::EpisodeId;
 use episode::document::{DocumentError, EpisodeDoc};
+use episode::pathway::{self, Calendar};
 use episode::sync::{self as protocol, Body, Document};
 use rusqlite::Transaction;
 
 use crate::AppState;
 use crate::auth::AuthUser;
-use crate::episodes::{self, StoreError, Stored};
+use crate::episodes::{self, Cache, StoreError, Stored};
 use crate::error::AppError;
 
 /// The most documents one response carries before it says `more`.
@@ -38,12 +40,19 @@ async fn sync(State(state): State<AppState>, user: AuthUser, body: Bytes) -> Res
     let request = protocol::Request::decode(&body).map_err(|e| AppError::MalformedSync(e.to_string()))?;
     let documents_in = request.documents.len();
     let now = state.clock.now();
+    let docs = Arc::clone(&state.docs);
     let response = state
         .db
         .call(move |conn| {
+            // Under the database's lock: one request at a time uses the cache.
+            let mut cache = docs.lock().unwrap_or_else(PoisonError::into_inner);
             let tx = conn.transaction()?;
-            let response = handle(&tx, &user, request, now)?;
+            let (response, used) = handle(&tx, &mut cache, &user, request, now)?;
             tx.commit()?;
+            // Committed: what the request used is current, and goes back to the cache.
+            for stored in used {
+                cache.put(stored);
+            }
             Ok(response)
         })
         .await?;
@@ -72,22 +81,24 @@ struct Touched {
 
 fn handle(
     tx: &Transaction<'_>,
+    cache: &mut Cache,
     user: &AuthUser,
     request: protocol::Request,
     now: jiff::Timestamp,
-) -> Result<protocol::Response, AppError> {
+) -> Result<(protocol::Response, Vec<Stored>), AppError> {
     let actor = episodes::server_actor(tx)?;
     let device = user.device_id.as_str();
     let now_ms = now.as_millisecond();
     let cursor = i64::try_from(request.cursor).unwrap_or(i64::MAX);
     let mut touched: BTreeMap<EpisodeId, Touched> = BTreeMap::new();
+    let mut used = Vec::new();
     let mut dropped = Vec::new();
 
     for Document { episode: id, body } in request.documents {
         if touched.contains_key(&id) {
             return Err(refused(id, "the request carries this episode twice"));
         }
-        let existing = load(tx, id, &actor)?;
+        let existing = load(tx, cache, id, &actor)?;
         // Another team's episode is "not found", unless this device held it before a
         // transfer: then it may still hand over what it has.
         let held = episodes::sync_state(tx, id, device)?;
@@ -110,6 +121,9 @@ fn handle(
                         let before = stored.doc.heads();
                         stored.doc.merge(&mut theirs).map_err(|e| refused_doc(id, e))?;
                         let changed = stored.doc.heads() != before;
+                        if changed {
+                            stored.view = None;
+                        }
                         (stored, changed, false)
                     }
                     None => {
@@ -120,7 +134,7 @@ fn handle(
                         let seq = episodes::insert(tx, id, &their_episode.team, &mut theirs, now_ms / 1000)?;
                         // The snapshot holds it all: later changes are saved from here.
                         theirs.save_incremental();
-                        let stored = Stored { id, team: their_episode.team.clone(), seq, doc: theirs, changes: 0 };
+                        let stored = Stored::new(id, their_episode.team.clone(), seq, theirs);
                         (stored, true, true)
                     }
                 };
@@ -133,9 +147,10 @@ fn handle(
                         episodes::save_changes(tx, &mut stored)?;
                     }
                     if changed {
-                        note_receipts(tx, &stored, device, now_ms)?;
+                        note_receipts(tx, &mut stored, device, now_ms)?;
                     }
                     episodes::record_drop(tx, id, device)?;
+                    used.push(stored);
                     dropped.push(id);
                     continue;
                 }
@@ -147,12 +162,16 @@ fn handle(
                 };
                 let mut state = protocol::decode_state(held.as_deref());
                 let changed = stored.doc.receive_sync_message(&mut state, &bytes).map_err(|e| refused_doc(id, e))?;
+                if changed {
+                    stored.view = None;
+                }
                 if leaving {
                     // Only a whole copy can prove the device handed everything over.
                     if changed {
                         episodes::save_changes(tx, &mut stored)?;
-                        note_receipts(tx, &stored, device, now_ms)?;
+                        note_receipts(tx, &mut stored, device, now_ms)?;
                     }
+                    used.push(stored);
                     continue;
                 }
                 touched.insert(id, Touched { stored, state, changed, inserted: false });
@@ -167,7 +186,7 @@ fn handle(
             episodes::save_changes(tx, &mut touched.stored)?;
         }
         if touched.changed {
-            note_receipts(tx, &touched.stored, device, now_ms)?;
+            note_receipts(tx, &mut touched.stored, device, now_ms)?;
         }
     }
 
@@ -187,7 +206,7 @@ fn handle(
         episodes::put_sync_state(tx, *id, device, &touched.state.encode())?;
         let changed_for_device = touched.changed || touched.stored.seq > cursor;
         if changed_for_device {
-            let (evaluation, team) = authoritative(tx, &touched.stored, now)?;
+            let (evaluation, team) = authoritative(tx, &mut touched.stored, now)?;
             actions.push(evaluation);
             teams.push(team);
         }
@@ -196,7 +215,7 @@ fn handle(
         if touched.contains_key(&id) {
             continue;
         }
-        let Some(mut stored) = load(tx, id, &actor)? else { continue };
+        let Some(mut stored) = load(tx, cache, id, &actor)? else { continue };
         let mut state = protocol::decode_state(episodes::sync_state(tx, id, device)?.as_deref());
         if state.shared_heads.is_empty() {
             // The device has never confirmed having it: it goes whole (again, if an
@@ -210,16 +229,18 @@ fn handle(
                 documents.push(Document { episode: id, body: Body::Message(message) });
             }
         }
-        let (evaluation, team) = authoritative(tx, &stored, now)?;
+        let (evaluation, team) = authoritative(tx, &mut stored, now)?;
         actions.push(evaluation);
         teams.push(team);
+        used.push(stored);
     }
 
     let leaving = episodes::leaving(tx, device, &user.teams)?;
     dropped.extend(episodes::drops_since(tx, device, cursor)?);
     dropped.sort();
     dropped.dedup();
-    Ok(protocol::Response {
+    used.extend(touched.into_values().map(|t| t.stored));
+    let response = protocol::Response {
         protocol: protocol::PROTOCOL,
         cursor: u64::try_from(next_cursor).unwrap_or(0),
         server_time_ms: now_ms,
@@ -229,30 +250,35 @@ fn handle(
         leaving,
         dropped,
         more,
-    })
+    };
+    Ok((response, used))
 }
 
-fn load(tx: &Transaction<'_>, id: EpisodeId, actor: &ActorId) -> Result<Option<Stored>, AppError> {
-    episodes::load(tx, id, actor).map_err(|e| match e {
+fn load(tx: &Transaction<'_>, cache: &mut Cache, id: EpisodeId, actor: &ActorId) -> Result<Option<Stored>, AppError> {
+    cache.take(tx, id, actor).map_err(store_error)
+}
+
+fn store_error(error: StoreError) -> AppError {
+    match error {
         StoreError::Sqlite(e) => AppError::from(e),
         damaged @ StoreError::Damaged(_) => AppError::internal(damaged),
-    })
+    }
 }
 
-fn note_receipts(tx: &Transaction<'_>, stored: &Stored, device: &str, now_ms: i64) -> Result<(), AppError> {
+fn note_receipts(tx: &Transaction<'_>, stored: &mut Stored, device: &str, now_ms: i64) -> Result<(), AppError> {
     let episode = stored.doc.episode().map_err(AppError::internal)?;
     episodes::record_receipts(tx, &episode, device, now_ms)?;
+    stored.view = None;
     Ok(())
 }
 
 fn authoritative(
     tx: &Transaction<'_>,
-    stored: &Stored,
+    stored: &mut Stored,
     now: jiff::Timestamp,
 ) -> Result<(protocol::Authoritative, protocol::EpisodeTeam), AppError> {
-    let mut episode = stored.doc.episode().map_err(AppError::internal)?;
-    episode.team.clone_from(&stored.team);
-    let evaluation = episodes::evaluate(tx, episode, now)?;
+    let episode = stored.view(tx).map_err(store_error)?;
+    let evaluation = pathway::evaluate(episode, now, &Calendar::england_and_wales());
     let team = protocol::EpisodeTeam { episode: stored.id, team: stored.team.clone() };
     Ok((protocol::Authoritative::new(stored.id, &evaluation), team))
 }

@@ -22,7 +22,7 @@ use episode::document::{EpisodeDoc, Opening};
 use episode::{Event, FactField, FactValue, Pathway, PatientRef};
 use jiff::Timestamp;
 use serde_json::{Map, Value, json};
-use server::accounts::Role;
+use server::accounts::{self, Password, Role, TeamId, Username};
 use tests::{Device, Server, User, create_accounts};
 
 fn main() {
@@ -40,11 +40,29 @@ fn main() {
         User { username: "bob", role: Role::Practitioner, teams: &["south"] },
     ];
     create_accounts(&db, &users);
+    add_load_teams(&db);
     let server = Server::start(&db);
 
     up_to_date(&server);
     one_event(&server);
     load(&server, devices, Duration::from_secs(secs));
+}
+
+/// Teams of ten under load: `load-00` … `load-19`, each with its practitioner
+/// `load-user-NN` (a device per practitioner's phone, several phones a user).
+const LOAD_TEAMS: usize = 20;
+
+fn add_load_teams(db: &std::path::Path) {
+    let mut conn = server::db::open(db).expect("the database");
+    let tx = conn.transaction().expect("a transaction");
+    let hash = server::auth::password::hash(&Password::new(tests::PASSWORD.into()).expect("a password")).expect("hash");
+    for n in 0..LOAD_TEAMS {
+        let team: TeamId = format!("load-{n:02}").parse().expect("a team id");
+        accounts::add_team(&tx, &team, "Load", Timestamp::now()).expect("a team");
+        let user: Username = format!("load-user-{n:02}").parse().expect("a username");
+        accounts::add_user(&tx, &user, &hash, Role::Practitioner, &[team], Timestamp::now()).expect("a user");
+    }
+    tx.commit().expect("commit");
 }
 
 fn fields(value: Value) -> Map<String, Value> {
@@ -59,10 +77,14 @@ fn visit() -> Map<String, Value> {
 }
 
 fn open(device: &mut Device, n: usize) -> episode::EpisodeId {
+    open_in(device, n, "south")
+}
+
+fn open_in(device: &mut Device, n: usize, team: &str) -> episode::EpisodeId {
     let new = NewEpisode {
         patient_ref: PatientRef::new(format!("RX-BENCH-{n}")).expect("a reference"),
         pathway: Pathway::RoutineReferral,
-        team: "south".into(),
+        team: team.into(),
         facts: vec![(FactField::Children, FactValue::Flag(false))],
         plan: String::new(),
     };
@@ -136,8 +158,9 @@ fn load(server: &Server, devices: usize, length: Duration) {
     // Each device has one episode of its own, synced, before the clock starts.
     let mut fleet: Vec<(Device, episode::EpisodeId)> = (0..devices)
         .map(|n| {
-            let mut device = Device::new(server, "bob");
-            let id = open(&mut device, 10_000 + n);
+            let team = n % LOAD_TEAMS;
+            let mut device = Device::new(server, &format!("load-user-{team:02}"));
+            let id = open_in(&mut device, 10_000 + n, &format!("load-{team:02}"));
             device.sync().expect("the first sync");
             (device, id)
         })
@@ -173,7 +196,8 @@ fn load(server: &Server, devices: usize, length: Duration) {
     latencies.sort();
     let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
     println!(
-        "load: {devices} devices on {threads} client threads, each recording one event and syncing in turn, \
+        "load: {devices} devices in {LOAD_TEAMS} teams on {threads} client threads, each recording one event and \
+         syncing in turn, \
          {:.1} s: {} syncs, {:.0} syncs/s, p50 {:.1} ms, p99 {:.1} ms (client and server share this machine's cores)",
         elapsed.as_secs_f64(),
         latencies.len(),
