@@ -167,3 +167,34 @@ fn a_wrong_key_is_refused_and_a_missing_one_is_made_and_kept() {
     assert!(fresh.path().join("store.key").exists());
     assert!(run().status.success());
 }
+
+#[test]
+fn sync_with_no_server_fails_clearly_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path();
+    let episode =
+        ok(field(store, KEY, &["open", "--patient", "RX-CLI-3", "--pathway", "routine_referral", "--team", "north"]));
+    let visit = ok(field(
+        store,
+        KEY,
+        &["record", &episode, "home_visit", "--json", r#"{"announced": false, "outcome": "no_answer"}"#],
+    ));
+
+    // Not signed in: sync says so.
+    let message = refused(field(store, KEY, &["sync"]));
+    assert!(message.contains("no user is signed in"), "{message}");
+
+    // A server that cannot be reached: sign-in says so, and nothing is lost.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut login = Command::new(env!("CARGO_BIN_EXE_tether-field"));
+    login
+        .arg("--store")
+        .arg(store)
+        .args(["login", "--server", &format!("http://{closed}"), "--username", "asha"])
+        .env("TETHER_STORE_KEY", KEY)
+        .env("TETHER_PASSWORD", "correct horse battery staple");
+    let message = refused(login.output().unwrap());
+    assert!(message.contains("could not be reached") && message.contains("nothing was lost"), "{message}");
+    let shown = ok(field(store, KEY, &["show", &episode]));
+    assert!(shown.contains(&visit), "the visit is still recorded");
+}
