@@ -149,7 +149,9 @@ pub(crate) struct Stored {
 pub(crate) fn all_episodes(conn: &Connection) -> Result<Vec<Stored>> {
     let mut episodes: Vec<Stored> = conn
         .prepare("SELECT id, team, snapshot FROM episodes ORDER BY id")?
-        .query_map([], |row| Ok(Stored { id: row.get(0)?, team: row.get(1)?, snapshot: row.get(2)?, changes: Vec::new() }))?
+        .query_map([], |row| {
+            Ok(Stored { id: row.get(0)?, team: row.get(1)?, snapshot: row.get(2)?, changes: Vec::new() })
+        })?
         .collect::<Result<_, _>>()?;
     let mut statement = conn.prepare("SELECT episode, bytes FROM changes ORDER BY seq")?;
     let mut rows = statement.query([])?;

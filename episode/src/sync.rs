@@ -244,6 +244,17 @@ impl EpisodeDoc {
                 decoded.changes.len()
             )));
         }
+        if decoded.changes.len() == 0 {
+            // No changes: only the state learns something, the document cannot change.
+            let mut next_state = state.clone();
+            let received = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.automerge().sync().receive_sync_message(&mut next_state, decoded)
+            }))
+            .map_err(|_| DocumentError::Corrupt("the sync message could not be applied".into()))?;
+            received.map_err(|e| DocumentError::Corrupt(format!("the sync message could not be applied: {e}")))?;
+            *state = next_state;
+            return Ok(false);
+        }
         let before = self.heads();
         let mut copy = self.fork_checked();
         let mut next_state = state.clone();

@@ -163,7 +163,10 @@ fn run(cli: Cli) -> Result<String, String> {
             core.set_plan(episode_id(&episode)?, &text, now()).map_err(|e| e.to_string())?;
             Ok(String::new())
         }
-        Command::Episodes { now } => Ok(json(&core.episodes(time(now.as_deref(), "--now")?))),
+        Command::Episodes { now } => {
+            let now = evaluation_time(&core, now.as_deref())?;
+            Ok(json(&core.episodes(now)))
+        }
         Command::Show { episode } => {
             Ok(json(&core.episode(episode_id(&episode)?).map_err(|e| e.to_string())?.to_json()))
         }
@@ -174,11 +177,7 @@ fn run(cli: Cli) -> Result<String, String> {
             }
         }
         Command::Actions { episode, now, server: false } => {
-            let now = match now {
-                Some(text) => time(Some(&text), "--now")?,
-                // The device's clock, corrected by what the server's said at the last sync.
-                None => core.corrected_now(self::now()).map_err(|e| e.to_string())?,
-            };
+            let now = evaluation_time(&core, now.as_deref())?;
             Ok(json(&core.actions(episode_id(&episode)?, now).map_err(|e| e.to_string())?))
         }
         Command::Login { server, username } => {
@@ -199,7 +198,10 @@ fn run(cli: Cli) -> Result<String, String> {
                 Err(e) => Err(e.to_string()),
             }
         }
-        Command::Next { now } => Ok(json(&core.next_actions(time(now.as_deref(), "--now")?))),
+        Command::Next { now } => {
+            let now = evaluation_time(&core, now.as_deref())?;
+            Ok(json(&core.next_actions(now)))
+        }
     }
 }
 
@@ -265,6 +267,16 @@ fn episode_id(text: &str) -> Result<episode::EpisodeId, String> {
 fn now() -> Timestamp {
     let now = Timestamp::now();
     Timestamp::from_second(now.as_second()).unwrap_or(now)
+}
+
+/// The moment to evaluate at: `--now` if given, else the device's clock corrected by the
+/// server's offset at the last sync (a phone whose clock is wrong still shows what is
+/// overdue).
+fn evaluation_time(core: &Core, now: Option<&str>) -> Result<Timestamp, String> {
+    match now {
+        Some(text) => time(Some(text), "--now"),
+        None => core.corrected_now(self::now()).map_err(|e| e.to_string()),
+    }
 }
 
 fn time(text: Option<&str>, flag: &str) -> Result<Timestamp, String> {
