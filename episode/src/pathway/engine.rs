@@ -237,11 +237,6 @@ impl<'a> Ctx<'a> {
     /// Finds what does an action: the first record other than the trigger, at or after
     /// the trigger's time ("Actions"), that satisfies the rule's "done by".
     fn resolve(&self, trigger: Trigger, done_by: &DoneBy) -> Option<&'a Event> {
-        if let DoneBy::Filed(record) = done_by {
-            // A filing that names the record does it whatever the two devices' clocks
-            // said: the order of times is no evidence against it.
-            return self.filing(*record);
-        }
         let candidates = self.records_from(trigger.at);
         let first = |pred: &dyn Fn(&Event) -> bool| candidates.iter().copied().find(|e| pred(e) && e.id != trigger.id);
         match done_by {
@@ -257,7 +252,9 @@ impl<'a> Ctx<'a> {
                 last
             }
             DoneBy::CardFor(visit) => first(&|e| matches!(&e.body, EventBody::CallingCardLeft(c) if c.visit == *visit)),
-            DoneBy::Filed(_) => None,
+            // A filing that names the record does it whatever the two devices' clocks
+            // said: the order of times is no evidence against it.
+            DoneBy::Filed(record) => self.filing(*record),
             DoneBy::ChildrensServicesKnown => {
                 let decision = first(&records::decision_childrens_services_known)?;
                 if matches!(&decision.body, EventBody::Decision(d) if d.outcome == DecisionOutcome::NotApplicable) {
@@ -514,20 +511,28 @@ impl Out {
     /// for every record (filing), what is the same for every row then folds away.
     #[inline(always)]
     pub(crate) fn raise_inline(&mut self, cx: &Ctx<'_>, r: Raise<'_>) -> Settled {
-        let done = cx.resolve(r.trigger, &r.done_by);
+        // (The filing's case first, here: where the rule is the filing rule, no call to
+        // `resolve` is left, and the row is built without going through the stack.)
+        let done = match r.done_by {
+            DoneBy::Filed(record) => cx.filing(record),
+            ref done_by => cx.resolve(r.trigger, done_by),
+        };
         // A discharge also ends what only makes sense while the patient is in our care
         // (another appointment, a full assessment, a step up), though contact does not.
         let ended = matches!(r.code, Code::OfferAppointment | Code::FullAssessment | Code::StepUp)
             .then(|| cx.discharge_from(r.active_from, r.trigger))
             .flatten();
-        let raised = Raised {
+        let due = cx.deadline(r.active_from, r.due);
+        // (Written straight into the list, and settled there: a row built first and then
+        // moved was copied through the stack.)
+        self.raised.push(Raised {
             code: r.code,
             cites: r.cites,
             owner: r.owner,
             priority: r.priority,
             trigger: r.trigger,
             active_from: r.active_from,
-            due: cx.deadline(r.active_from, r.due),
+            due,
             survives_contact: r.survives_contact,
             done: done.map(|d| (d.at, d.id)),
             closer: r.cycle.and_then(|c| c.closer).map(|c| c.at),
@@ -535,12 +540,10 @@ impl Out {
             cycle: r.cycle.map(|c| c.key),
             order: self.raised.len(),
             merged: false,
-        };
+        });
         // Done at `now` is done whatever `now` is: only what settles it is needed here.
-        let (done, ..) = raised.settle();
-        let settled = Settled { done: raised.done.filter(|_| done).map(|(at, id)| Trigger { id, at }) };
-        self.raised.push(raised);
-        settled
+        let (done_counts, ..) = self.raised[self.raised.len() - 1].settle();
+        Settled { done: done.filter(|_| done_counts).map(Trigger::from) }
     }
 
     /// Whether an action of this code was done by this record.
