@@ -114,7 +114,7 @@ impl Authoritative {
     pub fn new(episode: Uuid, evaluation: &Evaluation) -> Self {
         use std::io::Write;
         let json = serde_json::to_vec(evaluation).unwrap_or_default();
-        let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
         // Writing to a Vec cannot fail.
         let _ = encoder.write_all(&json);
         Self { episode, evaluation: encoder.finish().unwrap_or_default() }
@@ -197,6 +197,14 @@ pub fn prime(state: &mut sync::State) {
     state.their_heads = Some(shared.clone());
     state.their_need = Some(Vec::new());
     state.their_have = Some(vec![Have { last_sync: shared, bloom: BloomFilter::default() }]);
+}
+
+/// Whether a sync message carries changes (or cannot be read: then it may).
+pub fn carries_changes(message: &[u8]) -> bool {
+    match std::panic::catch_unwind(|| sync::Message::decode(message)) {
+        Ok(Ok(decoded)) => decoded.changes.len() > 0,
+        _ => true,
+    }
 }
 
 /// Whether `doc` has changes the peer of `state` has not confirmed.

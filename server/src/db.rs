@@ -35,16 +35,18 @@ pub enum OpenError {
 /// No SQLCipher key is set: the server's database is a plain SQLite file.
 pub fn open(path: &Path) -> Result<Connection, OpenError> {
     let conn = Connection::open(path)?;
+    // Every hot statement is prepared once and kept.
+    conn.set_prepared_statement_cache_capacity(64);
     // The first read fails here if the file is not a database.
-    conn.query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get::<_, i64>(0))?;
+    conn.prepare_cached("SELECT count(*) FROM sqlite_master")?.query_row([], |row| row.get::<_, i64>(0))?;
     // WAL with synchronous=FULL: a commit is on disk before the request that made it is
     // answered, and readers never block the writer.
-    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    let mode: String = conn.prepare_cached("PRAGMA journal_mode = WAL")?.query_row([], |row| row.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(OpenError::NoWal(mode));
     }
     conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")?;
-    let integrity: String = conn.query_row("PRAGMA quick_check", [], |row| row.get(0))?;
+    let integrity: String = conn.prepare_cached("PRAGMA quick_check")?.query_row([], |row| row.get(0))?;
     if integrity != "ok" {
         return Err(OpenError::Corrupt(integrity));
     }
@@ -53,7 +55,7 @@ pub fn open(path: &Path) -> Result<Connection, OpenError> {
 }
 
 fn migrate(conn: &Connection) -> Result<(), OpenError> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let version: i64 = conn.prepare_cached("PRAGMA user_version")?.query_row([], |row| row.get(0))?;
     if version > SCHEMA {
         return Err(OpenError::Newer(version));
     }
@@ -68,14 +70,12 @@ fn migrate(conn: &Connection) -> Result<(), OpenError> {
 
 /// The value of a server-wide setting.
 pub fn meta(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| row.get(0)).optional()
+    conn.prepare_cached("SELECT value FROM meta WHERE key = ?1")?.query_row([key], |row| row.get(0)).optional()
 }
 
 pub fn set_meta(tx: &Transaction<'_>, key: &str, value: &str) -> rusqlite::Result<()> {
-    tx.execute(
-        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2",
-        [key, value],
-    )?;
+    tx.prepare_cached("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2")?
+        .execute([key, value])?;
     Ok(())
 }
 

@@ -127,7 +127,8 @@ pub fn current_seq(conn: &Connection) -> rusqlite::Result<i64> {
 
 /// An episode's team and `seq`, without its document.
 pub fn team_of(conn: &Connection, id: EpisodeId) -> rusqlite::Result<Option<(String, i64)>> {
-    conn.query_row("SELECT team, seq FROM episodes WHERE id = ?1", [id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+    conn.prepare_cached("SELECT team, seq FROM episodes WHERE id = ?1")?
+        .query_row([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
 }
 
@@ -135,9 +136,8 @@ pub fn team_of(conn: &Connection, id: EpisodeId) -> rusqlite::Result<Option<(Str
 pub fn load(conn: &Connection, id: EpisodeId, actor: &ActorId) -> Result<Option<Stored>, StoreError> {
     let key = id.to_string();
     let Some((team, seq, snapshot)) = conn
-        .query_row("SELECT team, seq, snapshot FROM episodes WHERE id = ?1", [&key], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?))
-        })
+        .prepare_cached("SELECT team, seq, snapshot FROM episodes WHERE id = ?1")?
+        .query_row([&key], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?)))
         .optional()?
     else {
         return Ok(None);
@@ -157,10 +157,8 @@ pub fn insert(
     now: i64,
 ) -> rusqlite::Result<i64> {
     let seq = next_seq(tx)?;
-    tx.execute(
-        "INSERT INTO episodes (id, team, seq, snapshot, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![id.to_string(), team, seq, doc.save(), now],
-    )?;
+    tx.prepare_cached("INSERT INTO episodes (id, team, seq, snapshot, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![id.to_string(), team, seq, doc.save(), now])?;
     Ok(seq)
 }
 
@@ -172,15 +170,17 @@ pub fn save_changes(tx: &Transaction<'_>, stored: &mut Stored) -> rusqlite::Resu
     stored.seq = next_seq(tx)?;
     stored.view = None;
     if stored.changes + 1 >= COMPACT_AFTER {
-        tx.execute("DELETE FROM episode_changes WHERE episode = ?1", [&key])?;
-        tx.execute(
-            "UPDATE episodes SET snapshot = ?1, seq = ?2 WHERE id = ?3",
-            params![stored.doc.save(), stored.seq, key],
-        )?;
+        tx.prepare_cached("DELETE FROM episode_changes WHERE episode = ?1")?.execute([&key])?;
+        tx.prepare_cached("UPDATE episodes SET snapshot = ?1, seq = ?2 WHERE id = ?3")?.execute(params![
+            stored.doc.save(),
+            stored.seq,
+            key
+        ])?;
         stored.changes = 0;
     } else {
-        tx.execute("INSERT INTO episode_changes (episode, bytes) VALUES (?1, ?2)", params![key, bytes])?;
-        tx.execute("UPDATE episodes SET seq = ?1 WHERE id = ?2", params![stored.seq, key])?;
+        tx.prepare_cached("INSERT INTO episode_changes (episode, bytes) VALUES (?1, ?2)")?
+            .execute(params![key, bytes])?;
+        tx.prepare_cached("UPDATE episodes SET seq = ?1 WHERE id = ?2")?.execute(params![stored.seq, key])?;
         stored.changes += 1;
     }
     Ok(())
@@ -190,7 +190,11 @@ pub fn save_changes(tx: &Transaction<'_>, stored: &mut Stored) -> rusqlite::Resu
 /// team's devices learn of it.
 pub fn set_team(tx: &Transaction<'_>, id: EpisodeId, team: &str) -> rusqlite::Result<()> {
     let seq = next_seq(tx)?;
-    tx.execute("UPDATE episodes SET team = ?1, seq = ?2 WHERE id = ?3", params![team, seq, id.to_string()])?;
+    tx.prepare_cached("UPDATE episodes SET team = ?1, seq = ?2 WHERE id = ?3")?.execute(params![
+        team,
+        seq,
+        id.to_string()
+    ])?;
     Ok(())
 }
 
@@ -256,12 +260,13 @@ pub fn leaving(conn: &Connection, device: &str, teams: &[String]) -> rusqlite::R
 /// The device has handed over everything it held of a leaving episode: it may drop it.
 pub fn record_drop(tx: &Transaction<'_>, id: EpisodeId, device: &str) -> rusqlite::Result<()> {
     let seq = next_seq(tx)?;
-    tx.execute("DELETE FROM sync_states WHERE episode = ?1 AND device = ?2", params![id.to_string(), device])?;
-    tx.execute(
+    tx.prepare_cached("DELETE FROM sync_states WHERE episode = ?1 AND device = ?2")?
+        .execute(params![id.to_string(), device])?;
+    tx.prepare_cached(
         "INSERT INTO drops (episode, device, seq) VALUES (?1, ?2, ?3)
          ON CONFLICT (episode, device) DO UPDATE SET seq = excluded.seq",
-        params![id.to_string(), device, seq],
-    )?;
+    )?
+    .execute(params![id.to_string(), device, seq])?;
     Ok(())
 }
 

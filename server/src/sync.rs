@@ -39,6 +39,7 @@ async fn sync(State(state): State<AppState>, user: AuthUser, body: Bytes) -> Res
     let started = std::time::Instant::now();
     let request = protocol::Request::decode(&body).map_err(|e| AppError::MalformedSync(e.to_string()))?;
     let documents_in = request.documents.len();
+    let light = request.documents.iter().all(|d| matches!(&d.body, Body::Message(m) if !protocol::carries_changes(m)));
     let now = state.clock.now();
     let docs = Arc::clone(&state.docs);
     let response = state
@@ -46,23 +47,25 @@ async fn sync(State(state): State<AppState>, user: AuthUser, body: Bytes) -> Res
         .call(move |conn| {
             // Under the database's lock: one request at a time uses the cache.
             let mut cache = docs.lock().unwrap_or_else(PoisonError::into_inner);
-            let tx = conn.transaction()?;
-            let before = episodes::current_seq(&tx)?;
-            let (response, used, sent_whole) = handle(&tx, &mut cache, &user, request, now)?;
-            // Every stored record, hand-over or new holding is synced to disk before the
-            // answer. A request that stored none of those only moved sync states, whose
-            // loss in a power cut costs a repeated message, never a record: it skips
-            // the fsync (WAL, `synchronous = NORMAL` for this commit; the next full
+            // Every record, hand-over or new episode is synced to disk before the answer.
+            // A request that can store none of those (only messages without changes:
+            // acknowledgements, "anything new?") moves only sync states and holdings,
+            // whose loss in a power cut costs a repeated message, never a record: it
+            // commits without the fsync (WAL, `synchronous = NORMAL`; the next full
             // commit syncs it too).
-            let light = !sent_whole && episodes::current_seq(&tx)? == before;
             if light {
-                tx.pragma_update(None, "synchronous", "NORMAL")?;
+                conn.pragma_update(None, "synchronous", "NORMAL")?;
             }
-            let committed = tx.commit();
+            let result = (|| {
+                let tx = conn.transaction()?;
+                let (response, used) = handle(&tx, &mut cache, &user, request, now)?;
+                tx.commit()?;
+                Ok::<_, AppError>((response, used))
+            })();
             if light {
                 conn.pragma_update(None, "synchronous", "FULL")?;
             }
-            committed?;
+            let (response, used) = result?;
             // Committed: what the request used is current, and goes back to the cache.
             for stored in used {
                 cache.put(stored);
@@ -99,14 +102,13 @@ fn handle(
     user: &AuthUser,
     request: protocol::Request,
     now: jiff::Timestamp,
-) -> Result<(protocol::Response, Vec<Stored>, bool), AppError> {
+) -> Result<(protocol::Response, Vec<Stored>), AppError> {
     let actor = episodes::server_actor(tx)?;
     let device = user.device_id.as_str();
     let now_ms = now.as_millisecond();
     let cursor = i64::try_from(request.cursor).unwrap_or(i64::MAX);
     let mut touched: BTreeMap<EpisodeId, Touched> = BTreeMap::new();
     let mut used = Vec::new();
-    let mut sent_whole = false;
     let mut dropped = Vec::new();
 
     for Document { episode: id, body } in request.documents {
@@ -238,7 +240,6 @@ fn handle(
             // a transfer asks for what it records before it confirms.
             documents.push(Document { episode: id, body: Body::Whole(stored.doc.save()) });
             episodes::put_sync_state(tx, id, device, &state.encode())?;
-            sent_whole = true;
         } else {
             protocol::prime(&mut state);
             if let Some(message) = stored.doc.generate_sync_message(&mut state) {
@@ -267,7 +268,7 @@ fn handle(
         dropped,
         more,
     };
-    Ok((response, used, sent_whole))
+    Ok((response, used))
 }
 
 fn load(tx: &Transaction<'_>, cache: &mut Cache, id: EpisodeId, actor: &ActorId) -> Result<Option<Stored>, AppError> {

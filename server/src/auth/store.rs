@@ -24,28 +24,24 @@ pub fn start_session(
     now: i64,
 ) -> Result<(String, String), AppError> {
     let session = uuid::Uuid::now_v7().to_string();
-    tx.execute(
-        "INSERT INTO sessions (id, user_id, device_id, created_at) VALUES (?1, ?2, ?3, ?4)",
-        params![session, user_id, device.as_str(), now],
-    )?;
+    tx.prepare_cached("INSERT INTO sessions (id, user_id, device_id, created_at) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![session, user_id, device.as_str(), now])?;
     let refresh = issue_refresh_token(tx, &session, now)?;
     Ok((session, refresh))
 }
 
 fn issue_refresh_token(tx: &Transaction<'_>, session: &str, now: i64) -> Result<String, AppError> {
     let token = new_refresh_token()?;
-    tx.execute(
-        "INSERT INTO refresh_tokens (hash, session_id, issued_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
-        params![refresh_token_hash(&token), session, now, now + REFRESH_TTL_SECS],
-    )?;
+    tx.prepare_cached("INSERT INTO refresh_tokens (hash, session_id, issued_at, expires_at) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![refresh_token_hash(&token), session, now, now + REFRESH_TTL_SECS])?;
     Ok(token)
 }
 
 pub fn revoke_session(tx: &Transaction<'_>, session: &str, because: &str, now: i64) -> rusqlite::Result<()> {
-    tx.execute(
+    tx.prepare_cached(
         "UPDATE sessions SET revoked_at = ?1, revoked_because = ?2 WHERE id = ?3 AND revoked_at IS NULL",
-        params![now, because, session],
-    )?;
+    )?
+    .execute(params![now, because, session])?;
     Ok(())
 }
 
@@ -75,23 +71,22 @@ struct Presented {
 /// Rotates a refresh token presented by `device`.
 pub fn rotate(tx: &Transaction<'_>, presented: &str, device: &DeviceId, now: i64) -> Result<Rotation, AppError> {
     let row = tx
-        .query_row(
+        .prepare_cached(
             "SELECT t.session_id, t.expires_at, t.rotated_at, s.user_id, s.device_id, s.revoked_at, u.disabled
              FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id
              WHERE t.hash = ?1",
-            [refresh_token_hash(presented)],
-            |r| {
-                Ok(Presented {
-                    session: r.get(0)?,
-                    expires_at: r.get(1)?,
-                    rotated_at: r.get(2)?,
-                    user_id: r.get(3)?,
-                    session_device: r.get(4)?,
-                    revoked_at: r.get(5)?,
-                    disabled: r.get(6)?,
-                })
-            },
-        )
+        )?
+        .query_row([refresh_token_hash(presented)], |r| {
+            Ok(Presented {
+                session: r.get(0)?,
+                expires_at: r.get(1)?,
+                rotated_at: r.get(2)?,
+                user_id: r.get(3)?,
+                session_device: r.get(4)?,
+                revoked_at: r.get(5)?,
+                disabled: r.get(6)?,
+            })
+        })
         .optional()?;
     let Some(Presented { session, expires_at, rotated_at, user_id, session_device, revoked_at, disabled }) = row else {
         return Ok(Rotation::Refused);
@@ -112,40 +107,35 @@ pub fn rotate(tx: &Transaction<'_>, presented: &str, device: &DeviceId, now: i64
     if expires_at <= now {
         return Ok(Rotation::Refused);
     }
-    tx.execute(
-        "UPDATE refresh_tokens SET rotated_at = ?1 WHERE hash = ?2",
-        params![now, refresh_token_hash(presented)],
-    )?;
+    tx.prepare_cached("UPDATE refresh_tokens SET rotated_at = ?1 WHERE hash = ?2")?
+        .execute(params![now, refresh_token_hash(presented)])?;
     let refresh_token = issue_refresh_token(tx, &session, now)?;
     Ok(Rotation::Rotated { user_id, session, refresh_token })
 }
 
 /// Whether a session is live: not revoked.
 pub fn session_is_live(conn: &Connection, session: &str, user_id: &str) -> rusqlite::Result<bool> {
-    conn.query_row(
-        "SELECT revoked_at IS NULL FROM sessions WHERE id = ?1 AND user_id = ?2",
-        params![session, user_id],
-        |r| r.get(0),
-    )
-    .optional()
-    .map(|live| live.unwrap_or(false))
+    conn.prepare_cached("SELECT revoked_at IS NULL FROM sessions WHERE id = ?1 AND user_id = ?2")?
+        .query_row(params![session, user_id], |r| r.get(0))
+        .optional()
+        .map(|live| live.unwrap_or(false))
 }
 
 /// Whether a manager has revoked this device.
 pub fn device_revoked(conn: &Connection, device: &str) -> rusqlite::Result<bool> {
-    conn.query_row("SELECT 1 FROM revoked_devices WHERE device = ?1", [device], |_| Ok(()))
+    conn.prepare_cached("SELECT 1 FROM revoked_devices WHERE device = ?1")?
+        .query_row([device], |_| Ok(()))
         .optional()
         .map(|r| r.is_some())
 }
 
 /// Revokes a device: its sessions end, and it is told to wipe its store.
 pub fn revoke_device(tx: &Transaction<'_>, device: &str, by: &str, now: i64) -> rusqlite::Result<()> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO revoked_devices (device, revoked_at, revoked_by) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-        params![device, now, by],
-    )?;
-    tx.execute(
-        "UPDATE sessions SET revoked_at = ?1, revoked_because = 'device_revoked' WHERE device_id = ?2 AND revoked_at IS NULL",
+    )?
+    .execute(params![device, now, by])?;
+    tx.prepare_cached("UPDATE sessions SET revoked_at = ?1, revoked_because = 'device_revoked' WHERE device_id = ?2 AND revoked_at IS NULL")?.execute(
         params![now, device],
     )?;
     Ok(())
@@ -154,7 +144,8 @@ pub fn revoke_device(tx: &Transaction<'_>, device: &str, by: &str, now: i64) -> 
 /// The seconds a username must still wait before trying again, if it is locked out.
 pub fn locked_for(conn: &Connection, username: &str, now: i64) -> rusqlite::Result<Option<i64>> {
     let until: Option<i64> = conn
-        .query_row("SELECT locked_until FROM login_failures WHERE username = ?1", [username], |r| r.get(0))
+        .prepare_cached("SELECT locked_until FROM login_failures WHERE username = ?1")?
+        .query_row([username], |r| r.get(0))
         .optional()?;
     Ok(until.filter(|&until| until > now).map(|until| until - now))
 }
@@ -163,7 +154,8 @@ pub fn locked_for(conn: &Connection, username: &str, now: i64) -> rusqlite::Resu
 /// for twice as long as the one before.
 pub fn record_failure(tx: &Transaction<'_>, username: &str, now: i64) -> rusqlite::Result<()> {
     let failures: i64 = tx
-        .query_row("SELECT failures FROM login_failures WHERE username = ?1", [username], |r| r.get(0))
+        .prepare_cached("SELECT failures FROM login_failures WHERE username = ?1")?
+        .query_row([username], |r| r.get(0))
         .optional()?
         .unwrap_or(0)
         + 1;
@@ -173,15 +165,15 @@ pub fn record_failure(tx: &Transaction<'_>, username: &str, now: i64) -> rusqlit
     } else {
         0
     };
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO login_failures (username, failures, locked_until) VALUES (?1, ?2, ?3)
          ON CONFLICT (username) DO UPDATE SET failures = ?2, locked_until = ?3",
-        params![username, failures, locked_until],
-    )?;
+    )?
+    .execute(params![username, failures, locked_until])?;
     Ok(())
 }
 
 pub fn clear_failures(tx: &Transaction<'_>, username: &str) -> rusqlite::Result<()> {
-    tx.execute("DELETE FROM login_failures WHERE username = ?1", [username])?;
+    tx.prepare_cached("DELETE FROM login_failures WHERE username = ?1")?.execute([username])?;
     Ok(())
 }
