@@ -202,7 +202,7 @@ pub fn prime(state: &mut sync::State) {
 /// Whether a sync message carries changes (or cannot be read: then it may).
 pub fn carries_changes(message: &[u8]) -> bool {
     match std::panic::catch_unwind(|| sync::Message::decode(message)) {
-        Ok(Ok(decoded)) => decoded.changes.len() > 0,
+        Ok(Ok(decoded)) => !decoded.changes.is_empty(),
         _ => true,
     }
 }
@@ -252,7 +252,7 @@ impl EpisodeDoc {
                 decoded.changes.len()
             )));
         }
-        if decoded.changes.len() == 0 {
+        if decoded.changes.is_empty() {
             // No changes: only the state learns something, the document cannot change.
             let mut next_state = state.clone();
             let received = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
