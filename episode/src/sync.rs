@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::document::{DocumentError, EpisodeDoc, MAX_DOCUMENT_BYTES};
-use crate::pathway::Evaluation;
+use crate::pathway::{Code, Evaluation};
 
 /// The protocol version this build speaks.
 pub const PROTOCOL: u32 = 1;
@@ -113,7 +113,19 @@ const MAX_EVALUATION_BYTES: u64 = 4 * 1024 * 1024;
 impl Authoritative {
     pub fn new(episode: Uuid, evaluation: &Evaluation) -> Self {
         use std::io::Write;
-        let json = serde_json::to_vec(evaluation).unwrap_or_default();
+        // A title the code gives anyway is left out (the reader puts it back): titles are
+        // most of an evaluation's bytes, and both sides share the rules.
+        let mut value = serde_json::to_value(evaluation).unwrap_or_default();
+        if let Some(actions) = value.get_mut("actions").and_then(|a| a.as_array_mut()) {
+            for (json, action) in actions.iter_mut().zip(&evaluation.actions) {
+                if action.title == action.code.title()
+                    && let Some(object) = json.as_object_mut()
+                {
+                    object.remove("title");
+                }
+            }
+        }
+        let json = serde_json::to_vec(&value).unwrap_or_default();
         let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
         // Writing to a Vec cannot fail.
         let _ = encoder.write_all(&json);
@@ -128,7 +140,19 @@ impl Authoritative {
             .take(MAX_EVALUATION_BYTES)
             .read_to_end(&mut json)
             .map_err(|e| DecodeError::Malformed(format!("the evaluation does not inflate: {e}")))?;
-        serde_json::from_slice(&json).map_err(|e| DecodeError::Malformed(format!("the evaluation does not read: {e}")))
+        let mut value: serde_json::Value = serde_json::from_slice(&json)
+            .map_err(|e| DecodeError::Malformed(format!("the evaluation does not read: {e}")))?;
+        if let Some(actions) = value.get_mut("actions").and_then(|a| a.as_array_mut()) {
+            for action in actions {
+                let code = action.get("code").cloned().and_then(|c| serde_json::from_value::<Code>(c).ok());
+                if let (Some(object), Some(code)) = (action.as_object_mut(), code)
+                    && !object.contains_key("title")
+                {
+                    object.insert("title".into(), code.title().into());
+                }
+            }
+        }
+        serde_json::from_value(value).map_err(|e| DecodeError::Malformed(format!("the evaluation does not read: {e}")))
     }
 }
 

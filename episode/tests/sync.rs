@@ -656,3 +656,22 @@ fn has_unconfirmed_tells_whether_the_peer_has_confirmed_everything() {
     // A fresh state has confirmed nothing.
     assert!(has_unconfirmed(&mut device.doc, &sync::State::new()));
 }
+
+#[test]
+fn an_authoritative_evaluation_round_trips_and_is_small() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/examples/urgent-referral.json"))
+        .expect("the example episode");
+    let episode = episode::Episode::from_json(&text).expect("a valid episode");
+    let now: jiff::Timestamp = "2026-03-03T12:00:00Z".parse().expect("a time");
+    let evaluation = episode::pathway::evaluate(&episode, now, &episode::pathway::Calendar::england_and_wales());
+    assert!(!evaluation.actions.is_empty());
+    let wire = episode::sync::Authoritative::new(episode.id, &evaluation);
+    assert_eq!(wire.evaluation().expect("it inflates"), evaluation, "titles come back from the codes");
+    let json = serde_json::to_vec(&evaluation).expect("JSON");
+    assert!(
+        wire.evaluation.len() * 3 < json.len(),
+        "{} deflated bytes for {} of JSON",
+        wire.evaluation.len(),
+        json.len()
+    );
+}
