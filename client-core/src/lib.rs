@@ -20,7 +20,9 @@ use std::path::Path;
 use automerge::ActorId;
 use episode::document::{EpisodeDoc, Opening};
 use episode::pathway::{self, Action, Calendar, Evaluation, State};
-use episode::{Episode, EpisodeId, Event, EventId, FactField, FactValue, Pathway, PatientRef, ValidationError};
+use episode::{
+    Episode, EpisodeId, Event, EventId, FactField, FactValue, Pathway, PatientRef, Strictness, ValidationError,
+};
 use jiff::Timestamp;
 use rusqlite::Connection;
 use serde::Serialize;
@@ -39,6 +41,15 @@ pub use sync::{HeldBack, ServerActions, SyncSession, SyncSummary};
 /// After this many stored changes an episode's document is compacted into a new
 /// snapshot (in the same transaction that drops the changes).
 pub(crate) const COMPACT_AFTER: usize = 64;
+
+/// The format of the typed views kept in the store. Raise it whenever
+/// `EpisodeDoc::episode` would read the same document differently (a fact value or a
+/// record it used to leave out, say): views of another format are built again.
+const VIEW_FORMAT: u64 = 1;
+
+/// The most a stored view may inflate to: a view that would be larger is not read (the
+/// document is, instead).
+const MAX_VIEW_BYTES: u64 = 64 << 20;
 
 /// The store file's name inside the store directory.
 pub const STORE_FILE: &str = "tether.db";
@@ -121,14 +132,22 @@ impl Core {
             }
         };
         let actor = actor_for(&device)?;
-        // Documents load independently: spread them over the device's cores.
+        // Documents load independently: spread them over the device's cores, each thread
+        // taking the next one as it finishes (so a busy core holds none of them up).
         let stored = store::all_episodes(&conn)?;
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
-        let chunk = stored.len().div_ceil(threads).max(1);
-        let loaded: Vec<Result<Kept>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = stored
-                .chunks(chunk)
-                .map(|part| scope.spawn(|| part.iter().map(|s| load(s, actor.clone())).collect::<Vec<_>>()))
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8).min(stored.len().max(1));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let loaded: Vec<Result<Loaded>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut loaded = Vec::new();
+                        while let Some(s) = stored.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
+                            loaded.push(load(s, actor.clone()));
+                        }
+                        loaded
+                    })
+                })
                 .collect();
             workers
                 .into_iter()
@@ -138,9 +157,25 @@ impl Core {
                 .collect()
         });
         let mut episodes = BTreeMap::new();
-        for kept in loaded {
-            let kept = kept?;
+        let mut views = Vec::new();
+        for loaded in loaded {
+            let Loaded { kept, view } = loaded?;
+            if let Some(view) = view {
+                views.push((kept.episode.id.to_string(), view));
+            }
             episodes.insert(kept.episode.id, kept);
+        }
+        // Views built afresh are kept for the next opening. They are only a cache: if
+        // they cannot be written, this opening is no worse and the next builds them again.
+        if !views.is_empty() {
+            let _ = (|| -> Result<()> {
+                let tx = conn.transaction()?;
+                for (id, view) in &views {
+                    store::put_view(&tx, id, view)?;
+                }
+                tx.commit()?;
+                Ok(())
+            })();
         }
         Ok(Self { conn, dir: dir.to_path_buf(), device, actor, calendar: Calendar::england_and_wales(), episodes })
     }
@@ -179,8 +214,12 @@ impl Core {
         let mut doc = EpisodeDoc::open(&opening, self.actor.clone())?;
         let episode = doc.episode()?;
         let snapshot = doc.save();
+        let view = view_of(&mut doc, &episode);
         let tx = self.conn.transaction()?;
         store::insert_episode(&tx, &id.to_string(), &opening.team, &snapshot)?;
+        if let Some(view) = &view {
+            store::put_view(&tx, &id.to_string(), view)?;
+        }
         tx.commit()?;
         self.episodes.insert(id, Kept { doc, episode, changes: 0 });
         Ok(id)
@@ -314,7 +353,7 @@ impl Core {
         let stored = store::all_episodes(&self.conn)?.into_iter().find(|s| s.id == id.to_string());
         match stored {
             Some(stored) => {
-                self.episodes.insert(id, load(&stored, self.actor.clone())?);
+                self.episodes.insert(id, load(&stored, self.actor.clone())?.kept);
             }
             None => {
                 self.episodes.remove(&id);
@@ -341,8 +380,12 @@ impl Core {
         }
         let episode = theirs.episode()?;
         let snapshot = theirs.save();
+        let view = view_of(&mut theirs, &episode);
         let tx = self.conn.transaction()?;
         store::insert_episode(&tx, &id.to_string(), &episode.team, &snapshot)?;
+        if let Some(view) = &view {
+            store::put_view(&tx, &id.to_string(), view)?;
+        }
         tx.commit()?;
         self.episodes.insert(id, Kept { doc: theirs, episode, changes: 0 });
         Ok(id)
@@ -412,13 +455,68 @@ impl Core {
     }
 }
 
+/// One stored episode as loaded, with its typed view to store if it was built afresh.
+struct Loaded {
+    kept: Kept,
+    view: Option<store::View>,
+}
+
 /// Loads one stored episode: its snapshot, its changes, and its typed view.
-fn load(stored: &store::Stored, actor: ActorId) -> Result<Kept> {
-    let doc = EpisodeDoc::load_with_changes(&stored.snapshot, stored.changes.iter().map(Vec::as_slice), actor)
+///
+/// The view kept in the store is used only if it was built at exactly the loaded
+/// document's heads (equal heads, equal documents) and reads back; otherwise it is built
+/// from the document, which is always the authority.
+fn load(stored: &store::Stored, actor: ActorId) -> Result<Loaded> {
+    let mut doc = EpisodeDoc::load_with_changes(&stored.snapshot, stored.changes.iter().map(Vec::as_slice), actor)
         .map_err(|e| Error::Corrupt(format!("episode {}: {e}", stored.id)))?;
-    let mut episode = doc.episode()?;
+    let heads = store::encode_heads(&doc.heads());
+    let cached = stored.view.as_ref().filter(|v| v.heads == heads).and_then(|v| read_view(&v.bytes));
+    let (mut episode, view) = match cached {
+        Some(episode) => (episode, None),
+        None => {
+            let episode = doc.episode()?;
+            let view = write_view(&episode).map(|bytes| store::View { heads, bytes });
+            (episode, view)
+        }
+    };
     episode.team.clone_from(&stored.team);
-    Ok(Kept { doc, episode, changes: stored.changes.len() })
+    Ok(Loaded { kept: Kept { doc, episode, changes: stored.changes.len() }, view })
+}
+
+/// The view to store for a document and the episode it gives.
+fn view_of(doc: &mut EpisodeDoc, episode: &Episode) -> Option<store::View> {
+    write_view(episode).map(|bytes| store::View { heads: store::encode_heads(&doc.heads()), bytes })
+}
+
+/// An episode's typed view as deflated JSON. `None` if it would not read back as exactly
+/// this episode, so that a stored view never differs from what its document gives.
+///
+/// An episode with records set aside as invalid is not kept: a later version of the app
+/// might read those records, and only its document can say so.
+fn write_view(episode: &Episode) -> Option<Vec<u8>> {
+    use std::io::Write;
+    if !episode.invalid_records.is_empty() {
+        return None;
+    }
+    let json = serde_json::json!({"format": VIEW_FORMAT, "episode": episode.to_json()}).to_string();
+    let mut deflate = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    deflate.write_all(json.as_bytes()).ok()?;
+    let bytes = deflate.finish().ok()?;
+    (read_view(&bytes).as_ref() == Some(episode)).then_some(bytes)
+}
+
+/// Reads a view written by [`write_view`]; `None` if it does not read, is of another
+/// format, or holds a record that is no longer valid.
+fn read_view(bytes: &[u8]) -> Option<Episode> {
+    use std::io::Read;
+    let mut json = Vec::new();
+    flate2::read::DeflateDecoder::new(bytes).take(MAX_VIEW_BYTES).read_to_end(&mut json).ok()?;
+    let value: Value = serde_json::from_slice(&json).ok()?;
+    if value.get("format")?.as_u64()? != VIEW_FORMAT {
+        return None;
+    }
+    let episode = Episode::from_value(value.get("episode")?, Strictness::Lenient).ok()?;
+    episode.invalid_records.is_empty().then_some(episode)
 }
 
 /// The Automerge actor of a device: its id's bytes, one actor per device, so that loading

@@ -11,10 +11,11 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use crate::error::{Error, Result};
 
 /// The schema this build writes; `PRAGMA user_version` holds the store's.
-const SCHEMA: i64 = 2;
+const SCHEMA: i64 = 3;
 
 /// Each schema's upgrade from the one before, in order.
-const UPGRADES: [&str; 2] = [include_str!("schema/v1.sql"), include_str!("schema/v2.sql")];
+const UPGRADES: [&str; 3] =
+    [include_str!("schema/v1.sql"), include_str!("schema/v2.sql"), include_str!("schema/v3.sql")];
 
 /// The 32-byte key the host app supplies (Android Keystore, iOS Keychain).
 #[derive(Clone)]
@@ -144,13 +145,35 @@ pub(crate) struct Stored {
     pub(crate) team: String,
     pub(crate) snapshot: Vec<u8>,
     pub(crate) changes: Vec<Vec<u8>>,
+    /// The typed view kept beside the document, if any: the heads it was built at and
+    /// its JSON. To be read only if those heads are the loaded document's.
+    pub(crate) view: Option<View>,
+}
+
+/// An episode's typed view as stored: only a cache of what its document gives.
+pub(crate) struct View {
+    /// The document's heads when the view was built, as [`encode_heads`] writes them.
+    pub(crate) heads: Vec<u8>,
+    /// The view's JSON, deflated.
+    pub(crate) bytes: Vec<u8>,
 }
 
 pub(crate) fn all_episodes(conn: &Connection) -> Result<Vec<Stored>> {
     let mut episodes: Vec<Stored> = conn
-        .prepare("SELECT id, team, snapshot FROM episodes ORDER BY id")?
+        .prepare(
+            "SELECT e.id, e.team, e.snapshot, v.heads, v.view
+             FROM episodes e LEFT JOIN views v ON v.episode = e.id ORDER BY e.id",
+        )?
         .query_map([], |row| {
-            Ok(Stored { id: row.get(0)?, team: row.get(1)?, snapshot: row.get(2)?, changes: Vec::new() })
+            let heads: Option<Vec<u8>> = row.get(3)?;
+            let bytes: Option<Vec<u8>> = row.get(4)?;
+            Ok(Stored {
+                id: row.get(0)?,
+                team: row.get(1)?,
+                snapshot: row.get(2)?,
+                changes: Vec::new(),
+                view: heads.zip(bytes).map(|(heads, bytes)| View { heads, bytes }),
+            })
         })?
         .collect::<Result<_, _>>()?;
     let mut statement = conn.prepare("SELECT episode, bytes FROM changes ORDER BY seq")?;
@@ -179,6 +202,23 @@ pub(crate) fn set_team(tx: &Transaction<'_>, id: &str, team: &str) -> Result<()>
 pub(crate) fn append_change(tx: &Transaction<'_>, episode: &str, bytes: &[u8]) -> Result<()> {
     tx.execute("INSERT INTO changes (episode, bytes) VALUES (?1, ?2)", params![episode, bytes])?;
     Ok(())
+}
+
+/// Keeps an episode's typed view, built from its document at `heads`.
+pub(crate) fn put_view(tx: &Transaction<'_>, episode: &str, view: &View) -> Result<()> {
+    tx.execute(
+        "INSERT INTO views (episode, heads, view) VALUES (?1, ?2, ?3)
+         ON CONFLICT (episode) DO UPDATE SET heads = ?2, view = ?3",
+        params![episode, view.heads, view.bytes],
+    )?;
+    Ok(())
+}
+
+/// A document's heads as stored beside it: sorted, 32 bytes each.
+pub(crate) fn encode_heads(heads: &[automerge::ChangeHash]) -> Vec<u8> {
+    let mut sorted = heads.to_vec();
+    sorted.sort();
+    sorted.iter().flat_map(|h| h.0).collect()
 }
 
 /// Replaces an episode's snapshot and drops the changes it now holds: in one
@@ -242,7 +282,7 @@ pub(crate) fn hold_back(tx: &Transaction<'_>, episode: &str, heads: &[u8], reaso
 
 /// Forgets an episode entirely (after the server has taken everything of it).
 pub(crate) fn delete_episode(tx: &Transaction<'_>, episode: &str) -> Result<()> {
-    for table in ["changes", "sync_states", "server_actions", "held_back"] {
+    for table in ["changes", "sync_states", "server_actions", "held_back", "views"] {
         tx.execute(&format!("DELETE FROM {table} WHERE episode = ?1"), [episode])?;
     }
     tx.execute("DELETE FROM episodes WHERE id = ?1", [episode])?;

@@ -28,6 +28,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::store::encode_heads;
 use crate::{COMPACT_AFTER, Core, Kept, store};
 
 /// The most round trips one session makes before it stops (and the next one goes on).
@@ -409,10 +410,4 @@ impl Core {
 enum Write {
     New(String, Vec<u8>),
     Changes(Vec<u8>),
-}
-
-fn encode_heads(heads: &[ChangeHash]) -> Vec<u8> {
-    let mut sorted = heads.to_vec();
-    sorted.sort();
-    sorted.iter().flat_map(|h| h.0).collect()
 }

@@ -283,3 +283,105 @@ fn a_store_from_a_newer_app_is_refused_and_left_alone() {
     }
     assert!(matches!(Core::open(dir.path(), &key(1)), Err(Error::NewerStore(99))));
 }
+
+/// Opens the store file directly (for tests that look at, or damage, what is stored).
+fn raw(dir: &Path, key: &StoreKey) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(dir.join(STORE_FILE)).unwrap();
+    conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", key.to_hex())).unwrap();
+    conn
+}
+
+/// What the document itself gives for an episode (the team is the store's).
+fn from_document(core: &mut Core, id: episode::EpisodeId) -> episode::Episode {
+    let bytes = core.export_episode(id).unwrap();
+    let doc = episode::document::EpisodeDoc::load(&bytes, automerge::ActorId::random()).unwrap();
+    let mut episode = doc.episode().unwrap();
+    episode.team.clone_from(&core.episode(id).unwrap().team);
+    episode
+}
+
+/// An episode's document heads, sorted and concatenated (as its view is stored).
+fn heads(core: &mut Core, id: episode::EpisodeId) -> Vec<u8> {
+    let bytes = core.export_episode(id).unwrap();
+    let mut doc = episode::document::EpisodeDoc::load(&bytes, automerge::ActorId::random()).unwrap();
+    let mut heads = doc.heads();
+    heads.sort();
+    heads.iter().flat_map(|h| h.0).collect()
+}
+
+/// A device's episode with records, a fact both devices set concurrently (a conflict)
+/// and an edited plan, in the store at `dir`.
+fn episode_with_a_conflict(dir: &Path) -> episode::EpisodeId {
+    let other = tempfile::tempdir().unwrap();
+    let mut a = Core::open(dir, &key(1)).unwrap();
+    let mut b = Core::open(other.path(), &key(2)).unwrap();
+    let id = a.open_episode(new_episode(), "u-asha", t("2026-03-02T08:00:00Z")).unwrap();
+    b.merge_episode(&a.export_episode(id).unwrap()).unwrap();
+    a.record(id, "appointment_missed", t("2026-03-02T10:00:00Z"), missed(), "u-asha").unwrap();
+    let visit = fields(json!({"announced": false, "outcome": "no_answer"}));
+    b.record(id, "home_visit", t("2026-03-02T14:00:00Z"), visit, "u-ben").unwrap();
+    a.set_fact(id, FactField::Risk, &json!("low"), "u-asha", t("2026-03-02T15:00:00Z")).unwrap();
+    b.set_fact(id, FactField::Risk, &json!("high"), "u-ben", t("2026-03-02T15:01:00Z")).unwrap();
+    a.set_plan(id, "Visit on Monday. Sister is the named contact.", t("2026-03-02T15:02:00Z")).unwrap();
+    a.merge_episode(&b.export_episode(id).unwrap()).unwrap();
+    id
+}
+
+#[test]
+fn the_typed_view_after_reopening_is_what_the_document_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = episode_with_a_conflict(dir.path());
+    // The first opening builds the views from the documents (the changes since the
+    // episode was stored made its view stale) and keeps them; the second reads them.
+    for _ in 0..2 {
+        let mut core = Core::open(dir.path(), &key(1)).unwrap();
+        let episode = core.episode(id).unwrap().clone();
+        assert_eq!(episode.events.len(), 4);
+        assert_eq!(episode.facts.risk.values(), [Risk::Low, Risk::High]);
+        assert!(episode.plan.contains("named contact"));
+        assert_eq!(episode, from_document(&mut core, id));
+    }
+    // The view kept is the one built at the document's heads (so the second opening read it).
+    let stored: Vec<u8> = raw(dir.path(), &key(1)).query_row("SELECT heads FROM views", [], |r| r.get(0)).unwrap();
+    assert_eq!(stored, heads(&mut Core::open(dir.path(), &key(1)).unwrap(), id));
+    // A record made after the view was kept is not lost: the view is stale, not trusted.
+    let event = {
+        let mut core = Core::open(dir.path(), &key(1)).unwrap();
+        core.record(id, "appointment_missed", t("2026-03-03T10:00:00Z"), missed(), "u-asha").unwrap()
+    };
+    let mut core = Core::open(dir.path(), &key(1)).unwrap();
+    assert!(core.episode(id).unwrap().events.iter().any(|e| e.id == event));
+    assert_eq!(core.episode(id).unwrap().clone(), from_document(&mut core, id));
+}
+
+#[test]
+fn a_view_that_does_not_read_is_built_again_from_the_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = episode_with_a_conflict(dir.path());
+    drop(Core::open(dir.path(), &key(1)).unwrap());
+    raw(dir.path(), &key(1)).execute("UPDATE views SET view = X'00DEADBEEF'", []).unwrap();
+    let mut core = Core::open(dir.path(), &key(1)).unwrap();
+    assert_eq!(core.episode(id).unwrap().clone(), from_document(&mut core, id));
+}
+
+#[test]
+fn a_store_of_schema_2_upgrades_and_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = episode_with_a_conflict(dir.path());
+    let before = Core::open(dir.path(), &key(1)).unwrap().episode(id).unwrap().clone();
+    {
+        // Schema 2 as it was: no views table.
+        let conn = raw(dir.path(), &key(1));
+        conn.execute_batch("DROP TABLE views; PRAGMA user_version = 2;").unwrap();
+    }
+    for _ in 0..2 {
+        let mut core = Core::open(dir.path(), &key(1)).unwrap();
+        assert_eq!(core.episode(id).unwrap(), &before);
+        assert_eq!(before, from_document(&mut core, id));
+    }
+    let conn = raw(dir.path(), &key(1));
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, 3);
+    let views: i64 = conn.query_row("SELECT count(*) FROM views", [], |r| r.get(0)).unwrap();
+    assert_eq!(views, 1);
+}
