@@ -118,10 +118,15 @@ impl Authoritative {
         let mut value = serde_json::to_value(evaluation).unwrap_or_default();
         if let Some(actions) = value.get_mut("actions").and_then(|a| a.as_array_mut()) {
             for (json, action) in actions.iter_mut().zip(&evaluation.actions) {
-                if action.title == action.code.title()
-                    && let Some(object) = json.as_object_mut()
-                {
+                let Some(object) = json.as_object_mut() else { continue };
+                if action.title == action.code.title() {
                     object.remove("title");
+                }
+                // As are the fields at their usual value.
+                for field in ["late", "was_overdue", "resolved_by"] {
+                    if matches!(object.get(field), Some(serde_json::Value::Bool(false) | serde_json::Value::Null)) {
+                        object.remove(field);
+                    }
                 }
             }
         }
@@ -145,10 +150,16 @@ impl Authoritative {
         if let Some(actions) = value.get_mut("actions").and_then(|a| a.as_array_mut()) {
             for action in actions {
                 let code = action.get("code").cloned().and_then(|c| serde_json::from_value::<Code>(c).ok());
-                if let (Some(object), Some(code)) = (action.as_object_mut(), code)
+                let Some(object) = action.as_object_mut() else { continue };
+                if let Some(code) = code
                     && !object.contains_key("title")
                 {
                     object.insert("title".into(), code.title().into());
+                }
+                for (field, usual) in
+                    [("late", false.into()), ("was_overdue", false.into()), ("resolved_by", None::<()>.into())]
+                {
+                    object.entry(field).or_insert(usual);
                 }
             }
         }
