@@ -29,11 +29,14 @@ pub struct Stored {
     pub changes: i64,
     /// The typed view with each record's receipt, once read; `None` after a change.
     pub view: Option<Episode>,
+    /// The evaluation as sent, and the second it was made at: every device asking within
+    /// that second gets the same bytes.
+    pub evaluated: Option<(i64, Vec<u8>)>,
 }
 
 impl Stored {
     pub fn new(id: EpisodeId, team: String, seq: i64, doc: EpisodeDoc) -> Self {
-        Self { id, team, seq, doc, changes: 0, view: None }
+        Self { id, team, seq, doc, changes: 0, view: None, evaluated: None }
     }
 
     /// The typed view, receipts included (read once per change).
@@ -72,6 +75,7 @@ impl Cache {
             if cached.team != team {
                 cached.team = team;
                 cached.view = None;
+                cached.evaluated = None;
             }
             return Ok(Some(cached));
         }
@@ -145,7 +149,7 @@ pub fn load(conn: &Connection, id: EpisodeId, actor: &ActorId) -> Result<Option<
     let mut statement = conn.prepare_cached("SELECT bytes FROM episode_changes WHERE episode = ?1 ORDER BY n")?;
     let changes: Vec<Vec<u8>> = statement.query_map([&key], |r| r.get(0))?.collect::<Result<_, _>>()?;
     let doc = EpisodeDoc::load_with_changes(&snapshot, changes.iter().map(Vec::as_slice), actor.clone())?;
-    Ok(Some(Stored { id, team, seq, doc, changes: changes.len() as i64, view: None }))
+    Ok(Some(Stored { id, team, seq, doc, changes: changes.len() as i64, view: None, evaluated: None }))
 }
 
 /// Stores a new episode.
@@ -169,6 +173,7 @@ pub fn save_changes(tx: &Transaction<'_>, stored: &mut Stored) -> rusqlite::Resu
     let bytes = stored.doc.save_incremental();
     stored.seq = next_seq(tx)?;
     stored.view = None;
+    stored.evaluated = None;
     if stored.changes + 1 >= COMPACT_AFTER {
         tx.prepare_cached("DELETE FROM episode_changes WHERE episode = ?1")?.execute([&key])?;
         tx.prepare_cached("UPDATE episodes SET snapshot = ?1, seq = ?2 WHERE id = ?3")?.execute(params![

@@ -140,6 +140,7 @@ fn handle(
                         let changed = stored.doc.heads() != before;
                         if changed {
                             stored.view = None;
+                            stored.evaluated = None;
                         }
                         (stored, changed, false)
                     }
@@ -181,6 +182,7 @@ fn handle(
                 let changed = stored.doc.receive_sync_message(&mut state, &bytes).map_err(|e| refused_doc(id, e))?;
                 if changed {
                     stored.view = None;
+                    stored.evaluated = None;
                 }
                 if leaving {
                     // Only a whole copy can prove the device handed everything over.
@@ -260,7 +262,8 @@ fn handle(
     let response = protocol::Response {
         protocol: protocol::PROTOCOL,
         cursor: u64::try_from(next_cursor).unwrap_or(0),
-        server_time_ms: now_ms,
+        // The evaluations are made at the whole second: so is the time they are given at.
+        server_time_ms: now.as_second() * 1000,
         documents,
         actions,
         teams,
@@ -286,6 +289,7 @@ fn note_receipts(tx: &Transaction<'_>, stored: &mut Stored, device: &str, now_ms
     let episode = stored.doc.episode().map_err(AppError::internal)?;
     episodes::record_receipts(tx, &episode, device, now_ms)?;
     stored.view = None;
+    stored.evaluated = None;
     Ok(())
 }
 
@@ -294,10 +298,20 @@ fn authoritative(
     stored: &mut Stored,
     now: jiff::Timestamp,
 ) -> Result<(protocol::Authoritative, protocol::EpisodeTeam), AppError> {
-    let episode = stored.view(tx).map_err(store_error)?;
-    let evaluation = pathway::evaluate(episode, now, &Calendar::england_and_wales());
     let team = protocol::EpisodeTeam { episode: stored.id, team: stored.team.clone() };
-    Ok((protocol::Authoritative::new(stored.id, &evaluation), team))
+    // Evaluated at the whole second, so that every device asking within it shares the work.
+    let second = now.as_second();
+    if let Some((at, bytes)) = &stored.evaluated
+        && *at == second
+    {
+        return Ok((protocol::Authoritative { episode: stored.id, evaluation: bytes.clone() }, team));
+    }
+    let at = jiff::Timestamp::from_second(second).unwrap_or(now);
+    let episode = stored.view(tx).map_err(store_error)?;
+    let evaluation = pathway::evaluate(episode, at, &Calendar::england_and_wales());
+    let wire = protocol::Authoritative::new(stored.id, &evaluation);
+    stored.evaluated = Some((second, wire.evaluation.clone()));
+    Ok((wire, team))
 }
 
 fn refused(episode: EpisodeId, message: &str) -> AppError {
