@@ -125,6 +125,7 @@ impl EpisodeDoc {
         if bytes.len() > MAX_DOCUMENT_BYTES {
             return Err(DocumentError::TooLarge(bytes.len()));
         }
+        refuse_bombs(bytes)?;
         // Automerge returns an error for malformed input; the guard is defence in depth,
         // so that hostile bytes can never take a device or the server down.
         let loaded = std::panic::catch_unwind(|| AutoCommit::load(bytes))
@@ -143,6 +144,7 @@ impl EpisodeDoc {
         if snapshot.len() > MAX_DOCUMENT_BYTES {
             return Err(DocumentError::TooLarge(snapshot.len()));
         }
+        refuse_bombs(snapshot)?;
         let mut doc = std::panic::catch_unwind(|| AutoCommit::load(snapshot))
             .map_err(|_| DocumentError::Corrupt("the document could not be decoded".into()))?
             .map_err(|e| DocumentError::Corrupt(e.to_string()))?
@@ -174,6 +176,7 @@ impl EpisodeDoc {
         if !bytes.is_empty() && !bytes.starts_with(&CHUNK_MAGIC) {
             return Err(DocumentError::Corrupt("these bytes are not Automerge changes".into()));
         }
+        refuse_bombs(bytes)?;
         // Apply to a copy, check it, and only then keep it.
         let mut copy = self.doc.fork();
         copy.set_actor(self.doc.get_actor().clone());
@@ -486,6 +489,17 @@ impl EpisodeDoc {
     pub fn automerge(&mut self) -> &mut AutoCommit {
         &mut self.doc
     }
+}
+
+/// Refuses bytes whose deflated parts inflate past [`crate::inflate::MAX_INFLATED_BYTES`].
+pub(crate) fn refuse_bombs(bytes: &[u8]) -> Result<(), DocumentError> {
+    if crate::inflate::exceeds_cap(bytes) {
+        return Err(DocumentError::Refused(format!(
+            "the document's compressed parts inflate to more than {} bytes",
+            crate::inflate::MAX_INFLATED_BYTES
+        )));
+    }
+    Ok(())
 }
 
 /// Refuses a fact value that does not belong to its field.

@@ -14,6 +14,7 @@
 //! - [`sync`]: the sync protocol's messages, and the checked Automerge sync steps.
 
 pub mod document;
+pub mod inflate;
 pub mod json;
 pub mod model;
 pub mod pathway;

@@ -281,6 +281,9 @@ impl EpisodeDoc {
         let decoded = std::panic::catch_unwind(|| sync::Message::decode(message))
             .map_err(|_| DocumentError::Corrupt("the sync message could not be decoded".into()))?
             .map_err(|e| DocumentError::Corrupt(format!("not a sync message: {e}")))?;
+        for chunk in decoded.changes.iter() {
+            crate::document::refuse_bombs(chunk)?;
+        }
         if decoded.changes.len() > MAX_CHANGES_PER_MESSAGE {
             return Err(DocumentError::Refused(format!(
                 "the sync message carries {} changes, more than the {MAX_CHANGES_PER_MESSAGE} allowed",
