@@ -83,14 +83,7 @@ impl Http {
             .post(format!("{}{path}", self.base))
             .send_json(body)
             .map_err(|e| Error::Network(e.to_string()))?;
-        let status = response.status().as_u16();
-        let bytes = response
-            .body_mut()
-            .with_config()
-            .limit(MAX_RESPONSE_BYTES)
-            .read_to_vec()
-            .map_err(|e| Error::Network(e.to_string()))?;
-        Ok((status, bytes))
+        read(&mut response)
     }
 
     /// Signs in as `username` on this device, and keeps the tokens in the store.
@@ -166,13 +159,7 @@ impl Http {
             .content_type(episode::sync::CONTENT_TYPE)
             .send(&body[..])
             .map_err(|e| Refusal::Other(Error::Network(e.to_string())))?;
-        let status = response.status().as_u16();
-        let bytes = response
-            .body_mut()
-            .with_config()
-            .limit(MAX_RESPONSE_BYTES)
-            .read_to_vec()
-            .map_err(|e| Refusal::Other(Error::Network(e.to_string())))?;
+        let (status, bytes) = read(&mut response).map_err(Refusal::Other)?;
         if status == 200 {
             return Ok(bytes);
         }
@@ -189,6 +176,17 @@ impl Http {
             }),
         })
     }
+}
+
+/// A response's status and body (at most `MAX_RESPONSE_BYTES`).
+fn read(response: &mut ureq::http::Response<ureq::Body>) -> Result<(u16, Vec<u8>)> {
+    let bytes = response
+        .body_mut()
+        .with_config()
+        .limit(MAX_RESPONSE_BYTES)
+        .read_to_vec()
+        .map_err(|e| Error::Network(e.to_string()))?;
+    Ok((response.status().as_u16(), bytes))
 }
 
 fn keep(core: &mut Core, tokens: &Tokens, now: Timestamp) -> Result<()> {

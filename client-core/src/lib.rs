@@ -73,6 +73,17 @@ struct Kept {
     changes: usize,
 }
 
+impl Kept {
+    /// Reads the typed view from the document again, keeping the team that holds the
+    /// episode now (after a transfer, not the document's own).
+    fn reread(&mut self) -> Result<()> {
+        let team = std::mem::take(&mut self.episode.team);
+        self.episode = self.doc.episode()?;
+        self.episode.team = team;
+        Ok(())
+    }
+}
+
 /// A new episode, as the practitioner opens it.
 #[derive(Clone, Debug)]
 pub struct NewEpisode {
@@ -280,11 +291,7 @@ impl Core {
 
     /// Reads an episode's typed view from its document again.
     fn refresh(&mut self, id: EpisodeId) -> Result<()> {
-        let kept = self.episodes.get_mut(&id).ok_or_else(|| Error::NotFound(id.to_string()))?;
-        let team = std::mem::take(&mut kept.episode.team);
-        kept.episode = kept.doc.episode()?;
-        kept.episode.team = team;
-        Ok(())
+        self.episodes.get_mut(&id).ok_or_else(|| Error::NotFound(id.to_string()))?.reread()
     }
 
     fn new_event(&self, kind: &str, at: Timestamp, fields: Map<String, Value>, by: &str) -> Result<Event> {

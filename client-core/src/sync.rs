@@ -324,9 +324,7 @@ impl Core {
         for (id, write) in &writes {
             if let (Some(kept), Write::Changes(_)) = (self.episodes.get_mut(id), write) {
                 kept.changes += 1;
-                let team = std::mem::take(&mut kept.episode.team);
-                kept.episode = kept.doc.episode()?;
-                kept.episode.team = team;
+                kept.reread()?;
                 if kept.changes >= COMPACT_AFTER {
                     compact.push(*id);
                 }

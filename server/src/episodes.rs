@@ -10,7 +10,6 @@ use std::collections::HashMap;
 
 use automerge::ActorId;
 use episode::document::EpisodeDoc;
-use episode::pathway::{self, Calendar, Evaluation};
 use episode::{Episode, EpisodeId};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
@@ -324,10 +323,4 @@ pub fn with_receipts(conn: &Connection, mut episode: Episode) -> rusqlite::Resul
         }
     }
     Ok(episode)
-}
-
-/// The authoritative evaluation of an episode at `now`.
-pub fn evaluate(conn: &Connection, episode: Episode, now: jiff::Timestamp) -> rusqlite::Result<Evaluation> {
-    let episode = with_receipts(conn, episode)?;
-    Ok(pathway::evaluate(&episode, now, &Calendar::england_and_wales()))
 }

@@ -160,12 +160,10 @@ fn handle(
                 state.shared_heads = their_heads;
                 if leaving {
                     // Everything the device held is here now: it may drop the episode.
+                    // (Leaving means it existed: never inserted by this request.)
                     let mut stored = stored;
-                    if changed && !inserted {
-                        episodes::save_changes(tx, &mut stored)?;
-                    }
                     if changed {
-                        note_receipts(tx, &mut stored, device, now_ms)?;
+                        store_changes(tx, &mut stored, device, now_ms)?;
                     }
                     episodes::record_drop(tx, id, device)?;
                     used.push(stored);
@@ -187,8 +185,7 @@ fn handle(
                 if leaving {
                     // Only a whole copy can prove the device handed everything over.
                     if changed {
-                        episodes::save_changes(tx, &mut stored)?;
-                        note_receipts(tx, &mut stored, device, now_ms)?;
+                        store_changes(tx, &mut stored, device, now_ms)?;
                     }
                     used.push(stored);
                     continue;
@@ -201,11 +198,11 @@ fn handle(
     // Store what changed. A new episode was stored whole on insert; anything merged into
     // an existing one is stored as its changes.
     for touched in touched.values_mut() {
-        if touched.changed && !touched.inserted {
-            episodes::save_changes(tx, &mut touched.stored)?;
-        }
-        if touched.changed {
+        if touched.inserted {
+            // Stored whole on insert: only its receipts remain.
             note_receipts(tx, &mut touched.stored, device, now_ms)?;
+        } else if touched.changed {
+            store_changes(tx, &mut touched.stored, device, now_ms)?;
         }
     }
 
@@ -283,6 +280,12 @@ fn store_error(error: StoreError) -> AppError {
         StoreError::Sqlite(e) => AppError::from(e),
         damaged @ StoreError::Damaged(_) => AppError::internal(damaged),
     }
+}
+
+/// Stores what a request changed in an episode, with the receipts of its new records.
+fn store_changes(tx: &Transaction<'_>, stored: &mut Stored, device: &str, now_ms: i64) -> Result<(), AppError> {
+    episodes::save_changes(tx, stored)?;
+    note_receipts(tx, stored, device, now_ms)
 }
 
 fn note_receipts(tx: &Transaction<'_>, stored: &mut Stored, device: &str, now_ms: i64) -> Result<(), AppError> {
