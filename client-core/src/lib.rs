@@ -295,23 +295,7 @@ impl Core {
     }
 
     fn new_event(&self, kind: &str, at: Timestamp, fields: Map<String, Value>, by: &str) -> Result<Event> {
-        let id = uuid::Uuid::now_v7();
-        let mut json = fields;
-        for reserved in ["id", "kind", "at", "by", "device", "received_at"] {
-            if json.contains_key(reserved) {
-                return Err(Error::Invalid(ValidationError::Event {
-                    event: id.to_string(),
-                    field: reserved.into(),
-                    message: "is set by the device, not given".into(),
-                }));
-            }
-        }
-        json.insert("id".into(), Value::String(id.to_string()));
-        json.insert("kind".into(), Value::String(kind.into()));
-        json.insert("at".into(), Value::String(at.to_string()));
-        json.insert("by".into(), Value::String(by.into()));
-        json.insert("device".into(), Value::String(self.device.clone()));
-        Ok(Event::from_value(&Value::Object(json), 0)?)
+        Ok(Event::new_record(uuid::Uuid::now_v7(), kind, at, by, &self.device, fields)?)
     }
 
     /// Applies a change to an episode's document and commits it to disk before

@@ -148,6 +148,35 @@ impl Episode {
 }
 
 impl Event {
+    /// A new record of `kind` with the kind's own `fields` (as in the episode JSON): the
+    /// id, time, author and device are the caller's, never the fields'. Validated as any
+    /// record is; an error names the new id and the field.
+    pub fn new_record(
+        id: EventId,
+        kind: &str,
+        at: Timestamp,
+        by: &str,
+        device: &str,
+        fields: Map<String, Value>,
+    ) -> Result<Self, ValidationError> {
+        let mut json = fields;
+        for reserved in ["id", "kind", "at", "by", "device", "received_at"] {
+            if json.contains_key(reserved) {
+                return Err(ValidationError::Event {
+                    event: id.to_string(),
+                    field: reserved.into(),
+                    message: "is set by whoever records, not given".into(),
+                });
+            }
+        }
+        json.insert("id".into(), Value::String(id.to_string()));
+        json.insert("kind".into(), Value::String(kind.into()));
+        json.insert("at".into(), Value::String(at.to_string()));
+        json.insert("by".into(), Value::String(by.into()));
+        json.insert("device".into(), Value::String(device.into()));
+        Self::from_value(&Value::Object(json), 0)
+    }
+
     /// Reads one record; `index` names it in errors when its id is unusable.
     pub fn from_value(value: &Value, index: usize) -> Result<Self, ValidationError> {
         let label = record_label(value, index);

@@ -18,6 +18,14 @@ pub struct ServeConfig {
     /// the database.
     #[arg(long, env = "TETHER_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<Secret>,
+    /// How often, in seconds, the server re-evaluates the episodes whose actions the clock
+    /// has moved on (started, or fallen overdue), so that counts are right without a sync.
+    #[arg(long, env = "TETHER_REEVALUATE_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub reevaluate_secs: u64,
+    /// Seed two teams, users of every role (their passwords printed once) and episodes on
+    /// every pathway, if the database has no teams yet.
+    #[arg(long)]
+    pub demo: bool,
     /// What to log, as `LEVEL` or `TARGET=LEVEL,…` (e.g. `info` or `warn,server=debug`).
     #[arg(long, env = "TETHER_LOG", default_value = "info")]
     pub log: String,

@@ -13,10 +13,11 @@ use rusqlite::{Connection, OptionalExtension, Transaction};
 use crate::error::AppError;
 
 /// The schema this build writes; `PRAGMA user_version` holds the database's.
-pub const SCHEMA: i64 = 2;
+pub const SCHEMA: i64 = 3;
 
 /// Each schema's upgrade from the one before, in order.
-const UPGRADES: [&str; 2] = [include_str!("schema/v1.sql"), include_str!("schema/v2.sql")];
+const UPGRADES: [&str; 3] =
+    [include_str!("schema/v1.sql"), include_str!("schema/v2.sql"), include_str!("schema/v3.sql")];
 
 /// Why the database could not be opened.
 #[derive(Debug, thiserror::Error)]

@@ -101,6 +101,15 @@ pub enum StoreError {
     Damaged(#[from] episode::document::DocumentError),
 }
 
+impl From<StoreError> for crate::AppError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Sqlite(e) => Self::from(e),
+            damaged @ StoreError::Damaged(_) => Self::internal(damaged),
+        }
+    }
+}
+
 /// The server's own Automerge actor (generated at first use), for the changes the server
 /// makes itself.
 pub fn server_actor(tx: &Transaction<'_>) -> rusqlite::Result<ActorId> {
@@ -187,6 +196,22 @@ pub fn save_changes(tx: &Transaction<'_>, stored: &mut Stored) -> rusqlite::Resu
         tx.prepare_cached("UPDATE episodes SET seq = ?1 WHERE id = ?2")?.execute(params![stored.seq, key])?;
         stored.changes += 1;
     }
+    Ok(())
+}
+
+/// Stores what was changed in a loaded episode (by a device's sync or the server's own
+/// change), with the receipt of each new record as made by `device` at `now_ms`.
+pub fn store_changes(tx: &Transaction<'_>, stored: &mut Stored, device: &str, now_ms: i64) -> Result<(), StoreError> {
+    save_changes(tx, stored)?;
+    note_receipts(tx, stored, device, now_ms)
+}
+
+/// Notes the receipt of every record of a stored episode not yet noted.
+pub fn note_receipts(tx: &Transaction<'_>, stored: &mut Stored, device: &str, now_ms: i64) -> Result<(), StoreError> {
+    let episode = stored.doc.episode()?;
+    record_receipts(tx, &episode, device, now_ms)?;
+    stored.view = None;
+    stored.evaluated = None;
     Ok(())
 }
 

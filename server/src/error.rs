@@ -15,6 +15,8 @@ pub enum AppError {
     MalformedJson(String),
     /// The body is JSON but not what the route takes (422).
     InvalidBody(String),
+    /// The query string is not what the route takes (400).
+    InvalidQuery(String),
     /// The body is not declared as JSON (415).
     UnsupportedMediaType,
     /// The body is larger than the route accepts (413).
@@ -59,6 +61,7 @@ impl AppError {
                 (StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not valid JSON: {m}"))
             }
             Self::InvalidBody(m) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", m.clone()),
+            Self::InvalidQuery(m) => (StatusCode::BAD_REQUEST, "invalid_query", m.clone()),
             Self::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",

@@ -12,29 +12,41 @@
 //! - `error`: `AppError`, the one error body every route answers with.
 //! - `json`: the `Json` extractor, whose rejections use that body.
 //! - `manage`: revoking devices and transferring episodes.
+//! - `office`: the team base's and the manager's episode API (caseload, timeline,
+//!   recording, facts, plan, reconciliation), shared by the JSON routes and the dashboard.
+//! - `caseload`: each episode's summary (open and overdue actions, conflicts, duplicates,
+//!   records to file), kept current as episodes change and as the clock moves.
+//! - `audit`: the append-only log of every read and write of an episode.
+//! - `metrics`: `GET /metrics`, Prometheus text.
 //! - `me`, `health`: `GET /v1/me`, `GET /healthz`.
 //! - `episodes`: episode documents in the database, sync states, receipts.
 //! - `sync`: `POST /v1/sync`, the sync protocol's server side.
+//! - `demo`: `tether serve --demo`'s teams, users and episodes.
 //! - `serve`: binding, logging, and graceful shutdown on ctrl-c and SIGTERM.
 
 pub mod accounts;
+pub mod audit;
 pub mod auth;
+pub mod caseload;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod demo;
 pub mod episodes;
 pub mod error;
 mod health;
 pub mod json;
 mod manage;
 mod me;
+pub mod metrics;
+pub mod office;
 pub mod serve;
 mod sync;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use rusqlite::Connection;
@@ -58,6 +70,7 @@ pub struct AppState {
     pub docs: Arc<std::sync::Mutex<episodes::Cache>>,
     pub keys: Arc<Keys>,
     pub clock: Clock,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// The meta key of the generated signing secret.
@@ -78,7 +91,13 @@ impl AppState {
             }
             None => stored_secret(&mut conn)?,
         };
-        Ok(Self { db: Db::new(conn), docs: Arc::default(), keys: Arc::new(Keys::from_secret(&secret)), clock })
+        Ok(Self {
+            db: Db::new(conn),
+            docs: Arc::default(),
+            keys: Arc::new(Keys::from_secret(&secret)),
+            clock,
+            metrics: metrics::Metrics::shared(),
+        })
     }
 }
 
@@ -101,22 +120,30 @@ pub fn app(state: AppState) -> Router {
         .merge(me::router())
         .merge(sync::router())
         .merge(manage::router())
+        .merge(office::router())
+        .merge(audit::router())
+        .merge(metrics::router())
         .fallback(|| async { AppError::NotFound })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn(trace))
+        .layer(middleware::from_fn_with_state(state.clone(), trace))
         .with_state(state)
 }
 
 /// One span per request, named by its route pattern (never the concrete path, which may
 /// one day carry an identifier), and one line when it is answered.
-async fn trace(request: Request, next: Next) -> Response {
+/// Each answer is counted in the metrics under the same pattern.
+async fn trace(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
-    let span = tracing::info_span!("request", method = %request.method(), route = %route);
+    let method = request.method().clone();
+    let span = tracing::info_span!("request", method = %method, route = %route);
     let started = std::time::Instant::now();
     async move {
         let response = next.run(request).await;
-        tracing::info!(status = response.status().as_u16(), ms = started.elapsed().as_millis() as u64, "answered");
+        let elapsed = started.elapsed();
+        let status = response.status().as_u16();
+        state.metrics.observe(&route, method.as_str(), status, elapsed);
+        tracing::info!(status, ms = elapsed.as_millis() as u64, "answered");
         response
     }
     .instrument(span)

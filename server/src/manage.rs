@@ -14,10 +14,12 @@ use serde::Deserialize;
 
 use crate::AppState;
 use crate::accounts::{Role, TeamId};
+use crate::audit::{self, Via, Who};
 use crate::auth::{AuthUser, store};
 use crate::episodes;
 use crate::error::AppError;
 use crate::json::Json;
+use crate::office::EpisodePath;
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -71,10 +73,11 @@ struct Transfer {
 async fn transfer(
     State(state): State<AppState>,
     user: AuthUser,
-    Path(id): Path<uuid::Uuid>,
+    EpisodePath(id): EpisodePath,
     Json(request): Json<Transfer>,
 ) -> Result<axum::http::StatusCode, AppError> {
     may_manage(&user)?;
+    let now_ms = state.clock.now().as_millisecond();
     state
         .db
         .call(move |conn| {
@@ -93,6 +96,8 @@ async fn transfer(
             if team != request.team.as_str() {
                 episodes::set_team(&tx, id, request.team.as_str())?;
             }
+            let who = Who::new(&user, Via::Api);
+            audit::log(&tx, &who, now_ms, "transfer", Some(id), Some(request.team.as_str()))?;
             tx.commit()?;
             tracing::info!(by = %user.user_id, "episode transferred");
             Ok(())

@@ -2,6 +2,7 @@
 //! ctrl-c or SIGTERM (requests in flight are answered; the database closes cleanly).
 
 use std::io::IsTerminal;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -9,7 +10,7 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 
 use crate::config::ServeConfig;
-use crate::{AppState, Clock, app, db};
+use crate::{AppState, Clock, app, caseload, db, demo};
 
 /// Logs go to stderr as text, filtered by `filter` (`info`, `warn,server=debug`, …).
 pub fn init_logging(filter: &str) -> anyhow::Result<()> {
@@ -27,6 +28,16 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let conn = tokio::task::spawn_blocking(move || db::open(&path))
         .await?
         .with_context(|| format!("cannot open the database {}", config.db.display()))?;
+    let mut conn = conn;
+    if config.demo {
+        let accounts = tokio::task::spawn_blocking(move || {
+            let accounts = demo::seed(&mut conn, jiff::Timestamp::now());
+            (conn, accounts)
+        })
+        .await?;
+        conn = accounts.0;
+        print_demo(accounts.1?.as_deref());
+    }
     let state = AppState::new(conn, config.jwt_secret.as_ref(), Clock::system())?;
     let listener = TcpListener::bind(config.addr).await.with_context(|| format!("cannot listen on {}", config.addr))?;
     let addr = listener.local_addr()?;
@@ -38,9 +49,77 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         // Nobody reading stdout is no reason to stop serving.
         let _ = writeln!(stdout, "tether: listening on http://{addr}").and_then(|()| stdout.flush());
     }
+    let _reevaluation = spawn_reevaluation(state.clone(), Duration::from_secs(config.reevaluate_secs));
     axum::serve(listener, app(state)).with_graceful_shutdown(shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Prints the demo's accounts, once, for the newcomer at the terminal.
+fn print_demo(accounts: Option<&[demo::Account]>) {
+    use std::io::Write;
+    let mut out = String::new();
+    match accounts {
+        None => out.push_str("tether: --demo: this database already has teams of its own; nothing was seeded\n"),
+        Some(accounts) => {
+            out.push_str("tether: demo accounts (the passwords are shown only now; --demo again makes new ones)\n");
+            for account in accounts {
+                out.push_str(&format!(
+                    "  {:<6} {:<18} {:<12} {}\n",
+                    account.username,
+                    account.role.as_str(),
+                    account.teams.join(","),
+                    account.password
+                ));
+            }
+        }
+    }
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush());
+}
+
+/// A background task that stops when this is dropped (when `run` returns).
+#[derive(Debug)]
+pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Every `every`, remakes the summaries whose episodes changed or whose actions the clock
+/// has moved on, so that the caseload, the dashboard and the metrics are right without
+/// waiting for a sync or a read.
+pub fn spawn_reevaluation(state: AppState, every: Duration) -> AbortOnDrop {
+    AbortOnDrop(tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let now = state.clock.now();
+            let docs = std::sync::Arc::clone(&state.docs);
+            // A batch at a time, so that syncs wait at most one batch for the database.
+            loop {
+                let docs = std::sync::Arc::clone(&docs);
+                let made =
+                    state.db.call(move |conn| caseload::refresh(conn, &docs, None, now, caseload::REFRESH_BATCH)).await;
+                match made {
+                    Ok(made) if made == caseload::REFRESH_BATCH => continue,
+                    Ok(made) => {
+                        if made > 0 {
+                            tracing::debug!(made, "re-evaluated");
+                        }
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::error!(error = ?error, "re-evaluation failed");
+                        break;
+                    }
+                }
+            }
+        }
+    }))
 }
 
 /// Resolves at the first ctrl-c or SIGTERM.

@@ -24,8 +24,9 @@ use episode::sync::{self as protocol, Body, Document};
 use rusqlite::Transaction;
 
 use crate::AppState;
+use crate::audit::{self, Via, Who};
 use crate::auth::AuthUser;
-use crate::episodes::{self, Cache, StoreError, Stored};
+use crate::episodes::{self, Cache, Stored};
 use crate::error::AppError;
 
 /// The most documents one response carries before it says `more`.
@@ -110,6 +111,7 @@ fn handle(
     let mut touched: BTreeMap<EpisodeId, Touched> = BTreeMap::new();
     let mut used = Vec::new();
     let mut dropped = Vec::new();
+    let who = Who::new(user, Via::Sync);
 
     for Document { episode: id, body } in request.documents {
         if touched.contains_key(&id) {
@@ -163,7 +165,8 @@ fn handle(
                     // (Leaving means it existed: never inserted by this request.)
                     let mut stored = stored;
                     if changed {
-                        store_changes(tx, &mut stored, device, now_ms)?;
+                        episodes::store_changes(tx, &mut stored, device, now_ms)?;
+                        audit::log(tx, &who, now_ms, "sync_handover", Some(id), None)?;
                     }
                     episodes::record_drop(tx, id, device)?;
                     used.push(stored);
@@ -185,7 +188,8 @@ fn handle(
                 if leaving {
                     // Only a whole copy can prove the device handed everything over.
                     if changed {
-                        store_changes(tx, &mut stored, device, now_ms)?;
+                        episodes::store_changes(tx, &mut stored, device, now_ms)?;
+                        audit::log(tx, &who, now_ms, "sync_handover", Some(id), None)?;
                     }
                     used.push(stored);
                     continue;
@@ -197,12 +201,14 @@ fn handle(
 
     // Store what changed. A new episode was stored whole on insert; anything merged into
     // an existing one is stored as its changes.
-    for touched in touched.values_mut() {
+    for (id, touched) in &mut touched {
         if touched.inserted {
             // Stored whole on insert: only its receipts remain.
-            note_receipts(tx, &mut touched.stored, device, now_ms)?;
+            episodes::note_receipts(tx, &mut touched.stored, device, now_ms)?;
+            audit::log(tx, &who, now_ms, "sync_open", Some(*id), None)?;
         } else if touched.changed {
-            store_changes(tx, &mut touched.stored, device, now_ms)?;
+            episodes::store_changes(tx, &mut touched.stored, device, now_ms)?;
+            audit::log(tx, &who, now_ms, "sync_write", Some(*id), None)?;
         }
     }
 
@@ -217,6 +223,9 @@ fn handle(
     let mut teams = Vec::new();
     for (id, touched) in &mut touched {
         if let Some(message) = touched.stored.doc.generate_sync_message(&mut touched.state) {
+            if protocol::carries_changes(&message) {
+                audit::log(tx, &who, now_ms, "sync_read", Some(*id), None)?;
+            }
             documents.push(Document { episode: *id, body: Body::Message(message) });
         }
         episodes::put_sync_state(tx, *id, device, &touched.state.encode())?;
@@ -237,11 +246,15 @@ fn handle(
             // The device has never confirmed having it: it goes whole (again, if an
             // answer was lost), and the device counts as holding it from now on, so that
             // a transfer asks for what it records before it confirms.
+            audit::log(tx, &who, now_ms, "sync_read", Some(id), None)?;
             documents.push(Document { episode: id, body: Body::Whole(stored.doc.save()) });
             episodes::put_sync_state(tx, id, device, &state.encode())?;
         } else {
             protocol::prime(&mut state);
             if let Some(message) = stored.doc.generate_sync_message(&mut state) {
+                if protocol::carries_changes(&message) {
+                    audit::log(tx, &who, now_ms, "sync_read", Some(id), None)?;
+                }
                 documents.push(Document { episode: id, body: Body::Message(message) });
             }
         }
@@ -272,28 +285,7 @@ fn handle(
 }
 
 fn load(tx: &Transaction<'_>, cache: &mut Cache, id: EpisodeId, actor: &ActorId) -> Result<Option<Stored>, AppError> {
-    cache.take(tx, id, actor).map_err(store_error)
-}
-
-fn store_error(error: StoreError) -> AppError {
-    match error {
-        StoreError::Sqlite(e) => AppError::from(e),
-        damaged @ StoreError::Damaged(_) => AppError::internal(damaged),
-    }
-}
-
-/// Stores what a request changed in an episode, with the receipts of its new records.
-fn store_changes(tx: &Transaction<'_>, stored: &mut Stored, device: &str, now_ms: i64) -> Result<(), AppError> {
-    episodes::save_changes(tx, stored)?;
-    note_receipts(tx, stored, device, now_ms)
-}
-
-fn note_receipts(tx: &Transaction<'_>, stored: &mut Stored, device: &str, now_ms: i64) -> Result<(), AppError> {
-    let episode = stored.doc.episode().map_err(AppError::internal)?;
-    episodes::record_receipts(tx, &episode, device, now_ms)?;
-    stored.view = None;
-    stored.evaluated = None;
-    Ok(())
+    Ok(cache.take(tx, id, actor)?)
 }
 
 fn authoritative(
@@ -310,7 +302,7 @@ fn authoritative(
         return Ok((protocol::Authoritative { episode: stored.id, evaluation: bytes.clone() }, team));
     }
     let at = jiff::Timestamp::from_second(second).unwrap_or(now);
-    let episode = stored.view(tx).map_err(store_error)?;
+    let episode = stored.view(tx)?;
     let evaluation = pathway::evaluate(episode, at, &Calendar::england_and_wales());
     let wire = protocol::Authoritative::new(stored.id, &evaluation);
     stored.evaluated = Some((second, wire.evaluation.clone()));

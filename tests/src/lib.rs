@@ -39,7 +39,14 @@ pub fn server_child() {
         return;
     };
     let addr: SocketAddr = addr.parse().expect("the harness gives an address");
-    let config = server::config::ServeConfig { db: PathBuf::from(db), addr, jwt_secret: None, log: "warn".into() };
+    let config = server::config::ServeConfig {
+        db: PathBuf::from(db),
+        addr,
+        jwt_secret: None,
+        log: "warn".into(),
+        reevaluate_secs: 60,
+        demo: false,
+    };
     let _ = server::serve::init_logging(&std::env::var("TETHER_LOG").unwrap_or_else(|_| "warn".into()));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
     if let Err(e) = runtime.block_on(server::serve::run(config)) {

@@ -1,0 +1,314 @@
+//! `tether serve --demo`: two teams, users of every role, and episodes on every pathway —
+//! some overdue, one with a conflict, one with a likely duplicate, most not yet filed — so
+//! that a newcomer sees a working dashboard at once.
+//!
+//! The episodes are made as devices make them: each practitioner's phone is its own
+//! Automerge actor, and each record has the receipt a sync would have given it. Patient
+//! references are obviously made up (`DEMO-…`).
+
+use automerge::ActorId;
+use episode::document::{EpisodeDoc, Opening};
+use episode::{EpisodeId, Event, FactField, FactValue, Pathway, PatientRef, Risk};
+use jiff::{SignedDuration, Timestamp};
+use rusqlite::{Connection, Transaction, params};
+use serde_json::{Value, json};
+
+use crate::accounts::{self, Password, Role, TeamId, Username};
+use crate::auth::password;
+use crate::{caseload, db, episodes};
+
+/// A demo account, with the password it was given.
+#[derive(Debug)]
+pub struct Account {
+    pub username: &'static str,
+    pub role: Role,
+    pub teams: &'static [&'static str],
+    pub password: String,
+}
+
+const TEAMS: [(&str, &str); 2] =
+    [("north", "North Community Mental Health Team"), ("south", "South Children and Families Team")];
+
+const USERS: [(&str, Role, &[&str]); 7] = [
+    ("ana", Role::Practitioner, &["north"]),
+    ("ben", Role::Practitioner, &["north"]),
+    ("maya", Role::TeamManager, &["north"]),
+    ("sam", Role::SafeguardingLead, &["north", "south"]),
+    ("ada", Role::Admin, &["north", "south"]),
+    ("priya", Role::Practitioner, &["south"]),
+    ("tom", Role::TeamManager, &["south"]),
+];
+
+/// The meta key that marks a database the demo seeded.
+const SEEDED: &str = "demo_seeded";
+
+/// Seeds the demo if the database has no teams; if the demo seeded it before, gives its
+/// accounts new passwords (the old ones were printed once and are not kept). Returns the
+/// accounts and their passwords, or `None` for a database that is not the demo's.
+pub fn seed(conn: &mut Connection, now: Timestamp) -> anyhow::Result<Option<Vec<Account>>> {
+    let tx = conn.transaction()?;
+    let seeded = db::meta(&tx, SEEDED)?.is_some();
+    let teams: i64 = tx.query_row("SELECT COUNT(*) FROM teams", [], |r| r.get(0))?;
+    if teams > 0 && !seeded {
+        return Ok(None);
+    }
+    let mut accounts = Vec::new();
+    if !seeded {
+        for (id, name) in TEAMS {
+            accounts::add_team(&tx, &id.parse().map_err(anyhow::Error::msg)?, name, now)?;
+        }
+    }
+    for (username, role, teams) in USERS {
+        let password = new_password()?;
+        let hash = password::hash(&Password::new(password.clone()).map_err(anyhow::Error::msg)?)
+            .map_err(|e| anyhow::anyhow!("cannot hash a password: {e}"))?;
+        let name: Username = username.parse().map_err(anyhow::Error::msg)?;
+        if seeded {
+            tx.execute("UPDATE users SET password_hash = ?1 WHERE username = ?2", params![hash, name.as_str()])?;
+        } else {
+            let team_ids =
+                teams.iter().map(|t| t.parse()).collect::<Result<Vec<TeamId>, _>>().map_err(anyhow::Error::msg)?;
+            accounts::add_user(&tx, &name, &hash, role, &team_ids, now)?;
+        }
+        accounts.push(Account { username, role, teams, password });
+    }
+    if !seeded {
+        episodes_for_demo(&tx, now)?;
+        db::set_meta(&tx, SEEDED, &now.to_string())?;
+    }
+    tx.commit()?;
+    Ok(Some(accounts))
+}
+
+/// Sixteen random letters and digits (without the ones that look alike).
+fn new_password() -> anyhow::Result<String> {
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let bytes = crate::auth::token::random_bytes::<16>().map_err(|_| anyhow::anyhow!("no random numbers"))?;
+    Ok(bytes.iter().map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char).collect())
+}
+
+/// One demo episode being written, by one device at a time.
+struct Draft {
+    doc: EpisodeDoc,
+    id: EpisodeId,
+    team: &'static str,
+    now: Timestamp,
+    receipts: Vec<(String, i64, String)>,
+}
+
+fn actor(device: &str) -> ActorId {
+    // A stable actor per demo device, so that each phone's changes read as its own.
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(device.as_bytes());
+    ActorId::from(&digest[..16])
+}
+
+fn ago(now: Timestamp, hours: f64) -> Timestamp {
+    now - SignedDuration::from_secs_f64(hours * 3600.0)
+}
+
+impl Draft {
+    fn open(
+        now: Timestamp,
+        team: &'static str,
+        patient: &str,
+        pathway: Pathway,
+        hours_ago: f64,
+        by: &str,
+        facts: Vec<(FactField, FactValue)>,
+    ) -> anyhow::Result<Self> {
+        let id = uuid::Uuid::now_v7();
+        let opening = Opening {
+            id,
+            patient_ref: PatientRef::new(patient).ok_or_else(|| anyhow::anyhow!("empty patient reference"))?,
+            team: team.into(),
+            opened_at: ago(now, hours_ago),
+            opened_by: by.into(),
+            pathway,
+            facts,
+            plan: String::new(),
+        };
+        let doc = EpisodeDoc::open(&opening, actor(&format!("phone-{by}")))?;
+        Ok(Self { doc, id, team, now, receipts: Vec::new() })
+    }
+
+    /// Records `kind` with `fields`, `hours_ago`, by `by` on their phone; the server
+    /// received it at the phone's next sync, up to an hour later.
+    fn record(&mut self, kind: &str, hours_ago: f64, by: &str, fields: Value) -> anyhow::Result<uuid::Uuid> {
+        let device = format!("phone-{by}");
+        self.doc.automerge().set_actor(actor(&device));
+        let at = ago(self.now, hours_ago);
+        let Value::Object(fields) = fields else { anyhow::bail!("demo record fields must be an object") };
+        let event = Event::new_record(uuid::Uuid::now_v7(), kind, at, by, &device, fields)?;
+        if kind == "fact_changed" {
+            self.doc.set_fact(&event)?;
+        } else {
+            self.doc.record(&event)?;
+        }
+        let received = (at + SignedDuration::from_mins(((hours_ago * 7.0) as i64 % 50) + 3)).min(self.now);
+        self.receipts.push((event.id.to_string(), received.as_millisecond(), device));
+        Ok(event.id)
+    }
+
+    fn store(mut self, tx: &Transaction<'_>) -> anyhow::Result<()> {
+        episodes::insert(tx, self.id, self.team, &mut self.doc, self.now.as_second())?;
+        let mut statement =
+            tx.prepare("INSERT INTO receipts (episode, event, received_at, device) VALUES (?1, ?2, ?3, ?4)")?;
+        for (event, at, device) in &self.receipts {
+            statement.execute(params![self.id.to_string(), event, at, device])?;
+        }
+        let actor = episodes::server_actor(tx)?;
+        if let Some(mut stored) = episodes::load(tx, self.id, &actor)? {
+            caseload::summarize(tx, &mut stored, self.now).map_err(|e| anyhow::anyhow!("cannot summarise: {e:?}"))?;
+        }
+        Ok(())
+    }
+}
+
+fn fact(field: FactField, value: Value) -> anyhow::Result<(FactField, FactValue)> {
+    Ok((field, FactValue::from_json(field, &value).map_err(anyhow::Error::msg)?))
+}
+
+fn attended_history(draft: &mut Draft, by: &str, weeks: &[f64]) -> anyhow::Result<()> {
+    for week in weeks {
+        draft.record("appointment_attended", week * 7.0 * 24.0, by, json!({}))?;
+    }
+    Ok(())
+}
+
+fn episodes_for_demo(tx: &Transaction<'_>, now: Timestamp) -> anyhow::Result<()> {
+    // North: a routine referral whose first appointment was missed three days ago.
+    let mut e = Draft::open(now, "north", "DEMO-1001", Pathway::RoutineReferral, 24.0 * 9.0, "maya", vec![])?;
+    e.record("appointment_missed", 72.0, "ana", json!({"appointment": "initial"}))?;
+    e.store(tx)?;
+
+    // North: an urgent referral, an unannounced visit with no answer yesterday and a card.
+    let mut e = Draft::open(
+        now,
+        "north",
+        "DEMO-1002",
+        Pathway::UrgentReferral,
+        50.0,
+        "maya",
+        vec![fact(FactField::Risk, json!("high"))?],
+    )?;
+    e.record("appointment_missed", 30.0, "ben", json!({"appointment": "initial"}))?;
+    let visit = e.record(
+        "home_visit",
+        27.0,
+        "ben",
+        json!({"announced": false, "outcome": "no_answer",
+        "location": {"lat": 53.4808, "lon": -2.2426, "accuracy": 25.0}}),
+    )?;
+    e.record("calling_card_left", 26.8, "ben", json!({"visit": visit}))?;
+    e.store(tx)?;
+
+    // North: in service, where two phones set the risk differently while offline: a
+    // conflict for the team base to resolve.
+    let mut e = Draft::open(now, "north", "DEMO-1003", Pathway::InService, 24.0 * 60.0, "maya", vec![])?;
+    attended_history(&mut e, "ana", &[8.0, 6.0, 4.0])?;
+    e.record("appointment_missed", 24.0 * 4.0, "ana", json!({"appointment": "follow_up"}))?;
+    e.record(
+        "contact_attempt",
+        24.0 * 3.0,
+        "ana",
+        json!({"method": "phone", "target": "patient", "outcome": "no_answer"}),
+    )?;
+    let mut other = EpisodeDoc::load(&e.doc.save(), actor("phone-ben"))?;
+    e.record("fact_changed", 20.0, "ana", json!({"field": "risk", "value": "high"}))?;
+    let at = ago(now, 19.5);
+    let Value::Object(fields) = json!({"field": "risk", "value": "low"}) else { anyhow::bail!("not an object") };
+    let change = Event::new_record(uuid::Uuid::now_v7(), "fact_changed", at, "ben", "phone-ben", fields)?;
+    other.set_fact(&change)?;
+    e.receipts.push((change.id.to_string(), (at + SignedDuration::from_mins(40)).as_millisecond(), "phone-ben".into()));
+    e.doc.merge(&mut other)?;
+    e.store(tx)?;
+
+    // North: home treatment, high risk; a visit with no answer six hours ago, nobody told
+    // the team manager: the four-hour escalation is overdue.
+    let mut e = Draft::open(
+        now,
+        "north",
+        "DEMO-1004",
+        Pathway::HomeTreatment,
+        24.0 * 5.0,
+        "maya",
+        vec![fact(FactField::Risk, json!("high"))?],
+    )?;
+    attended_history(&mut e, "ana", &[0.5])?;
+    let visit = e.record("home_visit", 6.0, "ana", json!({"announced": false, "outcome": "no_answer"}))?;
+    e.record("calling_card_left", 5.9, "ana", json!({"visit": visit}))?;
+    e.store(tx)?;
+
+    // North: a known disengager, seen recently; the team base has filed the visit.
+    let mut e = Draft::open(
+        now,
+        "north",
+        "DEMO-1005",
+        Pathway::InService,
+        24.0 * 90.0,
+        "maya",
+        vec![fact(FactField::KnownDisengager, json!(true))?],
+    )?;
+    attended_history(&mut e, "ben", &[11.0, 9.0, 7.0, 5.0, 3.0])?;
+    let seen = e.record("appointment_attended", 24.0 * 2.0, "ben", json!({}))?;
+    e.record(
+        "decision",
+        24.0 * 2.0 - 1.0,
+        "ben",
+        json!({"topic": "disengagement_plan", "outcome": "yes",
+        "rationale": "Agreed with the patient: text before each visit, sister as named contact."}),
+    )?;
+    e.record("filed_to_epr", 24.0, "ada", json!({"records": [seen], "epr_ref": "EPR-DEMO-55"}))?;
+    e.store(tx)?;
+
+    // North: the same phone call recorded from two phones four minutes apart: a likely
+    // duplicate.
+    let mut e = Draft::open(now, "north", "DEMO-1006", Pathway::RoutineReferral, 24.0 * 4.0, "maya", vec![])?;
+    e.record("appointment_missed", 30.0, "ana", json!({"appointment": "initial", "reason": "did_not_attend"}))?;
+    e.record("contact_attempt", 28.0, "ana", json!({"method": "phone", "target": "patient", "outcome": "no_answer"}))?;
+    e.record("contact_attempt", 27.94, "ben", json!({"method": "phone", "target": "patient", "outcome": "no_answer"}))?;
+    e.store(tx)?;
+
+    // South: a child not brought twice: Children's Services must be told.
+    let mut e = Draft::open(
+        now,
+        "south",
+        "DEMO-2001",
+        Pathway::ChildNotBrought,
+        24.0 * 80.0,
+        "tom",
+        vec![fact(FactField::Children, json!(true))?],
+    )?;
+    attended_history(&mut e, "priya", &[11.0, 10.0, 8.0, 7.0])?;
+    e.record("appointment_missed", 24.0 * 20.0, "priya", json!({"appointment": "follow_up", "reason": "not_brought"}))?;
+    e.record("appointment_missed", 24.0 * 5.0, "priya", json!({"appointment": "follow_up", "reason": "not_brought"}))?;
+    e.store(tx)?;
+
+    // South: a first miss two days ago.
+    let mut e = Draft::open(
+        now,
+        "south",
+        "DEMO-2002",
+        Pathway::ChildNotBrought,
+        24.0 * 40.0,
+        "tom",
+        vec![fact(FactField::Children, json!(true))?, fact(FactField::Risk, json!(Risk::High))?],
+    )?;
+    attended_history(&mut e, "priya", &[5.0, 3.0])?;
+    e.record("appointment_missed", 48.0, "priya", json!({"appointment": "follow_up", "reason": "not_brought"}))?;
+    e.store(tx)?;
+
+    // South: a family that comes to every appointment.
+    let mut e = Draft::open(
+        now,
+        "south",
+        "DEMO-2003",
+        Pathway::InService,
+        24.0 * 85.0,
+        "tom",
+        vec![fact(FactField::Children, json!(true))?],
+    )?;
+    attended_history(&mut e, "priya", &[12.0, 10.0, 8.0, 6.0, 4.0, 2.0, 1.0])?;
+    e.store(tx)?;
+    Ok(())
+}

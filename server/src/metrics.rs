@@ -1,0 +1,126 @@
+//! `GET /metrics`: Prometheus text — requests by route pattern, method and status, the
+//! sync latency histogram, and the open and overdue actions per team.
+//!
+//! The format is a few lines of text; a metrics crate would add more than it saves.
+//! Labels are route patterns and team ids, never a concrete path or a patient's anything.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::AppState;
+use crate::caseload;
+use crate::error::AppError;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics))
+}
+
+/// The upper bounds of the sync latency histogram's buckets, in seconds.
+const BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// The counters a running server keeps.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    sync: Histogram,
+}
+
+#[derive(Debug, Default)]
+struct Histogram {
+    /// One count per bucket of [`BUCKETS`], each counting only its own range (made
+    /// cumulative when written out), then the ones above the last bound.
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Metrics {
+    pub fn shared() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// Counts one answered request, and its latency if it was a sync.
+    pub fn observe(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        *requests.entry((route.to_owned(), method.to_owned(), status)).or_default() += 1;
+        drop(requests);
+        if route == "/v1/sync" {
+            let seconds = elapsed.as_secs_f64();
+            let bucket = BUCKETS.iter().position(|&bound| seconds <= bound).unwrap_or(BUCKETS.len());
+            self.sync.counts[bucket].fetch_add(1, Ordering::Relaxed);
+            self.sync.sum_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// The counters as Prometheus text, with the per-team gauges given.
+    pub fn render(&self, teams: &[(String, i64, i64)]) -> String {
+        let mut out = String::new();
+        out.push_str(
+            "# HELP tether_http_requests_total HTTP requests answered, by route pattern, method and status.\n",
+        );
+        out.push_str("# TYPE tether_http_requests_total counter\n");
+        let requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        for ((route, method, status), count) in requests.iter() {
+            let _ = writeln!(
+                out,
+                "tether_http_requests_total{{route=\"{}\",method=\"{}\",status=\"{status}\"}} {count}",
+                escape(route),
+                escape(method)
+            );
+        }
+        drop(requests);
+        out.push_str("# HELP tether_sync_duration_seconds Time to answer POST /v1/sync.\n");
+        out.push_str("# TYPE tether_sync_duration_seconds histogram\n");
+        let mut cumulative = 0;
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            cumulative += self.sync.counts[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "tether_sync_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        cumulative += self.sync.counts[BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "tether_sync_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
+        let sum = self.sync.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "tether_sync_duration_seconds_sum {sum}");
+        let _ = writeln!(out, "tether_sync_duration_seconds_count {cumulative}");
+        out.push_str("# HELP tether_open_actions Actions active and not done, per team.\n");
+        out.push_str("# TYPE tether_open_actions gauge\n");
+        for (team, open, _) in teams {
+            let _ = writeln!(out, "tether_open_actions{{team=\"{}\"}} {open}", escape(team));
+        }
+        out.push_str("# HELP tether_overdue_actions Actions past their deadline and not done, per team.\n");
+        out.push_str("# TYPE tether_overdue_actions gauge\n");
+        for (team, _, overdue) in teams {
+            let _ = writeln!(out, "tether_overdue_actions{{team=\"{}\"}} {overdue}", escape(team));
+        }
+        out
+    }
+}
+
+/// A label value as the text format wants it.
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+async fn metrics(State(state): State<AppState>) -> Result<Response, AppError> {
+    let now = state.clock.now();
+    let docs = Arc::clone(&state.docs);
+    let teams = state
+        .db
+        .call(move |conn| {
+            caseload::refresh_all(conn, &docs, None, now)?;
+            Ok(caseload::counts_by_team(conn)?)
+        })
+        .await?;
+    let mut response = state.metrics.render(&teams).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    Ok(response)
+}

@@ -1,0 +1,454 @@
+//! The team base's and the manager's episode API: the caseload, one episode with its
+//! conflicts, its merged timeline, recording an event, setting a fact, editing the plan,
+//! and reconciliation.
+//!
+//! Every operation here is a plain function over the connection and the document cache,
+//! called by the JSON routes below and by the dashboard alike, and every one writes its
+//! audit entry in the same transaction as what it reads or writes. The office's writes
+//! are the server's own Automerge changes: stored like a device's, with a new `seq`, so
+//! devices receive them at their next sync.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::Router;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::routing::{get, post, put};
+use episode::document::DocumentError;
+use episode::pathway::Evaluation;
+use episode::{Episode, EpisodeId, Event, EventBody, EventId, FactField, FactValue};
+use jiff::Timestamp;
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::AppState;
+use crate::audit::{self, Via, Who};
+use crate::auth::AuthUser;
+use crate::caseload::{self, Duplicate, Summary, Unfiled};
+use crate::episodes::{self, Cache, Stored};
+use crate::error::AppError;
+use crate::json::Json;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/episodes", get(list_route))
+        .route("/v1/episodes/{id}", get(episode_route))
+        .route("/v1/episodes/{id}/timeline", get(timeline_route))
+        .route("/v1/episodes/{id}/events", post(record_route))
+        .route("/v1/episodes/{id}/facts", post(fact_route))
+        .route("/v1/episodes/{id}/plan", put(plan_route))
+        .route("/v1/reconcile", get(reconcile_route))
+}
+
+/// A fact that devices set to different values at once.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Conflict {
+    pub field: &'static str,
+    pub values: Vec<Value>,
+}
+
+/// One episode as read: its typed view (every record with its receipt), its evaluation
+/// at the moment of reading, and what the team base has to reconcile in it.
+#[derive(Debug)]
+pub struct Read {
+    pub episode: Episode,
+    pub evaluation: Evaluation,
+    pub conflicts: Vec<Conflict>,
+    pub duplicates: Vec<Duplicate>,
+    pub unfiled: Vec<Unfiled>,
+}
+
+impl Read {
+    /// The merged timeline: every record in the order it happened (then as received).
+    pub fn timeline(&self) -> Vec<&Event> {
+        let mut events: Vec<&Event> = self.episode.events.iter().collect();
+        events.sort_by_key(|e| (e.at, e.received_at, e.id));
+        events
+    }
+}
+
+fn conflicts(episode: &Episode) -> Vec<Conflict> {
+    episode.facts.conflicts().into_iter().map(|(field, values)| Conflict { field: field.as_str(), values }).collect()
+}
+
+/// Who is at the desk, and what they work with: the connection, the document cache, the
+/// caller as the audit log names them, their teams, and the moment.
+#[derive(Debug)]
+pub struct Desk<'a> {
+    pub conn: &'a mut Connection,
+    pub cache: &'a Mutex<Cache>,
+    pub who: &'a Who,
+    pub teams: &'a [String],
+    pub now: Timestamp,
+}
+
+impl<'a> Desk<'a> {
+    pub fn new(
+        conn: &'a mut Connection,
+        cache: &'a Mutex<Cache>,
+        who: &'a Who,
+        teams: &'a [String],
+        now: Timestamp,
+    ) -> Self {
+        Self { conn, cache, who, teams, now }
+    }
+
+    fn parts(&mut self) -> (&mut Connection, &'a Mutex<Cache>, &'a Who, &'a [String], Timestamp) {
+        (self.conn, self.cache, self.who, self.teams, self.now)
+    }
+}
+
+/// The caseload of `teams`, its summaries brought up to date first.
+pub fn list(desk: &mut Desk<'_>) -> Result<Vec<Summary>, AppError> {
+    let (conn, cache, who, teams, now) = desk.parts();
+    caseload::refresh_all(conn, cache, Some(teams), now)?;
+    let tx = conn.transaction()?;
+    let summaries = caseload::summaries(&tx, teams)?;
+    // Listing shows each episode's patient reference: each is a read.
+    for summary in &summaries {
+        audit::log(&tx, who, now.as_millisecond(), "list_episode", Some(summary.id), None)?;
+    }
+    tx.commit()?;
+    Ok(summaries)
+}
+
+/// Reads one episode of `teams`, noting the read as `action` in the audit log.
+pub fn read(desk: &mut Desk<'_>, id: EpisodeId, action: &'static str) -> Result<Read, AppError> {
+    let (conn, cache, who, teams, now) = desk.parts();
+    let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
+    let tx = conn.transaction()?;
+    let actor = episodes::server_actor(&tx)?;
+    let mut stored = caseload::visible(&tx, &mut cache, &actor, teams, id)?;
+    let read = (|| {
+        let episode = stored.view(&tx)?.clone();
+        let evaluation = caseload::evaluate(&episode, now);
+        audit::log(&tx, who, now.as_millisecond(), action, Some(id), None)?;
+        Ok::<_, AppError>(Read {
+            conflicts: conflicts(&episode),
+            duplicates: caseload::duplicates(&episode),
+            unfiled: caseload::unfiled(&evaluation),
+            episode,
+            evaluation,
+        })
+    })();
+    let read = read.and_then(|read| {
+        tx.commit()?;
+        Ok(read)
+    });
+    // Nothing was changed: the document goes back whatever happened.
+    cache.put(stored);
+    read
+}
+
+/// A record made at the team base: the kind's own fields, and optionally when it
+/// happened (else now).
+#[derive(Debug, Clone)]
+pub struct NewRecord {
+    pub kind: String,
+    pub at: Option<Timestamp>,
+    pub fields: Map<String, Value>,
+}
+
+impl NewRecord {
+    /// Reads the body of `POST /v1/episodes/{id}/events`: event JSON without id, by or
+    /// device.
+    pub fn from_json(value: Value) -> Result<Self, AppError> {
+        let Value::Object(mut fields) = value else {
+            return Err(AppError::InvalidBody(
+                "the body must be a JSON object: a record without id, by or device".into(),
+            ));
+        };
+        let kind = match fields.remove("kind") {
+            Some(Value::String(kind)) => kind,
+            Some(_) => return Err(AppError::InvalidBody("kind: must be a string".into())),
+            None => return Err(AppError::InvalidBody("kind: required".into())),
+        };
+        let at = match fields.remove("at") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(text)) => Some(
+                episode::json::time::parse(&text).map_err(|message| AppError::InvalidBody(format!("at: {message}")))?,
+            ),
+            Some(_) => return Err(AppError::InvalidBody("at: must be an RFC 3339 time with an offset".into())),
+        };
+        Ok(Self { kind, at, fields })
+    }
+}
+
+/// Records an event on an episode of `teams`, as `who`; returns its id.
+pub fn record(desk: &mut Desk<'_>, id: EpisodeId, new: NewRecord) -> Result<EventId, AppError> {
+    let (who, now) = (desk.who, desk.now);
+    if new.kind == "fact_changed" {
+        return Err(AppError::InvalidBody(
+            "kind: a fact is changed with POST /v1/episodes/{id}/facts, which records the change".into(),
+        ));
+    }
+    let event = Event::new_record(
+        uuid::Uuid::now_v7(),
+        &new.kind,
+        new.at.unwrap_or(now),
+        &who.username,
+        &who.device,
+        new.fields,
+    )
+    .map_err(|e| AppError::InvalidBody(e.to_string()))?;
+    let event_id = event.id;
+    write(desk, id, "record_event", Some(&event_id.to_string()), |stored, conn| {
+        if let EventBody::FiledToEpr(filed) = &event.body {
+            let episode = stored.view(conn)?;
+            if let Some(unknown) = filed.records.iter().find(|r| !episode.events.iter().any(|e| e.id == **r)) {
+                return Err(AppError::InvalidBody(format!("records: {unknown} is no record of this episode")));
+            }
+        }
+        stored.doc.record(&event).map_err(refused)
+    })?;
+    Ok(event_id)
+}
+
+/// Sets a fact on an episode of `teams` (resolving a conflict, if it had one), recording
+/// the change; returns the `fact_changed` record's id.
+pub fn set_fact(desk: &mut Desk<'_>, id: EpisodeId, field: &str, value: Value) -> Result<EventId, AppError> {
+    let (who, now) = (desk.who, desk.now);
+    let Some(field) = FactField::from_name(field) else {
+        let names: Vec<_> = FactField::ALL.iter().map(|f| f.as_str()).collect();
+        return Err(AppError::InvalidBody(format!("field: unknown fact, expected one of {}", names.join(", "))));
+    };
+    FactValue::from_json(field, &value).map_err(|m| AppError::InvalidBody(format!("value: {m}")))?;
+    let mut fields = Map::new();
+    fields.insert("field".into(), Value::String(field.as_str().into()));
+    fields.insert("value".into(), value);
+    let event = Event::new_record(uuid::Uuid::now_v7(), "fact_changed", now, &who.username, &who.device, fields)
+        .map_err(|e| AppError::InvalidBody(e.to_string()))?;
+    let event_id = event.id;
+    write(desk, id, "set_fact", Some(field.as_str()), |stored, _| stored.doc.set_fact(&event).map_err(refused))?;
+    Ok(event_id)
+}
+
+/// Replaces the joint plan's text (as edits, which merge with a device's).
+pub fn set_plan(desk: &mut Desk<'_>, id: EpisodeId, text: &str) -> Result<(), AppError> {
+    let now = desk.now;
+    write(desk, id, "edit_plan", None, |stored, _| stored.doc.set_plan(text, now).map_err(refused))
+}
+
+/// Makes one change to an episode of `teams` as the server, and stores it — with the
+/// receipt of any new record, the episode's summary and the audit entry — in one
+/// transaction. A change that is refused, or not stored, never reaches the cache.
+fn write(
+    desk: &mut Desk<'_>,
+    id: EpisodeId,
+    action: &'static str,
+    detail: Option<&str>,
+    change: impl FnOnce(&mut Stored, &Connection) -> Result<(), AppError>,
+) -> Result<(), AppError> {
+    let (conn, cache, who, teams, now) = desk.parts();
+    let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
+    let tx = conn.transaction()?;
+    let actor = episodes::server_actor(&tx)?;
+    let mut stored = caseload::visible(&tx, &mut cache, &actor, teams, id)?;
+    change(&mut stored, &tx)?;
+    episodes::store_changes(&tx, &mut stored, &who.device, now.as_millisecond())?;
+    caseload::summarize(&tx, &mut stored, now)?;
+    audit::log(&tx, who, now.as_millisecond(), action, Some(id), detail)?;
+    tx.commit()?;
+    cache.put(stored);
+    Ok(())
+}
+
+fn refused(error: DocumentError) -> AppError {
+    match error {
+        DocumentError::Invalid(e) => AppError::InvalidBody(e.to_string()),
+        DocumentError::Refused(m) => AppError::InvalidBody(m),
+        other => AppError::internal(other),
+    }
+}
+
+/// What the team base has to reconcile across `teams`.
+#[derive(Debug, Default, Serialize)]
+pub struct Reconcile {
+    pub conflicts: Vec<Value>,
+    pub duplicates: Vec<Value>,
+    pub unfiled: Vec<Value>,
+}
+
+/// Conflicts to resolve, likely duplicates and records to file, across `teams`: only
+/// the episodes whose summary has any are opened.
+pub fn reconcile(desk: &mut Desk<'_>) -> Result<Reconcile, AppError> {
+    let teams = desk.teams;
+    caseload::refresh_all(desk.conn, desk.cache, Some(teams), desk.now)?;
+    let ids: Vec<EpisodeId> = caseload::summaries(desk.conn, teams)?
+        .into_iter()
+        .filter(|s| s.conflicts > 0 || s.duplicates > 0 || s.unfiled > 0)
+        .map(|s| s.id)
+        .collect();
+    let mut out = Reconcile::default();
+    for id in ids {
+        let read = read(desk, id, "reconcile")?;
+        let patient_ref = read.episode.patient_ref.as_str();
+        for conflict in &read.conflicts {
+            out.conflicts.push(
+                json!({"episode": id, "patient_ref": patient_ref, "field": conflict.field, "values": conflict.values}),
+            );
+        }
+        for duplicate in &read.duplicates {
+            out.duplicates.push(json!({"episode": id, "patient_ref": patient_ref, "kind": duplicate.kind,
+                                       "target": duplicate.target, "records": duplicate.records}));
+        }
+        for unfiled in &read.unfiled {
+            let Some(event) = read.episode.events.iter().find(|e| e.id == unfiled.record) else { continue };
+            out.unfiled.push(json!({"episode": id, "patient_ref": patient_ref, "record": event.id,
+                                    "kind": event.body.kind(), "at": json_time(event.at), "by": event.by,
+                                    "device": event.device, "received_at": event.received_at.map(json_time),
+                                    "due": json_time(unfiled.due), "overdue": unfiled.overdue}));
+        }
+    }
+    Ok(out)
+}
+
+/// A time as the JSON everywhere shows it: RFC 3339 in UTC.
+pub fn json_time(at: Timestamp) -> String {
+    at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+// The JSON routes.
+
+/// The `{id}` of an episode route. A path that is not an episode id names no episode: it
+/// answers 404, as any unknown episode does.
+#[derive(Debug)]
+pub struct EpisodePath(pub EpisodeId);
+
+impl<S: Send + Sync> FromRequestParts<S> for EpisodePath {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<EpisodeId>::from_request_parts(parts, state).await {
+            Ok(Path(id)) => Ok(Self(id)),
+            Err(_) => Err(AppError::NotFound),
+        }
+    }
+}
+
+fn who(user: &AuthUser) -> Who {
+    Who::new(user, Via::Api)
+}
+
+async fn list_route(State(state): State<AppState>, user: AuthUser) -> Result<axum::Json<Vec<Summary>>, AppError> {
+    let now = state.clock.now();
+    let docs = Arc::clone(&state.docs);
+    let summaries = state.db.call(move |conn| list(&mut Desk::new(conn, &docs, &who(&user), &user.teams, now))).await?;
+    Ok(axum::Json(summaries))
+}
+
+async fn episode_route(
+    State(state): State<AppState>,
+    user: AuthUser,
+    EpisodePath(id): EpisodePath,
+) -> Result<axum::Json<Value>, AppError> {
+    let now = state.clock.now();
+    let docs = Arc::clone(&state.docs);
+    let read = state
+        .db
+        .call(move |conn| read(&mut Desk::new(conn, &docs, &who(&user), &user.teams, now), id, "read_episode"))
+        .await?;
+    let mut body = read.episode.to_json();
+    body["conflicts"] = json!(read.conflicts);
+    Ok(axum::Json(body))
+}
+
+async fn timeline_route(
+    State(state): State<AppState>,
+    user: AuthUser,
+    EpisodePath(id): EpisodePath,
+) -> Result<axum::Json<Value>, AppError> {
+    let now = state.clock.now();
+    let docs = Arc::clone(&state.docs);
+    let read = state
+        .db
+        .call(move |conn| read(&mut Desk::new(conn, &docs, &who(&user), &user.teams, now), id, "read_timeline"))
+        .await?;
+    let events: Vec<Value> = read
+        .timeline()
+        .into_iter()
+        .map(|e| {
+            let mut event = serde_json::to_value(e).unwrap_or(Value::Null);
+            // Always present, null when the server has no receipt (none is missing today).
+            event["received_at"] = json!(e.received_at.map(json_time));
+            event
+        })
+        .collect();
+    Ok(axum::Json(json!({
+        "episode": id,
+        "events": events,
+        "actions": read.evaluation.actions,
+        "warnings": read.evaluation.warnings,
+        "conflicts": read.conflicts,
+        "duplicates": read.duplicates,
+        "unfiled": read.unfiled,
+    })))
+}
+
+async fn record_route(
+    State(state): State<AppState>,
+    user: AuthUser,
+    EpisodePath(id): EpisodePath,
+    Json(body): Json<Value>,
+) -> Result<(StatusCode, axum::Json<Value>), AppError> {
+    let new = NewRecord::from_json(body)?;
+    let now = state.clock.now();
+    let docs = Arc::clone(&state.docs);
+    let event =
+        state.db.call(move |conn| record(&mut Desk::new(conn, &docs, &who(&user), &user.teams, now), id, new)).await?;
+    Ok((StatusCode::CREATED, axum::Json(json!({ "id": event }))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetFact {
+    field: String,
+    value: Value,
+}
+
+async fn fact_route(
+    State(state): State<AppState>,
+    user: AuthUser,
+    EpisodePath(id): EpisodePath,
+    Json(body): Json<SetFact>,
+) -> Result<axum::Json<Value>, AppError> {
+    let now = state.clock.now();
+    let docs = Arc::clone(&state.docs);
+    let event = state
+        .db
+        .call(move |conn| {
+            set_fact(&mut Desk::new(conn, &docs, &who(&user), &user.teams, now), id, &body.field, body.value)
+        })
+        .await?;
+    Ok(axum::Json(json!({ "id": event })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetPlan {
+    text: String,
+}
+
+async fn plan_route(
+    State(state): State<AppState>,
+    user: AuthUser,
+    EpisodePath(id): EpisodePath,
+    Json(body): Json<SetPlan>,
+) -> Result<axum::Json<Value>, AppError> {
+    let now = state.clock.now();
+    let docs = Arc::clone(&state.docs);
+    state
+        .db
+        .call(move |conn| set_plan(&mut Desk::new(conn, &docs, &who(&user), &user.teams, now), id, &body.text))
+        .await?;
+    Ok(axum::Json(json!({})))
+}
+
+async fn reconcile_route(State(state): State<AppState>, user: AuthUser) -> Result<axum::Json<Reconcile>, AppError> {
+    let now = state.clock.now();
+    let docs = Arc::clone(&state.docs);
+    let out = state.db.call(move |conn| reconcile(&mut Desk::new(conn, &docs, &who(&user), &user.teams, now))).await?;
+    Ok(axum::Json(out))
+}

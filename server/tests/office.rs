@@ -1,0 +1,543 @@
+//! The team base's and the manager's API (`/v1/episodes…`, `/v1/reconcile`, `/v1/audit`,
+//! `/metrics`) through `app(state)` and `oneshot`, on a real database seeded by
+//! `tether serve --demo`'s seeder, with a clock the tests move.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Value, json};
+use server::{AppState, Clock, app, db, demo};
+use tempfile::TempDir;
+use tower::ServiceExt;
+
+struct Office {
+    app: Router,
+    state: AppState,
+    now: Arc<Mutex<Timestamp>>,
+    passwords: HashMap<&'static str, String>,
+    _dir: TempDir,
+}
+
+const START: &str = "2026-03-04T10:00:00Z";
+
+impl Office {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut conn = db::open(&dir.path().join("tether.db")).expect("open the database");
+        let start: Timestamp = START.parse().expect("a time");
+        let accounts = demo::seed(&mut conn, start).expect("seed").expect("a new database is seeded");
+        let passwords = accounts.into_iter().map(|a| (a.username, a.password)).collect();
+        let now = Arc::new(Mutex::new(start));
+        let clock_now = Arc::clone(&now);
+        let clock = Clock::from_fn(move || *clock_now.lock().unwrap_or_else(PoisonError::into_inner));
+        let state = AppState::new(conn, None, clock).expect("the state");
+        Self { app: app(state.clone()), state, now, passwords, _dir: dir }
+    }
+
+    fn advance(&self, seconds: i64) {
+        let mut now = self.now.lock().unwrap_or_else(PoisonError::into_inner);
+        *now = now.checked_add(SignedDuration::from_secs(seconds)).expect("a time");
+    }
+
+    async fn send(&self, method: Method, path: &str, token: Option<&str>, body: Option<&str>) -> (StatusCode, Value) {
+        let (status, bytes) = self.send_raw(method, path, token, body).await;
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        (status, body)
+    }
+
+    async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (StatusCode, Vec<u8>) {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request = request.body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned()))).expect("a request");
+        let response = self.app.clone().oneshot(request).await.expect("a response");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("the body");
+        (status, bytes.to_vec())
+    }
+
+    async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.send(Method::GET, path, Some(token), None).await
+    }
+
+    async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.send(Method::POST, path, Some(token), Some(&body.to_string())).await
+    }
+
+    /// Signs a demo user in on the device `desk-NAME`; returns the access token.
+    async fn login(&self, username: &str) -> String {
+        let password = &self.passwords[username];
+        let body = json!({"username": username, "password": password, "device_id": format!("desk-{username}")});
+        let (status, body) = self.send(Method::POST, "/v1/auth/login", None, Some(&body.to_string())).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["access_token"].as_str().expect("a token").to_owned()
+    }
+
+    /// The caseload as `token` sees it, by patient reference.
+    async fn caseload(&self, token: &str) -> HashMap<String, Value> {
+        let (status, body) = self.get("/v1/episodes", token).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body.as_array()
+            .expect("a list")
+            .iter()
+            .map(|e| (e["patient_ref"].as_str().expect("a ref").to_owned(), e.clone()))
+            .collect()
+    }
+
+    async fn id_of(&self, token: &str, patient: &str) -> String {
+        self.caseload(token).await[patient]["id"].as_str().expect("an id").to_owned()
+    }
+}
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or_else(|| panic!("an error body, got {body}"))
+}
+
+fn message(body: &Value) -> &str {
+    body["error"]["message"].as_str().unwrap_or_else(|| panic!("an error body, got {body}"))
+}
+
+#[tokio::test]
+async fn the_caseload_lists_only_the_callers_teams_with_counts_that_match_each_timeline() {
+    let office = Office::new();
+    let maya = office.login("maya").await;
+    let (status, list) = office.get("/v1/episodes", &maya).await;
+    assert_eq!(status, StatusCode::OK);
+    let list = list.as_array().expect("a list");
+    let refs: Vec<&str> = list.iter().map(|e| e["patient_ref"].as_str().expect("a ref")).collect();
+    assert_eq!(list.len(), 6, "{refs:?}");
+    assert!(refs.iter().all(|r| r.starts_with("DEMO-1")), "only north's: {refs:?}");
+    // Overdue first.
+    let overdue: Vec<i64> = list.iter().map(|e| e["overdue_actions"].as_i64().expect("a count")).collect();
+    assert!(overdue.windows(2).all(|w| w[0] >= w[1]), "{overdue:?}");
+    assert!(overdue[0] > 0, "the demo has overdue actions");
+    for entry in list {
+        for field in ["id", "team", "pathway", "patient_ref", "open_actions", "overdue_actions", "conflicts"] {
+            assert!(entry.get(field).is_some(), "{field} missing from {entry}");
+        }
+        // The counts are the timeline's own evaluation.
+        let (status, timeline) =
+            office.get(&format!("/v1/episodes/{}/timeline", entry["id"].as_str().expect("id")), &maya).await;
+        assert_eq!(status, StatusCode::OK);
+        let actions = timeline["actions"].as_array().expect("actions");
+        let open = actions.iter().filter(|a| a["state"] == "open" || a["state"] == "overdue").count() as i64;
+        let late = actions.iter().filter(|a| a["state"] == "overdue").count() as i64;
+        assert_eq!((entry["open_actions"].as_i64(), entry["overdue_actions"].as_i64()), (Some(open), Some(late)));
+    }
+    let conflicted = list.iter().find(|e| e["patient_ref"] == "DEMO-1003").expect("DEMO-1003");
+    assert_eq!(conflicted["conflicts"], 1);
+    assert_eq!(conflicted["pathway"], "in_service");
+
+    let priya = office.login("priya").await;
+    let south = office.caseload(&priya).await;
+    assert_eq!(south.len(), 3);
+    assert!(south.keys().all(|r| r.starts_with("DEMO-2")));
+}
+
+#[tokio::test]
+async fn every_route_needs_a_token() {
+    let office = Office::new();
+    let maya = office.login("maya").await;
+    let id = office.id_of(&maya, "DEMO-1001").await;
+    for (method, path) in [
+        (Method::GET, "/v1/episodes".to_owned()),
+        (Method::GET, format!("/v1/episodes/{id}")),
+        (Method::GET, format!("/v1/episodes/{id}/timeline")),
+        (Method::POST, format!("/v1/episodes/{id}/events")),
+        (Method::POST, format!("/v1/episodes/{id}/facts")),
+        (Method::PUT, format!("/v1/episodes/{id}/plan")),
+        (Method::GET, "/v1/reconcile".to_owned()),
+        (Method::GET, format!("/v1/audit?episode={id}")),
+    ] {
+        let (status, body) = office.send(method.clone(), &path, None, Some("{}")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}: {body}");
+        assert_eq!(code(&body), "unauthenticated");
+    }
+}
+
+#[tokio::test]
+async fn another_teams_episode_answers_exactly_like_one_that_does_not_exist() {
+    let office = Office::new();
+    let maya = office.login("maya").await;
+    let priya = office.login("priya").await;
+    let theirs = office.id_of(&priya, "DEMO-2001").await;
+    let nobodys = uuid::Uuid::now_v7().to_string();
+    for id in [&theirs, &nobodys] {
+        for (method, path, body) in [
+            (Method::GET, format!("/v1/episodes/{id}"), None),
+            (Method::GET, format!("/v1/episodes/{id}/timeline"), None),
+            (Method::POST, format!("/v1/episodes/{id}/events"), Some(json!({"kind": "appointment_attended"}))),
+            (Method::POST, format!("/v1/episodes/{id}/facts"), Some(json!({"field": "risk", "value": "high"}))),
+            (Method::PUT, format!("/v1/episodes/{id}/plan"), Some(json!({"text": "a plan"}))),
+        ] {
+            let body = body.map(|b| b.to_string());
+            let (status, answer) = office.send(method.clone(), &path, Some(&maya), body.as_deref()).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {answer}");
+            assert_eq!(message(&answer), format!("no such episode: {id}"));
+        }
+    }
+    // A path that is no episode id at all is no episode either.
+    let (status, body) = office.get("/v1/episodes/not-an-id/timeline", &maya).await;
+    assert_eq!((status, code(&body)), (StatusCode::NOT_FOUND, "not_found"));
+    // And nothing of theirs was changed or read by the attempts.
+    let tom = office.login("tom").await;
+    let (_, audit) = office.get(&format!("/v1/audit?episode={theirs}"), &tom).await;
+    assert!(audit["entries"].as_array().expect("entries").iter().all(|e| e["username"] != "maya"), "{audit}");
+}
+
+#[tokio::test]
+async fn one_episode_shows_its_conflicts_and_the_timeline_every_record_with_its_provenance() {
+    let office = Office::new();
+    let maya = office.login("maya").await;
+    let id = office.id_of(&maya, "DEMO-1003").await;
+    let (status, episode) = office.get(&format!("/v1/episodes/{id}"), &maya).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(episode["id"], id.as_str());
+    assert_eq!(episode["risk"], json!(["low", "high"]), "a conflict shows both values");
+    assert_eq!(episode["conflicts"], json!([{"field": "risk", "values": ["low", "high"]}]));
+
+    let id = office.id_of(&maya, "DEMO-1002").await;
+    let (status, timeline) = office.get(&format!("/v1/episodes/{id}/timeline"), &maya).await;
+    assert_eq!(status, StatusCode::OK);
+    let events = timeline["events"].as_array().expect("events");
+    assert_eq!(events.len(), 3);
+    let times: Vec<Timestamp> = events.iter().map(|e| e["at"].as_str().expect("at").parse().expect("a time")).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "in the order things happened");
+    for event in events {
+        assert_eq!(event["by"], "ben");
+        assert_eq!(event["device"], "phone-ben");
+        let received: Timestamp = event["received_at"].as_str().expect("received_at").parse().expect("a time");
+        let at: Timestamp = event["at"].as_str().expect("at").parse().expect("a time");
+        assert!(received >= at, "received after it happened");
+    }
+    let visit = events.iter().find(|e| e["kind"] == "home_visit").expect("the visit");
+    assert_eq!(visit["location"]["lat"], 53.4808);
+    assert!(timeline["actions"].as_array().expect("actions").iter().any(|a| a["code"] == "leave_calling_card"));
+    assert!(timeline["warnings"].is_array());
+}
+
+#[tokio::test]
+async fn recording_from_the_office_is_the_servers_own_change_and_files_a_record() {
+    let office = Office::new();
+    let maya = office.login("maya").await;
+    let id = office.id_of(&maya, "DEMO-1001").await;
+    let (_, before) = office.get(&format!("/v1/episodes/{id}/timeline"), &maya).await;
+    let missed = before["events"][0]["id"].as_str().expect("the miss").to_owned();
+    let unfiled_before = office.caseload(&maya).await["DEMO-1001"]["unfiled"].as_i64().expect("a count");
+    assert!(before["unfiled"].as_array().expect("unfiled").iter().any(|u| u["record"] == missed.as_str()));
+
+    let (status, body) = office
+        .post(
+            &format!("/v1/episodes/{id}/events"),
+            &maya,
+            json!({"kind": "filed_to_epr", "records": [missed], "epr_ref": "EPR-1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let filed = body["id"].as_str().expect("an id").to_owned();
+
+    let (_, after) = office.get(&format!("/v1/episodes/{id}/timeline"), &maya).await;
+    let record = after["events"].as_array().expect("events").iter().find(|e| e["id"] == filed.as_str()).expect("filed");
+    assert_eq!((record["by"].as_str(), record["device"].as_str()), (Some("maya"), Some("desk-maya")));
+    assert!(record["received_at"].is_string());
+    assert!(!after["unfiled"].as_array().expect("unfiled").iter().any(|u| u["record"] == missed.as_str()));
+    assert_eq!(office.caseload(&maya).await["DEMO-1001"]["unfiled"].as_i64(), Some(unfiled_before - 1));
+
+    // A practitioner records a phone call from the base; `at` is optional and kept.
+    let ana = office.login("ana").await;
+    let at = "2026-03-04T09:30:00+00:00";
+    let (status, body) = office
+        .post(
+            &format!("/v1/episodes/{id}/events"),
+            &ana,
+            json!({"kind": "contact_attempt", "at": at,
+              "method": "phone", "target": "patient", "outcome": "contact_made", "note": "will come on Friday"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, after) = office.get(&format!("/v1/episodes/{id}"), &ana).await;
+    let call = after["events"].as_array().expect("events").iter().find(|e| e["id"] == body["id"]).expect("the call");
+    assert_eq!(call["at"], "2026-03-04T09:30:00Z");
+    assert_eq!(call["note"], "will come on Friday");
+}
+
+#[tokio::test]
+async fn bad_records_are_refused_naming_the_field_and_nothing_is_stored() {
+    let office = Office::new();
+    let maya = office.login("maya").await;
+    let id = office.id_of(&maya, "DEMO-1001").await;
+    let (_, before) = office.get(&format!("/v1/episodes/{id}/timeline"), &maya).await;
+    let path = format!("/v1/episodes/{id}/events");
+    for (body, names) in [
+        (json!({"method": "phone"}), "kind"),
+        (json!({"kind": "teleport"}), "kind"),
+        (json!({"kind": "decision", "topic": "cold_call", "outcome": "yes"}), "rationale"),
+        (json!({"kind": "contact_attempt", "method": "phone", "target": "patient"}), "outcome"),
+        (json!({"kind": "contact_attempt", "method": "pigeon", "target": "patient", "outcome": "sent"}), "method"),
+        (json!({"kind": "appointment_attended", "at": "2026-03-04T09:30:00"}), "at"),
+        (json!({"kind": "appointment_attended", "id": uuid::Uuid::nil()}), "id"),
+        (json!({"kind": "appointment_attended", "by": "someone"}), "by"),
+        (json!({"kind": "entered_in_error", "record": uuid::Uuid::nil(), "reason": "wrong patient"}), "record"),
+        (json!({"kind": "filed_to_epr", "records": [uuid::Uuid::nil()], "epr_ref": "EPR-1"}), "records"),
+        (json!({"kind": "fact_changed", "field": "risk", "value": "high"}), "facts"),
+        (json!(["not", "an", "object"]), "object"),
+    ] {
+        let (status, answer) = office.post(&path, &maya, body.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {answer}");
+        assert!(message(&answer).contains(names), "{body}: {answer} should name {names}");
+    }
+    let (status, answer) = office.send(Method::POST, &path, Some(&maya), Some("{not json")).await;
+    assert_eq!((status, code(&answer)), (StatusCode::BAD_REQUEST, "malformed_json"));
+    let (_, after) = office.get(&format!("/v1/episodes/{id}/timeline"), &maya).await;
+    assert_eq!(before["events"], after["events"], "nothing stored");
+}
+
+#[tokio::test]
+async fn setting_a_fact_resolves_a_conflict_and_bad_facts_are_refused() {
+    let office = Office::new();
+    let ana = office.login("ana").await;
+    let id = office.id_of(&ana, "DEMO-1003").await;
+    let path = format!("/v1/episodes/{id}/facts");
+    for (body, names) in [
+        (json!({"field": "mood", "value": "low"}), "field"),
+        (json!({"field": "risk", "value": "medium"}), "value"),
+        (json!({"field": "risk"}), "value"),
+        (json!({"field": "risk", "value": "high", "why": "x"}), "why"),
+    ] {
+        let (status, answer) = office.post(&path, &ana, body.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {answer}");
+        assert!(message(&answer).contains(names), "{answer} should name {names}");
+    }
+    let (status, body) = office.post(&path, &ana, json!({"field": "risk", "value": "high"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, episode) = office.get(&format!("/v1/episodes/{id}"), &ana).await;
+    assert_eq!(episode["risk"], "high");
+    assert_eq!(episode["conflicts"], json!([]));
+    let change =
+        episode["events"].as_array().expect("events").iter().find(|e| e["id"] == body["id"]).expect("recorded");
+    assert_eq!((change["kind"].as_str(), change["field"].as_str()), (Some("fact_changed"), Some("risk")));
+    assert_eq!(office.caseload(&ana).await["DEMO-1003"]["conflicts"], 0);
+}
+
+#[tokio::test]
+async fn the_plan_is_edited_from_the_office() {
+    let office = Office::new();
+    let ana = office.login("ana").await;
+    let id = office.id_of(&ana, "DEMO-1005").await;
+    let path = format!("/v1/episodes/{id}/plan");
+    let (status, body) = office.send(Method::PUT, &path, Some(&ana), Some(r#"{"text": "Visit on Tuesdays."}"#)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, episode) = office.get(&format!("/v1/episodes/{id}"), &ana).await;
+    assert_eq!(episode["plan"], "Visit on Tuesdays.");
+    let (status, body) = office.send(Method::PUT, &path, Some(&ana), Some(r#"{"plan": "x"}"#)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(message(&body).contains("plan"), "{body}");
+}
+
+#[tokio::test]
+async fn reconcile_lists_conflicts_duplicates_and_unfiled_records_of_the_callers_teams() {
+    let office = Office::new();
+    let maya = office.login("maya").await;
+    let (status, body) = office.get("/v1/reconcile", &maya).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let conflicts = body["conflicts"].as_array().expect("conflicts");
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    assert_eq!(
+        (conflicts[0]["patient_ref"].as_str(), conflicts[0]["field"].as_str()),
+        (Some("DEMO-1003"), Some("risk"))
+    );
+    let duplicates = body["duplicates"].as_array().expect("duplicates");
+    assert_eq!(duplicates.len(), 1, "{duplicates:?}");
+    assert_eq!(duplicates[0]["patient_ref"], "DEMO-1006");
+    assert_eq!(duplicates[0]["kind"], "contact_attempt");
+    assert_eq!(duplicates[0]["records"].as_array().map(Vec::len), Some(2));
+    let unfiled = body["unfiled"].as_array().expect("unfiled");
+    assert!(unfiled.iter().all(|u| u["patient_ref"].as_str().is_some_and(|r| r.starts_with("DEMO-1"))));
+    assert!(unfiled.iter().all(|u| u["kind"] != "filed_to_epr"));
+    // DEMO-1005's filed record is not among them; its others are.
+    let filed_episode = office.id_of(&maya, "DEMO-1005").await;
+    let (_, timeline) = office.get(&format!("/v1/episodes/{filed_episode}/timeline"), &maya).await;
+    let filed = timeline["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["kind"] == "filed_to_epr")
+        .expect("filed")["records"][0]
+        .clone();
+    assert!(!unfiled.iter().any(|u| u["record"] == filed));
+    assert!(unfiled.iter().any(|u| u["episode"] == filed_episode.as_str()));
+
+    // Resolving the conflict takes it off the list.
+    let id = conflicts[0]["episode"].as_str().expect("id");
+    office.post(&format!("/v1/episodes/{id}/facts"), &maya, json!({"field": "risk", "value": "high"})).await;
+    let (_, body) = office.get("/v1/reconcile", &maya).await;
+    assert_eq!(body["conflicts"], json!([]));
+}
+
+#[tokio::test]
+async fn the_audit_log_holds_every_read_and_write_for_managers_only() {
+    let office = Office::new();
+    let maya = office.login("maya").await;
+    let ana = office.login("ana").await;
+    let id = office.id_of(&ana, "DEMO-1002").await;
+    office.get(&format!("/v1/episodes/{id}"), &ana).await;
+    office.get(&format!("/v1/episodes/{id}/timeline"), &ana).await;
+    office.post(&format!("/v1/episodes/{id}/events"), &ana, json!({"kind": "appointment_attended"})).await;
+    office.post(&format!("/v1/episodes/{id}/facts"), &ana, json!({"field": "risk", "value": "low"})).await;
+    office.send(Method::PUT, &format!("/v1/episodes/{id}/plan"), Some(&ana), Some(r#"{"text": "t"}"#)).await;
+
+    let (status, body) = office.get(&format!("/v1/audit?episode={id}"), &maya).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let by_ana: Vec<&str> = body["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["username"] == "ana")
+        .map(|e| {
+            assert_eq!((e["device"].as_str(), e["via"].as_str()), (Some("desk-ana"), Some("api")));
+            assert!(e["at"].is_string());
+            e["action"].as_str().expect("action")
+        })
+        .collect();
+    assert_eq!(by_ana, ["list_episode", "read_episode", "read_timeline", "record_event", "set_fact", "edit_plan"]);
+
+    let (status, body) = office.get(&format!("/v1/audit?episode={id}"), &ana).await;
+    assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "forbidden"));
+    let tom = office.login("tom").await;
+    let (status, _) = office.get(&format!("/v1/audit?episode={id}"), &tom).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = office.get("/v1/audit", &maya).await;
+    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_query"));
+    assert!(message(&body).contains("episode"));
+
+    // Append-only, in the database itself.
+    office.state.db.call_blocking(|conn| {
+        assert!(conn.execute("UPDATE audit SET username = 'x'", []).is_err());
+        assert!(conn.execute("DELETE FROM audit", []).is_err());
+    });
+}
+
+#[tokio::test]
+async fn overdue_counts_follow_the_clock_without_any_write() {
+    let office = Office::new();
+    let maya = office.login("maya").await;
+    let before = office.caseload(&maya).await;
+    let total =
+        |c: &HashMap<String, Value>| c.values().map(|e| e["overdue_actions"].as_i64().unwrap_or(0)).sum::<i64>();
+    // A week later, with nobody recording anything, more is overdue.
+    office.advance(7 * 24 * 3600);
+    let tokens_expired = office.login("maya").await;
+    let after = office.caseload(&tokens_expired).await;
+    assert!(total(&after) > total(&before), "{} then {}", total(&before), total(&after));
+
+    // The scheduled re-evaluation makes the same summaries with no read at all.
+    let office = Office::new();
+    office.advance(7 * 24 * 3600);
+    let now = office.state.clock.now();
+    let docs = Arc::clone(&office.state.docs);
+    let made =
+        office.state.db.call_blocking(|conn| server::caseload::refresh_all(conn, &docs, None, now)).expect("refresh");
+    assert!(made > 0);
+    let stored: i64 = office
+        .state
+        .db
+        .call_blocking(|conn| conn.query_row("SELECT SUM(overdue_actions) FROM summaries s JOIN episodes e ON e.id = s.episode WHERE e.team = 'north'", [], |r| r.get(0)))
+        .expect("a sum");
+    assert_eq!(stored, total(&after));
+    let again =
+        office.state.db.call_blocking(|conn| server::caseload::refresh_all(conn, &docs, None, now)).expect("refresh");
+    assert_eq!(again, 0, "nothing is re-evaluated twice at the same moment");
+}
+
+#[tokio::test]
+async fn the_background_task_re_evaluates_on_its_schedule() {
+    let office = Office::new();
+    // The seed summarised every episode at START; a week on, the clock has changed them.
+    office.advance(7 * 24 * 3600);
+    let stale = |office: &Office| -> i64 {
+        let now = office.state.clock.now().as_second();
+        office.state.db.call_blocking(|conn| {
+            conn.query_row("SELECT COUNT(*) FROM summaries WHERE next_due <= ?1", [now], |r| r.get(0)).expect("count")
+        })
+    };
+    assert!(stale(&office) > 0);
+    let _task = server::serve::spawn_reevaluation(office.state.clone(), std::time::Duration::from_millis(20));
+    let mut waited = 0;
+    while stale(&office) > 0 {
+        assert!(waited < 500, "the schedule never ran");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        waited += 1;
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_requests_and_show_open_and_overdue_actions_per_team() {
+    let office = Office::new();
+    let maya = office.login("maya").await;
+    let north = office.caseload(&maya).await;
+    let (status, body) = office.send_raw(Method::POST, "/v1/sync", Some(&maya), Some("not postcard")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(&body));
+    let (status, text) = office.send_raw(Method::GET, "/metrics", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = String::from_utf8(text).expect("text");
+    assert!(text.contains(r#"tether_http_requests_total{route="/v1/episodes",method="GET",status="200"} 1"#), "{text}");
+    assert!(text.contains(r#"tether_http_requests_total{route="/v1/auth/login",method="POST",status="200"} 1"#));
+    assert!(text.contains(r#"tether_sync_duration_seconds_bucket{le="+Inf"} 1"#), "{text}");
+    assert!(text.contains("tether_sync_duration_seconds_count 1"));
+    let open: i64 = north.values().map(|e| e["open_actions"].as_i64().unwrap_or(0)).sum();
+    let overdue: i64 = north.values().map(|e| e["overdue_actions"].as_i64().unwrap_or(0)).sum();
+    assert!(text.contains(&format!("tether_open_actions{{team=\"north\"}} {open}")), "{text}");
+    assert!(text.contains(&format!("tether_overdue_actions{{team=\"north\"}} {overdue}")), "{text}");
+    assert!(!text.contains("DEMO-"), "no patient reference in the metrics");
+}
+
+#[tokio::test]
+async fn the_demo_seeds_once_and_gives_new_passwords_when_run_again() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("tether.db");
+    let start: Timestamp = START.parse().expect("a time");
+    let mut conn = db::open(&path).expect("open");
+    let first = demo::seed(&mut conn, start).expect("seed").expect("seeded");
+    let roles: std::collections::BTreeSet<&str> = first.iter().map(|a| a.role.as_str()).collect();
+    assert_eq!(roles.into_iter().collect::<Vec<_>>(), ["admin", "practitioner", "safeguarding_lead", "team_manager"]);
+    let count = |conn: &rusqlite::Connection| -> i64 {
+        conn.query_row("SELECT COUNT(*) FROM episodes", [], |r| r.get(0)).expect("count")
+    };
+    let episodes = count(&conn);
+    let second = demo::seed(&mut conn, start).expect("seed").expect("the demo's own database");
+    assert_eq!(count(&conn), episodes, "seeded once");
+    assert!(first.iter().zip(&second).all(|(a, b)| a.password != b.password));
+    // Every pathway is there.
+    let pathways: std::collections::BTreeSet<String> = conn
+        .prepare("SELECT DISTINCT pathway FROM summaries")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .expect("pathways");
+    assert_eq!(pathways.len(), 5, "{pathways:?}");
+
+    // A database with teams of its own is never seeded.
+    let other = dir.path().join("other.db");
+    let mut conn = db::open(&other).expect("open");
+    let tx = conn.transaction().expect("tx");
+    server::accounts::add_team(&tx, &"mine".parse().expect("id"), "Mine", start).expect("team");
+    tx.commit().expect("commit");
+    assert!(demo::seed(&mut conn, start).expect("no error").is_none());
+    assert_eq!(count(&conn), 0);
+}
