@@ -233,7 +233,20 @@ impl EpisodeDoc {
         };
         check_fact(change.field, &change.value)?;
         self.put_event(event)?;
-        if let Err(e) = self.doc.put(&self.facts, change.field.as_str(), scalar(&change.value.to_json())) {
+        let key = change.field.as_str();
+        let value = scalar(&change.value.to_json());
+        // Automerge writes nothing when a register already holds exactly the value put.
+        // But setting a fact to what it is says "it is this" against any concurrent
+        // change: confirming `risk: high` while another device lowers it must merge as a
+        // conflict (resolved to the safer side), not as the lowering alone. So a put of
+        // the same value goes through another value first, in the same change.
+        let unchanged = matches!(
+            self.doc.get_all(&self.facts, key).as_deref(),
+            Ok([(automerge::Value::Scalar(current), _)]) if current.as_ref() == &value
+        );
+        let written = if unchanged { self.doc.put(&self.facts, key, ScalarValue::Null) } else { Ok(()) }
+            .and_then(|()| self.doc.put(&self.facts, key, value));
+        if let Err(e) = written {
             self.doc.rollback();
             return Err(DocumentError::Refused(format!("cannot write the document: {e}")));
         }

@@ -224,3 +224,18 @@ fn a_merge_that_alters_a_record_is_refused() {
     assert!(matches!(a.merge(&mut b), Err(DocumentError::Refused(_))));
     assert_eq!(a.heads(), heads);
 }
+
+#[test]
+fn setting_a_fact_to_its_current_value_still_counts_against_a_concurrent_change() {
+    // One device lowers the risk while another confirms it is high: the confirmation is
+    // a change too, or the merge would quietly keep the lower (less safe) value.
+    let mut a = EpisodeDoc::open(&opening(), actor(1)).unwrap();
+    a.set_fact(&risk(1, "2026-03-02T10:00:00Z", "high")).unwrap();
+    let mut b = EpisodeDoc::load(&a.save(), actor(2)).unwrap();
+    a.set_fact(&risk(2, "2026-03-02T11:00:00Z", "low")).unwrap();
+    b.set_fact(&risk(3, "2026-03-02T11:01:00Z", "high")).unwrap();
+    a.merge(&mut b).unwrap();
+    let episode = a.episode().unwrap();
+    assert_eq!(episode.facts.risk.values(), [Risk::Low, Risk::High]);
+    assert_eq!(*episode.facts.risk.safest(), Risk::High);
+}

@@ -171,3 +171,55 @@ impl Device {
         self.http.sync(&mut self.core, Timestamp::now)
     }
 }
+
+/// A blocking HTTP client that hands back every status rather than failing on 4xx/5xx.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).build().into()
+}
+
+/// Sends JSON (or nothing) with `method` (and a bearer token if given); the status and
+/// the JSON answer (`Null` if there is no body).
+pub fn call_json(
+    server: &Server,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let url = format!("{}{path}", server.url());
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let response = match (method, body) {
+        ("GET", _) => {
+            let mut request = agent().get(url);
+            if let Some(auth) = &auth {
+                request = request.header("Authorization", auth);
+            }
+            request.call()
+        }
+        (method, body) => {
+            let mut request = match method {
+                "PUT" => agent().put(url),
+                _ => agent().post(url),
+            };
+            if let Some(auth) = &auth {
+                request = request.header("Authorization", auth);
+            }
+            request.send_json(body.unwrap_or(serde_json::Value::Null))
+        }
+    };
+    let mut response = response.expect("the server answers");
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().expect("a body");
+    let value =
+        if text.is_empty() { serde_json::Value::Null } else { serde_json::from_str(&text).expect("a JSON answer") };
+    (status, value)
+}
+
+/// An access token of `username`, signed in on a console of their own.
+pub fn sign_in(server: &Server, username: &str) -> String {
+    let device = format!("{username}-console");
+    let body = serde_json::json!({"username": username, "password": PASSWORD, "device_id": device});
+    let (status, body) = call_json(server, "POST", "/v1/auth/login", None, Some(body));
+    assert_eq!(status, 200, "{body}");
+    body["access_token"].as_str().expect("an access token").to_string()
+}

@@ -561,7 +561,8 @@ impl Out {
         self.warnings.push(Warning { code, message, field, record });
     }
 
-    /// Merges the rows that raise one code in one cycle into one action ("Cycles"): it
+    /// Merges the rows that raise one code in one cycle (or from one record) into one
+    /// action ("Cycles"): it
     /// keeps the first trigger (so its id never changes as records are added), starts at
     /// the earliest start, is due at the earlier deadline (owned as that row says), and
     /// survives contact if any of its rows does. Then settles every action at `now`.
@@ -573,7 +574,14 @@ impl Out {
         for i in 0..raised.len() {
             let Some(cycle) = raised[i].cycle else { continue };
             let code = raised[i].code;
-            let Some(&(_, _, slot)) = slots.iter().find(|(c, k, _)| *c == cycle && *k == code) else {
+            // One code in one cycle is one action; and so is one code raised by one record
+            // in two cycles (an escalation that answers two cycles' four-hour rows raises
+            // `arrange_mdt` in each): the action's id is the code and the record's, so
+            // there can only be one.
+            let trigger = raised[i].trigger.id;
+            let Some(&(_, _, slot)) =
+                slots.iter().find(|&&(c, k, s)| k == code && (c == cycle || raised[s].trigger.id == trigger))
+            else {
                 slots.push((cycle, code, i));
                 continue;
             };
@@ -615,14 +623,13 @@ impl Out {
             split -= 1;
         }
         order[..split].sort_unstable();
-        debug_assert!(
-            {
-                let mut ids: Vec<Uuid> = order.iter().map(|o| o.3).collect();
-                ids.sort_unstable();
-                ids.windows(2).all(|w| w[0] != w[1])
-            },
-            "two rows raised the same code from the same record outside a cycle"
-        );
+        #[cfg(debug_assertions)]
+        {
+            let mut ids: Vec<(Uuid, Code)> = order.iter().map(|o| (o.3, o.2)).collect();
+            ids.sort_unstable();
+            let twice: Vec<Code> = ids.windows(2).filter(|w| w[0].0 == w[1].0).map(|w| w[0].1).collect();
+            assert!(twice.is_empty(), "two rows raised the same code from the same record outside a cycle: {twice:?}");
+        }
         let (head, tail) = order.split_at(split);
         let (mut h, mut t) = (0, 0);
         // (A range mapped, so that each action is written straight into the list.)

@@ -73,3 +73,24 @@ fn contact_cancels_all_four() {
     "#]],
     );
 }
+
+#[test]
+fn one_escalation_answering_two_cycles_raises_one_mdt() {
+    // Found by the property tests: records at one instant, where the escalation (e1)
+    // answers the four-hour row of the cycle before the appointment (e2's call) and of
+    // the one after it (e4's call). The MDT it calls for is one action, with one id.
+    let t = "2026-03-02T08:00:00Z";
+    let ep = episode("home_treatment")
+        .at(t, told("team_manager", "phone"))
+        .at(t, phone("patient", "no_answer"))
+        .at(t, attended())
+        .at(t, phone("patient", "wrong_number"));
+    let evaluation = eval(&ep, t);
+    let mdts: Vec<_> = evaluation.actions.iter().filter(|a| a.code.as_str() == "arrange_mdt").collect();
+    assert_eq!(mdts.len(), 1, "{mdts:?}");
+    assert_eq!(mdts[0].trigger.to_string(), id(1));
+    let mut ids: Vec<_> = evaluation.actions.iter().map(|a| a.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), evaluation.actions.len(), "every action has its own id");
+}
