@@ -324,7 +324,7 @@ async fn the_episode_page_shows_facts_conflicts_actions_and_the_merged_timeline(
     assert!(html.contains("data-warning=\"fact_conflict\""));
 
     let actions = section(html, "actions");
-    assert!(actions.contains("Policy "), "each action cites its section");
+    assert!(actions.contains("Policy section "), "each action cites its section");
     assert!(actions.contains("(20"), "due in UTC beside London time");
     let triggers: Vec<&str> =
         attributes(actions, "href").into_iter().filter_map(|h| h.strip_prefix("#record-")).collect();

@@ -80,6 +80,15 @@ pub fn create_accounts(db: &Path, users: &[User]) {
     tx.commit().expect("commit");
 }
 
+/// A new database at `db` seeded as `tether serve --demo` seeds it (teams north and south,
+/// the demo users, episodes DEMO-1001…2003, some overdue); returns each demo user's
+/// password by username.
+pub fn seed_demo(db: &Path) -> std::collections::HashMap<&'static str, String> {
+    let mut conn = server::db::open(db).expect("open the database");
+    let accounts = server::demo::seed(&mut conn, Timestamp::now()).expect("seed the demo").expect("a new database");
+    accounts.into_iter().map(|account| (account.username, account.password)).collect()
+}
+
 /// The server, in a child process.
 #[derive(Debug)]
 pub struct Server {

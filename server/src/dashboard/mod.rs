@@ -187,14 +187,15 @@ fn field<'a>(fields: &'a Fields, name: &str) -> Option<&'a str> {
     fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
-/// A form's fields if it carries this session's CSRF token; otherwise the 403 answer.
-fn checked(user: &DashUser, form: Result<Form<Fields>, FormRejection>) -> Result<Fields, Response> {
+/// A form's fields if it carries this session's CSRF token (else the caller answers
+/// [`pages::forbidden_form`]).
+fn checked(user: &DashUser, form: Result<Form<Fields>, FormRejection>) -> Option<Fields> {
     let fields = form.map(|Form(fields)| fields).unwrap_or_default();
     if user.csrf_matches(field(&fields, CSRF_FIELD)) {
-        Ok(fields)
+        Some(fields)
     } else {
         tracing::warn!("dashboard form refused: CSRF token missing or wrong");
-        Err(pages::forbidden_form())
+        None
     }
 }
 
@@ -204,8 +205,8 @@ async fn logout(
     user: DashUser,
     form: Result<Form<Fields>, FormRejection>,
 ) -> Response {
-    if let Err(refused) = checked(&user, form) {
-        return refused;
+    if checked(&user, form).is_none() {
+        return pages::forbidden_form();
     }
     let hash = user.session.clone();
     if let Err(error) = state.db.call(move |conn| Ok(session::end(conn, &hash)?)).await {
@@ -218,16 +219,14 @@ async fn logout(
     response
 }
 
-/// The `{id}` of an episode's page: anything that is not an episode id names no episode.
-fn episode_id(id: &str) -> Result<EpisodeId, Response> {
-    id.parse().map_err(|_| pages::error_page(AppError::NotFound))
+/// The `{id}` of an episode's page: anything that is not an episode id names no episode
+/// (and answers as an unknown one does).
+fn episode_id(id: &str) -> Option<EpisodeId> {
+    id.parse().ok()
 }
 
 async fn episode_page(State(state): State<AppState>, user: DashUser, Path(id): Path<String>) -> Response {
-    let id = match episode_id(&id) {
-        Ok(id) => id,
-        Err(response) => return response,
-    };
+    let Some(id) = episode_id(&id) else { return pages::error_page(AppError::NotFound) };
     let now = state.clock.now();
     let docs = Arc::clone(&state.docs);
     let (who, teams) = (user.who(), user.user.teams.clone());
@@ -250,14 +249,8 @@ async fn change(
     form: Result<Form<Fields>, FormRejection>,
     make: impl FnOnce(&mut Desk<'_>, EpisodeId, &Fields) -> Result<(), AppError> + Send + 'static,
 ) -> Response {
-    let fields = match checked(&user, form) {
-        Ok(fields) => fields,
-        Err(refused) => return refused,
-    };
-    let id = match episode_id(&id) {
-        Ok(id) => id,
-        Err(response) => return response,
-    };
+    let Some(fields) = checked(&user, form) else { return pages::forbidden_form() };
+    let Some(id) = episode_id(&id) else { return pages::error_page(AppError::NotFound) };
     let now = state.clock.now();
     let docs = Arc::clone(&state.docs);
     let (who, teams) = (user.who(), user.user.teams.clone());

@@ -46,6 +46,7 @@ a { color: var(--accent); }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: .5rem .6rem; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { font-size: .85rem; text-transform: uppercase; letter-spacing: .03em; color: var(--muted); }
+td.patient { white-space: nowrap; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; }
 .badge { display: inline-block; padding: .05rem .5rem; border-radius: 999px; font-size: .85rem;
          font-weight: 600; background: #e8ecf3; white-space: nowrap; }
@@ -217,7 +218,7 @@ pub(crate) fn caseload(user: &DashUser, data: &Caseload, now: Timestamp) -> Mark
                                         }
                                         td { (words(&action.owner)) }
                                         td { (when(action.due)) }
-                                        td { a href={ "/dashboard/episodes/" (action.episode) } { (action.patient_ref) } }
+                                        td.patient { a href={ "/dashboard/episodes/" (action.episode) } { (action.patient_ref) } }
                                     }
                                 }
                             }
@@ -239,7 +240,7 @@ pub(crate) fn caseload(user: &DashUser, data: &Caseload, now: Timestamp) -> Mark
                             tbody {
                                 @for s in &data.summaries {
                                     tr data-state=(if s.overdue_actions > 0 { "overdue" } else { "open" }) {
-                                        td { a href={ "/dashboard/episodes/" (s.id) } { (s.patient_ref) } }
+                                        td.patient { a href={ "/dashboard/episodes/" (s.id) } { (s.patient_ref) } }
                                         td { (s.team) }
                                         td { (words(&s.pathway)) }
                                         td.n { (s.open_actions) }
@@ -324,7 +325,7 @@ pub(crate) fn episode(user: &DashUser, read: &Read, now: Timestamp) -> Markup {
             p { a href="/dashboard" { "← Caseload" } }
             h1 { "Episode " (episode.patient_ref.as_str()) }
             p.muted {
-                (words(&fact_text(&episode.to_json(), "pathway"))) " · team " (episode.team)
+                (capitalise(&fact_text(&episode.to_json(), "pathway"))) " · team " (episode.team)
                 " · opened " (when(episode.opened_at)) " by " (episode.opened_by)
                 " · as of " (when(now))
             }
@@ -449,7 +450,7 @@ fn action_table(actions: &[&Action], episode: EpisodeId, timeline: &[&Event]) ->
                             td { (action.title) br; span.muted { (action.code.as_str()) } }
                             td {
                                 span.badge.overdue[action.state == State::Overdue].done[action.state == State::Done] {
-                                    (words(state_name(action.state)))
+                                    (capitalise(state_name(action.state)))
                                 }
                                 @if action.late { " " span.badge { "late" } }
                                 @if let Some(by) = action.resolved_by { br; "by " (record_link(by, timeline)) }
@@ -460,7 +461,7 @@ fn action_table(actions: &[&Action], episode: EpisodeId, timeline: &[&Event]) ->
                             }
                             td { (words(&action.owner.to_string())) }
                             td {
-                                "Policy " (action.cites) ", after "
+                                "Policy section " (action.cites) ", after "
                                 @if action.trigger == episode { "the episode was opened" }
                                 @else { (record_link(action.trigger, timeline)) }
                             }
@@ -552,7 +553,7 @@ fn field_value(value: &Value, timeline: &[&Event]) -> Markup {
 fn record_link(id: uuid::Uuid, timeline: &[&Event]) -> Markup {
     match timeline.iter().find(|e| e.id == id) {
         Some(event) => html! {
-            a href={ "#record-" (id) } { (kind_text(event).to_lowercase()) " of " (local(event.at)) }
+            a href={ "#record-" (id) } { (kind_text(event).to_lowercase()) " on " (local(event.at)) }
         },
         None => html! { "record " (id) },
     }
