@@ -83,6 +83,21 @@ fn section<'a>(html: &'a str, id: &str) -> &'a str {
     between(html, &format!("<section id=\"{id}\">"), "</section>").unwrap_or_else(|| panic!("no section {id}"))
 }
 
+/// The `tether_session` cookie an answer sets.
+fn session_cookie(answer: &Answer) -> &str {
+    answer
+        .headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("tether_session="))
+        .expect("a session cookie")
+}
+
+fn sets_session(answer: &Answer) -> bool {
+    answer.headers.get_all(header::SET_COOKIE).iter().any(|v| v.as_bytes().starts_with(b"tether_session="))
+}
+
 impl Dash {
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
@@ -140,9 +155,25 @@ impl Dash {
         self.send(Method::POST, path, Some(&session.cookie), Some(form(pairs))).await
     }
 
+    /// Opens the sign-in form: its CSRF token, and the cookie (`name=value`) that carries it.
+    async fn open_login(&self) -> (String, String) {
+        let page = self.send(Method::GET, "/dashboard/login", None, None).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        let cookie = page.set_cookie().expect("the form's cookie").split(';').next().expect("name=value").to_owned();
+        assert!(cookie.starts_with("tether_login="), "{cookie}");
+        let csrf = between(&page.body, "name=\"csrf\" value=\"", "\"").expect("the form's token").to_owned();
+        (cookie, csrf)
+    }
+
+    /// Opens the sign-in form and posts it.
     async fn login_form(&self, username: &str, password: &str) -> Answer {
-        self.send(Method::POST, "/dashboard/login", None, Some(form(&[("username", username), ("password", password)])))
-            .await
+        self.login_form_with(username, password, &[]).await
+    }
+
+    async fn login_form_with(&self, username: &str, password: &str, extra: &[(&str, &str)]) -> Answer {
+        let (cookie, csrf) = self.open_login().await;
+        let body = form(&[("csrf", &csrf), ("username", username), ("password", password)]);
+        self.send_with(Method::POST, "/dashboard/login", Some(&cookie), Some(body), extra).await
     }
 
     /// Signs a demo user in through the form; returns the browser's session.
@@ -150,8 +181,7 @@ impl Dash {
         let answer = self.login_form(username, &self.passwords[username]).await;
         assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
         assert_eq!(answer.location(), "/dashboard");
-        let set_cookie = answer.set_cookie().expect("a session cookie");
-        let cookie = set_cookie.split(';').next().expect("name=value").to_owned();
+        let cookie = session_cookie(&answer).split(';').next().expect("name=value").to_owned();
         let page = self.send(Method::GET, "/dashboard", Some(&cookie), None).await;
         assert_eq!(page.status, StatusCode::OK, "{}", page.body);
         let csrf = between(&page.body, "name=\"csrf\" value=\"", "\"").expect("a CSRF token in the page").to_owned();
@@ -196,7 +226,7 @@ async fn the_sign_in_form_refuses_a_wrong_password_and_sends_the_signed_out_to_i
 
     let wrong = dash.login_form("maya", "not her password").await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
-    assert!(wrong.set_cookie().is_none(), "no session for a wrong password");
+    assert!(!sets_session(&wrong), "no session for a wrong password");
     assert!(wrong.body.contains("The username or the password is wrong."), "{}", wrong.body);
     let unknown = dash.login_form("nobody", "whatever").await;
     assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
@@ -212,6 +242,35 @@ async fn the_sign_in_form_refuses_a_wrong_password_and_sends_the_signed_out_to_i
 }
 
 #[tokio::test]
+async fn a_sign_in_form_without_its_own_token_is_refused_before_the_password_is_checked() {
+    let dash = Dash::new();
+    let right = dash.passwords["maya"].clone();
+    let (cookie, csrf) = dash.open_login().await;
+    let (_, other) = dash.open_login().await;
+    let attempts = [
+        (None, Some(csrf.as_str())),   // the form without its cookie (another site's form)
+        (Some(cookie.as_str()), None), // the cookie without the form's token
+        (Some(cookie.as_str()), Some(other.as_str())), // another form's token
+    ];
+    for (cookie, token) in attempts {
+        let mut pairs = vec![("username", "maya"), ("password", right.as_str())];
+        if let Some(token) = token {
+            pairs.push(("csrf", token));
+        }
+        let answer = dash.send(Method::POST, "/dashboard/login", cookie, Some(form(&pairs))).await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{cookie:?} {token:?}");
+        assert!(!sets_session(&answer), "no session");
+        assert!(answer.body.contains("Sign in again"), "{}", answer.body);
+    }
+    let failures: i64 = dash
+        .state
+        .db
+        .call_blocking(|c| c.query_row("SELECT COUNT(*) FROM login_failures", [], |r| r.get(0)).expect("a count"));
+    assert_eq!(failures, 0, "a refused form is not a failed sign-in");
+    dash.sign_in("maya").await;
+}
+
+#[tokio::test]
 async fn failed_dashboard_sign_ins_lock_the_username_out_everywhere() {
     let dash = Dash::new();
     for _ in 0..server::auth::store::FREE_FAILURES {
@@ -222,7 +281,7 @@ async fn failed_dashboard_sign_ins_lock_the_username_out_everywhere() {
     assert_eq!(locked.status, StatusCode::TOO_MANY_REQUESTS, "{}", locked.body);
     assert!(locked.headers.contains_key(header::RETRY_AFTER));
     assert!(locked.body.contains("Too many failed sign-ins"), "{}", locked.body);
-    assert!(locked.set_cookie().is_none());
+    assert!(!sets_session(&locked));
     // The JSON sign-in shares the throttle.
     let body = serde_json::json!({"username": "maya", "password": right, "device_id": "desk-maya"}).to_string();
     let request = Request::post("/v1/auth/login")
@@ -241,7 +300,7 @@ async fn the_session_cookie_is_http_only_strict_and_kept_only_hashed() {
     let dash = Dash::new();
     let answer = dash.login_form("maya", &dash.passwords["maya"]).await;
     assert_eq!(answer.status, StatusCode::SEE_OTHER);
-    let cookie = answer.set_cookie().expect("a cookie");
+    let cookie = session_cookie(&answer);
     let attributes: Vec<&str> = cookie.split(';').map(str::trim).collect();
     assert!(attributes[0].starts_with("tether_session="), "{cookie}");
     for attribute in ["HttpOnly", "SameSite=Strict", "Path=/dashboard"] {
@@ -258,10 +317,9 @@ async fn the_session_cookie_is_http_only_strict_and_kept_only_hashed() {
     assert_ne!(stored[0], token, "the token is stored hashed");
 
     // Behind a TLS-terminating proxy, the cookie is Secure.
-    let body = form(&[("username", "maya"), ("password", &dash.passwords["maya"])]);
-    let proxied =
-        dash.send_with(Method::POST, "/dashboard/login", None, Some(body), &[("x-forwarded-proto", "https")]).await;
-    assert!(proxied.set_cookie().expect("a cookie").split(';').any(|a| a.trim() == "Secure"));
+    let proxied = dash.login_form_with("maya", &dash.passwords["maya"], &[("x-forwarded-proto", "https")]).await;
+    assert_eq!(proxied.status, StatusCode::SEE_OTHER, "{}", proxied.body);
+    assert!(session_cookie(&proxied).split(';').any(|a| a.trim() == "Secure"));
 }
 
 #[tokio::test]

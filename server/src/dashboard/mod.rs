@@ -2,7 +2,8 @@
 //! tablet, with no JavaScript.
 //!
 //! - `GET /dashboard/login`, `POST /dashboard/login`: sign-in with the same password check
-//!   and failed sign-in throttle as `POST /v1/auth/login` (`auth::sign_in`).
+//!   and failed sign-in throttle as `POST /v1/auth/login` (`auth::sign_in`); the form's
+//!   CSRF token is checked against a `tether_login` cookie, as there is no session yet.
 //! - `POST /dashboard/logout`: ends the session.
 //! - `GET /dashboard`: the teams' open actions (overdue first, then by owner), the
 //!   episodes with their counts, and the "not brought" and "did not attend" rates.
@@ -126,17 +127,31 @@ async fn caseload_page(State(state): State<AppState>, user: DashUser) -> Respons
     }
 }
 
-async fn login_page(user: Result<DashUser, session::NoSession>) -> Response {
+async fn login_page(headers: HeaderMap, user: Result<DashUser, session::NoSession>) -> Response {
     if user.is_ok() {
         return Redirect::to("/dashboard").into_response();
     }
-    pages::login(None, "").into_response()
+    login_form(StatusCode::OK, None, "", &headers)
+}
+
+/// The sign-in form with a new CSRF token, and the cookie that carries the same token.
+fn login_form(status: StatusCode, message: Option<&str>, username: &str, headers: &HeaderMap) -> Response {
+    let (token, cookie) = match session::login_token(session::over_https(headers)) {
+        Ok(made) => made,
+        Err(error) => return pages::error_page(error),
+    };
+    let mut response = (status, pages::login(message, username, &token)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
 }
 
 #[derive(Deserialize)]
 struct LoginForm {
     username: String,
     password: String,
+    csrf: Option<String>,
 }
 
 async fn login(
@@ -144,27 +159,33 @@ async fn login(
     headers: HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
-    let Ok(Form(LoginForm { username, password })) = form else {
-        return (StatusCode::BAD_REQUEST, pages::login(Some("Enter your username and password."), "")).into_response();
+    let Ok(Form(LoginForm { username, password, csrf })) = form else {
+        let message = Some("Enter your username and password.");
+        return login_form(StatusCode::BAD_REQUEST, message, "", &headers);
     };
+    // Checked before the password, so a form from elsewhere never counts as a failure.
+    if !session::login_token_matches(&headers, csrf.as_deref()) {
+        tracing::warn!("dashboard sign-in refused: the form's CSRF token is missing or wrong");
+        let message = Some("The sign-in form had expired or did not come from this page. Sign in again.");
+        return login_form(StatusCode::FORBIDDEN, message, "", &headers);
+    }
     let now = state.clock.unix();
+    let secure = session::over_https(&headers);
     let typed = username.clone();
     match auth::sign_in(&state, username, password, move |tx, user| session::start(tx, user, now)).await {
         Ok((user, new)) => {
             tracing::info!(user = %user.id, "signed in to the dashboard");
-            let cookie = session::cookie(&new.token, session::over_https(&headers));
             let mut response = Redirect::to("/dashboard").into_response();
-            match HeaderValue::from_str(&cookie) {
-                Ok(value) => {
-                    response.headers_mut().insert(header::SET_COOKIE, value);
-                    response
-                }
-                Err(e) => pages::error_page(AppError::internal(e)),
+            for cookie in [session::cookie(&new.token, secure), session::cleared_login_cookie(secure)] {
+                match HeaderValue::from_str(&cookie) {
+                    Ok(value) => response.headers_mut().append(header::SET_COOKIE, value),
+                    Err(e) => return pages::error_page(AppError::internal(e)),
+                };
             }
+            response
         }
         Err(AppError::InvalidCredentials) => {
-            (StatusCode::UNAUTHORIZED, pages::login(Some("The username or the password is wrong."), &typed))
-                .into_response()
+            login_form(StatusCode::UNAUTHORIZED, Some("The username or the password is wrong."), &typed, &headers)
         }
         Err(AppError::TooManyAttempts { retry_after_secs }) => {
             let minutes = (retry_after_secs + 59) / 60;
@@ -172,7 +193,7 @@ async fn login(
                 "Too many failed sign-ins for this username. Try again in {minutes} minute{}.",
                 if minutes == 1 { "" } else { "s" }
             );
-            let mut response = (StatusCode::TOO_MANY_REQUESTS, pages::login(Some(&message), &typed)).into_response();
+            let mut response = login_form(StatusCode::TOO_MANY_REQUESTS, Some(&message), &typed, &headers);
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
             response
         }

@@ -113,8 +113,8 @@ pub(crate) fn layout(title: &str, user: Option<&DashUser>, body: Markup) -> Mark
     }
 }
 
-/// The sign-in form, with a message after a failed attempt.
-pub(crate) fn login(message: Option<&str>, username: &str) -> Markup {
+/// The sign-in form (with its CSRF token), and a message after a failed attempt.
+pub(crate) fn login(message: Option<&str>, username: &str, csrf: &str) -> Markup {
     layout(
         "Sign in",
         None,
@@ -126,6 +126,7 @@ pub(crate) fn login(message: Option<&str>, username: &str) -> Markup {
                     p.error role="alert" { (message) }
                 }
                 form method="post" action="/dashboard/login" {
+                    input type="hidden" name=(CSRF_FIELD) value=(csrf);
                     label for="username" { "Username" }
                     input #username type="text" name="username" value=(username) autocomplete="username"
                         autocapitalize="none" required autofocus;

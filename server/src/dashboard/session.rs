@@ -24,6 +24,13 @@ pub const COOKIE: &str = "tether_session";
 pub const SESSION_TTL_SECS: i64 = 8 * 60 * 60;
 /// The form field that carries the CSRF token.
 pub const CSRF_FIELD: &str = "csrf";
+/// The sign-in form's cookie: before there is a session, the form's CSRF token is checked
+/// against this cookie instead (a double submit). A `SameSite=Strict` cookie never comes
+/// with another site's form, so no other site can sign a browser in to an account of its
+/// choosing.
+pub const LOGIN_COOKIE: &str = "tether_login";
+/// How long the sign-in form may stay open.
+pub const LOGIN_TTL_SECS: i64 = 60 * 60;
 
 /// A new session's secrets: the cookie's token and the forms' CSRF token.
 #[derive(Debug)]
@@ -73,6 +80,30 @@ pub fn cleared_cookie(secure: bool) -> String {
     format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/dashboard; Max-Age=0{secure}")
 }
 
+/// A new sign-in form's token, and the `Set-Cookie` value that carries it.
+pub fn login_token(secure: bool) -> Result<(String, String), AppError> {
+    let token = to_hex(&random_bytes::<32>()?);
+    let secure = if secure { "; Secure" } else { "" };
+    let cookie = format!(
+        "{LOGIN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/dashboard/login; Max-Age={LOGIN_TTL_SECS}{secure}"
+    );
+    Ok((token, cookie))
+}
+
+/// The `Set-Cookie` value that makes the browser forget the sign-in form's token.
+pub fn cleared_login_cookie(secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{LOGIN_COOKIE}=; HttpOnly; SameSite=Strict; Path=/dashboard/login; Max-Age=0{secure}")
+}
+
+/// Whether a sign-in form's token is the one its cookie carries.
+pub fn login_token_matches(headers: &HeaderMap, presented: Option<&str>) -> bool {
+    match (cookie_value(headers, LOGIN_COOKIE), presented) {
+        (Some(expected), Some(presented)) => same_secret(presented, &expected),
+        _ => false,
+    }
+}
+
 /// Whether the request came over HTTPS, as a proxy in front of the server reports it.
 pub fn over_https(headers: &HeaderMap) -> bool {
     let forwarded_proto = headers
@@ -86,15 +117,15 @@ pub fn over_https(headers: &HeaderMap) -> bool {
     forwarded_proto || forwarded
 }
 
-/// The session token a request's cookies carry, if any.
-fn token_of(headers: &HeaderMap) -> Option<String> {
+/// The value of the cookie `name` a request carries, if any.
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(cookie, _)| *cookie == name)
         .map(|(_, value)| value.trim().to_owned())
         .filter(|value| !value.is_empty())
 }
@@ -157,7 +188,7 @@ impl FromRequestParts<AppState> for DashUser {
     type Rejection = NoSession;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let Some(token) = token_of(&parts.headers) else { return Err(NoSession::SignIn) };
+        let Some(token) = cookie_value(&parts.headers, COOKIE) else { return Err(NoSession::SignIn) };
         let session = hash(&token);
         let now = state.clock.unix();
         let found = state
