@@ -516,7 +516,7 @@ async fn resolving_a_conflict_through_the_form_sets_the_fact_and_says_who() {
     let page = dash.get(&format!("/dashboard/episodes/{id}"), &maya).await;
     assert!(section(&page.body, "conflicts").contains("No conflicts."), "{}", page.body);
     let facts = section(&page.body, "facts");
-    assert!(between(facts, "<dt>risk</dt><dd>", "</dd>") == Some("high"), "{facts}");
+    assert!(between(facts, "<dt>Risk</dt><dd>", "</dd>") == Some("high"), "{facts}");
     let timeline = section(&page.body, "timeline");
     assert!(timeline.contains("maya on dashboard:"), "the dashboard is the change's device: {timeline}");
 

@@ -500,7 +500,7 @@ fn timeline_item(event: &Event, warnings: &[Warning], timeline: &[&Event]) -> Ma
                     @if key.as_str() == "location" {
                         dt { "Location" } dd { (location(value)) }
                     } @else {
-                        dt { (words(key)) } dd { (field_value(value, timeline)) }
+                        dt { (capitalise(&words(key))) } dd { (field_value(value, timeline)) }
                     }
                 }
                 @if let Some(note) = &event.note { dt { "Note" } dd { (note) } }
@@ -567,7 +567,7 @@ fn facts(json: &Value) -> Markup {
     html! {
         dl.fields {
             @for (key, value) in object.iter().filter(|(k, _)| !SHOWN_ELSEWHERE.contains(&k.as_str())) {
-                dt { (words(key)) }
+                dt { (capitalise(&words(key))) }
                 dd {
                     @if let Value::Array(values) = value {
                         span.badge.overdue { "conflict" } " "
