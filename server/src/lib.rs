@@ -19,6 +19,7 @@
 //! - `caseload`: each episode's summary (open and overdue actions, conflicts, duplicates,
 //!   records to file), kept current as episodes change and as the clock moves.
 //! - `audit`: the append-only log of every read and write of an episode.
+//! - `dashboard`: the manager's HTML pages under `/dashboard` (sign-in, caseload, episode).
 //! - `metrics`: `GET /metrics`, Prometheus text.
 //! - `me`, `health`: `GET /v1/me`, `GET /healthz`.
 //! - `episodes`: episode documents in the database, sync states, receipts.
@@ -33,6 +34,7 @@ pub mod caseload;
 pub mod clock;
 pub mod commit;
 pub mod config;
+pub mod dashboard;
 pub mod db;
 pub mod demo;
 pub mod episodes;
@@ -131,6 +133,7 @@ pub fn app(state: AppState) -> Router {
         .merge(manage::router())
         .merge(office::router())
         .merge(audit::router())
+        .merge(dashboard::router())
         .merge(metrics::router())
         .fallback(|| async { AppError::NotFound })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
