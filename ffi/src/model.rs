@@ -376,10 +376,7 @@ pub struct Facts {
 
 impl Facts {
     fn from_core(facts: &episode::Facts) -> Result<Self, TetherError> {
-        fn all<A: Serialize, B: DeserializeOwned>(fact: &episode::Fact<A>) -> Result<Vec<B>, TetherError>
-        where
-            A: Ord,
-        {
+        fn all<A: Serialize + Ord, B: DeserializeOwned>(fact: &episode::Fact<A>) -> Result<Vec<B>, TetherError> {
             fact.values().iter().map(mirror).collect()
         }
         Ok(Self {
