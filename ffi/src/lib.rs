@@ -77,6 +77,9 @@ impl Tether {
         if episode.team.trim().is_empty() {
             return Err(TetherError::invalid("team", "a team is required"));
         }
+        if episode.facts.iter().any(|fact| matches!(fact, FactValue::Pathway { .. })) {
+            return Err(TetherError::invalid("facts", "the pathway is given once, as the episode's own"));
+        }
         let facts = episode
             .facts
             .iter()

@@ -141,10 +141,30 @@ error = expect_error(
 )
 check(error.field == "rationale", f"field {error.field}")
 check(len(phone.timeline(episode)) == 3, "nothing stored")
+error = expect_error(
+    t.TetherError.InvalidInput,
+    lambda: phone.open_episode(t.NewEpisode(patient_ref=" ", pathway=t.Pathway.IN_SERVICE, team="north", facts=[],
+                                            plan=""), "u-asha", now),
+)
+check(error.field == "patient_ref", f"field {error.field}")
 expect_error(
     t.TetherError.NotFound,
     lambda: phone.record("0190f5a4-0000-7000-8000-000000000001", t.EventBody.REENGAGED(), now, None, "u-asha"),
 )
+
+# Facts and the plan, typed both ways.
+coordinator = t.FactValue.CARE_COORDINATOR(value="u-bea")
+changed = phone.set_fact(episode, coordinator, "u-asha", now - datetime.timedelta(minutes=20))
+phone.set_plan(episode, "Phone the sister before the next visit.", now - datetime.timedelta(minutes=19))
+read = phone.episode(episode)
+check(read.facts.care_coordinator == ["u-bea"] and read.conflicts == [], "the coordinator")
+check(read.plan == "Phone the sister before the next visit.", "the plan")
+check(phone.timeline(episode)[-1].id == changed, "the change is on the timeline")
+check(phone.timeline(episode)[-1].body == t.EventBody.FACT_CHANGED(fact=coordinator), "typed as a fact change")
+caseload = phone.episodes(now)
+check([(e.id, e.patient_ref, e.pathway) for e in caseload] == [(episode, "RX-PY-1", [t.Pathway.URGENT_REFERRAL])],
+      f"the caseload: {caseload}")
+check(caseload[0].open_actions + caseload[0].overdue_actions == len(phone.next_actions(now)), "the counts")
 
 # No server reached: a transport failure, and nothing lost.
 transport = Urllib(SERVER)
@@ -164,7 +184,8 @@ server = phone.server_actions(episode)
 check(server is not None and not server.provisional, "the server's actions")
 codes = {a.code for a in server.actions}
 check(t.ActionCode.LEAVE_CALLING_CARD in codes, f"the server knows of the card: {codes}")
-check({a.id for a in server.actions} == {a.id for a in actions.actions}, "the same actions on both sides")
+local = phone.actions(episode, now)
+check({a.id for a in server.actions} == {a.id for a in local.actions}, "the same actions on both sides")
 
 # Again: nothing new, one round trip.
 again = phone.sync(transport)
@@ -173,7 +194,7 @@ check(again.round_trips == 1 and again.sent == 0, f"an up-to-date sync: {again}"
 # Reopened, the store holds it all.
 del phone
 reopened = t.Tether.open(store, KEY)
-check(len(reopened.timeline(episode)) == 3, "the records survive reopening")
+check(len(reopened.timeline(episode)) == 4, "the records survive reopening")
 check(reopened.server_actions(episode) is not None, "so do the server's actions")
 reopened.wipe()
 expect_error(t.TetherError.WipeRequired, lambda: reopened.next_actions(now))
