@@ -209,23 +209,28 @@ impl Tether {
     }
 
     /// Syncs through the host's transport until there is nothing left to say (the same
-    /// session as the command line's: token refresh, refused episodes held back). A
-    /// failure part-way loses nothing. A revoked device's store is wiped here, and the
-    /// call answers `WipeRequired`.
+    /// session as the command line's: token refresh, refused episodes held back). The
+    /// core is free for other calls while a request is in flight. A failure part-way
+    /// loses nothing. A revoked device's store is wiped here, and the call answers
+    /// `WipeRequired`.
     pub fn sync(&self, transport: Arc<dyn Transport>) -> Result<SyncSummary> {
         let host = transport::Host(transport);
-        let mut guard = self.core()?;
-        let core = guard.as_mut().ok_or(TetherError::WipeRequired)?;
-        match remote::sync(core, &host, Timestamp::now) {
-            Ok(summary) => Ok(SyncSummary::from(&summary)),
-            Err(client_core::Error::DeviceRevoked) => {
-                if let Some(core) = guard.take() {
-                    // Wiped now if it can be; otherwise `wipe` deletes the files later.
-                    let _ = core.wipe();
-                }
-                Err(TetherError::WipeRequired)
-            }
-            Err(error) => Err(error.into()),
+        let mut syncing = self.with(|core| Ok(remote::Syncing::new(core)))?;
+        loop {
+            let next = self.syncing(|core| syncing.next(core, Timestamp::now()))?;
+            let request = match next {
+                remote::Next::Done(summary) => return Ok(SyncSummary::from(&summary)),
+                remote::Next::Send(request) => request,
+            };
+            // The lock is not held here: the network may take seconds.
+            let reply = remote::Transport::post(
+                &host,
+                request.path,
+                request.content_type,
+                request.body,
+                request.bearer.as_deref(),
+            )?;
+            self.syncing(|core| syncing.answer(core, reply, Timestamp::now()))?;
         }
     }
 
@@ -261,6 +266,23 @@ impl Tether {
         let mut guard = self.core()?;
         let core = guard.as_mut().ok_or(TetherError::WipeRequired)?;
         Ok(change(core)?)
+    }
+
+    /// Runs a step of a sync; a revoked device's store is wiped at once.
+    fn syncing<T>(&self, step: impl FnOnce(&mut Core) -> client_core::Result<T>) -> Result<T> {
+        let mut guard = self.core()?;
+        let core = guard.as_mut().ok_or(TetherError::WipeRequired)?;
+        match step(core) {
+            Ok(value) => Ok(value),
+            Err(client_core::Error::DeviceRevoked) => {
+                if let Some(core) = guard.take() {
+                    // Wiped now if it can be; otherwise `wipe` deletes the files later.
+                    let _ = core.wipe();
+                }
+                Err(TetherError::WipeRequired)
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// Reads from the core.

@@ -31,12 +31,15 @@ def check(condition, what):
 class Urllib(t.Transport):
     """The host's HTTP stack: urllib, as an app would use OkHttp or URLSession."""
 
-    def __init__(self, base):
+    def __init__(self, base, during=None):
         self.base = base
         self.paths = []
+        self.during = during
 
     def post(self, request):
         self.paths.append(request.path)
+        if self.during is not None:
+            self.during()
         http = urllib.request.Request(self.base + request.path, data=bytes(request.body), method="POST")
         http.add_header("Content-Type", request.content_type)
         if request.bearer is not None:
@@ -174,9 +177,15 @@ phone.sign_in(transport, USERNAME, PASSWORD)
 check(phone.signed_in_user() == USERNAME, "signed in")
 expect_error(t.TetherError.TransportFailed, lambda: phone.sync(Urllib("http://127.0.0.1:9")))
 
-# Sync with the real server: the episode goes up, the server's actions come back.
+# Sync with the real server: the episode goes up, the server's actions come back. While
+# a request is in flight the core is free: the app reads its caseload meanwhile (with
+# the lock held this would deadlock).
 check(phone.server_actions(episode) is None, "no server actions before a sync")
+read_meanwhile = []
+transport.during = lambda: read_meanwhile.append(len(phone.next_actions(now)))
 summary = phone.sync(transport)
+transport.during = None
+check(len(read_meanwhile) >= 1 and read_meanwhile[0] > 0, f"read during the sync: {read_meanwhile}")
 check(summary.complete and summary.sent >= 1 and summary.round_trips >= 1, f"the sync: {summary}")
 check(summary.held_back == [], "nothing held back")
 check("/v1/sync" in transport.paths, "the sync went through the host's transport")
