@@ -15,6 +15,8 @@ use tests::{PASSWORD, Server, User};
 use uniffi::{GenerateOptions, TargetLanguage};
 
 const USERNAME: &str = "asha";
+/// A team manager, who revokes the device at the end of the Python test.
+const MANAGER: &str = "mo";
 
 #[test]
 #[ignore = "the server process of the end-to-end tests, started by them"]
@@ -54,10 +56,17 @@ fn generate(language: TargetLanguage, out: &Path) -> PathBuf {
     copy
 }
 
-/// A server on loopback with teams `north` and `south` and the practitioner `asha`.
+/// A server on loopback with teams `north` and `south`, the practitioner `asha` and the
+/// team manager `mo`.
 fn server(dir: &Path) -> Server {
     let db = dir.join("server.db");
-    tests::create_accounts(&db, &[User { username: USERNAME, role: Role::Practitioner, teams: &["north"] }]);
+    tests::create_accounts(
+        &db,
+        &[
+            User { username: USERNAME, role: Role::Practitioner, teams: &["north"] },
+            User { username: MANAGER, role: Role::TeamManager, teams: &["north"] },
+        ],
+    );
     Server::start(&db)
 }
 
@@ -90,7 +99,11 @@ fn run(command: &mut Command, what: &str) {
 }
 
 fn with_server<'a>(command: &'a mut Command, server: &Server) -> &'a mut Command {
-    command.env("TETHER_SERVER", server.url()).env("TETHER_USERNAME", USERNAME).env("TETHER_PASSWORD", PASSWORD)
+    command
+        .env("TETHER_SERVER", server.url())
+        .env("TETHER_USERNAME", USERNAME)
+        .env("TETHER_MANAGER", MANAGER)
+        .env("TETHER_PASSWORD", PASSWORD)
 }
 
 #[test]

@@ -1,10 +1,12 @@
 """The Python bindings over the real library (run by ffi/tests/bindings.rs).
 
 Environment: TETHER_BINDINGS (the generated module and the library), TETHER_SERVER (a
-real server on loopback), TETHER_USERNAME, TETHER_PASSWORD.
+real server on loopback), TETHER_USERNAME, TETHER_MANAGER (a team manager of the same
+team), TETHER_PASSWORD.
 """
 
 import datetime
+import json
 import os
 import sys
 import tempfile
@@ -16,6 +18,7 @@ import tether as t  # noqa: E402
 
 SERVER = os.environ["TETHER_SERVER"]
 USERNAME = os.environ["TETHER_USERNAME"]
+MANAGER = os.environ["TETHER_MANAGER"]
 PASSWORD = os.environ["TETHER_PASSWORD"]
 KEY = bytes(range(32))
 checks = 0
@@ -169,6 +172,11 @@ check([(e.id, e.patient_ref, e.pathway) for e in caseload] == [(episode, "RX-PY-
       f"the caseload: {caseload}")
 check(caseload[0].open_actions + caseload[0].overdue_actions == len(phone.next_actions(now)), "the counts")
 
+# An episode of a team the user is not in: the server refuses it by name.
+elsewhere = phone.open_episode(
+    t.NewEpisode(patient_ref="RX-PY-2", pathway=t.Pathway.IN_SERVICE, team="south", facts=[], plan=""), "u-asha", now
+)
+
 # No server reached: a transport failure, and nothing lost.
 transport = Urllib(SERVER)
 expect_error(t.TetherError.SignInNeeded, lambda: phone.sync(transport))
@@ -187,7 +195,9 @@ summary = phone.sync(transport)
 transport.during = None
 check(len(read_meanwhile) >= 1 and read_meanwhile[0] > 0, f"read during the sync: {read_meanwhile}")
 check(summary.complete and summary.sent >= 1 and summary.round_trips >= 1, f"the sync: {summary}")
-check(summary.held_back == [], "nothing held back")
+check([h.episode_id for h in summary.held_back] == [elsewhere], f"held back by name: {summary.held_back}")
+check([h.episode_id for h in phone.held_back()] == [elsewhere], "and kept so")
+check("RX-PY-2" not in summary.held_back[0].reason, "the reason holds no patient reference")
 check("/v1/sync" in transport.paths, "the sync went through the host's transport")
 server = phone.server_actions(episode)
 check(server is not None and not server.provisional, "the server's actions")
@@ -205,8 +215,23 @@ del phone
 reopened = t.Tether.open(store, KEY)
 check(len(reopened.timeline(episode)) == 4, "the records survive reopening")
 check(reopened.server_actions(episode) is not None, "so do the server's actions")
-reopened.wipe()
-expect_error(t.TetherError.WipeRequired, lambda: reopened.next_actions(now))
+
+# A manager revokes the device: its next sync wipes the store and says so.
+def manager_post(path, body, token=None):
+    http = urllib.request.Request(SERVER + path, data=json.dumps(body).encode(), method="POST")
+    http.add_header("Content-Type", "application/json")
+    if token is not None:
+        http.add_header("Authorization", "Bearer " + token)
+    with urllib.request.urlopen(http, timeout=60) as response:
+        return response.status, response.read()
+
+
+_, tokens = manager_post("/v1/auth/login", {"username": MANAGER, "password": PASSWORD, "device_id": "base-pc"})
+status, _ = manager_post(f"/v1/devices/{reopened.device_id()}/revoke", {}, json.loads(tokens)["access_token"])
+check(200 <= status < 300, f"revoked: {status}")
+expect_error(t.TetherError.WipeRequired, lambda: reopened.sync(transport))
 check(not os.path.exists(os.path.join(store, "tether.db")), "the store is gone")
+expect_error(t.TetherError.WipeRequired, lambda: reopened.next_actions(now))
+reopened.wipe()  # again: no harm
 
 print(f"test_ffi.py: {checks} checks passed")
