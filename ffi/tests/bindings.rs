@@ -6,6 +6,7 @@
 //! Tools a fresh machine may lack (kotlinc, java, JNA) fail the test when `CI` is set,
 //! and otherwise skip it with a loud line. `.ci/run` installs them.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -84,7 +85,8 @@ fn tool(name: &str) -> Option<PathBuf> {
 fn missing(name: &str, found: Option<PathBuf>) -> Option<PathBuf> {
     if found.is_none() {
         assert!(std::env::var_os("CI").is_none(), "{name} not found: CI must install it (see .ci/run)");
-        eprintln!("\n\n*** skipped: {name} not found (CI would fail) ***\n");
+        // Straight to stderr, past the test harness's capture, so that it shows.
+        let _ = writeln!(std::io::stderr(), "\n*** skipped: {name} not found (CI would fail) ***\n");
     }
     found
 }
