@@ -18,7 +18,7 @@ use serde_json::json;
 use crate::error::{Error, Result};
 use crate::{Core, SyncSession, SyncSummary};
 
-pub(crate) const USERNAME: &str = "sync.username";
+const USERNAME: &str = "sync.username";
 const ACCESS: &str = "sync.access_token";
 const ACCESS_EXPIRES: &str = "sync.access_expires";
 const REFRESH: &str = "sync.refresh_token";
