@@ -22,8 +22,9 @@ use crate::episodes::Cache;
 use crate::error::AppError;
 use crate::sync::handle;
 
-/// The most requests written in one transaction.
-const MAX_BATCH: usize = 64;
+/// The most requests written in one transaction, unless `tether serve --sync-batch` says
+/// otherwise (1 writes each request alone, as before group commit: for comparison).
+pub const DEFAULT_BATCH: usize = 64;
 
 /// A sync request waiting for the writer.
 struct Job {
@@ -45,9 +46,12 @@ pub struct Committer {
 
 impl Committer {
     /// Starts the writer over the database and the document cache.
-    pub fn start(db: Db, docs: Arc<Mutex<Cache>>) -> anyhow::Result<Self> {
+    pub fn start(db: Db, docs: Arc<Mutex<Cache>>, max_batch: usize) -> anyhow::Result<Self> {
         let (jobs, queue) = mpsc::channel();
-        std::thread::Builder::new().name("tether-sync-writer".into()).spawn(move || run(&db, &docs, &queue))?;
+        let max_batch = max_batch.max(1);
+        std::thread::Builder::new()
+            .name("tether-sync-writer".into())
+            .spawn(move || run(&db, &docs, &queue, max_batch))?;
         Ok(Self { jobs })
     }
 
@@ -67,10 +71,10 @@ impl Committer {
     }
 }
 
-fn run(db: &Db, docs: &Mutex<Cache>, queue: &mpsc::Receiver<Job>) {
+fn run(db: &Db, docs: &Mutex<Cache>, queue: &mpsc::Receiver<Job>, max_batch: usize) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while batch.len() < max_batch {
             match queue.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,

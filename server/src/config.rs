@@ -22,6 +22,10 @@ pub struct ServeConfig {
     /// has moved on (started, or fallen overdue), so that counts are right without a sync.
     #[arg(long, env = "TETHER_REEVALUATE_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub reevaluate_secs: u64,
+    /// The most sync requests written in one transaction (group commit); 1 writes each
+    /// alone.
+    #[arg(long, env = "TETHER_SYNC_BATCH", default_value_t = crate::commit::DEFAULT_BATCH, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    pub sync_batch: usize,
     /// Seed two teams, users of every role (their passwords printed once) and episodes on
     /// every pathway, if the database has no teams yet.
     #[arg(long)]

@@ -86,7 +86,17 @@ const JWT_SECRET_KEY: &str = "jwt_secret";
 impl AppState {
     /// The state over an open, migrated database. The access tokens' signing secret is
     /// `jwt_secret` if given, else the one kept in the database, generated at first start.
-    pub fn new(mut conn: Connection, jwt_secret: Option<&Secret>, clock: Clock) -> anyhow::Result<Self> {
+    pub fn new(conn: Connection, jwt_secret: Option<&Secret>, clock: Clock) -> anyhow::Result<Self> {
+        Self::with_sync_batch(conn, jwt_secret, clock, commit::DEFAULT_BATCH)
+    }
+
+    /// The same, writing at most `sync_batch` sync requests in one transaction.
+    pub fn with_sync_batch(
+        mut conn: Connection,
+        jwt_secret: Option<&Secret>,
+        clock: Clock,
+        sync_batch: usize,
+    ) -> anyhow::Result<Self> {
         let secret = match jwt_secret {
             Some(secret) => {
                 let bytes = secret.expose().as_bytes();
@@ -100,7 +110,7 @@ impl AppState {
         };
         let db = Db::new(conn);
         let docs: Arc<std::sync::Mutex<episodes::Cache>> = Arc::default();
-        let committer = commit::Committer::start(db.clone(), Arc::clone(&docs))?;
+        let committer = commit::Committer::start(db.clone(), Arc::clone(&docs), sync_batch)?;
         Ok(Self {
             db,
             docs,

@@ -38,7 +38,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         conn = accounts.0;
         print_demo(accounts.1?.as_deref());
     }
-    let state = AppState::new(conn, config.jwt_secret.as_ref(), Clock::system())?;
+    let state = AppState::with_sync_batch(conn, config.jwt_secret.as_ref(), Clock::system(), config.sync_batch)?;
     let listener = TcpListener::bind(config.addr).await.with_context(|| format!("cannot listen on {}", config.addr))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, db = %config.db.display(), "listening");

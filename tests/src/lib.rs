@@ -46,6 +46,11 @@ pub fn server_child() {
         jwt_secret: None,
         log: "warn".into(),
         reevaluate_secs: 60,
+        // The group commit's batch, from the environment for the benchmarks' comparison.
+        sync_batch: std::env::var("TETHER_SYNC_BATCH")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(server::commit::DEFAULT_BATCH),
         demo: false,
     };
     let _ = server::serve::init_logging(&std::env::var("TETHER_LOG").unwrap_or_else(|_| "warn".into()));
