@@ -83,6 +83,10 @@ pub struct EpisodeDoc {
     facts: ObjId,
     plan: ObjId,
     events: ObjId,
+    /// The heads as of the last `save` or `save_incremental`. Kept here, not left to
+    /// Automerge: a merge or a received message is applied to a fork, which forgets
+    /// Automerge's own cursor, and the next incremental save would hold the whole history.
+    saved: Vec<ChangeHash>,
 }
 
 impl EpisodeDoc {
@@ -113,7 +117,7 @@ impl EpisodeDoc {
         doc.splice_text(&plan, 0, 0, &opening.plan).map_err(am)?;
         let events = doc.put_object(ROOT, "events", ObjType::Map).map_err(am)?;
         doc.commit_with(CommitOptions::default().with_time(opening.opened_at.as_second()).with_message("open"));
-        Ok(Self { doc, facts, plan, events })
+        Ok(Self { doc, facts, plan, events, saved: Vec::new() })
     }
 
     /// Loads a document saved by [`EpisodeDoc::save`] (or received whole), as `actor`.
@@ -159,7 +163,7 @@ impl EpisodeDoc {
         }
         let mut this = Self::from_automerge(doc)?;
         // What was loaded is saved already: the next incremental save holds only new changes.
-        this.doc.save_incremental();
+        this.saved = this.doc.get_heads();
         Ok(this)
     }
 
@@ -183,8 +187,9 @@ impl EpisodeDoc {
         let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| copy.load_incremental(bytes)))
             .map_err(|_| DocumentError::Corrupt("the changes could not be decoded".into()))?;
         applied.map_err(|e| DocumentError::Corrupt(e.to_string()))?;
-        let checked = Self::from_automerge(copy)?;
+        let mut checked = Self::from_automerge(copy)?;
         self.check_merge(&checked)?;
+        checked.saved = std::mem::take(&mut self.saved);
         *self = checked;
         Ok(())
     }
@@ -208,7 +213,7 @@ impl EpisodeDoc {
         if doc.length(&events) > MAX_EVENTS {
             return Err(DocumentError::Refused(format!("the document holds more than {MAX_EVENTS} records")));
         }
-        let this = Self { doc, facts, plan, events };
+        let this = Self { doc, facts, plan, events, saved: Vec::new() };
         // The identity must read: an episode without it cannot be shown or synced.
         this.identity()?;
         Ok(this)
@@ -464,12 +469,20 @@ impl EpisodeDoc {
     pub(crate) fn fork_checked(&mut self) -> Self {
         let mut doc = self.doc.fork();
         doc.set_actor(self.doc.get_actor().clone());
-        Self { doc, facts: self.facts.clone(), plan: self.plan.clone(), events: self.events.clone() }
+        Self {
+            doc,
+            facts: self.facts.clone(),
+            plan: self.plan.clone(),
+            events: self.events.clone(),
+            saved: self.saved.clone(),
+        }
     }
 
     /// Reads the structure again after changes from elsewhere (schema, objects, limits).
     pub(crate) fn recheck(self) -> Result<Self, DocumentError> {
-        Self::from_automerge(self.doc)
+        let mut this = Self::from_automerge(self.doc)?;
+        this.saved = self.saved;
+        Ok(this)
     }
 
     /// Merges another copy of this episode (another device's) into this one.
@@ -477,20 +490,28 @@ impl EpisodeDoc {
         let mut copy = self.doc.fork();
         copy.set_actor(self.doc.get_actor().clone());
         copy.merge(&mut other.doc).map_err(|e| DocumentError::Corrupt(e.to_string()))?;
-        let merged = Self::from_automerge(copy)?;
+        let mut merged = Self::from_automerge(copy)?;
         self.check_merge(&merged)?;
+        merged.saved = std::mem::take(&mut self.saved);
         *self = merged;
         Ok(())
     }
 
     /// The whole document, compacted.
     pub fn save(&mut self) -> Vec<u8> {
-        self.doc.save()
+        let bytes = self.doc.save();
+        self.saved = self.doc.get_heads();
+        bytes
     }
 
-    /// The changes made since the last `save` or `save_incremental`.
+    /// The changes made (or merged in) since the last `save` or `save_incremental`, and
+    /// only those.
     pub fn save_incremental(&mut self) -> Vec<u8> {
-        self.doc.save_incremental()
+        let bytes = self.doc.save_after(&self.saved);
+        if !bytes.is_empty() {
+            self.saved = self.doc.get_heads();
+        }
+        bytes
     }
 
     /// The document's heads: equal heads, equal documents.

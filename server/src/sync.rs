@@ -183,7 +183,12 @@ pub(crate) fn handle(
     }
 
     // Everything visible that changed after the device's cursor, with room for a page.
-    let since = episodes::changed_since(tx, &user.teams, cursor, MAX_RESPONSE_DOCUMENTS + 1)?;
+    // The episodes this request brought are answered above already: they neither fill the
+    // page nor come again (with their evaluations) in the next one.
+    let since: Vec<_> = episodes::changed_since(tx, &user.teams, cursor, MAX_RESPONSE_DOCUMENTS + 1 + touched.len())?
+        .into_iter()
+        .filter(|(id, _)| !touched.contains_key(id))
+        .collect();
     let more = since.len() > MAX_RESPONSE_DOCUMENTS;
     let page: Vec<_> = since.into_iter().take(MAX_RESPONSE_DOCUMENTS).collect();
     let next_cursor = if more { page.last().map_or(cursor, |&(_, seq)| seq) } else { episodes::current_seq(tx)? };
@@ -207,9 +212,6 @@ pub(crate) fn handle(
         }
     }
     for (id, _) in page {
-        if touched.contains_key(&id) {
-            continue;
-        }
         let Some(mut stored) = load(tx, cache, id, &actor)? else { continue };
         let mut state = protocol::decode_state(episodes::sync_state(tx, id, device)?.as_deref());
         if state.shared_heads.is_empty() {

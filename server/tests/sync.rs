@@ -937,6 +937,10 @@ async fn a_large_caseload_comes_in_pages() {
     let ids: BTreeSet<Uuid> = (0..130).map(|_| asha.open(NORTH, server.now())).collect();
     let response = server.sync(&mut asha).await;
     assert_eq!(response.actions.len(), 130);
+    // What asha brought is answered in full at once: no page, and nothing again after.
+    assert!(!response.more);
+    let again = server.exchange(&mut asha).await;
+    assert!(again.response.actions.is_empty(), "{} evaluations sent twice", again.response.actions.len());
 
     let mut ben = server.device("ben", "phone-ben", 2).await;
     let first = server.sync(&mut ben).await;
