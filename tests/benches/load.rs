@@ -14,7 +14,8 @@
 //! database file plus its WAL per record stored (all records, and those the run added).
 //!
 //! `TETHER_LOAD_DEVICES=50,200,1000`, `TETHER_LOAD_EPISODES=10`, `TETHER_LOAD_RECORDS=5`,
-//! `TETHER_LOAD_SECS=10`, `TETHER_LOAD_TEAM_SIZE=10`, `TETHER_LOAD_THREADS=8`.
+//! `TETHER_LOAD_SECS=10`, `TETHER_LOAD_TEAM_SIZE=10`, `TETHER_LOAD_THREADS=8`;
+//! `TETHER_LOAD_KEEP=DIR` keeps each run's database there as `load-N.db`.
 
 mod common;
 
@@ -142,6 +143,17 @@ fn run(devices: usize, config: &Config) {
     drop(server);
     let (db_after, wal_after) = db_bytes(&db);
     let bytes_after = db_after + wal_after;
+    if let Some(keep) = std::env::var_os("TETHER_LOAD_KEEP") {
+        // For a look inside afterwards (`sqlite3 load-N.db`, e.g. its `dbstat` table).
+        let keep = std::path::PathBuf::from(keep);
+        std::fs::create_dir_all(&keep).expect("the directory to keep databases in");
+        for suffix in ["", "-wal"] {
+            let from = dir.path().join(format!("tether.db{suffix}"));
+            if from.exists() {
+                std::fs::copy(&from, keep.join(format!("load-{devices}.db{suffix}"))).expect("keep the database");
+            }
+        }
+    }
 
     let syncs = results.len();
     let requests: usize = results.iter().map(|r| r.1.round_trips).sum();

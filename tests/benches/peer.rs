@@ -20,6 +20,8 @@ use std::time::Instant;
 use client_core::http::Http;
 use client_core::{Core, NewEpisode, StoreKey, SyncSummary};
 use common::{CountingProxy, fields};
+use episode::pathway::{self, Calendar};
+use episode::sync::Authoritative;
 use episode::{Pathway, PatientRef};
 use jiff::Timestamp;
 use serde_json::{Value, json};
@@ -88,13 +90,25 @@ fn main() {
 
     proxy.take();
     let first = measure(&proxy, || http.sync(&mut core, Timestamp::now).expect("the first sync"));
+    // What the first answer spends on the server's evaluations (which automerge-repo has
+    // no counterpart of): each episode's, as the server sends it.
+    let now = Timestamp::now();
+    let calendar = Calendar::england_and_wales();
+    let evaluations: usize = core
+        .episodes(now)
+        .iter()
+        .map(|summary| {
+            let episode = core.episode(summary.id).expect("an episode");
+            Authoritative::new(summary.id, &pathway::evaluate(episode, now, &calendar)).evaluation.len()
+        })
+        .sum();
     let again = measure(&proxy, || http.sync(&mut core, Timestamp::now).expect("an up-to-date sync"));
     assert_eq!(first.summary.sent, episodes, "every episode sent");
     assert_eq!(again.summary.sent + again.summary.received, 0, "nothing new");
 
     let figures = json!({
         "episodes": episodes, "records": records,
-        "first": first.json(), "resync": again.json(),
+        "first": first.json(), "resync": again.json(), "evaluation_bytes": evaluations,
     });
     std::fs::write(out.join("tether.json"), serde_json::to_vec_pretty(&figures).expect("JSON")).expect("write");
     for (what, m) in [("first sync", &first), ("up-to-date resync", &again)] {
@@ -110,6 +124,10 @@ fn main() {
             m.ms,
         );
     }
+    println!(
+        "of the first sync's answer, the server's evaluations of the {episodes} episodes (deflated JSON) are \
+         {evaluations} bytes"
+    );
     println!("wrote {} and tether.json", caseload_path.display());
 }
 
