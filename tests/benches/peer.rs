@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use client_core::http::Http;
 use client_core::{Core, NewEpisode, StoreKey, SyncSummary};
-use common::{CountingProxy, fields};
+use common::{CountingProxy, Sim, fields};
 use episode::pathway::{self, Calendar};
 use episode::sync::Authoritative;
 use episode::{Pathway, PatientRef};
@@ -43,7 +43,13 @@ fn main() {
     std::fs::create_dir_all(&out).expect("the output directory");
 
     let db = scratch.path().join("tether.db");
-    create_accounts(&db, &[User { username: "alice", role: Role::Practitioner, teams: &["north"] }]);
+    create_accounts(
+        &db,
+        &[
+            User { username: "alice", role: Role::Practitioner, teams: &["north"] },
+            User { username: "bob", role: Role::Practitioner, teams: &["south"] },
+        ],
+    );
     let server = Server::start(&db);
     let proxy = CountingProxy::start(server.addr);
 
@@ -114,7 +120,7 @@ fn main() {
     for (what, m) in [("first sync", &first), ("up-to-date resync", &again)] {
         println!(
             "tether, {what}: {episodes} episodes x {records} records: {} bytes on the wire ({} up, {} down; bodies {}), \
-             {} round trip(s), {} connection(s), {:.1} ms",
+             {} round trip(s), {} new connection(s) (kept alive from sign-in), {:.1} ms",
             m.up + m.down,
             m.up,
             m.down,
@@ -128,6 +134,7 @@ fn main() {
         "of the first sync's answer, the server's evaluations of the {episodes} episodes (deflated JSON) are \
          {evaluations} bytes"
     );
+    breakdown(&server, episodes, records);
     println!("wrote {} and tether.json", caseload_path.display());
 }
 
@@ -156,4 +163,26 @@ fn measure(proxy: &CountingProxy, sync: impl FnOnce() -> SyncSummary) -> Measure
     // The proxy counts each chunk before forwarding it: all is counted once it is read.
     let (up, down, connections) = proxy.take();
     Measured { summary, up, down, connections, ms }
+}
+
+/// Where the first sync's bytes go, request by request: the same caseload's shape synced
+/// by a simulated device (documents in memory, the protocol spoken directly; in the
+/// other team, so that it starts with nothing), bodies only.
+fn breakdown(server: &Server, episodes: usize, records: usize) {
+    let (sim, _) = Sim::new(&server.url(), "bob", "south", 1, episodes, records);
+    for (n, trip) in sim.log.iter().enumerate() {
+        println!(
+            "  simulated first sync, request {}: {} bytes up (whole documents {}, sync messages {}), {} bytes down \
+             (sync messages {}, whole documents {}, evaluations {}, the rest {})",
+            n + 1,
+            trip.request,
+            trip.sent_whole,
+            trip.sent_messages,
+            trip.response,
+            trip.received_messages,
+            trip.received_whole,
+            trip.evaluations,
+            trip.response - trip.received_messages - trip.received_whole - trip.evaluations,
+        );
+    }
 }

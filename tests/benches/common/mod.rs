@@ -51,6 +51,23 @@ pub(crate) struct Sim {
     next: usize,
     docs: HashMap<Uuid, (EpisodeDoc, automerge::sync::State)>,
     cursor: u64,
+    /// Every request this device made: what its bodies held.
+    pub(crate) log: Vec<Trip>,
+}
+
+/// One request and its answer, in body bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Trip {
+    pub(crate) request: usize,
+    pub(crate) response: usize,
+    /// Documents sent whole, and sync messages, in the request.
+    pub(crate) sent_whole: usize,
+    pub(crate) sent_messages: usize,
+    /// The response's sync messages and whole documents.
+    pub(crate) received_messages: usize,
+    pub(crate) received_whole: usize,
+    /// The response's evaluations.
+    pub(crate) evaluations: usize,
 }
 
 impl Sim {
@@ -84,6 +101,7 @@ impl Sim {
             next: 0,
             docs: HashMap::new(),
             cursor: 0,
+            log: Vec::new(),
         };
         let mut whole = Vec::new();
         for e in 0..episodes {
@@ -140,6 +158,21 @@ impl Sim {
     pub(crate) fn session(&mut self, mut documents: Vec<Document>) -> Exchange {
         let mut exchange = Exchange::default();
         loop {
+            let body_len = |documents: &[Document], whole: bool| -> usize {
+                documents
+                    .iter()
+                    .map(|d| match &d.body {
+                        Body::Whole(b) if whole => b.len(),
+                        Body::Message(b) if !whole => b.len(),
+                        _ => 0,
+                    })
+                    .sum()
+            };
+            let mut trip = Trip {
+                sent_whole: body_len(&documents, true),
+                sent_messages: body_len(&documents, false),
+                ..Trip::default()
+            };
             let request = Request { protocol: PROTOCOL, cursor: self.cursor, device_time_ms: 0, documents }.encode();
             let mut answer = self
                 .agent
@@ -152,6 +185,12 @@ impl Sim {
             let bytes = answer.body_mut().with_config().limit(1 << 30).read_to_vec().expect("the answer");
             exchange += Exchange { round_trips: 1, bytes: request.len() + bytes.len() };
             let response = Response::decode(&bytes).expect("a response");
+            trip.request = request.len();
+            trip.response = bytes.len();
+            trip.received_whole = body_len(&response.documents, true);
+            trip.received_messages = body_len(&response.documents, false);
+            trip.evaluations = response.actions.iter().map(|a| a.evaluation.len()).sum();
+            self.log.push(trip);
             self.cursor = response.cursor;
             documents = Vec::new();
             for Document { episode, body } in response.documents {
