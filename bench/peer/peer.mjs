@@ -158,6 +158,7 @@ async function main() {
   }
   await checker.shutdown()
   proxy.server.close()
+  fs.rmSync(dir, { recursive: true, force: true })
   if (held !== records) {
     console.error(`the server holds ${held} records of ${records}`)
     process.exit(1)
