@@ -12,6 +12,7 @@
 //! - `bin/tether-field.rs`: the command line, a phone on the command line.
 //!
 //! - `sync`: the sync engine, sans-IO: build a request, apply a response, repeat.
+//! - `remote`: sign-in, token refresh and whole sync sessions over any [`remote::Transport`].
 //! - `http`: the blocking HTTP transport (ureq) for the command line and tests.
 
 use std::collections::BTreeMap;
@@ -31,6 +32,7 @@ use serde_json::{Map, Value};
 mod error;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod remote;
 mod store;
 mod sync;
 

@@ -1,3 +1,294 @@
-//! The client core for Kotlin, Swift and Python, through UniFFI.
+//! The client core for Kotlin, Swift and Python, through UniFFI: a typed API over
+//! `client-core` that a phone app calls from a background thread.
 //!
-//! Not built yet: issue 6 fills this crate once the client core exists.
+//! [`Tether`] is the entry point: the host gives it the store's directory and the 32-byte
+//! key (from the Android Keystore or the iOS Keychain), records what the practitioner
+//! did, reads what is due next, and syncs through its own HTTP stack, a [`Transport`].
+//! Every call blocks until it is done (a record is on disk when `record` returns); the
+//! object is `Send + Sync`, and calls are serialised on one lock.
+//!
+//! - `model`: the episode's records, facts, actions and summaries as UniFFI types.
+//! - `error`: [`TetherError`], one case for each failure a host acts on.
+//! - `transport`: the host's HTTP stack as a foreign trait.
+//! - `uniffi-bindgen.rs` (feature `cli`): generates the bindings (`generate.sh`).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use client_core::{Core, StoreKey, remote};
+use episode::{EpisodeId, PatientRef};
+use jiff::Timestamp;
+
+mod error;
+mod model;
+mod transport;
+
+pub use error::TetherError;
+pub use model::*;
+pub use transport::{HttpRequest, HttpResponse, Transport, TransportError};
+
+uniffi::setup_scaffolding!("tether");
+
+type Result<T, E = TetherError> = std::result::Result<T, E>;
+
+/// A practitioner's device: its encrypted store and its episodes.
+#[derive(Debug, uniffi::Object)]
+pub struct Tether {
+    dir: PathBuf,
+    /// `None` once the store has been wiped.
+    core: Mutex<Option<Core>>,
+}
+
+fn time(at: SystemTime, field: &str) -> Result<Timestamp> {
+    Timestamp::try_from(at).map_err(|_| TetherError::invalid(field, "a time out of range"))
+}
+
+fn episode_id(id: &str) -> Result<EpisodeId> {
+    id.parse().map_err(|_| TetherError::invalid("episode_id", "not an episode id (a UUID)"))
+}
+
+fn user(by: &str) -> Result<&str> {
+    if by.trim().is_empty() { Err(TetherError::invalid("by", "who recorded it is required")) } else { Ok(by) }
+}
+
+#[uniffi::export]
+impl Tether {
+    /// Opens the device's store in `store_dir` (creating it if need be) with the host's
+    /// 32-byte key, and loads its episodes.
+    #[uniffi::constructor]
+    pub fn open(store_dir: String, key: Vec<u8>) -> Result<Arc<Self>> {
+        let key: [u8; 32] =
+            key.try_into().map_err(|_| TetherError::invalid("key", "a store key is exactly 32 bytes"))?;
+        let dir = PathBuf::from(store_dir);
+        let core = Core::open(&dir, &StoreKey::from_bytes(key))?;
+        Ok(Arc::new(Self { dir, core: Mutex::new(Some(core)) }))
+    }
+
+    /// This device's id (it is in every record made here).
+    pub fn device_id(&self) -> Result<String> {
+        self.read(|core| Ok(core.device().to_string()))
+    }
+
+    /// Opens an episode, offline; returns its id.
+    pub fn open_episode(&self, episode: NewEpisode, by: String, at: SystemTime) -> Result<String> {
+        let patient_ref = PatientRef::new(episode.patient_ref)
+            .ok_or_else(|| TetherError::invalid("patient_ref", "a patient reference is required"))?;
+        if episode.team.trim().is_empty() {
+            return Err(TetherError::invalid("team", "a team is required"));
+        }
+        if episode.facts.iter().any(|fact| matches!(fact, FactValue::Pathway { .. })) {
+            return Err(TetherError::invalid("facts", "the pathway is given once, as the episode's own"));
+        }
+        let facts = episode
+            .facts
+            .iter()
+            .map(|fact| {
+                let (field, json) = fact.to_json()?;
+                let value = episode::FactValue::from_json(field, &json)
+                    .map_err(|reason| TetherError::invalid(field.as_str(), reason))?;
+                Ok((field, value))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let new = client_core::NewEpisode {
+            patient_ref,
+            pathway: model::mirror(&episode.pathway)?,
+            team: episode.team,
+            facts,
+            plan: episode.plan,
+        };
+        let (by, at) = (user(&by)?, time(at, "at")?);
+        Ok(self.with(|core| core.open_episode(new, by, at))?.to_string())
+    }
+
+    /// Records what happened on an episode, at `at`, by the user `by`; returns the
+    /// record's id. Validated first: a bad record is refused (`InvalidInput` naming the
+    /// field) and nothing is stored. On disk when this returns.
+    pub fn record(
+        &self,
+        episode_id: String,
+        body: EventBody,
+        at: SystemTime,
+        note: Option<String>,
+        by: String,
+    ) -> Result<String> {
+        let id = self::episode_id(&episode_id)?;
+        let (kind, mut fields) = body.to_json()?;
+        if let Some(note) = note {
+            fields.insert("note".into(), note.into());
+        }
+        let (by, at) = (user(&by)?, time(at, "at")?);
+        Ok(self.with(|core| core.record(id, &kind, at, fields, by))?.to_string())
+    }
+
+    /// Sets a fact, recording the change for the timeline; returns the record's id.
+    pub fn set_fact(&self, episode_id: String, fact: FactValue, by: String, at: SystemTime) -> Result<String> {
+        let id = self::episode_id(&episode_id)?;
+        let (field, value) = fact.to_json()?;
+        let (by, at) = (user(&by)?, time(at, "at")?);
+        Ok(self.with(|core| core.set_fact(id, field, &value, by, at))?.to_string())
+    }
+
+    /// Replaces the joint plan's text (stored as edits, so concurrent edits merge).
+    pub fn set_plan(&self, episode_id: String, text: String, at: SystemTime) -> Result<()> {
+        let id = self::episode_id(&episode_id)?;
+        let at = time(at, "at")?;
+        self.with(|core| core.set_plan(id, &text, at))
+    }
+
+    /// The device's caseload, with each episode's open and overdue actions at `now`.
+    pub fn episodes(&self, now: SystemTime) -> Result<Vec<EpisodeSummary>> {
+        let now = time(now, "now")?;
+        self.read(|core| core.episodes(now).iter().map(EpisodeSummary::from_core).collect())
+    }
+
+    /// One episode: its facts, plan and records.
+    pub fn episode(&self, episode_id: String) -> Result<Episode> {
+        let id = self::episode_id(&episode_id)?;
+        self.read(|core| Episode::from_core(core.episode(id)?))
+    }
+
+    /// An episode's records in the order they happened.
+    pub fn timeline(&self, episode_id: String) -> Result<Vec<Event>> {
+        let id = self::episode_id(&episode_id)?;
+        self.read(|core| core.timeline(id)?.iter().map(Event::from_core).collect())
+    }
+
+    /// An episode's actions at `now`, computed on the device: provisional.
+    pub fn actions(&self, episode_id: String, now: SystemTime) -> Result<Evaluation> {
+        let id = self::episode_id(&episode_id)?;
+        let now = time(now, "now")?;
+        self.read(|core| {
+            let provisional = core.actions(id, now)?;
+            Evaluation::from_core(true, provisional.evaluated_at, &provisional.evaluation)
+        })
+    }
+
+    /// The server's actions for an episode as of the last sync (`None` before any).
+    pub fn server_actions(&self, episode_id: String) -> Result<Option<Evaluation>> {
+        let id = self::episode_id(&episode_id)?;
+        self.read(|core| {
+            core.server_actions(id)?.map(|s| Evaluation::from_core(false, s.evaluated_at, &s.evaluation)).transpose()
+        })
+    }
+
+    /// Every open and overdue action across the caseload at `now`, soonest due first:
+    /// the home screen.
+    pub fn next_actions(&self, now: SystemTime) -> Result<Vec<NextAction>> {
+        let now = time(now, "now")?;
+        self.read(|core| {
+            core.next_actions(now)
+                .iter()
+                .map(|next| {
+                    Ok(NextAction {
+                        episode_id: next.episode.to_string(),
+                        patient_ref: next.patient_ref.as_str().to_string(),
+                        action: Action::from_core(&next.action)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// The episodes the server has refused, with its reasons; kept on the device and not
+    /// sent again until they change.
+    pub fn held_back(&self) -> Result<Vec<HeldBack>> {
+        self.read(|core| Ok(core.held_back()?.iter().map(HeldBack::from).collect()))
+    }
+
+    /// The user signed in on this device, if any.
+    pub fn signed_in_user(&self) -> Result<Option<String>> {
+        self.read(|core| Ok(remote::signed_in_user(core)?))
+    }
+
+    /// Signs in on this device through the host's transport; the tokens are kept in the
+    /// encrypted store. A wrong password is `SignInNeeded`.
+    pub fn sign_in(&self, transport: Arc<dyn Transport>, username: String, password: String) -> Result<()> {
+        let host = transport::Host(transport);
+        self.with(|core| remote::sign_in(core, &host, &username, &password, Timestamp::now()))
+    }
+
+    /// Syncs through the host's transport until there is nothing left to say (the same
+    /// session as the command line's: token refresh, refused episodes held back). The
+    /// core is free for other calls while a request is in flight. A failure part-way
+    /// loses nothing. A revoked device's store is wiped here, and the call answers
+    /// `WipeRequired`.
+    pub fn sync(&self, transport: Arc<dyn Transport>) -> Result<SyncSummary> {
+        let host = transport::Host(transport);
+        let mut syncing = self.with(|core| Ok(remote::Syncing::new(core)))?;
+        loop {
+            let next = self.syncing(|core| syncing.next(core, Timestamp::now()))?;
+            let request = match next {
+                remote::Next::Done(summary) => return Ok(SyncSummary::from(&summary)),
+                remote::Next::Send(request) => request,
+            };
+            // The lock is not held here: the network may take seconds.
+            let reply = remote::Transport::post(
+                &host,
+                request.path,
+                request.content_type,
+                request.body,
+                request.bearer.as_deref(),
+            )?;
+            self.syncing(|core| syncing.answer(core, reply, Timestamp::now()))?;
+        }
+    }
+
+    /// Deletes the store (signing out for good, or after `WipeRequired`). Every later call
+    /// answers `WipeRequired`. Calling it again does no harm.
+    pub fn wipe(&self) -> Result<()> {
+        let mut guard = self.core()?;
+        if let Some(core) = guard.take() {
+            core.wipe()?;
+            return Ok(());
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let path = self.dir.join(format!("{}{suffix}", client_core::STORE_FILE));
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(TetherError::other(format!("cannot wipe the store: {e}"))),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Tether {
+    fn core(&self) -> Result<MutexGuard<'_, Option<Core>>> {
+        // A panic inside a call may have left the core half-changed in memory (the disk is
+        // consistent): refuse to go on rather than guess.
+        self.core.lock().map_err(|_| TetherError::other("an earlier call failed inside the core: open the store again"))
+    }
+
+    /// Runs a change on the core.
+    fn with<T>(&self, change: impl FnOnce(&mut Core) -> client_core::Result<T>) -> Result<T> {
+        let mut guard = self.core()?;
+        let core = guard.as_mut().ok_or(TetherError::WipeRequired)?;
+        Ok(change(core)?)
+    }
+
+    /// Runs a step of a sync; a revoked device's store is wiped at once.
+    fn syncing<T>(&self, step: impl FnOnce(&mut Core) -> client_core::Result<T>) -> Result<T> {
+        let mut guard = self.core()?;
+        let core = guard.as_mut().ok_or(TetherError::WipeRequired)?;
+        match step(core) {
+            Ok(value) => Ok(value),
+            Err(client_core::Error::DeviceRevoked) => {
+                if let Some(core) = guard.take() {
+                    // Wiped now if it can be; otherwise `wipe` deletes the files later.
+                    let _ = core.wipe();
+                }
+                Err(TetherError::WipeRequired)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Reads from the core.
+    fn read<T>(&self, read: impl FnOnce(&Core) -> Result<T>) -> Result<T> {
+        let guard = self.core()?;
+        let core = guard.as_ref().ok_or(TetherError::WipeRequired)?;
+        read(core)
+    }
+}

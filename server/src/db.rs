@@ -13,11 +13,15 @@ use rusqlite::{Connection, OptionalExtension, Transaction};
 use crate::error::AppError;
 
 /// The schema this build writes; `PRAGMA user_version` holds the database's.
-pub const SCHEMA: i64 = 3;
+pub const SCHEMA: i64 = 4;
 
 /// Each schema's upgrade from the one before, in order.
-const UPGRADES: [&str; 3] =
-    [include_str!("schema/v1.sql"), include_str!("schema/v2.sql"), include_str!("schema/v3.sql")];
+const UPGRADES: [&str; 4] = [
+    include_str!("schema/v1.sql"),
+    include_str!("schema/v2.sql"),
+    include_str!("schema/v3.sql"),
+    include_str!("schema/v4.sql"),
+];
 
 /// Why the database could not be opened.
 #[derive(Debug, thiserror::Error)]

@@ -81,6 +81,11 @@ impl Cache {
         load(conn, id, actor)
     }
 
+    /// Forgets every document (after a transaction that may have changed them failed).
+    pub fn clear(&mut self) {
+        self.docs.clear();
+    }
+
     /// Puts back an episode whose state is committed.
     pub fn put(&mut self, stored: Stored) {
         if self.docs.len() >= CACHE_CAPACITY

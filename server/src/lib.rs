@@ -6,6 +6,8 @@
 //!
 //! - `accounts`: teams and users, the names they go by, and their rows.
 //! - `auth`: sign-in, access and refresh tokens, and the `AuthUser` extractor.
+//! - `commit`: group commit of sync requests (one transaction, one fsync, a savepoint
+//!   each).
 //! - `clock`: the injectable clock that token expiry and throttling read.
 //! - `config`: `tether serve`'s flags and environment, as one typed struct.
 //! - `db`: the SQLite database, its schema (`schema/*.sql`) and migrations.
@@ -17,6 +19,7 @@
 //! - `caseload`: each episode's summary (open and overdue actions, conflicts, duplicates,
 //!   records to file), kept current as episodes change and as the clock moves.
 //! - `audit`: the append-only log of every read and write of an episode.
+//! - `dashboard`: the manager's HTML pages under `/dashboard` (sign-in, caseload, episode).
 //! - `metrics`: `GET /metrics`, Prometheus text.
 //! - `me`, `health`: `GET /v1/me`, `GET /healthz`.
 //! - `episodes`: episode documents in the database, sync states, receipts.
@@ -29,7 +32,9 @@ pub mod audit;
 pub mod auth;
 pub mod caseload;
 pub mod clock;
+pub mod commit;
 pub mod config;
+pub mod dashboard;
 pub mod db;
 pub mod demo;
 pub mod episodes;
@@ -71,6 +76,8 @@ pub struct AppState {
     pub keys: Arc<Keys>,
     pub clock: Clock,
     pub metrics: Arc<metrics::Metrics>,
+    /// The sync writer, which commits concurrent sync requests together.
+    pub committer: commit::Committer,
 }
 
 /// The meta key of the generated signing secret.
@@ -91,12 +98,16 @@ impl AppState {
             }
             None => stored_secret(&mut conn)?,
         };
+        let db = Db::new(conn);
+        let docs: Arc<std::sync::Mutex<episodes::Cache>> = Arc::default();
+        let committer = commit::Committer::start(db.clone(), Arc::clone(&docs))?;
         Ok(Self {
-            db: Db::new(conn),
-            docs: Arc::default(),
+            db,
+            docs,
             keys: Arc::new(Keys::from_secret(&secret)),
             clock,
             metrics: metrics::Metrics::shared(),
+            committer,
         })
     }
 }
@@ -122,6 +133,7 @@ pub fn app(state: AppState) -> Router {
         .merge(manage::router())
         .merge(office::router())
         .merge(audit::router())
+        .merge(dashboard::router())
         .merge(metrics::router())
         .fallback(|| async { AppError::NotFound })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })

@@ -1,14 +1,14 @@
 //! `POST /v1/sync`: the sync protocol's server side (messages in `episode::sync`).
 //!
-//! One request is one SQLite transaction. Every incoming document is applied to a copy
+//! One request is one SQLite savepoint, in a transaction written with whatever other
+//! requests arrived meanwhile (`commit`: group commit). Every incoming document is applied to a copy
 //! and checked (its identity, team and patient unchanged; no record deleted or altered;
 //! every new record valid; the schema known) before anything is written; one that fails
-//! refuses the whole request with a 4xx naming the episode, and nothing is stored. Only
-//! after the transaction has committed — on disk, with `synchronous = FULL` — is the
+//! refuses the whole request with a 4xx naming the episode, and nothing of it is stored.
+//! Only after the transaction has committed — on disk, with `synchronous = FULL` — is the
 //! response sent, so whatever a device is told the server has, it has.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, PoisonError};
 
 use automerge::ActorId;
 use axum::Router;
@@ -42,38 +42,8 @@ async fn sync(State(state): State<AppState>, user: AuthUser, body: Bytes) -> Res
     let documents_in = request.documents.len();
     let light = request.documents.iter().all(|d| matches!(&d.body, Body::Message(m) if !protocol::carries_changes(m)));
     let now = state.clock.now();
-    let docs = Arc::clone(&state.docs);
-    let response = state
-        .db
-        .call(move |conn| {
-            // Under the database's lock: one request at a time uses the cache.
-            let mut cache = docs.lock().unwrap_or_else(PoisonError::into_inner);
-            // Every record, hand-over or new episode is synced to disk before the answer.
-            // A request that can store none of those (only messages without changes:
-            // acknowledgements, "anything new?") moves only sync states and holdings,
-            // whose loss in a power cut costs a repeated message, never a record: it
-            // commits without the fsync (WAL, `synchronous = NORMAL`; the next full
-            // commit syncs it too).
-            if light {
-                conn.pragma_update(None, "synchronous", "NORMAL")?;
-            }
-            let result = (|| {
-                let tx = conn.transaction()?;
-                let (response, used) = handle(&tx, &mut cache, &user, request, now)?;
-                tx.commit()?;
-                Ok::<_, AppError>((response, used))
-            })();
-            if light {
-                conn.pragma_update(None, "synchronous", "FULL")?;
-            }
-            let (response, used) = result?;
-            // Committed: what the request used is current, and goes back to the cache.
-            for stored in used {
-                cache.put(stored);
-            }
-            Ok(response)
-        })
-        .await?;
+    // Written with whatever other requests are waiting, and answered once committed.
+    let response = state.committer.submit(user, request, now, light).await?;
     tracing::info!(
         documents_in,
         documents_out = response.documents.len(),
@@ -97,7 +67,7 @@ struct Touched {
     inserted: bool,
 }
 
-fn handle(
+pub(crate) fn handle(
     tx: &Transaction<'_>,
     cache: &mut Cache,
     user: &AuthUser,

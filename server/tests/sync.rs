@@ -954,3 +954,53 @@ async fn a_large_caseload_comes_in_pages() {
     assert!(exchange.response.documents.is_empty() && !exchange.response.more);
     assert_eq!(server.count("SELECT count(*) FROM sync_states WHERE device = 'phone-ben'").await, 130);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_commit_together_and_a_refused_one_stores_nothing_of_its_own() {
+    // Sent at once, these are written in shared transactions (group commit), each in its
+    // own savepoint: every good request is stored and answered, the bad one is refused
+    // and leaves no trace, whatever batch it fell into.
+    let server = Arc::new(Server::new());
+    let mut devices = Vec::new();
+    for n in 0..12u8 {
+        let mut device = server.device("asha", &format!("phone-{n}"), n + 10).await;
+        let id = device.open(NORTH, server.now());
+        device.record(id, server.now(), missed());
+        devices.push((device, id));
+    }
+    let (mut rogue, _) = devices.pop().expect("a device");
+    let rogue_episode = rogue.open(NORTH, server.now());
+    let mut good = Vec::new();
+    for (mut device, id) in devices {
+        let server = Arc::clone(&server);
+        good.push(tokio::spawn(async move {
+            let (request, _) = device.request(server.now());
+            let (status, _, bytes) = server.post_sync(&device.token, request.encode()).await;
+            assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+            id
+        }));
+    }
+    let bad = {
+        let server = Arc::clone(&server);
+        let body = request_of(vec![
+            whole(rogue_episode, rogue.doc(rogue_episode)),
+            Document { episode: Uuid::now_v7(), body: SyncBody::Whole(vec![0x85; 64]) },
+        ])
+        .encode();
+        let token = rogue.token.clone();
+        tokio::spawn(async move { server.refused(&token, body).await })
+    };
+    let mut stored = Vec::new();
+    for task in good {
+        stored.push(task.await.expect("a good request"));
+    }
+    let (status, _) = bad.await.expect("the bad request");
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(server.count("SELECT count(*) FROM episodes").await, 11);
+    assert_eq!(server.count("SELECT count(*) FROM receipts").await, 11);
+    let ids: BTreeSet<String> = server.state.db.call_blocking(|conn| {
+        conn.prepare("SELECT id FROM episodes").and_then(|mut s| s.query_map([], |r| r.get(0))?.collect()).expect("ids")
+    });
+    assert_eq!(ids, stored.iter().map(Uuid::to_string).collect());
+    assert!(!ids.contains(&rogue_episode.to_string()), "the refused request's new episode is not kept");
+}

@@ -4,6 +4,7 @@
 //! binary run again, as its ignored `server_child` test), so that a test can kill it with
 //! SIGKILL and start it again on the same database and port; [`Device`] is a client core
 //! in its own encrypted store, syncing over HTTP with the blocking transport.
+//! [`create_accounts`] and [`seed_demo`] make the database the server is started on.
 //!
 //! Every test file that starts a server has this test, which is the server process:
 //!
@@ -78,6 +79,15 @@ pub fn create_accounts(db: &Path, users: &[User]) {
         accounts::add_user(&tx, &username, &hash, user.role, &teams, now).expect("add a user");
     }
     tx.commit().expect("commit");
+}
+
+/// A new database at `db` seeded as `tether serve --demo` seeds it (teams north and south,
+/// the demo users, episodes DEMO-1001…2003, some overdue); returns each demo user's
+/// password by username.
+pub fn seed_demo(db: &Path) -> std::collections::HashMap<&'static str, String> {
+    let mut conn = server::db::open(db).expect("open the database");
+    let accounts = server::demo::seed(&mut conn, Timestamp::now()).expect("seed the demo").expect("a new database");
+    accounts.into_iter().map(|account| (account.username, account.password)).collect()
 }
 
 /// The server, in a child process.

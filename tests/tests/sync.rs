@@ -88,3 +88,41 @@ fn offline_records_on_every_device_converge_with_the_servers_actions() {
     assert_eq!(summary.new_episodes, 0);
     assert!(c.core.episode(episode).is_err());
 }
+
+#[test]
+fn a_device_with_a_wrong_clock_learns_the_servers_and_its_deadlines_follow_it() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let db = dir.path().join("tether.db");
+    create_accounts(&db, USERS);
+    let server = Server::start(&db);
+    let mut a = Device::new(&server, "alice");
+    // The phone's clock is two hours slow.
+    let slow = jiff::SignedDuration::from_hours(2);
+    let episode = open(&mut a, "north");
+    no_answer(&mut a, episode, "alice");
+    a.http.sync(&mut a.core, || Timestamp::now() - slow).expect("a syncs with a slow clock");
+    let offset = a.core.clock_offset_ms().expect("the offset");
+    assert!((offset - slow.as_millis() as i64).abs() < 60_000, "the offset is about two hours: {offset} ms");
+    // What the phone shows is evaluated at the server's time, not its own: the same
+    // actions as the server gave, at the server's moment.
+    // (A minute on: the server's clock is read to the whole second.)
+    let device_now = Timestamp::now() - slow + jiff::SignedDuration::from_mins(1);
+    let corrected = a.core.corrected_now(device_now).expect("corrected");
+    let minute_on = Timestamp::now() + jiff::SignedDuration::from_mins(1);
+    assert!(corrected.duration_since(minute_on).as_secs().abs() < 30, "corrected to the real time");
+    let server_actions = a.core.server_actions(episode).expect("read").expect("the server's actions");
+    let local = a.core.actions(episode, server_actions.evaluated_at).expect("local");
+    assert_eq!(local.evaluation.actions, server_actions.evaluation.actions);
+    let at_device_time = a.core.actions(episode, device_now).expect("at the device's time");
+    let at_corrected = a.core.actions(episode, corrected).expect("at the corrected time");
+    let card_open = |p: &client_core::Provisional| {
+        p.evaluation
+            .actions
+            .iter()
+            .any(|x| x.code == episode::pathway::Code::LeaveCallingCard && x.state == episode::pathway::State::Open)
+    };
+    // At the phone's own (slow) time the visit has not happened yet and nothing is due;
+    // at the corrected time the calling card is.
+    assert!(card_open(&at_corrected), "{:?}", at_corrected.evaluation.actions);
+    assert!(!card_open(&at_device_time), "a slow clock would hide what is due");
+}

@@ -52,33 +52,47 @@ async fn login(
     Json(request): Json<LoginRequest>,
 ) -> Result<axum::Json<Tokens>, AppError> {
     let now = state.clock.unix();
+    let device = request.device_id;
+    let name = device.as_str().to_owned();
+    if state.db.call(move |conn| Ok(store::device_revoked(conn, &name)?)).await? {
+        return Err(AppError::DeviceRevoked);
+    }
+    let (user, (session, refresh_token, device)) =
+        sign_in(&state, request.username, request.password, move |tx, user| {
+            let (session, refresh_token) = store::start_session(tx, &user.id, &device, now)?;
+            Ok((session, refresh_token, device))
+        })
+        .await?;
+    tracing::info!(user = %user.id, session = %session, "signed in");
+    Ok(axum::Json(tokens(&state, &user, &device, session, refresh_token, now)?))
+}
+
+/// Checks a username and password, behind the failed sign-in throttle, for every way of
+/// signing in (the JSON route and the dashboard's form). On success `start` runs in the
+/// same transaction that clears the username's failures, to begin the caller's kind of
+/// session. A wrong username, a wrong password and a disabled user all answer
+/// `InvalidCredentials` after the same work; a locked-out username answers
+/// `TooManyAttempts` before any password is checked.
+pub(crate) async fn sign_in<T: Send + 'static>(
+    state: &AppState,
+    username: String,
+    password: String,
+    start: impl FnOnce(&rusqlite::Transaction<'_>, &User) -> Result<T, AppError> + Send + 'static,
+) -> Result<(User, T), AppError> {
+    let now = state.clock.unix();
     // A name that no user can have is a wrong username like any other, and is not
     // counted: the throttle's table only holds names of a plausible shape.
-    let Ok(username) = Username::try_from(request.username) else {
-        let password = request.password;
+    let Ok(username) = Username::try_from(username) else {
         tokio::task::spawn_blocking(move || password::verify_decoy(password.as_bytes())).await?;
         return Err(AppError::InvalidCredentials);
     };
     let name = username.as_str().to_owned();
-    let device = request.device_id.as_str().to_owned();
-    let (locked, login, revoked) = state
-        .db
-        .call(move |conn| {
-            Ok((
-                store::locked_for(conn, &name, now)?,
-                accounts::login(conn, &name)?,
-                store::device_revoked(conn, &device)?,
-            ))
-        })
-        .await?;
-    if revoked {
-        return Err(AppError::DeviceRevoked);
-    }
+    let (locked, login) =
+        state.db.call(move |conn| Ok((store::locked_for(conn, &name, now)?, accounts::login(conn, &name)?))).await?;
     if let Some(retry_after_secs) = locked {
         tracing::info!(retry_after_secs, "sign-in refused: username locked out");
         return Err(AppError::TooManyAttempts { retry_after_secs });
     }
-    let password = request.password;
     let verified = tokio::task::spawn_blocking(move || match login {
         Some(login) => {
             let ok = password::verify(password.as_bytes(), &login.password_hash).map_err(AppError::internal)?;
@@ -90,7 +104,6 @@ async fn login(
         }
     })
     .await??;
-    let device = request.device_id;
     let outcome = state
         .db
         .call(move |conn| {
@@ -103,17 +116,15 @@ async fn login(
             store::clear_failures(&tx, username.as_str())?;
             let user = accounts::active_user(&tx, &user_id)?;
             let Some(user) = user else { return Ok(None) };
-            let (session, refresh_token) = store::start_session(&tx, &user.id, &device, now)?;
+            let started = start(&tx, &user)?;
             tx.commit()?;
-            Ok(Some((user, session, refresh_token, device)))
+            Ok(Some((user, started)))
         })
         .await?;
-    let Some((user, session, refresh_token, device)) = outcome else {
+    outcome.ok_or_else(|| {
         tracing::info!("sign-in refused: wrong username or password");
-        return Err(AppError::InvalidCredentials);
-    };
-    tracing::info!(user = %user.id, session = %session, "signed in");
-    Ok(axum::Json(tokens(&state, &user, &device, session, refresh_token, now)?))
+        AppError::InvalidCredentials
+    })
 }
 
 async fn refresh(

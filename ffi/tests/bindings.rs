@@ -1,0 +1,196 @@
+//! The generated bindings over the real library: Python and Kotlin (on the JVM) open an
+//! encrypted store, record a home visit and a calling card, read the next actions, sign
+//! in and sync with a real server on loopback through a transport of their own, and get
+//! typed errors; the Swift bindings are generated and name the API.
+//!
+//! Tools a fresh machine may lack (kotlinc, java, JNA) fail the test when `CI` is set,
+//! and otherwise skip it with a loud line. `.ci/run` installs them.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use camino::Utf8PathBuf;
+use server::accounts::Role;
+use tests::{PASSWORD, Server, User};
+use uniffi::{GenerateOptions, TargetLanguage};
+
+const USERNAME: &str = "asha";
+/// A team manager, who revokes the device at the end of the Python test.
+const MANAGER: &str = "mo";
+
+#[test]
+#[ignore = "the server process of the end-to-end tests, started by them"]
+fn server_child() {
+    tests::server_child();
+}
+
+/// The cdylib that cargo built for this test (the package's library, with all its crate
+/// types, is built before its integration tests).
+fn library() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/bindings-<hash>
+    let deps = exe.parent().expect("the deps directory");
+    let name = format!("{}tether_ffi{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
+    let candidates = [deps.join(&name), deps.parent().expect("the profile directory").join(&name)];
+    candidates.iter().find(|p| p.exists()).cloned().unwrap_or_else(|| panic!("no {name} beside {}", deps.display()))
+}
+
+/// Generates the bindings for `language` into `out`, with the library copied beside them
+/// (where the Python and Kotlin bindings look for it).
+fn generate(language: TargetLanguage, out: &Path) -> PathBuf {
+    let library = library();
+    let source = Utf8PathBuf::from_path_buf(library.clone()).expect("a UTF-8 library path");
+    let out_dir = Utf8PathBuf::from_path_buf(out.to_path_buf()).expect("a UTF-8 output path");
+    uniffi::generate(GenerateOptions {
+        languages: vec![language],
+        source,
+        out_dir,
+        config_override: None,
+        format: false,
+        crate_filter: None,
+        metadata_no_deps: true,
+    })
+    .expect("generate the bindings");
+    let copy = out.join(library.file_name().expect("a file name"));
+    std::fs::copy(&library, &copy).expect("copy the library beside the bindings");
+    copy
+}
+
+/// A server on loopback with teams `north` and `south`, the practitioner `asha` and the
+/// team manager `mo`.
+fn server(dir: &Path) -> Server {
+    let db = dir.join("server.db");
+    tests::create_accounts(
+        &db,
+        &[
+            User { username: USERNAME, role: Role::Practitioner, teams: &["north"] },
+            User { username: MANAGER, role: Role::TeamManager, teams: &["north"] },
+        ],
+    );
+    Server::start(&db)
+}
+
+/// A tool on the PATH (or named by an environment variable), or `None` after saying why
+/// the test is skipped; under CI a missing tool fails the test.
+fn tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file());
+    missing(name, found)
+}
+
+fn missing(name: &str, found: Option<PathBuf>) -> Option<PathBuf> {
+    if found.is_none() {
+        assert!(std::env::var_os("CI").is_none(), "{name} not found: CI must install it (see .ci/run)");
+        // Straight to stderr, past the test harness's capture, so that it shows.
+        let _ = writeln!(std::io::stderr(), "\n*** skipped: {name} not found (CI would fail) ***\n");
+    }
+    found
+}
+
+/// Runs a command, showing its output, and asserts that it succeeded.
+fn run(command: &mut Command, what: &str) {
+    let output = command.output().unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("--- {what} stdout ---\n{stdout}\n--- {what} stderr ---\n{stderr}");
+    assert!(output.status.success(), "{what} failed ({}):\n{stdout}\n{stderr}", output.status);
+}
+
+fn with_server<'a>(command: &'a mut Command, server: &Server) -> &'a mut Command {
+    command
+        .env("TETHER_SERVER", server.url())
+        .env("TETHER_USERNAME", USERNAME)
+        .env("TETHER_MANAGER", MANAGER)
+        .env("TETHER_PASSWORD", PASSWORD)
+}
+
+#[test]
+fn python_records_syncs_and_gets_typed_errors() {
+    let Some(python) = tool("python3") else { return };
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let bindings = dir.path().join("python");
+    generate(TargetLanguage::Python, &bindings);
+    let server = server(dir.path());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/test_ffi.py");
+    run(
+        with_server(Command::new(python).arg(script).env("TETHER_BINDINGS", &bindings), &server),
+        "python3 test_ffi.py",
+    );
+}
+
+#[test]
+fn kotlin_records_syncs_and_gets_typed_errors() {
+    let (Some(kotlinc), Some(java)) = (tool("kotlinc"), tool("java")) else { return };
+    let jna = std::env::var_os("JNA_JAR").map_or_else(|| PathBuf::from("/usr/share/java/jna.jar"), PathBuf::from);
+    let Some(jna) = missing("jna.jar (Debian's libjna-java, or JNA_JAR)", jna.is_file().then_some(jna)) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let bindings = dir.path().join("kotlin");
+    generate(TargetLanguage::Kotlin, &bindings);
+    let kotlin_sources = bindings.join("uniffi/tether/tether.kt");
+    assert!(kotlin_sources.is_file(), "no {}", kotlin_sources.display());
+    let test = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/TestFfi.kt");
+    let jar = dir.path().join("test.jar");
+    // One compile: the bindings and the test together.
+    run(
+        Command::new(kotlinc)
+            .arg(&kotlin_sources)
+            .arg(&test)
+            .arg("-classpath")
+            .arg(&jna)
+            .arg("-include-runtime")
+            .arg("-nowarn")
+            .arg("-d")
+            .arg(&jar),
+        "kotlinc",
+    );
+    let classpath = std::env::join_paths([&jar, &jna]).expect("a classpath");
+    let server = server(dir.path());
+    run(
+        with_server(
+            Command::new(java)
+                .arg(format!("-Djna.library.path={}", bindings.display()))
+                .arg("-cp")
+                .arg(classpath)
+                .arg("TestFfiKt"),
+            &server,
+        ),
+        "java TestFfiKt",
+    );
+}
+
+#[test]
+fn swift_bindings_name_the_api() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    generate(TargetLanguage::Swift, dir.path());
+    let swift = std::fs::read_to_string(dir.path().join("tether.swift")).expect("tether.swift");
+    // Unformatted output splits some declarations over lines: compare without white space.
+    let compact: String = swift.split_whitespace().collect();
+    for name in [
+        "open class Tether",
+        "public static func `open`(storeDir: String, key: Data)",
+        "open func nextActions(now: Date)throws -> [NextAction]",
+        "open func record(episodeId: String, body: EventBody, at: Date, note: String?, by: String)",
+        "open func sync(transport: Transport)throws -> SyncSummary",
+        "public protocol Transport",
+        "func post(request: HttpRequest)throws -> HttpResponse",
+        "public enum TetherError: Swift.Error",
+        "case WipeRequired",
+        "case InvalidInput(field: String, reason: String",
+        "public enum EventBody",
+        "case homeVisit(announced: Bool, outcome: VisitOutcome, location: Location?",
+        "public struct NextAction",
+    ] {
+        let wanted: String = name.split_whitespace().collect();
+        assert!(compact.contains(&wanted), "tether.swift lacks `{name}`");
+    }
+    let header = std::fs::read_to_string(dir.path().join("tetherFFI.h")).expect("tetherFFI.h");
+    assert!(header.contains("uniffi_tether_ffi_fn_constructor_tether_open"), "the header lacks the constructor");
+    let modulemap = std::fs::read_to_string(dir.path().join("tetherFFI.modulemap")).expect("tetherFFI.modulemap");
+    assert!(modulemap.contains("module tetherFFI"), "{modulemap}");
+}

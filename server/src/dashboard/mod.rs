@@ -1,0 +1,322 @@
+//! The manager's dashboard: server-rendered HTML under `/dashboard`, for a desk or a
+//! tablet, with no JavaScript.
+//!
+//! - `GET /dashboard/login`, `POST /dashboard/login`: sign-in with the same password check
+//!   and failed sign-in throttle as `POST /v1/auth/login` (`auth::sign_in`); the form's
+//!   CSRF token is checked against a `tether_login` cookie, as there is no session yet.
+//! - `POST /dashboard/logout`: ends the session.
+//! - `GET /dashboard`: the teams' open actions (overdue first, then by owner), the
+//!   episodes with their counts, and the "not brought" and "did not attend" rates.
+//! - `GET /dashboard/episodes/{id}`: facts, conflicts, actions and why each is due, the
+//!   merged timeline, records to file, likely duplicates and warnings.
+//! - `POST /dashboard/episodes/{id}/facts`: resolves a conflict (`office::set_fact`).
+//! - `POST /dashboard/episodes/{id}/filed`: files a record (`office::record` of a
+//!   `filed_to_epr`).
+//!
+//! Every read and write goes through `office`, so each writes its audit entry, marked
+//! `via: dashboard` on the device `dashboard:<session>`. Every form carries the session's
+//! CSRF token; a form without it, or with another, answers 403 and changes nothing.
+//! `session` keeps the cookies, `pages` the markup.
+
+mod pages;
+pub mod session;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Form, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::map_response;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use episode::EpisodeId;
+use rusqlite::{Connection, OptionalExtension};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::AppState;
+use crate::auth;
+use crate::caseload::{self, OpenAction, Rates, Summary};
+use crate::error::AppError;
+use crate::office::{self, Desk, NewRecord};
+use session::{CSRF_FIELD, DashUser};
+
+/// The window of the caseload's appointment rates.
+pub const RATE_DAYS: i64 = 90;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/dashboard", get(caseload_page))
+        .route("/dashboard/login", get(login_page).post(login))
+        .route("/dashboard/logout", post(logout))
+        .route("/dashboard/episodes/{id}", get(episode_page))
+        .route("/dashboard/episodes/{id}/facts", post(resolve))
+        .route("/dashboard/episodes/{id}/filed", post(filed))
+        .layer(map_response(protect))
+}
+
+/// Headers on every dashboard answer: pages hold patient data, so nothing is cached or
+/// framed, no referrer leaves with an episode's address, and the content security policy
+/// allows no script at all (the pages have none) and forms only to the dashboard itself.
+async fn protect(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::CACHE_CONTROL, "no-store"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// What the caseload page shows.
+#[derive(Debug)]
+pub(crate) struct Caseload {
+    pub(crate) summaries: Vec<Summary>,
+    pub(crate) actions: Vec<OpenAction>,
+    pub(crate) rates: Vec<TeamRates>,
+}
+
+/// A team's appointment rates, with the team's name.
+#[derive(Debug)]
+pub(crate) struct TeamRates {
+    pub(crate) name: String,
+    pub(crate) rates: Rates,
+}
+
+fn team_name(conn: &Connection, team: &str) -> rusqlite::Result<String> {
+    Ok(conn
+        .prepare_cached("SELECT name FROM teams WHERE id = ?1")?
+        .query_row([team], |r| r.get(0))
+        .optional()?
+        .unwrap_or_else(|| team.to_owned()))
+}
+
+async fn caseload_page(State(state): State<AppState>, user: DashUser) -> Response {
+    let now = state.clock.now();
+    let docs = Arc::clone(&state.docs);
+    let (who, teams) = (user.who(), user.user.teams.clone());
+    let data = state
+        .db
+        .call(move |conn| {
+            // `list` brings the summaries up to date (and notes each episode shown in the
+            // audit log); the open actions and rates are read from those summaries.
+            let summaries = office::list(&mut Desk::new(conn, &docs, &who, &teams, now))?;
+            let actions = caseload::open_actions(conn, &teams)?;
+            let mut rates = Vec::with_capacity(teams.len());
+            for team in &teams {
+                rates.push(TeamRates {
+                    name: team_name(conn, team)?,
+                    rates: caseload::rates(conn, team, now, RATE_DAYS)?,
+                });
+            }
+            Ok(Caseload { summaries, actions, rates })
+        })
+        .await;
+    match data {
+        Ok(data) => pages::caseload(&user, &data, now).into_response(),
+        Err(error) => pages::error_page(error),
+    }
+}
+
+async fn login_page(headers: HeaderMap, user: Result<DashUser, session::NoSession>) -> Response {
+    if user.is_ok() {
+        return Redirect::to("/dashboard").into_response();
+    }
+    login_form(StatusCode::OK, None, "", &headers)
+}
+
+/// The sign-in form with a new CSRF token, and the cookie that carries the same token.
+fn login_form(status: StatusCode, message: Option<&str>, username: &str, headers: &HeaderMap) -> Response {
+    let (token, cookie) = match session::login_token(session::over_https(headers)) {
+        Ok(made) => made,
+        Err(error) => return pages::error_page(error),
+    };
+    let mut response = (status, pages::login(message, username, &token)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    username: String,
+    password: String,
+    csrf: Option<String>,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<LoginForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(LoginForm { username, password, csrf })) = form else {
+        let message = Some("Enter your username and password.");
+        return login_form(StatusCode::BAD_REQUEST, message, "", &headers);
+    };
+    // Checked before the password, so a form from elsewhere never counts as a failure.
+    if !session::login_token_matches(&headers, csrf.as_deref()) {
+        tracing::warn!("dashboard sign-in refused: the form's CSRF token is missing or wrong");
+        let message = Some("The sign-in form had expired or did not come from this page. Sign in again.");
+        return login_form(StatusCode::FORBIDDEN, message, "", &headers);
+    }
+    let now = state.clock.unix();
+    let secure = session::over_https(&headers);
+    let typed = username.clone();
+    match auth::sign_in(&state, username, password, move |tx, user| session::start(tx, user, now)).await {
+        Ok((user, new)) => {
+            tracing::info!(user = %user.id, "signed in to the dashboard");
+            let mut response = Redirect::to("/dashboard").into_response();
+            for cookie in [session::cookie(&new.token, secure), session::cleared_login_cookie(secure)] {
+                match HeaderValue::from_str(&cookie) {
+                    Ok(value) => response.headers_mut().append(header::SET_COOKIE, value),
+                    Err(e) => return pages::error_page(AppError::internal(e)),
+                };
+            }
+            response
+        }
+        Err(AppError::InvalidCredentials) => {
+            login_form(StatusCode::UNAUTHORIZED, Some("The username or the password is wrong."), &typed, &headers)
+        }
+        Err(AppError::TooManyAttempts { retry_after_secs }) => {
+            let minutes = (retry_after_secs + 59) / 60;
+            let message = format!(
+                "Too many failed sign-ins for this username. Try again in {minutes} minute{}.",
+                if minutes == 1 { "" } else { "s" }
+            );
+            let mut response = login_form(StatusCode::TOO_MANY_REQUESTS, Some(&message), &typed, &headers);
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
+            response
+        }
+        Err(other) => pages::error_page(other),
+    }
+}
+
+/// A posted form's fields, as sent.
+type Fields = Vec<(String, String)>;
+
+fn field<'a>(fields: &'a Fields, name: &str) -> Option<&'a str> {
+    fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// A form's fields if it carries this session's CSRF token (else the caller answers
+/// [`pages::forbidden_form`]).
+fn checked(user: &DashUser, form: Result<Form<Fields>, FormRejection>) -> Option<Fields> {
+    let fields = form.map(|Form(fields)| fields).unwrap_or_default();
+    if user.csrf_matches(field(&fields, CSRF_FIELD)) {
+        Some(fields)
+    } else {
+        tracing::warn!("dashboard form refused: CSRF token missing or wrong");
+        None
+    }
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    user: DashUser,
+    form: Result<Form<Fields>, FormRejection>,
+) -> Response {
+    if checked(&user, form).is_none() {
+        return pages::forbidden_form();
+    }
+    let hash = user.session.clone();
+    if let Err(error) = state.db.call(move |conn| Ok(session::end(conn, &hash)?)).await {
+        return pages::error_page(error);
+    }
+    let mut response = Redirect::to("/dashboard/login").into_response();
+    if let Ok(value) = HeaderValue::from_str(&session::cleared_cookie(session::over_https(&headers))) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// The `{id}` of an episode's page: anything that is not an episode id names no episode
+/// (and answers as an unknown one does).
+fn episode_id(id: &str) -> Option<EpisodeId> {
+    id.parse().ok()
+}
+
+async fn episode_page(State(state): State<AppState>, user: DashUser, Path(id): Path<String>) -> Response {
+    let Some(id) = episode_id(&id) else { return pages::error_page(AppError::NotFound) };
+    let now = state.clock.now();
+    let docs = Arc::clone(&state.docs);
+    let (who, teams) = (user.who(), user.user.teams.clone());
+    let read = state
+        .db
+        .call(move |conn| office::read(&mut Desk::new(conn, &docs, &who, &teams, now), id, "read_episode"))
+        .await;
+    match read {
+        Ok(read) => pages::episode(&user, &read, now).into_response(),
+        Err(error) => pages::error_page(error),
+    }
+}
+
+/// Makes one change to an episode from a checked form, then sends the browser back to
+/// the episode's page (303 See Other).
+async fn change(
+    state: AppState,
+    user: DashUser,
+    id: String,
+    form: Result<Form<Fields>, FormRejection>,
+    make: impl FnOnce(&mut Desk<'_>, EpisodeId, &Fields) -> Result<(), AppError> + Send + 'static,
+) -> Response {
+    let Some(fields) = checked(&user, form) else { return pages::forbidden_form() };
+    let Some(id) = episode_id(&id) else { return pages::error_page(AppError::NotFound) };
+    let now = state.clock.now();
+    let docs = Arc::clone(&state.docs);
+    let (who, teams) = (user.who(), user.user.teams.clone());
+    let made = state.db.call(move |conn| make(&mut Desk::new(conn, &docs, &who, &teams, now), id, &fields)).await;
+    match made {
+        Ok(()) => Redirect::to(&format!("/dashboard/episodes/{id}")).into_response(),
+        Err(error) => pages::error_page(error),
+    }
+}
+
+async fn resolve(
+    State(state): State<AppState>,
+    user: DashUser,
+    Path(id): Path<String>,
+    form: Result<Form<Fields>, FormRejection>,
+) -> Response {
+    change(state, user, id, form, |desk, id, fields| {
+        let name = field(fields, "field").ok_or_else(|| AppError::InvalidBody("no fact was named".into()))?;
+        // Each button carries its value as JSON, as the episode's conflict holds it.
+        let value: Value = field(fields, "value")
+            .and_then(|v| serde_json::from_str(v).ok())
+            .ok_or_else(|| AppError::InvalidBody("no value was chosen".into()))?;
+        office::set_fact(desk, id, name, value).map(drop)
+    })
+    .await
+}
+
+async fn filed(
+    State(state): State<AppState>,
+    user: DashUser,
+    Path(id): Path<String>,
+    form: Result<Form<Fields>, FormRejection>,
+) -> Response {
+    change(state, user, id, form, |desk, id, fields| {
+        let record = field(fields, "record")
+            .and_then(|r| r.parse::<uuid::Uuid>().ok())
+            .ok_or_else(|| AppError::InvalidBody("no record to file was named".into()))?;
+        let epr_ref = field(fields, "epr_ref").map(str::trim).unwrap_or_default();
+        if epr_ref.is_empty() {
+            return Err(AppError::InvalidBody("enter the record's reference in the EPR".into()));
+        }
+        let mut record_fields = Map::new();
+        record_fields.insert("records".into(), json!([record]));
+        record_fields.insert("epr_ref".into(), json!(epr_ref));
+        office::record(desk, id, NewRecord { kind: "filed_to_epr".into(), at: None, fields: record_fields }).map(drop)
+    })
+    .await
+}

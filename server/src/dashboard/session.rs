@@ -1,0 +1,208 @@
+//! The dashboard's sessions: a random token in a `tether_session` cookie, kept in the
+//! database only as its SHA-256, with a CSRF token that every form carries back.
+//!
+//! A session lasts [`SESSION_TTL_SECS`] from sign-in, ends at sign-out, and stops working
+//! at once when its user is disabled: the user is read again on every request, as
+//! `AuthUser` does for the API.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use sha2::{Digest, Sha256};
+
+use crate::AppState;
+use crate::accounts::{self, User};
+use crate::audit::{Via, Who};
+use crate::auth::token::{random_bytes, to_hex};
+use crate::error::AppError;
+
+/// The cookie's name.
+pub const COOKIE: &str = "tether_session";
+/// A dashboard sign-in lasts a working day.
+pub const SESSION_TTL_SECS: i64 = 8 * 60 * 60;
+/// The form field that carries the CSRF token.
+pub const CSRF_FIELD: &str = "csrf";
+/// The sign-in form's cookie: before there is a session, the form's CSRF token is checked
+/// against this cookie instead (a double submit). A `SameSite=Strict` cookie never comes
+/// with another site's form, so no other site can sign a browser in to an account of its
+/// choosing.
+pub const LOGIN_COOKIE: &str = "tether_login";
+/// How long the sign-in form may stay open.
+pub const LOGIN_TTL_SECS: i64 = 60 * 60;
+
+/// A new session's secrets: the cookie's token and the forms' CSRF token.
+#[derive(Debug)]
+pub struct NewSession {
+    pub token: String,
+    pub csrf: String,
+}
+
+fn hash(token: &str) -> String {
+    to_hex(&Sha256::digest(token.as_bytes()))
+}
+
+/// Starts a dashboard session for `user` (and clears every expired one, so that the
+/// table holds only live sessions).
+pub fn start(tx: &Transaction<'_>, user: &User, now: i64) -> Result<NewSession, AppError> {
+    let token = to_hex(&random_bytes::<32>()?);
+    let csrf = to_hex(&random_bytes::<32>()?);
+    tx.prepare_cached("DELETE FROM dashboard_sessions WHERE expires_at <= ?1")?.execute([now])?;
+    tx.prepare_cached(
+        "INSERT INTO dashboard_sessions (hash, user_id, csrf, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![hash(&token), user.id, csrf, now, now + SESSION_TTL_SECS])?;
+    Ok(NewSession { token, csrf })
+}
+
+/// Ends a session: its row is deleted, so the cookie signs no one in any more.
+pub fn end(conn: &Connection, session_hash: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM dashboard_sessions WHERE hash = ?1")?.execute([session_hash])?;
+    Ok(())
+}
+
+/// The `Set-Cookie` value for a new session.
+///
+/// `Secure` is set only when the request came over HTTPS (through a TLS-terminating proxy
+/// that says so). `tether serve` itself speaks plain HTTP on loopback, and a browser
+/// drops a `Secure` cookie set over plain HTTP (Chromium does, even on 127.0.0.1), so
+/// always setting it would make the dashboard unusable there and in the browser test. A
+/// client that forges `X-Forwarded-Proto` only makes its own cookie stricter.
+pub fn cookie(token: &str, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/dashboard; Max-Age={SESSION_TTL_SECS}{secure}")
+}
+
+/// The `Set-Cookie` value that makes the browser forget the session.
+pub fn cleared_cookie(secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/dashboard; Max-Age=0{secure}")
+}
+
+/// A new sign-in form's token, and the `Set-Cookie` value that carries it.
+pub fn login_token(secure: bool) -> Result<(String, String), AppError> {
+    let token = to_hex(&random_bytes::<32>()?);
+    let secure = if secure { "; Secure" } else { "" };
+    let cookie = format!(
+        "{LOGIN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/dashboard/login; Max-Age={LOGIN_TTL_SECS}{secure}"
+    );
+    Ok((token, cookie))
+}
+
+/// The `Set-Cookie` value that makes the browser forget the sign-in form's token.
+pub fn cleared_login_cookie(secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{LOGIN_COOKIE}=; HttpOnly; SameSite=Strict; Path=/dashboard/login; Max-Age=0{secure}")
+}
+
+/// Whether a sign-in form's token is the one its cookie carries.
+pub fn login_token_matches(headers: &HeaderMap, presented: Option<&str>) -> bool {
+    match (cookie_value(headers, LOGIN_COOKIE), presented) {
+        (Some(expected), Some(presented)) => same_secret(presented, &expected),
+        _ => false,
+    }
+}
+
+/// Whether the request came over HTTPS, as a proxy in front of the server reports it.
+pub fn over_https(headers: &HeaderMap) -> bool {
+    let forwarded_proto = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
+    let forwarded = headers
+        .get(header::FORWARDED)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split([';', ',']).any(|part| part.trim().eq_ignore_ascii_case("proto=https")));
+    forwarded_proto || forwarded
+}
+
+/// The value of the cookie `name` a request carries, if any.
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(cookie, _)| *cookie == name)
+        .map(|(_, value)| value.trim().to_owned())
+        .filter(|value| !value.is_empty())
+}
+
+/// Compares two secrets in time that depends only on their lengths.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The signed-in dashboard user: who they are (read again from the database), and their
+/// session's CSRF token.
+#[derive(Debug, Clone)]
+pub struct DashUser {
+    pub user: User,
+    pub csrf: String,
+    /// The SHA-256 of the cookie's token, in hex: the session's id.
+    pub session: String,
+}
+
+impl DashUser {
+    /// The user as the audit log names them: the dashboard is their device, with the
+    /// start of the session's hash (never the token) to tell two sign-ins apart.
+    pub fn who(&self) -> Who {
+        Who {
+            user_id: self.user.id.clone(),
+            username: self.user.username.clone(),
+            device: format!("dashboard:{}", &self.session[..8.min(self.session.len())]),
+            via: Via::Dashboard,
+        }
+    }
+
+    /// Whether a form's CSRF token is this session's.
+    pub fn csrf_matches(&self, presented: Option<&str>) -> bool {
+        presented.is_some_and(|presented| same_secret(presented, &self.csrf))
+    }
+}
+
+/// A request without a live session: the browser is sent to the sign-in form.
+#[derive(Debug)]
+pub enum NoSession {
+    SignIn,
+    Failed(AppError),
+}
+
+impl IntoResponse for NoSession {
+    fn into_response(self) -> Response {
+        match self {
+            Self::SignIn => {
+                let mut response = Redirect::to("/dashboard/login").into_response();
+                response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                response
+            }
+            Self::Failed(error) => super::pages::error_page(error),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for DashUser {
+    type Rejection = NoSession;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Some(token) = cookie_value(&parts.headers, COOKIE) else { return Err(NoSession::SignIn) };
+        let session = hash(&token);
+        let now = state.clock.unix();
+        let found = state
+            .db
+            .call(move |conn| {
+                let row: Option<(String, String)> = conn
+                    .prepare_cached("SELECT user_id, csrf FROM dashboard_sessions WHERE hash = ?1 AND expires_at > ?2")?
+                    .query_row(params![session, now], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                let Some((user_id, csrf)) = row else { return Ok(None) };
+                Ok(accounts::active_user(conn, &user_id)?.map(|user| Self { user, csrf, session }))
+            })
+            .await
+            .map_err(NoSession::Failed)?;
+        found.ok_or(NoSession::SignIn)
+    }
+}

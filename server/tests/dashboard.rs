@@ -1,0 +1,633 @@
+//! The dashboard (`/dashboard…`) through `app(state)` and `oneshot`, on a database seeded
+//! by `tether serve --demo`'s seeder, with a clock the tests move: sign-in and its
+//! throttle, the session cookie, the pages, the forms and their CSRF tokens, and the audit
+//! log of every read and write.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use jiff::{SignedDuration, Timestamp};
+use server::{AppState, Clock, app, caseload, db, demo};
+use tempfile::TempDir;
+use tower::ServiceExt;
+
+const START: &str = "2026-03-04T10:00:00Z";
+
+struct Dash {
+    app: Router,
+    state: AppState,
+    now: Arc<Mutex<Timestamp>>,
+    passwords: HashMap<&'static str, String>,
+    _dir: TempDir,
+}
+
+/// A signed-in browser: its cookie (`name=value`) and the CSRF token its pages carry.
+struct Session {
+    cookie: String,
+    csrf: String,
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn location(&self) -> &str {
+        self.headers.get(header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+
+    fn set_cookie(&self) -> Option<&str> {
+        self.headers.get(header::SET_COOKIE).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// `application/x-www-form-urlencoded` of `pairs`.
+fn form(pairs: &[(&str, &str)]) -> String {
+    let encode = |s: &str| {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+                b' ' => "+".into(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    pairs.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&")
+}
+
+/// The text between `start` and the next `end` after it.
+fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let from = text.find(start)? + start.len();
+    let to = text[from..].find(end)? + from;
+    Some(&text[from..to])
+}
+
+/// Every value of `attribute="…"` in `html`, in order.
+fn attributes<'a>(html: &'a str, attribute: &str) -> Vec<&'a str> {
+    let needle = format!("{attribute}=\"");
+    html.match_indices(&needle)
+        .filter_map(|(i, _)| {
+            let rest = &html[i + needle.len()..];
+            rest.find('"').map(|end| &rest[..end])
+        })
+        .collect()
+}
+
+/// A section of a page, by its id.
+fn section<'a>(html: &'a str, id: &str) -> &'a str {
+    between(html, &format!("<section id=\"{id}\">"), "</section>").unwrap_or_else(|| panic!("no section {id}"))
+}
+
+/// The `tether_session` cookie an answer sets.
+fn session_cookie(answer: &Answer) -> &str {
+    answer
+        .headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("tether_session="))
+        .expect("a session cookie")
+}
+
+fn sets_session(answer: &Answer) -> bool {
+    answer.headers.get_all(header::SET_COOKIE).iter().any(|v| v.as_bytes().starts_with(b"tether_session="))
+}
+
+impl Dash {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut conn = db::open(&dir.path().join("tether.db")).expect("open the database");
+        let start: Timestamp = START.parse().expect("a time");
+        let accounts = demo::seed(&mut conn, start).expect("seed").expect("a new database is seeded");
+        let passwords = accounts.into_iter().map(|a| (a.username, a.password)).collect();
+        let now = Arc::new(Mutex::new(start));
+        let clock_now = Arc::clone(&now);
+        let clock = Clock::from_fn(move || *clock_now.lock().unwrap_or_else(PoisonError::into_inner));
+        let state = AppState::new(conn, None, clock).expect("the state");
+        Self { app: app(state.clone()), state, now, passwords, _dir: dir }
+    }
+
+    fn advance(&self, seconds: i64) {
+        let mut now = self.now.lock().unwrap_or_else(PoisonError::into_inner);
+        *now = now.checked_add(SignedDuration::from_secs(seconds)).expect("a time");
+    }
+
+    async fn send(&self, method: Method, path: &str, cookie: Option<&str>, body: Option<String>) -> Answer {
+        self.send_with(method, path, cookie, body, &[]).await
+    }
+
+    async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        cookie: Option<&str>,
+        body: Option<String>,
+        extra: &[(&str, &str)],
+    ) -> Answer {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(cookie) = cookie {
+            request = request.header(header::COOKIE, cookie);
+        }
+        if body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        }
+        for (name, value) in extra {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(body.map_or_else(Body::empty, Body::from)).expect("a request");
+        let response = self.app.clone().oneshot(request).await.expect("a response");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("the body");
+        Answer { status, headers, body: String::from_utf8_lossy(&bytes).into_owned() }
+    }
+
+    async fn get(&self, path: &str, session: &Session) -> Answer {
+        self.send(Method::GET, path, Some(&session.cookie), None).await
+    }
+
+    async fn post(&self, path: &str, session: &Session, pairs: &[(&str, &str)]) -> Answer {
+        self.send(Method::POST, path, Some(&session.cookie), Some(form(pairs))).await
+    }
+
+    /// Opens the sign-in form: its CSRF token, and the cookie (`name=value`) that carries it.
+    async fn open_login(&self) -> (String, String) {
+        let page = self.send(Method::GET, "/dashboard/login", None, None).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        let cookie = page.set_cookie().expect("the form's cookie").split(';').next().expect("name=value").to_owned();
+        assert!(cookie.starts_with("tether_login="), "{cookie}");
+        let csrf = between(&page.body, "name=\"csrf\" value=\"", "\"").expect("the form's token").to_owned();
+        (cookie, csrf)
+    }
+
+    /// Opens the sign-in form and posts it.
+    async fn login_form(&self, username: &str, password: &str) -> Answer {
+        self.login_form_with(username, password, &[]).await
+    }
+
+    async fn login_form_with(&self, username: &str, password: &str, extra: &[(&str, &str)]) -> Answer {
+        let (cookie, csrf) = self.open_login().await;
+        let body = form(&[("csrf", &csrf), ("username", username), ("password", password)]);
+        self.send_with(Method::POST, "/dashboard/login", Some(&cookie), Some(body), extra).await
+    }
+
+    /// Signs a demo user in through the form; returns the browser's session.
+    async fn sign_in(&self, username: &str) -> Session {
+        let answer = self.login_form(username, &self.passwords[username]).await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+        assert_eq!(answer.location(), "/dashboard");
+        let cookie = session_cookie(&answer).split(';').next().expect("name=value").to_owned();
+        let page = self.send(Method::GET, "/dashboard", Some(&cookie), None).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        let csrf = between(&page.body, "name=\"csrf\" value=\"", "\"").expect("a CSRF token in the page").to_owned();
+        Session { cookie, csrf }
+    }
+
+    fn id_of(&self, patient: &str) -> String {
+        let patient = patient.to_owned();
+        self.state.db.call_blocking(move |conn| {
+            conn.query_row("SELECT episode FROM summaries WHERE patient_ref = ?1", [patient], |r| r.get(0))
+                .expect("the demo episode")
+        })
+    }
+
+    /// The episode's audit entries: (via, action, device, username).
+    fn audit(&self, id: &str) -> Vec<(String, String, String, String)> {
+        let id: episode::EpisodeId = id.parse().expect("an id");
+        self.state.db.call_blocking(move |conn| {
+            server::audit::entries(conn, id)
+                .expect("the audit log")
+                .into_iter()
+                .map(|e| {
+                    let via = serde_json::to_value(e.via).expect("json").as_str().expect("a name").to_owned();
+                    (via, e.action, e.device, e.username)
+                })
+                .collect()
+        })
+    }
+}
+
+#[tokio::test]
+async fn the_sign_in_form_refuses_a_wrong_password_and_sends_the_signed_out_to_it() {
+    let dash = Dash::new();
+    let page = dash.send(Method::GET, "/dashboard/login", None, None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.headers[header::CONTENT_TYPE].to_str().expect("text").starts_with("text/html"));
+    assert!(page.body.contains("<form method=\"post\" action=\"/dashboard/login\""), "{}", page.body);
+    assert!(page.body.contains("name=\"password\""));
+    assert!(!page.body.contains("<script"), "the dashboard has no JavaScript");
+    assert_eq!(page.headers[header::CACHE_CONTROL], "no-store");
+    assert!(page.headers[header::CONTENT_SECURITY_POLICY].to_str().expect("text").contains("default-src 'none'"));
+
+    let wrong = dash.login_form("maya", "not her password").await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(!sets_session(&wrong), "no session for a wrong password");
+    assert!(wrong.body.contains("The username or the password is wrong."), "{}", wrong.body);
+    let unknown = dash.login_form("nobody", "whatever").await;
+    assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
+    assert!(unknown.body.contains("The username or the password is wrong."));
+
+    for path in ["/dashboard", "/dashboard/episodes/0190c7a0-0000-7000-8000-000000000000"] {
+        let answer = dash.send(Method::GET, path, None, None).await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(answer.location(), "/dashboard/login", "{path}");
+    }
+    let forged = dash.send(Method::GET, "/dashboard", Some("tether_session=00ff00ff"), None).await;
+    assert_eq!(forged.location(), "/dashboard/login", "an unknown token signs no one in");
+}
+
+#[tokio::test]
+async fn a_sign_in_form_without_its_own_token_is_refused_before_the_password_is_checked() {
+    let dash = Dash::new();
+    let right = dash.passwords["maya"].clone();
+    let (cookie, csrf) = dash.open_login().await;
+    let (_, other) = dash.open_login().await;
+    let attempts = [
+        (None, Some(csrf.as_str())),   // the form without its cookie (another site's form)
+        (Some(cookie.as_str()), None), // the cookie without the form's token
+        (Some(cookie.as_str()), Some(other.as_str())), // another form's token
+    ];
+    for (cookie, token) in attempts {
+        let mut pairs = vec![("username", "maya"), ("password", right.as_str())];
+        if let Some(token) = token {
+            pairs.push(("csrf", token));
+        }
+        let answer = dash.send(Method::POST, "/dashboard/login", cookie, Some(form(&pairs))).await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{cookie:?} {token:?}");
+        assert!(!sets_session(&answer), "no session");
+        assert!(answer.body.contains("Sign in again"), "{}", answer.body);
+    }
+    let failures: i64 = dash
+        .state
+        .db
+        .call_blocking(|c| c.query_row("SELECT COUNT(*) FROM login_failures", [], |r| r.get(0)).expect("a count"));
+    assert_eq!(failures, 0, "a refused form is not a failed sign-in");
+    dash.sign_in("maya").await;
+}
+
+#[tokio::test]
+async fn failed_dashboard_sign_ins_lock_the_username_out_everywhere() {
+    let dash = Dash::new();
+    for _ in 0..server::auth::store::FREE_FAILURES {
+        assert_eq!(dash.login_form("maya", "wrong").await.status, StatusCode::UNAUTHORIZED);
+    }
+    let right = &dash.passwords["maya"];
+    let locked = dash.login_form("maya", right).await;
+    assert_eq!(locked.status, StatusCode::TOO_MANY_REQUESTS, "{}", locked.body);
+    assert!(locked.headers.contains_key(header::RETRY_AFTER));
+    assert!(locked.body.contains("Too many failed sign-ins"), "{}", locked.body);
+    assert!(!sets_session(&locked));
+    // The JSON sign-in shares the throttle.
+    let body = serde_json::json!({"username": "maya", "password": right, "device_id": "desk-maya"}).to_string();
+    let request = Request::post("/v1/auth/login")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .expect("a request");
+    let response = dash.app.clone().oneshot(request).await.expect("a response");
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Once the lockout has passed, the right password signs in.
+    dash.advance(server::auth::store::MAX_LOCK_SECS + 1);
+    dash.sign_in("maya").await;
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_http_only_strict_and_kept_only_hashed() {
+    let dash = Dash::new();
+    let answer = dash.login_form("maya", &dash.passwords["maya"]).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER);
+    let cookie = session_cookie(&answer);
+    let attributes: Vec<&str> = cookie.split(';').map(str::trim).collect();
+    assert!(attributes[0].starts_with("tether_session="), "{cookie}");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/dashboard"] {
+        assert!(attributes.contains(&attribute), "{attribute} in {cookie}");
+    }
+    assert!(!attributes.contains(&"Secure"), "plain HTTP on loopback: a Secure cookie would be dropped");
+    let token = attributes[0].trim_start_matches("tether_session=").to_owned();
+    assert_eq!(token.len(), 64, "32 random bytes in hex");
+    let stored: Vec<String> = dash.state.db.call_blocking(|conn| {
+        let mut statement = conn.prepare("SELECT hash FROM dashboard_sessions").expect("a statement");
+        statement.query_map([], |r| r.get(0)).expect("rows").map(|r| r.expect("a row")).collect()
+    });
+    assert_eq!(stored.len(), 1);
+    assert_ne!(stored[0], token, "the token is stored hashed");
+
+    // Behind a TLS-terminating proxy, the cookie is Secure.
+    let proxied = dash.login_form_with("maya", &dash.passwords["maya"], &[("x-forwarded-proto", "https")]).await;
+    assert_eq!(proxied.status, StatusCode::SEE_OTHER, "{}", proxied.body);
+    assert!(session_cookie(&proxied).split(';').any(|a| a.trim() == "Secure"));
+}
+
+#[tokio::test]
+async fn the_caseload_shows_overdue_actions_first_then_by_owner_and_the_rates() {
+    let dash = Dash::new();
+    let maya = dash.sign_in("maya").await;
+    let page = dash.get("/dashboard", &maya).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let actions = section(&page.body, "actions");
+    let states = attributes(actions, "data-state");
+    assert!(states.contains(&"overdue") && states.contains(&"open"), "{states:?}");
+    let first_open = states.iter().position(|s| *s == "open").expect("an open action");
+    assert!(states[..first_open].iter().all(|s| *s == "overdue"), "overdue first: {states:?}");
+    assert!(states[first_open..].iter().all(|s| *s == "open"), "{states:?}");
+    // The rows are the caseload's open actions, in its order (overdue, owner, due).
+    let expected: Vec<String> = dash.state.db.call_blocking(|conn| {
+        caseload::open_actions(conn, &["north".to_owned()]).expect("actions").into_iter().map(|a| a.action).collect()
+    });
+    let shown: Vec<&str> = attributes(actions, "href").into_iter().filter_map(|h| h.split("#action-").nth(1)).collect();
+    assert_eq!(shown, expected);
+
+    // Only the caller's team.
+    assert!(page.body.contains("DEMO-1003") && page.body.contains("DEMO-1004"));
+    assert!(!page.body.contains("DEMO-2001"), "another team's episode");
+    let episodes = section(&page.body, "episodes");
+    assert_eq!(attributes(episodes, "data-state").len(), 6, "north's six episodes");
+
+    let rates = section(&page.body, "rates");
+    assert!(rates.contains("North Community Mental Health Team"), "{rates}");
+    let not_brought = between(rates, "data-rate=\"not_brought\">", "</p>").expect("the not brought rate");
+    let rates_now = dash
+        .state
+        .db
+        .call_blocking(|conn| caseload::rates(conn, "north", START.parse().expect("a time"), 90).expect("rates"));
+    assert!(rates_now.appointments > 0);
+    assert!(
+        not_brought
+            .starts_with(&format!("Not brought: {} of {} appointments", rates_now.not_brought, rates_now.appointments)),
+        "{not_brought}"
+    );
+    assert!(not_brought.contains("reference: 1 in 10 (10%)"), "{not_brought}");
+    assert!(rates.contains(&format!("Did not attend: {} of {}", rates_now.did_not_attend, rates_now.appointments)));
+}
+
+#[tokio::test]
+async fn the_episode_page_shows_facts_conflicts_actions_and_the_merged_timeline() {
+    let dash = Dash::new();
+    let maya = dash.sign_in("maya").await;
+    let id = dash.id_of("DEMO-1003");
+    let page = dash.get(&format!("/dashboard/episodes/{id}"), &maya).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let html = &page.body;
+    assert!(html.contains("<h1>Episode DEMO-1003</h1>"), "{html}");
+
+    let conflicts = section(html, "conflicts");
+    assert!(conflicts.contains("data-field=\"risk\""), "{conflicts}");
+    assert!(conflicts.contains(&format!("action=\"/dashboard/episodes/{id}/facts\"")));
+    let values = attributes(conflicts, "value");
+    assert!(values.contains(&"&quot;high&quot;") && values.contains(&"&quot;low&quot;"), "{values:?}");
+    assert!(html.contains("data-warning=\"fact_conflict\""));
+
+    let actions = section(html, "actions");
+    assert!(actions.contains("Policy section "), "each action cites its section");
+    assert!(actions.contains("(20"), "due in UTC beside London time");
+    let triggers: Vec<&str> =
+        attributes(actions, "href").into_iter().filter_map(|h| h.strip_prefix("#record-")).collect();
+    assert!(!triggers.is_empty(), "actions link to their trigger records");
+
+    let timeline = section(html, "timeline");
+    let records = attributes(timeline, "data-kind");
+    let key = id.clone();
+    let events: usize = dash.state.db.call_blocking(move |conn| {
+        conn.query_row("SELECT COUNT(*) FROM receipts WHERE episode = ?1", [key], |r| r.get::<_, i64>(0))
+            .expect("a count") as usize
+    });
+    assert_eq!(records.len(), events, "every record, once");
+    for trigger in &triggers {
+        assert!(timeline.contains(&format!("id=\"record-{trigger}\"")), "the trigger is in the timeline");
+    }
+    for text in ["Appointment missed", "Contact attempt", "Fact changed", "phone-ana", "phone-ben", "Received"] {
+        assert!(timeline.contains(text), "{text} in the timeline");
+    }
+    assert!(timeline.contains("no answer"), "values in words");
+
+    // A visit's location is shown.
+    let visit = dash.get(&format!("/dashboard/episodes/{}", dash.id_of("DEMO-1002")), &maya).await;
+    assert!(section(&visit.body, "timeline").contains("53.48080, -2.24260 (within 25 m)"), "{}", visit.body);
+}
+
+#[tokio::test]
+async fn a_record_with_a_skewed_clock_carries_a_note_in_the_timeline() {
+    let dash = Dash::new();
+    let maya = dash.sign_in("maya").await;
+    let id = dash.id_of("DEMO-1001");
+    // A record made "an hour from now" by a device whose clock runs fast.
+    let later = (*dash.now.lock().unwrap_or_else(PoisonError::into_inner) + SignedDuration::from_hours(1)).to_string();
+    let who = server::audit::Who {
+        user_id: "test".into(),
+        username: "ana".into(),
+        device: "phone-fast".into(),
+        via: server::audit::Via::Api,
+    };
+    let docs = Arc::clone(&dash.state.docs);
+    let now = dash.state.clock.now();
+    let teams = vec!["north".to_owned()];
+    let episode: episode::EpisodeId = id.parse().expect("an id");
+    let fields = serde_json::json!({"method": "phone", "target": "patient", "outcome": "no_answer"});
+    let record = dash.state.db.call_blocking(move |conn| {
+        let new = server::office::NewRecord {
+            kind: "contact_attempt".into(),
+            at: Some(later.parse().expect("a time")),
+            fields: fields.as_object().expect("an object").clone(),
+        };
+        server::office::record(&mut server::office::Desk::new(conn, &docs, &who, &teams, now), episode, new)
+            .expect("recorded")
+    });
+    let page = dash.get(&format!("/dashboard/episodes/{id}"), &maya).await;
+    let item = between(&page.body, &format!("id=\"record-{record}\""), "</li>").expect("the record");
+    assert!(item.contains("data-warning=\"clock_skew\""), "{item}");
+    assert!(item.contains("Check the clock of phone-fast"), "{item}");
+}
+
+#[tokio::test]
+async fn another_teams_episode_answers_as_one_that_does_not_exist() {
+    let dash = Dash::new();
+    let maya = dash.sign_in("maya").await;
+    let south = dash.id_of("DEMO-2001");
+    let theirs = dash.get(&format!("/dashboard/episodes/{south}"), &maya).await;
+    let unknown = dash.get("/dashboard/episodes/0190c7a0-0000-7000-8000-000000000000", &maya).await;
+    let malformed = dash.get("/dashboard/episodes/not-an-id", &maya).await;
+    for answer in [&theirs, &unknown, &malformed] {
+        assert_eq!(answer.status, StatusCode::NOT_FOUND);
+        assert!(answer.body.contains("There is no such episode among your teams"), "{}", answer.body);
+    }
+    assert_eq!(theirs.body, unknown.body, "the same page for both");
+    assert!(!theirs.body.contains("DEMO-2001"));
+    // Nor can a form change it.
+    let post = dash
+        .post(
+            &format!("/dashboard/episodes/{south}/facts"),
+            &maya,
+            &[("csrf", &maya.csrf), ("field", "risk"), ("value", "\"high\"")],
+        )
+        .await;
+    assert_eq!(post.status, StatusCode::NOT_FOUND);
+    assert!(dash.audit(&south).iter().all(|(via, ..)| via != "dashboard"));
+}
+
+#[tokio::test]
+async fn a_form_without_the_sessions_csrf_token_is_refused_and_changes_nothing() {
+    let dash = Dash::new();
+    let maya = dash.sign_in("maya").await;
+    let ben = dash.sign_in("ben").await;
+    let id = dash.id_of("DEMO-1003");
+    let path = format!("/dashboard/episodes/{id}/facts");
+    let wrong = "0".repeat(maya.csrf.len());
+    for csrf in [None, Some(wrong.as_str()), Some(ben.csrf.as_str()), Some("")] {
+        let mut pairs = vec![("field", "risk"), ("value", "\"low\"")];
+        if let Some(csrf) = csrf {
+            pairs.push(("csrf", csrf));
+        }
+        let answer = dash.post(&path, &maya, &pairs).await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{csrf:?}");
+        assert!(answer.body.contains("nothing was changed"), "{}", answer.body);
+    }
+    let filed = dash.post(&format!("/dashboard/episodes/{id}/filed"), &maya, &[("epr_ref", "EPR-1")]).await;
+    assert_eq!(filed.status, StatusCode::FORBIDDEN);
+    let logout = dash.post("/dashboard/logout", &maya, &[("csrf", &wrong)]).await;
+    assert_eq!(logout.status, StatusCode::FORBIDDEN);
+
+    let page = dash.get(&format!("/dashboard/episodes/{id}"), &maya).await;
+    assert!(section(&page.body, "conflicts").contains("data-field=\"risk\""), "the conflict is still there");
+    let writes: Vec<_> = dash
+        .audit(&id)
+        .into_iter()
+        .filter(|(_, action, ..)| action == "set_fact" || action == "record_event")
+        .collect();
+    assert!(writes.is_empty(), "{writes:?}");
+    assert_eq!(dash.get("/dashboard", &maya).await.status, StatusCode::OK, "the session survives");
+}
+
+#[tokio::test]
+async fn resolving_a_conflict_through_the_form_sets_the_fact_and_says_who() {
+    let dash = Dash::new();
+    let maya = dash.sign_in("maya").await;
+    let id = dash.id_of("DEMO-1003");
+    let page = dash.get(&format!("/dashboard/episodes/{id}"), &maya).await;
+    let conflicts = section(&page.body, "conflicts");
+    let action = between(conflicts, "<form class=\"row\" method=\"post\" action=\"", "\"").expect("the form");
+    let answer = dash.post(action, &maya, &[("csrf", &maya.csrf), ("field", "risk"), ("value", "\"high\"")]).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    assert_eq!(answer.location(), format!("/dashboard/episodes/{id}"));
+
+    let page = dash.get(&format!("/dashboard/episodes/{id}"), &maya).await;
+    assert!(section(&page.body, "conflicts").contains("No conflicts."), "{}", page.body);
+    let facts = section(&page.body, "facts");
+    assert!(between(facts, "<dt>Risk</dt><dd>", "</dd>") == Some("high"), "{facts}");
+    let timeline = section(&page.body, "timeline");
+    assert!(timeline.contains("maya on dashboard:"), "the dashboard is the change's device: {timeline}");
+
+    // A value that is not JSON, or not the fact's, is refused and stores nothing.
+    let bad = dash.post(action, &maya, &[("csrf", &maya.csrf), ("field", "risk"), ("value", "very")]).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let bad = dash.post(action, &maya, &[("csrf", &maya.csrf), ("field", "risk"), ("value", "\"extreme\"")]).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.body.contains("Not saved"), "{}", bad.body);
+    let sets = dash.audit(&id).into_iter().filter(|(_, action, ..)| action == "set_fact").count();
+    assert_eq!(sets, 1);
+}
+
+#[tokio::test]
+async fn filing_a_record_through_the_form_records_filed_to_epr() {
+    let dash = Dash::new();
+    let maya = dash.sign_in("maya").await;
+    let id = dash.id_of("DEMO-1001");
+    let page = dash.get(&format!("/dashboard/episodes/{id}"), &maya).await;
+    let unfiled = section(&page.body, "unfiled");
+    let records = attributes(unfiled, "data-record");
+    assert!(!records.is_empty(), "{unfiled}");
+    let record = records[0].to_owned();
+    let path = format!("/dashboard/episodes/{id}/filed");
+
+    let empty = dash.post(&path, &maya, &[("csrf", &maya.csrf), ("record", &record), ("epr_ref", "  ")]).await;
+    assert_eq!(empty.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let stranger = uuid::Uuid::now_v7().to_string();
+    let unknown = dash.post(&path, &maya, &[("csrf", &maya.csrf), ("record", &stranger), ("epr_ref", "EPR-9")]).await;
+    assert_eq!(unknown.status, StatusCode::UNPROCESSABLE_ENTITY, "a record of no episode of hers");
+
+    let answer = dash.post(&path, &maya, &[("csrf", &maya.csrf), ("record", &record), ("epr_ref", "EPR-4471")]).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    assert_eq!(answer.location(), format!("/dashboard/episodes/{id}"));
+    let page = dash.get(&format!("/dashboard/episodes/{id}"), &maya).await;
+    assert!(!attributes(section(&page.body, "unfiled"), "data-record").contains(&record.as_str()), "filed");
+    let timeline = section(&page.body, "timeline");
+    assert!(timeline.contains("data-kind=\"filed_to_epr\"") && timeline.contains("EPR-4471"), "{timeline}");
+    let records_written = dash.audit(&id).into_iter().filter(|(_, action, ..)| action == "record_event").count();
+    assert_eq!(records_written, 1);
+}
+
+#[tokio::test]
+async fn every_dashboard_read_and_write_is_in_the_audit_log() {
+    let dash = Dash::new();
+    let maya = dash.sign_in("maya").await; // sign_in reads the caseload once
+    let conflict = dash.id_of("DEMO-1003");
+    dash.get(&format!("/dashboard/episodes/{conflict}"), &maya).await;
+    let answer = dash
+        .post(
+            &format!("/dashboard/episodes/{conflict}/facts"),
+            &maya,
+            &[("csrf", &maya.csrf), ("field", "risk"), ("value", "\"high\"")],
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER);
+    let entries: Vec<_> = dash.audit(&conflict).into_iter().filter(|(via, ..)| via == "dashboard").collect();
+    let actions: Vec<&str> = entries.iter().map(|(_, action, ..)| action.as_str()).collect();
+    assert_eq!(actions, ["list_episode", "read_episode", "set_fact"]);
+    for (_, _, device, username) in &entries {
+        assert!(device.starts_with("dashboard:"), "{device}");
+        assert_eq!(username, "maya");
+    }
+    // Every episode the caseload showed was noted as read.
+    for patient in ["DEMO-1001", "DEMO-1002", "DEMO-1004", "DEMO-1005", "DEMO-1006"] {
+        let logged = dash.audit(&dash.id_of(patient));
+        assert!(logged.iter().any(|(via, action, ..)| via == "dashboard" && action == "list_episode"), "{patient}");
+    }
+    // Two sign-ins are two devices.
+    let again = dash.sign_in("maya").await;
+    dash.get(&format!("/dashboard/episodes/{conflict}"), &again).await;
+    let devices: std::collections::HashSet<String> = dash
+        .audit(&conflict)
+        .into_iter()
+        .filter(|(via, ..)| via == "dashboard")
+        .map(|(_, _, device, _)| device)
+        .collect();
+    assert_eq!(devices.len(), 2);
+}
+
+#[tokio::test]
+async fn signing_out_ends_the_session() {
+    let dash = Dash::new();
+    let maya = dash.sign_in("maya").await;
+    let answer = dash.post("/dashboard/logout", &maya, &[("csrf", &maya.csrf)]).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER);
+    assert_eq!(answer.location(), "/dashboard/login");
+    assert!(answer.set_cookie().expect("the cookie is cleared").contains("Max-Age=0"));
+    let after = dash.get("/dashboard", &maya).await;
+    assert_eq!(after.status, StatusCode::SEE_OTHER, "the old cookie signs no one in");
+    assert_eq!(after.location(), "/dashboard/login");
+    let rows: i64 = dash
+        .state
+        .db
+        .call_blocking(|c| c.query_row("SELECT COUNT(*) FROM dashboard_sessions", [], |r| r.get(0)))
+        .expect("a count");
+    assert_eq!(rows, 0);
+}
+
+#[tokio::test]
+async fn a_session_ends_when_it_expires_or_its_user_is_disabled() {
+    let dash = Dash::new();
+    let maya = dash.sign_in("maya").await;
+    let ben = dash.sign_in("ben").await;
+    dash.state.db.call_blocking(|conn| {
+        let tx = conn.transaction().expect("a transaction");
+        server::accounts::set_disabled(&tx, &"ben".parse().expect("a name"), true).expect("disable");
+        tx.commit().expect("commit");
+    });
+    assert_eq!(dash.get("/dashboard", &ben).await.location(), "/dashboard/login", "disabled");
+    assert_eq!(dash.get("/dashboard", &maya).await.status, StatusCode::OK);
+    dash.advance(server::dashboard::session::SESSION_TTL_SECS + 1);
+    assert_eq!(dash.get("/dashboard", &maya).await.location(), "/dashboard/login", "expired");
+}
