@@ -14,18 +14,22 @@
 //!
 //! `TETHER_BENCH_DEVICES` and `TETHER_BENCH_SECS` change the load's size and length.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use automerge::ActorId;
-use automerge::sync::SyncDoc;
 use client_core::NewEpisode;
+use common::{Sim, add_load_teams, fields, load_team};
 use episode::document::{EpisodeDoc, Opening};
-use episode::sync::{Body, Document, PROTOCOL, Request, Response};
 use episode::{Event, FactField, FactValue, Pathway, PatientRef};
 use jiff::Timestamp;
 use serde_json::{Map, Value, json};
-use server::accounts::{self, Password, Role, TeamId, Username};
+use server::accounts::Role;
 use tests::{Device, Server, User, create_accounts};
+
+/// Teams of ten under load: `load-000` … `load-019`, each with its practitioner.
+const LOAD_TEAMS: usize = 20;
 
 fn main() {
     if std::env::var_os("TETHER_E2E_DB").is_some() {
@@ -42,7 +46,7 @@ fn main() {
         User { username: "bob", role: Role::Practitioner, teams: &["south"] },
     ];
     create_accounts(&db, &users);
-    add_load_teams(&db);
+    add_load_teams(&db, LOAD_TEAMS);
     let server = Server::start(&db);
 
     up_to_date(&server);
@@ -51,126 +55,13 @@ fn main() {
     load(&server, devices.min(40), Duration::from_secs(secs));
 }
 
-/// A simulated device: its documents and sync states in memory, the protocol spoken
-/// directly (no store, no checks), so that the load is the server's.
-struct Sim {
-    agent: ureq::Agent,
-    url: String,
-    token: String,
-    own: uuid::Uuid,
-    docs: std::collections::HashMap<uuid::Uuid, (EpisodeDoc, automerge::sync::State)>,
-    cursor: u64,
-}
-
-impl Sim {
-    fn new(server: &Server, n: usize) -> Self {
-        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-        let team = n % LOAD_TEAMS;
-        let device = uuid::Uuid::now_v7();
-        let tokens: Value = agent
-            .post(format!("{}/v1/auth/login", server.url()))
-            .send_json(json!({"username": format!("load-user-{team:02}"), "password": tests::PASSWORD, "device_id": device.to_string()}))
-            .expect("sign in")
-            .body_mut()
-            .read_json()
-            .expect("tokens");
-        let token = tokens["access_token"].as_str().expect("an access token").to_string();
-        let own = uuid::Uuid::now_v7();
-        let opening = Opening {
-            id: own,
-            patient_ref: PatientRef::new(format!("RX-SIM-{n}")).expect("a reference"),
-            team: format!("load-{team:02}"),
-            opened_at: Timestamp::now(),
-            opened_by: "load".into(),
-            pathway: Pathway::RoutineReferral,
-            facts: Vec::new(),
-            plan: String::new(),
-        };
-        let actor = ActorId::from(device.as_bytes().as_slice());
-        let doc = EpisodeDoc::open(&opening, actor).expect("a document");
-        let mut sim = Self { agent, url: server.url(), token, own, docs: Default::default(), cursor: 0 };
-        let whole = Document { episode: own, body: Body::Whole(sim.docs_insert(doc)) };
-        sim.session(vec![whole]);
-        sim
-    }
-
-    fn docs_insert(&mut self, mut doc: EpisodeDoc) -> Vec<u8> {
-        let bytes = doc.save();
-        let mut state = automerge::sync::State::new();
-        state.shared_heads = doc.heads();
-        self.docs.insert(self.own, (doc, state));
-        bytes
-    }
-
-    /// Records a visit on its own episode and syncs; returns the round trips.
-    fn record_and_sync(&mut self) -> usize {
-        let (doc, state) = self.docs.get_mut(&self.own).expect("its own episode");
-        let event = visit_event();
-        doc.record(&event).expect("record");
-        // Each session starts from the persisted state (shared heads), primed.
-        *state = episode::sync::decode_state(Some(&state.encode()));
-        episode::sync::prime(state);
-        let message = doc.generate_sync_message(state).expect("a message");
-        self.session(vec![Document { episode: self.own, body: Body::Message(message) }])
-    }
-
-    fn session(&mut self, mut documents: Vec<Document>) -> usize {
-        let mut round_trips = 0;
-        loop {
-            let request = Request { protocol: PROTOCOL, cursor: self.cursor, device_time_ms: 0, documents };
-            let mut answer = self
-                .agent
-                .post(format!("{}/v1/sync", self.url))
-                .header("Authorization", format!("Bearer {}", self.token))
-                .content_type(episode::sync::CONTENT_TYPE)
-                .send(&request.encode()[..])
-                .expect("a sync");
-            assert_eq!(answer.status().as_u16(), 200, "a sync under load");
-            let bytes = answer.body_mut().with_config().limit(1 << 30).read_to_vec().expect("the answer");
-            let response = Response::decode(&bytes).expect("a response");
-            round_trips += 1;
-            self.cursor = response.cursor;
-            documents = Vec::new();
-            for Document { episode, body } in response.documents {
-                let replied = match body {
-                    Body::Whole(bytes) => {
-                        let doc = EpisodeDoc::load(&bytes, ActorId::random()).expect("a document");
-                        self.docs.insert(episode, (doc, automerge::sync::State::new()));
-                        true
-                    }
-                    Body::Message(bytes) => match self.docs.get_mut(&episode) {
-                        Some((doc, state)) => {
-                            let message = automerge::sync::Message::decode(&bytes).expect("a message");
-                            doc.automerge().sync().receive_sync_message(state, message).expect("applied");
-                            true
-                        }
-                        None => false,
-                    },
-                };
-                if replied
-                    && let Some((doc, state)) = self.docs.get_mut(&episode)
-                    && let Some(message) = doc.generate_sync_message(state)
-                {
-                    documents.push(Document { episode, body: Body::Message(message) });
-                }
-            }
-            if documents.is_empty() && !response.more {
-                return round_trips;
-            }
-        }
-    }
-}
-
-fn visit_event() -> Event {
-    let event = fields(json!({
-        "id": uuid::Uuid::now_v7().to_string(), "kind": "home_visit", "at": Timestamp::now().to_string(),
-        "by": "load", "device": uuid::Uuid::now_v7().to_string(), "announced": false, "outcome": "no_answer"
-    }));
-    Event::from_value(&Value::Object(event), 0).expect("an event")
-}
-
 fn load_simulated(server: &Server, devices: usize, length: Duration) {
-    let mut fleet: Vec<Sim> = (0..devices).map(|n| Sim::new(server, n)).collect();
+    let mut fleet: Vec<Sim> = (0..devices)
+        .map(|n| {
+            let (team, user) = load_team(n % LOAD_TEAMS);
+            Sim::new(&server.url(), &user, &team, n, 1, 0).0
+        })
+        .collect();
     // Settle: everyone learns of their teammates' episodes once.
     for sim in &mut fleet {
         sim.session(Vec::new());
@@ -187,7 +78,7 @@ fn load_simulated(server: &Server, devices: usize, length: Duration) {
                     while started.elapsed() < length {
                         for sim in part.iter_mut() {
                             let t = Instant::now();
-                            let round_trips = sim.record_and_sync();
+                            let round_trips = sim.record_and_sync().round_trips;
                             results.push((t.elapsed(), round_trips));
                         }
                     }
@@ -212,30 +103,6 @@ fn load_simulated(server: &Server, devices: usize, length: Duration) {
         at(0.50).as_secs_f64() * 1000.0,
         at(0.99).as_secs_f64() * 1000.0,
     );
-}
-
-/// Teams of ten under load: `load-00` … `load-19`, each with its practitioner
-/// `load-user-NN` (a device per practitioner's phone, several phones a user).
-const LOAD_TEAMS: usize = 20;
-
-fn add_load_teams(db: &std::path::Path) {
-    let mut conn = server::db::open(db).expect("the database");
-    let tx = conn.transaction().expect("a transaction");
-    let hash = server::auth::password::hash(&Password::new(tests::PASSWORD.into()).expect("a password")).expect("hash");
-    for n in 0..LOAD_TEAMS {
-        let team: TeamId = format!("load-{n:02}").parse().expect("a team id");
-        accounts::add_team(&tx, &team, "Load", Timestamp::now()).expect("a team");
-        let user: Username = format!("load-user-{n:02}").parse().expect("a username");
-        accounts::add_user(&tx, &user, &hash, Role::Practitioner, &[team], Timestamp::now()).expect("a user");
-    }
-    tx.commit().expect("commit");
-}
-
-fn fields(value: Value) -> Map<String, Value> {
-    match value {
-        Value::Object(map) => map,
-        _ => Map::new(),
-    }
 }
 
 fn visit() -> Map<String, Value> {
@@ -324,9 +191,9 @@ fn load(server: &Server, devices: usize, length: Duration) {
     // Each device has one episode of its own, synced, before the clock starts.
     let mut fleet: Vec<(Device, episode::EpisodeId)> = (0..devices)
         .map(|n| {
-            let team = n % LOAD_TEAMS;
-            let mut device = Device::new(server, &format!("load-user-{team:02}"));
-            let id = open_in(&mut device, 10_000 + n, &format!("load-{team:02}"));
+            let (team, user) = load_team(n % LOAD_TEAMS);
+            let mut device = Device::new(server, &user);
+            let id = open_in(&mut device, 10_000 + n, &team);
             device.sync().expect("the first sync");
             (device, id)
         })

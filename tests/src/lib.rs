@@ -116,6 +116,11 @@ impl Server {
         format!("http://{}", self.addr)
     }
 
+    /// The server process's id while it runs (for its memory in `/proc/<pid>/status`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Starts the server again (after a kill) on the same database and port.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "the server is running");
