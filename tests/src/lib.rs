@@ -3,7 +3,8 @@
 //! The harness: [`Server`] runs `tether serve`'s own code in a child process (the test
 //! binary run again, as its ignored `server_child` test), so that a test can kill it with
 //! SIGKILL and start it again on the same database and port; [`Device`] is a client core
-//! in its own encrypted store, syncing over HTTP with the blocking transport.
+//! in its own encrypted store, syncing over HTTP with the blocking transport; [`proxy`]
+//! stands between them and damages sync traffic on purpose.
 //!
 //! Every test file that starts a server has this test, which is the server process:
 //!
@@ -14,6 +15,8 @@
 //!     tests::server_child();
 //! }
 //! ```
+
+pub mod proxy;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -92,6 +95,11 @@ impl Server {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The database file the server runs on.
+    pub fn db(&self) -> &Path {
+        &self.db
     }
 
     /// Starts the server again (after a kill) on the same database and port.
