@@ -9,16 +9,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use automerge::ActorId;
 use client_core::http::Http;
 use client_core::{Core, Error, NewEpisode, SyncSummary};
-use episode::document::EpisodeDoc;
 use episode::{EpisodeId, EventId, FactField, FactValue, Pathway, PatientRef};
 use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 use server::accounts::Role;
 use tests::proxy::{Faults, Proxy, Rng};
-use tests::{Device, Server, User, create_accounts};
+use tests::{Device, Server, User, assert_converged, create_accounts};
 
 #[test]
 #[ignore = "the server process of the end-to-end tests, started by them"]
@@ -37,34 +35,6 @@ fn fields(value: Value) -> Map<String, Value> {
         Value::Object(map) => map,
         _ => panic!("fields are an object"),
     }
-}
-
-/// The ids of an episode's records on a device, checking that none is there twice.
-fn event_ids(core: &Core, episode: EpisodeId) -> BTreeSet<EventId> {
-    let events = &core.episode(episode).expect("the device holds the episode").events;
-    let ids: BTreeSet<EventId> = events.iter().map(|e| e.id).collect();
-    assert_eq!(ids.len(), events.len(), "a record is on the device twice");
-    ids
-}
-
-fn sorted_heads(doc: &mut EpisodeDoc) -> Vec<String> {
-    let mut heads: Vec<String> = doc.heads().iter().map(ToString::to_string).collect();
-    heads.sort();
-    heads
-}
-
-/// The heads of the server's document of `episode`, read from its database.
-fn server_heads(server: &Server, episode: EpisodeId) -> Vec<String> {
-    let conn = server::db::open(server.db()).expect("open the server's database");
-    let mut stored = server::episodes::load(&conn, episode, &ActorId::from(vec![0xaa; 16]))
-        .expect("load the episode")
-        .expect("the server holds the episode");
-    sorted_heads(&mut stored.doc)
-}
-
-fn device_heads(device: &mut Device, episode: EpisodeId) -> Vec<String> {
-    let bytes = device.core.export_episode(episode).expect("export the episode");
-    sorted_heads(&mut EpisodeDoc::load(&bytes, ActorId::from(vec![0xbb; 16])).expect("a document"))
 }
 
 /// Syncs until a sync says it finished.
@@ -207,20 +177,10 @@ fn devices_converge_through_a_proxy_that_drops_duplicates_delays_reorders_and_tr
             assert!(expected.entry(episode).or_default().insert(event), "an event id was given twice");
         }
     }
-    let server_heads: BTreeMap<EpisodeId, Vec<String>> =
-        expected.keys().map(|&id| (id, server_heads(&server, id))).collect();
-    for (device, name) in devices.iter_mut().zip(names.iter().chain(&["olive (observer)"])) {
-        let held: BTreeSet<EpisodeId> = device.core.episodes(Timestamp::now()).iter().map(|e| e.id).collect();
-        assert_eq!(held, expected.keys().copied().collect(), "{name} holds other episodes than were made");
-        assert!(device.core.held_back().expect("read").is_empty(), "{name} had episodes refused");
-        for (&episode, events) in &expected {
-            assert_eq!(&event_ids(&device.core, episode), events, "{name}'s records of {episode}");
-            assert_eq!(device_heads(device, episode), server_heads[&episode], "{name}: the heads of {episode}");
-            // The server's actions, as the device last received them, are what the device
-            // itself computes from the same document at the server's moment.
-            let theirs = device.core.server_actions(episode).expect("read").expect("the server's actions");
-            let ours = device.core.actions(episode, theirs.evaluated_at).expect("local actions");
-            assert_eq!(ours.evaluation.actions, theirs.evaluation.actions, "{name}: the actions of {episode}");
-        }
-    }
+    let mut cores: Vec<(String, &mut Core)> = devices
+        .iter_mut()
+        .zip(names.iter().chain(&["olive (observer)"]))
+        .map(|(device, name)| (name.to_string(), &mut device.core))
+        .collect();
+    assert_converged(server.db(), &mut cores, &expected);
 }
