@@ -220,8 +220,16 @@ impl Response {
 
 /// A sync state decoded from its stored bytes (none stored: a fresh state). Bytes that
 /// do not decode give a fresh state: the cost is a longer sync, never a lost change.
+///
+/// The shared heads come out sorted and without repeats, as Automerge keeps them: it
+/// asserts that order when it encodes them into a message (found by fuzzing: damaged
+/// bytes that decode with the heads out of order made `generate_sync_message` panic
+/// inside Automerge in a debug build).
 pub fn decode_state(stored: Option<&[u8]>) -> sync::State {
-    stored.and_then(|bytes| sync::State::decode(bytes).ok()).unwrap_or_default()
+    let mut state = stored.and_then(|bytes| sync::State::decode(bytes).ok()).unwrap_or_default();
+    state.shared_heads.sort();
+    state.shared_heads.dedup();
+    state
 }
 
 /// Primes a freshly decoded state: the peer is taken to have exactly the shared heads,
@@ -264,10 +272,12 @@ impl EpisodeDoc {
         // Automerge asserts its own invariants while building a message; a state that
         // does not fit the document (a peer's claim we cannot check) must not take the
         // caller down, so a failure here sends nothing and the next sync starts afresh.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| am.sync().generate_sync_message(state)))
-            .ok()
-            .flatten()
-            .map(sync::Message::encode)
+        // Encoding is inside the guard too: Automerge asserts its invariants there as well.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            am.sync().generate_sync_message(state).map(sync::Message::encode)
+        }))
+        .ok()
+        .flatten()
     }
 
     /// Applies a peer's sync message: to a copy first, checked like any merge (the
