@@ -8,6 +8,24 @@
 mod checks;
 
 use std::path::Path;
+use std::sync::Once;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Panics seen in this test binary, caught or not. The code under test catches panics
+/// from Automerge as a last defence; the fuzzer counts every panic as a failure (its
+/// hook aborts), and so do these tests, so that a regression cannot hide behind a guard.
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+
+fn count_panics() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.fetch_add(1, Ordering::SeqCst);
+            default(info);
+        }));
+    });
+}
 
 /// The files of `fuzz/<kind>/<target>/`, sorted (none if it does not exist).
 fn inputs(kind: &str, target: &str) -> Vec<(String, Vec<u8>)> {
@@ -25,9 +43,11 @@ fn inputs(kind: &str, target: &str) -> Vec<(String, Vec<u8>)> {
 fn replay(target: &str, check: fn(&[u8])) {
     let seeds = inputs("seeds", target);
     assert!(!seeds.is_empty(), "the seed corpus of {target} is missing");
+    count_panics();
     for (name, bytes) in seeds.iter().chain(&inputs("regressions", target)) {
-        eprintln!("{target}: {name}");
+        let before = PANICS.load(Ordering::SeqCst);
         check(bytes);
+        assert_eq!(PANICS.load(Ordering::SeqCst), before, "{target}: {name} panicked (perhaps caught)");
     }
 }
 

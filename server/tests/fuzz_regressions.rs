@@ -11,6 +11,24 @@ mod checks;
 mod handler;
 
 use std::path::Path;
+use std::sync::Once;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Panics seen in this test binary, caught or not. The code under test catches panics
+/// from Automerge as a last defence; the fuzzer counts every panic as a failure (its
+/// hook aborts), and so do these tests, so that a regression cannot hide behind a guard.
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+
+fn count_panics() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.fetch_add(1, Ordering::SeqCst);
+            default(info);
+        }));
+    });
+}
 
 fn inputs(kind: &str) -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz").join(kind).join("sync_handler");
@@ -28,8 +46,10 @@ fn inputs(kind: &str) -> Vec<(String, Vec<u8>)> {
 fn sync_handler_regressions() {
     let seeds = inputs("seeds");
     assert!(!seeds.is_empty(), "the seed corpus is missing");
+    count_panics();
     for (name, bytes) in seeds.iter().chain(&inputs("regressions")) {
-        eprintln!("sync_handler: {name}");
+        let before = PANICS.load(Ordering::SeqCst);
         handler::sync_handler(bytes);
+        assert_eq!(PANICS.load(Ordering::SeqCst), before, "sync_handler: {name} panicked (perhaps caught)");
     }
 }
