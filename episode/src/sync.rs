@@ -220,8 +220,16 @@ impl Response {
 
 /// A sync state decoded from its stored bytes (none stored: a fresh state). Bytes that
 /// do not decode give a fresh state: the cost is a longer sync, never a lost change.
+///
+/// The shared heads come out sorted and without repeats, as Automerge keeps them: it
+/// asserts that order when it encodes them into a message (found by fuzzing: damaged
+/// bytes that decode with the heads out of order made `generate_sync_message` panic
+/// inside Automerge in a debug build).
 pub fn decode_state(stored: Option<&[u8]>) -> sync::State {
-    stored.and_then(|bytes| sync::State::decode(bytes).ok()).unwrap_or_default()
+    let mut state = stored.and_then(|bytes| sync::State::decode(bytes).ok()).unwrap_or_default();
+    state.shared_heads.sort();
+    state.shared_heads.dedup();
+    state
 }
 
 /// Primes a freshly decoded state: the peer is taken to have exactly the shared heads,
@@ -257,6 +265,40 @@ pub fn has_all(doc: &mut EpisodeDoc, heads: &[ChangeHash]) -> bool {
     heads.iter().all(|h| am.get_change_by_hash(h).is_some())
 }
 
+/// The most probes a peer's Bloom filter may ask for (Automerge uses 7).
+const MAX_BLOOM_PROBES: u64 = 64;
+
+/// Whether a peer's Bloom filter is one Automerge can check hashes against safely: empty,
+/// or with at least one bit per entry, a bit array, and a modest number of probes.
+/// Automerge trusts the filter's parameters: no bits divides by zero (found by fuzzing
+/// `POST /v1/sync`), and a huge probe count allocates without bound, on the next message
+/// it builds for that peer.
+fn sane_bloom(bloom: &BloomFilter) -> bool {
+    let bytes = bloom.to_bytes();
+    if bytes.is_empty() {
+        return true;
+    }
+    let mut rest = bytes.as_slice();
+    let (Some(entries), Some(bits_per_entry), Some(probes)) = (leb128(&mut rest), leb128(&mut rest), leb128(&mut rest))
+    else {
+        return false;
+    };
+    entries > 0 && bits_per_entry > 0 && (1..=MAX_BLOOM_PROBES).contains(&probes) && !rest.is_empty()
+}
+
+/// Reads one unsigned LEB128 number of at most 32 bits from the front of `bytes`.
+fn leb128(bytes: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for (i, &byte) in bytes.iter().enumerate().take(5) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            *bytes = &bytes[i + 1..];
+            return (value <= u64::from(u32::MAX)).then_some(value);
+        }
+    }
+    None
+}
+
 impl EpisodeDoc {
     /// The next sync message to the peer of `state`, if there is anything to say.
     pub fn generate_sync_message(&mut self, state: &mut sync::State) -> Option<Vec<u8>> {
@@ -264,10 +306,12 @@ impl EpisodeDoc {
         // Automerge asserts its own invariants while building a message; a state that
         // does not fit the document (a peer's claim we cannot check) must not take the
         // caller down, so a failure here sends nothing and the next sync starts afresh.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| am.sync().generate_sync_message(state)))
-            .ok()
-            .flatten()
-            .map(sync::Message::encode)
+        // Encoding is inside the guard too: Automerge asserts its invariants there as well.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            am.sync().generate_sync_message(state).map(sync::Message::encode)
+        }))
+        .ok()
+        .flatten()
     }
 
     /// Applies a peer's sync message: to a copy first, checked like any merge (the
@@ -283,6 +327,9 @@ impl EpisodeDoc {
             .map_err(|e| DocumentError::Corrupt(format!("not a sync message: {e}")))?;
         for chunk in decoded.changes.iter() {
             crate::document::refuse_bombs(chunk)?;
+        }
+        if !decoded.have.iter().all(|have| sane_bloom(&have.bloom)) {
+            return Err(DocumentError::Corrupt("the sync message's Bloom filter is malformed".into()));
         }
         if decoded.changes.len() > MAX_CHANGES_PER_MESSAGE {
             return Err(DocumentError::Refused(format!(

@@ -699,3 +699,40 @@ fn what_a_message_brings_is_saved_incrementally_as_its_changes_alone() {
     assert_eq!(reloaded.heads(), server.doc.heads());
     assert_eq!(server.doc.save_incremental(), Vec::<u8>::new(), "saved once");
 }
+
+/// A peer's message whose Bloom filter Automerge would trust blindly when it next builds
+/// a message for that peer: entries but no bits (it divides by zero; found by fuzzing
+/// `POST /v1/sync`), or billions of probes (it allocates without bound). Refused whole.
+#[test]
+fn a_message_with_a_malformed_bloom_filter_is_refused_and_changes_nothing() {
+    let (mut device, mut server) = synced_pair_with_a_record();
+    let honest = device.doc.automerge().sync().generate_sync_message(&mut sync::State::new()).expect("a message");
+    let hash = device.doc.heads()[0];
+    let mut message = sync::Message::decode(&honest.encode()).expect("an honest message");
+    message.have =
+        vec![sync::Have { last_sync: Vec::new(), bloom: sync::BloomFilter::from_hashes(std::iter::once(hash)) }];
+    let bytes = message.encode();
+    // The filter as encoded: its length (5), one entry, 10 bits per entry, 7 probes, and
+    // two bytes of bits.
+    let at = bytes.windows(4).position(|w| w == [0x05, 0x01, 0x0a, 0x07]).expect("the filter in the message");
+    let patched = |filter: &[u8]| [&bytes[..at], filter, &bytes[at + 6..]].concat();
+    let (b0, b1) = (bytes[at + 4], bytes[at + 5]);
+    for (what, filter) in [
+        ("no bits", vec![0x03, 0x01, 0x00, 0x07]),
+        ("no probes", vec![0x05, 0x01, 0x0a, 0x00, b0, b1]),
+        ("four billion probes", vec![0x09, 0x01, 0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, b0, b1]),
+    ] {
+        let hostile = patched(&filter);
+        assert!(sync::Message::decode(&hostile).is_ok(), "{what}: Automerge itself reads it");
+        let (heads, state) = (server.doc.heads(), server.state.clone());
+        match server.doc.receive_sync_message(&mut server.state, &hostile) {
+            Err(DocumentError::Corrupt(reason)) => assert!(reason.contains("Bloom filter"), "{what}: {reason}"),
+            other => panic!("{what}: expected a refusal, got {other:?}"),
+        }
+        assert_eq!((server.doc.heads(), &server.state), (heads, &state), "{what}: something changed");
+    }
+    // The honest filter passes, and the pair still syncs.
+    server.doc.receive_sync_message(&mut server.state, &bytes).expect("an honest filter");
+    sync_until_quiet(&mut device, &mut server, 5);
+    assert_converged(&mut device, &mut server);
+}

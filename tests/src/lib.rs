@@ -3,8 +3,9 @@
 //! The harness: [`Server`] runs `tether serve`'s own code in a child process (the test
 //! binary run again, as its ignored `server_child` test), so that a test can kill it with
 //! SIGKILL and start it again on the same database and port; [`Device`] is a client core
-//! in its own encrypted store, syncing over HTTP with the blocking transport.
-//! [`create_accounts`] and [`seed_demo`] make the database the server is started on.
+//! in its own encrypted store, syncing over HTTP with the blocking transport; [`proxy`]
+//! stands between them and damages sync traffic on purpose. [`create_accounts`] and
+//! [`seed_demo`] make the database the server is started on.
 //!
 //! Every test file that starts a server has this test, which is the server process:
 //!
@@ -16,14 +17,20 @@
 //! }
 //! ```
 
+pub mod proxy;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use automerge::ActorId;
 use client_core::http::Http;
 use client_core::{Core, Error, StoreKey, SyncSummary};
+use episode::document::EpisodeDoc;
+use episode::{EpisodeId, EventId};
 use jiff::Timestamp;
 use server::accounts::{self, Password, Role, TeamId, Username};
 
@@ -119,6 +126,11 @@ impl Server {
     /// The server process's id while it runs (for its memory in `/proc/<pid>/status`).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// The database file the server runs on.
+    pub fn db(&self) -> &Path {
+        &self.db
     }
 
     /// Starts the server again (after a kill) on the same database and port.
@@ -242,4 +254,61 @@ pub fn sign_in(server: &Server, username: &str) -> String {
     let (status, body) = call_json(server, "POST", "/v1/auth/login", None, Some(body));
     assert_eq!(status, 200, "{body}");
     body["access_token"].as_str().expect("an access token").to_string()
+}
+
+fn sorted_heads(doc: &mut EpisodeDoc) -> Vec<String> {
+    let mut heads: Vec<String> = doc.heads().iter().map(ToString::to_string).collect();
+    heads.sort();
+    heads
+}
+
+/// The server's document of `episode`, read from its database file (with the server
+/// running, or killed: opening it recovers the WAL as a restart would).
+pub fn server_document(db: &Path, episode: EpisodeId) -> Option<EpisodeDoc> {
+    let conn = server::db::open(db).expect("open the server's database");
+    let stored = server::episodes::load(&conn, episode, &ActorId::from(vec![0xaa; 16])).expect("load an episode");
+    stored.map(|s| s.doc)
+}
+
+/// The heads of the server's document of `episode`, as sorted hex strings.
+pub fn server_heads(db: &Path, episode: EpisodeId) -> Vec<String> {
+    sorted_heads(&mut server_document(db, episode).expect("the server holds the episode"))
+}
+
+/// The heads of a device's document of `episode`, as sorted hex strings.
+pub fn device_heads(core: &mut Core, episode: EpisodeId) -> Vec<String> {
+    let bytes = core.export_episode(episode).expect("export the episode");
+    sorted_heads(&mut EpisodeDoc::load(&bytes, ActorId::from(vec![0xbb; 16])).expect("a document"))
+}
+
+/// The ids of an episode's records on a device, checking that none is there twice.
+pub fn event_ids(core: &Core, episode: EpisodeId) -> BTreeSet<EventId> {
+    let events = &core.episode(episode).expect("the device holds the episode").events;
+    let ids: BTreeSet<EventId> = events.iter().map(|e| e.id).collect();
+    assert_eq!(ids.len(), events.len(), "a record is on the device twice");
+    ids
+}
+
+/// Asserts that every device holds exactly the `expected` episodes, each with exactly the
+/// expected records (none twice), with the same heads as the server's document, nothing
+/// held back, and the server's actions as last received equal to what the device itself
+/// computes from the same document at the server's moment.
+pub fn assert_converged(
+    db: &Path,
+    devices: &mut [(String, &mut Core)],
+    expected: &BTreeMap<EpisodeId, BTreeSet<EventId>>,
+) {
+    let heads: BTreeMap<EpisodeId, Vec<String>> = expected.keys().map(|&id| (id, server_heads(db, id))).collect();
+    for (name, core) in devices.iter_mut() {
+        let held: BTreeSet<EpisodeId> = core.episodes(Timestamp::now()).iter().map(|e| e.id).collect();
+        assert_eq!(held, expected.keys().copied().collect(), "{name} holds other episodes than were made");
+        assert!(core.held_back().expect("read").is_empty(), "{name} had episodes refused");
+        for (&episode, events) in expected {
+            assert_eq!(&event_ids(core, episode), events, "{name}'s records of {episode}");
+            assert_eq!(device_heads(core, episode), heads[&episode], "{name}: the heads of {episode}");
+            let theirs = core.server_actions(episode).expect("read").expect("the server's actions");
+            let ours = core.actions(episode, theirs.evaluated_at).expect("local actions");
+            assert_eq!(ours.evaluation.actions, theirs.evaluation.actions, "{name}: the actions of {episode}");
+        }
+    }
 }

@@ -4,8 +4,8 @@
 //! killed with SIGKILL between and during syncs.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use client_core::{Core, Error, NewEpisode, STORE_FILE, SyncSession, SyncSummary};
@@ -13,7 +13,8 @@ use episode::{EpisodeId, EventId, FactField, FactValue, Pathway, PatientRef};
 use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 use server::accounts::Role;
-use tests::{Device, PASSWORD, Server, User, create_accounts};
+use tests::proxy::Rng;
+use tests::{Device, PASSWORD, Server, User, create_accounts, event_ids};
 
 #[test]
 #[ignore = "the server process of the end-to-end tests, started by them"]
@@ -69,14 +70,6 @@ fn no_answer(device: &mut Device, episode: EpisodeId, by: &str) -> EventId {
 
 fn setting(device: &Device, key: &str) -> String {
     device.core.setting(key).expect("read a setting").unwrap_or_else(|| panic!("{key} is kept"))
-}
-
-/// The ids of an episode's records on a device, checking that none is there twice.
-fn event_ids(core: &Core, episode: EpisodeId) -> BTreeSet<EventId> {
-    let events = &core.episode(episode).expect("the device holds the episode").events;
-    let ids: BTreeSet<EventId> = events.iter().map(|e| e.id).collect();
-    assert_eq!(ids.len(), events.len(), "a record is on the device twice");
-    ids
 }
 
 /// Syncs until a sync says it finished.
@@ -383,8 +376,15 @@ fn a_replayed_request_changes_nothing_twice_and_a_lost_response_costs_a_repeat()
     let mut session = a.core.begin_sync();
     let body = a.core.sync_request(&mut session, Timestamp::now()).expect("a request").expect("something to say");
     drop(post_sync(&server, &a, &body));
+    drop(session);
     let after = no_answer(&mut a, episode, "alice");
-    sync_complete(&mut a);
+    // The next sync starts from the persisted state, not the lost session's in-flight one:
+    // it sends the unconfirmed record again with the new one and finishes at once, and
+    // nothing is left to say after it.
+    let summary = sync_complete(&mut a);
+    assert_eq!((summary.round_trips, summary.sent), (1, 1), "{summary:?}");
+    let summary = sync_complete(&mut a);
+    assert_eq!((summary.round_trips, summary.sent, summary.received), (1, 0, 0), "{summary:?}");
     let by_b = no_answer(&mut b, episode, "bob");
     sync_complete(&mut b);
     sync_complete(&mut a);
@@ -401,36 +401,6 @@ fn a_replayed_request_changes_nothing_twice_and_a_lost_response_costs_a_repeat()
     assert_eq!(observer.core.episode(episode).expect("on the observer").to_json(), ea.to_json());
 }
 
-/// A small deterministic random source (xorshift64*): the seed is printed, and
-/// `TETHER_E2E_SEED` replays a run.
-struct Rng(u64);
-
-impl Rng {
-    fn seeded() -> Self {
-        let seed = std::env::var("TETHER_E2E_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-            nanos.as_nanos() as u64
-        });
-        eprintln!("faults: TETHER_E2E_SEED={seed}");
-        Self(seed | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn millis(&mut self, from: u64, to: u64) -> Duration {
-        Duration::from_millis(from + self.below(to - from))
-    }
-}
-
 /// What one device made while the server was being killed.
 #[derive(Debug, Default)]
 struct Made {
@@ -441,62 +411,139 @@ struct Made {
     unexpected: Vec<String>,
 }
 
+fn env(name: &str) -> Option<usize> {
+    std::env::var(name).ok().and_then(|s| s.parse().ok())
+}
+
+/// What the server has acknowledged: a complete sync answered after these were made.
+#[derive(Debug, Default)]
+struct Acknowledged {
+    episodes: BTreeSet<EpisodeId>,
+    records: BTreeMap<EpisodeId, BTreeSet<EventId>>,
+}
+
+/// Asserts that the server's database holds every acknowledged episode, and every
+/// acknowledged record exactly once. Run with the server killed, before its restart.
+fn assert_durable(server: &Server, acknowledged: &Acknowledged, kill: usize) {
+    for &episode in &acknowledged.episodes {
+        let doc = tests::server_document(server.db(), episode)
+            .unwrap_or_else(|| panic!("kill {kill}: an acknowledged episode {episode} is gone"));
+        let events = doc.episode().expect("a stored episode reads").events;
+        let ids: BTreeSet<EventId> = events.iter().map(|e| e.id).collect();
+        assert_eq!(ids.len(), events.len(), "kill {kill}: a record of {episode} is stored twice");
+        let missing: Vec<_> =
+            acknowledged.records.get(&episode).into_iter().flatten().filter(|id| !ids.contains(id)).collect();
+        assert!(missing.is_empty(), "kill {kill}: acknowledged records of {episode} are gone: {missing:?}");
+    }
+}
+
+/// The crash loop (issue 7): devices record offline and sync while the server is killed
+/// with SIGKILL at random moments and restarted. After every kill, before the restart,
+/// everything the server acknowledged is in its database, each record exactly once; at the
+/// end every device holds every record once, with the server's heads and actions.
+///
+/// Small by default. The full size is `TETHER_CRASH_DEVICES=50 TETHER_CRASH_RECORDS=200
+/// TETHER_CRASH_KILLS=1000` (about 20 minutes here); `TETHER_E2E_KILLS` is the kills'
+/// older name, and `TETHER_E2E_SEED` replays a run.
 #[test]
 fn nothing_is_lost_or_duplicated_when_the_server_is_killed_during_syncs() {
-    const TEAM: [&str; 4] = ["alice", "bob", "dave", "erin"];
-    let kills: usize = std::env::var("TETHER_E2E_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(15);
-    let mut rng = Rng::seeded();
-    let (_dir, mut server) = start();
-    let mut devices: Vec<Device> = TEAM.iter().map(|name| Device::new(&server, name)).collect();
+    let count = env("TETHER_CRASH_DEVICES").unwrap_or(4).max(1);
+    let records = env("TETHER_CRASH_RECORDS").unwrap_or(40);
+    let kills = env("TETHER_CRASH_KILLS").or_else(|| env("TETHER_E2E_KILLS")).unwrap_or(15);
+    let mut rng = Rng::from_env("faults");
+    let dir = tempfile::tempdir().expect("a directory");
+    let db = dir.path().join("tether.db");
+    // Leaked: `User` takes static names, and a test process ends soon.
+    let names: Vec<&'static str> = (0..count).map(|i| &*Box::leak(format!("crash-{i}").into_boxed_str())).collect();
+    let mut users: Vec<User> =
+        names.iter().map(|&username| User { username, role: Role::Practitioner, teams: &["north"] }).collect();
+    users.push(User { username: "olive", role: Role::Practitioner, teams: &["north"] });
+    create_accounts(&db, &users);
+    let mut server = Server::start(&db);
+    let mut devices: Vec<Device> = names.iter().map(|name| Device::new(&server, name)).collect();
 
     // Two episodes every device holds before the faults begin.
-    let shared = [open(&mut devices[0], "north", "alice"), open(&mut devices[0], "north", "alice")];
+    let shared = [open(&mut devices[0], "north", names[0]), open(&mut devices[0], "north", names[0])];
     for device in &mut devices {
         sync_complete(device);
     }
 
     let stop = Arc::new(AtomicBool::new(false));
+    let kills_done = Arc::new(AtomicUsize::new(0));
+    let acknowledged = Arc::new(Mutex::new(Acknowledged::default()));
     let workers: Vec<_> = devices
         .into_iter()
-        .zip(TEAM)
+        .zip(names.clone())
         .map(|(mut device, name)| {
-            let stop = Arc::clone(&stop);
-            let mut rng = Rng(rng.next() | 1);
+            let (stop, kills_done, acknowledged) =
+                (Arc::clone(&stop), Arc::clone(&kills_done), Arc::clone(&acknowledged));
+            let mut rng = Rng::new(rng.next_u64());
             std::thread::spawn(move || {
                 let mut made = Made::default();
-                while !stop.load(Ordering::Relaxed) {
-                    if made.episodes.len() < 2 && rng.below(10) == 0 {
-                        made.episodes.push(open(&mut device, "north", name));
-                    } else {
-                        let held: Vec<EpisodeId> =
-                            device.core.episodes(Timestamp::now()).iter().map(|e| e.id).collect();
-                        let episode = held[rng.below(held.len() as u64) as usize];
-                        made.records.push((episode, no_answer(&mut device, episode, name)));
+                let record = |device: &mut Device, made: &mut Made, rng: &mut Rng| {
+                    if made.episodes.len() < 2 && rng.below(20) == 0 {
+                        made.episodes.push(open(device, "north", name));
                     }
+                    let held: Vec<EpisodeId> = device.core.episodes(Timestamp::now()).iter().map(|e| e.id).collect();
+                    let episode = held[rng.below(held.len() as u64) as usize];
+                    made.records.push((episode, no_answer(device, episode, name)));
+                };
+                while !stop.load(Ordering::Relaxed) {
+                    // Records spread over the run: by the k-th kill, about k/kills of them.
+                    let quota = records * (kills_done.load(Ordering::Relaxed) + 1) / kills.max(1);
+                    for _ in 0..=rng.below(3) {
+                        if made.records.len() < quota.min(records) {
+                            record(&mut device, &mut made, &mut rng);
+                        }
+                    }
+                    let (episodes, recorded) = (made.episodes.len(), made.records.len());
                     match device.sync() {
-                        Ok(_) => made.synced += 1,
+                        Ok(summary) => {
+                            made.synced += 1;
+                            if summary.complete {
+                                let mut acknowledged = acknowledged.lock().unwrap_or_else(PoisonError::into_inner);
+                                acknowledged.episodes.extend(&made.episodes[..episodes]);
+                                for &(episode, event) in &made.records[..recorded] {
+                                    acknowledged.episodes.insert(episode);
+                                    acknowledged.records.entry(episode).or_default().insert(event);
+                                }
+                            }
+                        }
                         // The server went away mid-sync: nothing is lost, the next one goes on.
                         Err(Error::Network(_)) => made.failed += 1,
                         Err(other) => made.unexpected.push(other.to_string()),
                     }
                     std::thread::sleep(rng.millis(10, 60));
                 }
+                // Whatever the quota left unmade is recorded offline now.
+                while made.records.len() < records {
+                    record(&mut device, &mut made, &mut rng);
+                }
                 (device, made)
             })
         })
         .collect();
 
-    for _ in 0..kills {
+    for kill in 0..kills {
         std::thread::sleep(rng.millis(200, 1500));
         server.kill();
+        let snapshot = {
+            let acknowledged = acknowledged.lock().unwrap_or_else(PoisonError::into_inner);
+            Acknowledged { episodes: acknowledged.episodes.clone(), records: acknowledged.records.clone() }
+        };
+        assert_durable(&server, &snapshot, kill);
         std::thread::sleep(rng.millis(0, 60));
         server.restart();
+        kills_done.fetch_add(1, Ordering::Relaxed);
     }
     std::thread::sleep(Duration::from_millis(100));
     stop.store(true, Ordering::Relaxed);
     let (mut devices, made): (Vec<Device>, Vec<Made>) =
         workers.into_iter().map(|w| w.join().expect("a device thread")).unzip();
-    for (name, made) in TEAM.iter().zip(&made) {
+    let acknowledged: usize =
+        acknowledged.lock().unwrap_or_else(PoisonError::into_inner).records.values().map(BTreeSet::len).sum();
+    eprintln!("faults: {kills} kills, {acknowledged} records acknowledged during them, checked after every kill");
+    for (name, made) in names.iter().zip(&made) {
         eprintln!(
             "faults: {name} opened {}, recorded {}, synced {} times, {} syncs cut off",
             made.episodes.len(),
@@ -511,6 +558,7 @@ fn nothing_is_lost_or_duplicated_when_the_server_is_killed_during_syncs() {
         );
     }
     assert!(made.iter().map(|m| m.failed).sum::<usize>() > 0 || kills == 0, "no sync was ever cut off");
+    assert!(acknowledged > 0 || kills == 0, "nothing was acknowledged while the server was being killed");
 
     // Everything anyone made: the episodes, and each one's records.
     let mut expected: BTreeMap<EpisodeId, BTreeSet<EventId>> = shared.iter().map(|&id| (id, BTreeSet::new())).collect();
@@ -532,16 +580,10 @@ fn nothing_is_lost_or_duplicated_when_the_server_is_killed_during_syncs() {
     let mut observer = Device::new(&server, "olive");
     sync_complete(&mut observer);
     devices.push(observer);
-
-    let reference: BTreeMap<EpisodeId, Value> =
-        expected.keys().map(|&id| (id, devices[0].core.episode(id).expect("on the first device").to_json())).collect();
-    for (device, name) in devices.iter().zip(TEAM.iter().chain(["olive (observer)"].iter())) {
-        let held: BTreeSet<EpisodeId> = device.core.episodes(Timestamp::now()).iter().map(|e| e.id).collect();
-        assert_eq!(held, expected.keys().copied().collect(), "{name} holds other episodes than were made");
-        for (&episode, events) in &expected {
-            assert_eq!(&event_ids(&device.core, episode), events, "{name}'s records of {episode}");
-            assert_eq!(device.core.episode(episode).expect("held").to_json(), reference[&episode], "{name}: {episode}");
-        }
-        assert!(device.core.held_back().expect("read").is_empty(), "{name} had episodes refused");
-    }
+    let mut cores: Vec<(String, &mut Core)> = devices
+        .iter_mut()
+        .zip(names.iter().chain(&["olive (observer)"]))
+        .map(|(device, name)| (name.to_string(), &mut device.core))
+        .collect();
+    tests::assert_converged(server.db(), &mut cores, &expected);
 }

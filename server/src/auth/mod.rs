@@ -176,6 +176,7 @@ fn tokens(
         aud: AUDIENCE.into(),
         sub: user.id.clone(),
         iat: now,
+        nbf: now,
         exp: now + ACCESS_TTL_SECS,
         role: user.role,
         teams: user.teams.clone(),

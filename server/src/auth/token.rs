@@ -1,5 +1,6 @@
 //! Access tokens: 15-minute JWTs signed with HS256, the algorithm pinned, the issuer and
-//! audience set and checked. Refresh tokens: 32 random bytes, kept only as a SHA-256.
+//! audience set and checked, and `exp`, `nbf` and `iat` checked against the server's own
+//! (injectable) clock. Refresh tokens: 32 random bytes, kept only as a SHA-256.
 
 use std::fmt;
 
@@ -19,6 +20,9 @@ pub const ACCESS_TTL_SECS: i64 = 15 * 60;
 pub const REFRESH_TTL_SECS: i64 = 30 * 24 * 60 * 60;
 /// The shortest signing secret accepted (from `TETHER_JWT_SECRET`).
 pub const MIN_SECRET_BYTES: usize = 32;
+/// How far ahead of this server's clock a token's `nbf` or `iat` may be: the clock of
+/// another replica that issued it may run a little fast. Expiry has no such leeway.
+pub const CLOCK_LEEWAY_SECS: i64 = 60;
 
 /// What an access token says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +32,8 @@ pub struct Claims {
     /// The user's id.
     pub sub: String,
     pub iat: i64,
+    /// Not valid before (the time it was issued).
+    pub nbf: i64,
     pub exp: i64,
     pub role: Role,
     pub teams: Vec<String>,
@@ -49,9 +55,11 @@ impl Keys {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
         validation.set_audience(&[AUDIENCE]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        // Expiry is checked against the server's own (injectable) clock in `verify`.
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        // Expiry and "not before" are checked against the server's own (injectable) clock
+        // in `verify`, not the library's reading of the system clock.
         validation.validate_exp = false;
+        validation.validate_nbf = false;
         Self { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret), validation }
     }
 
@@ -59,7 +67,9 @@ impl Keys {
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding).map_err(AppError::internal)
     }
 
-    /// The claims of a genuine, unexpired access token.
+    /// The claims of a genuine, unexpired access token that is already valid: one whose
+    /// `nbf` or `iat` lies more than `CLOCK_LEEWAY_SECS` ahead of `now` was not issued by
+    /// this server's clocks, and is refused.
     pub fn verify(&self, token: &str, now: i64) -> Result<Claims, AppError> {
         let data =
             jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| match e.kind() {
@@ -74,6 +84,9 @@ impl Keys {
             })?;
         if data.claims.exp <= now {
             return Err(AppError::Unauthenticated("the access token has expired; refresh it"));
+        }
+        if data.claims.nbf > now + CLOCK_LEEWAY_SECS || data.claims.iat > now + CLOCK_LEEWAY_SECS {
+            return Err(AppError::Unauthenticated("the access token is not valid yet"));
         }
         Ok(data.claims)
     }
