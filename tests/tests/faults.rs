@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 use server::accounts::Role;
 use tests::proxy::Rng;
-use tests::{Device, PASSWORD, Server, User, create_accounts, event_ids};
+use tests::{Device, PASSWORD, Server, User, agent, create_accounts, event_ids, sign_in};
 
 #[test]
 #[ignore = "the server process of the end-to-end tests, started by them"]
@@ -83,35 +83,9 @@ fn sync_complete(device: &mut Device) -> SyncSummary {
     panic!("ten syncs in a row stopped early");
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder().http_status_as_error(false).build().into()
-}
-
-/// POSTs JSON (with a bearer token if given); the status and the JSON answer (`Null` if
-/// there is no body).
+/// POSTs JSON (with a bearer token if given); the status and the JSON answer.
 fn post_json(server: &Server, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
-    let mut request = agent().post(format!("{}{path}", server.url()));
-    if let Some(token) = token {
-        request = request.header("Authorization", format!("Bearer {token}"));
-    }
-    let mut response = request.send_json(body).expect("the server answers");
-    let status = response.status().as_u16();
-    let text = response.body_mut().read_to_string().expect("a body");
-    let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).expect("a JSON answer") };
-    (status, value)
-}
-
-/// An access token of `username`, signed in on a console of their own.
-fn sign_in(server: &Server, username: &str) -> String {
-    let device = format!("{username}-console");
-    let (status, body) = post_json(
-        server,
-        "/v1/auth/login",
-        None,
-        json!({"username": username, "password": PASSWORD, "device_id": device}),
-    );
-    assert_eq!(status, 200, "{body}");
-    body["access_token"].as_str().expect("an access token").to_string()
+    tests::call_json(server, "POST", path, token, Some(body))
 }
 
 /// One `POST /v1/sync` with the device's access token; the response's body.
