@@ -417,7 +417,8 @@ fn assert_durable(server: &Server, acknowledged: &Acknowledged, kill: usize) {
 /// end every device holds every record once, with the server's heads and actions.
 ///
 /// Small by default. The full size is `TETHER_CRASH_DEVICES=50 TETHER_CRASH_RECORDS=200
-/// TETHER_CRASH_KILLS=1000` (about 20 minutes here); `TETHER_E2E_KILLS` is the kills'
+/// TETHER_CRASH_KILLS=1000` (not run yet; 50 x 200 x 100 passed in 730 s on this 2-core
+/// machine, 9,400 records acknowledged during the kills); `TETHER_E2E_KILLS` is the kills'
 /// older name, and `TETHER_E2E_SEED` replays a run.
 #[test]
 fn nothing_is_lost_or_duplicated_when_the_server_is_killed_during_syncs() {
