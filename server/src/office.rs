@@ -328,14 +328,31 @@ impl<S: Send + Sync> FromRequestParts<S> for EpisodePath {
     }
 }
 
-fn who(user: &AuthUser) -> Who {
-    Who::new(user, Via::Api)
+/// Runs `f` at the desk of the caller `who` (with `teams`), on the blocking pool, at the
+/// clock's moment: what every route of the API and the dashboard does.
+pub async fn at_desk<T: Send + 'static>(
+    state: &AppState,
+    who: Who,
+    teams: Vec<String>,
+    f: impl FnOnce(&mut Desk<'_>) -> Result<T, AppError> + Send + 'static,
+) -> Result<T, AppError> {
+    let now = state.clock.now();
+    let docs = Arc::clone(&state.docs);
+    state.db.call(move |conn| f(&mut Desk::new(conn, &docs, &who, &teams, now))).await
+}
+
+/// An API caller's desk.
+async fn api<T: Send + 'static>(
+    state: &AppState,
+    user: AuthUser,
+    f: impl FnOnce(&mut Desk<'_>) -> Result<T, AppError> + Send + 'static,
+) -> Result<T, AppError> {
+    let who = Who::new(&user, Via::Api);
+    at_desk(state, who, user.teams, f).await
 }
 
 async fn list_route(State(state): State<AppState>, user: AuthUser) -> Result<axum::Json<Vec<Summary>>, AppError> {
-    let now = state.clock.now();
-    let docs = Arc::clone(&state.docs);
-    let summaries = state.db.call(move |conn| list(&mut Desk::new(conn, &docs, &who(&user), &user.teams, now))).await?;
+    let summaries = api(&state, user, list).await?;
     Ok(axum::Json(summaries))
 }
 
@@ -344,12 +361,7 @@ async fn episode_route(
     user: AuthUser,
     EpisodePath(id): EpisodePath,
 ) -> Result<axum::Json<Value>, AppError> {
-    let now = state.clock.now();
-    let docs = Arc::clone(&state.docs);
-    let read = state
-        .db
-        .call(move |conn| read(&mut Desk::new(conn, &docs, &who(&user), &user.teams, now), id, "read_episode"))
-        .await?;
+    let read = api(&state, user, move |desk| read(desk, id, "read_episode")).await?;
     let mut body = read.episode.to_json();
     body["conflicts"] = json!(read.conflicts);
     Ok(axum::Json(body))
@@ -360,12 +372,7 @@ async fn timeline_route(
     user: AuthUser,
     EpisodePath(id): EpisodePath,
 ) -> Result<axum::Json<Value>, AppError> {
-    let now = state.clock.now();
-    let docs = Arc::clone(&state.docs);
-    let read = state
-        .db
-        .call(move |conn| read(&mut Desk::new(conn, &docs, &who(&user), &user.teams, now), id, "read_timeline"))
-        .await?;
+    let read = api(&state, user, move |desk| read(desk, id, "read_timeline")).await?;
     let events: Vec<Value> = read
         .timeline()
         .into_iter()
@@ -394,10 +401,7 @@ async fn record_route(
     Json(body): Json<Value>,
 ) -> Result<(StatusCode, axum::Json<Value>), AppError> {
     let new = NewRecord::from_json(body)?;
-    let now = state.clock.now();
-    let docs = Arc::clone(&state.docs);
-    let event =
-        state.db.call(move |conn| record(&mut Desk::new(conn, &docs, &who(&user), &user.teams, now), id, new)).await?;
+    let event = api(&state, user, move |desk| record(desk, id, new)).await?;
     Ok((StatusCode::CREATED, axum::Json(json!({ "id": event }))))
 }
 
@@ -414,14 +418,7 @@ async fn fact_route(
     EpisodePath(id): EpisodePath,
     Json(body): Json<SetFact>,
 ) -> Result<axum::Json<Value>, AppError> {
-    let now = state.clock.now();
-    let docs = Arc::clone(&state.docs);
-    let event = state
-        .db
-        .call(move |conn| {
-            set_fact(&mut Desk::new(conn, &docs, &who(&user), &user.teams, now), id, &body.field, body.value)
-        })
-        .await?;
+    let event = api(&state, user, move |desk| set_fact(desk, id, &body.field, body.value)).await?;
     Ok(axum::Json(json!({ "id": event })))
 }
 
@@ -437,18 +434,11 @@ async fn plan_route(
     EpisodePath(id): EpisodePath,
     Json(body): Json<SetPlan>,
 ) -> Result<axum::Json<Value>, AppError> {
-    let now = state.clock.now();
-    let docs = Arc::clone(&state.docs);
-    state
-        .db
-        .call(move |conn| set_plan(&mut Desk::new(conn, &docs, &who(&user), &user.teams, now), id, &body.text))
-        .await?;
+    api(&state, user, move |desk| set_plan(desk, id, &body.text)).await?;
     Ok(axum::Json(json!({})))
 }
 
 async fn reconcile_route(State(state): State<AppState>, user: AuthUser) -> Result<axum::Json<Reconcile>, AppError> {
-    let now = state.clock.now();
-    let docs = Arc::clone(&state.docs);
-    let out = state.db.call(move |conn| reconcile(&mut Desk::new(conn, &docs, &who(&user), &user.teams, now))).await?;
+    let out = api(&state, user, reconcile).await?;
     Ok(axum::Json(out))
 }

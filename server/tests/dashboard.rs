@@ -3,26 +3,17 @@
 //! throttle, the session cookie, the pages, the forms and their CSRF tokens, and the audit
 //! log of every read and write.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+mod common;
 
-use axum::Router;
+use std::sync::{Arc, PoisonError};
+
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use jiff::{SignedDuration, Timestamp};
-use server::{AppState, Clock, app, caseload, db, demo};
-use tempfile::TempDir;
+use jiff::SignedDuration;
+use server::caseload;
 use tower::ServiceExt;
 
-const START: &str = "2026-03-04T10:00:00Z";
-
-struct Dash {
-    app: Router,
-    state: AppState,
-    now: Arc<Mutex<Timestamp>>,
-    passwords: HashMap<&'static str, String>,
-    _dir: TempDir,
-}
+use common::{DEMO_START, Demo as Dash};
 
 /// A signed-in browser: its cookie (`name=value`) and the CSRF token its pages carry.
 struct Session {
@@ -99,24 +90,6 @@ fn sets_session(answer: &Answer) -> bool {
 }
 
 impl Dash {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let mut conn = db::open(&dir.path().join("tether.db")).expect("open the database");
-        let start: Timestamp = START.parse().expect("a time");
-        let accounts = demo::seed(&mut conn, start).expect("seed").expect("a new database is seeded");
-        let passwords = accounts.into_iter().map(|a| (a.username, a.password)).collect();
-        let now = Arc::new(Mutex::new(start));
-        let clock_now = Arc::clone(&now);
-        let clock = Clock::from_fn(move || *clock_now.lock().unwrap_or_else(PoisonError::into_inner));
-        let state = AppState::new(conn, None, clock).expect("the state");
-        Self { app: app(state.clone()), state, now, passwords, _dir: dir }
-    }
-
-    fn advance(&self, seconds: i64) {
-        let mut now = self.now.lock().unwrap_or_else(PoisonError::into_inner);
-        *now = now.checked_add(SignedDuration::from_secs(seconds)).expect("a time");
-    }
-
     async fn send(&self, method: Method, path: &str, cookie: Option<&str>, body: Option<String>) -> Answer {
         self.send_with(method, path, cookie, body, &[]).await
     }
@@ -353,7 +326,7 @@ async fn the_caseload_shows_overdue_actions_first_then_by_owner_and_the_rates() 
     let rates_now = dash
         .state
         .db
-        .call_blocking(|conn| caseload::rates(conn, "north", START.parse().expect("a time"), 90).expect("rates"));
+        .call_blocking(|conn| caseload::rates(conn, "north", DEMO_START.parse().expect("a time"), 90).expect("rates"));
     assert!(rates_now.appointments > 0);
     assert!(
         not_brought

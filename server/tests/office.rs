@@ -2,47 +2,21 @@
 //! `/metrics`) through `app(state)` and `oneshot`, on a real database seeded by
 //! `tether serve --demo`'s seeder, with a clock the tests move.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+mod common;
 
-use axum::Router;
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use serde_json::{Value, json};
-use server::{AppState, Clock, app, db, demo};
-use tempfile::TempDir;
+use server::{db, demo};
 use tower::ServiceExt;
 
-struct Office {
-    app: Router,
-    state: AppState,
-    now: Arc<Mutex<Timestamp>>,
-    passwords: HashMap<&'static str, String>,
-    _dir: TempDir,
-}
-
-const START: &str = "2026-03-04T10:00:00Z";
+use common::{DEMO_START, Demo as Office};
 
 impl Office {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let mut conn = db::open(&dir.path().join("tether.db")).expect("open the database");
-        let start: Timestamp = START.parse().expect("a time");
-        let accounts = demo::seed(&mut conn, start).expect("seed").expect("a new database is seeded");
-        let passwords = accounts.into_iter().map(|a| (a.username, a.password)).collect();
-        let now = Arc::new(Mutex::new(start));
-        let clock_now = Arc::clone(&now);
-        let clock = Clock::from_fn(move || *clock_now.lock().unwrap_or_else(PoisonError::into_inner));
-        let state = AppState::new(conn, None, clock).expect("the state");
-        Self { app: app(state.clone()), state, now, passwords, _dir: dir }
-    }
-
-    fn advance(&self, seconds: i64) {
-        let mut now = self.now.lock().unwrap_or_else(PoisonError::into_inner);
-        *now = now.checked_add(SignedDuration::from_secs(seconds)).expect("a time");
-    }
-
     async fn send(&self, method: Method, path: &str, token: Option<&str>, body: Option<&str>) -> (StatusCode, Value) {
         let (status, bytes) = self.send_raw(method, path, token, body).await;
         let body = if bytes.is_empty() {
@@ -513,7 +487,7 @@ async fn metrics_count_requests_and_show_open_and_overdue_actions_per_team() {
 async fn the_demo_seeds_once_and_gives_new_passwords_when_run_again() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join("tether.db");
-    let start: Timestamp = START.parse().expect("a time");
+    let start: Timestamp = DEMO_START.parse().expect("a time");
     let mut conn = db::open(&path).expect("open");
     let first = demo::seed(&mut conn, start).expect("seed").expect("seeded");
     let roles: std::collections::BTreeSet<&str> = first.iter().map(|a| a.role.as_str()).collect();

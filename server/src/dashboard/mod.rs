@@ -21,8 +21,6 @@
 mod pages;
 pub mod session;
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, Path, State};
@@ -102,25 +100,21 @@ fn team_name(conn: &Connection, team: &str) -> rusqlite::Result<String> {
 
 async fn caseload_page(State(state): State<AppState>, user: DashUser) -> Response {
     let now = state.clock.now();
-    let docs = Arc::clone(&state.docs);
-    let (who, teams) = (user.who(), user.user.teams.clone());
-    let data = state
-        .db
-        .call(move |conn| {
-            // `list` brings the summaries up to date (and notes each episode shown in the
-            // audit log); the open actions and rates are read from those summaries.
-            let summaries = office::list(&mut Desk::new(conn, &docs, &who, &teams, now))?;
-            let actions = caseload::open_actions(conn, &teams)?;
-            let mut rates = Vec::with_capacity(teams.len());
-            for team in &teams {
-                rates.push(TeamRates {
-                    name: team_name(conn, team)?,
-                    rates: caseload::rates(conn, team, now, RATE_DAYS)?,
-                });
-            }
-            Ok(Caseload { summaries, actions, rates })
-        })
-        .await;
+    let data = office::at_desk(&state, user.who(), user.user.teams.clone(), move |desk| {
+        // `list` brings the summaries up to date (and notes each episode shown in the
+        // audit log); the open actions and rates are read from those summaries.
+        let summaries = office::list(desk)?;
+        let actions = caseload::open_actions(desk.conn, desk.teams)?;
+        let mut rates = Vec::with_capacity(desk.teams.len());
+        for team in desk.teams {
+            rates.push(TeamRates {
+                name: team_name(desk.conn, team)?,
+                rates: caseload::rates(desk.conn, team, desk.now, RATE_DAYS)?,
+            });
+        }
+        Ok(Caseload { summaries, actions, rates })
+    })
+    .await;
     match data {
         Ok(data) => pages::caseload(&user, &data, now).into_response(),
         Err(error) => pages::error_page(error),
@@ -249,12 +243,10 @@ fn episode_id(id: &str) -> Option<EpisodeId> {
 async fn episode_page(State(state): State<AppState>, user: DashUser, Path(id): Path<String>) -> Response {
     let Some(id) = episode_id(&id) else { return pages::error_page(AppError::NotFound) };
     let now = state.clock.now();
-    let docs = Arc::clone(&state.docs);
-    let (who, teams) = (user.who(), user.user.teams.clone());
-    let read = state
-        .db
-        .call(move |conn| office::read(&mut Desk::new(conn, &docs, &who, &teams, now), id, "read_episode"))
-        .await;
+    let read = office::at_desk(&state, user.who(), user.user.teams.clone(), move |desk| {
+        office::read(desk, id, "read_episode")
+    })
+    .await;
     match read {
         Ok(read) => pages::episode(&user, &read, now).into_response(),
         Err(error) => pages::error_page(error),
@@ -272,10 +264,7 @@ async fn change(
 ) -> Response {
     let Some(fields) = checked(&user, form) else { return pages::forbidden_form() };
     let Some(id) = episode_id(&id) else { return pages::error_page(AppError::NotFound) };
-    let now = state.clock.now();
-    let docs = Arc::clone(&state.docs);
-    let (who, teams) = (user.who(), user.user.teams.clone());
-    let made = state.db.call(move |conn| make(&mut Desk::new(conn, &docs, &who, &teams, now), id, &fields)).await;
+    let made = office::at_desk(&state, user.who(), user.user.teams.clone(), move |desk| make(desk, id, &fields)).await;
     match made {
         Ok(()) => Redirect::to(&format!("/dashboard/episodes/{id}")).into_response(),
         Err(error) => pages::error_page(error),

@@ -172,3 +172,36 @@ pub fn base64url(bytes: &[u8]) -> String {
     }
     out
 }
+
+/// When [`Demo`] starts: a Wednesday morning.
+pub const DEMO_START: &str = "2026-03-04T10:00:00Z";
+
+/// A server on a database seeded by `tether serve --demo`'s seeder at [`DEMO_START`],
+/// with the demo users' passwords and a clock the tests move.
+pub struct Demo {
+    pub app: Router,
+    pub state: AppState,
+    pub now: Arc<Mutex<Timestamp>>,
+    pub passwords: std::collections::HashMap<&'static str, String>,
+    pub dir: TempDir,
+}
+
+impl Demo {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut conn = db::open(&dir.path().join("tether.db")).expect("open the database");
+        let start: Timestamp = DEMO_START.parse().expect("a time");
+        let accounts = server::demo::seed(&mut conn, start).expect("seed").expect("a new database is seeded");
+        let passwords = accounts.into_iter().map(|a| (a.username, a.password)).collect();
+        let now = Arc::new(Mutex::new(start));
+        let clock_now = Arc::clone(&now);
+        let clock = Clock::from_fn(move || *clock_now.lock().unwrap_or_else(PoisonError::into_inner));
+        let state = AppState::new(conn, None, clock).expect("the state");
+        Self { app: app(state.clone()), state, now, passwords, dir }
+    }
+
+    pub fn advance(&self, seconds: i64) {
+        let mut now = self.now.lock().unwrap_or_else(PoisonError::into_inner);
+        *now = now.checked_add(SignedDuration::from_secs(seconds)).expect("a time");
+    }
+}
