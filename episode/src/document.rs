@@ -87,6 +87,10 @@ pub struct EpisodeDoc {
     /// Automerge: a merge or a received message is applied to a fork, which forgets
     /// Automerge's own cursor, and the next incremental save would hold the whole history.
     saved: Vec<ChangeHash>,
+    /// The typed episode as a check just read it, while the document has not changed
+    /// since: a received change is read once (to check it), not again by whoever stores
+    /// and evaluates it. Cleared by anything that can change the document.
+    pub(crate) read: Option<Episode>,
 }
 
 impl EpisodeDoc {
@@ -117,7 +121,7 @@ impl EpisodeDoc {
         doc.splice_text(&plan, 0, 0, &opening.plan).map_err(am)?;
         let events = doc.put_object(ROOT, "events", ObjType::Map).map_err(am)?;
         doc.commit_with(CommitOptions::default().with_time(opening.opened_at.as_second()).with_message("open"));
-        Ok(Self { doc, facts, plan, events, saved: Vec::new() })
+        Ok(Self { doc, facts, plan, events, saved: Vec::new(), read: None })
     }
 
     /// Loads a document saved by [`EpisodeDoc::save`] (or received whole), as `actor`.
@@ -188,7 +192,7 @@ impl EpisodeDoc {
             .map_err(|_| DocumentError::Corrupt("the changes could not be decoded".into()))?;
         applied.map_err(|e| DocumentError::Corrupt(e.to_string()))?;
         let mut checked = Self::from_automerge(copy)?;
-        self.check_merge(&checked)?;
+        checked.read = Some(self.check_merge(&checked)?);
         checked.saved = std::mem::take(&mut self.saved);
         *self = checked;
         Ok(())
@@ -213,7 +217,7 @@ impl EpisodeDoc {
         if doc.length(&events) > MAX_EVENTS {
             return Err(DocumentError::Refused(format!("the document holds more than {MAX_EVENTS} records")));
         }
-        let this = Self { doc, facts, plan, events, saved: Vec::new() };
+        let this = Self { doc, facts, plan, events, saved: Vec::new(), read: None };
         // The identity must read: an episode without it cannot be shown or synced.
         this.identity()?;
         Ok(this)
@@ -322,6 +326,7 @@ impl EpisodeDoc {
     }
 
     fn commit(&mut self, at: Timestamp, message: &str) {
+        self.read = None;
         self.doc.commit_with(CommitOptions::default().with_time(at.as_second()).with_message(message));
     }
 
@@ -329,6 +334,9 @@ impl EpisodeDoc {
     /// the document, left out of [`Episode::events`] and listed in
     /// [`Episode::invalid_records`].
     pub fn episode(&self) -> Result<Episode, DocumentError> {
+        if let Some(read) = &self.read {
+            return Ok(read.clone());
+        }
         let identity = self.identity()?;
         let mut json = identity;
         for field in FactField::ALL {
@@ -438,7 +446,7 @@ impl EpisodeDoc {
 
     /// Checks that `next` (this document with another copy's changes merged in) keeps
     /// the identity and every record, and that every record it adds is valid.
-    pub(crate) fn check_merge(&self, next: &Self) -> Result<(), DocumentError> {
+    pub(crate) fn check_merge(&self, next: &Self) -> Result<Episode, DocumentError> {
         self.check_successor(next)?;
         let episode = next.episode()?;
         for invalid in &episode.invalid_records {
@@ -450,7 +458,7 @@ impl EpisodeDoc {
                 )));
             }
         }
-        Ok(())
+        Ok(episode)
     }
 
     /// Checks a document received whole (a new episode): every record valid.
@@ -475,6 +483,7 @@ impl EpisodeDoc {
             plan: self.plan.clone(),
             events: self.events.clone(),
             saved: self.saved.clone(),
+            read: None,
         }
     }
 
@@ -491,7 +500,7 @@ impl EpisodeDoc {
         copy.set_actor(self.doc.get_actor().clone());
         copy.merge(&mut other.doc).map_err(|e| DocumentError::Corrupt(e.to_string()))?;
         let mut merged = Self::from_automerge(copy)?;
-        self.check_merge(&merged)?;
+        merged.read = Some(self.check_merge(&merged)?);
         merged.saved = std::mem::take(&mut self.saved);
         *self = merged;
         Ok(())
@@ -519,8 +528,16 @@ impl EpisodeDoc {
         self.doc.get_heads()
     }
 
-    /// The underlying Automerge document, for the sync protocol.
+    /// The underlying Automerge document, for the sync protocol. Whatever the caller
+    /// does with it, the document may have changed: the episode is read afresh.
     pub fn automerge(&mut self) -> &mut AutoCommit {
+        self.read = None;
+        &mut self.doc
+    }
+
+    /// The Automerge document for what cannot change its content (a sync message built,
+    /// a message without changes received): the episode as read stays.
+    pub(crate) fn automerge_unchanged(&mut self) -> &mut AutoCommit {
         &mut self.doc
     }
 }

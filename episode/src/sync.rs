@@ -131,7 +131,7 @@ impl Authoritative {
             }
         }
         let json = serde_json::to_vec(&value).unwrap_or_default();
-        let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
         // Writing to a Vec cannot fail.
         let _ = encoder.write_all(&json);
         Self { episode, evaluation: encoder.finish().unwrap_or_default() }
@@ -261,7 +261,7 @@ pub fn has_unconfirmed(doc: &mut EpisodeDoc, state: &sync::State) -> bool {
 
 /// Whether every one of `heads` is in `doc`.
 pub fn has_all(doc: &mut EpisodeDoc, heads: &[ChangeHash]) -> bool {
-    let am = doc.automerge();
+    let am = doc.automerge_unchanged();
     heads.iter().all(|h| am.get_change_by_hash(h).is_some())
 }
 
@@ -302,7 +302,7 @@ fn leb128(bytes: &mut &[u8]) -> Option<u64> {
 impl EpisodeDoc {
     /// The next sync message to the peer of `state`, if there is anything to say.
     pub fn generate_sync_message(&mut self, state: &mut sync::State) -> Option<Vec<u8>> {
-        let am = self.automerge();
+        let am = self.automerge_unchanged();
         // Automerge asserts its own invariants while building a message; a state that
         // does not fit the document (a peer's claim we cannot check) must not take the
         // caller down, so a failure here sends nothing and the next sync starts afresh.
@@ -341,7 +341,7 @@ impl EpisodeDoc {
             // No changes: only the state learns something, the document cannot change.
             let mut next_state = state.clone();
             let received = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.automerge().sync().receive_sync_message(&mut next_state, decoded)
+                self.automerge_unchanged().sync().receive_sync_message(&mut next_state, decoded)
             }))
             .map_err(|_| DocumentError::Corrupt("the sync message could not be applied".into()))?;
             received.map_err(|e| DocumentError::Corrupt(format!("the sync message could not be applied: {e}")))?;
@@ -358,8 +358,8 @@ impl EpisodeDoc {
         received.map_err(|e| DocumentError::Corrupt(format!("the sync message could not be applied: {e}")))?;
         let changed = copy.heads() != before;
         if changed {
-            let checked = copy.recheck()?;
-            self.check_merge(&checked)?;
+            let mut checked = copy.recheck()?;
+            checked.read = Some(self.check_merge(&checked)?);
             *self = checked;
         }
         *state = next_state;

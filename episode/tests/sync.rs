@@ -736,3 +736,39 @@ fn a_message_with_a_malformed_bloom_filter_is_refused_and_changes_nothing() {
     sync_until_quiet(&mut device, &mut server, 5);
     assert_converged(&mut device, &mut server);
 }
+
+/// A received change is read once, to check it, and that reading is what the episode
+/// shows until the document changes again: it must equal a fresh reading of the same
+/// document, and must not outlive a local record or a change made through Automerge.
+#[test]
+fn the_episode_read_by_a_check_is_the_episode_and_goes_stale_with_any_change() {
+    let (mut device, mut server) = synced_pair();
+    device.doc.record(&missed(1, "2026-03-02T10:00:00Z")).unwrap();
+    let message = device.send().expect("a record to send");
+    assert!(server.receive(&message));
+    let fresh = |doc: &mut EpisodeDoc| EpisodeDoc::load(&doc.save(), actor(9)).unwrap().episode().unwrap();
+    let checked = server.doc.episode().unwrap();
+    assert_eq!(checked.events.len(), 1);
+    assert_eq!(checked, fresh(&mut server.doc), "the checked reading is the document's");
+
+    // A local record after it is read.
+    server.doc.record(&called(2, "2026-03-02T11:00:00Z")).unwrap();
+    assert_eq!(server.doc.episode().unwrap().events.len(), 2);
+    assert_eq!(server.doc.episode().unwrap(), fresh(&mut server.doc));
+
+    // A merge reads the result; a change through Automerge itself reads afresh.
+    let mut other = EpisodeDoc::load(&device.doc.save(), actor(3)).unwrap();
+    other.record(&called(3, "2026-03-02T12:00:00Z")).unwrap();
+    server.doc.merge(&mut other).unwrap();
+    assert_eq!(server.doc.episode().unwrap().events.len(), 3);
+    let am = server.doc.automerge();
+    let facts = match am.get(ROOT, "facts").unwrap() {
+        Some((_, id)) => id,
+        None => panic!("no facts map"),
+    };
+    am.put(&facts, "children", false).unwrap();
+    am.commit();
+    let read = server.doc.episode().unwrap();
+    assert_eq!(read, fresh(&mut server.doc));
+    assert_eq!(read.facts.children, Fact::new(false), "a change made through Automerge shows");
+}

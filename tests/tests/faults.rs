@@ -499,6 +499,7 @@ fn nothing_is_lost_or_duplicated_when_the_server_is_killed_during_syncs() {
         })
         .collect();
 
+    let began = std::time::Instant::now();
     for kill in 0..kills {
         std::thread::sleep(rng.millis(200, 1500));
         server.kill();
@@ -510,6 +511,10 @@ fn nothing_is_lost_or_duplicated_when_the_server_is_killed_during_syncs() {
         std::thread::sleep(rng.millis(0, 60));
         server.restart();
         kills_done.fetch_add(1, Ordering::Relaxed);
+        if (kill + 1) % 100 == 0 {
+            let records: usize = snapshot.records.values().map(BTreeSet::len).sum();
+            eprintln!("faults: {} kills in {:.0?}, {records} records acknowledged so far", kill + 1, began.elapsed());
+        }
     }
     std::thread::sleep(Duration::from_millis(100));
     stop.store(true, Ordering::Relaxed);
