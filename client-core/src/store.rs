@@ -11,11 +11,15 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use crate::error::{Error, Result};
 
 /// The schema this build writes; `PRAGMA user_version` holds the store's.
-const SCHEMA: i64 = 3;
+const SCHEMA: i64 = 4;
 
 /// Each schema's upgrade from the one before, in order.
-const UPGRADES: [&str; 3] =
-    [include_str!("schema/v1.sql"), include_str!("schema/v2.sql"), include_str!("schema/v3.sql")];
+const UPGRADES: [&str; 4] = [
+    include_str!("schema/v1.sql"),
+    include_str!("schema/v2.sql"),
+    include_str!("schema/v3.sql"),
+    include_str!("schema/v4.sql"),
+];
 
 /// The 32-byte key the host app supplies (Android Keystore, iOS Keychain).
 #[derive(Clone)]
@@ -234,16 +238,19 @@ pub(crate) fn size(conn: &Connection) -> Result<i64> {
     Ok(conn.query_row("SELECT page_count * page_size FROM pragma_page_count, pragma_page_size", [], |row| row.get(0))?)
 }
 
-pub(crate) fn sync_states(conn: &Connection) -> Result<Vec<(String, Vec<u8>)>> {
-    let mut statement = conn.prepare("SELECT episode, state FROM sync_states")?;
-    let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+/// Each episode's sync state, and whether the server is owed word that the device holds
+/// what it last sent.
+pub(crate) fn sync_states(conn: &Connection) -> Result<Vec<(String, Vec<u8>, bool)>> {
+    let mut statement = conn.prepare("SELECT episode, state, owed FROM sync_states")?;
+    let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-pub(crate) fn put_sync_state(tx: &Transaction<'_>, episode: &str, state: &[u8]) -> Result<()> {
+pub(crate) fn put_sync_state(tx: &Transaction<'_>, episode: &str, state: &[u8], owed: bool) -> Result<()> {
     tx.execute(
-        "INSERT INTO sync_states (episode, state) VALUES (?1, ?2) ON CONFLICT (episode) DO UPDATE SET state = ?2",
-        params![episode, state],
+        "INSERT INTO sync_states (episode, state, owed) VALUES (?1, ?2, ?3)
+         ON CONFLICT (episode) DO UPDATE SET state = ?2, owed = ?3",
+        params![episode, state, owed],
     )?;
     Ok(())
 }

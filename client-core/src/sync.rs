@@ -16,8 +16,13 @@
 //!   whole on the device, and not sent again until it changes.
 //! - An episode that left the user's teams goes to the server whole, and is dropped only
 //!   when the server confirms it holds every change the device sent.
+//! - When the server's changes are applied and nothing else is left to say of an episode,
+//!   the word that the device now holds them does not cost a round trip of its own: the
+//!   episode is marked as owed (in the same transaction), and the next session's first
+//!   request says it, with whatever the device recorded since. Until then the server
+//!   sends at worst some changes twice, never too few.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use automerge::ChangeHash;
 use automerge::sync::State;
@@ -44,6 +49,10 @@ pub struct SyncSession {
     /// The heads of each episode sent whole in this session.
     sent_whole: HashMap<EpisodeId, Vec<ChangeHash>>,
     leaving: BTreeSet<EpisodeId>,
+    /// Episodes whose latest changes from the server the server does not know we hold.
+    owed: HashSet<EpisodeId>,
+    /// Episodes the last request carried a message for.
+    in_request: HashSet<EpisodeId>,
     more: bool,
     rounds: usize,
     done: bool,
@@ -56,6 +65,8 @@ impl SyncSession {
     pub fn retry(&mut self) {
         self.states.clear();
         self.sent_whole.clear();
+        // What it said may not have arrived: whatever was owed still is.
+        self.in_request.clear();
         self.rounds += 1;
     }
 }
@@ -114,7 +125,9 @@ impl Core {
         }
         let held: HashMap<String, Vec<u8>> =
             store::held_back(&self.conn)?.into_iter().map(|(id, heads, _)| (id, heads)).collect();
-        let persisted: HashMap<String, Vec<u8>> = store::sync_states(&self.conn)?.into_iter().collect();
+        let persisted: HashMap<String, (Vec<u8>, bool)> =
+            store::sync_states(&self.conn)?.into_iter().map(|(id, state, owed)| (id, (state, owed))).collect();
+        session.in_request.clear();
         let mut documents = Vec::new();
         let mut full = false;
         for (id, kept) in &mut self.episodes {
@@ -135,8 +148,14 @@ impl Core {
                 continue;
             }
             if let Some(state) = session.states.get_mut(id) {
+                // The server's changes are applied and nothing else needs saying: that we
+                // hold them is said by the next session's first request.
+                if session.owed.contains(id) && protocol::in_step(&mut kept.doc, state) {
+                    continue;
+                }
                 if let Some(message) = kept.doc.generate_sync_message(state) {
                     documents.push(Document { episode: *id, body: Body::Message(message) });
+                    session.in_request.insert(*id);
                 }
                 continue;
             }
@@ -153,12 +172,16 @@ impl Core {
                         session.sent_whole.insert(*id, heads);
                     }
                 }
-                Some(bytes) => {
+                Some((bytes, owed)) => {
                     let mut state = protocol::decode_state(Some(bytes));
-                    if protocol::has_unconfirmed(&mut kept.doc, &state) {
+                    if *owed || protocol::has_unconfirmed(&mut kept.doc, &state) {
                         protocol::prime(&mut state);
                         if let Some(message) = kept.doc.generate_sync_message(&mut state) {
                             documents.push(Document { episode: *id, body: Body::Message(message) });
+                            session.in_request.insert(*id);
+                        }
+                        if *owed {
+                            session.owed.insert(*id);
                         }
                         session.states.insert(*id, state);
                     }
@@ -170,7 +193,14 @@ impl Core {
             session.summary.complete = true;
             return Ok(None);
         }
-        session.summary.sent += documents.len();
+        // Episodes whose changes (or whole copy) go: not the word that we hold the server's.
+        session.summary.sent += documents
+            .iter()
+            .filter(|d| match &d.body {
+                Body::Whole(_) => true,
+                Body::Message(message) => protocol::carries_changes(message),
+            })
+            .count();
         let request = protocol::Request {
             protocol: protocol::PROTOCOL,
             cursor: self.cursor()?,
@@ -193,7 +223,12 @@ impl Core {
         session.summary.bytes_received += body.len();
         let offset = response.server_time_ms - device_now.as_millisecond();
 
-        let mut persisted: HashMap<String, Vec<u8>> = store::sync_states(&self.conn)?.into_iter().collect();
+        let mut persisted: HashMap<String, (Vec<u8>, bool)> =
+            store::sync_states(&self.conn)?.into_iter().map(|(id, state, owed)| (id, (state, owed))).collect();
+        // The server has what the request said: nothing of it is owed any more.
+        for id in session.in_request.drain() {
+            session.owed.remove(&id);
+        }
         // Apply to the documents in memory, collecting what to write.
         let mut writes: Vec<(EpisodeId, Write)> = Vec::new();
         for Document { episode: id, body } in response.documents {
@@ -225,16 +260,23 @@ impl Core {
                     let state = match session.states.get_mut(&id) {
                         Some(state) => state,
                         None => {
-                            let stored = persisted.remove(&id.to_string());
+                            let (stored, owed) = persisted.remove(&id.to_string()).unzip();
+                            if owed == Some(true) {
+                                session.owed.insert(id);
+                            }
                             session.states.entry(id).or_insert(protocol::decode_state(stored.as_deref()))
                         }
                     };
                     match kept.doc.receive_sync_message(state, &message) {
-                        Ok(true) => {
-                            writes.push((id, Write::Changes(kept.doc.save_incremental())));
-                            session.summary.received += 1;
+                        Ok(changed) => {
+                            if changed {
+                                writes.push((id, Write::Changes(kept.doc.save_incremental())));
+                                session.summary.received += 1;
+                            }
+                            if protocol::carries_changes(&message) && protocol::in_step(&mut kept.doc, state) {
+                                session.owed.insert(id);
+                            }
                         }
-                        Ok(false) => {}
                         Err(error) => {
                             // The server's own message does not check out here: keep
                             // everything, say so, and stop talking about it this session.
@@ -283,7 +325,7 @@ impl Core {
             }
             for (id, state) in &session.states {
                 if self.episodes.contains_key(id) {
-                    store::put_sync_state(&tx, &id.to_string(), &state.encode())?;
+                    store::put_sync_state(&tx, &id.to_string(), &state.encode(), session.owed.contains(id))?;
                 }
             }
             for (episode, evaluation) in &evaluations {

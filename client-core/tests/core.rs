@@ -370,9 +370,10 @@ fn a_store_of_schema_2_upgrades_and_keeps_everything() {
     let id = episode_with_a_conflict(dir.path());
     let before = Core::open(dir.path(), &key(1)).unwrap().episode(id).unwrap().clone();
     {
-        // Schema 2 as it was: no views table.
+        // Schema 2 as it was: no views table, no `owed`.
         let conn = raw(dir.path(), &key(1));
-        conn.execute_batch("DROP TABLE views; PRAGMA user_version = 2;").unwrap();
+        conn.execute_batch("DROP TABLE views; ALTER TABLE sync_states DROP COLUMN owed; PRAGMA user_version = 2;")
+            .unwrap();
     }
     for _ in 0..2 {
         let mut core = Core::open(dir.path(), &key(1)).unwrap();
@@ -381,7 +382,32 @@ fn a_store_of_schema_2_upgrades_and_keeps_everything() {
     }
     let conn = raw(dir.path(), &key(1));
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     let views: i64 = conn.query_row("SELECT count(*) FROM views", [], |r| r.get(0)).unwrap();
     assert_eq!(views, 1);
+}
+
+#[test]
+fn a_store_of_schema_3_upgrades_and_keeps_its_sync_states_owing_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = episode_with_a_conflict(dir.path());
+    let before = Core::open(dir.path(), &key(1)).unwrap().episode(id).unwrap().clone();
+    {
+        // Schema 3 as it was: sync states without `owed`, one of them kept.
+        let conn = raw(dir.path(), &key(1));
+        conn.execute_batch("ALTER TABLE sync_states DROP COLUMN owed; PRAGMA user_version = 3;").unwrap();
+        conn.execute("INSERT INTO sync_states (episode, state) VALUES (?1, X'0042')", [id.to_string()]).unwrap();
+    }
+    let mut core = Core::open(dir.path(), &key(1)).unwrap();
+    assert_eq!(core.episode(id).unwrap(), &before);
+    drop(core);
+    let conn = raw(dir.path(), &key(1));
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, 4);
+    let (state, owed): (Vec<u8>, i64) = conn
+        .query_row("SELECT state, owed FROM sync_states WHERE episode = ?1", [id.to_string()], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((state, owed), (vec![0x00, 0x42], 0));
 }

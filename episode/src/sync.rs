@@ -259,6 +259,24 @@ pub fn has_unconfirmed(doc: &mut EpisodeDoc, state: &sync::State) -> bool {
     heads != shared
 }
 
+/// Whether `doc` holds exactly the changes the peer of `state` last said it holds, the
+/// peer needs nothing, and both know it of the shared heads: a message now could only
+/// tell the peer that we hold what it sent. Such a word can wait for the next session's
+/// first request instead of costing a round trip of its own.
+pub fn in_step(doc: &mut EpisodeDoc, state: &sync::State) -> bool {
+    let Some(theirs) = &state.their_heads else { return false };
+    let sorted = |heads: &[ChangeHash]| {
+        let mut heads = heads.to_vec();
+        heads.sort();
+        heads.dedup();
+        heads
+    };
+    let ours = sorted(&doc.heads());
+    ours == sorted(theirs)
+        && ours == sorted(&state.shared_heads)
+        && state.their_need.as_ref().is_none_or(|need| need.is_empty())
+}
+
 /// Whether every one of `heads` is in `doc`.
 pub fn has_all(doc: &mut EpisodeDoc, heads: &[ChangeHash]) -> bool {
     let am = doc.automerge_unchanged();

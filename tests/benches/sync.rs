@@ -64,7 +64,7 @@ fn load_simulated(server: &Server, devices: usize, length: Duration) {
         .collect();
     // Settle: everyone learns of their teammates' episodes once.
     for sim in &mut fleet {
-        sim.session(Vec::new());
+        sim.settle();
     }
     let threads = 8.min(devices.max(1));
     let chunk = devices.div_ceil(threads);

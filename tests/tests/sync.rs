@@ -126,3 +126,54 @@ fn a_device_with_a_wrong_clock_learns_the_servers_and_its_deadlines_follow_it() 
     assert!(card_open(&at_corrected), "{:?}", at_corrected.evaluation.actions);
     assert!(!card_open(&at_device_time), "a slow clock would hide what is due");
 }
+
+/// The heads the server has stored as shared with `device` for `episode`, sorted hex.
+fn shared_on_server(server: &Server, episode: episode::EpisodeId, device: &str) -> Vec<String> {
+    let conn = server::db::open(server.db()).expect("open the server's database");
+    let bytes = server::episodes::sync_state(&conn, episode, device).expect("read").expect("a sync state");
+    let state = automerge::sync::State::decode(&bytes).expect("a state");
+    let mut heads: Vec<String> = state.shared_heads.iter().map(ToString::to_string).collect();
+    heads.sort();
+    heads
+}
+
+/// A teammate's record reaches a device in one round trip: once the server's changes are
+/// applied there is nothing else to say, and the word that the device holds them goes
+/// with its next sync's first request (kept in the store meanwhile, across a restart),
+/// after which the server knows the device has everything.
+#[test]
+fn a_teammates_record_arrives_in_one_round_trip_and_the_next_sync_says_so() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let db = dir.path().join("tether.db");
+    create_accounts(&db, USERS);
+    let server = Server::start(&db);
+    let mut a = Device::new(&server, "alice");
+    let mut b = Device::new(&server, "bob");
+    let episode = open(&mut a, "north");
+    assert!(a.sync().expect("a syncs").complete);
+    assert!(b.sync().expect("b syncs").complete);
+    let b_device = b.core.device().to_string();
+    assert_eq!(shared_on_server(&server, episode, &b_device), tests::server_heads(&db, episode));
+
+    let visit = no_answer(&mut a, episode, "alice");
+    assert!(a.sync().expect("a syncs").complete);
+    let summary = b.sync().expect("b syncs");
+    assert!(summary.complete, "{summary:?}");
+    assert_eq!((summary.round_trips, summary.sent, summary.received), (1, 0, 1), "{summary:?}");
+    assert!(tests::event_ids(&b.core, episode).contains(&visit));
+    assert_eq!(tests::device_heads(&mut b.core, episode), tests::server_heads(&db, episode));
+    // The server does not know yet.
+    assert_ne!(shared_on_server(&server, episode, &b_device), tests::server_heads(&db, episode));
+
+    // The store remembers what is owed: the next sync, from a reopened store, says it in
+    // its one request, and sends and receives no change.
+    b.core = client_core::Core::open(b.dir.path(), &b.key).expect("open b's store again");
+    let summary = b.sync().expect("b syncs");
+    assert_eq!((summary.round_trips, summary.sent, summary.received), (1, 0, 0), "{summary:?}");
+    assert_eq!(shared_on_server(&server, episode, &b_device), tests::server_heads(&db, episode));
+
+    // Then there is nothing to say at all: the up-to-date request is a few bytes.
+    let summary = b.sync().expect("b syncs");
+    assert_eq!((summary.round_trips, summary.sent, summary.received), (1, 0, 0), "{summary:?}");
+    assert!(summary.bytes_sent < 64, "{summary:?}");
+}

@@ -5,7 +5,7 @@
 //! Each bench binary includes this module (`mod common;`) and uses only part of it.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -50,6 +50,9 @@ pub(crate) struct Sim {
     pub(crate) own: Vec<Uuid>,
     next: usize,
     docs: HashMap<Uuid, (EpisodeDoc, automerge::sync::State)>,
+    /// Episodes whose latest changes from the server the server does not know we hold:
+    /// said in the next session's first request, as the client core does.
+    owed: HashSet<Uuid>,
     cursor: u64,
     /// Every request this device made: what its bodies held.
     pub(crate) log: Vec<Trip>,
@@ -100,6 +103,7 @@ impl Sim {
             own: Vec::new(),
             next: 0,
             docs: HashMap::new(),
+            owed: HashSet::new(),
             cursor: 0,
             log: Vec::new(),
         };
@@ -140,18 +144,34 @@ impl Sim {
     pub(crate) fn record_and_sync(&mut self) -> Exchange {
         let id = self.own[self.next % self.own.len()];
         self.next += 1;
-        let (doc, state) = self.docs.get_mut(&id).expect("its own episode");
+        let (doc, _) = self.docs.get_mut(&id).expect("its own episode");
         doc.record(&visit_event()).expect("record");
-        // Each session starts from the persisted state (shared heads), primed.
-        *state = episode::sync::decode_state(Some(&state.encode()));
-        episode::sync::prime(state);
-        let message = doc.generate_sync_message(state).expect("a message");
-        self.session(vec![Document { episode: id, body: Body::Message(message) }])
+        let mut opening: Vec<Uuid> = self.owed.iter().copied().filter(|&owed| owed != id).collect();
+        opening.push(id);
+        let documents = self.opening_messages(&opening);
+        self.session(documents)
     }
 
-    /// Syncs with nothing to send: learns what changed on the server.
+    /// Syncs with nothing new of its own: says what it owes and learns what changed.
     pub(crate) fn settle(&mut self) -> Exchange {
-        self.session(Vec::new())
+        let owed: Vec<Uuid> = self.owed.iter().copied().collect();
+        let documents = self.opening_messages(&owed);
+        self.session(documents)
+    }
+
+    /// A session's first messages for `episodes`, each from its persisted state (shared
+    /// heads), primed.
+    fn opening_messages(&mut self, episodes: &[Uuid]) -> Vec<Document> {
+        let mut documents = Vec::new();
+        for id in episodes {
+            let Some((doc, state)) = self.docs.get_mut(id) else { continue };
+            *state = episode::sync::decode_state(Some(&state.encode()));
+            episode::sync::prime(state);
+            if let Some(message) = doc.generate_sync_message(state) {
+                documents.push(Document { episode: *id, body: Body::Message(message) });
+            }
+        }
+        documents
     }
 
     /// Sends `documents` and goes on until neither side has anything left to say.
@@ -173,6 +193,10 @@ impl Sim {
                 sent_messages: body_len(&documents, false),
                 ..Trip::default()
             };
+            // The server will have what this request says.
+            for document in &documents {
+                self.owed.remove(&document.episode);
+            }
             let request = Request { protocol: PROTOCOL, cursor: self.cursor, device_time_ms: 0, documents }.encode();
             let mut answer = self
                 .agent
@@ -203,8 +227,15 @@ impl Sim {
                     Body::Message(bytes) => match self.docs.get_mut(&episode) {
                         Some((doc, state)) => {
                             let message = automerge::sync::Message::decode(&bytes).expect("a message");
+                            let changes = !message.changes.is_empty();
                             doc.automerge().sync().receive_sync_message(state, message).expect("applied");
-                            true
+                            // Nothing to say but that it holds them: said next session.
+                            if changes && episode::sync::in_step(doc, state) {
+                                self.owed.insert(episode);
+                                false
+                            } else {
+                                true
+                            }
                         }
                         None => false,
                     },
