@@ -398,7 +398,7 @@ fn a_store_of_schema_3_upgrades_and_keeps_its_sync_states_owing_nothing() {
         conn.execute_batch("ALTER TABLE sync_states DROP COLUMN owed; PRAGMA user_version = 3;").unwrap();
         conn.execute("INSERT INTO sync_states (episode, state) VALUES (?1, X'0042')", [id.to_string()]).unwrap();
     }
-    let mut core = Core::open(dir.path(), &key(1)).unwrap();
+    let core = Core::open(dir.path(), &key(1)).unwrap();
     assert_eq!(core.episode(id).unwrap(), &before);
     drop(core);
     let conn = raw(dir.path(), &key(1));
