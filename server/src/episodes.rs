@@ -28,9 +28,18 @@ pub struct Stored {
     pub changes: i64,
     /// The typed view with each record's receipt, once read; `None` after a change.
     pub view: Option<Episode>,
-    /// The evaluation as sent, and the second it was made at: every device asking within
-    /// that second gets the same bytes.
-    pub evaluated: Option<(i64, Vec<u8>)>,
+    /// The evaluation last sent; `None` after a change.
+    pub evaluated: Option<Evaluated>,
+}
+
+/// An evaluation as sent: every device asking within the second it was made at gets the
+/// same bytes, and a later one equal to it (no deadline passed) is not encoded again.
+#[derive(Debug)]
+pub struct Evaluated {
+    pub second: i64,
+    pub evaluation: episode::pathway::Evaluation,
+    /// Its bytes on the wire (`episode::sync::Authoritative::evaluation`).
+    pub wire: Vec<u8>,
 }
 
 impl Stored {

@@ -26,7 +26,7 @@ use rusqlite::Transaction;
 use crate::AppState;
 use crate::audit::{self, Via, Who};
 use crate::auth::AuthUser;
-use crate::episodes::{self, Cache, Stored};
+use crate::episodes::{self, Cache, Evaluated, Stored};
 use crate::error::AppError;
 
 /// The most documents one response carries before it says `more`.
@@ -268,17 +268,21 @@ fn authoritative(
     let team = protocol::EpisodeTeam { episode: stored.id, team: stored.team.clone() };
     // Evaluated at the whole second, so that every device asking within it shares the work.
     let second = now.as_second();
-    if let Some((at, bytes)) = &stored.evaluated
-        && *at == second
+    if let Some(evaluated) = &stored.evaluated
+        && evaluated.second == second
     {
-        return Ok((protocol::Authoritative { episode: stored.id, evaluation: bytes.clone() }, team));
+        return Ok((protocol::Authoritative { episode: stored.id, evaluation: evaluated.wire.clone() }, team));
     }
     let at = jiff::Timestamp::from_second(second).unwrap_or(now);
     let episode = stored.view(tx)?;
     let evaluation = pathway::evaluate(episode, at, &Calendar::england_and_wales());
-    let wire = protocol::Authoritative::new(stored.id, &evaluation);
-    stored.evaluated = Some((second, wire.evaluation.clone()));
-    Ok((wire, team))
+    // Encoding costs far more than evaluating: an unchanged evaluation keeps its bytes.
+    let wire = match stored.evaluated.take() {
+        Some(last) if last.evaluation == evaluation => last.wire,
+        _ => protocol::Authoritative::new(stored.id, &evaluation).evaluation,
+    };
+    stored.evaluated = Some(Evaluated { second, evaluation, wire: wire.clone() });
+    Ok((protocol::Authoritative { episode: stored.id, evaluation: wire }, team))
 }
 
 fn refused(episode: EpisodeId, message: &str) -> AppError {

@@ -1008,3 +1008,30 @@ async fn concurrent_requests_commit_together_and_a_refused_one_stores_nothing_of
     assert_eq!(ids, stored.iter().map(Uuid::to_string).collect());
     assert!(!ids.contains(&rogue_episode.to_string()), "the refused request's new episode is not kept");
 }
+
+/// The server's evaluation follows its clock, not only the episode: sent again days later,
+/// unchanged, the episode's actions are overdue; sent to two devices within one moment,
+/// it is the same bytes. (The evaluation's encoding is kept while it does not change.)
+#[tokio::test]
+async fn an_unchanged_episodes_evaluation_follows_the_clock() {
+    let server = Server::new();
+    let mut asha = server.device("asha", "phone-asha", 1).await;
+    let id = asha.open(NORTH, server.now());
+    asha.record(id, server.now(), missed());
+    let response = server.sync(&mut asha).await;
+    let states = |evaluation: &Value| -> Vec<String> {
+        evaluation["actions"].as_array().expect("actions").iter().map(|a| text(&a["state"])).collect()
+    };
+    let before = states(&evaluation_of(&response, id));
+    assert!(!before.is_empty() && !before.contains(&"overdue".to_string()), "{before:?}");
+
+    server.advance(3 * 24 * 3600);
+    let mut ben = server.device("ben", "phone-ben", 2).await;
+    let mut cara = server.device("asha", "phone-asha-2", 3).await;
+    let to_ben = server.sync(&mut ben).await;
+    let to_cara = server.sync(&mut cara).await;
+    let after = states(&evaluation_of(&to_ben, id));
+    assert!(after.contains(&"overdue".to_string()), "three days on, something is overdue: {after:?}");
+    let wire = |response: &Response| response.actions.iter().find(|a| a.episode == id).map(|a| a.evaluation.clone());
+    assert_eq!(wire(&to_ben), wire(&to_cara), "one moment, one evaluation");
+}
