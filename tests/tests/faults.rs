@@ -484,8 +484,13 @@ fn nothing_is_lost_or_duplicated_when_the_server_is_killed_during_syncs() {
                                 }
                             }
                         }
-                        // The server went away mid-sync: nothing is lost, the next one goes on.
-                        Err(Error::Network(_)) => made.failed += 1,
+                        // The server went away mid-sync: nothing is lost, the next one goes on,
+                        // after a pause as a phone's would be (and so that building requests
+                        // no one answers does not starve the kills and checks of the CPU).
+                        Err(Error::Network(_)) => {
+                            made.failed += 1;
+                            std::thread::sleep(rng.millis(100, 400));
+                        }
                         Err(other) => made.unexpected.push(other.to_string()),
                     }
                     std::thread::sleep(rng.millis(10, 60));
