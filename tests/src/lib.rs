@@ -265,9 +265,18 @@ fn sorted_heads(doc: &mut EpisodeDoc) -> Vec<String> {
 /// The server's document of `episode`, read from its database file (with the server
 /// running, or killed: opening it recovers the WAL as a restart would).
 pub fn server_document(db: &Path, episode: EpisodeId) -> Option<EpisodeDoc> {
+    server_documents(db, &[episode]).pop().flatten()
+}
+
+/// The server's documents of `episodes`, in order, read with one connection (opening the
+/// database checks the whole file, so it is opened once).
+pub fn server_documents(db: &Path, episodes: &[EpisodeId]) -> Vec<Option<EpisodeDoc>> {
     let conn = server::db::open(db).expect("open the server's database");
-    let stored = server::episodes::load(&conn, episode, &ActorId::from(vec![0xaa; 16])).expect("load an episode");
-    stored.map(|s| s.doc)
+    let actor = ActorId::from(vec![0xaa; 16]);
+    episodes
+        .iter()
+        .map(|&episode| server::episodes::load(&conn, episode, &actor).expect("load an episode").map(|s| s.doc))
+        .collect()
 }
 
 /// The heads of the server's document of `episode`, as sorted hex strings.

@@ -399,9 +399,10 @@ struct Acknowledged {
 /// Asserts that the server's database holds every acknowledged episode, and every
 /// acknowledged record exactly once. Run with the server killed, before its restart.
 fn assert_durable(server: &Server, acknowledged: &Acknowledged, kill: usize) {
-    for &episode in &acknowledged.episodes {
-        let doc = tests::server_document(server.db(), episode)
-            .unwrap_or_else(|| panic!("kill {kill}: an acknowledged episode {episode} is gone"));
+    let episodes: Vec<EpisodeId> = acknowledged.episodes.iter().copied().collect();
+    let docs = tests::server_documents(server.db(), &episodes);
+    for (&episode, doc) in episodes.iter().zip(docs) {
+        let doc = doc.unwrap_or_else(|| panic!("kill {kill}: an acknowledged episode {episode} is gone"));
         let events = doc.episode().expect("a stored episode reads").events;
         let ids: BTreeSet<EventId> = events.iter().map(|e| e.id).collect();
         assert_eq!(ids.len(), events.len(), "kill {kill}: a record of {episode} is stored twice");
@@ -417,8 +418,8 @@ fn assert_durable(server: &Server, acknowledged: &Acknowledged, kill: usize) {
 /// end every device holds every record once, with the server's heads and actions.
 ///
 /// Small by default. The full size is `TETHER_CRASH_DEVICES=50 TETHER_CRASH_RECORDS=200
-/// TETHER_CRASH_KILLS=1000` (not run yet; 50 x 200 x 100 passed in 730 s on this 2-core
-/// machine, 9,400 records acknowledged during the kills); `TETHER_E2E_KILLS` is the kills'
+/// TETHER_CRASH_KILLS=1000`, best in a release build (it passed in 1,458 s on this 2-core
+/// machine, 9,979 records acknowledged during the kills); `TETHER_E2E_KILLS` is the kills'
 /// older name, and `TETHER_E2E_SEED` replays a run.
 #[test]
 fn nothing_is_lost_or_duplicated_when_the_server_is_killed_during_syncs() {
