@@ -20,6 +20,15 @@ const USERS: &[User] = &[
     User { username: "maria", role: Role::TeamManager, teams: &["north"] },
 ];
 
+/// A new database with `USERS`, and the server on it. The directory holds the database.
+fn start() -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().expect("a directory");
+    let db = dir.path().join("tether.db");
+    create_accounts(&db, USERS);
+    let server = Server::start(&db);
+    (dir, server)
+}
+
 fn fields(value: Value) -> Map<String, Value> {
     match value {
         Value::Object(map) => map,
@@ -45,10 +54,7 @@ fn no_answer(device: &mut Device, episode: episode::EpisodeId, by: &str) -> epis
 
 #[test]
 fn offline_records_on_every_device_converge_with_the_servers_actions() {
-    let dir = tempfile::tempdir().expect("a directory");
-    let db = dir.path().join("tether.db");
-    create_accounts(&db, USERS);
-    let server = Server::start(&db);
+    let (_dir, server) = start();
     let mut a = Device::new(&server, "alice");
     let mut b = Device::new(&server, "bob");
     let mut c = Device::new(&server, "carol");
@@ -91,10 +97,7 @@ fn offline_records_on_every_device_converge_with_the_servers_actions() {
 
 #[test]
 fn a_device_with_a_wrong_clock_learns_the_servers_and_its_deadlines_follow_it() {
-    let dir = tempfile::tempdir().expect("a directory");
-    let db = dir.path().join("tether.db");
-    create_accounts(&db, USERS);
-    let server = Server::start(&db);
+    let (_dir, server) = start();
     let mut a = Device::new(&server, "alice");
     // The phone's clock is two hours slow.
     let slow = jiff::SignedDuration::from_hours(2);
@@ -143,17 +146,14 @@ fn shared_on_server(server: &Server, episode: episode::EpisodeId, device: &str) 
 /// after which the server knows the device has everything.
 #[test]
 fn a_teammates_record_arrives_in_one_round_trip_and_the_next_sync_says_so() {
-    let dir = tempfile::tempdir().expect("a directory");
-    let db = dir.path().join("tether.db");
-    create_accounts(&db, USERS);
-    let server = Server::start(&db);
+    let (_dir, server) = start();
     let mut a = Device::new(&server, "alice");
     let mut b = Device::new(&server, "bob");
     let episode = open(&mut a, "north");
     assert!(a.sync().expect("a syncs").complete);
     assert!(b.sync().expect("b syncs").complete);
     let b_device = b.core.device().to_string();
-    assert_eq!(shared_on_server(&server, episode, &b_device), tests::server_heads(&db, episode));
+    assert_eq!(shared_on_server(&server, episode, &b_device), tests::server_heads(server.db(), episode));
 
     let visit = no_answer(&mut a, episode, "alice");
     assert!(a.sync().expect("a syncs").complete);
@@ -161,16 +161,16 @@ fn a_teammates_record_arrives_in_one_round_trip_and_the_next_sync_says_so() {
     assert!(summary.complete, "{summary:?}");
     assert_eq!((summary.round_trips, summary.sent, summary.received), (1, 0, 1), "{summary:?}");
     assert!(tests::event_ids(&b.core, episode).contains(&visit));
-    assert_eq!(tests::device_heads(&mut b.core, episode), tests::server_heads(&db, episode));
+    assert_eq!(tests::device_heads(&mut b.core, episode), tests::server_heads(server.db(), episode));
     // The server does not know yet.
-    assert_ne!(shared_on_server(&server, episode, &b_device), tests::server_heads(&db, episode));
+    assert_ne!(shared_on_server(&server, episode, &b_device), tests::server_heads(server.db(), episode));
 
     // The store remembers what is owed: the next sync, from a reopened store, says it in
     // its one request, and sends and receives no change.
     b.core = client_core::Core::open(b.dir.path(), &b.key).expect("open b's store again");
     let summary = b.sync().expect("b syncs");
     assert_eq!((summary.round_trips, summary.sent, summary.received), (1, 0, 0), "{summary:?}");
-    assert_eq!(shared_on_server(&server, episode, &b_device), tests::server_heads(&db, episode));
+    assert_eq!(shared_on_server(&server, episode, &b_device), tests::server_heads(server.db(), episode));
 
     // Then there is nothing to say at all: the up-to-date request is a few bytes.
     let summary = b.sync().expect("b syncs");
