@@ -268,15 +268,14 @@ impl Core {
                         }
                     };
                     match kept.doc.receive_sync_message(state, &message) {
-                        Ok(changed) => {
-                            if changed {
-                                writes.push((id, Write::Changes(kept.doc.save_incremental())));
-                                session.summary.received += 1;
-                            }
-                            if protocol::carries_changes(&message) && protocol::in_step(&mut kept.doc, state) {
+                        Ok(true) => {
+                            writes.push((id, Write::Changes(kept.doc.save_incremental())));
+                            session.summary.received += 1;
+                            if protocol::in_step(&mut kept.doc, state) {
                                 session.owed.insert(id);
                             }
                         }
+                        Ok(false) => {}
                         Err(error) => {
                             // The server's own message does not check out here: keep
                             // everything, say so, and stop talking about it this session.

@@ -461,15 +461,15 @@ impl EpisodeDoc {
         Ok(episode)
     }
 
-    /// Checks a document received whole (a new episode): every record valid.
-    pub fn check_new(&self) -> Result<(), DocumentError> {
+    /// Checks a document received whole (a new episode): every record valid. The reading
+    /// is kept as the episode (see `read`).
+    pub fn check_new(&mut self) -> Result<(), DocumentError> {
         let episode = self.episode()?;
-        match episode.invalid_records.first() {
-            Some(invalid) => {
-                Err(DocumentError::Refused(format!("the record {} is not valid: {}", invalid.id, invalid.error)))
-            }
-            None => Ok(()),
+        if let Some(invalid) = episode.invalid_records.first() {
+            return Err(DocumentError::Refused(format!("the record {} is not valid: {}", invalid.id, invalid.error)));
         }
+        self.read = Some(episode);
+        Ok(())
     }
 
     /// A copy of this document, written by the same actor, to change and check before

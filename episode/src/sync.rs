@@ -252,11 +252,7 @@ pub fn carries_changes(message: &[u8]) -> bool {
 
 /// Whether `doc` has changes the peer of `state` has not confirmed.
 pub fn has_unconfirmed(doc: &mut EpisodeDoc, state: &sync::State) -> bool {
-    let mut heads = doc.heads();
-    let mut shared = state.shared_heads.clone();
-    heads.sort();
-    shared.sort();
-    heads != shared
+    sorted(&doc.heads()) != sorted(&state.shared_heads)
 }
 
 /// Whether `doc` holds exactly the changes the peer of `state` last said it holds, the
@@ -264,17 +260,15 @@ pub fn has_unconfirmed(doc: &mut EpisodeDoc, state: &sync::State) -> bool {
 /// tell the peer that we hold what it sent. Such a word can wait for the next session's
 /// first request instead of costing a round trip of its own.
 pub fn in_step(doc: &mut EpisodeDoc, state: &sync::State) -> bool {
-    let Some(theirs) = &state.their_heads else { return false };
-    let sorted = |heads: &[ChangeHash]| {
-        let mut heads = heads.to_vec();
-        heads.sort();
-        heads.dedup();
-        heads
-    };
-    let ours = sorted(&doc.heads());
-    ours == sorted(theirs)
-        && ours == sorted(&state.shared_heads)
-        && state.their_need.as_ref().is_none_or(|need| need.is_empty())
+    !has_unconfirmed(doc, state)
+        && state.their_heads.as_ref().is_some_and(|theirs| sorted(theirs) == sorted(&state.shared_heads))
+        && state.their_need.as_ref().is_none_or(Vec::is_empty)
+}
+
+fn sorted(heads: &[ChangeHash]) -> Vec<ChangeHash> {
+    let mut heads = heads.to_vec();
+    heads.sort();
+    heads
 }
 
 /// Whether every one of `heads` is in `doc`.

@@ -221,12 +221,9 @@ pub fn store_changes(tx: &Transaction<'_>, stored: &mut Stored, device: &str, no
 }
 
 /// Notes the receipt of every record of a stored episode not yet noted.
-/// The typed view is kept, receipts included, for the evaluation that follows.
 pub fn note_receipts(tx: &Transaction<'_>, stored: &mut Stored, device: &str, now_ms: i64) -> Result<(), StoreError> {
-    let mut episode = stored.doc.episode()?;
-    record_receipts(tx, &episode, device, now_ms)?;
-    episode.team.clone_from(&stored.team);
-    stored.view = Some(with_receipts(tx, episode)?);
+    record_receipts(tx, &stored.doc.episode()?, device, now_ms)?;
+    stored.view = None;
     stored.evaluated = None;
     Ok(())
 }

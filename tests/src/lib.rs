@@ -264,6 +264,16 @@ fn sorted_heads(doc: &mut EpisodeDoc) -> Vec<String> {
 
 /// The server's document of `episode`, read from its database file (with the server
 /// running, or killed: opening it recovers the WAL as a restart would).
+/// A new database in a new directory with `users`, and the server on it. The directory
+/// holds the database: keep it as long as the server.
+pub fn start(users: &[User]) -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().expect("a directory");
+    let db = dir.path().join("tether.db");
+    create_accounts(&db, users);
+    let server = Server::start(&db);
+    (dir, server)
+}
+
 pub fn server_document(db: &Path, episode: EpisodeId) -> Option<EpisodeDoc> {
     server_documents(db, &[episode]).pop().flatten()
 }

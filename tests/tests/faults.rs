@@ -36,15 +36,6 @@ const ACCESS: &str = "sync.access_token";
 const ACCESS_EXPIRES: &str = "sync.access_expires";
 const REFRESH: &str = "sync.refresh_token";
 
-/// A new database with `USERS`, and the server on it. The directory holds the database.
-fn start() -> (tempfile::TempDir, Server) {
-    let dir = tempfile::tempdir().expect("a directory");
-    let db = dir.path().join("tether.db");
-    create_accounts(&db, USERS);
-    let server = Server::start(&db);
-    (dir, server)
-}
-
 fn fields(value: Value) -> Map<String, Value> {
     match value {
         Value::Object(map) => map,
@@ -114,7 +105,7 @@ fn finish(server: &Server, device: &mut Device, session: &mut SyncSession) {
 
 #[test]
 fn a_refused_access_token_is_refreshed_and_the_refresh_token_rotates() {
-    let (_dir, server) = start();
+    let (_dir, server) = tests::start(USERS);
     let mut a = Device::new(&server, "alice");
     let mut b = Device::new(&server, "bob");
     let episode = open(&mut a, "north", "alice");
@@ -135,7 +126,7 @@ fn a_refused_access_token_is_refreshed_and_the_refresh_token_rotates() {
 
 #[test]
 fn a_reused_refresh_token_revokes_the_session_and_offline_records_survive_a_new_sign_in() {
-    let (_dir, server) = start();
+    let (_dir, server) = tests::start(USERS);
     let mut a = Device::new(&server, "alice");
     let mut b = Device::new(&server, "bob");
     let episode = open(&mut a, "north", "alice");
@@ -181,7 +172,7 @@ fn a_reused_refresh_token_revokes_the_session_and_offline_records_survive_a_new_
 
 #[test]
 fn a_revoked_device_is_told_to_wipe_and_wipes_its_store() {
-    let (_dir, server) = start();
+    let (_dir, server) = tests::start(USERS);
     let mut a = Device::new(&server, "alice");
     let mut b = Device::new(&server, "bob");
     let c = Device::new(&server, "carol");
@@ -256,7 +247,7 @@ fn dropped_until_complete(device: &mut Device) -> usize {
 
 #[test]
 fn a_transferred_episode_is_handed_over_with_offline_records_and_dropped() {
-    let (_dir, server) = start();
+    let (_dir, server) = tests::start(USERS);
     let (mut a, mut b, episode, offline) = transferred(&server);
     let mut c = Device::new(&server, "carol");
 
@@ -285,7 +276,7 @@ fn a_transferred_episode_is_handed_over_with_offline_records_and_dropped() {
 
 #[test]
 fn a_hand_over_finishes_in_one_sync() {
-    let (_dir, server) = start();
+    let (_dir, server) = tests::start(USERS);
     let (mut a, _b, episode, _) = transferred(&server);
     let summary = a.sync().expect("a syncs");
     assert_eq!(summary.dropped, 1, "{summary:?}");
@@ -297,7 +288,7 @@ fn a_hand_over_finishes_in_one_sync() {
 
 #[test]
 fn a_transferred_episode_is_listed_under_its_new_team() {
-    let (_dir, server) = start();
+    let (_dir, server) = tests::start(USERS);
     let (mut a, _b, episode, _) = transferred(&server);
     dropped_until_complete(&mut a);
     let mut c = Device::new(&server, "carol");
@@ -309,7 +300,7 @@ fn a_transferred_episode_is_listed_under_its_new_team() {
 
 #[test]
 fn a_replayed_request_changes_nothing_twice_and_a_lost_response_costs_a_repeat() {
-    let (_dir, server) = start();
+    let (_dir, server) = tests::start(USERS);
     let mut a = Device::new(&server, "alice");
     let episode = open(&mut a, "north", "alice");
     no_answer(&mut a, episode, "alice");

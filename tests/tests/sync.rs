@@ -5,7 +5,7 @@ use episode::{FactField, FactValue, Pathway, PatientRef};
 use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 use server::accounts::Role;
-use tests::{Device, Server, User, create_accounts};
+use tests::{Device, Server, User};
 
 #[test]
 #[ignore = "the server process of the end-to-end tests, started by them"]
@@ -19,15 +19,6 @@ const USERS: &[User] = &[
     User { username: "carol", role: Role::Practitioner, teams: &["south"] },
     User { username: "maria", role: Role::TeamManager, teams: &["north"] },
 ];
-
-/// A new database with `USERS`, and the server on it. The directory holds the database.
-fn start() -> (tempfile::TempDir, Server) {
-    let dir = tempfile::tempdir().expect("a directory");
-    let db = dir.path().join("tether.db");
-    create_accounts(&db, USERS);
-    let server = Server::start(&db);
-    (dir, server)
-}
 
 fn fields(value: Value) -> Map<String, Value> {
     match value {
@@ -54,7 +45,7 @@ fn no_answer(device: &mut Device, episode: episode::EpisodeId, by: &str) -> epis
 
 #[test]
 fn offline_records_on_every_device_converge_with_the_servers_actions() {
-    let (_dir, server) = start();
+    let (_dir, server) = tests::start(USERS);
     let mut a = Device::new(&server, "alice");
     let mut b = Device::new(&server, "bob");
     let mut c = Device::new(&server, "carol");
@@ -97,7 +88,7 @@ fn offline_records_on_every_device_converge_with_the_servers_actions() {
 
 #[test]
 fn a_device_with_a_wrong_clock_learns_the_servers_and_its_deadlines_follow_it() {
-    let (_dir, server) = start();
+    let (_dir, server) = tests::start(USERS);
     let mut a = Device::new(&server, "alice");
     // The phone's clock is two hours slow.
     let slow = jiff::SignedDuration::from_hours(2);
@@ -146,7 +137,7 @@ fn shared_on_server(server: &Server, episode: episode::EpisodeId, device: &str) 
 /// after which the server knows the device has everything.
 #[test]
 fn a_teammates_record_arrives_in_one_round_trip_and_the_next_sync_says_so() {
-    let (_dir, server) = start();
+    let (_dir, server) = tests::start(USERS);
     let mut a = Device::new(&server, "alice");
     let mut b = Device::new(&server, "bob");
     let episode = open(&mut a, "north");
