@@ -24,6 +24,13 @@ pub fn init_logging(filter: &str) -> anyhow::Result<()> {
 
 /// Runs the server until ctrl-c or SIGTERM.
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    let sign_in = match &config.oidc_config {
+        Some(path) => crate::oidc::SignIn::load(path)?,
+        None => crate::oidc::SignIn::default(),
+    };
+    for provider in &sign_in.providers {
+        tracing::info!(provider = %provider.settings.id, issuer = %provider.settings.issuer, "identity provider configured");
+    }
     let path = config.db.clone();
     let conn = tokio::task::spawn_blocking(move || db::open(&path))
         .await?
@@ -38,7 +45,8 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         conn = accounts.0;
         print_demo(accounts.1?.as_deref());
     }
-    let state = AppState::with_sync_batch(conn, config.jwt_secret.as_ref(), Clock::system(), config.sync_batch)?;
+    let state = AppState::with_sync_batch(conn, config.jwt_secret.as_ref(), Clock::system(), config.sync_batch)?
+        .with_sign_in(sign_in);
     let listener = TcpListener::bind(config.addr).await.with_context(|| format!("cannot listen on {}", config.addr))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, db = %config.db.display(), "listening");

@@ -39,6 +39,7 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 const DB_VAR: &str = "TETHER_E2E_DB";
 const ADDR_VAR: &str = "TETHER_E2E_ADDR";
+const OIDC_VAR: &str = "TETHER_E2E_OIDC_CONFIG";
 
 /// The server process's body: serves the database named in the environment until killed.
 pub fn server_child() {
@@ -59,6 +60,7 @@ pub fn server_child() {
             .and_then(|n| n.parse().ok())
             .unwrap_or(server::commit::DEFAULT_BATCH),
         demo: false,
+        oidc_config: std::env::var_os(OIDC_VAR).map(PathBuf::from),
     };
     let _ = server::serve::init_logging(&std::env::var("TETHER_LOG").unwrap_or_else(|_| "warn".into()));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
