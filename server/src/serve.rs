@@ -43,7 +43,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         })
         .await?;
         conn = accounts.0;
-        print_demo(accounts.1?.as_deref());
+        print_demo(accounts.1?, &config.db);
     }
     let state = AppState::with_sync_batch(conn, config.jwt_secret.as_ref(), Clock::system(), config.sync_batch)?
         .with_sign_in(sign_in);
@@ -64,13 +64,20 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
 }
 
 /// Prints the demo's accounts, once, for the newcomer at the terminal.
-fn print_demo(accounts: Option<&[demo::Account]>) {
+fn print_demo(seeded: demo::Seeded, db: &std::path::Path) {
     use std::io::Write;
     let mut out = String::new();
-    match accounts {
-        None => out.push_str("tether: --demo: this database already has teams of its own; nothing was seeded\n"),
-        Some(accounts) => {
-            out.push_str("tether: demo accounts (the passwords are shown only now; --demo again makes new ones)\n");
+    match seeded {
+        demo::Seeded::NotTheDemo => {
+            out.push_str("tether: --demo: this database already has teams of its own; nothing was seeded\n");
+        }
+        demo::Seeded::Before => out.push_str(&format!(
+            "tether: --demo: this database was seeded before; its accounts kept their passwords \
+             (`tether user reset-password --db {} --username NAME` gives one a new one)\n",
+            db.display()
+        )),
+        demo::Seeded::Now(accounts) => {
+            out.push_str("tether: demo accounts (the passwords are shown only now)\n");
             for account in accounts {
                 out.push_str(&format!(
                     "  {:<6} {:<18} {:<12} {}\n",

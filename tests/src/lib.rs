@@ -100,7 +100,8 @@ pub fn create_accounts(db: &Path, users: &[User]) {
 /// password by username.
 pub fn seed_demo(db: &Path) -> std::collections::HashMap<&'static str, String> {
     let mut conn = server::db::open(db).expect("open the database");
-    let accounts = server::demo::seed(&mut conn, Timestamp::now()).expect("seed the demo").expect("a new database");
+    let accounts =
+        server::demo::seed(&mut conn, Timestamp::now()).expect("seed the demo").new_accounts().expect("a new database");
     accounts.into_iter().map(|account| (account.username, account.password)).collect()
 }
 
