@@ -4,6 +4,8 @@
 //! [`Tether`] is the entry point: the host gives it the store's directory and the 32-byte
 //! key (from the Android Keystore or the iOS Keychain), records what the practitioner
 //! did, reads what is due next, and syncs through its own HTTP stack, a [`Transport`].
+//! Staff sign in with a password, or with the trust's identity provider through the
+//! system browser (`begin_identity_sign_in`, `finish_identity_sign_in`).
 //! Every call blocks until it is done (a record is on disk when `record` returns); the
 //! object is `Send + Sync`, and calls are serialised on one lock.
 //!

@@ -4,8 +4,9 @@
 //! binary run again, as its ignored `server_child` test), so that a test can kill it with
 //! SIGKILL and start it again on the same database and port; [`Device`] is a client core
 //! in its own encrypted store, syncing over HTTP with the blocking transport; [`proxy`]
-//! stands between them and damages sync traffic on purpose. [`create_accounts`] and
-//! [`seed_demo`] make the database the server is started on.
+//! stands between them and damages sync traffic on purpose; [`oidc`] runs the test OpenID
+//! provider and walks a browser and a phone through signing in with it.
+//! [`create_accounts`] and [`seed_demo`] make the database the server is started on.
 //!
 //! Every test file that starts a server has this test, which is the server process:
 //!
