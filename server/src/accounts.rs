@@ -401,3 +401,9 @@ pub fn update_identity_user(
     )?;
     Ok(())
 }
+
+/// Takes a user out of every team (a person their identity provider no longer places).
+pub fn clear_teams(tx: &Transaction<'_>, user_id: &str) -> rusqlite::Result<()> {
+    tx.execute("DELETE FROM user_teams WHERE user_id = ?1", [user_id])?;
+    Ok(())
+}

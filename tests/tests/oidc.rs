@@ -170,7 +170,15 @@ role = "practitioner"
         setup.cis2.person(cis2_person("555000000001", "S8000:G8000:R8000", "AAL3_ANY"));
         assert_eq!(Browser::default().sign_in(&setup.server, "cis2").status, 200);
         assert_eq!(placement(&setup, "cis2:555000000001@nhs.net"), ("team_manager".into(), vec!["north".into()]));
-        let audit = sign_in_audit(&setup);
+        // The trust takes the role away: refused, and out of every team at once, so the
+        // session already open sees nothing more.
+        setup.cis2.person(cis2_person("555000000001", "S8000:G8000:R0000", "AAL3_ANY"));
+        refused(&setup, &setup.cis2, "cis2", None, 403, "no rule of Tether");
+        assert_eq!(placement(&setup, "cis2:555000000001@nhs.net"), ("team_manager".into(), vec![]));
+        let caseload = browser.get(&format!("{}/dashboard", setup.server.url()));
+        assert!(!caseload.body.contains("DEMO-") && caseload.body.contains("(team manager, )"), "{}", caseload.body);
+        let mut audit = sign_in_audit(&setup);
+        assert_eq!(audit.pop().map(|(action, _, _)| action).as_deref(), Some("oidc_sign_in_refused"));
         assert_eq!(audit.len(), 2, "{audit:?}");
         for (action, username, detail) in &audit {
             assert_eq!((action.as_str(), username.as_str()), ("oidc_sign_in", "cis2:555000000001@nhs.net"));
@@ -482,5 +490,24 @@ role = "practitioner"
         );
         assert_eq!(status, 422, "two providers: one must be named: {body}");
         assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("name one")), "{body}");
+
+        // Starting a dashboard sign-in needs no account, so the sign-ins under way are
+        // bounded: with the table full, a new one is refused and nothing is kept.
+        let mut conn = db(&setup);
+        let tx = conn.transaction().expect("a transaction");
+        let far = Timestamp::now().as_second() + 3600;
+        for i in 0..server::auth::store::MAX_PENDING_SIGN_INS {
+            tx.execute(
+                "INSERT INTO oidc_pending VALUES (?1, 'b', 'cis2', 'n', 'v', ?2)",
+                rusqlite::params![format!("filler-{i}"), far],
+            )
+            .expect("a row");
+        }
+        tx.commit().expect("commit");
+        let page = Browser::default().get(&format!("{}/dashboard/oidc/cis2/start", setup.server.url()));
+        assert_eq!(page.status, 503, "{}", page.body);
+        assert!(page.body.contains("Too many sign-ins are under way"), "{}", page.body);
+        let count: i64 = conn.query_row("SELECT COUNT(*) FROM oidc_pending", [], |r| r.get(0)).expect("a count");
+        assert_eq!(count, server::auth::store::MAX_PENDING_SIGN_INS);
     }
 }

@@ -189,14 +189,23 @@ pub struct PendingSignIn {
     pub expires_at: i64,
 }
 
+/// The most dashboard sign-ins that may be at a provider at once. Starting one needs no
+/// account, so without a bound anyone could fill the table.
+pub const MAX_PENDING_SIGN_INS: i64 = 10_000;
+
 /// Keeps a pending sign-in under its `state`'s SHA-256, and forgets the expired ones.
+/// Refused (`false`, nothing kept) when [`MAX_PENDING_SIGN_INS`] are under way.
 pub fn put_pending_sign_in(
     tx: &Transaction<'_>,
     state_hash: &str,
     pending: &PendingSignIn,
     now: i64,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<bool> {
     tx.prepare_cached("DELETE FROM oidc_pending WHERE expires_at <= ?1")?.execute([now])?;
+    let live: i64 = tx.prepare_cached("SELECT COUNT(*) FROM oidc_pending")?.query_row([], |r| r.get(0))?;
+    if live >= MAX_PENDING_SIGN_INS {
+        return Ok(false);
+    }
     tx.prepare_cached(
         "INSERT INTO oidc_pending (state_hash, browser_hash, provider, nonce, verifier, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -209,7 +218,7 @@ pub fn put_pending_sign_in(
         pending.verifier,
         pending.expires_at
     ])?;
-    Ok(())
+    Ok(true)
 }
 
 /// Takes the pending sign-in of a `state` (each is taken once), if there is one.

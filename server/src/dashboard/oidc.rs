@@ -103,13 +103,20 @@ pub(super) async fn start(State(state): State<AppState>, headers: HeaderMap, Pat
         .db
         .call(move |conn| {
             let tx = conn.transaction()?;
-            store::put_pending_sign_in(&tx, &state_hash, &pending, now)?;
+            let kept = store::put_pending_sign_in(&tx, &state_hash, &pending, now)?;
             tx.commit()?;
-            Ok(())
+            Ok(kept)
         })
         .await;
-    if let Err(error) = kept {
-        return pages::error_page(error);
+    match kept {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(limit = store::MAX_PENDING_SIGN_INS, "dashboard sign-in refused: too many under way");
+            let page =
+                pages::sign_in_refused("Too many sign-ins are under way at the moment.", "Try again in a few minutes.");
+            return (StatusCode::SERVICE_UNAVAILABLE, page).into_response();
+        }
+        Err(error) => return pages::error_page(error),
     }
     with_cookies(Redirect::to(&url).into_response(), &[cookie(&browser, session::over_https(&headers))])
 }

@@ -141,7 +141,8 @@ pub fn username_base(provider: &ProviderId, identity: &Identity) -> String {
 
 /// Makes (or updates) the user a checked identity is, in `tx`: the mapping places them,
 /// a first sign-in makes their user, later ones set their role and teams again. A
-/// disabled user stays out.
+/// disabled user stays out; a known person the mapping no longer places loses their
+/// teams. The caller commits either way (a refusal is audited).
 pub fn enrol(
     tx: &Transaction<'_>,
     sign_in: &SignIn,
@@ -149,16 +150,25 @@ pub fn enrol(
     identity: &Identity,
     now: jiff::Timestamp,
 ) -> Result<Result<User, SignInError>, AppError> {
+    let known = accounts::identity_user(tx, provider.as_str(), &identity.subject)?;
+    // A person the trust no longer places in any team here loses the teams they had, so
+    // that sessions they already hold see nothing from now on.
+    let unplace = |error: SignInError| -> Result<Result<User, SignInError>, AppError> {
+        if let Some((user_id, _)) = &known {
+            accounts::clear_teams(tx, user_id)?;
+        }
+        Ok(Err(error))
+    };
     let placement = match sign_in.mapping.place(provider, &identity.seen) {
         Ok(placement) => placement,
-        Err(not_placed) => return Ok(Err(SignInError::NotPlaced(not_placed))),
+        Err(not_placed) => return unplace(SignInError::NotPlaced(not_placed)),
     };
     let teams = accounts::existing_teams(tx, &placement.teams)?;
     if teams.is_empty() {
         let names: Vec<&str> = placement.teams.iter().map(TeamId::as_str).collect();
-        return Ok(Err(SignInError::NoSuchTeams(names.join(", "))));
+        return unplace(SignInError::NoSuchTeams(names.join(", ")));
     }
-    let user_id = match accounts::identity_user(tx, provider.as_str(), &identity.subject)? {
+    let user_id = match known {
         Some((_, true)) => return Ok(Err(SignInError::Disabled)),
         Some((user_id, false)) => {
             accounts::update_identity_user(
