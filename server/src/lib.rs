@@ -22,6 +22,8 @@
 //! - `dashboard`: the manager's HTML pages under `/dashboard` (sign-in, caseload, episode).
 //! - `oidc`: signing in with the trust's OpenID provider (NHS CIS2, Entra ID): settings,
 //!   the claims mapping, the code exchange and ID token checks, the phones' routes.
+//! - `fhir`: an episode as a FHIR R4 Bundle shaped to UK Core (`GET /v1/episodes/{id}/fhir`),
+//!   and records as a transaction of conditional creates for an EPR; pure.
 //! - `metrics`: `GET /metrics`, Prometheus text.
 //! - `me`, `health`: `GET /v1/me`, `GET /healthz`.
 //! - `episodes`: episode documents in the database, sync states, receipts.
@@ -41,6 +43,7 @@ pub mod db;
 pub mod demo;
 pub mod episodes;
 pub mod error;
+pub mod fhir;
 mod health;
 pub mod json;
 mod manage;
@@ -83,6 +86,8 @@ pub struct AppState {
     pub committer: commit::Committer,
     /// How people sign in: passwords, and the trust's identity providers.
     pub sign_in: Arc<oidc::SignIn>,
+    /// The identifier systems this deployment's FHIR resources use.
+    pub fhir: Arc<fhir::Settings>,
 }
 
 /// The meta key of the generated signing secret.
@@ -124,6 +129,7 @@ impl AppState {
             metrics: metrics::Metrics::shared(),
             committer,
             sign_in: Arc::default(),
+            fhir: Arc::default(),
         })
     }
 

@@ -31,6 +31,8 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     for provider in &sign_in.providers {
         tracing::info!(provider = %provider.settings.id, issuer = %provider.settings.issuer, "identity provider configured");
     }
+    let fhir = crate::fhir::Settings::new(config.fhir_base.as_deref(), config.fhir_patient_system.as_deref())
+        .map_err(anyhow::Error::msg)?;
     let path = config.db.clone();
     let conn = tokio::task::spawn_blocking(move || db::open(&path))
         .await?
@@ -45,8 +47,9 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         conn = accounts.0;
         print_demo(accounts.1?, &config.db);
     }
-    let state = AppState::with_sync_batch(conn, config.jwt_secret.as_ref(), Clock::system(), config.sync_batch)?
+    let mut state = AppState::with_sync_batch(conn, config.jwt_secret.as_ref(), Clock::system(), config.sync_batch)?
         .with_sign_in(sign_in);
+    state.fhir = std::sync::Arc::new(fhir);
     let listener = TcpListener::bind(config.addr).await.with_context(|| format!("cannot listen on {}", config.addr))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, db = %config.db.display(), "listening");

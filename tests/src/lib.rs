@@ -63,6 +63,8 @@ pub fn server_child() {
             .unwrap_or(server::commit::DEFAULT_BATCH),
         demo: false,
         oidc_config: std::env::var_os(OIDC_VAR).map(PathBuf::from),
+        fhir_base: None,
+        fhir_patient_system: None,
     };
     let _ = server::serve::init_logging(&std::env::var("TETHER_LOG").unwrap_or_else(|_| "warn".into()));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
