@@ -152,6 +152,12 @@ pub enum AccountError {
     UnknownUser(Username),
     #[error("the team's name must not be empty")]
     EmptyTeamName,
+    #[error("a local username may not contain `:`, which marks the people of an identity provider (`cis2:…`)")]
+    ReservedUsername,
+    #[error("`{0}` signs in with an identity provider and has no password to reset")]
+    NoPassword(Username),
+    #[error("cannot make a username from the identity provider's claims: {0}")]
+    BadUsername(String),
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
 }
@@ -173,8 +179,24 @@ pub fn add_team(tx: &Transaction<'_>, id: &TeamId, name: &str, now: jiff::Timest
     Ok(())
 }
 
-/// Adds a user with an already hashed password; returns the new user's id.
+/// Adds a local user with an already hashed password; returns the new user's id. A local
+/// username never contains `:`, so that it never collides with the username of a person
+/// from an identity provider (`cis2:jo`).
 pub fn add_user(
+    tx: &Transaction<'_>,
+    username: &Username,
+    password_hash: &str,
+    role: Role,
+    teams: &[TeamId],
+    now: jiff::Timestamp,
+) -> Result<String, AccountError> {
+    if username.as_str().contains(':') {
+        return Err(AccountError::ReservedUsername);
+    }
+    insert_user(tx, username, password_hash, role, teams, now)
+}
+
+fn insert_user(
     tx: &Transaction<'_>,
     username: &Username,
     password_hash: &str,
@@ -250,4 +272,138 @@ pub fn active_user(conn: &Connection, user_id: &str) -> rusqlite::Result<Option<
     let mut stmt = conn.prepare_cached("SELECT team_id FROM user_teams WHERE user_id = ?1 ORDER BY team_id")?;
     let teams = stmt.query_map([user_id], |row| row.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
     Ok(Some(User { id: user_id.to_string(), username, role, teams }))
+}
+
+/// Gives a local user a new (already hashed) password. A person from an identity
+/// provider has none to reset.
+pub fn set_password(tx: &Transaction<'_>, username: &Username, password_hash: &str) -> Result<(), AccountError> {
+    let found: Option<String> = tx
+        .query_row("SELECT password_hash FROM users WHERE username = ?1", [username.as_str()], |r| r.get(0))
+        .optional()?;
+    match found {
+        None => Err(AccountError::UnknownUser(username.clone())),
+        Some(hash) if hash.is_empty() => Err(AccountError::NoPassword(username.clone())),
+        Some(_) => {
+            tx.execute(
+                "UPDATE users SET password_hash = ?1 WHERE username = ?2",
+                params![password_hash, username.as_str()],
+            )?;
+            Ok(())
+        }
+    }
+}
+
+/// A user as `tether user list` shows them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listed {
+    pub username: String,
+    pub role: Role,
+    pub teams: Vec<String>,
+    pub disabled: bool,
+    /// `password`, or the id of the identity provider they sign in with.
+    pub signs_in_with: String,
+}
+
+/// Every user, by username.
+pub fn list_users(conn: &Connection) -> rusqlite::Result<Vec<Listed>> {
+    let mut statement = conn.prepare(
+        "SELECT u.id, u.username, u.role, u.disabled, i.provider FROM users u
+         LEFT JOIN identities i ON i.user_id = u.id ORDER BY u.username",
+    )?;
+    let rows = statement
+        .query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<rusqlite::Result<Vec<(String, String, String, bool, Option<String>)>>>()?;
+    let mut teams = conn.prepare_cached("SELECT team_id FROM user_teams WHERE user_id = ?1 ORDER BY team_id")?;
+    rows.into_iter()
+        .map(|(id, username, role, disabled, provider)| {
+            let role = Role::from_str(&role)
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, e.into()))?;
+            let teams = teams.query_map([&id], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok(Listed { username, role, teams, disabled, signs_in_with: provider.unwrap_or_else(|| "password".into()) })
+        })
+        .collect()
+}
+
+/// The user a provider's subject is, and whether they are disabled.
+pub fn identity_user(conn: &Connection, provider: &str, subject: &str) -> rusqlite::Result<Option<(String, bool)>> {
+    conn.prepare_cached(
+        "SELECT u.id, u.disabled FROM identities i JOIN users u ON u.id = i.user_id
+         WHERE i.provider = ?1 AND i.subject = ?2",
+    )?
+    .query_row([provider, subject], |r| Ok((r.get(0)?, r.get(1)?)))
+    .optional()
+}
+
+/// Of `teams`, those that exist.
+pub fn existing_teams(conn: &Connection, teams: &[TeamId]) -> rusqlite::Result<Vec<TeamId>> {
+    let mut statement = conn.prepare_cached("SELECT 1 FROM teams WHERE id = ?1")?;
+    let mut found = Vec::with_capacity(teams.len());
+    for team in teams {
+        if statement.query_row([team.as_str()], |_| Ok(())).optional()?.is_some() {
+            found.push(team.clone());
+        }
+    }
+    Ok(found)
+}
+
+/// Makes the user for a provider's subject at their first sign-in, with no password,
+/// under the first free username of `base`, `base~2`, `base~3`…; returns their id.
+pub fn add_identity_user(
+    tx: &Transaction<'_>,
+    provider: &str,
+    subject: &str,
+    base: &str,
+    role: Role,
+    teams: &[TeamId],
+    now: jiff::Timestamp,
+) -> Result<String, AccountError> {
+    let taken = |name: &str| -> rusqlite::Result<bool> {
+        tx.query_row("SELECT 1 FROM users WHERE username = ?1", [name], |_| Ok(())).optional().map(|r| r.is_some())
+    };
+    let mut username = base.to_owned();
+    let mut n = 1;
+    while taken(&username)? {
+        n += 1;
+        let suffix = format!("~{n}");
+        let keep = base.chars().count().min(Username::MAX_CHARS - suffix.len());
+        username = format!("{}{suffix}", base.chars().take(keep).collect::<String>());
+    }
+    let username = Username::try_from(username).map_err(AccountError::BadUsername)?;
+    let id = insert_user(tx, &username, "", role, teams, now)?;
+    tx.execute(
+        "INSERT INTO identities (provider, subject, user_id, created_at, last_sign_in) VALUES (?1, ?2, ?3, ?4, ?4)",
+        params![provider, subject, id, now.as_second()],
+    )?;
+    Ok(id)
+}
+
+/// Sets a user's role and teams to what the claims mapping gives at a sign-in, and
+/// notes the sign-in.
+pub fn update_identity_user(
+    tx: &Transaction<'_>,
+    provider: &str,
+    subject: &str,
+    user_id: &str,
+    role: Role,
+    teams: &[TeamId],
+    now: jiff::Timestamp,
+) -> rusqlite::Result<()> {
+    tx.execute("UPDATE users SET role = ?1 WHERE id = ?2", params![role.as_str(), user_id])?;
+    tx.execute("DELETE FROM user_teams WHERE user_id = ?1", [user_id])?;
+    for team in teams {
+        tx.execute("INSERT INTO user_teams (user_id, team_id) VALUES (?1, ?2)", [user_id, team.as_str()])?;
+    }
+    tx.execute(
+        "UPDATE identities SET last_sign_in = ?1 WHERE provider = ?2 AND subject = ?3",
+        params![now.as_second(), provider, subject],
+    )?;
+    Ok(())
+}
+
+/// Takes a user out of every team (a person their identity provider no longer places).
+pub fn clear_teams(tx: &Transaction<'_>, user_id: &str) -> rusqlite::Result<()> {
+    tx.execute("DELETE FROM user_teams WHERE user_id = ?1", [user_id])?;
+    Ok(())
 }

@@ -484,21 +484,33 @@ async fn metrics_count_requests_and_show_open_and_overdue_actions_per_team() {
 }
 
 #[tokio::test]
-async fn the_demo_seeds_once_and_gives_new_passwords_when_run_again() {
+async fn the_demo_seeds_once_and_keeps_passwords_when_run_again() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join("tether.db");
     let start: Timestamp = DEMO_START.parse().expect("a time");
     let mut conn = db::open(&path).expect("open");
-    let first = demo::seed(&mut conn, start).expect("seed").expect("seeded");
+    let first = demo::seed(&mut conn, start).expect("seed").new_accounts().expect("seeded");
     let roles: std::collections::BTreeSet<&str> = first.iter().map(|a| a.role.as_str()).collect();
     assert_eq!(roles.into_iter().collect::<Vec<_>>(), ["admin", "practitioner", "safeguarding_lead", "team_manager"]);
     let count = |conn: &rusqlite::Connection| -> i64 {
         conn.query_row("SELECT COUNT(*) FROM episodes", [], |r| r.get(0)).expect("count")
     };
-    let episodes = count(&conn);
-    let second = demo::seed(&mut conn, start).expect("seed").expect("the demo's own database");
+    let hashes = |conn: &rusqlite::Connection| -> Vec<String> {
+        conn.prepare("SELECT password_hash FROM users ORDER BY username")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .expect("hashes")
+    };
+    let (episodes, before) = (count(&conn), hashes(&conn));
+    assert!(matches!(demo::seed(&mut conn, start).expect("seed"), demo::Seeded::Before));
     assert_eq!(count(&conn), episodes, "seeded once");
-    assert!(first.iter().zip(&second).all(|(a, b)| a.password != b.password));
+    assert_eq!(hashes(&conn), before, "the passwords are kept");
+    let hash: String = conn
+        .query_row("SELECT password_hash FROM users WHERE username = ?1", [first[0].username], |r| r.get(0))
+        .expect("a hash");
+    assert!(
+        server::auth::password::verify(first[0].password.as_bytes(), &hash).is_ok_and(|ok| ok),
+        "the password printed the first time still works"
+    );
     // Every pathway is there.
     let pathways: std::collections::BTreeSet<String> = conn
         .prepare("SELECT DISTINCT pathway FROM summaries")
@@ -512,6 +524,6 @@ async fn the_demo_seeds_once_and_gives_new_passwords_when_run_again() {
     let tx = conn.transaction().expect("tx");
     server::accounts::add_team(&tx, &"mine".parse().expect("id"), "Mine", start).expect("team");
     tx.commit().expect("commit");
-    assert!(demo::seed(&mut conn, start).expect("no error").is_none());
+    assert!(matches!(demo::seed(&mut conn, start).expect("no error"), demo::Seeded::NotTheDemo));
     assert_eq!(count(&conn), 0);
 }

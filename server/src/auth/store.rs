@@ -177,3 +177,64 @@ pub fn clear_failures(tx: &Transaction<'_>, username: &str) -> rusqlite::Result<
     tx.prepare_cached("DELETE FROM login_failures WHERE username = ?1")?.execute([username])?;
     Ok(())
 }
+
+/// A dashboard sign-in sent to an identity provider and not yet back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingSignIn {
+    pub provider: String,
+    /// The SHA-256 (hex) of the cookie of the browser that started it.
+    pub browser_hash: String,
+    pub nonce: String,
+    pub verifier: String,
+    pub expires_at: i64,
+}
+
+/// The most dashboard sign-ins that may be at a provider at once. Starting one needs no
+/// account, so without a bound anyone could fill the table.
+pub const MAX_PENDING_SIGN_INS: i64 = 10_000;
+
+/// Keeps a pending sign-in under its `state`'s SHA-256, and forgets the expired ones.
+/// Refused (`false`, nothing kept) when [`MAX_PENDING_SIGN_INS`] are under way.
+pub fn put_pending_sign_in(
+    tx: &Transaction<'_>,
+    state_hash: &str,
+    pending: &PendingSignIn,
+    now: i64,
+) -> rusqlite::Result<bool> {
+    tx.prepare_cached("DELETE FROM oidc_pending WHERE expires_at <= ?1")?.execute([now])?;
+    let live: i64 = tx.prepare_cached("SELECT COUNT(*) FROM oidc_pending")?.query_row([], |r| r.get(0))?;
+    if live >= MAX_PENDING_SIGN_INS {
+        return Ok(false);
+    }
+    tx.prepare_cached(
+        "INSERT INTO oidc_pending (state_hash, browser_hash, provider, nonce, verifier, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        state_hash,
+        pending.browser_hash,
+        pending.provider,
+        pending.nonce,
+        pending.verifier,
+        pending.expires_at
+    ])?;
+    Ok(true)
+}
+
+/// Takes the pending sign-in of a `state` (each is taken once), if there is one.
+pub fn take_pending_sign_in(tx: &Transaction<'_>, state_hash: &str) -> rusqlite::Result<Option<PendingSignIn>> {
+    tx.prepare_cached(
+        "DELETE FROM oidc_pending WHERE state_hash = ?1
+         RETURNING provider, browser_hash, nonce, verifier, expires_at",
+    )?
+    .query_row([state_hash], |r| {
+        Ok(PendingSignIn {
+            provider: r.get(0)?,
+            browser_hash: r.get(1)?,
+            nonce: r.get(2)?,
+            verifier: r.get(3)?,
+            expires_at: r.get(4)?,
+        })
+    })
+    .optional()
+}

@@ -191,7 +191,8 @@ impl Demo {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let mut conn = db::open(&dir.path().join("tether.db")).expect("open the database");
         let start: Timestamp = DEMO_START.parse().expect("a time");
-        let accounts = server::demo::seed(&mut conn, start).expect("seed").expect("a new database is seeded");
+        let accounts =
+            server::demo::seed(&mut conn, start).expect("seed").new_accounts().expect("a new database is seeded");
         let passwords = accounts.into_iter().map(|a| (a.username, a.password)).collect();
         let now = Arc::new(Mutex::new(start));
         let clock_now = Arc::clone(&now);
