@@ -15,14 +15,13 @@ use crate::error::AppError;
 /// The schema this build writes; `PRAGMA user_version` holds the database's.
 pub const SCHEMA: i64 = 5;
 
-/// Each schema's upgrade from the one before, in order. (`v7.sql`, OpenID Connect, is
-/// numbered for after the schemas of changes made alongside it; it is the fifth here.)
+/// Each schema's upgrade from the one before, in order.
 const UPGRADES: [&str; 5] = [
     include_str!("schema/v1.sql"),
     include_str!("schema/v2.sql"),
     include_str!("schema/v3.sql"),
     include_str!("schema/v4.sql"),
-    include_str!("schema/v7.sql"),
+    include_str!("schema/v5.sql"),
 ];
 
 /// Why the database could not be opened.

@@ -1,4 +1,4 @@
--- Schema 7: people who sign in with the trust's OpenID provider, and the dashboard's
+-- Schema 5: people who sign in with the trust's OpenID provider, and the dashboard's
 -- sign-ins under way.
 
 -- Who a provider says a user is: the provider's id (from the sign-in settings) and the
