@@ -99,6 +99,9 @@ impl EpisodeDoc {
         if opening.team.trim().is_empty() || opening.opened_by.trim().is_empty() {
             return Err(DocumentError::Refused("an episode needs a team and who opened it".into()));
         }
+        crate::json::time::check(opening.opened_at).map_err(|message| {
+            DocumentError::Invalid(ValidationError::Episode { field: "opened_at".into(), message })
+        })?;
         let mut doc = AutoCommit::new().with_actor(actor);
         let am = |e: automerge::AutomergeError| DocumentError::Refused(format!("cannot write the document: {e}"));
         doc.put(ROOT, "schema", SCHEMA).map_err(am)?;
@@ -465,6 +468,11 @@ impl EpisodeDoc {
     /// is kept as the episode (see `read`).
     pub fn check_new(&mut self) -> Result<(), DocumentError> {
         let episode = self.episode()?;
+        // Read leniently, as every stored document is; as new input, its opening must
+        // fall in the years input may.
+        crate::json::time::check(episode.opened_at).map_err(|message| {
+            DocumentError::Invalid(ValidationError::Episode { field: "opened_at".into(), message })
+        })?;
         if let Some(invalid) = episode.invalid_records.first() {
             return Err(DocumentError::Refused(format!("the record {} is not valid: {}", invalid.id, invalid.error)));
         }

@@ -81,7 +81,7 @@ impl Episode {
             ValidationError::episode("patient_ref", "required: the patient's identifier as a non-empty string")
         })?;
         let team = text_field(obj, "team").map_err(|m| ValidationError::episode("team", m))?;
-        let opened_at = time_field(obj, "opened_at").map_err(|m| ValidationError::episode("opened_at", m))?;
+        let opened_at = opening_time(obj, strictness).map_err(|m| ValidationError::episode("opened_at", m))?;
         let opened_by = text_field(obj, "opened_by").map_err(|m| ValidationError::episode("opened_by", m))?;
         // `pathway` has no default: defaulting a missing pathway to the routine one would
         // silently give the patient the longest deadlines.
@@ -389,6 +389,17 @@ fn time_field(obj: &Map<String, Value>, name: &str) -> Result<Timestamp, String>
     }
 }
 
+/// An episode's opening time: new input must fall in [`time::YEARS`]; a stored document
+/// read leniently keeps what an earlier version accepted, so that it still loads.
+fn opening_time(obj: &Map<String, Value>, strictness: Strictness) -> Result<Timestamp, String> {
+    match (obj.get("opened_at"), strictness) {
+        (Some(Value::String(s)), Strictness::Lenient) => time::parse_stored(s),
+        (Some(Value::String(s)), Strictness::Strict) => time::parse(s),
+        (Some(_), _) => Err("must be an RFC 3339 time string".into()),
+        (None, _) => Err("required".into()),
+    }
+}
+
 /// How a record is named in errors: its id when it has a string one, else its position.
 fn record_label(value: &Value, index: usize) -> String {
     match value.get("id") {
@@ -446,24 +457,53 @@ pub mod time {
     use jiff::Timestamp;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    /// The range of years a record may carry, so that deadline arithmetic never
-    /// overflows and a mistyped year is caught.
-    pub const YEARS: std::ops::RangeInclusive<i16> = 1900..=2999;
+    /// The years a time given as input may fall in (UTC): a mistyped year (2206, 1026)
+    /// is caught where it is typed, not years later as an action never due.
+    pub const YEARS: std::ops::RangeInclusive<i16> = 2000..=2100;
 
-    /// Parses an RFC 3339 time, which must carry an offset.
+    /// The years a stored or computed time may fall in: wider than [`YEARS`], so that
+    /// what an earlier version accepted (1900 to 2999) still reads, and a deadline
+    /// computed from a record late in 2100 is written and read back. Deadline arithmetic
+    /// never overflows inside it.
+    pub const STORED_YEARS: std::ops::RangeInclusive<i16> = 1900..=2999;
+
+    /// Parses an RFC 3339 time given as input, which must carry an offset and fall in
+    /// [`YEARS`].
     pub fn parse(text: &str) -> Result<Timestamp, String> {
-        let ts: Timestamp = text.parse().map_err(|_| {
+        let ts = parse_any(text)?;
+        check(ts)?;
+        Ok(ts)
+    }
+
+    /// Parses a stored or computed time: an offset, and a year in [`STORED_YEARS`].
+    pub fn parse_stored(text: &str) -> Result<Timestamp, String> {
+        let ts = parse_any(text)?;
+        if !STORED_YEARS.contains(&year(ts)) {
+            return Err(format!("the time is outside the years {} to {}", STORED_YEARS.start(), STORED_YEARS.end()));
+        }
+        Ok(ts)
+    }
+
+    /// Refuses a time outside [`YEARS`], saying so.
+    pub fn check(ts: Timestamp) -> Result<(), String> {
+        if !YEARS.contains(&year(ts)) {
+            return Err(format!("the time is outside the years {} to {}: check its year", YEARS.start(), YEARS.end()));
+        }
+        Ok(())
+    }
+
+    fn year(ts: Timestamp) -> i16 {
+        jiff::tz::TimeZone::UTC.to_datetime(ts).year()
+    }
+
+    fn parse_any(text: &str) -> Result<Timestamp, String> {
+        text.parse().map_err(|_| {
             if text.parse::<jiff::civil::DateTime>().is_ok() {
                 "the time has no UTC offset: write it as RFC 3339 with an offset, e.g. 2026-03-02T09:30:00Z or 2026-06-01T10:30:00+01:00".to_string()
             } else {
                 "not an RFC 3339 time with an offset, e.g. 2026-03-02T09:30:00Z".to_string()
             }
-        })?;
-        let year = jiff::tz::TimeZone::UTC.to_datetime(ts).year();
-        if !YEARS.contains(&year) {
-            return Err(format!("the time is outside the years {} to {}", YEARS.start(), YEARS.end()));
-        }
-        Ok(ts)
+        })
     }
 
     pub fn serialize<S: Serializer>(ts: &Timestamp, serializer: S) -> Result<S::Ok, S::Error> {
@@ -473,6 +513,22 @@ pub mod time {
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Timestamp, D::Error> {
         let text = String::deserialize(deserializer)?;
         parse(&text).map_err(serde::de::Error::custom)
+    }
+
+    /// Stored or computed times (an action's `active_from` and `due`): read with
+    /// [`parse_stored`].
+    pub mod stored {
+        use jiff::Timestamp;
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(ts: &Timestamp, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_str(ts)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Timestamp, D::Error> {
+            let text = String::deserialize(deserializer)?;
+            super::parse_stored(&text).map_err(serde::de::Error::custom)
+        }
     }
 
     /// The same, for an optional time.

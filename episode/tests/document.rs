@@ -239,3 +239,10 @@ fn setting_a_fact_to_its_current_value_still_counts_against_a_concurrent_change(
     assert_eq!(episode.facts.risk.values(), [Risk::Low, Risk::High]);
     assert_eq!(*episode.facts.risk.safest(), Risk::High);
 }
+
+#[test]
+fn an_episode_opened_outside_the_years_is_refused() {
+    let opening = Opening { opened_at: t("2126-03-02T08:00:00Z"), ..opening() };
+    let error = EpisodeDoc::open(&opening, actor(1)).expect_err("2126");
+    assert!(error.to_string().contains("outside the years 2000 to 2100"), "{error}");
+}

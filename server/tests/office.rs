@@ -267,6 +267,8 @@ async fn bad_records_are_refused_naming_the_field_and_nothing_is_stored() {
         (json!({"kind": "contact_attempt", "method": "phone", "target": "patient"}), "outcome"),
         (json!({"kind": "contact_attempt", "method": "pigeon", "target": "patient", "outcome": "sent"}), "method"),
         (json!({"kind": "appointment_attended", "at": "2026-03-04T09:30:00"}), "at"),
+        (json!({"kind": "appointment_attended", "at": "2206-03-04T09:30:00Z"}), "outside the years 2000 to 2100"),
+        (json!({"kind": "appointment_booked", "for": "1926-03-11T09:30:00Z"}), "outside the years 2000 to 2100"),
         (json!({"kind": "appointment_attended", "id": uuid::Uuid::nil()}), "id"),
         (json!({"kind": "appointment_attended", "by": "someone"}), "by"),
         (json!({"kind": "entered_in_error", "record": uuid::Uuid::nil(), "reason": "wrong patient"}), "record"),
