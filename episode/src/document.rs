@@ -321,7 +321,7 @@ impl EpisodeDoc {
     fn stored_event(&self, key: &str) -> Option<Event> {
         match self.doc.get(&self.events, key) {
             Ok(Some((Value::Scalar(s), _))) => {
-                let json: Json = serde_json::from_str(s.as_str()?).ok()?;
+                let json = crate::json::parse_value(s.as_str()?.as_bytes()).ok()?;
                 Event::from_value(&json, 0).ok()
             }
             _ => None,
@@ -375,7 +375,7 @@ impl EpisodeDoc {
         json.insert("events".into(), Json::Array(raw.into_iter().filter_map(|(_, v)| v).collect()));
         let mut episode = Episode::from_value(&Json::Object(json), Strictness::Lenient)?;
         for key in unreadable {
-            let error = "the stored record is not JSON, or not under its own id".to_string();
+            let error = "the stored record is not JSON (or names a key twice), or not under its own id".to_string();
             episode.invalid_records.push(InvalidRecord { id: key, error });
         }
         episode.invalid_records.sort_by(|a, b| a.id.cmp(&b.id));
@@ -388,7 +388,10 @@ impl EpisodeDoc {
         let mut raw = Vec::with_capacity(self.doc.length(&self.events));
         for key in self.doc.keys(&self.events) {
             let value = match self.doc.get(&self.events, key.as_str()) {
-                Ok(Some((Value::Scalar(s), _))) => s.as_str().and_then(|text| serde_json::from_str::<Json>(text).ok()),
+                // A key named twice reads as unreadable: two readers could disagree on it.
+                Ok(Some((Value::Scalar(s), _))) => {
+                    s.as_str().and_then(|text| crate::json::parse_value(text.as_bytes()).ok())
+                }
                 _ => None,
             };
             let value = value.filter(|v| v.get("id").and_then(Json::as_str) == Some(key.as_str()));

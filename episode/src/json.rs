@@ -53,7 +53,7 @@ const OUTPUT_ONLY: [&str; 1] = ["conflicts"];
 impl Episode {
     /// Reads episode JSON, refusing any invalid record.
     pub fn from_json(text: &str) -> Result<Self, ValidationError> {
-        let value: Value = serde_json::from_str(text).map_err(|e| ValidationError::Syntax(e.to_string()))?;
+        let value = parse_value(text.as_bytes()).map_err(ValidationError::Syntax)?;
         Self::from_value(&value, Strictness::Strict)
     }
 
@@ -397,6 +397,106 @@ fn opening_time(obj: &Map<String, Value>, strictness: Strictness) -> Result<Time
         (Some(Value::String(s)), Strictness::Strict) => time::parse(s),
         (Some(_), _) => Err("must be an RFC 3339 time string".into()),
         (None, _) => Err("required".into()),
+    }
+}
+
+/// Parses JSON text, refusing an object that names a key twice.
+///
+/// serde_json keeps the last of two equal keys, another reader may keep the first: a
+/// record reading `"by": "ana", …, "by": "maya"` could say one thing to the server and
+/// another to whoever reads it next. So every record, and every JSON body the server
+/// takes, is refused unless each object's keys are distinct.
+pub fn parse_value(text: &[u8]) -> Result<Value, String> {
+    let value = serde_json::from_slice(text).map_err(|e| e.to_string())?;
+    check_unique_keys(text)?;
+    Ok(value)
+}
+
+/// Refuses JSON text in which an object names a key twice (see [`parse_value`]); the
+/// text is otherwise taken to be JSON already.
+pub fn check_unique_keys(text: &[u8]) -> Result<(), String> {
+    use serde::Deserialize as _;
+    let mut de = serde_json::Deserializer::from_slice(text);
+    UniqueKeys::deserialize(&mut de).map(|_| ()).map_err(|e| {
+        let message = e.to_string();
+        // serde_json appends the position; keep the message our visitor wrote.
+        match message.rfind(" at line ") {
+            Some(end) => message[..end].to_string(),
+            None => message,
+        }
+    })
+}
+
+/// Walks a JSON value, keeping nothing but the keys of the object being read.
+struct UniqueKeys;
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueKeysVisitor)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = UniqueKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueKeys, A::Error> {
+        while seq.next_element::<UniqueKeys>()?.is_some() {}
+        Ok(UniqueKeys)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
+        let mut keys = HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if keys.contains(&key) {
+                return Err(serde::de::Error::custom(duplicate_key_message(&key)));
+            }
+            map.next_value::<UniqueKeys>()?;
+            keys.insert(key);
+        }
+        Ok(UniqueKeys)
+    }
+}
+
+/// Names a repeated key if it looks like a field name; any other key might be a value
+/// someone typed (a patient's identifier), and is not repeated.
+fn duplicate_key_message(key: &str) -> String {
+    let field_like = !key.is_empty()
+        && key.len() <= 40
+        && key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if field_like {
+        format!("the key `{key}` appears twice in one object: give each key once")
+    } else {
+        "a key appears twice in one object: give each key once".to_string()
     }
 }
 

@@ -593,3 +593,24 @@ fn a_computed_deadline_after_2100_reads_back() {
     let back: pathway::Evaluation = serde_json::from_str(&json).expect("reads back");
     assert_eq!(back, evaluation);
 }
+
+#[test]
+fn a_key_given_twice_in_a_record_is_refused() {
+    // serde_json alone would keep the last `by`: the record would say maya to one reader.
+    let mut text = with_events(vec![appointment_missed(MISSED)]).to_string();
+    text = text.replacen("\"by\":\"user-alice\"", "\"by\":\"user-alice\",\"by\":\"user-maya\"", 1);
+    assert!(text.contains("user-maya"), "the test edits the text: {text}");
+    let error = Episode::from_json(&text).expect_err("a duplicate key");
+    let message = error.to_string();
+    assert!(message.contains("the key `by` appears twice"), "{message}");
+    // Twice at the episode's level too.
+    let text = episode_json().to_string().replacen("\"risk\":\"low\"", "\"risk\":\"low\",\"risk\":\"high\"", 1);
+    assert!(Episode::from_json(&text).expect_err("a duplicate key").to_string().contains("`risk`"));
+    // A key that is not a field name (it could be anything typed) is not repeated.
+    let text = episode_json().to_string().replacen("{", &format!("{{\"{PATIENT_REF}\":1,\"{PATIENT_REF}\":2,"), 1);
+    let message = Episode::from_json(&text).expect_err("a duplicate key").to_string();
+    assert!(message.contains("a key appears twice") && !message.contains(PATIENT_REF), "{message}");
+    // Distinct keys in sibling objects are fine.
+    assert!(episode::json::check_unique_keys(br#"[{"a": 1}, {"a": 2}, {"b": {"a": 3}}]"#).is_ok());
+    assert!(episode::json::check_unique_keys(br#"{"a": {"b": 1, "b": 2}}"#).is_err());
+}

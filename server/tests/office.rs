@@ -282,6 +282,12 @@ async fn bad_records_are_refused_naming_the_field_and_nothing_is_stored() {
     }
     let (status, answer) = office.send(Method::POST, &path, Some(&maya), Some("{not json")).await;
     assert_eq!((status, code(&answer)), (StatusCode::BAD_REQUEST, "malformed_json"));
+    // A key given twice: serde_json alone would keep the last and store a record the
+    // sender may not have meant.
+    let twice = r#"{"kind": "contact_attempt", "method": "phone", "target": "patient", "outcome": "no_answer", "outcome": "contact_made"}"#;
+    let (status, answer) = office.send(Method::POST, &path, Some(&maya), Some(twice)).await;
+    assert_eq!((status, code(&answer)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"));
+    assert!(message(&answer).contains("the key `outcome` appears twice"), "{answer}");
     let (_, after) = office.get(&format!("/v1/episodes/{id}/timeline"), &maya).await;
     assert_eq!(before["events"], after["events"], "nothing stored");
 }
