@@ -14,10 +14,14 @@ pub struct ServeConfig {
     #[arg(long, env = "TETHER_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
     /// The access tokens' signing secret, at least 32 bytes. Give it in the environment,
-    /// not as a flag. Without it the server generates one at first start and keeps it in
-    /// the database.
+    /// not as a flag. Without it the server uses the key file beside the database
+    /// (`DB.keys`), made with a new random key, 0600, at first start.
     #[arg(long, env = "TETHER_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<Secret>,
+    /// Earlier signing secrets, one a line, that still verify (with TETHER_JWT_SECRET,
+    /// during a rotation). Give them in the environment.
+    #[arg(long, env = "TETHER_JWT_PREVIOUS_SECRETS", hide_env_values = true)]
+    pub jwt_previous_secrets: Option<Secret>,
     /// How often, in seconds, the server re-evaluates the episodes whose actions the clock
     /// has moved on (started, or fallen overdue), so that counts are right without a sync.
     #[arg(long, env = "TETHER_REEVALUATE_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]

@@ -10,7 +10,7 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 
 use crate::config::ServeConfig;
-use crate::{AppState, Clock, app, caseload, db, demo};
+use crate::{AppState, Clock, app, auth, caseload, db, demo};
 
 /// Logs go to stderr as text, filtered by `filter` (`info`, `warn,server=debug`, …).
 pub fn init_logging(filter: &str) -> anyhow::Result<()> {
@@ -38,7 +38,13 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         conn = accounts.0;
         print_demo(accounts.1?.as_deref());
     }
-    let state = AppState::with_sync_batch(conn, config.jwt_secret.as_ref(), Clock::system(), config.sync_batch)?;
+    let (conn, keys) = tokio::task::spawn_blocking(move || {
+        let mut conn = conn;
+        let keys = auth::keys::load(&mut conn, config.jwt_secret.as_ref(), config.jwt_previous_secrets.as_ref());
+        keys.map(|keys| (conn, keys))
+    })
+    .await??;
+    let state = AppState::with_keys(conn, keys, Clock::system(), config.sync_batch)?;
     let listener = TcpListener::bind(config.addr).await.with_context(|| format!("cannot listen on {}", config.addr))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, db = %config.db.display(), "listening");

@@ -51,6 +51,7 @@ pub fn server_child() {
         db: PathBuf::from(db),
         addr,
         jwt_secret: None,
+        jwt_previous_secrets: None,
         log: "warn".into(),
         reevaluate_secs: 60,
         // The group commit's batch, from the environment for the benchmarks' comparison.

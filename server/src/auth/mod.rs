@@ -2,6 +2,7 @@
 //! `AuthUser` extractor that every other `/v1` route takes.
 
 mod extract;
+pub mod keys;
 pub mod password;
 pub mod store;
 pub mod token;
