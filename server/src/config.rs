@@ -30,6 +30,25 @@ pub struct ServeConfig {
     /// alone.
     #[arg(long, env = "TETHER_SYNC_BATCH", default_value_t = crate::commit::DEFAULT_BATCH, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub sync_batch: usize,
+    /// The most connections open at once; at the cap the idlest is closed to make room.
+    /// By default the open-file limit (`ulimit -n`) less 64, at most 4096.
+    #[arg(long, env = "TETHER_MAX_CONNECTIONS", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_connections: Option<usize>,
+    /// Seconds a request's headers may take to arrive (from their first byte, or from the
+    /// connection's opening).
+    #[arg(long, env = "TETHER_HEADER_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_secs: u64,
+    /// Seconds a connection may stay open with no request in progress.
+    #[arg(long, env = "TETHER_IDLE_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_secs: u64,
+    /// Seconds a request body may take before it must average at least 1 KiB a second.
+    #[arg(long, env = "TETHER_SLOW_BODY_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub slow_body_secs: u64,
+    /// Request body bytes held at once across all requests; a body waits (at most 30
+    /// seconds, then 503) for room. At least the largest body a route takes (32 MiB).
+    #[arg(long, env = "TETHER_BODY_BYTES_IN_FLIGHT", default_value_t = 64 * 1024 * 1024,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(crate::bodies::MAX_DECLARED_BYTES..))]
+    pub body_bytes_in_flight: usize,
     /// Seed two teams, users of every role (their passwords printed once) and episodes on
     /// every pathway, if the database has no teams yet.
     #[arg(long)]
@@ -37,6 +56,23 @@ pub struct ServeConfig {
     /// What to log, as `LEVEL` or `TARGET=LEVEL,…` (e.g. `info` or `warn,server=debug`).
     #[arg(long, env = "TETHER_LOG", default_value = "info")]
     pub log: String,
+}
+
+impl ServeConfig {
+    /// The edges' limits (`listen`, `bodies`) these flags set.
+    pub fn limits(&self) -> crate::listen::Limits {
+        let secs = std::time::Duration::from_secs;
+        crate::listen::Limits {
+            max_connections: self.max_connections.unwrap_or_else(crate::listen::default_max_connections),
+            header_timeout: secs(self.header_timeout_secs),
+            idle_timeout: secs(self.idle_timeout_secs),
+            bodies: crate::bodies::Limits {
+                bytes_in_flight: self.body_bytes_in_flight,
+                slow_after: secs(self.slow_body_secs),
+                ..crate::bodies::Limits::default()
+            },
+        }
+    }
 }
 
 /// A secret from the environment: its `Debug` never shows it.

@@ -21,6 +21,12 @@ pub enum AppError {
     UnsupportedMediaType,
     /// The body is larger than the route accepts (413).
     PayloadTooLarge,
+    /// A body without a `Content-Length` longer than such a body may be (411).
+    LengthRequired,
+    /// The body arrived too slowly (408).
+    RequestTimeout,
+    /// The server holds as many request bodies as it may; try again shortly (503).
+    Busy { retry_after_secs: u64 },
     /// No access token, or one that is not valid (401). The message says which.
     Unauthenticated(&'static str),
     /// A sign-in with a wrong username or password (401); it never says which.
@@ -70,6 +76,21 @@ impl AppError {
             Self::PayloadTooLarge => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is too large".into())
             }
+            Self::LengthRequired => (
+                StatusCode::LENGTH_REQUIRED,
+                "length_required",
+                format!("a body over {} bytes must be sent with its Content-Length", crate::MAX_BODY_BYTES),
+            ),
+            Self::RequestTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request's body arrived too slowly; send it again".into(),
+            ),
+            Self::Busy { retry_after_secs } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                format!("the server is receiving as much as it may at once; try again in {retry_after_secs} seconds"),
+            ),
             Self::Unauthenticated(m) => (StatusCode::UNAUTHORIZED, "unauthenticated", (*m).into()),
             Self::InvalidCredentials => {
                 (StatusCode::UNAUTHORIZED, "invalid_credentials", "the username or the password is wrong".into())
@@ -125,6 +146,9 @@ impl IntoResponse for AppError {
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             Self::TooManyAttempts { retry_after_secs } => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
+            }
+            Self::Busy { retry_after_secs } => {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
             }
             _ => {}

@@ -26,11 +26,15 @@
 //! - `episodes`: episode documents in the database, sync states, receipts.
 //! - `sync`: `POST /v1/sync`, the sync protocol's server side.
 //! - `demo`: `tether serve --demo`'s teams, users and episodes.
+//! - `listen`: the accept loop: a cap on connections (the idlest closed to make room),
+//!   header-read and idle timeouts, the peer's address on every request.
+//! - `bodies`: request bodies at the edge: a budget of bytes in flight, a minimum rate.
 //! - `serve`: binding, logging, and graceful shutdown on ctrl-c and SIGTERM.
 
 pub mod accounts;
 pub mod audit;
 pub mod auth;
+pub mod bodies;
 pub mod caseload;
 pub mod clock;
 pub mod commit;
@@ -43,6 +47,7 @@ pub mod error;
 pub mod files;
 mod health;
 pub mod json;
+pub mod listen;
 mod manage;
 mod me;
 pub mod metrics;

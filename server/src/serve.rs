@@ -1,5 +1,6 @@
-//! `tether serve`: logging, the database, the listener, and a graceful shutdown on
-//! ctrl-c or SIGTERM (requests in flight are answered; the database closes cleanly).
+//! `tether serve`: logging, the database, the listener (`listen`: capped connections,
+//! timeouts, metered bodies), and a graceful shutdown on ctrl-c or SIGTERM (requests in
+//! flight are answered; the database closes cleanly).
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 
 use crate::config::ServeConfig;
-use crate::{AppState, Clock, app, auth, caseload, db, demo};
+use crate::{AppState, Clock, app, auth, caseload, db, demo, listen};
 
 /// Logs go to stderr as text, filtered by `filter` (`info`, `warn,server=debug`, …).
 pub fn init_logging(filter: &str) -> anyhow::Result<()> {
@@ -38,9 +39,10 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         conn = accounts.0;
         print_demo(accounts.1?.as_deref());
     }
+    let (secret, previous) = (config.jwt_secret.clone(), config.jwt_previous_secrets.clone());
     let (conn, keys) = tokio::task::spawn_blocking(move || {
         let mut conn = conn;
-        let keys = auth::keys::load(&mut conn, config.jwt_secret.as_ref(), config.jwt_previous_secrets.as_ref());
+        let keys = auth::keys::load(&mut conn, secret.as_ref(), previous.as_ref());
         keys.map(|keys| (conn, keys))
     })
     .await??;
@@ -56,7 +58,9 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         let _ = writeln!(stdout, "tether: listening on http://{addr}").and_then(|()| stdout.flush());
     }
     let _reevaluation = spawn_reevaluation(state.clone(), Duration::from_secs(config.reevaluate_secs));
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    let limits = config.limits();
+    tracing::info!(max_connections = limits.max_connections, "limits");
+    listen::serve(listener, app(state), limits, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -60,6 +60,11 @@ pub fn server_child() {
             .and_then(|n| n.parse().ok())
             .unwrap_or(server::commit::DEFAULT_BATCH),
         demo: false,
+        max_connections: None,
+        header_timeout_secs: 10,
+        idle_timeout_secs: 60,
+        slow_body_secs: 10,
+        body_bytes_in_flight: 64 * 1024 * 1024,
     };
     let _ = server::serve::init_logging(&std::env::var("TETHER_LOG").unwrap_or_else(|_| "warn".into()));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
