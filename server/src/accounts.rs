@@ -220,13 +220,21 @@ pub fn add_user(
     Ok(id)
 }
 
-/// Disables (or enables again) a user. A disabled user cannot sign in, and every token
-/// they hold stops working at once.
-pub fn set_disabled(tx: &Transaction<'_>, username: &Username, disabled: bool) -> Result<(), AccountError> {
-    let changed =
-        tx.execute("UPDATE users SET disabled = ?1 WHERE username = ?2", params![disabled, username.as_str()])?;
-    if changed == 0 {
-        return Err(AccountError::UnknownUser(username.clone()));
+/// Disables (or enables again) a user. A disabled user cannot sign in, and every session
+/// they have ends for good: access tokens stop at once, refresh tokens never work again,
+/// dashboard sign-ins end. Enabling them again lets them sign in anew; it revives no
+/// session (whoever held a token while the user was disabled must not get it back).
+pub fn set_disabled(tx: &Transaction<'_>, username: &Username, disabled: bool, now: i64) -> Result<(), AccountError> {
+    let user_id: Option<String> = tx
+        .query_row(
+            "UPDATE users SET disabled = ?1 WHERE username = ?2 RETURNING id",
+            params![disabled, username.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(user_id) = user_id else { return Err(AccountError::UnknownUser(username.clone())) };
+    if disabled {
+        crate::auth::store::end_all_sessions(tx, &user_id, "user_disabled", now)?;
     }
     Ok(())
 }

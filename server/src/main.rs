@@ -8,8 +8,8 @@
 //! - `tether team add --db PATH --id ID --name NAME`: adds a team.
 //! - `tether user add --db PATH --username NAME --role ROLE --team ID [--team ID …]`: adds
 //!   a user; the password comes from `TETHER_PASSWORD`, or else the first line of stdin.
-//! - `tether user disable|enable --db PATH --username NAME`: stops (or restores) a user's
-//!   sign-ins and every token they hold.
+//! - `tether user disable|enable --db PATH --username NAME`: stops a user's sign-ins and
+//!   ends every session they have, for good (or lets them sign in anew).
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -217,7 +217,7 @@ fn user_add(path: &std::path::Path, username: &Username, role: Role, teams: &[Te
 fn user_disable(path: &std::path::Path, username: &Username, disabled: bool) -> Result<(), String> {
     let mut conn = open_db(path)?;
     let tx = conn.transaction().map_err(|e| format!("database error: {e}"))?;
-    accounts::set_disabled(&tx, username, disabled).map_err(account_error)?;
+    accounts::set_disabled(&tx, username, disabled, jiff::Timestamp::now().as_second()).map_err(account_error)?;
     tx.commit().map_err(|e| format!("database error: {e}"))?;
     Ok(())
 }

@@ -596,10 +596,18 @@ async fn a_session_ends_when_it_expires_or_its_user_is_disabled() {
     let ben = dash.sign_in("ben").await;
     dash.state.db.call_blocking(|conn| {
         let tx = conn.transaction().expect("a transaction");
-        server::accounts::set_disabled(&tx, &"ben".parse().expect("a name"), true).expect("disable");
+        server::accounts::set_disabled(&tx, &"ben".parse().expect("a name"), true, 0).expect("disable");
         tx.commit().expect("commit");
     });
     assert_eq!(dash.get("/dashboard", &ben).await.location(), "/dashboard/login", "disabled");
+    // Enabled again, ben signs in anew; his old cookie stays signed out.
+    dash.state.db.call_blocking(|conn| {
+        let tx = conn.transaction().expect("a transaction");
+        server::accounts::set_disabled(&tx, &"ben".parse().expect("a name"), false, 0).expect("enable");
+        tx.commit().expect("commit");
+    });
+    assert_eq!(dash.get("/dashboard", &ben).await.location(), "/dashboard/login", "not revived");
+    dash.sign_in("ben").await;
     assert_eq!(dash.get("/dashboard", &maya).await.status, StatusCode::OK);
     dash.advance(server::dashboard::session::SESSION_TTL_SECS + 1);
     assert_eq!(dash.get("/dashboard", &maya).await.location(), "/dashboard/login", "expired");

@@ -160,7 +160,7 @@ async fn a_disabled_users_next_request_fails() {
     let set_disabled = |disabled: bool| {
         server.state.db.call(move |conn| {
             let tx = conn.transaction()?;
-            accounts::set_disabled(&tx, &"alice".parse().expect("name"), disabled)
+            accounts::set_disabled(&tx, &"alice".parse().expect("name"), disabled, 0)
                 .map_err(server::AppError::internal)?;
             tx.commit()?;
             Ok(())
@@ -176,10 +176,29 @@ async fn a_disabled_users_next_request_fails() {
     let (status, body) = server.login("alice", PASSWORD, "phone-1").await;
     assert_eq!((status, error(&body).0.as_str()), (StatusCode::UNAUTHORIZED, "invalid_credentials"));
 
-    // Enabled again, alice signs in afresh; the refresh token of before stays dead (its
-    // refusal while disabled did not spend it, but it is not revived either way).
+    // Enabled again, alice signs in afresh; the access and refresh tokens of before stay
+    // dead for good: disabling ended their session, and enabling revives none.
     set_disabled(false).await.expect("enable alice");
-    assert_eq!(server.login("alice", PASSWORD, "phone-1").await.0, StatusCode::OK);
+    assert_eq!(server.me_with(&access).await.0, StatusCode::UNAUTHORIZED, "the old access token stays dead");
+    let (status, body) = server.refresh(&refresh, "phone-1").await;
+    assert_eq!((status, error(&body).0.as_str()), (StatusCode::UNAUTHORIZED, "invalid_refresh_token"));
+    let (status, body) = server.login("alice", PASSWORD, "phone-1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let fresh = body["access_token"].as_str().expect("a token").to_owned();
+    assert_eq!(server.me_with(&fresh).await.0, StatusCode::OK);
+    let ended: String = server
+        .state
+        .db
+        .call(|conn| {
+            Ok(conn.query_row(
+                "SELECT group_concat(revoked_because) FROM sessions WHERE revoked_at IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+        .expect("the sessions");
+    assert_eq!(ended, "user_disabled");
 }
 
 #[tokio::test]

@@ -177,3 +177,16 @@ pub fn clear_failures(tx: &Transaction<'_>, username: &str) -> rusqlite::Result<
     tx.prepare_cached("DELETE FROM login_failures WHERE username = ?1")?.execute([username])?;
     Ok(())
 }
+
+/// Ends every session of a user, for good: the refresh families stop, the access tokens
+/// stop at their next request (each checks its session), and dashboard sign-ins end.
+/// Enabling the user again revives none of them.
+pub fn end_all_sessions(tx: &Transaction<'_>, user_id: &str, because: &str, now: i64) -> rusqlite::Result<usize> {
+    let ended = tx
+        .prepare_cached(
+            "UPDATE sessions SET revoked_at = ?1, revoked_because = ?2 WHERE user_id = ?3 AND revoked_at IS NULL",
+        )?
+        .execute(params![now, because, user_id])?;
+    tx.prepare_cached("DELETE FROM dashboard_sessions WHERE user_id = ?1")?.execute([user_id])?;
+    Ok(ended)
+}
