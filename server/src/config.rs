@@ -1,7 +1,7 @@
 //! `tether serve`'s configuration: one typed struct from flags and the environment.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 /// How to run the server.
@@ -49,6 +49,12 @@ pub struct ServeConfig {
     #[arg(long, env = "TETHER_BODY_BYTES_IN_FLIGHT", default_value_t = 64 * 1024 * 1024,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(crate::bodies::MAX_DECLARED_BYTES..))]
     pub body_bytes_in_flight: usize,
+    /// A reverse proxy in front of the server (repeat, or comma-separated in the
+    /// environment): for requests from it, the client's address (for the failed sign-in
+    /// throttle) is the last untrusted hop in `X-Forwarded-For`. Without it that header is
+    /// ignored and the socket's peer is the client.
+    #[arg(long = "trusted-proxy", env = "TETHER_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpAddr>,
     /// Seed two teams, users of every role (their passwords printed once) and episodes on
     /// every pathway, if the database has no teams yet.
     #[arg(long)]
@@ -58,7 +64,19 @@ pub struct ServeConfig {
     pub log: String,
 }
 
+/// What the routes need of the configuration, in `AppState`.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// See `ServeConfig::trusted_proxies`.
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
 impl ServeConfig {
+    /// The options the routes read.
+    pub fn options(&self) -> Options {
+        Options { trusted_proxies: self.trusted_proxies.clone() }
+    }
+
     /// The edges' limits (`listen`, `bodies`) these flags set.
     pub fn limits(&self) -> crate::listen::Limits {
         let secs = std::time::Duration::from_secs;

@@ -9,6 +9,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::auth::store::Throttled;
+
 #[derive(Debug)]
 pub enum AppError {
     /// The body is not JSON at all (400).
@@ -34,8 +36,9 @@ pub enum AppError {
     /// A refresh token that is unknown, expired, revoked, already used, or presented by
     /// another device (401).
     InvalidRefreshToken,
-    /// Too many failed sign-ins for this username (429).
-    TooManyAttempts { retry_after_secs: i64 },
+    /// Too many failed sign-ins for this username from this client, or from this client
+    /// at all (429).
+    TooManyAttempts(crate::auth::store::Throttled),
     /// No such route (404).
     NotFound,
     /// No such episode among the caller's teams' (404): another team's answers exactly
@@ -100,10 +103,17 @@ impl AppError {
                 "invalid_refresh_token",
                 "the refresh token is not valid for this device; sign in again".into(),
             ),
-            Self::TooManyAttempts { retry_after_secs } => (
+            Self::TooManyAttempts(throttled) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_attempts",
-                format!("too many failed sign-ins for this username; try again in {retry_after_secs} seconds"),
+                match throttled {
+                    Throttled::Username { retry_after_secs } => format!(
+                        "too many failed sign-ins for this username from this address; try again in {retry_after_secs} seconds"
+                    ),
+                    Throttled::Client { retry_after_secs } => {
+                        format!("too many failed sign-ins from this address; try again in {retry_after_secs} seconds")
+                    }
+                },
             ),
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found", "no such resource".into()),
             Self::EpisodeNotFound(id) => (StatusCode::NOT_FOUND, "not_found", format!("no such episode: {id}")),
@@ -145,8 +155,8 @@ impl IntoResponse for AppError {
             Self::Unauthenticated(_) | Self::InvalidCredentials | Self::InvalidRefreshToken => {
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            Self::TooManyAttempts { retry_after_secs } => {
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
+            Self::TooManyAttempts(throttled) => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(throttled.retry_after_secs()));
             }
             Self::Busy { retry_after_secs } => {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));

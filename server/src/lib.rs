@@ -9,6 +9,8 @@
 //! - `commit`: group commit of sync requests (one transaction, one fsync, a savepoint
 //!   each).
 //! - `clock`: the injectable clock that token expiry and throttling read.
+//! - `client`: the client's address (the socket's peer, or behind a trusted proxy, its
+//!   `X-Forwarded-For`), as the failed sign-in throttle counts it.
 //! - `config`: `tether serve`'s flags and environment, as one typed struct.
 //! - `db`: the SQLite database, its schema (`schema/*.sql`) and migrations.
 //! - `error`: `AppError`, the one error body every route answers with.
@@ -36,6 +38,7 @@ pub mod audit;
 pub mod auth;
 pub mod bodies;
 pub mod caseload;
+pub mod client;
 pub mod clock;
 pub mod commit;
 pub mod config;
@@ -85,6 +88,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// The sync writer, which commits concurrent sync requests together.
     pub committer: commit::Committer,
+    /// What the routes read of the configuration (trusted proxies, …).
+    pub options: Arc<config::Options>,
 }
 
 impl AppState {
@@ -102,7 +107,15 @@ impl AppState {
         let db = Db::new(conn);
         let docs: Arc<std::sync::Mutex<episodes::Cache>> = Arc::default();
         let committer = commit::Committer::start(db.clone(), Arc::clone(&docs), sync_batch)?;
-        Ok(Self { db, docs, keys: Arc::new(keys), clock, metrics: metrics::Metrics::shared(), committer })
+        Ok(Self {
+            db,
+            docs,
+            keys: Arc::new(keys),
+            clock,
+            metrics: metrics::Metrics::shared(),
+            committer,
+            options: Arc::default(),
+        })
     }
 }
 

@@ -46,7 +46,8 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         keys.map(|keys| (conn, keys))
     })
     .await??;
-    let state = AppState::with_keys(conn, keys, Clock::system(), config.sync_batch)?;
+    let mut state = AppState::with_keys(conn, keys, Clock::system(), config.sync_batch)?;
+    state.options = std::sync::Arc::new(config.options());
     let listener = TcpListener::bind(config.addr).await.with_context(|| format!("cannot listen on {}", config.addr))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, db = %config.db.display(), "listening");

@@ -374,3 +374,41 @@ fn forty_large_sync_bodies_at_once_keep_memory_bounded_and_healthz_answering() {
     assert_eq!(status, 411, "{answer}");
     server.healthz(Duration::from_secs(5));
 }
+
+/// Sends a request from the loopback address `from` (any of 127.0.0.0/8): its status and
+/// body.
+fn send_from(from: &str, to: SocketAddr, request: &[u8]) -> (u16, String) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    let stream = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket.bind(format!("{from}:0").parse().expect("an address")).expect("bind");
+        socket.connect(to).await.expect("connect")
+    });
+    let mut stream = stream.into_std().expect("a std stream");
+    stream.set_nonblocking(false).expect("blocking");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    stream.write_all(request).expect("write");
+    read_answer(&mut stream).expect("an answer")
+}
+
+#[test]
+fn the_sign_in_throttle_counts_by_the_sockets_peer_address() {
+    let server = Running::start(None, &[]);
+    let login = |password: &str, forwarded_for: &str| {
+        let body = format!(r#"{{"username": "alice", "password": "{password}", "device_id": "phone-1"}}"#);
+        format!(
+            "POST /v1/auth/login HTTP/1.1\r\nHost: t\r\nConnection: close\r\nX-Forwarded-For: {forwarded_for}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    // Five wrong passwords from 127.0.0.2, each claiming to come from somewhere else.
+    for i in 0..5 {
+        let (status, _) = send_from("127.0.0.2", server.addr, login("guess", &format!("192.0.2.{i}")).as_bytes());
+        assert_eq!(status, 401);
+    }
+    let (status, body) = send_from("127.0.0.2", server.addr, login(PASSWORD, "192.0.2.99").as_bytes());
+    assert_eq!(status, 429, "{body}");
+    // alice from another address is not locked out.
+    let (status, body) = send_from("127.0.0.3", server.addr, login(PASSWORD, "192.0.2.0").as_bytes());
+    assert_eq!(status, 200, "{body}");
+}

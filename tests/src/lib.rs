@@ -65,6 +65,7 @@ pub fn server_child() {
         idle_timeout_secs: 60,
         slow_body_secs: 10,
         body_bytes_in_flight: 64 * 1024 * 1024,
+        trusted_proxies: Vec::new(),
     };
     let _ = server::serve::init_logging(&std::env::var("TETHER_LOG").unwrap_or_else(|_| "warn".into()));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");

@@ -2,8 +2,9 @@
 //! tablet, with no JavaScript.
 //!
 //! - `GET /dashboard/login`, `POST /dashboard/login`: sign-in with the same password check
-//!   and failed sign-in throttle as `POST /v1/auth/login` (`auth::sign_in`); the form's
-//!   CSRF token is checked against a `tether_login` cookie, as there is no session yet.
+//!   and failed sign-in throttle as `POST /v1/auth/login` (`auth::sign_in`); as there is
+//!   no session yet, the form's CSRF token is an HMAC (a server key) of the time and a
+//!   pre-session value the `tether_login` cookie carries.
 //! - `POST /dashboard/logout`: ends the session.
 //! - `GET /dashboard`: the teams' open actions (overdue first, then by owner), the
 //!   episodes with their counts, and the "not brought" and "did not attend" rates.
@@ -34,8 +35,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::AppState;
-use crate::auth;
+use crate::auth::{self, store::Throttled};
 use crate::caseload::{self, OpenAction, Rates, Summary};
+use crate::client::ClientAddr;
 use crate::error::AppError;
 use crate::office::{self, Desk, NewRecord};
 use session::{CSRF_FIELD, DashUser};
@@ -121,16 +123,27 @@ async fn caseload_page(State(state): State<AppState>, user: DashUser) -> Respons
     }
 }
 
-async fn login_page(headers: HeaderMap, user: Result<DashUser, session::NoSession>) -> Response {
+async fn login_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    user: Result<DashUser, session::NoSession>,
+) -> Response {
     if user.is_ok() {
         return Redirect::to("/dashboard").into_response();
     }
-    login_form(StatusCode::OK, None, "", &headers)
+    login_form(&state, StatusCode::OK, None, "", &headers)
 }
 
-/// The sign-in form with a new CSRF token, and the cookie that carries the same token.
-fn login_form(status: StatusCode, message: Option<&str>, username: &str, headers: &HeaderMap) -> Response {
-    let (token, cookie) = match session::login_token(session::over_https(headers)) {
+/// The sign-in form with a new CSRF token, and the cookie that carries its pre-session
+/// value.
+fn login_form(
+    state: &AppState,
+    status: StatusCode,
+    message: Option<&str>,
+    username: &str,
+    headers: &HeaderMap,
+) -> Response {
+    let (token, cookie) = match session::login_token(&state.keys, state.clock.unix(), session::over_https(headers)) {
         Ok(made) => made,
         Err(error) => return pages::error_page(error),
     };
@@ -150,23 +163,24 @@ struct LoginForm {
 
 async fn login(
     State(state): State<AppState>,
+    client: ClientAddr,
     headers: HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
     let Ok(Form(LoginForm { username, password, csrf })) = form else {
         let message = Some("Enter your username and password.");
-        return login_form(StatusCode::BAD_REQUEST, message, "", &headers);
+        return login_form(&state, StatusCode::BAD_REQUEST, message, "", &headers);
     };
+    let now = state.clock.unix();
     // Checked before the password, so a form from elsewhere never counts as a failure.
-    if !session::login_token_matches(&headers, csrf.as_deref()) {
+    if !session::login_token_valid(&state.keys, &headers, csrf.as_deref(), now) {
         tracing::warn!("dashboard sign-in refused: the form's CSRF token is missing or wrong");
         let message = Some("The sign-in form had expired or did not come from this page. Sign in again.");
-        return login_form(StatusCode::FORBIDDEN, message, "", &headers);
+        return login_form(&state, StatusCode::FORBIDDEN, message, "", &headers);
     }
-    let now = state.clock.unix();
     let secure = session::over_https(&headers);
     let typed = username.clone();
-    match auth::sign_in(&state, username, password, move |tx, user| session::start(tx, user, now)).await {
+    match auth::sign_in(&state, &client, username, password, move |tx, user| session::start(tx, user, now)).await {
         Ok((user, new)) => {
             tracing::info!(user = %user.id, "signed in to the dashboard");
             let mut response = Redirect::to("/dashboard").into_response();
@@ -178,17 +192,26 @@ async fn login(
             }
             response
         }
-        Err(AppError::InvalidCredentials) => {
-            login_form(StatusCode::UNAUTHORIZED, Some("The username or the password is wrong."), &typed, &headers)
-        }
-        Err(AppError::TooManyAttempts { retry_after_secs }) => {
+        Err(AppError::InvalidCredentials) => login_form(
+            &state,
+            StatusCode::UNAUTHORIZED,
+            Some("The username or the password is wrong."),
+            &typed,
+            &headers,
+        ),
+        Err(AppError::TooManyAttempts(throttled)) => {
+            let retry_after_secs = throttled.retry_after_secs();
             let minutes = (retry_after_secs + 59) / 60;
+            let whose = match throttled {
+                Throttled::Username { .. } => "for this username from here",
+                Throttled::Client { .. } => "from here",
+            };
             let message = format!(
-                "Too many failed sign-ins for this username. Try again in {minutes} minute{}.",
+                "Too many failed sign-ins {whose}. Try again in {minutes} minute{}.",
                 if minutes == 1 { "" } else { "s" }
             );
-            let mut response = login_form(StatusCode::TOO_MANY_REQUESTS, Some(&message), &typed, &headers);
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
+            let mut response = login_form(&state, StatusCode::TOO_MANY_REQUESTS, Some(&message), &typed, &headers);
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
             response
         }
         Err(other) => pages::error_page(other),
