@@ -10,6 +10,8 @@
 //!   a user; the password comes from `TETHER_PASSWORD`, or else the first line of stdin.
 //! - `tether user disable|enable --db PATH --username NAME`: stops a user's sign-ins and
 //!   ends every session they have, for good (or lets them sign in anew).
+//! - `tether audit verify --db PATH`: checks the audit log's hash chain; exit 0 when it
+//!   holds, 1 naming the first broken entry.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -41,6 +43,19 @@ enum Command {
     /// The disengagement pathway's rules.
     #[command(subcommand)]
     Pathway(PathwayCommand),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the audit log's hash chain: exit 0 when it holds, else name the first entry
+    /// that was edited, deleted or inserted (exit 1).
+    Verify {
+        #[command(flatten)]
+        db: DbArg,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -117,6 +132,7 @@ enum PathwayCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Audit(AuditCommand::Verify { db }) => return audit_verify(&db.db),
         Command::Serve(config) => serve(config),
         Command::Team(TeamCommand::Add { db, id, name }) => team_add(&db.db, &id, &name),
         Command::User(UserCommand::Add { db, username, role, teams }) => user_add(&db.db, &username, role, &teams),
@@ -212,6 +228,31 @@ fn user_add(path: &std::path::Path, username: &Username, role: Role, teams: &[Te
     tx.commit().map_err(|e| format!("database error: {e}"))?;
     println!("{id}");
     Ok(())
+}
+
+/// Exit 0 and the chain's length and head when it holds; exit 1 naming the first broken
+/// entry when it does not; exit 2 when the database cannot be read.
+fn audit_verify(path: &std::path::Path) -> ExitCode {
+    let checked = open_db(path)
+        .and_then(|conn| server::audit::verify(&conn).map_err(|e| format!("cannot read the audit log: {e}")));
+    match checked {
+        Ok(Ok(chain)) => {
+            println!(
+                "the audit log holds: {} entries, chained; head {}",
+                chain.entries,
+                server::auth::token::to_hex(&chain.head)
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Err(broken)) => {
+            eprintln!("tether: {broken}");
+            ExitCode::from(1)
+        }
+        Err(message) => {
+            eprintln!("tether: {message}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn user_disable(path: &std::path::Path, username: &Username, disabled: bool) -> Result<(), String> {

@@ -46,6 +46,10 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         keys.map(|keys| (conn, keys))
     })
     .await??;
+    // The audit chain's head, in a log kept apart from the database: whoever rewrites
+    // the chain from some entry on cannot make the heads logged before agree with it.
+    let head = crate::audit::head(&conn)?;
+    tracing::info!(entries = head.entries, head = %auth::token::to_hex(&head.head), "audit chain");
     let mut state = AppState::with_keys(conn, keys, Clock::system(), config.sync_batch)?;
     state.options = std::sync::Arc::new(config.options());
     let listener = TcpListener::bind(config.addr).await.with_context(|| format!("cannot listen on {}", config.addr))?;

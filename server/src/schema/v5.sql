@@ -25,3 +25,32 @@ CREATE TABLE client_failures (
     failures     INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX client_failures_by_age ON client_failures (window_start);
+
+-- The audit log becomes a hash chain: each entry carries the hash of the one before and
+-- its own, over a canonical encoding of every column (`audit::entry_hash`), so that an
+-- entry edited, deleted or inserted in a copy of the database — triggers dropped — is
+-- found by `tether audit verify`. `audit_head` holds the last entry's number and hash:
+-- an append reads it (under a row lock, on PostgreSQL) and moves it in the same
+-- transaction, so that appends from several server replicas form one chain. The
+-- migration chains the entries already there (in Rust, after this file), then puts the
+-- update trigger back.
+DROP TRIGGER audit_no_update;
+ALTER TABLE audit ADD COLUMN prev_hash BLOB NOT NULL DEFAULT x'';
+ALTER TABLE audit ADD COLUMN hash BLOB NOT NULL DEFAULT x'';
+CREATE TABLE audit_head (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    n    INTEGER NOT NULL, -- the last entry's `n` (0: none yet)
+    hash BLOB NOT NULL     -- its hash (32 zero bytes: none yet)
+) STRICT;
+INSERT INTO audit_head (id, n, hash) VALUES (1, 0, zeroblob(32));
+
+-- The head only moves on, and is never deleted.
+CREATE TRIGGER audit_head_forward BEFORE UPDATE ON audit_head
+WHEN NEW.n <= OLD.n OR NEW.id != OLD.id
+BEGIN
+    SELECT RAISE(ABORT, 'the audit head only moves on');
+END;
+CREATE TRIGGER audit_head_no_delete BEFORE DELETE ON audit_head
+BEGIN
+    SELECT RAISE(ABORT, 'the audit head is never deleted');
+END;
