@@ -55,6 +55,14 @@ pub struct ServeConfig {
     /// ignored and the socket's peer is the client.
     #[arg(long = "trusted-proxy", env = "TETHER_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<IpAddr>,
+    /// Serve `/metrics` (and `/healthz`) on this second address, `HOST:PORT`, or `PORT`
+    /// alone for 127.0.0.1: keep it on loopback or a private network for Prometheus.
+    #[arg(long, env = "TETHER_METRICS_ADDR", value_parser = metrics_addr)]
+    pub metrics_addr: Option<SocketAddr>,
+    /// A bearer token that opens `/metrics` on the main port too (at least 16 bytes). Give
+    /// it in the environment. Without it `/metrics` on the main port answers 404.
+    #[arg(long, env = "TETHER_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<Secret>,
     /// Seed two teams, users of every role (their passwords printed once) and episodes on
     /// every pathway, if the database has no teams yet.
     #[arg(long)]
@@ -64,17 +72,36 @@ pub struct ServeConfig {
     pub log: String,
 }
 
+/// `--metrics-addr`: `HOST:PORT`, or a port alone on loopback.
+fn metrics_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    text.parse().map_err(|_| "give HOST:PORT (e.g. 127.0.0.1:9464), or a port alone for loopback".to_string())
+}
+
 /// What the routes need of the configuration, in `AppState`.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
     /// See `ServeConfig::trusted_proxies`.
     pub trusted_proxies: Vec<IpAddr>,
+    /// See `ServeConfig::metrics_token`.
+    pub metrics_token: Option<Secret>,
 }
 
+/// The shortest metrics token accepted.
+pub const MIN_METRICS_TOKEN_BYTES: usize = 16;
+
 impl ServeConfig {
-    /// The options the routes read.
-    pub fn options(&self) -> Options {
-        Options { trusted_proxies: self.trusted_proxies.clone() }
+    /// The options the routes read; refuses a metrics token too short to be one.
+    pub fn options(&self) -> anyhow::Result<Options> {
+        if let Some(token) = &self.metrics_token {
+            anyhow::ensure!(
+                token.expose().len() >= MIN_METRICS_TOKEN_BYTES,
+                "TETHER_METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_BYTES} bytes long"
+            );
+        }
+        Ok(Options { trusted_proxies: self.trusted_proxies.clone(), metrics_token: self.metrics_token.clone() })
     }
 
     /// The edges' limits (`listen`, `bodies`) these flags set.
@@ -113,5 +140,17 @@ impl From<String> for Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metrics_addr;
+
+    #[test]
+    fn a_metrics_port_alone_is_on_loopback() {
+        assert_eq!(metrics_addr("9464").expect("a port").to_string(), "127.0.0.1:9464");
+        assert_eq!(metrics_addr("10.0.0.5:9464").expect("an address").to_string(), "10.0.0.5:9464");
+        assert!(metrics_addr("metrics.example").is_err());
     }
 }

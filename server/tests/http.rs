@@ -302,8 +302,10 @@ async fn x_forwarded_for_counts_only_from_a_trusted_proxy() {
 
     // Behind a trusted proxy at 10.0.0.2, each client is the hop the proxy saw.
     let mut state = server.state.clone();
-    state.options =
-        Arc::new(server::config::Options { trusted_proxies: vec!["10.0.0.2".parse().expect("an address")] });
+    state.options = Arc::new(server::config::Options {
+        trusted_proxies: vec!["10.0.0.2".parse().expect("an address")],
+        ..Default::default()
+    });
     server.app = server::app(state);
     for _ in 0..server::auth::store::FREE_FAILURES {
         login_from(&server, "10.0.0.2", "cai", "guess", &[("x-forwarded-for", "1.2.3.4, 198.51.100.50")]).await;

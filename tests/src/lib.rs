@@ -66,6 +66,8 @@ pub fn server_child() {
         slow_body_secs: 10,
         body_bytes_in_flight: 64 * 1024 * 1024,
         trusted_proxies: Vec::new(),
+        metrics_addr: None,
+        metrics_token: None,
     };
     let _ = server::serve::init_logging(&std::env::var("TETHER_LOG").unwrap_or_else(|_| "warn".into()));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
