@@ -10,7 +10,8 @@
 //! - **A header-read timeout** (`--header-timeout-secs`): a request's headers must
 //!   arrive whole within it of their first byte (or of the connection's opening).
 //! - **An idle keep-alive timeout** (`--idle-timeout-secs`): a connection with no
-//!   request in progress is closed after it.
+//!   request in progress is closed after it; so is one whose client stops reading its
+//!   answer (no byte written for as long). A slow client that keeps reading keeps going.
 //! - **Request bodies** are metered by `bodies`: a budget of bytes in flight across all
 //!   requests, and a minimum rate.
 //!
@@ -24,7 +25,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -120,6 +121,10 @@ struct Tracked {
     first_byte: AtomicU64,
     /// Requests answered on it.
     served: AtomicU64,
+    /// Its answer is being sent (the handler has answered; the body is being written).
+    sending: AtomicBool,
+    /// When bytes were last written to it (ms since the epoch).
+    last_write: AtomicU64,
     /// Told to close (to make room for a new connection).
     evict: tokio::sync::Notify,
 }
@@ -131,6 +136,8 @@ impl Tracked {
             idle_since: AtomicU64::new(now),
             first_byte: AtomicU64::new(0),
             served: AtomicU64::new(0),
+            sending: AtomicBool::new(false),
+            last_write: AtomicU64::new(now),
             evict: tokio::sync::Notify::new(),
         }
     }
@@ -139,13 +146,18 @@ impl Tracked {
         self.in_flight.load(Ordering::SeqCst) == 0
     }
 
-    /// When it must be closed if nothing changes, with why (None while a request is in
-    /// progress: the body's deadline is `bodies`', the handler's its own).
+    /// When it must be closed if nothing changes, with why. None while a request is being
+    /// answered (the body's deadline is `bodies`', the handler's its own); while the answer
+    /// is sent, the client must keep reading it: no byte written for the idle timeout, and
+    /// it is closed.
     fn deadline(&self, limits: &Limits) -> Option<(u64, &'static str)> {
-        if !self.idle() {
-            return None;
-        }
         let ms = |d: Duration| d.as_millis() as u64;
+        if !self.idle() {
+            return self
+                .sending
+                .load(Ordering::SeqCst)
+                .then(|| (self.last_write.load(Ordering::SeqCst) + ms(limits.idle_timeout), "answer not read"));
+        }
         match self.first_byte.load(Ordering::SeqCst) {
             0 if self.served.load(Ordering::SeqCst) == 0 => {
                 Some((self.idle_since.load(Ordering::SeqCst) + ms(limits.header_timeout), "no request in time"))
@@ -335,37 +347,70 @@ async fn connection<S>(
 async fn answer(
     request: Request<Incoming>,
     peer: SocketAddr,
-    tracked: &Tracked,
+    tracked: &Arc<Tracked>,
     shared: &Shared,
 ) -> axum::response::Response {
     tracked.in_flight.fetch_add(1, Ordering::SeqCst);
     tracked.first_byte.store(0, Ordering::SeqCst);
-    let _done = Done { tracked, epoch: shared.epoch };
+    // Dropped when the answer has been sent whole, or the request abandoned.
+    let done = Done { tracked: Arc::clone(tracked), epoch: shared.epoch };
     let (mut parts, body) = request.into_parts();
     parts.extensions.insert(PeerAddr(peer));
-    let (body, meter) = match shared.budget.meter(body) {
-        Ok(metered) => metered,
-        Err(refusal) => return refusal.into_response(),
+    let response = match shared.budget.meter(body) {
+        Ok((body, meter)) => {
+            let response = match shared.app.clone().oneshot(Request::from_parts(parts, Body::new(body))).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            meter.finish(response)
+        }
+        Err(refusal) => refusal.into_response(),
     };
-    let response = match shared.app.clone().oneshot(Request::from_parts(parts, Body::new(body))).await {
-        Ok(response) => response,
-        Err(never) => match never {},
-    };
-    meter.finish(response)
+    tracked.last_write.store(shared.epoch.now(), Ordering::SeqCst);
+    tracked.sending.store(true, Ordering::SeqCst);
+    response.map(|body| Body::new(Sending { body, _done: done }))
 }
 
-/// Marks a request done when its answer is ready (or the answer is dropped).
-struct Done<'a> {
-    tracked: &'a Tracked,
+/// Marks a request done when its answer has been sent (hyper drops the body after its
+/// last frame) or abandoned.
+struct Done {
+    tracked: Arc<Tracked>,
     epoch: Epoch,
 }
 
-impl Drop for Done<'_> {
+impl Drop for Done {
     fn drop(&mut self) {
         self.tracked.served.fetch_add(1, Ordering::SeqCst);
         self.tracked.idle_since.store(self.epoch.now(), Ordering::SeqCst);
         self.tracked.first_byte.store(0, Ordering::SeqCst);
+        self.tracked.sending.store(false, Ordering::SeqCst);
         self.tracked.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// An answer's body, holding its request's [`Done`] until it is sent.
+struct Sending {
+    body: Body,
+    _done: Done,
+}
+
+impl http_body::Body for Sending {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -389,9 +434,22 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     }
 }
 
+impl<S> Watched<S> {
+    /// Notes progress: the client is reading what is written.
+    fn wrote(&self, result: &Poll<std::io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = result
+            && *n > 0
+        {
+            self.tracked.last_write.store(self.epoch.now(), Ordering::SeqCst);
+        }
+    }
+}
+
 impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.wrote(&result);
+        result
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -407,7 +465,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.wrote(&result);
+        result
     }
 
     fn is_write_vectored(&self) -> bool {
