@@ -5,15 +5,21 @@
 //!   bytes. A body takes its whole declared length (`Content-Length`) from it when the
 //!   handler first reads it — all or nothing, so that many half-read bodies can never
 //!   hold the budget between them and wait for each other for ever — and gives it back
-//!   when the request is answered (handlers hold the bytes until then). A body without a
-//!   length takes [`crate::MAX_BODY_BYTES`] and may not grow past it. A body waits its turn
-//!   for at most [`Limits::wait`], then is answered 503 with `Retry-After`. Requests
-//!   without a body, or whose handler never reads it (a 401), take nothing.
+//!   when the request is answered (handlers hold the bytes until then). Requests without
+//!   a body, or whose handler never reads it (a 401), take nothing.
+//! - **Large bodies** (over [`LARGE_BODY_BYTES`]) also take from a second semaphore of
+//!   half the budget (at least one largest body): together they never hold more, so the
+//!   small bodies nearly every sync and sign-in sends always find room, however many
+//!   31 MiB bodies arrive at once.
+//! - **What a route takes**: only `POST /v1/sync` takes a body over 64 KiB (up to
+//!   [`episode::sync::MAX_REQUEST_BYTES`]); a longer declared length is answered 413
+//!   before a byte is read, so a route anyone may call (sign-in) can reserve at most 64
+//!   KiB. A body without a length takes 64 KiB and may not grow past it (411).
+//! - A body waits its turn for at most [`Limits::wait`], then is answered 503 with
+//!   `Retry-After`.
 //! - **The rate**: after [`Limits::slow_after`] a body must have arrived at
 //!   [`Limits::min_rate`] bytes a second on average, or it is answered 408 and the
 //!   connection closed. One byte a second holds nothing for long.
-//! - A declared length over the largest any route takes (the sync route's
-//!   [`episode::sync::MAX_REQUEST_BYTES`]) is answered 413 before a byte is read.
 //!
 //! The memory this bounds is the bodies' own; what a handler makes of them (a decoded
 //! sync request) comes on top, but only for bodies that hold budget.
@@ -36,6 +42,14 @@ use crate::error::AppError;
 
 /// The largest body any route takes.
 pub const MAX_DECLARED_BYTES: u64 = episode::sync::MAX_REQUEST_BYTES as u64;
+/// A body over this is large: large bodies share at most half the budget.
+pub const LARGE_BODY_BYTES: u64 = 1024 * 1024;
+
+/// The largest body the route at `path` takes. Only the sync route takes more than
+/// [`crate::MAX_BODY_BYTES`] (it sets its own `DefaultBodyLimit` to the same figure).
+pub fn largest_body(path: &str) -> u64 {
+    if path == "/v1/sync" { MAX_DECLARED_BYTES } else { crate::MAX_BODY_BYTES as u64 }
+}
 
 /// The bodies' limits.
 #[derive(Clone, Debug)]
@@ -65,6 +79,8 @@ impl Default for Limits {
 #[derive(Clone, Debug)]
 pub struct Budget {
     bytes: Arc<Semaphore>,
+    /// What large bodies may hold between them.
+    large: Arc<Semaphore>,
     limits: Arc<Limits>,
 }
 
@@ -100,17 +116,22 @@ impl Budget {
     pub fn new(limits: Limits) -> Self {
         // Tokio's semaphore holds at most `usize::MAX >> 3` permits.
         let bytes = limits.bytes_in_flight.min(Semaphore::MAX_PERMITS);
-        Self { bytes: Arc::new(Semaphore::new(bytes)), limits: Arc::new(limits) }
+        let large = (bytes / 2).max(MAX_DECLARED_BYTES as usize).min(bytes);
+        Self {
+            bytes: Arc::new(Semaphore::new(bytes)),
+            large: Arc::new(Semaphore::new(large)),
+            limits: Arc::new(limits),
+        }
     }
 
-    /// Meters a request's body; refuses at once one declared too long. The [`Meter`]
-    /// gives the budget back, and says what became of the body, once the request is
-    /// answered.
-    pub fn meter(&self, body: Incoming) -> Result<(Metered, Meter), Refusal> {
+    /// Meters the body of a request to `path`; refuses at once one declared longer than
+    /// the route takes. The [`Meter`] gives the budget back, and says what became of the
+    /// body, once the request is answered.
+    pub fn meter(&self, path: &str, body: Incoming) -> Result<(Metered, Meter), Refusal> {
         // hyper's hint is exact for a `Content-Length` (and for no body at all), open for a
         // chunked body.
         let (reserve, declared) = match body.size_hint().exact() {
-            Some(length) if length > MAX_DECLARED_BYTES => return Err(Refusal::TooLarge),
+            Some(length) if length > largest_body(path) => return Err(Refusal::TooLarge),
             Some(length) => (length, true),
             None => (crate::MAX_BODY_BYTES as u64, false),
         };
@@ -133,8 +154,15 @@ impl Budget {
 /// What a body came to, shared by the body and whoever answers its request.
 #[derive(Debug, Default)]
 struct Outcome {
-    permit: Mutex<Option<OwnedSemaphorePermit>>,
+    permit: Mutex<Option<Permits>>,
     refusal: Mutex<Option<Refusal>>,
+}
+
+/// A body's share of the budget, and of the large bodies' share if it is large.
+#[derive(Debug)]
+struct Permits {
+    _large: Option<OwnedSemaphorePermit>,
+    _bytes: OwnedSemaphorePermit,
 }
 
 /// Held while a request is answered.
@@ -155,7 +183,7 @@ impl Meter {
     }
 }
 
-type Acquiring = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
+type Acquiring = Pin<Box<dyn Future<Output = Result<Permits, AcquireError>> + Send>>;
 
 /// A request body that takes its bytes from the budget and must keep up a rate.
 pub struct Metered {
@@ -217,9 +245,17 @@ impl HttpBody for Metered {
         let this = &mut *self;
         if this.started.is_none() && this.reserve > 0 {
             if this.acquiring.is_none() {
-                let bytes = Arc::clone(&this.budget.bytes);
+                let (bytes, large) = (Arc::clone(&this.budget.bytes), Arc::clone(&this.budget.large));
                 let reserve = this.reserve;
-                this.acquiring = Some(Box::pin(bytes.acquire_many_owned(reserve)));
+                // The large share first, then the budget: a large body waiting for the
+                // budget holds no more than its own share of the large bodies' half.
+                this.acquiring = Some(Box::pin(async move {
+                    let large = match u64::from(reserve) > LARGE_BODY_BYTES {
+                        true => Some(large.acquire_many_owned(reserve).await?),
+                        false => None,
+                    };
+                    Ok(Permits { _large: large, _bytes: bytes.acquire_many_owned(reserve).await? })
+                }));
                 let wait = Instant::now() + this.budget.limits.wait;
                 this.set_deadline(wait);
             }

@@ -356,7 +356,7 @@ async fn answer(
     let done = Done { tracked: Arc::clone(tracked), epoch: shared.epoch };
     let (mut parts, body) = request.into_parts();
     parts.extensions.insert(PeerAddr(peer));
-    let response = match shared.budget.meter(body) {
+    let response = match shared.budget.meter(parts.uri.path(), body) {
         Ok((body, meter)) => {
             let response = match shared.app.clone().oneshot(Request::from_parts(parts, Body::new(body))).await {
                 Ok(response) => response,

@@ -301,7 +301,8 @@ fn noise(len: usize) -> Vec<u8> {
 #[test]
 fn forty_large_sync_bodies_at_once_keep_memory_bounded_and_healthz_answering() {
     // The case: 40 parallel 31 MiB sync bodies took the server to 1 GiB. With
-    // the default budget (64 MiB of bodies in flight), at most two are held at once.
+    // the default budget (64 MiB of bodies in flight, large ones at most half of it), one
+    // is held at a time.
     let server = Running::start(None, &[]);
     let token = Arc::new(server.token());
     let body = Arc::new(noise(31 * 1024 * 1024));
@@ -331,6 +332,29 @@ fn forty_large_sync_bodies_at_once_keep_memory_bounded_and_healthz_answering() {
         })
         .collect();
     let checks = health_checks(server.addr, Arc::clone(&done), Duration::from_secs(5));
+    // Small bodies meanwhile (a phone's usual sync, a sign-in): large bodies hold at most
+    // half the budget, so these never wait for them.
+    let small = {
+        let (done, addr, token) = (Arc::clone(&done), server.addr, Arc::clone(&token));
+        std::thread::spawn(move || {
+            let (mut answered, mut slowest) = (Vec::new(), Duration::ZERO);
+            let body = noise(2048);
+            while !done.load(Ordering::SeqCst) {
+                let mut request = format!(
+                    "POST /v1/sync HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                )
+                .into_bytes();
+                request.extend_from_slice(&body);
+                let started = Instant::now();
+                let (status, _) = send(addr, &request, Duration::from_secs(10)).expect("a small sync is answered");
+                slowest = slowest.max(started.elapsed());
+                answered.push(status);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (answered, slowest)
+        })
+    };
     let mut peak_seen = 0;
     while senders.iter().any(|s| !s.is_finished()) {
         peak_seen = peak_seen.max(server.memory_mib().0);
@@ -341,6 +365,10 @@ fn forty_large_sync_bodies_at_once_keep_memory_bounded_and_healthz_answering() {
     }
     done.store(true, Ordering::SeqCst);
     let (count, slowest) = checks.join().expect("the health checks");
+    let (small, small_slowest) = small.join().expect("the small syncs");
+    eprintln!("small syncs meanwhile: {} answered, the slowest in {small_slowest:?}", small.len());
+    assert!(!small.is_empty() && small.iter().all(|s| *s == 400), "small syncs: {small:?}");
+    assert!(small_slowest < Duration::from_secs(5), "a small sync waited {small_slowest:?} behind large ones");
     let (rss, peak) = server.memory_mib();
     let statuses = statuses.lock().expect("statuses").clone();
     eprintln!(
@@ -352,7 +380,7 @@ fn forty_large_sync_bodies_at_once_keep_memory_bounded_and_healthz_answering() {
     // (503) if it waited too long for room.
     assert_eq!(statuses.len(), 40);
     assert!(statuses.iter().all(|s| *s == 400 || *s == 503), "{statuses:?}");
-    assert!(peak < 300, "peak RSS {peak} MiB");
+    assert!(peak < 250, "peak RSS {peak} MiB");
     assert!(count >= 3, "{count} health checks");
 
     // Declared larger than any route takes: 413 before a byte of it is read.
@@ -360,6 +388,12 @@ fn forty_large_sync_bodies_at_once_keep_memory_bounded_and_healthz_answering() {
         "POST /v1/sync HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n",
         64 * 1024 * 1024
     );
+    let (status, answer) = send(server.addr, head.as_bytes(), Duration::from_secs(10)).expect("an answer");
+    assert_eq!(status, 413, "{answer}");
+    // A route anyone may call takes 64 KiB: a sign-in declaring a megabyte reserves
+    // nothing and is refused at once.
+    let head =
+        "POST /v1/auth/login HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 1048576\r\n\r\n";
     let (status, answer) = send(server.addr, head.as_bytes(), Duration::from_secs(10)).expect("an answer");
     assert_eq!(status, 413, "{answer}");
     // Without a length, a body may not pass 64 KiB.
@@ -411,4 +445,57 @@ fn the_sign_in_throttle_counts_by_the_sockets_peer_address() {
     // alice from another address is not locked out.
     let (status, body) = send_from("127.0.0.3", server.addr, login(PASSWORD, "192.0.2.0").as_bytes());
     assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn large_bodies_sent_slowly_leave_room_for_small_ones() {
+    // Three signed-in devices each declare 31 MiB and send it slowly (but fast enough
+    // not to be cut off): without a cap on large bodies' share, they would hold the
+    // budget between them and every small sync would queue behind the third.
+    let server = Running::start(None, &[]);
+    let token = Arc::new(server.token());
+    let done = Arc::new(AtomicBool::new(false));
+    let large: Vec<_> = (0..3)
+        .map(|_| {
+            let (addr, token, done) = (server.addr, Arc::clone(&token), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let mut stream = TcpStream::connect(addr).expect("connect");
+                let head = format!(
+                    "POST /v1/sync HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n",
+                    31 * 1024 * 1024
+                );
+                stream.write_all(head.as_bytes()).expect("headers");
+                let chunk = noise(8 * 1024);
+                while !done.load(Ordering::SeqCst) {
+                    if stream.write_all(&chunk).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            })
+        })
+        .collect();
+    // Let all three be read (and so take their share) before the small ones come.
+    std::thread::sleep(Duration::from_secs(1));
+    let body = noise(2048);
+    let mut slowest = Duration::ZERO;
+    for _ in 0..10 {
+        let mut request = format!(
+            "POST /v1/sync HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(&body);
+        let started = Instant::now();
+        let (status, answer) = send(server.addr, &request, Duration::from_secs(20)).expect("a small sync is answered");
+        assert_eq!(status, 400, "{answer}");
+        slowest = slowest.max(started.elapsed());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    done.store(true, Ordering::SeqCst);
+    for thread in large {
+        thread.join().expect("a large sender");
+    }
+    eprintln!("small syncs beside three slow 31 MiB bodies: the slowest in {slowest:?}");
+    assert!(slowest < Duration::from_secs(5), "a small sync waited {slowest:?}");
 }
