@@ -147,7 +147,7 @@ impl Budget {
             received: 0,
             deadline: None,
         };
-        Ok((metered, Meter { outcome }))
+        Ok((metered, Meter { outcome, has_body: reserve > 0 }))
     }
 }
 
@@ -156,6 +156,8 @@ impl Budget {
 struct Outcome {
     permit: Mutex<Option<Permits>>,
     refusal: Mutex<Option<Refusal>>,
+    /// The body was read to its end.
+    ended: std::sync::atomic::AtomicBool,
 }
 
 /// A body's share of the budget, and of the large bodies' share if it is large.
@@ -169,17 +171,28 @@ struct Permits {
 #[derive(Debug)]
 pub struct Meter {
     outcome: Arc<Outcome>,
+    /// The request has a body (a length over 0, or chunked).
+    has_body: bool,
 }
 
 impl Meter {
     /// Gives the body's bytes back to the budget, and answers in the app's place if the
     /// body was refused on the way in (the app saw only a body that failed to read).
+    ///
+    /// An answer given without reading the body (a 401 before a sync's body) says
+    /// `Connection: close`: hyper closes such a connection unless the rest of the body
+    /// happens to have arrived already, and a client that pooled it would find it closed
+    /// under its next request.
     pub fn finish(self, response: Response) -> Response {
         self.outcome.permit.lock().unwrap_or_else(PoisonError::into_inner).take();
-        match *self.outcome.refusal.lock().unwrap_or_else(PoisonError::into_inner) {
-            Some(refusal) => refusal.into_response(),
-            None => response,
+        if let Some(refusal) = *self.outcome.refusal.lock().unwrap_or_else(PoisonError::into_inner) {
+            return refusal.into_response();
         }
+        let mut response = response;
+        if self.has_body && !self.outcome.ended.load(std::sync::atomic::Ordering::SeqCst) {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 
@@ -295,7 +308,10 @@ impl HttpBody for Metered {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                this.outcome.ended.store(true, std::sync::atomic::Ordering::SeqCst);
+                Poll::Ready(None)
+            }
             Poll::Pending => {
                 if this.started.is_some() && this.deadline_passed(cx) {
                     return this.refuse(Refusal::TooSlow);

@@ -499,3 +499,33 @@ fn large_bodies_sent_slowly_leave_room_for_small_ones() {
     eprintln!("small syncs beside three slow 31 MiB bodies: the slowest in {slowest:?}");
     assert!(slowest < Duration::from_secs(5), "a small sync waited {slowest:?}");
 }
+
+#[test]
+fn an_answer_given_before_the_body_was_read_closes_the_connection() {
+    // A sync refused at its token (401) never reads its body; hyper then closes the
+    // connection unless the body happened to be in already. The answer says so, so that
+    // a client does not pool the connection and find it closed under its next request.
+    let server = Running::start(None, &[]);
+    let mut stream = TcpStream::connect(server.addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    stream.write_all(b"POST /v1/sync HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n").expect("headers");
+    let mut buf = [0u8; 4096];
+    let n = stream.read(&mut buf).expect("an answer");
+    let answer = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+    assert!(answer.starts_with("http/1.1 401") && answer.contains("connection: close"), "{answer}");
+    // A request whose body is read keeps its connection for the next.
+    let body = r#"{"username": "alice", "password": "wrong", "device_id": "phone-1"}"#;
+    let mut stream = TcpStream::connect(server.addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let request = format!(
+        "POST /v1/auth/login HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("a request");
+    let n = stream.read(&mut buf).expect("an answer");
+    let answer = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+    assert!(answer.starts_with("http/1.1 401") && !answer.contains("connection: close"), "{answer}");
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").expect("a second request");
+    let n = stream.read(&mut buf).expect("a second answer");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+}
