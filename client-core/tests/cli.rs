@@ -101,7 +101,7 @@ fn bad_input_is_refused_with_a_message_and_nothing_is_stored() {
     let store = dir.path();
     let episode =
         ok(field(store, KEY, &["open", "--patient", "RX-CLI-2", "--pathway", "in_service", "--team", "north"]));
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["record", &episode, "phone_call"], "kind"),
         (
             &[
@@ -125,6 +125,28 @@ fn bad_input_is_refused_with_a_message_and_nothing_is_stored() {
                 r#"{"appointment": "initial"}"#,
             ],
             "offset",
+        ),
+        (
+            &[
+                "record",
+                &episode,
+                "appointment_missed",
+                "--at",
+                "2206-03-02T10:00:00Z",
+                "--json",
+                r#"{"appointment": "initial"}"#,
+            ],
+            "outside the years 2000 to 2100",
+        ),
+        (
+            &[
+                "record",
+                &episode,
+                "appointment_missed",
+                "--json",
+                r#"{"appointment": "initial", "appointment": "follow_up"}"#,
+            ],
+            "the key `appointment` appears twice",
         ),
         (&["record", "01a20934-7bf6-72ed-a417-242a3442e1f8", "appointment_attended"], "no episode"),
         (&["set", &episode, "risk", "severe"], "risk"),

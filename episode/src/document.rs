@@ -99,6 +99,9 @@ impl EpisodeDoc {
         if opening.team.trim().is_empty() || opening.opened_by.trim().is_empty() {
             return Err(DocumentError::Refused("an episode needs a team and who opened it".into()));
         }
+        crate::json::time::check(opening.opened_at).map_err(|message| {
+            DocumentError::Invalid(ValidationError::Episode { field: "opened_at".into(), message })
+        })?;
         let mut doc = AutoCommit::new().with_actor(actor);
         let am = |e: automerge::AutomergeError| DocumentError::Refused(format!("cannot write the document: {e}"));
         doc.put(ROOT, "schema", SCHEMA).map_err(am)?;
@@ -318,7 +321,7 @@ impl EpisodeDoc {
     fn stored_event(&self, key: &str) -> Option<Event> {
         match self.doc.get(&self.events, key) {
             Ok(Some((Value::Scalar(s), _))) => {
-                let json: Json = serde_json::from_str(s.as_str()?).ok()?;
+                let json = crate::json::parse_value(s.as_str()?.as_bytes()).ok()?;
                 Event::from_value(&json, 0).ok()
             }
             _ => None,
@@ -372,7 +375,7 @@ impl EpisodeDoc {
         json.insert("events".into(), Json::Array(raw.into_iter().filter_map(|(_, v)| v).collect()));
         let mut episode = Episode::from_value(&Json::Object(json), Strictness::Lenient)?;
         for key in unreadable {
-            let error = "the stored record is not JSON, or not under its own id".to_string();
+            let error = "the stored record is not JSON (or names a key twice), or not under its own id".to_string();
             episode.invalid_records.push(InvalidRecord { id: key, error });
         }
         episode.invalid_records.sort_by(|a, b| a.id.cmp(&b.id));
@@ -385,7 +388,10 @@ impl EpisodeDoc {
         let mut raw = Vec::with_capacity(self.doc.length(&self.events));
         for key in self.doc.keys(&self.events) {
             let value = match self.doc.get(&self.events, key.as_str()) {
-                Ok(Some((Value::Scalar(s), _))) => s.as_str().and_then(|text| serde_json::from_str::<Json>(text).ok()),
+                // A key named twice reads as unreadable: two readers could disagree on it.
+                Ok(Some((Value::Scalar(s), _))) => {
+                    s.as_str().and_then(|text| crate::json::parse_value(text.as_bytes()).ok())
+                }
                 _ => None,
             };
             let value = value.filter(|v| v.get("id").and_then(Json::as_str) == Some(key.as_str()));
@@ -465,6 +471,11 @@ impl EpisodeDoc {
     /// is kept as the episode (see `read`).
     pub fn check_new(&mut self) -> Result<(), DocumentError> {
         let episode = self.episode()?;
+        // Read leniently, as every stored document is; as new input, its opening must
+        // fall in the years input may.
+        crate::json::time::check(episode.opened_at).map_err(|message| {
+            DocumentError::Invalid(ValidationError::Episode { field: "opened_at".into(), message })
+        })?;
         if let Some(invalid) = episode.invalid_records.first() {
             return Err(DocumentError::Refused(format!("the record {} is not valid: {}", invalid.id, invalid.error)));
         }

@@ -58,8 +58,27 @@ fn check_name(what: &str, text: &str, max: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a username: 1 to `max` characters of a small, safe set. A username is shown
+/// in timelines, the dashboard and the audit log, so none may carry control or direction
+/// (bidi) characters that reorder what is shown around it, nor letters that only look
+/// like another user's (a Cyrillic `а` for a Latin `a`).
+fn check_username(what: &str, text: &str, max: usize) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@');
+    let starts_well = text.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    if text.is_empty() || text.len() > max || !starts_well || !text.chars().all(allowed) {
+        return Err(format!(
+            "must be 1 to {max} characters of letters A-Z or a-z, digits and . _ - @, starting with a letter \
+             or a digit: no spaces, accents, control or direction characters ({what})"
+        ));
+    }
+    Ok(())
+}
+
 macro_rules! name_type {
     ($(#[$doc:meta])* $name:ident, $what:literal, $max:literal) => {
+        name_type!($(#[$doc])* $name, $what, $max, check_name);
+    };
+    ($(#[$doc:meta])* $name:ident, $what:literal, $max:literal, $check:ident) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -77,7 +96,7 @@ macro_rules! name_type {
             type Error = String;
 
             fn try_from(text: String) -> Result<Self, String> {
-                check_name($what, &text, $max)?;
+                $check($what, &text, $max)?;
                 Ok(Self(text))
             }
         }
@@ -109,8 +128,8 @@ name_type!(
     TeamId, "a team id", 64
 );
 name_type!(
-    /// A user's sign-in name.
-    Username, "a username", 64
+    /// A user's sign-in name: ASCII letters, digits and `.`, `_`, `-`, `@`.
+    Username, "a username", 64, check_username
 );
 name_type!(
     /// The id a phone (or the field CLI) gives itself; refresh tokens are bound to it.
@@ -223,13 +242,21 @@ fn insert_user(
     Ok(id)
 }
 
-/// Disables (or enables again) a user. A disabled user cannot sign in, and every token
-/// they hold stops working at once.
-pub fn set_disabled(tx: &Transaction<'_>, username: &Username, disabled: bool) -> Result<(), AccountError> {
-    let changed =
-        tx.execute("UPDATE users SET disabled = ?1 WHERE username = ?2", params![disabled, username.as_str()])?;
-    if changed == 0 {
-        return Err(AccountError::UnknownUser(username.clone()));
+/// Disables (or enables again) a user. A disabled user cannot sign in, and every session
+/// they have ends for good: access tokens stop at once, refresh tokens never work again,
+/// dashboard sign-ins end. Enabling them again lets them sign in anew; it revives no
+/// session (whoever held a token while the user was disabled must not get it back).
+pub fn set_disabled(tx: &Transaction<'_>, username: &Username, disabled: bool, now: i64) -> Result<(), AccountError> {
+    let user_id: Option<String> = tx
+        .query_row(
+            "UPDATE users SET disabled = ?1 WHERE username = ?2 RETURNING id",
+            params![disabled, username.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(user_id) = user_id else { return Err(AccountError::UnknownUser(username.clone())) };
+    if disabled {
+        crate::auth::store::end_all_sessions(tx, &user_id, "user_disabled", now)?;
     }
     Ok(())
 }

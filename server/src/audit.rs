@@ -3,6 +3,16 @@
 //! same transaction as what it records, and append-only (the schema's triggers refuse to
 //! change or delete a row). `GET /v1/audit?episode=ID` shows an episode's entries to team
 //! managers and admins.
+//!
+//! Triggers stop a mistake, not someone with the file: so the log is also a hash chain.
+//! Each entry carries the hash of the one before (`prev_hash`) and its own (`hash`), a
+//! SHA-256 over a canonical encoding of every column ([`entry_hash`]); `audit_head`
+//! holds the last entry's number and hash, and each append reads and moves it in the
+//! same transaction (on PostgreSQL the read takes the row's lock, so replicas append one
+//! after another to one chain). [`verify`] walks the chain (`tether audit verify`) and
+//! names the first entry that was edited, deleted or inserted. Someone who rewrites
+//! every entry after a point, and the head, can only be caught against a head recorded
+//! elsewhere: the server logs the head when it starts, and `verify` prints it.
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -10,6 +20,7 @@ use axum::routing::get;
 use episode::EpisodeId;
 use rusqlite::{Connection, Transaction, params};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::AppState;
 use crate::accounts::Role;
@@ -55,8 +66,9 @@ impl Who {
     }
 }
 
-/// Appends one entry. `action` is a fixed name (`read_episode`, `record_event`, …);
-/// `detail` is a record id or a fact's name, never a value a patient could be known by.
+/// Appends one entry to the chain. `action` is a fixed name (`read_episode`,
+/// `record_event`, …); `detail` is a record id or a fact's name, never a value a patient
+/// could be known by.
 pub fn log(
     tx: &Transaction<'_>,
     who: &Who,
@@ -65,21 +77,199 @@ pub fn log(
     episode: Option<EpisodeId>,
     detail: Option<&str>,
 ) -> rusqlite::Result<()> {
+    // The head, read and moved in this transaction (`SELECT … FOR UPDATE` on PostgreSQL):
+    // two appends never chain from the same entry.
+    let (last, prev): (i64, Vec<u8>) = tx
+        .prepare_cached("SELECT n, hash FROM audit_head WHERE id = 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let row = Row {
+        n: last + 1,
+        at: at_ms,
+        user_id: who.user_id.clone(),
+        username: who.username.clone(),
+        device: who.device.clone(),
+        via: who.via.as_str().to_owned(),
+        action: action.to_owned(),
+        episode: episode.map(|e| e.to_string()),
+        detail: detail.map(str::to_owned),
+    };
+    let hash = entry_hash(&prev, &row);
     tx.prepare_cached(
-        "INSERT INTO audit (at, user_id, username, device, via, action, episode, detail)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO audit (n, at, user_id, username, device, via, action, episode, detail, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
-        at_ms,
-        who.user_id,
-        who.username,
-        who.device,
-        who.via.as_str(),
-        action,
-        episode.map(|e| e.to_string()),
-        detail
+        row.n,
+        row.at,
+        row.user_id,
+        row.username,
+        row.device,
+        row.via,
+        row.action,
+        row.episode,
+        row.detail,
+        prev,
+        hash
     ])?;
+    tx.prepare_cached("UPDATE audit_head SET n = ?1, hash = ?2 WHERE id = 1")?.execute(params![row.n, hash])?;
     Ok(())
+}
+
+/// An entry's columns, as the chain hashes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub n: i64,
+    pub at: i64,
+    pub user_id: String,
+    pub username: String,
+    pub device: String,
+    pub via: String,
+    pub action: String,
+    pub episode: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// The hash before the first entry.
+pub const GENESIS: [u8; 32] = [0; 32];
+
+/// An entry's hash: SHA-256 of a version tag, the previous entry's hash, and every
+/// column in a fixed order, each number as 8 bytes big-endian and each text as its
+/// length (4 bytes big-endian) and its UTF-8 bytes, an absent text as one 0 byte and a
+/// present one as a 1 byte before it. No two different entries encode alike.
+pub fn entry_hash(prev: &[u8], row: &Row) -> Vec<u8> {
+    fn text(hasher: &mut Sha256, text: &str) {
+        hasher.update((text.len() as u32).to_be_bytes());
+        hasher.update(text.as_bytes());
+    }
+    fn optional(hasher: &mut Sha256, value: Option<&str>) {
+        match value {
+            None => hasher.update([0u8]),
+            Some(value) => {
+                hasher.update([1u8]);
+                text(hasher, value);
+            }
+        }
+    }
+    let mut hasher = Sha256::new();
+    hasher.update(b"tether-audit-v1\0");
+    hasher.update((prev.len() as u32).to_be_bytes());
+    hasher.update(prev);
+    hasher.update(row.n.to_be_bytes());
+    hasher.update(row.at.to_be_bytes());
+    for value in [&row.user_id, &row.username, &row.device, &row.via, &row.action] {
+        text(&mut hasher, value);
+    }
+    optional(&mut hasher, row.episode.as_deref());
+    optional(&mut hasher, row.detail.as_deref());
+    hasher.finalize().to_vec()
+}
+
+fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Row, Vec<u8>, Vec<u8>)> {
+    Ok((
+        Row {
+            n: r.get(0)?,
+            at: r.get(1)?,
+            user_id: r.get(2)?,
+            username: r.get(3)?,
+            device: r.get(4)?,
+            via: r.get(5)?,
+            action: r.get(6)?,
+            episode: r.get(7)?,
+            detail: r.get(8)?,
+        },
+        r.get(9)?,
+        r.get(10)?,
+    ))
+}
+
+const CHAIN_COLUMNS: &str = "n, at, user_id, username, device, via, action, episode, detail, prev_hash, hash";
+
+/// Chains the entries written before the log was a chain (schema 6's upgrade), in the
+/// upgrade's transaction, and puts the trigger that refuses updates back.
+pub fn chain_existing(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    let rows = {
+        let mut statement = tx.prepare(&format!("SELECT {CHAIN_COLUMNS} FROM audit ORDER BY n"))?;
+        statement.query_map([], read_row)?.collect::<rusqlite::Result<Vec<_>>>()?
+    };
+    let mut prev = GENESIS.to_vec();
+    let mut last = 0;
+    for (row, _, _) in rows {
+        let hash = entry_hash(&prev, &row);
+        tx.prepare_cached("UPDATE audit SET prev_hash = ?1, hash = ?2 WHERE n = ?3")?
+            .execute(params![prev, hash, row.n])?;
+        (prev, last) = (hash, row.n);
+    }
+    if last > 0 {
+        tx.execute("UPDATE audit_head SET n = ?1, hash = ?2 WHERE id = 1", params![last, prev])?;
+    }
+    tx.execute_batch(
+        "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+         BEGIN
+             SELECT RAISE(ABORT, 'the audit log is append-only');
+         END;",
+    )
+}
+
+/// The chain as it should be: how many entries, and the last one's hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    pub entries: i64,
+    pub head: Vec<u8>,
+}
+
+/// Where the chain breaks: the first entry that is not as it was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the audit log is broken at entry {n}: {why}")]
+pub struct Broken {
+    pub n: i64,
+    pub why: String,
+}
+
+/// Walks the whole chain from the first entry: every number in turn, every entry's
+/// `prev_hash` the hash of the one before, every hash that of its columns, and the head
+/// at the last entry. `Err(Ok(broken))` names the first entry that is not as written.
+pub fn verify(conn: &Connection) -> Result<Result<Chain, Broken>, rusqlite::Error> {
+    let mut statement = conn.prepare(&format!("SELECT {CHAIN_COLUMNS} FROM audit ORDER BY n"))?;
+    let mut rows = statement.query([])?;
+    let (mut prev, mut last) = (GENESIS.to_vec(), 0i64);
+    while let Some(r) = rows.next()? {
+        let (row, prev_hash, hash) = read_row(r)?;
+        let broken = |n: i64, why: String| Ok(Err(Broken { n, why }));
+        if row.n != last + 1 {
+            return broken(last + 1, format!("it is missing (entry {} follows entry {last}): deleted", row.n));
+        }
+        if prev_hash != prev {
+            let before = if last == 0 { "the chain's start".to_owned() } else { format!("entry {last}") };
+            return broken(
+                row.n,
+                format!(
+                    "it does not follow {before} (its prev_hash is not that hash): inserted, or an entry before it replaced"
+                ),
+            );
+        }
+        if hash != entry_hash(&prev_hash, &row) {
+            return broken(row.n, "its columns do not match its hash: edited".to_owned());
+        }
+        (prev, last) = (hash, row.n);
+    }
+    let (head_n, head_hash): (i64, Vec<u8>) =
+        conn.query_row("SELECT n, hash FROM audit_head WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    if head_n != last || head_hash != prev {
+        return Ok(Err(Broken {
+            n: last + 1,
+            why: format!(
+                "the head says the log ends at entry {head_n}, but it ends at entry {last}: entries at the end deleted"
+            ),
+        }));
+    }
+    Ok(Ok(Chain { entries: last, head: prev }))
+}
+
+/// The head as stored (the last entry's number and hash), for the server's log at start.
+pub fn head(conn: &Connection) -> rusqlite::Result<Chain> {
+    conn.query_row("SELECT n, hash FROM audit_head WHERE id = 1", [], |r| {
+        Ok(Chain { entries: r.get(0)?, head: r.get(1)? })
+    })
 }
 
 /// One entry of the log.

@@ -11,17 +11,19 @@ use std::sync::{Arc, Mutex, PoisonError};
 use rusqlite::{Connection, OptionalExtension, Transaction};
 
 use crate::error::AppError;
+use crate::files;
 
 /// The schema this build writes; `PRAGMA user_version` holds the database's.
-pub const SCHEMA: i64 = 5;
+pub const SCHEMA: i64 = 6;
 
 /// Each schema's upgrade from the one before, in order.
-const UPGRADES: [&str; 5] = [
+const UPGRADES: [&str; 6] = [
     include_str!("schema/v1.sql"),
     include_str!("schema/v2.sql"),
     include_str!("schema/v3.sql"),
     include_str!("schema/v4.sql"),
     include_str!("schema/v5.sql"),
+    include_str!("schema/v6.sql"),
 ];
 
 /// Why the database could not be opened.
@@ -33,13 +35,17 @@ pub enum OpenError {
     NoWal(String),
     #[error("the database is damaged: {0}")]
     Corrupt(String),
+    #[error("{0:#}")]
+    Files(anyhow::Error),
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
 }
 
 /// Opens (creating if need be) the database at `path` and brings its schema up to date.
-/// No SQLCipher key is set: the server's database is a plain SQLite file.
+/// No SQLCipher key is set: the server's database is a plain SQLite file, so it and the
+/// files SQLite keeps beside it are the owner's only (0600).
 pub fn open(path: &Path) -> Result<Connection, OpenError> {
+    private_files(path).map_err(OpenError::Files)?;
     let conn = Connection::open(path)?;
     // Every hot statement is prepared once and kept.
     conn.set_prepared_statement_cache_capacity(64);
@@ -60,6 +66,29 @@ pub fn open(path: &Path) -> Result<Connection, OpenError> {
     Ok(conn)
 }
 
+/// Creates the database file 0600 if it is new, and makes an existing one and its WAL,
+/// shared-memory and journal files 0600 if they are not. SQLite gives the WAL and
+/// shared-memory files it creates the database file's own mode, so they follow.
+fn private_files(path: &Path) -> anyhow::Result<()> {
+    if path.as_os_str().is_empty() || path == Path::new(":memory:") {
+        return Ok(());
+    }
+    match files::create_private(path) {
+        Ok(_) => files::sync_dir(path),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot create {}", path.display()))),
+    }
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = std::path::PathBuf::from(name);
+        if file.exists() {
+            files::restrict(&file)?;
+        }
+    }
+    Ok(())
+}
+
 fn migrate(conn: &Connection) -> Result<(), OpenError> {
     let version: i64 = conn.prepare_cached("PRAGMA user_version")?.query_row([], |row| row.get(0))?;
     if version > SCHEMA {
@@ -68,6 +97,10 @@ fn migrate(conn: &Connection) -> Result<(), OpenError> {
     for (i, upgrade) in UPGRADES.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
         let tx = conn.unchecked_transaction()?;
         tx.execute_batch(upgrade)?;
+        // Schema 6 chains the audit entries already there: a hash SQL cannot compute.
+        if i + 1 == 6 {
+            crate::audit::chain_existing(&tx)?;
+        }
         tx.pragma_update(None, "user_version", i as i64 + 1)?;
         tx.commit()?;
     }
@@ -82,6 +115,19 @@ pub fn meta(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
 pub fn set_meta(tx: &Transaction<'_>, key: &str, value: &str) -> rusqlite::Result<()> {
     tx.prepare_cached("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2")?
         .execute([key, value])?;
+    Ok(())
+}
+
+/// Deletes a server-wide setting so that no copy of it stays in the file: its page is
+/// overwritten (`secure_delete`) and the WAL checkpointed into the database and emptied.
+/// For a secret an earlier version kept there.
+pub fn forget_meta(conn: &mut Connection, key: &str) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "secure_delete", true)?;
+    let tx = conn.transaction()?;
+    tx.prepare_cached("DELETE FROM meta WHERE key = ?1")?.execute([key])?;
+    tx.commit()?;
+    conn.pragma_update(None, "secure_delete", false)?;
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
     Ok(())
 }
 

@@ -8,12 +8,14 @@
 //! - `tether team add --db PATH --id ID --name NAME`: adds a team.
 //! - `tether user add --db PATH --username NAME --role ROLE --team ID [--team ID …]`: adds
 //!   a user; the password comes from `TETHER_PASSWORD`, or else the first line of stdin.
-//! - `tether user disable|enable --db PATH --username NAME`: stops (or restores) a user's
-//!   sign-ins and every token they hold.
+//! - `tether user disable|enable --db PATH --username NAME`: stops a user's sign-ins and
+//!   ends every session they have, for good (or lets them sign in anew).
 //! - `tether user list --db PATH`: every user, their role, teams, whether disabled, and
 //!   how they sign in (a password, or an identity provider).
 //! - `tether user reset-password --db PATH --username NAME`: a local user's new password,
 //!   from `TETHER_PASSWORD` or the first line of stdin.
+//! - `tether audit verify --db PATH`: checks the audit log's hash chain; exit 0 when it
+//!   holds, 1 naming the first broken entry.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -35,7 +37,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the HTTP server.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Manage teams.
     #[command(subcommand)]
     Team(TeamCommand),
@@ -45,6 +47,19 @@ enum Command {
     /// The disengagement pathway's rules.
     #[command(subcommand)]
     Pathway(PathwayCommand),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the audit log's hash chain: exit 0 when it holds, else name the first entry
+    /// that was edited, deleted or inserted (exit 1).
+    Verify {
+        #[command(flatten)]
+        db: DbArg,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -135,7 +150,8 @@ enum PathwayCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(config) => serve(config),
+        Command::Audit(AuditCommand::Verify { db }) => return audit_verify(&db.db),
+        Command::Serve(config) => serve(*config),
         Command::Team(TeamCommand::Add { db, id, name }) => team_add(&db.db, &id, &name),
         Command::User(UserCommand::Add { db, username, role, teams }) => user_add(&db.db, &username, role, &teams),
         Command::User(UserCommand::Disable { db, username }) => user_disable(&db.db, &username, true),
@@ -234,10 +250,35 @@ fn user_add(path: &std::path::Path, username: &Username, role: Role, teams: &[Te
     Ok(())
 }
 
+/// Exit 0 and the chain's length and head when it holds; exit 1 naming the first broken
+/// entry when it does not; exit 2 when the database cannot be read.
+fn audit_verify(path: &std::path::Path) -> ExitCode {
+    let checked = open_db(path)
+        .and_then(|conn| server::audit::verify(&conn).map_err(|e| format!("cannot read the audit log: {e}")));
+    match checked {
+        Ok(Ok(chain)) => {
+            println!(
+                "the audit log holds: {} entries, chained; head {}",
+                chain.entries,
+                server::auth::token::to_hex(&chain.head)
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Err(broken)) => {
+            eprintln!("tether: {broken}");
+            ExitCode::from(1)
+        }
+        Err(message) => {
+            eprintln!("tether: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn user_disable(path: &std::path::Path, username: &Username, disabled: bool) -> Result<(), String> {
     let mut conn = open_db(path)?;
     let tx = conn.transaction().map_err(|e| format!("database error: {e}"))?;
-    accounts::set_disabled(&tx, username, disabled).map_err(account_error)?;
+    accounts::set_disabled(&tx, username, disabled, jiff::Timestamp::now().as_second()).map_err(account_error)?;
     tx.commit().map_err(|e| format!("database error: {e}"))?;
     Ok(())
 }
@@ -267,8 +308,8 @@ fn reset_password(path: &std::path::Path, username: &Username) -> Result<(), Str
     let hash = server::auth::password::hash(&password).map_err(|e| format!("cannot hash the password: {e}"))?;
     let tx = conn.transaction().map_err(|e| format!("database error: {e}"))?;
     accounts::set_password(&tx, username, &hash).map_err(account_error)?;
-    // A new password clears the username's failed sign-ins, as a sign-in would.
-    server::auth::store::clear_failures(&tx, username.as_str()).map_err(|e| format!("database error: {e}"))?;
+    // A new password clears the username's failed sign-ins from every client.
+    server::auth::store::clear_username_failures(&tx, username.as_str()).map_err(|e| format!("database error: {e}"))?;
     tx.commit().map_err(|e| format!("database error: {e}"))?;
     Ok(())
 }

@@ -244,7 +244,44 @@ async fn a_sign_in_form_without_its_own_token_is_refused_before_the_password_is_
 }
 
 #[tokio::test]
-async fn failed_dashboard_sign_ins_lock_the_username_out_everywhere() {
+async fn a_sign_in_token_only_the_server_could_make_is_accepted() {
+    let dash = Dash::new();
+    let right = dash.passwords["maya"].clone();
+    let post = |cookie: String, token: String, extra: Vec<(&'static str, &'static str)>| {
+        let body = form(&[("csrf", &token), ("username", "maya"), ("password", &right)]);
+        let dash = &dash;
+        async move { dash.send_with(Method::POST, "/dashboard/login", Some(&cookie), Some(body), &extra).await }
+    };
+    // A double submit that merely matches: whoever can plant a cookie could send it.
+    let planted = "f".repeat(64);
+    let answer = post(format!("tether_login={planted}"), planted.clone(), vec![]).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "a cookie equal to the field is not enough");
+    // The form of the server's shape, under a key the server does not hold.
+    let other_keys = server::auth::token::Keys::from_secret(b"not the server's key, 32 bytes or more");
+    let issued: i64 = dash.now.lock().expect("the clock").as_second();
+    let message = format!("tether-login\0{planted}\0{issued}");
+    let forged = format!(
+        "{issued}.{}",
+        server::auth::token::to_hex(&server::auth::token::hmac(other_keys.form_key(), message.as_bytes()))
+    );
+    let answer = post(format!("tether_login={planted}"), forged, vec![]).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "an HMAC under another key");
+    // A genuine form, once it is older than its time.
+    let (cookie, csrf) = dash.open_login().await;
+    dash.advance(server::dashboard::session::LOGIN_TTL_SECS + 1);
+    assert_eq!(post(cookie, csrf, vec![]).await.status, StatusCode::FORBIDDEN, "an expired form");
+    // A genuine form posted from another site, as the browser says.
+    let (cookie, csrf) = dash.open_login().await;
+    let answer = post(cookie.clone(), csrf.clone(), vec![("sec-fetch-site", "cross-site")]).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "a cross-site form");
+    // The same form from this site signs in.
+    let answer = post(cookie, csrf, vec![("sec-fetch-site", "same-origin")]).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    assert!(sets_session(&answer));
+}
+
+#[tokio::test]
+async fn failed_dashboard_sign_ins_lock_the_username_out_from_that_client() {
     let dash = Dash::new();
     for _ in 0..server::auth::store::FREE_FAILURES {
         assert_eq!(dash.login_form("maya", "wrong").await.status, StatusCode::UNAUTHORIZED);
@@ -253,7 +290,7 @@ async fn failed_dashboard_sign_ins_lock_the_username_out_everywhere() {
     let locked = dash.login_form("maya", right).await;
     assert_eq!(locked.status, StatusCode::TOO_MANY_REQUESTS, "{}", locked.body);
     assert!(locked.headers.contains_key(header::RETRY_AFTER));
-    assert!(locked.body.contains("Too many failed sign-ins"), "{}", locked.body);
+    assert!(locked.body.contains("Too many failed sign-ins for this username from here"), "{}", locked.body);
     assert!(!sets_session(&locked));
     // The JSON sign-in shares the throttle.
     let body = serde_json::json!({"username": "maya", "password": right, "device_id": "desk-maya"}).to_string();
@@ -665,10 +702,18 @@ async fn a_session_ends_when_it_expires_or_its_user_is_disabled() {
     let ben = dash.sign_in("ben").await;
     dash.state.db.call_blocking(|conn| {
         let tx = conn.transaction().expect("a transaction");
-        server::accounts::set_disabled(&tx, &"ben".parse().expect("a name"), true).expect("disable");
+        server::accounts::set_disabled(&tx, &"ben".parse().expect("a name"), true, 0).expect("disable");
         tx.commit().expect("commit");
     });
     assert_eq!(dash.get("/dashboard", &ben).await.location(), "/dashboard/login", "disabled");
+    // Enabled again, ben signs in anew; his old cookie stays signed out.
+    dash.state.db.call_blocking(|conn| {
+        let tx = conn.transaction().expect("a transaction");
+        server::accounts::set_disabled(&tx, &"ben".parse().expect("a name"), false, 0).expect("enable");
+        tx.commit().expect("commit");
+    });
+    assert_eq!(dash.get("/dashboard", &ben).await.location(), "/dashboard/login", "not revived");
+    dash.sign_in("ben").await;
     assert_eq!(dash.get("/dashboard", &maya).await.status, StatusCode::OK);
     dash.advance(server::dashboard::session::SESSION_TTL_SECS + 1);
     assert_eq!(dash.get("/dashboard", &maya).await.location(), "/dashboard/login", "expired");

@@ -267,6 +267,8 @@ async fn bad_records_are_refused_naming_the_field_and_nothing_is_stored() {
         (json!({"kind": "contact_attempt", "method": "phone", "target": "patient"}), "outcome"),
         (json!({"kind": "contact_attempt", "method": "pigeon", "target": "patient", "outcome": "sent"}), "method"),
         (json!({"kind": "appointment_attended", "at": "2026-03-04T09:30:00"}), "at"),
+        (json!({"kind": "appointment_attended", "at": "2206-03-04T09:30:00Z"}), "outside the years 2000 to 2100"),
+        (json!({"kind": "appointment_booked", "for": "1926-03-11T09:30:00Z"}), "outside the years 2000 to 2100"),
         (json!({"kind": "appointment_attended", "id": uuid::Uuid::nil()}), "id"),
         (json!({"kind": "appointment_attended", "by": "someone"}), "by"),
         (json!({"kind": "entered_in_error", "record": uuid::Uuid::nil(), "reason": "wrong patient"}), "record"),
@@ -280,6 +282,12 @@ async fn bad_records_are_refused_naming_the_field_and_nothing_is_stored() {
     }
     let (status, answer) = office.send(Method::POST, &path, Some(&maya), Some("{not json")).await;
     assert_eq!((status, code(&answer)), (StatusCode::BAD_REQUEST, "malformed_json"));
+    // A key given twice: serde_json alone would keep the last and store a record the
+    // sender may not have meant.
+    let twice = r#"{"kind": "contact_attempt", "method": "phone", "target": "patient", "outcome": "no_answer", "outcome": "contact_made"}"#;
+    let (status, answer) = office.send(Method::POST, &path, Some(&maya), Some(twice)).await;
+    assert_eq!((status, code(&answer)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"));
+    assert!(message(&answer).contains("the key `outcome` appears twice"), "{answer}");
     let (_, after) = office.get(&format!("/v1/episodes/{id}/timeline"), &maya).await;
     assert_eq!(before["events"], after["events"], "nothing stored");
 }
@@ -469,9 +477,17 @@ async fn metrics_count_requests_and_show_open_and_overdue_actions_per_team() {
     let north = office.caseload(&maya).await;
     let (status, body) = office.send_raw(Method::POST, "/v1/sync", Some(&maya), Some("not postcard")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(&body));
-    let (status, text) = office.send_raw(Method::GET, "/metrics", None, None).await;
-    assert_eq!(status, StatusCode::OK);
-    let text = String::from_utf8(text).expect("text");
+    // On the main port there is no /metrics without a token configured.
+    let (status, body) = office.send(Method::GET, "/metrics", None, None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    let (status, _) = office.send(Method::GET, "/metrics", Some(&maya), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "an access token is no metrics token");
+    // The metrics listener's service answers it.
+    let request = Request::builder().uri("/metrics").body(Body::empty()).expect("a request");
+    let response = server::metrics::metrics_app(office.state.clone()).oneshot(request).await.expect("a response");
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("the body");
+    let text = String::from_utf8(text.to_vec()).expect("text");
     assert!(text.contains(r#"tether_http_requests_total{route="/v1/episodes",method="GET",status="200"} 1"#), "{text}");
     assert!(text.contains(r#"tether_http_requests_total{route="/v1/auth/login",method="POST",status="200"} 1"#));
     assert!(text.contains(r#"tether_sync_duration_seconds_bucket{le="+Inf"} 1"#), "{text}");
@@ -481,6 +497,32 @@ async fn metrics_count_requests_and_show_open_and_overdue_actions_per_team() {
     assert!(text.contains(&format!("tether_open_actions{{team=\"north\"}} {open}")), "{text}");
     assert!(text.contains(&format!("tether_overdue_actions{{team=\"north\"}} {overdue}")), "{text}");
     assert!(!text.contains("DEMO-"), "no patient reference in the metrics");
+}
+
+#[tokio::test]
+async fn metrics_on_the_main_port_need_the_metrics_token() {
+    let office = Office::new();
+    let mut state = office.state.clone();
+    let token = "a metrics token of some length";
+    state.options = Arc::new(server::config::Options {
+        metrics_token: Some(server::Secret::from(token.to_owned())),
+        ..Default::default()
+    });
+    let app = server::app(state);
+    let get = |authorization: Option<String>| {
+        let mut request = Request::builder().uri("/metrics");
+        if let Some(value) = authorization {
+            request = request.header(header::AUTHORIZATION, value);
+        }
+        app.clone().oneshot(request.body(Body::empty()).expect("a request"))
+    };
+    assert_eq!(get(None).await.expect("a response").status(), StatusCode::UNAUTHORIZED);
+    let wrong = get(Some("Bearer not the token".into())).await.expect("a response");
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let right = get(Some(format!("Bearer {token}"))).await.expect("a response");
+    assert_eq!(right.status(), StatusCode::OK);
+    let text = axum::body::to_bytes(right.into_body(), usize::MAX).await.expect("the body");
+    assert!(String::from_utf8_lossy(&text).contains("tether_open_actions"));
 }
 
 #[tokio::test]

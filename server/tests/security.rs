@@ -20,7 +20,7 @@ use episode::{Pathway, PatientRef};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 use server::accounts;
-use server::auth::token::{CLOCK_LEEWAY_SECS, Claims, Keys};
+use server::auth::token::{ACCESS_TTL_SECS, CLOCK_LEEWAY_SECS, Claims, Keys};
 use uuid::Uuid;
 
 /// A token with `claims`' payload under a hand-made header and no signature.
@@ -91,9 +91,22 @@ async fn forged_and_tampered_access_tokens_are_refused_with_401() {
     // A token without `nbf`, correctly signed, lacks a required claim.
     let mut without_nbf = serde_json::to_value(&genuine).expect("claims as JSON");
     without_nbf.as_object_mut().expect("an object").remove("nbf");
-    let encoding = jsonwebtoken::EncodingKey::from_secret(&secret_of(&server).await);
-    let no_nbf = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &without_nbf, &encoding).expect("sign");
+    let encoding = jsonwebtoken::EncodingKey::from_secret(&server.secret());
+    let header = jsonwebtoken::Header { kid: Some(keys.kid().to_owned()), ..Default::default() };
+    let no_nbf = jsonwebtoken::encode(&header, &without_nbf, &encoding).expect("sign");
     cases.push(("no nbf", no_nbf, "not valid"));
+    // The right key without its `kid`: a token names the key it was signed with.
+    let no_kid = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &genuine, &encoding).expect("sign");
+    cases.push(("no kid", no_kid, "not by a key this server holds"));
+    // Signed with the server's own key, but for longer than the server gives: only
+    // someone holding a key makes one, and it would outlive a revocation's reach.
+    for (what, claims) in [
+        ("a day's lifetime", Claims { exp: now + 24 * 3600, ..genuine.clone() }),
+        ("iat back-dated", Claims { iat: now - 3600, nbf: now - 3600, exp: now + 60, ..genuine.clone() }),
+        ("nbf back-dated", Claims { nbf: now - ACCESS_TTL_SECS, exp: now + 60, ..genuine.clone() }),
+    ] {
+        cases.push((what, keys.sign(&claims).expect("sign"), "lifetime is longer"));
+    }
 
     let mut wrong = Vec::new();
     for (what, token, says) in &cases {
@@ -109,17 +122,6 @@ async fn forged_and_tampered_access_tokens_are_refused_with_401() {
     assert!(wrong.is_empty(), "refused for another reason than expected: {wrong:#?}");
     // The genuine token still works: nothing above revoked anything.
     assert_eq!(server.me_with(&access).await.0, StatusCode::OK);
-}
-
-/// The signing secret's bytes, for tokens `Keys` cannot make.
-async fn secret_of(server: &Server) -> Vec<u8> {
-    let hex = server
-        .state
-        .db
-        .call(|conn| Ok(server::db::meta(conn, "jwt_secret")?.expect("a stored secret")))
-        .await
-        .expect("the secret");
-    server::auth::token::from_hex(&hex).expect("hex")
 }
 
 #[tokio::test]
@@ -158,7 +160,7 @@ async fn a_disabled_users_next_request_fails() {
     let set_disabled = |disabled: bool| {
         server.state.db.call(move |conn| {
             let tx = conn.transaction()?;
-            accounts::set_disabled(&tx, &"alice".parse().expect("name"), disabled)
+            accounts::set_disabled(&tx, &"alice".parse().expect("name"), disabled, 0)
                 .map_err(server::AppError::internal)?;
             tx.commit()?;
             Ok(())
@@ -174,10 +176,29 @@ async fn a_disabled_users_next_request_fails() {
     let (status, body) = server.login("alice", PASSWORD, "phone-1").await;
     assert_eq!((status, error(&body).0.as_str()), (StatusCode::UNAUTHORIZED, "invalid_credentials"));
 
-    // Enabled again, alice signs in afresh; the refresh token of before stays dead (its
-    // refusal while disabled did not spend it, but it is not revived either way).
+    // Enabled again, alice signs in afresh; the access and refresh tokens of before stay
+    // dead for good: disabling ended their session, and enabling revives none.
     set_disabled(false).await.expect("enable alice");
-    assert_eq!(server.login("alice", PASSWORD, "phone-1").await.0, StatusCode::OK);
+    assert_eq!(server.me_with(&access).await.0, StatusCode::UNAUTHORIZED, "the old access token stays dead");
+    let (status, body) = server.refresh(&refresh, "phone-1").await;
+    assert_eq!((status, error(&body).0.as_str()), (StatusCode::UNAUTHORIZED, "invalid_refresh_token"));
+    let (status, body) = server.login("alice", PASSWORD, "phone-1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let fresh = body["access_token"].as_str().expect("a token").to_owned();
+    assert_eq!(server.me_with(&fresh).await.0, StatusCode::OK);
+    let ended: String = server
+        .state
+        .db
+        .call(|conn| {
+            Ok(conn.query_row(
+                "SELECT group_concat(revoked_because) FROM sessions WHERE revoked_at IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+        .expect("the sessions");
+    assert_eq!(ended, "user_disabled");
 }
 
 #[tokio::test]

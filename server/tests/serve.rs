@@ -96,3 +96,48 @@ fn serve_signs_in_over_http_and_stops_on_sigterm() {
     let status = server.0.wait().expect("wait for the server");
     assert!(status.success(), "the server did not stop cleanly: {status}");
 }
+
+#[test]
+fn metrics_are_served_on_their_own_address_and_not_on_the_main_port() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let db = dir.path().join("tether.db");
+    let db = db.to_str().expect("a UTF-8 path");
+    let child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["serve", "--db", db, "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
+        .env("TETHER_LOG", "warn")
+        .env_remove("TETHER_METRICS_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start tether serve");
+    let mut server = Running(child);
+    let mut stdout = BufReader::new(server.0.stdout.take().expect("stdout is piped"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("the listening line");
+    let base =
+        line.trim().strip_prefix("tether: listening on ").unwrap_or_else(|| panic!("unexpected: {line:?}")).to_owned();
+    line.clear();
+    stdout.read_line(&mut line).expect("the metrics line");
+    let metrics =
+        line.trim().strip_prefix("tether: metrics on ").unwrap_or_else(|| panic!("unexpected: {line:?}")).to_owned();
+    assert!(metrics.starts_with("http://127.0.0.1:") && metrics.ends_with("/metrics"), "{metrics}");
+
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    assert_eq!(agent.get(format!("{base}/healthz")).call().expect("healthz").status(), 200);
+    let mut answer = agent.get(&metrics).call().expect("metrics");
+    assert_eq!(answer.status(), 200);
+    let text = answer.body_mut().read_to_string().expect("text");
+    assert!(text.contains("tether_http_requests_total"), "{text}");
+    assert!(text.contains(r#"route="/healthz""#), "the main port's requests are counted: {text}");
+    let mut answer = agent.get(format!("{base}/metrics")).call().expect("metrics on the main port");
+    assert_eq!(answer.status(), 404);
+    assert_eq!(answer.body_mut().read_json::<Value>().expect("JSON")["error"]["code"], "not_found");
+    // The metrics listener serves nothing else of the API.
+    let elsewhere = metrics.replace("/metrics", "/v1/episodes");
+    assert_eq!(agent.get(elsewhere).call().expect("an answer").status(), 404);
+}

@@ -54,6 +54,7 @@ pub fn server_child() {
         db: PathBuf::from(db),
         addr,
         jwt_secret: None,
+        jwt_previous_secrets: None,
         log: "warn".into(),
         reevaluate_secs: 60,
         // The group commit's batch, from the environment for the benchmarks' comparison.
@@ -65,6 +66,14 @@ pub fn server_child() {
         oidc_config: std::env::var_os(OIDC_VAR).map(PathBuf::from),
         fhir_base: None,
         fhir_patient_system: None,
+        max_connections: None,
+        header_timeout_secs: 10,
+        idle_timeout_secs: 60,
+        slow_body_secs: 10,
+        body_bytes_in_flight: 64 * 1024 * 1024,
+        trusted_proxies: Vec::new(),
+        metrics_addr: None,
+        metrics_token: None,
     };
     let _ = server::serve::init_logging(&std::env::var("TETHER_LOG").unwrap_or_else(|_| "warn".into()));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");

@@ -156,8 +156,10 @@ fn run(cli: Cli) -> Result<String, String> {
             let at = time(at.as_deref(), "--at")?;
             let fields = match fields {
                 None => Map::new(),
-                Some(text) => match serde_json::from_str(&text) {
+                // A key given twice is refused, not left to serde_json's "the last wins".
+                Some(text) => match episode::json::parse_value(text.as_bytes()) {
                     Ok(Value::Object(map)) => map,
+                    Err(message) if message.contains("twice") => return Err(format!("--json: {message}")),
                     _ => return Err("--json: give the event's fields as a JSON object".into()),
                 },
             };

@@ -61,9 +61,10 @@ pub struct Action {
     pub owner: Role,
     pub priority: Priority,
     pub state: State,
-    #[serde(with = "crate::json::time")]
+    // Computed: a deadline from a record late in 2100 falls in 2101, and must read back.
+    #[serde(with = "crate::json::time::stored")]
     pub active_from: Timestamp,
-    #[serde(with = "crate::json::time")]
+    #[serde(with = "crate::json::time::stored")]
     pub due: Timestamp,
     /// The record that did it.
     pub resolved_by: Option<EventId>,

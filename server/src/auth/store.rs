@@ -1,4 +1,4 @@
-//! Sessions, refresh tokens and the sign-in throttle in the database.
+//! Sessions, refresh tokens and the failed sign-in throttle in the database.
 //!
 //! A session is one sign-in on one device: the family of every refresh token that
 //! descends from it. Each refresh rotates the token; presenting a token that was already
@@ -10,11 +10,18 @@ use super::token::{REFRESH_TTL_SECS, new_refresh_token, refresh_token_hash};
 use crate::accounts::DeviceId;
 use crate::error::AppError;
 
-/// Failed sign-ins allowed before the first lockout.
+/// Failed sign-ins for one username from one client allowed before the first lockout.
 pub const FREE_FAILURES: i64 = 5;
 /// The first lockout; each further failure doubles it, up to `MAX_LOCK_SECS`.
 pub const BASE_LOCK_SECS: i64 = 30;
 pub const MAX_LOCK_SECS: i64 = 15 * 60;
+/// Failed sign-ins one client address may make, whatever the usernames, in a window of
+/// `CLIENT_WINDOW_SECS`: enough for a team sharing an address to mistype, too few to try
+/// a password across a trust's usernames.
+pub const CLIENT_FREE_FAILURES: i64 = 20;
+pub const CLIENT_WINDOW_SECS: i64 = 15 * 60;
+/// Throttle rows untouched for this long are forgotten.
+const PRUNE_AFTER_SECS: i64 = 24 * 60 * 60;
 
 /// Starts a session for a user on a device; returns its id and first refresh token.
 pub fn start_session(
@@ -141,39 +148,102 @@ pub fn revoke_device(tx: &Transaction<'_>, device: &str, by: &str, now: i64) -> 
     Ok(())
 }
 
-/// The seconds a username must still wait before trying again, if it is locked out.
-pub fn locked_for(conn: &Connection, username: &str, now: i64) -> rusqlite::Result<Option<i64>> {
-    let until: Option<i64> = conn
-        .prepare_cached("SELECT locked_until FROM login_failures WHERE username = ?1")?
-        .query_row([username], |r| r.get(0))
-        .optional()?;
-    Ok(until.filter(|&until| until > now).map(|until| until - now))
+/// Which throttle holds a sign-in back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Throttled {
+    /// This username, from this client address.
+    Username { retry_after_secs: i64 },
+    /// This client address, whatever the username.
+    Client { retry_after_secs: i64 },
 }
 
-/// Counts a failed sign-in; from the `FREE_FAILURES`th on, each locks the username out
-/// for twice as long as the one before.
-pub fn record_failure(tx: &Transaction<'_>, username: &str, now: i64) -> rusqlite::Result<()> {
-    let failures: i64 = tx
-        .prepare_cached("SELECT failures FROM login_failures WHERE username = ?1")?
-        .query_row([username], |r| r.get(0))
-        .optional()?
-        .unwrap_or(0)
-        + 1;
-    let locked_until = if failures >= FREE_FAILURES {
-        let doublings = u32::try_from(failures - FREE_FAILURES).unwrap_or(u32::MAX).min(16);
-        now + (BASE_LOCK_SECS << doublings).min(MAX_LOCK_SECS)
-    } else {
-        0
-    };
+impl Throttled {
+    /// Seconds to wait, at least one (for `Retry-After`).
+    pub fn retry_after_secs(self) -> i64 {
+        match self {
+            Self::Username { retry_after_secs } | Self::Client { retry_after_secs } => retry_after_secs.max(1),
+        }
+    }
+}
+
+/// Whether a sign-in for `username` from `client` must wait, and how long: the client's
+/// own throttle first, then the username's from that client.
+pub fn throttled(conn: &Connection, username: &str, client: &str, now: i64) -> rusqlite::Result<Option<Throttled>> {
+    let window: Option<(i64, i64)> = conn
+        .prepare_cached("SELECT window_start, failures FROM client_failures WHERE client = ?1")?
+        .query_row([client], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    if let Some((start, failures)) = window
+        && failures >= CLIENT_FREE_FAILURES
+        && start + CLIENT_WINDOW_SECS > now
+    {
+        return Ok(Some(Throttled::Client { retry_after_secs: start + CLIENT_WINDOW_SECS - now }));
+    }
+    let until: Option<i64> = conn
+        .prepare_cached("SELECT locked_until FROM login_failures WHERE username = ?1 AND client = ?2")?
+        .query_row([username, client], |r| r.get(0))
+        .optional()?;
+    Ok(until.filter(|&until| until > now).map(|until| Throttled::Username { retry_after_secs: until - now }))
+}
+
+/// Counts a failed sign-in against `client`, and against `username` from `client` when
+/// the name is one a user could have (`None`: a name no user can have, which would only
+/// fill the table). From the `FREE_FAILURES`th on, each locks the username out from that
+/// client for twice as long as the one before; a client's `CLIENT_FREE_FAILURES`th in a
+/// window locks the client out until the window ends.
+pub fn record_failure(tx: &Transaction<'_>, username: Option<&str>, client: &str, now: i64) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "INSERT INTO login_failures (username, failures, locked_until) VALUES (?1, ?2, ?3)
-         ON CONFLICT (username) DO UPDATE SET failures = ?2, locked_until = ?3",
+        "INSERT INTO client_failures (client, window_start, failures) VALUES (?1, ?2, 1)
+         ON CONFLICT (client) DO UPDATE SET
+             failures = CASE WHEN window_start + ?3 <= ?2 THEN 1 ELSE failures + 1 END,
+             window_start = CASE WHEN window_start + ?3 <= ?2 THEN ?2 ELSE window_start END",
     )?
-    .execute(params![username, failures, locked_until])?;
+    .execute(params![client, now, CLIENT_WINDOW_SECS])?;
+    if let Some(username) = username {
+        let failures: i64 = tx
+            .prepare_cached("SELECT failures FROM login_failures WHERE username = ?1 AND client = ?2")?
+            .query_row([username, client], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0)
+            + 1;
+        let locked_until = if failures >= FREE_FAILURES {
+            let doublings = u32::try_from(failures - FREE_FAILURES).unwrap_or(u32::MAX).min(16);
+            now + (BASE_LOCK_SECS << doublings).min(MAX_LOCK_SECS)
+        } else {
+            0
+        };
+        tx.prepare_cached(
+            "INSERT INTO login_failures (username, client, failures, locked_until, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (username, client) DO UPDATE SET failures = ?3, locked_until = ?4, updated_at = ?5",
+        )?
+        .execute(params![username, client, failures, locked_until, now])?;
+    }
+    // Forget what is a day old, a few rows at a time, so that the tables stay small
+    // however many addresses fail.
+    let old = now - PRUNE_AFTER_SECS;
+    tx.prepare_cached(
+        "DELETE FROM login_failures WHERE (username, client) IN
+             (SELECT username, client FROM login_failures WHERE updated_at < ?1 LIMIT 64)",
+    )?
+    .execute([old])?;
+    tx.prepare_cached(
+        "DELETE FROM client_failures WHERE client IN
+             (SELECT client FROM client_failures WHERE window_start < ?1 LIMIT 64)",
+    )?
+    .execute([old])?;
     Ok(())
 }
 
-pub fn clear_failures(tx: &Transaction<'_>, username: &str) -> rusqlite::Result<()> {
+/// A successful sign-in clears its username's failures from that client (not the
+/// client's own count: one account's password must not reset the spraying check).
+pub fn clear_failures(tx: &Transaction<'_>, username: &str, client: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM login_failures WHERE username = ?1 AND client = ?2")?.execute([username, client])?;
+    Ok(())
+}
+
+/// An administrator's new password clears the username's failed sign-ins from every
+/// client (the clients' own counts stay: they watch for spraying, not for this user).
+pub fn clear_username_failures(tx: &Transaction<'_>, username: &str) -> rusqlite::Result<()> {
     tx.prepare_cached("DELETE FROM login_failures WHERE username = ?1")?.execute([username])?;
     Ok(())
 }
@@ -237,4 +307,17 @@ pub fn take_pending_sign_in(tx: &Transaction<'_>, state_hash: &str) -> rusqlite:
         })
     })
     .optional()
+}
+
+/// Ends every session of a user, for good: the refresh families stop, the access tokens
+/// stop at their next request (each checks its session), and dashboard sign-ins end.
+/// Enabling the user again revives none of them.
+pub fn end_all_sessions(tx: &Transaction<'_>, user_id: &str, because: &str, now: i64) -> rusqlite::Result<usize> {
+    let ended = tx
+        .prepare_cached(
+            "UPDATE sessions SET revoked_at = ?1, revoked_because = ?2 WHERE user_id = ?3 AND revoked_at IS NULL",
+        )?
+        .execute(params![now, because, user_id])?;
+    tx.prepare_cached("DELETE FROM dashboard_sessions WHERE user_id = ?1")?.execute([user_id])?;
+    Ok(ended)
 }

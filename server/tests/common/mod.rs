@@ -116,15 +116,15 @@ impl Server {
         text(&body["access_token"])
     }
 
-    /// The keys this server signs access tokens with (its stored secret).
+    /// The keys this server signs access tokens with (from its key file).
     pub async fn keys(&self) -> Keys {
-        let secret = self
-            .state
-            .db
-            .call(|conn| Ok(db::meta(conn, "jwt_secret")?.expect("a stored secret")))
-            .await
-            .expect("the secret");
-        Keys::from_secret(&server::auth::token::from_hex(&secret).expect("hex"))
+        Keys::from_secret(&self.secret())
+    }
+
+    /// The signing secret, read from the key file beside the database.
+    pub fn secret(&self) -> Vec<u8> {
+        let file = server::auth::keys::key_file_for(&self.dir.path().join("tether.db"));
+        server::auth::keys::read(&file).expect("the key file").swap_remove(0)
     }
 
     pub async fn refresh(&self, refresh_token: &str, device: &str) -> (StatusCode, Value) {
