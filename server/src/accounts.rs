@@ -62,10 +62,26 @@ fn check_name(what: &str, text: &str, max: usize) -> Result<(), String> {
 /// in timelines, the dashboard and the audit log, so none may carry control or direction
 /// (bidi) characters that reorder what is shown around it, nor letters that only look
 /// like another user's (a Cyrillic `а` for a Latin `a`).
+///
+/// A person from an identity provider is `provider:name`, with `~N` after the name when
+/// it was taken (`oidc::username_base`); a local username never holds `:` (`add_user`),
+/// so the two never collide.
 fn check_username(what: &str, text: &str, max: usize) -> Result<(), String> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@');
-    let starts_well = text.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
-    if text.is_empty() || text.len() > max || !starts_well || !text.chars().all(allowed) {
+    let local_part =
+        |part: &str| part.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) && part.chars().all(allowed);
+    let from_provider = |text: &str| {
+        let Some((provider, rest)) = text.split_once(':') else { return false };
+        let provider_ok =
+            !provider.is_empty() && provider.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        let (name, suffix) = rest.split_once('~').unwrap_or((rest, "1"));
+        provider_ok
+            && !name.is_empty()
+            && name.chars().all(allowed)
+            && !suffix.is_empty()
+            && suffix.bytes().all(|b| b.is_ascii_digit())
+    };
+    if text.is_empty() || text.len() > max || !(local_part(text) || from_provider(text)) {
         return Err(format!(
             "must be 1 to {max} characters of letters A-Z or a-z, digits and . _ - @, starting with a letter \
              or a digit: no spaces, accents, control or direction characters ({what})"
@@ -433,4 +449,33 @@ pub fn update_identity_user(
 pub fn clear_teams(tx: &Transaction<'_>, user_id: &str) -> rusqlite::Result<()> {
     tx.execute("DELETE FROM user_teams WHERE user_id = ?1", [user_id])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Username;
+
+    #[test]
+    fn a_username_is_local_or_a_providers_and_nothing_else() {
+        for good in ["asha", "jo.bloggs@nhs.net", "a-1_b", "cis2:jo.bloggs@nhs.net", "entra:jo~2", "cis2:555-21"] {
+            assert!(Username::try_from(good.to_owned()).is_ok(), "{good} should be a username");
+        }
+        for bad in [
+            "",
+            ".asha",
+            "as ha",
+            "asha\u{202e}",
+            "аsha",
+            "cis2:",
+            ":jo",
+            "Cis2:jo",
+            "cis2:jo:x",
+            "cis2:jo~",
+            "cis2:jo~x",
+            "jo~2",
+            "cis2:jo bloggs",
+        ] {
+            assert!(Username::try_from(bad.to_owned()).is_err(), "{bad:?} should be refused");
+        }
+    }
 }
