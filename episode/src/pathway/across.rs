@@ -4,11 +4,11 @@
 //! notifications, an MDT): the pathway modules call them at that moment. The rest
 //! [`apply`] raises for every episode.
 
-use super::engine::{Ctx, Out, Raise};
+use super::engine::{Ctx, Out, Raise, Trigger};
 use super::records::*;
 use super::table::{Done, Due, Owner, Rule, local};
-use super::{Code, Priority, Role, WarningCode};
-use crate::model::{Event, EventBody, FactField, FactValue, MdtOutcome, Safeguarding};
+use super::{Code, Priority, Role, Warning, WarningCode};
+use crate::model::{Event, EventBody, FactField, FactValue, LegalStatus, MdtOutcome, Safeguarding};
 
 /// This section's rows, in the policy's order.
 pub(super) static RULES: &[&Rule] = &[
@@ -18,6 +18,7 @@ pub(super) static RULES: &[&Rule] = &[
     &SEND_DISCHARGE_LETTER,
     &CONSIDER_RECALL,
     &DISCUSS_SAFEGUARDING,
+    &DISCUSS_SAFEGUARDING_CHILD,
     &PLAN_FOR_DISENGAGEMENT,
     &FILE_TO_EPR,
 ];
@@ -37,7 +38,7 @@ pub(crate) fn offer_appointment(
 static CONSIDER_RECALL: Rule = Rule {
     code: Code::ConsiderRecall,
     when: "`legal_status` `cto` or `conditional_discharge`, at the same moments as `consider_mha_assessment` \
-           (and at T in home treatment)",
+           (and at T in home treatment), or from the `fact_changed` that set it if later",
     due: Due::Local(local!(consider_recall)),
     done_by: "decision `recall`",
     owner: Owner::Role(Role::ResponsibleClinician),
@@ -49,12 +50,16 @@ static CONSIDER_RECALL: Rule = Rule {
 
 /// 5.4: with a community treatment order or a conditional discharge, consider recall
 /// at the same moments as a Mental Health Act assessment (and at T in home treatment),
-/// the same day (†). Owned by the responsible clinician. Survives contact.
+/// the same day (†), or from when the status was recorded if later. Owned by the
+/// responsible clinician. Survives contact.
 pub(crate) fn consider_recall(cx: &Ctx<'_>, out: &mut Out, raise: Raise<'_>) {
     if !cx.facts.recallable() {
         return;
     }
-    out.raise(cx, &CONSIDER_RECALL, raise);
+    let since = cx.since(FactField::LegalStatus, |v| {
+        matches!(v, FactValue::LegalStatus(LegalStatus::Cto | LegalStatus::ConditionalDischarge))
+    });
+    out.raise(cx, &CONSIDER_RECALL, raise.learnt(since));
 }
 
 /// 5.6: arrange an MDT meeting within 5 working days (†), or 1 (†) when the risk is
@@ -170,7 +175,7 @@ fn after_mdt(cx: &Ctx<'_>, out: &mut Out) {
 
 static DISCUSS_SAFEGUARDING: Rule = Rule {
     code: Code::DiscussSafeguarding,
-    when: "`safeguarding` not `none`: at opening, or from the `fact_changed` that set its value",
+    when: "`safeguarding` not `none`: at opening, or from the `fact_changed` that set it",
     due: Due::Either {
         usual: local!(discuss_safeguarding_adult),
         instead: local!(discuss_safeguarding_child),
@@ -184,14 +189,43 @@ static DISCUSS_SAFEGUARDING: Rule = Rule {
     done: Done::All(&[told_safeguarding_nurse, told_team_manager]),
 };
 
+static DISCUSS_SAFEGUARDING_CHILD: Rule = Rule {
+    code: Code::DiscussSafeguarding,
+    when: "`safeguarding` came to include a child after an adult concern was set: from the `fact_changed` that \
+           added the child",
+    due: Due::Local(local!(discuss_safeguarding_child)),
+    done_by: "`communication`s to `safeguarding_nurse` and to `team_manager`",
+    owner: Owner::Role(Role::CareCoordinator),
+    priority: Priority::High,
+    cites: "5.5",
+    survives_contact: true,
+    done: Done::All(&[told_safeguarding_nurse, told_team_manager]),
+};
+
 /// 5.5: a safeguarding concern: discuss it with the safeguarding nurse and the team
-/// manager the same day (†) if it includes a child, else within 1 working day (†), from
-/// when the concern was recorded. Survives contact.
+/// manager the same day (†) if it includes a child, else within 1 working day (†),
+/// from the opening or the record that set it. Survives contact.
+///
+/// Reading: a concern for a child added to an adult one already recorded is discussed
+/// again, the same day, from the record that added it; the adult concern's discussion
+/// stays owed as it was (neither is lost by the other).
 fn discuss_safeguarding(cx: &Ctx<'_>, out: &mut Out) {
-    let concern = cx.facts.safeguarding;
-    let since = cx.since(FactField::Safeguarding, |v| *v == FactValue::Safeguarding(concern));
-    let raise = Raise::new(None, since, since.at).instead(concern.includes_child());
-    out.raise(cx, &DISCUSS_SAFEGUARDING, raise);
+    let concern =
+        cx.since(FactField::Safeguarding, |v| matches!(v, FactValue::Safeguarding(s) if *s != Safeguarding::None));
+    let child =
+        cx.facts.safeguarding.includes_child().then(|| {
+            cx.since(FactField::Safeguarding, |v| matches!(v, FactValue::Safeguarding(s) if s.includes_child()))
+        });
+    match child {
+        Some(child) if child.id != concern.id && child.at >= concern.at => {
+            out.raise(cx, &DISCUSS_SAFEGUARDING, Raise::new(None, concern, concern.at));
+            out.raise(cx, &DISCUSS_SAFEGUARDING_CHILD, Raise::new(None, child, child.at));
+        }
+        _ => {
+            let raise = Raise::new(None, concern, concern.at).instead(child.is_some());
+            out.raise(cx, &DISCUSS_SAFEGUARDING, raise);
+        }
+    }
 }
 
 static PLAN_FOR_DISENGAGEMENT: Rule = Rule {
@@ -239,6 +273,39 @@ fn file_to_epr(cx: &Ctx<'_>, out: &mut Out) {
             _ => {}
         }
         out.raise_inline(cx, &FILE_TO_EPR, Raise::new(None, record.into(), record.at));
+    }
+}
+
+/// "A discharge": a `discharged` after which an action raised at or before it, other
+/// than `file_to_epr`, is still owed (`owed`: upcoming, open or overdue at `now`) warns
+/// `discharge_with_open_actions`, naming their codes. A discharge cancels only
+/// `offer_appointment`: the rest stays owed, and this says so where the discharge is.
+///
+/// Reading: `upcoming` counts as owed as well as `open` and `overdue`: an action that
+/// will fall due after the discharge is as much forgotten by it.
+pub(crate) fn discharge_with_open_actions(cx: &Ctx<'_>, owed: &[(Trigger, Code)], warnings: &mut Vec<Warning>) {
+    for discharge in cx.events.iter().copied().filter(|e| discharged(e)) {
+        let mut codes: Vec<&str> = owed
+            .iter()
+            .filter(|(trigger, code)| {
+                *code != Code::FileToEpr && (trigger.at, trigger.id) <= (discharge.at, discharge.id)
+            })
+            .map(|(_, code)| code.as_str())
+            .collect();
+        if codes.is_empty() {
+            continue;
+        }
+        codes.sort_unstable();
+        codes.dedup();
+        warnings.push(Warning {
+            code: WarningCode::DischargeWithOpenActions,
+            message: format!(
+                "the patient was discharged with actions still owed, which the discharge does not end: {}",
+                codes.join(", ")
+            ),
+            field: None,
+            record: Some(discharge.id.to_string()),
+        });
     }
 }
 
@@ -291,13 +358,16 @@ fn warnings(cx: &Ctx<'_>, out: &mut Out) {
                         Some(e.id.to_string()),
                     );
                 }
+                // Only a quorate MDT decides (5.6): one without a senior clinician and the
+                // team manager is no decision to discharge.
                 let mdt_decided = cx.events.iter().any(|m| {
-                    (m.at, m.id) <= (e.at, e.id) && mdt_meeting(m).is_some_and(|m| m.outcome == MdtOutcome::Discharge)
+                    (m.at, m.id) <= (e.at, e.id)
+                        && mdt_meeting(m).is_some_and(|m| m.outcome == MdtOutcome::Discharge && m.is_quorate())
                 });
                 if !mdt_decided && !out.was_resolved_by(Code::DischargePerCpa, e.id) {
                     out.warn(
                         WarningCode::DischargeWithoutMdt,
-                        "the patient was discharged without an MDT decision to discharge (5.6), and not as a discharge under CPA".into(),
+                        "the patient was discharged without a decision to discharge by a quorate MDT (5.6), and not as a discharge under CPA".into(),
                         None,
                         Some(e.id.to_string()),
                     );

@@ -7,7 +7,7 @@
 //! up to and including this one, whatever attendances or calls came between. Every row
 //! is a local default †: the guidance gives a practice example, not thresholds.
 //!
-//! Every row here is raised per miss and survives contact: an
+//! Every row here is raised per miss and survives contact (and a discharge): an
 //! attendance after a miss does not answer "what impact did the missed appointment have
 //! on the child?", nor undo the letter or the referral that miss calls for.
 
@@ -15,7 +15,7 @@ use super::engine::{Ctx, Out, Raise};
 use super::records::*;
 use super::table::{Done, Due, Owner, Rule, local};
 use super::{Code, Priority, Role};
-use crate::model::Event;
+use crate::model::{Event, FactField};
 
 /// This section's rows, in the guidance's order.
 pub(super) static RULES: &[&Rule] = &[
@@ -77,7 +77,8 @@ fn send_was_not_brought_letter(cx: &Ctx<'_>, out: &mut Out, miss: &Event) {
 
 static INFORM_CHILDRENS_SERVICES: Rule = Rule {
     code: Code::InformChildrensServices,
-    when: "each miss at which N >= `wnb_inform_at_misses`, or `childrens_services_involved`",
+    when: "each miss at which N >= `wnb_inform_at_misses`, or `childrens_services_involved` (from the \
+           `fact_changed` that set it if after the miss)",
     due: Due::Local(local!(wnb_inform_childrens_services)),
     done_by: "`communication` to `childrens_services` after that miss",
     owner: Owner::Role(Role::CareCoordinator),
@@ -88,10 +89,15 @@ static INFORM_CHILDRENS_SERVICES: Rule = Rule {
 };
 
 /// Each miss at which N reaches the threshold (2 †), or when Children's Services
-/// already know the child: inform them.
+/// already know the child: inform them. Known to them only since after the miss: from
+/// when that was recorded.
 fn inform_childrens_services(cx: &Ctx<'_>, out: &mut Out, miss: &Event, n: usize) {
-    if n >= cx.defaults.wnb_inform_at_misses as usize || cx.facts.childrens_services_involved {
-        out.raise(cx, &INFORM_CHILDRENS_SERVICES, Raise::new(None, miss.into(), miss.at));
+    let raise = Raise::new(None, miss.into(), miss.at);
+    if n >= cx.defaults.wnb_inform_at_misses as usize {
+        out.raise(cx, &INFORM_CHILDRENS_SERVICES, raise);
+    } else if cx.facts.childrens_services_involved {
+        let since = cx.flag_since(FactField::ChildrensServicesInvolved);
+        out.raise(cx, &INFORM_CHILDRENS_SERVICES, raise.learnt(since));
     }
 }
 

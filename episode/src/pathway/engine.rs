@@ -119,6 +119,8 @@ pub(crate) struct Ctx<'a> {
     filed: Filings<'a>,
     /// Deadlines already worked out in this evaluation.
     deadlines: DeadlineMemo,
+    /// Whether any record that counts is a `discharged` (most episodes have none).
+    has_discharge: bool,
 }
 
 /// What raised an action: a record, or the episode's opening.
@@ -141,10 +143,13 @@ impl<'a> Ctx<'a> {
         // record once, rather than once per question).
         let mut in_error: Vec<EventId> = Vec::new();
         let mut in_order = true;
+        let mut any_discharge = false;
         let mut previous: Option<&Event> = None;
         for event in &episode.events {
-            if let EventBody::EnteredInError(eie) = &event.body {
-                in_error.push(eie.record);
+            match &event.body {
+                EventBody::EnteredInError(eie) => in_error.push(eie.record),
+                EventBody::Discharged(_) => any_discharge = true,
+                _ => {}
             }
             in_order &= previous.is_none_or(|p| (p.at, p.id) <= (event.at, event.id));
             previous = Some(event);
@@ -159,7 +164,20 @@ impl<'a> Ctx<'a> {
         let filed = Filings::new(&events);
         let times = events.iter().map(|e| e.at).collect();
         let deadlines = DeadlineMemo::default();
-        Self { episode, facts: Current::new(&episode.facts), events, times, calendar, defaults, now, filed, deadlines }
+        // (A discharge entered in error no longer counts.)
+        let has_discharge = any_discharge && events.iter().any(|e| records::discharged(e));
+        Self {
+            episode,
+            facts: Current::new(&episode.facts),
+            events,
+            times,
+            calendar,
+            defaults,
+            now,
+            filed,
+            deadlines,
+            has_discharge,
+        }
     }
 
     /// The episode's cycles for these rules ("Cycles"): the records between one contact
@@ -170,17 +188,32 @@ impl<'a> Ctx<'a> {
         let mut cycles = Vec::with_capacity(4);
         let mut start = 0;
         for (i, event) in self.events.iter().enumerate() {
-            if records::is_contact(event, child) || matches!(event.body, EventBody::Discharged(_)) {
+            let contact = records::is_contact(event, child);
+            if contact || matches!(event.body, EventBody::Discharged(_)) {
+                // A discharge closes the cycle but is not contact: what the cycle still
+                // owes is cancelled only by the first contact after it ("A discharge").
+                let canceller = if contact {
+                    Some(*event)
+                } else {
+                    self.events[i + 1..].iter().copied().find(|e| records::is_contact(e, child))
+                };
                 cycles.push(Cycle {
                     key: (rules, cycles.len()),
                     records: &self.events[start..i],
                     closer: Some(event),
+                    canceller,
                     child,
                 });
                 start = i + 1;
             }
         }
-        cycles.push(Cycle { key: (rules, cycles.len()), records: &self.events[start..], closer: None, child });
+        cycles.push(Cycle {
+            key: (rules, cycles.len()),
+            records: &self.events[start..],
+            closer: None,
+            canceller: None,
+            child,
+        });
         cycles
     }
 
@@ -341,6 +374,9 @@ pub(crate) struct Cycle<'a> {
     pub(crate) records: &'a [&'a Event],
     /// The contact or discharge that closes the cycle; `None` while it is open.
     pub(crate) closer: Option<&'a Event>,
+    /// The contact that cancels what the cycle still owes: the closer if it is a
+    /// contact, else the first contact after the discharge that closed it.
+    canceller: Option<&'a Event>,
     child: bool,
 }
 
@@ -418,7 +454,7 @@ struct Raised {
     survives_contact: bool,
     /// The first record that does it.
     done: Option<(Timestamp, EventId)>,
-    /// When its cycle closed (contact or discharge).
+    /// When the contact that cancels its cycle's actions came.
     closer: Option<Timestamp>,
     /// When a discharge ended it.
     ended: Option<Timestamp>,
@@ -457,10 +493,11 @@ impl Raised {
             // Nothing cancels it (most rows: no cycle closed, no discharge).
             return (self.done.is_some(), None, true);
         }
-        // The cycle closed before the moment the row waited for: the condition it
-        // waited for ("no contact by …") never held.
+        // Contact came before the moment the row waited for: the condition it waited
+        // for ("no contact by …") never held.
         let never_active = self.closer.filter(|c| *c < self.moment);
-        // Contact (or discharge) cancels what it finds not done, unless the row survives.
+        // Contact cancels what it finds not done, unless the row survives; a discharge
+        // ends only what it ends.
         // (The earliest of the three, written out: this runs for every action.)
         let by_contact = if self.survives_contact { never_active } else { self.closer };
         let cancelled_at = match (by_contact, self.ended) {
@@ -540,11 +577,10 @@ impl Out {
             Done::FilingOfTheRecord => cx.filing(trigger.id),
             ref done => cx.resolve(trigger, done),
         };
-        // A discharge also ends what only makes sense while the patient is in our care
-        // (another appointment, a full assessment, a step up), though contact does not.
-        let ended = matches!(rule.code, Code::OfferAppointment | Code::FullAssessment | Code::StepUp)
-            .then(|| cx.discharge_from(active_from, trigger))
-            .flatten();
+        // "A discharge closes the cycle and cancels `offer_appointment` only": another
+        // appointment makes no sense once the patient is discharged; everything else
+        // still owed stays owed (and is warned of).
+        let ended = (rule.code == Code::OfferAppointment).then(|| cx.discharge_from(active_from, trigger)).flatten();
         let due = cx.deadline(active_from, rule.due.deadline(cx.defaults, r.instead));
         let owner = match rule.owner {
             Owner::Role(role) => role,
@@ -569,7 +605,7 @@ impl Out {
             due,
             survives_contact: rule.survives_contact,
             done: done.map(|d| (d.at, d.id)),
-            closer: r.cycle.and_then(|c| c.closer).map(|c| c.at),
+            closer: r.cycle.and_then(|c| c.canceller).map(|c| c.at),
             ended: ended.map(|e| e.at),
             cycle: r.cycle.map(|c| c.key),
             order: self.raised.len(),
@@ -682,6 +718,15 @@ impl Out {
             })
             .collect();
         let mut warnings = self.warnings;
+        if cx.has_discharge {
+            // What is still owed at `now`, for "A discharge".
+            let owed: Vec<(Trigger, Code)> = raised
+                .iter()
+                .filter(|r| !r.merged && matches!(r.outcome(cx.now).0, State::Upcoming | State::Open | State::Overdue))
+                .map(|r| (r.trigger, r.code))
+                .collect();
+            super::across::discharge_with_open_actions(cx, &owed, &mut warnings);
+        }
         warnings.sort();
         warnings.dedup();
         Evaluation { actions, warnings }

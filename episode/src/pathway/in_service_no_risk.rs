@@ -8,7 +8,7 @@ use super::engine::{Ctx, Cycle, Out, Raise, Rules, Trigger};
 use super::records::*;
 use super::table::{Done, Due, Owner, Rule, local};
 use super::{Code, Priority, Role, across};
-use crate::model::{Deterioration, Event};
+use crate::model::{Deterioration, Event, FactField};
 
 /// This section's rows, in the policy's order.
 pub(super) static RULES: &[&Rule] = &[
@@ -140,7 +140,8 @@ fn mdt_after_warning_letter(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, letter: 
 
 static ARRANGE_MDT_FOR_A_KNOWN_DISENGAGER: Rule = Rule {
     code: Code::ArrangeMdt,
-    when: "`known_disengager`: in place of `send_discharge_warning_letter`, at the same moment",
+    when: "`known_disengager`: in place of `send_discharge_warning_letter`, at the same moment (or from the \
+           `fact_changed` that set `known_disengager` if later, after the cycle's contact too)",
     due: across::ARRANGE_MDT_DUE,
     done_by: across::ARRANGE_MDT_DONE_BY,
     owner: Owner::Role(Role::TeamManager),
@@ -156,7 +157,8 @@ static ARRANGE_MDT_FOR_A_KNOWN_DISENGAGER: Rule = Rule {
 /// Act assessment and recall are considered (5.4). The GP is kept informed through the
 /// MDT's plan (`share_mdt_plan`).
 fn mdt_for_a_known_disengager(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, family: &Event) {
-    let at = || Raise::new(Some(c), family.into(), family.at);
+    let since = cx.flag_since(FactField::KnownDisengager);
+    let at = || Raise::new(Some(c), family.into(), family.at).learnt(since);
     across::arrange_mdt(cx, out, &ARRANGE_MDT_FOR_A_KNOWN_DISENGAGER, at());
     out.raise(cx, &CONSIDER_MHA_ASSESSMENT, at());
     across::consider_recall(cx, out, at());
@@ -200,7 +202,8 @@ static DISCHARGE_PER_CPA: Rule = Rule {
 
 /// The contact found deterioration: step up within 1 working day (†). The patient is
 /// well and wishes to be discharged: discharge under CPA within 10 working days (†).
-/// Both survive contact (they are raised by one).
+/// Both survive contact (they are raised by one), and a discharge does not end a step
+/// up still owed: a deteriorating patient discharged without it is the hazard.
 fn after_contact(cx: &Ctx<'_>, out: &mut Out, contact: &Event) {
     let Some((deterioration, wishes_discharge)) = contact_findings(contact) else { return };
     match deterioration {

@@ -9,7 +9,7 @@ use super::engine::{Ctx, Cycle, Out, Raise, Rules};
 use super::records::*;
 use super::table::{Done, Due, Owner, Rule, local};
 use super::{Code, Deadline, Priority, Role, WarningCode, across};
-use crate::model::Event;
+use crate::model::{Event, FactField};
 
 /// This section's rows, in the policy's order.
 pub(super) static RULES: &[&Rule] = &[
@@ -199,8 +199,9 @@ static CONSIDER_MHA_ASSESSMENT: Rule = Rule {
     done: Done::Any(decided_mha_assessment),
 };
 
-/// With children, the rows raised with the escalation.
-const CHILDREN_WITH_ESCALATION: &str = "`children`, with the escalation";
+/// With children, the rows raised with the escalation (or when `children` was set).
+const CHILDREN_WITH_ESCALATION: &str =
+    "`children`, with the escalation (or from the `fact_changed` that set `children` if later)";
 
 static NOTIFY_REFERRER: Rule = Rule {
     code: Code::NotifyReferrer,
@@ -271,8 +272,9 @@ fn escalation(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, t: &Event) {
     across::consider_recall(cx, out, Raise::new(Some(c), t.into(), moment));
 
     if cx.facts.children {
+        let since = cx.flag_since(FactField::Children);
         for rule in [&NOTIFY_REFERRER, &CONFIRM_TO_REFERRER_IN_WRITING, &INFORM_CHILDRENS_SERVICES] {
-            out.raise(cx, rule, Raise::new(Some(c), t.into(), moment));
+            out.raise(cx, rule, Raise::new(Some(c), t.into(), moment).learnt(since));
         }
     }
 
@@ -283,7 +285,7 @@ fn escalation(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, t: &Event) {
 
 static ASSESS_PARENTING_IMPACT: Rule = Rule {
     code: Code::AssessParentingImpact,
-    when: "`children`, at T",
+    when: "`children`, at T (or from the `fact_changed` that set `children` if later, after the cycle's contact too)",
     due: Due::Local(local!(risk_assess_parenting_impact)),
     done_by: "a `communication` to one of `team_manager`, `line_manager`, `safeguarding_supervisor`, \
               `safeguarding_children_team`, and a decision `parenting_impact`",
@@ -296,9 +298,11 @@ static ASSESS_PARENTING_IMPACT: Rule = Rule {
 
 /// With children, at T: assess the impact on parenting with a manager, supervisor or
 /// the safeguarding children team, and record a decision `parenting_impact`, within 1
-/// working day (†). Survives contact.
+/// working day (†). Survives contact, and `children` learnt after the cycle's contact
+/// still raises it.
 fn assess_parenting_impact(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, t: &Event) {
-    out.raise(cx, &ASSESS_PARENTING_IMPACT, Raise::new(Some(c), t.into(), t.at));
+    let since = cx.flag_since(FactField::Children);
+    out.raise(cx, &ASSESS_PARENTING_IMPACT, Raise::new(Some(c), t.into(), t.at).learnt(since));
 }
 
 static FULL_ASSESSMENT: Rule = Rule {
@@ -314,7 +318,7 @@ static FULL_ASSESSMENT: Rule = Rule {
 };
 
 /// The first contact after T: complete a full assessment of needs and risk within 7
-/// days. Survives contact (it is raised by one).
+/// days. Survives contact (it is raised by one), and a discharge does not end it.
 fn full_assessment(cx: &Ctx<'_>, out: &mut Out, contact: &Event) {
     out.raise(cx, &FULL_ASSESSMENT, Raise::new(None, contact.into(), contact.at));
 }

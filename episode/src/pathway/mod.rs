@@ -87,7 +87,8 @@ pub enum State {
     /// `now > due`, not done.
     Overdue,
     Done,
-    /// Made unnecessary by contact with the patient (or by discharge).
+    /// Made unnecessary by contact with the patient (`offer_appointment`: or by a
+    /// discharge).
     Cancelled,
 }
 
@@ -223,8 +224,12 @@ pub struct Warning {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WarningCode {
-    /// A `discharged` with no MDT discharge decision (and not a discharge under CPA).
+    /// A `discharged` with no discharge decision by a quorate MDT (and not a discharge
+    /// under CPA).
     DischargeWithoutMdt,
+    /// A `discharged` after which actions raised before it are still owed; the message
+    /// names their codes.
+    DischargeWithOpenActions,
     /// A `discharged` with `crisis_plan_sent: false`.
     DischargeWithoutCrisisPlan,
     /// An `mdt_meeting` without a senior clinician and the team manager.
@@ -243,6 +248,7 @@ impl WarningCode {
     /// Every warning.
     pub const ALL: &'static [WarningCode] = &[
         Self::DischargeWithoutMdt,
+        Self::DischargeWithOpenActions,
         Self::DischargeWithoutCrisisPlan,
         Self::MdtQuorum,
         Self::TransferBeforeReengagement,

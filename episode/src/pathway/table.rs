@@ -164,8 +164,13 @@ pub(crate) fn is_listed(rule: &Rule) -> bool {
 const WARNINGS: &[(&str, &str)] = &[
     (
         "discharge_without_mdt",
-        "a `discharged` with no MDT discharge decision (`outcome: discharge`) at or before it, unless it does \
-         `discharge_per_cpa` (5.6)",
+        "a `discharged` with no discharge decision (`outcome: discharge`) by a quorate MDT (attendees include \
+         `senior_clinician` and `team_manager`) at or before it, unless it does `discharge_per_cpa` (5.6)",
+    ),
+    (
+        "discharge_with_open_actions",
+        "a `discharged` after which an action raised at or before it (but `file_to_epr`) is still owed \
+         (`upcoming`, `open` or `overdue`); the message names their codes",
     ),
     ("discharge_without_crisis_plan", "a `discharged` with `crisis_plan_sent: false` (5.6)"),
     ("mdt_quorum", "an `mdt_meeting` without `senior_clinician` or `team_manager`: it does not count as the MDT (5.6)"),
@@ -196,7 +201,14 @@ record that raised it.
 - **Contact cancels** the cycle's `upcoming`, `open` and `overdue` actions (an overdue one keeps \
 `was_overdue`), except the rows marked as surviving contact below. A row that starts only if there \
 is \"no contact by\" a time is cancelled by contact before that time, even if it survives contact. \
-A discharge cancels as contact does, and also ends `offer_appointment`, `full_assessment` and `step_up`.
+A cycle closed by a discharge is cancelled by the first contact after the discharge.
+- **A risk learnt after contact**: a fact that turns a row on (`immediate_risk`, \
+`referrer_child_concern`, `children`, `safeguarding`, `legal_status`, `known_disengager`, and \
+`childrens_services_involved` for WNB) and is set after the moment the row would start raises it from \
+the `fact_changed` that set it, with the row's own deadline counted from then: after the cycle's \
+contact too, for the rows that survive contact.
+- **A discharge** closes the cycle and cancels `offer_appointment` only: every other action still owed \
+stays owed, and the warning `discharge_with_open_actions` names them.
 - **Upcoming**: an action is `upcoming` only while its start is a fixed time known from the records \
 (T + 24 h, a letter + 7 days, a warning letter + 21 days, the visit's deadline in 5.2). An action that \
 waits for a record not yet made is absent.

@@ -101,8 +101,8 @@ fn consider_cold_call(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, t: &Event) {
 
 static INFORM_POLICE: Rule = Rule {
     code: Code::InformPolice,
-    when: "`immediate_risk`: from T, or from the `fact_changed` that set it if later (before the cycle's contact); \
-           discuss with the team manager and a senior clinician where possible",
+    when: "`immediate_risk`: from T, or from the `fact_changed` that set it if later (after the cycle's contact \
+           too); discuss with the team manager and a senior clinician where possible",
     due: Due::Fixed(Deadline::Immediately),
     done_by: "`communication` to `police`",
     owner: Owner::Role(Role::Assessor),
@@ -114,15 +114,11 @@ static INFORM_POLICE: Rule = Rule {
 
 /// With `immediate_risk`, inform the police immediately: from T, or from when the risk
 /// became known if later (discussing with the team manager and a senior clinician
-/// where possible). Done by a communication to the police. Survives contact.
-///
-/// Reading: a risk recorded only after the patient was reached again belongs to the
-/// next cycle, if there is one; the care team holds it while the patient is engaged.
+/// where possible). Done by a communication to the police. Survives contact, and a
+/// risk learnt after the cycle's contact still raises it: contact does not mean the
+/// team already knows.
 fn inform_police(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, t: &Event) {
     let since = cx.flag_since(FactField::ImmediateRisk);
-    if c.closer.is_some_and(|closer| closer.at < since.at) {
-        return;
-    }
     out.raise(cx, &INFORM_POLICE, Raise::new(Some(c), t.into(), t.at).learnt(since));
 }
 
@@ -214,9 +210,9 @@ fn notifications_after_24_hours(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, t: &
 }
 
 /// The referrer's concern for children: what it calls for, from T or from when it was
-/// set.
+/// set (after the cycle's contact too).
 const CHILD_CONCERN: &str = "`referrer_child_concern`: from T, or from the `fact_changed` that set it if later \
-                             (before the cycle's contact)";
+                             (after the cycle's contact too)";
 
 static SAFEGUARDING_CHILDREN_DISCUSSION: Rule = Rule {
     code: Code::SafeguardingChildrenDiscussion,
@@ -257,12 +253,10 @@ static CONFIRM_TO_REFERRER_IN_WRITING: Rule = Rule {
 
 /// The referrer told us of concerns about the impact on children: the same day (†),
 /// discuss with the safeguarding children team and a manager or supervisor, tell the
-/// referrer, and confirm to them in writing. All three survive contact.
+/// referrer, and confirm to them in writing. All three survive contact, and a concern
+/// learnt after the cycle's contact still raises them.
 fn referrer_child_concern(cx: &Ctx<'_>, out: &mut Out, c: &Cycle<'_>, t: &Event) {
     let since = cx.flag_since(FactField::ReferrerChildConcern);
-    if c.closer.is_some_and(|closer| closer.at < since.at) {
-        return;
-    }
     for rule in [&SAFEGUARDING_CHILDREN_DISCUSSION, &NOTIFY_REFERRER_OF_CHILD_CONCERN, &CONFIRM_TO_REFERRER_IN_WRITING]
     {
         out.raise(cx, rule, Raise::new(Some(c), t.into(), t.at).learnt(since));

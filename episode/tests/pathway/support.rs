@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use episode::pathway::{Action, Calendar, Deadline, Defaults, Evaluation, State, evaluate, table};
+use episode::pathway::{Action, Calendar, Deadline, Defaults, Evaluation, State, WarningCode, evaluate, table};
 use episode::{Episode, Strictness};
 use expect_test::Expect;
 use serde_json::{Value, json};
@@ -215,7 +215,14 @@ fn render(evaluation: &Evaluation, with_filing: bool) -> String {
             (None, Some(record)) => format!(" {}", record.parse().map(|u| name(&u)).unwrap_or_else(|_| record.clone())),
             (None, None) => String::new(),
         };
-        out.push_str(&format!("! {:?}{subject}\n", w.code));
+        // The codes a discharge leaves owed, as its warning names them.
+        let codes = match w.code {
+            WarningCode::DischargeWithOpenActions => {
+                format!(": {}", w.message.rsplit(": ").next().unwrap_or_default())
+            }
+            _ => String::new(),
+        };
+        out.push_str(&format!("! {:?}{subject}{codes}\n", w.code));
     }
     out
 }
