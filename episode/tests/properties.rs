@@ -1,7 +1,7 @@
-//! Property tests of the pathway rules (`pathway.md`, "What a good implementation
-//! shows"): evaluation is deterministic; event order in the input never changes the
-//! output; `entered_in_error` restores the state as if the record had never been made;
-//! adding an unrelated event never un-does an action; a later `now` never un-does one.
+//! Property tests of the pathway rules: evaluation is deterministic; event order in the
+//! input never changes the output; `entered_in_error` restores the state as if the
+//! record had never been made; adding an unrelated event never un-does an action; a
+//! later `now` never un-does one.
 //!
 //! The episodes are generated from the model's types directly: any pathway, facts that
 //! are sometimes in conflict, and up to 40 records of every kind spread over about two

@@ -1,9 +1,10 @@
 //! What every rule shares: the current facts (safer side on conflict), the records that
 //! count, cycles, and raising an action and finding the record that did it.
 //!
-//! No rule lives here: the pathway modules say when an action is raised, how long it
-//! has and what does it; this module applies `pathway.md`'s general sections
-//! ("Cycles", "Contact cancels", "Upcoming", "Actions") the same way for all of them.
+//! No rule lives here: the pathway modules say when an action is raised and their rules
+//! (`table::Rule`) how long it has and what does it; this module applies the general
+//! rules of `docs/rules.md` ("Cycles", "Contact cancels", "A risk learnt after contact",
+//! "A discharge", "Upcoming", "Done by") the same way for all of them.
 
 use jiff::Timestamp;
 use uuid::Uuid;

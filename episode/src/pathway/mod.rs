@@ -132,7 +132,7 @@ impl fmt::Display for Role {
 
 macro_rules! codes {
     ($($variant:ident = $name:literal, $title:literal;)*) => {
-        /// What an action is, as `pathway.md` names it.
+        /// What an action is, as the rule table names it.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(rename_all = "snake_case")]
         pub enum Code {

@@ -227,7 +227,7 @@ fn render(evaluation: &Evaluation, with_filing: bool) -> String {
     out
 }
 
-// Records, as pathway.md's events table names them.
+// Records, as the episode's record kinds name them.
 
 pub(crate) fn missed_initial() -> Value {
     json!({"kind": "appointment_missed", "appointment": "initial"})
