@@ -1,5 +1,5 @@
 //! The shared language of Tether: the typed episode, its JSON, and the disengagement
-//! pathway of `shared/pathway.md` as pure rules.
+//! pathway as pure rules (`docs/rules.md`).
 //!
 //! Both the phone's core and the server depend on this crate, so that a device with no
 //! signal and the server compute the same actions from the same records.

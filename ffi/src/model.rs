@@ -114,8 +114,8 @@ mirrored! {
     /// Where an action stands at the time asked about.
     ActionState { Upcoming, Open, Overdue, Done, Cancelled }
     WarningCode {
-        DischargeWithoutMdt, DischargeWithoutCrisisPlan, MdtQuorum, TransferBeforeReengagement, FactConflict,
-        InvalidRecord, ClockSkew,
+        DischargeWithoutMdt, DischargeWithOpenActions, DischargeWithoutCrisisPlan, MdtQuorum,
+        TransferBeforeReengagement, FactConflict, InvalidRecord, ClockSkew,
     }
 }
 
@@ -640,8 +640,9 @@ mod tests {
     }
 
     #[test]
-    fn every_action_code_and_fact_field_has_a_twin() {
+    fn every_action_code_warning_and_fact_field_has_a_twin() {
         both_ways::<pathway::Code, ActionCode>(pathway::Code::ALL.iter().copied());
+        both_ways::<pathway::WarningCode, WarningCode>(pathway::WarningCode::ALL.iter().copied());
         both_ways::<episode::FactField, FactField>(episode::FactField::ALL);
     }
 

@@ -2,7 +2,8 @@
 //!
 //! - `tether pathway evaluate --now TIME`: episode JSON on stdin, evaluation JSON on
 //!   stdout; bad input is a non-zero exit and a message on stderr.
-//! - `tether pathway rules`: the rule table with every local default.
+//! - `tether pathway rules`: the rule table the rules are evaluated from, the warnings
+//!   and every local default, as Markdown (with the defaults, `docs/rules.md`).
 //!
 //! - `tether serve [--db PATH] [--addr HOST:PORT]`: the HTTP server (see `server::serve`).
 //! - `tether team add --db PATH --id ID --name NAME`: adds a team.
@@ -139,7 +140,8 @@ enum PathwayCommand {
         #[arg(long, env = "TETHER_PATHWAY_DEFAULTS")]
         defaults: Option<PathBuf>,
     },
-    /// Print the rule table and the value of every local default.
+    /// Print the rule table (the one the rules are evaluated from), the warnings and the
+    /// value of every local default, as Markdown.
     Rules {
         /// A JSON file of local defaults to override.
         #[arg(long, env = "TETHER_PATHWAY_DEFAULTS")]
