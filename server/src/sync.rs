@@ -252,6 +252,7 @@ pub(crate) fn handle(
         leaving,
         dropped,
         more,
+        refused: Vec::new(),
     };
     Ok((response, used))
 }
