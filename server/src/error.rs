@@ -39,6 +39,9 @@ pub enum AppError {
     Forbidden(&'static str),
     /// The device has been revoked (403): it must wipe its store.
     DeviceRevoked,
+    /// A sign-in named a device id registered to another device (403): without its key,
+    /// or (for a device registered without one) by a user outside its teams.
+    DeviceTaken,
     /// A sync body that is not a sync request of this protocol (400).
     MalformedSync(String),
     /// A sync request that would break an episode's invariants (422), naming the episode.
@@ -91,6 +94,12 @@ impl AppError {
                 StatusCode::FORBIDDEN,
                 "device_revoked",
                 "this device has been revoked: wipe its store, and sign in on a new one".into(),
+            ),
+            Self::DeviceTaken => (
+                StatusCode::FORBIDDEN,
+                "device_taken",
+                "this device id is registered to another device: sign in from that device, or under a new device id"
+                    .into(),
             ),
             Self::MalformedSync(m) => (StatusCode::BAD_REQUEST, "malformed_sync", m.clone()),
             Self::SyncRefused { episode, message } => {
