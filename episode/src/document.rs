@@ -552,6 +552,12 @@ impl EpisodeDoc {
         bytes
     }
 
+    /// The whole document, compacted, to send: unlike [`EpisodeDoc::save`], it changes
+    /// neither what counts as saved nor the bytes counted as stored.
+    pub fn save_copy(&mut self) -> Vec<u8> {
+        self.doc.save()
+    }
+
     /// The changes made (or merged in) since the last `save` or `save_incremental`, and
     /// only those.
     pub fn save_incremental(&mut self) -> Vec<u8> {

@@ -6,7 +6,7 @@
 //! | Any free text inside a record (`note`, `rationale`, `reason`, `epr_ref`, an MDT's `plan`, each of its `attendees`, …) | [`MAX_TEXT_BYTES`]: 8 KiB |
 //! | A name: a record's `by` and `device`; an episode's `team`, `opened_by` and `patient_ref`; the `care_coordinator` fact | [`MAX_NAME_BYTES`]: 128 bytes |
 //! | A record as a whole, as the JSON stored in the document | [`MAX_RECORD_BYTES`]: 16 KiB |
-//! | The joint plan | [`MAX_PLAN_BYTES`]: 64 KiB |
+//! | The joint plan (within what one API request carries) | [`MAX_PLAN_BYTES`]: 32 KiB |
 //! | An episode's document as stored (its last snapshot plus the changes since) | [`EPISODE_BUDGET_BYTES`]: 4 MiB |
 //!
 //! The budget is a quarter of the load limit ([`crate::document::MAX_DOCUMENT_BYTES`],
@@ -35,7 +35,7 @@ pub const MAX_NAME_BYTES: usize = 128;
 pub const MAX_RECORD_BYTES: usize = 16 * 1024;
 
 /// The most bytes of the joint plan's text.
-pub const MAX_PLAN_BYTES: usize = 64 * 1024;
+pub const MAX_PLAN_BYTES: usize = 32 * 1024;
 
 /// The most bytes an episode's document may take as stored (its last whole save plus the
 /// incremental saves since); a change that would take it past is refused.

@@ -47,6 +47,9 @@ pub enum AppError {
     /// A sync request that would break an episode's invariants (422), naming the episode.
     /// Nothing of the request was stored.
     SyncRefused { episode: uuid::Uuid, message: String },
+    /// The change would take the episode past its budget (422); nothing was stored, and
+    /// the episode still reads.
+    EpisodeFull { bytes: usize },
     /// The route exists but not with this method (405).
     MethodNotAllowed,
     /// Anything the client cannot act on (500): logged, never shown.
@@ -105,6 +108,14 @@ impl AppError {
             Self::SyncRefused { episode, message } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "sync_refused", format!("episode {episode}: {message}"))
             }
+            Self::EpisodeFull { bytes } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "episode_full",
+                format!(
+                    "the episode would take {bytes} bytes, past its budget of {}: record this in a new episode",
+                    episode::limits::EPISODE_BUDGET_BYTES
+                ),
+            ),
             Self::MethodNotAllowed => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this resource does not take that method".into())
             }
