@@ -46,14 +46,30 @@ const NAME_FIELDS: [&str; 2] = ["by", "device"];
 
 /// A value over its limit: which record (none: the episode itself), which field (empty:
 /// the record as a whole), how long it is and how long it may be. Never the value.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}`{field}` is {len} bytes long, more than the {limit} allowed", record.map(|r| format!("record {r}: ")).unwrap_or_default())]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TooLong {
     pub record: Option<EventId>,
     pub field: String,
     pub len: usize,
     pub limit: usize,
 }
+
+impl std::fmt::Display for TooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self { record, field, len, limit } = self;
+        match (record, field.is_empty()) {
+            (Some(record), true) => {
+                write!(f, "record {record} takes {len} bytes, more than the {limit} a record may take")
+            }
+            (Some(record), false) => {
+                write!(f, "record {record}: `{field}` is {len} bytes long, more than the {limit} allowed")
+            }
+            (None, _) => write!(f, "`{field}` is {len} bytes long, more than the {limit} allowed"),
+        }
+    }
+}
+
+impl std::error::Error for TooLong {}
 
 /// Checks a new record against the limits: its names, every text inside it, and its size
 /// as stored.

@@ -35,12 +35,12 @@ fn open(device: &mut Device, team: &str) -> episode::EpisodeId {
         facts: vec![(FactField::Children, FactValue::Flag(false))],
         plan: "Visit on Monday.".into(),
     };
-    device.core.open_episode(new, "alice", Timestamp::now()).expect("open")
+    device.core.open_episode(new, Timestamp::now()).expect("open")
 }
 
-fn no_answer(device: &mut Device, episode: episode::EpisodeId, by: &str) -> episode::EventId {
+fn no_answer(device: &mut Device, episode: episode::EpisodeId) -> episode::EventId {
     let visit = fields(json!({"announced": false, "outcome": "no_answer"}));
-    device.core.record(episode, "home_visit", Timestamp::now(), visit, by).expect("record a visit")
+    device.core.record(episode, "home_visit", Timestamp::now(), visit).expect("record a visit")
 }
 
 #[test]
@@ -51,7 +51,7 @@ fn offline_records_on_every_device_converge_with_the_servers_actions() {
     let mut c = Device::new(&server, "carol");
 
     let episode = open(&mut a, "north");
-    no_answer(&mut a, episode, "alice");
+    no_answer(&mut a, episode);
     let first = a.sync().expect("a syncs");
     assert!(first.complete, "{first:?}");
     let got = b.sync().expect("b syncs");
@@ -59,10 +59,10 @@ fn offline_records_on_every_device_converge_with_the_servers_actions() {
     assert_eq!(b.core.episode(episode).expect("b has it").events.len(), 1);
 
     // Both record offline, and both change the risk differently.
-    no_answer(&mut a, episode, "alice");
-    no_answer(&mut b, episode, "bob");
-    a.core.set_fact(episode, FactField::Risk, &json!("high"), "alice", Timestamp::now()).expect("a sets risk");
-    b.core.set_fact(episode, FactField::Risk, &json!("low"), "bob", Timestamp::now()).expect("b sets risk");
+    no_answer(&mut a, episode);
+    no_answer(&mut b, episode);
+    a.core.set_fact(episode, FactField::Risk, &json!("high"), Timestamp::now()).expect("a sets risk");
+    b.core.set_fact(episode, FactField::Risk, &json!("low"), Timestamp::now()).expect("b sets risk");
     b.sync().expect("b syncs");
     a.sync().expect("a syncs");
     b.sync().expect("b syncs again");
@@ -93,7 +93,7 @@ fn a_device_with_a_wrong_clock_learns_the_servers_and_its_deadlines_follow_it() 
     // The phone's clock is two hours slow.
     let slow = jiff::SignedDuration::from_hours(2);
     let episode = open(&mut a, "north");
-    no_answer(&mut a, episode, "alice");
+    no_answer(&mut a, episode);
     a.http.sync(&mut a.core, || Timestamp::now() - slow).expect("a syncs with a slow clock");
     let offset = a.core.clock_offset_ms().expect("the offset");
     assert!((offset - slow.as_millis() as i64).abs() < 60_000, "the offset is about two hours: {offset} ms");
@@ -146,7 +146,7 @@ fn a_teammates_record_arrives_in_one_round_trip_and_the_next_sync_says_so() {
     let b_device = b.core.device().to_string();
     assert_eq!(shared_on_server(&server, episode, &b_device), tests::server_heads(server.db(), episode));
 
-    let visit = no_answer(&mut a, episode, "alice");
+    let visit = no_answer(&mut a, episode);
     assert!(a.sync().expect("a syncs").complete);
     let summary = b.sync().expect("b syncs");
     assert!(summary.complete, "{summary:?}");
