@@ -283,7 +283,7 @@ impl Core {
                             session.states.entry(id).or_insert(protocol::decode_state(stored.as_deref()))
                         }
                     };
-                    match kept.doc.receive_sync_message(state, &message) {
+                    match kept.doc.receive_trusted_sync_message(state, &message) {
                         Ok(true) => {
                             writes.push((id, Write::Changes(kept.doc.save_incremental())));
                             session.summary.received += 1;
@@ -334,6 +334,10 @@ impl Core {
                 Some((r.episode, encode_heads(&kept.doc.heads()), r.reason.clone()))
             })
             .collect();
+        // A refused episode's state is not kept: the server holds nothing of what was sent.
+        for (id, _, _) in &refused {
+            session.states.remove(id);
+        }
         let released: Vec<EpisodeId> = response
             .actions
             .iter()
@@ -416,7 +420,6 @@ impl Core {
             self.compact(id)?;
         }
         for (id, _, reason) in refused {
-            session.states.remove(&id);
             session.sent_whole.remove(&id);
             session.leaving.remove(&id);
             session.summary.held_back.push(HeldBack::new(id, reason));

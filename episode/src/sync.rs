@@ -423,6 +423,17 @@ impl EpisodeDoc {
         if message.len() > MAX_DOCUMENT_BYTES {
             return Err(DocumentError::TooLarge(message.len()));
         }
+        self.receive_trusted_sync_message(state, message)
+    }
+
+    /// [`EpisodeDoc::receive_sync_message`] from a peer this side trusts with any size (a
+    /// device, from its own server: an episode the server took in before there was a
+    /// budget may bring changes larger than the load limit). Checked all the same.
+    pub fn receive_trusted_sync_message(
+        &mut self,
+        state: &mut sync::State,
+        message: &[u8],
+    ) -> Result<bool, DocumentError> {
         let decoded = std::panic::catch_unwind(|| sync::Message::decode(message))
             .map_err(|_| DocumentError::Corrupt("the sync message could not be decoded".into()))?
             .map_err(|e| DocumentError::Corrupt(format!("not a sync message: {e}")))?;
