@@ -283,6 +283,19 @@ pub(crate) fn held_back(conn: &Connection) -> Result<Vec<(String, Vec<u8>, Strin
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Offers an episode to the server again at the next sync (the server's copy changed).
+pub(crate) fn release_held_back(tx: &Transaction<'_>, episode: &str) -> Result<()> {
+    tx.execute("DELETE FROM held_back WHERE episode = ?1", [episode])?;
+    Ok(())
+}
+
+/// Offers every held-back episode to the server again at the next sync (a user signed in).
+pub(crate) fn release_all_held_back(tx: &Transaction<'_>) -> Result<()> {
+    tx.execute("DELETE FROM held_back", [])?;
+    Ok(())
+}
+
+/// Holds an episode back at `heads`, with the reason (`episode::sync::Refusal` as JSON).
 pub(crate) fn hold_back(tx: &Transaction<'_>, episode: &str, heads: &[u8], reason: &str) -> Result<()> {
     tx.execute(
         "INSERT INTO held_back (episode, heads, reason) VALUES (?1, ?2, ?3)

@@ -7,14 +7,17 @@ use std::process::{Command, Output};
 const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
 fn field(store: &Path, key: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tether-field"))
-        .arg("--store")
-        .arg(store)
-        .args(args)
-        .env("TETHER_STORE_KEY", key)
-        .env("TETHER_USER", "u-asha")
-        .output()
-        .unwrap()
+    field_as(store, key, Some("u-asha"), args)
+}
+
+/// `tether-field` with `TETHER_USER` set to `user`, or unset.
+fn field_as(store: &Path, key: &str, user: Option<&str>, args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tether-field"));
+    command.arg("--store").arg(store).args(args).env("TETHER_STORE_KEY", key).env_remove("TETHER_USER");
+    if let Some(user) = user {
+        command.env("TETHER_USER", user);
+    }
+    command.output().unwrap()
 }
 
 fn ok(output: Output) -> String {
@@ -219,4 +222,36 @@ fn sync_with_no_server_fails_clearly_and_loses_nothing() {
     assert!(message.contains("could not be reached") && message.contains("nothing was lost"), "{message}");
     let shown = ok(field(store, KEY, &["show", &episode]));
     assert!(shown.contains(&visit), "the visit is still recorded");
+}
+
+#[test]
+fn once_signed_in_records_are_by_the_signed_in_user_and_no_one_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path();
+    // Before any sign-in, nobody named: who is recording?
+    let message = refused(field_as(
+        store,
+        KEY,
+        None,
+        &["open", "--patient", "RX-CLI-4", "--pathway", "in_service", "--team", "north"],
+    ));
+    assert!(message.contains("who is recording") && message.contains("login"), "{message}");
+    // The store signs in as asha (as `login` leaves it; the server's answer is not what
+    // this test is about).
+    {
+        let key = client_core::StoreKey::from_hex(KEY).unwrap();
+        let mut core = client_core::Core::open(store, &key).unwrap();
+        core.set_setting("sync.username", "asha").unwrap();
+    }
+    let open = ["open", "--patient", "RX-CLI-4", "--pathway", "in_service", "--team", "north"];
+    let message = refused(field_as(store, KEY, Some("maya"), &open));
+    assert!(message.contains("asha is signed in") && message.contains("sign in as maya"), "{message}");
+    let episode = ok(field_as(store, KEY, None, &open));
+    ok(field_as(store, KEY, Some("asha"), &["record", &episode, "reengaged"]));
+    let shown: serde_json::Value = serde_json::from_str(&ok(field_as(store, KEY, None, &["show", &episode]))).unwrap();
+    assert_eq!(shown["opened_by"], "asha");
+    let event = &shown["events"][0];
+    assert_eq!(event["by"], "asha");
+    let device = event["device"].as_str().unwrap();
+    assert_eq!(device.len(), 36, "the device's own id: {device}");
 }

@@ -74,6 +74,95 @@ pub struct Response {
     pub dropped: Vec<Uuid>,
     /// More is waiting: sync again.
     pub more: bool,
+    /// Episodes of the request the server refused, each with its reason. Nothing of a
+    /// refused episode was stored; everything else in the request was. The device holds
+    /// each back, with its reason, until it could succeed (it changes, a user signs in,
+    /// or the server's copy changes).
+    pub refused: Vec<Refused>,
+}
+
+/// One episode of a request that the server refused, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refused {
+    pub episode: Uuid,
+    pub reason: Refusal,
+}
+
+/// Why the server refused an episode of a sync request. Typed, so that a device can say
+/// what to do about it; never holds a patient identifier or a record's text.
+///
+/// A new case changes the wire: add one only with a new [`PROTOCOL`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refusal {
+    /// No such episode among the user's teams' (another team's answers the same).
+    NotFound,
+    /// A record new to the server was made on another device than the one syncing it:
+    /// only the device that made a record may bring it to the server.
+    OtherDevice { record: Uuid },
+    /// A record new to the server (or, with no record, a new episode's opening) is by
+    /// `by`, who has never signed in on the syncing device.
+    NotSignedInHere { record: Option<Uuid>, by: String },
+    /// A record new to the server is over a limit of `episode::limits`: `field` names
+    /// what (empty: the record as a whole), `limit` the bytes allowed.
+    TooLarge { record: Uuid, field: String, limit: u64 },
+    /// The changes would take the episode past its budget
+    /// (`episode::limits::EPISODE_BUDGET_BYTES`): `bytes` is what it would take.
+    EpisodeFull { bytes: u64, budget: u64 },
+    /// The document or message breaks the episode's rules (a record altered or deleted,
+    /// the identity changed, an invalid record, bytes that are not a document); the
+    /// message says which.
+    Invalid { message: String },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotFound => f.write_str("no such episode among your teams'"),
+            Self::OtherDevice { record } => write!(
+                f,
+                "the record {record} was made on another device: it reaches the server from that device's own sync"
+            ),
+            Self::NotSignedInHere { record: Some(record), by } => {
+                write!(
+                    f,
+                    "the record {record} is by {by}, who has not signed in on this device: sign in as {by} to send it"
+                )
+            }
+            Self::NotSignedInHere { record: None, by } => {
+                write!(
+                    f,
+                    "the episode was opened by {by}, who has not signed in on this device: sign in as {by} to send it"
+                )
+            }
+            Self::TooLarge { record, field, limit } if field.is_empty() => {
+                write!(f, "the record {record} is larger than the {limit} bytes a record may take")
+            }
+            Self::TooLarge { record, field, limit } => {
+                write!(f, "the record {record}: `{field}` is longer than the {limit} bytes allowed")
+            }
+            Self::EpisodeFull { bytes, budget } => write!(
+                f,
+                "the episode would take {bytes} bytes, past its budget of {budget}: record this in a new episode"
+            ),
+            Self::Invalid { message } => f.write_str(message),
+        }
+    }
+}
+
+impl Refusal {
+    /// The refusal a document error amounts to.
+    pub fn from_document(error: &DocumentError) -> Self {
+        match error {
+            DocumentError::Full { bytes } => {
+                Self::EpisodeFull { bytes: *bytes as u64, budget: crate::limits::EPISODE_BUDGET_BYTES as u64 }
+            }
+            DocumentError::TooLong(crate::limits::TooLong { record: Some(record), field, limit, .. }) => {
+                Self::TooLarge { record: *record, field: field.clone(), limit: *limit as u64 }
+            }
+            other => Self::Invalid { message: other.to_string() },
+        }
+    }
 }
 
 /// One episode's part of a request or a response.
@@ -334,6 +423,17 @@ impl EpisodeDoc {
         if message.len() > MAX_DOCUMENT_BYTES {
             return Err(DocumentError::TooLarge(message.len()));
         }
+        self.receive_trusted_sync_message(state, message)
+    }
+
+    /// [`EpisodeDoc::receive_sync_message`] from a peer this side trusts with any size (a
+    /// device, from its own server: an episode the server took in before there was a
+    /// budget may bring changes larger than the load limit). Checked all the same.
+    pub fn receive_trusted_sync_message(
+        &mut self,
+        state: &mut sync::State,
+        message: &[u8],
+    ) -> Result<bool, DocumentError> {
         let decoded = std::panic::catch_unwind(|| sync::Message::decode(message))
             .map_err(|_| DocumentError::Corrupt("the sync message could not be decoded".into()))?
             .map_err(|e| DocumentError::Corrupt(format!("not a sync message: {e}")))?;

@@ -131,6 +131,7 @@ fn write_seeds() {
         leaving: vec![checks::NEW],
         dropped: Vec::new(),
         more: true,
+        refused: Vec::new(),
     };
 
     write("document_load", "document", &whole);

@@ -550,13 +550,53 @@ pub struct EpisodeSummary {
     pub conflicts: Vec<FactField>,
 }
 
-/// An episode the server refused: kept whole on the device, not sent again until it
-/// changes.
+/// An episode the server refused: kept whole on the device, and offered again when it
+/// could succeed (it changes, a user signs in, or the server's copy changes).
 #[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
 pub struct HeldBack {
     pub episode_id: String,
-    /// The server's reason (it names no patient).
-    pub reason: String,
+    /// Why, typed, for the app to say what to do.
+    pub reason: HoldReason,
+    /// The same as a sentence for the practitioner (it names no patient).
+    pub message: String,
+}
+
+/// Why the server refused an episode (`episode::sync::Refusal`).
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Enum)]
+pub enum HoldReason {
+    /// Not one of the user's teams' episodes.
+    NotFound,
+    /// A record new to the server was made on another device (a colleague's, through a
+    /// peer exchange): it waits until that device has synced it.
+    OtherDevice { record_id: String },
+    /// A record (or, with no record, the episode's opening) is by `by`, who has not
+    /// signed in on this device: signing in as them sends it.
+    NotSignedInHere { record_id: Option<String>, by: String },
+    /// A record is over a limit: `field` (empty: the record as a whole) may take `limit`
+    /// bytes.
+    TooLarge { record_id: String, field: String, limit: u64 },
+    /// The episode has reached its budget: record in a new episode.
+    EpisodeFull { bytes: u64, budget: u64 },
+    /// The episode breaks a rule of the server's; the message says which.
+    Invalid { message: String },
+}
+
+impl From<&episode::sync::Refusal> for HoldReason {
+    fn from(reason: &episode::sync::Refusal) -> Self {
+        use episode::sync::Refusal;
+        match reason {
+            Refusal::NotFound => Self::NotFound,
+            Refusal::OtherDevice { record } => Self::OtherDevice { record_id: record.to_string() },
+            Refusal::NotSignedInHere { record, by } => {
+                Self::NotSignedInHere { record_id: record.map(|r| r.to_string()), by: by.clone() }
+            }
+            Refusal::TooLarge { record, field, limit } => {
+                Self::TooLarge { record_id: record.to_string(), field: field.clone(), limit: *limit }
+            }
+            Refusal::EpisodeFull { bytes, budget } => Self::EpisodeFull { bytes: *bytes, budget: *budget },
+            Refusal::Invalid { message } => Self::Invalid { message: message.clone() },
+        }
+    }
 }
 
 /// What a sync did.
@@ -587,7 +627,7 @@ fn count(n: usize) -> u32 {
 
 impl From<&client_core::HeldBack> for HeldBack {
     fn from(held: &client_core::HeldBack) -> Self {
-        Self { episode_id: held.episode.to_string(), reason: held.reason.clone() }
+        Self { episode_id: held.episode.to_string(), reason: (&held.reason).into(), message: held.message.clone() }
     }
 }
 

@@ -147,10 +147,91 @@ name_type!(
     /// A user's sign-in name: ASCII letters, digits and `.`, `_`, `-`, `@`.
     Username, "a username", 64, check_username
 );
-name_type!(
-    /// The id a phone (or the field CLI) gives itself; refresh tokens are bound to it.
-    DeviceId, "a device id", 128
-);
+/// The id a phone (or the field CLI) gives itself, registered to it at its first sign-in;
+/// refresh tokens are bound to it, and its records carry it. 1 to 128 of the letters
+/// `A–Z a–z`, the digits and `- _ .`: a device id is shown on every record of the
+/// timeline, so it holds nothing that could pass for another (no spaces, no look-alike
+/// letters, no bidirectional controls) and no `:`, which the server keeps for its own
+/// devices (`server:…`, `dashboard:…`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DeviceId(String);
+
+impl DeviceId {
+    pub const MAX_CHARS: usize = 128;
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for DeviceId {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        if text.is_empty() {
+            return Err("must not be empty (a device id)".into());
+        }
+        if text.len() > Self::MAX_CHARS {
+            return Err(format!("must be at most {} characters (a device id)", Self::MAX_CHARS));
+        }
+        if !text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+            return Err("must hold only the letters A-Z and a-z, the digits and - _ . (a device id)".into());
+        }
+        Ok(Self(text))
+    }
+}
+
+impl FromStr for DeviceId {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        Self::try_from(text.to_string())
+    }
+}
+
+impl From<DeviceId> for String {
+    fn from(id: DeviceId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The secret a device proves it is itself with, when it signs in under its id: made by
+/// the device, sent at every sign-in, and kept by the server only as its SHA-256. Device
+/// ids are not secret (every record carries one); this is. 32 to 256 printable ASCII
+/// characters (the core sends 64 hexadecimal digits).
+#[derive(Clone, Deserialize)]
+#[serde(try_from = "String")]
+pub struct DeviceKey(String);
+
+impl DeviceKey {
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl TryFrom<String> for DeviceKey {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        if !(32..=256).contains(&text.len()) || !text.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("must be 32 to 256 printable ASCII characters (a device key)".into());
+        }
+        Ok(Self(text))
+    }
+}
+
+impl fmt::Debug for DeviceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DeviceKey(<secret>)")
+    }
+}
 
 /// A password as typed: never empty, never printed.
 #[derive(Clone)]

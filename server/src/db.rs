@@ -14,16 +14,17 @@ use crate::error::AppError;
 use crate::files;
 
 /// The schema this build writes; `PRAGMA user_version` holds the database's.
-pub const SCHEMA: i64 = 6;
+pub const SCHEMA: i64 = 7;
 
 /// Each schema's upgrade from the one before, in order.
-const UPGRADES: [&str; 6] = [
+const UPGRADES: [&str; 7] = [
     include_str!("schema/v1.sql"),
     include_str!("schema/v2.sql"),
     include_str!("schema/v3.sql"),
     include_str!("schema/v4.sql"),
     include_str!("schema/v5.sql"),
     include_str!("schema/v6.sql"),
+    include_str!("schema/v7.sql"),
 ];
 
 /// Why the database could not be opened.

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use automerge::ActorId;
-use episode::document::EpisodeDoc;
+use episode::document::{DocumentError, EpisodeDoc};
 use episode::{Episode, EpisodeId};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
@@ -127,6 +127,21 @@ impl From<StoreError> for crate::AppError {
 /// The server's own Automerge actor (generated at first use), for the changes the server
 /// makes itself.
 pub fn server_actor(tx: &Transaction<'_>) -> rusqlite::Result<ActorId> {
+    Ok(ActorId::from(server_id(tx)?.as_bytes().as_slice()))
+}
+
+/// The server's own device name, which the records the team base makes on the server
+/// carry (`server:` and the end of its actor's id). The `:` keeps it apart from every
+/// device's id, which may not hold one (`accounts::DeviceId`), so no device can sign in
+/// as the server.
+pub fn server_device(tx: &Transaction<'_>) -> rusqlite::Result<String> {
+    // The end of the id: its start is a time, shared by servers made the same moment.
+    let id = server_id(tx)?.simple().to_string();
+    Ok(format!("server:{}", &id[id.len() - 8..]))
+}
+
+/// The id the server's actor and device name are made from (generated at first use).
+fn server_id(tx: &Transaction<'_>) -> rusqlite::Result<uuid::Uuid> {
     let id = match db::meta(tx, "actor")? {
         Some(id) => id,
         None => {
@@ -135,8 +150,7 @@ pub fn server_actor(tx: &Transaction<'_>) -> rusqlite::Result<ActorId> {
             id
         }
     };
-    let uuid: uuid::Uuid = id.parse().unwrap_or_else(|_| uuid::Uuid::nil());
-    Ok(ActorId::from(uuid.as_bytes().as_slice()))
+    Ok(id.parse().unwrap_or_else(|_| uuid::Uuid::nil()))
 }
 
 /// The next change sequence number (and takes it).
@@ -188,11 +202,20 @@ pub fn insert(
     Ok(seq)
 }
 
-/// Stores the changes made to a loaded episode since it was loaded, and gives it a new
-/// `seq`. Compacts it when enough changes have gathered.
-pub fn save_changes(tx: &Transaction<'_>, stored: &mut Stored) -> rusqlite::Result<()> {
+/// The changes made to a loaded episode since it was stored, if storing them keeps it
+/// within its budget (`episode::limits::EPISODE_BUDGET_BYTES`); else
+/// `DocumentError::Full`, and the caller discards this copy (it is not stored, and must
+/// not go back to the cache). An episode already past its budget (stored before there was
+/// one) takes no more changes, and still reads.
+pub fn pending_changes(stored: &mut Stored) -> Result<Vec<u8>, DocumentError> {
+    stored.doc.save_incremental_within_budget()
+}
+
+/// Stores `bytes`, the changes made to a loaded episode since it was stored (from
+/// [`pending_changes`]), and gives it a new `seq`. Compacts it when enough changes have
+/// gathered.
+pub fn save_changes(tx: &Transaction<'_>, stored: &mut Stored, bytes: &[u8]) -> rusqlite::Result<()> {
     let key = stored.id.to_string();
-    let bytes = stored.doc.save_incremental();
     stored.seq = next_seq(tx)?;
     stored.view = None;
     stored.evaluated = None;
@@ -214,9 +237,16 @@ pub fn save_changes(tx: &Transaction<'_>, stored: &mut Stored) -> rusqlite::Resu
 }
 
 /// Stores what was changed in a loaded episode (by a device's sync or the server's own
-/// change), with the receipt of each new record as made by `device` at `now_ms`.
-pub fn store_changes(tx: &Transaction<'_>, stored: &mut Stored, device: &str, now_ms: i64) -> Result<(), StoreError> {
-    save_changes(tx, stored)?;
+/// change), `bytes` from [`pending_changes`], with the receipt of each new record as made
+/// by `device` at `now_ms`.
+pub fn store_changes(
+    tx: &Transaction<'_>,
+    stored: &mut Stored,
+    bytes: &[u8],
+    device: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    save_changes(tx, stored, bytes)?;
     note_receipts(tx, stored, device, now_ms)
 }
 

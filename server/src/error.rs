@@ -54,11 +54,17 @@ pub enum AppError {
     Forbidden(&'static str),
     /// The device has been revoked (403): it must wipe its store.
     DeviceRevoked,
+    /// A sign-in named a device id registered to another device (403): without its key,
+    /// or (for a device registered without one) by a user outside its teams.
+    DeviceTaken,
     /// A sync body that is not a sync request of this protocol (400).
     MalformedSync(String),
     /// A sync request that would break an episode's invariants (422), naming the episode.
     /// Nothing of the request was stored.
     SyncRefused { episode: uuid::Uuid, message: String },
+    /// The change would take the episode past its budget (422); nothing was stored, and
+    /// the episode still reads.
+    EpisodeFull { bytes: usize },
     /// The route exists but not with this method (405).
     MethodNotAllowed,
     /// Anything the client cannot act on (500): logged, never shown.
@@ -135,10 +141,24 @@ impl AppError {
                 "device_revoked",
                 "this device has been revoked: wipe its store, and sign in on a new one".into(),
             ),
+            Self::DeviceTaken => (
+                StatusCode::FORBIDDEN,
+                "device_taken",
+                "this device id is registered to another device: sign in from that device, or under a new device id"
+                    .into(),
+            ),
             Self::MalformedSync(m) => (StatusCode::BAD_REQUEST, "malformed_sync", m.clone()),
             Self::SyncRefused { episode, message } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "sync_refused", format!("episode {episode}: {message}"))
             }
+            Self::EpisodeFull { bytes } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "episode_full",
+                format!(
+                    "the episode would take {bytes} bytes, past its budget of {}: record this in a new episode",
+                    episode::limits::EPISODE_BUDGET_BYTES
+                ),
+            ),
             Self::MethodNotAllowed => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this resource does not take that method".into())
             }

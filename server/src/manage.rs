@@ -2,14 +2,14 @@
 //! `POST /v1/devices/{id}/revoke` and `POST /v1/episodes/{id}/transfer`.
 //!
 //! A revoked device is refused from then on and told, at its next request, to wipe its
-//! store. A transfer moves an episode to another team: the new team's devices receive it
+//! store. A manager reaches only the devices registered by a user of their teams. A transfer moves an episode to another team: the new team's devices receive it
 //! at their next sync, and the old team's devices hand over everything they hold of it
 //! before they drop it (`sync`).
 
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::post;
-use rusqlite::{OptionalExtension, params};
+use rusqlite::OptionalExtension;
 use serde::Deserialize;
 
 use crate::AppState;
@@ -44,14 +44,9 @@ async fn revoke_device(
     let found = state
         .db
         .call(move |conn| {
-            // The device's users, and whether any shares a team with the manager.
-            let in_scope: bool = conn.query_row(
-                "SELECT EXISTS (SELECT 1 FROM sessions s JOIN user_teams t ON t.user_id = s.user_id
-                 WHERE s.device_id = ?1 AND (?2 OR t.team_id IN (SELECT team_id FROM user_teams WHERE user_id = ?3)))",
-                params![device, user.role == Role::Admin, user.user_id],
-                |r| r.get(0),
-            )?;
-            if !in_scope {
+            // Registered by a user of one of the manager's teams: not merely signed in on
+            // by one, which anyone who read the device's id off a record could arrange.
+            if !store::device_in_reach(conn, &device, &user.user_id, user.role == Role::Admin)? {
                 return Ok(false);
             }
             let tx = conn.transaction()?;

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::sync::{Arc, PoisonError};
+use std::sync::PoisonError;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
@@ -493,27 +493,26 @@ async fn a_record_with_a_skewed_clock_carries_a_note_in_the_timeline() {
     let dash = Dash::new();
     let maya = dash.sign_in("maya").await;
     let id = dash.id_of("DEMO-1001");
-    // A record made "an hour from now" by a device whose clock runs fast.
-    let later = (*dash.now.lock().unwrap_or_else(PoisonError::into_inner) + SignedDuration::from_hours(1)).to_string();
-    let who = server::audit::Who {
-        user_id: "test".into(),
-        username: "ana".into(),
-        device: "phone-fast".into(),
-        via: server::audit::Via::Api,
-    };
-    let docs = Arc::clone(&dash.state.docs);
-    let now = dash.state.clock.now();
-    let teams = vec!["north".to_owned()];
+    // A record made "an hour from now" by a device whose clock runs fast, stored as its
+    // sync would store it.
+    let later: jiff::Timestamp =
+        *dash.now.lock().unwrap_or_else(PoisonError::into_inner) + SignedDuration::from_hours(1);
+    let now_ms = dash.state.clock.now().as_millisecond();
     let episode: episode::EpisodeId = id.parse().expect("an id");
     let fields = serde_json::json!({"method": "phone", "target": "patient", "outcome": "no_answer"});
     let record = dash.state.db.call_blocking(move |conn| {
-        let new = server::office::NewRecord {
-            kind: "contact_attempt".into(),
-            at: Some(later.parse().expect("a time")),
-            fields: fields.as_object().expect("an object").clone(),
-        };
-        server::office::record(&mut server::office::Desk::new(conn, &docs, &who, &teams, now), episode, new)
-            .expect("recorded")
+        let tx = conn.transaction().expect("a transaction");
+        let actor = server::episodes::server_actor(&tx).expect("the actor");
+        let mut stored = server::episodes::load(&tx, episode, &actor).expect("load").expect("the episode");
+        let fields = fields.as_object().expect("an object").clone();
+        let event =
+            episode::Event::new_record(uuid::Uuid::now_v7(), "contact_attempt", later, "ana", "phone-fast", fields)
+                .expect("a record");
+        stored.doc.record(&event).expect("recorded");
+        let bytes = server::episodes::pending_changes(&mut stored).expect("within the budget");
+        server::episodes::store_changes(&tx, &mut stored, &bytes, "phone-fast", now_ms).expect("stored");
+        tx.commit().expect("commit");
+        event.id
     });
     let page = dash.get(&format!("/dashboard/episodes/{id}"), &maya).await;
     let item = between(&page.body, &format!("id=\"record-{record}\""), "</li>").expect("the record");
@@ -597,7 +596,7 @@ async fn resolving_a_conflict_through_the_form_sets_the_fact_and_says_who() {
     let facts = section(&page.body, "facts");
     assert!(between(facts, "<dt>Risk</dt><dd>", "</dd>") == Some("high"), "{facts}");
     let timeline = section(&page.body, "timeline");
-    assert!(timeline.contains("maya on dashboard:"), "the dashboard is the change's device: {timeline}");
+    assert!(timeline.contains("maya on server:"), "the server is the change's device: {timeline}");
 
     // A value that is not JSON, or not the fact's, is refused and stores nothing.
     let bad = dash.post(action, &maya, &[("csrf", &maya.csrf), ("field", "risk"), ("value", "very")]).await;

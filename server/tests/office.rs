@@ -230,7 +230,20 @@ async fn recording_from_the_office_is_the_servers_own_change_and_files_a_record(
 
     let (_, after) = office.get(&format!("/v1/episodes/{id}/timeline"), &maya).await;
     let record = after["events"].as_array().expect("events").iter().find(|e| e["id"] == filed.as_str()).expect("filed");
-    assert_eq!((record["by"].as_str(), record["device"].as_str()), (Some("maya"), Some("desk-maya")));
+    // By the signed-in caller, on the server's own device (not the desk she signed in
+    // from, which no record of hers was made on); the audit log names her desk.
+    let server_device = record["device"].as_str().expect("a device");
+    assert_eq!(record["by"].as_str(), Some("maya"));
+    assert!(server_device.starts_with("server:") && server_device.len() == "server:".len() + 8, "{server_device}");
+    let (_, audit) = office.get(&format!("/v1/audit?episode={id}"), &maya).await;
+    let entry = audit["entries"]
+        .as_array()
+        .expect("audit entries")
+        .iter()
+        .find(|e| e["action"] == "record_event" && e["detail"] == filed.as_str())
+        .cloned()
+        .expect("the record's audit entry");
+    assert_eq!((entry["username"].as_str(), entry["device"].as_str()), (Some("maya"), Some("desk-maya")), "{entry}");
     assert!(record["received_at"].is_string());
     assert!(!after["unfiled"].as_array().expect("unfiled").iter().any(|u| u["record"] == missed.as_str()));
     assert_eq!(office.caseload(&maya).await["DEMO-1001"]["unfiled"].as_i64(), Some(unfiled_before - 1));
@@ -275,11 +288,24 @@ async fn bad_records_are_refused_naming_the_field_and_nothing_is_stored() {
         (json!({"kind": "filed_to_epr", "records": [uuid::Uuid::nil()], "epr_ref": "EPR-1"}), "records"),
         (json!({"kind": "fact_changed", "field": "risk", "value": "high"}), "facts"),
         (json!(["not", "an", "object"]), "object"),
+        // Past the limits of `episode::limits`: a text field, a list's text, the plan.
+        (json!({"kind": "reengaged", "note": "N".repeat(episode::limits::MAX_TEXT_BYTES + 1)}), "`note`"),
+        (
+            json!({"kind": "mdt_meeting", "attendees": ["team_manager", "A".repeat(episode::limits::MAX_TEXT_BYTES + 1)],
+                   "outcome": "continue"}),
+            "`attendees`",
+        ),
     ] {
         let (status, answer) = office.post(&path, &maya, body.clone()).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {answer}");
         assert!(message(&answer).contains(names), "{body}: {answer} should name {names}");
+        assert!(!message(&answer).contains("NNNN") && !message(&answer).contains("AAAA"), "{answer}");
     }
+    let plan = json!({"text": "P".repeat(episode::limits::MAX_PLAN_BYTES + 1)});
+    let (status, answer) =
+        office.send(Method::PUT, &format!("/v1/episodes/{id}/plan"), Some(&maya), Some(&plan.to_string())).await;
+    assert_eq!((status, code(&answer)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"), "{answer}");
+    assert!(message(&answer).contains("`plan`"), "{answer}");
     let (status, answer) = office.send(Method::POST, &path, Some(&maya), Some("{not json")).await;
     assert_eq!((status, code(&answer)), (StatusCode::BAD_REQUEST, "malformed_json"));
     // A key given twice: serde_json alone would keep the last and store a record the

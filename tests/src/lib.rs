@@ -276,7 +276,8 @@ pub fn call_json(
     };
     let mut response = response.expect("the server answers");
     let status = response.status().as_u16();
-    let text = response.body_mut().read_to_string().expect("a body");
+    // Episodes as large as any the server holds (more than ureq's default of 10 MB).
+    let text = response.body_mut().with_config().limit(256 << 20).read_to_string().expect("a body");
     let value =
         if text.is_empty() { serde_json::Value::Null } else { serde_json::from_str(&text).expect("a JSON answer") };
     (status, value)

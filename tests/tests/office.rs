@@ -37,14 +37,14 @@ fn the_offices_records_and_facts_reach_the_devices_and_merge_with_theirs() {
         facts: vec![(FactField::Risk, FactValue::Risk(episode::Risk::Low))],
         plan: String::new(),
     };
-    let episode = a.core.open_episode(new, "alice", Timestamp::now()).expect("open");
+    let episode = a.core.open_episode(new, Timestamp::now()).expect("open");
     let visit = serde_json::from_value(json!({"announced": false, "outcome": "no_answer"})).expect("fields");
-    let visit = a.core.record(episode, "home_visit", Timestamp::now(), visit, "alice").expect("record");
+    let visit = a.core.record(episode, "home_visit", Timestamp::now(), visit).expect("record");
     a.sync().expect("a syncs");
     b.sync().expect("b syncs");
     // Both phones set the risk while offline: a conflict.
-    a.core.set_fact(episode, FactField::Risk, &json!("high"), "alice", Timestamp::now()).expect("a sets");
-    b.core.set_fact(episode, FactField::Risk, &json!("low"), "bob", Timestamp::now()).expect("b sets");
+    a.core.set_fact(episode, FactField::Risk, &json!("high"), Timestamp::now()).expect("a sets");
+    b.core.set_fact(episode, FactField::Risk, &json!("low"), Timestamp::now()).expect("b sets");
     a.sync().expect("a syncs");
     b.sync().expect("b syncs");
 
@@ -65,7 +65,7 @@ fn the_offices_records_and_facts_reach_the_devices_and_merge_with_theirs() {
     assert_eq!(status, 201, "{body}");
     let filed = body["id"].as_str().expect("an id").to_owned();
     let card = serde_json::from_value(json!({"visit": visit})).expect("fields");
-    a.core.record(episode, "calling_card_left", Timestamp::now(), card, "alice").expect("a card");
+    a.core.record(episode, "calling_card_left", Timestamp::now(), card).expect("a card");
 
     a.sync().expect("a syncs");
     b.sync().expect("b syncs");

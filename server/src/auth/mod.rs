@@ -17,7 +17,7 @@ use store::Rotation;
 use token::{ACCESS_TTL_SECS, AUDIENCE, Claims, ISSUER};
 
 use crate::AppState;
-use crate::accounts::{self, DeviceId, User, Username};
+use crate::accounts::{self, DeviceId, DeviceKey, User, Username};
 use crate::client::ClientAddr;
 use crate::error::AppError;
 use crate::json::Json;
@@ -32,6 +32,10 @@ struct LoginRequest {
     username: String,
     password: String,
     device_id: DeviceId,
+    /// The device's own secret, which the device id is registered with (see
+    /// `store::claim_device`). Optional, for clients older than device keys.
+    #[serde(default)]
+    device_key: Option<DeviceKey>,
 }
 
 #[derive(Deserialize)]
@@ -60,8 +64,11 @@ async fn login(
     if state.db.call(move |conn| Ok(store::device_revoked(conn, &name)?)).await? {
         return Err(AppError::DeviceRevoked);
     }
+    let key = request.device_key;
     let (user, (session, refresh_token, device)) =
         sign_in(&state, &client, request.username, request.password, move |tx, user| {
+            // Only after the password: a wrong one learns nothing of the device.
+            store::claim_device(tx, &device, key.as_ref(), &user.id, now)?;
             let (session, refresh_token) = store::start_session(tx, &user.id, &device, now)?;
             Ok((session, refresh_token, device))
         })

@@ -6,8 +6,10 @@
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
+use sha2::{Digest, Sha256};
+
 use super::token::{REFRESH_TTL_SECS, new_refresh_token, refresh_token_hash};
-use crate::accounts::DeviceId;
+use crate::accounts::{DeviceId, DeviceKey};
 use crate::error::AppError;
 
 /// Failed sign-ins for one username from one client allowed before the first lockout.
@@ -126,6 +128,75 @@ pub fn session_is_live(conn: &Connection, session: &str, user_id: &str) -> rusql
         .query_row(params![session, user_id], |r| r.get(0))
         .optional()
         .map(|live| live.unwrap_or(false))
+}
+
+/// Lets `user_id` sign in under `device`, registering the device to them if it is new
+/// (with the key it presents, if any). A registered device takes the sign-in only if the
+/// key presented is its key; one registered without a key, only from a user who shares a
+/// team with the user who registered it (and the key presented then becomes its key).
+/// Anything else is [`AppError::DeviceTaken`]: a device id read off a record does not let
+/// anyone else sign in as that device, nor revoke it.
+pub fn claim_device(
+    tx: &Transaction<'_>,
+    device: &DeviceId,
+    key: Option<&DeviceKey>,
+    user_id: &str,
+    now: i64,
+) -> Result<(), AppError> {
+    let presented = key.map(|k| Sha256::digest(k.as_bytes()).to_vec());
+    let registered: Option<(String, Option<Vec<u8>>)> = tx
+        .prepare_cached("SELECT user_id, key_hash FROM devices WHERE id = ?1")?
+        .query_row([device.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    match registered {
+        None => {
+            tx.prepare_cached("INSERT INTO devices (id, user_id, key_hash, registered_at) VALUES (?1, ?2, ?3, ?4)")?
+                .execute(params![device.as_str(), user_id, presented, now])?;
+            Ok(())
+        }
+        Some((_, Some(hash))) => match presented {
+            Some(presented) if presented == hash => Ok(()),
+            _ => Err(AppError::DeviceTaken),
+        },
+        Some((registrant, None)) => {
+            let shares_team = registrant == user_id
+                || tx
+                    .prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM user_teams a JOIN user_teams b ON a.team_id = b.team_id
+                         WHERE a.user_id = ?1 AND b.user_id = ?2)",
+                    )?
+                    .query_row(params![registrant, user_id], |r| r.get::<_, bool>(0))?;
+            if !shares_team {
+                return Err(AppError::DeviceTaken);
+            }
+            if let Some(presented) = presented {
+                tx.prepare_cached("UPDATE devices SET key_hash = ?1 WHERE id = ?2 AND key_hash IS NULL")?
+                    .execute(params![presented, device.as_str()])?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Whether a manager (`user_id`; any team if `admin`) may reach `device`: it is
+/// registered, by a user of one of the manager's teams.
+pub fn device_in_reach(conn: &Connection, device: &str, user_id: &str, admin: bool) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM devices d
+         WHERE d.id = ?1 AND (?2 OR EXISTS (SELECT 1 FROM user_teams a JOIN user_teams b ON a.team_id = b.team_id
+                                            WHERE a.user_id = d.user_id AND b.user_id = ?3)))",
+    )?
+    .query_row(params![device, admin, user_id], |r| r.get(0))
+}
+
+/// The usernames of everyone who has ever signed in on `device`: the authors its records
+/// may name.
+pub fn device_users(conn: &Connection, device: &str) -> rusqlite::Result<Vec<String>> {
+    let mut statement = conn.prepare_cached(
+        "SELECT DISTINCT u.username FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.device_id = ?1",
+    )?;
+    let rows = statement.query_map([device], |r| r.get(0))?;
+    rows.collect()
 }
 
 /// Whether a manager has revoked this device.
