@@ -65,6 +65,8 @@ struct Touched {
     changed: bool,
     /// The request brought it new: stored whole already.
     inserted: bool,
+    /// The device sent it whole: it may lack any of its receipts.
+    whole: bool,
 }
 
 pub(crate) fn handle(
@@ -78,6 +80,8 @@ pub(crate) fn handle(
     let device = user.device_id.as_str();
     let now_ms = now.as_millisecond();
     let cursor = i64::try_from(request.cursor).unwrap_or(i64::MAX);
+    // The receipts a device holds: those noted up to its cursor, none at cursor 0.
+    let receipts_held = (cursor > 0).then_some(cursor);
     let mut touched: BTreeMap<EpisodeId, Touched> = BTreeMap::new();
     let mut used = Vec::new();
     let mut dropped = Vec::new();
@@ -143,7 +147,7 @@ pub(crate) fn handle(
                     dropped.push(id);
                     continue;
                 }
-                touched.insert(id, Touched { stored, state, changed, inserted });
+                touched.insert(id, Touched { stored, state, changed, inserted, whole: true });
             }
             Body::Message(bytes) => {
                 let Some(mut stored) = existing else {
@@ -164,7 +168,7 @@ pub(crate) fn handle(
                     used.push(stored);
                     continue;
                 }
-                touched.insert(id, Touched { stored, state, changed, inserted: false });
+                touched.insert(id, Touched { stored, state, changed, inserted: false, whole: false });
             }
         }
     }
@@ -206,7 +210,8 @@ pub(crate) fn handle(
         episodes::put_sync_state(tx, *id, device, &touched.state.encode())?;
         let changed_for_device = touched.changed || touched.stored.seq > cursor;
         if changed_for_device {
-            let (evaluation, team) = authoritative(tx, &mut touched.stored, now)?;
+            let since = if touched.whole { None } else { receipts_held };
+            let (evaluation, team) = authoritative(tx, &mut touched.stored, now, since)?;
             actions.push(evaluation);
             teams.push(team);
         }
@@ -214,7 +219,8 @@ pub(crate) fn handle(
     for (id, _) in page {
         let Some(mut stored) = load(tx, cache, id, &actor)? else { continue };
         let mut state = protocol::decode_state(episodes::sync_state(tx, id, device)?.as_deref());
-        if state.shared_heads.is_empty() {
+        let whole = state.shared_heads.is_empty();
+        if whole {
             // The device has never confirmed having it: it goes whole (again, if an
             // answer was lost), and the device counts as holding it from now on, so that
             // a transfer asks for what it records before it confirms.
@@ -230,7 +236,7 @@ pub(crate) fn handle(
                 documents.push(Document { episode: id, body: Body::Message(message) });
             }
         }
-        let (evaluation, team) = authoritative(tx, &mut stored, now)?;
+        let (evaluation, team) = authoritative(tx, &mut stored, now, if whole { None } else { receipts_held })?;
         actions.push(evaluation);
         teams.push(team);
         used.push(stored);
@@ -260,18 +266,23 @@ fn load(tx: &Transaction<'_>, cache: &mut Cache, id: EpisodeId, actor: &ActorId)
     Ok(cache.take(tx, id, actor)?)
 }
 
+/// The server's word on an episode for the device: its evaluation now, and the receipts
+/// noted after `since` (the device's cursor; `None` when the document crossed whole).
 fn authoritative(
     tx: &Transaction<'_>,
     stored: &mut Stored,
     now: jiff::Timestamp,
+    since: Option<i64>,
 ) -> Result<(protocol::Authoritative, protocol::EpisodeTeam), AppError> {
     let team = protocol::EpisodeTeam { episode: stored.id, team: stored.team.clone() };
+    let received = episodes::receipts_since(tx, stored.id, since)?;
     // Evaluated at the whole second, so that every device asking within it shares the work.
     let second = now.as_second();
     if let Some(evaluated) = &stored.evaluated
         && evaluated.second == second
     {
-        return Ok((protocol::Authoritative { episode: stored.id, evaluation: evaluated.wire.clone() }, team));
+        let evaluation = evaluated.wire.clone();
+        return Ok((protocol::Authoritative { episode: stored.id, evaluation, received }, team));
     }
     let at = jiff::Timestamp::from_second(second).unwrap_or(now);
     let episode = stored.view(tx)?;
@@ -282,7 +293,7 @@ fn authoritative(
         _ => protocol::Authoritative::new(stored.id, &evaluation).evaluation,
     };
     stored.evaluated = Some(Evaluated { second, evaluation, wire: wire.clone() });
-    Ok((protocol::Authoritative { episode: stored.id, evaluation: wire }, team))
+    Ok((protocol::Authoritative { episode: stored.id, evaluation: wire, received }, team))
 }
 
 fn refused(episode: EpisodeId, message: &str) -> AppError {
