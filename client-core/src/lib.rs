@@ -15,7 +15,7 @@
 //! - `remote`: sign-in, token refresh and whole sync sessions over any [`remote::Transport`].
 //! - `http`: the blocking HTTP transport (ureq) for the command line and tests.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use automerge::ActorId;
@@ -67,22 +67,40 @@ pub struct Core {
     episodes: BTreeMap<EpisodeId, Kept>,
 }
 
-/// An episode's document, its typed view, and how many changes follow its snapshot.
+/// An episode's document, its typed view, how many changes follow its snapshot, and
+/// when the server first stored its records.
 #[derive(Debug)]
 struct Kept {
     doc: EpisodeDoc,
+    /// The document's reading, each record with its `received_at` once known.
     episode: Episode,
     changes: usize,
+    /// The receipt times the server has sent, kept beside the document (never in it).
+    receipts: HashMap<EventId, Timestamp>,
 }
 
 impl Kept {
+    fn new(doc: EpisodeDoc, episode: Episode, changes: usize) -> Self {
+        Self { doc, episode, changes, receipts: HashMap::new() }
+    }
+
     /// Reads the typed view from the document again, keeping the team that holds the
-    /// episode now (after a transfer, not the document's own).
+    /// episode now (after a transfer, not the document's own) and the receipt times.
     fn reread(&mut self) -> Result<()> {
         let team = std::mem::take(&mut self.episode.team);
         self.episode = self.doc.episode()?;
         self.episode.team = team;
+        self.show_receipts();
         Ok(())
+    }
+
+    /// Gives each record of the typed view its receipt time, if the server has sent it.
+    fn show_receipts(&mut self) {
+        for event in &mut self.episode.events {
+            if let Some(at) = self.receipts.get(&event.id) {
+                event.received_at = Some(*at);
+            }
+        }
     }
 }
 
@@ -234,7 +252,7 @@ impl Core {
             store::put_view(&tx, &id.to_string(), view)?;
         }
         tx.commit()?;
-        self.episodes.insert(id, Kept { doc, episode, changes: 0 });
+        self.episodes.insert(id, Kept::new(doc, episode, 0));
         Ok(id)
     }
 
@@ -380,7 +398,7 @@ impl Core {
             store::put_view(&tx, &id.to_string(), view)?;
         }
         tx.commit()?;
-        self.episodes.insert(id, Kept { doc: theirs, episode, changes: 0 });
+        self.episodes.insert(id, Kept::new(theirs, episode, 0));
         Ok(id)
     }
 
@@ -473,7 +491,17 @@ fn load(stored: &store::Stored, actor: ActorId) -> Result<Loaded> {
         }
     };
     episode.team.clone_from(&stored.team);
-    Ok(Loaded { kept: Kept { doc, episode, changes: stored.changes.len() }, view })
+    let mut kept = Kept::new(doc, episode, stored.changes.len());
+    // The view above is stored without receipt times (they change without the document
+    // changing); they are laid over it here. A row that does not read is left out: it
+    // is only a time the server sent, and the store writes none such.
+    kept.receipts = stored
+        .receipts
+        .iter()
+        .filter_map(|(event, ms)| Some((event.parse().ok()?, Timestamp::from_millisecond(*ms).ok()?)))
+        .collect();
+    kept.show_receipts();
+    Ok(Loaded { kept, view })
 }
 
 /// The view to store for a document and the episode it gives.

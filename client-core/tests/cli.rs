@@ -93,6 +93,8 @@ fn a_home_visit_recorded_offline_shows_in_the_next_actions() {
     let episodes: serde_json::Value =
         serde_json::from_str(&ok(field(store, KEY, &["episodes", "--now", "2026-03-02T14:30:00Z"]))).unwrap();
     assert_eq!(episodes.as_array().unwrap().len(), 1);
+    // Nothing synced: no receipt times.
+    assert!(shown["events"].as_array().unwrap().iter().all(|e| e.get("received_at").is_none()));
 }
 
 #[test]

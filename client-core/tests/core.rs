@@ -370,10 +370,13 @@ fn a_store_of_schema_2_upgrades_and_keeps_everything() {
     let id = episode_with_a_conflict(dir.path());
     let before = Core::open(dir.path(), &key(1)).unwrap().episode(id).unwrap().clone();
     {
-        // Schema 2 as it was: no views table, no `owed`.
+        // Schema 2 as it was: no views table, no `owed`, no receipts.
         let conn = raw(dir.path(), &key(1));
-        conn.execute_batch("DROP TABLE views; ALTER TABLE sync_states DROP COLUMN owed; PRAGMA user_version = 2;")
-            .unwrap();
+        conn.execute_batch(
+            "DROP TABLE views; ALTER TABLE sync_states DROP COLUMN owed; DROP TABLE receipts;
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
     }
     for _ in 0..2 {
         let mut core = Core::open(dir.path(), &key(1)).unwrap();
@@ -382,7 +385,7 @@ fn a_store_of_schema_2_upgrades_and_keeps_everything() {
     }
     let conn = raw(dir.path(), &key(1));
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     let views: i64 = conn.query_row("SELECT count(*) FROM views", [], |r| r.get(0)).unwrap();
     assert_eq!(views, 1);
 }
@@ -393,9 +396,10 @@ fn a_store_of_schema_3_upgrades_and_keeps_its_sync_states_owing_nothing() {
     let id = episode_with_a_conflict(dir.path());
     let before = Core::open(dir.path(), &key(1)).unwrap().episode(id).unwrap().clone();
     {
-        // Schema 3 as it was: sync states without `owed`, one of them kept.
+        // Schema 3 as it was: sync states without `owed`, one of them kept; no receipts.
         let conn = raw(dir.path(), &key(1));
-        conn.execute_batch("ALTER TABLE sync_states DROP COLUMN owed; PRAGMA user_version = 3;").unwrap();
+        conn.execute_batch("ALTER TABLE sync_states DROP COLUMN owed; DROP TABLE receipts; PRAGMA user_version = 3;")
+            .unwrap();
         conn.execute("INSERT INTO sync_states (episode, state) VALUES (?1, X'0042')", [id.to_string()]).unwrap();
     }
     let core = Core::open(dir.path(), &key(1)).unwrap();
@@ -403,11 +407,37 @@ fn a_store_of_schema_3_upgrades_and_keeps_its_sync_states_owing_nothing() {
     drop(core);
     let conn = raw(dir.path(), &key(1));
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     let (state, owed): (Vec<u8>, i64) = conn
         .query_row("SELECT state, owed FROM sync_states WHERE episode = ?1", [id.to_string()], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
         .unwrap();
     assert_eq!((state, owed), (vec![0x00, 0x42], 0));
+}
+
+#[test]
+fn a_store_of_schema_4_upgrades_and_asks_the_server_for_everything_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = episode_with_a_conflict(dir.path());
+    let before = Core::open(dir.path(), &key(1)).unwrap().episode(id).unwrap().clone();
+    {
+        // Schema 4 as it was: no receipts, and a cursor from its last sync.
+        let conn = raw(dir.path(), &key(1));
+        conn.execute_batch(
+            "DROP TABLE receipts; INSERT INTO meta (key, value) VALUES ('sync.cursor', '41');
+             PRAGMA user_version = 4;",
+        )
+        .unwrap();
+    }
+    let core = Core::open(dir.path(), &key(1)).unwrap();
+    assert_eq!(core.episode(id).unwrap(), &before);
+    // Cursor 0: the next sync brings every episode's receipt times.
+    assert_eq!(core.cursor().unwrap(), 0);
+    drop(core);
+    let conn = raw(dir.path(), &key(1));
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, 5);
+    let receipts: i64 = conn.query_row("SELECT count(*) FROM receipts", [], |r| r.get(0)).unwrap();
+    assert_eq!(receipts, 0);
 }

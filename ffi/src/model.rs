@@ -334,7 +334,8 @@ pub struct Event {
     pub device: String,
     pub body: EventBody,
     pub note: Option<String>,
-    /// When the server received it, once it has.
+    /// When the server first stored it: set once a sync has brought the server's word
+    /// (records made here get it from the sync that sends them).
     pub received_at: Option<SystemTime>,
 }
 
