@@ -114,16 +114,22 @@ pub struct NewEpisode {
     pub plan: String,
 }
 
-/// One line of the device's caseload.
+/// One line of the device's caseload: each field means what it means in a line of the
+/// server's `GET /v1/episodes`, in the same JSON shape, so that phone and server never
+/// say two things of one episode.
 #[derive(Clone, Debug, Serialize)]
 pub struct EpisodeSummary {
     pub id: EpisodeId,
     pub team: String,
-    pub pathway: Vec<Pathway>,
+    /// The pathway the rules take: on a conflict, the safer value (`conflicts` counts it).
+    pub pathway: Pathway,
     pub patient_ref: PatientRef,
+    /// Actions still to be done: open or overdue.
     pub open_actions: usize,
+    /// Of those, the overdue ones.
     pub overdue_actions: usize,
-    pub conflicts: Vec<FactField>,
+    /// How many facts hold concurrent values (the episode itself says which).
+    pub conflicts: usize,
 }
 
 /// An action due across the caseload, for the phone's home screen.
@@ -402,22 +408,23 @@ impl Core {
         Ok(id)
     }
 
-    /// The device's episodes, with their open and overdue actions at `now`.
+    /// The device's episodes, with their open and overdue actions at `now`: each line as
+    /// the server's caseload gives it.
     pub fn episodes(&self, now: Timestamp) -> Vec<EpisodeSummary> {
         self.episodes
             .values()
             .map(|kept| {
                 let e = &kept.episode;
                 let evaluation = pathway::evaluate(e, now, &self.calendar);
-                let count = |state: State| evaluation.actions.iter().filter(|a| a.state == state).count();
+                let count = |open: fn(&State) -> bool| evaluation.actions.iter().filter(|a| open(&a.state)).count();
                 EpisodeSummary {
                     id: e.id,
                     team: e.team.clone(),
-                    pathway: e.facts.pathway.values().to_vec(),
+                    pathway: *e.facts.pathway.safest(),
                     patient_ref: e.patient_ref.clone(),
-                    open_actions: count(State::Open),
-                    overdue_actions: count(State::Overdue),
-                    conflicts: e.facts.conflicts().into_iter().map(|(field, _)| field).collect(),
+                    open_actions: count(|s| matches!(s, State::Open | State::Overdue)),
+                    overdue_actions: count(|s| *s == State::Overdue),
+                    conflicts: e.facts.conflicts().len(),
                 }
             })
             .collect()
