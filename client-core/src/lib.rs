@@ -81,7 +81,9 @@ struct Kept {
 
 impl Kept {
     fn new(doc: EpisodeDoc, episode: Episode, changes: usize) -> Self {
-        Self { doc, episode, changes, receipts: HashMap::new() }
+        let mut kept = Self { doc, episode, changes, receipts: HashMap::new() };
+        kept.show_receipts();
+        kept
     }
 
     /// Reads the typed view from the document again, keeping the team that holds the
@@ -95,11 +97,11 @@ impl Kept {
     }
 
     /// Gives each record of the typed view its receipt time, if the server has sent it.
+    /// Only the server's word counts: a `received_at` written into a document (no client
+    /// of ours writes one; a forged record might) is not shown or evaluated.
     fn show_receipts(&mut self) {
         for event in &mut self.episode.events {
-            if let Some(at) = self.receipts.get(&event.id) {
-                event.received_at = Some(*at);
-            }
+            event.received_at = self.receipts.get(&event.id).copied();
         }
     }
 }

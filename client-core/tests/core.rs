@@ -442,3 +442,38 @@ fn a_store_of_schema_4_upgrades_and_asks_the_server_for_everything_again() {
     let receipts: i64 = conn.query_row("SELECT count(*) FROM receipts", [], |r| r.get(0)).unwrap();
     assert_eq!(receipts, 0);
 }
+
+/// A `received_at` written into a document (a forged record: no client writes one) is not
+/// the server's word: the device shows and evaluates only the receipt times its syncs
+/// bring, so a forged one can neither raise nor hide `clock_skew`.
+#[test]
+fn a_receipt_time_written_into_a_document_is_not_believed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut core = Core::open(dir.path(), &key(1)).unwrap();
+    let opening = episode::document::Opening {
+        id: uuid::Uuid::now_v7(),
+        patient_ref: PatientRef::new("RX-FORGED").unwrap(),
+        team: "north".into(),
+        opened_at: t("2026-03-02T08:00:00Z"),
+        opened_by: "u-mal".into(),
+        pathway: Pathway::InService,
+        facts: Vec::new(),
+        plan: String::new(),
+    };
+    let mut doc = episode::document::EpisodeDoc::open(&opening, automerge::ActorId::random()).unwrap();
+    let forged = episode::Event::from_value(
+        &json!({"id": uuid::Uuid::now_v7().to_string(), "kind": "home_visit", "announced": false,
+                "outcome": "no_answer", "at": "2026-03-02T12:00:00Z", "by": "u-mal", "device": "phone-mal",
+                "received_at": "2026-03-02T09:00:00Z"}),
+        0,
+    )
+    .unwrap();
+    doc.record(&forged).unwrap();
+    let id = core.merge_episode(&doc.save()).unwrap();
+    assert_eq!(core.episode(id).unwrap().events[0].received_at, None);
+    let warnings = core.actions(id, t("2026-03-02T13:00:00Z")).unwrap().evaluation.warnings;
+    assert!(warnings.iter().all(|w| w.code != episode::pathway::WarningCode::ClockSkew), "{warnings:?}");
+    drop(core);
+    let core = Core::open(dir.path(), &key(1)).unwrap();
+    assert_eq!(core.episode(id).unwrap().events[0].received_at, None, "nor after reopening");
+}

@@ -386,10 +386,11 @@ pub fn with_receipts(conn: &Connection, mut episode: Episode) -> rusqlite::Resul
         let (event, ms) = row?;
         receipts.insert(event, ms);
     }
+    // Only the receipts count: a `received_at` written into a document (no client of
+    // ours writes one; a forged record might) is not the server's word.
     for event in &mut episode.events {
-        if let Some(ms) = receipts.get(&event.id.to_string()) {
-            event.received_at = jiff::Timestamp::from_millisecond(*ms).ok();
-        }
+        event.received_at =
+            receipts.get(&event.id.to_string()).and_then(|ms| jiff::Timestamp::from_millisecond(*ms).ok());
     }
     Ok(episode)
 }
