@@ -19,7 +19,7 @@
 //!   (RFC 8252), the PKCE verifier, `state` and `nonce` kept in the store.
 //! - `http`: the blocking HTTP transport (ureq) for the command line and tests.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use automerge::ActorId;
@@ -81,22 +81,42 @@ pub struct Core {
     episodes: BTreeMap<EpisodeId, Kept>,
 }
 
-/// An episode's document, its typed view, and how many changes follow its snapshot.
+/// An episode's document, its typed view, how many changes follow its snapshot, and
+/// when the server first stored its records.
 #[derive(Debug)]
 struct Kept {
     doc: EpisodeDoc,
+    /// The document's reading, each record with its `received_at` once known.
     episode: Episode,
     changes: usize,
+    /// The receipt times the server has sent, kept beside the document (never in it).
+    receipts: HashMap<EventId, Timestamp>,
 }
 
 impl Kept {
+    fn new(doc: EpisodeDoc, episode: Episode, changes: usize) -> Self {
+        let mut kept = Self { doc, episode, changes, receipts: HashMap::new() };
+        kept.show_receipts();
+        kept
+    }
+
     /// Reads the typed view from the document again, keeping the team that holds the
-    /// episode now (after a transfer, not the document's own).
+    /// episode now (after a transfer, not the document's own) and the receipt times.
     fn reread(&mut self) -> Result<()> {
         let team = std::mem::take(&mut self.episode.team);
         self.episode = self.doc.episode()?;
         self.episode.team = team;
+        self.show_receipts();
         Ok(())
+    }
+
+    /// Gives each record of the typed view its receipt time, if the server has sent it.
+    /// Only the server's word counts: a `received_at` written into a document (no client
+    /// of ours writes one; a forged record might) is not shown or evaluated.
+    fn show_receipts(&mut self) {
+        for event in &mut self.episode.events {
+            event.received_at = self.receipts.get(&event.id).copied();
+        }
     }
 }
 
@@ -110,16 +130,22 @@ pub struct NewEpisode {
     pub plan: String,
 }
 
-/// One line of the device's caseload.
+/// One line of the device's caseload: each field means what it means in a line of the
+/// server's `GET /v1/episodes`, in the same JSON shape, so that phone and server never
+/// say two things of one episode.
 #[derive(Clone, Debug, Serialize)]
 pub struct EpisodeSummary {
     pub id: EpisodeId,
     pub team: String,
-    pub pathway: Vec<Pathway>,
+    /// The pathway the rules take: on a conflict, the safer value (`conflicts` counts it).
+    pub pathway: Pathway,
     pub patient_ref: PatientRef,
+    /// Actions still to be done: open or overdue.
     pub open_actions: usize,
+    /// Of those, the overdue ones.
     pub overdue_actions: usize,
-    pub conflicts: Vec<FactField>,
+    /// How many facts hold concurrent values (the episode itself says which).
+    pub conflicts: usize,
 }
 
 /// An action due across the caseload, for the phone's home screen.
@@ -317,7 +343,7 @@ impl Core {
             store::put_view(&tx, &id.to_string(), view)?;
         }
         tx.commit()?;
-        self.episodes.insert(id, Kept { doc, episode, changes: 0 });
+        self.episodes.insert(id, Kept::new(doc, episode, 0));
         Ok(id)
     }
 
@@ -468,26 +494,27 @@ impl Core {
             store::put_view(&tx, &id.to_string(), view)?;
         }
         tx.commit()?;
-        self.episodes.insert(id, Kept { doc: theirs, episode, changes: 0 });
+        self.episodes.insert(id, Kept::new(theirs, episode, 0));
         Ok(id)
     }
 
-    /// The device's episodes, with their open and overdue actions at `now`.
+    /// The device's episodes, with their open and overdue actions at `now`: each line as
+    /// the server's caseload gives it.
     pub fn episodes(&self, now: Timestamp) -> Vec<EpisodeSummary> {
         self.episodes
             .values()
             .map(|kept| {
                 let e = &kept.episode;
                 let evaluation = pathway::evaluate(e, now, &self.calendar);
-                let count = |state: State| evaluation.actions.iter().filter(|a| a.state == state).count();
+                let count = |open: fn(&State) -> bool| evaluation.actions.iter().filter(|a| open(&a.state)).count();
                 EpisodeSummary {
                     id: e.id,
                     team: e.team.clone(),
-                    pathway: e.facts.pathway.values().to_vec(),
+                    pathway: *e.facts.pathway.safest(),
                     patient_ref: e.patient_ref.clone(),
-                    open_actions: count(State::Open),
-                    overdue_actions: count(State::Overdue),
-                    conflicts: e.facts.conflicts().into_iter().map(|(field, _)| field).collect(),
+                    open_actions: count(|s| matches!(s, State::Open | State::Overdue)),
+                    overdue_actions: count(|s| *s == State::Overdue),
+                    conflicts: e.facts.conflicts().len(),
                 }
             })
             .collect()
@@ -561,7 +588,17 @@ fn load(stored: &store::Stored, actor: ActorId) -> Result<Loaded> {
         }
     };
     episode.team.clone_from(&stored.team);
-    Ok(Loaded { kept: Kept { doc, episode, changes: stored.changes.len() }, view })
+    let mut kept = Kept::new(doc, episode, stored.changes.len());
+    // The view above is stored without receipt times (they change without the document
+    // changing); they are laid over it here. A row that does not read is left out: it
+    // is only a time the server sent, and the store writes none such.
+    kept.receipts = stored
+        .receipts
+        .iter()
+        .filter_map(|(event, ms)| Some((event.parse().ok()?, Timestamp::from_millisecond(*ms).ok()?)))
+        .collect();
+    kept.show_receipts();
+    Ok(Loaded { kept, view })
 }
 
 /// The view to store for a document and the episode it gives.

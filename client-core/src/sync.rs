@@ -6,7 +6,9 @@
 //! What crosses is described in `episode::sync`. On this side:
 //!
 //! - A response is applied in one transaction (documents, sync states, the server's
-//!   actions, the cursor), so a crash leaves the store before or after it, never between.
+//!   actions and receipt times, the cursor), so a crash leaves the store before or after
+//!   it, never between. Receipt times are kept beside the documents, and the typed views
+//!   show them, so that the device's own evaluation flags `clock_skew` as the server's.
 //!   A lost response costs a repeat, never a record: the device's changes stay until the
 //!   server confirms them, and a repeat changes nothing twice.
 //! - Sync states persist as their shared heads only, and each session starts from them
@@ -265,7 +267,7 @@ impl Core {
                         let episode = theirs.episode()?;
                         let snapshot = theirs.save();
                         writes.push((id, Write::New(episode.team.clone(), snapshot)));
-                        self.episodes.insert(id, Kept { doc: theirs, episode, changes: 0 });
+                        self.episodes.insert(id, Kept::new(theirs, episode, 0));
                         session.summary.new_episodes += 1;
                     }
                     // Tell the server we hold it: a message with our heads, next round.
@@ -345,11 +347,17 @@ impl Core {
             .filter(|id| !response.refused.iter().any(|r| r.episode == *id))
             .collect();
         let mut evaluations = Vec::new();
+        let mut receipts = Vec::new();
         for action in &response.actions {
             if self.episodes.contains_key(&action.episode) {
                 let evaluation = action.evaluation().map_err(|e| Error::Sync(e.to_string()))?;
                 let json = serde_json::to_string(&evaluation).map_err(|e| Error::Sync(e.to_string()))?;
                 evaluations.push((action.episode, json));
+                for receipt in &action.received {
+                    let at = Timestamp::from_millisecond(receipt.received_at_ms)
+                        .map_err(|_| Error::Sync("the server sent a receipt time out of range".into()))?;
+                    receipts.push((action.episode, receipt.event, at));
+                }
             }
         }
         let written = (|| -> Result<()> {
@@ -375,6 +383,9 @@ impl Core {
                 let reason = serde_json::to_string(reason).map_err(|e| Error::Sync(e.to_string()))?;
                 store::hold_back(&tx, &id.to_string(), heads, &reason)?;
             }
+            for (episode, event, at) in &receipts {
+                store::put_receipt(&tx, &episode.to_string(), &event.to_string(), at.as_millisecond())?;
+            }
             for id in &drops {
                 store::delete_episode(&tx, &id.to_string())?;
             }
@@ -397,6 +408,18 @@ impl Core {
         for (id, team) in &moved {
             if let Some(kept) = self.episodes.get_mut(id) {
                 kept.episode.team.clone_from(team);
+            }
+        }
+        let mut timed = BTreeSet::new();
+        for (episode, event, at) in receipts {
+            if let Some(kept) = self.episodes.get_mut(&episode) {
+                kept.receipts.insert(event, at);
+                timed.insert(episode);
+            }
+        }
+        for id in timed {
+            if let Some(kept) = self.episodes.get_mut(&id) {
+                kept.show_receipts();
             }
         }
         for id in &drops {

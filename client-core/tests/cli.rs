@@ -96,6 +96,24 @@ fn a_home_visit_recorded_offline_shows_in_the_next_actions() {
     let episodes: serde_json::Value =
         serde_json::from_str(&ok(field(store, KEY, &["episodes", "--now", "2026-03-02T14:30:00Z"]))).unwrap();
     assert_eq!(episodes.as_array().unwrap().len(), 1);
+    // The line of `GET /v1/episodes`: one pathway, every action still to be done counted
+    // as open (the overdue among them), conflicts as a count. The next day some are
+    // overdue.
+    let later = ["--now", "2026-03-03T12:00:00Z"];
+    let next: serde_json::Value =
+        serde_json::from_str(&ok(field(store, KEY, &[&["next"], &later[..]].concat()))).unwrap();
+    let episodes: serde_json::Value =
+        serde_json::from_str(&ok(field(store, KEY, &[&["episodes"], &later[..]].concat()))).unwrap();
+    let line = &episodes[0];
+    assert_eq!(line["pathway"], "urgent_referral");
+    let due = next.as_array().unwrap().iter().filter(|a| a["episode"] == episode.as_str()).count();
+    assert_eq!(line["open_actions"].as_u64(), Some(due as u64));
+    let overdue = next.as_array().unwrap().iter().filter(|a| a["state"] == "overdue").count();
+    assert!(overdue > 0, "{next}");
+    assert_eq!(line["overdue_actions"].as_u64(), Some(overdue as u64));
+    assert_eq!(line["conflicts"], 0);
+    // Nothing synced: no receipt times.
+    assert!(shown["events"].as_array().unwrap().iter().all(|e| e.get("received_at").is_none()));
 }
 
 #[test]

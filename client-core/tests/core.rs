@@ -184,7 +184,8 @@ fn two_devices_exchanging_documents_converge_whatever_the_order() {
     assert!(ea.plan.contains("Urgent") && ea.plan.contains("named contact"), "{}", ea.plan);
     let now = t("2026-03-02T16:00:00Z");
     assert_eq!(a.actions(id, now).unwrap().evaluation, b.actions(id, now).unwrap().evaluation);
-    assert_eq!(a.episodes(now)[0].conflicts, vec![FactField::Risk]);
+    assert_eq!(a.episodes(now)[0].conflicts, 1);
+    assert_eq!(a.episode(id).unwrap().facts.conflicts()[0].0, FactField::Risk);
     // And it all survives reopening.
     drop(a);
     assert_eq!(open(a_dir.path(), &key(1)).unwrap().episode(id).unwrap(), &ea);
@@ -375,10 +376,13 @@ fn a_store_of_schema_2_upgrades_and_keeps_everything() {
     let id = episode_with_a_conflict(dir.path());
     let before = open(dir.path(), &key(1)).unwrap().episode(id).unwrap().clone();
     {
-        // Schema 2 as it was: no views table, no `owed`.
+        // Schema 2 as it was: no views table, no `owed`, no receipts.
         let conn = raw(dir.path(), &key(1));
-        conn.execute_batch("DROP TABLE views; ALTER TABLE sync_states DROP COLUMN owed; PRAGMA user_version = 2;")
-            .unwrap();
+        conn.execute_batch(
+            "DROP TABLE views; ALTER TABLE sync_states DROP COLUMN owed; DROP TABLE receipts;
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
     }
     for _ in 0..2 {
         let mut core = open(dir.path(), &key(1)).unwrap();
@@ -387,7 +391,7 @@ fn a_store_of_schema_2_upgrades_and_keeps_everything() {
     }
     let conn = raw(dir.path(), &key(1));
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     let views: i64 = conn.query_row("SELECT count(*) FROM views", [], |r| r.get(0)).unwrap();
     assert_eq!(views, 1);
 }
@@ -398,9 +402,10 @@ fn a_store_of_schema_3_upgrades_and_keeps_its_sync_states_owing_nothing() {
     let id = episode_with_a_conflict(dir.path());
     let before = open(dir.path(), &key(1)).unwrap().episode(id).unwrap().clone();
     {
-        // Schema 3 as it was: sync states without `owed`, one of them kept.
+        // Schema 3 as it was: sync states without `owed`, one of them kept; no receipts.
         let conn = raw(dir.path(), &key(1));
-        conn.execute_batch("ALTER TABLE sync_states DROP COLUMN owed; PRAGMA user_version = 3;").unwrap();
+        conn.execute_batch("ALTER TABLE sync_states DROP COLUMN owed; DROP TABLE receipts; PRAGMA user_version = 3;")
+            .unwrap();
         conn.execute("INSERT INTO sync_states (episode, state) VALUES (?1, X'0042')", [id.to_string()]).unwrap();
     }
     let core = open(dir.path(), &key(1)).unwrap();
@@ -408,7 +413,7 @@ fn a_store_of_schema_3_upgrades_and_keeps_its_sync_states_owing_nothing() {
     drop(core);
     let conn = raw(dir.path(), &key(1));
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     let (state, owed): (Vec<u8>, i64) = conn
         .query_row("SELECT state, owed FROM sync_states WHERE episode = ?1", [id.to_string()], |r| {
             Ok((r.get(0)?, r.get(1)?))
@@ -481,4 +486,65 @@ fn who_records_is_named_only_until_someone_signs_in() {
     let event = core.record(id, "reengaged", t("2026-03-02T09:05:00Z"), Map::new()).unwrap();
     let recorded = core.episode(id).unwrap().events.iter().find(|e| e.id == event).unwrap().clone();
     assert_eq!(recorded.by, "ben");
+}
+
+#[test]
+fn a_store_of_schema_4_upgrades_and_asks_the_server_for_everything_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = episode_with_a_conflict(dir.path());
+    let before = Core::open(dir.path(), &key(1)).unwrap().episode(id).unwrap().clone();
+    {
+        // Schema 4 as it was: no receipts, and a cursor from its last sync.
+        let conn = raw(dir.path(), &key(1));
+        conn.execute_batch(
+            "DROP TABLE receipts; INSERT INTO meta (key, value) VALUES ('sync.cursor', '41');
+             PRAGMA user_version = 4;",
+        )
+        .unwrap();
+    }
+    let core = Core::open(dir.path(), &key(1)).unwrap();
+    assert_eq!(core.episode(id).unwrap(), &before);
+    // Cursor 0: the next sync brings every episode's receipt times.
+    assert_eq!(core.cursor().unwrap(), 0);
+    drop(core);
+    let conn = raw(dir.path(), &key(1));
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, 5);
+    let receipts: i64 = conn.query_row("SELECT count(*) FROM receipts", [], |r| r.get(0)).unwrap();
+    assert_eq!(receipts, 0);
+}
+
+/// A `received_at` written into a document (a forged record: no client writes one) is not
+/// the server's word: the device shows and evaluates only the receipt times its syncs
+/// bring, so a forged one can neither raise nor hide `clock_skew`.
+#[test]
+fn a_receipt_time_written_into_a_document_is_not_believed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut core = Core::open(dir.path(), &key(1)).unwrap();
+    let opening = episode::document::Opening {
+        id: uuid::Uuid::now_v7(),
+        patient_ref: PatientRef::new("RX-FORGED").unwrap(),
+        team: "north".into(),
+        opened_at: t("2026-03-02T08:00:00Z"),
+        opened_by: "u-mal".into(),
+        pathway: Pathway::InService,
+        facts: Vec::new(),
+        plan: String::new(),
+    };
+    let mut doc = episode::document::EpisodeDoc::open(&opening, automerge::ActorId::random()).unwrap();
+    let forged = episode::Event::from_value(
+        &json!({"id": uuid::Uuid::now_v7().to_string(), "kind": "home_visit", "announced": false,
+                "outcome": "no_answer", "at": "2026-03-02T12:00:00Z", "by": "u-mal", "device": "phone-mal",
+                "received_at": "2026-03-02T09:00:00Z"}),
+        0,
+    )
+    .unwrap();
+    doc.record(&forged).unwrap();
+    let id = core.merge_episode(&doc.save()).unwrap();
+    assert_eq!(core.episode(id).unwrap().events[0].received_at, None);
+    let warnings = core.actions(id, t("2026-03-02T13:00:00Z")).unwrap().evaluation.warnings;
+    assert!(warnings.iter().all(|w| w.code != episode::pathway::WarningCode::ClockSkew), "{warnings:?}");
+    drop(core);
+    let core = Core::open(dir.path(), &key(1)).unwrap();
+    assert_eq!(core.episode(id).unwrap().events[0].received_at, None, "nor after reopening");
 }

@@ -8,7 +8,8 @@
 //! number it has seen up to), so that an up-to-date device learns "nothing new" in one
 //! round trip of a few dozen bytes, whatever its caseload. The response carries the
 //! server's sync messages, the team's episodes the device does not have yet, the
-//! authoritative actions of every episode that changed, and the server's clock.
+//! authoritative actions of every episode that changed with the receipt times of its
+//! records that the device lacks (never in the document), and the server's clock.
 //!
 //! The body is [postcard](https://docs.rs/postcard): compact, and decoded without
 //! trusting any length it declares. Errors are JSON, as on every route.
@@ -28,7 +29,7 @@ use crate::document::{DocumentError, EpisodeDoc, MAX_DOCUMENT_BYTES};
 use crate::pathway::{Code, Evaluation};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 
 /// The largest request body the server reads.
 pub const MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;
@@ -180,13 +181,28 @@ pub enum Body {
     Message(Vec<u8>),
 }
 
-/// The server's evaluation of one episode, at `Response::server_time_ms`.
+/// The server's word on one episode: its evaluation at `Response::server_time_ms`, and
+/// the receipt times the device does not have yet.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Authoritative {
     pub episode: Uuid,
     /// The evaluation JSON of `shared/interfaces.md`, deflated (its keys repeat for
     /// every action: it shrinks about fivefold).
     pub evaluation: Vec<u8>,
+    /// When the server first stored each record of the episode that the device lacks
+    /// the time of: every record when the document crossed whole, else those stored
+    /// after the device's cursor. The evaluation used them (`clock_skew`); the device
+    /// keeps them beside its document, never in it, so that its own evaluation uses them
+    /// too.
+    pub received: Vec<Receipt>,
+}
+
+/// When the server first stored a record: its `received_at`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub event: Uuid,
+    /// Unix milliseconds.
+    pub received_at_ms: i64,
 }
 
 /// The team that holds an episode now.
@@ -223,7 +239,7 @@ impl Authoritative {
         let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
         // Writing to a Vec cannot fail.
         let _ = encoder.write_all(&json);
-        Self { episode, evaluation: encoder.finish().unwrap_or_default() }
+        Self { episode, evaluation: encoder.finish().unwrap_or_default(), received: Vec::new() }
     }
 
     /// The evaluation, inflated (at most 4 MiB) and read.

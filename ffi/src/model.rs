@@ -334,7 +334,8 @@ pub struct Event {
     pub device: String,
     pub body: EventBody,
     pub note: Option<String>,
-    /// When the server received it, once it has.
+    /// When the server first stored it: set once a sync has brought the server's word
+    /// (records made here get it from the sync that sends them).
     pub received_at: Option<SystemTime>,
 }
 
@@ -538,16 +539,21 @@ pub struct NextAction {
     pub action: Action,
 }
 
-/// One line of the device's caseload.
+/// One line of the device's caseload, as the server's caseload gives it too.
 #[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
 pub struct EpisodeSummary {
     pub id: String,
     pub team: String,
-    pub pathway: Vec<Pathway>,
+    /// The pathway the rules take: on a conflict, the safer value (`Episode.facts`
+    /// holds every value, `Episode.conflicts` names the conflicted facts).
+    pub pathway: Pathway,
     pub patient_ref: String,
+    /// Actions still to be done: open or overdue.
     pub open_actions: u32,
+    /// Of those, the overdue ones.
     pub overdue_actions: u32,
-    pub conflicts: Vec<FactField>,
+    /// How many facts hold concurrent values.
+    pub conflicts: u32,
 }
 
 /// An episode the server refused: kept whole on the device, and offered again when it
@@ -653,11 +659,11 @@ impl EpisodeSummary {
         Ok(Self {
             id: s.id.to_string(),
             team: s.team.clone(),
-            pathway: s.pathway.iter().map(mirror).collect::<Result<_, _>>()?,
+            pathway: mirror(&s.pathway)?,
             patient_ref: s.patient_ref.as_str().to_string(),
             open_actions: count(s.open_actions),
             overdue_actions: count(s.overdue_actions),
-            conflicts: s.conflicts.iter().map(mirror).collect::<Result<_, _>>()?,
+            conflicts: count(s.conflicts),
         })
     }
 }

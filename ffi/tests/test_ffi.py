@@ -255,9 +255,12 @@ check(read.plan == "Phone the sister before the next visit.", "the plan")
 check(phone.timeline(episode)[-1].id == changed, "the change is on the timeline")
 check(phone.timeline(episode)[-1].body == t.EventBody.FACT_CHANGED(fact=coordinator), "typed as a fact change")
 caseload = phone.episodes(now)
-check([(e.id, e.patient_ref, e.pathway) for e in caseload] == [(episode, "RX-PY-1", [t.Pathway.URGENT_REFERRAL])],
-      f"the caseload: {caseload}")
-check(caseload[0].open_actions + caseload[0].overdue_actions == len(phone.next_actions(now)), "the counts")
+check([(e.id, e.patient_ref, e.pathway, e.conflicts) for e in caseload] == [(episode, "RX-PY-1",
+      t.Pathway.URGENT_REFERRAL, 0)], f"the caseload: {caseload}")
+# Open counts the overdue too, as the server's caseload does.
+check(caseload[0].open_actions == len(phone.next_actions(now)), "the counts")
+check(caseload[0].overdue_actions <= caseload[0].open_actions, "overdue is a part of open")
+check(all(e.received_at is None for e in phone.timeline(episode)), "no receipt times before a sync")
 
 # An episode of a team the user is not in: the server refuses it by name.
 elsewhere = phone.open_episode(
@@ -290,6 +293,13 @@ check(t.ActionCode.LEAVE_CALLING_CARD in codes, f"the server knows of the card: 
 local = phone.actions(episode, now)
 check({a.id for a in server.actions} == {a.id for a in local.actions}, "the same actions on both sides")
 
+# The server's receipt times came back with its answer: every record has one, at the
+# sync (the records were made hours before it).
+synced = datetime.datetime.now(datetime.timezone.utc)
+received = [e.received_at for e in phone.timeline(episode)]
+check(all(r is not None and now - datetime.timedelta(seconds=5) <= r <= synced + datetime.timedelta(seconds=5)
+          for r in received), f"receipt times: {received}")
+
 # Again: nothing new, one round trip.
 again = phone.sync(transport)
 check(again.round_trips == 1 and again.sent == 0, f"an up-to-date sync: {again}")
@@ -308,6 +318,8 @@ check(shift.sent == 2 and shift.complete, f"both episodes were offered: {shift}"
 del phone
 reopened = t.Tether.open(store, KEY)
 check(len(reopened.timeline(episode)) == 5, "the records survive reopening")
+kept = [e.received_at for e in reopened.timeline(episode)]
+check(kept[:4] == received and kept[4] is not None, f"so do their receipt times: {kept}")
 check(reopened.server_actions(episode) is not None, "so do the server's actions")
 
 # A manager revokes the device: its next sync wipes the store and says so.

@@ -14,10 +14,10 @@ use crate::error::AppError;
 use crate::files;
 
 /// The schema this build writes; `PRAGMA user_version` holds the database's.
-pub const SCHEMA: i64 = 7;
+pub const SCHEMA: i64 = 8;
 
 /// Each schema's upgrade from the one before, in order.
-const UPGRADES: [&str; 7] = [
+const UPGRADES: [&str; 8] = [
     include_str!("schema/v1.sql"),
     include_str!("schema/v2.sql"),
     include_str!("schema/v3.sql"),
@@ -25,6 +25,7 @@ const UPGRADES: [&str; 7] = [
     include_str!("schema/v5.sql"),
     include_str!("schema/v6.sql"),
     include_str!("schema/v7.sql"),
+    include_str!("schema/v8.sql"),
 ];
 
 /// Why the database could not be opened.

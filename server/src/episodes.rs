@@ -250,9 +250,10 @@ pub fn store_changes(
     note_receipts(tx, stored, device, now_ms)
 }
 
-/// Notes the receipt of every record of a stored episode not yet noted.
+/// Notes the receipt of every record of a stored episode not yet noted, at the `seq`
+/// the episode was just given (so that devices past it are not sent them again).
 pub fn note_receipts(tx: &Transaction<'_>, stored: &mut Stored, device: &str, now_ms: i64) -> Result<(), StoreError> {
-    record_receipts(tx, &stored.doc.episode()?, device, now_ms)?;
+    record_receipts(tx, &stored.doc.episode()?, device, now_ms, stored.seq)?;
     stored.view = None;
     stored.evaluated = None;
     Ok(())
@@ -363,17 +364,47 @@ pub fn drops_since(conn: &Connection, device: &str, cursor: i64) -> rusqlite::Re
     Ok(out)
 }
 
-/// Notes when the server first received each of the episode's records.
-pub fn record_receipts(tx: &Transaction<'_>, episode: &Episode, device: &str, now_ms: i64) -> rusqlite::Result<()> {
+/// Notes when the server first received each of the episode's records, in the
+/// transaction that gave the episode `seq`.
+pub fn record_receipts(
+    tx: &Transaction<'_>,
+    episode: &Episode,
+    device: &str,
+    now_ms: i64,
+    seq: i64,
+) -> rusqlite::Result<()> {
     let mut statement = tx.prepare_cached(
-        "INSERT INTO receipts (episode, event, received_at, device) VALUES (?1, ?2, ?3, ?4)
+        "INSERT INTO receipts (episode, event, received_at, device, seq) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (episode, event) DO NOTHING",
     )?;
     let id = episode.id.to_string();
     for event in &episode.events {
-        statement.execute(params![id, event.id.to_string(), now_ms, device])?;
+        statement.execute(params![id, event.id.to_string(), now_ms, device, seq])?;
     }
     Ok(())
+}
+
+/// The receipts of an episode's records noted after `cursor` (all of them with `None`),
+/// for a device to keep: a device whose cursor is past a receipt's `seq` has it.
+pub fn receipts_since(
+    conn: &Connection,
+    id: EpisodeId,
+    cursor: Option<i64>,
+) -> rusqlite::Result<Vec<episode::sync::Receipt>> {
+    let mut statement =
+        conn.prepare_cached("SELECT event, received_at FROM receipts WHERE episode = ?1 AND seq > ?2 ORDER BY event")?;
+    let rows = statement.query_map(params![id.to_string(), cursor.unwrap_or(-1)], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (event, received_at_ms) = row?;
+        // Every receipt is noted from a record's id, which is a UUID.
+        if let Ok(event) = event.parse() {
+            out.push(episode::sync::Receipt { event, received_at_ms });
+        }
+    }
+    Ok(out)
 }
 
 /// The episode with each record's `received_at` filled in from the receipts.
@@ -385,10 +416,11 @@ pub fn with_receipts(conn: &Connection, mut episode: Episode) -> rusqlite::Resul
         let (event, ms) = row?;
         receipts.insert(event, ms);
     }
+    // Only the receipts count: a `received_at` written into a document (no client of
+    // ours writes one; a forged record might) is not the server's word.
     for event in &mut episode.events {
-        if let Some(ms) = receipts.get(&event.id.to_string()) {
-            event.received_at = jiff::Timestamp::from_millisecond(*ms).ok();
-        }
+        event.received_at =
+            receipts.get(&event.id.to_string()).and_then(|ms| jiff::Timestamp::from_millisecond(*ms).ok());
     }
     Ok(episode)
 }

@@ -76,6 +76,8 @@ struct Touched {
     inserted: bool,
     /// The changes to store (from `episodes::pending_changes`: within the budget).
     pending: Vec<u8>,
+    /// The device sent it whole: it may lack any of its receipts.
+    whole: bool,
 }
 
 /// What a device may add to an episode: who it is, and who has signed in on it (read
@@ -107,6 +109,8 @@ pub(crate) fn handle(
     let device = user.device_id.as_str();
     let now_ms = now.as_millisecond();
     let cursor = i64::try_from(request.cursor).unwrap_or(i64::MAX);
+    // The receipts a device holds: those noted up to its cursor, none at cursor 0.
+    let receipts_held = (cursor > 0).then_some(cursor);
     let mut touched: BTreeMap<EpisodeId, Touched> = BTreeMap::new();
     let mut refused: Vec<protocol::Refused> = Vec::new();
     let mut seen = BTreeSet::new();
@@ -205,7 +209,8 @@ pub(crate) fn handle(
         episodes::put_sync_state(tx, *id, device, &touched.state.encode())?;
         let changed_for_device = touched.changed || touched.stored.seq > cursor;
         if changed_for_device {
-            let (evaluation, team) = authoritative(tx, &mut touched.stored, now)?;
+            let since = if touched.whole { None } else { receipts_held };
+            let (evaluation, team) = authoritative(tx, &mut touched.stored, now, since)?;
             actions.push(evaluation);
             teams.push(team);
         }
@@ -223,7 +228,8 @@ pub(crate) fn handle(
         answered = Some(seq);
         let Some(mut stored) = load(tx, cache, id, &actor)? else { continue };
         let mut state = protocol::decode_state(episodes::sync_state(tx, id, device)?.as_deref());
-        if state.shared_heads.is_empty() {
+        let whole = state.shared_heads.is_empty();
+        if whole {
             // The device has never confirmed having it: it goes whole (again, if an
             // answer was lost), and the device counts as holding it from now on, so that
             // a transfer asks for what it records before it confirms.
@@ -239,7 +245,7 @@ pub(crate) fn handle(
                 documents.push(Document { episode: id, body: Body::Message(message) });
             }
         }
-        let (evaluation, team) = authoritative(tx, &mut stored, now)?;
+        let (evaluation, team) = authoritative(tx, &mut stored, now, if whole { None } else { receipts_held })?;
         actions.push(evaluation);
         teams.push(team);
         used.push(stored);
@@ -272,18 +278,23 @@ fn load(tx: &Transaction<'_>, cache: &mut Cache, id: EpisodeId, actor: &ActorId)
     Ok(cache.take(tx, id, actor)?)
 }
 
+/// The server's word on an episode for the device: its evaluation now, and the receipts
+/// noted after `since` (the device's cursor; `None` when the document crossed whole).
 fn authoritative(
     tx: &Transaction<'_>,
     stored: &mut Stored,
     now: jiff::Timestamp,
+    since: Option<i64>,
 ) -> Result<(protocol::Authoritative, protocol::EpisodeTeam), AppError> {
     let team = protocol::EpisodeTeam { episode: stored.id, team: stored.team.clone() };
+    let received = episodes::receipts_since(tx, stored.id, since)?;
     // Evaluated at the whole second, so that every device asking within it shares the work.
     let second = now.as_second();
     if let Some(evaluated) = &stored.evaluated
         && evaluated.second == second
     {
-        return Ok((protocol::Authoritative { episode: stored.id, evaluation: evaluated.wire.clone() }, team));
+        let evaluation = evaluated.wire.clone();
+        return Ok((protocol::Authoritative { episode: stored.id, evaluation, received }, team));
     }
     let at = jiff::Timestamp::from_second(second).unwrap_or(now);
     let episode = stored.view(tx)?;
@@ -294,7 +305,7 @@ fn authoritative(
         _ => protocol::Authoritative::new(stored.id, &evaluation).evaluation,
     };
     stored.evaluated = Some(Evaluated { second, evaluation, wire: wire.clone() });
-    Ok((protocol::Authoritative { episode: stored.id, evaluation: wire }, team))
+    Ok((protocol::Authoritative { episode: stored.id, evaluation: wire, received }, team))
 }
 
 /// A document brought whole: a new episode (checked whole, and inserted), or another
@@ -342,7 +353,7 @@ fn accept_whole(
                     Err(error) => return Ok(Err(Refusal::from_document(&error))),
                 };
             }
-            Ok(Ok(Touched { stored, state, changed, inserted: false, pending }))
+            Ok(Ok(Touched { stored, state, changed, inserted: false, pending, whole: true }))
         }
         None => {
             if let Err(error) = theirs.check_new() {
@@ -364,7 +375,7 @@ fn accept_whole(
             // The snapshot holds it all: later changes are saved from here.
             theirs.save_incremental();
             let stored = Stored::new(id, their_episode.team.clone(), seq, theirs);
-            Ok(Ok(Touched { stored, state, changed: true, inserted: true, pending: Vec::new() }))
+            Ok(Ok(Touched { stored, state, changed: true, inserted: true, pending: Vec::new(), whole: true }))
         }
     }
 }
@@ -399,7 +410,7 @@ fn accept_message(
             Err(error) => return Ok(Err(Refusal::from_document(&error))),
         };
     }
-    Ok(Ok(Touched { stored, state, changed, inserted: false, pending }))
+    Ok(Ok(Touched { stored, state, changed, inserted: false, pending, whole: false }))
 }
 
 /// What an episode held before a device's changes: which records, and how long a plan.

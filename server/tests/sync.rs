@@ -1274,3 +1274,86 @@ async fn an_episode_past_its_budget_reads_and_refuses_every_change_alone() {
     assert_eq!((status, error(&body).0.as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "episode_full"), "{body}");
     assert!(error(&body).1.contains("new episode"), "{body}");
 }
+
+/// The receipt times an answer carries for `episode`, by record.
+fn receipts_of(response: &Response, episode: Uuid) -> BTreeMap<Uuid, i64> {
+    response
+        .actions
+        .iter()
+        .filter(|a| a.episode == episode)
+        .flat_map(|a| a.received.iter().map(|r| (r.event, r.received_at_ms)))
+        .collect()
+}
+
+/// Each device is sent each receipt time once: the ones noted after its cursor, or all
+/// of an episode's when its document crosses whole; a repeat of a request whose answer
+/// was lost gets them again, as first noted.
+#[tokio::test]
+async fn receipt_times_cross_with_the_answer_once_for_each_device() {
+    let server = Server::new();
+    let mut asha = server.device("asha", "phone-asha", 1).await;
+    let mut ben = server.device("ben", "phone-ben", 2).await;
+    let id = asha.open(NORTH, server.now());
+    let first = asha.record(id, server.now() - SignedDuration::from_mins(30), missed());
+    let second = asha.record(id, server.now() - SignedDuration::from_mins(20), phoned());
+    let t0 = server.now().as_millisecond();
+    let response = server.sync(&mut asha).await;
+    assert_eq!(receipts_of(&response, id), BTreeMap::from([(first, t0), (second, t0)]));
+
+    // Nothing new: no evaluation, no receipts.
+    server.advance(60);
+    let response = server.sync(&mut asha).await;
+    assert!(response.actions.is_empty(), "{:?}", response.actions);
+
+    // Ben's phone gets the episode whole, and every receipt with it.
+    let response = server.sync(&mut ben).await;
+    assert_eq!(bodies(&response), [(id, "whole")]);
+    assert_eq!(receipts_of(&response, id), BTreeMap::from([(first, t0), (second, t0)]));
+    server.sync(&mut ben).await;
+
+    // A third record: its receipt alone reaches both phones.
+    server.advance(60);
+    let third = asha.record(id, server.now(), phoned());
+    let t1 = server.now().as_millisecond();
+    let response = server.sync(&mut asha).await;
+    assert_eq!(receipts_of(&response, id), BTreeMap::from([(third, t1)]));
+    server.advance(60);
+    let response = server.sync(&mut ben).await;
+    assert_eq!(bodies(&response), [(id, "message")]);
+    assert_eq!(receipts_of(&response, id), BTreeMap::from([(third, t1)]));
+
+    // Asha's answer is lost: the repeat is answered with the receipt as first noted.
+    let fourth = asha.record(id, server.now(), phoned());
+    let t2 = server.now().as_millisecond();
+    let (request, _) = asha.request(server.now());
+    let (status, _, _) = server.post_sync(&asha.token, request.encode()).await;
+    assert_eq!(status, StatusCode::OK);
+    server.advance(60);
+    let response = server.sync(&mut asha).await;
+    assert_eq!(receipts_of(&response, id), BTreeMap::from([(fourth, t2)]));
+}
+
+/// A database of schema 4 (receipts without the `seq` they were noted at) upgrades: each
+/// receipt takes its episode's `seq`.
+#[test]
+fn a_database_of_schema_4_upgrades_its_receipts() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let path = dir.path().join("tether.db");
+    drop(db::open(&path).expect("a new database"));
+    {
+        let conn = rusqlite::Connection::open(&path).expect("open");
+        conn.execute_batch(
+            "ALTER TABLE receipts DROP COLUMN seq;
+             INSERT INTO teams (id, name, created_at) VALUES ('team-north', 'North', '2026-03-02T09:00:00Z');
+             INSERT INTO episodes (id, team, seq, snapshot, created_at) VALUES ('e1', 'team-north', 7, X'00', 0);
+             INSERT INTO receipts (episode, event, received_at, device) VALUES ('e1', 'r1', 1000, 'phone');
+             PRAGMA user_version = 4;",
+        )
+        .expect("schema 4");
+    }
+    let conn = db::open(&path).expect("upgrade");
+    let seq: i64 = conn.query_row("SELECT seq FROM receipts WHERE event = 'r1'", [], |r| r.get(0)).expect("seq");
+    assert_eq!(seq, 7);
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("version");
+    assert_eq!(version, db::SCHEMA);
+}

@@ -268,3 +268,112 @@ fn a_colleagues_record_relayed_by_a_peer_waits_for_its_own_device() {
     let ids: Vec<_> = on_server.events.iter().map(|e| e.id).collect();
     assert!(ids.contains(&bobs) && ids.contains(&alices), "{ids:?}");
 }
+
+/// The receipt times of `device`'s records of `episode`, by record id.
+fn receipts(device: &Device, episode: episode::EpisodeId) -> Vec<(String, Option<Timestamp>)> {
+    let mut times: Vec<_> = device
+        .core
+        .episode(episode)
+        .expect("the episode")
+        .events
+        .iter()
+        .map(|e| (e.id.to_string(), e.received_at))
+        .collect();
+    times.sort();
+    times
+}
+
+/// A record made on a phone whose clock is far ahead is flagged `clock_skew` by the
+/// server, which knows when it received it. The phone learns that receipt time with the
+/// sync's answer (beside the document, never in it), so its own evaluation, offline,
+/// says what the server says; a teammate's phone receiving the episode gets the times too,
+/// and so does a phone receiving a later record. An up-to-date sync stays a few bytes.
+#[test]
+fn receipt_times_reach_the_phones_and_their_evaluation_flags_clock_skew_as_the_server_does() {
+    let (_dir, server) = tests::start(USERS);
+    let mut a = Device::new(&server, "alice");
+    let mut b = Device::new(&server, "bob");
+    let episode = open(&mut a, "north");
+    let on_time = no_answer(&mut a, episode);
+    // The phone's clock is three hours ahead when it records this visit.
+    let ahead = Timestamp::now() + jiff::SignedDuration::from_hours(3);
+    let visit = fields(json!({"announced": false, "outcome": "no_answer"}));
+    let skewed = a.core.record(episode, "home_visit", ahead, visit).expect("record ahead");
+    assert!(receipts(&a, episode).iter().all(|(_, at)| at.is_none()), "no receipts before a sync");
+    let now = Timestamp::now();
+    let flagged = |p: &client_core::Provisional| -> Vec<String> {
+        let skew = p.evaluation.warnings.iter().filter(|w| w.code == episode::pathway::WarningCode::ClockSkew);
+        skew.filter_map(|w| w.record.clone()).collect()
+    };
+    assert!(flagged(&a.core.actions(episode, now).expect("actions")).is_empty(), "no receipt, no skew known");
+
+    let before = Timestamp::now();
+    assert!(a.sync().expect("a syncs").complete);
+    let after = Timestamp::now();
+    let times = receipts(&a, episode);
+    assert_eq!(times.len(), 2);
+    for (id, at) in &times {
+        let at = at.unwrap_or_else(|| panic!("record {id} has its receipt time"));
+        assert!(before - jiff::SignedDuration::from_secs(1) <= at && at <= after, "{id}: {at}");
+    }
+
+    // The server's timeline and the phone's own evaluation flag the same record.
+    let maria = tests::sign_in(&server, "maria");
+    let (status, timeline) =
+        tests::call_json(&server, "GET", &format!("/v1/episodes/{episode}/timeline"), Some(&maria), None);
+    assert_eq!(status, 200, "{timeline}");
+    let local = a.core.actions(episode, Timestamp::now()).expect("the phone's actions");
+    assert_eq!(flagged(&local), [skewed.to_string()]);
+    assert_eq!(serde_json::to_value(&local.evaluation.warnings).expect("JSON"), timeline["warnings"]);
+    // The timeline gives receipt times to the second.
+    let to_second = |at: Timestamp| Timestamp::from_second(at.as_second()).expect("a time");
+    let mut server_times: Vec<(String, Option<Timestamp>)> = timeline["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            (e["id"].as_str().expect("an id").to_owned(), e["received_at"].as_str().map(|t| t.parse().expect("a time")))
+        })
+        .collect();
+    server_times.sort();
+    let phone_times: Vec<_> = times.iter().map(|(id, at)| (id.clone(), at.map(to_second))).collect();
+    assert_eq!(phone_times, server_times, "the phone holds the server's receipt times");
+    assert!(times.iter().any(|(id, _)| *id == on_time.to_string()));
+    // `tether-field show`'s episode JSON carries them, exactly as the server's episode JSON.
+    let by_id = |json: &serde_json::Value| {
+        let mut events = json["events"].as_array().expect("events").clone();
+        events.sort_by_key(|e| e["id"].as_str().unwrap_or_default().to_owned());
+        events
+    };
+    let shown = a.core.episode(episode).expect("the episode").to_json();
+    let (status, on_server) = tests::call_json(&server, "GET", &format!("/v1/episodes/{episode}"), Some(&maria), None);
+    assert_eq!(status, 200, "{on_server}");
+    assert_eq!(by_id(&shown), by_id(&on_server));
+    assert!(by_id(&shown).iter().all(|e| e["received_at"].is_string()), "{shown}");
+
+    // A teammate's phone receiving the episode whole gets every receipt time with it.
+    let got = b.sync().expect("b syncs");
+    assert_eq!(got.new_episodes, 1, "{got:?}");
+    assert_eq!(receipts(&b, episode), times);
+    assert_eq!(flagged(&b.core.actions(episode, Timestamp::now()).expect("b's actions")), [skewed.to_string()]);
+
+    // A later record from the teammate reaches the first phone, its time with it.
+    let later = no_answer(&mut b, episode);
+    assert!(b.sync().expect("b syncs").complete);
+    let summary = a.sync().expect("a syncs");
+    assert_eq!(summary.received, 1, "{summary:?}");
+    let with_later = receipts(&a, episode);
+    assert_eq!(with_later, receipts(&b, episode));
+    assert!(with_later.iter().any(|(id, at)| *id == later.to_string() && at.is_some()), "{with_later:?}");
+    assert_eq!(a.core.episode(episode).expect("on a").to_json(), b.core.episode(episode).expect("on b").to_json());
+
+    // The store keeps them: a reopened store shows the same, offline.
+    let reopened = client_core::Core::open(a.dir.path(), &a.key).expect("open a's store again");
+    assert_eq!(reopened.episode(episode).expect("the episode"), a.core.episode(episode).expect("the episode"));
+
+    // Nothing new: the answer says so in a few bytes, receipts or not.
+    a.sync().expect("a says it holds b's record");
+    let summary = a.sync().expect("an up-to-date sync");
+    assert_eq!((summary.round_trips, summary.sent, summary.received), (1, 0, 0), "{summary:?}");
+    assert!(summary.bytes_sent + summary.bytes_received < 64, "{summary:?}");
+}
