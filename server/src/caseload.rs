@@ -158,9 +158,9 @@ pub fn duplicates(episode: &Episode) -> Vec<Duplicate> {
 /// whom or what it concerns, and its value.
 fn target_of(event: &Event) -> Option<(&'static str, String)> {
     let json = serde_json::to_value(&event.body).ok()?;
-    ["target", "party", "visit", "topic", "to", "appointment"].into_iter().find_map(|field| {
-        json.get(field).map(|v| (field, v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
-    })
+    ["target", "party", "visit", "topic", "to", "appointment"]
+        .into_iter()
+        .find_map(|field| json.get(field).map(|v| (field, v.as_str().map_or_else(|| v.to_string(), str::to_owned))))
 }
 
 /// The moment the clock alone next changes the evaluation's counts: an upcoming action
