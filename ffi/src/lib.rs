@@ -112,7 +112,7 @@ impl Tether {
             fields.insert("note".into(), note.into());
         }
         let at = time(at, "at")?;
-        Ok(self.with(|core| core.record(id, &kind, at, fields))?.to_string())
+        Ok(self.with(|core| core.record(id, &kind, fields, at))?.to_string())
     }
 
     /// Sets a fact, recording the change for the timeline (by the signed-in user); returns

@@ -160,7 +160,7 @@ fn run(cli: Cli) -> Result<String, String> {
                     _ => return Err("--json: give the event's fields as a JSON object".into()),
                 },
             };
-            let event = core.record(id, &kind, at, fields).map_err(|e| e.to_string())?;
+            let event = core.record(id, &kind, fields, at).map_err(|e| e.to_string())?;
             Ok(event.to_string())
         }
         Command::Set { episode, field, value } => {
