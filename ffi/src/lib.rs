@@ -306,14 +306,14 @@ impl Tether {
     /// Runs a change on the core.
     fn with<T>(&self, change: impl FnOnce(&mut Core) -> client_core::Result<T>) -> Result<T> {
         let mut guard = self.core()?;
-        let core = guard.as_mut().ok_or(TetherError::WipeRequired)?;
+        let core = guard.as_mut().ok_or_else(TetherError::wipe_required)?;
         Ok(change(core)?)
     }
 
     /// Runs a step of a sync; a revoked device's store is wiped at once.
     fn syncing<T>(&self, step: impl FnOnce(&mut Core) -> client_core::Result<T>) -> Result<T> {
         let mut guard = self.core()?;
-        let core = guard.as_mut().ok_or(TetherError::WipeRequired)?;
+        let core = guard.as_mut().ok_or_else(TetherError::wipe_required)?;
         match step(core) {
             Ok(value) => Ok(value),
             Err(client_core::Error::DeviceRevoked) => {
@@ -321,7 +321,7 @@ impl Tether {
                     // Wiped now if it can be; otherwise `wipe` deletes the files later.
                     let _ = core.wipe();
                 }
-                Err(TetherError::WipeRequired)
+                Err(TetherError::wipe_required())
             }
             Err(error) => Err(error.into()),
         }
@@ -330,7 +330,7 @@ impl Tether {
     /// Reads from the core.
     fn read<T>(&self, read: impl FnOnce(&Core) -> Result<T>) -> Result<T> {
         let guard = self.core()?;
-        let core = guard.as_ref().ok_or(TetherError::WipeRequired)?;
+        let core = guard.as_ref().ok_or_else(TetherError::wipe_required)?;
         read(core)
     }
 }

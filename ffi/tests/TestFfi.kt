@@ -25,6 +25,12 @@ inline fun <reified E : Throwable> expectError(call: () -> Unit): E {
     throw AssertionError("expected ${E::class.simpleName}")
 }
 
+/** An exception's message and its text both say what happened. */
+fun said(e: Throwable, words: String) {
+    check(e.message?.contains(words) == true) { "${e::class.simpleName}'s message: ${e.message}" }
+    check(e.toString().contains(words)) { "${e::class.simpleName} as text: $e" }
+}
+
 /** The host's HTTP stack: the JDK's, as an app would use OkHttp. */
 class JdkTransport(private val base: String) : Transport {
     val paths = mutableListOf<String>()
@@ -61,7 +67,7 @@ fun main() {
     check(short.field == "key") { "field ${short.field}" }
 
     val phone = Tether.open(store, key)
-    expectError<TetherException.WrongKey> { Tether.open(store, ByteArray(32)) }
+    said(expectError<TetherException.WrongKey> { Tether.open(store, ByteArray(32)) }, "the key does not open")
 
     // Records are by the signed-in user: sign in first, then everything works offline.
     val newEpisode = NewEpisode("RX-KT-1", Pathway.URGENT_REFERRAL, "north", listOf(FactValue.Risk(Risk.HIGH)), "")
@@ -120,6 +126,6 @@ fun main() {
     }
 
     phone.wipe()
-    expectError<TetherException.WipeRequired> { phone.nextActions(now) }
+    said(expectError<TetherException.WipeRequired> { phone.nextActions(now) }, "wipe")
     println("TestFfi.kt: $checks checks passed")
 }

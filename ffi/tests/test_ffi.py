@@ -65,8 +65,14 @@ def expect_error(kind, call):
     try:
         call()
     except kind as error:
-        return error
+        return said(error)
     raise AssertionError(f"expected {kind.__name__}")
+
+
+def said(error):
+    """Every error says what happened: its reason, and its text (`str`) with it."""
+    check(len(error.reason) > 10 and error.reason in str(error), f"{type(error).__name__} says {str(error)!r}")
+    return error
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -153,7 +159,9 @@ phone = t.Tether.open(store, KEY)
 check(len(phone.device_id()) == 36, "a device id")
 
 # Another key does not open the store.
-expect_error(t.TetherError.WrongKey, lambda: t.Tether.open(store, bytes(32)))
+wrong = expect_error(t.TetherError.WrongKey, lambda: t.Tether.open(store, bytes(32)))
+check("key does not open" in str(wrong), f"the wrong key says so: {wrong}")
+print("a wrong key, as Python shows it:", repr(wrong))
 
 # Records are by the signed-in user: before any sign-in there is no one to stamp them with.
 new_episode = t.NewEpisode(patient_ref="RX-PY-0", pathway=t.Pathway.IN_SERVICE, team="north", facts=[], plan="")
