@@ -50,6 +50,10 @@ pub enum TetherError {
     /// sync again later.
     #[error("{reason}")]
     TransportFailed { reason: String },
+    /// `close` was called: the store is closed, and this object does nothing more. Open
+    /// the store again for a new one.
+    #[error("{reason}")]
+    Closed { reason: String },
     /// Anything else: a damaged store, a store from a newer app, an answer that could not
     /// be used.
     #[error("{reason}")]
@@ -71,6 +75,10 @@ impl TetherError {
             reason: "this device has been revoked or its store wiped: wipe the store, forget its key and sign in again"
                 .into(),
         }
+    }
+
+    pub(crate) fn closed() -> Self {
+        Self::Closed { reason: "this Tether has been closed: open the store again to go on".into() }
     }
 
     fn sign_in_needed(reason: impl std::fmt::Display) -> Self {
@@ -146,6 +154,7 @@ mod tests {
             Error::NotSignedIn.into(),
             Error::Document(DocumentError::Full { bytes: 9 }).into(),
             Error::Storage("disk full".into()).into(),
+            TetherError::closed(),
             TetherError::invalid("visit", "must be a record id"),
         ];
         for error in errors {
