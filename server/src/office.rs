@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::AppState;
+use crate::accounts::Role;
 use crate::audit::{self, Via, Who};
 use crate::auth::AuthUser;
 use crate::caseload::{self, Duplicate, Summary, Unfiled};
@@ -309,6 +310,58 @@ pub fn reconcile(desk: &mut Desk<'_>) -> Result<Reconcile, AppError> {
         }
     }
     Ok(out)
+}
+
+/// What a reader of the audit log asks for: one episode's entries or the whole team's,
+/// from where, and how many.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditRequest {
+    pub episode: Option<EpisodeId>,
+    pub cursor: audit::Cursor,
+    pub limit: usize,
+}
+
+/// A page of the audit log, and whether more follow in its order.
+#[derive(Debug)]
+pub struct AuditRead {
+    pub entries: Vec<audit::Entry>,
+    pub more: bool,
+}
+
+/// Reads a page of the audit log for a team manager or an admin (anyone else: 403): the
+/// entries of their teams' episodes (an admin's also those of no episode), or of one of
+/// those episodes (another answers 404, as one that does not exist). The reading is
+/// itself an entry, `read_audit`, written after the page is read.
+pub fn read_audit(desk: &mut Desk<'_>, role: Role, request: AuditRequest) -> Result<AuditRead, AppError> {
+    if !audit::may_read(role) {
+        return Err(AppError::Forbidden(audit::MAY_READ));
+    }
+    let (conn, _, who, teams, now) = desk.parts();
+    let tx = conn.transaction()?;
+    if let Some(id) = request.episode {
+        match episodes::team_of(&tx, id)? {
+            Some((team, _)) if teams.contains(&team) => {}
+            _ => return Err(AppError::EpisodeNotFound(id)),
+        }
+    }
+    let scope = audit::Scope { teams, unscoped: role == Role::Admin, episode: request.episode };
+    let mut entries = audit::page(&tx, scope, request.cursor, request.limit.saturating_add(1))?;
+    let more = entries.len() > request.limit;
+    entries.truncate(request.limit);
+    audit::log(&tx, who, now.as_millisecond(), "read_audit", request.episode, None)?;
+    tx.commit()?;
+    Ok(AuditRead { entries, more })
+}
+
+/// [`read_audit`] at the caller's desk.
+pub async fn audit(
+    state: &AppState,
+    who: Who,
+    role: Role,
+    teams: Vec<String>,
+    request: AuditRequest,
+) -> Result<AuditRead, AppError> {
+    at_desk(state, who, teams, move |desk| read_audit(desk, role, request)).await
 }
 
 /// A time as the JSON everywhere shows it: RFC 3339 in UTC.
