@@ -526,6 +526,25 @@ pub fn update_identity_user(
     Ok(())
 }
 
+/// The usernames of the team's managers who may act (not disabled), by username: whom
+/// `team_manager` and `on_call_manager` actions name (`owners`).
+pub fn team_managers(conn: &Connection, team: &str) -> rusqlite::Result<Vec<String>> {
+    let mut statement = conn.prepare_cached(
+        "SELECT u.username FROM users u JOIN user_teams t ON t.user_id = u.id
+         WHERE t.team_id = ?1 AND u.role = 'team_manager' AND u.disabled = 0 ORDER BY u.username",
+    )?;
+    let rows = statement.query_map([team], |r| r.get(0))?;
+    rows.collect()
+}
+
+/// The username of the user with this id, or with this username: an episode's
+/// `care_coordinator` names a user by either.
+pub fn username_of(conn: &Connection, id_or_username: &str) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached("SELECT username FROM users WHERE id = ?1 OR username = ?1 ORDER BY id = ?1 DESC LIMIT 1")?
+        .query_row([id_or_username], |r| r.get(0))
+        .optional()
+}
+
 /// Takes a user out of every team (a person their identity provider no longer places).
 pub fn clear_teams(tx: &Transaction<'_>, user_id: &str) -> rusqlite::Result<()> {
     tx.execute("DELETE FROM user_teams WHERE user_id = ?1", [user_id])?;

@@ -10,6 +10,7 @@
 //! caller, on the server's own device (`episodes::server_device`), never on whatever
 //! device the caller signed in from.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
@@ -33,6 +34,7 @@ use crate::caseload::{self, Duplicate, Summary, Unfiled};
 use crate::episodes::{self, Cache, Stored};
 use crate::error::AppError;
 use crate::json::Json;
+use crate::owners::{self, Owner};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -144,6 +146,46 @@ pub fn read(desk: &mut Desk<'_>, id: EpisodeId, action: &'static str) -> Result<
     // Nothing was changed: the document goes back whatever happened.
     cache.put(stored);
     read
+}
+
+/// Who answers for each action of the episodes `ids` (of the desk's teams), by episode
+/// and action id (`owners`): each episode's view and its evaluation at the desk's moment,
+/// through the document cache. It names people for a page that lists these episodes,
+/// whose `list` noted each in the audit log; an episode not among the teams' is left out.
+pub fn owners(
+    desk: &mut Desk<'_>,
+    ids: &[EpisodeId],
+) -> Result<HashMap<EpisodeId, HashMap<uuid::Uuid, Owner>>, AppError> {
+    let (conn, cache, _, teams, now) = desk.parts();
+    let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
+    let tx = conn.transaction()?;
+    let actor = episodes::server_actor(&tx)?;
+    let mut out = HashMap::with_capacity(ids.len());
+    let mut taken = Vec::with_capacity(ids.len());
+    let named = (|| {
+        for id in ids {
+            let mut stored = match caseload::visible(&tx, &mut cache, &actor, teams, *id) {
+                Ok(stored) => stored,
+                Err(AppError::EpisodeNotFound(_)) => continue,
+                Err(other) => return Err(other),
+            };
+            let episode = stored.view(&tx);
+            let made = episode.map_err(AppError::from).and_then(|episode| {
+                let evaluation = caseload::evaluate(episode, now);
+                let directory = owners::Directory::load(&tx, episode)?;
+                Ok(owners::owners(episode, &evaluation, &directory))
+            });
+            taken.push(stored);
+            out.insert(*id, made?);
+        }
+        Ok::<_, AppError>(())
+    })();
+    // Nothing was changed: the documents go back whatever happened.
+    for stored in taken {
+        cache.put(stored);
+    }
+    named?;
+    Ok(out)
 }
 
 /// A record made at the team base: the kind's own fields, and optionally when it
