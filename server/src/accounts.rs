@@ -1,12 +1,13 @@
 //! Teams and users: the typed names they go by, and their rows in the database.
 //!
-//! Functions that write take a `&Transaction`, readers a `&Connection`.
+//! The rows are behind the storage boundary (`store::Tx`).
 
 use std::fmt;
 use std::str::FromStr;
 
-use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
+
+use crate::store::{StoreError, Tx};
 
 /// What a user may do. Everyone sees only their own teams' episodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -153,29 +154,23 @@ pub enum AccountError {
     #[error("the team's name must not be empty")]
     EmptyTeamName,
     #[error(transparent)]
-    Sqlite(#[from] rusqlite::Error),
+    Store(#[from] StoreError),
 }
 
-fn is_unique_violation(error: &rusqlite::Error) -> bool {
-    matches!(error, rusqlite::Error::SqliteFailure(e, _) if e.code == ErrorCode::ConstraintViolation)
-}
-
-pub fn add_team(tx: &Transaction<'_>, id: &TeamId, name: &str, now: jiff::Timestamp) -> Result<(), AccountError> {
+pub fn add_team(tx: &mut dyn Tx, id: &TeamId, name: &str, now: jiff::Timestamp) -> Result<(), AccountError> {
     let name = name.trim();
     if name.is_empty() {
         return Err(AccountError::EmptyTeamName);
     }
-    tx.execute(
-        "INSERT INTO teams (id, name, created_at) VALUES (?1, ?2, ?3)",
-        params![id.as_str(), name, now.to_string()],
-    )
-    .map_err(|e| if is_unique_violation(&e) { AccountError::DuplicateTeam(id.clone()) } else { e.into() })?;
-    Ok(())
+    tx.add_team(id.as_str(), name, &now.to_string()).map_err(|e| match e {
+        StoreError::Duplicate => AccountError::DuplicateTeam(id.clone()),
+        other => other.into(),
+    })
 }
 
 /// Adds a user with an already hashed password; returns the new user's id.
 pub fn add_user(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Tx,
     username: &Username,
     password_hash: &str,
     role: Role,
@@ -183,48 +178,35 @@ pub fn add_user(
     now: jiff::Timestamp,
 ) -> Result<String, AccountError> {
     for team in teams {
-        let known: Option<i64> =
-            tx.query_row("SELECT 1 FROM teams WHERE id = ?1", [team.as_str()], |r| r.get(0)).optional()?;
-        if known.is_none() {
+        if !tx.team_exists(team.as_str())? {
             return Err(AccountError::UnknownTeam(team.clone()));
         }
     }
     let id = uuid::Uuid::now_v7().to_string();
-    tx.execute(
-        "INSERT INTO users (id, username, password_hash, role, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![id, username.as_str(), password_hash, role.as_str(), now.to_string()],
-    )
-    .map_err(|e| if is_unique_violation(&e) { AccountError::DuplicateUser(username.clone()) } else { e.into() })?;
+    tx.add_user(&id, username.as_str(), password_hash, role.as_str(), &now.to_string()).map_err(|e| match e {
+        StoreError::Duplicate => AccountError::DuplicateUser(username.clone()),
+        other => other.into(),
+    })?;
     for team in teams {
-        tx.execute("INSERT OR IGNORE INTO user_teams (user_id, team_id) VALUES (?1, ?2)", [&id, team.as_str()])?;
+        tx.add_user_team(&id, team.as_str())?;
     }
     Ok(id)
 }
 
 /// Disables (or enables again) a user. A disabled user cannot sign in, and every token
 /// they hold stops working at once.
-pub fn set_disabled(tx: &Transaction<'_>, username: &Username, disabled: bool) -> Result<(), AccountError> {
-    let changed =
-        tx.execute("UPDATE users SET disabled = ?1 WHERE username = ?2", params![disabled, username.as_str()])?;
-    if changed == 0 {
+pub fn set_disabled(tx: &mut dyn Tx, username: &Username, disabled: bool) -> Result<(), AccountError> {
+    if !tx.set_disabled(username.as_str(), disabled)? {
         return Err(AccountError::UnknownUser(username.clone()));
     }
     Ok(())
 }
 
-/// What a sign-in needs to know about a username.
-#[derive(Debug)]
-pub struct Login {
-    pub user_id: String,
-    pub password_hash: String,
-    pub disabled: bool,
-}
+pub use crate::store::Login;
 
-pub fn login(conn: &Connection, username: &str) -> rusqlite::Result<Option<Login>> {
-    conn.query_row("SELECT id, password_hash, disabled FROM users WHERE username = ?1", [username], |row| {
-        Ok(Login { user_id: row.get(0)?, password_hash: row.get(1)?, disabled: row.get(2)? })
-    })
-    .optional()
+/// What a sign-in needs to know about a username.
+pub fn login(tx: &mut dyn Tx, username: &str) -> Result<Option<Login>, StoreError> {
+    tx.login(username)
 }
 
 /// A user who may act: present and not disabled.
@@ -237,17 +219,10 @@ pub struct User {
 }
 
 /// The user with this id if they exist and are not disabled.
-pub fn active_user(conn: &Connection, user_id: &str) -> rusqlite::Result<Option<User>> {
-    let row: Option<(String, String)> = conn
-        .query_row("SELECT username, role FROM users WHERE id = ?1 AND disabled = 0", [user_id], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })
-        .optional()?;
-    let Some((username, role)) = row else { return Ok(None) };
+pub fn active_user(tx: &mut dyn Tx, user_id: &str) -> Result<Option<User>, StoreError> {
+    let Some((username, role)) = tx.active_user(user_id)? else { return Ok(None) };
     // The schema's CHECK keeps roles to the four known ones.
-    let role = Role::from_str(&role)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into()))?;
-    let mut stmt = conn.prepare_cached("SELECT team_id FROM user_teams WHERE user_id = ?1 ORDER BY team_id")?;
-    let teams = stmt.query_map([user_id], |row| row.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+    let role = Role::from_str(&role).map_err(|_| StoreError::damaged("users", "role", "an unknown role"))?;
+    let teams = tx.user_teams(user_id)?;
     Ok(Some(User { id: user_id.to_string(), username, role, teams }))
 }

@@ -8,14 +8,13 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::routing::get;
 use episode::EpisodeId;
-use rusqlite::{Connection, Transaction, params};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::accounts::Role;
 use crate::auth::AuthUser;
-use crate::episodes;
 use crate::error::AppError;
+use crate::store::{AuditRecord, StoreError, Tx};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/v1/audit", get(audit))
@@ -31,7 +30,7 @@ pub enum Via {
 }
 
 impl Via {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Api => "api",
             Self::Dashboard => "dashboard",
@@ -58,28 +57,23 @@ impl Who {
 /// Appends one entry. `action` is a fixed name (`read_episode`, `record_event`, …);
 /// `detail` is a record id or a fact's name, never a value a patient could be known by.
 pub fn log(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Tx,
     who: &Who,
     at_ms: i64,
     action: &'static str,
     episode: Option<EpisodeId>,
     detail: Option<&str>,
-) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO audit (at, user_id, username, device, via, action, episode, detail)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?
-    .execute(params![
+) -> Result<(), StoreError> {
+    tx.audit_log(&AuditRecord {
         at_ms,
-        who.user_id,
-        who.username,
-        who.device,
-        who.via.as_str(),
+        user_id: &who.user_id,
+        username: &who.username,
+        device: &who.device,
+        via: who.via.as_str(),
         action,
-        episode.map(|e| e.to_string()),
-        detail
-    ])?;
-    Ok(())
+        episode,
+        detail,
+    })
 }
 
 /// One entry of the log.
@@ -98,30 +92,8 @@ pub struct Entry {
 }
 
 /// An episode's entries, oldest first.
-pub fn entries(conn: &Connection, episode: EpisodeId) -> rusqlite::Result<Vec<Entry>> {
-    let mut statement = conn.prepare_cached(
-        "SELECT n, at, user_id, username, device, via, action, episode, detail FROM audit
-         WHERE episode = ?1 ORDER BY n",
-    )?;
-    let rows = statement.query_map([episode.to_string()], |r| {
-        let via: String = r.get(5)?;
-        Ok(Entry {
-            n: r.get(0)?,
-            at: jiff::Timestamp::from_millisecond(r.get(1)?).unwrap_or(jiff::Timestamp::UNIX_EPOCH),
-            user_id: r.get(2)?,
-            username: r.get(3)?,
-            device: r.get(4)?,
-            via: match via.as_str() {
-                "dashboard" => Via::Dashboard,
-                "sync" => Via::Sync,
-                _ => Via::Api,
-            },
-            action: r.get(6)?,
-            episode: r.get(7)?,
-            detail: r.get(8)?,
-        })
-    })?;
-    rows.collect()
+pub fn entries(tx: &mut dyn Tx, episode: EpisodeId) -> Result<Vec<Entry>, StoreError> {
+    tx.audit_entries(episode)
 }
 
 #[derive(Deserialize)]
@@ -151,7 +123,7 @@ async fn audit(
     let entries = state
         .db
         .call(move |conn| {
-            match episodes::team_of(conn, id)? {
+            match conn.team_of(id)? {
                 Some((team, _)) if user.teams.contains(&team) => {}
                 _ => return Err(AppError::EpisodeNotFound(id)),
             }

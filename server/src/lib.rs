@@ -1,5 +1,5 @@
-//! The Tether server: an axum service over an embedded SQLite database, and the library
-//! behind the `tether` binary's `serve`, `team` and `user` commands.
+//! The Tether server: an axum service over an embedded SQLite database or PostgreSQL, and
+//! the library behind the `tether` binary's `serve`, `team` and `user` commands.
 //!
 //! `app(state)` is the whole HTTP service as a `Router`, so tests call it with
 //! `tower::ServiceExt::oneshot` and no socket; `serve::run` puts it on a port.
@@ -10,7 +10,9 @@
 //!   each).
 //! - `clock`: the injectable clock that token expiry and throttling read.
 //! - `config`: `tether serve`'s flags and environment, as one typed struct.
-//! - `db`: the SQLite database, its schema (`schema/*.sql`) and migrations.
+//! - `db`: opening the SQLite database, its schema (`schema/*.sql`) and migrations.
+//! - `store`: the storage boundary: every statement, behind one trait, on SQLite and on
+//!   PostgreSQL (`schema/postgres/*.sql`); `Db`, the handle; `--db`'s `Target`.
 //! - `error`: `AppError`, the one error body every route answers with.
 //! - `json`: the `Json` extractor, whose rejections use that body.
 //! - `manage`: revoking devices and transferring episodes.
@@ -46,6 +48,7 @@ mod me;
 pub mod metrics;
 pub mod office;
 pub mod serve;
+pub mod store;
 mod sync;
 
 use std::sync::Arc;
@@ -54,15 +57,14 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use rusqlite::Connection;
 use tracing::Instrument;
 
 pub use auth::AuthUser;
 use auth::token::{Keys, MIN_SECRET_BYTES, random_bytes, to_hex};
 pub use clock::Clock;
 pub use config::Secret;
-pub use db::Db;
 pub use error::AppError;
+pub use store::{Db, Target};
 
 /// The largest request body any route takes, for now (the sync route will set its own).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -86,13 +88,13 @@ const JWT_SECRET_KEY: &str = "jwt_secret";
 impl AppState {
     /// The state over an open, migrated database. The access tokens' signing secret is
     /// `jwt_secret` if given, else the one kept in the database, generated at first start.
-    pub fn new(conn: Connection, jwt_secret: Option<&Secret>, clock: Clock) -> anyhow::Result<Self> {
-        Self::with_sync_batch(conn, jwt_secret, clock, commit::DEFAULT_BATCH)
+    pub fn new(db: Db, jwt_secret: Option<&Secret>, clock: Clock) -> anyhow::Result<Self> {
+        Self::with_sync_batch(db, jwt_secret, clock, commit::DEFAULT_BATCH)
     }
 
     /// The same, writing at most `sync_batch` sync requests in one transaction.
     pub fn with_sync_batch(
-        mut conn: Connection,
+        db: Db,
         jwt_secret: Option<&Secret>,
         clock: Clock,
         sync_batch: usize,
@@ -106,9 +108,8 @@ impl AppState {
                 );
                 bytes.to_vec()
             }
-            None => stored_secret(&mut conn)?,
+            None => db.call_blocking(stored_secret)?,
         };
-        let db = Db::new(conn);
         let docs: Arc<std::sync::Mutex<episodes::Cache>> = Arc::default();
         let committer = commit::Committer::start(db.clone(), Arc::clone(&docs), sync_batch)?;
         Ok(Self {
@@ -122,13 +123,13 @@ impl AppState {
     }
 }
 
-fn stored_secret(conn: &mut Connection) -> anyhow::Result<Vec<u8>> {
-    let tx = conn.transaction()?;
-    if let Some(hex) = db::meta(&tx, JWT_SECRET_KEY)? {
+fn stored_secret(conn: &mut dyn store::Conn) -> anyhow::Result<Vec<u8>> {
+    let mut tx = conn.transaction()?;
+    if let Some(hex) = tx.meta(JWT_SECRET_KEY)? {
         return auth::token::from_hex(&hex).ok_or_else(|| anyhow::anyhow!("the stored signing secret is damaged"));
     }
     let secret = random_bytes::<32>().map_err(|_| anyhow::anyhow!("no random numbers for the signing secret"))?;
-    db::set_meta(&tx, JWT_SECRET_KEY, &to_hex(&secret))?;
+    tx.set_meta(JWT_SECRET_KEY, &to_hex(&secret))?;
     tx.commit()?;
     Ok(secret.to_vec())
 }

@@ -4,7 +4,8 @@
 //!   stdout; bad input is a non-zero exit and a message on stderr.
 //! - `tether pathway rules`: the rule table with every local default.
 //!
-//! - `tether serve [--db PATH] [--addr HOST:PORT]`: the HTTP server (see `server::serve`).
+//! - `tether serve [--db PATH|URL] [--addr HOST:PORT]`: the HTTP server (see `server::serve`).
+//!   Every command's `--db` is a SQLite file's path or a `postgres://` URL.
 //! - `tether team add --db PATH --id ID --name NAME`: adds a team.
 //! - `tether user add --db PATH --username NAME --role ROLE --team ID [--team ID …]`: adds
 //!   a user; the password comes from `TETHER_PASSWORD`, or else the first line of stdin.
@@ -19,7 +20,7 @@ use clap::{Parser, Subcommand};
 use episode::pathway::{self, Calendar, Defaults};
 use server::accounts::{self, AccountError, Password, Role, TeamId, Username};
 use server::config::ServeConfig;
-use server::db;
+use server::store::{Db, StoreError, Target};
 
 #[derive(Debug, Parser)]
 #[command(name = "tether", version, about = "Tether: the disengagement pathway, for teams that visit without signal")]
@@ -45,9 +46,10 @@ enum Command {
 
 #[derive(Debug, Clone, clap::Args)]
 struct DbArg {
-    /// The server's SQLite database file; created and migrated if need be.
-    #[arg(long, env = "TETHER_DB", default_value = "tether.db")]
-    db: PathBuf,
+    /// The server's database: a SQLite file (created if need be) or a
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` URL; migrated if need be.
+    #[arg(long, env = "TETHER_DB", default_value = "tether.db", hide_env_values = true)]
+    db: Target,
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,22 +170,40 @@ fn serve(config: ServeConfig) -> Result<(), String> {
     runtime.block_on(server::serve::run(config)).map_err(|e| format!("{e:#}"))
 }
 
-fn open_db(path: &std::path::Path) -> Result<rusqlite::Connection, String> {
-    db::open(path).map_err(|e| format!("cannot open the database {}: {e}", path.display()))
+fn open_db(target: &Target) -> Result<Db, String> {
+    Db::open(target).map_err(|e| format!("cannot open the database {target}: {e}"))
 }
 
 fn account_error(e: AccountError) -> String {
     match e {
-        AccountError::Sqlite(e) => format!("database error: {e}"),
+        AccountError::Store(e) => format!("database error: {e}"),
         other => other.to_string(),
     }
 }
 
-fn team_add(path: &std::path::Path, id: &TeamId, name: &str) -> Result<(), String> {
-    let mut conn = open_db(path)?;
-    let tx = conn.transaction().map_err(|e| format!("database error: {e}"))?;
-    accounts::add_team(&tx, id, name, jiff::Timestamp::now()).map_err(account_error)?;
-    tx.commit().map_err(|e| format!("database error: {e}"))?;
+fn store_error(e: StoreError) -> String {
+    format!("database error: {e}")
+}
+
+/// Runs `f` in one transaction on the database `target` names, committed if it succeeds.
+fn in_transaction<T: Send>(
+    target: &Target,
+    f: impl FnOnce(&mut dyn server::store::Tx) -> Result<T, String> + Send,
+) -> Result<T, String> {
+    open_db(target)?
+        .call_blocking(|conn| {
+            let mut tx = conn.transaction()?;
+            let out = f(&mut *tx);
+            if out.is_ok() {
+                tx.commit()?;
+            }
+            Ok::<_, StoreError>(out)
+        })
+        .map_err(store_error)?
+}
+
+fn team_add(target: &Target, id: &TeamId, name: &str) -> Result<(), String> {
+    in_transaction(target, |tx| accounts::add_team(tx, id, name, jiff::Timestamp::now()).map_err(account_error))?;
     println!("{id}");
     Ok(())
 }
@@ -203,21 +223,16 @@ fn read_password() -> Result<Password, String> {
     Password::new(text).map_err(|e| format!("{e}: give it in TETHER_PASSWORD or on stdin"))
 }
 
-fn user_add(path: &std::path::Path, username: &Username, role: Role, teams: &[TeamId]) -> Result<(), String> {
+fn user_add(target: &Target, username: &Username, role: Role, teams: &[TeamId]) -> Result<(), String> {
     let password = read_password()?;
-    let mut conn = open_db(path)?;
-    let tx = conn.transaction().map_err(|e| format!("database error: {e}"))?;
     let hash = server::auth::password::hash(&password).map_err(|e| format!("cannot hash the password: {e}"))?;
-    let id = accounts::add_user(&tx, username, &hash, role, teams, jiff::Timestamp::now()).map_err(account_error)?;
-    tx.commit().map_err(|e| format!("database error: {e}"))?;
+    let id = in_transaction(target, |tx| {
+        accounts::add_user(tx, username, &hash, role, teams, jiff::Timestamp::now()).map_err(account_error)
+    })?;
     println!("{id}");
     Ok(())
 }
 
-fn user_disable(path: &std::path::Path, username: &Username, disabled: bool) -> Result<(), String> {
-    let mut conn = open_db(path)?;
-    let tx = conn.transaction().map_err(|e| format!("database error: {e}"))?;
-    accounts::set_disabled(&tx, username, disabled).map_err(account_error)?;
-    tx.commit().map_err(|e| format!("database error: {e}"))?;
-    Ok(())
+fn user_disable(target: &Target, username: &Username, disabled: bool) -> Result<(), String> {
+    in_transaction(target, |tx| accounts::set_disabled(tx, username, disabled).map_err(account_error))
 }

@@ -9,7 +9,6 @@
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::post;
-use rusqlite::{OptionalExtension, params};
 use serde::Deserialize;
 
 use crate::AppState;
@@ -45,17 +44,11 @@ async fn revoke_device(
         .db
         .call(move |conn| {
             // The device's users, and whether any shares a team with the manager.
-            let in_scope: bool = conn.query_row(
-                "SELECT EXISTS (SELECT 1 FROM sessions s JOIN user_teams t ON t.user_id = s.user_id
-                 WHERE s.device_id = ?1 AND (?2 OR t.team_id IN (SELECT team_id FROM user_teams WHERE user_id = ?3)))",
-                params![device, user.role == Role::Admin, user.user_id],
-                |r| r.get(0),
-            )?;
-            if !in_scope {
+            if !conn.device_in_scope(&device, &user.user_id, user.role == Role::Admin)? {
                 return Ok(false);
             }
-            let tx = conn.transaction()?;
-            store::revoke_device(&tx, &device, &user.user_id, now)?;
+            let mut tx = conn.transaction()?;
+            store::revoke_device(&mut *tx, &device, &user.user_id, now)?;
             tx.commit()?;
             tracing::warn!(by = %user.user_id, "device revoked");
             Ok(true)
@@ -81,23 +74,19 @@ async fn transfer(
     state
         .db
         .call(move |conn| {
-            let tx = conn.transaction()?;
-            let Some((team, _)) = episodes::team_of(&tx, id)? else { return Err(AppError::EpisodeNotFound(id)) };
+            let mut tx = conn.transaction()?;
+            let Some((team, seq)) = tx.team_of(id)? else { return Err(AppError::EpisodeNotFound(id)) };
             if user.role != Role::Admin && !user.teams.contains(&team) {
                 return Err(AppError::EpisodeNotFound(id));
             }
-            let exists = tx
-                .query_row("SELECT 1 FROM teams WHERE id = ?1", [request.team.as_str()], |_| Ok(()))
-                .optional()?
-                .is_some();
-            if !exists {
+            if !tx.team_exists(request.team.as_str())? {
                 return Err(AppError::InvalidBody("team: no such team".into()));
             }
             if team != request.team.as_str() {
-                episodes::set_team(&tx, id, request.team.as_str())?;
+                episodes::set_team(&mut *tx, id, seq, request.team.as_str())?;
             }
             let who = Who::new(&user, Via::Api);
-            audit::log(&tx, &who, now_ms, "transfer", Some(id), Some(request.team.as_str()))?;
+            audit::log(&mut *tx, &who, now_ms, "transfer", Some(id), Some(request.team.as_str()))?;
             tx.commit()?;
             tracing::info!(by = %user.user_id, "episode transferred");
             Ok(())

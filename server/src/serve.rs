@@ -10,7 +10,7 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 
 use crate::config::ServeConfig;
-use crate::{AppState, Clock, app, caseload, db, demo};
+use crate::{AppState, Clock, Db, app, caseload, demo};
 
 /// Logs go to stderr as text, filtered by `filter` (`info`, `warn,server=debug`, …).
 pub fn init_logging(filter: &str) -> anyhow::Result<()> {
@@ -24,24 +24,21 @@ pub fn init_logging(filter: &str) -> anyhow::Result<()> {
 
 /// Runs the server until ctrl-c or SIGTERM.
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
-    let path = config.db.clone();
-    let conn = tokio::task::spawn_blocking(move || db::open(&path))
+    let target = config.db.clone();
+    let db = tokio::task::spawn_blocking(move || Db::open(&target))
         .await?
-        .with_context(|| format!("cannot open the database {}", config.db.display()))?;
-    let mut conn = conn;
+        .with_context(|| format!("cannot open the database {}", config.db))?;
     if config.demo {
-        let accounts = tokio::task::spawn_blocking(move || {
-            let accounts = demo::seed(&mut conn, jiff::Timestamp::now());
-            (conn, accounts)
-        })
-        .await?;
-        conn = accounts.0;
-        print_demo(accounts.1?.as_deref());
+        let seeding = db.clone();
+        let accounts =
+            tokio::task::spawn_blocking(move || seeding.call_blocking(|conn| demo::seed(conn, jiff::Timestamp::now())))
+                .await??;
+        print_demo(accounts.as_deref());
     }
-    let state = AppState::with_sync_batch(conn, config.jwt_secret.as_ref(), Clock::system(), config.sync_batch)?;
+    let state = AppState::with_sync_batch(db, config.jwt_secret.as_ref(), Clock::system(), config.sync_batch)?;
     let listener = TcpListener::bind(config.addr).await.with_context(|| format!("cannot listen on {}", config.addr))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, db = %config.db.display(), "listening");
+    tracing::info!(%addr, db = %config.db, "listening");
     // One stable line on stdout for scripts and tests that start the server on port 0.
     {
         use std::io::Write;

@@ -21,13 +21,13 @@ use episode::EpisodeId;
 use episode::document::{DocumentError, EpisodeDoc};
 use episode::pathway::{self, Calendar};
 use episode::sync::{self as protocol, Body, Document};
-use rusqlite::Transaction;
 
 use crate::AppState;
 use crate::audit::{self, Via, Who};
 use crate::auth::AuthUser;
 use crate::episodes::{self, Cache, Evaluated, Stored};
 use crate::error::AppError;
+use crate::store::Tx;
 
 /// The most documents one response carries before it says `more`.
 const MAX_RESPONSE_DOCUMENTS: usize = 100;
@@ -68,7 +68,7 @@ struct Touched {
 }
 
 pub(crate) fn handle(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Tx,
     cache: &mut Cache,
     user: &AuthUser,
     request: protocol::Request,
@@ -90,10 +90,10 @@ pub(crate) fn handle(
         let existing = load(tx, cache, id, &actor)?;
         // Another team's episode is "not found", unless this device held it before a
         // transfer: then it may still hand over what it has.
-        let held = episodes::sync_state(tx, id, device)?;
-        let visible = existing.as_ref().is_some_and(|s| user.teams.contains(&s.team));
+        let held = tx.sync_state(id, device)?;
+        let visible = existing.as_ref().is_some_and(|s| user.teams.iter().any(|t| t == s.team()));
         // Held now, or handed over before (a repeat of a hand-over whose answer was lost).
-        let leaving = existing.is_some() && !visible && (held.is_some() || episodes::dropped(tx, id, device)?);
+        let leaving = existing.is_some() && !visible && (held.is_some() || tx.dropped(id, device)?);
         if existing.is_some() && !visible && !leaving {
             return Err(AppError::EpisodeNotFound(id));
         }
@@ -107,14 +107,11 @@ pub(crate) fn handle(
                 let their_heads = theirs.heads();
                 let (stored, changed, inserted) = match existing {
                     Some(mut stored) => {
-                        let before = stored.doc.heads();
-                        stored.doc.merge(&mut theirs).map_err(|e| refused_doc(id, e))?;
-                        let changed = stored.doc.heads() != before;
-                        if changed {
-                            stored.view = None;
-                            stored.evaluated = None;
-                        }
-                        (stored, changed, false)
+                        let changed = stored.with_doc(|doc| {
+                            let before = doc.heads();
+                            doc.merge(&mut theirs).map(|()| doc.heads() != before)
+                        });
+                        (stored, changed.map_err(|e| refused_doc(id, e))?, false)
                     }
                     None => {
                         theirs.check_new().map_err(|e| refused_doc(id, e))?;
@@ -150,11 +147,9 @@ pub(crate) fn handle(
                     return Err(AppError::EpisodeNotFound(id));
                 };
                 let mut state = protocol::decode_state(held.as_deref());
-                let changed = stored.doc.receive_sync_message(&mut state, &bytes).map_err(|e| refused_doc(id, e))?;
-                if changed {
-                    stored.view = None;
-                    stored.evaluated = None;
-                }
+                let changed = stored
+                    .with_doc(|doc| doc.receive_sync_message(&mut state, &bytes))
+                    .map_err(|e| refused_doc(id, e))?;
                 if leaving {
                     // Only a whole copy can prove the device handed everything over.
                     if changed {
@@ -185,26 +180,32 @@ pub(crate) fn handle(
     // Everything visible that changed after the device's cursor, with room for a page.
     // The episodes this request brought are answered above already: they neither fill the
     // page nor come again (with their evaluations) in the next one.
-    let since: Vec<_> = episodes::changed_since(tx, &user.teams, cursor, MAX_RESPONSE_DOCUMENTS + 1 + touched.len())?
+    // The horizon is read before the episodes, and the answer covers `seq` up to it and
+    // no further: so the cursor it gives never passes a change that a slower writer had
+    // not committed when the episodes were read (docs/adr/0004-storage.md). If this
+    // transaction has written, it holds the counter: every lower `seq` is committed.
+    let horizon = tx.current_seq()?;
+    let since: Vec<_> = tx
+        .changed_since(&user.teams, cursor, horizon, MAX_RESPONSE_DOCUMENTS + 1 + touched.len())?
         .into_iter()
         .filter(|(id, _)| !touched.contains_key(id))
         .collect();
     let more = since.len() > MAX_RESPONSE_DOCUMENTS;
     let page: Vec<_> = since.into_iter().take(MAX_RESPONSE_DOCUMENTS).collect();
-    let next_cursor = if more { page.last().map_or(cursor, |&(_, seq)| seq) } else { episodes::current_seq(tx)? };
+    let next_cursor = if more { page.last().map_or(cursor, |&(_, seq)| seq) } else { horizon };
 
     let mut documents = Vec::new();
     let mut actions = Vec::new();
     let mut teams = Vec::new();
     for (id, touched) in &mut touched {
-        if let Some(message) = touched.stored.doc.generate_sync_message(&mut touched.state) {
+        if let Some(message) = touched.stored.with_doc(|doc| doc.generate_sync_message(&mut touched.state)) {
             if protocol::carries_changes(&message) {
                 audit::log(tx, &who, now_ms, "sync_read", Some(*id), None)?;
             }
             documents.push(Document { episode: *id, body: Body::Message(message) });
         }
-        episodes::put_sync_state(tx, *id, device, &touched.state.encode())?;
-        let changed_for_device = touched.changed || touched.stored.seq > cursor;
+        tx.put_sync_state(*id, device, &touched.state.encode())?;
+        let changed_for_device = touched.changed || touched.stored.seq() > cursor;
         if changed_for_device {
             let (evaluation, team) = authoritative(tx, &mut touched.stored, now)?;
             actions.push(evaluation);
@@ -213,17 +214,17 @@ pub(crate) fn handle(
     }
     for (id, _) in page {
         let Some(mut stored) = load(tx, cache, id, &actor)? else { continue };
-        let mut state = protocol::decode_state(episodes::sync_state(tx, id, device)?.as_deref());
+        let mut state = protocol::decode_state(tx.sync_state(id, device)?.as_deref());
         if state.shared_heads.is_empty() {
             // The device has never confirmed having it: it goes whole (again, if an
             // answer was lost), and the device counts as holding it from now on, so that
             // a transfer asks for what it records before it confirms.
             audit::log(tx, &who, now_ms, "sync_read", Some(id), None)?;
-            documents.push(Document { episode: id, body: Body::Whole(stored.doc.save()) });
-            episodes::put_sync_state(tx, id, device, &state.encode())?;
+            documents.push(Document { episode: id, body: Body::Whole(stored.with_doc(|doc| doc.save())) });
+            tx.put_sync_state(id, device, &state.encode())?;
         } else {
             protocol::prime(&mut state);
-            if let Some(message) = stored.doc.generate_sync_message(&mut state) {
+            if let Some(message) = stored.with_doc(|doc| doc.generate_sync_message(&mut state)) {
                 if protocol::carries_changes(&message) {
                     audit::log(tx, &who, now_ms, "sync_read", Some(id), None)?;
                 }
@@ -237,7 +238,7 @@ pub(crate) fn handle(
     }
 
     let leaving = episodes::leaving(tx, device, &user.teams)?;
-    dropped.extend(episodes::drops_since(tx, device, cursor)?);
+    dropped.extend(tx.drops_since(device, cursor, horizon)?);
     dropped.sort();
     dropped.dedup();
     used.extend(touched.into_values().map(|t| t.stored));
@@ -256,33 +257,33 @@ pub(crate) fn handle(
     Ok((response, used))
 }
 
-fn load(tx: &Transaction<'_>, cache: &mut Cache, id: EpisodeId, actor: &ActorId) -> Result<Option<Stored>, AppError> {
+fn load(tx: &mut dyn Tx, cache: &mut Cache, id: EpisodeId, actor: &ActorId) -> Result<Option<Stored>, AppError> {
     Ok(cache.take(tx, id, actor)?)
 }
 
 fn authoritative(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Tx,
     stored: &mut Stored,
     now: jiff::Timestamp,
 ) -> Result<(protocol::Authoritative, protocol::EpisodeTeam), AppError> {
-    let team = protocol::EpisodeTeam { episode: stored.id, team: stored.team.clone() };
+    let team = protocol::EpisodeTeam { episode: stored.id(), team: stored.team().to_owned() };
     // Evaluated at the whole second, so that every device asking within it shares the work.
     let second = now.as_second();
-    if let Some(evaluated) = &stored.evaluated
+    if let Some(evaluated) = stored.evaluated()
         && evaluated.second == second
     {
-        return Ok((protocol::Authoritative { episode: stored.id, evaluation: evaluated.wire.clone() }, team));
+        return Ok((protocol::Authoritative { episode: stored.id(), evaluation: evaluated.wire.clone() }, team));
     }
     let at = jiff::Timestamp::from_second(second).unwrap_or(now);
     let episode = stored.view(tx)?;
     let evaluation = pathway::evaluate(episode, at, &Calendar::england_and_wales());
     // Encoding costs far more than evaluating: an unchanged evaluation keeps its bytes.
-    let wire = match stored.evaluated.take() {
+    let wire = match stored.take_evaluated() {
         Some(last) if last.evaluation == evaluation => last.wire,
-        _ => protocol::Authoritative::new(stored.id, &evaluation).evaluation,
+        _ => protocol::Authoritative::new(stored.id(), &evaluation).evaluation,
     };
-    stored.evaluated = Some(Evaluated { second, evaluation, wire: wire.clone() });
-    Ok((protocol::Authoritative { episode: stored.id, evaluation: wire }, team))
+    stored.set_evaluated(Evaluated { second, evaluation, wire: wire.clone() });
+    Ok((protocol::Authoritative { episode: stored.id(), evaluation: wire }, team))
 }
 
 fn refused(episode: EpisodeId, message: &str) -> AppError {

@@ -1,7 +1,9 @@
-//! `tether team add` and `tether user add`, through the real binary.
+//! `tether team add` and `tether user add`, through the real binary, with `--db` a SQLite
+//! file and (in `needs_postgres`) a `postgres://` URL.
+
+mod common;
 
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 fn tether(args: &[&str], password_env: Option<&str>, stdin: &str) -> Output {
@@ -32,14 +34,9 @@ fn refused(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-fn db_arg(path: &Path) -> String {
-    path.to_str().expect("a UTF-8 temporary path").to_string()
-}
-
-#[test]
 fn teams_and_users_are_added_and_refused_clearly() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let db = db_arg(&dir.path().join("tether.db"));
+    let test_db = common::TestDb::new();
+    let db = test_db.arg.clone();
 
     assert_eq!(
         ok(&tether(&["team", "add", "--db", &db, "--id", "team-north", "--name", "North"], None, "")),
@@ -81,43 +78,41 @@ fn teams_and_users_are_added_and_refused_clearly() {
     assert!(err.contains("--username"), "{err}");
 
     // What was stored: hashes only, memberships, and nothing for the refusals.
-    let conn = server::db::open(Path::new(&db)).expect("open");
-    let mut stmt = conn
-        .prepare("SELECT u.username, u.role, u.password_hash, group_concat(t.team_id) FROM users u JOIN user_teams t ON t.user_id = u.id GROUP BY u.id ORDER BY u.username")
-        .expect("a query");
-    let rows: Vec<(String, String, String, String)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-        .expect("rows")
-        .collect::<Result<_, _>>()
-        .expect("rows");
+    let inspect = |sql: &'static str| -> Vec<Vec<String>> {
+        let rows = test_db.open().call_blocking(|conn| conn.inspect(sql)).expect("a query");
+        rows.into_iter().map(|row| row.into_iter().map(|v| v.unwrap_or_default()).collect()).collect()
+    };
+    let rows = inspect("SELECT username, role, password_hash FROM users ORDER BY username");
     assert_eq!(rows.len(), 2, "{rows:?}");
-    assert_eq!((rows[0].0.as_str(), rows[0].1.as_str()), ("alice", "team_manager"));
-    assert_eq!(rows[1].0, "bob");
-    let mut alice_teams: Vec<&str> = rows[0].3.split(',').collect();
-    alice_teams.sort_unstable();
-    assert_eq!(alice_teams, ["team-north", "team-south"]);
-    for (_, _, hash, _) in &rows {
-        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+    assert_eq!((rows[0][0].as_str(), rows[0][1].as_str()), ("alice", "team_manager"));
+    assert_eq!(rows[1][0], "bob");
+    let alice_teams = inspect(
+        "SELECT t.team_id FROM users u JOIN user_teams t ON t.user_id = u.id WHERE u.username = 'alice' ORDER BY t.team_id",
+    );
+    assert_eq!(alice_teams, [["team-north"], ["team-south"]]);
+    for row in &rows {
+        assert!(row[2].starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{}", row[2]);
     }
-    let stdin_ok = server::auth::password::verify(b"from stdin", &rows[0].2).expect("verify");
-    let env_ok = server::auth::password::verify(b"from the environment", &rows[1].2).expect("verify");
+    let stdin_ok = server::auth::password::verify(b"from stdin", &rows[0][2]).expect("verify");
+    let env_ok = server::auth::password::verify(b"from the environment", &rows[1][2]).expect("verify");
     assert!(stdin_ok && env_ok);
 }
 
-#[test]
 fn a_user_can_be_disabled_and_enabled() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let db = db_arg(&dir.path().join("tether.db"));
+    let test_db = common::TestDb::new();
+    let db = test_db.arg.clone();
     ok(&tether(&["team", "add", "--db", &db, "--id", "t", "--name", "T"], None, ""));
     ok(&tether(&["user", "add", "--db", &db, "--username", "u", "--role", "admin", "--team", "t"], Some("pw"), ""));
     ok(&tether(&["user", "disable", "--db", &db, "--username", "u"], None, ""));
-    let disabled = |db: &str| -> bool {
-        let conn = server::db::open(Path::new(db)).expect("open");
-        conn.query_row("SELECT disabled FROM users WHERE username = 'u'", [], |r| r.get(0)).expect("a row")
+    let disabled = || -> bool {
+        let rows = test_db.open().call_blocking(|conn| conn.inspect("SELECT disabled FROM users WHERE username = 'u'"));
+        common::number(&rows.expect("a row")) == 1
     };
-    assert!(disabled(&db));
+    assert!(disabled());
     ok(&tether(&["user", "enable", "--db", &db, "--username", "u"], None, ""));
-    assert!(!disabled(&db));
+    assert!(!disabled());
     let err = refused(&tether(&["user", "disable", "--db", &db, "--username", "nobody"], None, ""));
     assert!(err.contains("no user named `nobody`"), "{err}");
 }
+
+common::backends_blocking!(teams_and_users_are_added_and_refused_clearly, a_user_can_be_disabled_and_enabled);

@@ -1,5 +1,8 @@
 //! `tether serve` as a real process on a free loopback port: a user added with the CLI
-//! signs in over HTTP, calls `/v1/me`, refreshes, and the server stops cleanly on SIGTERM.
+//! signs in over HTTP, calls `/v1/me`, refreshes, and the server stops cleanly on SIGTERM;
+//! on a SQLite file and (in `needs_postgres`) a `postgres://` URL.
+
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -26,11 +29,9 @@ fn tether(args: &[&str]) -> std::process::Output {
         .expect("run tether")
 }
 
-#[test]
 fn serve_signs_in_over_http_and_stops_on_sigterm() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let db = dir.path().join("tether.db");
-    let db = db.to_str().expect("a UTF-8 path");
+    let test_db = common::TestDb::new();
+    let db = test_db.arg.as_str();
     assert!(tether(&["team", "add", "--db", db, "--id", "team-north", "--name", "North"]).status.success());
     let added =
         tether(&["user", "add", "--db", db, "--username", "alice", "--role", "practitioner", "--team", "team-north"]);
@@ -96,3 +97,5 @@ fn serve_signs_in_over_http_and_stops_on_sigterm() {
     let status = server.0.wait().expect("wait for the server");
     assert!(status.success(), "the server did not stop cleanly: {status}");
 }
+
+common::backends_blocking!(serve_signs_in_over_http_and_stops_on_sigterm);

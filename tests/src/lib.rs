@@ -48,7 +48,7 @@ pub fn server_child() {
     };
     let addr: SocketAddr = addr.parse().expect("the harness gives an address");
     let config = server::config::ServeConfig {
-        db: PathBuf::from(db),
+        db: server::Target::from(db),
         addr,
         jwt_secret: None,
         log: "warn".into(),
@@ -76,29 +76,47 @@ pub struct User {
     pub teams: &'static [&'static str],
 }
 
+/// Opens (creating and migrating) the server's database at `db`.
+pub fn open_db(db: &Path) -> server::Db {
+    server::Db::open(&server::Target::path(db)).expect("open the database")
+}
+
+/// Runs `f` in one transaction on the database at `db`, and commits it.
+pub fn in_transaction<T: Send>(db: &Path, f: impl FnOnce(&mut dyn server::store::Tx) -> T + Send) -> T {
+    open_db(db)
+        .call_blocking(|conn| {
+            let mut tx = conn.transaction()?;
+            let out = f(&mut *tx);
+            tx.commit()?;
+            Ok::<_, server::store::StoreError>(out)
+        })
+        .expect("a transaction")
+}
+
 /// Teams `north` and `south`, and the given users, in a new database at `db`.
 pub fn create_accounts(db: &Path, users: &[User]) {
-    let mut conn = server::db::open(db).expect("open the database");
     let now = Timestamp::now();
-    let tx = conn.transaction().expect("a transaction");
-    for (id, name) in [("north", "North"), ("south", "South")] {
-        accounts::add_team(&tx, &id.parse().expect("a team id"), name, now).expect("add a team");
-    }
     let hash = server::auth::password::hash(&Password::new(PASSWORD.into()).expect("a password")).expect("hash");
-    for user in users {
-        let teams: Vec<TeamId> = user.teams.iter().map(|t| t.parse().expect("a team id")).collect();
-        let username: Username = user.username.parse().expect("a username");
-        accounts::add_user(&tx, &username, &hash, user.role, &teams, now).expect("add a user");
-    }
-    tx.commit().expect("commit");
+    in_transaction(db, |tx| {
+        for (id, name) in [("north", "North"), ("south", "South")] {
+            accounts::add_team(tx, &id.parse().expect("a team id"), name, now).expect("add a team");
+        }
+        for user in users {
+            let teams: Vec<TeamId> = user.teams.iter().map(|t| t.parse().expect("a team id")).collect();
+            let username: Username = user.username.parse().expect("a username");
+            accounts::add_user(tx, &username, &hash, user.role, &teams, now).expect("add a user");
+        }
+    });
 }
 
 /// A new database at `db` seeded as `tether serve --demo` seeds it (teams north and south,
 /// the demo users, episodes DEMO-1001…2003, some overdue); returns each demo user's
 /// password by username.
 pub fn seed_demo(db: &Path) -> std::collections::HashMap<&'static str, String> {
-    let mut conn = server::db::open(db).expect("open the database");
-    let accounts = server::demo::seed(&mut conn, Timestamp::now()).expect("seed the demo").expect("a new database");
+    let accounts = open_db(db)
+        .call_blocking(|conn| server::demo::seed(conn, Timestamp::now()))
+        .expect("seed the demo")
+        .expect("a new database");
     accounts.into_iter().map(|account| (account.username, account.password)).collect()
 }
 
@@ -281,12 +299,17 @@ pub fn server_document(db: &Path, episode: EpisodeId) -> Option<EpisodeDoc> {
 /// The server's documents of `episodes`, in order, read with one connection (opening the
 /// database checks the whole file, so it is opened once).
 pub fn server_documents(db: &Path, episodes: &[EpisodeId]) -> Vec<Option<EpisodeDoc>> {
-    let conn = server::db::open(db).expect("open the server's database");
     let actor = ActorId::from(vec![0xaa; 16]);
-    episodes
-        .iter()
-        .map(|&episode| server::episodes::load(&conn, episode, &actor).expect("load an episode").map(|s| s.doc))
-        .collect()
+    open_db(db)
+        .call_blocking(|conn| {
+            episodes
+                .iter()
+                .map(|&episode| {
+                    Ok(server::episodes::load(conn, episode, &actor)?.map(server::episodes::Stored::into_doc))
+                })
+                .collect::<Result<Vec<_>, server::store::StoreError>>()
+        })
+        .expect("load the episodes")
 }
 
 /// The heads of the server's document of `episode`, as sorted hex strings.

@@ -19,6 +19,7 @@ use crate::AppState;
 use crate::accounts::{self, DeviceId, User, Username};
 use crate::error::AppError;
 use crate::json::Json;
+use crate::store::Tx;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/auth/login", post(login)).route("/v1/auth/refresh", post(refresh))
@@ -77,7 +78,7 @@ pub(crate) async fn sign_in<T: Send + 'static>(
     state: &AppState,
     username: String,
     password: String,
-    start: impl FnOnce(&rusqlite::Transaction<'_>, &User) -> Result<T, AppError> + Send + 'static,
+    start: impl FnOnce(&mut dyn Tx, &User) -> Result<T, AppError> + Send + 'static,
 ) -> Result<(User, T), AppError> {
     let now = state.clock.unix();
     // A name that no user can have is a wrong username like any other, and is not
@@ -107,16 +108,16 @@ pub(crate) async fn sign_in<T: Send + 'static>(
     let outcome = state
         .db
         .call(move |conn| {
-            let tx = conn.transaction()?;
+            let mut tx = conn.transaction()?;
             let Some(user_id) = verified else {
-                store::record_failure(&tx, username.as_str(), now)?;
+                store::record_failure(&mut *tx, username.as_str(), now)?;
                 tx.commit()?;
                 return Ok(None);
             };
-            store::clear_failures(&tx, username.as_str())?;
-            let user = accounts::active_user(&tx, &user_id)?;
+            store::clear_failures(&mut *tx, username.as_str())?;
+            let user = accounts::active_user(&mut *tx, &user_id)?;
             let Some(user) = user else { return Ok(None) };
-            let started = start(&tx, &user)?;
+            let started = start(&mut *tx, &user)?;
             tx.commit()?;
             Ok(Some((user, started)))
         })
@@ -140,10 +141,10 @@ async fn refresh(
             if store::device_revoked(conn, device.as_str())? {
                 return Err(AppError::DeviceRevoked);
             }
-            let tx = conn.transaction()?;
-            let rotation = store::rotate(&tx, &presented, &device, now)?;
+            let mut tx = conn.transaction()?;
+            let rotation = store::rotate(&mut *tx, &presented, &device, now)?;
             let user = match &rotation {
-                Rotation::Rotated { user_id, .. } => accounts::active_user(&tx, user_id)?,
+                Rotation::Rotated { user_id, .. } => accounts::active_user(&mut *tx, user_id)?,
                 Rotation::Refused | Rotation::RevokedSession { .. } => None,
             };
             tx.commit()?;

@@ -1,14 +1,13 @@
-//! Sessions, refresh tokens and the sign-in throttle in the database.
+//! Sessions, refresh tokens and the sign-in throttle, over the storage boundary.
 //!
 //! A session is one sign-in on one device: the family of every refresh token that
 //! descends from it. Each refresh rotates the token; presenting a token that was already
 //! rotated means two parties hold it, so the whole session is revoked.
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
-
 use super::token::{REFRESH_TTL_SECS, new_refresh_token, refresh_token_hash};
 use crate::accounts::DeviceId;
 use crate::error::AppError;
+use crate::store::{PresentedToken, StoreError, Tx};
 
 /// Failed sign-ins allowed before the first lockout.
 pub const FREE_FAILURES: i64 = 5;
@@ -18,31 +17,25 @@ pub const MAX_LOCK_SECS: i64 = 15 * 60;
 
 /// Starts a session for a user on a device; returns its id and first refresh token.
 pub fn start_session(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Tx,
     user_id: &str,
     device: &DeviceId,
     now: i64,
 ) -> Result<(String, String), AppError> {
     let session = uuid::Uuid::now_v7().to_string();
-    tx.prepare_cached("INSERT INTO sessions (id, user_id, device_id, created_at) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![session, user_id, device.as_str(), now])?;
+    tx.insert_session(&session, user_id, device.as_str(), now)?;
     let refresh = issue_refresh_token(tx, &session, now)?;
     Ok((session, refresh))
 }
 
-fn issue_refresh_token(tx: &Transaction<'_>, session: &str, now: i64) -> Result<String, AppError> {
+fn issue_refresh_token(tx: &mut dyn Tx, session: &str, now: i64) -> Result<String, AppError> {
     let token = new_refresh_token()?;
-    tx.prepare_cached("INSERT INTO refresh_tokens (hash, session_id, issued_at, expires_at) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![refresh_token_hash(&token), session, now, now + REFRESH_TTL_SECS])?;
+    tx.insert_refresh_token(&refresh_token_hash(&token), session, now, now + REFRESH_TTL_SECS)?;
     Ok(token)
 }
 
-pub fn revoke_session(tx: &Transaction<'_>, session: &str, because: &str, now: i64) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "UPDATE sessions SET revoked_at = ?1, revoked_because = ?2 WHERE id = ?3 AND revoked_at IS NULL",
-    )?
-    .execute(params![now, because, session])?;
-    Ok(())
+pub fn revoke_session(tx: &mut dyn Tx, session: &str, because: &str, now: i64) -> Result<(), StoreError> {
+    tx.revoke_session(session, because, now)
 }
 
 /// What became of a refresh token presented for rotation.
@@ -57,38 +50,12 @@ pub enum Rotation {
     RevokedSession { session: String, because: &'static str },
 }
 
-/// A presented refresh token's row, with its session's and user's.
-struct Presented {
-    session: String,
-    expires_at: i64,
-    rotated_at: Option<i64>,
-    user_id: String,
-    session_device: String,
-    revoked_at: Option<i64>,
-    disabled: bool,
-}
-
 /// Rotates a refresh token presented by `device`.
-pub fn rotate(tx: &Transaction<'_>, presented: &str, device: &DeviceId, now: i64) -> Result<Rotation, AppError> {
-    let row = tx
-        .prepare_cached(
-            "SELECT t.session_id, t.expires_at, t.rotated_at, s.user_id, s.device_id, s.revoked_at, u.disabled
-             FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id
-             WHERE t.hash = ?1",
-        )?
-        .query_row([refresh_token_hash(presented)], |r| {
-            Ok(Presented {
-                session: r.get(0)?,
-                expires_at: r.get(1)?,
-                rotated_at: r.get(2)?,
-                user_id: r.get(3)?,
-                session_device: r.get(4)?,
-                revoked_at: r.get(5)?,
-                disabled: r.get(6)?,
-            })
-        })
-        .optional()?;
-    let Some(Presented { session, expires_at, rotated_at, user_id, session_device, revoked_at, disabled }) = row else {
+pub fn rotate(tx: &mut dyn Tx, presented: &str, device: &DeviceId, now: i64) -> Result<Rotation, AppError> {
+    let hash = refresh_token_hash(presented);
+    let Some(PresentedToken { session, expires_at, rotated_at, user_id, session_device, revoked_at, disabled }) =
+        tx.presented_token(&hash)?
+    else {
         return Ok(Rotation::Refused);
     };
     if revoked_at.is_some() || disabled {
@@ -107,73 +74,45 @@ pub fn rotate(tx: &Transaction<'_>, presented: &str, device: &DeviceId, now: i64
     if expires_at <= now {
         return Ok(Rotation::Refused);
     }
-    tx.prepare_cached("UPDATE refresh_tokens SET rotated_at = ?1 WHERE hash = ?2")?
-        .execute(params![now, refresh_token_hash(presented)])?;
+    tx.mark_rotated(&hash, now)?;
     let refresh_token = issue_refresh_token(tx, &session, now)?;
     Ok(Rotation::Rotated { user_id, session, refresh_token })
 }
 
 /// Whether a session is live: not revoked.
-pub fn session_is_live(conn: &Connection, session: &str, user_id: &str) -> rusqlite::Result<bool> {
-    conn.prepare_cached("SELECT revoked_at IS NULL FROM sessions WHERE id = ?1 AND user_id = ?2")?
-        .query_row(params![session, user_id], |r| r.get(0))
-        .optional()
-        .map(|live| live.unwrap_or(false))
+pub fn session_is_live(tx: &mut dyn Tx, session: &str, user_id: &str) -> Result<bool, StoreError> {
+    tx.session_is_live(session, user_id)
 }
 
 /// Whether a manager has revoked this device.
-pub fn device_revoked(conn: &Connection, device: &str) -> rusqlite::Result<bool> {
-    conn.prepare_cached("SELECT 1 FROM revoked_devices WHERE device = ?1")?
-        .query_row([device], |_| Ok(()))
-        .optional()
-        .map(|r| r.is_some())
+pub fn device_revoked(tx: &mut dyn Tx, device: &str) -> Result<bool, StoreError> {
+    tx.device_revoked(device)
 }
 
 /// Revokes a device: its sessions end, and it is told to wipe its store.
-pub fn revoke_device(tx: &Transaction<'_>, device: &str, by: &str, now: i64) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO revoked_devices (device, revoked_at, revoked_by) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-    )?
-    .execute(params![device, now, by])?;
-    tx.prepare_cached("UPDATE sessions SET revoked_at = ?1, revoked_because = 'device_revoked' WHERE device_id = ?2 AND revoked_at IS NULL")?.execute(
-        params![now, device],
-    )?;
-    Ok(())
+pub fn revoke_device(tx: &mut dyn Tx, device: &str, by: &str, now: i64) -> Result<(), StoreError> {
+    tx.revoke_device(device, by, now)
 }
 
 /// The seconds a username must still wait before trying again, if it is locked out.
-pub fn locked_for(conn: &Connection, username: &str, now: i64) -> rusqlite::Result<Option<i64>> {
-    let until: Option<i64> = conn
-        .prepare_cached("SELECT locked_until FROM login_failures WHERE username = ?1")?
-        .query_row([username], |r| r.get(0))
-        .optional()?;
+pub fn locked_for(tx: &mut dyn Tx, username: &str, now: i64) -> Result<Option<i64>, StoreError> {
+    let until = tx.login_failures(username)?.map(|(_, until)| until);
     Ok(until.filter(|&until| until > now).map(|until| until - now))
 }
 
 /// Counts a failed sign-in; from the `FREE_FAILURES`th on, each locks the username out
 /// for twice as long as the one before.
-pub fn record_failure(tx: &Transaction<'_>, username: &str, now: i64) -> rusqlite::Result<()> {
-    let failures: i64 = tx
-        .prepare_cached("SELECT failures FROM login_failures WHERE username = ?1")?
-        .query_row([username], |r| r.get(0))
-        .optional()?
-        .unwrap_or(0)
-        + 1;
+pub fn record_failure(tx: &mut dyn Tx, username: &str, now: i64) -> Result<(), StoreError> {
+    let failures = tx.login_failures(username)?.map_or(0, |(failures, _)| failures) + 1;
     let locked_until = if failures >= FREE_FAILURES {
         let doublings = u32::try_from(failures - FREE_FAILURES).unwrap_or(u32::MAX).min(16);
         now + (BASE_LOCK_SECS << doublings).min(MAX_LOCK_SECS)
     } else {
         0
     };
-    tx.prepare_cached(
-        "INSERT INTO login_failures (username, failures, locked_until) VALUES (?1, ?2, ?3)
-         ON CONFLICT (username) DO UPDATE SET failures = ?2, locked_until = ?3",
-    )?
-    .execute(params![username, failures, locked_until])?;
-    Ok(())
+    tx.put_login_failures(username, failures, locked_until)
 }
 
-pub fn clear_failures(tx: &Transaction<'_>, username: &str) -> rusqlite::Result<()> {
-    tx.prepare_cached("DELETE FROM login_failures WHERE username = ?1")?.execute([username])?;
-    Ok(())
+pub fn clear_failures(tx: &mut dyn Tx, username: &str) -> Result<(), StoreError> {
+    tx.clear_login_failures(username)
 }
