@@ -95,7 +95,7 @@ fn run(db: &Db, docs: &Mutex<Cache>, queue: &mpsc::Receiver<Job>, max_batch: usi
 }
 
 /// How often a request whose episode another writer changed meanwhile is handled again.
-const CONFLICT_TRIES: usize = 3;
+const CONFLICT_TRIES: usize = 8;
 
 /// Writes a batch in one transaction; one answer per job, in order.
 fn write(conn: &mut dyn Conn, docs: &Mutex<Cache>, batch: &mut [Job]) -> Vec<Result<protocol::Response, AppError>> {

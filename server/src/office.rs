@@ -239,7 +239,7 @@ pub fn set_plan(desk: &mut Desk<'_>, id: EpisodeId, text: &str) -> Result<(), Ap
 }
 
 /// How often a change whose episode another writer changed meanwhile is made again.
-const CONFLICT_TRIES: usize = 3;
+const CONFLICT_TRIES: usize = 8;
 
 /// Makes one change to an episode of `teams` as the server, and stores it — with the
 /// receipt of any new record, the episode's summary and the audit entry — in one

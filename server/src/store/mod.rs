@@ -69,8 +69,8 @@ impl From<StoreError> for AppError {
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Parses a stored episode id; one that is not a UUID is damage, never skipped.
-pub(crate) fn parse_id(text: &str, table: &str) -> Result<EpisodeId> {
-    text.parse().map_err(|_| StoreError::damaged(table, "episode", "an episode id that is not a UUID"))
+pub(crate) fn parse_id(text: &str, table: &str, column: &str) -> Result<EpisodeId> {
+    text.parse().map_err(|_| StoreError::damaged(table, column, "an episode id that is not a UUID"))
 }
 
 /// An episode as stored: its team, its `seq`, its snapshot and the changes since.
@@ -349,6 +349,21 @@ impl Db {
             Target::Postgres(url) => {
                 Ok(Self { backend: Arc::new(Backend::Postgres(Box::new(postgres::Pool::open(url)?))) })
             }
+        }
+    }
+
+    /// Creates the database `target` names at an old schema `version` (its first
+    /// `version` upgrades), for the upgrade tests.
+    #[doc(hidden)]
+    pub fn create_at_version(target: &Target, version: usize) -> Result<(), OpenError> {
+        match target {
+            Target::Sqlite(path) => {
+                let mut conn = rusqlite::Connection::open(path)?;
+                let upgrades = crate::db::UPGRADES.get(..version).unwrap_or(&crate::db::UPGRADES);
+                migrate::run(&mut conn, upgrades)?;
+                Ok(())
+            }
+            Target::Postgres(url) => postgres::create_at_version(url, version),
         }
     }
 

@@ -45,12 +45,25 @@ const MIGRATION_LOCK: i64 = 0x7e74_6865_7201;
 /// A PostgreSQL error, its text free of the URL's password.
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
-    #[error("{0}")]
-    Query(#[source] ::postgres::Error),
+    #[error("{}", chain(.0))]
+    Query(::postgres::Error),
     #[error("cannot connect to {target}: {message}")]
     Connect { target: String, message: String },
     #[error("{0}")]
     Url(String),
+}
+
+/// An error and every cause under it, on one line: the client's own `Display` says only
+/// "db error" and leaves the server's words to the cause.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }
 
 impl From<::postgres::Error> for StoreError {
@@ -130,7 +143,7 @@ impl Pool {
         match self.config.connect(NoTls) {
             Ok(client) => Ok(Connection { client, statements: HashMap::new() }),
             Err(error) => {
-                Err(PgError::Connect { target: self.url.to_string(), message: self.url.redact(&format!("{error:#}")) })
+                Err(PgError::Connect { target: self.url.to_string(), message: self.url.redact(&chain(&error)) })
             }
         }
     }
@@ -178,6 +191,17 @@ impl Drop for Pool {
         let idle = std::mem::take(&mut self.state.get_mut().unwrap_or_else(PoisonError::into_inner).idle);
         off_runtime(move || drop(idle));
     }
+}
+
+/// Creates the database at an old schema `version`, for the upgrade tests.
+pub(super) fn create_at_version(url: &PgUrl, version: usize) -> Result<(), OpenError> {
+    off_runtime(|| {
+        let config = url.config().map_err(PgError::Url)?;
+        let pool = Pool { url: url.clone(), config, state: Mutex::default(), freed: Condvar::new() };
+        let mut conn = pool.connect()?;
+        migrate::run(&mut Migrating(&mut conn.client), SCHEMA_FILES.get(..version).unwrap_or(&SCHEMA_FILES))?;
+        Ok(())
+    })
 }
 
 /// A connection taken from the pool; given back when dropped, unless it broke.
@@ -476,7 +500,7 @@ impl Tx for Pg<'_> {
             )?;
             for row in &rows {
                 let id: String = get(row, 0)?;
-                out.push((parse_id(&id, "episodes")?, get(row, 1)?));
+                out.push((parse_id(&id, "episodes", "id")?, get(row, 1)?));
             }
         }
         out.sort_by_key(|&(id, seq)| (seq, id));
@@ -494,7 +518,7 @@ impl Tx for Pg<'_> {
         rows.iter()
             .map(|row| {
                 let id: String = get(row, 0)?;
-                Ok((parse_id(&id, "episodes")?, get(row, 1)?))
+                Ok((parse_id(&id, "episodes", "id")?, get(row, 1)?))
             })
             .collect()
     }
@@ -526,7 +550,7 @@ impl Tx for Pg<'_> {
         rows.iter()
             .map(|row| {
                 let id: String = get(row, 0)?;
-                Ok((parse_id(&id, "sync_states")?, get(row, 1)?))
+                Ok((parse_id(&id, "sync_states", "episode")?, get(row, 1)?))
             })
             .collect()
     }
@@ -556,7 +580,7 @@ impl Tx for Pg<'_> {
         rows.iter()
             .map(|row| {
                 let id: String = get(row, 0)?;
-                parse_id(&id, "drops")
+                parse_id(&id, "drops", "episode")
             })
             .collect()
     }
@@ -886,7 +910,7 @@ impl Tx for Pg<'_> {
             .map(|r| {
                 let id: String = get(r, 0)?;
                 Ok(Summary {
-                    id: parse_id(&id, "summaries")?,
+                    id: parse_id(&id, "summaries", "episode")?,
                     team: get(r, 1)?,
                     pathway: get(r, 2)?,
                     patient_ref: get(r, 3)?,

@@ -216,7 +216,7 @@ impl Tx for Sqlite<'_> {
             })?;
             for row in rows {
                 let (id, seq) = row?;
-                out.push((parse_id(&id, "episodes")?, seq));
+                out.push((parse_id(&id, "episodes", "id")?, seq));
             }
         }
         out.sort_by_key(|&(id, seq)| (seq, id));
@@ -234,7 +234,7 @@ impl Tx for Sqlite<'_> {
         let mut out = Vec::new();
         for row in rows {
             let (id, team) = row?;
-            out.push((parse_id(&id, "episodes")?, team));
+            out.push((parse_id(&id, "episodes", "id")?, team));
         }
         Ok(out)
     }
@@ -265,7 +265,7 @@ impl Tx for Sqlite<'_> {
         let mut out = Vec::new();
         for row in rows {
             let (id, team) = row?;
-            out.push((parse_id(&id, "sync_states")?, team));
+            out.push((parse_id(&id, "sync_states", "episode")?, team));
         }
         Ok(out)
     }
@@ -298,7 +298,7 @@ impl Tx for Sqlite<'_> {
         let rows = statement.query_map(params![device, cursor, upto], |r| r.get::<_, String>(0))?;
         let mut out = Vec::new();
         for row in rows {
-            out.push(parse_id(&row?, "drops")?);
+            out.push(parse_id(&row?, "drops", "episode")?);
         }
         Ok(out)
     }
@@ -652,7 +652,7 @@ impl Tx for Sqlite<'_> {
         let mut out = Vec::new();
         for row in rows {
             let (id, mut summary) = row?;
-            summary.id = parse_id(&id, "summaries")?;
+            summary.id = parse_id(&id, "summaries", "episode")?;
             out.push(summary);
         }
         Ok(out)
@@ -773,7 +773,7 @@ pub(super) fn open_action(
     due: i64,
 ) -> Result<OpenAction> {
     Ok(OpenAction {
-        episode: parse_id(&episode, "summary_actions")?,
+        episode: parse_id(&episode, "summary_actions", "episode")?,
         patient_ref,
         action,
         code,
