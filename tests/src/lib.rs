@@ -76,9 +76,14 @@ pub struct User {
     pub teams: &'static [&'static str],
 }
 
-/// Opens (creating and migrating) the server's database at `db`.
+/// Opens (creating and migrating) the server's database at `db`: a file, or a
+/// `postgres://` URL given as a path (as the benchmarks take `TETHER_BENCH_DB`).
 pub fn open_db(db: &Path) -> server::Db {
-    server::Db::open(&server::Target::path(db)).expect("open the database")
+    let target = match db.to_str() {
+        Some(text) => server::Target::from(text),
+        None => server::Target::path(db),
+    };
+    server::Db::open(&target).expect("open the database")
 }
 
 /// Runs `f` in one transaction on the database at `db`, and commits it.
