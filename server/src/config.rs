@@ -31,6 +31,14 @@ pub struct ServeConfig {
     /// every pathway, if the database has no teams yet.
     #[arg(long)]
     pub demo: bool,
+    /// The base of the URIs this deployment's FHIR resources use for Tether's own
+    /// identifiers, code systems and extensions (e.g. `https://fhir.example-trust.nhs.uk/tether`).
+    #[arg(long, env = "TETHER_FHIR_BASE")]
+    pub fhir_base: Option<String>,
+    /// The identifier system of the trust's local patient identifier, used for a
+    /// `patient_ref` that is not an NHS number (default: `<fhir-base>/Id/patient-ref`).
+    #[arg(long, env = "TETHER_FHIR_PATIENT_SYSTEM")]
+    pub fhir_patient_system: Option<String>,
     /// What to log, as `LEVEL` or `TARGET=LEVEL,…` (e.g. `info` or `warn,server=debug`).
     #[arg(long, env = "TETHER_LOG", default_value = "info")]
     pub log: String,

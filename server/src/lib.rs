@@ -22,6 +22,8 @@
 //!   records to file), kept current as episodes change and as the clock moves.
 //! - `audit`: the append-only log of every read and write of an episode.
 //! - `dashboard`: the manager's HTML pages under `/dashboard` (sign-in, caseload, episode).
+//! - `fhir`: an episode as a FHIR R4 Bundle shaped to UK Core (`GET /v1/episodes/{id}/fhir`),
+//!   and records as a transaction of conditional creates for an EPR; pure.
 //! - `metrics`: `GET /metrics`, Prometheus text.
 //! - `me`, `health`: `GET /v1/me`, `GET /healthz`.
 //! - `episodes`: episode documents in the database, sync states, receipts.
@@ -41,6 +43,7 @@ pub mod db;
 pub mod demo;
 pub mod episodes;
 pub mod error;
+pub mod fhir;
 mod health;
 pub mod json;
 mod manage;
@@ -80,6 +83,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// The sync writer, which commits concurrent sync requests together.
     pub committer: commit::Committer,
+    /// The identifier systems this deployment's FHIR resources use.
+    pub fhir: Arc<fhir::Settings>,
 }
 
 /// The meta key of the generated signing secret.
@@ -119,6 +124,7 @@ impl AppState {
             clock,
             metrics: metrics::Metrics::shared(),
             committer,
+            fhir: Arc::default(),
         })
     }
 }

@@ -36,6 +36,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/v1/episodes", get(list_route))
         .route("/v1/episodes/{id}", get(episode_route))
         .route("/v1/episodes/{id}/timeline", get(timeline_route))
+        .route("/v1/episodes/{id}/fhir", get(fhir_route))
         .route("/v1/episodes/{id}/events", post(record_route))
         .route("/v1/episodes/{id}/facts", post(fact_route))
         .route("/v1/episodes/{id}/plan", put(plan_route))
@@ -417,6 +418,20 @@ async fn timeline_route(
         "duplicates": read.duplicates,
         "unfiled": read.unfiled,
     })))
+}
+
+/// The episode as a FHIR R4 Bundle (`application/fhir+json`), read and audited as
+/// `read_fhir`.
+async fn fhir_route(
+    State(state): State<AppState>,
+    user: AuthUser,
+    EpisodePath(id): EpisodePath,
+) -> Result<axum::response::Response, AppError> {
+    use axum::response::IntoResponse;
+    let settings = Arc::clone(&state.fhir);
+    let (read, now) = api(&state, user, move |desk| Ok((read(desk, id, "read_fhir")?, desk.now))).await?;
+    let bundle = crate::fhir::export(&read.episode, &read.evaluation, &settings, now);
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/fhir+json")], axum::Json(bundle)).into_response())
 }
 
 async fn record_route(

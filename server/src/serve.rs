@@ -24,6 +24,8 @@ pub fn init_logging(filter: &str) -> anyhow::Result<()> {
 
 /// Runs the server until ctrl-c or SIGTERM.
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    let fhir = crate::fhir::Settings::new(config.fhir_base.as_deref(), config.fhir_patient_system.as_deref())
+        .map_err(anyhow::Error::msg)?;
     let target = config.db.clone();
     let db = tokio::task::spawn_blocking(move || Db::open(&target))
         .await?
@@ -35,7 +37,8 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
                 .await??;
         print_demo(accounts.as_deref());
     }
-    let state = AppState::with_sync_batch(db, config.jwt_secret.as_ref(), Clock::system(), config.sync_batch)?;
+    let mut state = AppState::with_sync_batch(db, config.jwt_secret.as_ref(), Clock::system(), config.sync_batch)?;
+    state.fhir = std::sync::Arc::new(fhir);
     let listener = TcpListener::bind(config.addr).await.with_context(|| format!("cannot listen on {}", config.addr))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, db = %config.db, "listening");

@@ -296,9 +296,15 @@ async fn the_caseload_shows_overdue_actions_first_then_by_owner_and_the_rates() 
     let first_open = states.iter().position(|s| *s == "open").expect("an open action");
     assert!(states[..first_open].iter().all(|s| *s == "overdue"), "overdue first: {states:?}");
     assert!(states[first_open..].iter().all(|s| *s == "open"), "{states:?}");
-    // The rows are the caseload's open actions, in its order (overdue, owner, due).
+    // The rows are the caseload's open clinical actions, in its order (overdue, owner,
+    // due); the records to file have their own section.
     let expected: Vec<String> = dash.db(|conn| {
-        caseload::open_actions(conn, &["north".to_owned()]).expect("actions").into_iter().map(|a| a.action).collect()
+        caseload::open_actions(conn, &["north".to_owned()])
+            .expect("actions")
+            .into_iter()
+            .filter(|a| a.code != "file_to_epr")
+            .map(|a| a.action)
+            .collect()
     });
     let shown: Vec<&str> = attributes(actions, "href").into_iter().filter_map(|h| h.split("#action-").nth(1)).collect();
     assert_eq!(shown, expected);
@@ -322,6 +328,68 @@ async fn the_caseload_shows_overdue_actions_first_then_by_owner_and_the_rates() 
     );
     assert!(not_brought.contains("reference: 1 in 10 (10%)"), "{not_brought}");
     assert!(rates.contains(&format!("Did not attend: {} of {}", rates_now.did_not_attend, rates_now.appointments)));
+}
+
+async fn the_caseload_leads_with_clinical_actions_and_groups_the_records_to_file_per_episode() {
+    let dash = Dash::new();
+    let maya = dash.sign_in("maya").await;
+    let page = dash.get("/dashboard", &maya).await;
+    let all = dash.db(|conn| caseload::open_actions(conn, &["north".to_owned()]).expect("actions"));
+    let filing: Vec<&caseload::OpenAction> = all.iter().filter(|a| a.code == "file_to_epr").collect();
+    // In the demo, filing is most of what is open (an action per record): it buried the
+    // clinical actions.
+    assert!(filing.len() * 2 > all.len() && filing.len() < all.len(), "{} of {}", filing.len(), all.len());
+
+    // The action list is the clinical actions alone, overdue first, and comes first.
+    let actions = section(&page.body, "actions");
+    let shown: Vec<&str> = attributes(actions, "href").into_iter().filter_map(|h| h.split("#action-").nth(1)).collect();
+    assert_eq!(shown.len(), all.len() - filing.len());
+    assert!(filing.iter().all(|a| !shown.contains(&a.action.as_str())), "no filing among the clinical actions");
+    assert!(!actions.contains("File the record in the electronic patient record"), "{actions}");
+    let at = |id: &str| page.body.find(&format!("<section id=\"{id}\">")).expect("the section");
+    assert!(at("actions") < at("filing") && at("filing") < at("episodes"), "clinical actions lead the caseload");
+
+    // One line an episode: "N records to file", linking to the episode page's form.
+    let grouped = section(&page.body, "filing");
+    let episodes = attributes(grouped, "data-episode");
+    let mut expected: Vec<(String, usize)> = Vec::new();
+    for action in &filing {
+        match expected.iter_mut().find(|(e, _)| *e == action.episode.to_string()) {
+            Some((_, n)) => *n += 1,
+            None => expected.push((action.episode.to_string(), 1)),
+        }
+    }
+    assert_eq!(episodes.len(), expected.len(), "{grouped}");
+    for (episode, records) in &expected {
+        assert!(episodes.contains(&episode.as_str()), "{episode}");
+        let noun = if *records == 1 { "record" } else { "records" };
+        let link = format!("<a href=\"/dashboard/episodes/{episode}#unfiled\">{records} {noun} to file</a>");
+        assert!(grouped.contains(&link), "{link} in {grouped}");
+    }
+    let summary = format!("{} records to file across {} episodes", filing.len(), expected.len());
+    assert!(grouped.contains(&summary), "{summary} in {grouped}");
+    // Overdue filing lines first.
+    let states = attributes(grouped, "data-state");
+    let first_open = states.iter().position(|s| *s == "open").unwrap_or(states.len());
+    assert!(states[first_open..].iter().all(|s| *s == "open"), "{states:?}");
+
+    // The episode page files them together, under one reference, in one record.
+    let (episode, records) = expected.iter().max_by_key(|(_, n)| *n).expect("an episode to file");
+    let page = dash.get(&format!("/dashboard/episodes/{episode}"), &maya).await;
+    let unfiled = section(&page.body, "unfiled");
+    let ticked = attributes(unfiled, "data-record");
+    assert_eq!(ticked.len(), *records);
+    assert_eq!(unfiled.matches("type=\"checkbox\" name=\"record\"").count(), *records);
+    let mut form: Vec<(&str, &str)> = vec![("csrf", &maya.csrf), ("epr_ref", "EPR-BATCH-7")];
+    form.extend(ticked.iter().map(|r| ("record", *r)));
+    let answer = dash.post(&format!("/dashboard/episodes/{episode}/filed"), &maya, &form).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    let page = dash.get(&format!("/dashboard/episodes/{episode}"), &maya).await;
+    assert!(section(&page.body, "unfiled").contains("Nothing to file."));
+    let writes = dash.audit(episode).into_iter().filter(|(_, action, ..)| action == "record_event").count();
+    assert_eq!(writes, 1, "one filed_to_epr for them all");
+    let page = dash.get("/dashboard", &maya).await;
+    assert!(!attributes(section(&page.body, "filing"), "data-episode").contains(&episode.as_str()));
 }
 
 async fn the_episode_page_shows_facts_conflicts_actions_and_the_merged_timeline() {
@@ -576,12 +644,13 @@ async fn a_session_ends_when_it_expires_or_its_user_is_disabled() {
 }
 
 common::backends!(
+    the_caseload_leads_with_clinical_actions_and_groups_the_records_to_file_per_episode,
+    the_episode_page_shows_facts_conflicts_actions_and_the_merged_timeline,
     the_sign_in_form_refuses_a_wrong_password_and_sends_the_signed_out_to_it,
     a_sign_in_form_without_its_own_token_is_refused_before_the_password_is_checked,
     failed_dashboard_sign_ins_lock_the_username_out_everywhere,
     the_session_cookie_is_http_only_strict_and_kept_only_hashed,
     the_caseload_shows_overdue_actions_first_then_by_owner_and_the_rates,
-    the_episode_page_shows_facts_conflicts_actions_and_the_merged_timeline,
     a_record_with_a_skewed_clock_carries_a_note_in_the_timeline,
     another_teams_episode_answers_as_one_that_does_not_exist,
     a_form_without_the_sessions_csrf_token_is_refused_and_changes_nothing,

@@ -238,6 +238,7 @@ fn episode_routes(id: Uuid, doc: &mut EpisodeDoc) -> Vec<(Method, String, Payloa
         (Method::POST, format!("/v1/episodes/{id}/transfer"), json(json!({"team": "team-south"}))),
         (Method::GET, format!("/v1/episodes/{id}"), json(Value::Null)),
         (Method::GET, format!("/v1/episodes/{id}/timeline"), json(Value::Null)),
+        (Method::GET, format!("/v1/episodes/{id}/fhir"), json(Value::Null)),
         (Method::POST, format!("/v1/episodes/{id}/events"), json(json!({"kind": "appointment_attended"}))),
         (Method::POST, format!("/v1/episodes/{id}/facts"), json(json!({"field": "risk", "value": "high"}))),
         (Method::PUT, format!("/v1/episodes/{id}/plan"), json(json!({"text": "a plan"}))),

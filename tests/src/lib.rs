@@ -59,6 +59,8 @@ pub fn server_child() {
             .and_then(|n| n.parse().ok())
             .unwrap_or(server::commit::DEFAULT_BATCH),
         demo: false,
+        fhir_base: None,
+        fhir_patient_system: None,
     };
     let _ = server::serve::init_logging(&std::env::var("TETHER_LOG").unwrap_or_else(|_| "warn".into()));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");

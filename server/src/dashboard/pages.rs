@@ -64,7 +64,9 @@ dl.fields { display: grid; grid-template-columns: max-content 1fr; gap: .1rem 1r
 dl.fields dt { color: var(--muted); }
 dl.fields dd { margin: 0; }
 form.inline { display: inline; }
-form.row { display: flex; flex-wrap: wrap; gap: .5rem; align-items: center; margin-top: .4rem; }
+form.row, div.row { display: flex; flex-wrap: wrap; gap: .5rem; align-items: center; margin-top: .4rem; }
+div.unfiled { padding: .3rem 0; }
+input[type=checkbox] { width: 1.3rem; height: 1.3rem; vertical-align: middle; }
 button, input[type=text], input[type=password] { font: inherit; padding: .55rem .8rem; border-radius: 6px;
        border: 1px solid var(--line); min-height: 44px; }
 button { background: var(--accent); color: #fff; border-color: var(--accent); cursor: pointer; }
@@ -198,7 +200,10 @@ pub(crate) fn caseload(user: &DashUser, data: &Caseload, now: Timestamp) -> Mark
                 @if data.actions.is_empty() {
                     p { "No open actions." }
                 } @else {
-                    p { (data.actions.len()) " open, of which " strong { (overdue) " overdue" } ". Overdue first, then by owner." }
+                    p {
+                        (data.actions.len()) " open, of which " strong { (overdue) " overdue" } ". Overdue first, then by owner."
+                        @if !data.filing.is_empty() { " Records to file in the EPR are listed below, an episode a line." }
+                    }
                     div.scroll {
                         table {
                             thead { tr { th { "Status" } th { "Action" } th { "Owner" } th { "Due" } th { "Patient" } } }
@@ -220,6 +225,37 @@ pub(crate) fn caseload(user: &DashUser, data: &Caseload, now: Timestamp) -> Mark
                                         td { (words(&action.owner)) }
                                         td { (when(action.due)) }
                                         td.patient { a href={ "/dashboard/episodes/" (action.episode) } { (action.patient_ref) } }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            section #filing {
+                h2 { "Records to file in the EPR" }
+                @if data.filing.is_empty() {
+                    p { "Nothing to file." }
+                } @else {
+                    @let records: usize = data.filing.iter().map(|f| f.records).sum();
+                    p { (plural(records, "record")) " to file across " (plural(data.filing.len(), "episode")) ". Each episode's page has the form that files them." }
+                    div.scroll {
+                        table {
+                            thead { tr { th { "Status" } th { "To file" } th { "First due" } th { "Patient" } } }
+                            tbody {
+                                @for filing in &data.filing {
+                                    tr data-state=(if filing.overdue > 0 { "overdue" } else { "open" }) data-episode=(filing.episode) {
+                                        td {
+                                            @if filing.overdue > 0 { span.badge.overdue { (filing.overdue) " overdue" } }
+                                            @else { span.badge { "Open" } }
+                                        }
+                                        td {
+                                            a href={ "/dashboard/episodes/" (filing.episode) "#unfiled" } {
+                                                (plural(filing.records, "record")) " to file"
+                                            }
+                                        }
+                                        td { (when(filing.due)) }
+                                        td.patient { a href={ "/dashboard/episodes/" (filing.episode) } { (filing.patient_ref) } }
                                     }
                                 }
                             }
@@ -264,6 +300,11 @@ pub(crate) fn caseload(user: &DashUser, data: &Caseload, now: Timestamp) -> Mark
             }
         },
     )
+}
+
+/// "1 record", "4 records".
+fn plural(count: usize, noun: &str) -> String {
+    if count == 1 { format!("1 {noun}") } else { format!("{count} {noun}s") }
 }
 
 fn rates(team: &TeamRates) -> Markup {
@@ -381,24 +422,31 @@ pub(crate) fn episode(user: &DashUser, read: &Read, now: Timestamp) -> Markup {
                 @if read.unfiled.is_empty() {
                     p { "Nothing to file." }
                 } @else {
-                    @for unfiled in &read.unfiled {
-                        @let event = timeline.iter().find(|e| e.id == unfiled.record);
-                        div.unfiled data-record=(unfiled.record) {
-                            p {
-                                @if let Some(event) = event {
-                                    a href={ "#record-" (event.id) } { (kind_text(event)) } " by " (event.by) ", " (when(event.at))
-                                } @else {
-                                    "Record " (unfiled.record)
+                    p.muted { "Tick the records filed under one EPR reference; all are ticked to start with." }
+                    form method="post" action={ "/dashboard/episodes/" (id) "/filed" } {
+                        input type="hidden" name=(CSRF_FIELD) value=(user.csrf);
+                        @for unfiled in &read.unfiled {
+                            @let event = timeline.iter().find(|e| e.id == unfiled.record);
+                            div.unfiled data-record=(unfiled.record) {
+                                label {
+                                    input type="checkbox" name="record" value=(unfiled.record) checked;
+                                    " "
+                                    @if let Some(event) = event {
+                                        (kind_text(event)) " by " (event.by) ", " (when(event.at))
+                                    } @else {
+                                        "Record " (unfiled.record)
+                                    }
+                                    " — file by " (when(unfiled.due))
+                                    @if unfiled.overdue { " " span.badge.overdue { "Overdue" } }
                                 }
-                                " — file by " (when(unfiled.due))
-                                @if unfiled.overdue { " " span.badge.overdue { "Overdue" } }
+                                @if let Some(event) = event {
+                                    " " a href={ "#record-" (event.id) } { "see the record" }
+                                }
                             }
-                            form.row method="post" action={ "/dashboard/episodes/" (id) "/filed" } {
-                                input type="hidden" name=(CSRF_FIELD) value=(user.csrf);
-                                input type="hidden" name="record" value=(unfiled.record);
-                                label { "EPR reference " input type="text" name="epr_ref" required maxlength="200"; }
-                                button type="submit" { "Mark as filed" }
-                            }
+                        }
+                        div.row {
+                            label { "EPR reference " input type="text" name="epr_ref" required maxlength="200"; }
+                            button type="submit" { "Mark as filed" }
                         }
                     }
                 }
