@@ -120,6 +120,10 @@ fn write(conn: &mut dyn Conn, docs: &Mutex<Cache>, batch: &mut [Job]) -> Vec<Res
             let answer = loop {
                 tries += 1;
                 tx.savepoint()?;
+                if tries > 1 {
+                    // Lost a race: this time nobody else stores a change until this commits.
+                    tx.lock_seq()?;
+                }
                 let handled = catch_unwind(AssertUnwindSafe(|| {
                     handle(&mut *tx, &mut cache, &job.user, request.clone(), job.now)
                 }));

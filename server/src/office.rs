@@ -261,6 +261,10 @@ fn write(
         tries += 1;
         let written = (|| {
             let mut tx = conn.transaction()?;
+            if tries > 1 {
+                // Lost a race: this time nobody else stores a change until this commits.
+                tx.lock_seq()?;
+            }
             let actor = episodes::server_actor(&mut *tx)?;
             let mut stored = caseload::visible(&mut *tx, &mut cache, &actor, teams, id)?;
             change(&mut stored, &mut *tx)?;

@@ -171,6 +171,10 @@ pub trait Tx {
     fn next_seq(&mut self) -> Result<i64>;
     /// The highest `seq` committed (or taken by this transaction).
     fn current_seq(&mut self) -> Result<i64>;
+    /// Holds the counter until the transaction ends without taking a `seq`: no other
+    /// writer can store a change of any episode meanwhile. A write retried after a
+    /// conflict takes it first, so that it cannot lose the race again.
+    fn lock_seq(&mut self) -> Result<()>;
 
     // Episodes.
     fn team_of(&mut self, id: EpisodeId) -> Result<Option<(String, i64)>>;

@@ -425,6 +425,13 @@ impl Tx for Pg<'_> {
         }
     }
 
+    fn lock_seq(&mut self) -> Result<()> {
+        match self.query_opt("SELECT seq FROM change_seq FOR UPDATE", &[])? {
+            Some(_) => Ok(()),
+            None => Err(StoreError::damaged("change_seq", "seq", "no row")),
+        }
+    }
+
     fn team_of(&mut self, id: EpisodeId) -> Result<Option<(String, i64)>> {
         match self.query_opt("SELECT team, seq FROM episodes WHERE id = $1", &[&id.to_string()])? {
             Some(row) => Ok(Some((get(&row, 0)?, get(&row, 1)?))),
