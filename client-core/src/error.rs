@@ -36,6 +36,10 @@ pub enum Error {
     /// A manager revoked this device: the host must wipe the store.
     #[error("this device has been revoked by a manager: its store must be wiped")]
     DeviceRevoked,
+    /// A sign-in with the trust's identity provider could not be finished (none started,
+    /// expired, or the provider said no); start it again.
+    #[error("the sign-in did not complete: {0}")]
+    SignIn(String),
     /// Sync needs a signed-in user on this device.
     #[error("no user is signed in on this device: sign in first")]
     NotSignedIn,

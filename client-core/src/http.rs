@@ -7,6 +7,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::error::{Error, Result};
+use crate::identity;
 use crate::remote::{self, Reply, Transport};
 use crate::{Core, SyncSummary};
 
@@ -44,6 +45,26 @@ impl Http {
     pub fn login(&self, core: &mut Core, username: &str, password: &str, now: Timestamp) -> Result<()> {
         remote::sign_in(core, self, username, password, now)?;
         core.set_setting(SERVER, &self.base)
+    }
+
+    /// Starts a sign-in with the trust's identity provider (see [`identity::begin`]):
+    /// what to open in a browser.
+    pub fn begin_identity_sign_in(
+        &self,
+        core: &mut Core,
+        provider: Option<&str>,
+        redirect_uri: Option<&str>,
+        now: Timestamp,
+    ) -> Result<identity::Authorization> {
+        identity::begin(core, self, provider, redirect_uri, now)
+    }
+
+    /// Finishes it with the redirect the browser was sent to (see [`identity::finish`]),
+    /// and keeps the server in the store; returns the signed-in username.
+    pub fn finish_identity_sign_in(&self, core: &mut Core, redirect: &str, now: Timestamp) -> Result<String> {
+        let username = identity::finish(core, self, redirect, now)?;
+        core.set_setting(SERVER, &self.base)?;
+        Ok(username)
     }
 
     /// Runs a whole sync session (see [`remote::sync`]). A failure part-way loses

@@ -13,6 +13,8 @@
 //!
 //! - `sync`: the sync engine, sans-IO: build a request, apply a response, repeat.
 //! - `remote`: sign-in, token refresh and whole sync sessions over any [`remote::Transport`].
+//! - `identity`: sign-in with the trust's identity provider through the system browser
+//!   (RFC 8252), the PKCE verifier, `state` and `nonce` kept in the store.
 //! - `http`: the blocking HTTP transport (ureq) for the command line and tests.
 
 use std::collections::BTreeMap;
@@ -32,6 +34,7 @@ use serde_json::{Map, Value};
 mod error;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod identity;
 pub mod remote;
 mod store;
 mod sync;
@@ -207,6 +210,14 @@ impl Core {
     pub fn set_setting(&mut self, key: &str, value: &str) -> Result<()> {
         let tx = self.conn.transaction()?;
         store::set_meta(&tx, &format!("setting.{key}"), value)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Forgets a value kept for the host.
+    pub fn clear_setting(&mut self, key: &str) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        store::delete_meta(&tx, &format!("setting.{key}"))?;
         tx.commit()?;
         Ok(())
     }

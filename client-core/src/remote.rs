@@ -18,7 +18,7 @@ use serde_json::json;
 use crate::error::{Error, Result};
 use crate::{Core, SyncSession, SyncSummary};
 
-const USERNAME: &str = "sync.username";
+pub(crate) const USERNAME: &str = "sync.username";
 const ACCESS: &str = "sync.access_token";
 const ACCESS_EXPIRES: &str = "sync.access_expires";
 const REFRESH: &str = "sync.refresh_token";
@@ -43,7 +43,7 @@ pub struct Reply {
 }
 
 #[derive(Deserialize)]
-struct Tokens {
+pub(crate) struct Tokens {
     access_token: String,
     refresh_token: String,
     expires_in: i64,
@@ -253,13 +253,13 @@ fn sync_refusal(reply: Reply) -> Result<Vec<u8>, Refusal> {
     })
 }
 
-fn keep(core: &mut Core, tokens: &Tokens, now: Timestamp) -> Result<()> {
+pub(crate) fn keep(core: &mut Core, tokens: &Tokens, now: Timestamp) -> Result<()> {
     core.set_setting(ACCESS, &tokens.access_token)?;
     core.set_setting(ACCESS_EXPIRES, &(now.as_second() + tokens.expires_in).to_string())?;
     core.set_setting(REFRESH, &tokens.refresh_token)
 }
 
-fn refusal_error(status: u16, body: &[u8]) -> Error {
+pub(crate) fn refusal_error(status: u16, body: &[u8]) -> Error {
     match serde_json::from_slice::<ErrorBody>(body) {
         Ok(ErrorBody { error }) if error.code == "device_revoked" => Error::DeviceRevoked,
         Ok(ErrorBody { error }) => Error::Server { status, code: error.code, message: error.message },

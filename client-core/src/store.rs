@@ -136,6 +136,11 @@ pub(crate) fn set_meta(tx: &Transaction<'_>, key: &str, value: &str) -> Result<(
     Ok(())
 }
 
+pub(crate) fn delete_meta(tx: &Transaction<'_>, key: &str) -> Result<()> {
+    tx.execute("DELETE FROM meta WHERE key = ?1", [key])?;
+    Ok(())
+}
+
 /// One stored episode: its snapshot and the changes since, in order.
 pub(crate) struct Stored {
     pub(crate) id: String,

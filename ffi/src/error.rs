@@ -30,7 +30,8 @@ pub enum TetherError {
     /// call `wipe`); forget its key and sign in again.
     #[error("this device has been revoked: its store must be wiped")]
     WipeRequired,
-    /// No user is signed in, the password was wrong, or the session ended: sign in.
+    /// No user is signed in, the password was wrong, the session ended, or a sign-in with
+    /// the identity provider could not be finished (`reason` says why): sign in.
     #[error("sign in needed: {reason}")]
     SignInNeeded { reason: String },
     /// The server could not be reached (the host's `Transport` failed). Nothing was lost:
@@ -75,6 +76,7 @@ impl From<Error> for TetherError {
             Error::Server { status, code, message } => Self::SyncRefused { status, code, reason: message },
             Error::DeviceRevoked => Self::WipeRequired,
             Error::NotSignedIn => Self::SignInNeeded { reason: error.to_string() },
+            Error::SignIn(reason) => Self::SignInNeeded { reason },
             other @ (Error::Corrupt(_)
             | Error::NewerStore(_)
             | Error::Document(_)

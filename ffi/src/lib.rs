@@ -4,6 +4,8 @@
 //! [`Tether`] is the entry point: the host gives it the store's directory and the 32-byte
 //! key (from the Android Keystore or the iOS Keychain), records what the practitioner
 //! did, reads what is due next, and syncs through its own HTTP stack, a [`Transport`].
+//! Staff sign in with a password, or with the trust's identity provider through the
+//! system browser (`begin_identity_sign_in`, `finish_identity_sign_in`).
 //! Every call blocks until it is done (a record is on disk when `record` returns); the
 //! object is `Send + Sync`, and calls are serialised on one lock.
 //!
@@ -16,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use client_core::{Core, StoreKey, remote};
+use client_core::{Core, StoreKey, identity, remote};
 use episode::{EpisodeId, PatientRef};
 use jiff::Timestamp;
 
@@ -206,6 +208,51 @@ impl Tether {
     pub fn sign_in(&self, transport: Arc<dyn Transport>, username: String, password: String) -> Result<()> {
         let host = transport::Host(transport);
         self.with(|core| remote::sign_in(core, &host, &username, &password, Timestamp::now()))
+    }
+
+    /// Starts a sign-in with the trust's identity provider (RFC 8252): `provider` when the
+    /// server has several, `redirect_uri` the app's own (one the server has registered for
+    /// phones; the server's first when `None`). Returns the address to open in the system
+    /// browser. The one-time values stay in the encrypted store, so the app may be stopped
+    /// while the browser is open; a new call replaces an unfinished sign-in.
+    pub fn begin_identity_sign_in(
+        &self,
+        transport: Arc<dyn Transport>,
+        provider: Option<String>,
+        redirect_uri: Option<String>,
+    ) -> Result<IdentitySignIn> {
+        let host = transport::Host(transport);
+        let authorization = self.with(|core| {
+            identity::begin(core, &host, provider.as_deref(), redirect_uri.as_deref(), Timestamp::now())
+        })?;
+        Ok(IdentitySignIn {
+            provider: authorization.provider,
+            authorization_url: authorization.authorization_url,
+            redirect_uri: authorization.redirect_uri,
+        })
+    }
+
+    /// Finishes the sign-in with the address the browser was sent back to: the server
+    /// exchanges the code and the device is signed in (tokens kept as a password sign-in
+    /// keeps them). Returns the username. `SignInNeeded` says why when it cannot finish
+    /// (none pending, expired, refused by the provider or by Tether's mapping);
+    /// `TransportFailed` leaves it pending, to try again.
+    pub fn finish_identity_sign_in(&self, transport: Arc<dyn Transport>, redirect_url: String) -> Result<String> {
+        let host = transport::Host(transport);
+        self.with(|core| identity::finish(core, &host, &redirect_url, Timestamp::now()))
+    }
+
+    /// The sign-in with the identity provider under way, if any: what an app shows after
+    /// a restart ("finish signing in with …").
+    pub fn pending_identity_sign_in(&self) -> Result<Option<PendingIdentitySignIn>> {
+        self.read(|core| {
+            Ok(identity::pending(core)?.map(|pending| PendingIdentitySignIn {
+                provider: pending.provider,
+                redirect_uri: pending.redirect_uri,
+                started_at: SystemTime::UNIX_EPOCH
+                    + std::time::Duration::from_secs(u64::try_from(pending.started_at).unwrap_or(0)),
+            }))
+        })
     }
 
     /// Syncs through the host's transport until there is nothing left to say (the same

@@ -717,3 +717,21 @@ mod tests {
         assert_eq!(FactValue::from_core(field, &value).expect("back"), fact);
     }
 }
+
+/// A sign-in with the trust's identity provider, started: open `authorization_url` in the
+/// system browser (Custom Tabs, `ASWebAuthenticationSession`), and hand the address it is
+/// sent back to (`redirect_uri`…) to `finish_identity_sign_in`.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct IdentitySignIn {
+    pub provider: String,
+    pub authorization_url: String,
+    pub redirect_uri: String,
+}
+
+/// A sign-in with the identity provider that has not finished.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct PendingIdentitySignIn {
+    pub provider: String,
+    pub redirect_uri: String,
+    pub started_at: SystemTime,
+}

@@ -194,3 +194,53 @@ fn swift_bindings_name_the_api() {
     let modulemap = std::fs::read_to_string(dir.path().join("tetherFFI.modulemap")).expect("tetherFFI.modulemap");
     assert!(modulemap.contains("module tetherFFI"), "{modulemap}");
 }
+
+/// The phone's sign-in with the trust's identity provider through the Python bindings: the
+/// system browser (urllib, redirects not followed), an app restart while it is open, the
+/// code exchanged by Tether, a sync as that person, and a person the mapping refuses.
+mod needs_oidc_provider {
+    use std::path::Path;
+    use std::process::Command;
+
+    use serde_json::json;
+    use tests::Server;
+    use tests::oidc::{self, Configured, Provider};
+
+    #[test]
+    fn python_signs_a_phone_in_with_the_identity_provider() {
+        let python = super::tool("python3").expect("python3 not found: this test needs Python 3");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let bindings = dir.path().join("python");
+        super::generate(uniffi::TargetLanguage::Python, &bindings);
+        let provider = Provider::start();
+        provider.person(json!({"sub": "ffi-person-1", "preferred_username": "pat", "roles": ["Tether.Practitioner"]}));
+        let db = dir.path().join("server.db");
+        tests::create_accounts(&db, &[]);
+        let addr = tests::free_addr();
+        let extra = oidc::private_key_jwt();
+        let mapping = "[[rule]]\napp_role = \"Tether.Practitioner\"\nteams = [\"north\"]\nrole = \"practitioner\"\n";
+        let settings = oidc::settings(
+            dir.path(),
+            addr,
+            false,
+            &[Configured { id: "trust", name: "The trust", provider: &provider, extra: &extra }],
+            mapping,
+        );
+        let server = Server::start_at(&db, addr, Some(&settings), &[]);
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/test_ffi.py");
+        super::run(
+            Command::new(python)
+                .arg(script)
+                .env("TETHER_BINDINGS", &bindings)
+                .env("TETHER_SERVER", server.url())
+                .env("TETHER_USERNAME", "unused")
+                .env("TETHER_MANAGER", "unused")
+                .env("TETHER_PASSWORD", "unused")
+                .env("TETHER_FFI_PART", "oidc")
+                .env("TETHER_OIDC_ISSUER", &provider.issuer)
+                .env("TETHER_OIDC_REDIRECT", oidc::PHONE_REDIRECT)
+                .env("TETHER_OIDC_USERNAME", "trust:pat"),
+            "python3 test_ffi.py (oidc)",
+        );
+    }
+}

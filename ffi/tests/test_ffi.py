@@ -3,6 +3,11 @@
 Environment: TETHER_BINDINGS (the generated module and the library), TETHER_SERVER (a
 real server on loopback), TETHER_USERNAME, TETHER_MANAGER (a team manager of the same
 team), TETHER_PASSWORD.
+
+With TETHER_FFI_PART=oidc, only the sign-in with the trust's identity provider runs:
+TETHER_OIDC_ISSUER (the test provider, whose /_control/person sets who signs in),
+TETHER_OIDC_REDIRECT (the app's redirect URI), TETHER_OIDC_USERNAME (the username the
+provider's person gets).
 """
 
 import datetime
@@ -63,6 +68,79 @@ def expect_error(kind, call):
         return error
     raise AssertionError(f"expected {kind.__name__}")
 
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def system_browser(url):
+    """What Custom Tabs or ASWebAuthenticationSession do: open the provider's page, which
+    (the test provider signs its person in at once) redirects straight back to the app."""
+    try:
+        urllib.request.build_opener(NoRedirect).open(url, timeout=60)
+    except urllib.error.HTTPError as redirect:
+        if redirect.code in (301, 302, 303, 307):
+            return redirect.headers["Location"]
+        raise
+    raise AssertionError("the provider did not redirect back")
+
+
+def control_provider(path, body):
+    http = urllib.request.Request(os.environ["TETHER_OIDC_ISSUER"] + "/_control/" + path,
+                                  data=json.dumps(body).encode(), method="POST")
+    http.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(http, timeout=60) as response:
+        return response.status
+
+
+def signs_in_with_the_identity_provider():
+    store = tempfile.mkdtemp()
+    transport = Urllib(SERVER)
+    phone = t.Tether.open(store, KEY)
+    check(phone.pending_identity_sign_in() is None, "nothing pending yet")
+    expect_error(t.TetherError.SignInNeeded, lambda: phone.finish_identity_sign_in(transport, "x:/y?code=c"))
+
+    # The server has one provider: the phone need not name it, nor its redirect URI.
+    started = phone.begin_identity_sign_in(transport, None, None)
+    check(started.redirect_uri == os.environ["TETHER_OIDC_REDIRECT"], f"the app's redirect: {started}")
+    check("code_challenge_method=S256" in started.authorization_url, "PKCE with S256")
+    check("code_verifier" not in started.authorization_url, "the verifier stays on the phone")
+    pending = phone.pending_identity_sign_in()
+    check(pending is not None and pending.provider == started.provider, f"pending: {pending}")
+    redirect = system_browser(started.authorization_url)
+    check(redirect.startswith(started.redirect_uri), f"back to the app: {redirect}")
+
+    # The app is stopped while the browser is open, and started again: the sign-in is in
+    # the store.
+    del phone
+    phone = t.Tether.open(store, KEY)
+    username = phone.finish_identity_sign_in(transport, redirect)
+    check(username == os.environ["TETHER_OIDC_USERNAME"], f"signed in as {username}")
+    check(phone.signed_in_user() == username, "the signed-in user")
+    check(phone.pending_identity_sign_in() is None, "nothing pending after")
+    check("/v1/auth/oidc/token" in transport.paths, "the code went to Tether, through the host's transport")
+    summary = phone.sync(transport)
+    check(summary.complete and summary.round_trips == 1, f"a sync as the provider's person: {summary}")
+
+    # The same redirect again: the sign-in has finished, and the phone says to start again.
+    error = expect_error(t.TetherError.SignInNeeded, lambda: phone.finish_identity_sign_in(transport, redirect))
+    check("start again" in error.reason, error.reason)
+
+    # A person Tether's mapping does not place: refused, and the reason names the code.
+    control_provider("person", {"sub": "ffi-unplaced", "preferred_username": "nobody", "roles": ["Other"]})
+    started = phone.begin_identity_sign_in(transport, started.provider, started.redirect_uri)
+    error = expect_error(t.TetherError.SyncRefused,
+                         lambda: phone.finish_identity_sign_in(transport, system_browser(started.authorization_url)))
+    check(error.status == 403 and error.code == "not_placed", f"refused: {error}")
+    check("app roles Other" in error.reason, error.reason)
+    check(phone.signed_in_user() == username, "still the first person")
+    print(f"test_ffi.py (oidc): {checks} checks passed")
+
+
+if os.environ.get("TETHER_FFI_PART") == "oidc":
+    signs_in_with_the_identity_provider()
+    sys.exit(0)
 
 now = datetime.datetime.now(datetime.timezone.utc)
 store = tempfile.mkdtemp()

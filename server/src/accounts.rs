@@ -153,6 +153,12 @@ pub enum AccountError {
     UnknownUser(Username),
     #[error("the team's name must not be empty")]
     EmptyTeamName,
+    #[error("a local username may not contain `:`, which marks the people of an identity provider (`cis2:…`)")]
+    ReservedUsername,
+    #[error("`{0}` signs in with an identity provider and has no password to reset")]
+    NoPassword(Username),
+    #[error("cannot make a username from the identity provider's claims: {0}")]
+    BadUsername(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -168,8 +174,24 @@ pub fn add_team(tx: &mut dyn Tx, id: &TeamId, name: &str, now: jiff::Timestamp) 
     })
 }
 
-/// Adds a user with an already hashed password; returns the new user's id.
+/// Adds a local user with an already hashed password; returns the new user's id. A local
+/// username never contains `:`, so that it never collides with the username of a person
+/// from an identity provider (`cis2:jo`).
 pub fn add_user(
+    tx: &mut dyn Tx,
+    username: &Username,
+    password_hash: &str,
+    role: Role,
+    teams: &[TeamId],
+    now: jiff::Timestamp,
+) -> Result<String, AccountError> {
+    if username.as_str().contains(':') {
+        return Err(AccountError::ReservedUsername);
+    }
+    insert_user(tx, username, password_hash, role, teams, now)
+}
+
+fn insert_user(
     tx: &mut dyn Tx,
     username: &Username,
     password_hash: &str,
@@ -225,4 +247,102 @@ pub fn active_user(tx: &mut dyn Tx, user_id: &str) -> Result<Option<User>, Store
     let role = Role::from_str(&role).map_err(|_| StoreError::damaged("users", "role", "an unknown role"))?;
     let teams = tx.user_teams(user_id)?;
     Ok(Some(User { id: user_id.to_string(), username, role, teams }))
+}
+
+/// Gives a local user a new (already hashed) password. A person from an identity
+/// provider has none to reset.
+pub fn set_password(tx: &mut dyn Tx, username: &Username, password_hash: &str) -> Result<(), AccountError> {
+    match tx.login(username.as_str())? {
+        None => Err(AccountError::UnknownUser(username.clone())),
+        Some(login) if login.password_hash.is_empty() => Err(AccountError::NoPassword(username.clone())),
+        Some(_) => Ok(tx.set_password_hash(username.as_str(), password_hash)?),
+    }
+}
+
+/// A user as `tether user list` shows them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listed {
+    pub username: String,
+    pub role: Role,
+    pub teams: Vec<String>,
+    pub disabled: bool,
+    /// `password`, or the id of the identity provider they sign in with.
+    pub signs_in_with: String,
+}
+
+/// Every user, by username.
+pub fn list_users(tx: &mut dyn Tx) -> Result<Vec<Listed>, StoreError> {
+    tx.list_users()?
+        .into_iter()
+        .map(|(id, username, role, disabled, provider)| {
+            let role = Role::from_str(&role).map_err(|_| StoreError::damaged("users", "role", "an unknown role"))?;
+            let teams = tx.user_teams(&id)?;
+            Ok(Listed { username, role, teams, disabled, signs_in_with: provider.unwrap_or_else(|| "password".into()) })
+        })
+        .collect()
+}
+
+/// The user a provider's subject is, and whether they are disabled.
+pub fn identity_user(tx: &mut dyn Tx, provider: &str, subject: &str) -> Result<Option<(String, bool)>, StoreError> {
+    tx.identity_user(provider, subject)
+}
+
+/// Of `teams`, those that exist.
+pub fn existing_teams(tx: &mut dyn Tx, teams: &[TeamId]) -> Result<Vec<TeamId>, StoreError> {
+    let mut found = Vec::with_capacity(teams.len());
+    for team in teams {
+        if tx.team_exists(team.as_str())? {
+            found.push(team.clone());
+        }
+    }
+    Ok(found)
+}
+
+/// Makes the user for a provider's subject at their first sign-in, with no password,
+/// under the first free username of `base`, `base~2`, `base~3`…; returns their id.
+pub fn add_identity_user(
+    tx: &mut dyn Tx,
+    provider: &str,
+    subject: &str,
+    base: &str,
+    role: Role,
+    teams: &[TeamId],
+    now: jiff::Timestamp,
+) -> Result<String, AccountError> {
+    let mut username = base.to_owned();
+    let mut n = 1;
+    while tx.login(&username)?.is_some() {
+        n += 1;
+        let suffix = format!("~{n}");
+        let keep = base.chars().count().min(Username::MAX_CHARS - suffix.len());
+        username = format!("{}{suffix}", base.chars().take(keep).collect::<String>());
+    }
+    let username = Username::try_from(username).map_err(AccountError::BadUsername)?;
+    let id = insert_user(tx, &username, "", role, teams, now)?;
+    tx.add_identity(provider, subject, &id, now.as_second())?;
+    Ok(id)
+}
+
+/// Sets a user's role and teams to what the claims mapping gives at a sign-in, and
+/// notes the sign-in.
+pub fn update_identity_user(
+    tx: &mut dyn Tx,
+    provider: &str,
+    subject: &str,
+    user_id: &str,
+    role: Role,
+    teams: &[TeamId],
+    now: jiff::Timestamp,
+) -> Result<(), StoreError> {
+    tx.set_role(user_id, role.as_str())?;
+    tx.clear_user_teams(user_id)?;
+    for team in teams {
+        tx.add_user_team(user_id, team.as_str())?;
+    }
+    tx.touch_identity(provider, subject, now.as_second())
+}
+
+/// Takes a user out of every team (a person their identity provider no longer places).
+pub fn clear_teams(tx: &mut dyn Tx, user_id: &str) -> Result<(), StoreError> {
+    tx.clear_user_teams(user_id)
 }

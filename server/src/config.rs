@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 /// How to run the server.
 #[derive(Debug, Clone, clap::Args)]
@@ -27,6 +28,11 @@ pub struct ServeConfig {
     /// alone.
     #[arg(long, env = "TETHER_SYNC_BATCH", default_value_t = crate::commit::DEFAULT_BATCH, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub sync_batch: usize,
+    /// The sign-in settings (TOML): the trust's OpenID providers, the claims mapping's
+    /// file, and whether passwords may still be used. Without it, people sign in with
+    /// Tether's own usernames and passwords.
+    #[arg(long, env = "TETHER_OIDC_CONFIG")]
+    pub oidc_config: Option<PathBuf>,
     /// Seed two teams, users of every role (their passwords printed once) and episodes on
     /// every pathway, if the database has no teams yet.
     #[arg(long)]

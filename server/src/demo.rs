@@ -42,42 +42,57 @@ const USERS: [(&str, Role, &[&str]); 7] = [
 /// The meta key that marks a database the demo seeded.
 const SEEDED: &str = "demo_seeded";
 
-/// Seeds the demo if the database has no teams; if the demo seeded it before, gives its
-/// accounts new passwords (the old ones were printed once and are not kept). Returns the
-/// accounts and their passwords, or `None` for a database that is not the demo's.
-pub fn seed(conn: &mut dyn Conn, now: Timestamp) -> anyhow::Result<Option<Vec<Account>>> {
+/// What `seed` did.
+#[derive(Debug)]
+pub enum Seeded {
+    /// Seeded now: the accounts and the passwords they were given (shown only now).
+    Now(Vec<Account>),
+    /// The demo seeded this database before; nothing was changed, and its accounts keep
+    /// their passwords (`tether user reset-password` gives one a new one).
+    Before,
+    /// The database has teams of its own; nothing was seeded.
+    NotTheDemo,
+}
+
+impl Seeded {
+    /// The accounts seeded now, if any.
+    pub fn new_accounts(self) -> Option<Vec<Account>> {
+        match self {
+            Self::Now(accounts) => Some(accounts),
+            Self::Before | Self::NotTheDemo => None,
+        }
+    }
+}
+
+/// Seeds the demo if the database has no teams. A database the demo seeded before is
+/// left as it is: running `--demo` again never takes anyone's password away.
+pub fn seed(conn: &mut dyn Conn, now: Timestamp) -> anyhow::Result<Seeded> {
     let mut tx = conn.transaction()?;
-    let seeded = tx.meta(SEEDED)?.is_some();
+    if tx.meta(SEEDED)?.is_some() {
+        return Ok(Seeded::Before);
+    }
     let teams = tx.count_teams()?;
-    if teams > 0 && !seeded {
-        return Ok(None);
+    if teams > 0 {
+        return Ok(Seeded::NotTheDemo);
     }
     let mut accounts = Vec::new();
-    if !seeded {
-        for (id, name) in TEAMS {
-            accounts::add_team(&mut *tx, &id.parse().map_err(anyhow::Error::msg)?, name, now)?;
-        }
+    for (id, name) in TEAMS {
+        accounts::add_team(&mut *tx, &id.parse().map_err(anyhow::Error::msg)?, name, now)?;
     }
     for (username, role, teams) in USERS {
         let password = new_password()?;
         let hash = password::hash(&Password::new(password.clone()).map_err(anyhow::Error::msg)?)
             .map_err(|e| anyhow::anyhow!("cannot hash a password: {e}"))?;
         let name: Username = username.parse().map_err(anyhow::Error::msg)?;
-        if seeded {
-            tx.set_password_hash(name.as_str(), &hash)?;
-        } else {
-            let team_ids =
-                teams.iter().map(|t| t.parse()).collect::<Result<Vec<TeamId>, _>>().map_err(anyhow::Error::msg)?;
-            accounts::add_user(&mut *tx, &name, &hash, role, &team_ids, now)?;
-        }
+        let team_ids =
+            teams.iter().map(|t| t.parse()).collect::<Result<Vec<TeamId>, _>>().map_err(anyhow::Error::msg)?;
+        accounts::add_user(&mut *tx, &name, &hash, role, &team_ids, now)?;
         accounts.push(Account { username, role, teams, password });
     }
-    if !seeded {
-        episodes_for_demo(&mut *tx, now)?;
-        tx.set_meta(SEEDED, &now.to_string())?;
-    }
+    episodes_for_demo(&mut *tx, now)?;
+    tx.set_meta(SEEDED, &now.to_string())?;
     tx.commit()?;
-    Ok(Some(accounts))
+    Ok(Seeded::Now(accounts))
 }
 
 /// Sixteen random letters and digits (without the ones that look alike).

@@ -30,6 +30,12 @@ pub enum AppError {
     InvalidRefreshToken,
     /// Too many failed sign-ins for this username (429).
     TooManyAttempts { retry_after_secs: i64 },
+    /// Passwords are switched off: people sign in with the trust's identity provider (403).
+    PasswordsOff,
+    /// A sign-in with the trust's identity provider that did not succeed: its status
+    /// (401 for an answer that could not be trusted, 403 for a person refused, 502 for a
+    /// provider out of reach), a code and what went wrong.
+    SignInFailed { status: StatusCode, code: &'static str, message: String },
     /// No such route (404).
     NotFound,
     /// No such episode among the caller's teams' (404): another team's answers exactly
@@ -87,6 +93,12 @@ impl AppError {
                 "too_many_attempts",
                 format!("too many failed sign-ins for this username; try again in {retry_after_secs} seconds"),
             ),
+            Self::PasswordsOff => (
+                StatusCode::FORBIDDEN,
+                "passwords_off",
+                "password sign-in is switched off here: sign in with the trust's identity provider".into(),
+            ),
+            Self::SignInFailed { status, code, message } => (*status, code, message.clone()),
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found", "no such resource".into()),
             Self::EpisodeNotFound(id) => (StatusCode::NOT_FOUND, "not_found", format!("no such episode: {id}")),
             Self::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", (*m).into()),
@@ -135,7 +147,10 @@ impl IntoResponse for AppError {
         }
         let mut response = (status, axum::Json(json!({ "error": error }))).into_response();
         match self {
-            Self::Unauthenticated(_) | Self::InvalidCredentials | Self::InvalidRefreshToken => {
+            Self::Unauthenticated(_)
+            | Self::InvalidCredentials
+            | Self::InvalidRefreshToken
+            | Self::SignInFailed { status: StatusCode::UNAUTHORIZED, .. } => {
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             Self::TooManyAttempts { retry_after_secs } => {

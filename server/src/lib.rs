@@ -22,6 +22,8 @@
 //!   records to file), kept current as episodes change and as the clock moves.
 //! - `audit`: the append-only log of every read and write of an episode.
 //! - `dashboard`: the manager's HTML pages under `/dashboard` (sign-in, caseload, episode).
+//! - `oidc`: signing in with the trust's OpenID provider (NHS CIS2, Entra ID): settings,
+//!   the claims mapping, the code exchange and ID token checks, the phones' routes.
 //! - `fhir`: an episode as a FHIR R4 Bundle shaped to UK Core (`GET /v1/episodes/{id}/fhir`),
 //!   and records as a transaction of conditional creates for an EPR; pure.
 //! - `metrics`: `GET /metrics`, Prometheus text.
@@ -50,6 +52,7 @@ mod manage;
 mod me;
 pub mod metrics;
 pub mod office;
+pub mod oidc;
 pub mod serve;
 pub mod store;
 mod sync;
@@ -83,6 +86,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// The sync writer, which commits concurrent sync requests together.
     pub committer: commit::Committer,
+    /// How people sign in: passwords, and the trust's identity providers.
+    pub sign_in: Arc<oidc::SignIn>,
     /// The identifier systems this deployment's FHIR resources use.
     pub fhir: Arc<fhir::Settings>,
 }
@@ -124,8 +129,16 @@ impl AppState {
             clock,
             metrics: metrics::Metrics::shared(),
             committer,
+            sign_in: Arc::default(),
             fhir: Arc::default(),
         })
+    }
+
+    /// The same state, signing people in as `sign_in` says (identity providers, and
+    /// whether passwords may be used).
+    pub fn with_sign_in(mut self, sign_in: oidc::SignIn) -> Self {
+        self.sign_in = Arc::new(sign_in);
+        self
     }
 }
 
@@ -145,6 +158,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
         .merge(auth::router())
+        .merge(oidc::routes::router())
         .merge(me::router())
         .merge(sync::router())
         .merge(manage::router())

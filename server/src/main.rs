@@ -11,6 +11,10 @@
 //!   a user; the password comes from `TETHER_PASSWORD`, or else the first line of stdin.
 //! - `tether user disable|enable --db PATH --username NAME`: stops (or restores) a user's
 //!   sign-ins and every token they hold.
+//! - `tether user list --db PATH`: every user, their role, teams, whether disabled, and
+//!   how they sign in (a password, or an identity provider).
+//! - `tether user reset-password --db PATH --username NAME`: a local user's new password,
+//!   from `TETHER_PASSWORD` or the first line of stdin.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -95,6 +99,20 @@ enum UserCommand {
         #[arg(long)]
         username: Username,
     },
+    /// List every user: role, teams, disabled or not, and how they sign in.
+    List {
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Give a local user a new password (TETHER_PASSWORD, or else the first line of stdin).
+    /// Their sessions on devices and dashboards carry on; disable and enable them to end
+    /// those too.
+    ResetPassword {
+        #[command(flatten)]
+        db: DbArg,
+        #[arg(long)]
+        username: Username,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,6 +142,8 @@ fn main() -> ExitCode {
         Command::User(UserCommand::Add { db, username, role, teams }) => user_add(&db.db, &username, role, &teams),
         Command::User(UserCommand::Disable { db, username }) => user_disable(&db.db, &username, true),
         Command::User(UserCommand::Enable { db, username }) => user_disable(&db.db, &username, false),
+        Command::User(UserCommand::List { db }) => user_list(&db.db),
+        Command::User(UserCommand::ResetPassword { db, username }) => reset_password(&db.db, &username),
         Command::Pathway(PathwayCommand::Evaluate { now, defaults }) => evaluate(&now, defaults.as_deref()),
         Command::Pathway(PathwayCommand::Rules { defaults }) => rules(defaults.as_deref()),
     };
@@ -235,4 +255,32 @@ fn user_add(target: &Target, username: &Username, role: Role, teams: &[TeamId]) 
 
 fn user_disable(target: &Target, username: &Username, disabled: bool) -> Result<(), String> {
     in_transaction(target, |tx| accounts::set_disabled(tx, username, disabled).map_err(account_error))
+}
+
+fn user_list(target: &Target) -> Result<(), String> {
+    let users = in_transaction(target, |tx| accounts::list_users(tx).map_err(store_error))?;
+    let mut out = String::from("username\trole\tteams\tsigns_in_with\tdisabled\n");
+    for user in users {
+        out.push_str(&format!(
+            "{}\t{}\t{}\t{}\t{}\n",
+            user.username,
+            user.role.as_str(),
+            user.teams.join(","),
+            user.signs_in_with,
+            if user.disabled { "yes" } else { "no" }
+        ));
+    }
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush()).map_err(|e| format!("cannot write the list: {e}"))
+}
+
+fn reset_password(target: &Target, username: &Username) -> Result<(), String> {
+    let password = read_password()?;
+    let hash = server::auth::password::hash(&password).map_err(|e| format!("cannot hash the password: {e}"))?;
+    in_transaction(target, |tx| {
+        accounts::set_password(tx, username, &hash).map_err(account_error)?;
+        // A new password clears the username's failed sign-ins, as a sign-in would.
+        server::auth::store::clear_failures(tx, username.as_str()).map_err(store_error)
+    })
 }

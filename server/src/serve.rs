@@ -24,6 +24,13 @@ pub fn init_logging(filter: &str) -> anyhow::Result<()> {
 
 /// Runs the server until ctrl-c or SIGTERM.
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    let sign_in = match &config.oidc_config {
+        Some(path) => crate::oidc::SignIn::load(path)?,
+        None => crate::oidc::SignIn::default(),
+    };
+    for provider in &sign_in.providers {
+        tracing::info!(provider = %provider.settings.id, issuer = %provider.settings.issuer, "identity provider configured");
+    }
     let fhir = crate::fhir::Settings::new(config.fhir_base.as_deref(), config.fhir_patient_system.as_deref())
         .map_err(anyhow::Error::msg)?;
     let target = config.db.clone();
@@ -32,12 +39,13 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open the database {}", config.db))?;
     if config.demo {
         let seeding = db.clone();
-        let accounts =
+        let seeded =
             tokio::task::spawn_blocking(move || seeding.call_blocking(|conn| demo::seed(conn, jiff::Timestamp::now())))
                 .await??;
-        print_demo(accounts.as_deref());
+        print_demo(seeded, &config.db);
     }
-    let mut state = AppState::with_sync_batch(db, config.jwt_secret.as_ref(), Clock::system(), config.sync_batch)?;
+    let mut state = AppState::with_sync_batch(db, config.jwt_secret.as_ref(), Clock::system(), config.sync_batch)?
+        .with_sign_in(sign_in);
     state.fhir = std::sync::Arc::new(fhir);
     let listener = TcpListener::bind(config.addr).await.with_context(|| format!("cannot listen on {}", config.addr))?;
     let addr = listener.local_addr()?;
@@ -56,13 +64,19 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
 }
 
 /// Prints the demo's accounts, once, for the newcomer at the terminal.
-fn print_demo(accounts: Option<&[demo::Account]>) {
+fn print_demo(seeded: demo::Seeded, db: &crate::Target) {
     use std::io::Write;
     let mut out = String::new();
-    match accounts {
-        None => out.push_str("tether: --demo: this database already has teams of its own; nothing was seeded\n"),
-        Some(accounts) => {
-            out.push_str("tether: demo accounts (the passwords are shown only now; --demo again makes new ones)\n");
+    match seeded {
+        demo::Seeded::NotTheDemo => {
+            out.push_str("tether: --demo: this database already has teams of its own; nothing was seeded\n");
+        }
+        demo::Seeded::Before => out.push_str(&format!(
+            "tether: --demo: this database was seeded before; its accounts kept their passwords \
+             (`tether user reset-password --db {db} --username NAME` gives one a new one)\n"
+        )),
+        demo::Seeded::Now(accounts) => {
+            out.push_str("tether: demo accounts (the passwords are shown only now)\n");
             for account in accounts {
                 out.push_str(&format!(
                     "  {:<6} {:<18} {:<12} {}\n",

@@ -115,4 +115,87 @@ fn a_user_can_be_disabled_and_enabled() {
     assert!(err.contains("no user named `nobody`"), "{err}");
 }
 
-common::backends_blocking!(teams_and_users_are_added_and_refused_clearly, a_user_can_be_disabled_and_enabled);
+fn users_are_listed_and_a_local_password_is_reset() {
+    let test_db = common::TestDb::new();
+    let db = test_db.arg.clone();
+    ok(&tether(&["team", "add", "--db", &db, "--id", "north", "--name", "North"], None, ""));
+    ok(&tether(&["team", "add", "--db", &db, "--id", "south", "--name", "South"], None, ""));
+    ok(&tether(
+        &[
+            "user",
+            "add",
+            "--db",
+            &db,
+            "--username",
+            "jo",
+            "--role",
+            "practitioner",
+            "--team",
+            "north",
+            "--team",
+            "south",
+        ],
+        Some("old password"),
+        "",
+    ));
+    // A person from an identity provider, as a first sign-in makes them.
+    test_db
+        .open()
+        .call_blocking(|conn| {
+            let mut tx = conn.transaction()?;
+            server::accounts::add_identity_user(
+                &mut *tx,
+                "cis2",
+                "5550001",
+                "cis2:sam",
+                server::accounts::Role::TeamManager,
+                &["north".parse().expect("a team")],
+                jiff::Timestamp::now(),
+            )
+            .expect("an identity user");
+            tx.commit()
+        })
+        .expect("committed");
+    ok(&tether(&["user", "disable", "--db", &db, "--username", "cis2:sam"], None, ""));
+    let list = ok(&tether(&["user", "list", "--db", &db], None, ""));
+    assert_eq!(
+        list,
+        "username\trole\tteams\tsigns_in_with\tdisabled\n\
+         cis2:sam\tteam_manager\tnorth\tcis2\tyes\n\
+         jo\tpractitioner\tnorth,south\tpassword\tno"
+    );
+
+    // From stdin, then from TETHER_PASSWORD.
+    ok(&tether(&["user", "reset-password", "--db", &db, "--username", "jo"], None, "from stdin\n"));
+    let hash = || -> String {
+        let rows = test_db
+            .open()
+            .call_blocking(|conn| conn.inspect("SELECT password_hash FROM users WHERE username = 'jo'"))
+            .expect("a hash");
+        rows.first().and_then(|row| row[0].clone()).expect("a hash")
+    };
+    assert!(server::auth::password::verify(b"from stdin", &hash()).expect("verify"));
+    assert!(!server::auth::password::verify(b"old password", &hash()).expect("verify"));
+    ok(&tether(&["user", "reset-password", "--db", &db, "--username", "jo"], Some("from the environment"), ""));
+    assert!(server::auth::password::verify(b"from the environment", &hash()).expect("verify"));
+
+    let err = refused(&tether(&["user", "reset-password", "--db", &db, "--username", "nobody"], Some("pw"), ""));
+    assert!(err.contains("no user named `nobody`"), "{err}");
+    let err = refused(&tether(&["user", "reset-password", "--db", &db, "--username", "cis2:sam"], Some("pw"), ""));
+    assert!(err.contains("signs in with an identity provider"), "{err}");
+    let err = refused(&tether(&["user", "reset-password", "--db", &db, "--username", "jo"], None, "\n"));
+    assert!(err.contains("password is empty"), "{err}");
+    // A local username never looks like a provider's.
+    let err = refused(&tether(
+        &["user", "add", "--db", &db, "--username", "cis2:eve", "--role", "admin", "--team", "north"],
+        Some("pw"),
+        "",
+    ));
+    assert!(err.contains("may not contain `:`"), "{err}");
+}
+
+common::backends_blocking!(
+    teams_and_users_are_added_and_refused_clearly,
+    a_user_can_be_disabled_and_enabled,
+    users_are_listed_and_a_local_password_is_reset,
+);

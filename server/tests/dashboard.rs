@@ -643,6 +643,95 @@ async fn a_session_ends_when_it_expires_or_its_user_is_disabled() {
     assert_eq!(dash.get("/dashboard", &maya).await.location(), "/dashboard/login", "expired");
 }
 
+/// Sign-in settings with one provider that cannot be reached (nothing listens on port 9
+/// of loopback) and passwords switched off.
+fn providers_only(dir: &std::path::Path) -> server::oidc::SignIn {
+    let key = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/oidc/testdata/client-key.pem");
+    std::fs::write(
+        dir.join("mapping.toml"),
+        "[[rule]]\napp_role = \"Tether\"\nteams = [\"north\"]\nrole = \"practitioner\"\n",
+    )
+    .expect("the mapping");
+    let settings = format!(
+        r#"passwords = false
+mapping = "mapping.toml"
+[[provider]]
+id = "trust"
+name = "Trust IdP"
+issuer = "http://127.0.0.1:9"
+client_id = "tether"
+private_key_file = "{}"
+private_key_id = "tether-1"
+redirect_uri = "http://127.0.0.1:8080/dashboard/oidc/callback"
+phone_redirect_uris = ["uk.nhs.example.tether:/oidc"]
+"#,
+        key.display()
+    );
+    std::fs::write(dir.join("oidc.toml"), settings).expect("the settings");
+    server::oidc::SignIn::load(&dir.join("oidc.toml")).expect("valid settings")
+}
+
+async fn with_passwords_off_only_the_providers_are_offered_and_every_password_sign_in_is_refused() {
+    let mut dash = Dash::new();
+    let sign_in = providers_only(dash.dir.path());
+    dash.app = server::app(dash.state.clone().with_sign_in(sign_in));
+
+    let page = dash.send(Method::GET, "/dashboard/login", None, None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("href=\"/dashboard/oidc/trust/start\""), "{}", page.body);
+    assert!(page.body.contains("Sign in with Trust IdP"));
+    assert!(!page.body.contains("type=\"password\""), "no password form: {}", page.body);
+
+    // Refused before anything else, even with the form's own cookie and token.
+    let login = dash.send(Method::GET, "/dashboard/login", None, None).await;
+    let cookie = login.set_cookie().and_then(|c| c.split(';').next()).expect("the form's cookie").to_owned();
+    let csrf = cookie.trim_start_matches("tether_login=").to_owned();
+    let form_answer = dash
+        .send(
+            Method::POST,
+            "/dashboard/login",
+            Some(&cookie),
+            Some(form(&[("csrf", &csrf), ("username", "maya"), ("password", &dash.passwords["maya"])])),
+        )
+        .await;
+    assert_eq!(form_answer.status, StatusCode::FORBIDDEN);
+    assert!(form_answer.body.contains("Password sign-in is switched off"), "{}", form_answer.body);
+    assert!(!sets_session(&form_answer));
+
+    let api = Request::post("/v1/auth/login")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            serde_json::json!({"username": "maya", "password": dash.passwords["maya"], "device_id": "d1"}).to_string(),
+        ))
+        .expect("a request");
+    let response = dash.app.clone().oneshot(api).await.expect("an answer");
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("a body");
+    let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(body["error"]["code"], "passwords_off");
+
+    // The provider cannot be reached: a page that says so, and nothing kept.
+    let start = dash.send(Method::GET, "/dashboard/oidc/trust/start", None, None).await;
+    assert_eq!(start.status, StatusCode::BAD_GATEWAY, "{}", start.body);
+    assert!(start.body.contains("Trust IdP: ") && start.body.contains("could not be reached"), "{}", start.body);
+    assert_eq!(dash.send(Method::GET, "/dashboard/oidc/other/start", None, None).await.status, StatusCode::NOT_FOUND);
+
+    // An answer for no sign-in started here.
+    let callback = dash.send(Method::GET, "/dashboard/oidc/callback?state=made-up&code=c", None, None).await;
+    assert_eq!(callback.status, StatusCode::BAD_REQUEST);
+    assert!(callback.body.contains("expired or was already used"), "{}", callback.body);
+    assert!(!sets_session(&callback));
+
+    // The client's public key is published for registration with the provider.
+    let jwks = Request::get("/v1/auth/oidc/jwks").body(Body::empty()).expect("a request");
+    let response = dash.app.clone().oneshot(jwks).await.expect("an answer");
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("a body");
+    let jwks: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(jwks["keys"][0]["kid"], "tether-1");
+    assert_eq!(jwks["keys"][0]["kty"], "RSA");
+    assert!(jwks["keys"][0].get("d").is_none(), "never the private half: {jwks}");
+}
+
 common::backends!(
     the_caseload_leads_with_clinical_actions_and_groups_the_records_to_file_per_episode,
     the_episode_page_shows_facts_conflicts_actions_and_the_merged_timeline,
@@ -659,4 +748,5 @@ common::backends!(
     every_dashboard_read_and_write_is_in_the_audit_log,
     signing_out_ends_the_session,
     a_session_ends_when_it_expires_or_its_user_is_disabled,
+    with_passwords_off_only_the_providers_are_offered_and_every_password_sign_in_is_refused,
 );

@@ -4,8 +4,9 @@
 //! binary run again, as its ignored `server_child` test), so that a test can kill it with
 //! SIGKILL and start it again on the same database and port; [`Device`] is a client core
 //! in its own encrypted store, syncing over HTTP with the blocking transport; [`proxy`]
-//! stands between them and damages sync traffic on purpose. [`create_accounts`] and
-//! [`seed_demo`] make the database the server is started on.
+//! stands between them and damages sync traffic on purpose; [`oidc`] runs the test OpenID
+//! provider and walks a browser and a phone through signing in with it.
+//! [`create_accounts`] and [`seed_demo`] make the database the server is started on.
 //!
 //! Every test file that starts a server has this test, which is the server process:
 //!
@@ -17,6 +18,7 @@
 //! }
 //! ```
 
+pub mod oidc;
 pub mod proxy;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,6 +41,7 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 const DB_VAR: &str = "TETHER_E2E_DB";
 const ADDR_VAR: &str = "TETHER_E2E_ADDR";
+const OIDC_VAR: &str = "TETHER_E2E_OIDC_CONFIG";
 
 /// The server process's body: serves the database named in the environment until killed.
 pub fn server_child() {
@@ -59,6 +62,7 @@ pub fn server_child() {
             .and_then(|n| n.parse().ok())
             .unwrap_or(server::commit::DEFAULT_BATCH),
         demo: false,
+        oidc_config: std::env::var_os(OIDC_VAR).map(PathBuf::from),
         fhir_base: None,
         fhir_patient_system: None,
     };
@@ -123,6 +127,7 @@ pub fn seed_demo(db: &Path) -> std::collections::HashMap<&'static str, String> {
     let accounts = open_db(db)
         .call_blocking(|conn| server::demo::seed(conn, Timestamp::now()))
         .expect("seed the demo")
+        .new_accounts()
         .expect("a new database");
     accounts.into_iter().map(|account| (account.username, account.password)).collect()
 }
@@ -133,13 +138,28 @@ pub struct Server {
     child: Option<Child>,
     db: PathBuf,
     pub addr: SocketAddr,
+    /// The sign-in settings (`--oidc-config`), if any.
+    oidc: Option<PathBuf>,
+    /// More environment for the server process (a client secret the settings name).
+    env: Vec<(String, String)>,
+}
+
+/// A free loopback address for a server (to name it in settings before it starts).
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("an address")
 }
 
 impl Server {
     /// Starts a server on `db` on a free loopback port.
     pub fn start(db: &Path) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("an address");
-        let mut server = Self { child: None, db: db.to_path_buf(), addr: port };
+        Self::start_at(db, free_addr(), None, &[])
+    }
+
+    /// Starts a server on `db` at `addr`, with the sign-in settings `oidc` if given and
+    /// `env` in its environment.
+    pub fn start_at(db: &Path, addr: SocketAddr, oidc: Option<&Path>, env: &[(&str, &str)]) -> Self {
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let mut server = Self { child: None, db: db.to_path_buf(), addr, oidc: oidc.map(Path::to_path_buf), env };
         server.restart();
         server
     }
@@ -164,14 +184,18 @@ impl Server {
         let exe = std::env::current_exe().expect("the test binary");
         // A port just freed by a killed server may take a moment to be free again.
         for _ in 0..50 {
-            let mut child = Command::new(&exe)
+            let mut command = Command::new(&exe);
+            command
                 .args(["--ignored", "--exact", "server_child", "--nocapture", "--test-threads", "1"])
                 .env(DB_VAR, &self.db)
                 .env(ADDR_VAR, self.addr.to_string())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("start the server child");
+                .env_remove(OIDC_VAR);
+            if let Some(oidc) = &self.oidc {
+                command.env(OIDC_VAR, oidc);
+            }
+            command.envs(self.env.iter().map(|(k, v)| (k, v)));
+            let mut child =
+                command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start the server child");
             let stdout = child.stdout.take().expect("the child's stdout");
             let mut lines = BufReader::new(stdout).lines();
             let listening = lines.by_ref().map_while(Result::ok).any(|line| line.contains("tether: listening on"));

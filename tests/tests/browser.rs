@@ -231,3 +231,98 @@ fn api_token(server: &Server, password: &str) -> String {
     let body: Value = response.body_mut().read_json().expect("JSON");
     body["access_token"].as_str().expect("an access token").to_owned()
 }
+
+/// The dashboard's sign-in with the trust's identity provider in headless Chromium: the
+/// sign-in page offers only the provider (passwords are off), the browser goes to the
+/// provider and back, the page after the callback moves on to the caseload by itself (its
+/// session cookie is `SameSite=Strict`, so this is the step a redirect would break), and
+/// the sign-in is in the audit log with the provider and the subject.
+mod needs_oidc_provider {
+    use fantoccini::{ClientBuilder, Locator};
+    use serde_json::json;
+    use tests::Server;
+    use tests::oidc::{self, Configured, Provider};
+
+    use super::{CHROMEDRIVER, CHROMIUM, CHROMIUM_ARGS, Driver, PAGE_TIMEOUT, program, screenshots};
+
+    #[test]
+    fn a_manager_signs_in_with_the_trusts_identity_provider_in_a_real_browser() {
+        let chromedriver = program(CHROMEDRIVER, "chromedriver").expect(
+            "chromedriver not found: this test needs Debian's chromium and chromium-driver (.ci/run installs them)",
+        );
+        let chromium = program(CHROMIUM, "chromium").expect("chromium not found: install Debian's chromium");
+        let provider = Provider::start();
+        provider.person(json!({
+            "sub": "910000000042", "email": "maya.cis2@nhs.net", "acr": "AAL3_ANY", "roles_at": "userinfo",
+            "nhsid_nrbac_roles": [{"person_orgid": "1", "person_roleid": "7", "org_code": "RX4",
+                                   "role_name": "\"Admin\"", "role_code": "S8000:G8001:R8000"}],
+        }));
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let db = dir.path().join("tether.db");
+        tests::seed_demo(&db);
+        let addr = tests::free_addr();
+        let extra = format!(
+            "{}userinfo = true\nacr_levels = [\"AAL2_OR_AAL3_ANY\", \"AAL3_ANY\"]\nmin_acr = \"AAL3_ANY\"\n",
+            oidc::private_key_jwt()
+        );
+        let mapping =
+            "[[rule]]\ncis2_role = \"R8000\"\norg_code = \"RX4\"\nteams = [\"north\"]\nrole = \"team_manager\"\n";
+        let settings = oidc::settings(
+            dir.path(),
+            addr,
+            false,
+            &[Configured { id: "cis2", name: "NHS CIS2", provider: &provider, extra: &extra }],
+            mapping,
+        );
+        let server = Server::start_at(&db, addr, Some(&settings), &[]);
+        let driver = Driver::start(&chromedriver);
+        let profile = tempfile::tempdir().expect("a browser profile directory");
+
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
+        runtime.block_on(async {
+            let mut args: Vec<String> = CHROMIUM_ARGS.iter().map(|a| (*a).to_owned()).collect();
+            args.push(format!("--user-data-dir={}", profile.path().display()));
+            let mut capabilities = serde_json::Map::new();
+            capabilities.insert("browserName".into(), json!("chrome"));
+            capabilities.insert("goog:chromeOptions".into(), json!({"binary": chromium, "args": args}));
+            let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(capabilities)
+                .connect(&driver.url)
+                .await
+                .expect("a browser session");
+            let outcome = async {
+                let wait = || client.wait().at_most(PAGE_TIMEOUT);
+                client.goto(&format!("{}/dashboard", server.url())).await.expect("open the dashboard");
+                let button =
+                    wait().for_element(Locator::Css("a[data-provider=cis2]")).await.expect("the provider's button");
+                assert_eq!(button.text().await.expect("text"), "Sign in with NHS CIS2");
+                assert!(client.find_all(Locator::Css("input[type=password]")).await.expect("inputs").is_empty());
+                let png = client.screenshot().await.expect("a screenshot");
+                std::fs::write(screenshots().join("sign-in-providers.png"), png).expect("save the screenshot");
+                button.click().await.expect("sign in with the provider");
+                // To the provider, back to the callback, and on to the caseload by itself.
+                wait().for_element(Locator::Css("section#actions")).await.expect("the caseload");
+                assert_eq!(client.current_url().await.expect("a URL").path(), "/dashboard");
+                let who = client.find(Locator::Css("header .who")).await.expect("who").text().await.expect("text");
+                assert_eq!(who, "Signed in as cis2:maya.cis2@nhs.net (team manager, north)");
+                let rows = client.find_all(Locator::Css("section#actions tbody tr")).await.expect("rows");
+                assert!(!rows.is_empty(), "north's open actions");
+                let png = client.screenshot().await.expect("a screenshot");
+                std::fs::write(screenshots().join("signed-in-with-cis2.png"), png).expect("save the screenshot");
+            }
+            .await;
+            let _ = client.close().await;
+            outcome
+        });
+
+        let conn = server::db::open(&db).expect("open the database");
+        let (username, device, detail): (String, String, String) = conn
+            .query_row("SELECT username, device, detail FROM audit WHERE action = 'oidc_sign_in'", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .expect("the sign-in's audit entry");
+        assert_eq!(username, "cis2:maya.cis2@nhs.net");
+        assert!(device.starts_with("dashboard:"), "{device}");
+        assert_eq!(detail, "provider=cis2 subject=910000000042");
+    }
+}

@@ -75,12 +75,24 @@ enum Command {
         #[arg(long, conflicts_with = "now")]
         server: bool,
     },
-    /// Sign in to a server on this device (password: TETHER_PASSWORD or stdin).
+    /// Sign in to a server on this device: with a username (password: TETHER_PASSWORD or
+    /// stdin), or with `--oidc` through the trust's identity provider (prints the address
+    /// to open in a browser, then reads the address the browser was sent back to).
     Login {
         #[arg(long)]
         server: String,
+        #[arg(long, required_unless_present = "oidc", conflicts_with = "oidc")]
+        username: Option<String>,
+        /// Sign in with the trust's identity provider.
         #[arg(long)]
-        username: String,
+        oidc: bool,
+        /// The provider, when the server has several.
+        #[arg(long, requires = "oidc")]
+        provider: Option<String>,
+        /// The redirect URI to come back to (one the server has for phones); the server's
+        /// first if not given.
+        #[arg(long, requires = "oidc")]
+        redirect_uri: Option<String>,
     },
     /// Sync with the server; prints a JSON summary. A failed sync loses nothing.
     Sync,
@@ -180,10 +192,40 @@ fn run(cli: Cli) -> Result<String, String> {
             let now = evaluation_time(&core, now.as_deref())?;
             Ok(json(&core.actions(episode_id(&episode)?, now).map_err(|e| e.to_string())?))
         }
-        Command::Login { server, username } => {
+        Command::Login { server, username: Some(username), .. } => {
             let password = password()?;
             let http = Http::new(&server);
             http.login(&mut core, &username, &password, now()).map_err(|e| e.to_string())?;
+            core.set_setting("user", &username).map_err(|e| e.to_string())?;
+            Ok(json(&serde_json::json!({"signed_in": username, "device": core.device()})))
+        }
+        Command::Login { server, username: None, provider, redirect_uri, .. } => {
+            let http = Http::new(&server);
+            let authorization = http
+                .begin_identity_sign_in(&mut core, provider.as_deref(), redirect_uri.as_deref(), now())
+                .map_err(|e| e.to_string())?;
+            {
+                use std::io::Write;
+                eprintln!(
+                    "tether-field: open this address in a browser and sign in; then paste the address the browser \
+                     was sent to ({}…) here:",
+                    authorization.redirect_uri
+                );
+                let mut stdout = std::io::stdout().lock();
+                writeln!(stdout, "{}", authorization.authorization_url)
+                    .and_then(|()| stdout.flush())
+                    .map_err(|e| format!("cannot print the address: {e}"))?;
+            }
+            let mut redirect = String::new();
+            std::io::stdin()
+                .read_line(&mut redirect)
+                .map_err(|e| format!("cannot read the redirect from stdin: {e}"))?;
+            if redirect.trim().is_empty() {
+                return Err(
+                    "no redirect was given: the sign-in stays pending; run `login --oidc` again to restart".into()
+                );
+            }
+            let username = http.finish_identity_sign_in(&mut core, &redirect, now()).map_err(|e| e.to_string())?;
             core.set_setting("user", &username).map_err(|e| e.to_string())?;
             Ok(json(&serde_json::json!({"signed_in": username, "device": core.device()})))
         }

@@ -80,6 +80,9 @@ pub(crate) async fn sign_in<T: Send + 'static>(
     password: String,
     start: impl FnOnce(&mut dyn Tx, &User) -> Result<T, AppError> + Send + 'static,
 ) -> Result<(User, T), AppError> {
+    if !state.sign_in.passwords {
+        return Err(AppError::PasswordsOff);
+    }
     let now = state.clock.unix();
     // A name that no user can have is a wrong username like any other, and is not
     // counted: the throttle's table only holds names of a plausible shape.
@@ -95,6 +98,12 @@ pub(crate) async fn sign_in<T: Send + 'static>(
         return Err(AppError::TooManyAttempts { retry_after_secs });
     }
     let verified = tokio::task::spawn_blocking(move || match login {
+        // A person from an identity provider has no password (an empty hash): refused
+        // after the same work as a wrong one.
+        Some(login) if login.password_hash.is_empty() => {
+            password::verify_decoy(password.as_bytes());
+            Ok(None)
+        }
         Some(login) => {
             let ok = password::verify(password.as_bytes(), &login.password_hash).map_err(AppError::internal)?;
             Ok::<_, AppError>((ok && !login.disabled).then_some(login.user_id))
@@ -164,7 +173,7 @@ async fn refresh(
     }
 }
 
-fn tokens(
+pub(crate) fn tokens(
     state: &AppState,
     user: &User,
     device: &DeviceId,

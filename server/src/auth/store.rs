@@ -116,3 +116,38 @@ pub fn record_failure(tx: &mut dyn Tx, username: &str, now: i64) -> Result<(), S
 pub fn clear_failures(tx: &mut dyn Tx, username: &str) -> Result<(), StoreError> {
     tx.clear_login_failures(username)
 }
+
+/// A dashboard sign-in sent to an identity provider and not yet back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingSignIn {
+    pub provider: String,
+    /// The SHA-256 (hex) of the cookie of the browser that started it.
+    pub browser_hash: String,
+    pub nonce: String,
+    pub verifier: String,
+    pub expires_at: i64,
+}
+
+/// The most dashboard sign-ins that may be at a provider at once. Starting one needs no
+/// account, so without a bound anyone could fill the table.
+pub const MAX_PENDING_SIGN_INS: i64 = 10_000;
+
+/// Keeps a pending sign-in under its `state`'s SHA-256, and forgets the expired ones.
+/// Refused (`false`, nothing kept) when [`MAX_PENDING_SIGN_INS`] are under way.
+pub fn put_pending_sign_in(
+    tx: &mut dyn Tx,
+    state_hash: &str,
+    pending: &PendingSignIn,
+    now: i64,
+) -> Result<bool, StoreError> {
+    if tx.prune_pending_sign_ins(now)? >= MAX_PENDING_SIGN_INS {
+        return Ok(false);
+    }
+    tx.put_pending_sign_in(state_hash, pending)?;
+    Ok(true)
+}
+
+/// Takes the pending sign-in of a `state` (each is taken once), if there is one.
+pub fn take_pending_sign_in(tx: &mut dyn Tx, state_hash: &str) -> Result<Option<PendingSignIn>, StoreError> {
+    tx.take_pending_sign_in(state_hash)
+}

@@ -4,6 +4,9 @@
 //! - `GET /dashboard/login`, `POST /dashboard/login`: sign-in with the same password check
 //!   and failed sign-in throttle as `POST /v1/auth/login` (`auth::sign_in`); the form's
 //!   CSRF token is checked against a `tether_login` cookie, as there is no session yet.
+//! - `GET /dashboard/oidc/{provider}/start`, `GET /dashboard/oidc/callback`: sign-in with
+//!   the trust's identity provider (`oidc`). With passwords switched off, the sign-in page
+//!   offers only the providers and `POST /dashboard/login` refuses.
 //! - `POST /dashboard/logout`: ends the session.
 //! - `GET /dashboard`: the teams' open clinical actions (overdue first, then by owner),
 //!   the records to file in the EPR as one line an episode ("4 records to file"), the
@@ -19,6 +22,7 @@
 //! CSRF token; a form without it, or with another, answers 403 and changes nothing.
 //! `session` keeps the cookies, `pages` the markup.
 
+pub mod oidc;
 mod pages;
 pub mod session;
 
@@ -49,6 +53,8 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/dashboard", get(caseload_page))
         .route("/dashboard/login", get(login_page).post(login))
         .route("/dashboard/logout", post(logout))
+        .route("/dashboard/oidc/{provider}/start", get(oidc::start))
+        .route(oidc::CALLBACK, get(oidc::callback))
         .route("/dashboard/episodes/{id}", get(episode_page))
         .route("/dashboard/episodes/{id}/facts", post(resolve))
         .route("/dashboard/episodes/{id}/filed", post(filed))
@@ -161,20 +167,37 @@ async fn caseload_page(State(state): State<AppState>, user: DashUser) -> Respons
     }
 }
 
-async fn login_page(headers: HeaderMap, user: Result<DashUser, session::NoSession>) -> Response {
+async fn login_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    user: Result<DashUser, session::NoSession>,
+) -> Response {
     if user.is_ok() {
         return Redirect::to("/dashboard").into_response();
     }
-    login_form(StatusCode::OK, None, "", &headers)
+    login_form(&state, StatusCode::OK, None, "", &headers)
 }
 
-/// The sign-in form with a new CSRF token, and the cookie that carries the same token.
-fn login_form(status: StatusCode, message: Option<&str>, username: &str, headers: &HeaderMap) -> Response {
+/// The sign-in page with a new CSRF token, and the cookie that carries the same token.
+fn login_form(
+    state: &AppState,
+    status: StatusCode,
+    message: Option<&str>,
+    username: &str,
+    headers: &HeaderMap,
+) -> Response {
     let (token, cookie) = match session::login_token(session::over_https(headers)) {
         Ok(made) => made,
         Err(error) => return pages::error_page(error),
     };
-    let mut response = (status, pages::login(message, username, &token)).into_response();
+    let providers: Vec<pages::ProviderButton> = state
+        .sign_in
+        .providers
+        .iter()
+        .map(|p| pages::ProviderButton { id: p.settings.id.to_string(), name: p.settings.name.clone() })
+        .collect();
+    let page = pages::login(message, username, &token, &providers, state.sign_in.passwords);
+    let mut response = (status, page).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
@@ -193,15 +216,19 @@ async fn login(
     headers: HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
+    if !state.sign_in.passwords {
+        let message = Some("Password sign-in is switched off here: sign in with your organisation's account.");
+        return login_form(&state, StatusCode::FORBIDDEN, message, "", &headers);
+    }
     let Ok(Form(LoginForm { username, password, csrf })) = form else {
         let message = Some("Enter your username and password.");
-        return login_form(StatusCode::BAD_REQUEST, message, "", &headers);
+        return login_form(&state, StatusCode::BAD_REQUEST, message, "", &headers);
     };
     // Checked before the password, so a form from elsewhere never counts as a failure.
     if !session::login_token_matches(&headers, csrf.as_deref()) {
         tracing::warn!("dashboard sign-in refused: the form's CSRF token is missing or wrong");
         let message = Some("The sign-in form had expired or did not come from this page. Sign in again.");
-        return login_form(StatusCode::FORBIDDEN, message, "", &headers);
+        return login_form(&state, StatusCode::FORBIDDEN, message, "", &headers);
     }
     let now = state.clock.unix();
     let secure = session::over_https(&headers);
@@ -219,7 +246,8 @@ async fn login(
             response
         }
         Err(AppError::InvalidCredentials) => {
-            login_form(StatusCode::UNAUTHORIZED, Some("The username or the password is wrong."), &typed, &headers)
+            let message = Some("The username or the password is wrong.");
+            login_form(&state, StatusCode::UNAUTHORIZED, message, &typed, &headers)
         }
         Err(AppError::TooManyAttempts { retry_after_secs }) => {
             let minutes = (retry_after_secs + 59) / 60;
@@ -227,7 +255,7 @@ async fn login(
                 "Too many failed sign-ins for this username. Try again in {minutes} minute{}.",
                 if minutes == 1 { "" } else { "s" }
             );
-            let mut response = login_form(StatusCode::TOO_MANY_REQUESTS, Some(&message), &typed, &headers);
+            let mut response = login_form(&state, StatusCode::TOO_MANY_REQUESTS, Some(&message), &typed, &headers);
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
             response
         }

@@ -71,6 +71,8 @@ button, input[type=text], input[type=password] { font: inherit; padding: .55rem 
        border: 1px solid var(--line); min-height: 44px; }
 button { background: var(--accent); color: #fff; border-color: var(--accent); cursor: pointer; }
 button.quiet { background: #fff; color: var(--accent); }
+a.button { display: block; text-align: center; padding: .65rem .8rem; border-radius: 6px; min-height: 44px;
+           background: var(--accent); color: #fff; text-decoration: none; font-weight: 600; }
 .login { max-width: 24rem; margin: 3rem auto; }
 .login label { display: block; margin: .8rem 0 .2rem; font-weight: 600; }
 .login input { width: 100%; }
@@ -86,12 +88,20 @@ button.quiet { background: #fff; color: var(--accent); }
 
 /// A whole page: the header (with sign-out when someone is signed in) and `body`.
 pub(crate) fn layout(title: &str, user: Option<&DashUser>, body: Markup) -> Markup {
+    layout_moving_to(title, None, user, body)
+}
+
+/// A whole page that moves on to `to` by itself (a meta refresh) when given.
+fn layout_moving_to(title: &str, to: Option<&str>, user: Option<&DashUser>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en-GB" {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
+                @if let Some(to) = to {
+                    meta http-equiv="refresh" content=(format!("0; url={to}"));
+                }
                 title { (title) " — Tether" }
                 style { (PreEscaped(CSS)) }
             }
@@ -115,8 +125,23 @@ pub(crate) fn layout(title: &str, user: Option<&DashUser>, body: Markup) -> Mark
     }
 }
 
-/// The sign-in form (with its CSRF token), and a message after a failed attempt.
-pub(crate) fn login(message: Option<&str>, username: &str, csrf: &str) -> Markup {
+/// A "Sign in with …" button: the provider's id and name.
+#[derive(Debug)]
+pub(crate) struct ProviderButton {
+    pub(crate) id: String,
+    pub(crate) name: String,
+}
+
+/// The sign-in page: a "Sign in with …" button for each identity provider, the password
+/// form (with its CSRF token) unless passwords are switched off, and a message after a
+/// failed attempt.
+pub(crate) fn login(
+    message: Option<&str>,
+    username: &str,
+    csrf: &str,
+    providers: &[ProviderButton],
+    passwords: bool,
+) -> Markup {
     layout(
         "Sign in",
         None,
@@ -127,15 +152,57 @@ pub(crate) fn login(message: Option<&str>, username: &str, csrf: &str) -> Markup
                 @if let Some(message) = message {
                     p.error role="alert" { (message) }
                 }
-                form method="post" action="/dashboard/login" {
-                    input type="hidden" name=(CSRF_FIELD) value=(csrf);
-                    label for="username" { "Username" }
-                    input #username type="text" name="username" value=(username) autocomplete="username"
-                        autocapitalize="none" required autofocus;
-                    label for="password" { "Password" }
-                    input #password type="password" name="password" autocomplete="current-password" required;
-                    button type="submit" { "Sign in" }
+                @for provider in providers {
+                    p { a.button href=(format!("/dashboard/oidc/{}/start", provider.id)) data-provider=(provider.id) {
+                        "Sign in with " (provider.name)
+                    } }
                 }
+                @if passwords {
+                    @if !providers.is_empty() {
+                        p.muted { "Or with a Tether username and password:" }
+                    }
+                    form method="post" action="/dashboard/login" {
+                        input type="hidden" name=(CSRF_FIELD) value=(csrf);
+                        label for="username" { "Username" }
+                        input #username type="text" name="username" value=(username) autocomplete="username"
+                            autocapitalize="none" required autofocus;
+                        label for="password" { "Password" }
+                        input #password type="password" name="password" autocomplete="current-password" required;
+                        button type="submit" { "Sign in" }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// A sign-in with an identity provider that did not happen: why, and what to do.
+pub(crate) fn sign_in_refused(message: &str, advice: &str) -> Markup {
+    layout(
+        "Not signed in",
+        None,
+        html! {
+            section.login #refused {
+                h1 { "Not signed in" }
+                p.error role="alert" { (message) }
+                p { (advice) }
+                p { a href="/dashboard/login" { "Back to the sign-in page" } }
+            }
+        },
+    )
+}
+
+/// After a sign-in with an identity provider: moves on to the caseload by itself.
+pub(crate) fn signed_in(username: &str) -> Markup {
+    layout_moving_to(
+        "Signed in",
+        Some("/dashboard"),
+        None,
+        html! {
+            section.login #signed-in {
+                h1 { "Signed in" }
+                p { "Signed in as " strong { (username) } "." }
+                p { a href="/dashboard" { "Continue to the caseload" } }
             }
         },
     )

@@ -39,7 +39,7 @@ pub struct NewSession {
     pub csrf: String,
 }
 
-fn hash(token: &str) -> String {
+pub(crate) fn hash(token: &str) -> String {
     to_hex(&Sha256::digest(token.as_bytes()))
 }
 
@@ -113,7 +113,7 @@ pub fn over_https(headers: &HeaderMap) -> bool {
 }
 
 /// The value of the cookie `name` a request carries, if any.
-fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(crate) fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()

@@ -25,6 +25,7 @@ pub use self::postgres::{PgError, SCHEMA_FILES as POSTGRES_SCHEMA};
 pub use target::Target;
 
 use crate::audit::Entry;
+pub use crate::auth::store::PendingSignIn;
 use crate::caseload::{OpenAction, Rates, Summary};
 use crate::error::AppError;
 
@@ -101,6 +102,10 @@ pub struct PresentedToken {
     pub revoked_at: Option<i64>,
     pub disabled: bool,
 }
+
+/// A user as listed: id, username, role, disabled, and the identity provider they sign
+/// in with, if any.
+pub type UserRow = (String, String, String, bool, Option<String>);
 
 /// One audit entry to append.
 #[derive(Debug)]
@@ -226,6 +231,22 @@ pub trait Tx {
     /// An enabled user's username and role.
     fn active_user(&mut self, user_id: &str) -> Result<Option<(String, String)>>;
     fn user_teams(&mut self, user_id: &str) -> Result<Vec<String>>;
+
+    /// Every user, by username.
+    fn list_users(&mut self) -> Result<Vec<UserRow>>;
+    fn set_role(&mut self, user_id: &str, role: &str) -> Result<()>;
+    fn clear_user_teams(&mut self, user_id: &str) -> Result<()>;
+
+    // People who sign in with an identity provider, and sign-ins under way (schema 5).
+    /// The user a provider's subject is, and whether they are disabled.
+    fn identity_user(&mut self, provider: &str, subject: &str) -> Result<Option<(String, bool)>>;
+    fn add_identity(&mut self, provider: &str, subject: &str, user_id: &str, now: i64) -> Result<()>;
+    fn touch_identity(&mut self, provider: &str, subject: &str, now: i64) -> Result<()>;
+    /// Forgets the pending sign-ins expired at `now`; returns how many are left.
+    fn prune_pending_sign_ins(&mut self, now: i64) -> Result<i64>;
+    fn put_pending_sign_in(&mut self, state_hash: &str, pending: &PendingSignIn) -> Result<()>;
+    /// Takes (deletes and returns) the pending sign-in of a `state`.
+    fn take_pending_sign_in(&mut self, state_hash: &str) -> Result<Option<PendingSignIn>>;
 
     // Sessions, refresh tokens, revoked devices, the sign-in throttle.
     fn insert_session(&mut self, id: &str, user_id: &str, device: &str, now: i64) -> Result<()>;

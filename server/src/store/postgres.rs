@@ -18,19 +18,20 @@ use episode::EpisodeId;
 
 use super::target::PgUrl;
 use super::{
-    AuditRecord, Conn, EpisodeRow, Login, OpenError, PresentedToken, Result, StoreError, SummaryRecord, Transaction,
-    Tx, parse_id,
+    AuditRecord, Conn, EpisodeRow, Login, OpenError, PendingSignIn, PresentedToken, Result, StoreError, SummaryRecord,
+    Transaction, Tx, UserRow, parse_id,
 };
 use crate::audit::Entry;
 use crate::caseload::{OpenAction, Rates, Summary};
 
 /// Each schema's upgrade from the one before, as PostgreSQL reads them: version for
 /// version the same tables as SQLite's (`crate::db::UPGRADES`).
-pub const SCHEMA_FILES: [&str; 4] = [
+pub const SCHEMA_FILES: [&str; 5] = [
     include_str!("../schema/postgres/v1.sql"),
     include_str!("../schema/postgres/v2.sql"),
     include_str!("../schema/postgres/v3.sql"),
     include_str!("../schema/postgres/v4.sql"),
+    include_str!("../schema/postgres/v5.sql"),
 ];
 
 /// The most connections one server opens.
@@ -679,6 +680,83 @@ impl Tx for Pg<'_> {
     fn user_teams(&mut self, user_id: &str) -> Result<Vec<String>> {
         let rows = self.query("SELECT team_id FROM user_teams WHERE user_id = $1 ORDER BY team_id", &[&user_id])?;
         rows.iter().map(|row| get(row, 0)).collect()
+    }
+
+    fn list_users(&mut self) -> Result<Vec<UserRow>> {
+        let rows = self.query(
+            "SELECT u.id, u.username, u.role, u.disabled, i.provider FROM users u
+             LEFT JOIN identities i ON i.user_id = u.id ORDER BY u.username",
+            &[],
+        )?;
+        rows.iter().map(|r| Ok((get(r, 0)?, get(r, 1)?, get(r, 2)?, get(r, 3)?, get(r, 4)?))).collect()
+    }
+
+    fn set_role(&mut self, user_id: &str, role: &str) -> Result<()> {
+        self.execute("UPDATE users SET role = $1 WHERE id = $2", &[&role, &user_id])?;
+        Ok(())
+    }
+
+    fn clear_user_teams(&mut self, user_id: &str) -> Result<()> {
+        self.execute("DELETE FROM user_teams WHERE user_id = $1", &[&user_id])?;
+        Ok(())
+    }
+
+    fn identity_user(&mut self, provider: &str, subject: &str) -> Result<Option<(String, bool)>> {
+        match self.query_opt(
+            "SELECT u.id, u.disabled FROM identities i JOIN users u ON u.id = i.user_id
+             WHERE i.provider = $1 AND i.subject = $2",
+            &[&provider, &subject],
+        )? {
+            Some(row) => Ok(Some((get(&row, 0)?, get(&row, 1)?))),
+            None => Ok(None),
+        }
+    }
+
+    fn add_identity(&mut self, provider: &str, subject: &str, user_id: &str, now: i64) -> Result<()> {
+        self.execute(
+            "INSERT INTO identities (provider, subject, user_id, created_at, last_sign_in) VALUES ($1, $2, $3, $4, $4)",
+            &[&provider, &subject, &user_id, &now],
+        )?;
+        Ok(())
+    }
+
+    fn touch_identity(&mut self, provider: &str, subject: &str, now: i64) -> Result<()> {
+        self.execute(
+            "UPDATE identities SET last_sign_in = $1 WHERE provider = $2 AND subject = $3",
+            &[&now, &provider, &subject],
+        )?;
+        Ok(())
+    }
+
+    fn prune_pending_sign_ins(&mut self, now: i64) -> Result<i64> {
+        self.execute("DELETE FROM oidc_pending WHERE expires_at <= $1", &[&now])?;
+        get(&self.query_one("SELECT COUNT(*) FROM oidc_pending", &[])?, 0)
+    }
+
+    fn put_pending_sign_in(&mut self, state_hash: &str, p: &PendingSignIn) -> Result<()> {
+        self.execute(
+            "INSERT INTO oidc_pending (state_hash, browser_hash, provider, nonce, verifier, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&state_hash, &p.browser_hash, &p.provider, &p.nonce, &p.verifier, &p.expires_at],
+        )?;
+        Ok(())
+    }
+
+    fn take_pending_sign_in(&mut self, state_hash: &str) -> Result<Option<PendingSignIn>> {
+        match self.query_opt(
+            "DELETE FROM oidc_pending WHERE state_hash = $1
+             RETURNING provider, browser_hash, nonce, verifier, expires_at",
+            &[&state_hash],
+        )? {
+            Some(r) => Ok(Some(PendingSignIn {
+                provider: get(&r, 0)?,
+                browser_hash: get(&r, 1)?,
+                nonce: get(&r, 2)?,
+                verifier: get(&r, 3)?,
+                expires_at: get(&r, 4)?,
+            })),
+            None => Ok(None),
+        }
     }
 
     fn insert_session(&mut self, id: &str, user_id: &str, device: &str, now: i64) -> Result<()> {

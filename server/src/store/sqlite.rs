@@ -7,7 +7,8 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 use super::{
-    AuditRecord, Conn, EpisodeRow, Login, PresentedToken, Result, StoreError, SummaryRecord, Transaction, Tx, parse_id,
+    AuditRecord, Conn, EpisodeRow, Login, PendingSignIn, PresentedToken, Result, StoreError, SummaryRecord,
+    Transaction, Tx, UserRow, parse_id,
 };
 use crate::audit::{Entry, Via};
 use crate::caseload::{OpenAction, Rates, Summary};
@@ -392,6 +393,86 @@ impl Tx for Sqlite<'_> {
     fn user_teams(&mut self, user_id: &str) -> Result<Vec<String>> {
         let mut stmt = self.c().prepare_cached("SELECT team_id FROM user_teams WHERE user_id = ?1 ORDER BY team_id")?;
         Ok(stmt.query_map([user_id], |row| row.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?)
+    }
+
+    fn list_users(&mut self) -> Result<Vec<UserRow>> {
+        let mut statement = self.c().prepare(
+            "SELECT u.id, u.username, u.role, u.disabled, i.provider FROM users u
+             LEFT JOIN identities i ON i.user_id = u.id ORDER BY u.username",
+        )?;
+        let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn set_role(&mut self, user_id: &str, role: &str) -> Result<()> {
+        self.c().execute("UPDATE users SET role = ?1 WHERE id = ?2", params![role, user_id])?;
+        Ok(())
+    }
+
+    fn clear_user_teams(&mut self, user_id: &str) -> Result<()> {
+        self.c().execute("DELETE FROM user_teams WHERE user_id = ?1", [user_id])?;
+        Ok(())
+    }
+
+    fn identity_user(&mut self, provider: &str, subject: &str) -> Result<Option<(String, bool)>> {
+        Ok(self
+            .c()
+            .prepare_cached(
+                "SELECT u.id, u.disabled FROM identities i JOIN users u ON u.id = i.user_id
+                 WHERE i.provider = ?1 AND i.subject = ?2",
+            )?
+            .query_row([provider, subject], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+
+    fn add_identity(&mut self, provider: &str, subject: &str, user_id: &str, now: i64) -> Result<()> {
+        self.c().execute(
+            "INSERT INTO identities (provider, subject, user_id, created_at, last_sign_in) VALUES (?1, ?2, ?3, ?4, ?4)",
+            params![provider, subject, user_id, now],
+        )?;
+        Ok(())
+    }
+
+    fn touch_identity(&mut self, provider: &str, subject: &str, now: i64) -> Result<()> {
+        self.c().execute(
+            "UPDATE identities SET last_sign_in = ?1 WHERE provider = ?2 AND subject = ?3",
+            params![now, provider, subject],
+        )?;
+        Ok(())
+    }
+
+    fn prune_pending_sign_ins(&mut self, now: i64) -> Result<i64> {
+        self.c().prepare_cached("DELETE FROM oidc_pending WHERE expires_at <= ?1")?.execute([now])?;
+        Ok(self.c().prepare_cached("SELECT COUNT(*) FROM oidc_pending")?.query_row([], |r| r.get(0))?)
+    }
+
+    fn put_pending_sign_in(&mut self, state_hash: &str, p: &PendingSignIn) -> Result<()> {
+        self.c()
+            .prepare_cached(
+                "INSERT INTO oidc_pending (state_hash, browser_hash, provider, nonce, verifier, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![state_hash, p.browser_hash, p.provider, p.nonce, p.verifier, p.expires_at])?;
+        Ok(())
+    }
+
+    fn take_pending_sign_in(&mut self, state_hash: &str) -> Result<Option<PendingSignIn>> {
+        Ok(self
+            .c()
+            .prepare_cached(
+                "DELETE FROM oidc_pending WHERE state_hash = ?1
+                 RETURNING provider, browser_hash, nonce, verifier, expires_at",
+            )?
+            .query_row([state_hash], |r| {
+                Ok(PendingSignIn {
+                    provider: r.get(0)?,
+                    browser_hash: r.get(1)?,
+                    nonce: r.get(2)?,
+                    verifier: r.get(3)?,
+                    expires_at: r.get(4)?,
+                })
+            })
+            .optional()?)
     }
 
     fn insert_session(&mut self, id: &str, user_id: &str, device: &str, now: i64) -> Result<()> {

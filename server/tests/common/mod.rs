@@ -226,8 +226,11 @@ impl Demo {
         let dir = TestDb::new();
         let db = dir.open();
         let start: Timestamp = DEMO_START.parse().expect("a time");
-        let accounts =
-            db.call_blocking(|conn| server::demo::seed(conn, start)).expect("seed").expect("a new database is seeded");
+        let accounts = db
+            .call_blocking(|conn| server::demo::seed(conn, start))
+            .expect("seed")
+            .new_accounts()
+            .expect("a new database is seeded");
         let passwords = accounts.into_iter().map(|a| (a.username, a.password)).collect();
         let now = Arc::new(Mutex::new(start));
         let clock_now = Arc::clone(&now);
@@ -355,6 +358,11 @@ impl TestDb {
 
     pub fn backend(&self) -> Backend {
         if self.scratch.is_some() { Backend::Postgres } else { Backend::Sqlite }
+    }
+
+    /// The test's temporary directory (for files beside the database).
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
     }
 }
 
