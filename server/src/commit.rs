@@ -124,9 +124,8 @@ fn write(conn: &mut dyn Conn, docs: &Mutex<Cache>, batch: &mut [Job]) -> Vec<Res
                     // Lost a race: this time nobody else stores a change until this commits.
                     tx.lock_seq()?;
                 }
-                let handled = catch_unwind(AssertUnwindSafe(|| {
-                    handle(&mut *tx, &mut cache, &job.user, request.clone(), job.now)
-                }));
+                let handled =
+                    catch_unwind(AssertUnwindSafe(|| handle(&mut *tx, &mut cache, &job.user, &request, job.now)));
                 match handled {
                     Ok(Ok((response, used))) => {
                         tx.release_savepoint()?;

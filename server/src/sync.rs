@@ -71,7 +71,7 @@ pub(crate) fn handle(
     tx: &mut dyn Tx,
     cache: &mut Cache,
     user: &AuthUser,
-    request: protocol::Request,
+    request: &protocol::Request,
     now: jiff::Timestamp,
 ) -> Result<(protocol::Response, Vec<Stored>), AppError> {
     let actor = episodes::server_actor(tx)?;
@@ -83,7 +83,8 @@ pub(crate) fn handle(
     let mut dropped = Vec::new();
     let who = Who::new(user, Via::Sync);
 
-    for Document { episode: id, body } in request.documents {
+    for Document { episode: id, body } in &request.documents {
+        let id = *id;
         if touched.contains_key(&id) {
             return Err(refused(id, "the request carries this episode twice"));
         }
@@ -99,7 +100,7 @@ pub(crate) fn handle(
         }
         match body {
             Body::Whole(bytes) => {
-                let mut theirs = EpisodeDoc::load(&bytes, actor.clone()).map_err(|e| refused_doc(id, e))?;
+                let mut theirs = EpisodeDoc::load(bytes, actor.clone()).map_err(|e| refused_doc(id, e))?;
                 let their_episode = theirs.episode().map_err(|e| refused_doc(id, e))?;
                 if their_episode.id != id {
                     return Err(refused(id, "the document is of another episode"));
@@ -148,7 +149,7 @@ pub(crate) fn handle(
                 };
                 let mut state = protocol::decode_state(held.as_deref());
                 let changed = stored
-                    .with_doc(|doc| doc.receive_sync_message(&mut state, &bytes))
+                    .with_doc(|doc| doc.receive_sync_message(&mut state, bytes))
                     .map_err(|e| refused_doc(id, e))?;
                 if leaving {
                     // Only a whole copy can prove the device handed everything over.
