@@ -705,11 +705,12 @@ async fn refused_requests_name_the_episode_and_store_nothing() {
 
     // Bodies that are not a sync request of this protocol.
     let wrong_protocol = protocol::Request { protocol: protocol::PROTOCOL + 1, ..request_of(Vec::new()) };
+    let versions = format!("speaks protocol {}; this build speaks {}", protocol::PROTOCOL + 1, protocol::PROTOCOL);
     let malformed: Vec<(&str, Vec<u8>, &str)> = vec![
         ("empty", Vec::new(), "not a sync message"),
         ("not postcard", vec![0xff; 16], "not a sync message"),
         ("JSON", br#"{"protocol": 1, "cursor": 0}"#.to_vec(), ""),
-        ("another protocol", wrong_protocol.encode(), "protocol 2"),
+        ("another protocol", wrong_protocol.encode(), &versions),
     ];
     for (what, bytes, says) in malformed {
         let (status, body) = server.refused(&asha.token, bytes).await;
@@ -1333,10 +1334,10 @@ async fn receipt_times_cross_with_the_answer_once_for_each_device() {
     assert_eq!(receipts_of(&response, id), BTreeMap::from([(fourth, t2)]));
 }
 
-/// A database of schema 4 (receipts without the `seq` they were noted at) upgrades: each
+/// A database of schema 7 (receipts without the `seq` they were noted at) upgrades: each
 /// receipt takes its episode's `seq`.
 #[test]
-fn a_database_of_schema_4_upgrades_its_receipts() {
+fn a_database_of_schema_7_upgrades_its_receipts() {
     let dir = tempfile::tempdir().expect("a directory");
     let path = dir.path().join("tether.db");
     drop(db::open(&path).expect("a new database"));
@@ -1347,9 +1348,9 @@ fn a_database_of_schema_4_upgrades_its_receipts() {
              INSERT INTO teams (id, name, created_at) VALUES ('team-north', 'North', '2026-03-02T09:00:00Z');
              INSERT INTO episodes (id, team, seq, snapshot, created_at) VALUES ('e1', 'team-north', 7, X'00', 0);
              INSERT INTO receipts (episode, event, received_at, device) VALUES ('e1', 'r1', 1000, 'phone');
-             PRAGMA user_version = 4;",
+             PRAGMA user_version = 7;",
         )
-        .expect("schema 4");
+        .expect("schema 7");
     }
     let conn = db::open(&path).expect("upgrade");
     let seq: i64 = conn.query_row("SELECT seq FROM receipts WHERE event = 'r1'", [], |r| r.get(0)).expect("seq");
