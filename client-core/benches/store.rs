@@ -21,12 +21,13 @@ fn main() {
     // Recording one event durably: each call commits (and syncs) before it returns.
     let dir = tempfile::tempdir().expect("a temporary directory");
     let mut core = Core::open(dir.path(), &key).expect("a store");
-    let episode = core.open_episode(new_episode(0), "u-bench", base).expect("an episode");
+    core.set_offline_user("u-bench").expect("who records");
+    let episode = core.open_episode(new_episode(0), base).expect("an episode");
     let mut times = Vec::new();
     for n in 0..500 {
         let body = fields(json!({"method": "phone", "target": "patient", "outcome": "no_answer"}));
         let started = Instant::now();
-        core.record(episode, "contact_attempt", at(base, n), body, "u-bench").expect("a record");
+        core.record(episode, "contact_attempt", at(base, n), body).expect("a record");
         times.push(started.elapsed());
     }
     times.sort();

@@ -40,9 +40,14 @@ pub enum Error {
     /// expired, or the provider said no); start it again.
     #[error("the sign-in did not complete: {0}")]
     SignIn(String),
-    /// Sync needs a signed-in user on this device.
+    /// Recording and sync need a signed-in user on this device.
     #[error("no user is signed in on this device: sign in first")]
     NotSignedIn,
+    /// Someone has signed in on this device: records are theirs, not a name given.
+    #[error(
+        "{0} is signed in on this device: records are by the signed-in user; sign in as someone else to record as them"
+    )]
+    SignedIn(String),
     /// The store could not be read or written.
     #[error("the store could not be used: {0}")]
     Storage(String),

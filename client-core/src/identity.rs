@@ -145,6 +145,7 @@ pub fn finish(core: &mut Core, transport: &dyn Transport, redirect: &str, now: T
         "redirect_uri": pending.redirect_uri,
         "nonce": pending.nonce,
         "device_id": core.device(),
+        "device_key": core.device_key()?,
     });
     // No answer: the code may still be good, so the sign-in stays pending for a retry.
     let reply = transport.post("/v1/auth/oidc/token", JSON, body.to_string().into_bytes(), None)?;
@@ -160,8 +161,8 @@ pub fn finish(core: &mut Core, transport: &dyn Transport, redirect: &str, now: T
         username: String,
     }
     let signed_in: SignedIn = serde_json::from_slice(&reply.body).map_err(|e| Error::Sync(e.to_string()))?;
+    core.signed_in_as(&signed_in.username)?;
     remote::keep(core, &signed_in.tokens, now)?;
-    core.set_setting(remote::USERNAME, &signed_in.username)?;
     Ok(signed_in.username)
 }
 

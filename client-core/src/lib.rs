@@ -3,9 +3,11 @@
 //!
 //! [`Core`] is the entry point: it owns the store (SQLite encrypted with SQLCipher, one
 //! writer connection in WAL mode) and keeps the device's episode documents in memory, so
-//! that the caseload's next actions need no disk reads. A record is validated first,
-//! then applied to its document and committed to disk before the call returns; a record
-//! that is refused stores nothing.
+//! that the caseload's next actions need no disk reads. A record is validated first (its
+//! fields, and the limits of `episode::limits`), then applied to its document, checked
+//! against the episode's budget and committed to disk before the call returns; a record
+//! that is refused stores nothing. Every record is by the user signed in on the device
+//! and on the device itself: the core stamps both, the caller gives neither.
 //!
 //! - `store`: the SQLite schema, migrations, and reading and writing documents.
 //! - `error`: the errors a caller may see.
@@ -17,7 +19,7 @@
 //!   (RFC 8252), the PKCE verifier, `state` and `nonce` kept in the store.
 //! - `http`: the blocking HTTP transport (ureq) for the command line and tests.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use automerge::ActorId;
@@ -59,6 +61,15 @@ const MAX_VIEW_BYTES: u64 = 64 << 20;
 /// The store file's name inside the store directory.
 pub const STORE_FILE: &str = "tether.db";
 
+/// The setting that holds the user signed in on this device (`remote::sign_in` sets it).
+pub(crate) const SIGNED_IN: &str = "sync.username";
+
+/// The meta key of the name a store that has never signed in records under.
+const OFFLINE_USER: &str = "offline_user";
+
+/// The meta key of the device's own secret, which it signs in with (see `remote`).
+const DEVICE_KEY: &str = "device_key";
+
 /// A practitioner's device: its store and its episodes.
 #[derive(Debug)]
 pub struct Core {
@@ -70,22 +81,42 @@ pub struct Core {
     episodes: BTreeMap<EpisodeId, Kept>,
 }
 
-/// An episode's document, its typed view, and how many changes follow its snapshot.
+/// An episode's document, its typed view, how many changes follow its snapshot, and
+/// when the server first stored its records.
 #[derive(Debug)]
 struct Kept {
     doc: EpisodeDoc,
+    /// The document's reading, each record with its `received_at` once known.
     episode: Episode,
     changes: usize,
+    /// The receipt times the server has sent, kept beside the document (never in it).
+    receipts: HashMap<EventId, Timestamp>,
 }
 
 impl Kept {
+    fn new(doc: EpisodeDoc, episode: Episode, changes: usize) -> Self {
+        let mut kept = Self { doc, episode, changes, receipts: HashMap::new() };
+        kept.show_receipts();
+        kept
+    }
+
     /// Reads the typed view from the document again, keeping the team that holds the
-    /// episode now (after a transfer, not the document's own).
+    /// episode now (after a transfer, not the document's own) and the receipt times.
     fn reread(&mut self) -> Result<()> {
         let team = std::mem::take(&mut self.episode.team);
         self.episode = self.doc.episode()?;
         self.episode.team = team;
+        self.show_receipts();
         Ok(())
+    }
+
+    /// Gives each record of the typed view its receipt time, if the server has sent it.
+    /// Only the server's word counts: a `received_at` written into a document (no client
+    /// of ours writes one; a forged record might) is not shown or evaluated.
+    fn show_receipts(&mut self) {
+        for event in &mut self.episode.events {
+            event.received_at = self.receipts.get(&event.id).copied();
+        }
     }
 }
 
@@ -99,16 +130,22 @@ pub struct NewEpisode {
     pub plan: String,
 }
 
-/// One line of the device's caseload.
+/// One line of the device's caseload: each field means what it means in a line of the
+/// server's `GET /v1/episodes`, in the same JSON shape, so that phone and server never
+/// say two things of one episode.
 #[derive(Clone, Debug, Serialize)]
 pub struct EpisodeSummary {
     pub id: EpisodeId,
     pub team: String,
-    pub pathway: Vec<Pathway>,
+    /// The pathway the rules take: on a conflict, the safer value (`conflicts` counts it).
+    pub pathway: Pathway,
     pub patient_ref: PatientRef,
+    /// Actions still to be done: open or overdue.
     pub open_actions: usize,
+    /// Of those, the overdue ones.
     pub overdue_actions: usize,
-    pub conflicts: Vec<FactField>,
+    /// How many facts hold concurrent values (the episode itself says which).
+    pub conflicts: usize,
 }
 
 /// An action due across the caseload, for the phone's home screen.
@@ -147,6 +184,15 @@ impl Core {
                 device
             }
         };
+        // The device's secret, made once (stores made before it existed get one now): the
+        // server registers the device id with it at the first sign-in, and takes no
+        // sign-in under that id without it.
+        if store::meta(&conn, DEVICE_KEY)?.is_none() {
+            let key = StoreKey::generate()?.to_hex();
+            let tx = conn.transaction()?;
+            store::set_meta(&tx, DEVICE_KEY, &key)?;
+            tx.commit()?;
+        }
         let actor = actor_for(&device)?;
         // Documents load independently: spread them over the device's cores, each thread
         // taking the next one as it finishes (so a busy core holds none of them up).
@@ -201,6 +247,58 @@ impl Core {
         &self.device
     }
 
+    /// The device's own secret, sent with every sign-in (never shown, never logged).
+    pub(crate) fn device_key(&self) -> Result<String> {
+        store::meta(&self.conn, DEVICE_KEY)?.ok_or_else(|| Error::Corrupt("the device has no key".into()))
+    }
+
+    /// Who records on this device: the user signed in here, or, on a store that has never
+    /// signed in, the name given to [`Core::set_offline_user`]. `None`: nobody yet.
+    pub fn user(&self) -> Result<Option<String>> {
+        match self.setting(SIGNED_IN)? {
+            Some(user) => Ok(Some(user)),
+            None => store::meta(&self.conn, OFFLINE_USER),
+        }
+    }
+
+    /// Names who records on a store that has never signed in (a demonstration, a test,
+    /// records made before the first sign-in). The server takes such records only once
+    /// that user has signed in on this device. Refused once anyone has signed in here:
+    /// from then on every record is by the signed-in user.
+    pub fn set_offline_user(&mut self, name: &str) -> Result<()> {
+        if let Some(user) = self.setting(SIGNED_IN)? {
+            return Err(Error::SignedIn(user));
+        }
+        if name.trim().is_empty() {
+            return Err(Error::Invalid(ValidationError::Episode {
+                field: "user".into(),
+                message: "who records may not be empty".into(),
+            }));
+        }
+        episode::limits::check_name("user", name).map_err(episode::document::DocumentError::from)?;
+        let tx = self.conn.transaction()?;
+        store::set_meta(&tx, OFFLINE_USER, name)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Notes that `username` has signed in on this device: every record from now on is
+    /// theirs. Episodes held back are offered to the server again at the next sync: the
+    /// sign-in may be what they were waiting for (a record by this user, made before).
+    pub(crate) fn signed_in_as(&mut self, username: &str) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        store::set_meta(&tx, &format!("setting.{SIGNED_IN}"), username)?;
+        store::release_all_held_back(&tx)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The author of a record made now: the user signed in here (or named before any
+    /// sign-in), else [`Error::NotSignedIn`].
+    fn author(&self) -> Result<String> {
+        self.user()?.ok_or(Error::NotSignedIn)
+    }
+
     /// A value kept in the store for the host (the signed-in user, say).
     pub fn setting(&self, key: &str) -> Result<Option<String>> {
         store::meta(&self.conn, &format!("setting.{key}"))
@@ -222,15 +320,15 @@ impl Core {
         Ok(())
     }
 
-    /// Opens an episode, offline; returns its new id.
-    pub fn open_episode(&mut self, new: NewEpisode, by: &str, at: Timestamp) -> Result<EpisodeId> {
+    /// Opens an episode, offline, as the signed-in user; returns its new id.
+    pub fn open_episode(&mut self, new: NewEpisode, at: Timestamp) -> Result<EpisodeId> {
         let id = uuid::Uuid::now_v7();
         let opening = Opening {
             id,
             patient_ref: new.patient_ref,
             team: new.team,
             opened_at: at,
-            opened_by: by.to_string(),
+            opened_by: self.author()?,
             pathway: new.pathway,
             facts: new.facts,
             plan: new.plan,
@@ -245,22 +343,22 @@ impl Core {
             store::put_view(&tx, &id.to_string(), view)?;
         }
         tx.commit()?;
-        self.episodes.insert(id, Kept { doc, episode, changes: 0 });
+        self.episodes.insert(id, Kept::new(doc, episode, 0));
         Ok(id)
     }
 
     /// Records an event on an episode: `fields` are the kind's own fields (as in the
-    /// episode JSON); id, `by` and `device` are filled in here. Validated first: a bad
-    /// record is refused with an error naming the field, and nothing is stored.
+    /// episode JSON); id, `by` (the signed-in user) and `device` (this one) are filled in
+    /// here. Validated first: a bad record is refused with an error naming the field, and
+    /// nothing is stored; so is one that would take the episode past its budget.
     pub fn record(
         &mut self,
         episode: EpisodeId,
         kind: &str,
         at: Timestamp,
         fields: Map<String, Value>,
-        by: &str,
     ) -> Result<EventId> {
-        let event = self.new_event(kind, at, fields, by)?;
+        let event = self.new_event(kind, at, fields)?;
         if kind == "fact_changed" {
             return Err(Error::Invalid(ValidationError::Event {
                 event: event.id.to_string(),
@@ -276,21 +374,15 @@ impl Core {
         Ok(event.id)
     }
 
-    /// Sets a fact (recording a `fact_changed` event for the timeline).
-    pub fn set_fact(
-        &mut self,
-        episode: EpisodeId,
-        field: FactField,
-        value: &Value,
-        by: &str,
-        at: Timestamp,
-    ) -> Result<EventId> {
+    /// Sets a fact (recording a `fact_changed` event for the timeline, by the signed-in
+    /// user).
+    pub fn set_fact(&mut self, episode: EpisodeId, field: FactField, value: &Value, at: Timestamp) -> Result<EventId> {
         FactValue::from_json(field, value)
             .map_err(|message| ValidationError::Episode { field: field.as_str().into(), message })?;
         let mut fields = Map::new();
         fields.insert("field".into(), Value::String(field.as_str().into()));
         fields.insert("value".into(), value.clone());
-        let event = self.new_event("fact_changed", at, fields, by)?;
+        let event = self.new_event("fact_changed", at, fields)?;
         self.apply(episode, |doc| doc.set_fact(&event))?;
         self.refresh(episode)?;
         Ok(event.id)
@@ -307,8 +399,8 @@ impl Core {
         self.episodes.get_mut(&id).ok_or_else(|| Error::NotFound(id.to_string()))?.reread()
     }
 
-    fn new_event(&self, kind: &str, at: Timestamp, fields: Map<String, Value>, by: &str) -> Result<Event> {
-        Ok(Event::new_record(uuid::Uuid::now_v7(), kind, at, by, &self.device, fields)?)
+    fn new_event(&self, kind: &str, at: Timestamp, fields: Map<String, Value>) -> Result<Event> {
+        Ok(Event::new_record(uuid::Uuid::now_v7(), kind, at, &self.author()?, &self.device, fields)?)
     }
 
     /// Applies a change to an episode's document and commits it to disk before
@@ -321,7 +413,14 @@ impl Core {
     ) -> Result<()> {
         let kept = self.episodes.get_mut(&id).ok_or_else(|| Error::NotFound(id.to_string()))?;
         change(&mut kept.doc)?;
-        let bytes = kept.doc.save_incremental();
+        let bytes = match kept.doc.save_incremental_within_budget() {
+            Ok(bytes) => bytes,
+            Err(full) => {
+                // The change is in memory only: put the document back as the store has it.
+                self.reload(id)?;
+                return Err(full.into());
+            }
+        };
         let key = id.to_string();
         let written = (|| -> Result<()> {
             let tx = self.conn.transaction()?;
@@ -369,11 +468,15 @@ impl Core {
     /// An episode's whole document, to hand to another device or the server.
     pub fn export_episode(&mut self, id: EpisodeId) -> Result<Vec<u8>> {
         let kept = self.episodes.get_mut(&id).ok_or_else(|| Error::NotFound(id.to_string()))?;
-        Ok(kept.doc.save())
+        Ok(kept.doc.save_copy())
     }
 
     /// Takes another device's copy of an episode: merged into ours (checked: nothing
     /// recorded may change) or, if new here, kept as it is. Durable before it returns.
+    ///
+    /// The other device's records stay its own: the server takes one that is new to it
+    /// only from the device that made it, so an episode that carries one is held back at
+    /// this device's sync until that device has synced it (`docs/adr/0002-sync.md`).
     pub fn merge_episode(&mut self, bytes: &[u8]) -> Result<EpisodeId> {
         let mut theirs = EpisodeDoc::load(bytes, self.actor.clone())?;
         let id = theirs.episode()?.id;
@@ -391,26 +494,27 @@ impl Core {
             store::put_view(&tx, &id.to_string(), view)?;
         }
         tx.commit()?;
-        self.episodes.insert(id, Kept { doc: theirs, episode, changes: 0 });
+        self.episodes.insert(id, Kept::new(theirs, episode, 0));
         Ok(id)
     }
 
-    /// The device's episodes, with their open and overdue actions at `now`.
+    /// The device's episodes, with their open and overdue actions at `now`: each line as
+    /// the server's caseload gives it.
     pub fn episodes(&self, now: Timestamp) -> Vec<EpisodeSummary> {
         self.episodes
             .values()
             .map(|kept| {
                 let e = &kept.episode;
                 let evaluation = pathway::evaluate(e, now, &self.calendar);
-                let count = |state: State| evaluation.actions.iter().filter(|a| a.state == state).count();
+                let count = |open: fn(&State) -> bool| evaluation.actions.iter().filter(|a| open(&a.state)).count();
                 EpisodeSummary {
                     id: e.id,
                     team: e.team.clone(),
-                    pathway: e.facts.pathway.values().to_vec(),
+                    pathway: *e.facts.pathway.safest(),
                     patient_ref: e.patient_ref.clone(),
-                    open_actions: count(State::Open),
-                    overdue_actions: count(State::Overdue),
-                    conflicts: e.facts.conflicts().into_iter().map(|(field, _)| field).collect(),
+                    open_actions: count(|s| matches!(s, State::Open | State::Overdue)),
+                    overdue_actions: count(|s| *s == State::Overdue),
+                    conflicts: e.facts.conflicts().len(),
                 }
             })
             .collect()
@@ -484,7 +588,17 @@ fn load(stored: &store::Stored, actor: ActorId) -> Result<Loaded> {
         }
     };
     episode.team.clone_from(&stored.team);
-    Ok(Loaded { kept: Kept { doc, episode, changes: stored.changes.len() }, view })
+    let mut kept = Kept::new(doc, episode, stored.changes.len());
+    // The view above is stored without receipt times (they change without the document
+    // changing); they are laid over it here. A row that does not read is left out: it
+    // is only a time the server sent, and the store writes none such.
+    kept.receipts = stored
+        .receipts
+        .iter()
+        .filter_map(|(event, ms)| Some((event.parse().ok()?, Timestamp::from_millisecond(*ms).ok()?)))
+        .collect();
+    kept.show_receipts();
+    Ok(Loaded { kept, view })
 }
 
 /// The view to store for a document and the episode it gives.

@@ -18,7 +18,6 @@ use serde_json::json;
 use crate::error::{Error, Result};
 use crate::{Core, SyncSession, SyncSummary};
 
-pub(crate) const USERNAME: &str = "sync.username";
 const ACCESS: &str = "sync.access_token";
 const ACCESS_EXPIRES: &str = "sync.access_expires";
 const REFRESH: &str = "sync.refresh_token";
@@ -66,11 +65,17 @@ struct ErrorDetail {
 enum Refusal {
     Unauthenticated,
     Revoked,
-    Episode(EpisodeId, String),
+    /// One episode refused with an error status (servers before per-episode refusals).
+    Episode(EpisodeId, episode::sync::Refusal),
     Other(Error),
 }
 
-/// Signs in as `username` on this device, and keeps the tokens in the store.
+/// Signs in as `username` on this device, and keeps the tokens in the store. From then on
+/// every record made here is by `username` (a shift change on a shared device is another
+/// sign-in), and episodes held back are offered to the server again.
+///
+/// The request names the device and carries its key: the server registers the device id
+/// with the key at its first sign-in and takes no other sign-in under that id without it.
 pub fn sign_in(
     core: &mut Core,
     transport: &dyn Transport,
@@ -78,19 +83,20 @@ pub fn sign_in(
     password: &str,
     now: Timestamp,
 ) -> Result<()> {
-    let body = json!({"username": username, "password": password, "device_id": core.device()});
+    let body = json!({"username": username, "password": password, "device_id": core.device(),
+                      "device_key": core.device_key()?});
     let reply = transport.post("/v1/auth/login", JSON, body.to_string().into_bytes(), None)?;
     let tokens: Tokens = match reply.status {
         200 => serde_json::from_slice(&reply.body).map_err(|e| Error::Sync(e.to_string()))?,
         status => return Err(refusal_error(status, &reply.body)),
     };
-    core.set_setting(USERNAME, username)?;
+    core.signed_in_as(username)?;
     keep(core, &tokens, now)
 }
 
 /// The user signed in on this device, if any.
 pub fn signed_in_user(core: &Core) -> Result<Option<String>> {
-    core.setting(USERNAME)
+    core.setting(crate::SIGNED_IN)
 }
 
 /// Runs a whole sync session. A failure part-way loses nothing: what was applied is
@@ -226,7 +232,7 @@ impl Syncing {
                 Err(Refusal::Unauthenticated) => Err(Error::NotSignedIn),
                 Err(Refusal::Revoked) => Err(Error::DeviceRevoked),
                 Err(Refusal::Episode(episode, reason)) => {
-                    core.hold_back(&mut self.session, episode, &reason)?;
+                    core.hold_back(&mut self.session, episode, reason)?;
                     self.session.retry();
                     Ok(())
                 }
@@ -245,7 +251,12 @@ fn sync_refusal(reply: Reply) -> Result<Vec<u8>, Refusal> {
     Err(match (reply.status, detail) {
         (401, _) => Refusal::Unauthenticated,
         (403, Some(d)) if d.code == "device_revoked" => Refusal::Revoked,
-        (404 | 422, Some(ErrorDetail { episode: Some(episode), message, .. })) => Refusal::Episode(episode, message),
+        (404, Some(ErrorDetail { episode: Some(episode), .. })) => {
+            Refusal::Episode(episode, episode::sync::Refusal::NotFound)
+        }
+        (422, Some(ErrorDetail { episode: Some(episode), message, .. })) => {
+            Refusal::Episode(episode, episode::sync::Refusal::Invalid { message })
+        }
         (status, detail) => Refusal::Other(match detail {
             Some(d) => Error::Server { status, code: d.code, message: d.message },
             None => Error::Server { status, code: "unknown".into(), message: "no error body".into() },

@@ -12,11 +12,12 @@ use crate::error::{Error, Result};
 
 /// Each schema's upgrade from the one before, in order: the schema this build writes is
 /// the last (`PRAGMA user_version` holds the store's).
-const UPGRADES: [&str; 4] = [
+const UPGRADES: [&str; 5] = [
     include_str!("schema/v1.sql"),
     include_str!("schema/v2.sql"),
     include_str!("schema/v3.sql"),
     include_str!("schema/v4.sql"),
+    include_str!("schema/v5.sql"),
 ];
 
 /// The 32-byte key the host app supplies (Android Keystore, iOS Keychain).
@@ -151,6 +152,9 @@ pub(crate) struct Stored {
     /// The typed view kept beside the document, if any: the heads it was built at and
     /// its JSON. To be read only if those heads are the loaded document's.
     pub(crate) view: Option<View>,
+    /// When the server first stored each record, as far as the device knows: (event id,
+    /// Unix milliseconds).
+    pub(crate) receipts: Vec<(String, i64)>,
 }
 
 /// An episode's typed view as stored: only a cache of what its document gives.
@@ -176,6 +180,7 @@ pub(crate) fn all_episodes(conn: &Connection) -> Result<Vec<Stored>> {
                 snapshot: row.get(2)?,
                 changes: Vec::new(),
                 view: heads.zip(bytes).map(|(heads, bytes)| View { heads, bytes }),
+                receipts: Vec::new(),
             })
         })?
         .collect::<Result<_, _>>()?;
@@ -187,6 +192,15 @@ pub(crate) fn all_episodes(conn: &Connection) -> Result<Vec<Stored>> {
         match episodes.binary_search_by(|e| e.id.as_str().cmp(&episode)) {
             Ok(i) => episodes[i].changes.push(bytes),
             Err(_) => return Err(Error::Corrupt("a change names no stored episode".into())),
+        }
+    }
+    let mut statement = conn.prepare("SELECT episode, event, received_at FROM receipts")?;
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        let episode: String = row.get(0)?;
+        // The foreign key keeps every receipt's episode stored.
+        if let Ok(i) = episodes.binary_search_by(|e| e.id.as_str().cmp(&episode)) {
+            episodes[i].receipts.push((row.get(1)?, row.get(2)?));
         }
     }
     Ok(episodes)
@@ -271,12 +285,35 @@ pub(crate) fn server_actions(conn: &Connection, episode: &str) -> Result<Option<
         .optional()?)
 }
 
+/// Keeps when the server first stored a record of an episode (the server's word wins).
+pub(crate) fn put_receipt(tx: &Transaction<'_>, episode: &str, event: &str, received_at_ms: i64) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO receipts (episode, event, received_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (episode, event) DO UPDATE SET received_at = ?3",
+    )?
+    .execute(params![episode, event, received_at_ms])?;
+    Ok(())
+}
+
 pub(crate) fn held_back(conn: &Connection) -> Result<Vec<(String, Vec<u8>, String)>> {
     let mut statement = conn.prepare("SELECT episode, heads, reason FROM held_back ORDER BY episode")?;
     let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Offers an episode to the server again at the next sync (the server's copy changed).
+pub(crate) fn release_held_back(tx: &Transaction<'_>, episode: &str) -> Result<()> {
+    tx.execute("DELETE FROM held_back WHERE episode = ?1", [episode])?;
+    Ok(())
+}
+
+/// Offers every held-back episode to the server again at the next sync (a user signed in).
+pub(crate) fn release_all_held_back(tx: &Transaction<'_>) -> Result<()> {
+    tx.execute("DELETE FROM held_back", [])?;
+    Ok(())
+}
+
+/// Holds an episode back at `heads`, with the reason (`episode::sync::Refusal` as JSON).
 pub(crate) fn hold_back(tx: &Transaction<'_>, episode: &str, heads: &[u8], reason: &str) -> Result<()> {
     tx.execute(
         "INSERT INTO held_back (episode, heads, reason) VALUES (?1, ?2, ?3)
@@ -288,7 +325,7 @@ pub(crate) fn hold_back(tx: &Transaction<'_>, episode: &str, heads: &[u8], reaso
 
 /// Forgets an episode entirely (after the server has taken everything of it).
 pub(crate) fn delete_episode(tx: &Transaction<'_>, episode: &str) -> Result<()> {
-    for table in ["changes", "sync_states", "server_actions", "held_back", "views"] {
+    for table in ["changes", "sync_states", "server_actions", "held_back", "views", "receipts"] {
         tx.execute(&format!("DELETE FROM {table} WHERE episode = ?1"), [episode])?;
     }
     tx.execute("DELETE FROM episodes WHERE id = ?1", [episode])?;

@@ -6,14 +6,19 @@
 //! What crosses is described in `episode::sync`. On this side:
 //!
 //! - A response is applied in one transaction (documents, sync states, the server's
-//!   actions, the cursor), so a crash leaves the store before or after it, never between.
+//!   actions and receipt times, the cursor), so a crash leaves the store before or after
+//!   it, never between. Receipt times are kept beside the documents, and the typed views
+//!   show them, so that the device's own evaluation flags `clock_skew` as the server's.
 //!   A lost response costs a repeat, never a record: the device's changes stay until the
 //!   server confirms them, and a repeat changes nothing twice.
 //! - Sync states persist as their shared heads only, and each session starts from them
 //!   (primed: the server is taken to have exactly those heads), so a message lost in
 //!   flight can never stall a later sync.
-//! - An episode the server refuses (a 4xx naming it) is held back with the reason, kept
-//!   whole on the device, and not sent again until it changes.
+//! - An episode the server refuses (named in the answer's `refused`, with a typed
+//!   `episode::sync::Refusal`) is held back with the reason, kept whole on the device, and
+//!   not sent again until it could succeed: it changes, a user signs in on the device (a
+//!   record by them was waiting), or the server's copy changes (another device synced
+//!   the records it was waiting for). Nothing else in the sync waits for it.
 //! - An episode that left the user's teams goes to the server whole, and is dropped only
 //!   when the server confirms it holds every change the device sent.
 //! - When the server's changes are applied and nothing else is left to say of an episode,
@@ -28,7 +33,7 @@ use automerge::ChangeHash;
 use automerge::sync::State;
 use episode::EpisodeId;
 use episode::document::EpisodeDoc;
-use episode::sync::{self as protocol, Body, Document};
+use episode::sync::{self as protocol, Body, Document, Refusal};
 use jiff::Timestamp;
 use serde::Serialize;
 
@@ -94,10 +99,21 @@ pub struct SyncSummary {
     pub complete: bool,
 }
 
+/// An episode kept on the device and not sent, and why: the server's typed reason (or,
+/// for a message from the server that did not check out here, `Refusal::Invalid`), and
+/// the same as a sentence for the practitioner. Never a patient identifier.
 #[derive(Clone, Debug, Serialize)]
 pub struct HeldBack {
     pub episode: EpisodeId,
-    pub reason: String,
+    pub reason: Refusal,
+    pub message: String,
+}
+
+impl HeldBack {
+    pub fn new(episode: EpisodeId, reason: Refusal) -> Self {
+        let message = reason.to_string();
+        Self { episode, reason, message }
+    }
 }
 
 /// The server's actions for one episode, as of its last sync.
@@ -142,7 +158,7 @@ impl Core {
             }
             if session.leaving.contains(id) {
                 if session.sent_whole.get(id) != Some(&heads) {
-                    documents.push(Document { episode: *id, body: Body::Whole(kept.doc.save()) });
+                    documents.push(Document { episode: *id, body: Body::Whole(kept.doc.save_copy()) });
                     session.sent_whole.insert(*id, heads);
                 }
                 continue;
@@ -163,7 +179,7 @@ impl Core {
                 // Never confirmed by the server: it goes whole (once a session).
                 None => {
                     if !session.sent_whole.contains_key(id) {
-                        documents.push(Document { episode: *id, body: Body::Whole(kept.doc.save()) });
+                        documents.push(Document { episode: *id, body: Body::Whole(kept.doc.save_copy()) });
                         // Sent whole: nothing more to say until the server answers.
                         let mut state = State::new();
                         state.last_sent_heads.clone_from(&heads);
@@ -234,7 +250,9 @@ impl Core {
         for Document { episode: id, body } in response.documents {
             match body {
                 Body::Whole(bytes) => {
-                    let mut theirs = EpisodeDoc::load(&bytes, self.actor.clone())?;
+                    // The server's own copy: it loads whatever its size (the server took it
+                    // in, perhaps before a limit).
+                    let mut theirs = EpisodeDoc::load_trusted(&bytes, self.actor.clone())?;
                     if theirs.episode()?.id != id {
                         return Err(Error::Sync(format!("the server sent another episode as {id}")));
                     }
@@ -249,7 +267,7 @@ impl Core {
                         let episode = theirs.episode()?;
                         let snapshot = theirs.save();
                         writes.push((id, Write::New(episode.team.clone(), snapshot)));
-                        self.episodes.insert(id, Kept { doc: theirs, episode, changes: 0 });
+                        self.episodes.insert(id, Kept::new(theirs, episode, 0));
                         session.summary.new_episodes += 1;
                     }
                     // Tell the server we hold it: a message with our heads, next round.
@@ -267,7 +285,7 @@ impl Core {
                             session.states.entry(id).or_insert(protocol::decode_state(stored.as_deref()))
                         }
                     };
-                    match kept.doc.receive_sync_message(state, &message) {
+                    match kept.doc.receive_trusted_sync_message(state, &message) {
                         Ok(true) => {
                             writes.push((id, Write::Changes(kept.doc.save_incremental())));
                             session.summary.received += 1;
@@ -280,7 +298,8 @@ impl Core {
                             // The server's own message does not check out here: keep
                             // everything, say so, and stop talking about it this session.
                             session.states.remove(&id);
-                            session.summary.held_back.push(HeldBack { episode: id, reason: error.to_string() });
+                            let reason = Refusal::Invalid { message: error.to_string() };
+                            session.summary.held_back.push(HeldBack::new(id, reason));
                         }
                     }
                 }
@@ -306,12 +325,39 @@ impl Core {
             .filter(|t| self.episodes.get(&t.episode).is_some_and(|k| k.episode.team != t.team))
             .map(|t| (t.episode, t.team.clone()))
             .collect();
+        // Episodes the server refused: held back, in this transaction, at the heads sent.
+        // Any other episode the server sends news of is offered again (its copy changed:
+        // what a held-back episode waited for may have arrived).
+        let refused: Vec<(EpisodeId, Vec<u8>, Refusal)> = response
+            .refused
+            .iter()
+            .filter_map(|r| {
+                let kept = self.episodes.get_mut(&r.episode)?;
+                Some((r.episode, encode_heads(&kept.doc.heads()), r.reason.clone()))
+            })
+            .collect();
+        // A refused episode's state is not kept: the server holds nothing of what was sent.
+        for (id, _, _) in &refused {
+            session.states.remove(id);
+        }
+        let released: Vec<EpisodeId> = response
+            .actions
+            .iter()
+            .map(|a| a.episode)
+            .filter(|id| !response.refused.iter().any(|r| r.episode == *id))
+            .collect();
         let mut evaluations = Vec::new();
+        let mut receipts = Vec::new();
         for action in &response.actions {
             if self.episodes.contains_key(&action.episode) {
                 let evaluation = action.evaluation().map_err(|e| Error::Sync(e.to_string()))?;
                 let json = serde_json::to_string(&evaluation).map_err(|e| Error::Sync(e.to_string()))?;
                 evaluations.push((action.episode, json));
+                for receipt in &action.received {
+                    let at = Timestamp::from_millisecond(receipt.received_at_ms)
+                        .map_err(|_| Error::Sync("the server sent a receipt time out of range".into()))?;
+                    receipts.push((action.episode, receipt.event, at));
+                }
             }
         }
         let written = (|| -> Result<()> {
@@ -329,6 +375,16 @@ impl Core {
             }
             for (episode, evaluation) in &evaluations {
                 store::put_server_actions(&tx, &episode.to_string(), response.server_time_ms, evaluation)?;
+            }
+            for id in &released {
+                store::release_held_back(&tx, &id.to_string())?;
+            }
+            for (id, heads, reason) in &refused {
+                let reason = serde_json::to_string(reason).map_err(|e| Error::Sync(e.to_string()))?;
+                store::hold_back(&tx, &id.to_string(), heads, &reason)?;
+            }
+            for (episode, event, at) in &receipts {
+                store::put_receipt(&tx, &episode.to_string(), &event.to_string(), at.as_millisecond())?;
             }
             for id in &drops {
                 store::delete_episode(&tx, &id.to_string())?;
@@ -354,6 +410,18 @@ impl Core {
                 kept.episode.team.clone_from(team);
             }
         }
+        let mut timed = BTreeSet::new();
+        for (episode, event, at) in receipts {
+            if let Some(kept) = self.episodes.get_mut(&episode) {
+                kept.receipts.insert(event, at);
+                timed.insert(episode);
+            }
+        }
+        for id in timed {
+            if let Some(kept) = self.episodes.get_mut(&id) {
+                kept.show_receipts();
+            }
+        }
         for id in &drops {
             self.episodes.remove(id);
             session.states.remove(id);
@@ -374,32 +442,43 @@ impl Core {
         for id in compact {
             self.compact(id)?;
         }
+        for (id, _, reason) in refused {
+            session.sent_whole.remove(&id);
+            session.leaving.remove(&id);
+            session.summary.held_back.push(HeldBack::new(id, reason));
+        }
         session.more |= response.more || !session.leaving.is_empty();
         session.summary.clock_offset_ms = offset;
         session.summary.cursor = response.cursor;
         Ok(())
     }
 
-    /// The server refused `episode` (a 4xx naming it): keep it, with the reason, and do
-    /// not send it again until it changes. The session goes on without it.
-    pub fn hold_back(&mut self, session: &mut SyncSession, episode: EpisodeId, reason: &str) -> Result<()> {
+    /// The server refused `episode` with an error status naming it (a server older than
+    /// per-episode refusals): keep it, with the reason, and do not send it again until it
+    /// could succeed. The session goes on without it.
+    pub fn hold_back(&mut self, session: &mut SyncSession, episode: EpisodeId, reason: Refusal) -> Result<()> {
         let kept = self.episodes.get_mut(&episode).ok_or_else(|| Error::NotFound(episode.to_string()))?;
         let heads = encode_heads(&kept.doc.heads());
+        let stored = serde_json::to_string(&reason).map_err(|e| Error::Sync(e.to_string()))?;
         let tx = self.conn.transaction()?;
-        store::hold_back(&tx, &episode.to_string(), &heads, reason)?;
+        store::hold_back(&tx, &episode.to_string(), &heads, &stored)?;
         tx.commit()?;
         session.states.remove(&episode);
         session.sent_whole.remove(&episode);
         session.leaving.remove(&episode);
-        session.summary.held_back.push(HeldBack { episode, reason: reason.to_string() });
+        session.summary.held_back.push(HeldBack::new(episode, reason));
         Ok(())
     }
 
-    /// The episodes the server has refused, with its reasons.
+    /// The episodes the server has refused and the device holds back, with its reasons.
     pub fn held_back(&self) -> Result<Vec<HeldBack>> {
         Ok(store::held_back(&self.conn)?
             .into_iter()
-            .filter_map(|(id, _, reason)| Some(HeldBack { episode: id.parse().ok()?, reason }))
+            .filter_map(|(id, _, stored)| {
+                // A reason kept before they were typed is the server's sentence.
+                let reason = serde_json::from_str(&stored).unwrap_or(Refusal::Invalid { message: stored });
+                Some(HeldBack::new(id.parse().ok()?, reason))
+            })
             .collect())
     }
 

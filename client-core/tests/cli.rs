@@ -7,14 +7,17 @@ use std::process::{Command, Output};
 const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
 fn field(store: &Path, key: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tether-field"))
-        .arg("--store")
-        .arg(store)
-        .args(args)
-        .env("TETHER_STORE_KEY", key)
-        .env("TETHER_USER", "u-asha")
-        .output()
-        .unwrap()
+    field_as(store, key, Some("u-asha"), args)
+}
+
+/// `tether-field` with `TETHER_USER` set to `user`, or unset.
+fn field_as(store: &Path, key: &str, user: Option<&str>, args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tether-field"));
+    command.arg("--store").arg(store).args(args).env("TETHER_STORE_KEY", key).env_remove("TETHER_USER");
+    if let Some(user) = user {
+        command.env("TETHER_USER", user);
+    }
+    command.output().unwrap()
 }
 
 fn ok(output: Output) -> String {
@@ -93,6 +96,24 @@ fn a_home_visit_recorded_offline_shows_in_the_next_actions() {
     let episodes: serde_json::Value =
         serde_json::from_str(&ok(field(store, KEY, &["episodes", "--now", "2026-03-02T14:30:00Z"]))).unwrap();
     assert_eq!(episodes.as_array().unwrap().len(), 1);
+    // The line of `GET /v1/episodes`: one pathway, every action still to be done counted
+    // as open (the overdue among them), conflicts as a count. The next day some are
+    // overdue.
+    let later = ["--now", "2026-03-03T12:00:00Z"];
+    let next: serde_json::Value =
+        serde_json::from_str(&ok(field(store, KEY, &[&["next"], &later[..]].concat()))).unwrap();
+    let episodes: serde_json::Value =
+        serde_json::from_str(&ok(field(store, KEY, &[&["episodes"], &later[..]].concat()))).unwrap();
+    let line = &episodes[0];
+    assert_eq!(line["pathway"], "urgent_referral");
+    let due = next.as_array().unwrap().iter().filter(|a| a["episode"] == episode.as_str()).count();
+    assert_eq!(line["open_actions"].as_u64(), Some(due as u64));
+    let overdue = next.as_array().unwrap().iter().filter(|a| a["state"] == "overdue").count();
+    assert!(overdue > 0, "{next}");
+    assert_eq!(line["overdue_actions"].as_u64(), Some(overdue as u64));
+    assert_eq!(line["conflicts"], 0);
+    // Nothing synced: no receipt times.
+    assert!(shown["events"].as_array().unwrap().iter().all(|e| e.get("received_at").is_none()));
 }
 
 #[test]
@@ -101,7 +122,7 @@ fn bad_input_is_refused_with_a_message_and_nothing_is_stored() {
     let store = dir.path();
     let episode =
         ok(field(store, KEY, &["open", "--patient", "RX-CLI-2", "--pathway", "in_service", "--team", "north"]));
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["record", &episode, "phone_call"], "kind"),
         (
             &[
@@ -125,6 +146,28 @@ fn bad_input_is_refused_with_a_message_and_nothing_is_stored() {
                 r#"{"appointment": "initial"}"#,
             ],
             "offset",
+        ),
+        (
+            &[
+                "record",
+                &episode,
+                "appointment_missed",
+                "--at",
+                "2206-03-02T10:00:00Z",
+                "--json",
+                r#"{"appointment": "initial"}"#,
+            ],
+            "outside the years 2000 to 2100",
+        ),
+        (
+            &[
+                "record",
+                &episode,
+                "appointment_missed",
+                "--json",
+                r#"{"appointment": "initial", "appointment": "follow_up"}"#,
+            ],
+            "the key `appointment` appears twice",
         ),
         (&["record", "01a20934-7bf6-72ed-a417-242a3442e1f8", "appointment_attended"], "no episode"),
         (&["set", &episode, "risk", "severe"], "risk"),
@@ -197,4 +240,36 @@ fn sync_with_no_server_fails_clearly_and_loses_nothing() {
     assert!(message.contains("could not be reached") && message.contains("nothing was lost"), "{message}");
     let shown = ok(field(store, KEY, &["show", &episode]));
     assert!(shown.contains(&visit), "the visit is still recorded");
+}
+
+#[test]
+fn once_signed_in_records_are_by_the_signed_in_user_and_no_one_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path();
+    // Before any sign-in, nobody named: who is recording?
+    let message = refused(field_as(
+        store,
+        KEY,
+        None,
+        &["open", "--patient", "RX-CLI-4", "--pathway", "in_service", "--team", "north"],
+    ));
+    assert!(message.contains("who is recording") && message.contains("login"), "{message}");
+    // The store signs in as asha (as `login` leaves it; the server's answer is not what
+    // this test is about).
+    {
+        let key = client_core::StoreKey::from_hex(KEY).unwrap();
+        let mut core = client_core::Core::open(store, &key).unwrap();
+        core.set_setting("sync.username", "asha").unwrap();
+    }
+    let open = ["open", "--patient", "RX-CLI-4", "--pathway", "in_service", "--team", "north"];
+    let message = refused(field_as(store, KEY, Some("maya"), &open));
+    assert!(message.contains("asha is signed in") && message.contains("sign in as maya"), "{message}");
+    let episode = ok(field_as(store, KEY, None, &open));
+    ok(field_as(store, KEY, Some("asha"), &["record", &episode, "reengaged"]));
+    let shown: serde_json::Value = serde_json::from_str(&ok(field_as(store, KEY, None, &["show", &episode]))).unwrap();
+    assert_eq!(shown["opened_by"], "asha");
+    let event = &shown["events"][0];
+    assert_eq!(event["by"], "asha");
+    let device = event["device"].as_str().unwrap();
+    assert_eq!(device.len(), 36, "the device's own id: {device}");
 }

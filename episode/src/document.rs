@@ -23,14 +23,19 @@ use serde_json::{Map, Value as Json};
 
 use crate::Strictness;
 use crate::json::ValidationError;
+use crate::limits::{self, EPISODE_BUDGET_BYTES};
 use crate::model::*;
 
 /// The document schema this build reads and writes.
 pub const SCHEMA: i64 = 1;
 
-/// The largest document this build loads: far beyond any real episode (a year of
-/// daily records is well under a megabyte), small enough that hostile bytes cannot make
-/// a device or the server allocate without bound.
+/// The largest document this build loads from another party (a device's upload, a peer's
+/// copy): far beyond any real episode (a year of daily records is well under a
+/// megabyte) and four times an episode's budget ([`EPISODE_BUDGET_BYTES`]), small enough
+/// that hostile bytes cannot make a device or the server allocate without bound. What a
+/// side stored itself, or its own server sends it, loads whatever its size
+/// ([`EpisodeDoc::load_trusted`], [`EpisodeDoc::load_with_changes`]): it was checked when
+/// it arrived, and refusing it later would make an episode unreadable.
 pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
 
 /// The first bytes of every Automerge chunk (document or change).
@@ -57,6 +62,15 @@ pub enum DocumentError {
     /// The change was refused: it would store a record that is not valid.
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    /// A new value is over its limit (`limits`): nothing was stored.
+    #[error(transparent)]
+    TooLong(#[from] limits::TooLong),
+    /// The change would take the episode past its budget (`limits::EPISODE_BUDGET_BYTES`):
+    /// `bytes` is what it would take. Nothing was stored; the episode still reads.
+    #[error(
+        "the episode would take {bytes} bytes, past its budget of {EPISODE_BUDGET_BYTES}: record this in a new episode"
+    )]
+    Full { bytes: usize },
     /// The change was refused for another reason, named.
     #[error("{0}")]
     Refused(String),
@@ -87,6 +101,9 @@ pub struct EpisodeDoc {
     /// Automerge: a merge or a received message is applied to a fork, which forgets
     /// Automerge's own cursor, and the next incremental save would hold the whole history.
     saved: Vec<ChangeHash>,
+    /// The bytes the document takes where it is kept: its last whole save (or the bytes
+    /// it was loaded from) plus every incremental save since. What the budget counts.
+    stored: usize,
     /// The typed episode as a check just read it, while the document has not changed
     /// since: a received change is read once (to check it), not again by whoever stores
     /// and evaluates it. Cleared by anything that can change the document.
@@ -99,6 +116,10 @@ impl EpisodeDoc {
         if opening.team.trim().is_empty() || opening.opened_by.trim().is_empty() {
             return Err(DocumentError::Refused("an episode needs a team and who opened it".into()));
         }
+        crate::json::time::check(opening.opened_at).map_err(|message| {
+            DocumentError::Invalid(ValidationError::Episode { field: "opened_at".into(), message })
+        })?;
+        limits::check_opening(opening)?;
         let mut doc = AutoCommit::new().with_actor(actor);
         let am = |e: automerge::AutomergeError| DocumentError::Refused(format!("cannot write the document: {e}"));
         doc.put(ROOT, "schema", SCHEMA).map_err(am)?;
@@ -121,10 +142,11 @@ impl EpisodeDoc {
         doc.splice_text(&plan, 0, 0, &opening.plan).map_err(am)?;
         let events = doc.put_object(ROOT, "events", ObjType::Map).map_err(am)?;
         doc.commit_with(CommitOptions::default().with_time(opening.opened_at.as_second()).with_message("open"));
-        Ok(Self { doc, facts, plan, events, saved: Vec::new(), read: None })
+        Ok(Self { doc, facts, plan, events, saved: Vec::new(), stored: 0, read: None })
     }
 
-    /// Loads a document saved by [`EpisodeDoc::save`] (or received whole), as `actor`.
+    /// Loads a document saved by [`EpisodeDoc::save`] and received from another party (a
+    /// device's upload, a peer's copy), as `actor`.
     ///
     /// Refuses bytes over [`MAX_DOCUMENT_BYTES`], bytes that are not a document, a newer
     /// schema and a document without the episode's structure, with an error; never
@@ -134,31 +156,43 @@ impl EpisodeDoc {
             return Err(DocumentError::TooLarge(bytes.len()));
         }
         refuse_bombs(bytes)?;
+        Self::load_trusted(bytes, actor)
+    }
+
+    /// Loads a document this side trusts whatever its size: one it stored itself, or one
+    /// its own server sends it (which the server checked when it arrived, and which may
+    /// be older than a limit). Still refuses bytes that are not an episode document.
+    pub fn load_trusted(bytes: &[u8], actor: ActorId) -> Result<Self, DocumentError> {
         // Automerge returns an error for malformed input; the guard is defence in depth,
-        // so that hostile bytes can never take a device or the server down.
+        // so that bad bytes can never take a device or the server down.
         let loaded = std::panic::catch_unwind(|| AutoCommit::load(bytes))
             .map_err(|_| DocumentError::Corrupt("the document could not be decoded".into()))?
             .map_err(|e| DocumentError::Corrupt(e.to_string()))?;
-        Self::from_automerge(loaded.with_actor(actor))
+        let mut this = Self::from_automerge(loaded.with_actor(actor))?;
+        // What was loaded is saved already (where it came from): the next incremental
+        // save holds only new changes, and the budget counts from its bytes.
+        this.saved = this.doc.get_heads();
+        this.stored = bytes.len();
+        Ok(this)
     }
 
     /// Loads a document kept as a snapshot and the changes saved since, in order (how
-    /// a device stores its own documents). The result is checked once, at the end.
+    /// a device and the server store their documents). The result is checked once, at
+    /// the end. What a side stored it checked when it arrived: no size limit applies here,
+    /// so that an episode accepted before a limit was lowered still loads.
     pub fn load_with_changes<'c>(
         snapshot: &[u8],
         changes: impl IntoIterator<Item = &'c [u8]>,
         actor: ActorId,
     ) -> Result<Self, DocumentError> {
-        if snapshot.len() > MAX_DOCUMENT_BYTES {
-            return Err(DocumentError::TooLarge(snapshot.len()));
-        }
-        refuse_bombs(snapshot)?;
         let mut doc = std::panic::catch_unwind(|| AutoCommit::load(snapshot))
             .map_err(|_| DocumentError::Corrupt("the document could not be decoded".into()))?
             .map_err(|e| DocumentError::Corrupt(e.to_string()))?
             .with_actor(actor);
+        let mut stored = snapshot.len();
         for change in changes {
-            if !change.starts_with(&CHUNK_MAGIC) || change.len() > MAX_DOCUMENT_BYTES {
+            stored += change.len();
+            if !change.starts_with(&CHUNK_MAGIC) {
                 return Err(DocumentError::Corrupt("a stored change is not Automerge changes".into()));
             }
             let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| doc.load_incremental(change)))
@@ -168,6 +202,7 @@ impl EpisodeDoc {
         let mut this = Self::from_automerge(doc)?;
         // What was loaded is saved already: the next incremental save holds only new changes.
         this.saved = this.doc.get_heads();
+        this.stored = stored;
         Ok(this)
     }
 
@@ -194,6 +229,7 @@ impl EpisodeDoc {
         let mut checked = Self::from_automerge(copy)?;
         checked.read = Some(self.check_merge(&checked)?);
         checked.saved = std::mem::take(&mut self.saved);
+        checked.stored = self.stored;
         *self = checked;
         Ok(())
     }
@@ -217,7 +253,7 @@ impl EpisodeDoc {
         if doc.length(&events) > MAX_EVENTS {
             return Err(DocumentError::Refused(format!("the document holds more than {MAX_EVENTS} records")));
         }
-        let this = Self { doc, facts, plan, events, saved: Vec::new(), read: None };
+        let this = Self { doc, facts, plan, events, saved: Vec::new(), stored: 0, read: None };
         // The identity must read: an episode without it cannot be shown or synced.
         this.identity()?;
         Ok(this)
@@ -266,6 +302,7 @@ impl EpisodeDoc {
     /// Replaces the joint plan's text. Stored as the edits that turn the old text into
     /// the new, so that another device's concurrent edits merge with these.
     pub fn set_plan(&mut self, text: &str, at: Timestamp) -> Result<(), DocumentError> {
+        limits::check_plan(text)?;
         self.doc
             .update_text(&self.plan, text)
             .map_err(|e| DocumentError::Refused(format!("cannot edit the plan: {e}")))?;
@@ -283,6 +320,7 @@ impl EpisodeDoc {
 
     /// Validates a record against the document and stages it (uncommitted).
     fn put_event(&mut self, event: &Event) -> Result<(), DocumentError> {
+        limits::check_record(event)?;
         let key = event.id.to_string();
         if self.doc.get(&self.events, key.as_str()).ok().flatten().is_some() {
             return Err(DocumentError::Refused(format!("event {key}: a record with this id exists already")));
@@ -318,7 +356,7 @@ impl EpisodeDoc {
     fn stored_event(&self, key: &str) -> Option<Event> {
         match self.doc.get(&self.events, key) {
             Ok(Some((Value::Scalar(s), _))) => {
-                let json: Json = serde_json::from_str(s.as_str()?).ok()?;
+                let json = crate::json::parse_value(s.as_str()?.as_bytes()).ok()?;
                 Event::from_value(&json, 0).ok()
             }
             _ => None,
@@ -372,7 +410,7 @@ impl EpisodeDoc {
         json.insert("events".into(), Json::Array(raw.into_iter().filter_map(|(_, v)| v).collect()));
         let mut episode = Episode::from_value(&Json::Object(json), Strictness::Lenient)?;
         for key in unreadable {
-            let error = "the stored record is not JSON, or not under its own id".to_string();
+            let error = "the stored record is not JSON (or names a key twice), or not under its own id".to_string();
             episode.invalid_records.push(InvalidRecord { id: key, error });
         }
         episode.invalid_records.sort_by(|a, b| a.id.cmp(&b.id));
@@ -385,7 +423,10 @@ impl EpisodeDoc {
         let mut raw = Vec::with_capacity(self.doc.length(&self.events));
         for key in self.doc.keys(&self.events) {
             let value = match self.doc.get(&self.events, key.as_str()) {
-                Ok(Some((Value::Scalar(s), _))) => s.as_str().and_then(|text| serde_json::from_str::<Json>(text).ok()),
+                // A key named twice reads as unreadable: two readers could disagree on it.
+                Ok(Some((Value::Scalar(s), _))) => {
+                    s.as_str().and_then(|text| crate::json::parse_value(text.as_bytes()).ok())
+                }
                 _ => None,
             };
             let value = value.filter(|v| v.get("id").and_then(Json::as_str) == Some(key.as_str()));
@@ -465,6 +506,11 @@ impl EpisodeDoc {
     /// is kept as the episode (see `read`).
     pub fn check_new(&mut self) -> Result<(), DocumentError> {
         let episode = self.episode()?;
+        // Read leniently, as every stored document is; as new input, its opening must
+        // fall in the years input may.
+        crate::json::time::check(episode.opened_at).map_err(|message| {
+            DocumentError::Invalid(ValidationError::Episode { field: "opened_at".into(), message })
+        })?;
         if let Some(invalid) = episode.invalid_records.first() {
             return Err(DocumentError::Refused(format!("the record {} is not valid: {}", invalid.id, invalid.error)));
         }
@@ -483,6 +529,7 @@ impl EpisodeDoc {
             plan: self.plan.clone(),
             events: self.events.clone(),
             saved: self.saved.clone(),
+            stored: self.stored,
             read: None,
         }
     }
@@ -491,6 +538,7 @@ impl EpisodeDoc {
     pub(crate) fn recheck(self) -> Result<Self, DocumentError> {
         let mut this = Self::from_automerge(self.doc)?;
         this.saved = self.saved;
+        this.stored = self.stored;
         Ok(this)
     }
 
@@ -502,6 +550,7 @@ impl EpisodeDoc {
         let mut merged = Self::from_automerge(copy)?;
         merged.read = Some(self.check_merge(&merged)?);
         merged.saved = std::mem::take(&mut self.saved);
+        merged.stored = self.stored;
         *self = merged;
         Ok(())
     }
@@ -510,7 +559,14 @@ impl EpisodeDoc {
     pub fn save(&mut self) -> Vec<u8> {
         let bytes = self.doc.save();
         self.saved = self.doc.get_heads();
+        self.stored = bytes.len();
         bytes
+    }
+
+    /// The whole document, compacted, to send: unlike [`EpisodeDoc::save`], it changes
+    /// neither what counts as saved nor the bytes counted as stored.
+    pub fn save_copy(&mut self) -> Vec<u8> {
+        self.doc.save()
     }
 
     /// The changes made (or merged in) since the last `save` or `save_incremental`, and
@@ -519,8 +575,38 @@ impl EpisodeDoc {
         let bytes = self.doc.save_after(&self.saved);
         if !bytes.is_empty() {
             self.saved = self.doc.get_heads();
+            self.stored += bytes.len();
         }
         bytes
+    }
+
+    /// The changes since the last save, as [`EpisodeDoc::save_incremental`], if storing
+    /// them keeps the episode within its budget (`limits::EPISODE_BUDGET_BYTES`); else
+    /// [`DocumentError::Full`], with nothing marked as saved: the caller discards this
+    /// copy of the document (the changes are in it, but in no store).
+    pub fn save_incremental_within_budget(&mut self) -> Result<Vec<u8>, DocumentError> {
+        let bytes = self.doc.save_after(&self.saved);
+        if !bytes.is_empty() {
+            let total = self.stored + bytes.len();
+            if total > EPISODE_BUDGET_BYTES {
+                return Err(DocumentError::Full { bytes: total });
+            }
+            self.saved = self.doc.get_heads();
+            self.stored += bytes.len();
+        }
+        Ok(bytes)
+    }
+
+    /// The bytes this document takes where it is kept: its last whole save, or the bytes
+    /// it was loaded from, plus every incremental save since. What the budget counts.
+    pub fn stored_bytes(&self) -> usize {
+        self.stored
+    }
+
+    /// The ids of the records this document holds, as their keys (without reading them):
+    /// to tell, after a merge, which records are new.
+    pub fn record_keys(&self) -> std::collections::HashSet<String> {
+        self.doc.keys(&self.events).collect()
     }
 
     /// The document's heads: equal heads, equal documents.
@@ -556,8 +642,11 @@ pub(crate) fn refuse_bombs(bytes: &[u8]) -> Result<(), DocumentError> {
 /// Refuses a fact value that does not belong to its field.
 fn check_fact(field: FactField, value: &FactValue) -> Result<(), DocumentError> {
     FactValue::from_json(field, &value.to_json())
-        .map(|_| ())
-        .map_err(|m| DocumentError::Invalid(ValidationError::Episode { field: field.as_str().into(), message: m }))
+        .map_err(|m| DocumentError::Invalid(ValidationError::Episode { field: field.as_str().into(), message: m }))?;
+    if let FactValue::User(Some(name)) = value {
+        limits::check_name(field.as_str(), name)?;
+    }
+    Ok(())
 }
 
 fn scalar(value: &Json) -> ScalarValue {

@@ -53,7 +53,7 @@ const OUTPUT_ONLY: [&str; 1] = ["conflicts"];
 impl Episode {
     /// Reads episode JSON, refusing any invalid record.
     pub fn from_json(text: &str) -> Result<Self, ValidationError> {
-        let value: Value = serde_json::from_str(text).map_err(|e| ValidationError::Syntax(e.to_string()))?;
+        let value = parse_value(text.as_bytes()).map_err(ValidationError::Syntax)?;
         Self::from_value(&value, Strictness::Strict)
     }
 
@@ -81,7 +81,7 @@ impl Episode {
             ValidationError::episode("patient_ref", "required: the patient's identifier as a non-empty string")
         })?;
         let team = text_field(obj, "team").map_err(|m| ValidationError::episode("team", m))?;
-        let opened_at = time_field(obj, "opened_at").map_err(|m| ValidationError::episode("opened_at", m))?;
+        let opened_at = opening_time(obj, strictness).map_err(|m| ValidationError::episode("opened_at", m))?;
         let opened_by = text_field(obj, "opened_by").map_err(|m| ValidationError::episode("opened_by", m))?;
         // `pathway` has no default: defaulting a missing pathway to the routine one would
         // silently give the patient the longest deadlines.
@@ -389,6 +389,117 @@ fn time_field(obj: &Map<String, Value>, name: &str) -> Result<Timestamp, String>
     }
 }
 
+/// An episode's opening time: new input must fall in [`time::YEARS`]; a stored document
+/// read leniently keeps what an earlier version accepted, so that it still loads.
+fn opening_time(obj: &Map<String, Value>, strictness: Strictness) -> Result<Timestamp, String> {
+    match (obj.get("opened_at"), strictness) {
+        (Some(Value::String(s)), Strictness::Lenient) => time::parse_stored(s),
+        (Some(Value::String(s)), Strictness::Strict) => time::parse(s),
+        (Some(_), _) => Err("must be an RFC 3339 time string".into()),
+        (None, _) => Err("required".into()),
+    }
+}
+
+/// Parses JSON text, refusing an object that names a key twice.
+///
+/// serde_json keeps the last of two equal keys, another reader may keep the first: a
+/// record reading `"by": "ana", …, "by": "maya"` could say one thing to the server and
+/// another to whoever reads it next. So every record, and every JSON body the server
+/// takes, is refused unless each object's keys are distinct.
+pub fn parse_value(text: &[u8]) -> Result<Value, String> {
+    let value = serde_json::from_slice(text).map_err(|e| e.to_string())?;
+    check_unique_keys(text)?;
+    Ok(value)
+}
+
+/// Refuses JSON text in which an object names a key twice (see [`parse_value`]); the
+/// text is otherwise taken to be JSON already.
+pub fn check_unique_keys(text: &[u8]) -> Result<(), String> {
+    use serde::Deserialize as _;
+    let mut de = serde_json::Deserializer::from_slice(text);
+    UniqueKeys::deserialize(&mut de).map(|_| ()).map_err(|e| {
+        let message = e.to_string();
+        // serde_json appends the position; keep the message our visitor wrote.
+        match message.rfind(" at line ") {
+            Some(end) => message[..end].to_string(),
+            None => message,
+        }
+    })
+}
+
+/// Walks a JSON value, keeping nothing but the keys of the object being read.
+struct UniqueKeys;
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueKeysVisitor)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = UniqueKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueKeys, A::Error> {
+        while seq.next_element::<UniqueKeys>()?.is_some() {}
+        Ok(UniqueKeys)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
+        let mut keys = HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if keys.contains(&key) {
+                return Err(serde::de::Error::custom(duplicate_key_message(&key)));
+            }
+            map.next_value::<UniqueKeys>()?;
+            keys.insert(key);
+        }
+        Ok(UniqueKeys)
+    }
+}
+
+/// Names a repeated key if it looks like a field name; any other key might be a value
+/// someone typed (a patient's identifier), and is not repeated.
+fn duplicate_key_message(key: &str) -> String {
+    let field_like = !key.is_empty()
+        && key.len() <= 40
+        && key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if field_like {
+        format!("the key `{key}` appears twice in one object: give each key once")
+    } else {
+        "a key appears twice in one object: give each key once".to_string()
+    }
+}
+
 /// How a record is named in errors: its id when it has a string one, else its position.
 fn record_label(value: &Value, index: usize) -> String {
     match value.get("id") {
@@ -446,24 +557,53 @@ pub mod time {
     use jiff::Timestamp;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    /// The range of years a record may carry, so that deadline arithmetic never
-    /// overflows and a mistyped year is caught.
-    pub const YEARS: std::ops::RangeInclusive<i16> = 1900..=2999;
+    /// The years a time given as input may fall in (UTC): a mistyped year (2206, 1026)
+    /// is caught where it is typed, not years later as an action never due.
+    pub const YEARS: std::ops::RangeInclusive<i16> = 2000..=2100;
 
-    /// Parses an RFC 3339 time, which must carry an offset.
+    /// The years a stored or computed time may fall in: wider than [`YEARS`], so that
+    /// what an earlier version accepted (1900 to 2999) still reads, and a deadline
+    /// computed from a record late in 2100 is written and read back. Deadline arithmetic
+    /// never overflows inside it.
+    pub const STORED_YEARS: std::ops::RangeInclusive<i16> = 1900..=2999;
+
+    /// Parses an RFC 3339 time given as input, which must carry an offset and fall in
+    /// [`YEARS`].
     pub fn parse(text: &str) -> Result<Timestamp, String> {
-        let ts: Timestamp = text.parse().map_err(|_| {
+        let ts = parse_any(text)?;
+        check(ts)?;
+        Ok(ts)
+    }
+
+    /// Parses a stored or computed time: an offset, and a year in [`STORED_YEARS`].
+    pub fn parse_stored(text: &str) -> Result<Timestamp, String> {
+        let ts = parse_any(text)?;
+        if !STORED_YEARS.contains(&year(ts)) {
+            return Err(format!("the time is outside the years {} to {}", STORED_YEARS.start(), STORED_YEARS.end()));
+        }
+        Ok(ts)
+    }
+
+    /// Refuses a time outside [`YEARS`], saying so.
+    pub fn check(ts: Timestamp) -> Result<(), String> {
+        if !YEARS.contains(&year(ts)) {
+            return Err(format!("the time is outside the years {} to {}: check its year", YEARS.start(), YEARS.end()));
+        }
+        Ok(())
+    }
+
+    fn year(ts: Timestamp) -> i16 {
+        jiff::tz::TimeZone::UTC.to_datetime(ts).year()
+    }
+
+    fn parse_any(text: &str) -> Result<Timestamp, String> {
+        text.parse().map_err(|_| {
             if text.parse::<jiff::civil::DateTime>().is_ok() {
                 "the time has no UTC offset: write it as RFC 3339 with an offset, e.g. 2026-03-02T09:30:00Z or 2026-06-01T10:30:00+01:00".to_string()
             } else {
                 "not an RFC 3339 time with an offset, e.g. 2026-03-02T09:30:00Z".to_string()
             }
-        })?;
-        let year = jiff::tz::TimeZone::UTC.to_datetime(ts).year();
-        if !YEARS.contains(&year) {
-            return Err(format!("the time is outside the years {} to {}", YEARS.start(), YEARS.end()));
-        }
-        Ok(ts)
+        })
     }
 
     pub fn serialize<S: Serializer>(ts: &Timestamp, serializer: S) -> Result<S::Ok, S::Error> {
@@ -473,6 +613,22 @@ pub mod time {
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Timestamp, D::Error> {
         let text = String::deserialize(deserializer)?;
         parse(&text).map_err(serde::de::Error::custom)
+    }
+
+    /// Stored or computed times (an action's `active_from` and `due`): read with
+    /// [`parse_stored`].
+    pub mod stored {
+        use jiff::Timestamp;
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(ts: &Timestamp, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_str(ts)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Timestamp, D::Error> {
+            let text = String::deserialize(deserializer)?;
+            super::parse_stored(&text).map_err(serde::de::Error::custom)
+        }
     }
 
     /// The same, for an optional time.

@@ -8,7 +8,8 @@
 //! number it has seen up to), so that an up-to-date device learns "nothing new" in one
 //! round trip of a few dozen bytes, whatever its caseload. The response carries the
 //! server's sync messages, the team's episodes the device does not have yet, the
-//! authoritative actions of every episode that changed, and the server's clock.
+//! authoritative actions of every episode that changed with the receipt times of its
+//! records that the device lacks (never in the document), and the server's clock.
 //!
 //! The body is [postcard](https://docs.rs/postcard): compact, and decoded without
 //! trusting any length it declares. Errors are JSON, as on every route.
@@ -28,7 +29,7 @@ use crate::document::{DocumentError, EpisodeDoc, MAX_DOCUMENT_BYTES};
 use crate::pathway::{Code, Evaluation};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 
 /// The largest request body the server reads.
 pub const MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;
@@ -74,6 +75,95 @@ pub struct Response {
     pub dropped: Vec<Uuid>,
     /// More is waiting: sync again.
     pub more: bool,
+    /// Episodes of the request the server refused, each with its reason. Nothing of a
+    /// refused episode was stored; everything else in the request was. The device holds
+    /// each back, with its reason, until it could succeed (it changes, a user signs in,
+    /// or the server's copy changes).
+    pub refused: Vec<Refused>,
+}
+
+/// One episode of a request that the server refused, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refused {
+    pub episode: Uuid,
+    pub reason: Refusal,
+}
+
+/// Why the server refused an episode of a sync request. Typed, so that a device can say
+/// what to do about it; never holds a patient identifier or a record's text.
+///
+/// A new case changes the wire: add one only with a new [`PROTOCOL`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refusal {
+    /// No such episode among the user's teams' (another team's answers the same).
+    NotFound,
+    /// A record new to the server was made on another device than the one syncing it:
+    /// only the device that made a record may bring it to the server.
+    OtherDevice { record: Uuid },
+    /// A record new to the server (or, with no record, a new episode's opening) is by
+    /// `by`, who has never signed in on the syncing device.
+    NotSignedInHere { record: Option<Uuid>, by: String },
+    /// A record new to the server is over a limit of `episode::limits`: `field` names
+    /// what (empty: the record as a whole), `limit` the bytes allowed.
+    TooLarge { record: Uuid, field: String, limit: u64 },
+    /// The changes would take the episode past its budget
+    /// (`episode::limits::EPISODE_BUDGET_BYTES`): `bytes` is what it would take.
+    EpisodeFull { bytes: u64, budget: u64 },
+    /// The document or message breaks the episode's rules (a record altered or deleted,
+    /// the identity changed, an invalid record, bytes that are not a document); the
+    /// message says which.
+    Invalid { message: String },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotFound => f.write_str("no such episode among your teams'"),
+            Self::OtherDevice { record } => write!(
+                f,
+                "the record {record} was made on another device: it reaches the server from that device's own sync"
+            ),
+            Self::NotSignedInHere { record: Some(record), by } => {
+                write!(
+                    f,
+                    "the record {record} is by {by}, who has not signed in on this device: sign in as {by} to send it"
+                )
+            }
+            Self::NotSignedInHere { record: None, by } => {
+                write!(
+                    f,
+                    "the episode was opened by {by}, who has not signed in on this device: sign in as {by} to send it"
+                )
+            }
+            Self::TooLarge { record, field, limit } if field.is_empty() => {
+                write!(f, "the record {record} is larger than the {limit} bytes a record may take")
+            }
+            Self::TooLarge { record, field, limit } => {
+                write!(f, "the record {record}: `{field}` is longer than the {limit} bytes allowed")
+            }
+            Self::EpisodeFull { bytes, budget } => write!(
+                f,
+                "the episode would take {bytes} bytes, past its budget of {budget}: record this in a new episode"
+            ),
+            Self::Invalid { message } => f.write_str(message),
+        }
+    }
+}
+
+impl Refusal {
+    /// The refusal a document error amounts to.
+    pub fn from_document(error: &DocumentError) -> Self {
+        match error {
+            DocumentError::Full { bytes } => {
+                Self::EpisodeFull { bytes: *bytes as u64, budget: crate::limits::EPISODE_BUDGET_BYTES as u64 }
+            }
+            DocumentError::TooLong(crate::limits::TooLong { record: Some(record), field, limit, .. }) => {
+                Self::TooLarge { record: *record, field: field.clone(), limit: *limit as u64 }
+            }
+            other => Self::Invalid { message: other.to_string() },
+        }
+    }
 }
 
 /// One episode's part of a request or a response.
@@ -91,13 +181,28 @@ pub enum Body {
     Message(Vec<u8>),
 }
 
-/// The server's evaluation of one episode, at `Response::server_time_ms`.
+/// The server's word on one episode: its evaluation at `Response::server_time_ms`, and
+/// the receipt times the device does not have yet.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Authoritative {
     pub episode: Uuid,
     /// The evaluation JSON of `shared/interfaces.md`, deflated (its keys repeat for
     /// every action: it shrinks about fivefold).
     pub evaluation: Vec<u8>,
+    /// When the server first stored each record of the episode that the device lacks
+    /// the time of: every record when the document crossed whole, else those stored
+    /// after the device's cursor. The evaluation used them (`clock_skew`); the device
+    /// keeps them beside its document, never in it, so that its own evaluation uses them
+    /// too.
+    pub received: Vec<Receipt>,
+}
+
+/// When the server first stored a record: its `received_at`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub event: Uuid,
+    /// Unix milliseconds.
+    pub received_at_ms: i64,
 }
 
 /// The team that holds an episode now.
@@ -134,7 +239,7 @@ impl Authoritative {
         let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
         // Writing to a Vec cannot fail.
         let _ = encoder.write_all(&json);
-        Self { episode, evaluation: encoder.finish().unwrap_or_default() }
+        Self { episode, evaluation: encoder.finish().unwrap_or_default(), received: Vec::new() }
     }
 
     /// The evaluation, inflated (at most 4 MiB) and read.
@@ -334,6 +439,17 @@ impl EpisodeDoc {
         if message.len() > MAX_DOCUMENT_BYTES {
             return Err(DocumentError::TooLarge(message.len()));
         }
+        self.receive_trusted_sync_message(state, message)
+    }
+
+    /// [`EpisodeDoc::receive_sync_message`] from a peer this side trusts with any size (a
+    /// device, from its own server: an episode the server took in before there was a
+    /// budget may bring changes larger than the load limit). Checked all the same.
+    pub fn receive_trusted_sync_message(
+        &mut self,
+        state: &mut sync::State,
+        message: &[u8],
+    ) -> Result<bool, DocumentError> {
         let decoded = std::panic::catch_unwind(|| sync::Message::decode(message))
             .map_err(|_| DocumentError::Corrupt("the sync message could not be decoded".into()))?
             .map_err(|e| DocumentError::Corrupt(format!("not a sync message: {e}")))?;

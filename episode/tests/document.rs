@@ -239,3 +239,32 @@ fn setting_a_fact_to_its_current_value_still_counts_against_a_concurrent_change(
     assert_eq!(episode.facts.risk.values(), [Risk::Low, Risk::High]);
     assert_eq!(*episode.facts.risk.safest(), Risk::High);
 }
+
+#[test]
+fn a_merged_record_naming_a_key_twice_is_refused() {
+    use automerge::ReadDoc;
+    use automerge::transaction::Transactable;
+    let mut a = EpisodeDoc::open(&opening(), actor(1)).unwrap();
+    let mut b = EpisodeDoc::load(&a.save(), actor(2)).unwrap();
+    // A hostile device writes a record whose text says `by` twice: serde_json alone would
+    // read the last, another reader the first.
+    let am = b.automerge();
+    let (_, events) = am.get(automerge::ROOT, "events").unwrap().unwrap();
+    let id = Uuid::from_u128(0x0195a1b2_0000_7000_8000_0000000000d1).to_string();
+    let text = format!(
+        r#"{{"id":"{id}","kind":"appointment_missed","at":"2026-03-02T10:00:00Z","by":"u-asha","by":"u-maya","device":"d-2","appointment":"initial"}}"#
+    );
+    am.put(&events, id.as_str(), text).unwrap();
+    am.commit();
+    let heads = a.heads();
+    let error = a.merge(&mut b).expect_err("a record with a key twice");
+    assert!(error.to_string().contains("names a key twice"), "{error}");
+    assert_eq!(a.heads(), heads);
+}
+
+#[test]
+fn an_episode_opened_outside_the_years_is_refused() {
+    let opening = Opening { opened_at: t("2126-03-02T08:00:00Z"), ..opening() };
+    let error = EpisodeDoc::open(&opening, actor(1)).expect_err("2126");
+    assert!(error.to_string().contains("outside the years 2000 to 2100"), "{error}");
+}

@@ -121,16 +121,23 @@ fn write_seeds() {
         "2026-03-03T12:00:00Z".parse().expect("a time"),
         &episode::pathway::Calendar::default(),
     );
+    let mut authoritative = protocol::Authoritative::new(checks::STORED, &evaluation);
+    let received = protocol::Receipt {
+        event: "0196a000-0000-7000-8000-000000000004".parse().expect("a record id"),
+        received_at_ms: 1_772_442_000_000,
+    };
+    authoritative.received.push(received);
     let response = protocol::Response {
         protocol: protocol::PROTOCOL,
         cursor: 4,
         server_time_ms: 1_772_442_000_000,
         documents: vec![Document { episode: checks::NEW, body: SyncBody::Whole(new.clone()) }],
-        actions: vec![protocol::Authoritative::new(checks::STORED, &evaluation)],
+        actions: vec![authoritative],
         teams: vec![protocol::EpisodeTeam { episode: checks::STORED, team: "team-north".into() }],
         leaving: vec![checks::NEW],
         dropped: Vec::new(),
         more: true,
+        refused: Vec::new(),
     };
 
     write("document_load", "document", &whole);

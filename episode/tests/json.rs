@@ -541,3 +541,76 @@ fn lenient_mode_sets_aside_an_entered_in_error_naming_no_known_record() {
         evaluation.warnings
     );
 }
+
+#[test]
+fn times_outside_2000_to_2100_are_refused_saying_so() {
+    for at in ["1999-12-31T23:59:59Z", "2101-01-01T00:00:00Z", "2206-03-02T11:00:00Z", "1026-03-02T11:00:00Z"] {
+        let bad =
+            event(BAD, "contact_attempt", at, json!({"method": "phone", "target": "patient", "outcome": "no_answer"}));
+        let message = assert_event_refused(bad, "at");
+        assert!(message.contains("outside the years 2000 to 2100"), "{at}: {message}");
+    }
+    // A time inside the years by its offset's reading but outside in UTC is refused too.
+    let bad = event(
+        BAD,
+        "contact_attempt",
+        "2100-12-31T23:30:00-01:00",
+        json!({"method": "phone", "target": "patient", "outcome": "no_answer"}),
+    );
+    assert_event_refused(bad, "at");
+    // The ends of the range are in it.
+    for at in ["2000-01-01T00:00:00Z", "2100-12-31T23:59:59Z"] {
+        let ok =
+            event(CALL, "contact_attempt", at, json!({"method": "phone", "target": "patient", "outcome": "no_answer"}));
+        Episode::from_json(&with_events(vec![ok]).to_string()).unwrap_or_else(|e| panic!("{at}: {e}"));
+    }
+    // A booked appointment's own time is a time like any other.
+    let bad = event(BAD, "appointment_booked", "2026-03-02T11:00:00Z", json!({"for": "2260-03-09T10:00:00Z"}));
+    let message = assert_event_refused(bad, "for");
+    assert!(message.contains("2000 to 2100"), "{message}");
+}
+
+#[test]
+fn an_opening_outside_the_years_is_refused_as_input_and_still_loads_when_stored() {
+    let mut document = episode_json();
+    document["opened_at"] = json!("1999-06-01T10:00:00Z");
+    let message = refused(&document);
+    assert!(message.contains("opened_at") && message.contains("outside the years 2000 to 2100"), "{message}");
+    // A stored document an earlier version accepted (1900 to 2999) is read, not lost.
+    let episode = Episode::from_value(&document, Strictness::Lenient).expect("a stored episode still loads");
+    assert_eq!(episode.opened_at.to_string(), "1999-06-01T10:00:00Z");
+}
+
+#[test]
+fn a_computed_deadline_after_2100_reads_back() {
+    // A record late in 2100 raises actions due in 2101: the evaluation must round-trip.
+    let missed = event(MISSED, "appointment_missed", "2100-12-31T10:00:00Z", json!({"appointment": "initial"}));
+    let episode = Episode::from_json(&with_events(vec![missed]).to_string()).expect("valid");
+    let now = "2100-12-31T12:00:00Z".parse().expect("a time");
+    let evaluation = pathway::evaluate(&episode, now, &Calendar::england_and_wales());
+    assert!(evaluation.actions.iter().any(|a| a.due.to_string().starts_with("2101")), "{evaluation:?}");
+    let json = serde_json::to_string(&evaluation).expect("JSON");
+    let back: pathway::Evaluation = serde_json::from_str(&json).expect("reads back");
+    assert_eq!(back, evaluation);
+}
+
+#[test]
+fn a_key_given_twice_in_a_record_is_refused() {
+    // serde_json alone would keep the last `by`: the record would say maya to one reader.
+    let mut text = with_events(vec![appointment_missed(MISSED)]).to_string();
+    text = text.replacen("\"by\":\"user-alice\"", "\"by\":\"user-alice\",\"by\":\"user-maya\"", 1);
+    assert!(text.contains("user-maya"), "the test edits the text: {text}");
+    let error = Episode::from_json(&text).expect_err("a duplicate key");
+    let message = error.to_string();
+    assert!(message.contains("the key `by` appears twice"), "{message}");
+    // Twice at the episode's level too.
+    let text = episode_json().to_string().replacen("\"risk\":\"low\"", "\"risk\":\"low\",\"risk\":\"high\"", 1);
+    assert!(Episode::from_json(&text).expect_err("a duplicate key").to_string().contains("`risk`"));
+    // A key that is not a field name (it could be anything typed) is not repeated.
+    let text = episode_json().to_string().replacen("{", &format!("{{\"{PATIENT_REF}\":1,\"{PATIENT_REF}\":2,"), 1);
+    let message = Episode::from_json(&text).expect_err("a duplicate key").to_string();
+    assert!(message.contains("a key appears twice") && !message.contains(PATIENT_REF), "{message}");
+    // Distinct keys in sibling objects are fine.
+    assert!(episode::json::check_unique_keys(br#"[{"a": 1}, {"a": 2}, {"b": {"a": 3}}]"#).is_ok());
+    assert!(episode::json::check_unique_keys(br#"{"a": {"b": 1, "b": 2}}"#).is_err());
+}

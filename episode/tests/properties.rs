@@ -1,7 +1,7 @@
-//! Property tests of the pathway rules (`pathway.md`, "What a good implementation
-//! shows"): evaluation is deterministic; event order in the input never changes the
-//! output; `entered_in_error` restores the state as if the record had never been made;
-//! adding an unrelated event never un-does an action; a later `now` never un-does one.
+//! Property tests of the pathway rules: evaluation is deterministic; event order in the
+//! input never changes the output; `entered_in_error` restores the state as if the
+//! record had never been made; adding an unrelated event never un-does an action; a
+//! later `now` never un-does one.
 //!
 //! The episodes are generated from the model's types directly: any pathway, facts that
 //! are sometimes in conflict, and up to 40 records of every kind spread over about two
@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
-use episode::pathway::{Calendar, Evaluation, State, evaluate};
+use episode::pathway::{self, Calendar, Evaluation, State, evaluate};
 use episode::*;
 use jiff::{SignedDuration, Timestamp};
 use proptest::collection::vec;
@@ -166,6 +166,45 @@ enum Spec {
     Filed(Vec<Index>),
     /// Enters an earlier record (not itself a correction) in error.
     Error(Index),
+    /// Records a change of a fact (one of [`CHANGED_FACTS`]) to one of its values now,
+    /// as every change of a fact is recorded: a history that agrees with the facts.
+    FactChanged(usize, Index),
+}
+
+/// The facts whose changes the rules read: those that turn rows on, and those that
+/// choose which rules apply.
+const CHANGED_FACTS: &[FactField] = &[
+    FactField::ImmediateRisk,
+    FactField::ReferrerChildConcern,
+    FactField::Children,
+    FactField::Safeguarding,
+    FactField::LegalStatus,
+    FactField::KnownDisengager,
+    FactField::ChildrensServicesInvolved,
+    FactField::Risk,
+    FactField::Pathway,
+];
+
+/// The values a fact holds now (more than one in a conflict).
+fn values_now(facts: &Facts, field: FactField) -> Vec<FactValue> {
+    match field {
+        FactField::Pathway => facts.pathway.values().iter().map(|v| FactValue::Pathway(*v)).collect(),
+        FactField::Risk => facts.risk.values().iter().map(|v| FactValue::Risk(*v)).collect(),
+        FactField::Children => facts.children.values().iter().map(|v| FactValue::Flag(*v)).collect(),
+        FactField::ReferrerChildConcern => {
+            facts.referrer_child_concern.values().iter().map(|v| FactValue::Flag(*v)).collect()
+        }
+        FactField::ImmediateRisk => facts.immediate_risk.values().iter().map(|v| FactValue::Flag(*v)).collect(),
+        FactField::KnownDisengager => facts.known_disengager.values().iter().map(|v| FactValue::Flag(*v)).collect(),
+        FactField::LegalStatus => facts.legal_status.values().iter().map(|v| FactValue::LegalStatus(*v)).collect(),
+        FactField::Safeguarding => facts.safeguarding.values().iter().map(|v| FactValue::Safeguarding(*v)).collect(),
+        FactField::ChildrensServicesInvolved => {
+            facts.childrens_services_involved.values().iter().map(|v| FactValue::Flag(*v)).collect()
+        }
+        FactField::CareCoordinator => {
+            facts.care_coordinator.values().iter().map(|v| FactValue::User(v.clone())).collect()
+        }
+    }
 }
 
 /// One generated record: minutes since the previous one, what it says, and when the
@@ -385,7 +424,11 @@ fn gap() -> impl Strategy<Value = u32> {
 }
 
 fn item(quiet: bool) -> impl Strategy<Value = Item> {
-    let spec = prop_oneof![40 => spec(quiet), 1 => any::<Index>().prop_map(Spec::Error)];
+    let spec = prop_oneof![
+        40 => spec(quiet),
+        1 => any::<Index>().prop_map(Spec::Error),
+        2 => (0..CHANGED_FACTS.len(), any::<Index>()).prop_map(|(field, value)| Spec::FactChanged(field, value)),
+    ];
     let received = prop_oneof![3 => Just(None), 2 => (-15i64..240).prop_map(Some)];
     (gap(), spec, received, prop::bool::weighted(0.2)).prop_map(|(gap, spec, received, note)| Item {
         gap,
@@ -395,9 +438,10 @@ fn item(quiet: bool) -> impl Strategy<Value = Item> {
     })
 }
 
-/// What a record says, resolving its references against the records before it;
-/// `None` when it names a record and there is none to name.
-fn body(spec: &Spec, at: Timestamp, earlier: &[Event]) -> Option<EventBody> {
+/// What a record says, resolving its references against the records before it (and a
+/// fact's change against the facts); `None` when it names a record and there is none
+/// to name.
+fn body(spec: &Spec, at: Timestamp, earlier: &[Event], facts: &Facts) -> Option<EventBody> {
     Some(match spec {
         Spec::Missed(appointment, reason) => {
             EventBody::AppointmentMissed(AppointmentMissed { appointment: *appointment, reason: *reason })
@@ -445,6 +489,11 @@ fn body(spec: &Spec, at: Timestamp, earlier: &[Event]) -> Option<EventBody> {
             }
             EventBody::FiledToEpr(FiledToEpr { records, epr_ref: format!("EPR-{}", earlier.len()) })
         }
+        Spec::FactChanged(field, which) => {
+            let field = CHANGED_FACTS[*field];
+            let value = which.get(&values_now(facts, field)).clone();
+            EventBody::FactChanged(FactChanged { field, value })
+        }
         Spec::Error(which) => {
             let pool: Vec<&Event> =
                 earlier.iter().filter(|e| !matches!(e.body, EventBody::EnteredInError(_))).collect();
@@ -476,7 +525,7 @@ fn build(facts: Facts, opened_before: u32, items: Vec<Item>) -> Episode {
     let mut at = base();
     for (n, item) in (0u64..).zip(items) {
         at = plus_minutes(at, i64::from(item.gap));
-        if let Some(body) = body(&item.spec, at, &events) {
+        if let Some(body) = body(&item.spec, at, &events, &facts) {
             events.push(event(n, at, body, item.received, item.note));
         }
     }
@@ -611,6 +660,16 @@ proptest! {
         let copy = evaluate(&episode.clone(), now, &Calendar::default());
         prop_assert!(first == second, "now {now}\n{}{}", describe(&episode), diff(&first, &second));
         prop_assert!(first == copy, "now {now}\n{}{}", describe(&episode), diff(&first, &copy));
+        // Every action has its own id (the engine's debug assertion says the same, but
+        // the long run is optimised).
+        let mut ids: Vec<Uuid> = first.actions.iter().map(|a| a.id).collect();
+        ids.sort_unstable();
+        let twice: Vec<String> = ids
+            .windows(2)
+            .filter(|w| w[0] == w[1])
+            .flat_map(|w| first.actions.iter().filter(move |a| a.id == w[0]).map(|a| format!("{a:?}")))
+            .collect();
+        prop_assert!(twice.is_empty(), "now {now}\n{}two actions share an id:\n{}", describe(&episode), twice.join("\n"));
     }
 
     /// The order of the records in the input never changes the output.
@@ -731,7 +790,7 @@ proptest! {
         let before = evaluate(&episode, now, &calendar);
 
         let at = plus_minutes(last, after);
-        let Some(body) = body(&spec, at, &episode.events) else { return Ok(()) };
+        let Some(body) = body(&spec, at, &episode.events, &episode.facts) else { return Ok(()) };
         let mut more = episode.clone();
         more.events.push(event(10_000, at, body, None, false));
         let now_after = plus_minutes(now.max(at), later);
@@ -862,4 +921,62 @@ fn later_trigger_replaces_a_done_arrange_mdt() {
     let at = plus_minutes(base(), 240);
     let undone = undone_by(&episode, now, EventBody::ContactAttempt(family), at, at);
     assert!(undone.is_empty(), "{}{}", describe(&episode), undone.join("\n"));
+}
+
+// ---------------------------------------------------------------------------------
+// Regression: the counterexample that `evaluation_is_deterministic` and
+// `event_order_never_changes_the_evaluation` found against the engine of commit 6d282b7
+// (the debug assertion "two rows raised the same code from the same record outside a
+// cycle", about once in 10,000 to 100,000 cases), shrunk; fixed in 52d515c
+// ---------------------------------------------------------------------------------
+
+/// Home treatment: a failed call at 08:00 (T of the first cycle); at 08:01 an
+/// unannounced visit that sees the patient (closing it), the service manager told, and
+/// another failed call (T of the second). The one communication does both cycles'
+/// escalations, so both raise `arrange_mdt` from it: one action, one id, whatever the
+/// order of the records. (Two actions shared the id: the rows were merged per cycle
+/// only.) The three missed appointments are the shrunk case's, kept as found.
+#[test]
+fn one_escalation_doing_two_cycles_escalations_raises_one_mdt_in_any_order() {
+    let missed = || Spec::Missed(Appointment::Initial, MissReason::DidNotAttend);
+    let call = |outcome| {
+        Spec::Attempt(ContactAttempt {
+            method: Method::Phone,
+            target: Target::Patient,
+            outcome,
+            letter: None,
+            crisis_plan: None,
+            deterioration: None,
+            wishes_discharge: None,
+        })
+    };
+    let episode = build(
+        facts_for(Pathway::HomeTreatment),
+        0,
+        items(vec![
+            (0, missed()),
+            (0, missed()),
+            (0, missed()),
+            (0, call(Outcome::WrongNumber)),
+            (1, Spec::Visit(HomeVisit { announced: false, outcome: VisitOutcome::Seen, location: None })),
+            (0, call(Outcome::NoAnswer)),
+            (0, Spec::Communication(Communication { party: Party::ServiceManager, channel: Channel::Phone })),
+        ]),
+    );
+    let calendar = Calendar::default();
+    for now in [base(), plus_minutes(base(), 1), plus_minutes(base(), 3 * 1440)] {
+        let expected = evaluate(&episode, now, &calendar);
+        let mdts: Vec<_> = expected.actions.iter().filter(|a| a.code == pathway::Code::ArrangeMdt).collect();
+        assert_eq!(mdts.len(), 1, "{}{mdts:#?}", describe(&episode));
+        let mut ids: Vec<Uuid> = expected.actions.iter().map(|a| a.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), expected.actions.len(), "every action has its own id");
+        for seed in 0..20 {
+            let mut shuffled = episode.clone();
+            shuffle(&mut shuffled.events, seed);
+            let got = evaluate(&shuffled, now, &calendar);
+            assert!(expected == got, "now {now}, seed {seed}\n{}{}", describe(&episode), diff(&expected, &got));
+        }
+    }
 }

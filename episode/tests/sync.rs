@@ -571,6 +571,20 @@ fn a_request_round_trips_and_an_up_to_date_one_is_tiny() {
         leaving: vec![Uuid::from_u128(8)],
         dropped: vec![Uuid::from_u128(9)],
         more: true,
+        refused: vec![
+            episode::sync::Refused { episode: Uuid::from_u128(10), reason: episode::sync::Refusal::NotFound },
+            episode::sync::Refused {
+                episode: Uuid::from_u128(11),
+                reason: episode::sync::Refusal::NotSignedInHere {
+                    record: Some(Uuid::from_u128(12)),
+                    by: "maya".into(),
+                },
+            },
+            episode::sync::Refused {
+                episode: Uuid::from_u128(13),
+                reason: episode::sync::Refusal::EpisodeFull { bytes: 5_000_000, budget: 4_194_304 },
+            },
+        ],
     };
     assert_eq!(Response::decode(&response.encode()).unwrap(), response);
 }
@@ -595,6 +609,7 @@ fn bad_request_and_response_bodies_are_refused_with_the_right_error() {
         leaving: vec![],
         dropped: vec![],
         more: false,
+        refused: vec![],
     };
     assert!(matches!(Response::decode(&response.encode()), Err(DecodeError::Protocol(0))));
 

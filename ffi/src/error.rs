@@ -34,6 +34,10 @@ pub enum TetherError {
     /// the identity provider could not be finished (`reason` says why): sign in.
     #[error("sign in needed: {reason}")]
     SignInNeeded { reason: String },
+    /// The change would take the episode past its budget (`bytes` of `budget`): nothing
+    /// was stored. Record it in a new episode.
+    #[error("the episode would take {bytes} bytes, past its budget of {budget}: record this in a new episode")]
+    EpisodeFull { bytes: u64, budget: u64 },
     /// The server could not be reached (the host's `Transport` failed). Nothing was lost:
     /// sync again later.
     #[error("the server could not be reached: {reason}")]
@@ -71,6 +75,17 @@ impl From<Error> for TetherError {
             Error::WrongKey => Self::WrongKey,
             Error::NotFound(episode_id) => Self::NotFound { episode_id },
             Error::Invalid(invalid) | Error::Document(DocumentError::Invalid(invalid)) => invalid.into(),
+            Error::Document(DocumentError::TooLong(too_long)) => {
+                let reason = too_long.to_string();
+                Self::InvalidInput {
+                    field: if too_long.field.is_empty() { "record".into() } else { too_long.field },
+                    reason,
+                }
+            }
+            Error::Document(DocumentError::Full { bytes }) => {
+                Self::EpisodeFull { bytes: bytes as u64, budget: episode::limits::EPISODE_BUDGET_BYTES as u64 }
+            }
+            Error::SignedIn(user) => Self::InvalidInput { field: "by".into(), reason: format!("{user} is signed in") },
             Error::Network(reason) => Self::TransportFailed { reason },
             Error::Server { status: 401, message, .. } => Self::SignInNeeded { reason: message },
             Error::Server { status, code, message } => Self::SyncRefused { status, code, reason: message },

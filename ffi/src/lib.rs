@@ -50,10 +50,6 @@ fn episode_id(id: &str) -> Result<EpisodeId> {
     id.parse().map_err(|_| TetherError::invalid("episode_id", "not an episode id (a UUID)"))
 }
 
-fn user(by: &str) -> Result<&str> {
-    if by.trim().is_empty() { Err(TetherError::invalid("by", "who recorded it is required")) } else { Ok(by) }
-}
-
 #[uniffi::export]
 impl Tether {
     /// Opens the device's store in `store_dir` (creating it if need be) with the host's
@@ -72,8 +68,9 @@ impl Tether {
         self.read(|core| Ok(core.device().to_string()))
     }
 
-    /// Opens an episode, offline; returns its id.
-    pub fn open_episode(&self, episode: NewEpisode, by: String, at: SystemTime) -> Result<String> {
+    /// Opens an episode, offline, as the user signed in on this device; returns its id.
+    /// Before any sign-in: `SignInNeeded`.
+    pub fn open_episode(&self, episode: NewEpisode, at: SystemTime) -> Result<String> {
         let patient_ref = PatientRef::new(episode.patient_ref)
             .ok_or_else(|| TetherError::invalid("patient_ref", "a patient reference is required"))?;
         if episode.team.trim().is_empty() {
@@ -99,36 +96,32 @@ impl Tether {
             facts,
             plan: episode.plan,
         };
-        let (by, at) = (user(&by)?, time(at, "at")?);
-        Ok(self.with(|core| core.open_episode(new, by, at))?.to_string())
+        let at = time(at, "at")?;
+        Ok(self.with(|core| core.open_episode(new, at))?.to_string())
     }
 
-    /// Records what happened on an episode, at `at`, by the user `by`; returns the
-    /// record's id. Validated first: a bad record is refused (`InvalidInput` naming the
-    /// field) and nothing is stored. On disk when this returns.
-    pub fn record(
-        &self,
-        episode_id: String,
-        body: EventBody,
-        at: SystemTime,
-        note: Option<String>,
-        by: String,
-    ) -> Result<String> {
+    /// Records what happened on an episode, at `at`; returns the record's id. The record
+    /// is by the user signed in on this device, on this device: the core stamps both (a
+    /// shift change is another `sign_in`). Validated first: a bad record is refused
+    /// (`InvalidInput` naming the field, `EpisodeFull` past the episode's budget) and
+    /// nothing is stored. On disk when this returns. Before any sign-in: `SignInNeeded`.
+    pub fn record(&self, episode_id: String, body: EventBody, at: SystemTime, note: Option<String>) -> Result<String> {
         let id = self::episode_id(&episode_id)?;
         let (kind, mut fields) = body.to_json()?;
         if let Some(note) = note {
             fields.insert("note".into(), note.into());
         }
-        let (by, at) = (user(&by)?, time(at, "at")?);
-        Ok(self.with(|core| core.record(id, &kind, at, fields, by))?.to_string())
+        let at = time(at, "at")?;
+        Ok(self.with(|core| core.record(id, &kind, at, fields))?.to_string())
     }
 
-    /// Sets a fact, recording the change for the timeline; returns the record's id.
-    pub fn set_fact(&self, episode_id: String, fact: FactValue, by: String, at: SystemTime) -> Result<String> {
+    /// Sets a fact, recording the change for the timeline (by the signed-in user); returns
+    /// the record's id.
+    pub fn set_fact(&self, episode_id: String, fact: FactValue, at: SystemTime) -> Result<String> {
         let id = self::episode_id(&episode_id)?;
         let (field, value) = fact.to_json()?;
-        let (by, at) = (user(&by)?, time(at, "at")?);
-        Ok(self.with(|core| core.set_fact(id, field, &value, by, at))?.to_string())
+        let at = time(at, "at")?;
+        Ok(self.with(|core| core.set_fact(id, field, &value, at))?.to_string())
     }
 
     /// Replaces the joint plan's text (stored as edits, so concurrent edits merge).
@@ -192,8 +185,9 @@ impl Tether {
         })
     }
 
-    /// The episodes the server has refused, with its reasons; kept on the device and not
-    /// sent again until they change.
+    /// The episodes the server has refused, with its typed reasons; kept on the device and
+    /// offered again when they could succeed (they change, a user signs in, or the
+    /// server's copy changes).
     pub fn held_back(&self) -> Result<Vec<HeldBack>> {
         self.read(|core| Ok(core.held_back()?.iter().map(HeldBack::from).collect()))
     }
@@ -204,7 +198,8 @@ impl Tether {
     }
 
     /// Signs in on this device through the host's transport; the tokens are kept in the
-    /// encrypted store. A wrong password is `SignInNeeded`.
+    /// encrypted store, and every record from now on is by `username`. A wrong password
+    /// is `SignInNeeded`.
     pub fn sign_in(&self, transport: Arc<dyn Transport>, username: String, password: String) -> Result<()> {
         let host = transport::Host(transport);
         self.with(|core| remote::sign_in(core, &host, &username, &password, Timestamp::now()))

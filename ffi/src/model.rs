@@ -114,8 +114,8 @@ mirrored! {
     /// Where an action stands at the time asked about.
     ActionState { Upcoming, Open, Overdue, Done, Cancelled }
     WarningCode {
-        DischargeWithoutMdt, DischargeWithoutCrisisPlan, MdtQuorum, TransferBeforeReengagement, FactConflict,
-        InvalidRecord, ClockSkew,
+        DischargeWithoutMdt, DischargeWithOpenActions, DischargeWithoutCrisisPlan, MdtQuorum,
+        TransferBeforeReengagement, FactConflict, InvalidRecord, ClockSkew,
     }
 }
 
@@ -334,7 +334,8 @@ pub struct Event {
     pub device: String,
     pub body: EventBody,
     pub note: Option<String>,
-    /// When the server received it, once it has.
+    /// When the server first stored it: set once a sync has brought the server's word
+    /// (records made here get it from the sync that sends them).
     pub received_at: Option<SystemTime>,
 }
 
@@ -538,25 +539,70 @@ pub struct NextAction {
     pub action: Action,
 }
 
-/// One line of the device's caseload.
+/// One line of the device's caseload, as the server's caseload gives it too.
 #[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
 pub struct EpisodeSummary {
     pub id: String,
     pub team: String,
-    pub pathway: Vec<Pathway>,
+    /// The pathway the rules take: on a conflict, the safer value (`Episode.facts`
+    /// holds every value, `Episode.conflicts` names the conflicted facts).
+    pub pathway: Pathway,
     pub patient_ref: String,
+    /// Actions still to be done: open or overdue.
     pub open_actions: u32,
+    /// Of those, the overdue ones.
     pub overdue_actions: u32,
-    pub conflicts: Vec<FactField>,
+    /// How many facts hold concurrent values.
+    pub conflicts: u32,
 }
 
-/// An episode the server refused: kept whole on the device, not sent again until it
-/// changes.
+/// An episode the server refused: kept whole on the device, and offered again when it
+/// could succeed (it changes, a user signs in, or the server's copy changes).
 #[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
 pub struct HeldBack {
     pub episode_id: String,
-    /// The server's reason (it names no patient).
-    pub reason: String,
+    /// Why, typed, for the app to say what to do.
+    pub reason: HoldReason,
+    /// The same as a sentence for the practitioner (it names no patient).
+    pub message: String,
+}
+
+/// Why the server refused an episode (`episode::sync::Refusal`).
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Enum)]
+pub enum HoldReason {
+    /// Not one of the user's teams' episodes.
+    NotFound,
+    /// A record new to the server was made on another device (a colleague's, through a
+    /// peer exchange): it waits until that device has synced it.
+    OtherDevice { record_id: String },
+    /// A record (or, with no record, the episode's opening) is by `by`, who has not
+    /// signed in on this device: signing in as them sends it.
+    NotSignedInHere { record_id: Option<String>, by: String },
+    /// A record is over a limit: `field` (empty: the record as a whole) may take `limit`
+    /// bytes.
+    TooLarge { record_id: String, field: String, limit: u64 },
+    /// The episode has reached its budget: record in a new episode.
+    EpisodeFull { bytes: u64, budget: u64 },
+    /// The episode breaks a rule of the server's; the message says which.
+    Invalid { message: String },
+}
+
+impl From<&episode::sync::Refusal> for HoldReason {
+    fn from(reason: &episode::sync::Refusal) -> Self {
+        use episode::sync::Refusal;
+        match reason {
+            Refusal::NotFound => Self::NotFound,
+            Refusal::OtherDevice { record } => Self::OtherDevice { record_id: record.to_string() },
+            Refusal::NotSignedInHere { record, by } => {
+                Self::NotSignedInHere { record_id: record.map(|r| r.to_string()), by: by.clone() }
+            }
+            Refusal::TooLarge { record, field, limit } => {
+                Self::TooLarge { record_id: record.to_string(), field: field.clone(), limit: *limit }
+            }
+            Refusal::EpisodeFull { bytes, budget } => Self::EpisodeFull { bytes: *bytes, budget: *budget },
+            Refusal::Invalid { message } => Self::Invalid { message: message.clone() },
+        }
+    }
 }
 
 /// What a sync did.
@@ -587,7 +633,7 @@ fn count(n: usize) -> u32 {
 
 impl From<&client_core::HeldBack> for HeldBack {
     fn from(held: &client_core::HeldBack) -> Self {
-        Self { episode_id: held.episode.to_string(), reason: held.reason.clone() }
+        Self { episode_id: held.episode.to_string(), reason: (&held.reason).into(), message: held.message.clone() }
     }
 }
 
@@ -613,11 +659,11 @@ impl EpisodeSummary {
         Ok(Self {
             id: s.id.to_string(),
             team: s.team.clone(),
-            pathway: s.pathway.iter().map(mirror).collect::<Result<_, _>>()?,
+            pathway: mirror(&s.pathway)?,
             patient_ref: s.patient_ref.as_str().to_string(),
             open_actions: count(s.open_actions),
             overdue_actions: count(s.overdue_actions),
-            conflicts: s.conflicts.iter().map(mirror).collect::<Result<_, _>>()?,
+            conflicts: count(s.conflicts),
         })
     }
 }
@@ -640,8 +686,9 @@ mod tests {
     }
 
     #[test]
-    fn every_action_code_and_fact_field_has_a_twin() {
+    fn every_action_code_warning_and_fact_field_has_a_twin() {
         both_ways::<pathway::Code, ActionCode>(pathway::Code::ALL.iter().copied());
+        both_ways::<pathway::WarningCode, WarningCode>(pathway::WarningCode::ALL.iter().copied());
         both_ways::<episode::FactField, FactField>(episode::FactField::ALL);
     }
 

@@ -63,29 +63,31 @@ fun main() {
     val phone = Tether.open(store, key)
     expectError<TetherException.WrongKey> { Tether.open(store, ByteArray(32)) }
 
-    val episode = phone.openEpisode(
-        NewEpisode("RX-KT-1", Pathway.URGENT_REFERRAL, "north", listOf(FactValue.Risk(Risk.HIGH)), ""),
-        "u-asha",
-        now.minus(Duration.ofHours(3)),
-    )
+    // Records are by the signed-in user: sign in first, then everything works offline.
+    val newEpisode = NewEpisode("RX-KT-1", Pathway.URGENT_REFERRAL, "north", listOf(FactValue.Risk(Risk.HIGH)), "")
+    expectError<TetherException.SignInNeeded> { phone.openEpisode(newEpisode, now) }
+    val transport = JdkTransport(server)
+    expectError<TetherException.SignInNeeded> { phone.signIn(transport, username, "wrong password") }
+    phone.signIn(transport, username, password)
+
+    val episode = phone.openEpisode(newEpisode, now.minus(Duration.ofHours(3)))
     phone.record(
         episode,
         EventBody.AppointmentMissed(Appointment.INITIAL, MissReason.DID_NOT_ATTEND),
         now.minus(Duration.ofHours(2)),
         null,
-        "u-asha",
     )
     val visit = phone.record(
         episode,
         EventBody.HomeVisit(false, VisitOutcome.NO_ANSWER, Location(51.5, -0.1, 12.0)),
         now.minus(Duration.ofMinutes(30)),
         null,
-        "u-asha",
     )
-    val card = phone.record(episode, EventBody.CallingCardLeft(visit), now.minus(Duration.ofMinutes(25)), null, "u-asha")
+    val card = phone.record(episode, EventBody.CallingCardLeft(visit), now.minus(Duration.ofMinutes(25)), null)
 
     val timeline = phone.timeline(episode)
     check(timeline.size == 3 && timeline[2].id == card) { "the timeline: $timeline" }
+    check(timeline.all { it.by == username && it.device == phone.deviceId() }) { "stamped from the sign-in" }
     val body = timeline[1].body
     check(body is EventBody.HomeVisit && body.outcome == VisitOutcome.NO_ANSWER && body.location?.accuracy == 12.0) {
         "the visit reads back: $body"
@@ -100,15 +102,12 @@ fun main() {
     check(next.none { it.action.code == ActionCode.LEAVE_CALLING_CARD }) { "the card is not due" }
 
     val bad = expectError<TetherException.InvalidInput> {
-        phone.record(episode, EventBody.CallingCardLeft("not-a-uuid"), now, null, "u-asha")
+        phone.record(episode, EventBody.CallingCardLeft("not-a-uuid"), now, null)
     }
     check(bad.field == "visit") { "field ${bad.field}" }
     check(phone.timeline(episode).size == 3) { "nothing stored" }
     expectError<TetherException.NotFound> { phone.timeline("0190f5a4-0000-7000-8000-000000000001") }
 
-    val transport = JdkTransport(server)
-    expectError<TetherException.SignInNeeded> { phone.signIn(transport, username, "wrong password") }
-    phone.signIn(transport, username, password)
     expectError<TetherException.TransportFailed> { phone.sync(JdkTransport("http://127.0.0.1:9")) }
 
     val summary = phone.sync(transport)

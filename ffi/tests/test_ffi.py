@@ -155,6 +155,16 @@ check(len(phone.device_id()) == 36, "a device id")
 # Another key does not open the store.
 expect_error(t.TetherError.WrongKey, lambda: t.Tether.open(store, bytes(32)))
 
+# Records are by the signed-in user: before any sign-in there is no one to stamp them with.
+new_episode = t.NewEpisode(patient_ref="RX-PY-0", pathway=t.Pathway.IN_SERVICE, team="north", facts=[], plan="")
+expect_error(t.TetherError.SignInNeeded, lambda: phone.open_episode(new_episode, now))
+transport = Urllib(SERVER)
+expect_error(t.TetherError.SignInNeeded, lambda: phone.sync(transport))
+expect_error(t.TetherError.SignInNeeded, lambda: phone.sign_in(transport, USERNAME, "wrong password"))
+phone.sign_in(transport, USERNAME, PASSWORD)
+check(phone.signed_in_user() == USERNAME, "signed in")
+
+# Everything else works offline from here.
 episode = phone.open_episode(
     t.NewEpisode(
         patient_ref="RX-PY-1",
@@ -163,7 +173,6 @@ episode = phone.open_episode(
         facts=[t.FactValue.RISK(value=t.Risk.HIGH)],
         plan="",
     ),
-    "u-asha",
     now - datetime.timedelta(hours=3),
 )
 missed = phone.record(
@@ -171,18 +180,14 @@ missed = phone.record(
     t.EventBody.APPOINTMENT_MISSED(appointment=t.Appointment.INITIAL, reason=t.MissReason.DID_NOT_ATTEND),
     now - datetime.timedelta(hours=2),
     None,
-    "u-asha",
 )
 visit = phone.record(
     episode,
     t.EventBody.HOME_VISIT(announced=False, outcome=t.VisitOutcome.NO_ANSWER, location=None),
     now - datetime.timedelta(minutes=30),
     "nobody in; curtains drawn",
-    "u-asha",
 )
-card = phone.record(
-    episode, t.EventBody.CALLING_CARD_LEFT(visit=visit), now - datetime.timedelta(minutes=25), None, "u-asha"
-)
+card = phone.record(episode, t.EventBody.CALLING_CARD_LEFT(visit=visit), now - datetime.timedelta(minutes=25), None)
 
 # The records read back typed, in the order they happened.
 timeline = phone.timeline(episode)
@@ -190,6 +195,7 @@ check([e.id for e in timeline] == [missed, visit, card], "the timeline")
 check(timeline[1].body == t.EventBody.HOME_VISIT(announced=False, outcome=t.VisitOutcome.NO_ANSWER, location=None),
       f"the visit reads back: {timeline[1].body}")
 check(timeline[1].note == "nobody in; curtains drawn", "the note")
+check(all(e.by == USERNAME and e.device == phone.device_id() for e in timeline), "stamped from the sign-in")
 check(phone.episode(episode).facts.risk == [t.Risk.HIGH], "the fact")
 
 # The card is done; what is left is due, soonest first.
@@ -209,7 +215,7 @@ print("next:", ", ".join(f"{n.action.code.name} by {n.action.due:%H:%M}" for n i
 # A bad record is refused, naming the field, and stores nothing.
 error = expect_error(
     t.TetherError.InvalidInput,
-    lambda: phone.record(episode, t.EventBody.CALLING_CARD_LEFT(visit="not-a-uuid"), now, None, "u-asha"),
+    lambda: phone.record(episode, t.EventBody.CALLING_CARD_LEFT(visit="not-a-uuid"), now, None),
 )
 check(error.field == "visit", f"field {error.field}")
 check("not-a-uuid" not in str(error), "the message does not repeat the value")
@@ -220,25 +226,28 @@ error = expect_error(
         t.EventBody.DECISION(topic=t.Topic.COLD_CALL, outcome=t.DecisionOutcome.YES, rationale="  "),
         now,
         None,
-        "u-asha",
     ),
 )
 check(error.field == "rationale", f"field {error.field}")
+error = expect_error(
+    t.TetherError.InvalidInput, lambda: phone.record(episode, t.EventBody.REENGAGED(), now, "SECRET " * 2000)
+)
+check(error.field == "note" and "SECRET" not in str(error), f"a note past its limit: {error}")
 check(len(phone.timeline(episode)) == 3, "nothing stored")
 error = expect_error(
     t.TetherError.InvalidInput,
     lambda: phone.open_episode(t.NewEpisode(patient_ref=" ", pathway=t.Pathway.IN_SERVICE, team="north", facts=[],
-                                            plan=""), "u-asha", now),
+                                            plan=""), now),
 )
 check(error.field == "patient_ref", f"field {error.field}")
 expect_error(
     t.TetherError.NotFound,
-    lambda: phone.record("0190f5a4-0000-7000-8000-000000000001", t.EventBody.REENGAGED(), now, None, "u-asha"),
+    lambda: phone.record("0190f5a4-0000-7000-8000-000000000001", t.EventBody.REENGAGED(), now, None),
 )
 
 # Facts and the plan, typed both ways.
 coordinator = t.FactValue.CARE_COORDINATOR(value="u-bea")
-changed = phone.set_fact(episode, coordinator, "u-asha", now - datetime.timedelta(minutes=20))
+changed = phone.set_fact(episode, coordinator, now - datetime.timedelta(minutes=20))
 phone.set_plan(episode, "Phone the sister before the next visit.", now - datetime.timedelta(minutes=19))
 read = phone.episode(episode)
 check(read.facts.care_coordinator == ["u-bea"] and read.conflicts == [], "the coordinator")
@@ -246,21 +255,19 @@ check(read.plan == "Phone the sister before the next visit.", "the plan")
 check(phone.timeline(episode)[-1].id == changed, "the change is on the timeline")
 check(phone.timeline(episode)[-1].body == t.EventBody.FACT_CHANGED(fact=coordinator), "typed as a fact change")
 caseload = phone.episodes(now)
-check([(e.id, e.patient_ref, e.pathway) for e in caseload] == [(episode, "RX-PY-1", [t.Pathway.URGENT_REFERRAL])],
-      f"the caseload: {caseload}")
-check(caseload[0].open_actions + caseload[0].overdue_actions == len(phone.next_actions(now)), "the counts")
+check([(e.id, e.patient_ref, e.pathway, e.conflicts) for e in caseload] == [(episode, "RX-PY-1",
+      t.Pathway.URGENT_REFERRAL, 0)], f"the caseload: {caseload}")
+# Open counts the overdue too, as the server's caseload does.
+check(caseload[0].open_actions == len(phone.next_actions(now)), "the counts")
+check(caseload[0].overdue_actions <= caseload[0].open_actions, "overdue is a part of open")
+check(all(e.received_at is None for e in phone.timeline(episode)), "no receipt times before a sync")
 
 # An episode of a team the user is not in: the server refuses it by name.
 elsewhere = phone.open_episode(
-    t.NewEpisode(patient_ref="RX-PY-2", pathway=t.Pathway.IN_SERVICE, team="south", facts=[], plan=""), "u-asha", now
+    t.NewEpisode(patient_ref="RX-PY-2", pathway=t.Pathway.IN_SERVICE, team="south", facts=[], plan=""), now
 )
 
 # No server reached: a transport failure, and nothing lost.
-transport = Urllib(SERVER)
-expect_error(t.TetherError.SignInNeeded, lambda: phone.sync(transport))
-expect_error(t.TetherError.SignInNeeded, lambda: phone.sign_in(transport, USERNAME, "wrong password"))
-phone.sign_in(transport, USERNAME, PASSWORD)
-check(phone.signed_in_user() == USERNAME, "signed in")
 expect_error(t.TetherError.TransportFailed, lambda: phone.sync(Urllib("http://127.0.0.1:9")))
 
 # Sync with the real server: the episode goes up, the server's actions come back. While
@@ -275,7 +282,9 @@ check(len(read_meanwhile) >= 1 and read_meanwhile[0] > 0, f"read during the sync
 check(summary.complete and summary.sent >= 1 and summary.round_trips >= 1, f"the sync: {summary}")
 check([h.episode_id for h in summary.held_back] == [elsewhere], f"held back by name: {summary.held_back}")
 check([h.episode_id for h in phone.held_back()] == [elsewhere], "and kept so")
-check("RX-PY-2" not in summary.held_back[0].reason, "the reason holds no patient reference")
+held = summary.held_back[0]
+check(isinstance(held.reason, t.HoldReason.INVALID) and "team" in held.message, f"a typed reason: {held}")
+check("RX-PY-2" not in held.message and "RX-PY-2" not in held.reason.message, "the reason holds no patient reference")
 check("/v1/sync" in transport.paths, "the sync went through the host's transport")
 server = phone.server_actions(episode)
 check(server is not None and not server.provisional, "the server's actions")
@@ -284,14 +293,33 @@ check(t.ActionCode.LEAVE_CALLING_CARD in codes, f"the server knows of the card: 
 local = phone.actions(episode, now)
 check({a.id for a in server.actions} == {a.id for a in local.actions}, "the same actions on both sides")
 
+# The server's receipt times came back with its answer: every record has one, at the
+# sync (the records were made hours before it).
+synced = datetime.datetime.now(datetime.timezone.utc)
+received = [e.received_at for e in phone.timeline(episode)]
+check(all(r is not None and now - datetime.timedelta(seconds=5) <= r <= synced + datetime.timedelta(seconds=5)
+          for r in received), f"receipt times: {received}")
+
 # Again: nothing new, one round trip.
 again = phone.sync(transport)
 check(again.round_trips == 1 and again.sent == 0, f"an up-to-date sync: {again}")
 
+# A shift change: the manager signs in on the same phone, and what is recorded now is
+# theirs; the server takes it (they signed in here) with the practitioner's records.
+phone.sign_in(transport, MANAGER, PASSWORD)
+handover = phone.record(episode, t.EventBody.REENGAGED(), now, None)
+check(phone.timeline(episode)[-1].id == handover and phone.timeline(episode)[-1].by == MANAGER, "by the manager")
+shift = phone.sync(transport)
+# (A sign-in offers held-back episodes again: the south one goes, and is held back again.)
+check([h.episode_id for h in shift.held_back] == [elsewhere], f"the manager's record went up: {shift}")
+check(shift.sent == 2 and shift.complete, f"both episodes were offered: {shift}")
+
 # Reopened, the store holds it all.
 del phone
 reopened = t.Tether.open(store, KEY)
-check(len(reopened.timeline(episode)) == 4, "the records survive reopening")
+check(len(reopened.timeline(episode)) == 5, "the records survive reopening")
+kept = [e.received_at for e in reopened.timeline(episode)]
+check(kept[:4] == received and kept[4] is not None, f"so do their receipt times: {kept}")
 check(reopened.server_actions(episode) is not None, "so do the server's actions")
 
 # A manager revokes the device: its next sync wipes the store and says so.

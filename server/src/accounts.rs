@@ -59,8 +59,43 @@ fn check_name(what: &str, text: &str, max: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a username: 1 to `max` characters of a small, safe set. A username is shown
+/// in timelines, the dashboard and the audit log, so none may carry control or direction
+/// (bidi) characters that reorder what is shown around it, nor letters that only look
+/// like another user's (a Cyrillic `а` for a Latin `a`).
+///
+/// A person from an identity provider is `provider:name`, with `~N` after the name when
+/// it was taken (`oidc::username_base`); a local username never holds `:` (`add_user`),
+/// so the two never collide.
+fn check_username(what: &str, text: &str, max: usize) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@');
+    let local_part =
+        |part: &str| part.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) && part.chars().all(allowed);
+    let from_provider = |text: &str| {
+        let Some((provider, rest)) = text.split_once(':') else { return false };
+        let provider_ok =
+            !provider.is_empty() && provider.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        let (name, suffix) = rest.split_once('~').unwrap_or((rest, "1"));
+        provider_ok
+            && !name.is_empty()
+            && name.chars().all(allowed)
+            && !suffix.is_empty()
+            && suffix.bytes().all(|b| b.is_ascii_digit())
+    };
+    if text.is_empty() || text.len() > max || !(local_part(text) || from_provider(text)) {
+        return Err(format!(
+            "must be 1 to {max} characters of letters A-Z or a-z, digits and . _ - @, starting with a letter \
+             or a digit: no spaces, accents, control or direction characters ({what})"
+        ));
+    }
+    Ok(())
+}
+
 macro_rules! name_type {
     ($(#[$doc:meta])* $name:ident, $what:literal, $max:literal) => {
+        name_type!($(#[$doc])* $name, $what, $max, check_name);
+    };
+    ($(#[$doc:meta])* $name:ident, $what:literal, $max:literal, $check:ident) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -78,7 +113,7 @@ macro_rules! name_type {
             type Error = String;
 
             fn try_from(text: String) -> Result<Self, String> {
-                check_name($what, &text, $max)?;
+                $check($what, &text, $max)?;
                 Ok(Self(text))
             }
         }
@@ -110,13 +145,94 @@ name_type!(
     TeamId, "a team id", 64
 );
 name_type!(
-    /// A user's sign-in name.
-    Username, "a username", 64
+    /// A user's sign-in name: ASCII letters, digits and `.`, `_`, `-`, `@`.
+    Username, "a username", 64, check_username
 );
-name_type!(
-    /// The id a phone (or the field CLI) gives itself; refresh tokens are bound to it.
-    DeviceId, "a device id", 128
-);
+/// The id a phone (or the field CLI) gives itself, registered to it at its first sign-in;
+/// refresh tokens are bound to it, and its records carry it. 1 to 128 of the letters
+/// `A–Z a–z`, the digits and `- _ .`: a device id is shown on every record of the
+/// timeline, so it holds nothing that could pass for another (no spaces, no look-alike
+/// letters, no bidirectional controls) and no `:`, which the server keeps for its own
+/// devices (`server:…`, `dashboard:…`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DeviceId(String);
+
+impl DeviceId {
+    pub const MAX_CHARS: usize = 128;
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for DeviceId {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        if text.is_empty() {
+            return Err("must not be empty (a device id)".into());
+        }
+        if text.len() > Self::MAX_CHARS {
+            return Err(format!("must be at most {} characters (a device id)", Self::MAX_CHARS));
+        }
+        if !text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+            return Err("must hold only the letters A-Z and a-z, the digits and - _ . (a device id)".into());
+        }
+        Ok(Self(text))
+    }
+}
+
+impl FromStr for DeviceId {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        Self::try_from(text.to_string())
+    }
+}
+
+impl From<DeviceId> for String {
+    fn from(id: DeviceId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The secret a device proves it is itself with, when it signs in under its id: made by
+/// the device, sent at every sign-in, and kept by the server only as its SHA-256. Device
+/// ids are not secret (every record carries one); this is. 32 to 256 printable ASCII
+/// characters (the core sends 64 hexadecimal digits).
+#[derive(Clone, Deserialize)]
+#[serde(try_from = "String")]
+pub struct DeviceKey(String);
+
+impl DeviceKey {
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl TryFrom<String> for DeviceKey {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        if !(32..=256).contains(&text.len()) || !text.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("must be 32 to 256 printable ASCII characters (a device key)".into());
+        }
+        Ok(Self(text))
+    }
+}
+
+impl fmt::Debug for DeviceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DeviceKey(<secret>)")
+    }
+}
 
 /// A password as typed: never empty, never printed.
 #[derive(Clone)]
@@ -215,11 +331,16 @@ fn insert_user(
     Ok(id)
 }
 
-/// Disables (or enables again) a user. A disabled user cannot sign in, and every token
-/// they hold stops working at once.
-pub fn set_disabled(tx: &mut dyn Tx, username: &Username, disabled: bool) -> Result<(), AccountError> {
-    if !tx.set_disabled(username.as_str(), disabled)? {
+/// Disables (or enables again) a user. A disabled user cannot sign in, and every session
+/// they have ends for good: access tokens stop at once, refresh tokens never work again,
+/// dashboard sign-ins end. Enabling them again lets them sign in anew; it revives no
+/// session (whoever held a token while the user was disabled must not get it back).
+pub fn set_disabled(tx: &mut dyn Tx, username: &Username, disabled: bool, now: i64) -> Result<(), AccountError> {
+    let Some(user_id) = tx.set_disabled(username.as_str(), disabled)? else {
         return Err(AccountError::UnknownUser(username.clone()));
+    };
+    if disabled {
+        crate::auth::store::end_all_sessions(tx, &user_id, "user_disabled", now)?;
     }
     Ok(())
 }
@@ -345,4 +466,33 @@ pub fn update_identity_user(
 /// Takes a user out of every team (a person their identity provider no longer places).
 pub fn clear_teams(tx: &mut dyn Tx, user_id: &str) -> Result<(), StoreError> {
     tx.clear_user_teams(user_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Username;
+
+    #[test]
+    fn a_username_is_local_or_a_providers_and_nothing_else() {
+        for good in ["asha", "jo.bloggs@nhs.net", "a-1_b", "cis2:jo.bloggs@nhs.net", "entra:jo~2", "cis2:555-21"] {
+            assert!(Username::try_from(good.to_owned()).is_ok(), "{good} should be a username");
+        }
+        for bad in [
+            "",
+            ".asha",
+            "as ha",
+            "asha\u{202e}",
+            "аsha",
+            "cis2:",
+            ":jo",
+            "Cis2:jo",
+            "cis2:jo:x",
+            "cis2:jo~",
+            "cis2:jo~x",
+            "jo~2",
+            "cis2:jo bloggs",
+        ] {
+            assert!(Username::try_from(bad.to_owned()).is_err(), "{bad:?} should be refused");
+        }
+    }
 }

@@ -11,23 +11,31 @@ use std::path::Path;
 
 use rusqlite::Connection;
 
-/// The schema this build writes; `PRAGMA user_version` holds the database's.
-pub const SCHEMA: i64 = 5;
+use crate::files;
 
-/// Each schema's upgrade from the one before, in order.
-pub const UPGRADES: [&str; 5] = [
+/// The schema this build writes; `PRAGMA user_version` holds the database's.
+pub const SCHEMA: i64 = 8;
+
+/// Each schema's upgrade from the one before, in order. Schema 6's upgrade also chains
+/// the audit entries already there, in Rust (`store::after_upgrade`).
+pub const UPGRADES: [&str; 8] = [
     include_str!("schema/v1.sql"),
     include_str!("schema/v2.sql"),
     include_str!("schema/v3.sql"),
     include_str!("schema/v4.sql"),
     include_str!("schema/v5.sql"),
+    include_str!("schema/v6.sql"),
+    include_str!("schema/v7.sql"),
+    include_str!("schema/v8.sql"),
 ];
 
 pub use crate::store::OpenError;
 
 /// Opens (creating if need be) the database at `path` and brings its schema up to date.
-/// No SQLCipher key is set: the server's database is a plain SQLite file.
+/// No SQLCipher key is set: the server's database is a plain SQLite file, so it and the
+/// files SQLite keeps beside it are the owner's only (0600).
 pub fn open(path: &Path) -> Result<Connection, OpenError> {
+    private_files(path).map_err(OpenError::Files)?;
     let conn = Connection::open(path)?;
     // Every hot statement is prepared once and kept.
     conn.set_prepared_statement_cache_capacity(64);
@@ -45,6 +53,29 @@ pub fn open(path: &Path) -> Result<Connection, OpenError> {
         return Err(OpenError::Corrupt(integrity));
     }
     let mut conn = conn;
-    migrate::run(&mut conn, &UPGRADES)?;
+    crate::store::migrate_sqlite(&mut conn, &UPGRADES)?;
     Ok(conn)
+}
+
+/// Creates the database file 0600 if it is new, and makes an existing one and its WAL,
+/// shared-memory and journal files 0600 if they are not. SQLite gives the WAL and
+/// shared-memory files it creates the database file's own mode, so they follow.
+fn private_files(path: &Path) -> anyhow::Result<()> {
+    if path.as_os_str().is_empty() || path == Path::new(":memory:") {
+        return Ok(());
+    }
+    match files::create_private(path) {
+        Ok(_) => files::sync_dir(path),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot create {}", path.display()))),
+    }
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = std::path::PathBuf::from(name);
+        if file.exists() {
+            files::restrict(&file)?;
+        }
+    }
+    Ok(())
 }

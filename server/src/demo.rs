@@ -166,8 +166,10 @@ impl Draft {
 
     fn store(mut self, tx: &mut dyn Tx) -> anyhow::Result<()> {
         episodes::insert(tx, self.id, self.team, &mut self.doc, self.now.as_second())?;
+        // Noted without a `seq` (0), as before there was one: they reach a device with the
+        // whole document, or in a sync from cursor 0.
         for (event, at, device) in &self.receipts {
-            tx.record_receipts(self.id, std::slice::from_ref(event), device, *at)?;
+            tx.record_receipts(self.id, std::slice::from_ref(event), device, *at, 0)?;
         }
         let actor = episodes::server_actor(tx)?;
         if let Some(mut stored) = episodes::load(tx, self.id, &actor)? {

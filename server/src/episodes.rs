@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use automerge::ActorId;
-use episode::document::EpisodeDoc;
+use episode::document::{DocumentError, EpisodeDoc};
 use episode::{Episode, EpisodeId};
 
 pub use crate::store::server_actor;
@@ -183,6 +183,16 @@ impl Cache {
     }
 }
 
+/// The server's own device name, which the records the team base makes on the server
+/// carry (`server:` and the end of its actor's id). The `:` keeps it apart from every
+/// device's id, which may not hold one (`accounts::DeviceId`), so no device can sign in
+/// as the server.
+pub fn server_device(tx: &mut dyn Tx) -> Result<String, StoreError> {
+    // The end of the id: its start is a time, shared by servers made the same moment.
+    let id = crate::store::server_id(tx)?.simple().to_string();
+    Ok(format!("server:{}", &id[id.len() - 8..]))
+}
+
 /// Loads an episode's document.
 pub fn load(tx: &mut dyn Tx, id: EpisodeId, actor: &ActorId) -> Result<Option<Stored>, StoreError> {
     let Some(row) = tx.load_episode(id)? else { return Ok(None) };
@@ -200,17 +210,26 @@ pub fn insert(tx: &mut dyn Tx, id: EpisodeId, team: &str, doc: &mut EpisodeDoc, 
     Ok(seq)
 }
 
-/// Stores the changes made to a loaded episode since it was loaded, and gives it a new
-/// `seq`, if it is still at the `seq` it was loaded at. Compacts it when enough changes
-/// have gathered.
-pub fn save_changes(tx: &mut dyn Tx, stored: &mut Stored) -> Result<(), StoreError> {
-    let bytes = stored.doc.save_incremental();
+/// The changes made to a loaded episode since it was stored, if storing them keeps it
+/// within its budget (`episode::limits::EPISODE_BUDGET_BYTES`); else
+/// `DocumentError::Full`, and the caller discards this copy (it is not stored, and must
+/// not go back to the cache: it stays unsaved, which `Cache::put` refuses). An episode
+/// already past its budget (stored before there was one) takes no more changes, and
+/// still reads.
+pub fn pending_changes(stored: &mut Stored) -> Result<Vec<u8>, DocumentError> {
+    stored.doc.save_incremental_within_budget()
+}
+
+/// Stores `bytes`, the changes made to a loaded episode since it was stored (from
+/// [`pending_changes`]), and gives it a new `seq`, if it is still at the `seq` it was
+/// loaded at. Compacts it when enough changes have gathered.
+pub fn save_changes(tx: &mut dyn Tx, stored: &mut Stored, bytes: &[u8]) -> Result<(), StoreError> {
     let seq = tx.next_seq()?;
     if stored.changes + 1 >= COMPACT_AFTER {
         tx.replace_snapshot(stored.id, stored.seq, seq, &stored.doc.save())?;
         stored.changes = 0;
     } else {
-        tx.append_change(stored.id, stored.seq, seq, &bytes)?;
+        tx.append_change(stored.id, stored.seq, seq, bytes)?;
         stored.changes += 1;
     }
     stored.seq = seq;
@@ -220,16 +239,24 @@ pub fn save_changes(tx: &mut dyn Tx, stored: &mut Stored) -> Result<(), StoreErr
 }
 
 /// Stores what was changed in a loaded episode (by a device's sync or the server's own
-/// change), with the receipt of each new record as made by `device` at `now_ms`.
-pub fn store_changes(tx: &mut dyn Tx, stored: &mut Stored, device: &str, now_ms: i64) -> Result<(), StoreError> {
-    save_changes(tx, stored)?;
+/// change), `bytes` from [`pending_changes`], with the receipt of each new record as made
+/// by `device` at `now_ms`.
+pub fn store_changes(
+    tx: &mut dyn Tx,
+    stored: &mut Stored,
+    bytes: &[u8],
+    device: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    save_changes(tx, stored, bytes)?;
     note_receipts(tx, stored, device, now_ms)
 }
 
-/// Notes the receipt of every record of a stored episode not yet noted.
+/// Notes the receipt of every record of a stored episode not yet noted, at the `seq`
+/// the episode was just given (so that devices past it are not sent them again).
 pub fn note_receipts(tx: &mut dyn Tx, stored: &mut Stored, device: &str, now_ms: i64) -> Result<(), StoreError> {
     let episode = stored.doc.episode().map_err(|error| StoreError::Document { id: stored.id, error })?;
-    record_receipts(tx, &episode, device, now_ms)?;
+    record_receipts(tx, &episode, device, now_ms, stored.seq)?;
     stored.forget_view();
     Ok(())
 }
@@ -252,21 +279,50 @@ pub fn record_drop(tx: &mut dyn Tx, id: EpisodeId, device: &str) -> Result<(), S
     tx.record_drop(id, device, seq)
 }
 
-/// Notes when the server first received each of the episode's records.
-pub fn record_receipts(tx: &mut dyn Tx, episode: &Episode, device: &str, now_ms: i64) -> Result<(), StoreError> {
+/// Notes when the server first received each of the episode's records, in the
+/// transaction that gave the episode `seq` (from the one ordered counter, so that a
+/// receipt is visible exactly when its episode's change is).
+pub fn record_receipts(
+    tx: &mut dyn Tx,
+    episode: &Episode,
+    device: &str,
+    now_ms: i64,
+    seq: i64,
+) -> Result<(), StoreError> {
     let events: Vec<String> = episode.events.iter().map(|e| e.id.to_string()).collect();
-    tx.record_receipts(episode.id, &events, device, now_ms)
+    tx.record_receipts(episode.id, &events, device, now_ms, seq)
+}
+
+/// The receipts of an episode's records noted after `cursor` (all of them with `None`),
+/// for a device to keep: a device whose cursor is past a receipt's `seq` has it.
+pub fn receipts_since(
+    tx: &mut dyn Tx,
+    id: EpisodeId,
+    cursor: Option<i64>,
+) -> Result<Vec<episode::sync::Receipt>, StoreError> {
+    tx.receipts_since(id, cursor.unwrap_or(-1))?
+        .into_iter()
+        .map(|(event, received_at_ms)| {
+            // Every receipt is noted from a record's id, which is a UUID.
+            let event = event.parse().map_err(|_| StoreError::damaged("receipts", "event", "no record id"))?;
+            Ok(episode::sync::Receipt { event, received_at_ms })
+        })
+        .collect()
 }
 
 /// The episode with each record's `received_at` filled in from the receipts.
 pub fn with_receipts(tx: &mut dyn Tx, mut episode: Episode) -> Result<Episode, StoreError> {
     let receipts: HashMap<String, i64> = tx.receipts(episode.id)?.into_iter().collect();
+    // Only the receipts count: a `received_at` written into a document (no client of
+    // ours writes one; a forged record might) is not the server's word.
     for event in &mut episode.events {
-        if let Some(&ms) = receipts.get(&event.id.to_string()) {
-            let at = jiff::Timestamp::from_millisecond(ms)
-                .map_err(|_| StoreError::damaged("receipts", "received_at", "no time"))?;
-            event.received_at = Some(at);
-        }
+        event.received_at = match receipts.get(&event.id.to_string()) {
+            Some(&ms) => Some(
+                jiff::Timestamp::from_millisecond(ms)
+                    .map_err(|_| StoreError::damaged("receipts", "received_at", "no time"))?,
+            ),
+            None => None,
+        };
     }
     Ok(episode)
 }

@@ -9,6 +9,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::auth::store::Throttled;
+
 #[derive(Debug)]
 pub enum AppError {
     /// The body is not JSON at all (400).
@@ -21,6 +23,12 @@ pub enum AppError {
     UnsupportedMediaType,
     /// The body is larger than the route accepts (413).
     PayloadTooLarge,
+    /// A body without a `Content-Length` longer than such a body may be (411).
+    LengthRequired,
+    /// The body arrived too slowly (408).
+    RequestTimeout,
+    /// The server holds as many request bodies as it may; try again shortly (503).
+    Busy { retry_after_secs: u64 },
     /// No access token, or one that is not valid (401). The message says which.
     Unauthenticated(&'static str),
     /// A sign-in with a wrong username or password (401); it never says which.
@@ -28,8 +36,9 @@ pub enum AppError {
     /// A refresh token that is unknown, expired, revoked, already used, or presented by
     /// another device (401).
     InvalidRefreshToken,
-    /// Too many failed sign-ins for this username (429).
-    TooManyAttempts { retry_after_secs: i64 },
+    /// Too many failed sign-ins for this username from this client, or from this client
+    /// at all (429).
+    TooManyAttempts(crate::auth::store::Throttled),
     /// Passwords are switched off: people sign in with the trust's identity provider (403).
     PasswordsOff,
     /// A sign-in with the trust's identity provider that did not succeed: its status
@@ -45,11 +54,17 @@ pub enum AppError {
     Forbidden(&'static str),
     /// The device has been revoked (403): it must wipe its store.
     DeviceRevoked,
+    /// A sign-in named a device id registered to another device (403): without its key,
+    /// or (for a device registered without one) by a user outside its teams.
+    DeviceTaken,
     /// A sync body that is not a sync request of this protocol (400).
     MalformedSync(String),
     /// A sync request that would break an episode's invariants (422), naming the episode.
     /// Nothing of the request was stored.
     SyncRefused { episode: uuid::Uuid, message: String },
+    /// The change would take the episode past its budget (422); nothing was stored, and
+    /// the episode still reads.
+    EpisodeFull { bytes: usize },
     /// The route exists but not with this method (405).
     MethodNotAllowed,
     /// The database failed (500), or another writer kept changing the episode (503):
@@ -79,6 +94,21 @@ impl AppError {
             Self::PayloadTooLarge => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is too large".into())
             }
+            Self::LengthRequired => (
+                StatusCode::LENGTH_REQUIRED,
+                "length_required",
+                format!("a body over {} bytes must be sent with its Content-Length", crate::MAX_BODY_BYTES),
+            ),
+            Self::RequestTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request's body arrived too slowly; send it again".into(),
+            ),
+            Self::Busy { retry_after_secs } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                format!("the server is receiving as much as it may at once; try again in {retry_after_secs} seconds"),
+            ),
             Self::Unauthenticated(m) => (StatusCode::UNAUTHORIZED, "unauthenticated", (*m).into()),
             Self::InvalidCredentials => {
                 (StatusCode::UNAUTHORIZED, "invalid_credentials", "the username or the password is wrong".into())
@@ -88,10 +118,17 @@ impl AppError {
                 "invalid_refresh_token",
                 "the refresh token is not valid for this device; sign in again".into(),
             ),
-            Self::TooManyAttempts { retry_after_secs } => (
+            Self::TooManyAttempts(throttled) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_attempts",
-                format!("too many failed sign-ins for this username; try again in {retry_after_secs} seconds"),
+                match throttled {
+                    Throttled::Username { retry_after_secs } => format!(
+                        "too many failed sign-ins for this username from this address; try again in {retry_after_secs} seconds"
+                    ),
+                    Throttled::Client { retry_after_secs } => {
+                        format!("too many failed sign-ins from this address; try again in {retry_after_secs} seconds")
+                    }
+                },
             ),
             Self::PasswordsOff => (
                 StatusCode::FORBIDDEN,
@@ -107,10 +144,24 @@ impl AppError {
                 "device_revoked",
                 "this device has been revoked: wipe its store, and sign in on a new one".into(),
             ),
+            Self::DeviceTaken => (
+                StatusCode::FORBIDDEN,
+                "device_taken",
+                "this device id is registered to another device: sign in from that device, or under a new device id"
+                    .into(),
+            ),
             Self::MalformedSync(m) => (StatusCode::BAD_REQUEST, "malformed_sync", m.clone()),
             Self::SyncRefused { episode, message } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "sync_refused", format!("episode {episode}: {message}"))
             }
+            Self::EpisodeFull { bytes } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "episode_full",
+                format!(
+                    "the episode would take {bytes} bytes, past its budget of {}: record this in a new episode",
+                    episode::limits::EPISODE_BUDGET_BYTES
+                ),
+            ),
             Self::MethodNotAllowed => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this resource does not take that method".into())
             }
@@ -153,7 +204,10 @@ impl IntoResponse for AppError {
             | Self::SignInFailed { status: StatusCode::UNAUTHORIZED, .. } => {
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            Self::TooManyAttempts { retry_after_secs } => {
+            Self::TooManyAttempts(throttled) => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(throttled.retry_after_secs()));
+            }
+            Self::Busy { retry_after_secs } => {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
             }
             _ => {}

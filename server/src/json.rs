@@ -1,5 +1,6 @@
 //! `Json<T>`: the request body as JSON, refused with an `AppError` (and so the shared
-//! error body) that names the field and the problem, never the value that was sent.
+//! error body) that names the field and the problem, never the value that was sent. An
+//! object that names a key twice is refused (serde_json alone would keep the last).
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -66,6 +67,8 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
     de.end().map_err(|e| {
         AppError::MalformedJson(format!("trailing characters at line {} column {}", e.line(), e.column()))
     })?;
+    // Checked after the body has read as `T`, so syntax errors keep their positions.
+    episode::json::check_unique_keys(bytes).map_err(AppError::InvalidBody)?;
     Ok(value)
 }
 

@@ -9,11 +9,14 @@
 //! - `commit`: group commit of sync requests (one transaction, one fsync, a savepoint
 //!   each).
 //! - `clock`: the injectable clock that token expiry and throttling read.
+//! - `client`: the client's address (the socket's peer, or behind a trusted proxy, its
+//!   `X-Forwarded-For`), as the failed sign-in throttle counts it.
 //! - `config`: `tether serve`'s flags and environment, as one typed struct.
 //! - `db`: opening the SQLite database, its schema (`schema/*.sql`) and migrations.
 //! - `store`: the storage boundary: every statement, behind one trait, on SQLite and on
 //!   PostgreSQL (`schema/postgres/*.sql`); `Db`, the handle; `--db`'s `Target`.
 //! - `error`: `AppError`, the one error body every route answers with.
+//! - `files`: files only their owner may read (the database's, the key file).
 //! - `json`: the `Json` extractor, whose rejections use that body.
 //! - `manage`: revoking devices and transferring episodes.
 //! - `office`: the team base's and the manager's episode API (caseload, timeline,
@@ -31,12 +34,17 @@
 //! - `episodes`: episode documents in the database, sync states, receipts.
 //! - `sync`: `POST /v1/sync`, the sync protocol's server side.
 //! - `demo`: `tether serve --demo`'s teams, users and episodes.
+//! - `listen`: the accept loop: a cap on connections (the idlest closed to make room),
+//!   header-read and idle timeouts, the peer's address on every request.
+//! - `bodies`: request bodies at the edge: a budget of bytes in flight, a minimum rate.
 //! - `serve`: binding, logging, and graceful shutdown on ctrl-c and SIGTERM.
 
 pub mod accounts;
 pub mod audit;
 pub mod auth;
+pub mod bodies;
 pub mod caseload;
+pub mod client;
 pub mod clock;
 pub mod commit;
 pub mod config;
@@ -46,8 +54,10 @@ pub mod demo;
 pub mod episodes;
 pub mod error;
 pub mod fhir;
+pub mod files;
 mod health;
 pub mod json;
+pub mod listen;
 mod manage;
 mod me;
 pub mod metrics;
@@ -66,7 +76,7 @@ use axum::response::Response;
 use tracing::Instrument;
 
 pub use auth::AuthUser;
-use auth::token::{Keys, MIN_SECRET_BYTES, random_bytes, to_hex};
+use auth::token::Keys;
 pub use clock::Clock;
 pub use config::Secret;
 pub use error::AppError;
@@ -90,47 +100,34 @@ pub struct AppState {
     pub sign_in: Arc<oidc::SignIn>,
     /// The identifier systems this deployment's FHIR resources use.
     pub fhir: Arc<fhir::Settings>,
+    /// What the routes read of the configuration (trusted proxies, …).
+    pub options: Arc<config::Options>,
 }
 
-/// The meta key of the generated signing secret.
-const JWT_SECRET_KEY: &str = "jwt_secret";
-
 impl AppState {
-    /// The state over an open, migrated database. The access tokens' signing secret is
-    /// `jwt_secret` if given, else the one kept in the database, generated at first start.
+    /// The state over an open, migrated database. The access tokens' signing key is
+    /// `jwt_secret` if given, else the key file beside the database, made at first start
+    /// (`auth::keys`); a database without a file (PostgreSQL) needs `jwt_secret`.
     pub fn new(db: Db, jwt_secret: Option<&Secret>, clock: Clock) -> anyhow::Result<Self> {
-        Self::with_sync_batch(db, jwt_secret, clock, commit::DEFAULT_BATCH)
+        let keys = auth::keys::load(&db, jwt_secret, None)?;
+        Self::with_keys(db, keys, clock, commit::DEFAULT_BATCH)
     }
 
-    /// The same, writing at most `sync_batch` sync requests in one transaction.
-    pub fn with_sync_batch(
-        db: Db,
-        jwt_secret: Option<&Secret>,
-        clock: Clock,
-        sync_batch: usize,
-    ) -> anyhow::Result<Self> {
-        let secret = match jwt_secret {
-            Some(secret) => {
-                let bytes = secret.expose().as_bytes();
-                anyhow::ensure!(
-                    bytes.len() >= MIN_SECRET_BYTES,
-                    "TETHER_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes long"
-                );
-                bytes.to_vec()
-            }
-            None => db.call_blocking(stored_secret)?,
-        };
+    /// The same with the keys given, writing at most `sync_batch` sync requests in one
+    /// transaction.
+    pub fn with_keys(db: Db, keys: Keys, clock: Clock, sync_batch: usize) -> anyhow::Result<Self> {
         let docs: Arc<std::sync::Mutex<episodes::Cache>> = Arc::default();
         let committer = commit::Committer::start(db.clone(), Arc::clone(&docs), sync_batch)?;
         Ok(Self {
             db,
             docs,
-            keys: Arc::new(Keys::from_secret(&secret)),
+            keys: Arc::new(keys),
             clock,
             metrics: metrics::Metrics::shared(),
             committer,
             sign_in: Arc::default(),
             fhir: Arc::default(),
+            options: Arc::default(),
         })
     }
 
@@ -140,17 +137,6 @@ impl AppState {
         self.sign_in = Arc::new(sign_in);
         self
     }
-}
-
-fn stored_secret(conn: &mut dyn store::Conn) -> anyhow::Result<Vec<u8>> {
-    let mut tx = conn.transaction()?;
-    if let Some(hex) = tx.meta(JWT_SECRET_KEY)? {
-        return auth::token::from_hex(&hex).ok_or_else(|| anyhow::anyhow!("the stored signing secret is damaged"));
-    }
-    let secret = random_bytes::<32>().map_err(|_| anyhow::anyhow!("no random numbers for the signing secret"))?;
-    tx.set_meta(JWT_SECRET_KEY, &to_hex(&secret))?;
-    tx.commit()?;
-    Ok(secret.to_vec())
 }
 
 /// The whole HTTP service.

@@ -2,19 +2,22 @@
 //!
 //! - `tether pathway evaluate --now TIME`: episode JSON on stdin, evaluation JSON on
 //!   stdout; bad input is a non-zero exit and a message on stderr.
-//! - `tether pathway rules`: the rule table with every local default.
+//! - `tether pathway rules`: the rule table the rules are evaluated from, the warnings
+//!   and every local default, as Markdown (with the defaults, `docs/rules.md`).
 //!
 //! - `tether serve [--db PATH|URL] [--addr HOST:PORT]`: the HTTP server (see `server::serve`).
 //!   Every command's `--db` is a SQLite file's path or a `postgres://` URL.
 //! - `tether team add --db PATH --id ID --name NAME`: adds a team.
 //! - `tether user add --db PATH --username NAME --role ROLE --team ID [--team ID …]`: adds
 //!   a user; the password comes from `TETHER_PASSWORD`, or else the first line of stdin.
-//! - `tether user disable|enable --db PATH --username NAME`: stops (or restores) a user's
-//!   sign-ins and every token they hold.
+//! - `tether user disable|enable --db PATH --username NAME`: stops a user's sign-ins and
+//!   ends every session they have, for good (or lets them sign in anew).
 //! - `tether user list --db PATH`: every user, their role, teams, whether disabled, and
 //!   how they sign in (a password, or an identity provider).
 //! - `tether user reset-password --db PATH --username NAME`: a local user's new password,
 //!   from `TETHER_PASSWORD` or the first line of stdin.
+//! - `tether audit verify --db PATH`: checks the audit log's hash chain; exit 0 when it
+//!   holds, 1 naming the first broken entry.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -36,7 +39,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the HTTP server.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Manage teams.
     #[command(subcommand)]
     Team(TeamCommand),
@@ -46,6 +49,19 @@ enum Command {
     /// The disengagement pathway's rules.
     #[command(subcommand)]
     Pathway(PathwayCommand),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the audit log's hash chain: exit 0 when it holds, else name the first entry
+    /// that was edited, deleted or inserted (exit 1).
+    Verify {
+        #[command(flatten)]
+        db: DbArg,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -126,7 +142,8 @@ enum PathwayCommand {
         #[arg(long, env = "TETHER_PATHWAY_DEFAULTS")]
         defaults: Option<PathBuf>,
     },
-    /// Print the rule table and the value of every local default.
+    /// Print the rule table (the one the rules are evaluated from), the warnings and the
+    /// value of every local default, as Markdown.
     Rules {
         /// A JSON file of local defaults to override.
         #[arg(long, env = "TETHER_PATHWAY_DEFAULTS")]
@@ -137,7 +154,8 @@ enum PathwayCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(config) => serve(config),
+        Command::Audit(AuditCommand::Verify { db }) => return audit_verify(&db.db),
+        Command::Serve(config) => serve(*config),
         Command::Team(TeamCommand::Add { db, id, name }) => team_add(&db.db, &id, &name),
         Command::User(UserCommand::Add { db, username, role, teams }) => user_add(&db.db, &username, role, &teams),
         Command::User(UserCommand::Disable { db, username }) => user_disable(&db.db, &username, true),
@@ -254,7 +272,34 @@ fn user_add(target: &Target, username: &Username, role: Role, teams: &[TeamId]) 
 }
 
 fn user_disable(target: &Target, username: &Username, disabled: bool) -> Result<(), String> {
-    in_transaction(target, |tx| accounts::set_disabled(tx, username, disabled).map_err(account_error))
+    let now = jiff::Timestamp::now().as_second();
+    in_transaction(target, |tx| accounts::set_disabled(tx, username, disabled, now).map_err(account_error))
+}
+
+/// Exit 0 and the chain's length and head when it holds; exit 1 naming the first broken
+/// entry when it does not; exit 2 when the database cannot be read.
+fn audit_verify(target: &Target) -> ExitCode {
+    let checked = open_db(target).and_then(|db| {
+        db.call_blocking(|conn| server::audit::verify(conn)).map_err(|e| format!("cannot read the audit log: {e}"))
+    });
+    match checked {
+        Ok(Ok(chain)) => {
+            println!(
+                "the audit log holds: {} entries, chained; head {}",
+                chain.entries,
+                server::auth::token::to_hex(&chain.head)
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Err(broken)) => {
+            eprintln!("tether: {broken}");
+            ExitCode::from(1)
+        }
+        Err(message) => {
+            eprintln!("tether: {message}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn user_list(target: &Target) -> Result<(), String> {
@@ -280,7 +325,7 @@ fn reset_password(target: &Target, username: &Username) -> Result<(), String> {
     let hash = server::auth::password::hash(&password).map_err(|e| format!("cannot hash the password: {e}"))?;
     in_transaction(target, |tx| {
         accounts::set_password(tx, username, &hash).map_err(account_error)?;
-        // A new password clears the username's failed sign-ins, as a sign-in would.
-        server::auth::store::clear_failures(tx, username.as_str()).map_err(store_error)
+        // A new password clears the username's failed sign-ins from every client.
+        server::auth::store::clear_username_failures(tx, username.as_str()).map_err(store_error)
     })
 }

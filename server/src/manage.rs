@@ -2,9 +2,10 @@
 //! `POST /v1/devices/{id}/revoke` and `POST /v1/episodes/{id}/transfer`.
 //!
 //! A revoked device is refused from then on and told, at its next request, to wipe its
-//! store. A transfer moves an episode to another team: the new team's devices receive it
-//! at their next sync, and the old team's devices hand over everything they hold of it
-//! before they drop it (`sync`).
+//! store. A manager reaches only the devices registered by a user of their teams. A
+//! transfer moves an episode to another team: the new team's devices receive it at their
+//! next sync, and the old team's devices hand over everything they hold of it before
+//! they drop it (`sync`).
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -43,8 +44,9 @@ async fn revoke_device(
     let found = state
         .db
         .call(move |conn| {
-            // The device's users, and whether any shares a team with the manager.
-            if !conn.device_in_scope(&device, &user.user_id, user.role == Role::Admin)? {
+            // Registered by a user of one of the manager's teams: not merely signed in on
+            // by one, which anyone who read the device's id off a record could arrange.
+            if !store::device_in_reach(conn, &device, &user.user_id, user.role == Role::Admin)? {
                 return Ok(false);
             }
             let mut tx = conn.transaction()?;

@@ -1,6 +1,11 @@
 //! `GET /metrics`: Prometheus text — requests by route pattern, method and status, the
 //! sync latency histogram, and the open and overdue actions per team.
 //!
+//! Counts per team are not for the internet: `/metrics` is served on its own listener
+//! (`--metrics-addr`, loopback unless said otherwise; [`metrics_app`]), and on the main
+//! port only to a bearer token (`--metrics-token`). Without a token, `/metrics` on the
+//! main port answers 404 like any route that is not there.
+//!
 //! The format is a few lines of text; a metrics crate would add more than it saves.
 //! Labels are route patterns and team ids, never a concrete path or a patient's anything.
 
@@ -20,8 +25,34 @@ use crate::AppState;
 use crate::caseload;
 use crate::error::AppError;
 
+/// `/metrics` on the main port: behind `--metrics-token`, or not there.
 pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/metrics", get(metrics))
+    Router::new().route("/metrics", get(guarded))
+}
+
+/// The metrics listener's whole service: `/metrics` (no token: whoever reaches this
+/// address is meant to) and `/healthz`, nothing else.
+pub fn metrics_app(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .merge(crate::health::router())
+        .fallback(|| async { AppError::NotFound })
+        .with_state(state)
+}
+
+async fn guarded(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Result<Response, AppError> {
+    let Some(token) = state.options.metrics_token.as_ref() else { return Err(AppError::NotFound) };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(presented) if crate::dashboard::session::same_secret(presented, token.expose()) => {
+            metrics(State(state)).await
+        }
+        _ => Err(AppError::Unauthenticated("/metrics needs the metrics bearer token")),
+    }
 }
 
 /// The upper bounds of the sync latency histogram's buckets, in seconds.

@@ -6,7 +6,9 @@
 //! called by the JSON routes below and by the dashboard alike, and every one writes its
 //! audit entry in the same transaction as what it reads or writes. The office's writes
 //! are the server's own Automerge changes: stored like a device's, with a new `seq`, so
-//! devices receive them at their next sync.
+//! devices receive them at their next sync. A record made here is by the signed-in
+//! caller, on the server's own device (`episodes::server_device`), never on whatever
+//! device the caller signed in from.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -190,17 +192,11 @@ pub fn record(desk: &mut Desk<'_>, id: EpisodeId, new: NewRecord) -> Result<Even
             "kind: a fact is changed with POST /v1/episodes/{id}/facts, which records the change".into(),
         ));
     }
-    let event = Event::new_record(
-        uuid::Uuid::now_v7(),
-        &new.kind,
-        new.at.unwrap_or(now),
-        &who.username,
-        &who.device,
-        new.fields,
-    )
-    .map_err(|e| AppError::InvalidBody(e.to_string()))?;
-    let event_id = event.id;
-    write(desk, id, "record_event", Some(&event_id.to_string()), |stored, tx| {
+    let event_id = uuid::Uuid::now_v7();
+    write(desk, id, "record_event", Some(&event_id.to_string()), |stored, tx, device| {
+        let at = new.at.unwrap_or(now);
+        let event = Event::new_record(event_id, &new.kind, at, &who.username, device, new.fields.clone())
+            .map_err(|e| AppError::InvalidBody(e.to_string()))?;
         if let EventBody::FiledToEpr(filed) = &event.body {
             let episode = stored.view(tx)?;
             if let Some(unknown) = filed.records.iter().find(|r| !episode.events.iter().any(|e| e.id == **r)) {
@@ -224,10 +220,10 @@ pub fn set_fact(desk: &mut Desk<'_>, id: EpisodeId, field: &str, value: Value) -
     let mut fields = Map::new();
     fields.insert("field".into(), Value::String(field.as_str().into()));
     fields.insert("value".into(), value);
-    let event = Event::new_record(uuid::Uuid::now_v7(), "fact_changed", now, &who.username, &who.device, fields)
-        .map_err(|e| AppError::InvalidBody(e.to_string()))?;
-    let event_id = event.id;
-    write(desk, id, "set_fact", Some(field.as_str()), |stored, _| {
+    let event_id = uuid::Uuid::now_v7();
+    write(desk, id, "set_fact", Some(field.as_str()), |stored, _, device| {
+        let event = Event::new_record(event_id, "fact_changed", now, &who.username, device, fields.clone())
+            .map_err(|e| AppError::InvalidBody(e.to_string()))?;
         stored.with_doc(|doc| doc.set_fact(&event)).map_err(refused)
     })?;
     Ok(event_id)
@@ -236,7 +232,7 @@ pub fn set_fact(desk: &mut Desk<'_>, id: EpisodeId, field: &str, value: Value) -
 /// Replaces the joint plan's text (as edits, which merge with a device's).
 pub fn set_plan(desk: &mut Desk<'_>, id: EpisodeId, text: &str) -> Result<(), AppError> {
     let now = desk.now;
-    write(desk, id, "edit_plan", None, |stored, _| stored.with_doc(|doc| doc.set_plan(text, now)).map_err(refused))
+    write(desk, id, "edit_plan", None, |stored, _, _| stored.with_doc(|doc| doc.set_plan(text, now)).map_err(refused))
 }
 
 /// How often a change whose episode another writer changed meanwhile is made again.
@@ -244,15 +240,17 @@ const CONFLICT_TRIES: usize = 8;
 
 /// Makes one change to an episode of `teams` as the server, and stores it — with the
 /// receipt of any new record, the episode's summary and the audit entry — in one
-/// transaction. A change that is refused, or not stored, never reaches the cache. If
-/// another writer changed the episode meanwhile, the change is made again on what is
-/// stored now.
+/// transaction. `change` gets the server's own device name, which the records it makes
+/// carry (their author is the caller; the audit entry names the caller's own device). A
+/// change that is refused, would take the episode past its budget, or is not stored,
+/// never reaches the cache. If another writer changed the episode meanwhile, the change
+/// is made again on what is stored now.
 fn write(
     desk: &mut Desk<'_>,
     id: EpisodeId,
     action: &'static str,
     detail: Option<&str>,
-    change: impl Fn(&mut Stored, &mut dyn Tx) -> Result<(), AppError>,
+    change: impl Fn(&mut Stored, &mut dyn Tx, &str) -> Result<(), AppError>,
 ) -> Result<(), AppError> {
     let (conn, cache, who, teams, now) = desk.parts();
     let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
@@ -266,9 +264,11 @@ fn write(
                 tx.lock_seq()?;
             }
             let actor = episodes::server_actor(&mut *tx)?;
+            let device = episodes::server_device(&mut *tx)?;
             let mut stored = caseload::visible(&mut *tx, &mut cache, &actor, teams, id)?;
-            change(&mut stored, &mut *tx)?;
-            episodes::store_changes(&mut *tx, &mut stored, &who.device, now.as_millisecond())?;
+            change(&mut stored, &mut *tx, &device)?;
+            let bytes = episodes::pending_changes(&mut stored).map_err(refused)?;
+            episodes::store_changes(&mut *tx, &mut stored, &bytes, &device, now.as_millisecond())?;
             caseload::summarize(&mut *tx, &mut stored, now)?;
             audit::log(&mut *tx, who, now.as_millisecond(), action, Some(id), detail)?;
             tx.commit()?;
@@ -288,6 +288,8 @@ fn write(
 fn refused(error: DocumentError) -> AppError {
     match error {
         DocumentError::Invalid(e) => AppError::InvalidBody(e.to_string()),
+        DocumentError::TooLong(e) => AppError::InvalidBody(e.to_string()),
+        DocumentError::Full { bytes } => AppError::EpisodeFull { bytes },
         DocumentError::Refused(m) => AppError::InvalidBody(m),
         other => AppError::internal(other),
     }

@@ -1,5 +1,6 @@
-//! `tether serve`: logging, the database, the listener, and a graceful shutdown on
-//! ctrl-c or SIGTERM (requests in flight are answered; the database closes cleanly).
+//! `tether serve`: logging, the database, the listener (`listen`: capped connections,
+//! timeouts, metered bodies), and a graceful shutdown on ctrl-c or SIGTERM (requests in
+//! flight are answered; the database closes cleanly).
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 
 use crate::config::ServeConfig;
-use crate::{AppState, Clock, Db, app, caseload, demo};
+use crate::{AppState, Clock, Db, app, auth, caseload, demo, listen, metrics};
 
 /// Logs go to stderr as text, filtered by `filter` (`info`, `warn,server=debug`, …).
 pub fn init_logging(filter: &str) -> anyhow::Result<()> {
@@ -44,23 +45,64 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
                 .await??;
         print_demo(seeded, &config.db);
     }
-    let mut state = AppState::with_sync_batch(db, config.jwt_secret.as_ref(), Clock::system(), config.sync_batch)?
-        .with_sign_in(sign_in);
+    let (secret, previous) = (config.jwt_secret.clone(), config.jwt_previous_secrets.clone());
+    let (db, keys, head) = tokio::task::spawn_blocking(move || {
+        let keys = auth::keys::load(&db, secret.as_ref(), previous.as_ref())?;
+        let head = db.call_blocking(|conn| crate::audit::head(conn))?;
+        anyhow::Ok((db, keys, head))
+    })
+    .await??;
+    // The audit chain's head, in a log kept apart from the database: whoever rewrites
+    // the chain from some entry on cannot make the heads logged before agree with it.
+    tracing::info!(entries = head.entries, head = %auth::token::to_hex(&head.head), "audit chain");
+    let mut state = AppState::with_keys(db, keys, Clock::system(), config.sync_batch)?.with_sign_in(sign_in);
     state.fhir = std::sync::Arc::new(fhir);
+    state.options = std::sync::Arc::new(config.options()?);
     let listener = TcpListener::bind(config.addr).await.with_context(|| format!("cannot listen on {}", config.addr))?;
     let addr = listener.local_addr()?;
+    let metrics_listener = match config.metrics_addr {
+        Some(at) => Some(TcpListener::bind(at).await.with_context(|| format!("cannot listen on {at} for metrics"))?),
+        None => None,
+    };
     tracing::info!(%addr, db = %config.db, "listening");
-    // One stable line on stdout for scripts and tests that start the server on port 0.
-    {
-        use std::io::Write;
-        let mut stdout = std::io::stdout().lock();
-        // Nobody reading stdout is no reason to stop serving.
-        let _ = writeln!(stdout, "tether: listening on http://{addr}").and_then(|()| stdout.flush());
+    // Stable lines on stdout for scripts and tests that start the server on port 0: the
+    // main address first, then the metrics address if there is one.
+    say(&format!("tether: listening on http://{addr}"));
+    if let Some(metrics) = &metrics_listener {
+        let at = metrics.local_addr()?;
+        tracing::info!(%at, "metrics listening");
+        say(&format!("tether: metrics on http://{at}/metrics"));
     }
     let _reevaluation = spawn_reevaluation(state.clone(), Duration::from_secs(config.reevaluate_secs));
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    let limits = config.limits();
+    tracing::info!(max_connections = limits.max_connections, "limits");
+    // One shutdown signal stops both listeners.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let stopped = |mut stopping: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
+    };
+    let _signal = AbortOnDrop(tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    }));
+    let metrics = metrics_listener.map(|listener| {
+        // Prometheus and a health check: a few connections are plenty.
+        let limits = listen::Limits { max_connections: 16, ..limits.clone() };
+        tokio::spawn(listen::serve(listener, metrics::metrics_app(state.clone()), limits, stopped(stopping.clone())))
+    });
+    listen::serve(listener, app(state), limits, stopped(stopping)).await?;
+    if let Some(metrics) = metrics {
+        metrics.await??;
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// One line on stdout, flushed. Nobody reading stdout is no reason to stop serving.
+fn say(line: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
 }
 
 /// Prints the demo's accounts, once, for the newcomer at the terminal.

@@ -1,14 +1,19 @@
 //! `POST /v1/sync`: the sync protocol's server side (messages in `episode::sync`).
 //!
-//! One request is one SQLite savepoint, in a transaction written with whatever other
-//! requests arrived meanwhile (`commit`: group commit). Every incoming document is applied to a copy
-//! and checked (its identity, team and patient unchanged; no record deleted or altered;
-//! every new record valid; the schema known) before anything is written; one that fails
-//! refuses the whole request with a 4xx naming the episode, and nothing of it is stored.
-//! Only after the transaction has committed — on disk, with `synchronous = FULL` — is the
-//! response sent, so whatever a device is told the server has, it has.
+//! One request is one savepoint, in a transaction written with whatever other requests
+//! arrived meanwhile (`commit`: group commit). Every incoming document is applied
+//! to a copy and checked before anything of it is written: its identity, team and patient
+//! unchanged; no record deleted or altered; every new record valid, within the limits of
+//! `episode::limits`, made on the syncing device and by someone who has signed in on it;
+//! the episode within its budget; the schema known. One that fails is refused **for that
+//! episode**, with a typed reason (`episode::sync::Refusal`) in a successful answer:
+//! nothing of it is stored, and the rest of the request is stored and answered as usual.
+//! Only after the transaction has committed — on disk — is the response sent, so whatever
+//! a device is told the server has, it has. A request is handled from a borrowed copy, so
+//! that one whose episode another writer changed meanwhile can be handled again
+//! (`commit`, docs/adr/0004-storage.md).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use automerge::ActorId;
 use axum::Router;
@@ -18,19 +23,25 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use episode::EpisodeId;
-use episode::document::{DocumentError, EpisodeDoc};
+use episode::document::EpisodeDoc;
+use episode::limits::{self, EPISODE_BUDGET_BYTES};
 use episode::pathway::{self, Calendar};
-use episode::sync::{self as protocol, Body, Document};
+use episode::sync::{self as protocol, Body, Document, Refusal};
 
 use crate::AppState;
 use crate::audit::{self, Via, Who};
 use crate::auth::AuthUser;
 use crate::episodes::{self, Cache, Evaluated, Stored};
 use crate::error::AppError;
-use crate::store::Tx;
+use crate::store::{StoreError, Tx};
 
 /// The most documents one response carries before it says `more`.
 const MAX_RESPONSE_DOCUMENTS: usize = 100;
+
+/// The bytes of documents after which a response says `more` rather than carry another
+/// (a soft limit: one document always goes). Well under what a device reads
+/// (`episode::sync::Response::decode`), whatever the size of the episodes.
+const MAX_RESPONSE_BYTES: usize = 24 * 1024 * 1024;
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/v1/sync", post(sync)).layer(DefaultBodyLimit::max(protocol::MAX_REQUEST_BYTES))
@@ -65,6 +76,28 @@ struct Touched {
     changed: bool,
     /// The request brought it new: stored whole already.
     inserted: bool,
+    /// The changes to store (from `episodes::pending_changes`: within the budget).
+    pending: Vec<u8>,
+    /// The device sent it whole: it may lack any of its receipts.
+    whole: bool,
+}
+
+/// What a device may add to an episode: who it is, and who has signed in on it (read
+/// once a request, when a new record first needs it).
+struct Syncer<'a> {
+    device: &'a str,
+    teams: &'a [String],
+    authors: Option<Vec<String>>,
+}
+
+impl Syncer<'_> {
+    /// The usernames of everyone who has signed in on the syncing device.
+    fn authors(&mut self, tx: &mut dyn Tx) -> Result<&[String], StoreError> {
+        if self.authors.is_none() {
+            self.authors = Some(crate::auth::store::device_users(tx, self.device)?);
+        }
+        Ok(self.authors.as_deref().unwrap_or_default())
+    }
 }
 
 pub(crate) fn handle(
@@ -78,15 +111,23 @@ pub(crate) fn handle(
     let device = user.device_id.as_str();
     let now_ms = now.as_millisecond();
     let cursor = i64::try_from(request.cursor).unwrap_or(i64::MAX);
+    // The receipts a device holds: those noted up to its cursor, none at cursor 0.
+    let receipts_held = (cursor > 0).then_some(cursor);
     let mut touched: BTreeMap<EpisodeId, Touched> = BTreeMap::new();
+    let mut refused: Vec<protocol::Refused> = Vec::new();
+    let mut seen = BTreeSet::new();
     let mut used = Vec::new();
     let mut dropped = Vec::new();
     let who = Who::new(user, Via::Sync);
+    let mut syncer = Syncer { device, teams: &user.teams, authors: None };
 
     for Document { episode: id, body } in &request.documents {
         let id = *id;
-        if touched.contains_key(&id) {
-            return Err(refused(id, "the request carries this episode twice"));
+        if !seen.insert(id) {
+            return Err(AppError::SyncRefused {
+                episode: id,
+                message: "the request carries this episode twice".into(),
+            });
         }
         let existing = load(tx, cache, id, &actor)?;
         // Another team's episode is "not found", unless this device held it before a
@@ -96,73 +137,43 @@ pub(crate) fn handle(
         // Held now, or handed over before (a repeat of a hand-over whose answer was lost).
         let leaving = existing.is_some() && !visible && (held.is_some() || tx.dropped(id, device)?);
         if existing.is_some() && !visible && !leaving {
-            return Err(AppError::EpisodeNotFound(id));
+            // Unchanged: it goes back to the cache.
+            used.extend(existing);
+            refused.push(protocol::Refused { episode: id, reason: Refusal::NotFound });
+            continue;
         }
-        match body {
-            Body::Whole(bytes) => {
-                let mut theirs = EpisodeDoc::load(bytes, actor.clone()).map_err(|e| refused_doc(id, e))?;
-                let their_episode = theirs.episode().map_err(|e| refused_doc(id, e))?;
-                if their_episode.id != id {
-                    return Err(refused(id, "the document is of another episode"));
-                }
-                let their_heads = theirs.heads();
-                let (stored, changed, inserted) = match existing {
-                    Some(mut stored) => {
-                        let changed = stored.with_doc(|doc| {
-                            let before = doc.heads();
-                            doc.merge(&mut theirs).map(|()| doc.heads() != before)
-                        });
-                        (stored, changed.map_err(|e| refused_doc(id, e))?, false)
-                    }
-                    None => {
-                        theirs.check_new().map_err(|e| refused_doc(id, e))?;
-                        if !user.teams.contains(&their_episode.team) {
-                            return Err(refused(id, "the episode's team is not one of yours"));
-                        }
-                        let seq = episodes::insert(tx, id, &their_episode.team, &mut theirs, now_ms / 1000)?;
-                        // The snapshot holds it all: later changes are saved from here.
-                        theirs.save_incremental();
-                        let stored = Stored::new(id, their_episode.team.clone(), seq, theirs);
-                        (stored, true, true)
-                    }
-                };
-                let mut state = automerge::sync::State::new();
-                state.shared_heads = their_heads;
-                if leaving {
-                    // Everything the device held is here now: it may drop the episode.
-                    // (Leaving means it existed: never inserted by this request.)
-                    let mut stored = stored;
-                    if changed {
-                        episodes::store_changes(tx, &mut stored, device, now_ms)?;
-                        audit::log(tx, &who, now_ms, "sync_handover", Some(id), None)?;
-                    }
-                    episodes::record_drop(tx, id, device)?;
-                    used.push(stored);
-                    dropped.push(id);
-                    continue;
-                }
-                touched.insert(id, Touched { stored, state, changed, inserted });
+        let whole = matches!(body, Body::Whole(_));
+        // Everything is checked before anything of the episode is written: a refusal
+        // stores nothing of it (its copy, changed in memory, is dropped) and the rest of
+        // the request goes on.
+        let accepted = match body {
+            Body::Whole(bytes) => accept_whole(tx, &mut syncer, id, bytes, existing, &actor, now_ms)?,
+            Body::Message(bytes) => accept_message(tx, &mut syncer, id, bytes, existing, held.as_deref())?,
+        };
+        let mut touched_now = match accepted {
+            Ok(accepted) => accepted,
+            Err(reason) => {
+                tracing::info!(reason = reason_code(&reason), "sync refused an episode");
+                refused.push(protocol::Refused { episode: id, reason });
+                continue;
             }
-            Body::Message(bytes) => {
-                let Some(mut stored) = existing else {
-                    return Err(AppError::EpisodeNotFound(id));
-                };
-                let mut state = protocol::decode_state(held.as_deref());
-                let changed = stored
-                    .with_doc(|doc| doc.receive_sync_message(&mut state, bytes))
-                    .map_err(|e| refused_doc(id, e))?;
-                if leaving {
-                    // Only a whole copy can prove the device handed everything over.
-                    if changed {
-                        episodes::store_changes(tx, &mut stored, device, now_ms)?;
-                        audit::log(tx, &who, now_ms, "sync_handover", Some(id), None)?;
-                    }
-                    used.push(stored);
-                    continue;
-                }
-                touched.insert(id, Touched { stored, state, changed, inserted: false });
+        };
+        if leaving {
+            // Leaving means it existed: never inserted by this request.
+            if touched_now.changed {
+                episodes::store_changes(tx, &mut touched_now.stored, &touched_now.pending, device, now_ms)?;
+                audit::log(tx, &who, now_ms, "sync_handover", Some(id), None)?;
             }
+            // Only a whole copy can prove the device handed everything over: then it may
+            // drop the episode.
+            if whole {
+                episodes::record_drop(tx, id, device)?;
+                dropped.push(id);
+            }
+            used.push(touched_now.stored);
+            continue;
         }
+        touched.insert(id, touched_now);
     }
 
     // Store what changed. A new episode was stored whole on insert; anything merged into
@@ -173,7 +184,7 @@ pub(crate) fn handle(
             episodes::note_receipts(tx, &mut touched.stored, device, now_ms)?;
             audit::log(tx, &who, now_ms, "sync_open", Some(*id), None)?;
         } else if touched.changed {
-            episodes::store_changes(tx, &mut touched.stored, device, now_ms)?;
+            episodes::store_changes(tx, &mut touched.stored, &touched.pending, device, now_ms)?;
             audit::log(tx, &who, now_ms, "sync_write", Some(*id), None)?;
         }
     }
@@ -191,9 +202,8 @@ pub(crate) fn handle(
         .into_iter()
         .filter(|(id, _)| !touched.contains_key(id))
         .collect();
-    let more = since.len() > MAX_RESPONSE_DOCUMENTS;
+    let mut more = since.len() > MAX_RESPONSE_DOCUMENTS;
     let page: Vec<_> = since.into_iter().take(MAX_RESPONSE_DOCUMENTS).collect();
-    let next_cursor = if more { page.last().map_or(cursor, |&(_, seq)| seq) } else { horizon };
 
     let mut documents = Vec::new();
     let mut actions = Vec::new();
@@ -208,20 +218,32 @@ pub(crate) fn handle(
         tx.put_sync_state(*id, device, &touched.state.encode())?;
         let changed_for_device = touched.changed || touched.stored.seq() > cursor;
         if changed_for_device {
-            let (evaluation, team) = authoritative(tx, &mut touched.stored, now)?;
+            let since = if touched.whole { None } else { receipts_held };
+            let (evaluation, team) = authoritative(tx, &mut touched.stored, now, since)?;
             actions.push(evaluation);
             teams.push(team);
         }
     }
-    for (id, _) in page {
+    // The page is cut short once the answer holds `MAX_RESPONSE_BYTES` of documents (a
+    // device's first sync of a caseload of large episodes), but always takes one: the
+    // cursor then stops at the last episode answered, and `more` asks for the rest.
+    let mut answered = None;
+    for (id, seq) in page {
+        let bytes: usize = documents.iter().map(|d: &Document| body_len(&d.body)).sum();
+        if bytes >= MAX_RESPONSE_BYTES {
+            more = true;
+            break;
+        }
+        answered = Some(seq);
         let Some(mut stored) = load(tx, cache, id, &actor)? else { continue };
         let mut state = protocol::decode_state(tx.sync_state(id, device)?.as_deref());
-        if state.shared_heads.is_empty() {
+        let whole = state.shared_heads.is_empty();
+        if whole {
             // The device has never confirmed having it: it goes whole (again, if an
             // answer was lost), and the device counts as holding it from now on, so that
             // a transfer asks for what it records before it confirms.
             audit::log(tx, &who, now_ms, "sync_read", Some(id), None)?;
-            documents.push(Document { episode: id, body: Body::Whole(stored.with_doc(|doc| doc.save())) });
+            documents.push(Document { episode: id, body: Body::Whole(stored.with_doc(|doc| doc.save_copy())) });
             tx.put_sync_state(id, device, &state.encode())?;
         } else {
             protocol::prime(&mut state);
@@ -232,11 +254,13 @@ pub(crate) fn handle(
                 documents.push(Document { episode: id, body: Body::Message(message) });
             }
         }
-        let (evaluation, team) = authoritative(tx, &mut stored, now)?;
+        let (evaluation, team) = authoritative(tx, &mut stored, now, if whole { None } else { receipts_held })?;
         actions.push(evaluation);
         teams.push(team);
         used.push(stored);
     }
+
+    let next_cursor = if more { answered.unwrap_or(cursor) } else { horizon };
 
     let leaving = episodes::leaving(tx, device, &user.teams)?;
     dropped.extend(tx.drops_since(device, cursor, horizon)?);
@@ -254,6 +278,7 @@ pub(crate) fn handle(
         leaving,
         dropped,
         more,
+        refused,
     };
     Ok((response, used))
 }
@@ -262,18 +287,23 @@ fn load(tx: &mut dyn Tx, cache: &mut Cache, id: EpisodeId, actor: &ActorId) -> R
     Ok(cache.take(tx, id, actor)?)
 }
 
+/// The server's word on an episode for the device: its evaluation now, and the receipts
+/// noted after `since` (the device's cursor; `None` when the document crossed whole).
 fn authoritative(
     tx: &mut dyn Tx,
     stored: &mut Stored,
     now: jiff::Timestamp,
+    since: Option<i64>,
 ) -> Result<(protocol::Authoritative, protocol::EpisodeTeam), AppError> {
     let team = protocol::EpisodeTeam { episode: stored.id(), team: stored.team().to_owned() };
+    let received = episodes::receipts_since(tx, stored.id(), since)?;
     // Evaluated at the whole second, so that every device asking within it shares the work.
     let second = now.as_second();
     if let Some(evaluated) = stored.evaluated()
         && evaluated.second == second
     {
-        return Ok((protocol::Authoritative { episode: stored.id(), evaluation: evaluated.wire.clone() }, team));
+        let evaluation = evaluated.wire.clone();
+        return Ok((protocol::Authoritative { episode: stored.id(), evaluation, received }, team));
     }
     let at = jiff::Timestamp::from_second(second).unwrap_or(now);
     let episode = stored.view(tx)?;
@@ -284,13 +314,194 @@ fn authoritative(
         _ => protocol::Authoritative::new(stored.id(), &evaluation).evaluation,
     };
     stored.set_evaluated(Evaluated { second, evaluation, wire: wire.clone() });
-    Ok((protocol::Authoritative { episode: stored.id(), evaluation: wire }, team))
+    Ok((protocol::Authoritative { episode: stored.id(), evaluation: wire, received }, team))
 }
 
-fn refused(episode: EpisodeId, message: &str) -> AppError {
-    AppError::SyncRefused { episode, message: message.into() }
+/// A document brought whole: a new episode (checked whole, and inserted), or another
+/// copy of one the server has (merged into it). `Ok(Err(_))`: refused, nothing written.
+fn accept_whole(
+    tx: &mut dyn Tx,
+    syncer: &mut Syncer<'_>,
+    id: EpisodeId,
+    bytes: &[u8],
+    existing: Option<Stored>,
+    actor: &ActorId,
+    now_ms: i64,
+) -> Result<Result<Touched, Refusal>, AppError> {
+    let mut theirs = match EpisodeDoc::load(bytes, actor.clone()) {
+        Ok(doc) => doc,
+        Err(error) => return Ok(Err(Refusal::from_document(&error))),
+    };
+    let their_episode = match theirs.episode() {
+        Ok(episode) => episode,
+        Err(error) => return Ok(Err(Refusal::from_document(&error))),
+    };
+    if their_episode.id != id {
+        return Ok(Err(invalid("the document is of another episode")));
+    }
+    let their_heads = theirs.heads();
+    let mut state = automerge::sync::State::new();
+    state.shared_heads = their_heads;
+    match existing {
+        Some(mut stored) => {
+            let before = Before::of(stored.doc());
+            let merged = stored.with_doc(|doc| {
+                let heads = doc.heads();
+                doc.merge(&mut theirs).map(|()| doc.heads() != heads)
+            });
+            let changed = match merged {
+                Ok(changed) => changed,
+                Err(error) => return Ok(Err(Refusal::from_document(&error))),
+            };
+            let mut pending = Vec::new();
+            if changed {
+                if let Err(refusal) = check_new(tx, syncer, stored.doc(), Some(&before))? {
+                    return Ok(Err(refusal));
+                }
+                pending = match episodes::pending_changes(&mut stored) {
+                    Ok(pending) => pending,
+                    Err(error) => return Ok(Err(Refusal::from_document(&error))),
+                };
+            }
+            Ok(Ok(Touched { stored, state, changed, inserted: false, pending, whole: true }))
+        }
+        None => {
+            if let Err(error) = theirs.check_new() {
+                return Ok(Err(Refusal::from_document(&error)));
+            }
+            if !syncer.teams.contains(&their_episode.team) {
+                return Ok(Err(invalid("the episode's team is not one of yours")));
+            }
+            if let Err(refusal) = check_new(tx, syncer, &theirs, None)? {
+                return Ok(Err(refusal));
+            }
+            if bytes.len() > EPISODE_BUDGET_BYTES {
+                return Ok(Err(Refusal::EpisodeFull {
+                    bytes: bytes.len() as u64,
+                    budget: EPISODE_BUDGET_BYTES as u64,
+                }));
+            }
+            let seq = episodes::insert(tx, id, &their_episode.team, &mut theirs, now_ms / 1000)?;
+            // The snapshot holds it all: later changes are saved from here.
+            theirs.save_incremental();
+            let stored = Stored::new(id, their_episode.team.clone(), seq, theirs);
+            Ok(Ok(Touched { stored, state, changed: true, inserted: true, pending: Vec::new(), whole: true }))
+        }
+    }
 }
 
-fn refused_doc(episode: EpisodeId, error: DocumentError) -> AppError {
-    AppError::SyncRefused { episode, message: error.to_string() }
+/// An Automerge sync message for an episode the server has. `Ok(Err(_))`: refused,
+/// nothing written.
+fn accept_message(
+    tx: &mut dyn Tx,
+    syncer: &mut Syncer<'_>,
+    id: EpisodeId,
+    message: &[u8],
+    existing: Option<Stored>,
+    held: Option<&[u8]>,
+) -> Result<Result<Touched, Refusal>, AppError> {
+    let Some(mut stored) = existing else { return Ok(Err(Refusal::NotFound)) };
+    debug_assert_eq!(stored.id(), id);
+    let mut state = protocol::decode_state(held);
+    let before = Before::of(stored.doc());
+    let changed = match stored.with_doc(|doc| doc.receive_sync_message(&mut state, message)) {
+        Ok(changed) => changed,
+        Err(error) => return Ok(Err(Refusal::from_document(&error))),
+    };
+    let mut pending = Vec::new();
+    if changed {
+        if let Err(refusal) = check_new(tx, syncer, stored.doc(), Some(&before))? {
+            return Ok(Err(refusal));
+        }
+        pending = match episodes::pending_changes(&mut stored) {
+            Ok(pending) => pending,
+            Err(error) => return Ok(Err(Refusal::from_document(&error))),
+        };
+    }
+    Ok(Ok(Touched { stored, state, changed, inserted: false, pending, whole: false }))
+}
+
+/// What an episode held before a device's changes: which records, and how long a plan.
+struct Before {
+    records: HashSet<String>,
+    plan_bytes: usize,
+}
+
+impl Before {
+    fn of(doc: &EpisodeDoc) -> Self {
+        Self { records: doc.record_keys(), plan_bytes: doc.plan_text().map_or(0, |p| p.len()) }
+    }
+}
+
+/// Checks what a device adds to an episode (`before`: what the server held; `None`: the
+/// episode is new): every record new to the server was made on the syncing device, by
+/// someone who has signed in on it, within the limits; so is a new episode's opening;
+/// and the plan stays within its limit. Records the server has already are not checked
+/// again: an episode received from the server, merged from a peer or handed over carries
+/// them legitimately.
+fn check_new(
+    tx: &mut dyn Tx,
+    syncer: &mut Syncer<'_>,
+    doc: &EpisodeDoc,
+    before: Option<&Before>,
+) -> Result<Result<(), Refusal>, AppError> {
+    let episode = match doc.episode() {
+        Ok(episode) => episode,
+        Err(error) => return Ok(Err(Refusal::from_document(&error))),
+    };
+    let device = syncer.device;
+    let authors = syncer.authors(tx)?;
+    for event in &episode.events {
+        if before.is_some_and(|b| b.records.contains(&event.id.to_string())) {
+            continue;
+        }
+        if event.device != device {
+            return Ok(Err(Refusal::OtherDevice { record: event.id }));
+        }
+        if !authors.contains(&event.by) {
+            return Ok(Err(Refusal::NotSignedInHere { record: Some(event.id), by: event.by.clone() }));
+        }
+        if let Err(too_long) = limits::check_record(event) {
+            return Ok(Err(Refusal::from_document(&too_long.into())));
+        }
+    }
+    if before.is_none() {
+        if !authors.contains(&episode.opened_by) {
+            return Ok(Err(Refusal::NotSignedInHere { record: None, by: episode.opened_by.clone() }));
+        }
+        for (field, text) in
+            [("patient_ref", episode.patient_ref.as_str()), ("team", &episode.team), ("opened_by", &episode.opened_by)]
+        {
+            if let Err(too_long) = limits::check_name(field, text) {
+                return Ok(Err(invalid(&too_long.to_string())));
+            }
+        }
+    }
+    let plan_grew = before.is_none_or(|b| episode.plan.len() > b.plan_bytes);
+    if plan_grew && let Err(too_long) = limits::check_plan(&episode.plan) {
+        return Ok(Err(invalid(&too_long.to_string())));
+    }
+    Ok(Ok(()))
+}
+
+fn invalid(message: &str) -> Refusal {
+    Refusal::Invalid { message: message.into() }
+}
+
+/// A refusal's kind, for the log (never its message, which names records and people).
+fn reason_code(reason: &Refusal) -> &'static str {
+    match reason {
+        Refusal::NotFound => "not_found",
+        Refusal::OtherDevice { .. } => "other_device",
+        Refusal::NotSignedInHere { .. } => "not_signed_in_here",
+        Refusal::TooLarge { .. } => "too_large",
+        Refusal::EpisodeFull { .. } => "episode_full",
+        Refusal::Invalid { .. } => "invalid",
+    }
+}
+
+fn body_len(body: &Body) -> usize {
+    match body {
+        Body::Whole(bytes) | Body::Message(bytes) => bytes.len(),
+    }
 }

@@ -76,6 +76,13 @@ fn teams_and_users_are_added_and_refused_clearly() {
     assert!(err.contains("--role") && err.contains("safeguarding_lead"), "{err}");
     let err = refused(&add("has space", &["team-north"], Some("pw"), ""));
     assert!(err.contains("--username"), "{err}");
+    // Only a small, safe set: no direction overrides that reorder a timeline's "by",
+    // no look-alike letters, no control characters. The error says what is allowed.
+    for bad in ["ana\u{202e}nimda", "\u{2066}maya", "mаya", "zoë", "tab\tname", "_lead", ".hidden", ""] {
+        let err = refused(&add(bad, &["team-north"], Some("pw"), ""));
+        assert!(err.contains("letters A-Z or a-z, digits and . _ - @"), "{bad:?}: {err}");
+    }
+    ok(&add("maya.o-brien_2@north", &["team-north"], Some("pw"), ""));
 
     // What was stored: hashes only, memberships, and nothing for the refusals.
     let inspect = |sql: &'static str| -> Vec<Vec<String>> {
@@ -83,9 +90,10 @@ fn teams_and_users_are_added_and_refused_clearly() {
         rows.into_iter().map(|row| row.into_iter().map(|v| v.unwrap_or_default()).collect()).collect()
     };
     let rows = inspect("SELECT username, role, password_hash FROM users ORDER BY username");
-    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows.len(), 3, "{rows:?}");
     assert_eq!((rows[0][0].as_str(), rows[0][1].as_str()), ("alice", "team_manager"));
     assert_eq!(rows[1][0], "bob");
+    assert_eq!(rows[2][0], "maya.o-brien_2@north");
     let alice_teams = inspect(
         "SELECT t.team_id FROM users u JOIN user_teams t ON t.user_id = u.id WHERE u.username = 'alice' ORDER BY t.team_id",
     );

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::sync::{Arc, PoisonError};
+use std::sync::PoisonError;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
@@ -237,7 +237,43 @@ async fn a_sign_in_form_without_its_own_token_is_refused_before_the_password_is_
     dash.sign_in("maya").await;
 }
 
-async fn failed_dashboard_sign_ins_lock_the_username_out_everywhere() {
+async fn a_sign_in_token_only_the_server_could_make_is_accepted() {
+    let dash = Dash::new();
+    let right = dash.passwords["maya"].clone();
+    let post = |cookie: String, token: String, extra: Vec<(&'static str, &'static str)>| {
+        let body = form(&[("csrf", &token), ("username", "maya"), ("password", &right)]);
+        let dash = &dash;
+        async move { dash.send_with(Method::POST, "/dashboard/login", Some(&cookie), Some(body), &extra).await }
+    };
+    // A double submit that merely matches: whoever can plant a cookie could send it.
+    let planted = "f".repeat(64);
+    let answer = post(format!("tether_login={planted}"), planted.clone(), vec![]).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "a cookie equal to the field is not enough");
+    // The form of the server's shape, under a key the server does not hold.
+    let other_keys = server::auth::token::Keys::from_secret(b"not the server's key, 32 bytes or more");
+    let issued: i64 = dash.now.lock().expect("the clock").as_second();
+    let message = format!("tether-login\0{planted}\0{issued}");
+    let forged = format!(
+        "{issued}.{}",
+        server::auth::token::to_hex(&server::auth::token::hmac(other_keys.form_key(), message.as_bytes()))
+    );
+    let answer = post(format!("tether_login={planted}"), forged, vec![]).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "an HMAC under another key");
+    // A genuine form, once it is older than its time.
+    let (cookie, csrf) = dash.open_login().await;
+    dash.advance(server::dashboard::session::LOGIN_TTL_SECS + 1);
+    assert_eq!(post(cookie, csrf, vec![]).await.status, StatusCode::FORBIDDEN, "an expired form");
+    // A genuine form posted from another site, as the browser says.
+    let (cookie, csrf) = dash.open_login().await;
+    let answer = post(cookie.clone(), csrf.clone(), vec![("sec-fetch-site", "cross-site")]).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "a cross-site form");
+    // The same form from this site signs in.
+    let answer = post(cookie, csrf, vec![("sec-fetch-site", "same-origin")]).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    assert!(sets_session(&answer));
+}
+
+async fn failed_dashboard_sign_ins_lock_the_username_out_from_that_client() {
     let dash = Dash::new();
     for _ in 0..server::auth::store::FREE_FAILURES {
         assert_eq!(dash.login_form("maya", "wrong").await.status, StatusCode::UNAUTHORIZED);
@@ -246,7 +282,7 @@ async fn failed_dashboard_sign_ins_lock_the_username_out_everywhere() {
     let locked = dash.login_form("maya", right).await;
     assert_eq!(locked.status, StatusCode::TOO_MANY_REQUESTS, "{}", locked.body);
     assert!(locked.headers.contains_key(header::RETRY_AFTER));
-    assert!(locked.body.contains("Too many failed sign-ins"), "{}", locked.body);
+    assert!(locked.body.contains("Too many failed sign-ins for this username from here"), "{}", locked.body);
     assert!(!sets_session(&locked));
     // The JSON sign-in shares the throttle.
     let body = serde_json::json!({"username": "maya", "password": right, "device_id": "desk-maya"}).to_string();
@@ -436,27 +472,26 @@ async fn a_record_with_a_skewed_clock_carries_a_note_in_the_timeline() {
     let dash = Dash::new();
     let maya = dash.sign_in("maya").await;
     let id = dash.id_of("DEMO-1001");
-    // A record made "an hour from now" by a device whose clock runs fast.
-    let later = (*dash.now.lock().unwrap_or_else(PoisonError::into_inner) + SignedDuration::from_hours(1)).to_string();
-    let who = server::audit::Who {
-        user_id: "test".into(),
-        username: "ana".into(),
-        device: "phone-fast".into(),
-        via: server::audit::Via::Api,
-    };
-    let docs = Arc::clone(&dash.state.docs);
-    let now = dash.state.clock.now();
-    let teams = vec!["north".to_owned()];
+    // A record made "an hour from now" by a device whose clock runs fast, stored as its
+    // sync would store it.
+    let later: jiff::Timestamp =
+        *dash.now.lock().unwrap_or_else(PoisonError::into_inner) + SignedDuration::from_hours(1);
+    let now_ms = dash.state.clock.now().as_millisecond();
     let episode: episode::EpisodeId = id.parse().expect("an id");
     let fields = serde_json::json!({"method": "phone", "target": "patient", "outcome": "no_answer"});
     let record = dash.db(move |conn| {
-        let new = server::office::NewRecord {
-            kind: "contact_attempt".into(),
-            at: Some(later.parse().expect("a time")),
-            fields: fields.as_object().expect("an object").clone(),
-        };
-        server::office::record(&mut server::office::Desk::new(conn, &docs, &who, &teams, now), episode, new)
-            .expect("recorded")
+        let mut tx = conn.transaction().expect("a transaction");
+        let actor = server::episodes::server_actor(&mut *tx).expect("the actor");
+        let mut stored = server::episodes::load(&mut *tx, episode, &actor).expect("load").expect("the episode");
+        let fields = fields.as_object().expect("an object").clone();
+        let event =
+            episode::Event::new_record(uuid::Uuid::now_v7(), "contact_attempt", later, "ana", "phone-fast", fields)
+                .expect("a record");
+        stored.with_doc(|doc| doc.record(&event)).expect("recorded");
+        let bytes = server::episodes::pending_changes(&mut stored).expect("within the budget");
+        server::episodes::store_changes(&mut *tx, &mut stored, &bytes, "phone-fast", now_ms).expect("stored");
+        tx.commit().expect("commit");
+        event.id
     });
     let page = dash.get(&format!("/dashboard/episodes/{id}"), &maya).await;
     let item = between(&page.body, &format!("id=\"record-{record}\""), "</li>").expect("the record");
@@ -537,7 +572,7 @@ async fn resolving_a_conflict_through_the_form_sets_the_fact_and_says_who() {
     let facts = section(&page.body, "facts");
     assert!(between(facts, "<dt>Risk</dt><dd>", "</dd>") == Some("high"), "{facts}");
     let timeline = section(&page.body, "timeline");
-    assert!(timeline.contains("maya on dashboard:"), "the dashboard is the change's device: {timeline}");
+    assert!(timeline.contains("maya on server:"), "the server is the change's device: {timeline}");
 
     // A value that is not JSON, or not the fact's, is refused and stores nothing.
     let bad = dash.post(action, &maya, &[("csrf", &maya.csrf), ("field", "risk"), ("value", "very")]).await;
@@ -634,10 +669,18 @@ async fn a_session_ends_when_it_expires_or_its_user_is_disabled() {
     let ben = dash.sign_in("ben").await;
     dash.db(|conn| {
         let mut tx = conn.transaction().expect("a transaction");
-        server::accounts::set_disabled(&mut *tx, &"ben".parse().expect("a name"), true).expect("disable");
+        server::accounts::set_disabled(&mut *tx, &"ben".parse().expect("a name"), true, 0).expect("disable");
         tx.commit().expect("commit");
     });
     assert_eq!(dash.get("/dashboard", &ben).await.location(), "/dashboard/login", "disabled");
+    // Enabled again, ben signs in anew; his old cookie stays signed out.
+    dash.db(|conn| {
+        let mut tx = conn.transaction().expect("a transaction");
+        server::accounts::set_disabled(&mut *tx, &"ben".parse().expect("a name"), false, 0).expect("enable");
+        tx.commit().expect("commit");
+    });
+    assert_eq!(dash.get("/dashboard", &ben).await.location(), "/dashboard/login", "not revived");
+    dash.sign_in("ben").await;
     assert_eq!(dash.get("/dashboard", &maya).await.status, StatusCode::OK);
     dash.advance(server::dashboard::session::SESSION_TTL_SECS + 1);
     assert_eq!(dash.get("/dashboard", &maya).await.location(), "/dashboard/login", "expired");
@@ -737,7 +780,8 @@ common::backends!(
     the_episode_page_shows_facts_conflicts_actions_and_the_merged_timeline,
     the_sign_in_form_refuses_a_wrong_password_and_sends_the_signed_out_to_it,
     a_sign_in_form_without_its_own_token_is_refused_before_the_password_is_checked,
-    failed_dashboard_sign_ins_lock_the_username_out_everywhere,
+    a_sign_in_token_only_the_server_could_make_is_accepted,
+    failed_dashboard_sign_ins_lock_the_username_out_from_that_client,
     the_session_cookie_is_http_only_strict_and_kept_only_hashed,
     the_caseload_shows_overdue_actions_first_then_by_owner_and_the_rates,
     a_record_with_a_skewed_clock_carries_a_note_in_the_timeline,

@@ -11,6 +11,7 @@ use axum::http::{Method, Request, StatusCode, header};
 use serde_json::json;
 use server::accounts::Role;
 use server::auth::token::{AUDIENCE, ISSUER};
+use server::listen::PeerAddr;
 use server::{AppState, Clock, db};
 
 mod common;
@@ -199,6 +200,98 @@ async fn repeated_failures_lock_a_username_for_longer_each_time() {
     assert_eq!(server.login("nobody", "wrong", "phone-1").await.0, StatusCode::TOO_MANY_REQUESTS);
 }
 
+/// Signs in from the client address `from` (as the accept loop marks each request),
+/// with extra headers.
+async fn login_from(
+    server: &Server,
+    from: &str,
+    username: &str,
+    password: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, serde_json::Value) {
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/auth/login")
+        .header(header::CONTENT_TYPE, "application/json")
+        .extension(PeerAddr(std::net::SocketAddr::new(from.parse().expect("an address"), 50000)));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let body = json!({"username": username, "password": password, "device_id": "phone-1"}).to_string();
+    let (status, _, body) = server.send(request.body(Body::from(body)).expect("a request")).await;
+    (status, body)
+}
+
+async fn one_client_cannot_lock_a_user_out_everywhere() {
+    let server = Server::new();
+    // Someone at 203.0.113.9 guesses alice's password until locked out.
+    for _ in 0..server::auth::store::FREE_FAILURES {
+        assert_eq!(login_from(&server, "203.0.113.9", "alice", "guess", &[]).await.0, StatusCode::UNAUTHORIZED);
+    }
+    let (status, body) = login_from(&server, "203.0.113.9", "alice", PASSWORD, &[]).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(error(&body).1.contains("for this username from this address"), "{body}");
+    // alice, from where she is, signs in; and from IPv6, the same /64 is one client.
+    assert_eq!(login_from(&server, "192.0.2.44", "alice", PASSWORD, &[]).await.0, StatusCode::OK);
+    for _ in 0..server::auth::store::FREE_FAILURES {
+        login_from(&server, "2001:db8:5:6::1", "cai", "guess", &[]).await;
+    }
+    assert_eq!(login_from(&server, "2001:db8:5:6::99", "cai", PASSWORD, &[]).await.0, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(login_from(&server, "2001:db8:5:7::1", "cai", PASSWORD, &[]).await.0, StatusCode::OK);
+}
+
+async fn one_password_cannot_be_sprayed_across_usernames() {
+    let server = Server::new();
+    // One password tried against 60 usernames (most of which do not exist) from one
+    // address: the address is stopped after its allowance, whatever the names.
+    let mut refused_at = None;
+    for i in 0..60 {
+        let (status, body) = login_from(&server, "198.51.100.23", &format!("user{i}"), "Winter2026!", &[]).await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            assert!(error(&body).1.contains("from this address"), "{body}");
+            refused_at = Some(i);
+            break;
+        }
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    }
+    assert_eq!(refused_at, Some(server::auth::store::CLIENT_FREE_FAILURES), "stopped after the allowance");
+    // Names no user can have count too, and a right password does not get through.
+    assert_eq!(login_from(&server, "198.51.100.23", "alice", PASSWORD, &[]).await.0, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(login_from(&server, "198.51.100.23", "not a name!", "x", &[]).await.0, StatusCode::TOO_MANY_REQUESTS);
+    // Another client is unaffected; after the window, the address may try again.
+    assert_eq!(login_from(&server, "198.51.100.24", "alice", PASSWORD, &[]).await.0, StatusCode::OK);
+    server.advance(server::auth::store::CLIENT_WINDOW_SECS);
+    assert_eq!(login_from(&server, "198.51.100.23", "alice", PASSWORD, &[]).await.0, StatusCode::OK);
+}
+
+async fn x_forwarded_for_counts_only_from_a_trusted_proxy() {
+    let mut server = Server::new();
+    // Not trusted: a client cannot dodge its throttle by naming another address.
+    for i in 0..server::auth::store::FREE_FAILURES {
+        let forged = format!("10.9.9.{i}");
+        login_from(&server, "203.0.113.7", "alice", "guess", &[("x-forwarded-for", &forged)]).await;
+    }
+    let (status, _) = login_from(&server, "203.0.113.7", "alice", PASSWORD, &[("x-forwarded-for", "10.1.1.1")]).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "X-Forwarded-For from a client is ignored");
+
+    // Behind a trusted proxy at 10.0.0.2, each client is the hop the proxy saw.
+    let mut state = server.state.clone();
+    state.options = Arc::new(server::config::Options {
+        trusted_proxies: vec!["10.0.0.2".parse().expect("an address")],
+        ..Default::default()
+    });
+    server.app = server::app(state);
+    for _ in 0..server::auth::store::FREE_FAILURES {
+        login_from(&server, "10.0.0.2", "cai", "guess", &[("x-forwarded-for", "1.2.3.4, 198.51.100.50")]).await;
+    }
+    let from = |client: &'static str| [("x-forwarded-for", client)];
+    assert_eq!(
+        login_from(&server, "10.0.0.2", "cai", PASSWORD, &from("198.51.100.50")).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(login_from(&server, "10.0.0.2", "cai", PASSWORD, &from("198.51.100.51")).await.0, StatusCode::OK);
+}
+
 async fn bad_bodies_get_the_error_shape_naming_the_problem() {
     let server = Server::new();
     let (status, body) = server.post_raw("/v1/auth/login", Some("application/json"), "{\"username\": ").await;
@@ -264,11 +357,12 @@ async fn the_signing_secret_is_kept_across_restarts() {
     let (access, _) = server.alice("phone-1").await;
     let now = Arc::clone(&server.now);
     let clock = Clock::from_fn(move || *now.lock().unwrap_or_else(PoisonError::into_inner));
-    let restarted = AppState::new(server.dir.open(), None, clock.clone()).expect("state");
+    let restarted = AppState::new(server.dir.open(), server.dir.jwt_secret().as_ref(), clock.clone()).expect("state");
     let claims = restarted.keys.verify(&access, clock.unix()).expect("a token from before the restart");
     assert_eq!(claims.device, "phone-1");
 
-    // A secret from the environment replaces the stored one, and must be long enough.
+    // Another secret from the environment replaces the key file's (or the one given
+    // before, on PostgreSQL), and must be long enough.
     let given = server::Secret::from("a secret from the environment, 32+ bytes".to_string());
     let other = AppState::new(server.dir.open(), Some(&given), clock.clone()).expect("state");
     assert!(other.keys.verify(&access, clock.unix()).is_err());
@@ -309,4 +403,7 @@ common::backends!(
     bad_bodies_get_the_error_shape_naming_the_problem,
     unknown_routes_and_methods_get_the_error_shape,
     the_signing_secret_is_kept_across_restarts,
+    one_client_cannot_lock_a_user_out_everywhere,
+    one_password_cannot_be_sprayed_across_usernames,
+    x_forwarded_for_counts_only_from_a_trusted_proxy,
 );

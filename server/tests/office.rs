@@ -225,7 +225,20 @@ async fn recording_from_the_office_is_the_servers_own_change_and_files_a_record(
 
     let (_, after) = office.get(&format!("/v1/episodes/{id}/timeline"), &maya).await;
     let record = after["events"].as_array().expect("events").iter().find(|e| e["id"] == filed.as_str()).expect("filed");
-    assert_eq!((record["by"].as_str(), record["device"].as_str()), (Some("maya"), Some("desk-maya")));
+    // By the signed-in caller, on the server's own device (not the desk she signed in
+    // from, which no record of hers was made on); the audit log names her desk.
+    let server_device = record["device"].as_str().expect("a device");
+    assert_eq!(record["by"].as_str(), Some("maya"));
+    assert!(server_device.starts_with("server:") && server_device.len() == "server:".len() + 8, "{server_device}");
+    let (_, audit) = office.get(&format!("/v1/audit?episode={id}"), &maya).await;
+    let entry = audit["entries"]
+        .as_array()
+        .expect("audit entries")
+        .iter()
+        .find(|e| e["action"] == "record_event" && e["detail"] == filed.as_str())
+        .cloned()
+        .expect("the record's audit entry");
+    assert_eq!((entry["username"].as_str(), entry["device"].as_str()), (Some("maya"), Some("desk-maya")), "{entry}");
     assert!(record["received_at"].is_string());
     assert!(!after["unfiled"].as_array().expect("unfiled").iter().any(|u| u["record"] == missed.as_str()));
     assert_eq!(office.caseload(&maya).await["DEMO-1001"]["unfiled"].as_i64(), Some(unfiled_before - 1));
@@ -261,19 +274,40 @@ async fn bad_records_are_refused_naming_the_field_and_nothing_is_stored() {
         (json!({"kind": "contact_attempt", "method": "phone", "target": "patient"}), "outcome"),
         (json!({"kind": "contact_attempt", "method": "pigeon", "target": "patient", "outcome": "sent"}), "method"),
         (json!({"kind": "appointment_attended", "at": "2026-03-04T09:30:00"}), "at"),
+        (json!({"kind": "appointment_attended", "at": "2206-03-04T09:30:00Z"}), "outside the years 2000 to 2100"),
+        (json!({"kind": "appointment_booked", "for": "1926-03-11T09:30:00Z"}), "outside the years 2000 to 2100"),
         (json!({"kind": "appointment_attended", "id": uuid::Uuid::nil()}), "id"),
         (json!({"kind": "appointment_attended", "by": "someone"}), "by"),
         (json!({"kind": "entered_in_error", "record": uuid::Uuid::nil(), "reason": "wrong patient"}), "record"),
         (json!({"kind": "filed_to_epr", "records": [uuid::Uuid::nil()], "epr_ref": "EPR-1"}), "records"),
         (json!({"kind": "fact_changed", "field": "risk", "value": "high"}), "facts"),
         (json!(["not", "an", "object"]), "object"),
+        // Past the limits of `episode::limits`: a text field, a list's text, the plan.
+        (json!({"kind": "reengaged", "note": "N".repeat(episode::limits::MAX_TEXT_BYTES + 1)}), "`note`"),
+        (
+            json!({"kind": "mdt_meeting", "attendees": ["team_manager", "A".repeat(episode::limits::MAX_TEXT_BYTES + 1)],
+                   "outcome": "continue"}),
+            "`attendees`",
+        ),
     ] {
         let (status, answer) = office.post(&path, &maya, body.clone()).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {answer}");
         assert!(message(&answer).contains(names), "{body}: {answer} should name {names}");
+        assert!(!message(&answer).contains("NNNN") && !message(&answer).contains("AAAA"), "{answer}");
     }
+    let plan = json!({"text": "P".repeat(episode::limits::MAX_PLAN_BYTES + 1)});
+    let (status, answer) =
+        office.send(Method::PUT, &format!("/v1/episodes/{id}/plan"), Some(&maya), Some(&plan.to_string())).await;
+    assert_eq!((status, code(&answer)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"), "{answer}");
+    assert!(message(&answer).contains("`plan`"), "{answer}");
     let (status, answer) = office.send(Method::POST, &path, Some(&maya), Some("{not json")).await;
     assert_eq!((status, code(&answer)), (StatusCode::BAD_REQUEST, "malformed_json"));
+    // A key given twice: serde_json alone would keep the last and store a record the
+    // sender may not have meant.
+    let twice = r#"{"kind": "contact_attempt", "method": "phone", "target": "patient", "outcome": "no_answer", "outcome": "contact_made"}"#;
+    let (status, answer) = office.send(Method::POST, &path, Some(&maya), Some(twice)).await;
+    assert_eq!((status, code(&answer)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"));
+    assert!(message(&answer).contains("the key `outcome` appears twice"), "{answer}");
     let (_, after) = office.get(&format!("/v1/episodes/{id}/timeline"), &maya).await;
     assert_eq!(before["events"], after["events"], "nothing stored");
 }
@@ -451,9 +485,17 @@ async fn metrics_count_requests_and_show_open_and_overdue_actions_per_team() {
     let north = office.caseload(&maya).await;
     let (status, body) = office.send_raw(Method::POST, "/v1/sync", Some(&maya), Some("not postcard")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(&body));
-    let (status, text) = office.send_raw(Method::GET, "/metrics", None, None).await;
-    assert_eq!(status, StatusCode::OK);
-    let text = String::from_utf8(text).expect("text");
+    // On the main port there is no /metrics without a token configured.
+    let (status, body) = office.send(Method::GET, "/metrics", None, None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    let (status, _) = office.send(Method::GET, "/metrics", Some(&maya), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "an access token is no metrics token");
+    // The metrics listener's service answers it.
+    let request = Request::builder().uri("/metrics").body(Body::empty()).expect("a request");
+    let response = server::metrics::metrics_app(office.state.clone()).oneshot(request).await.expect("a response");
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("the body");
+    let text = String::from_utf8(text.to_vec()).expect("text");
     assert!(text.contains(r#"tether_http_requests_total{route="/v1/episodes",method="GET",status="200"} 1"#), "{text}");
     assert!(text.contains(r#"tether_http_requests_total{route="/v1/auth/login",method="POST",status="200"} 1"#));
     assert!(text.contains(r#"tether_sync_duration_seconds_bucket{le="+Inf"} 1"#), "{text}");
@@ -463,6 +505,31 @@ async fn metrics_count_requests_and_show_open_and_overdue_actions_per_team() {
     assert!(text.contains(&format!("tether_open_actions{{team=\"north\"}} {open}")), "{text}");
     assert!(text.contains(&format!("tether_overdue_actions{{team=\"north\"}} {overdue}")), "{text}");
     assert!(!text.contains("DEMO-"), "no patient reference in the metrics");
+}
+
+async fn metrics_on_the_main_port_need_the_metrics_token() {
+    let office = Office::new();
+    let mut state = office.state.clone();
+    let token = "a metrics token of some length";
+    state.options = Arc::new(server::config::Options {
+        metrics_token: Some(server::Secret::from(token.to_owned())),
+        ..Default::default()
+    });
+    let app = server::app(state);
+    let get = |authorization: Option<String>| {
+        let mut request = Request::builder().uri("/metrics");
+        if let Some(value) = authorization {
+            request = request.header(header::AUTHORIZATION, value);
+        }
+        app.clone().oneshot(request.body(Body::empty()).expect("a request"))
+    };
+    assert_eq!(get(None).await.expect("a response").status(), StatusCode::UNAUTHORIZED);
+    let wrong = get(Some("Bearer not the token".into())).await.expect("a response");
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let right = get(Some(format!("Bearer {token}"))).await.expect("a response");
+    assert_eq!(right.status(), StatusCode::OK);
+    let text = axum::body::to_bytes(right.into_body(), usize::MAX).await.expect("the body");
+    assert!(String::from_utf8_lossy(&text).contains("tether_open_actions"));
 }
 
 async fn the_demo_seeds_once_and_keeps_passwords_when_run_again() {
@@ -524,4 +591,5 @@ common::backends!(
     the_background_task_re_evaluates_on_its_schedule,
     metrics_count_requests_and_show_open_and_overdue_actions_per_team,
     the_demo_seeds_once_and_keeps_passwords_when_run_again,
+    metrics_on_the_main_port_need_the_metrics_token,
 );

@@ -20,7 +20,7 @@ use episode::{Pathway, PatientRef};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 use server::accounts;
-use server::auth::token::{CLOCK_LEEWAY_SECS, Claims, Keys};
+use server::auth::token::{ACCESS_TTL_SECS, CLOCK_LEEWAY_SECS, Claims, Keys};
 use uuid::Uuid;
 
 /// A token with `claims`' payload under a hand-made header and no signature.
@@ -90,9 +90,22 @@ async fn forged_and_tampered_access_tokens_are_refused_with_401() {
     // A token without `nbf`, correctly signed, lacks a required claim.
     let mut without_nbf = serde_json::to_value(&genuine).expect("claims as JSON");
     without_nbf.as_object_mut().expect("an object").remove("nbf");
-    let encoding = jsonwebtoken::EncodingKey::from_secret(&secret_of(&server).await);
-    let no_nbf = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &without_nbf, &encoding).expect("sign");
+    let encoding = jsonwebtoken::EncodingKey::from_secret(&server.secret());
+    let header = jsonwebtoken::Header { kid: Some(keys.kid().to_owned()), ..Default::default() };
+    let no_nbf = jsonwebtoken::encode(&header, &without_nbf, &encoding).expect("sign");
     cases.push(("no nbf", no_nbf, "not valid"));
+    // The right key without its `kid`: a token names the key it was signed with.
+    let no_kid = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &genuine, &encoding).expect("sign");
+    cases.push(("no kid", no_kid, "not by a key this server holds"));
+    // Signed with the server's own key, but for longer than the server gives: only
+    // someone holding a key makes one, and it would outlive a revocation's reach.
+    for (what, claims) in [
+        ("a day's lifetime", Claims { exp: now + 24 * 3600, ..genuine.clone() }),
+        ("iat back-dated", Claims { iat: now - 3600, nbf: now - 3600, exp: now + 60, ..genuine.clone() }),
+        ("nbf back-dated", Claims { nbf: now - ACCESS_TTL_SECS, exp: now + 60, ..genuine.clone() }),
+    ] {
+        cases.push((what, keys.sign(&claims).expect("sign"), "lifetime is longer"));
+    }
 
     let mut wrong = Vec::new();
     for (what, token, says) in &cases {
@@ -108,13 +121,6 @@ async fn forged_and_tampered_access_tokens_are_refused_with_401() {
     assert!(wrong.is_empty(), "refused for another reason than expected: {wrong:#?}");
     // The genuine token still works: nothing above revoked anything.
     assert_eq!(server.me_with(&access).await.0, StatusCode::OK);
-}
-
-/// The signing secret's bytes, for tokens `Keys` cannot make.
-async fn secret_of(server: &Server) -> Vec<u8> {
-    let hex =
-        server.state.db.call(|conn| Ok(conn.meta("jwt_secret")?.expect("a stored secret"))).await.expect("the secret");
-    server::auth::token::from_hex(&hex).expect("hex")
 }
 
 async fn a_token_is_valid_from_its_nbf_within_the_leeway_and_until_its_exp() {
@@ -151,7 +157,7 @@ async fn a_disabled_users_next_request_fails() {
     let set_disabled = |disabled: bool| {
         server.state.db.call(move |conn| {
             let mut tx = conn.transaction()?;
-            accounts::set_disabled(&mut *tx, &"alice".parse().expect("name"), disabled)
+            accounts::set_disabled(&mut *tx, &"alice".parse().expect("name"), disabled, 0)
                 .map_err(server::AppError::internal)?;
             tx.commit()?;
             Ok(())
@@ -167,10 +173,18 @@ async fn a_disabled_users_next_request_fails() {
     let (status, body) = server.login("alice", PASSWORD, "phone-1").await;
     assert_eq!((status, error(&body).0.as_str()), (StatusCode::UNAUTHORIZED, "invalid_credentials"));
 
-    // Enabled again, alice signs in afresh; the refresh token of before stays dead (its
-    // refusal while disabled did not spend it, but it is not revived either way).
+    // Enabled again, alice signs in afresh; the access and refresh tokens of before stay
+    // dead for good: disabling ended their session, and enabling revives none.
     set_disabled(false).await.expect("enable alice");
-    assert_eq!(server.login("alice", PASSWORD, "phone-1").await.0, StatusCode::OK);
+    assert_eq!(server.me_with(&access).await.0, StatusCode::UNAUTHORIZED, "the old access token stays dead");
+    let (status, body) = server.refresh(&refresh, "phone-1").await;
+    assert_eq!((status, error(&body).0.as_str()), (StatusCode::UNAUTHORIZED, "invalid_refresh_token"));
+    let (status, body) = server.login("alice", PASSWORD, "phone-1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let fresh = body["access_token"].as_str().expect("a token").to_owned();
+    assert_eq!(server.me_with(&fresh).await.0, StatusCode::OK);
+    let ended = server.rows("SELECT revoked_because FROM sessions WHERE revoked_at IS NOT NULL");
+    assert_eq!(ended, [[Some("user_disabled".to_owned())]]);
 }
 
 async fn stored_password_hashes_are_argon2id_with_at_least_owasp_parameters() {
@@ -295,6 +309,16 @@ async fn every_episode_route_answers_another_teams_episode_as_not_found() {
         let token = server.access(username, &format!("phone-{username}")).await;
         for (method, path, body) in episode_routes(id, &mut copy) {
             let what = format!("{username}: {method} {path}");
+            if path == "/v1/sync" {
+                // A sync is answered, with the episode refused as one that does not exist.
+                let (status, _, bytes) = server.send_raw(request(&method, &path, &token, &body)).await;
+                assert_eq!(status, StatusCode::OK, "{what}");
+                let response = protocol::Response::decode(&bytes).expect("a sync response");
+                let refused = protocol::Refused { episode: id, reason: protocol::Refusal::NotFound };
+                assert_eq!(response.refused, [refused], "{what}");
+                assert!(response.documents.is_empty() && response.actions.is_empty(), "{what}");
+                continue;
+            }
             let (status, _, answer) = server.send(request(&method, &path, &token, &body)).await;
             if status == StatusCode::FORBIDDEN && !role_may_use_all {
                 let unknown_path = path.replace(&id.to_string(), &unknown.to_string());

@@ -29,6 +29,15 @@ fn tether(args: &[&str]) -> std::process::Output {
         .expect("run tether")
 }
 
+/// The signing secret `tether serve` is given: none on SQLite (it makes its key file), the
+/// test's on PostgreSQL (which requires one).
+fn signing<'c>(command: &'c mut Command, test_db: &common::TestDb) -> &'c mut Command {
+    match test_db.jwt_secret() {
+        Some(secret) => command.env("TETHER_JWT_SECRET", secret.expose()),
+        None => command.env_remove("TETHER_JWT_SECRET"),
+    }
+}
+
 fn serve_signs_in_over_http_and_stops_on_sigterm() {
     let test_db = common::TestDb::new();
     let db = test_db.arg.as_str();
@@ -37,15 +46,16 @@ fn serve_signs_in_over_http_and_stops_on_sigterm() {
         tether(&["user", "add", "--db", db, "--username", "alice", "--role", "practitioner", "--team", "team-north"]);
     assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
 
-    let child = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["serve", "--db", db, "--addr", "127.0.0.1:0"])
-        .env("TETHER_LOG", "warn")
-        .env_remove("TETHER_JWT_SECRET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start tether serve");
+    let child = signing(
+        Command::new(env!("CARGO_BIN_EXE_tether")).args(["serve", "--db", db, "--addr", "127.0.0.1:0"]),
+        &test_db,
+    )
+    .env("TETHER_LOG", "warn")
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit())
+    .spawn()
+    .expect("start tether serve");
     let mut server = Running(child);
     let stdout = server.0.stdout.take().expect("stdout is piped");
     let mut line = String::new();
@@ -98,4 +108,53 @@ fn serve_signs_in_over_http_and_stops_on_sigterm() {
     assert!(status.success(), "the server did not stop cleanly: {status}");
 }
 
-common::backends_blocking!(serve_signs_in_over_http_and_stops_on_sigterm);
+fn metrics_are_served_on_their_own_address_and_not_on_the_main_port() {
+    let test_db = common::TestDb::new();
+    let db = test_db.arg.as_str();
+    let child = signing(
+        Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(["serve", "--db", db, "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
+            .env("TETHER_LOG", "warn")
+            .env_remove("TETHER_METRICS_TOKEN"),
+        &test_db,
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit())
+    .spawn()
+    .expect("start tether serve");
+    let mut server = Running(child);
+    let mut stdout = BufReader::new(server.0.stdout.take().expect("stdout is piped"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("the listening line");
+    let base =
+        line.trim().strip_prefix("tether: listening on ").unwrap_or_else(|| panic!("unexpected: {line:?}")).to_owned();
+    line.clear();
+    stdout.read_line(&mut line).expect("the metrics line");
+    let metrics =
+        line.trim().strip_prefix("tether: metrics on ").unwrap_or_else(|| panic!("unexpected: {line:?}")).to_owned();
+    assert!(metrics.starts_with("http://127.0.0.1:") && metrics.ends_with("/metrics"), "{metrics}");
+
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    assert_eq!(agent.get(format!("{base}/healthz")).call().expect("healthz").status(), 200);
+    let mut answer = agent.get(&metrics).call().expect("metrics");
+    assert_eq!(answer.status(), 200);
+    let text = answer.body_mut().read_to_string().expect("text");
+    assert!(text.contains("tether_http_requests_total"), "{text}");
+    assert!(text.contains(r#"route="/healthz""#), "the main port's requests are counted: {text}");
+    let mut answer = agent.get(format!("{base}/metrics")).call().expect("metrics on the main port");
+    assert_eq!(answer.status(), 404);
+    assert_eq!(answer.body_mut().read_json::<Value>().expect("JSON")["error"]["code"], "not_found");
+    // The metrics listener serves nothing else of the API.
+    let elsewhere = metrics.replace("/metrics", "/v1/episodes");
+    assert_eq!(agent.get(elsewhere).call().expect("an answer").status(), 404);
+}
+
+common::backends_blocking!(
+    serve_signs_in_over_http_and_stops_on_sigterm,
+    metrics_are_served_on_their_own_address_and_not_on_the_main_port,
+);

@@ -22,7 +22,7 @@ use episode::document::{EpisodeDoc, Opening};
 use episode::sync::{self as protocol, Response};
 use episode::{Event, Pathway, PatientRef};
 use jiff::Timestamp;
-use server::store::{Db, StoreError, Target};
+use server::store::{Db, StoreError};
 use server::{AppState, Clock, episodes};
 
 const START: &str = "2026-03-02T09:00:00Z";
@@ -88,13 +88,19 @@ fn slow_write(db: Db, id: EpisodeId, taken: mpsc::Sender<i64>, go: mpsc::Receive
             let mut tx = conn.transaction()?;
             let mut stored = episodes::load(&mut *tx, id, &ActorId::from(vec![2; 16]))?.expect("the episode");
             stored.with_doc(|doc| doc.set_plan("a plan written slowly", start())).expect("a change");
-            episodes::save_changes(&mut *tx, &mut stored)?;
+            save(&mut *tx, &mut stored)?;
             let _ = taken.send(stored.seq());
             let _ = go.recv();
             tx.commit()
         })
         .expect("the slow write");
     })
+}
+
+/// Stores what was changed in `stored` (within its budget) with a new `seq`.
+fn save(tx: &mut dyn server::store::Tx, stored: &mut episodes::Stored) -> Result<(), StoreError> {
+    let bytes = episodes::pending_changes(stored).expect("within the budget");
+    episodes::save_changes(tx, stored, &bytes)
 }
 
 /// A record made by the server on an episode, through its own `Db` handle.
@@ -189,11 +195,11 @@ mod postgres_only {
                 let mut tx = other.transaction()?;
                 let mut fresh = episodes::load(&mut *tx, id, &actor)?.expect("the episode");
                 fresh.with_doc(|doc| doc.set_plan("theirs", start())).expect("a change");
-                episodes::save_changes(&mut *tx, &mut fresh)?;
+                save(&mut *tx, &mut fresh)?;
                 tx.commit()
             })?;
             stale.with_doc(|doc| doc.set_plan("mine", start())).expect("a change");
-            Ok::<_, StoreError>(episodes::save_changes(&mut *tx, &mut stale))
+            Ok::<_, StoreError>(save(&mut *tx, &mut stale))
         });
         let refused = outcome.expect("the transaction ran");
         assert!(matches!(refused, Err(StoreError::Conflict(c)) if c == id), "{refused:?}");
@@ -210,8 +216,11 @@ mod postgres_only {
         let server = Server::new();
         let id = open_episode(&server.state.db, "team-north", "P-1");
         let clock = server.state.clock.clone();
-        let replicas: Vec<AppState> =
-            (0..2).map(|_| AppState::new(server.dir.open(), None, clock.clone()).expect("a replica")).collect();
+        let replicas: Vec<AppState> = (0..2)
+            .map(|_| {
+                AppState::new(server.dir.open(), server.dir.jwt_secret().as_ref(), clock.clone()).expect("a replica")
+            })
+            .collect();
         const EACH: usize = 12;
         std::thread::scope(|scope| {
             for (n, replica) in replicas.iter().enumerate() {
@@ -334,14 +343,14 @@ mod both {
             Db::create_at_version(&test_db.target, version).expect("an old database");
             let old = old_rows(test_db.backend(), version);
             // The old database has no tables of later schemas: write with its own handle.
-            write_raw(&test_db, &old);
+            test_db.write_raw(&old);
             let db = test_db.open();
             let schema_now = db.call_blocking(|conn| conn.schema_version()).expect("a version");
             assert_eq!(schema_now, server::db::SCHEMA, "from {version}");
             check_rows(&db, version);
             // And it serves: the old user signs in with the old password.
             let clock = Clock::from_fn(start);
-            let state = AppState::new(db, None, clock).expect("a state");
+            let state = AppState::new(db, test_db.jwt_secret().as_ref(), clock).expect("a state");
             let app = server::app(state);
             let request = Request::builder()
                 .method(Method::POST)
@@ -360,29 +369,6 @@ mod both {
 
 fn error_of(body: &serde_json::Value) -> String {
     body["error"]["code"].as_str().unwrap_or_default().to_owned()
-}
-
-/// Runs statements on a database that may be at an old schema (no migration).
-fn write_raw(test_db: &TestDb, statements: &[String]) {
-    match &test_db.target {
-        Target::Sqlite(path) => {
-            let conn = rusqlite::Connection::open(path).expect("the old database");
-            for sql in statements {
-                conn.execute_batch(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-            }
-        }
-        Target::Postgres(_) => {
-            std::thread::scope(|scope| {
-                scope.spawn(|| {
-                    let mut client =
-                        postgres::Client::connect(&test_db.arg, postgres::NoTls).expect("the old database");
-                    for sql in statements {
-                        client.batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-                    }
-                });
-            });
-        }
-    }
 }
 
 /// The old episode: a real document, its snapshot and one change after it.
@@ -425,9 +411,10 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// What a server at `version` had written: a team, a user (with a real password hash), a
-/// session and refresh token, a failed sign-in; from 2, an episode as a snapshot and a
-/// change, its sync state, receipt and a drop, a revoked device; from 3, a summary and an
-/// audit entry.
+/// session and refresh token, a failed sign-in (from 6, per client, and a client's
+/// count); from 2, an episode as a snapshot and a change, its sync state, receipt and a
+/// drop, a revoked device; from 3, a summary and an audit entry (from 6, chained); from
+/// 7, the device's registration.
 fn old_rows(backend: Backend, version: usize) -> Vec<String> {
     let blob = |bytes: &[u8]| match backend {
         Backend::Sqlite => format!("X'{}'", hex(bytes)),
@@ -452,8 +439,28 @@ fn old_rows(backend: Backend, version: usize) -> Vec<String> {
             "INSERT INTO refresh_tokens (hash, session_id, issued_at, expires_at) VALUES ({}, 'session-old', 1767225600, 1769817600)",
             blob(&[7; 32])
         ),
-        "INSERT INTO login_failures (username, failures, locked_until) VALUES ('someone', 2, 0)".to_owned(),
     ];
+    // Schema 6 counts failures per client too; before it, they are not kept across it.
+    if version >= 6 {
+        rows.push(
+            "INSERT INTO login_failures (username, client, failures, locked_until, updated_at) \
+             VALUES ('someone', '192.0.2.1', 2, 0, 1767225600)"
+                .to_owned(),
+        );
+        rows.push(
+            "INSERT INTO client_failures (client, window_start, failures) VALUES ('192.0.2.1', 1767225600, 2)"
+                .to_owned(),
+        );
+    } else {
+        rows.push("INSERT INTO login_failures (username, failures, locked_until) VALUES ('someone', 2, 0)".to_owned());
+    }
+    // Schema 7 registers devices; before it, the upgrade registers each to its first user.
+    if version >= 7 {
+        rows.push(
+            "INSERT INTO devices (id, user_id, key_hash, registered_at) VALUES ('phone-old', 'user-olive', NULL, 1767225600)"
+                .to_owned(),
+        );
+    }
     if version >= 2 {
         let episode = old_episode();
         let id = episode.id;
@@ -488,10 +495,33 @@ fn old_rows(backend: Backend, version: usize) -> Vec<String> {
              duplicates, unfiled, next_due, evaluated_at) VALUES ('{id}', 2, 'routine_referral', 'OLD-1', 1, 0, 0, 0, 1, \
              1767312000, 1767225600)"
         ));
-        rows.push(format!(
-            "INSERT INTO audit (at, user_id, username, device, via, action, episode, detail) VALUES \
-             (1767225600000, 'user-olive', 'olive', 'phone-old', 'sync', 'sync_open', '{id}', NULL)"
-        ));
+        if version >= 6 {
+            // A chained entry, and the head at it.
+            let row = server::audit::Row {
+                n: 1,
+                at: 1767225600000,
+                user_id: "user-olive".into(),
+                username: "olive".into(),
+                device: "phone-old".into(),
+                via: "sync".into(),
+                action: "sync_open".into(),
+                episode: Some(id.to_string()),
+                detail: None,
+            };
+            let hash = server::audit::entry_hash(&server::audit::GENESIS, &row);
+            rows.push(format!(
+                "INSERT INTO audit (n, at, user_id, username, device, via, action, episode, detail, prev_hash, hash) \
+                 VALUES (1, 1767225600000, 'user-olive', 'olive', 'phone-old', 'sync', 'sync_open', '{id}', NULL, {}, {})",
+                blob(&server::audit::GENESIS),
+                blob(&hash)
+            ));
+            rows.push(format!("UPDATE audit_head SET n = 1, hash = {} WHERE id = 1", blob(&hash)));
+        } else {
+            rows.push(format!(
+                "INSERT INTO audit (at, user_id, username, device, via, action, episode, detail) VALUES \
+                 (1767225600000, 'user-olive', 'olive', 'phone-old', 'sync', 'sync_open', '{id}', NULL)"
+            ));
+        }
     }
     rows
 }
@@ -503,7 +533,14 @@ fn check_rows(db: &Db, version: usize) {
         assert_eq!((user.username.as_str(), user.teams.as_slice()), ("olive", &["team-old".to_owned()][..]));
         assert!(conn.session_is_live("session-old", "user-olive")?);
         assert!(conn.presented_token(&[7; 32])?.is_some(), "the refresh token, by its hash");
-        assert_eq!(conn.login_failures("someone")?, Some((2, 0)));
+        if version >= 6 {
+            assert_eq!(conn.login_failures("someone", "192.0.2.1")?, Some((2, 0)));
+            assert_eq!(conn.client_failures("192.0.2.1")?, Some((1767225600, 2)));
+        }
+        // Registered to the user of its first session, without a key (by the upgrade to
+        // schema 7, or as written).
+        let device = conn.device_registration("phone-old")?.expect("the old device");
+        assert_eq!((device.user_id.as_str(), device.key_hash), ("user-olive", None));
         if version >= 2 {
             let episode = old_episode();
             let mut stored = episodes::load(conn, episode.id, &ActorId::from(vec![6; 16]))?.expect("the old episode");
@@ -511,6 +548,10 @@ fn check_rows(db: &Db, version: usize) {
             let view = stored.view(conn)?;
             assert_eq!(view.events.len(), 1, "the change after the snapshot");
             assert!(view.events[0].received_at.is_some(), "its receipt");
+            // Noted before schema 8: it takes its episode's `seq`, so a device past that
+            // has it and one before it is sent it.
+            assert_eq!(episodes::receipts_since(conn, episode.id, Some(1))?.len(), 1);
+            assert!(episodes::receipts_since(conn, episode.id, Some(2))?.is_empty());
             assert_eq!(conn.current_seq()?, 3);
             assert!(conn.sync_state(episode.id, "phone-old")?.is_some());
             assert!(conn.dropped(episode.id, "phone-gone")?);
@@ -524,6 +565,9 @@ fn check_rows(db: &Db, version: usize) {
             let audit = conn.audit_entries(episode.id)?;
             assert_eq!(audit.len(), 1);
             assert_eq!(audit[0].action, "sync_open");
+            // Chained by the upgrade to schema 6, or as written.
+            let chain = server::audit::verify(conn)?.expect("the chain holds");
+            assert_eq!(chain.entries, 1);
         }
         Ok::<_, StoreError>(())
     })
@@ -593,6 +637,7 @@ fn serve_on_a_url_never_logs_its_password() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
         .args(["serve", "--db", &url, "--addr", "127.0.0.1:0"])
         .env("TETHER_LOG", "debug")
+        .env("TETHER_JWT_SECRET", common::POSTGRES_JWT_SECRET)
         .env_remove("TETHER_DB")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -18,11 +18,12 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use episode::document::{EpisodeDoc, Opening};
-use episode::sync::{self as protocol, Body as SyncBody, Document, Response};
+use episode::sync::{self as protocol, Body as SyncBody, Document, Refusal, Response};
 use episode::{Event, Pathway, PatientRef};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 use server::accounts::{self, Password, Role, TeamId, Username};
+use server::episodes;
 use server::{AppState, Clock, app};
 use tower::ServiceExt;
 use uuid::Uuid;
@@ -95,7 +96,7 @@ impl Server {
         let now = Arc::new(Mutex::new(start));
         let clock_now = Arc::clone(&now);
         let clock = Clock::from_fn(move || *clock_now.lock().unwrap_or_else(PoisonError::into_inner));
-        let state = AppState::new(db, None, clock).expect("the state");
+        let state = AppState::new(db, dir.jwt_secret().as_ref(), clock).expect("the state");
         Self { app: app(state.clone()), state, now, _dir: dir }
     }
 
@@ -131,6 +132,16 @@ impl Server {
         let (status, _, bytes) = self.send(request).await;
         let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("a JSON body") };
         (status, body)
+    }
+
+    async fn get_json(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        let request = Request::builder()
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .expect("a request");
+        let (status, _, bytes) = self.send(request).await;
+        (status, serde_json::from_slice(&bytes).expect("a JSON body"))
     }
 
     async fn login(&self, username: &str, device: &str) -> (StatusCode, Value) {
@@ -172,7 +183,14 @@ impl Server {
         self.send(request).await
     }
 
-    /// A sync request the server must refuse: its status and JSON error body.
+    /// A sync request the server answers, refusing some of its episodes: the refusals.
+    async fn refusals(&self, token: &str, body: Vec<u8>) -> Vec<protocol::Refused> {
+        let (status, _, bytes) = self.post_sync(token, body).await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+        Response::decode(&bytes).expect("a sync response").refused
+    }
+
+    /// A sync request the server must refuse as a whole: its status and JSON error body.
     async fn refused(&self, token: &str, body: Vec<u8>) -> (StatusCode, Value) {
         let (status, headers, bytes) = self.post_sync(token, body).await;
         assert!(status.is_client_error(), "expected a refusal, got {status}");
@@ -225,8 +243,8 @@ impl Server {
                 let seq = conn.current_seq()?;
                 let episodes = conn.inspect("SELECT id, team, seq, snapshot FROM episodes ORDER BY id")?;
                 let changes = conn.inspect("SELECT episode, bytes FROM episode_changes ORDER BY n")?;
-                let receipts =
-                    conn.inspect("SELECT episode, event, received_at, device FROM receipts ORDER BY episode, event")?;
+                let receipts = conn
+                    .inspect("SELECT episode, event, received_at, device, seq FROM receipts ORDER BY episode, event")?;
                 let sync_states =
                     conn.inspect("SELECT episode, device, state FROM sync_states ORDER BY episode, device")?;
                 let drops = conn.inspect("SELECT episode, device, seq FROM drops ORDER BY episode, device")?;
@@ -278,14 +296,28 @@ impl Device {
         id
     }
 
+    /// Opens a routine referral in `team` as `opened_by`, whoever is signed in.
+    fn open_as(&mut self, team: &str, now: Timestamp, opened_by: &str) -> Uuid {
+        let user = std::mem::replace(&mut self.user, opened_by.into());
+        let id = self.open(team, now);
+        self.user = user;
+        id
+    }
+
     /// Records an event of `body` at `at` in `episode`; returns its id.
     fn record(&mut self, episode: Uuid, at: Timestamp, body: Value) -> Uuid {
+        let (by, device) = (self.user.clone(), self.id.clone());
+        self.record_as(episode, at, body, &by, &device)
+    }
+
+    /// Records an event claiming to be `by`, on `device`: what a forged record says.
+    fn record_as(&mut self, episode: Uuid, at: Timestamp, body: Value, by: &str, device: &str) -> Uuid {
         let id = Uuid::now_v7();
         let mut value = body;
         value["id"] = json!(id.to_string());
         value["at"] = json!(at.to_string());
-        value["by"] = json!(self.user);
-        value["device"] = json!(self.id);
+        value["by"] = json!(by);
+        value["device"] = json!(device);
         let event = Event::from_value(&value, 0).expect("a valid record");
         self.docs.get_mut(&episode).expect("the episode on this device").record(&event).expect("record");
         id
@@ -550,20 +582,18 @@ async fn another_teams_episode_is_not_found_and_never_sent() {
         (id, whole(id, &mut copy)),
         (unknown, message(unknown, sync_message.clone())),
     ] {
-        let (status, body) = server.refused(&cai.token, request_of(vec![document]).encode()).await;
-        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-        assert_eq!(error(&body), ("not_found".into(), format!("no such episode: {episode}")));
-        assert_eq!(body["error"]["episode"], json!(episode.to_string()));
+        let refused = server.refusals(&cai.token, request_of(vec![document]).encode()).await;
+        assert_eq!(refused, [protocol::Refused { episode, reason: Refusal::NotFound }]);
     }
 
     // Nor may cai open an episode in north.
     let mut rogue = server.device("cai", "phone-cai-2", 4).await;
     let new = rogue.open(NORTH, server.now());
     let request = request_of(vec![whole(new, rogue.doc(new))]);
-    let (status, body) = server.refused(&rogue.token, request.encode()).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert_eq!(error(&body).0, "sync_refused");
-    assert_eq!(body["error"]["episode"], json!(new.to_string()));
+    let refused = server.refusals(&rogue.token, request.encode()).await;
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].episode, new);
+    assert!(matches!(&refused[0].reason, Refusal::Invalid { message } if message.contains("team")), "{refused:?}");
 
     assert_eq!(server.fingerprint().await, before, "nothing was stored");
     assert!(server.seen_from_zero(&cai.token).await.is_empty(), "south never sees north's episode");
@@ -599,49 +629,74 @@ async fn refused_requests_name_the_episode_and_store_nothing() {
     let observer = server.device("ben", "phone-observer", 2).await;
     let seen = server.seen_from_zero(&observer.token).await;
     assert_eq!(seen.keys().copied().collect::<Vec<_>>(), [id]);
-    let before = server.fingerprint().await;
+    let of = |fingerprint: Fingerprint, episode: Uuid| {
+        let key = episode.to_string();
+        let of_it =
+            |rows: Rows| -> Rows { rows.into_iter().filter(|r| r[0].as_deref() == Some(key.as_str())).collect() };
+        let (rows, changes, receipts) =
+            (of_it(fingerprint.episodes), of_it(fingerprint.changes), of_it(fingerprint.receipts));
+        (rows, changes, receipts)
+    };
+    let before = of(server.fingerprint().await, id);
 
-    // A new episode, valid, that rides along with each bad document and must not be kept.
+    // A valid new episode rides along with each bad document: it is stored, the bad one
+    // is refused by name with its reason, and nothing of the bad one is stored.
     let other = asha.open(NORTH, server.now());
     let mut other_doc = EpisodeDoc::load(&asha.doc(other).save(), asha.actor.clone()).expect("a copy");
     let tampered = rogue_message(&mut asha, id, |am, events, key| {
         am.put(events, key, r#"{"tampered": true}"#).expect("put");
     });
     let deleted = rogue_message(&mut asha, id, |am, events, key| am.delete(events, key).expect("delete"));
+    let garbage = Uuid::now_v7();
+    let renamed = Uuid::now_v7();
     let cases: Vec<(&str, Document, &str)> = vec![
         ("another episode's document", whole(id, &mut other_doc), "another episode"),
         ("garbage as a message", message(id, b"not an automerge sync message".to_vec()), "not"),
         ("a message altering a record", message(id, tampered), "alter"),
         ("a message deleting a record", message(id, deleted), "delete"),
-        (
-            "garbage as a whole document",
-            Document { episode: Uuid::now_v7(), body: SyncBody::Whole(vec![0x85; 64]) },
-            "",
-        ),
-        ("another episode's document under a new id", whole(Uuid::now_v7(), &mut other_doc), "another episode"),
-        ("the same episode twice", whole(other, asha.doc(other)), "twice"),
+        ("garbage as a whole document", Document { episode: garbage, body: SyncBody::Whole(vec![0x85; 64]) }, ""),
+        ("another episode's document under a new id", whole(renamed, &mut other_doc), "another episode"),
     ];
     for (what, bad, says) in cases {
         let episode = bad.episode;
-        let request = request_of(vec![whole(other, asha.doc(other)), bad]);
-        assert_eq!(request.documents.len(), 2);
-        let (status, body) = server.refused(&asha.token, request.encode()).await;
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {body}");
-        let (code, text) = error(&body);
-        assert_eq!(code, "sync_refused", "{what}");
-        assert_eq!(body["error"]["episode"], json!(episode.to_string()), "{what}: {body}");
-        assert!(text.contains(&episode.to_string()) && text.contains(says), "{what}: {text}");
-        assert_eq!(server.fingerprint().await, before, "{what}: nothing stored");
-        assert_eq!(server.seen_from_zero(&observer.token).await, seen, "{what}: the same heads");
+        let rider = asha.open(NORTH, server.now());
+        let request = request_of(vec![whole(rider, asha.doc(rider)), bad]);
+        let (status, _, bytes) = server.post_sync(&asha.token, request.encode()).await;
+        assert_eq!(status, StatusCode::OK, "{what}: {}", String::from_utf8_lossy(&bytes));
+        let response = Response::decode(&bytes).expect("a response");
+        let [protocol::Refused { episode: named, reason: Refusal::Invalid { message } }] = &response.refused[..] else {
+            panic!("{what}: one episode refused as invalid, not {:?}", response.refused);
+        };
+        assert_eq!(*named, episode, "{what}");
+        assert!(message.contains(says), "{what}: {message}");
+        assert!(response.actions.iter().any(|a| a.episode == rider), "{what}: the rider is answered");
+        assert_eq!(of(server.fingerprint().await, id), before, "{what}: nothing of it stored");
+        for unknown in [garbage, renamed] {
+            assert!(of(server.fingerprint().await, unknown).0.is_empty(), "{what}: no episode {unknown}");
+        }
+        let seen_now = server.seen_from_zero(&observer.token).await;
+        assert_eq!(seen_now[&id], seen[&id], "{what}: the same heads");
+        assert!(seen_now.contains_key(&rider), "{what}: the rider is stored");
     }
+
+    // The same episode twice is a malformed request: refused whole, nothing stored.
+    let stored = server.fingerprint().await;
+    let twice = request_of(vec![whole(other, asha.doc(other)), whole(other, asha.doc(other))]);
+    let (status, body) = server.refused(&asha.token, twice.encode()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (code, text) = error(&body);
+    assert_eq!((code.as_str(), body["error"]["episode"].clone()), ("sync_refused", json!(other.to_string())));
+    assert!(text.contains("twice"), "{text}");
+    assert_eq!(server.fingerprint().await, stored, "nothing stored");
 
     // Bodies that are not a sync request of this protocol.
     let wrong_protocol = protocol::Request { protocol: protocol::PROTOCOL + 1, ..request_of(Vec::new()) };
+    let versions = format!("speaks protocol {}; this build speaks {}", protocol::PROTOCOL + 1, protocol::PROTOCOL);
     let malformed: Vec<(&str, Vec<u8>, &str)> = vec![
         ("empty", Vec::new(), "not a sync message"),
         ("not postcard", vec![0xff; 16], "not a sync message"),
         ("JSON", br#"{"protocol": 1, "cursor": 0}"#.to_vec(), ""),
-        ("another protocol", wrong_protocol.encode(), "protocol 2"),
+        ("another protocol", wrong_protocol.encode(), &versions),
     ];
     for (what, bytes, says) in malformed {
         let (status, body) = server.refused(&asha.token, bytes).await;
@@ -650,15 +705,14 @@ async fn refused_requests_name_the_episode_and_store_nothing() {
         assert_eq!(code, "malformed_sync", "{what}");
         assert!(text.contains(says), "{what}: {text}");
         assert!(body["error"].get("episode").is_none(), "{what}: {body}");
-        assert_eq!(server.fingerprint().await, before, "{what}: nothing stored");
+        assert_eq!(server.fingerprint().await, stored, "{what}: nothing stored");
     }
-    assert_eq!(server.seen_from_zero(&observer.token).await, seen);
 
     // The device's honest sync still works: the refusals left its sync state alone.
     asha.docs.remove(&other);
     let phoned_at = asha.record(id, server.now(), phoned());
     let response = server.sync(&mut asha).await;
-    assert_eq!(bodies(&response), [(id, "message")]);
+    assert!(bodies(&response).contains(&(id, "message")), "{:?}", bodies(&response));
     let mut ben = server.device("ben", "phone-ben", 3).await;
     server.sync(&mut ben).await;
     assert!(ben.events(id).contains(&phoned_at));
@@ -825,8 +879,8 @@ async fn a_transferred_episode_is_handed_over_then_dropped_and_reaches_the_new_t
     let ben = server.device("ben", "phone-ben", 2).await;
     assert!(server.seen_from_zero(&ben.token).await.is_empty());
     let mut copy = EpisodeDoc::load(&cai.doc(id).save(), ben.actor.clone()).expect("a copy");
-    let (status, body) = server.refused(&ben.token, request_of(vec![whole(id, &mut copy)]).encode()).await;
-    assert_eq!((status, error(&body).0.as_str()), (StatusCode::NOT_FOUND, "not_found"), "{body}");
+    let refused = server.refusals(&ben.token, request_of(vec![whole(id, &mut copy)]).encode()).await;
+    assert_eq!(refused, [protocol::Refused { episode: id, reason: Refusal::NotFound }]);
 }
 
 async fn a_record_from_the_future_gets_a_clock_skew_warning() {
@@ -962,9 +1016,10 @@ async fn concurrent_requests_commit_together_and_a_refused_one_stores_nothing_of
     }
     let bad = {
         let server = Arc::clone(&server);
+        // Malformed (the same episode twice): refused whole.
         let body = request_of(vec![
             whole(rogue_episode, rogue.doc(rogue_episode)),
-            Document { episode: Uuid::now_v7(), body: SyncBody::Whole(vec![0x85; 64]) },
+            whole(rogue_episode, rogue.doc(rogue_episode)),
         ])
         .encode();
         let token = rogue.token.clone();
@@ -1017,6 +1072,249 @@ async fn an_unchanged_episodes_evaluation_follows_the_clock() {
     assert_eq!(wire(&to_ben), wire(&to_cara), "one moment, one evaluation");
 }
 
+/// The refusals of a response, by episode.
+fn refusals_of(response: &Response) -> BTreeMap<Uuid, Refusal> {
+    response.refused.iter().map(|r| (r.episode, r.reason.clone())).collect()
+}
+
+async fn a_new_record_not_made_here_by_someone_signed_in_here_is_refused_for_its_episode_alone() {
+    let server = Server::new();
+    let mut asha = server.device("asha", "phone-asha", 1).await;
+    let now = server.now();
+    let good = asha.open(NORTH, now);
+    asha.record(good, now, missed());
+    // A record claiming mia (who never signed in here), one claiming ben's phone, and an
+    // episode claiming to be opened by ben.
+    let as_mia = asha.open(NORTH, now);
+    let forged = asha.record_as(as_mia, now, phoned(), "mia", "phone-asha");
+    let as_bens_phone = asha.open(NORTH, now);
+    let relayed = asha.record_as(as_bens_phone, now, phoned(), "asha", "phone-ben");
+    let opened_by_ben = asha.open_as(NORTH, now, "ben");
+
+    let response = server.sync(&mut asha).await;
+    assert_eq!(
+        refusals_of(&response),
+        BTreeMap::from([
+            (as_mia, Refusal::NotSignedInHere { record: Some(forged), by: "mia".into() }),
+            (as_bens_phone, Refusal::OtherDevice { record: relayed }),
+            (opened_by_ben, Refusal::NotSignedInHere { record: None, by: "ben".into() }),
+        ])
+    );
+    // Everything else in the request is stored and answered.
+    assert_eq!(response.actions.iter().map(|a| a.episode).collect::<Vec<_>>(), [good]);
+    assert_eq!(server.count("SELECT count(*) FROM episodes").await, 1);
+    assert_eq!(server.count("SELECT count(*) FROM receipts").await, 1);
+    assert_eq!(server.count("SELECT count(*) FROM audit WHERE action = 'sync_open'").await, 1);
+
+    // A shift change: ben signs in on asha's phone. The episode he opened there goes
+    // through; mia's and the other phone's records still do not.
+    let (status, body) = server.login("ben", "phone-asha").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let response = server.sync(&mut asha).await;
+    assert_eq!(refusals_of(&response).keys().copied().collect::<Vec<_>>(), [as_mia, as_bens_phone]);
+    assert!(response.actions.iter().any(|a| a.episode == opened_by_ben));
+    assert_eq!(server.count("SELECT count(*) FROM episodes").await, 2);
+
+    // A record added to an episode the server has is checked the same way. (A phone
+    // holds the refused episodes back; this one just leaves them out.)
+    asha.docs.remove(&as_mia);
+    asha.docs.remove(&as_bens_phone);
+    server.sync(&mut asha).await;
+    let second = asha.record_as(good, now, phoned(), "sol", "phone-asha");
+    let exchange = server.exchange(&mut asha).await;
+    assert_eq!(bodies_of(&exchange.request.documents), [(good, "message")]);
+    assert_eq!(
+        refusals_of(&exchange.response),
+        BTreeMap::from([(good, Refusal::NotSignedInHere { record: Some(second), by: "sol".into() })])
+    );
+    let stored = server_events(&server, good).await;
+    assert!(!stored.contains(&second), "the forged record is not stored");
+}
+
+/// The ids of the records the server holds of `episode`.
+async fn server_events(server: &Server, episode: Uuid) -> BTreeSet<Uuid> {
+    server
+        .state
+        .db
+        .call(move |conn| {
+            let actor = ActorId::from(vec![0xcc; 16]);
+            let stored = episodes::load(conn, episode, &actor)?.expect("the episode");
+            Ok(stored.doc().episode().expect("an episode").events.iter().map(|e| e.id).collect())
+        })
+        .await
+        .expect("the server's records")
+}
+
+async fn records_the_server_has_are_not_new_and_another_devices_new_ones_wait_for_it() {
+    let server = Server::new();
+    let mut asha = server.device("asha", "phone-asha", 1).await;
+    let mut ben = server.device("ben", "phone-ben", 2).await;
+    let now = server.now();
+    let id = asha.open(NORTH, now);
+    let first = asha.record(id, now, missed());
+    server.sync(&mut asha).await;
+    // Ben receives it whole, records a call, and asha takes his copy from phone to phone
+    // (peer exchange) before he has synced; she records a visit's call of her own.
+    server.sync(&mut ben).await;
+    let bens = ben.record(id, now, phoned());
+    let mut copy = EpisodeDoc::load(&ben.doc(id).save(), ActorId::from(vec![0x77; 16])).expect("ben's copy");
+    asha.doc(id).merge(&mut copy).expect("merge ben's copy");
+    let hers = asha.record(id, now, phoned());
+
+    // Asha's copy carries ben's record, new to the server: only ben's phone may bring it.
+    let response = server.sync(&mut asha).await;
+    assert_eq!(refusals_of(&response), BTreeMap::from([(id, Refusal::OtherDevice { record: bens })]));
+    assert_eq!(server_events(&server, id).await, BTreeSet::from([first]));
+
+    // Ben syncs his own record (his copy holds asha's first one, which is not new).
+    let response = server.sync(&mut ben).await;
+    assert!(response.refused.is_empty(), "{:?}", response.refused);
+    // Now asha's copy holds nothing new but her own: it goes through.
+    let response = server.sync(&mut asha).await;
+    assert!(response.refused.is_empty(), "{:?}", response.refused);
+    assert_eq!(server_events(&server, id).await, BTreeSet::from([first, bens, hers]));
+}
+
+/// Puts `records` of `bytes` each into the server's stored `episode` directly, as a
+/// server before the budget existed could have accepted them (incompressible notes by
+/// `by` on `device`); returns the stored size.
+async fn grow_past_the_budget(server: &Server, episode: Uuid, records: usize, bytes: usize) -> usize {
+    server
+        .state
+        .db
+        .call(move |conn| {
+            let mut tx = conn.transaction()?;
+            let actor = episodes::server_actor(&mut *tx)?;
+            let mut stored = episodes::load(&mut *tx, episode, &actor)?.expect("the episode");
+            let bytes = stored.with_doc(|doc| {
+            let am = doc.automerge();
+            let events = events_of(am);
+            let mut seed = 7u64;
+            for n in 0..records {
+                let note: String = (0..bytes)
+                    .map(|_| {
+                        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        char::from(b'!' + (seed >> 57) as u8 % 90)
+                    })
+                    .collect();
+                let id = Uuid::now_v7();
+                let record = json!({"id": id.to_string(), "kind": "home_visit", "at": format!("2026-03-02T0{}:00:00Z", n % 9),
+                                    "by": "asha", "device": "phone-asha", "announced": false, "outcome": "no_answer",
+                                    "note": note});
+                am.put(&events, id.to_string(), record.to_string()).expect("put");
+                am.commit();
+            }
+            doc.save_incremental()
+            });
+            episodes::store_changes(&mut *tx, &mut stored, &bytes, "phone-asha", 0)?;
+            tx.commit()?;
+            let stored = episodes::load(conn, episode, &actor)?.expect("the episode");
+            Ok(stored.doc().stored_bytes())
+        })
+        .await
+        .expect("grow the episode")
+}
+
+async fn an_episode_past_its_budget_reads_and_refuses_every_change_alone() {
+    let server = Server::new();
+    let mut asha = server.device("asha", "phone-asha", 1).await;
+    let now = server.now();
+    let id = asha.open(NORTH, now);
+    asha.record(id, now, missed());
+    server.sync(&mut asha).await;
+    let size = grow_past_the_budget(&server, id, 5, 1 << 20).await;
+    assert!(size > episode::limits::EPISODE_BUDGET_BYTES, "stored {size}");
+    server.sync(&mut asha).await;
+    assert_eq!(asha.doc(id).episode().expect("the episode").events.len(), 6, "it reached the device whole");
+
+    // One more record, and a new episode beside it: the episode is refused, typed, and
+    // the new one is stored.
+    let more = asha.record(id, now, phoned());
+    let other = asha.open(NORTH, now);
+    let response = server.sync(&mut asha).await;
+    match refusals_of(&response).get(&id) {
+        Some(Refusal::EpisodeFull { bytes, budget }) => {
+            assert_eq!(*budget, episode::limits::EPISODE_BUDGET_BYTES as u64);
+            assert!(*bytes > *budget);
+        }
+        other => panic!("expected the episode full, got {other:?}"),
+    }
+    assert_eq!(response.refused.len(), 1);
+    assert!(response.actions.iter().any(|a| a.episode == other), "the new episode is stored");
+    assert!(!server_events(&server, id).await.contains(&more));
+    let second = server.device("ben", "phone-ben", 2).await;
+    assert!(server.seen_from_zero(&second.token).await.contains_key(&id), "it still syncs to a new device");
+
+    // Through the API: it reads, and a record is refused with a clear error.
+    let mia = server.device("mia", "desk-mia", 5).await;
+    let (status, body) = server.get_json(&format!("/v1/episodes/{id}"), &mia.token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = server.get_json("/v1/reconcile", &mia.token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = server
+        .post_json(&format!("/v1/episodes/{id}/events"), Some(&mia.token), Some(json!({"kind": "reengaged"})))
+        .await;
+    assert_eq!((status, error(&body).0.as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "episode_full"), "{body}");
+    assert!(error(&body).1.contains("new episode"), "{body}");
+}
+
+/// The receipt times an answer carries for `episode`, by record.
+fn receipts_of(response: &Response, episode: Uuid) -> BTreeMap<Uuid, i64> {
+    response
+        .actions
+        .iter()
+        .filter(|a| a.episode == episode)
+        .flat_map(|a| a.received.iter().map(|r| (r.event, r.received_at_ms)))
+        .collect()
+}
+
+/// Each device is sent each receipt time once: the ones noted after its cursor, or all
+/// of an episode's when its document crosses whole; a repeat of a request whose answer
+/// was lost gets them again, as first noted.
+async fn receipt_times_cross_with_the_answer_once_for_each_device() {
+    let server = Server::new();
+    let mut asha = server.device("asha", "phone-asha", 1).await;
+    let mut ben = server.device("ben", "phone-ben", 2).await;
+    let id = asha.open(NORTH, server.now());
+    let first = asha.record(id, server.now() - SignedDuration::from_mins(30), missed());
+    let second = asha.record(id, server.now() - SignedDuration::from_mins(20), phoned());
+    let t0 = server.now().as_millisecond();
+    let response = server.sync(&mut asha).await;
+    assert_eq!(receipts_of(&response, id), BTreeMap::from([(first, t0), (second, t0)]));
+
+    // Nothing new: no evaluation, no receipts.
+    server.advance(60);
+    let response = server.sync(&mut asha).await;
+    assert!(response.actions.is_empty(), "{:?}", response.actions);
+
+    // Ben's phone gets the episode whole, and every receipt with it.
+    let response = server.sync(&mut ben).await;
+    assert_eq!(bodies(&response), [(id, "whole")]);
+    assert_eq!(receipts_of(&response, id), BTreeMap::from([(first, t0), (second, t0)]));
+    server.sync(&mut ben).await;
+
+    // A third record: its receipt alone reaches both phones.
+    server.advance(60);
+    let third = asha.record(id, server.now(), phoned());
+    let t1 = server.now().as_millisecond();
+    let response = server.sync(&mut asha).await;
+    assert_eq!(receipts_of(&response, id), BTreeMap::from([(third, t1)]));
+    server.advance(60);
+    let response = server.sync(&mut ben).await;
+    assert_eq!(bodies(&response), [(id, "message")]);
+    assert_eq!(receipts_of(&response, id), BTreeMap::from([(third, t1)]));
+
+    // Asha's answer is lost: the repeat is answered with the receipt as first noted.
+    let fourth = asha.record(id, server.now(), phoned());
+    let t2 = server.now().as_millisecond();
+    let (request, _) = asha.request(server.now());
+    let (status, _, _) = server.post_sync(&asha.token, request.encode()).await;
+    assert_eq!(status, StatusCode::OK);
+    server.advance(60);
+    let response = server.sync(&mut asha).await;
+    assert_eq!(receipts_of(&response, id), BTreeMap::from([(fourth, t2)]));
+}
+
 common::backends!(
     a_new_episode_is_stored_and_then_the_cursor_says_nothing_new_in_a_few_bytes,
     a_record_made_on_one_device_reaches_another_by_whole_then_by_message,
@@ -1029,6 +1327,10 @@ common::backends!(
     a_replayed_hand_over_is_answered_again,
     a_record_made_after_receiving_an_episode_whole_survives_a_transfer,
     a_large_caseload_comes_in_pages,
-    an_unchanged_episodes_evaluation_follows_the_clock;
+    an_unchanged_episodes_evaluation_follows_the_clock,
+    a_new_record_not_made_here_by_someone_signed_in_here_is_refused_for_its_episode_alone,
+    records_the_server_has_are_not_new_and_another_devices_new_ones_wait_for_it,
+    an_episode_past_its_budget_reads_and_refuses_every_change_alone,
+    receipt_times_cross_with_the_answer_once_for_each_device;
     multi_thread: concurrent_requests_commit_together_and_a_refused_one_stores_nothing_of_its_own
 );

@@ -70,14 +70,14 @@ fn main() {
             facts: Vec::new(),
             plan: String::new(),
         };
-        let id = core.open_episode(new, "alice", opened_at).expect("open");
+        let id = core.open_episode(new, opened_at).expect("open");
         for r in 0..records {
             let (kind, body) = if r % 2 == 0 {
                 ("contact_attempt", json!({"method": "phone", "target": "patient", "outcome": "no_answer"}))
             } else {
                 ("home_visit", json!({"announced": false, "outcome": "no_answer"}))
             };
-            core.record(id, kind, Timestamp::now(), fields(body), "alice").expect("record");
+            core.record(id, kind, Timestamp::now(), fields(body)).expect("record");
         }
         let events: Vec<Value> = core
             .timeline(id)

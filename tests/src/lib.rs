@@ -50,10 +50,15 @@ pub fn server_child() {
         return;
     };
     let addr: SocketAddr = addr.parse().expect("the harness gives an address");
+    let db = server::Target::from(db);
+    // A PostgreSQL database has no file to keep a key file beside: it needs a secret.
+    let jwt_secret = matches!(db, server::Target::Postgres(_))
+        .then(|| server::Secret::from("the end-to-end servers' signing secret, 32+ bytes".to_owned()));
     let config = server::config::ServeConfig {
-        db: server::Target::from(db),
+        db,
         addr,
-        jwt_secret: None,
+        jwt_secret,
+        jwt_previous_secrets: None,
         log: "warn".into(),
         reevaluate_secs: 60,
         // The group commit's batch, from the environment for the benchmarks' comparison.
@@ -65,6 +70,14 @@ pub fn server_child() {
         oidc_config: std::env::var_os(OIDC_VAR).map(PathBuf::from),
         fhir_base: None,
         fhir_patient_system: None,
+        max_connections: None,
+        header_timeout_secs: 10,
+        idle_timeout_secs: 60,
+        slow_body_secs: 10,
+        body_bytes_in_flight: 64 * 1024 * 1024,
+        trusted_proxies: Vec::new(),
+        metrics_addr: None,
+        metrics_token: None,
     };
     let _ = server::serve::init_logging(&std::env::var("TETHER_LOG").unwrap_or_else(|_| "warn".into()));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
@@ -290,7 +303,8 @@ pub fn call_json(
     };
     let mut response = response.expect("the server answers");
     let status = response.status().as_u16();
-    let text = response.body_mut().read_to_string().expect("a body");
+    // Episodes as large as any the server holds (more than ureq's default of 10 MB).
+    let text = response.body_mut().with_config().limit(256 << 20).read_to_string().expect("a body");
     let value =
         if text.is_empty() { serde_json::Value::Null } else { serde_json::from_str(&text).expect("a JSON answer") };
     (status, value)

@@ -43,7 +43,7 @@ fn fields(value: Value) -> Map<String, Value> {
     }
 }
 
-fn open(device: &mut Device, team: &str, by: &str) -> EpisodeId {
+fn open(device: &mut Device, team: &str) -> EpisodeId {
     let new = NewEpisode {
         patient_ref: PatientRef::new("RX-E2E-1").expect("a reference"),
         pathway: Pathway::UrgentReferral,
@@ -51,12 +51,12 @@ fn open(device: &mut Device, team: &str, by: &str) -> EpisodeId {
         facts: vec![(FactField::Children, FactValue::Flag(false))],
         plan: "Visit on Monday.".into(),
     };
-    device.core.open_episode(new, by, Timestamp::now()).expect("open")
+    device.core.open_episode(new, Timestamp::now()).expect("open")
 }
 
-fn no_answer(device: &mut Device, episode: EpisodeId, by: &str) -> EventId {
+fn no_answer(device: &mut Device, episode: EpisodeId) -> EventId {
     let visit = fields(json!({"announced": false, "outcome": "no_answer"}));
-    device.core.record(episode, "home_visit", Timestamp::now(), visit, by).expect("record a visit")
+    device.core.record(episode, "home_visit", Timestamp::now(), visit).expect("record a visit")
 }
 
 fn setting(device: &Device, key: &str) -> String {
@@ -108,12 +108,12 @@ fn a_refused_access_token_is_refreshed_and_the_refresh_token_rotates() {
     let (_dir, server) = tests::start(USERS);
     let mut a = Device::new(&server, "alice");
     let mut b = Device::new(&server, "bob");
-    let episode = open(&mut a, "north", "alice");
+    let episode = open(&mut a, "north");
     sync_complete(&mut a);
 
     let refresh = setting(&a, REFRESH);
     a.core.set_setting(ACCESS, "garbage.not.a-token").expect("overwrite the access token");
-    let visit = no_answer(&mut a, episode, "alice");
+    let visit = no_answer(&mut a, episode);
     let summary = a.sync().expect("a refused access token is refreshed, and the sync goes on");
     assert!(summary.complete, "{summary:?}");
     assert_ne!(setting(&a, REFRESH), refresh, "the refresh token rotated");
@@ -129,8 +129,8 @@ fn a_reused_refresh_token_revokes_the_session_and_offline_records_survive_a_new_
     let (_dir, server) = tests::start(USERS);
     let mut a = Device::new(&server, "alice");
     let mut b = Device::new(&server, "bob");
-    let episode = open(&mut a, "north", "alice");
-    no_answer(&mut a, episode, "alice");
+    let episode = open(&mut a, "north");
+    no_answer(&mut a, episode);
     sync_complete(&mut a);
 
     // An expired access token: the sync refreshes first, which rotates the refresh token.
@@ -146,7 +146,7 @@ fn a_reused_refresh_token_revokes_the_session_and_offline_records_survive_a_new_
     assert_eq!(status, 401, "{body}");
 
     // The device records offline meanwhile; its next sync is refused.
-    let offline = [no_answer(&mut a, episode, "alice"), no_answer(&mut a, episode, "alice")];
+    let offline = [no_answer(&mut a, episode), no_answer(&mut a, episode)];
     match a.sync() {
         Err(Error::NotSignedIn | Error::Server { status: 401, .. }) => {}
         other => panic!("a revoked session still syncs: {other:?}"),
@@ -176,7 +176,7 @@ fn a_revoked_device_is_told_to_wipe_and_wipes_its_store() {
     let mut a = Device::new(&server, "alice");
     let mut b = Device::new(&server, "bob");
     let c = Device::new(&server, "carol");
-    let episode = open(&mut b, "north", "bob");
+    let episode = open(&mut b, "north");
     sync_complete(&mut b);
     let manager = sign_in(&server, "maria");
 
@@ -217,14 +217,14 @@ fn a_revoked_device_is_told_to_wipe_and_wipes_its_store() {
 fn transferred(server: &Server) -> (Device, Device, EpisodeId, [EventId; 2]) {
     let mut a = Device::new(server, "alice");
     let mut b = Device::new(server, "bob");
-    let episode = open(&mut a, "north", "alice");
-    no_answer(&mut a, episode, "alice");
+    let episode = open(&mut a, "north");
+    no_answer(&mut a, episode);
     sync_complete(&mut a);
     sync_complete(&mut b);
     assert!(b.core.episode(episode).is_ok());
 
-    let by_a = no_answer(&mut a, episode, "alice");
-    let by_b = no_answer(&mut b, episode, "bob");
+    let by_a = no_answer(&mut a, episode);
+    let by_b = no_answer(&mut b, episode);
     let manager = sign_in(server, "maria");
     let (status, body) =
         post_json(server, &format!("/v1/episodes/{episode}/transfer"), Some(&manager), json!({"team": "south"}));
@@ -265,7 +265,7 @@ fn a_transferred_episode_is_handed_over_with_offline_records_and_dropped() {
 
     // The hand-over is final: syncing again brings nothing back, and a south device that
     // records on it is heard by no north device.
-    no_answer(&mut c, episode, "carol");
+    no_answer(&mut c, episode);
     sync_complete(&mut c);
     for device in [&mut a, &mut b] {
         let summary = sync_complete(device);
@@ -302,8 +302,8 @@ fn a_transferred_episode_is_listed_under_its_new_team() {
 fn a_replayed_request_changes_nothing_twice_and_a_lost_response_costs_a_repeat() {
     let (_dir, server) = tests::start(USERS);
     let mut a = Device::new(&server, "alice");
-    let episode = open(&mut a, "north", "alice");
-    no_answer(&mut a, episode, "alice");
+    let episode = open(&mut a, "north");
+    no_answer(&mut a, episode);
 
     // The first request (the episode whole) arrives twice; only the second answer lands.
     let mut session = a.core.begin_sync();
@@ -314,8 +314,8 @@ fn a_replayed_request_changes_nothing_twice_and_a_lost_response_costs_a_repeat()
     finish(&server, &mut a, &mut session);
 
     // Offline records on the known episode go as a sync message: replayed as well.
-    no_answer(&mut a, episode, "alice");
-    no_answer(&mut a, episode, "alice");
+    no_answer(&mut a, episode);
+    no_answer(&mut a, episode);
     let mut session = a.core.begin_sync();
     let message = a.core.sync_request(&mut session, Timestamp::now()).expect("a request").expect("something to say");
     post_sync(&server, &a, &message);
@@ -337,12 +337,12 @@ fn a_replayed_request_changes_nothing_twice_and_a_lost_response_costs_a_repeat()
     assert_eq!(b.core.episode(episode).expect("on b").events.len(), 3);
 
     // A response lost: the server has the record, the device never hears so.
-    let lost = no_answer(&mut a, episode, "alice");
+    let lost = no_answer(&mut a, episode);
     let mut session = a.core.begin_sync();
     let body = a.core.sync_request(&mut session, Timestamp::now()).expect("a request").expect("something to say");
     drop(post_sync(&server, &a, &body));
     drop(session);
-    let after = no_answer(&mut a, episode, "alice");
+    let after = no_answer(&mut a, episode);
     // The next sync starts from the persisted state, not the lost session's in-flight one:
     // it sends the unconfirmed record again with the new one and finishes at once, and
     // nothing is left to say after it.
@@ -350,7 +350,7 @@ fn a_replayed_request_changes_nothing_twice_and_a_lost_response_costs_a_repeat()
     assert_eq!((summary.round_trips, summary.sent), (1, 1), "{summary:?}");
     let summary = sync_complete(&mut a);
     assert_eq!((summary.round_trips, summary.sent, summary.received), (1, 0, 0), "{summary:?}");
-    let by_b = no_answer(&mut b, episode, "bob");
+    let by_b = no_answer(&mut b, episode);
     sync_complete(&mut b);
     sync_complete(&mut a);
 
@@ -430,7 +430,7 @@ fn nothing_is_lost_or_duplicated_when_the_server_is_killed_during_syncs() {
     let mut devices: Vec<Device> = names.iter().map(|name| Device::new(&server, name)).collect();
 
     // Two episodes every device holds before the faults begin.
-    let shared = [open(&mut devices[0], "north", names[0]), open(&mut devices[0], "north", names[0])];
+    let shared = [open(&mut devices[0], "north"), open(&mut devices[0], "north")];
     for device in &mut devices {
         sync_complete(device);
     }
@@ -440,8 +440,7 @@ fn nothing_is_lost_or_duplicated_when_the_server_is_killed_during_syncs() {
     let acknowledged = Arc::new(Mutex::new(Acknowledged::default()));
     let workers: Vec<_> = devices
         .into_iter()
-        .zip(names.clone())
-        .map(|(mut device, name)| {
+        .map(|mut device| {
             let (stop, kills_done, acknowledged) =
                 (Arc::clone(&stop), Arc::clone(&kills_done), Arc::clone(&acknowledged));
             let mut rng = Rng::new(rng.next_u64());
@@ -449,11 +448,11 @@ fn nothing_is_lost_or_duplicated_when_the_server_is_killed_during_syncs() {
                 let mut made = Made::default();
                 let record = |device: &mut Device, made: &mut Made, rng: &mut Rng| {
                     if made.episodes.len() < 2 && rng.below(20) == 0 {
-                        made.episodes.push(open(device, "north", name));
+                        made.episodes.push(open(device, "north"));
                     }
                     let held: Vec<EpisodeId> = device.core.episodes(Timestamp::now()).iter().map(|e| e.id).collect();
                     let episode = held[rng.below(held.len() as u64) as usize];
-                    made.records.push((episode, no_answer(device, episode, name)));
+                    made.records.push((episode, no_answer(device, episode)));
                 };
                 while !stop.load(Ordering::Relaxed) {
                     // Records spread over the run: by the k-th kill, about k/kills of them.

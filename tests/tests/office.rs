@@ -37,14 +37,14 @@ fn the_offices_records_and_facts_reach_the_devices_and_merge_with_theirs() {
         facts: vec![(FactField::Risk, FactValue::Risk(episode::Risk::Low))],
         plan: String::new(),
     };
-    let episode = a.core.open_episode(new, "alice", Timestamp::now()).expect("open");
+    let episode = a.core.open_episode(new, Timestamp::now()).expect("open");
     let visit = serde_json::from_value(json!({"announced": false, "outcome": "no_answer"})).expect("fields");
-    let visit = a.core.record(episode, "home_visit", Timestamp::now(), visit, "alice").expect("record");
+    let visit = a.core.record(episode, "home_visit", Timestamp::now(), visit).expect("record");
     a.sync().expect("a syncs");
     b.sync().expect("b syncs");
     // Both phones set the risk while offline: a conflict.
-    a.core.set_fact(episode, FactField::Risk, &json!("high"), "alice", Timestamp::now()).expect("a sets");
-    b.core.set_fact(episode, FactField::Risk, &json!("low"), "bob", Timestamp::now()).expect("b sets");
+    a.core.set_fact(episode, FactField::Risk, &json!("high"), Timestamp::now()).expect("a sets");
+    b.core.set_fact(episode, FactField::Risk, &json!("low"), Timestamp::now()).expect("b sets");
     a.sync().expect("a syncs");
     b.sync().expect("b syncs");
 
@@ -65,7 +65,7 @@ fn the_offices_records_and_facts_reach_the_devices_and_merge_with_theirs() {
     assert_eq!(status, 201, "{body}");
     let filed = body["id"].as_str().expect("an id").to_owned();
     let card = serde_json::from_value(json!({"visit": visit})).expect("fields");
-    a.core.record(episode, "calling_card_left", Timestamp::now(), card, "alice").expect("a card");
+    a.core.record(episode, "calling_card_left", Timestamp::now(), card).expect("a card");
 
     a.sync().expect("a syncs");
     b.sync().expect("b syncs");
@@ -99,4 +99,102 @@ fn the_offices_records_and_facts_reach_the_devices_and_merge_with_theirs() {
     let has = |user: &str, action: &str| entries.iter().any(|e| e["username"] == user && e["action"] == action);
     assert!(has("alice", "sync_open") && has("bob", "sync_write") && has("alice", "sync_read"), "{audit}");
     assert!(has("maria", "set_fact") && has("maria", "record_event") && has("maria", "reconcile"), "{audit}");
+}
+
+/// The phone's caseload (`tether-field episodes`, `Core::episodes`, the FFI's
+/// `episodes`) and the server's `GET /v1/episodes` say the same thing of the same
+/// episodes, field by field: `open_actions` counts open and overdue actions alike,
+/// `overdue_actions` the overdue ones, `pathway` is one string (the safer value the
+/// rules take, also on a conflict) and `conflicts` a count, on both.
+#[test]
+fn the_phones_caseload_and_the_servers_say_the_same_of_every_episode() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let db = dir.path().join("tether.db");
+    create_accounts(&db, USERS);
+    let server = Server::start(&db);
+    let mut a = Device::new(&server, "alice");
+    let mut b = Device::new(&server, "bob");
+    let now = Timestamp::now();
+    let ago = |hours: i64| now - jiff::SignedDuration::from_hours(hours);
+    let fields = |value: serde_json::Value| serde_json::from_value(value).expect("fields");
+    let open = |device: &mut Device, patient: &str, pathway: Pathway| {
+        let new = NewEpisode {
+            patient_ref: PatientRef::new(patient).expect("a reference"),
+            pathway,
+            team: "north".into(),
+            facts: Vec::new(),
+            plan: String::new(),
+        };
+        device.core.open_episode(new, ago(80)).expect("open")
+    };
+    // A routine referral whose initial appointment was missed three days ago: overdue.
+    let missed = open(&mut a, "RX-LIST-1", Pathway::RoutineReferral);
+    let dna = fields(json!({"appointment": "initial"}));
+    a.core.record(missed, "appointment_missed", ago(72), dna).expect("record");
+    // In service, a visit with no answer yesterday; then the pathway set two ways at once.
+    let visited = open(&mut a, "RX-LIST-2", Pathway::InService);
+    let visit = fields(json!({"announced": false, "outcome": "no_answer"}));
+    a.core.record(visited, "home_visit", ago(26), visit).expect("record");
+    // A child not brought, later also set to in-service by one phone.
+    let child = open(&mut a, "RX-LIST-3", Pathway::ChildNotBrought);
+    let not_brought = fields(json!({"appointment": "follow_up", "reason": "not_brought"}));
+    a.core.record(child, "appointment_missed", ago(50), not_brought).expect("record");
+    a.sync().expect("a syncs");
+    b.sync().expect("b syncs");
+    let set = |device: &mut Device, episode, field, value: serde_json::Value| {
+        device.core.set_fact(episode, field, &value, ago(1)).expect("set a fact");
+    };
+    set(&mut a, visited, FactField::Pathway, json!("home_treatment"));
+    set(&mut b, visited, FactField::Pathway, json!("urgent_referral"));
+    set(&mut a, missed, FactField::Risk, json!("high"));
+    set(&mut b, missed, FactField::Risk, json!("low"));
+    set(&mut a, child, FactField::Pathway, json!("in_service"));
+    set(&mut b, child, FactField::Pathway, json!("child_not_brought"));
+    assert!(a.sync().expect("a syncs").complete);
+    assert!(b.sync().expect("b syncs").complete);
+    assert!(a.sync().expect("a syncs again").complete);
+
+    let maria = sign_in(&server, "maria");
+    let (status, list) = call_json(&server, "GET", "/v1/episodes", Some(&maria), None);
+    assert_eq!(status, 200, "{list}");
+    let phones = [(&a, "alice's phone"), (&b, "bob's phone")];
+    for (device, name) in phones {
+        let lines = serde_json::to_value(device.core.episodes(Timestamp::now())).expect("JSON");
+        let lines = lines.as_array().expect("a list");
+        assert_eq!(lines.len(), 3, "{name}: {lines:?}");
+        for line in lines {
+            let line = line.as_object().expect("an object");
+            let fields: Vec<&str> = line.keys().map(String::as_str).collect();
+            let mut expected = ["id", "team", "pathway", "patient_ref", "open_actions", "overdue_actions", "conflicts"];
+            expected.sort_unstable();
+            let mut fields_sorted = fields.clone();
+            fields_sorted.sort_unstable();
+            assert_eq!(fields_sorted, expected, "{name}: the listing's fields");
+            let entry = list
+                .as_array()
+                .expect("a list")
+                .iter()
+                .find(|e| e["id"] == line["id"])
+                .unwrap_or_else(|| panic!("{name}: {} is on the server's list", line["id"]));
+            for field in fields {
+                assert_eq!(
+                    line[field], entry[field],
+                    "{name}: `{field}` of {}: phone {line:?}, server {entry}",
+                    line["id"]
+                );
+            }
+        }
+    }
+
+    // What the lines say, read once: open counts the overdue too, and a conflicted
+    // pathway is the one the rules take.
+    let line = |episode: episode::EpisodeId| {
+        list.as_array().expect("a list").iter().find(|e| e["id"] == episode.to_string()).expect("listed").clone()
+    };
+    let (missed, visited, child) = (line(missed), line(visited), line(child));
+    assert!(missed["overdue_actions"].as_i64() > Some(0), "{missed}");
+    assert!(missed["open_actions"].as_i64() >= missed["overdue_actions"].as_i64(), "{missed}");
+    assert_eq!((visited["pathway"].as_str(), visited["conflicts"].as_i64()), (Some("home_treatment"), Some(1)));
+    assert_eq!((child["pathway"].as_str(), child["conflicts"].as_i64()), (Some("child_not_brought"), Some(1)));
+    assert_eq!(missed["conflicts"], 1, "{missed}");
 }

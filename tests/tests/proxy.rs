@@ -92,21 +92,20 @@ fn devices_converge_through_a_proxy_that_drops_duplicates_delays_reorders_and_tr
                             facts: vec![(FactField::Children, FactValue::Flag(false))],
                             plan: "Visit on Monday.".into(),
                         };
-                        made.episodes.push(device.core.open_episode(new, name, Timestamp::now()).expect("open"));
+                        made.episodes.push(device.core.open_episode(new, Timestamp::now()).expect("open"));
                     }
                     // Offline: a record or two on episodes it holds, now and then a fact.
                     let held = if held.is_empty() { made.episodes.clone() } else { held };
                     for _ in 0..=rng.below(2) {
                         let episode = held[rng.below(held.len() as u64) as usize];
                         let visit = fields(json!({"announced": false, "outcome": "no_answer"}));
-                        let id =
-                            device.core.record(episode, "home_visit", Timestamp::now(), visit, name).expect("record");
+                        let id = device.core.record(episode, "home_visit", Timestamp::now(), visit).expect("record");
                         made.records.push((episode, id));
                     }
                     if rng.below(5) == 0 {
                         let episode = held[rng.below(held.len() as u64) as usize];
                         let risk = if rng.below(2) == 0 { "high" } else { "low" };
-                        let id = device.core.set_fact(episode, FactField::Risk, &json!(risk), name, Timestamp::now());
+                        let id = device.core.set_fact(episode, FactField::Risk, &json!(risk), Timestamp::now());
                         made.records.push((episode, id.expect("set a fact")));
                     }
                     match device.sync() {

@@ -21,7 +21,9 @@ struct Cli {
     /// The store directory.
     #[arg(long, env = "TETHER_STORE")]
     store: PathBuf,
-    /// Who is recording (the signed-in user); remembered by the store once given.
+    /// Who records, on a store that has never signed in (remembered once given). Once
+    /// someone has signed in (`login`), every record is by the signed-in user and this
+    /// may only name them.
     #[arg(long, env = "TETHER_USER")]
     user: Option<String>,
     #[command(subcommand)]
@@ -122,24 +124,9 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<String, String> {
     let key = store_key(&cli.store)?;
     let mut core = Core::open(&cli.store, &key).map_err(|e| e.to_string())?;
-    let user = || -> Result<String, String> {
-        if let Some(user) = &cli.user {
-            return Ok(user.clone());
-        }
-        core.setting("user")
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| "who is recording? give --user or set TETHER_USER".into())
-    };
-    let user = match &cli.command {
-        Command::Open { .. } | Command::Record { .. } | Command::Set { .. } => {
-            let user = user()?;
-            if cli.user.is_some() {
-                core.set_setting("user", &user).map_err(|e| e.to_string())?;
-            }
-            user
-        }
-        _ => String::new(),
-    };
+    if matches!(cli.command, Command::Open { .. } | Command::Record { .. } | Command::Set { .. }) {
+        recording_user(&mut core, cli.user.as_deref())?;
+    }
     match cli.command {
         Command::Open { patient, pathway, team, facts, plan } => {
             let patient_ref = PatientRef::new(patient).ok_or("--patient: the patient's identifier may not be empty")?;
@@ -147,7 +134,7 @@ fn run(cli: Cli) -> Result<String, String> {
                 .map_err(|_| format!("--pathway: `{pathway}` is not a pathway (urgent_referral, routine_referral, in_service, home_treatment, child_not_brought)"))?;
             let facts = facts.iter().map(|f| parse_fact(f)).collect::<Result<Vec<_>, _>>()?;
             let id = core
-                .open_episode(NewEpisode { patient_ref, pathway, team, facts, plan }, &user, now())
+                .open_episode(NewEpisode { patient_ref, pathway, team, facts, plan }, now())
                 .map_err(|e| e.to_string())?;
             Ok(id.to_string())
         }
@@ -156,19 +143,21 @@ fn run(cli: Cli) -> Result<String, String> {
             let at = time(at.as_deref(), "--at")?;
             let fields = match fields {
                 None => Map::new(),
-                Some(text) => match serde_json::from_str(&text) {
+                // A key given twice is refused, not left to serde_json's "the last wins".
+                Some(text) => match episode::json::parse_value(text.as_bytes()) {
                     Ok(Value::Object(map)) => map,
+                    Err(message) if message.contains("twice") => return Err(format!("--json: {message}")),
                     _ => return Err("--json: give the event's fields as a JSON object".into()),
                 },
             };
-            let event = core.record(id, &kind, at, fields, &user).map_err(|e| e.to_string())?;
+            let event = core.record(id, &kind, at, fields).map_err(|e| e.to_string())?;
             Ok(event.to_string())
         }
         Command::Set { episode, field, value } => {
             let id = episode_id(&episode)?;
             let field = FactField::from_name(&field).ok_or_else(|| format!("`{field}` is not a fact"))?;
             let value = serde_json::from_str(&value).unwrap_or(Value::String(value));
-            let event = core.set_fact(id, field, &value, &user, now()).map_err(|e| e.to_string())?;
+            let event = core.set_fact(id, field, &value, now()).map_err(|e| e.to_string())?;
             Ok(event.to_string())
         }
         Command::Plan { episode, text } => {
@@ -196,7 +185,6 @@ fn run(cli: Cli) -> Result<String, String> {
             let password = password()?;
             let http = Http::new(&server);
             http.login(&mut core, &username, &password, now()).map_err(|e| e.to_string())?;
-            core.set_setting("user", &username).map_err(|e| e.to_string())?;
             Ok(json(&serde_json::json!({"signed_in": username, "device": core.device()})))
         }
         Command::Login { server, username: None, provider, redirect_uri, .. } => {
@@ -243,6 +231,34 @@ fn run(cli: Cli) -> Result<String, String> {
         Command::Next { now } => {
             let now = evaluation_time(&core, now.as_deref())?;
             Ok(json(&core.next_actions(now)))
+        }
+    }
+}
+
+/// Makes sure the core knows who records: the signed-in user (then `--user` may only name
+/// them), or, on a store that has never signed in, the name `--user` gives (kept).
+fn recording_user(core: &mut Core, given: Option<&str>) -> Result<(), String> {
+    let signed_in = client_core::remote::signed_in_user(core).map_err(|e| e.to_string())?;
+    match (signed_in, given) {
+        (Some(user), Some(given)) if given != user => Err(format!(
+            "{user} is signed in on this store, and records are by the signed-in user: sign in as {given} to \
+             record as them (--user and TETHER_USER are only for a store that has never signed in)"
+        )),
+        (Some(_), _) => Ok(()),
+        (None, Some(given)) => core.set_offline_user(given).map_err(|e| e.to_string()),
+        (None, None) => {
+            // Stores of earlier versions kept the name given under this setting.
+            if core.user().map_err(|e| e.to_string())?.is_none()
+                && let Some(before) = core.setting("user").map_err(|e| e.to_string())?
+            {
+                core.set_offline_user(&before).map_err(|e| e.to_string())?;
+            }
+            match core.user().map_err(|e| e.to_string())? {
+                Some(_) => Ok(()),
+                None => Err("who is recording? sign in with `login`, or on a store that has never signed in \
+                             give --user (or TETHER_USER)"
+                    .into()),
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Local time, working days and the bank holidays of England and Wales.
 //!
 //! Deadlines are computed in Europe/London local time and reported in UTC
-//! (`pathway.md`, "Times"). The time zone rules are compiled into the binary, so a phone
+//! (`docs/rules.md`, "Times"). The time zone rules are compiled into the binary, so a phone
 //! and the server compute the same instant whatever their system's time zone data.
 
 use std::fmt;

@@ -1,6 +1,6 @@
-//! The local defaults: every deadline the policy leaves open (marked † in
-//! `pathway.md`), in one value a deployment can override and `tether pathway rules`
-//! prints for the clinical safety officer.
+//! The local defaults: every deadline the policy leaves open (marked † in the rule
+//! table), in one value a deployment can override and `tether pathway rules` prints for
+//! the clinical safety officer.
 
 use std::fmt;
 use std::str::FromStr;
@@ -136,7 +136,7 @@ pub struct Defaults {
 }
 
 impl Default for Defaults {
-    /// The values of `pathway.md`.
+    /// The values the rules were written with (`docs/rules.md`).
     fn default() -> Self {
         use Deadline::*;
         Self {

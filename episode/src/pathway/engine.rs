@@ -1,14 +1,16 @@
 //! What every rule shares: the current facts (safer side on conflict), the records that
 //! count, cycles, and raising an action and finding the record that did it.
 //!
-//! No rule lives here: the pathway modules say when an action is raised, how long it
-//! has and what does it; this module applies `pathway.md`'s general sections
-//! ("Cycles", "Contact cancels", "Upcoming", "Actions") the same way for all of them.
+//! No rule lives here: the pathway modules say when an action is raised and their rules
+//! (`table::Rule`) how long it has and what does it; this module applies the general
+//! rules of `docs/rules.md` ("Cycles", "Contact cancels", "A risk learnt after contact",
+//! "A discharge", "Upcoming", "Done by") the same way for all of them.
 
 use jiff::Timestamp;
 use uuid::Uuid;
 
-use super::records::{self, Is};
+use super::records;
+use super::table::{Done, Owner, Rule};
 use super::{Action, Calendar, Code, Deadline, Defaults, Evaluation, Priority, Role, State, Warning, WarningCode};
 use crate::model::*;
 
@@ -118,6 +120,8 @@ pub(crate) struct Ctx<'a> {
     filed: Filings<'a>,
     /// Deadlines already worked out in this evaluation.
     deadlines: DeadlineMemo,
+    /// Whether any record that counts is a `discharged` (most episodes have none).
+    has_discharge: bool,
 }
 
 /// What raised an action: a record, or the episode's opening.
@@ -140,10 +144,13 @@ impl<'a> Ctx<'a> {
         // record once, rather than once per question).
         let mut in_error: Vec<EventId> = Vec::new();
         let mut in_order = true;
+        let mut any_discharge = false;
         let mut previous: Option<&Event> = None;
         for event in &episode.events {
-            if let EventBody::EnteredInError(eie) = &event.body {
-                in_error.push(eie.record);
+            match &event.body {
+                EventBody::EnteredInError(eie) => in_error.push(eie.record),
+                EventBody::Discharged(_) => any_discharge = true,
+                _ => {}
             }
             in_order &= previous.is_none_or(|p| (p.at, p.id) <= (event.at, event.id));
             previous = Some(event);
@@ -158,7 +165,20 @@ impl<'a> Ctx<'a> {
         let filed = Filings::new(&events);
         let times = events.iter().map(|e| e.at).collect();
         let deadlines = DeadlineMemo::default();
-        Self { episode, facts: Current::new(&episode.facts), events, times, calendar, defaults, now, filed, deadlines }
+        // (A discharge entered in error no longer counts.)
+        let has_discharge = any_discharge && events.iter().any(|e| records::discharged(e));
+        Self {
+            episode,
+            facts: Current::new(&episode.facts),
+            events,
+            times,
+            calendar,
+            defaults,
+            now,
+            filed,
+            deadlines,
+            has_discharge,
+        }
     }
 
     /// The episode's cycles for these rules ("Cycles"): the records between one contact
@@ -169,42 +189,64 @@ impl<'a> Ctx<'a> {
         let mut cycles = Vec::with_capacity(4);
         let mut start = 0;
         for (i, event) in self.events.iter().enumerate() {
-            if records::is_contact(event, child) || matches!(event.body, EventBody::Discharged(_)) {
+            let contact = records::is_contact(event, child);
+            if contact || matches!(event.body, EventBody::Discharged(_)) {
+                // A discharge closes the cycle but is not contact: what the cycle still
+                // owes is cancelled only by the first contact after it ("A discharge").
+                let canceller = if contact {
+                    Some(*event)
+                } else {
+                    self.events[i + 1..].iter().copied().find(|e| records::is_contact(e, child))
+                };
                 cycles.push(Cycle {
                     key: (rules, cycles.len()),
                     records: &self.events[start..i],
                     closer: Some(event),
+                    canceller,
                     child,
                 });
                 start = i + 1;
             }
         }
-        cycles.push(Cycle { key: (rules, cycles.len()), records: &self.events[start..], closer: None, child });
+        cycles.push(Cycle {
+            key: (rules, cycles.len()),
+            records: &self.events[start..],
+            closer: None,
+            canceller: None,
+            child,
+        });
         cycles
     }
 
-    /// The trigger for a rule on a flag that is true now: the record that set it to true
+    /// Since when a flag that is true now has been true: the record that set it to true
     /// last (the first of the latest run of changes to `true`), or the episode's opening.
     pub(crate) fn flag_since(&self, field: FactField) -> Trigger {
-        self.fact_since(field, &FactValue::Flag(true))
+        self.since(field, |value| *value == FactValue::Flag(true))
     }
 
-    /// The same for any fact value.
-    pub(crate) fn fact_since(&self, field: FactField, value: &FactValue) -> Trigger {
+    /// Since when a fact has held a value of a kind (`holds`): the first record of the
+    /// latest run of `fact_changed` records of the field whose values are of that kind,
+    /// or the episode's opening when none is.
+    pub(crate) fn since(&self, field: FactField, holds: impl Fn(&FactValue) -> bool) -> Trigger {
         let mut since = None;
         let mut in_run = false;
         for event in &self.events {
             if let EventBody::FactChanged(change) = &event.body
                 && change.field == field
             {
-                let same = change.value == *value;
-                if same && !in_run {
+                let kind = holds(&change.value);
+                if kind && !in_run {
                     since = Some(Trigger::from(*event));
                 }
-                in_run = same;
+                in_run = kind;
             }
         }
-        since.unwrap_or(Trigger { id: self.episode.id, at: self.episode.opened_at })
+        since.unwrap_or(self.opening())
+    }
+
+    /// The episode's opening, as a trigger.
+    pub(crate) fn opening(&self) -> Trigger {
+        Trigger { id: self.episode.id, at: self.episode.opened_at }
     }
 
     /// Whether a `filed_to_epr` lists the record.
@@ -236,12 +278,12 @@ impl<'a> Ctx<'a> {
 
     /// Finds what does an action: the first record other than the trigger, at or after
     /// the trigger's time ("Actions"), that satisfies the rule's "done by".
-    fn resolve(&self, trigger: Trigger, done_by: &DoneBy) -> Option<&'a Event> {
+    fn resolve(&self, trigger: Trigger, done: &Done) -> Option<&'a Event> {
         let candidates = self.records_from(trigger.at);
         let first = |pred: &dyn Fn(&Event) -> bool| candidates.iter().copied().find(|e| pred(e) && e.id != trigger.id);
-        match done_by {
-            DoneBy::Any(pred) => first(pred),
-            DoneBy::All(preds) => {
+        match done {
+            Done::Any(pred) => first(pred),
+            Done::All(preds) => {
                 let mut last: Option<&Event> = None;
                 for pred in preds.iter() {
                     let found = first(pred)?;
@@ -251,11 +293,13 @@ impl<'a> Ctx<'a> {
                 }
                 last
             }
-            DoneBy::CardFor(visit) => first(&|e| matches!(&e.body, EventBody::CallingCardLeft(c) if c.visit == *visit)),
+            Done::CardForTheVisit => {
+                first(&|e| matches!(&e.body, EventBody::CallingCardLeft(c) if c.visit == trigger.id))
+            }
             // A filing that names the record does it whatever the two devices' clocks
             // said: the order of times is no evidence against it.
-            DoneBy::Filed(record) => self.filing(*record),
-            DoneBy::ChildrensServicesKnown => {
+            Done::FilingOfTheRecord => self.filing(trigger.id),
+            Done::ChildrensServicesKnown => {
                 let decision = first(&records::decision_childrens_services_known)?;
                 if matches!(&decision.body, EventBody::Decision(d) if d.outcome == DecisionOutcome::NotApplicable) {
                     return Some(decision);
@@ -331,6 +375,9 @@ pub(crate) struct Cycle<'a> {
     pub(crate) records: &'a [&'a Event],
     /// The contact or discharge that closes the cycle; `None` while it is open.
     pub(crate) closer: Option<&'a Event>,
+    /// The contact that cancels what the cycle still owes: the closer if it is a
+    /// contact, else the first contact after the discharge that closed it.
+    canceller: Option<&'a Event>,
     child: bool,
 }
 
@@ -356,40 +403,39 @@ impl<'a> Cycle<'a> {
     }
 }
 
-/// What does an action.
-#[derive(Debug)]
-pub(crate) enum DoneBy {
-    /// One record of this description.
-    Any(Is),
-    /// One record of each description; the last of them does it.
-    All(&'static [Is]),
-    /// A `calling_card_left` naming this visit.
-    CardFor(EventId),
-    /// A `filed_to_epr` listing this record.
-    Filed(EventId),
-    /// 5.2 `inform_childrens_services`: a decision `childrens_services_known`, and a
-    /// communication to a partner unless the decision's outcome is `not_applicable`.
-    ChildrensServicesKnown,
-}
-
-/// One row of a table, raised for one trigger.
+/// One row of a table, raised for one trigger: the rule says everything else.
 #[derive(Debug)]
 pub(crate) struct Raise<'c> {
-    pub(crate) code: Code,
-    pub(crate) cites: &'static str,
-    pub(crate) owner: Role,
-    pub(crate) priority: Priority,
     /// The cycle it belongs to, for "contact cancels" and "one action per code per
     /// cycle"; `None` for rows that stand alone (each visit, each record, each miss).
     pub(crate) cycle: Option<&'c Cycle<'c>>,
     pub(crate) trigger: Trigger,
-    /// Whether the action stays when the patient is reached ("Contact cancels"): a
-    /// patient answering the phone does not remove a risk to life or to a child.
-    pub(crate) survives_contact: bool,
+    /// The row's own start: the trigger's time, or a later moment it waits for.
     pub(crate) active_from: Timestamp,
-    /// Counted from `active_from`.
-    pub(crate) due: Deadline,
-    pub(crate) done_by: DoneBy,
+    /// For a row that a fact turns on, since when the fact has held ("A risk learnt
+    /// after contact"): when that is later than the row's own start, the row is raised
+    /// by that record instead, from its time, with the row's deadline counted from then.
+    pub(crate) learnt: Option<Trigger>,
+    /// For a rule with two deadlines ([`super::table::Due::Either`]): whether its
+    /// condition holds.
+    pub(crate) instead: bool,
+}
+
+impl<'c> Raise<'c> {
+    /// A row raised by `trigger` in `cycle`, active from `active_from`.
+    pub(crate) fn new(cycle: Option<&'c Cycle<'c>>, trigger: Trigger, active_from: Timestamp) -> Self {
+        Self { cycle, trigger, active_from, learnt: None, instead: false }
+    }
+
+    /// The row is on only because a fact holds, and has since `since`.
+    pub(crate) fn learnt(self, since: Trigger) -> Self {
+        Self { learnt: Some(since), ..self }
+    }
+
+    /// Whether the condition of a rule with two deadlines holds.
+    pub(crate) fn instead(self, instead: bool) -> Self {
+        Self { instead, ..self }
+    }
 }
 
 /// An action raised by one row, with what settles its state; rows are merged before
@@ -402,11 +448,14 @@ struct Raised {
     priority: Priority,
     trigger: Trigger,
     active_from: Timestamp,
+    /// The start the row waited for, before a fact learnt later moved it: contact
+    /// before it means the row never applied ("no contact by …").
+    moment: Timestamp,
     due: Timestamp,
     survives_contact: bool,
     /// The first record that does it.
     done: Option<(Timestamp, EventId)>,
-    /// When its cycle closed (contact or discharge).
+    /// When the contact that cancels its cycle's actions came.
     closer: Option<Timestamp>,
     /// When a discharge ended it.
     ended: Option<Timestamp>,
@@ -445,10 +494,11 @@ impl Raised {
             // Nothing cancels it (most rows: no cycle closed, no discharge).
             return (self.done.is_some(), None, true);
         }
-        // The cycle closed before the action became active: the condition it waited
+        // Contact came before the moment the row waited for: the condition it waited
         // for ("no contact by …") never held.
-        let never_active = self.closer.filter(|c| *c < self.active_from);
-        // Contact (or discharge) cancels what it finds not done, unless the row survives.
+        let never_active = self.closer.filter(|c| *c < self.moment);
+        // Contact cancels what it finds not done, unless the row survives; a discharge
+        // ends only what it ends.
         // (The earliest of the three, written out: this runs for every action.)
         let by_contact = if self.survives_contact { never_active } else { self.closer };
         let cancelled_at = match (by_contact, self.ended) {
@@ -502,40 +552,61 @@ impl Out {
         Self { raised: Vec::with_capacity(2 * cx.events.len() + 16), warnings: Vec::new() }
     }
 
-    /// Raises an action; says whether, on its own, it is done at `now`.
-    pub(crate) fn raise(&mut self, cx: &Ctx<'_>, r: Raise<'_>) -> Settled {
-        self.raise_inline(cx, r)
+    /// Raises a rule's action; says whether, on its own, it is done at `now`.
+    pub(crate) fn raise(&mut self, cx: &Ctx<'_>, rule: &'static Rule, r: Raise<'_>) -> Settled {
+        self.raise_inline(cx, rule, r)
     }
 
     /// [`Self::raise`], inlined where it is called: for the rule that raises an action
     /// for every record (filing), what is the same for every row then folds away.
     #[inline(always)]
-    pub(crate) fn raise_inline(&mut self, cx: &Ctx<'_>, r: Raise<'_>) -> Settled {
+    pub(crate) fn raise_inline(&mut self, cx: &Ctx<'_>, rule: &'static Rule, r: Raise<'_>) -> Settled {
+        debug_assert!(
+            super::table::is_listed(rule),
+            "{} ({}) is raised but is not a row of the rule table",
+            rule.code,
+            rule.cites
+        );
+        // A fact set after the row's own start raises it from the record that set it.
+        let (trigger, active_from) = match r.learnt {
+            Some(since) if since.at > r.active_from => (since, since.at),
+            _ => (r.trigger, r.active_from),
+        };
         // (The filing's case first, here: where the rule is the filing rule, no call to
         // `resolve` is left, and the row is built without going through the stack.)
-        let done = match r.done_by {
-            DoneBy::Filed(record) => cx.filing(record),
-            ref done_by => cx.resolve(r.trigger, done_by),
+        let done = match rule.done {
+            Done::FilingOfTheRecord => cx.filing(trigger.id),
+            ref done => cx.resolve(trigger, done),
         };
-        // A discharge also ends what only makes sense while the patient is in our care
-        // (another appointment, a full assessment, a step up), though contact does not.
-        let ended = matches!(r.code, Code::OfferAppointment | Code::FullAssessment | Code::StepUp)
-            .then(|| cx.discharge_from(r.active_from, r.trigger))
-            .flatten();
-        let due = cx.deadline(r.active_from, r.due);
+        // "A discharge closes the cycle and cancels `offer_appointment` only": another
+        // appointment makes no sense once the patient is discharged; everything else
+        // still owed stays owed (and is warned of).
+        let ended = (rule.code == Code::OfferAppointment).then(|| cx.discharge_from(active_from, trigger)).flatten();
+        let due = cx.deadline(active_from, rule.due.deadline(cx.defaults, r.instead));
+        let owner = match rule.owner {
+            Owner::Role(role) => role,
+            Owner::OfficeHours { in_hours, out_of_hours } => {
+                if cx.calendar.is_office_hours(due) {
+                    in_hours
+                } else {
+                    out_of_hours
+                }
+            }
+        };
         // (Written straight into the list, and settled there: a row built first and then
         // moved was copied through the stack.)
         self.raised.push(Raised {
-            code: r.code,
-            cites: r.cites,
-            owner: r.owner,
-            priority: r.priority,
-            trigger: r.trigger,
-            active_from: r.active_from,
+            code: rule.code,
+            cites: rule.cites,
+            owner,
+            priority: rule.priority,
+            trigger,
+            active_from,
+            moment: r.active_from,
             due,
-            survives_contact: r.survives_contact,
+            survives_contact: rule.survives_contact,
             done: done.map(|d| (d.at, d.id)),
-            closer: r.cycle.and_then(|c| c.closer).map(|c| c.at),
+            closer: r.cycle.and_then(|c| c.canceller).map(|c| c.at),
             ended: ended.map(|e| e.at),
             cycle: r.cycle.map(|c| c.key),
             order: self.raised.len(),
@@ -587,6 +658,7 @@ impl Out {
             };
             let (kept, row) = (&raised[slot], &raised[i]);
             let (active_from, due) = (kept.active_from.min(row.active_from), kept.due.min(row.due));
+            let moment = kept.moment.min(row.moment);
             let survives = kept.survives_contact || row.survives_contact;
             // Who owns it, and what it cites, come from the row that set the deadline.
             let (owner, priority, cites) = if row.due < kept.due {
@@ -601,6 +673,7 @@ impl Out {
             any_merged = true;
             let kept = &mut raised[slot];
             kept.active_from = active_from;
+            kept.moment = moment;
             kept.due = due;
             kept.survives_contact = survives;
             (kept.owner, kept.priority, kept.cites) = (owner, priority, cites);
@@ -646,6 +719,15 @@ impl Out {
             })
             .collect();
         let mut warnings = self.warnings;
+        if cx.has_discharge {
+            // What is still owed at `now`, for "A discharge".
+            let owed: Vec<(Trigger, Code)> = raised
+                .iter()
+                .filter(|r| !r.merged && matches!(r.outcome(cx.now).0, State::Upcoming | State::Open | State::Overdue))
+                .map(|r| (r.trigger, r.code))
+                .collect();
+            super::across::discharge_with_open_actions(cx, &owed, &mut warnings);
+        }
         warnings.sort();
         warnings.dedup();
         Evaluation { actions, warnings }

@@ -1,5 +1,6 @@
-//! The disengagement pathway of `shared/pathway.md` as a pure function:
-//! `evaluate(episode, now, calendar) -> Evaluation`.
+//! The disengagement pathway as a pure function:
+//! `evaluate(episode, now, calendar) -> Evaluation`. `docs/rules.md` (printed from
+//! [`table`]) is the account of the rules, row by row.
 //!
 //! Nothing here does I/O, reads a clock or knows of Automerge: time comes in as `now`, so
 //! a phone with no signal and the server give the same answer for the same records.
@@ -8,11 +9,12 @@
 //! - [`defaults`]: the local defaults (†), overridable, printed by `tether pathway rules`.
 //! - `engine`: what every rule shares: current facts, cycles, raising and resolving actions.
 //! - `records`: what a record counts as (a contact, a phone call to the patient, …).
-//! - one module per pathway, read beside its section of `pathway.md`: `urgent_referral`
+//! - one module per pathway, read beside its section of the table: `urgent_referral`
 //!   (5.1.1), `routine_referral` (5.1.2), `in_service_risk` (5.2), `in_service_no_risk`
 //!   (5.3), `home_treatment` (A), `child_not_brought` (WNB), and `across` for the rules
 //!   across pathways and the warnings.
-//! - [`table`]: the rule table as text, for clinicians and the CLI.
+//! - [`table`]: the rule table: every row's code, owner, priority, cites and deadline,
+//!   stated once; the engine raises from it and `tether pathway rules` prints it.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -61,9 +63,10 @@ pub struct Action {
     pub owner: Role,
     pub priority: Priority,
     pub state: State,
-    #[serde(with = "crate::json::time")]
+    // Computed: a deadline from a record late in 2100 falls in 2101, and must read back.
+    #[serde(with = "crate::json::time::stored")]
     pub active_from: Timestamp,
-    #[serde(with = "crate::json::time")]
+    #[serde(with = "crate::json::time::stored")]
     pub due: Timestamp,
     /// The record that did it.
     pub resolved_by: Option<EventId>,
@@ -85,7 +88,8 @@ pub enum State {
     /// `now > due`, not done.
     Overdue,
     Done,
-    /// Made unnecessary by contact with the patient (or by discharge).
+    /// Made unnecessary by contact with the patient (`offer_appointment`: or by a
+    /// discharge).
     Cancelled,
 }
 
@@ -129,7 +133,7 @@ impl fmt::Display for Role {
 
 macro_rules! codes {
     ($($variant:ident = $name:literal, $title:literal;)*) => {
-        /// What an action is, as `pathway.md` names it.
+        /// What an action is, as the rule table names it.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(rename_all = "snake_case")]
         pub enum Code {
@@ -221,8 +225,12 @@ pub struct Warning {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WarningCode {
-    /// A `discharged` with no MDT discharge decision (and not a discharge under CPA).
+    /// A `discharged` with no discharge decision by a quorate MDT (and not a discharge
+    /// under CPA).
     DischargeWithoutMdt,
+    /// A `discharged` after which actions raised before it are still owed; the message
+    /// names their codes.
+    DischargeWithOpenActions,
     /// A `discharged` with `crisis_plan_sent: false`.
     DischargeWithoutCrisisPlan,
     /// An `mdt_meeting` without a senior clinician and the team manager.
@@ -235,6 +243,20 @@ pub enum WarningCode {
     InvalidRecord,
     /// A record's time is more than five minutes after the server received it.
     ClockSkew,
+}
+
+impl WarningCode {
+    /// Every warning.
+    pub const ALL: &'static [WarningCode] = &[
+        Self::DischargeWithoutMdt,
+        Self::DischargeWithOpenActions,
+        Self::DischargeWithoutCrisisPlan,
+        Self::MdtQuorum,
+        Self::TransferBeforeReengagement,
+        Self::FactConflict,
+        Self::InvalidRecord,
+        Self::ClockSkew,
+    ];
 }
 
 /// Evaluates an episode at `now` with the default local settings.

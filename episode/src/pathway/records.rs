@@ -1,4 +1,4 @@
-//! What a record counts as, in the words of `pathway.md`'s tables.
+//! What a record counts as, in the words of the rule table's "done by" column.
 //!
 //! Each function answers one question about one record ("is this a phone call to the
 //! patient?"), so a rule's "done by" reads as the table's column does.

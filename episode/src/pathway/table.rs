@@ -1,658 +1,355 @@
-//! The rule table: every row of `pathway.md` as the code applies it, with the local
-//! defaults in force, for `tether pathway rules` and the clinical safety officer.
+//! The rule table: one [`Rule`] per row of the policy's tables, stated once.
+//!
+//! Each pathway module declares its rows as `static` rules beside the functions that
+//! raise them, and the engine takes an action's code, owner, priority, cites, deadline,
+//! whether it survives contact and what does it from the rule it is raised by. This
+//! module lists those same statics, section by section, and prints them for
+//! `tether pathway rules` and the clinical safety officer (`docs/rules.md` is that
+//! print, kept in the repository and checked against it by a test).
 
 use std::fmt::Write;
 
-use super::{Code, Defaults};
+use super::records::Is;
+use super::{Code, Deadline, Defaults, Priority, Role};
 
-/// How long a row's action has.
-#[derive(Clone, Copy, Debug)]
-pub enum Due {
-    /// Fixed by the policy.
-    Fixed(&'static str),
-    /// A local default (†), by its name in [`Defaults`].
-    Local(&'static str),
-    /// One of two local defaults, by the condition in the text.
-    LocalEither(&'static str, &'static str, &'static str),
-}
-
-/// One row of the table.
-#[derive(Clone, Copy, Debug)]
-pub struct Row {
+/// One row of a table of the rules: everything about an action but the moment it is
+/// raised, which the function that raises it works out.
+#[derive(Debug)]
+pub struct Rule {
     pub code: Code,
-    pub pathway: &'static str,
+    /// When the row is raised and counted from, in words.
     pub when: &'static str,
     pub due: Due,
+    /// What does it, in words ([`Rule::done`] is the same, as code).
     pub done_by: &'static str,
-    pub owner: &'static str,
+    pub owner: Owner,
+    pub priority: Priority,
+    /// The section of the policy the row comes from.
     pub cites: &'static str,
+    /// Whether contact with the patient leaves it owed ("Contact cancels").
+    pub survives_contact: bool,
+    pub(crate) done: Done,
 }
 
-const fn row(
-    code: Code,
-    pathway: &'static str,
-    when: &'static str,
-    due: Due,
-    done_by: &'static str,
-    owner: &'static str,
-    cites: &'static str,
-) -> Row {
-    Row { code, pathway, when, due, done_by, owner, cites }
+/// How long a row's action has, counted from when it becomes active.
+#[derive(Debug)]
+pub enum Due {
+    /// Fixed by the policy.
+    Fixed(Deadline),
+    /// A local default (†): the policy gives no number.
+    Local(Local),
+    /// One of two local defaults: `instead` when `condition` holds, else `usual`.
+    Either { usual: Local, instead: Local, condition: &'static str },
 }
 
-use Code::*;
-use Due::*;
+/// A local default (†), by its name in [`Defaults`].
+#[derive(Debug)]
+pub struct Local {
+    pub name: &'static str,
+    pub(crate) get: fn(&Defaults) -> Deadline,
+}
 
-/// Every row, in the order of `pathway.md`.
-pub const ROWS: &[Row] = &[
-    // 5.1.1
-    row(
-        ContactPatient,
-        "urgent_referral",
-        "T: initial appointment missed",
-        Fixed("same day"),
-        "any contact_attempt to patient",
-        "assessor",
-        "5.1.1",
-    ),
-    row(
-        ContactFamilyCarers,
-        "urgent_referral",
-        "T",
-        Local("urgent_contact_family_carers"),
-        "contact_attempt to family_carer/named_contact/associate, or decision family_contact",
-        "assessor",
-        "5.1.1",
-    ),
-    row(
-        ConsiderColdCall,
-        "urgent_referral",
-        "T",
-        Local("urgent_consider_cold_call"),
-        "unannounced home_visit, or decision cold_call",
-        "assessor",
-        "5.1.1",
-    ),
-    row(
-        InformPolice,
-        "urgent_referral",
-        "immediate_risk, from T or when it became true; survives contact",
-        Fixed("immediately"),
-        "communication to police",
-        "assessor",
-        "5.1.1",
-    ),
-    row(
-        OfferAppointment,
-        "urgent_referral, routine_referral, in_service (5.3)",
-        "first contact after T; survives contact",
-        Local("offer_appointment"),
-        "appointment_booked, or decision alternative_appointment",
-        "assessor / care_coordinator",
-        "5.1.1, 5.1.2, 5.3",
-    ),
-    row(
-        NotifyReferrer,
-        "urgent_referral",
-        "no contact by T + 24 h (upcoming from T)",
-        Local("urgent_notifications_after_24_hours"),
-        "communication to referrer",
-        "assessor",
-        "5.1.1",
-    ),
-    row(
-        NotifyGp,
-        "urgent_referral",
-        "no contact by T + 24 h",
-        Local("urgent_notifications_after_24_hours"),
-        "communication to gp",
-        "assessor",
-        "5.1.1",
-    ),
-    row(
-        NotifyOtherAgencies,
-        "urgent_referral",
-        "no contact by T + 24 h",
-        Local("urgent_notifications_after_24_hours"),
-        "communication to other_agency, or decision other_agencies",
-        "assessor",
-        "5.1.1",
-    ),
-    row(
-        AgreeJointPlan,
-        "urgent_referral",
-        "no contact by T + 24 h",
-        Local("urgent_notifications_after_24_hours"),
-        "decision joint_plan",
-        "assessor",
-        "5.1.1",
-    ),
-    row(
-        SafeguardingChildrenDiscussion,
-        "urgent_referral",
-        "referrer_child_concern, from T or when it became true; survives contact",
-        Local("urgent_safeguarding_children_discussion"),
-        "communications to safeguarding_children_team AND to team_manager/line_manager/safeguarding_supervisor",
-        "care_coordinator",
-        "5.1.1",
-    ),
-    row(
-        NotifyReferrer,
-        "urgent_referral",
-        "referrer_child_concern; survives contact",
-        Local("urgent_notify_referrer_of_child_concern"),
-        "communication to referrer",
-        "care_coordinator",
-        "5.1.1",
-    ),
-    row(
-        ConfirmToReferrerInWriting,
-        "urgent_referral",
-        "referrer_child_concern; survives contact",
-        Local("urgent_notify_referrer_of_child_concern"),
-        "communication to referrer, channel writing",
-        "care_coordinator",
-        "5.1.1",
-    ),
-    // 5.1.2
-    row(
-        PhonePatient,
-        "routine_referral",
-        "T: initial appointment missed",
-        Local("routine_phone_patient"),
-        "contact_attempt phone to patient",
-        "assessor",
-        "5.1.2",
-    ),
-    row(
-        WriteToPatient,
-        "routine_referral",
-        "that phone attempt failed (from the call)",
-        Local("routine_write_to_patient"),
-        "contact_attempt letter_first_class to patient, letter request_contact",
-        "assessor",
-        "5.1.2",
-    ),
-    row(
-        NotifyReferrer,
-        "routine_referral",
-        "no contact by first letter + 7 days (upcoming from the letter)",
-        Local("routine_notifications_after_letter"),
-        "communication to referrer",
-        "assessor",
-        "5.1.2",
-    ),
-    row(
-        NotifyGp,
-        "routine_referral",
-        "no contact by letter + 7 days",
-        Local("routine_notifications_after_letter"),
-        "communication to gp",
-        "assessor",
-        "5.1.2",
-    ),
-    row(
-        NotifyOtherAgencies,
-        "routine_referral",
-        "no contact by letter + 7 days",
-        Local("routine_notifications_after_letter"),
-        "communication to other_agency, or decision other_agencies",
-        "assessor",
-        "5.1.2",
-    ),
-    row(
-        AgreeJointPlan,
-        "routine_referral",
-        "no contact by letter + 7 days",
-        Local("routine_notifications_after_letter"),
-        "decision joint_plan",
-        "assessor",
-        "5.1.2",
-    ),
-    row(
-        ConsiderOnwardReferral,
-        "routine_referral",
-        "no contact by letter + 7 days",
-        Local("routine_notifications_after_letter"),
-        "decision onward_referral, or referral_made another_service",
-        "assessor",
-        "5.1.2",
-    ),
-    // 5.2
-    row(
-        PhonePatient,
-        "in_service (5.2)",
-        "T0: appointment missed",
-        Local("risk_phone_patient"),
-        "contact_attempt phone to patient",
-        "care_coordinator",
-        "5.2",
-    ),
-    row(
-        WriteToPatient,
-        "in_service (5.2)",
-        "a phone call to the patient failed (from the call)",
-        Local("risk_write_to_patient"),
-        "any letter to patient",
-        "care_coordinator",
-        "5.2",
-    ),
-    row(
-        ContactElectronically,
-        "in_service (5.2)",
-        "T: disengaged (failed call and letter after T0, no contact)",
-        Local("risk_contact_electronically"),
-        "contact_attempt sms/email to patient",
-        "care_coordinator",
-        "5.2",
-    ),
-    row(
-        ContactFamilyCarers,
-        "in_service (5.2)",
-        "T",
-        Local("risk_contact_family_carers"),
-        "contact_attempt to family_carer/named_contact/associate, or decision family_contact",
-        "care_coordinator",
-        "5.2",
-    ),
-    row(
-        ContactOtherProviders,
-        "in_service (5.2)",
-        "T",
-        Local("risk_contact_other_providers"),
-        "contact_attempt to other_provider, or decision other_providers",
-        "care_coordinator",
-        "5.2",
-    ),
-    row(
-        UnannouncedHomeVisit,
-        "in_service (5.2)",
-        "T",
-        Local("risk_unannounced_home_visit"),
-        "unannounced home_visit after T",
-        "care_coordinator",
-        "5.2",
-    ),
-    row(
-        EscalateToTeamManager,
-        "in_service (5.2)",
-        "first unannounced visit after T without contact, or unannounced_home_visit going overdue (upcoming until then)",
-        Fixed("same day as that moment"),
-        "communication to team_manager",
-        "care_coordinator",
-        "5.2",
-    ),
-    row(
-        ConsiderPoliceSupport,
-        "in_service (5.2)",
-        "with the escalation",
-        Local("risk_considerations_with_escalation"),
-        "decision police_support",
-        "care_coordinator",
-        "5.2",
-    ),
-    row(
-        ConsiderIntensiveSupport,
-        "in_service (5.2)",
-        "with the escalation",
-        Local("risk_considerations_with_escalation"),
-        "decision intensive_support, or referral_made home_treatment/assertive_outreach",
-        "care_coordinator",
-        "5.2",
-    ),
-    row(
-        AssessParentingImpact,
-        "in_service (5.2)",
-        "children, at T; survives contact",
-        Local("risk_assess_parenting_impact"),
-        "communication to team_manager/line_manager/safeguarding_supervisor/safeguarding_children_team AND decision parenting_impact",
-        "care_coordinator",
-        "5.2",
-    ),
-    row(
-        NotifyReferrer,
-        "in_service (5.2)",
-        "children, with the escalation",
-        Local("risk_notify_referrer"),
-        "communication to referrer, channel phone",
-        "care_coordinator",
-        "5.2",
-    ),
-    row(
-        ConfirmToReferrerInWriting,
-        "in_service (5.2)",
-        "children, with the escalation",
-        Local("risk_notify_referrer"),
-        "communication to referrer, channel writing",
-        "care_coordinator",
-        "5.2",
-    ),
-    row(
-        InformChildrensServices,
-        "in_service (5.2)",
-        "children, with the escalation",
-        Local("risk_inform_childrens_services"),
-        "decision childrens_services_known AND communication to health_visitor/school_nurse/gp/education/childrens_services (none needed if not_applicable)",
-        "care_coordinator",
-        "5.2",
-    ),
-    row(
-        FullAssessment,
-        "in_service (5.2)",
-        "first contact after T; survives contact",
-        Fixed("that contact + 7 days"),
-        "assessment_completed",
-        "care_coordinator",
-        "5.2",
-    ),
-    // 5.3
-    row(
-        ContactPatient,
-        "in_service (5.3)",
-        "T: second consecutive appointment missed",
-        Local("no_risk_contact_patient"),
-        "any contact_attempt to patient",
-        "care_coordinator",
-        "5.3",
-    ),
-    row(
-        ContactFamilyCarers,
-        "in_service (5.3)",
-        "that attempt failed (from the attempt)",
-        Local("no_risk_contact_family_carers"),
-        "contact_attempt to family_carer/named_contact/associate, or decision family_contact",
-        "care_coordinator",
-        "5.3",
-    ),
-    row(
-        StepUp,
-        "in_service (5.3)",
-        "contact with deterioration suspected/confirmed; survives contact",
-        Local("no_risk_step_up"),
-        "referral_made community_treatment_team",
-        "care_coordinator",
-        "5.3",
-    ),
-    row(
-        DischargePerCpa,
-        "in_service (5.3)",
-        "contact, deterioration none and wishes_discharge; survives contact",
-        Local("no_risk_discharge_per_cpa"),
-        "discharged",
-        "care_coordinator",
-        "5.3",
-    ),
-    row(
-        SendDischargeWarningLetter,
-        "in_service (5.3)",
-        "a family contact attempt, patient not reached; not known_disengager",
-        Local("no_risk_send_discharge_warning_letter"),
-        "letter to patient, letter discharge_warning",
-        "care_coordinator",
-        "5.3",
-    ),
-    row(
-        ArrangeMdt,
-        "in_service (5.3)",
-        "no contact by warning letter + 21 days (upcoming from the letter); with known_disengager, at the family attempt instead of the letter (5.7)",
-        LocalEither("arrange_mdt", "arrange_mdt_high_risk", "if risk is high"),
-        "mdt_meeting with senior_clinician and team_manager",
-        "team_manager",
-        "5.3, 5.6, 5.7",
-    ),
-    // A
-    row(
-        PhonePatient,
-        "home_treatment",
-        "T: visit without contact, or failed phone call to patient",
-        Fixed("T + 1 hour"),
-        "contact_attempt phone to patient/named_contact",
-        "care_coordinator",
-        "A",
-    ),
-    row(
-        UnannouncedHomeVisit,
-        "home_treatment",
-        "T",
-        Fixed("T + 2 hours"),
-        "unannounced home_visit (then leave_calling_card)",
-        "care_coordinator",
-        "A",
-    ),
-    row(
-        EscalateToTeamManager,
-        "home_treatment",
-        "T",
-        Fixed("T + 4 hours"),
-        "communication to team_manager/service_manager/on_call_manager",
-        "team_manager; on_call_manager when due outside 09:00-17:00 on a working day",
-        "A",
-    ),
-    row(
-        ConsiderPoliceSupport,
-        "home_treatment",
-        "T",
-        Fixed("T + 4 hours"),
-        "decision police_support, or communication to police",
-        "care_coordinator",
-        "A",
-    ),
-    // WNB
-    row(
-        ConsiderImpactOnChild,
-        "child_not_brought",
-        "every miss; survives contact",
-        Local("wnb_consider_impact_on_child"),
-        "decision impact_on_child",
-        "care_coordinator",
-        "WNB",
-    ),
-    row(
-        SendWasNotBroughtLetter,
-        "child_not_brought",
-        "every miss; survives contact",
-        Local("wnb_send_was_not_brought_letter"),
-        "letter to parent_carer, letter was_not_brought, after that miss",
-        "care_coordinator",
-        "WNB",
-    ),
-    row(
-        InformChildrensServices,
-        "child_not_brought",
-        "each miss at which N >= wnb_inform_at_misses (N: misses in wnb_window_days), or childrens_services_involved",
-        Local("wnb_inform_childrens_services"),
-        "communication to childrens_services after that miss",
-        "care_coordinator",
-        "WNB",
-    ),
-    row(
-        ReferToChildrensServices,
-        "child_not_brought",
-        "a miss at which N >= wnb_refer_at_misses, or one after a communication to childrens_services made after an earlier miss in the window; not while a referral in the window exists",
-        Local("wnb_refer_to_childrens_services"),
-        "referral_made childrens_services",
-        "care_coordinator",
-        "WNB",
-    ),
-    // Across
-    row(
-        LeaveCallingCard,
-        "any",
-        "each unannounced home_visit with no_answer/not_at_address; survives contact",
-        Local("leave_calling_card"),
-        "calling_card_left naming the visit",
-        "visitor",
-        "5.1.1, A",
-    ),
-    row(
-        ArrangeMdt,
-        "in_service (5.2), home_treatment",
-        "escalate_to_team_manager done and still no contact; survives contact",
-        LocalEither("arrange_mdt", "arrange_mdt_high_risk", "if risk is high or home treatment"),
-        "mdt_meeting with senior_clinician and team_manager (else warning mdt_quorum)",
-        "team_manager",
-        "5.6",
-    ),
-    row(
-        ShareMdtPlan,
-        "any",
-        "after each mdt_meeting; survives contact",
-        Local("share_mdt_plan"),
-        "communication to gp AND (other_agency or decision other_agencies) AND (family_carer or decision share_plan_with_family)",
-        "care_coordinator",
-        "5.6",
-    ),
-    row(
-        InformGpOfDischarge,
-        "any",
-        "mdt_meeting with outcome discharge",
-        Local("discharge_after_mdt"),
-        "communication to gp",
-        "care_coordinator",
-        "5.6",
-    ),
-    row(
-        SendDischargeLetter,
-        "any",
-        "mdt_meeting with outcome discharge",
-        Local("discharge_after_mdt"),
-        "discharged with crisis_plan_sent",
-        "care_coordinator",
-        "5.6",
-    ),
-    row(
-        ConsiderMhaAssessment,
-        "urgent_referral, in_service, home_treatment",
-        "with escalate_to_team_manager (5.2, A), the 24-hour notifications (5.1.1), or arrange_mdt (5.3)",
-        Local("consider_mha_assessment"),
-        "decision mha_assessment",
-        "assessor / care_coordinator",
-        "5.4",
-    ),
-    row(
-        ConsiderRecall,
-        "any",
-        "legal_status cto or conditional_discharge, with consider_mha_assessment (and at T in home treatment); survives contact",
-        Local("consider_recall"),
-        "decision recall",
-        "responsible_clinician",
-        "5.4",
-    ),
-    row(
-        DiscussSafeguarding,
-        "any",
-        "safeguarding not none, from opening or when recorded; survives contact",
-        LocalEither("discuss_safeguarding_child", "discuss_safeguarding_adult", "if it includes a child"),
-        "communications to safeguarding_nurse AND team_manager",
-        "care_coordinator",
-        "5.5",
-    ),
-    row(
-        PlanForDisengagement,
-        "any",
-        "known_disengager, at opening or when set; survives contact",
-        Local("plan_for_disengagement"),
-        "decision disengagement_plan",
-        "care_coordinator",
-        "5.7",
-    ),
-    row(
-        FileToEpr,
-        "any",
-        "each record not yet in a filed_to_epr; survives contact",
-        Local("file_to_epr"),
-        "filed_to_epr listing it",
-        "team_base",
-        "5",
-    ),
+/// A local default of [`Defaults`], named once.
+macro_rules! local {
+    ($name:ident) => {
+        $crate::pathway::table::Local { name: stringify!($name), get: |d| d.$name }
+    };
+}
+pub(crate) use local;
+
+impl Due {
+    /// The deadline in force; `instead` says whether an [`Due::Either`]'s condition holds.
+    pub(crate) fn deadline(&self, defaults: &Defaults, instead: bool) -> Deadline {
+        match self {
+            Self::Fixed(deadline) => *deadline,
+            Self::Local(local) => (local.get)(defaults),
+            Self::Either { usual, instead: other, .. } => (if instead { other } else { usual }.get)(defaults),
+        }
+    }
+}
+
+/// Who owns a row's action.
+#[derive(Clone, Copy, Debug)]
+pub enum Owner {
+    Role(Role),
+    /// `in_hours` when the due time falls within 09:00 to 17:00 on a working day, else
+    /// `out_of_hours` (Appendix A's escalation).
+    OfficeHours {
+        in_hours: Role,
+        out_of_hours: Role,
+    },
+}
+
+/// What does an action, as code: the rule's "done by".
+#[derive(Debug)]
+pub(crate) enum Done {
+    /// One record of this description.
+    Any(Is),
+    /// One record of each description; the last of them does it.
+    All(&'static [Is]),
+    /// A `calling_card_left` naming the visit that raised it.
+    CardForTheVisit,
+    /// A `filed_to_epr` listing the record that raised it.
+    FilingOfTheRecord,
+    /// 5.2 `inform_childrens_services`: a decision `childrens_services_known`, and a
+    /// communication to a partner unless the decision's outcome is `not_applicable`.
+    ChildrensServicesKnown,
+}
+
+/// One section of the table: a pathway's rows, or the rows across pathways.
+#[derive(Debug)]
+pub struct Section {
+    pub title: &'static str,
+    /// Where the section applies and what its trigger is, in words.
+    pub applies: &'static str,
+    pub rules: &'static [&'static Rule],
+}
+
+/// Every row, in the order the policy gives them: the engine raises only these.
+pub static SECTIONS: &[Section] = &[
+    Section {
+        title: "Urgent and emergency referral (5.1.1)",
+        applies: "`urgent_referral`, and a `routine_referral` with `risk: high`, `immediate_risk` or \
+                  `referrer_child_concern`. Trigger T: the first `appointment_missed` (`initial`) of a cycle.",
+        rules: super::urgent_referral::RULES,
+    },
+    Section {
+        title: "Routine referral (5.1.2)",
+        applies: "`routine_referral` with no known or suspected significant risk. Trigger T: the first \
+                  `appointment_missed` (`initial`) of a cycle.",
+        rules: super::routine_referral::RULES,
+    },
+    Section {
+        title: "In receipt of services, risks identified or children (5.2)",
+        applies: "`in_service` when `risk` is `high` or `children` is true. Trigger T0: the first \
+                  `appointment_missed` of a cycle. Disengaged at T: the later of the first failed phone call \
+                  to the patient after T0 and the first letter to the patient after T0, with no contact since T0.",
+        rules: super::in_service_risk::RULES,
+    },
+    Section {
+        title: "In receipt of services, no identified risk (5.3)",
+        applies: "`in_service` when `risk` is `low` and `children` is false. Trigger T: the second consecutive \
+                  `appointment_missed` (the second of a cycle).",
+        rules: super::in_service_no_risk::RULES,
+    },
+    Section {
+        title: "Home treatment, high risk (Appendix A)",
+        applies: "`home_treatment`, whatever `risk` says. Trigger T: the first `home_visit` without contact, or \
+                  phone call to the patient with any outcome but `contact_made`, of a cycle.",
+        rules: super::home_treatment::RULES,
+    },
+    Section {
+        title: "Child not brought (WNB)",
+        applies: "`child_not_brought` (beside the other pathway's rules on a pathway conflict). Trigger: each \
+                  `appointment_missed`, whatever its reason. N: the misses whose `at` is at or after this miss's \
+                  `at` less `wnb_window_days` days (at the same Europe/London clock time), this one included, \
+                  whatever attendances or calls came between. Every row is a local default: the guidance gives a \
+                  practice example, not thresholds.",
+        rules: super::child_not_brought::RULES,
+    },
+    Section { title: "Across pathways", applies: "Every episode, whatever its pathway.", rules: super::across::RULES },
 ];
 
-/// The table and the local defaults in force, as plain text.
-pub fn render(defaults: &Defaults) -> String {
-    let values = defaults.entries();
-    let value =
-        |name: &str| values.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap_or_else(|| "?".into());
-    let due = |due: Due| match due {
-        Fixed(text) => text.to_string(),
-        Local(name) => format!("{} † ({name})", value(name)),
-        LocalEither(a, b, condition) => format!("{} †, {} † {condition} ({a}, {b})", value(a), value(b)),
-    };
-    let mut out = String::from("# Tether: the disengagement pathway's rules\n");
-    for (i, r) in ROWS.iter().enumerate() {
-        if i == 0 || section(ROWS[i - 1].cites) != section(r.cites) {
-            let _ = writeln!(out, "\n## {}\n", section(r.cites));
-            let _ = writeln!(out, "| code | pathway | when | due | done by | owner | cites |");
-            let _ = writeln!(out, "|---|---|---|---|---|---|---|");
-        }
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {} | {} |",
-            r.code,
-            r.pathway,
-            r.when,
-            due(r.due),
-            r.done_by,
-            r.owner,
-            r.cites
-        );
-    }
-    let _ = writeln!(out, "\n## Local defaults (†)\n\n| name | value |\n|---|---|");
-    for (name, value) in &values {
-        let _ = writeln!(out, "| {name} | {value} |");
-    }
-    let _ = writeln!(
-        out,
-        "\nTimes: same day = 23:59:59 Europe/London; N working days = 17:00 Europe/London on the Nth working day \
-         after (Mon-Fri less England and Wales bank holidays); N days keeps the local clock time; N hours is elapsed time. \
-         Reported in UTC."
-    );
-    out
+/// Every row of the table.
+pub fn rules() -> impl Iterator<Item = &'static Rule> {
+    SECTIONS.iter().flat_map(|s| s.rules.iter().copied())
 }
 
-fn section(cites: &str) -> &'static str {
-    match cites.split(',').next().unwrap_or("").trim() {
-        "5.1.1" => "Urgent and emergency referral (5.1.1)",
-        "5.1.2" => "Routine referral (5.1.2)",
-        "5.2" => "In receipt of services, risks identified or children (5.2)",
-        "5.3" => "In receipt of services, no identified risk (5.3)",
-        "A" => "Home treatment, high risk (Appendix A)",
-        "WNB" => "Child not brought (WNB)",
-        _ => "Across pathways",
+/// Whether the rule is one of the table's rows (the very static, not a copy).
+pub(crate) fn is_listed(rule: &Rule) -> bool {
+    rules().any(|r| std::ptr::eq(r, rule))
+}
+
+/// The warnings, as printed.
+const WARNINGS: &[(&str, &str)] = &[
+    (
+        "discharge_without_mdt",
+        "a `discharged` with no discharge decision (`outcome: discharge`) by a quorate MDT (attendees include \
+         `senior_clinician` and `team_manager`) at or before it, unless it does `discharge_per_cpa` (5.6)",
+    ),
+    (
+        "discharge_with_open_actions",
+        "a `discharged` after which an action raised at or before it (but `file_to_epr`) is still owed \
+         (`upcoming`, `open` or `overdue`); the message names their codes",
+    ),
+    ("discharge_without_crisis_plan", "a `discharged` with `crisis_plan_sent: false` (5.6)"),
+    ("mdt_quorum", "an `mdt_meeting` without `senior_clinician` or `team_manager`: it does not count as the MDT (5.6)"),
+    (
+        "transfer_before_reengagement",
+        "a `referral_made` to `assertive_outreach` with `transfer: true` after T0 and before the patient re-engages (5.2)",
+    ),
+    ("fact_conflict", "devices set a fact to different values; the rules use the safer one (with the field)"),
+    ("invalid_record", "a stored record failed validation: kept, left out of the rules, and named"),
+    ("clock_skew", "a record's `at` is more than 5 minutes after its `received_at`"),
+];
+
+/// How the rules read the records, before any table: the same for every row.
+const GENERAL: &str = "\
+Sources: the disengagement policy of a community mental health trust (document 562, v1, 2020), \
+sections 5.1 to 5.7 and Appendix A (cited `5.1.1`, `A`, ...), and a safeguarding children \
+partnership's \"was not brought\" guidance (cited `WNB`). The rules are a pure function of the \
+episode's facts, its records and the time asked about.
+
+- **Contact**: a `contact_attempt` to the patient (for a child, the parent or carer) with outcome \
+`contact_made`, a `home_visit` with outcome `seen`, an `appointment_attended` or a `reengaged`. \
+Reaching a family member is not contact.
+- **Cycles**: a cycle opens at the first trigger after the last contact (or the opening) and closes \
+at the next contact or at a `discharged`. A row raises its action at most once a cycle, keyed on its \
+first qualifying record, except rows that say *each* or *every*; where two rows raise one code in one \
+cycle, it is one action with the earlier deadline. An action's id is derived from its code and the \
+record that raised it.
+- **Contact cancels** the cycle's `upcoming`, `open` and `overdue` actions (an overdue one keeps \
+`was_overdue`), except the rows marked as surviving contact below. A row that starts only if there \
+is \"no contact by\" a time is cancelled by contact before that time, even if it survives contact. \
+A cycle closed by a discharge is cancelled by the first contact after the discharge.
+- **A risk learnt after contact**: a fact that turns a row on (`immediate_risk`, \
+`referrer_child_concern`, `children`, `safeguarding`, `legal_status`, `known_disengager`, and \
+`childrens_services_involved` for WNB) and is set after the moment the row would start raises it from \
+the `fact_changed` that set it, with the row's own deadline counted from then: after the cycle's \
+contact too, for the rows that survive contact.
+- **A discharge** closes the cycle and cancels `offer_appointment` only: every other action still owed \
+stays owed, and the warning `discharge_with_open_actions` names them.
+- **Upcoming**: an action is `upcoming` only while its start is a fixed time known from the records \
+(T + 24 h, a letter + 7 days, a warning letter + 21 days, the visit's deadline in 5.2). An action that \
+waits for a record not yet made is absent.
+- **Which rules apply** follows the current facts for the whole cycle; conflicting facts resolve to the \
+safer side (`high` over `low`, `true` over `false`, any legal status over `none` with `cto` and \
+`conditional_discharge` highest, `adult` and `child` together as `both`), and a pathway conflict to the \
+shorter deadlines (`home_treatment` < `urgent_referral` < `in_service` < `routine_referral`), with \
+`child_not_brought` evaluated beside the other.
+- **Done by**: a record other than the action's own trigger, made at or after the trigger's time. \
+An action done after its due time is `done` and `late`. A record entered in error counts for nothing.
+- **Invalid records**: `tether pathway evaluate` refuses invalid input; a stored record that fails \
+validation is kept, left out of the rules, and named by the warning `invalid_record`.
+- **Not modelled**, on purpose: the explanation of information sharing at the start of an \
+intervention (5.2, first paragraph), and rules for `mha_section`, `mca` and `court_order` (the policy \
+gives none beyond 5.4).
+";
+
+const TIMES: &str = "\
+Times: **same day** is 23:59:59 Europe/London on the local date the action starts; **N working days** \
+is 17:00 Europe/London on the Nth working day after that date (Monday to Friday, less the bank \
+holidays of England and Wales); **N days** keeps the local clock time across a clock change; **N \
+hours** is elapsed time; **immediately** is the moment it starts. All are reported in UTC. A deadline \
+marked † is a local default: a deployment overrides it with a JSON file of these names (`--defaults` \
+or `TETHER_PATHWAY_DEFAULTS`).
+";
+
+/// The table, the warnings and the local defaults in force, as Markdown.
+pub fn render(defaults: &Defaults) -> String {
+    let local = |l: &Local| format!("{} † (`{}`)", (l.get)(defaults), l.name);
+    let due = |due: &Due| match due {
+        Due::Fixed(deadline) => deadline.to_string(),
+        Due::Local(l) => local(l),
+        Due::Either { usual, instead, condition } => format!("{}; {} {condition}", local(usual), local(instead)),
+    };
+    let owner = |owner: Owner| match owner {
+        Owner::Role(role) => role.to_string(),
+        Owner::OfficeHours { in_hours, out_of_hours } => {
+            format!("{in_hours}; {out_of_hours} when due outside 09:00-17:00 on a working day")
+        }
+    };
+    let mut out = String::from("# Tether: the disengagement pathway's rules\n\n");
+    out.push_str(
+        "Printed by `tether pathway rules` from the rule table the rules are evaluated from \
+         (`episode/src/pathway/`), with the local defaults in force.\n\n",
+    );
+    out.push_str(GENERAL);
+    for section in SECTIONS {
+        let _ = writeln!(out, "\n## {}\n\n{}\n", section.title, section.applies);
+        out.push_str("| code | when | due | done by | owner | priority | survives contact | cites |\n");
+        out.push_str("|---|---|---|---|---|---|---|---|\n");
+        for r in section.rules {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                r.code,
+                r.when,
+                due(&r.due),
+                r.done_by,
+                owner(r.owner),
+                format!("{:?}", r.priority).to_lowercase(),
+                if r.survives_contact { "yes" } else { "no" },
+                r.cites
+            );
+        }
     }
+    out.push_str("\n## Warnings\n\nReturned beside the actions, never dropped.\n\n| code | when |\n|---|---|\n");
+    for (code, when) in WARNINGS {
+        let _ = writeln!(out, "| {code} | {when} |");
+    }
+    out.push_str("\n## Local defaults (†)\n\n| name | value |\n|---|---|\n");
+    for (name, value) in defaults.entries() {
+        let _ = writeln!(out, "| {name} | {value} |");
+    }
+    out.push('\n');
+    out.push_str(TIMES);
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pathway::WarningCode;
 
     #[test]
-    fn every_code_has_a_row_and_every_default_is_shown() {
+    fn every_code_has_a_row_and_every_default_is_used() {
         for code in Code::ALL {
-            assert!(ROWS.iter().any(|r| r.code == *code), "no row for {code}");
+            assert!(rules().any(|r| r.code == *code), "no row for {code}");
         }
-        let names: Vec<String> = Defaults::default().entries().into_iter().map(|(n, _)| n).collect();
-        let used: Vec<&str> = ROWS
-            .iter()
-            .flat_map(|r| match r.due {
-                Fixed(_) => vec![],
-                Local(a) => vec![a],
-                LocalEither(a, b, _) => vec![a, b],
+        let used: Vec<&str> = rules()
+            .flat_map(|r| match &r.due {
+                Due::Fixed(_) => vec![],
+                Due::Local(l) => vec![l.name],
+                Due::Either { usual, instead, .. } => vec![usual.name, instead.name],
             })
             .collect();
-        for name in &used {
-            assert!(names.iter().any(|n| n == name), "row names unknown default {name}");
-        }
-        for name in &names {
-            let in_text = ROWS.iter().any(|r| r.when.contains(name.as_str()));
+        for (name, _) in Defaults::default().entries() {
+            let in_text = SECTIONS.iter().any(|s| s.applies.contains(name.as_str()))
+                || rules().any(|r| r.when.contains(name.as_str()));
             assert!(used.contains(&name.as_str()) || in_text, "default {name} is in no row");
         }
     }
 
     #[test]
+    fn every_warning_has_a_line() {
+        let text = render(&Defaults::default());
+        for code in WarningCode::ALL {
+            let name = serde_json::to_value(code).unwrap();
+            let name = name.as_str().unwrap();
+            assert!(text.contains(&format!("| {name} |")), "no line for the warning {name}");
+        }
+    }
+
+    #[test]
     fn the_table_shows_overridden_values() {
-        let defaults =
-            Defaults { routine_phone_patient: crate::pathway::Deadline::WorkingDays(3), ..Defaults::default() };
+        let defaults = Defaults { routine_phone_patient: Deadline::WorkingDays(3), ..Defaults::default() };
         let text = render(&defaults);
-        assert!(text.contains("3 working days † (routine_phone_patient)"), "{text}");
+        assert!(text.contains("3 working days † (`routine_phone_patient`)"), "{text}");
+    }
+
+    /// The printed table once gave `discuss_safeguarding`'s two deadlines the wrong way
+    /// round ("1 working day if it includes a child").
+    #[test]
+    fn conditional_deadlines_read_the_right_way_round() {
+        let text = render(&Defaults::default());
+        let row = |code: &str, needle: &str| {
+            text.lines()
+                .find(|l| l.starts_with(&format!("| {code} |")) && l.contains(needle))
+                .unwrap_or_else(|| panic!("no {code} row with {needle}"))
+                .to_string()
+        };
+        let safeguarding = row("discuss_safeguarding", "if it includes a child");
+        assert!(
+            safeguarding.contains(
+                "1 working day † (`discuss_safeguarding_adult`); same day † (`discuss_safeguarding_child`) if it includes a child"
+            ),
+            "{safeguarding}"
+        );
+        let mdt = row("arrange_mdt", "5.6, A");
+        assert!(
+            mdt.contains("5 working days † (`arrange_mdt`); 1 working day † (`arrange_mdt_high_risk`) if"),
+            "{mdt}"
+        );
     }
 }

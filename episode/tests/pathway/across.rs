@@ -90,6 +90,7 @@ fn an_mdt_deciding_discharge_tells_the_gp_and_sends_the_crisis_plan() {
         share_mdt_plan                    open      2026-03-02T10:00:00Z -> 2026-03-04T17:00:00Z  care_coordinator  [5.6; routine; from e1]
         inform_gp_of_discharge            done      2026-03-02T10:00:00Z -> 2026-03-04T17:00:00Z  care_coordinator  [5.6; routine; from e1] by e2
         send_discharge_letter             open      2026-03-02T10:00:00Z -> 2026-03-04T17:00:00Z  care_coordinator  [5.6; routine; from e1]
+        ! DischargeWithOpenActions e3: send_discharge_letter, share_mdt_plan
         ! DischargeWithoutCrisisPlan e3
     "#]],
     );
@@ -199,4 +200,72 @@ fn an_invalid_stored_record_is_left_out_and_reported() {
     assert_eq!(invalid.len(), 1);
     assert_eq!(invalid[0].record.as_deref(), Some(id(2).as_str()));
     assert!(invalid[0].message.contains("outcome"), "{}", invalid[0].message);
+}
+
+#[test]
+fn only_a_quorate_mdt_decides_a_discharge() {
+    // An MDT without the team manager decides discharge: it is no decision (5.6).
+    let ep = episode("in_service")
+        .at("2026-03-02T10:00:00Z", mdt(&["senior_clinician", "care_coordinator"], "discharge"))
+        .at("2026-03-02T11:00:00Z", told("gp", "writing"))
+        .at("2026-03-02T11:05:00Z", told("other_agency", "writing"))
+        .at("2026-03-02T11:10:00Z", told("family_carer", "phone"))
+        .at("2026-03-03T10:00:00Z", discharged(true));
+    check(
+        &ep,
+        "2026-03-03T12:00:00Z",
+        expect![[r#"
+        share_mdt_plan                    done      2026-03-02T10:00:00Z -> 2026-03-04T17:00:00Z  care_coordinator  [5.6; routine; from e1] by e4
+        inform_gp_of_discharge            done      2026-03-02T10:00:00Z -> 2026-03-04T17:00:00Z  care_coordinator  [5.6; routine; from e1] by e2
+        send_discharge_letter             done      2026-03-02T10:00:00Z -> 2026-03-04T17:00:00Z  care_coordinator  [5.6; routine; from e1] by e5
+        ! DischargeWithoutMdt e5
+        ! MdtQuorum e1
+    "#]],
+    );
+    let ep = episode("in_service")
+        .at("2026-03-02T10:00:00Z", mdt(&["senior_clinician", "team_manager"], "discharge"))
+        .at("2026-03-02T11:00:00Z", told("gp", "writing"))
+        .at("2026-03-02T11:05:00Z", told("other_agency", "writing"))
+        .at("2026-03-02T11:10:00Z", told("family_carer", "phone"))
+        .at("2026-03-03T10:00:00Z", discharged(true));
+    check(
+        &ep,
+        "2026-03-03T12:00:00Z",
+        expect![[r#"
+        share_mdt_plan                    done      2026-03-02T10:00:00Z -> 2026-03-04T17:00:00Z  care_coordinator  [5.6; routine; from e1] by e4
+        inform_gp_of_discharge            done      2026-03-02T10:00:00Z -> 2026-03-04T17:00:00Z  care_coordinator  [5.6; routine; from e1] by e2
+        send_discharge_letter             done      2026-03-02T10:00:00Z -> 2026-03-04T17:00:00Z  care_coordinator  [5.6; routine; from e1] by e5
+    "#]],
+    );
+}
+
+#[test]
+fn a_child_added_to_an_adult_safeguarding_concern_is_discussed_again_the_same_day() {
+    // An adult concern set on Monday 09:00 (1 working day) and discussed that morning; a
+    // child added on Wednesday 10:00 raises its own discussion, due that day. Neither
+    // discussion is lost by the other.
+    let ep = episode("in_service")
+        .fact("safeguarding", json!("both"))
+        .at("2026-03-02T09:00:00Z", fact_changed("safeguarding", json!("adult")))
+        .at("2026-03-02T11:00:00Z", told("safeguarding_nurse", "phone"))
+        .at("2026-03-02T11:30:00Z", told("team_manager", "meeting"))
+        .at("2026-03-04T10:00:00Z", fact_changed("safeguarding", json!("both")));
+    check(
+        &ep,
+        "2026-03-04T12:00:00Z",
+        expect![[r#"
+        discuss_safeguarding              done      2026-03-02T09:00:00Z -> 2026-03-03T17:00:00Z  care_coordinator  [5.5; high; from e1] by e3
+        discuss_safeguarding              open      2026-03-04T10:00:00Z -> 2026-03-04T23:59:59Z  care_coordinator  [5.5; high; from e4]
+    "#]],
+    );
+}
+
+#[test]
+fn an_episode_without_a_pathway_is_refused_not_defaulted() {
+    let mut json = episode("urgent_referral").at("2026-03-02T10:00:00Z", missed_initial()).json().clone();
+    json.as_object_mut().expect("an object").remove("pathway");
+    for strictness in [Strictness::Strict, Strictness::Lenient] {
+        let error = episode::Episode::from_value(&json, strictness).expect_err("a pathway is required");
+        assert!(error.to_string().contains("pathway"), "{error}");
+    }
 }

@@ -96,3 +96,66 @@ fn an_attendance_does_not_cancel_what_a_miss_calls_for() {
     "#]],
     );
 }
+
+#[test]
+fn every_row_survives_contact_and_discharge() {
+    // Three misses in the window: all four rows are raised at the third; the child is
+    // then brought, and discharged: every row stays owed, and the discharge says so.
+    let ep = episode("child_not_brought")
+        .at("2026-03-02T10:00:00Z", not_brought())
+        .at("2026-03-09T10:00:00Z", not_brought())
+        .at("2026-03-16T10:00:00Z", not_brought())
+        .at("2026-03-17T10:00:00Z", attended())
+        .at("2026-03-17T11:00:00Z", discharged(true));
+    check(
+        &ep,
+        "2026-03-17T12:00:00Z",
+        expect![[r#"
+        consider_impact_on_child          overdue   2026-03-02T10:00:00Z -> 2026-03-03T17:00:00Z  care_coordinator  [wnb; high; from e1]
+        send_was_not_brought_letter       overdue   2026-03-02T10:00:00Z -> 2026-03-04T17:00:00Z  care_coordinator  [wnb; routine; from e1]
+        inform_childrens_services         overdue   2026-03-09T10:00:00Z -> 2026-03-10T17:00:00Z  care_coordinator  [wnb; high; from e2]
+        consider_impact_on_child          overdue   2026-03-09T10:00:00Z -> 2026-03-10T17:00:00Z  care_coordinator  [wnb; high; from e2]
+        send_was_not_brought_letter       overdue   2026-03-09T10:00:00Z -> 2026-03-11T17:00:00Z  care_coordinator  [wnb; routine; from e2]
+        refer_to_childrens_services       overdue   2026-03-16T10:00:00Z -> 2026-03-16T23:59:59Z  care_coordinator  [wnb; urgent; from e3]
+        inform_childrens_services         open      2026-03-16T10:00:00Z -> 2026-03-17T17:00:00Z  care_coordinator  [wnb; high; from e3]
+        consider_impact_on_child          open      2026-03-16T10:00:00Z -> 2026-03-17T17:00:00Z  care_coordinator  [wnb; high; from e3]
+        send_was_not_brought_letter       open      2026-03-16T10:00:00Z -> 2026-03-18T17:00:00Z  care_coordinator  [wnb; routine; from e3]
+        ! DischargeWithoutMdt e5
+        ! DischargeWithOpenActions e5: consider_impact_on_child, inform_childrens_services, refer_to_childrens_services, send_was_not_brought_letter
+    "#]],
+    );
+}
+
+#[test]
+fn a_referral_for_any_reason_does_the_referral() {
+    let mut referral = referral("childrens_services", false);
+    referral["reason"] = json!("family_support");
+    let ep = episode("child_not_brought")
+        .at("2026-03-02T10:00:00Z", not_brought())
+        .at("2026-03-09T10:00:00Z", not_brought())
+        .at("2026-03-16T10:00:00Z", not_brought())
+        .at("2026-03-16T12:00:00Z", referral);
+    let evaluation = eval(&ep, "2026-03-16T13:00:00Z");
+    let refer = action(&evaluation, "refer_to_childrens_services");
+    assert_eq!(format!("{:?}", refer.state), "Done");
+    assert_eq!(refer.resolved_by.map(|u| u.to_string()), Some(id(4)));
+}
+
+#[test]
+fn the_window_edge_is_exact_across_the_clock_change() {
+    // 10:00 GMT on Monday 2 March; 183 days later is Tuesday 1 September, 10:00 BST
+    // (09:00Z). A miss at exactly that moment counts the first (N = 2: inform
+    // Children's Services); one a second later does not (N = 1).
+    let at_the_edge = episode("child_not_brought")
+        .at("2026-03-02T10:00:00Z", not_brought())
+        .at("2026-09-01T09:00:00Z", not_brought());
+    let evaluation = eval(&at_the_edge, "2026-09-01T10:00:00Z");
+    let inform = action(&evaluation, "inform_childrens_services");
+    assert_eq!(inform.trigger.to_string(), id(2));
+    assert_eq!(inform.due.to_string(), "2026-09-02T16:00:00Z");
+    let past_the_edge = episode("child_not_brought")
+        .at("2026-03-02T10:00:00Z", not_brought())
+        .at("2026-09-01T09:00:01Z", not_brought());
+    let evaluation = eval(&past_the_edge, "2026-09-01T10:00:00Z");
+    assert!(evaluation.actions.iter().all(|a| a.code.as_str() != "inform_childrens_services"));
+}

@@ -94,3 +94,38 @@ fn one_escalation_answering_two_cycles_raises_one_mdt() {
     ids.dedup();
     assert_eq!(ids.len(), evaluation.actions.len(), "every action has its own id");
 }
+
+#[test]
+fn the_mdt_is_due_in_one_working_day_whatever_risk_says() {
+    // Appendix A is the high-risk pathway: `risk: low` does not give the 5 days.
+    let ep = episode("home_treatment")
+        .fact("risk", serde_json::json!("low"))
+        .at("2026-03-06T15:00:00Z", phone("patient", "no_answer"))
+        .at("2026-03-06T16:00:00Z", told("team_manager", "phone"));
+    let evaluation = eval(&ep, "2026-03-06T16:30:00Z");
+    let mdt = action(&evaluation, "arrange_mdt");
+    // Friday 16:00 + 1 working day: Monday 9 March, 17:00.
+    assert_eq!(mdt.active_from.to_string(), "2026-03-06T16:00:00Z");
+    assert_eq!(mdt.due.to_string(), "2026-03-09T17:00:00Z");
+}
+
+#[test]
+fn a_discharge_leaves_the_four_hour_rows_owed() {
+    let ep = episode("home_treatment")
+        .at("2026-03-02T10:00:00Z", visit(false, "no_answer"))
+        .at("2026-03-02T10:20:00Z", discharged(true));
+    check(
+        &ep,
+        "2026-03-02T10:30:00Z",
+        expect![[r#"
+        leave_calling_card                open      2026-03-02T10:00:00Z -> 2026-03-02T11:00:00Z  visitor  [5.1.1, a; high; from e1]
+        phone_patient                     open      2026-03-02T10:00:00Z -> 2026-03-02T11:00:00Z  care_coordinator  [a; urgent; from e1]
+        unannounced_home_visit            open      2026-03-02T10:00:00Z -> 2026-03-02T12:00:00Z  care_coordinator  [a; urgent; from e1]
+        escalate_to_team_manager          open      2026-03-02T10:00:00Z -> 2026-03-02T14:00:00Z  team_manager  [a; urgent; from e1]
+        consider_police_support           open      2026-03-02T10:00:00Z -> 2026-03-02T14:00:00Z  care_coordinator  [a; urgent; from e1]
+        consider_mha_assessment           open      2026-03-02T10:00:00Z -> 2026-03-02T23:59:59Z  care_coordinator  [a, 5.4; high; from e1]
+        ! DischargeWithoutMdt e2
+        ! DischargeWithOpenActions e2: consider_mha_assessment, consider_police_support, escalate_to_team_manager, leave_calling_card, phone_patient, unannounced_home_visit
+    "#]],
+    );
+}

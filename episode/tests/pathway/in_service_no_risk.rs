@@ -112,3 +112,62 @@ fn a_well_patient_who_wishes_it_is_discharged_under_cpa_without_an_mdt_warning()
     "#]],
     );
 }
+
+#[test]
+fn a_deteriorating_patient_discharged_the_next_day_still_owes_the_step_up() {
+    // Reached on Tuesday and found deteriorating; discharged on Wednesday. The step up
+    // stays owed (the hazard, not a reason to forget it); only the appointment offer is
+    // cancelled; the discharge is warned of.
+    let ep = episode("in_service")
+        .at("2026-03-02T10:00:00Z", missed_follow_up())
+        .at("2026-03-09T10:00:00Z", missed_follow_up())
+        .at("2026-03-10T10:00:00Z", reached("suspected", false))
+        .at("2026-03-11T10:00:00Z", discharged(true));
+    check(
+        &ep,
+        "2026-03-11T12:00:00Z",
+        expect![[r#"
+        offer_appointment                 cancelled 2026-03-10T10:00:00Z -> 2026-03-10T23:59:59Z  care_coordinator  [5.3; high; from e3] was_overdue
+        contact_patient                   done      2026-03-09T10:00:00Z -> 2026-03-11T17:00:00Z  care_coordinator  [5.3; routine; from e2] by e3
+        step_up                           open      2026-03-10T10:00:00Z -> 2026-03-11T17:00:00Z  care_coordinator  [5.3; high; from e3]
+        ! DischargeWithoutMdt e4
+        ! DischargeWithOpenActions e4: step_up
+    "#]],
+    );
+    check(
+        &ep,
+        "2026-03-12T09:00:00Z",
+        expect![[r#"
+        offer_appointment                 cancelled 2026-03-10T10:00:00Z -> 2026-03-10T23:59:59Z  care_coordinator  [5.3; high; from e3] was_overdue
+        contact_patient                   done      2026-03-09T10:00:00Z -> 2026-03-11T17:00:00Z  care_coordinator  [5.3; routine; from e2] by e3
+        step_up                           overdue   2026-03-10T10:00:00Z -> 2026-03-11T17:00:00Z  care_coordinator  [5.3; high; from e3]
+        ! DischargeWithoutMdt e4
+        ! DischargeWithOpenActions e4: step_up
+    "#]],
+    );
+}
+
+#[test]
+fn known_disengager_learnt_after_contact_calls_for_the_mdt_from_then() {
+    // The family was tried (the warning letter row), the patient reached, and only then
+    // recorded as known to disengage and re-engage (5.7): the MDT survives contact and
+    // is due 5 working days from the record; the letter is cancelled by the contact.
+    let ep = episode("in_service")
+        .at("2026-03-02T10:00:00Z", missed_follow_up())
+        .at("2026-03-09T10:00:00Z", missed_follow_up())
+        .at("2026-03-10T10:00:00Z", phone("family_carer", "no_answer"))
+        .at("2026-03-11T10:00:00Z", reached("none", false))
+        .at("2026-03-12T10:00:00Z", fact_changed("known_disengager", json!(true)))
+        .fact("known_disengager", json!(true));
+    check(
+        &ep,
+        "2026-03-12T12:00:00Z",
+        expect![[r#"
+        contact_patient                   done      2026-03-09T10:00:00Z -> 2026-03-11T17:00:00Z  care_coordinator  [5.3; routine; from e2] by e4
+        offer_appointment                 overdue   2026-03-11T10:00:00Z -> 2026-03-11T23:59:59Z  care_coordinator  [5.3; high; from e4]
+        consider_mha_assessment           cancelled 2026-03-12T10:00:00Z -> 2026-03-12T23:59:59Z  care_coordinator  [5.3, 5.4; high; from e5]
+        arrange_mdt                       open      2026-03-12T10:00:00Z -> 2026-03-19T17:00:00Z  team_manager  [5.7, 5.6; high; from e5]
+        plan_for_disengagement            open      2026-03-12T10:00:00Z -> 2026-03-26T17:00:00Z  care_coordinator  [5.7; routine; from e5]
+    "#]],
+    );
+}

@@ -227,3 +227,60 @@ fn one_working_day_across_a_bank_holiday_monday() {
     let evaluation = eval(&ep, "2026-05-01T10:00:00Z");
     assert_eq!(action(&evaluation, "write_to_patient").due.to_string(), "2026-05-05T16:00:00Z");
 }
+
+#[test]
+fn a_reengaged_patient_discharged_before_the_full_assessment_still_owes_it() {
+    let ep = disengaged_on_monday(episode("in_service").fact("risk", json!("high")))
+        .at("2026-03-04T10:00:00Z", reengaged())
+        .at("2026-03-05T10:00:00Z", discharged(true));
+    check(
+        &ep,
+        "2026-03-05T12:00:00Z",
+        expect![[r#"
+        phone_patient                     done      2026-03-02T10:00:00Z -> 2026-03-02T23:59:59Z  care_coordinator  [5.2; high; from e1] by e2
+        write_to_patient                  done      2026-03-02T11:00:00Z -> 2026-03-03T17:00:00Z  care_coordinator  [5.2; high; from e2] by e3
+        contact_family_carers             cancelled 2026-03-02T15:00:00Z -> 2026-03-03T17:00:00Z  care_coordinator  [5.2; high; from e3] was_overdue
+        contact_electronically            cancelled 2026-03-02T15:00:00Z -> 2026-03-03T17:00:00Z  care_coordinator  [5.2; high; from e3] was_overdue
+        contact_other_providers           cancelled 2026-03-02T15:00:00Z -> 2026-03-03T17:00:00Z  care_coordinator  [5.2; high; from e3] was_overdue
+        unannounced_home_visit            cancelled 2026-03-02T15:00:00Z -> 2026-03-03T17:00:00Z  care_coordinator  [5.2; high; from e3] was_overdue
+        consider_mha_assessment           cancelled 2026-03-03T17:00:00Z -> 2026-03-03T23:59:59Z  care_coordinator  [5.2, 5.4; high; from e3] was_overdue
+        escalate_to_team_manager          cancelled 2026-03-03T17:00:00Z -> 2026-03-03T23:59:59Z  care_coordinator  [5.2; high; from e3] was_overdue
+        consider_police_support           cancelled 2026-03-03T17:00:00Z -> 2026-03-03T23:59:59Z  care_coordinator  [5.2; high; from e3] was_overdue
+        consider_intensive_support        cancelled 2026-03-03T17:00:00Z -> 2026-03-03T23:59:59Z  care_coordinator  [5.2; high; from e3] was_overdue
+        full_assessment                   open      2026-03-04T10:00:00Z -> 2026-03-11T10:00:00Z  care_coordinator  [5.2; routine; from e4]
+        ! DischargeWithoutMdt e5
+        ! DischargeWithOpenActions e5: full_assessment
+    "#]],
+    );
+}
+
+#[test]
+fn children_learnt_after_contact_still_call_for_the_parenting_impact() {
+    // Re-engaged on Wednesday; on Thursday the team learns of children. The impact on
+    // parenting survives contact: due 1 working day from Thursday's record. The rows
+    // raised with the escalation do not survive contact, so they stay cancelled.
+    let ep = disengaged_on_monday(episode("in_service").fact("risk", json!("high")).fact("children", json!(true)))
+        .at("2026-03-04T10:00:00Z", reengaged())
+        .at("2026-03-05T10:00:00Z", fact_changed("children", json!(true)));
+    check(
+        &ep,
+        "2026-03-05T12:00:00Z",
+        expect![[r#"
+        phone_patient                     done      2026-03-02T10:00:00Z -> 2026-03-02T23:59:59Z  care_coordinator  [5.2; high; from e1] by e2
+        write_to_patient                  done      2026-03-02T11:00:00Z -> 2026-03-03T17:00:00Z  care_coordinator  [5.2; high; from e2] by e3
+        contact_family_carers             cancelled 2026-03-02T15:00:00Z -> 2026-03-03T17:00:00Z  care_coordinator  [5.2; high; from e3] was_overdue
+        contact_electronically            cancelled 2026-03-02T15:00:00Z -> 2026-03-03T17:00:00Z  care_coordinator  [5.2; high; from e3] was_overdue
+        contact_other_providers           cancelled 2026-03-02T15:00:00Z -> 2026-03-03T17:00:00Z  care_coordinator  [5.2; high; from e3] was_overdue
+        unannounced_home_visit            cancelled 2026-03-02T15:00:00Z -> 2026-03-03T17:00:00Z  care_coordinator  [5.2; high; from e3] was_overdue
+        consider_mha_assessment           cancelled 2026-03-03T17:00:00Z -> 2026-03-03T23:59:59Z  care_coordinator  [5.2, 5.4; high; from e3] was_overdue
+        escalate_to_team_manager          cancelled 2026-03-03T17:00:00Z -> 2026-03-03T23:59:59Z  care_coordinator  [5.2; high; from e3] was_overdue
+        consider_police_support           cancelled 2026-03-03T17:00:00Z -> 2026-03-03T23:59:59Z  care_coordinator  [5.2; high; from e3] was_overdue
+        consider_intensive_support        cancelled 2026-03-03T17:00:00Z -> 2026-03-03T23:59:59Z  care_coordinator  [5.2; high; from e3] was_overdue
+        notify_referrer                   cancelled 2026-03-05T10:00:00Z -> 2026-03-06T17:00:00Z  care_coordinator  [5.2; high; from e5]
+        confirm_to_referrer_in_writing    cancelled 2026-03-05T10:00:00Z -> 2026-03-06T17:00:00Z  care_coordinator  [5.2; high; from e5]
+        assess_parenting_impact           open      2026-03-05T10:00:00Z -> 2026-03-06T17:00:00Z  care_coordinator  [5.2; high; from e5]
+        inform_childrens_services         cancelled 2026-03-05T10:00:00Z -> 2026-03-06T17:00:00Z  care_coordinator  [5.2; high; from e5]
+        full_assessment                   open      2026-03-04T10:00:00Z -> 2026-03-11T10:00:00Z  care_coordinator  [5.2; routine; from e4]
+    "#]],
+    );
+}

@@ -1,7 +1,9 @@
 //! A small language for pathway scenarios: build an episode from records at times, and
 //! check its evaluation at a moment against a readable rendering (expect-test).
 
-use episode::pathway::{Calendar, Evaluation, State, evaluate};
+use std::sync::OnceLock;
+
+use episode::pathway::{Action, Calendar, Deadline, Defaults, Evaluation, State, WarningCode, evaluate, table};
 use episode::{Episode, Strictness};
 use expect_test::Expect;
 use serde_json::{Value, json};
@@ -80,8 +82,93 @@ pub(crate) fn check_all(ep: &Ep, now: &str, expect: Expect) {
     expect.assert_eq(&render(&eval(ep, now), true));
 }
 
+/// Evaluates at `now`, and checks every action against its row of the printed rule
+/// table: so every action any scenario raises is one the table prints.
 pub(crate) fn eval(ep: &Ep, now: &str) -> Evaluation {
-    evaluate(&ep.build(), now.parse().expect("now"), &Calendar::england_and_wales())
+    let calendar = Calendar::england_and_wales();
+    let evaluation = evaluate(&ep.build(), now.parse().expect("now"), &calendar);
+    for action in &evaluation.actions {
+        if let Err(why) = matches_its_printed_row(action, &calendar) {
+            panic!("{why}");
+        }
+    }
+    evaluation
+}
+
+/// One row of the rule table as `tether pathway rules` prints it.
+#[derive(Debug)]
+pub(crate) struct PrintedRow {
+    pub(crate) code: String,
+    /// Each deadline the row may give (two where it depends on a condition).
+    pub(crate) due: Vec<Deadline>,
+    /// Each owner the row may give.
+    pub(crate) owners: Vec<String>,
+    pub(crate) priority: String,
+    pub(crate) cites: String,
+}
+
+/// The printed table's rows, read back from the text (with the default local values).
+pub(crate) fn printed_rows() -> &'static [PrintedRow] {
+    static ROWS: OnceLock<Vec<PrintedRow>> = OnceLock::new();
+    ROWS.get_or_init(|| read_printed_rows(&table::render(&Defaults::default())))
+}
+
+/// Reads the rows of every section's table: `| code | when | due | done by | owner |
+/// priority | survives contact | cites |`, a due as `same day`, `1 working day †
+/// (\`name\`)` or two of those joined by `;`, an owner as a role or two joined by `;`.
+pub(crate) fn read_printed_rows(text: &str) -> Vec<PrintedRow> {
+    let codes: Vec<&str> = episode::pathway::Code::ALL.iter().map(|c| c.as_str()).collect();
+    text.lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.strip_prefix('|')?.strip_suffix('|')?.split('|').map(str::trim).collect();
+            let [code, _when, due, _done_by, owner, priority, _survives, cites] = cells[..] else { return None };
+            if !codes.contains(&code) {
+                return None;
+            }
+            let due = due
+                .split(';')
+                .map(|alternative| {
+                    let text = alternative.split(['†', '(']).next().unwrap_or_default().trim();
+                    text.parse::<Deadline>().unwrap_or_else(|e| panic!("{code}: the printed due {alternative:?}: {e}"))
+                })
+                .collect();
+            let owners = owner
+                .split(';')
+                .map(|alternative| alternative.split_whitespace().next().unwrap_or_default().to_string())
+                .collect();
+            Some(PrintedRow {
+                code: code.to_string(),
+                due,
+                owners,
+                priority: priority.to_string(),
+                cites: cites.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Whether an action is one its printed row describes: the code, the owner, the
+/// priority, the section cited, and the due time counted from its start.
+pub(crate) fn matches_its_printed_row(action: &Action, calendar: &Calendar) -> Result<(), String> {
+    let priority = format!("{:?}", action.priority).to_lowercase();
+    let owner = action.owner.to_string();
+    let rows: Vec<&PrintedRow> = printed_rows()
+        .iter()
+        .filter(|r| r.code == action.code.as_str() && r.cites == action.cites && r.priority == priority)
+        .filter(|r| r.owners.contains(&owner))
+        .collect();
+    if rows.is_empty() {
+        return Err(format!(
+            "no printed row for {} (cites {}, owner {owner}, priority {priority}): {action:?}",
+            action.code, action.cites
+        ));
+    }
+    let due_as_printed =
+        rows.iter().any(|r| r.due.iter().any(|d| calendar.deadline(action.active_from, *d) == action.due));
+    if !due_as_printed {
+        return Err(format!("{} is due at {}, which no printed row gives: {rows:?}", action.code, action.due));
+    }
+    Ok(())
 }
 
 /// The one action with this code; panics if there is not exactly one.
@@ -128,12 +215,19 @@ fn render(evaluation: &Evaluation, with_filing: bool) -> String {
             (None, Some(record)) => format!(" {}", record.parse().map(|u| name(&u)).unwrap_or_else(|_| record.clone())),
             (None, None) => String::new(),
         };
-        out.push_str(&format!("! {:?}{subject}\n", w.code));
+        // The codes a discharge leaves owed, as its warning names them.
+        let codes = match w.code {
+            WarningCode::DischargeWithOpenActions => {
+                format!(": {}", w.message.rsplit(": ").next().unwrap_or_default())
+            }
+            _ => String::new(),
+        };
+        out.push_str(&format!("! {:?}{subject}{codes}\n", w.code));
     }
     out
 }
 
-// Records, as pathway.md's events table names them.
+// Records, as the episode's record kinds name them.
 
 pub(crate) fn missed_initial() -> Value {
     json!({"kind": "appointment_missed", "appointment": "initial"})

@@ -2,6 +2,7 @@
 //! `AuthUser` extractor that every other `/v1` route takes.
 
 mod extract;
+pub mod keys;
 pub mod password;
 pub mod store;
 pub mod token;
@@ -16,7 +17,8 @@ use store::Rotation;
 use token::{ACCESS_TTL_SECS, AUDIENCE, Claims, ISSUER};
 
 use crate::AppState;
-use crate::accounts::{self, DeviceId, User, Username};
+use crate::accounts::{self, DeviceId, DeviceKey, User, Username};
+use crate::client::ClientAddr;
 use crate::error::AppError;
 use crate::json::Json;
 use crate::store::Tx;
@@ -31,6 +33,10 @@ struct LoginRequest {
     username: String,
     password: String,
     device_id: DeviceId,
+    /// The device's own secret, which the device id is registered with (see
+    /// `store::claim_device`). Optional, for clients older than device keys.
+    #[serde(default)]
+    device_key: Option<DeviceKey>,
 }
 
 #[derive(Deserialize)]
@@ -50,6 +56,7 @@ pub struct Tokens {
 
 async fn login(
     State(state): State<AppState>,
+    client: ClientAddr,
     Json(request): Json<LoginRequest>,
 ) -> Result<axum::Json<Tokens>, AppError> {
     let now = state.clock.unix();
@@ -58,8 +65,11 @@ async fn login(
     if state.db.call(move |conn| Ok(store::device_revoked(conn, &name)?)).await? {
         return Err(AppError::DeviceRevoked);
     }
+    let key = request.device_key;
     let (user, (session, refresh_token, device)) =
-        sign_in(&state, request.username, request.password, move |tx, user| {
+        sign_in(&state, &client, request.username, request.password, move |tx, user| {
+            // Only after the password: a wrong one learns nothing of the device.
+            store::claim_device(tx, &device, key.as_ref(), &user.id, now)?;
             let (session, refresh_token) = store::start_session(tx, &user.id, &device, now)?;
             Ok((session, refresh_token, device))
         })
@@ -70,12 +80,17 @@ async fn login(
 
 /// Checks a username and password, behind the failed sign-in throttle, for every way of
 /// signing in (the JSON route and the dashboard's form). On success `start` runs in the
-/// same transaction that clears the username's failures, to begin the caller's kind of
-/// session. A wrong username, a wrong password and a disabled user all answer
-/// `InvalidCredentials` after the same work; a locked-out username answers
-/// `TooManyAttempts` before any password is checked.
+/// same transaction that clears the username's failures from this client, to begin the
+/// caller's kind of session. A wrong username, a wrong password and a disabled user all
+/// answer `InvalidCredentials` after the same work; a client or a username locked out
+/// from this client answers `TooManyAttempts` before any password is checked.
+///
+/// The throttle counts per (username, client address) and per client address
+/// (`store::record_failure`): a client far away cannot lock a user out where she is,
+/// and one client cannot try a password across many usernames.
 pub(crate) async fn sign_in<T: Send + 'static>(
     state: &AppState,
+    client: &ClientAddr,
     username: String,
     password: String,
     start: impl FnOnce(&mut dyn Tx, &User) -> Result<T, AppError> + Send + 'static,
@@ -84,18 +99,41 @@ pub(crate) async fn sign_in<T: Send + 'static>(
         return Err(AppError::PasswordsOff);
     }
     let now = state.clock.unix();
-    // A name that no user can have is a wrong username like any other, and is not
-    // counted: the throttle's table only holds names of a plausible shape.
-    let Ok(username) = Username::try_from(username) else {
-        tokio::task::spawn_blocking(move || password::verify_decoy(password.as_bytes())).await?;
-        return Err(AppError::InvalidCredentials);
+    let client = client.0.clone();
+    // A name that no user can have is a wrong username like any other: it counts against
+    // the client, but is not kept as a username (the table only holds plausible names).
+    let username = match Username::try_from(username) {
+        Ok(username) => username,
+        Err(_) => {
+            let name = String::new();
+            let locked = {
+                let client = client.clone();
+                state.db.call(move |conn| Ok(store::throttled(conn, &name, &client, now)?)).await?
+            };
+            if let Some(throttled) = locked {
+                return Err(AppError::TooManyAttempts(throttled));
+            }
+            tokio::task::spawn_blocking(move || password::verify_decoy(password.as_bytes())).await?;
+            state
+                .db
+                .call(move |conn| {
+                    let mut tx = conn.transaction()?;
+                    store::record_failure(&mut *tx, None, &client, now)?;
+                    Ok(tx.commit()?)
+                })
+                .await?;
+            return Err(AppError::InvalidCredentials);
+        }
     };
     let name = username.as_str().to_owned();
-    let (locked, login) =
-        state.db.call(move |conn| Ok((store::locked_for(conn, &name, now)?, accounts::login(conn, &name)?))).await?;
-    if let Some(retry_after_secs) = locked {
-        tracing::info!(retry_after_secs, "sign-in refused: username locked out");
-        return Err(AppError::TooManyAttempts { retry_after_secs });
+    let from = client.clone();
+    let (locked, login) = state
+        .db
+        .call(move |conn| Ok((store::throttled(conn, &name, &from, now)?, accounts::login(conn, &name)?)))
+        .await?;
+    if let Some(throttled) = locked {
+        tracing::info!(?throttled, "sign-in refused: locked out");
+        return Err(AppError::TooManyAttempts(throttled));
     }
     let verified = tokio::task::spawn_blocking(move || match login {
         // A person from an identity provider has no password (an empty hash): refused
@@ -119,11 +157,11 @@ pub(crate) async fn sign_in<T: Send + 'static>(
         .call(move |conn| {
             let mut tx = conn.transaction()?;
             let Some(user_id) = verified else {
-                store::record_failure(&mut *tx, username.as_str(), now)?;
+                store::record_failure(&mut *tx, Some(username.as_str()), &client, now)?;
                 tx.commit()?;
                 return Ok(None);
             };
-            store::clear_failures(&mut *tx, username.as_str())?;
+            store::clear_failures(&mut *tx, username.as_str(), &client)?;
             let user = accounts::active_user(&mut *tx, &user_id)?;
             let Some(user) = user else { return Ok(None) };
             let started = start(&mut *tx, &user)?;

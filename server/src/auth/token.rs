@@ -1,7 +1,10 @@
 //! Access tokens: 15-minute JWTs signed with HS256, the algorithm pinned, the issuer and
 //! audience set and checked, and `exp`, `nbf` and `iat` checked against the server's own
-//! (injectable) clock. Refresh tokens: 32 random bytes, kept only as a SHA-256.
+//! (injectable) clock. Each token names its key (`kid`): one key signs, several verify,
+//! so keys rotate without signing anyone out (`auth::keys` says where keys come from).
+//! Refresh tokens: 32 random bytes, kept only as a SHA-256.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use jsonwebtoken::errors::ErrorKind;
@@ -43,15 +46,35 @@ pub struct Claims {
     pub sid: String,
 }
 
-/// The keys that sign and check access tokens.
+/// A key's id: the start of a hash of the secret, so that every replica given the same
+/// secret names it alike, and the id says nothing about the secret.
+pub fn key_id(secret: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"tether access-token key id\0");
+    hasher.update(secret);
+    to_hex(&hasher.finalize()[..8])
+}
+
+/// The keys that sign and check access tokens: the first signs, every one verifies.
+#[derive(Clone)]
 pub struct Keys {
+    kid: String,
     encoding: EncodingKey,
-    decoding: DecodingKey,
+    decoding: HashMap<String, DecodingKey>,
+    /// A key for the dashboard's sign-in form tokens, derived from the signing secret.
+    form_key: [u8; 32],
     validation: Validation,
 }
 
 impl Keys {
+    /// One key that signs and verifies.
     pub fn from_secret(secret: &[u8]) -> Self {
+        Self::from_secrets(secret, &[])
+    }
+
+    /// `signing` signs (and verifies); each of `others` only verifies: tokens signed
+    /// before a rotation stay good until they expire.
+    pub fn from_secrets(signing: &[u8], others: &[Vec<u8>]) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
         validation.set_audience(&[AUDIENCE]);
@@ -60,33 +83,68 @@ impl Keys {
         // in `verify`, not the library's reading of the system clock.
         validation.validate_exp = false;
         validation.validate_nbf = false;
-        Self { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret), validation }
+        let decoding = std::iter::once(signing)
+            .chain(others.iter().map(Vec::as_slice))
+            .map(|secret| (key_id(secret), DecodingKey::from_secret(secret)))
+            .collect();
+        Self {
+            kid: key_id(signing),
+            encoding: EncodingKey::from_secret(signing),
+            decoding,
+            form_key: derive(signing, b"tether dashboard sign-in form v1"),
+            validation,
+        }
+    }
+
+    /// The id of the key that signs.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The key the dashboard's sign-in form tokens are made with (see
+    /// `dashboard::session`). Derived from the signing secret, so every replica has it and
+    /// a rotation renews it.
+    pub fn form_key(&self) -> &[u8; 32] {
+        &self.form_key
     }
 
     pub fn sign(&self, claims: &Claims) -> Result<String, AppError> {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding).map_err(AppError::internal)
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.encoding).map_err(AppError::internal)
     }
 
     /// The claims of a genuine, unexpired access token that is already valid: one whose
     /// `nbf` or `iat` lies more than `CLOCK_LEEWAY_SECS` ahead of `now` was not issued by
-    /// this server's clocks, and is refused.
+    /// this server's clocks, and is refused; so is one that would live longer than
+    /// `ACCESS_TTL_SECS`, which this server never issues (whoever signed it has a key and
+    /// wants a token that outlives a revocation's reach).
     pub fn verify(&self, token: &str, now: i64) -> Result<Claims, AppError> {
-        let data =
-            jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| match e.kind() {
-                ErrorKind::InvalidSignature => AppError::Unauthenticated("the access token's signature is not valid"),
-                ErrorKind::InvalidAlgorithm => {
-                    AppError::Unauthenticated("the access token's algorithm is not accepted")
-                }
-                ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => {
-                    AppError::Unauthenticated("the access token was not issued for this server")
-                }
-                _ => AppError::Unauthenticated("the access token is not valid"),
-            })?;
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| AppError::Unauthenticated("the access token is not valid"))?;
+        if header.alg != Algorithm::HS256 {
+            return Err(AppError::Unauthenticated("the access token's algorithm is not accepted"));
+        }
+        let key = header.kid.as_deref().and_then(|kid| self.decoding.get(kid)).ok_or(AppError::Unauthenticated(
+            "the access token's signature is not by a key this server holds; sign in again",
+        ))?;
+        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|e| match e.kind() {
+            ErrorKind::InvalidSignature => AppError::Unauthenticated("the access token's signature is not valid"),
+            ErrorKind::InvalidAlgorithm => AppError::Unauthenticated("the access token's algorithm is not accepted"),
+            ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => {
+                AppError::Unauthenticated("the access token was not issued for this server")
+            }
+            _ => AppError::Unauthenticated("the access token is not valid"),
+        })?;
         if data.claims.exp <= now {
             return Err(AppError::Unauthenticated("the access token has expired; refresh it"));
         }
         if data.claims.nbf > now + CLOCK_LEEWAY_SECS || data.claims.iat > now + CLOCK_LEEWAY_SECS {
             return Err(AppError::Unauthenticated("the access token is not valid yet"));
+        }
+        let lifetime = data.claims.exp - data.claims.iat.min(data.claims.nbf);
+        if lifetime > ACCESS_TTL_SECS {
+            return Err(AppError::Unauthenticated("the access token's lifetime is longer than this server gives"));
         }
         Ok(data.claims)
     }
@@ -94,8 +152,22 @@ impl Keys {
 
 impl fmt::Debug for Keys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Keys(<secret>)")
+        write!(f, "Keys(signing {}, {} verifying, <secret>)", self.kid, self.decoding.len())
     }
+}
+
+/// HMAC-SHA-256 of `message` under `key`.
+pub fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
+    use hmac::{KeyInit, Mac};
+    // HMAC takes a key of any length; `new_from_slice` cannot fail for it.
+    let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    mac.update(message);
+    mac.finalize().into_bytes().into()
+}
+
+/// A key for another use, derived from a secret: never the secret itself.
+fn derive(secret: &[u8], purpose: &[u8]) -> [u8; 32] {
+    hmac(secret, purpose)
 }
 
 /// `n` random bytes from the operating system.

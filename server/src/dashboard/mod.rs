@@ -2,8 +2,9 @@
 //! tablet, with no JavaScript.
 //!
 //! - `GET /dashboard/login`, `POST /dashboard/login`: sign-in with the same password check
-//!   and failed sign-in throttle as `POST /v1/auth/login` (`auth::sign_in`); the form's
-//!   CSRF token is checked against a `tether_login` cookie, as there is no session yet.
+//!   and failed sign-in throttle as `POST /v1/auth/login` (`auth::sign_in`); as there is
+//!   no session yet, the form's CSRF token is an HMAC (a server key) of the time and a
+//!   pre-session value the `tether_login` cookie carries.
 //! - `GET /dashboard/oidc/{provider}/start`, `GET /dashboard/oidc/callback`: sign-in with
 //!   the trust's identity provider (`oidc`). With passwords switched off, the sign-in page
 //!   offers only the providers and `POST /dashboard/login` refuses.
@@ -38,8 +39,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::AppState;
-use crate::auth;
+use crate::auth::{self, store::Throttled};
 use crate::caseload::{self, OpenAction, Rates, Summary};
+use crate::client::ClientAddr;
 use crate::error::AppError;
 use crate::office::{self, Desk, NewRecord};
 use crate::store::{StoreError, Tx};
@@ -178,7 +180,8 @@ async fn login_page(
     login_form(&state, StatusCode::OK, None, "", &headers)
 }
 
-/// The sign-in page with a new CSRF token, and the cookie that carries the same token.
+/// The sign-in form with a new CSRF token, and the cookie that carries its pre-session
+/// value.
 fn login_form(
     state: &AppState,
     status: StatusCode,
@@ -186,7 +189,7 @@ fn login_form(
     username: &str,
     headers: &HeaderMap,
 ) -> Response {
-    let (token, cookie) = match session::login_token(session::over_https(headers)) {
+    let (token, cookie) = match session::login_token(&state.keys, state.clock.unix(), session::over_https(headers)) {
         Ok(made) => made,
         Err(error) => return pages::error_page(error),
     };
@@ -213,6 +216,7 @@ struct LoginForm {
 
 async fn login(
     State(state): State<AppState>,
+    client: ClientAddr,
     headers: HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
@@ -224,16 +228,16 @@ async fn login(
         let message = Some("Enter your username and password.");
         return login_form(&state, StatusCode::BAD_REQUEST, message, "", &headers);
     };
+    let now = state.clock.unix();
     // Checked before the password, so a form from elsewhere never counts as a failure.
-    if !session::login_token_matches(&headers, csrf.as_deref()) {
+    if !session::login_token_valid(&state.keys, &headers, csrf.as_deref(), now) {
         tracing::warn!("dashboard sign-in refused: the form's CSRF token is missing or wrong");
         let message = Some("The sign-in form had expired or did not come from this page. Sign in again.");
         return login_form(&state, StatusCode::FORBIDDEN, message, "", &headers);
     }
-    let now = state.clock.unix();
     let secure = session::over_https(&headers);
     let typed = username.clone();
-    match auth::sign_in(&state, username, password, move |tx, user| session::start(tx, user, now)).await {
+    match auth::sign_in(&state, &client, username, password, move |tx, user| session::start(tx, user, now)).await {
         Ok((user, new)) => {
             tracing::info!(user = %user.id, "signed in to the dashboard");
             let mut response = Redirect::to("/dashboard").into_response();
@@ -245,18 +249,26 @@ async fn login(
             }
             response
         }
-        Err(AppError::InvalidCredentials) => {
-            let message = Some("The username or the password is wrong.");
-            login_form(&state, StatusCode::UNAUTHORIZED, message, &typed, &headers)
-        }
-        Err(AppError::TooManyAttempts { retry_after_secs }) => {
+        Err(AppError::InvalidCredentials) => login_form(
+            &state,
+            StatusCode::UNAUTHORIZED,
+            Some("The username or the password is wrong."),
+            &typed,
+            &headers,
+        ),
+        Err(AppError::TooManyAttempts(throttled)) => {
+            let retry_after_secs = throttled.retry_after_secs();
             let minutes = (retry_after_secs + 59) / 60;
+            let whose = match throttled {
+                Throttled::Username { .. } => "for this username from here",
+                Throttled::Client { .. } => "from here",
+            };
             let message = format!(
-                "Too many failed sign-ins for this username. Try again in {minutes} minute{}.",
+                "Too many failed sign-ins {whose}. Try again in {minutes} minute{}.",
                 if minutes == 1 { "" } else { "s" }
             );
             let mut response = login_form(&state, StatusCode::TOO_MANY_REQUESTS, Some(&message), &typed, &headers);
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
             response
         }
         Err(other) => pages::error_page(other),

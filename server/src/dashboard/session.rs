@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::AppState;
 use crate::accounts::{self, User};
 use crate::audit::{Via, Who};
-use crate::auth::token::{random_bytes, to_hex};
+use crate::auth::token::{Keys, hmac, random_bytes, to_hex};
 use crate::error::AppError;
 use crate::store::{StoreError, Tx};
 
@@ -24,10 +24,13 @@ pub const COOKIE: &str = "tether_session";
 pub const SESSION_TTL_SECS: i64 = 8 * 60 * 60;
 /// The form field that carries the CSRF token.
 pub const CSRF_FIELD: &str = "csrf";
-/// The sign-in form's cookie: before there is a session, the form's CSRF token is checked
-/// against this cookie instead (a double submit). A `SameSite=Strict` cookie never comes
-/// with another site's form, so no other site can sign a browser in to an account of its
-/// choosing.
+/// The sign-in form's cookie: before there is a session, it carries a random value (the
+/// pre-session), and the form's CSRF token is an HMAC, under a key only the server holds
+/// (`Keys::form_key`), of that value and the time the form was made. A token that merely
+/// equals a cookie proves nothing (whoever can plant a cookie can write the same value
+/// in a form); this one only the server makes, for this browser's value, and only for
+/// `LOGIN_TTL_SECS`. The cookie is `SameSite=Strict` as well, and a form a browser says
+/// came from another site (`Sec-Fetch-Site: cross-site`) is refused.
 pub const LOGIN_COOKIE: &str = "tether_login";
 /// How long the sign-in form may stay open.
 pub const LOGIN_TTL_SECS: i64 = 60 * 60;
@@ -75,14 +78,22 @@ pub fn cleared_cookie(secure: bool) -> String {
     format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/dashboard; Max-Age=0{secure}")
 }
 
-/// A new sign-in form's token, and the `Set-Cookie` value that carries it.
-pub fn login_token(secure: bool) -> Result<(String, String), AppError> {
-    let token = to_hex(&random_bytes::<32>()?);
+/// A new sign-in form's token, and the `Set-Cookie` value that carries its pre-session
+/// value.
+pub fn login_token(keys: &Keys, now: i64, secure: bool) -> Result<(String, String), AppError> {
+    let nonce = to_hex(&random_bytes::<32>()?);
+    let token = form_token(keys, &nonce, now);
     let secure = if secure { "; Secure" } else { "" };
     let cookie = format!(
-        "{LOGIN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/dashboard/login; Max-Age={LOGIN_TTL_SECS}{secure}"
+        "{LOGIN_COOKIE}={nonce}; HttpOnly; SameSite=Strict; Path=/dashboard/login; Max-Age={LOGIN_TTL_SECS}{secure}"
     );
     Ok((token, cookie))
+}
+
+/// `ISSUED.HMAC(form key, "login" NUL nonce NUL ISSUED)`, in hex.
+fn form_token(keys: &Keys, nonce: &str, issued: i64) -> String {
+    let message = format!("tether-login\0{nonce}\0{issued}");
+    format!("{issued}.{}", to_hex(&hmac(keys.form_key(), message.as_bytes())))
 }
 
 /// The `Set-Cookie` value that makes the browser forget the sign-in form's token.
@@ -91,12 +102,18 @@ pub fn cleared_login_cookie(secure: bool) -> String {
     format!("{LOGIN_COOKIE}=; HttpOnly; SameSite=Strict; Path=/dashboard/login; Max-Age=0{secure}")
 }
 
-/// Whether a sign-in form's token is the one its cookie carries.
-pub fn login_token_matches(headers: &HeaderMap, presented: Option<&str>) -> bool {
-    match (cookie_value(headers, LOGIN_COOKIE), presented) {
-        (Some(expected), Some(presented)) => same_secret(presented, &expected),
-        _ => false,
-    }
+/// Whether a sign-in form's token is one this server made, within `LOGIN_TTL_SECS`, for
+/// the pre-session value this browser's cookie carries, and the form did not come from
+/// another site.
+pub fn login_token_valid(keys: &Keys, headers: &HeaderMap, presented: Option<&str>, now: i64) -> bool {
+    let cross_site = headers.get("sec-fetch-site").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+    let (Some(nonce), Some(presented)) = (cookie_value(headers, LOGIN_COOKIE), presented) else { return false };
+    let Some(issued) = presented.split_once('.').and_then(|(issued, _)| issued.parse::<i64>().ok()) else {
+        return false;
+    };
+    // A little leeway for another replica's clock, none for a form older than its time.
+    let fresh = issued <= now + 60 && now - issued <= LOGIN_TTL_SECS;
+    !cross_site && fresh && same_secret(presented, &form_token(keys, &nonce, issued))
 }
 
 /// Whether the request came over HTTPS, as a proxy in front of the server reports it.

@@ -5,9 +5,10 @@
 //!   for the system browser, made from the settings and the phone's own one-time values
 //!   (the PKCE verifier never leaves the phone until the exchange).
 //! - `POST /v1/auth/oidc/token` `{"provider", "code", "code_verifier", "redirect_uri",
-//!   "nonce", "device_id"}` → Tether's own device-bound tokens, as `POST /v1/auth/login`
-//!   gives them, with the `username`: Tether (the confidential client) exchanges the
-//!   code, checks the ID token against the phone's nonce, and places the person.
+//!   "nonce", "device_id", "device_key"}` → Tether's own device-bound tokens, as
+//!   `POST /v1/auth/login` gives them (the device id claimed as there), with the
+//!   `username`: Tether (the confidential client) exchanges the code, checks the ID token
+//!   against the phone's nonce, and places the person.
 //! - `GET /v1/auth/oidc/jwks`: the public keys of Tether's `private_key_jwt` clients,
 //!   for registering Tether with a provider.
 
@@ -23,7 +24,7 @@ use serde_json::{Value, json};
 use super::client_auth::ClientAuth;
 use super::{Exchange, SignIn, SignInError, pkce};
 use crate::AppState;
-use crate::accounts::DeviceId;
+use crate::accounts::{DeviceId, DeviceKey};
 use crate::audit::Via;
 use crate::auth::{self, Tokens, store};
 use crate::error::AppError;
@@ -122,6 +123,10 @@ struct TokenRequest {
     redirect_uri: String,
     nonce: String,
     device_id: DeviceId,
+    /// The device's own secret, as `POST /v1/auth/login` takes it: the device id is
+    /// registered with it at its first sign-in (`store::claim_device`).
+    #[serde(default)]
+    device_key: Option<DeviceKey>,
 }
 
 #[derive(Serialize)]
@@ -155,6 +160,7 @@ async fn token(
         return Err(AppError::InvalidBody("`nonce`: 16 to 128 URL-safe characters".into()));
     }
     let device = request.device_id;
+    let device_key = request.device_key;
     let name = device.as_str().to_owned();
     if state.db.call(move |conn| Ok(store::device_revoked(conn, &name)?)).await? {
         return Err(AppError::DeviceRevoked);
@@ -199,6 +205,8 @@ async fn token(
                     return Ok(Err((error, provider_id)));
                 }
             };
+            // As at a password sign-in: the device id must be this person's to use.
+            store::claim_device(&mut *tx, &device, device_key.as_ref(), &user.id, now)?;
             let (session, refresh_token) = store::start_session(&mut *tx, &user.id, &device, now)?;
             super::audit_sign_in(
                 &mut *tx,

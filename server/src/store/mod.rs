@@ -24,7 +24,7 @@ use episode::EpisodeId;
 pub use self::postgres::{PgError, SCHEMA_FILES as POSTGRES_SCHEMA};
 pub use target::Target;
 
-use crate::audit::Entry;
+use crate::audit::{Entry, Row as AuditRow};
 pub use crate::auth::store::PendingSignIn;
 use crate::caseload::{OpenAction, Rates, Summary};
 use crate::error::AppError;
@@ -107,17 +107,21 @@ pub struct PresentedToken {
 /// in with, if any.
 pub type UserRow = (String, String, String, bool, Option<String>);
 
-/// One audit entry to append.
+/// An audit entry as the chain holds it: its columns (`audit::Row`), the hash of the
+/// entry before it, and its own hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainedEntry {
+    pub row: AuditRow,
+    pub prev_hash: Vec<u8>,
+    pub hash: Vec<u8>,
+}
+
+/// A device's registration: the user it is registered to, and the SHA-256 of its key
+/// (`None`: registered without one).
 #[derive(Debug)]
-pub struct AuditRecord<'a> {
-    pub at_ms: i64,
-    pub user_id: &'a str,
-    pub username: &'a str,
-    pub device: &'a str,
-    pub via: &'a str,
-    pub action: &'a str,
-    pub episode: Option<EpisodeId>,
-    pub detail: Option<&'a str>,
+pub struct Registration {
+    pub user_id: String,
+    pub key_hash: Option<Vec<u8>>,
 }
 
 /// An episode's summary as stored, with its open actions and appointments.
@@ -212,10 +216,13 @@ pub trait Tx {
     fn record_drop(&mut self, id: EpisodeId, device: &str, seq: i64) -> Result<()>;
     fn dropped(&mut self, id: EpisodeId, device: &str) -> Result<bool>;
     fn drops_since(&mut self, device: &str, cursor: i64, upto: i64) -> Result<Vec<EpisodeId>>;
-    /// Notes the receipt of each event not yet noted.
-    fn record_receipts(&mut self, id: EpisodeId, events: &[String], device: &str, at_ms: i64) -> Result<()>;
+    /// Notes the receipt of each event not yet noted, at `seq` (the one the episode was
+    /// just given, from [`Tx::next_seq`]; schema 8).
+    fn record_receipts(&mut self, id: EpisodeId, events: &[String], device: &str, at_ms: i64, seq: i64) -> Result<()>;
     /// Each noted event's receipt time (Unix milliseconds).
     fn receipts(&mut self, id: EpisodeId) -> Result<Vec<(String, i64)>>;
+    /// The events noted with `seq > after` and their receipt times, by event.
+    fn receipts_since(&mut self, id: EpisodeId, after: i64) -> Result<Vec<(String, i64)>>;
 
     // Teams and users.
     fn add_team(&mut self, id: &str, name: &str, created_at: &str) -> Result<()>;
@@ -224,8 +231,8 @@ pub trait Tx {
     fn count_teams(&mut self) -> Result<i64>;
     fn add_user(&mut self, id: &str, username: &str, password_hash: &str, role: &str, created_at: &str) -> Result<()>;
     fn add_user_team(&mut self, user_id: &str, team: &str) -> Result<()>;
-    /// Returns whether such a user exists.
-    fn set_disabled(&mut self, username: &str, disabled: bool) -> Result<bool>;
+    /// Returns the user's id, if such a user exists.
+    fn set_disabled(&mut self, username: &str, disabled: bool) -> Result<Option<String>>;
     fn set_password_hash(&mut self, username: &str, hash: &str) -> Result<()>;
     fn login(&mut self, username: &str) -> Result<Option<Login>>;
     /// An enabled user's username and role.
@@ -255,15 +262,48 @@ pub trait Tx {
     fn mark_rotated(&mut self, hash: &[u8], now: i64) -> Result<()>;
     fn revoke_session(&mut self, session: &str, because: &str, now: i64) -> Result<()>;
     fn session_is_live(&mut self, session: &str, user_id: &str) -> Result<bool>;
+    /// Revokes every live session of a user and ends their dashboard sign-ins; returns
+    /// how many sessions it revoked.
+    fn end_all_sessions(&mut self, user_id: &str, because: &str, now: i64) -> Result<u64>;
     fn device_revoked(&mut self, device: &str) -> Result<bool>;
-    /// Whether a session on `device` belongs to a user of one of `user_id`'s teams (any
-    /// team, for an admin).
-    fn device_in_scope(&mut self, device: &str, user_id: &str, admin: bool) -> Result<bool>;
     fn revoke_device(&mut self, device: &str, by: &str, now: i64) -> Result<()>;
-    /// (failures, locked until) of a username.
-    fn login_failures(&mut self, username: &str) -> Result<Option<(i64, i64)>>;
-    fn put_login_failures(&mut self, username: &str, failures: i64, locked_until: i64) -> Result<()>;
-    fn clear_login_failures(&mut self, username: &str) -> Result<()>;
+
+    // Devices, registered to the user of their first sign-in (schema 7).
+    fn device_registration(&mut self, device: &str) -> Result<Option<Registration>>;
+    /// Registers a new device; `false` if it was registered meanwhile (nothing changed).
+    fn register_device(&mut self, device: &str, user_id: &str, key_hash: Option<&[u8]>, now: i64) -> Result<bool>;
+    /// Gives a device registered without a key the key `key_hash`.
+    fn set_device_key(&mut self, device: &str, key_hash: &[u8]) -> Result<()>;
+    /// Whether two users share a team.
+    fn share_a_team(&mut self, a: &str, b: &str) -> Result<bool>;
+    /// Whether `device` is registered by a user of one of `user_id`'s teams (any team,
+    /// for an admin).
+    fn device_in_reach(&mut self, device: &str, user_id: &str, admin: bool) -> Result<bool>;
+    /// The usernames of everyone who has signed in on `device`.
+    fn device_users(&mut self, device: &str) -> Result<Vec<String>>;
+
+    // The failed sign-in throttle: per (username, client) and per client (schema 6).
+    /// (window start, failures) of a client address.
+    fn client_failures(&mut self, client: &str) -> Result<Option<(i64, i64)>>;
+    /// Counts a failure against a client: one more in its window, or the first of a new
+    /// window starting `now` if the last began `window_secs` or more ago.
+    fn count_client_failure(&mut self, client: &str, now: i64, window_secs: i64) -> Result<()>;
+    /// (failures, locked until) of a username from a client.
+    fn login_failures(&mut self, username: &str, client: &str) -> Result<Option<(i64, i64)>>;
+    fn put_login_failures(
+        &mut self,
+        username: &str,
+        client: &str,
+        failures: i64,
+        locked_until: i64,
+        now: i64,
+    ) -> Result<()>;
+    /// Forgets a few throttle rows not touched since `before` (at most `limit` of each
+    /// table).
+    fn prune_failures(&mut self, before: i64, limit: i64) -> Result<()>;
+    fn clear_login_failures(&mut self, username: &str, client: &str) -> Result<()>;
+    /// Clears a username's failures from every client.
+    fn clear_username_failures(&mut self, username: &str) -> Result<()>;
 
     // Dashboard sessions.
     fn start_dashboard_session(
@@ -278,8 +318,20 @@ pub trait Tx {
     /// A live dashboard session's (user id, CSRF token).
     fn dashboard_session(&mut self, hash: &str, now: i64) -> Result<Option<(String, String)>>;
 
-    // The audit log.
-    fn audit_log(&mut self, record: &AuditRecord<'_>) -> Result<()>;
+    // The audit log, a hash chain (schema 6; `audit`).
+    /// The head: the last entry's number and hash, as committed.
+    fn audit_head(&mut self) -> Result<(i64, Vec<u8>)>;
+    /// The head, locked until the transaction ends (on PostgreSQL a row lock, taken after
+    /// the `seq` counter's so that two writers never wait on each other in turn): no one
+    /// else appends meanwhile.
+    fn lock_audit_head(&mut self) -> Result<(i64, Vec<u8>)>;
+    /// Appends an entry numbered `row.n` and moves the head to it.
+    fn append_audit(&mut self, entry: &ChainedEntry) -> Result<()>;
+    /// Up to `limit` entries with `n > after`, in order.
+    fn audit_chain(&mut self, after: i64, limit: usize) -> Result<Vec<ChainedEntry>>;
+    /// Sets an entry's hashes and moves the head to it: only while schema 6's upgrade
+    /// chains the entries written before (the update trigger is dropped then).
+    fn rechain_audit(&mut self, entry: &ChainedEntry, head: bool) -> Result<()>;
     fn audit_entries(&mut self, episode: EpisodeId) -> Result<Vec<Entry>>;
 
     // Summaries.
@@ -311,11 +363,34 @@ pub trait Conn: Tx {
     /// A transaction whose commit need not wait for the disk: for writes whose loss in a
     /// power cut costs a repeated message, never a record (group commit's light batches).
     fn light_transaction(&mut self) -> Result<Box<dyn Transaction + '_>>;
+    /// Deletes a server-wide setting so that no copy of it is left behind: for a secret
+    /// an earlier version kept there. On SQLite its page is overwritten
+    /// (`secure_delete`) and the WAL checkpointed into the file and emptied.
+    fn forget_meta(&mut self, key: &str) -> Result<()>;
+}
+
+/// The schema whose upgrade chains the audit entries already there: a hash SQL cannot
+/// compute, so each backend's migration runs [`after_upgrade`] in that upgrade's
+/// transaction, then puts the audit log's update trigger back.
+pub(crate) const AUDIT_CHAIN_SCHEMA: i64 = 6;
+
+/// What an upgrade to `to` does beyond its SQL, in its transaction.
+pub(crate) fn after_upgrade(tx: &mut dyn Tx, to: i64) -> Result<()> {
+    if to == AUDIT_CHAIN_SCHEMA {
+        crate::audit::chain_existing(tx)?;
+    }
+    Ok(())
 }
 
 /// The server's own Automerge actor, generated at first use, for the changes the server
 /// makes itself.
 pub fn server_actor(tx: &mut dyn Tx) -> Result<ActorId> {
+    Ok(ActorId::from(server_id(tx)?.as_bytes().as_slice()))
+}
+
+/// The id the server's actor and device name (`episodes::server_device`) are made from,
+/// generated at first use.
+pub fn server_id(tx: &mut dyn Tx) -> Result<uuid::Uuid> {
     let id = match tx.meta("actor")? {
         Some(id) => id,
         None => {
@@ -324,8 +399,7 @@ pub fn server_actor(tx: &mut dyn Tx) -> Result<ActorId> {
             id
         }
     };
-    let uuid: uuid::Uuid = id.parse().map_err(|_| StoreError::damaged("meta", "actor", "no UUID"))?;
-    Ok(ActorId::from(uuid.as_bytes().as_slice()))
+    id.parse().map_err(|_| StoreError::damaged("meta", "actor", "no UUID"))
 }
 
 /// Why the database could not be opened.
@@ -341,6 +415,18 @@ pub enum OpenError {
     Sqlite(#[from] rusqlite::Error),
     #[error(transparent)]
     Postgres(#[from] PgError),
+    #[error("{0:#}")]
+    Files(anyhow::Error),
+}
+
+impl From<StoreError> for OpenError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Sqlite(e) => Self::Sqlite(e),
+            StoreError::Postgres(e) => Self::Postgres(e),
+            other => Self::Corrupt(other.to_string()),
+        }
+    }
 }
 
 impl<E: std::error::Error + Into<OpenError> + 'static> From<migrate::Error<E>> for OpenError {
@@ -351,6 +437,12 @@ impl<E: std::error::Error + Into<OpenError> + 'static> From<migrate::Error<E>> f
             migrate::Error::Database(e) => e.into(),
         }
     }
+}
+
+/// Brings a SQLite database up to the last of `upgrades` (`crate::db::UPGRADES`, or the
+/// first of them for the upgrade tests); returns the version it had.
+pub(crate) fn migrate_sqlite(conn: &mut rusqlite::Connection, upgrades: &[&str]) -> Result<i64, OpenError> {
+    Ok(migrate::run(&mut sqlite::Migrating(conn), upgrades)?)
 }
 
 /// The shared handle on the database.
@@ -385,10 +477,22 @@ impl Db {
             Target::Sqlite(path) => {
                 let mut conn = rusqlite::Connection::open(path)?;
                 let upgrades = crate::db::UPGRADES.get(..version).unwrap_or(&crate::db::UPGRADES);
-                migrate::run(&mut conn, upgrades)?;
+                migrate_sqlite(&mut conn, upgrades)?;
                 Ok(())
             }
             Target::Postgres(url) => postgres::create_at_version(url, version),
+        }
+    }
+
+    /// The SQLite file this handle is on; `None` on PostgreSQL, or for a database held in
+    /// memory. The signing keys' file is kept beside it (`auth::keys`).
+    pub fn file(&self) -> Option<std::path::PathBuf> {
+        match &*self.backend {
+            Backend::Sqlite(conn) => {
+                let conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+                conn.path().filter(|p| !p.is_empty()).map(std::path::PathBuf::from)
+            }
+            Backend::Postgres(_) => None,
         }
     }
 

@@ -18,21 +18,29 @@ use episode::EpisodeId;
 
 use super::target::PgUrl;
 use super::{
-    AuditRecord, Conn, EpisodeRow, Login, OpenError, PendingSignIn, PresentedToken, Result, StoreError, SummaryRecord,
-    Transaction, Tx, UserRow, parse_id,
+    AUDIT_CHAIN_SCHEMA, ChainedEntry, Conn, EpisodeRow, Login, OpenError, PendingSignIn, PresentedToken, Registration,
+    Result, StoreError, SummaryRecord, Transaction, Tx, UserRow, parse_id,
 };
-use crate::audit::Entry;
+use crate::audit::{Entry, Row as AuditRow};
 use crate::caseload::{OpenAction, Rates, Summary};
 
 /// Each schema's upgrade from the one before, as PostgreSQL reads them: version for
 /// version the same tables as SQLite's (`crate::db::UPGRADES`).
-pub const SCHEMA_FILES: [&str; 5] = [
+pub const SCHEMA_FILES: [&str; 8] = [
     include_str!("../schema/postgres/v1.sql"),
     include_str!("../schema/postgres/v2.sql"),
     include_str!("../schema/postgres/v3.sql"),
     include_str!("../schema/postgres/v4.sql"),
     include_str!("../schema/postgres/v5.sql"),
+    include_str!("../schema/postgres/v6.sql"),
+    include_str!("../schema/postgres/v7.sql"),
+    include_str!("../schema/postgres/v8.sql"),
 ];
+
+/// The audit log's trigger against updates and deletes, put back once schema 6's
+/// upgrade has chained the entries already there.
+const AUDIT_NO_CHANGE: &str = "CREATE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit
+    FOR EACH ROW EXECUTE FUNCTION audit_append_only();";
 
 /// The most connections one server opens.
 const MAX_CONNECTIONS: usize = 16;
@@ -243,34 +251,35 @@ impl Drop for Pooled<'_> {
 struct Migrating<'a>(&'a mut Client);
 
 impl migrate::Versioned for Migrating<'_> {
-    type Error = PgError;
+    type Error = StoreError;
 
-    fn version(&mut self) -> Result<i64, PgError> {
-        let row = self.0.query_one("SELECT to_regclass('schema_version') IS NOT NULL", &[]).map_err(PgError::Query)?;
-        let exists: bool = row.try_get(0).map_err(PgError::Query)?;
+    fn version(&mut self) -> Result<i64> {
+        let row = self.0.query_one("SELECT to_regclass('schema_version') IS NOT NULL", &[])?;
+        let exists: bool = get(&row, 0)?;
         if !exists {
             return Ok(0);
         }
-        let row =
-            self.0.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[]).map_err(PgError::Query)?;
-        row.try_get(0).map_err(PgError::Query)
+        get(&self.0.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])?, 0)
     }
 
-    fn upgrade(&mut self, sql: &str, to: i64) -> Result<(), PgError> {
-        let mut tx = self.0.transaction().map_err(PgError::Query)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).map_err(PgError::Query)?;
-        tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version bigint NOT NULL)")
-            .map_err(PgError::Query)?;
-        let row = tx.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[]).map_err(PgError::Query)?;
-        let at: i64 = row.try_get(0).map_err(PgError::Query)?;
+    fn upgrade(&mut self, sql: &str, to: i64) -> Result<()> {
+        let mut statements = HashMap::new();
+        let mut tx = Box::new(Pg { link: Link::Tx(Some(self.0.transaction()?)), statements: &mut statements });
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+        tx.batch("CREATE TABLE IF NOT EXISTS schema_version (version bigint NOT NULL)")?;
+        let at: i64 = get(&tx.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])?, 0)?;
         if at >= to {
             // Another process got there first.
-            return tx.commit().map_err(PgError::Query);
+            return tx.commit();
         }
-        tx.batch_execute(sql).map_err(PgError::Query)?;
-        tx.execute("DELETE FROM schema_version", &[]).map_err(PgError::Query)?;
-        tx.execute("INSERT INTO schema_version (version) VALUES ($1)", &[&to]).map_err(PgError::Query)?;
-        tx.commit().map_err(PgError::Query)
+        tx.batch(sql)?;
+        super::after_upgrade(&mut *tx, to)?;
+        if to == AUDIT_CHAIN_SCHEMA {
+            tx.batch(AUDIT_NO_CHANGE)?;
+        }
+        tx.execute("DELETE FROM schema_version", &[])?;
+        tx.execute("INSERT INTO schema_version (version) VALUES ($1)", &[&to])?;
+        tx.commit()
     }
 }
 
@@ -363,6 +372,13 @@ impl Conn for Pg<'_> {
 
     fn light_transaction(&mut self) -> Result<Box<dyn Transaction + '_>> {
         self.begin(true)
+    }
+
+    fn forget_meta(&mut self, key: &str) -> Result<()> {
+        // A deleted row's tuple stays in its page until vacuumed: nothing here can wipe
+        // it. No build keeps a secret in `meta` on PostgreSQL (`auth::keys`).
+        self.execute("DELETE FROM meta WHERE key = $1", &[&key])?;
+        Ok(())
     }
 }
 
@@ -593,22 +609,30 @@ impl Tx for Pg<'_> {
             .collect()
     }
 
-    fn record_receipts(&mut self, id: EpisodeId, events: &[String], device: &str, at_ms: i64) -> Result<()> {
+    fn record_receipts(&mut self, id: EpisodeId, events: &[String], device: &str, at_ms: i64, seq: i64) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
         // One statement for all of them: a round trip each would dominate a sync.
         self.execute(
-            "INSERT INTO receipts (episode, event, received_at, device)
-             SELECT $1, event, $3, $4 FROM unnest($2::text[]) AS event
+            "INSERT INTO receipts (episode, event, received_at, device, seq)
+             SELECT $1, event, $3, $4, $5 FROM unnest($2::text[]) AS event
              ON CONFLICT (episode, event) DO NOTHING",
-            &[&id.to_string(), &events, &at_ms, &device],
+            &[&id.to_string(), &events, &at_ms, &device, &seq],
         )?;
         Ok(())
     }
 
     fn receipts(&mut self, id: EpisodeId) -> Result<Vec<(String, i64)>> {
         let rows = self.query("SELECT event, received_at FROM receipts WHERE episode = $1", &[&id.to_string()])?;
+        rows.iter().map(|row| Ok((get(row, 0)?, get(row, 1)?))).collect()
+    }
+
+    fn receipts_since(&mut self, id: EpisodeId, after: i64) -> Result<Vec<(String, i64)>> {
+        let rows = self.query(
+            "SELECT event, received_at FROM receipts WHERE episode = $1 AND seq > $2 ORDER BY event",
+            &[&id.to_string(), &after],
+        )?;
         rows.iter().map(|row| Ok((get(row, 0)?, get(row, 1)?))).collect()
     }
 
@@ -652,8 +676,13 @@ impl Tx for Pg<'_> {
         Ok(())
     }
 
-    fn set_disabled(&mut self, username: &str, disabled: bool) -> Result<bool> {
-        Ok(self.execute("UPDATE users SET disabled = $1 WHERE username = $2", &[&disabled, &username])? > 0)
+    fn set_disabled(&mut self, username: &str, disabled: bool) -> Result<Option<String>> {
+        match self
+            .query_opt("UPDATE users SET disabled = $1 WHERE username = $2 RETURNING id", &[&disabled, &username])?
+        {
+            Some(row) => Ok(Some(get(&row, 0)?)),
+            None => Ok(None),
+        }
     }
 
     fn set_password_hash(&mut self, username: &str, hash: &str) -> Result<()> {
@@ -823,17 +852,6 @@ impl Tx for Pg<'_> {
         Ok(self.query_opt("SELECT 1 FROM revoked_devices WHERE device = $1", &[&device])?.is_some())
     }
 
-    fn device_in_scope(&mut self, device: &str, user_id: &str, admin: bool) -> Result<bool> {
-        get(
-            &self.query_one(
-                "SELECT EXISTS (SELECT 1 FROM sessions s JOIN user_teams t ON t.user_id = s.user_id
-                 WHERE s.device_id = $1 AND ($2 OR t.team_id IN (SELECT team_id FROM user_teams WHERE user_id = $3)))",
-                &[&device, &admin, &user_id],
-            )?,
-            0,
-        )
-    }
-
     fn revoke_device(&mut self, device: &str, by: &str, now: i64) -> Result<()> {
         self.execute(
             "INSERT INTO revoked_devices (device, revoked_at, revoked_by) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
@@ -847,23 +865,133 @@ impl Tx for Pg<'_> {
         Ok(())
     }
 
-    fn login_failures(&mut self, username: &str) -> Result<Option<(i64, i64)>> {
-        match self.query_opt("SELECT failures, locked_until FROM login_failures WHERE username = $1", &[&username])? {
+    fn end_all_sessions(&mut self, user_id: &str, because: &str, now: i64) -> Result<u64> {
+        let ended = self.execute(
+            "UPDATE sessions SET revoked_at = $1, revoked_because = $2 WHERE user_id = $3 AND revoked_at IS NULL",
+            &[&now, &because, &user_id],
+        )?;
+        self.execute("DELETE FROM dashboard_sessions WHERE user_id = $1", &[&user_id])?;
+        Ok(ended)
+    }
+
+    fn device_registration(&mut self, device: &str) -> Result<Option<Registration>> {
+        match self.query_opt("SELECT user_id, key_hash FROM devices WHERE id = $1", &[&device])? {
+            Some(row) => Ok(Some(Registration { user_id: get(&row, 0)?, key_hash: get(&row, 1)? })),
+            None => Ok(None),
+        }
+    }
+
+    fn register_device(&mut self, device: &str, user_id: &str, key_hash: Option<&[u8]>, now: i64) -> Result<bool> {
+        // DO NOTHING rather than a unique violation, which would abort the transaction.
+        let inserted = self.execute(
+            "INSERT INTO devices (id, user_id, key_hash, registered_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (id) DO NOTHING",
+            &[&device, &user_id, &key_hash, &now],
+        )?;
+        Ok(inserted > 0)
+    }
+
+    fn set_device_key(&mut self, device: &str, key_hash: &[u8]) -> Result<()> {
+        self.execute("UPDATE devices SET key_hash = $1 WHERE id = $2 AND key_hash IS NULL", &[&key_hash, &device])?;
+        Ok(())
+    }
+
+    fn share_a_team(&mut self, a: &str, b: &str) -> Result<bool> {
+        get(
+            &self.query_one(
+                "SELECT EXISTS (SELECT 1 FROM user_teams a JOIN user_teams b ON a.team_id = b.team_id
+                 WHERE a.user_id = $1 AND b.user_id = $2)",
+                &[&a, &b],
+            )?,
+            0,
+        )
+    }
+
+    fn device_in_reach(&mut self, device: &str, user_id: &str, admin: bool) -> Result<bool> {
+        get(
+            &self.query_one(
+                "SELECT EXISTS (SELECT 1 FROM devices d
+                 WHERE d.id = $1 AND ($2 OR EXISTS (SELECT 1 FROM user_teams a JOIN user_teams b ON a.team_id = b.team_id
+                                                    WHERE a.user_id = d.user_id AND b.user_id = $3)))",
+                &[&device, &admin, &user_id],
+            )?,
+            0,
+        )
+    }
+
+    fn device_users(&mut self, device: &str) -> Result<Vec<String>> {
+        let rows = self.query(
+            "SELECT DISTINCT u.username FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.device_id = $1",
+            &[&device],
+        )?;
+        rows.iter().map(|row| get(row, 0)).collect()
+    }
+
+    fn client_failures(&mut self, client: &str) -> Result<Option<(i64, i64)>> {
+        match self.query_opt("SELECT window_start, failures FROM client_failures WHERE client = $1", &[&client])? {
             Some(row) => Ok(Some((get(&row, 0)?, get(&row, 1)?))),
             None => Ok(None),
         }
     }
 
-    fn put_login_failures(&mut self, username: &str, failures: i64, locked_until: i64) -> Result<()> {
+    fn count_client_failure(&mut self, client: &str, now: i64, window_secs: i64) -> Result<()> {
         self.execute(
-            "INSERT INTO login_failures (username, failures, locked_until) VALUES ($1, $2, $3)
-             ON CONFLICT (username) DO UPDATE SET failures = excluded.failures, locked_until = excluded.locked_until",
-            &[&username, &failures, &locked_until],
+            "INSERT INTO client_failures AS f (client, window_start, failures) VALUES ($1, $2, 1)
+             ON CONFLICT (client) DO UPDATE SET
+                 failures = CASE WHEN f.window_start + $3 <= $2 THEN 1 ELSE f.failures + 1 END,
+                 window_start = CASE WHEN f.window_start + $3 <= $2 THEN $2 ELSE f.window_start END",
+            &[&client, &now, &window_secs],
         )?;
         Ok(())
     }
 
-    fn clear_login_failures(&mut self, username: &str) -> Result<()> {
+    fn login_failures(&mut self, username: &str, client: &str) -> Result<Option<(i64, i64)>> {
+        match self.query_opt(
+            "SELECT failures, locked_until FROM login_failures WHERE username = $1 AND client = $2",
+            &[&username, &client],
+        )? {
+            Some(row) => Ok(Some((get(&row, 0)?, get(&row, 1)?))),
+            None => Ok(None),
+        }
+    }
+
+    fn put_login_failures(
+        &mut self,
+        username: &str,
+        client: &str,
+        failures: i64,
+        locked_until: i64,
+        now: i64,
+    ) -> Result<()> {
+        self.execute(
+            "INSERT INTO login_failures (username, client, failures, locked_until, updated_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (username, client) DO UPDATE SET failures = $3, locked_until = $4, updated_at = $5",
+            &[&username, &client, &failures, &locked_until, &now],
+        )?;
+        Ok(())
+    }
+
+    fn prune_failures(&mut self, before: i64, limit: i64) -> Result<()> {
+        self.execute(
+            "DELETE FROM login_failures WHERE (username, client) IN
+                 (SELECT username, client FROM login_failures WHERE updated_at < $1 LIMIT $2)",
+            &[&before, &limit],
+        )?;
+        self.execute(
+            "DELETE FROM client_failures WHERE client IN
+                 (SELECT client FROM client_failures WHERE window_start < $1 LIMIT $2)",
+            &[&before, &limit],
+        )?;
+        Ok(())
+    }
+
+    fn clear_login_failures(&mut self, username: &str, client: &str) -> Result<()> {
+        self.execute("DELETE FROM login_failures WHERE username = $1 AND client = $2", &[&username, &client])?;
+        Ok(())
+    }
+
+    fn clear_username_failures(&mut self, username: &str) -> Result<()> {
         self.execute("DELETE FROM login_failures WHERE username = $1", &[&username])?;
         Ok(())
     }
@@ -899,21 +1027,80 @@ impl Tx for Pg<'_> {
         }
     }
 
-    fn audit_log(&mut self, r: &AuditRecord<'_>) -> Result<()> {
+    fn audit_head(&mut self) -> Result<(i64, Vec<u8>)> {
+        match self.query_opt("SELECT n, hash FROM audit_head WHERE id = 1", &[])? {
+            Some(row) => Ok((get(&row, 0)?, get(&row, 1)?)),
+            None => Err(StoreError::damaged("audit_head", "n", "no row")),
+        }
+    }
+
+    fn lock_audit_head(&mut self) -> Result<(i64, Vec<u8>)> {
+        // The counter first: a writer takes it before the head (an episode's change, then
+        // its audit entry), so a transaction that reads and logs before it writes must
+        // not hold the head while waiting for the counter, nor the other way round.
+        self.lock_seq()?;
+        match self.query_opt("SELECT n, hash FROM audit_head WHERE id = 1 FOR UPDATE", &[])? {
+            Some(row) => Ok((get(&row, 0)?, get(&row, 1)?)),
+            None => Err(StoreError::damaged("audit_head", "n", "no row")),
+        }
+    }
+
+    fn append_audit(&mut self, e: &ChainedEntry) -> Result<()> {
+        let r = &e.row;
         self.execute(
-            "INSERT INTO audit (at, user_id, username, device, via, action, episode, detail)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO audit (n, at, user_id, username, device, via, action, episode, detail, prev_hash, hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             &[
-                &r.at_ms,
+                &r.n,
+                &r.at,
                 &r.user_id,
                 &r.username,
                 &r.device,
                 &r.via,
                 &r.action,
-                &r.episode.map(|e| e.to_string()),
+                &r.episode,
                 &r.detail,
+                &e.prev_hash,
+                &e.hash,
             ],
         )?;
+        self.execute("UPDATE audit_head SET n = $1, hash = $2 WHERE id = 1", &[&r.n, &e.hash])?;
+        Ok(())
+    }
+
+    fn audit_chain(&mut self, after: i64, limit: usize) -> Result<Vec<ChainedEntry>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.query(
+            "SELECT n, at, user_id, username, device, via, action, episode, detail, prev_hash, hash FROM audit
+             WHERE n > $1 ORDER BY n LIMIT $2",
+            &[&after, &limit],
+        )?;
+        rows.iter()
+            .map(|r| {
+                Ok(ChainedEntry {
+                    row: AuditRow {
+                        n: get(r, 0)?,
+                        at: get(r, 1)?,
+                        user_id: get(r, 2)?,
+                        username: get(r, 3)?,
+                        device: get(r, 4)?,
+                        via: get(r, 5)?,
+                        action: get(r, 6)?,
+                        episode: get(r, 7)?,
+                        detail: get(r, 8)?,
+                    },
+                    prev_hash: get(r, 9)?,
+                    hash: get(r, 10)?,
+                })
+            })
+            .collect()
+    }
+
+    fn rechain_audit(&mut self, e: &ChainedEntry, head: bool) -> Result<()> {
+        self.execute("UPDATE audit SET prev_hash = $1, hash = $2 WHERE n = $3", &[&e.prev_hash, &e.hash, &e.row.n])?;
+        if head {
+            self.execute("UPDATE audit_head SET n = $1, hash = $2 WHERE id = 1", &[&e.row.n, &e.hash])?;
+        }
         Ok(())
     }
 

@@ -7,10 +7,10 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 use super::{
-    AuditRecord, Conn, EpisodeRow, Login, PendingSignIn, PresentedToken, Result, StoreError, SummaryRecord,
-    Transaction, Tx, UserRow, parse_id,
+    AUDIT_CHAIN_SCHEMA, ChainedEntry, Conn, EpisodeRow, Login, PendingSignIn, PresentedToken, Registration, Result,
+    StoreError, SummaryRecord, Transaction, Tx, UserRow, parse_id,
 };
-use crate::audit::{Entry, Via};
+use crate::audit::{Entry, Row as AuditRow, Via};
 use crate::caseload::{OpenAction, Rates, Summary};
 
 /// A connection in autocommit (`tx` is `None`) or a transaction, rolled back when
@@ -50,6 +50,51 @@ impl Conn for Sqlite<'_> {
                 Err(e.into())
             }
         }
+    }
+
+    fn forget_meta(&mut self, key: &str) -> Result<()> {
+        let conn = self.conn;
+        conn.pragma_update(None, "secure_delete", true)?;
+        let deleted = (|| {
+            let tx = conn.unchecked_transaction()?;
+            tx.prepare_cached("DELETE FROM meta WHERE key = ?1")?.execute([key])?;
+            tx.commit()
+        })();
+        conn.pragma_update(None, "secure_delete", false)?;
+        deleted?;
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+}
+
+/// Schema upgrades on SQLite: each in a transaction with the `user_version` it reaches,
+/// and the work beyond its SQL (`super::after_upgrade`) inside it.
+pub(super) struct Migrating<'a>(pub(super) &'a mut Connection);
+
+/// The audit log's update trigger, put back once schema 6's upgrade has chained the
+/// entries already there.
+const AUDIT_NO_UPDATE: &str = "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+BEGIN
+    SELECT RAISE(ABORT, 'the audit log is append-only');
+END;";
+
+impl migrate::Versioned for Migrating<'_> {
+    type Error = StoreError;
+
+    fn version(&mut self) -> Result<i64> {
+        Ok(self.0.query_row("PRAGMA user_version", [], |row| row.get(0))?)
+    }
+
+    fn upgrade(&mut self, sql: &str, to: i64) -> Result<()> {
+        let conn: &Connection = self.0;
+        let mut tx = Box::new(Sqlite { conn, tx: Some(conn.unchecked_transaction()?), light: false });
+        conn.execute_batch(sql)?;
+        super::after_upgrade(&mut *tx, to)?;
+        if to == AUDIT_CHAIN_SCHEMA {
+            conn.execute_batch(AUDIT_NO_UPDATE)?;
+        }
+        conn.pragma_update(None, "user_version", to)?;
+        tx.commit()
     }
 }
 
@@ -309,14 +354,14 @@ impl Tx for Sqlite<'_> {
         Ok(out)
     }
 
-    fn record_receipts(&mut self, id: EpisodeId, events: &[String], device: &str, at_ms: i64) -> Result<()> {
+    fn record_receipts(&mut self, id: EpisodeId, events: &[String], device: &str, at_ms: i64, seq: i64) -> Result<()> {
         let mut statement = self.c().prepare_cached(
-            "INSERT INTO receipts (episode, event, received_at, device) VALUES (?1, ?2, ?3, ?4)
+            "INSERT INTO receipts (episode, event, received_at, device, seq) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (episode, event) DO NOTHING",
         )?;
         let id = id.to_string();
         for event in events {
-            statement.execute(params![id, event, at_ms, device])?;
+            statement.execute(params![id, event, at_ms, device, seq])?;
         }
         Ok(())
     }
@@ -324,6 +369,14 @@ impl Tx for Sqlite<'_> {
     fn receipts(&mut self, id: EpisodeId) -> Result<Vec<(String, i64)>> {
         let mut statement = self.c().prepare_cached("SELECT event, received_at FROM receipts WHERE episode = ?1")?;
         let rows = statement.query_map([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn receipts_since(&mut self, id: EpisodeId, after: i64) -> Result<Vec<(String, i64)>> {
+        let mut statement = self
+            .c()
+            .prepare_cached("SELECT event, received_at FROM receipts WHERE episode = ?1 AND seq > ?2 ORDER BY event")?;
+        let rows = statement.query_map(params![id.to_string(), after], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -361,10 +414,15 @@ impl Tx for Sqlite<'_> {
         Ok(())
     }
 
-    fn set_disabled(&mut self, username: &str, disabled: bool) -> Result<bool> {
-        let changed =
-            self.c().execute("UPDATE users SET disabled = ?1 WHERE username = ?2", params![disabled, username])?;
-        Ok(changed > 0)
+    fn set_disabled(&mut self, username: &str, disabled: bool) -> Result<Option<String>> {
+        Ok(self
+            .c()
+            .query_row(
+                "UPDATE users SET disabled = ?1 WHERE username = ?2 RETURNING id",
+                params![disabled, username],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     fn set_password_hash(&mut self, username: &str, hash: &str) -> Result<()> {
@@ -547,15 +605,6 @@ impl Tx for Sqlite<'_> {
             .is_some())
     }
 
-    fn device_in_scope(&mut self, device: &str, user_id: &str, admin: bool) -> Result<bool> {
-        Ok(self.c().query_row(
-            "SELECT EXISTS (SELECT 1 FROM sessions s JOIN user_teams t ON t.user_id = s.user_id
-             WHERE s.device_id = ?1 AND (?2 OR t.team_id IN (SELECT team_id FROM user_teams WHERE user_id = ?3)))",
-            params![device, admin, user_id],
-            |r| r.get(0),
-        )?)
-    }
-
     fn revoke_device(&mut self, device: &str, by: &str, now: i64) -> Result<()> {
         self.c()
             .prepare_cached(
@@ -571,25 +620,142 @@ impl Tx for Sqlite<'_> {
         Ok(())
     }
 
-    fn login_failures(&mut self, username: &str) -> Result<Option<(i64, i64)>> {
+    fn end_all_sessions(&mut self, user_id: &str, because: &str, now: i64) -> Result<u64> {
+        let ended = self
+            .c()
+            .prepare_cached(
+                "UPDATE sessions SET revoked_at = ?1, revoked_because = ?2 WHERE user_id = ?3 AND revoked_at IS NULL",
+            )?
+            .execute(params![now, because, user_id])?;
+        self.c().prepare_cached("DELETE FROM dashboard_sessions WHERE user_id = ?1")?.execute([user_id])?;
+        Ok(ended as u64)
+    }
+
+    fn device_registration(&mut self, device: &str) -> Result<Option<Registration>> {
         Ok(self
             .c()
-            .prepare_cached("SELECT failures, locked_until FROM login_failures WHERE username = ?1")?
-            .query_row([username], |r| Ok((r.get(0)?, r.get(1)?)))
+            .prepare_cached("SELECT user_id, key_hash FROM devices WHERE id = ?1")?
+            .query_row([device], |r| Ok(Registration { user_id: r.get(0)?, key_hash: r.get(1)? }))
             .optional()?)
     }
 
-    fn put_login_failures(&mut self, username: &str, failures: i64, locked_until: i64) -> Result<()> {
-        self.c()
+    fn register_device(&mut self, device: &str, user_id: &str, key_hash: Option<&[u8]>, now: i64) -> Result<bool> {
+        let inserted = self
+            .c()
             .prepare_cached(
-                "INSERT INTO login_failures (username, failures, locked_until) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (username) DO UPDATE SET failures = excluded.failures, locked_until = excluded.locked_until",
+                "INSERT INTO devices (id, user_id, key_hash, registered_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (id) DO NOTHING",
             )?
-            .execute(params![username, failures, locked_until])?;
+            .execute(params![device, user_id, key_hash, now])?;
+        Ok(inserted > 0)
+    }
+
+    fn set_device_key(&mut self, device: &str, key_hash: &[u8]) -> Result<()> {
+        self.c()
+            .prepare_cached("UPDATE devices SET key_hash = ?1 WHERE id = ?2 AND key_hash IS NULL")?
+            .execute(params![key_hash, device])?;
         Ok(())
     }
 
-    fn clear_login_failures(&mut self, username: &str) -> Result<()> {
+    fn share_a_team(&mut self, a: &str, b: &str) -> Result<bool> {
+        Ok(self
+            .c()
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM user_teams a JOIN user_teams b ON a.team_id = b.team_id
+                 WHERE a.user_id = ?1 AND b.user_id = ?2)",
+            )?
+            .query_row(params![a, b], |r| r.get(0))?)
+    }
+
+    fn device_in_reach(&mut self, device: &str, user_id: &str, admin: bool) -> Result<bool> {
+        Ok(self
+            .c()
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM devices d
+                 WHERE d.id = ?1 AND (?2 OR EXISTS (SELECT 1 FROM user_teams a JOIN user_teams b ON a.team_id = b.team_id
+                                                    WHERE a.user_id = d.user_id AND b.user_id = ?3)))",
+            )?
+            .query_row(params![device, admin, user_id], |r| r.get(0))?)
+    }
+
+    fn device_users(&mut self, device: &str) -> Result<Vec<String>> {
+        let mut statement = self.c().prepare_cached(
+            "SELECT DISTINCT u.username FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.device_id = ?1",
+        )?;
+        let rows = statement.query_map([device], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn client_failures(&mut self, client: &str) -> Result<Option<(i64, i64)>> {
+        Ok(self
+            .c()
+            .prepare_cached("SELECT window_start, failures FROM client_failures WHERE client = ?1")?
+            .query_row([client], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+
+    fn count_client_failure(&mut self, client: &str, now: i64, window_secs: i64) -> Result<()> {
+        self.c()
+            .prepare_cached(
+                "INSERT INTO client_failures (client, window_start, failures) VALUES (?1, ?2, 1)
+                 ON CONFLICT (client) DO UPDATE SET
+                     failures = CASE WHEN window_start + ?3 <= ?2 THEN 1 ELSE failures + 1 END,
+                     window_start = CASE WHEN window_start + ?3 <= ?2 THEN ?2 ELSE window_start END",
+            )?
+            .execute(params![client, now, window_secs])?;
+        Ok(())
+    }
+
+    fn login_failures(&mut self, username: &str, client: &str) -> Result<Option<(i64, i64)>> {
+        Ok(self
+            .c()
+            .prepare_cached("SELECT failures, locked_until FROM login_failures WHERE username = ?1 AND client = ?2")?
+            .query_row([username, client], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+
+    fn put_login_failures(
+        &mut self,
+        username: &str,
+        client: &str,
+        failures: i64,
+        locked_until: i64,
+        now: i64,
+    ) -> Result<()> {
+        self.c()
+            .prepare_cached(
+                "INSERT INTO login_failures (username, client, failures, locked_until, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (username, client) DO UPDATE SET failures = ?3, locked_until = ?4, updated_at = ?5",
+            )?
+            .execute(params![username, client, failures, locked_until, now])?;
+        Ok(())
+    }
+
+    fn prune_failures(&mut self, before: i64, limit: i64) -> Result<()> {
+        self.c()
+            .prepare_cached(
+                "DELETE FROM login_failures WHERE (username, client) IN
+                     (SELECT username, client FROM login_failures WHERE updated_at < ?1 LIMIT ?2)",
+            )?
+            .execute(params![before, limit])?;
+        self.c()
+            .prepare_cached(
+                "DELETE FROM client_failures WHERE client IN
+                     (SELECT client FROM client_failures WHERE window_start < ?1 LIMIT ?2)",
+            )?
+            .execute(params![before, limit])?;
+        Ok(())
+    }
+
+    fn clear_login_failures(&mut self, username: &str, client: &str) -> Result<()> {
+        self.c()
+            .prepare_cached("DELETE FROM login_failures WHERE username = ?1 AND client = ?2")?
+            .execute([username, client])?;
+        Ok(())
+    }
+
+    fn clear_username_failures(&mut self, username: &str) -> Result<()> {
         self.c().prepare_cached("DELETE FROM login_failures WHERE username = ?1")?.execute([username])?;
         Ok(())
     }
@@ -624,22 +790,80 @@ impl Tx for Sqlite<'_> {
             .optional()?)
     }
 
-    fn audit_log(&mut self, record: &AuditRecord<'_>) -> Result<()> {
+    fn audit_head(&mut self) -> Result<(i64, Vec<u8>)> {
+        Ok(self
+            .c()
+            .prepare_cached("SELECT n, hash FROM audit_head WHERE id = 1")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?)
+    }
+
+    fn lock_audit_head(&mut self) -> Result<(i64, Vec<u8>)> {
+        // One writer at a time already.
+        self.audit_head()
+    }
+
+    fn append_audit(&mut self, e: &ChainedEntry) -> Result<()> {
+        let r = &e.row;
         self.c()
             .prepare_cached(
-                "INSERT INTO audit (at, user_id, username, device, via, action, episode, detail)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO audit (n, at, user_id, username, device, via, action, episode, detail, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?
             .execute(params![
-                record.at_ms,
-                record.user_id,
-                record.username,
-                record.device,
-                record.via,
-                record.action,
-                record.episode.map(|e| e.to_string()),
-                record.detail
+                r.n,
+                r.at,
+                r.user_id,
+                r.username,
+                r.device,
+                r.via,
+                r.action,
+                r.episode,
+                r.detail,
+                e.prev_hash,
+                e.hash
             ])?;
+        self.c()
+            .prepare_cached("UPDATE audit_head SET n = ?1, hash = ?2 WHERE id = 1")?
+            .execute(params![r.n, e.hash])?;
+        Ok(())
+    }
+
+    fn audit_chain(&mut self, after: i64, limit: usize) -> Result<Vec<ChainedEntry>> {
+        let mut statement = self.c().prepare_cached(
+            "SELECT n, at, user_id, username, device, via, action, episode, detail, prev_hash, hash FROM audit
+             WHERE n > ?1 ORDER BY n LIMIT ?2",
+        )?;
+        let rows = statement.query_map(params![after, i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+            Ok(ChainedEntry {
+                row: AuditRow {
+                    n: r.get(0)?,
+                    at: r.get(1)?,
+                    user_id: r.get(2)?,
+                    username: r.get(3)?,
+                    device: r.get(4)?,
+                    via: r.get(5)?,
+                    action: r.get(6)?,
+                    episode: r.get(7)?,
+                    detail: r.get(8)?,
+                },
+                prev_hash: r.get(9)?,
+                hash: r.get(10)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn rechain_audit(&mut self, e: &ChainedEntry, head: bool) -> Result<()> {
+        self.c().prepare_cached("UPDATE audit SET prev_hash = ?1, hash = ?2 WHERE n = ?3")?.execute(params![
+            e.prev_hash,
+            e.hash,
+            e.row.n
+        ])?;
+        if head {
+            self.c()
+                .prepare_cached("UPDATE audit_head SET n = ?1, hash = ?2 WHERE id = 1")?
+                .execute(params![e.row.n, e.hash])?;
+        }
         Ok(())
     }
 

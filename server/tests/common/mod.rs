@@ -49,7 +49,7 @@ impl Server {
         let now = Arc::new(Mutex::new(start));
         let clock_now = Arc::clone(&now);
         let clock = Clock::from_fn(move || *clock_now.lock().unwrap_or_else(PoisonError::into_inner));
-        let state = AppState::new(db, None, clock).expect("the state");
+        let state = AppState::new(db, test_db.jwt_secret().as_ref(), clock).expect("the state");
         Self { app: app(state.clone()), state, now, dir: test_db }
     }
 
@@ -150,15 +150,15 @@ impl Server {
         text(&body["access_token"])
     }
 
-    /// The keys this server signs access tokens with (its stored secret).
+    /// The keys this server signs access tokens with (from its key file).
     pub async fn keys(&self) -> Keys {
-        let secret = self
-            .state
-            .db
-            .call(|conn| Ok(conn.meta("jwt_secret")?.expect("a stored secret")))
-            .await
-            .expect("the secret");
-        Keys::from_secret(&server::auth::token::from_hex(&secret).expect("hex"))
+        Keys::from_secret(&self.secret())
+    }
+
+    /// The signing secret: on SQLite read from the key file beside the database, on
+    /// PostgreSQL (which has no file to be beside) the one the test gave.
+    pub fn secret(&self) -> Vec<u8> {
+        self.dir.secret_bytes()
     }
 
     pub async fn refresh(&self, refresh_token: &str, device: &str) -> (StatusCode, Value) {
@@ -235,7 +235,7 @@ impl Demo {
         let now = Arc::new(Mutex::new(start));
         let clock_now = Arc::clone(&now);
         let clock = Clock::from_fn(move || *clock_now.lock().unwrap_or_else(PoisonError::into_inner));
-        let state = AppState::new(db, None, clock).expect("the state");
+        let state = AppState::new(db, dir.jwt_secret().as_ref(), clock).expect("the state");
         Self { app: app(state.clone()), state, now, passwords, dir }
     }
 
@@ -364,7 +364,53 @@ impl TestDb {
     pub fn path(&self) -> &std::path::Path {
         self.dir.path()
     }
+
+    /// The `TETHER_JWT_SECRET` a server on this database is given: none on SQLite (it
+    /// makes the key file beside the database), [`POSTGRES_JWT_SECRET`] on PostgreSQL
+    /// (which has no file to be beside, so the secret is required there).
+    pub fn jwt_secret(&self) -> Option<server::Secret> {
+        (self.backend() == Backend::Postgres).then(|| server::Secret::from(POSTGRES_JWT_SECRET.to_owned()))
+    }
+
+    /// The secret a server on this database signs with: the key file's first key on
+    /// SQLite, [`POSTGRES_JWT_SECRET`] on PostgreSQL.
+    pub fn secret_bytes(&self) -> Vec<u8> {
+        match self.backend() {
+            Backend::Sqlite => {
+                let file = server::auth::keys::key_file_for(&self.dir.path().join("tether.db"));
+                server::auth::keys::read(&file).expect("the key file").swap_remove(0)
+            }
+            Backend::Postgres => POSTGRES_JWT_SECRET.as_bytes().to_vec(),
+        }
+    }
 }
+
+impl TestDb {
+    /// Runs statements on the database as it is, even at an old schema (no migration).
+    pub fn write_raw(&self, statements: &[String]) {
+        match &self.target {
+            Target::Sqlite(path) => {
+                let conn = rusqlite::Connection::open(path).expect("the database");
+                for sql in statements {
+                    conn.execute_batch(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+                }
+            }
+            Target::Postgres(_) => {
+                std::thread::scope(|scope| {
+                    scope.spawn(|| {
+                        let mut client = postgres::Client::connect(&self.arg, postgres::NoTls).expect("the database");
+                        for sql in statements {
+                            client.batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+                        }
+                    });
+                });
+            }
+        }
+    }
+}
+
+/// The signing secret of the servers the tests run on PostgreSQL.
+pub const POSTGRES_JWT_SECRET: &str = "the signing secret of tests on PostgreSQL, 32 bytes or more";
 
 /// The URL `admin` with its database replaced by `name`.
 pub fn with_database(admin: &str, name: &str) -> String {

@@ -46,6 +46,9 @@ pub(crate) struct Sim {
     url: String,
     token: String,
     actor: ActorId,
+    /// Who records, on which device: the sign-in's (the server refuses any other).
+    username: String,
+    device: String,
     /// The episodes this device opened, in the order it records on them.
     pub(crate) own: Vec<Uuid>,
     next: usize,
@@ -100,6 +103,8 @@ impl Sim {
             url: url.to_string(),
             token,
             actor,
+            username: username.to_string(),
+            device: device.to_string(),
             own: Vec::new(),
             next: 0,
             docs: HashMap::new(),
@@ -122,7 +127,7 @@ impl Sim {
             };
             let mut doc = EpisodeDoc::open(&opening, sim.actor.clone()).expect("a document");
             for _ in 0..records {
-                doc.record(&visit_event()).expect("record");
+                doc.record(&visit_event(username, &sim.device)).expect("record");
             }
             let bytes = doc.save();
             let mut state = automerge::sync::State::new();
@@ -144,8 +149,9 @@ impl Sim {
     pub(crate) fn record_and_sync(&mut self) -> Exchange {
         let id = self.own[self.next % self.own.len()];
         self.next += 1;
+        let event = visit_event(&self.username, &self.device);
         let (doc, _) = self.docs.get_mut(&id).expect("its own episode");
-        doc.record(&visit_event()).expect("record");
+        doc.record(&event).expect("record");
         let mut opening: Vec<Uuid> = self.owed.iter().copied().filter(|&owed| owed != id).collect();
         opening.push(id);
         let documents = self.opening_messages(&opening);
@@ -209,6 +215,7 @@ impl Sim {
             let bytes = answer.body_mut().with_config().limit(1 << 30).read_to_vec().expect("the answer");
             exchange += Exchange { round_trips: 1, bytes: request.len() + bytes.len() };
             let response = Response::decode(&bytes).expect("a response");
+            assert!(response.refused.is_empty(), "the server refused: {:?}", response.refused);
             trip.request = request.len();
             trip.response = bytes.len();
             trip.received_whole = body_len(&response.documents, true);
@@ -254,11 +261,12 @@ impl Sim {
     }
 }
 
-/// A home visit with no answer, now, as the simulated devices record it.
-pub(crate) fn visit_event() -> Event {
+/// A home visit with no answer, now, by `by` on `device`, as the simulated devices record
+/// it.
+pub(crate) fn visit_event(by: &str, device: &str) -> Event {
     let event = fields(json!({
         "id": Uuid::now_v7().to_string(), "kind": "home_visit", "at": Timestamp::now().to_string(),
-        "by": "load", "device": Uuid::now_v7().to_string(), "announced": false, "outcome": "no_answer"
+        "by": by, "device": device, "announced": false, "outcome": "no_answer"
     }));
     Event::from_value(&Value::Object(event), 0).expect("an event")
 }
