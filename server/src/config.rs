@@ -16,8 +16,9 @@ pub struct ServeConfig {
     #[arg(long, env = "TETHER_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
     /// The access tokens' signing secret, at least 32 bytes. Give it in the environment,
-    /// not as a flag. Without it the server uses the key file beside the database
-    /// (`DB.keys`), made with a new random key, 0600, at first start.
+    /// not as a flag. Required on PostgreSQL. Without it the server uses the key file
+    /// beside the SQLite database (`DB.keys`), made with a new random key, 0600, at first
+    /// start.
     #[arg(long, env = "TETHER_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<Secret>,
     /// Earlier signing secrets, one a line, that still verify (with TETHER_JWT_SECRET,
