@@ -21,7 +21,6 @@ use episode::document::DocumentError;
 use episode::pathway::Evaluation;
 use episode::{Episode, EpisodeId, Event, EventBody, EventId, FactField, FactValue};
 use jiff::Timestamp;
-use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -32,6 +31,7 @@ use crate::caseload::{self, Duplicate, Summary, Unfiled};
 use crate::episodes::{self, Cache, Stored};
 use crate::error::AppError;
 use crate::json::Json;
+use crate::store::{Conn, StoreError, Tx};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -78,18 +78,23 @@ fn conflicts(episode: &Episode) -> Vec<Conflict> {
 
 /// Who is at the desk, and what they work with: the connection, the document cache, the
 /// caller as the audit log names them, their teams, and the moment.
-#[derive(Debug)]
 pub struct Desk<'a> {
-    pub conn: &'a mut Connection,
+    pub conn: &'a mut dyn Conn,
     pub cache: &'a Mutex<Cache>,
     pub who: &'a Who,
     pub teams: &'a [String],
     pub now: Timestamp,
 }
 
+impl std::fmt::Debug for Desk<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Desk").field("who", self.who).field("teams", &self.teams).field("now", &self.now).finish()
+    }
+}
+
 impl<'a> Desk<'a> {
     pub fn new(
-        conn: &'a mut Connection,
+        conn: &'a mut dyn Conn,
         cache: &'a Mutex<Cache>,
         who: &'a Who,
         teams: &'a [String],
@@ -98,8 +103,8 @@ impl<'a> Desk<'a> {
         Self { conn, cache, who, teams, now }
     }
 
-    fn parts(&mut self) -> (&mut Connection, &'a Mutex<Cache>, &'a Who, &'a [String], Timestamp) {
-        (self.conn, self.cache, self.who, self.teams, self.now)
+    fn parts(&mut self) -> (&mut dyn Conn, &'a Mutex<Cache>, &'a Who, &'a [String], Timestamp) {
+        (&mut *self.conn, self.cache, self.who, self.teams, self.now)
     }
 }
 
@@ -107,11 +112,11 @@ impl<'a> Desk<'a> {
 pub fn list(desk: &mut Desk<'_>) -> Result<Vec<Summary>, AppError> {
     let (conn, cache, who, teams, now) = desk.parts();
     caseload::refresh_all(conn, cache, Some(teams), now)?;
-    let tx = conn.transaction()?;
-    let summaries = caseload::summaries(&tx, teams)?;
+    let mut tx = conn.transaction()?;
+    let summaries = caseload::summaries(&mut *tx, teams)?;
     // Listing shows each episode's patient reference: each is a read.
     for summary in &summaries {
-        audit::log(&tx, who, now.as_millisecond(), "list_episode", Some(summary.id), None)?;
+        audit::log(&mut *tx, who, now.as_millisecond(), "list_episode", Some(summary.id), None)?;
     }
     tx.commit()?;
     Ok(summaries)
@@ -121,13 +126,13 @@ pub fn list(desk: &mut Desk<'_>) -> Result<Vec<Summary>, AppError> {
 pub fn read(desk: &mut Desk<'_>, id: EpisodeId, action: &'static str) -> Result<Read, AppError> {
     let (conn, cache, who, teams, now) = desk.parts();
     let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
-    let tx = conn.transaction()?;
-    let actor = episodes::server_actor(&tx)?;
-    let mut stored = caseload::visible(&tx, &mut cache, &actor, teams, id)?;
+    let mut tx = conn.transaction()?;
+    let actor = episodes::server_actor(&mut *tx)?;
+    let mut stored = caseload::visible(&mut *tx, &mut cache, &actor, teams, id)?;
     let read = (|| {
-        let episode = stored.view(&tx)?.clone();
+        let episode = stored.view(&mut *tx)?.clone();
         let evaluation = caseload::evaluate(&episode, now);
-        audit::log(&tx, who, now.as_millisecond(), action, Some(id), None)?;
+        audit::log(&mut *tx, who, now.as_millisecond(), action, Some(id), None)?;
         Ok::<_, AppError>(Read {
             conflicts: conflicts(&episode),
             duplicates: caseload::duplicates(&episode),
@@ -188,16 +193,17 @@ pub fn record(desk: &mut Desk<'_>, id: EpisodeId, new: NewRecord) -> Result<Even
         ));
     }
     let event_id = uuid::Uuid::now_v7();
-    write(desk, id, "record_event", Some(&event_id.to_string()), |stored, conn, device| {
-        let event = Event::new_record(event_id, &new.kind, new.at.unwrap_or(now), &who.username, device, new.fields)
+    write(desk, id, "record_event", Some(&event_id.to_string()), |stored, tx, device| {
+        let at = new.at.unwrap_or(now);
+        let event = Event::new_record(event_id, &new.kind, at, &who.username, device, new.fields.clone())
             .map_err(|e| AppError::InvalidBody(e.to_string()))?;
         if let EventBody::FiledToEpr(filed) = &event.body {
-            let episode = stored.view(conn)?;
+            let episode = stored.view(tx)?;
             if let Some(unknown) = filed.records.iter().find(|r| !episode.events.iter().any(|e| e.id == **r)) {
                 return Err(AppError::InvalidBody(format!("records: {unknown} is no record of this episode")));
             }
         }
-        stored.doc.record(&event).map_err(refused)
+        stored.with_doc(|doc| doc.record(&event)).map_err(refused)
     })?;
     Ok(event_id)
 }
@@ -216,9 +222,9 @@ pub fn set_fact(desk: &mut Desk<'_>, id: EpisodeId, field: &str, value: Value) -
     fields.insert("value".into(), value);
     let event_id = uuid::Uuid::now_v7();
     write(desk, id, "set_fact", Some(field.as_str()), |stored, _, device| {
-        let event = Event::new_record(event_id, "fact_changed", now, &who.username, device, fields)
+        let event = Event::new_record(event_id, "fact_changed", now, &who.username, device, fields.clone())
             .map_err(|e| AppError::InvalidBody(e.to_string()))?;
-        stored.doc.set_fact(&event).map_err(refused)
+        stored.with_doc(|doc| doc.set_fact(&event)).map_err(refused)
     })?;
     Ok(event_id)
 }
@@ -226,36 +232,57 @@ pub fn set_fact(desk: &mut Desk<'_>, id: EpisodeId, field: &str, value: Value) -
 /// Replaces the joint plan's text (as edits, which merge with a device's).
 pub fn set_plan(desk: &mut Desk<'_>, id: EpisodeId, text: &str) -> Result<(), AppError> {
     let now = desk.now;
-    write(desk, id, "edit_plan", None, |stored, _, _| stored.doc.set_plan(text, now).map_err(refused))
+    write(desk, id, "edit_plan", None, |stored, _, _| stored.with_doc(|doc| doc.set_plan(text, now)).map_err(refused))
 }
+
+/// How often a change whose episode another writer changed meanwhile is made again.
+const CONFLICT_TRIES: usize = 8;
 
 /// Makes one change to an episode of `teams` as the server, and stores it — with the
 /// receipt of any new record, the episode's summary and the audit entry — in one
 /// transaction. `change` gets the server's own device name, which the records it makes
 /// carry (their author is the caller; the audit entry names the caller's own device). A
 /// change that is refused, would take the episode past its budget, or is not stored,
-/// never reaches the cache.
+/// never reaches the cache. If another writer changed the episode meanwhile, the change
+/// is made again on what is stored now.
 fn write(
     desk: &mut Desk<'_>,
     id: EpisodeId,
     action: &'static str,
     detail: Option<&str>,
-    change: impl FnOnce(&mut Stored, &Connection, &str) -> Result<(), AppError>,
+    change: impl Fn(&mut Stored, &mut dyn Tx, &str) -> Result<(), AppError>,
 ) -> Result<(), AppError> {
     let (conn, cache, who, teams, now) = desk.parts();
     let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
-    let tx = conn.transaction()?;
-    let actor = episodes::server_actor(&tx)?;
-    let device = episodes::server_device(&tx)?;
-    let mut stored = caseload::visible(&tx, &mut cache, &actor, teams, id)?;
-    change(&mut stored, &tx, &device)?;
-    let bytes = episodes::pending_changes(&mut stored).map_err(refused)?;
-    episodes::store_changes(&tx, &mut stored, &bytes, &device, now.as_millisecond())?;
-    caseload::summarize(&tx, &mut stored, now)?;
-    audit::log(&tx, who, now.as_millisecond(), action, Some(id), detail)?;
-    tx.commit()?;
-    cache.put(stored);
-    Ok(())
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let written = (|| {
+            let mut tx = conn.transaction()?;
+            if tries > 1 {
+                // Lost a race: this time nobody else stores a change until this commits.
+                tx.lock_seq()?;
+            }
+            let actor = episodes::server_actor(&mut *tx)?;
+            let device = episodes::server_device(&mut *tx)?;
+            let mut stored = caseload::visible(&mut *tx, &mut cache, &actor, teams, id)?;
+            change(&mut stored, &mut *tx, &device)?;
+            let bytes = episodes::pending_changes(&mut stored).map_err(refused)?;
+            episodes::store_changes(&mut *tx, &mut stored, &bytes, &device, now.as_millisecond())?;
+            caseload::summarize(&mut *tx, &mut stored, now)?;
+            audit::log(&mut *tx, who, now.as_millisecond(), action, Some(id), detail)?;
+            tx.commit()?;
+            Ok::<_, AppError>(stored)
+        })();
+        match written {
+            Ok(stored) => {
+                cache.put(stored);
+                return Ok(());
+            }
+            Err(AppError::Store(StoreError::Conflict(_))) if tries < CONFLICT_TRIES => cache.forget(id),
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 fn refused(error: DocumentError) -> AppError {

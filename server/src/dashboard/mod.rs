@@ -35,7 +35,6 @@ use axum::middleware::map_response;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use episode::EpisodeId;
-use rusqlite::{Connection, OptionalExtension};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -45,6 +44,7 @@ use crate::caseload::{self, OpenAction, Rates, Summary};
 use crate::client::ClientAddr;
 use crate::error::AppError;
 use crate::office::{self, Desk, NewRecord};
+use crate::store::{StoreError, Tx};
 use session::{CSRF_FIELD, DashUser};
 
 /// The window of the caseload's appointment rates.
@@ -142,12 +142,8 @@ pub(crate) struct TeamRates {
     pub(crate) rates: Rates,
 }
 
-fn team_name(conn: &Connection, team: &str) -> rusqlite::Result<String> {
-    Ok(conn
-        .prepare_cached("SELECT name FROM teams WHERE id = ?1")?
-        .query_row([team], |r| r.get(0))
-        .optional()?
-        .unwrap_or_else(|| team.to_owned()))
+fn team_name(tx: &mut dyn Tx, team: &str) -> Result<String, StoreError> {
+    Ok(tx.team_name(team)?.unwrap_or_else(|| team.to_owned()))
 }
 
 async fn caseload_page(State(state): State<AppState>, user: DashUser) -> Response {
