@@ -10,10 +10,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::error::{Error, Result};
 
-/// The schema this build writes; `PRAGMA user_version` holds the store's.
-const SCHEMA: i64 = 5;
-
-/// Each schema's upgrade from the one before, in order.
+/// Each schema's upgrade from the one before, in order: the schema this build writes is
+/// the last (`PRAGMA user_version` holds the store's).
 const UPGRADES: [&str; 5] = [
     include_str!("schema/v1.sql"),
     include_str!("schema/v2.sql"),
@@ -66,7 +64,7 @@ impl std::fmt::Debug for StoreKey {
 /// Opens (creating if need be) the store at `path` with `key`, and brings its schema up
 /// to date.
 pub(crate) fn open(path: &Path, key: &StoreKey) -> Result<Connection> {
-    let conn = keyed(path, key)?;
+    let mut conn = keyed(path, key)?;
     // The first read fails here if the key is wrong or the file is not a store.
     conn.query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get::<_, i64>(0))?;
     // WAL with synchronous=FULL: a commit is on disk, WAL synced, before it returns,
@@ -80,7 +78,7 @@ pub(crate) fn open(path: &Path, key: &StoreKey) -> Result<Connection> {
     if integrity != "ok" {
         return Err(Error::Corrupt(integrity));
     }
-    migrate(&conn)?;
+    migrate(&mut conn)?;
     Ok(conn)
 }
 
@@ -117,18 +115,14 @@ fn keyed(path: &Path, key: &StoreKey) -> Result<Connection> {
     }
 }
 
-fn migrate(conn: &Connection) -> Result<()> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    if version > SCHEMA {
-        return Err(Error::NewerStore(version));
+/// Brings the store's schema up to date with the runner the server shares.
+fn migrate(conn: &mut Connection) -> Result<()> {
+    match migrate::run(conn, &UPGRADES) {
+        Ok(_) => Ok(()),
+        Err(migrate::Error::Newer { found, .. }) => Err(Error::NewerStore(found)),
+        Err(damaged @ migrate::Error::Damaged(_)) => Err(Error::Corrupt(damaged.to_string())),
+        Err(migrate::Error::Database(e)) => Err(e.into()),
     }
-    for (i, upgrade) in UPGRADES.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
-        let tx = conn.unchecked_transaction()?;
-        tx.execute_batch(upgrade)?;
-        tx.pragma_update(None, "user_version", i as i64 + 1)?;
-        tx.commit()?;
-    }
-    Ok(())
 }
 
 pub(crate) fn meta(conn: &Connection, key: &str) -> Result<Option<String>> {

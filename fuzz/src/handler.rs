@@ -39,16 +39,19 @@ fn harness() -> &'static Harness {
         }
         .expect("a temporary directory");
         let now: jiff::Timestamp = "2026-03-02T12:00:00Z".parse().expect("a time");
-        let mut conn = server::db::open(&dir.path().join("tether.db")).expect("open the database");
-        let tx = conn.transaction().expect("a transaction");
-        let team: TeamId = "team-north".parse().expect("a team id");
-        accounts::add_team(&tx, &team, "North", now).expect("add a team");
+        let db = server::Db::open(&server::Target::path(dir.path().join("tether.db"))).expect("open the database");
         let hash = server::auth::password::hash(&Password::new(PASSWORD.into()).expect("a password")).expect("hash");
-        let username: Username = "u-fuzz".parse().expect("a username");
-        accounts::add_user(&tx, &username, &hash, Role::Practitioner, &[team], now).expect("add a user");
-        tx.commit().expect("commit");
+        db.call_blocking(|conn| {
+            let mut tx = conn.transaction()?;
+            let team: TeamId = "team-north".parse().expect("a team id");
+            accounts::add_team(&mut *tx, &team, "North", now).expect("add a team");
+            let username: Username = "u-fuzz".parse().expect("a username");
+            accounts::add_user(&mut *tx, &username, &hash, Role::Practitioner, &[team], now).expect("add a user");
+            tx.commit()
+        })
+        .expect("the accounts");
         // A clock that stands still: the token never expires, however long the run.
-        let state = AppState::new(conn, None, Clock::from_fn(move || now)).expect("the state");
+        let state = AppState::new(db, None, Clock::from_fn(move || now)).expect("the state");
         let app = server::app(state);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
         let login = serde_json::json!({"username": "u-fuzz", "password": PASSWORD, "device_id": "phone-fuzz"});

@@ -1,12 +1,13 @@
 //! Teams and users: the typed names they go by, and their rows in the database.
 //!
-//! Functions that write take a `&Transaction`, readers a `&Connection`.
+//! The rows are behind the storage boundary (`store::Tx`).
 
 use std::fmt;
 use std::str::FromStr;
 
-use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
+
+use crate::store::{StoreError, Tx};
 
 /// What a user may do. Everyone sees only their own teams' episodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -275,31 +276,25 @@ pub enum AccountError {
     #[error("cannot make a username from the identity provider's claims: {0}")]
     BadUsername(String),
     #[error(transparent)]
-    Sqlite(#[from] rusqlite::Error),
+    Store(#[from] StoreError),
 }
 
-fn is_unique_violation(error: &rusqlite::Error) -> bool {
-    matches!(error, rusqlite::Error::SqliteFailure(e, _) if e.code == ErrorCode::ConstraintViolation)
-}
-
-pub fn add_team(tx: &Transaction<'_>, id: &TeamId, name: &str, now: jiff::Timestamp) -> Result<(), AccountError> {
+pub fn add_team(tx: &mut dyn Tx, id: &TeamId, name: &str, now: jiff::Timestamp) -> Result<(), AccountError> {
     let name = name.trim();
     if name.is_empty() {
         return Err(AccountError::EmptyTeamName);
     }
-    tx.execute(
-        "INSERT INTO teams (id, name, created_at) VALUES (?1, ?2, ?3)",
-        params![id.as_str(), name, now.to_string()],
-    )
-    .map_err(|e| if is_unique_violation(&e) { AccountError::DuplicateTeam(id.clone()) } else { e.into() })?;
-    Ok(())
+    tx.add_team(id.as_str(), name, &now.to_string()).map_err(|e| match e {
+        StoreError::Duplicate => AccountError::DuplicateTeam(id.clone()),
+        other => other.into(),
+    })
 }
 
 /// Adds a local user with an already hashed password; returns the new user's id. A local
 /// username never contains `:`, so that it never collides with the username of a person
 /// from an identity provider (`cis2:jo`).
 pub fn add_user(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Tx,
     username: &Username,
     password_hash: &str,
     role: Role,
@@ -313,7 +308,7 @@ pub fn add_user(
 }
 
 fn insert_user(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Tx,
     username: &Username,
     password_hash: &str,
     role: Role,
@@ -321,20 +316,17 @@ fn insert_user(
     now: jiff::Timestamp,
 ) -> Result<String, AccountError> {
     for team in teams {
-        let known: Option<i64> =
-            tx.query_row("SELECT 1 FROM teams WHERE id = ?1", [team.as_str()], |r| r.get(0)).optional()?;
-        if known.is_none() {
+        if !tx.team_exists(team.as_str())? {
             return Err(AccountError::UnknownTeam(team.clone()));
         }
     }
     let id = uuid::Uuid::now_v7().to_string();
-    tx.execute(
-        "INSERT INTO users (id, username, password_hash, role, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![id, username.as_str(), password_hash, role.as_str(), now.to_string()],
-    )
-    .map_err(|e| if is_unique_violation(&e) { AccountError::DuplicateUser(username.clone()) } else { e.into() })?;
+    tx.add_user(&id, username.as_str(), password_hash, role.as_str(), &now.to_string()).map_err(|e| match e {
+        StoreError::Duplicate => AccountError::DuplicateUser(username.clone()),
+        other => other.into(),
+    })?;
     for team in teams {
-        tx.execute("INSERT OR IGNORE INTO user_teams (user_id, team_id) VALUES (?1, ?2)", [&id, team.as_str()])?;
+        tx.add_user_team(&id, team.as_str())?;
     }
     Ok(id)
 }
@@ -343,34 +335,21 @@ fn insert_user(
 /// they have ends for good: access tokens stop at once, refresh tokens never work again,
 /// dashboard sign-ins end. Enabling them again lets them sign in anew; it revives no
 /// session (whoever held a token while the user was disabled must not get it back).
-pub fn set_disabled(tx: &Transaction<'_>, username: &Username, disabled: bool, now: i64) -> Result<(), AccountError> {
-    let user_id: Option<String> = tx
-        .query_row(
-            "UPDATE users SET disabled = ?1 WHERE username = ?2 RETURNING id",
-            params![disabled, username.as_str()],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let Some(user_id) = user_id else { return Err(AccountError::UnknownUser(username.clone())) };
+pub fn set_disabled(tx: &mut dyn Tx, username: &Username, disabled: bool, now: i64) -> Result<(), AccountError> {
+    let Some(user_id) = tx.set_disabled(username.as_str(), disabled)? else {
+        return Err(AccountError::UnknownUser(username.clone()));
+    };
     if disabled {
         crate::auth::store::end_all_sessions(tx, &user_id, "user_disabled", now)?;
     }
     Ok(())
 }
 
-/// What a sign-in needs to know about a username.
-#[derive(Debug)]
-pub struct Login {
-    pub user_id: String,
-    pub password_hash: String,
-    pub disabled: bool,
-}
+pub use crate::store::Login;
 
-pub fn login(conn: &Connection, username: &str) -> rusqlite::Result<Option<Login>> {
-    conn.query_row("SELECT id, password_hash, disabled FROM users WHERE username = ?1", [username], |row| {
-        Ok(Login { user_id: row.get(0)?, password_hash: row.get(1)?, disabled: row.get(2)? })
-    })
-    .optional()
+/// What a sign-in needs to know about a username.
+pub fn login(tx: &mut dyn Tx, username: &str) -> Result<Option<Login>, StoreError> {
+    tx.login(username)
 }
 
 /// A user who may act: present and not disabled.
@@ -383,37 +362,21 @@ pub struct User {
 }
 
 /// The user with this id if they exist and are not disabled.
-pub fn active_user(conn: &Connection, user_id: &str) -> rusqlite::Result<Option<User>> {
-    let row: Option<(String, String)> = conn
-        .query_row("SELECT username, role FROM users WHERE id = ?1 AND disabled = 0", [user_id], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })
-        .optional()?;
-    let Some((username, role)) = row else { return Ok(None) };
+pub fn active_user(tx: &mut dyn Tx, user_id: &str) -> Result<Option<User>, StoreError> {
+    let Some((username, role)) = tx.active_user(user_id)? else { return Ok(None) };
     // The schema's CHECK keeps roles to the four known ones.
-    let role = Role::from_str(&role)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into()))?;
-    let mut stmt = conn.prepare_cached("SELECT team_id FROM user_teams WHERE user_id = ?1 ORDER BY team_id")?;
-    let teams = stmt.query_map([user_id], |row| row.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+    let role = Role::from_str(&role).map_err(|_| StoreError::damaged("users", "role", "an unknown role"))?;
+    let teams = tx.user_teams(user_id)?;
     Ok(Some(User { id: user_id.to_string(), username, role, teams }))
 }
 
 /// Gives a local user a new (already hashed) password. A person from an identity
 /// provider has none to reset.
-pub fn set_password(tx: &Transaction<'_>, username: &Username, password_hash: &str) -> Result<(), AccountError> {
-    let found: Option<String> = tx
-        .query_row("SELECT password_hash FROM users WHERE username = ?1", [username.as_str()], |r| r.get(0))
-        .optional()?;
-    match found {
+pub fn set_password(tx: &mut dyn Tx, username: &Username, password_hash: &str) -> Result<(), AccountError> {
+    match tx.login(username.as_str())? {
         None => Err(AccountError::UnknownUser(username.clone())),
-        Some(hash) if hash.is_empty() => Err(AccountError::NoPassword(username.clone())),
-        Some(_) => {
-            tx.execute(
-                "UPDATE users SET password_hash = ?1 WHERE username = ?2",
-                params![password_hash, username.as_str()],
-            )?;
-            Ok(())
-        }
+        Some(login) if login.password_hash.is_empty() => Err(AccountError::NoPassword(username.clone())),
+        Some(_) => Ok(tx.set_password_hash(username.as_str(), password_hash)?),
     }
 }
 
@@ -429,43 +392,27 @@ pub struct Listed {
 }
 
 /// Every user, by username.
-pub fn list_users(conn: &Connection) -> rusqlite::Result<Vec<Listed>> {
-    let mut statement = conn.prepare(
-        "SELECT u.id, u.username, u.role, u.disabled, i.provider FROM users u
-         LEFT JOIN identities i ON i.user_id = u.id ORDER BY u.username",
-    )?;
-    let rows = statement
-        .query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get(3)?, r.get(4)?))
-        })?
-        .collect::<rusqlite::Result<Vec<(String, String, String, bool, Option<String>)>>>()?;
-    let mut teams = conn.prepare_cached("SELECT team_id FROM user_teams WHERE user_id = ?1 ORDER BY team_id")?;
-    rows.into_iter()
+pub fn list_users(tx: &mut dyn Tx) -> Result<Vec<Listed>, StoreError> {
+    tx.list_users()?
+        .into_iter()
         .map(|(id, username, role, disabled, provider)| {
-            let role = Role::from_str(&role)
-                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, e.into()))?;
-            let teams = teams.query_map([&id], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+            let role = Role::from_str(&role).map_err(|_| StoreError::damaged("users", "role", "an unknown role"))?;
+            let teams = tx.user_teams(&id)?;
             Ok(Listed { username, role, teams, disabled, signs_in_with: provider.unwrap_or_else(|| "password".into()) })
         })
         .collect()
 }
 
 /// The user a provider's subject is, and whether they are disabled.
-pub fn identity_user(conn: &Connection, provider: &str, subject: &str) -> rusqlite::Result<Option<(String, bool)>> {
-    conn.prepare_cached(
-        "SELECT u.id, u.disabled FROM identities i JOIN users u ON u.id = i.user_id
-         WHERE i.provider = ?1 AND i.subject = ?2",
-    )?
-    .query_row([provider, subject], |r| Ok((r.get(0)?, r.get(1)?)))
-    .optional()
+pub fn identity_user(tx: &mut dyn Tx, provider: &str, subject: &str) -> Result<Option<(String, bool)>, StoreError> {
+    tx.identity_user(provider, subject)
 }
 
 /// Of `teams`, those that exist.
-pub fn existing_teams(conn: &Connection, teams: &[TeamId]) -> rusqlite::Result<Vec<TeamId>> {
-    let mut statement = conn.prepare_cached("SELECT 1 FROM teams WHERE id = ?1")?;
+pub fn existing_teams(tx: &mut dyn Tx, teams: &[TeamId]) -> Result<Vec<TeamId>, StoreError> {
     let mut found = Vec::with_capacity(teams.len());
     for team in teams {
-        if statement.query_row([team.as_str()], |_| Ok(())).optional()?.is_some() {
+        if tx.team_exists(team.as_str())? {
             found.push(team.clone());
         }
     }
@@ -475,7 +422,7 @@ pub fn existing_teams(conn: &Connection, teams: &[TeamId]) -> rusqlite::Result<V
 /// Makes the user for a provider's subject at their first sign-in, with no password,
 /// under the first free username of `base`, `base~2`, `base~3`…; returns their id.
 pub fn add_identity_user(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Tx,
     provider: &str,
     subject: &str,
     base: &str,
@@ -483,12 +430,9 @@ pub fn add_identity_user(
     teams: &[TeamId],
     now: jiff::Timestamp,
 ) -> Result<String, AccountError> {
-    let taken = |name: &str| -> rusqlite::Result<bool> {
-        tx.query_row("SELECT 1 FROM users WHERE username = ?1", [name], |_| Ok(())).optional().map(|r| r.is_some())
-    };
     let mut username = base.to_owned();
     let mut n = 1;
-    while taken(&username)? {
+    while tx.login(&username)?.is_some() {
         n += 1;
         let suffix = format!("~{n}");
         let keep = base.chars().count().min(Username::MAX_CHARS - suffix.len());
@@ -496,59 +440,44 @@ pub fn add_identity_user(
     }
     let username = Username::try_from(username).map_err(AccountError::BadUsername)?;
     let id = insert_user(tx, &username, "", role, teams, now)?;
-    tx.execute(
-        "INSERT INTO identities (provider, subject, user_id, created_at, last_sign_in) VALUES (?1, ?2, ?3, ?4, ?4)",
-        params![provider, subject, id, now.as_second()],
-    )?;
+    tx.add_identity(provider, subject, &id, now.as_second())?;
     Ok(id)
 }
 
 /// Sets a user's role and teams to what the claims mapping gives at a sign-in, and
 /// notes the sign-in.
 pub fn update_identity_user(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Tx,
     provider: &str,
     subject: &str,
     user_id: &str,
     role: Role,
     teams: &[TeamId],
     now: jiff::Timestamp,
-) -> rusqlite::Result<()> {
-    tx.execute("UPDATE users SET role = ?1 WHERE id = ?2", params![role.as_str(), user_id])?;
-    tx.execute("DELETE FROM user_teams WHERE user_id = ?1", [user_id])?;
+) -> Result<(), StoreError> {
+    tx.set_role(user_id, role.as_str())?;
+    tx.clear_user_teams(user_id)?;
     for team in teams {
-        tx.execute("INSERT INTO user_teams (user_id, team_id) VALUES (?1, ?2)", [user_id, team.as_str()])?;
+        tx.add_user_team(user_id, team.as_str())?;
     }
-    tx.execute(
-        "UPDATE identities SET last_sign_in = ?1 WHERE provider = ?2 AND subject = ?3",
-        params![now.as_second(), provider, subject],
-    )?;
-    Ok(())
+    tx.touch_identity(provider, subject, now.as_second())
 }
 
-/// The usernames of the team's managers who may act (not disabled), by username: whom
+/// The usernames of the team's managers who may act (not disabled), sorted: whom
 /// `team_manager` and `on_call_manager` actions name (`owners`).
-pub fn team_managers(conn: &Connection, team: &str) -> rusqlite::Result<Vec<String>> {
-    let mut statement = conn.prepare_cached(
-        "SELECT u.username FROM users u JOIN user_teams t ON t.user_id = u.id
-         WHERE t.team_id = ?1 AND u.role = 'team_manager' AND u.disabled = 0 ORDER BY u.username",
-    )?;
-    let rows = statement.query_map([team], |r| r.get(0))?;
-    rows.collect()
+pub fn team_managers(tx: &mut dyn Tx, team: &str) -> Result<Vec<String>, StoreError> {
+    tx.team_managers(team)
 }
 
 /// The username of the user with this id, or with this username: an episode's
 /// `care_coordinator` names a user by either.
-pub fn username_of(conn: &Connection, id_or_username: &str) -> rusqlite::Result<Option<String>> {
-    conn.prepare_cached("SELECT username FROM users WHERE id = ?1 OR username = ?1 ORDER BY id = ?1 DESC LIMIT 1")?
-        .query_row([id_or_username], |r| r.get(0))
-        .optional()
+pub fn username_of(tx: &mut dyn Tx, id_or_username: &str) -> Result<Option<String>, StoreError> {
+    tx.username_of(id_or_username)
 }
 
 /// Takes a user out of every team (a person their identity provider no longer places).
-pub fn clear_teams(tx: &Transaction<'_>, user_id: &str) -> rusqlite::Result<()> {
-    tx.execute("DELETE FROM user_teams WHERE user_id = ?1", [user_id])?;
-    Ok(())
+pub fn clear_teams(tx: &mut dyn Tx, user_id: &str) -> Result<(), StoreError> {
+    tx.clear_user_teams(user_id)
 }
 
 #[cfg(test)]

@@ -19,7 +19,6 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::routing::get;
 use episode::EpisodeId;
-use rusqlite::{Connection, Transaction, params};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -28,6 +27,7 @@ use crate::accounts::Role;
 use crate::auth::AuthUser;
 use crate::error::AppError;
 use crate::office;
+use crate::store::{ChainedEntry, StoreError, Tx};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/v1/audit", get(audit))
@@ -43,7 +43,7 @@ pub enum Via {
 }
 
 impl Via {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Api => "api",
             Self::Dashboard => "dashboard",
@@ -71,18 +71,16 @@ impl Who {
 /// `record_event`, …); `detail` is a record id or a fact's name, never a value a patient
 /// could be known by.
 pub fn log(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Tx,
     who: &Who,
     at_ms: i64,
     action: &'static str,
     episode: Option<EpisodeId>,
     detail: Option<&str>,
-) -> rusqlite::Result<()> {
-    // The head, read and moved in this transaction (`SELECT … FOR UPDATE` on PostgreSQL):
-    // two appends never chain from the same entry.
-    let (last, prev): (i64, Vec<u8>) = tx
-        .prepare_cached("SELECT n, hash FROM audit_head WHERE id = 1")?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+) -> Result<(), StoreError> {
+    // The head, read and moved in this transaction (under a row lock on PostgreSQL): two
+    // appends never chain from the same entry, whichever replica makes them.
+    let (last, prev) = tx.lock_audit_head()?;
     let row = Row {
         n: last + 1,
         at: at_ms,
@@ -95,25 +93,7 @@ pub fn log(
         detail: detail.map(str::to_owned),
     };
     let hash = entry_hash(&prev, &row);
-    tx.prepare_cached(
-        "INSERT INTO audit (n, at, user_id, username, device, via, action, episode, detail, prev_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    )?
-    .execute(params![
-        row.n,
-        row.at,
-        row.user_id,
-        row.username,
-        row.device,
-        row.via,
-        row.action,
-        row.episode,
-        row.detail,
-        prev,
-        hash
-    ])?;
-    tx.prepare_cached("UPDATE audit_head SET n = ?1, hash = ?2 WHERE id = 1")?.execute(params![row.n, hash])?;
-    Ok(())
+    tx.append_audit(&ChainedEntry { row, prev_hash: prev, hash })
 }
 
 /// An entry's columns, as the chain hashes them.
@@ -165,50 +145,34 @@ pub fn entry_hash(prev: &[u8], row: &Row) -> Vec<u8> {
     hasher.finalize().to_vec()
 }
 
-fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Row, Vec<u8>, Vec<u8>)> {
-    Ok((
-        Row {
-            n: r.get(0)?,
-            at: r.get(1)?,
-            user_id: r.get(2)?,
-            username: r.get(3)?,
-            device: r.get(4)?,
-            via: r.get(5)?,
-            action: r.get(6)?,
-            episode: r.get(7)?,
-            detail: r.get(8)?,
-        },
-        r.get(9)?,
-        r.get(10)?,
-    ))
-}
-
-const CHAIN_COLUMNS: &str = "n, at, user_id, username, device, via, action, episode, detail, prev_hash, hash";
+/// How many entries are read at a time when the whole chain is walked.
+const CHAIN_PAGE: usize = 1000;
 
 /// Chains the entries written before the log was a chain (schema 6's upgrade), in the
-/// upgrade's transaction, and puts the trigger that refuses updates back.
-pub fn chain_existing(tx: &Transaction<'_>) -> rusqlite::Result<()> {
-    let rows = {
-        let mut statement = tx.prepare(&format!("SELECT {CHAIN_COLUMNS} FROM audit ORDER BY n"))?;
-        statement.query_map([], read_row)?.collect::<rusqlite::Result<Vec<_>>>()?
-    };
+/// upgrade's transaction; the migration then puts the trigger that refuses updates back.
+pub fn chain_existing(tx: &mut dyn Tx) -> Result<(), StoreError> {
     let mut prev = GENESIS.to_vec();
-    let mut last = 0;
-    for (row, _, _) in rows {
-        let hash = entry_hash(&prev, &row);
-        tx.prepare_cached("UPDATE audit SET prev_hash = ?1, hash = ?2 WHERE n = ?3")?
-            .execute(params![prev, hash, row.n])?;
-        (prev, last) = (hash, row.n);
+    // Each entry is written once its successor is known to exist: the last one also
+    // moves the head, which only moves on.
+    let mut held: Option<ChainedEntry> = None;
+    loop {
+        let after = held.as_ref().map_or(0, |e| e.row.n);
+        let page = tx.audit_chain(after, CHAIN_PAGE)?;
+        if page.is_empty() {
+            break;
+        }
+        for entry in page {
+            let hash = entry_hash(&prev, &entry.row);
+            let chained = ChainedEntry { row: entry.row, prev_hash: std::mem::replace(&mut prev, hash.clone()), hash };
+            if let Some(before) = held.replace(chained) {
+                tx.rechain_audit(&before, false)?;
+            }
+        }
     }
-    if last > 0 {
-        tx.execute("UPDATE audit_head SET n = ?1, hash = ?2 WHERE id = 1", params![last, prev])?;
+    if let Some(last) = held {
+        tx.rechain_audit(&last, true)?;
     }
-    tx.execute_batch(
-        "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
-         BEGIN
-             SELECT RAISE(ABORT, 'the audit log is append-only');
-         END;",
-    )
+    Ok(())
 }
 
 /// The chain as it should be: how many entries, and the last one's hash.
@@ -228,49 +192,59 @@ pub struct Broken {
 
 /// Walks the whole chain from the first entry: every number in turn, every entry's
 /// `prev_hash` the hash of the one before, every hash that of its columns, and the head
-/// at the last entry. `Err(Ok(broken))` names the first entry that is not as written.
-pub fn verify(conn: &Connection) -> Result<Result<Chain, Broken>, rusqlite::Error> {
-    let mut statement = conn.prepare(&format!("SELECT {CHAIN_COLUMNS} FROM audit ORDER BY n"))?;
-    let mut rows = statement.query([])?;
+/// at the last entry. `Ok(Err(broken))` names the first entry that is not as written.
+///
+/// The server may be appending meanwhile (PostgreSQL's replicas): an entry and the head
+/// that points at it commit together, so the walk reads pages until there are no more
+/// entries, then the head, and goes on walking if the head has moved past them.
+pub fn verify(tx: &mut dyn Tx) -> Result<Result<Chain, Broken>, StoreError> {
     let (mut prev, mut last) = (GENESIS.to_vec(), 0i64);
-    while let Some(r) = rows.next()? {
-        let (row, prev_hash, hash) = read_row(r)?;
-        let broken = |n: i64, why: String| Ok(Err(Broken { n, why }));
-        if row.n != last + 1 {
-            return broken(last + 1, format!("it is missing (entry {} follows entry {last}): deleted", row.n));
+    loop {
+        let page = tx.audit_chain(last, CHAIN_PAGE)?;
+        if page.is_empty() {
+            let (head_n, head_hash) = tx.audit_head()?;
+            if head_n > last {
+                // Appended since the walk read its last page, or deleted: read on.
+                if !tx.audit_chain(last, 1)?.is_empty() {
+                    continue;
+                }
+            }
+            if head_n != last || head_hash != prev {
+                return Ok(Err(Broken {
+                    n: last + 1,
+                    why: format!(
+                        "the head says the log ends at entry {head_n}, but it ends at entry {last}: entries at the end deleted"
+                    ),
+                }));
+            }
+            return Ok(Ok(Chain { entries: last, head: prev }));
         }
-        if prev_hash != prev {
-            let before = if last == 0 { "the chain's start".to_owned() } else { format!("entry {last}") };
-            return broken(
-                row.n,
-                format!(
-                    "it does not follow {before} (its prev_hash is not that hash): inserted, or an entry before it replaced"
-                ),
-            );
+        for ChainedEntry { row, prev_hash, hash } in page {
+            let broken = |n: i64, why: String| Ok(Err(Broken { n, why }));
+            if row.n != last + 1 {
+                return broken(last + 1, format!("it is missing (entry {} follows entry {last}): deleted", row.n));
+            }
+            if prev_hash != prev {
+                let before = if last == 0 { "the chain's start".to_owned() } else { format!("entry {last}") };
+                return broken(
+                    row.n,
+                    format!(
+                        "it does not follow {before} (its prev_hash is not that hash): inserted, or an entry before it replaced"
+                    ),
+                );
+            }
+            if hash != entry_hash(&prev_hash, &row) {
+                return broken(row.n, "its columns do not match its hash: edited".to_owned());
+            }
+            (prev, last) = (hash, row.n);
         }
-        if hash != entry_hash(&prev_hash, &row) {
-            return broken(row.n, "its columns do not match its hash: edited".to_owned());
-        }
-        (prev, last) = (hash, row.n);
     }
-    let (head_n, head_hash): (i64, Vec<u8>) =
-        conn.query_row("SELECT n, hash FROM audit_head WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    if head_n != last || head_hash != prev {
-        return Ok(Err(Broken {
-            n: last + 1,
-            why: format!(
-                "the head says the log ends at entry {head_n}, but it ends at entry {last}: entries at the end deleted"
-            ),
-        }));
-    }
-    Ok(Ok(Chain { entries: last, head: prev }))
 }
 
 /// The head as stored (the last entry's number and hash), for the server's log at start.
-pub fn head(conn: &Connection) -> rusqlite::Result<Chain> {
-    conn.query_row("SELECT n, hash FROM audit_head WHERE id = 1", [], |r| {
-        Ok(Chain { entries: r.get(0)?, head: r.get(1)? })
-    })
+pub fn head(tx: &mut dyn Tx) -> Result<Chain, StoreError> {
+    let (entries, head) = tx.audit_head()?;
+    Ok(Chain { entries, head })
 }
 
 /// One entry of the log.
@@ -289,32 +263,8 @@ pub struct Entry {
 }
 
 /// An episode's entries, oldest first.
-pub fn entries(conn: &Connection, episode: EpisodeId) -> rusqlite::Result<Vec<Entry>> {
-    let mut statement =
-        conn.prepare_cached(&format!("SELECT {ENTRY_COLUMNS} FROM audit a WHERE a.episode = ?1 ORDER BY a.n"))?;
-    let rows = statement.query_map([episode.to_string()], read_entry)?;
-    rows.collect()
-}
-
-const ENTRY_COLUMNS: &str = "a.n, a.at, a.user_id, a.username, a.device, a.via, a.action, a.episode, a.detail";
-
-fn read_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
-    let via: String = r.get(5)?;
-    Ok(Entry {
-        n: r.get(0)?,
-        at: jiff::Timestamp::from_millisecond(r.get(1)?).unwrap_or(jiff::Timestamp::UNIX_EPOCH),
-        user_id: r.get(2)?,
-        username: r.get(3)?,
-        device: r.get(4)?,
-        via: match via.as_str() {
-            "dashboard" => Via::Dashboard,
-            "sync" => Via::Sync,
-            _ => Via::Api,
-        },
-        action: r.get(6)?,
-        episode: r.get(7)?,
-        detail: r.get(8)?,
-    })
+pub fn entries(tx: &mut dyn Tx, episode: EpisodeId) -> Result<Vec<Entry>, StoreError> {
+    tx.audit_entries(episode)
 }
 
 /// Whose entries a reader may see: those of the episodes of `teams` (by each episode's
@@ -339,51 +289,8 @@ pub enum Cursor {
 }
 
 /// Up to `limit` entries of `scope` from `cursor`, in the cursor's order.
-pub fn page(conn: &Connection, scope: Scope<'_>, cursor: Cursor, limit: usize) -> rusqlite::Result<Vec<Entry>> {
-    use rusqlite::types::Value;
-    let mut params: Vec<Value> = Vec::new();
-    let mut wanted = Vec::new();
-    if !scope.teams.is_empty() {
-        let slots: Vec<String> = scope
-            .teams
-            .iter()
-            .map(|team| {
-                params.push(Value::Text(team.clone()));
-                format!("?{}", params.len())
-            })
-            .collect();
-        wanted.push(format!("e.team IN ({})", slots.join(", ")));
-    }
-    if scope.unscoped {
-        wanted.push("a.episode IS NULL".to_owned());
-    }
-    if wanted.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut filter = format!("({})", wanted.join(" OR "));
-    if let Some(episode) = scope.episode {
-        params.push(Value::Text(episode.to_string()));
-        filter.push_str(&format!(" AND a.episode = ?{}", params.len()));
-    }
-    let order = match cursor {
-        Cursor::After(n) => {
-            params.push(Value::Integer(n));
-            format!(" AND a.n > ?{} ORDER BY a.n ASC", params.len())
-        }
-        Cursor::Before(Some(n)) => {
-            params.push(Value::Integer(n));
-            format!(" AND a.n < ?{} ORDER BY a.n DESC", params.len())
-        }
-        Cursor::Before(None) => " ORDER BY a.n DESC".to_owned(),
-    };
-    params.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
-    let sql = format!(
-        "SELECT {ENTRY_COLUMNS} FROM audit a LEFT JOIN episodes e ON e.id = a.episode WHERE {filter}{order} LIMIT ?{}",
-        params.len()
-    );
-    let mut statement = conn.prepare_cached(&sql)?;
-    let rows = statement.query_map(rusqlite::params_from_iter(params), read_entry)?;
-    rows.collect()
+pub fn page(tx: &mut dyn Tx, scope: Scope<'_>, cursor: Cursor, limit: usize) -> Result<Vec<Entry>, StoreError> {
+    tx.audit_page(scope, cursor, limit)
 }
 
 /// Whether a user of `role` may read the audit log: team managers and admins.

@@ -15,11 +15,11 @@ use automerge::ActorId;
 use episode::pathway::{self, Action, Calendar, Code, Evaluation, State};
 use episode::{Episode, EpisodeId, Event, EventBody};
 use jiff::Timestamp;
-use rusqlite::{Connection, Transaction, params};
 use serde::Serialize;
 
 use crate::episodes::{self, Cache, Stored};
 use crate::error::AppError;
+use crate::store::{ActionRecord, AppointmentRecord, Conn, StoreError, SummaryRecord, Tx};
 
 /// Two records of the same kind and target from two devices within this long are a
 /// likely duplicate.
@@ -181,9 +181,8 @@ fn next_due(evaluation: &Evaluation, now: Timestamp) -> i64 {
 }
 
 /// Remakes one episode's summary from its document, at `now`.
-pub fn summarize(tx: &Transaction<'_>, stored: &mut Stored, now: Timestamp) -> Result<(), AppError> {
-    let key = stored.id.to_string();
-    let seq = stored.seq;
+pub fn summarize(tx: &mut dyn Tx, stored: &mut Stored, now: Timestamp) -> Result<(), AppError> {
+    let (id, seq) = (stored.id(), stored.seq());
     let episode = stored.view(tx)?;
     let evaluation = evaluate(episode, now);
     let open: Vec<&Action> = evaluation.actions.iter().filter(|a| is_open(a)).collect();
@@ -192,48 +191,18 @@ pub fn summarize(tx: &Transaction<'_>, stored: &mut Stored, now: Timestamp) -> R
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
-    tx.prepare_cached(
-        "INSERT INTO summaries (episode, seq, pathway, patient_ref, open_actions, overdue_actions, conflicts,
-                                duplicates, unfiled, next_due, evaluated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-         ON CONFLICT (episode) DO UPDATE SET seq = excluded.seq, pathway = excluded.pathway,
-            patient_ref = excluded.patient_ref, open_actions = excluded.open_actions,
-            overdue_actions = excluded.overdue_actions, conflicts = excluded.conflicts,
-            duplicates = excluded.duplicates, unfiled = excluded.unfiled, next_due = excluded.next_due,
-            evaluated_at = excluded.evaluated_at",
-    )?
-    .execute(params![
-        key,
-        seq,
-        pathway,
-        episode.patient_ref.as_str(),
-        open.len() as i64,
-        overdue as i64,
-        episode.facts.conflicts().len() as i64,
-        duplicates(episode).len() as i64,
-        unfiled(&evaluation).len() as i64,
-        next_due(&evaluation, now),
-        now.as_second(),
-    ])?;
-    tx.prepare_cached("DELETE FROM summary_actions WHERE episode = ?1")?.execute([&key])?;
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO summary_actions (episode, action, code, owner, priority, state, due)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?;
-    for action in open {
-        insert.execute(params![
-            key,
-            action.id.to_string(),
-            action.code.as_str(),
-            action.owner.to_string(),
-            enum_name(&action.priority),
-            enum_name(&action.state),
-            action.due.as_second(),
-        ])?;
-    }
-    tx.prepare_cached("DELETE FROM summary_appointments WHERE episode = ?1")?.execute([&key])?;
-    let mut insert =
-        tx.prepare_cached("INSERT INTO summary_appointments (episode, event, at, outcome) VALUES (?1, ?2, ?3, ?4)")?;
+    let actions = open
+        .iter()
+        .map(|action| ActionRecord {
+            action: action.id.to_string(),
+            code: action.code.as_str(),
+            owner: action.owner.to_string(),
+            priority: enum_name(&action.priority),
+            state: enum_name(&action.state),
+            due: action.due.as_second(),
+        })
+        .collect();
+    let mut appointments = Vec::new();
     for event in &episode.events {
         let outcome = match &event.body {
             EventBody::AppointmentAttended(_) => "attended".to_owned(),
@@ -244,9 +213,25 @@ pub fn summarize(tx: &Transaction<'_>, stored: &mut Stored, now: Timestamp) -> R
         let in_error =
             episode.events.iter().any(|e| matches!(&e.body, EventBody::EnteredInError(eie) if eie.record == event.id));
         if !in_error {
-            insert.execute(params![key, event.id.to_string(), event.at.as_second(), outcome])?;
+            appointments.push(AppointmentRecord { event: event.id.to_string(), at: event.at.as_second(), outcome });
         }
     }
+    let record = SummaryRecord {
+        episode: id,
+        seq,
+        pathway: &pathway,
+        patient_ref: episode.patient_ref.as_str(),
+        open_actions: open.len() as i64,
+        overdue_actions: overdue as i64,
+        conflicts: episode.facts.conflicts().len() as i64,
+        duplicates: duplicates(episode).len() as i64,
+        unfiled: unfiled(&evaluation).len() as i64,
+        next_due: next_due(&evaluation, now),
+        evaluated_at: now.as_second(),
+        actions,
+        appointments,
+    };
+    tx.put_summary(&record)?;
     Ok(())
 }
 
@@ -269,22 +254,9 @@ impl Rates {
 
 /// The team's appointments in the `days` before `now`: attended and missed, and the
 /// misses where a child was not brought or an adult did not attend.
-pub fn rates(conn: &Connection, team: &str, now: Timestamp, days: i64) -> rusqlite::Result<Rates> {
+pub fn rates(tx: &mut dyn Tx, team: &str, now: Timestamp, days: i64) -> Result<Rates, StoreError> {
     let since = now.as_second() - days * 24 * 60 * 60;
-    conn.prepare_cached(
-        "SELECT COUNT(*), COALESCE(SUM(a.outcome = 'not_brought'), 0), COALESCE(SUM(a.outcome = 'did_not_attend'), 0)
-         FROM summary_appointments a JOIN episodes e ON e.id = a.episode
-         WHERE e.team = ?1 AND a.at > ?2 AND a.at <= ?3",
-    )?
-    .query_row(params![team, since, now.as_second()], |r| {
-        Ok(Rates {
-            team: team.to_owned(),
-            days,
-            appointments: r.get(0)?,
-            not_brought: r.get(1)?,
-            did_not_attend: r.get(2)?,
-        })
-    })
+    Ok(Rates { days, ..tx.rates(team, since, now.as_second())? })
 }
 
 fn enum_name<T: Serialize>(value: &T) -> String {
@@ -294,37 +266,24 @@ fn enum_name<T: Serialize>(value: &T) -> String {
 /// The episodes (of `teams`, or of every team) whose summary is missing, older than the
 /// episode, or due to change by the clock at `now`; at most `limit`.
 fn stale(
-    conn: &Connection,
+    tx: &mut dyn Tx,
     teams: Option<&[String]>,
     now: Timestamp,
     limit: usize,
-) -> rusqlite::Result<Vec<EpisodeId>> {
-    let mut statement = conn.prepare_cached(
-        "SELECT e.id, e.team FROM episodes e LEFT JOIN summaries s ON s.episode = e.id
-         WHERE s.episode IS NULL OR s.seq != e.seq OR s.next_due <= ?1
-         ORDER BY e.seq",
-    )?;
-    let rows = statement.query_map([now.as_second()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (id, team) = row?;
-        if teams.is_some_and(|teams| !teams.contains(&team)) {
-            continue;
-        }
-        if let Ok(id) = id.parse() {
-            out.push(id);
-        }
-        if out.len() >= limit {
-            break;
-        }
-    }
-    Ok(out)
+) -> Result<Vec<EpisodeId>, StoreError> {
+    Ok(tx
+        .stale_summaries(now.as_second())?
+        .into_iter()
+        .filter(|(_, team)| teams.is_none_or(|teams| teams.contains(team)))
+        .map(|(id, _)| id)
+        .take(limit)
+        .collect())
 }
 
 /// Remakes up to `limit` stale summaries (of `teams`, or of every team) in one
 /// transaction, through the document cache. Returns how many it remade.
 pub fn refresh(
-    conn: &mut Connection,
+    conn: &mut dyn Conn,
     cache: &std::sync::Mutex<Cache>,
     teams: Option<&[String]>,
     now: Timestamp,
@@ -335,12 +294,12 @@ pub fn refresh(
         return Ok(0);
     }
     let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
-    let tx = conn.transaction()?;
-    let actor = episodes::server_actor(&tx)?;
+    let mut tx = conn.transaction()?;
+    let actor = episodes::server_actor(&mut *tx)?;
     let mut used = Vec::with_capacity(ids.len());
     for id in &ids {
-        let Some(mut stored) = cache.take(&tx, *id, &actor)? else { continue };
-        let made = summarize(&tx, &mut stored, now);
+        let Some(mut stored) = cache.take(&mut *tx, *id, &actor)? else { continue };
+        let made = summarize(&mut *tx, &mut stored, now);
         used.push(stored);
         made?;
     }
@@ -353,7 +312,7 @@ pub fn refresh(
 
 /// Remakes every stale summary of `teams`, a batch at a time.
 pub fn refresh_all(
-    conn: &mut Connection,
+    conn: &mut dyn Conn,
     cache: &std::sync::Mutex<Cache>,
     teams: Option<&[String]>,
     now: Timestamp,
@@ -369,37 +328,10 @@ pub fn refresh_all(
 }
 
 /// The summaries of `teams`' episodes: the most overdue first, then the most open.
-pub fn summaries(conn: &Connection, teams: &[String]) -> rusqlite::Result<Vec<Summary>> {
-    let mut statement = conn.prepare_cached(
-        "SELECT s.episode, e.team, s.pathway, s.patient_ref, s.open_actions, s.overdue_actions, s.conflicts,
-                s.duplicates, s.unfiled
-         FROM summaries s JOIN episodes e ON e.id = s.episode WHERE e.team = ?1",
-    )?;
+pub fn summaries(tx: &mut dyn Tx, teams: &[String]) -> Result<Vec<Summary>, StoreError> {
     let mut out = Vec::new();
     for team in teams {
-        let rows = statement.query_map([team], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                Summary {
-                    id: EpisodeId::nil(),
-                    team: r.get(1)?,
-                    pathway: r.get(2)?,
-                    patient_ref: r.get(3)?,
-                    open_actions: r.get(4)?,
-                    overdue_actions: r.get(5)?,
-                    conflicts: r.get(6)?,
-                    duplicates: r.get(7)?,
-                    unfiled: r.get(8)?,
-                },
-            ))
-        })?;
-        for row in rows {
-            let (id, mut summary) = row?;
-            if let Ok(id) = id.parse() {
-                summary.id = id;
-                out.push(summary);
-            }
-        }
+        out.extend(tx.summaries(team)?);
     }
     out.sort_by(|a, b| {
         (b.overdue_actions, b.open_actions, b.conflicts, b.unfiled)
@@ -411,40 +343,10 @@ pub fn summaries(conn: &Connection, teams: &[String]) -> rusqlite::Result<Vec<Su
 
 /// The open and overdue actions of `teams`' episodes: overdue first, then by owner, then
 /// by due time.
-pub fn open_actions(conn: &Connection, teams: &[String]) -> rusqlite::Result<Vec<OpenAction>> {
-    let mut statement = conn.prepare_cached(
-        "SELECT a.episode, s.patient_ref, a.action, a.code, a.owner, a.priority, a.state, a.due
-         FROM summary_actions a JOIN summaries s ON s.episode = a.episode JOIN episodes e ON e.id = a.episode
-         WHERE e.team = ?1",
-    )?;
+pub fn open_actions(tx: &mut dyn Tx, teams: &[String]) -> Result<Vec<OpenAction>, StoreError> {
     let mut out = Vec::new();
     for team in teams {
-        let rows = statement.query_map([team], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, String>(6)?,
-                r.get::<_, i64>(7)?,
-            ))
-        })?;
-        for row in rows {
-            let (episode, patient_ref, action, code, owner, priority, state, due) = row?;
-            let (Ok(episode), Ok(due)) = (episode.parse(), Timestamp::from_second(due)) else { continue };
-            out.push(OpenAction {
-                episode,
-                patient_ref,
-                action,
-                code,
-                owner,
-                priority,
-                overdue: state == "overdue",
-                due,
-            });
-        }
+        out.extend(tx.open_actions(team)?);
     }
     out.sort_by(|a, b| {
         b.overdue
@@ -457,27 +359,21 @@ pub fn open_actions(conn: &Connection, teams: &[String]) -> rusqlite::Result<Vec
 }
 
 /// Open and overdue actions per team, for the metrics.
-pub fn counts_by_team(conn: &Connection) -> rusqlite::Result<Vec<(String, i64, i64)>> {
-    let mut statement = conn.prepare_cached(
-        "SELECT t.id, COALESCE(SUM(s.open_actions), 0), COALESCE(SUM(s.overdue_actions), 0)
-         FROM teams t LEFT JOIN episodes e ON e.team = t.id LEFT JOIN summaries s ON s.episode = e.id
-         GROUP BY t.id ORDER BY t.id",
-    )?;
-    let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-    rows.collect()
+pub fn counts_by_team(tx: &mut dyn Tx) -> Result<Vec<(String, i64, i64)>, StoreError> {
+    tx.counts_by_team()
 }
 
 /// Loads an episode the caller may see: one of their teams'. Any other answers exactly as
 /// one that does not exist.
 pub fn visible(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Tx,
     cache: &mut Cache,
     actor: &ActorId,
     teams: &[String],
     id: EpisodeId,
 ) -> Result<Stored, AppError> {
     match cache.take(tx, id, actor)? {
-        Some(stored) if teams.contains(&stored.team) => Ok(stored),
+        Some(stored) if teams.iter().any(|t| t == stored.team()) => Ok(stored),
         Some(stored) => {
             cache.put(stored);
             Err(AppError::EpisodeNotFound(id))

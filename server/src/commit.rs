@@ -4,8 +4,8 @@
 //! without disturbing the others. Every request is answered only after the transaction
 //! holding it has committed, so a device is never told the server has what it has not.
 //!
-//! One writer thread owns the batching; the database's lock still orders it with every
-//! other route. The fsync is most of a small sync's cost on a disk (about 3 ms here, see
+//! One writer thread owns the batching; the document cache's lock orders it with every
+//! other route that changes episodes (and, on SQLite, the connection's lock too). The fsync is most of a small sync's cost on a disk (about 3 ms here, see
 //! `docs/adr/0002-sync.md`): sharing it is what lets the server take many devices at once.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -13,13 +13,12 @@ use std::sync::{Arc, Mutex, PoisonError, mpsc};
 
 use episode::sync as protocol;
 use jiff::Timestamp;
-use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use crate::auth::AuthUser;
-use crate::db::Db;
 use crate::episodes::Cache;
 use crate::error::AppError;
+use crate::store::{Conn, Db, StoreError};
 use crate::sync::handle;
 
 /// The most requests written in one transaction, unless `tether serve --sync-batch` says
@@ -80,7 +79,14 @@ fn run(db: &Db, docs: &Mutex<Cache>, queue: &mpsc::Receiver<Job>, max_batch: usi
                 Err(_) => break,
             }
         }
-        let answers = db.call_blocking(|conn| write(conn, docs, &mut batch));
+        let answers =
+            db.call_blocking(|conn| Ok::<_, StoreError>(write(conn, docs, &mut batch))).unwrap_or_else(|error| {
+                let message = format!("{error:#}");
+                batch
+                    .iter()
+                    .map(|_| Err(AppError::internal(anyhow::anyhow!("the sync could not be stored: {message}"))))
+                    .collect()
+            });
         for (job, answer) in batch.into_iter().zip(answers) {
             // A client that has gone away no longer wants its answer; what it sent is stored.
             let _ = job.reply.send(answer);
@@ -88,21 +94,21 @@ fn run(db: &Db, docs: &Mutex<Cache>, queue: &mpsc::Receiver<Job>, max_batch: usi
     }
 }
 
+/// How often a request whose episode another writer changed meanwhile is handled again.
+const CONFLICT_TRIES: usize = 8;
+
 /// Writes a batch in one transaction; one answer per job, in order.
-fn write(conn: &mut Connection, docs: &Mutex<Cache>, batch: &mut [Job]) -> Vec<Result<protocol::Response, AppError>> {
-    // Under the database's lock: nobody else uses the cache while the batch runs.
+fn write(conn: &mut dyn Conn, docs: &Mutex<Cache>, batch: &mut [Job]) -> Vec<Result<protocol::Response, AppError>> {
+    // Nobody else changes the cache while the batch runs.
     let mut cache = docs.lock().unwrap_or_else(PoisonError::into_inner);
     // Every record, hand-over or new episode is synced to disk before the answer. A batch
     // that can store none of those (only messages without changes) moves only sync states
     // and holdings, whose loss in a power cut costs a repeated message, never a record:
-    // it commits without the fsync (WAL, `synchronous = NORMAL`; the next full commit
-    // syncs it too). A process that dies loses nothing either way: the WAL is written.
+    // it commits without waiting for the disk (the next full commit syncs it too). A
+    // process that dies loses nothing either way.
     let light = batch.iter().all(|job| job.light);
     let result = (|| {
-        if light {
-            conn.pragma_update(None, "synchronous", "NORMAL")?;
-        }
-        let tx = conn.transaction()?;
+        let mut tx = if light { conn.light_transaction()? } else { conn.transaction()? };
         let mut answers = Vec::with_capacity(batch.len());
         for job in batch.iter_mut() {
             let _entered = job.span.enter();
@@ -110,35 +116,49 @@ fn write(conn: &mut Connection, docs: &Mutex<Cache>, batch: &mut [Job]) -> Vec<R
                 answers.push(Err(AppError::internal(anyhow::anyhow!("a sync request was handled twice"))));
                 continue;
             };
-            tx.execute_batch("SAVEPOINT request")?;
-            let handled = catch_unwind(AssertUnwindSafe(|| handle(&tx, &mut cache, &job.user, request, job.now)));
-            match handled {
-                Ok(Ok((response, used))) => {
-                    tx.execute_batch("RELEASE request")?;
-                    // Current within this transaction; if it fails to commit, the whole
-                    // cache is dropped below, so memory never keeps what the disk lacks.
-                    for stored in used {
-                        cache.put(stored);
+            let mut tries = 0;
+            let answer = loop {
+                tries += 1;
+                tx.savepoint()?;
+                if tries > 1 {
+                    // Lost a race: this time nobody else stores a change until this commits.
+                    tx.lock_seq()?;
+                }
+                let handled =
+                    catch_unwind(AssertUnwindSafe(|| handle(&mut *tx, &mut cache, &job.user, &request, job.now)));
+                match handled {
+                    Ok(Ok((response, used))) => {
+                        tx.release_savepoint()?;
+                        // Current within this transaction; if it fails to commit, the whole
+                        // cache is dropped below, so memory never keeps what the disk lacks.
+                        for stored in used {
+                            cache.put(stored);
+                        }
+                        break Ok(response);
                     }
-                    answers.push(Ok(response));
+                    Ok(Err(AppError::Store(StoreError::Conflict(id)))) if tries < CONFLICT_TRIES => {
+                        // Another writer changed the episode since it was read: again, from
+                        // what is stored now.
+                        tx.rollback_to_savepoint()?;
+                        cache.forget(id);
+                        tracing::debug!(episode = %id, tries, "sync request retried after a concurrent write");
+                    }
+                    Ok(Err(refused)) => {
+                        tx.rollback_to_savepoint()?;
+                        break Err(refused);
+                    }
+                    Err(_) => {
+                        tx.rollback_to_savepoint()?;
+                        tracing::error!("a sync request panicked; nothing of it was stored");
+                        break Err(AppError::internal(anyhow::anyhow!("the sync request could not be handled")));
+                    }
                 }
-                Ok(Err(refused)) => {
-                    tx.execute_batch("ROLLBACK TO request; RELEASE request")?;
-                    answers.push(Err(refused));
-                }
-                Err(_) => {
-                    tx.execute_batch("ROLLBACK TO request; RELEASE request")?;
-                    tracing::error!("a sync request panicked; nothing of it was stored");
-                    answers.push(Err(AppError::internal(anyhow::anyhow!("the sync request could not be handled"))));
-                }
-            }
+            };
+            answers.push(answer);
         }
         tx.commit()?;
-        Ok::<_, rusqlite::Error>(answers)
+        Ok::<_, StoreError>(answers)
     })();
-    if light && let Err(e) = conn.pragma_update(None, "synchronous", "FULL") {
-        tracing::error!(error = %e, "cannot restore synchronous = FULL");
-    }
     match result {
         Ok(answers) => answers,
         Err(error) => {

@@ -7,15 +7,18 @@ use std::path::PathBuf;
 /// How to run the server.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeConfig {
-    /// The SQLite database file; created and migrated if need be.
-    #[arg(long, env = "TETHER_DB", default_value = "tether.db")]
-    pub db: PathBuf,
+    /// The database: a SQLite file (created if need be), or a PostgreSQL URL,
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (better in TETHER_DB than on the
+    /// command line, where other users of the machine may see it); migrated if need be.
+    #[arg(long, env = "TETHER_DB", default_value = "tether.db", hide_env_values = true)]
+    pub db: crate::Target,
     /// The address to listen on (port 0 picks a free port).
     #[arg(long, env = "TETHER_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
     /// The access tokens' signing secret, at least 32 bytes. Give it in the environment,
-    /// not as a flag. Without it the server uses the key file beside the database
-    /// (`DB.keys`), made with a new random key, 0600, at first start.
+    /// not as a flag. Required on PostgreSQL. Without it the server uses the key file
+    /// beside the SQLite database (`DB.keys`), made with a new random key, 0600, at first
+    /// start.
     #[arg(long, env = "TETHER_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<Secret>,
     /// Earlier signing secrets, one a line, that still verify (with TETHER_JWT_SECRET,

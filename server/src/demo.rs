@@ -10,12 +10,12 @@ use automerge::ActorId;
 use episode::document::{EpisodeDoc, Opening};
 use episode::{EpisodeId, Event, FactField, FactValue, Pathway, PatientRef, Risk};
 use jiff::{SignedDuration, Timestamp};
-use rusqlite::{Connection, Transaction, params};
 use serde_json::{Value, json};
 
 use crate::accounts::{self, Password, Role, TeamId, Username};
 use crate::auth::password;
-use crate::{caseload, db, episodes};
+use crate::store::{Conn, Tx};
+use crate::{caseload, episodes};
 
 /// A demo account, with the password it was given.
 #[derive(Debug)]
@@ -66,18 +66,18 @@ impl Seeded {
 
 /// Seeds the demo if the database has no teams. A database the demo seeded before is
 /// left as it is: running `--demo` again never takes anyone's password away.
-pub fn seed(conn: &mut Connection, now: Timestamp) -> anyhow::Result<Seeded> {
-    let tx = conn.transaction()?;
-    if db::meta(&tx, SEEDED)?.is_some() {
+pub fn seed(conn: &mut dyn Conn, now: Timestamp) -> anyhow::Result<Seeded> {
+    let mut tx = conn.transaction()?;
+    if tx.meta(SEEDED)?.is_some() {
         return Ok(Seeded::Before);
     }
-    let teams: i64 = tx.query_row("SELECT COUNT(*) FROM teams", [], |r| r.get(0))?;
+    let teams = tx.count_teams()?;
     if teams > 0 {
         return Ok(Seeded::NotTheDemo);
     }
     let mut accounts = Vec::new();
     for (id, name) in TEAMS {
-        accounts::add_team(&tx, &id.parse().map_err(anyhow::Error::msg)?, name, now)?;
+        accounts::add_team(&mut *tx, &id.parse().map_err(anyhow::Error::msg)?, name, now)?;
     }
     for (username, role, teams) in USERS {
         let password = new_password()?;
@@ -86,11 +86,11 @@ pub fn seed(conn: &mut Connection, now: Timestamp) -> anyhow::Result<Seeded> {
         let name: Username = username.parse().map_err(anyhow::Error::msg)?;
         let team_ids =
             teams.iter().map(|t| t.parse()).collect::<Result<Vec<TeamId>, _>>().map_err(anyhow::Error::msg)?;
-        accounts::add_user(&tx, &name, &hash, role, &team_ids, now)?;
+        accounts::add_user(&mut *tx, &name, &hash, role, &team_ids, now)?;
         accounts.push(Account { username, role, teams, password });
     }
-    episodes_for_demo(&tx, now)?;
-    db::set_meta(&tx, SEEDED, &now.to_string())?;
+    episodes_for_demo(&mut *tx, now)?;
+    tx.set_meta(SEEDED, &now.to_string())?;
     tx.commit()?;
     Ok(Seeded::Now(accounts))
 }
@@ -164,12 +164,12 @@ impl Draft {
         Ok(event.id)
     }
 
-    fn store(mut self, tx: &Transaction<'_>) -> anyhow::Result<()> {
+    fn store(mut self, tx: &mut dyn Tx) -> anyhow::Result<()> {
         episodes::insert(tx, self.id, self.team, &mut self.doc, self.now.as_second())?;
-        let mut statement =
-            tx.prepare("INSERT INTO receipts (episode, event, received_at, device) VALUES (?1, ?2, ?3, ?4)")?;
+        // Noted without a `seq` (0), as before there was one: they reach a device with the
+        // whole document, or in a sync from cursor 0.
         for (event, at, device) in &self.receipts {
-            statement.execute(params![self.id.to_string(), event, at, device])?;
+            tx.record_receipts(self.id, std::slice::from_ref(event), device, *at, 0)?;
         }
         let actor = episodes::server_actor(tx)?;
         if let Some(mut stored) = episodes::load(tx, self.id, &actor)? {
@@ -190,11 +190,11 @@ fn attended_history(draft: &mut Draft, by: &str, weeks: &[f64]) -> anyhow::Resul
     Ok(())
 }
 
-fn episodes_for_demo(tx: &Transaction<'_>, now: Timestamp) -> anyhow::Result<()> {
+fn episodes_for_demo(tx: &mut dyn Tx, now: Timestamp) -> anyhow::Result<()> {
     // North: a routine referral whose first appointment was missed three days ago.
     let mut e = Draft::open(now, "north", "DEMO-1001", Pathway::RoutineReferral, 24.0 * 9.0, "maya", vec![])?;
     e.record("appointment_missed", 72.0, "ana", json!({"appointment": "initial"}))?;
-    e.store(tx)?;
+    e.store(&mut *tx)?;
 
     // North: an urgent referral, an unannounced visit with no answer yesterday and a card.
     let mut e = Draft::open(
@@ -215,7 +215,7 @@ fn episodes_for_demo(tx: &Transaction<'_>, now: Timestamp) -> anyhow::Result<()>
         "location": {"lat": 53.4808, "lon": -2.2426, "accuracy": 25.0}}),
     )?;
     e.record("calling_card_left", 26.8, "ben", json!({"visit": visit}))?;
-    e.store(tx)?;
+    e.store(&mut *tx)?;
 
     // North: in service, where two phones set the risk differently while offline: a
     // conflict for the team base to resolve.
@@ -244,7 +244,7 @@ fn episodes_for_demo(tx: &Transaction<'_>, now: Timestamp) -> anyhow::Result<()>
     other.set_fact(&change)?;
     e.receipts.push((change.id.to_string(), (at + SignedDuration::from_mins(40)).as_millisecond(), "phone-ben".into()));
     e.doc.merge(&mut other)?;
-    e.store(tx)?;
+    e.store(&mut *tx)?;
 
     // North: home treatment, high risk; a visit with no answer six hours ago, nobody told
     // the team manager: the four-hour escalation is overdue.
@@ -260,7 +260,7 @@ fn episodes_for_demo(tx: &Transaction<'_>, now: Timestamp) -> anyhow::Result<()>
     attended_history(&mut e, "ana", &[0.5])?;
     let visit = e.record("home_visit", 6.0, "ana", json!({"announced": false, "outcome": "no_answer"}))?;
     e.record("calling_card_left", 5.9, "ana", json!({"visit": visit}))?;
-    e.store(tx)?;
+    e.store(&mut *tx)?;
 
     // North: a known disengager, seen recently; the team base has filed the visit.
     let mut e = Draft::open(
@@ -282,7 +282,7 @@ fn episodes_for_demo(tx: &Transaction<'_>, now: Timestamp) -> anyhow::Result<()>
         "rationale": "Agreed with the patient: text before each visit, sister as named contact."}),
     )?;
     e.record("filed_to_epr", 24.0, "ada", json!({"records": [seen], "epr_ref": "EPR-DEMO-55"}))?;
-    e.store(tx)?;
+    e.store(&mut *tx)?;
 
     // North: the same phone call recorded from two phones four minutes apart: a likely
     // duplicate.
@@ -290,7 +290,7 @@ fn episodes_for_demo(tx: &Transaction<'_>, now: Timestamp) -> anyhow::Result<()>
     e.record("appointment_missed", 30.0, "ana", json!({"appointment": "initial", "reason": "did_not_attend"}))?;
     e.record("contact_attempt", 28.0, "ana", json!({"method": "phone", "target": "patient", "outcome": "no_answer"}))?;
     e.record("contact_attempt", 27.94, "ben", json!({"method": "phone", "target": "patient", "outcome": "no_answer"}))?;
-    e.store(tx)?;
+    e.store(&mut *tx)?;
 
     // South: a child not brought twice: Children's Services must be told.
     let mut e = Draft::open(
@@ -305,7 +305,7 @@ fn episodes_for_demo(tx: &Transaction<'_>, now: Timestamp) -> anyhow::Result<()>
     attended_history(&mut e, "priya", &[11.0, 10.0, 8.0, 7.0])?;
     e.record("appointment_missed", 24.0 * 20.0, "priya", json!({"appointment": "follow_up", "reason": "not_brought"}))?;
     e.record("appointment_missed", 24.0 * 5.0, "priya", json!({"appointment": "follow_up", "reason": "not_brought"}))?;
-    e.store(tx)?;
+    e.store(&mut *tx)?;
 
     // South: a first miss two days ago.
     let mut e = Draft::open(
@@ -319,7 +319,7 @@ fn episodes_for_demo(tx: &Transaction<'_>, now: Timestamp) -> anyhow::Result<()>
     )?;
     attended_history(&mut e, "priya", &[5.0, 3.0])?;
     e.record("appointment_missed", 48.0, "priya", json!({"appointment": "follow_up", "reason": "not_brought"}))?;
-    e.store(tx)?;
+    e.store(&mut *tx)?;
 
     // South: a family that comes to every appointment.
     let mut e = Draft::open(
@@ -332,6 +332,6 @@ fn episodes_for_demo(tx: &Transaction<'_>, now: Timestamp) -> anyhow::Result<()>
         vec![fact(FactField::Children, json!(true))?],
     )?;
     attended_history(&mut e, "priya", &[12.0, 10.0, 8.0, 6.0, 4.0, 2.0, 1.0])?;
-    e.store(tx)?;
+    e.store(&mut *tx)?;
     Ok(())
 }

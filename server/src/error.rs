@@ -67,6 +67,9 @@ pub enum AppError {
     EpisodeFull { bytes: usize },
     /// The route exists but not with this method (405).
     MethodNotAllowed,
+    /// The database failed (500), or another writer kept changing the episode (503):
+    /// logged, never shown. Kept apart so that a conflict can be retried.
+    Store(crate::store::StoreError),
     /// Anything the client cannot act on (500): logged, never shown.
     Internal(anyhow::Error),
 }
@@ -162,7 +165,15 @@ impl AppError {
             Self::MethodNotAllowed => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this resource does not take that method".into())
             }
-            Self::Internal(_) => (
+            Self::Store(crate::store::StoreError::Conflict(_)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "the episode was being changed by others at the same moment; try again".into(),
+            ),
+            Self::Store(crate::store::StoreError::Busy(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "busy", "the server is busy; try again".into())
+            }
+            Self::Store(_) | Self::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 "something went wrong on the server; it has been logged".into(),
@@ -176,6 +187,9 @@ impl IntoResponse for AppError {
         if let Self::Internal(cause) = &self {
             // `{:#}` prints the whole chain of causes on one line.
             tracing::error!(error = format!("{cause:#}"), "internal error");
+        }
+        if let Self::Store(cause) = &self {
+            tracing::error!(error = %cause, "database error");
         }
         let (status, code, message) = self.parts();
         let mut error = json!({"code": code, "message": message});
@@ -199,12 +213,6 @@ impl IntoResponse for AppError {
             _ => {}
         }
         response
-    }
-}
-
-impl From<rusqlite::Error> for AppError {
-    fn from(error: rusqlite::Error) -> Self {
-        Self::internal(error)
     }
 }
 

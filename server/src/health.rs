@@ -13,6 +13,6 @@ pub(crate) fn router() -> Router<AppState> {
 }
 
 async fn healthz(State(state): State<AppState>) -> Result<axum::Json<Value>, AppError> {
-    let schema: i64 = state.db.call(|conn| Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)).await?;
+    let schema: i64 = state.db.call(|conn| Ok(conn.schema_version()?)).await?;
     Ok(axum::Json(json!({"status": "ok", "schema": schema})))
 }

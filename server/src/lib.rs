@@ -1,5 +1,5 @@
-//! The Tether server: an axum service over an embedded SQLite database, and the library
-//! behind the `tether` binary's `serve`, `team` and `user` commands.
+//! The Tether server: an axum service over an embedded SQLite database or PostgreSQL, and
+//! the library behind the `tether` binary's `serve`, `team` and `user` commands.
 //!
 //! `app(state)` is the whole HTTP service as a `Router`, so tests call it with
 //! `tower::ServiceExt::oneshot` and no socket; `serve::run` puts it on a port.
@@ -12,7 +12,9 @@
 //! - `client`: the client's address (the socket's peer, or behind a trusted proxy, its
 //!   `X-Forwarded-For`), as the failed sign-in throttle counts it.
 //! - `config`: `tether serve`'s flags and environment, as one typed struct.
-//! - `db`: the SQLite database, its schema (`schema/*.sql`) and migrations.
+//! - `db`: opening the SQLite database, its schema (`schema/*.sql`) and migrations.
+//! - `store`: the storage boundary: every statement, behind one trait, on SQLite and on
+//!   PostgreSQL (`schema/postgres/*.sql`); `Db`, the handle; `--db`'s `Target`.
 //! - `error`: `AppError`, the one error body every route answers with.
 //! - `files`: files only their owner may read (the database's, the key file).
 //! - `json`: the `Json` extractor, whose rejections use that body.
@@ -66,6 +68,7 @@ pub mod office;
 pub mod oidc;
 pub mod owners;
 pub mod serve;
+pub mod store;
 mod sync;
 
 use std::sync::Arc;
@@ -74,15 +77,14 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use rusqlite::Connection;
 use tracing::Instrument;
 
 pub use auth::AuthUser;
 use auth::token::Keys;
 pub use clock::Clock;
 pub use config::Secret;
-pub use db::Db;
 pub use error::AppError;
+pub use store::{Db, Target};
 
 /// The largest request body any route takes, for now (the sync route will set its own).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -109,16 +111,15 @@ pub struct AppState {
 impl AppState {
     /// The state over an open, migrated database. The access tokens' signing key is
     /// `jwt_secret` if given, else the key file beside the database, made at first start
-    /// (`auth::keys`).
-    pub fn new(mut conn: Connection, jwt_secret: Option<&Secret>, clock: Clock) -> anyhow::Result<Self> {
-        let keys = auth::keys::load(&mut conn, jwt_secret, None)?;
-        Self::with_keys(conn, keys, clock, commit::DEFAULT_BATCH)
+    /// (`auth::keys`); a database without a file (PostgreSQL) needs `jwt_secret`.
+    pub fn new(db: Db, jwt_secret: Option<&Secret>, clock: Clock) -> anyhow::Result<Self> {
+        let keys = auth::keys::load(&db, jwt_secret, None)?;
+        Self::with_keys(db, keys, clock, commit::DEFAULT_BATCH)
     }
 
     /// The same with the keys given, writing at most `sync_batch` sync requests in one
     /// transaction.
-    pub fn with_keys(conn: Connection, keys: Keys, clock: Clock, sync_batch: usize) -> anyhow::Result<Self> {
-        let db = Db::new(conn);
+    pub fn with_keys(db: Db, keys: Keys, clock: Clock, sync_batch: usize) -> anyhow::Result<Self> {
         let docs: Arc<std::sync::Mutex<episodes::Cache>> = Arc::default();
         let committer = commit::Committer::start(db.clone(), Arc::clone(&docs), sync_batch)?;
         Ok(Self {

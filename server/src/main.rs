@@ -5,7 +5,8 @@
 //! - `tether pathway rules`: the rule table the rules are evaluated from, the warnings
 //!   and every local default, as Markdown (with the defaults, `docs/rules.md`).
 //!
-//! - `tether serve [--db PATH] [--addr HOST:PORT]`: the HTTP server (see `server::serve`).
+//! - `tether serve [--db PATH|URL] [--addr HOST:PORT]`: the HTTP server (see `server::serve`).
+//!   Every command's `--db` is a SQLite file's path or a `postgres://` URL.
 //! - `tether team add --db PATH --id ID --name NAME`: adds a team.
 //! - `tether user add --db PATH --username NAME --role ROLE --team ID [--team ID …]`: adds
 //!   a user; the password comes from `TETHER_PASSWORD`, or else the first line of stdin.
@@ -26,7 +27,7 @@ use clap::{Parser, Subcommand};
 use episode::pathway::{self, Calendar, Defaults};
 use server::accounts::{self, AccountError, Password, Role, TeamId, Username};
 use server::config::ServeConfig;
-use server::db;
+use server::store::{Db, StoreError, Target};
 
 #[derive(Debug, Parser)]
 #[command(name = "tether", version, about = "Tether: the disengagement pathway, for teams that visit without signal")]
@@ -65,9 +66,10 @@ enum AuditCommand {
 
 #[derive(Debug, Clone, clap::Args)]
 struct DbArg {
-    /// The server's SQLite database file; created and migrated if need be.
-    #[arg(long, env = "TETHER_DB", default_value = "tether.db")]
-    db: PathBuf,
+    /// The server's database: a SQLite file (created if need be) or a
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` URL; migrated if need be.
+    #[arg(long, env = "TETHER_DB", default_value = "tether.db", hide_env_values = true)]
+    db: Target,
 }
 
 #[derive(Debug, Subcommand)]
@@ -206,22 +208,40 @@ fn serve(config: ServeConfig) -> Result<(), String> {
     runtime.block_on(server::serve::run(config)).map_err(|e| format!("{e:#}"))
 }
 
-fn open_db(path: &std::path::Path) -> Result<rusqlite::Connection, String> {
-    db::open(path).map_err(|e| format!("cannot open the database {}: {e}", path.display()))
+fn open_db(target: &Target) -> Result<Db, String> {
+    Db::open(target).map_err(|e| format!("cannot open the database {target}: {e}"))
 }
 
 fn account_error(e: AccountError) -> String {
     match e {
-        AccountError::Sqlite(e) => format!("database error: {e}"),
+        AccountError::Store(e) => format!("database error: {e}"),
         other => other.to_string(),
     }
 }
 
-fn team_add(path: &std::path::Path, id: &TeamId, name: &str) -> Result<(), String> {
-    let mut conn = open_db(path)?;
-    let tx = conn.transaction().map_err(|e| format!("database error: {e}"))?;
-    accounts::add_team(&tx, id, name, jiff::Timestamp::now()).map_err(account_error)?;
-    tx.commit().map_err(|e| format!("database error: {e}"))?;
+fn store_error(e: StoreError) -> String {
+    format!("database error: {e}")
+}
+
+/// Runs `f` in one transaction on the database `target` names, committed if it succeeds.
+fn in_transaction<T: Send>(
+    target: &Target,
+    f: impl FnOnce(&mut dyn server::store::Tx) -> Result<T, String> + Send,
+) -> Result<T, String> {
+    open_db(target)?
+        .call_blocking(|conn| {
+            let mut tx = conn.transaction()?;
+            let out = f(&mut *tx);
+            if out.is_ok() {
+                tx.commit()?;
+            }
+            Ok::<_, StoreError>(out)
+        })
+        .map_err(store_error)?
+}
+
+fn team_add(target: &Target, id: &TeamId, name: &str) -> Result<(), String> {
+    in_transaction(target, |tx| accounts::add_team(tx, id, name, jiff::Timestamp::now()).map_err(account_error))?;
     println!("{id}");
     Ok(())
 }
@@ -241,22 +261,27 @@ fn read_password() -> Result<Password, String> {
     Password::new(text).map_err(|e| format!("{e}: give it in TETHER_PASSWORD or on stdin"))
 }
 
-fn user_add(path: &std::path::Path, username: &Username, role: Role, teams: &[TeamId]) -> Result<(), String> {
+fn user_add(target: &Target, username: &Username, role: Role, teams: &[TeamId]) -> Result<(), String> {
     let password = read_password()?;
-    let mut conn = open_db(path)?;
-    let tx = conn.transaction().map_err(|e| format!("database error: {e}"))?;
     let hash = server::auth::password::hash(&password).map_err(|e| format!("cannot hash the password: {e}"))?;
-    let id = accounts::add_user(&tx, username, &hash, role, teams, jiff::Timestamp::now()).map_err(account_error)?;
-    tx.commit().map_err(|e| format!("database error: {e}"))?;
+    let id = in_transaction(target, |tx| {
+        accounts::add_user(tx, username, &hash, role, teams, jiff::Timestamp::now()).map_err(account_error)
+    })?;
     println!("{id}");
     Ok(())
 }
 
+fn user_disable(target: &Target, username: &Username, disabled: bool) -> Result<(), String> {
+    let now = jiff::Timestamp::now().as_second();
+    in_transaction(target, |tx| accounts::set_disabled(tx, username, disabled, now).map_err(account_error))
+}
+
 /// Exit 0 and the chain's length and head when it holds; exit 1 naming the first broken
 /// entry when it does not; exit 2 when the database cannot be read.
-fn audit_verify(path: &std::path::Path) -> ExitCode {
-    let checked = open_db(path)
-        .and_then(|conn| server::audit::verify(&conn).map_err(|e| format!("cannot read the audit log: {e}")));
+fn audit_verify(target: &Target) -> ExitCode {
+    let checked = open_db(target).and_then(|db| {
+        db.call_blocking(|conn| server::audit::verify(conn)).map_err(|e| format!("cannot read the audit log: {e}"))
+    });
     match checked {
         Ok(Ok(chain)) => {
             println!(
@@ -277,17 +302,8 @@ fn audit_verify(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn user_disable(path: &std::path::Path, username: &Username, disabled: bool) -> Result<(), String> {
-    let mut conn = open_db(path)?;
-    let tx = conn.transaction().map_err(|e| format!("database error: {e}"))?;
-    accounts::set_disabled(&tx, username, disabled, jiff::Timestamp::now().as_second()).map_err(account_error)?;
-    tx.commit().map_err(|e| format!("database error: {e}"))?;
-    Ok(())
-}
-
-fn user_list(path: &std::path::Path) -> Result<(), String> {
-    let conn = open_db(path)?;
-    let users = accounts::list_users(&conn).map_err(|e| format!("database error: {e}"))?;
+fn user_list(target: &Target) -> Result<(), String> {
+    let users = in_transaction(target, |tx| accounts::list_users(tx).map_err(store_error))?;
     let mut out = String::from("username\trole\tteams\tsigns_in_with\tdisabled\n");
     for user in users {
         out.push_str(&format!(
@@ -304,14 +320,12 @@ fn user_list(path: &std::path::Path) -> Result<(), String> {
     stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush()).map_err(|e| format!("cannot write the list: {e}"))
 }
 
-fn reset_password(path: &std::path::Path, username: &Username) -> Result<(), String> {
+fn reset_password(target: &Target, username: &Username) -> Result<(), String> {
     let password = read_password()?;
-    let mut conn = open_db(path)?;
     let hash = server::auth::password::hash(&password).map_err(|e| format!("cannot hash the password: {e}"))?;
-    let tx = conn.transaction().map_err(|e| format!("database error: {e}"))?;
-    accounts::set_password(&tx, username, &hash).map_err(account_error)?;
-    // A new password clears the username's failed sign-ins from every client.
-    server::auth::store::clear_username_failures(&tx, username.as_str()).map_err(|e| format!("database error: {e}"))?;
-    tx.commit().map_err(|e| format!("database error: {e}"))?;
-    Ok(())
+    in_transaction(target, |tx| {
+        accounts::set_password(tx, username, &hash).map_err(account_error)?;
+        // A new password clears the username's failed sign-ins from every client.
+        server::auth::store::clear_username_failures(tx, username.as_str()).map_err(store_error)
+    })
 }

@@ -2,14 +2,14 @@
 //! `POST /v1/devices/{id}/revoke` and `POST /v1/episodes/{id}/transfer`.
 //!
 //! A revoked device is refused from then on and told, at its next request, to wipe its
-//! store. A manager reaches only the devices registered by a user of their teams. A transfer moves an episode to another team: the new team's devices receive it
-//! at their next sync, and the old team's devices hand over everything they hold of it
-//! before they drop it (`sync`).
+//! store. A manager reaches only the devices registered by a user of their teams. A
+//! transfer moves an episode to another team: the new team's devices receive it at their
+//! next sync, and the old team's devices hand over everything they hold of it before
+//! they drop it (`sync`).
 
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::post;
-use rusqlite::OptionalExtension;
 use serde::Deserialize;
 
 use crate::AppState;
@@ -49,8 +49,8 @@ async fn revoke_device(
             if !store::device_in_reach(conn, &device, &user.user_id, user.role == Role::Admin)? {
                 return Ok(false);
             }
-            let tx = conn.transaction()?;
-            store::revoke_device(&tx, &device, &user.user_id, now)?;
+            let mut tx = conn.transaction()?;
+            store::revoke_device(&mut *tx, &device, &user.user_id, now)?;
             tx.commit()?;
             tracing::warn!(by = %user.user_id, "device revoked");
             Ok(true)
@@ -76,23 +76,19 @@ async fn transfer(
     state
         .db
         .call(move |conn| {
-            let tx = conn.transaction()?;
-            let Some((team, _)) = episodes::team_of(&tx, id)? else { return Err(AppError::EpisodeNotFound(id)) };
+            let mut tx = conn.transaction()?;
+            let Some((team, seq)) = tx.team_of(id)? else { return Err(AppError::EpisodeNotFound(id)) };
             if user.role != Role::Admin && !user.teams.contains(&team) {
                 return Err(AppError::EpisodeNotFound(id));
             }
-            let exists = tx
-                .query_row("SELECT 1 FROM teams WHERE id = ?1", [request.team.as_str()], |_| Ok(()))
-                .optional()?
-                .is_some();
-            if !exists {
+            if !tx.team_exists(request.team.as_str())? {
                 return Err(AppError::InvalidBody("team: no such team".into()));
             }
             if team != request.team.as_str() {
-                episodes::set_team(&tx, id, request.team.as_str())?;
+                episodes::set_team(&mut *tx, id, seq, request.team.as_str())?;
             }
             let who = Who::new(&user, Via::Api);
-            audit::log(&tx, &who, now_ms, "transfer", Some(id), Some(request.team.as_str()))?;
+            audit::log(&mut *tx, &who, now_ms, "transfer", Some(id), Some(request.team.as_str()))?;
             tx.commit()?;
             tracing::info!(by = %user.user_id, "episode transferred");
             Ok(())

@@ -22,7 +22,6 @@ use episode::document::DocumentError;
 use episode::pathway::Evaluation;
 use episode::{Episode, EpisodeId, Event, EventBody, EventId, FactField, FactValue};
 use jiff::Timestamp;
-use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -35,6 +34,7 @@ use crate::episodes::{self, Cache, Stored};
 use crate::error::AppError;
 use crate::json::Json;
 use crate::owners::{self, Owner};
+use crate::store::{Conn, StoreError, Tx};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -81,18 +81,23 @@ fn conflicts(episode: &Episode) -> Vec<Conflict> {
 
 /// Who is at the desk, and what they work with: the connection, the document cache, the
 /// caller as the audit log names them, their teams, and the moment.
-#[derive(Debug)]
 pub struct Desk<'a> {
-    pub conn: &'a mut Connection,
+    pub conn: &'a mut dyn Conn,
     pub cache: &'a Mutex<Cache>,
     pub who: &'a Who,
     pub teams: &'a [String],
     pub now: Timestamp,
 }
 
+impl std::fmt::Debug for Desk<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Desk").field("who", self.who).field("teams", &self.teams).field("now", &self.now).finish()
+    }
+}
+
 impl<'a> Desk<'a> {
     pub fn new(
-        conn: &'a mut Connection,
+        conn: &'a mut dyn Conn,
         cache: &'a Mutex<Cache>,
         who: &'a Who,
         teams: &'a [String],
@@ -101,8 +106,8 @@ impl<'a> Desk<'a> {
         Self { conn, cache, who, teams, now }
     }
 
-    fn parts(&mut self) -> (&mut Connection, &'a Mutex<Cache>, &'a Who, &'a [String], Timestamp) {
-        (self.conn, self.cache, self.who, self.teams, self.now)
+    fn parts(&mut self) -> (&mut dyn Conn, &'a Mutex<Cache>, &'a Who, &'a [String], Timestamp) {
+        (&mut *self.conn, self.cache, self.who, self.teams, self.now)
     }
 }
 
@@ -110,11 +115,11 @@ impl<'a> Desk<'a> {
 pub fn list(desk: &mut Desk<'_>) -> Result<Vec<Summary>, AppError> {
     let (conn, cache, who, teams, now) = desk.parts();
     caseload::refresh_all(conn, cache, Some(teams), now)?;
-    let tx = conn.transaction()?;
-    let summaries = caseload::summaries(&tx, teams)?;
+    let mut tx = conn.transaction()?;
+    let summaries = caseload::summaries(&mut *tx, teams)?;
     // Listing shows each episode's patient reference: each is a read.
     for summary in &summaries {
-        audit::log(&tx, who, now.as_millisecond(), "list_episode", Some(summary.id), None)?;
+        audit::log(&mut *tx, who, now.as_millisecond(), "list_episode", Some(summary.id), None)?;
     }
     tx.commit()?;
     Ok(summaries)
@@ -124,13 +129,13 @@ pub fn list(desk: &mut Desk<'_>) -> Result<Vec<Summary>, AppError> {
 pub fn read(desk: &mut Desk<'_>, id: EpisodeId, action: &'static str) -> Result<Read, AppError> {
     let (conn, cache, who, teams, now) = desk.parts();
     let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
-    let tx = conn.transaction()?;
-    let actor = episodes::server_actor(&tx)?;
-    let mut stored = caseload::visible(&tx, &mut cache, &actor, teams, id)?;
+    let mut tx = conn.transaction()?;
+    let actor = episodes::server_actor(&mut *tx)?;
+    let mut stored = caseload::visible(&mut *tx, &mut cache, &actor, teams, id)?;
     let read = (|| {
-        let episode = stored.view(&tx)?.clone();
+        let episode = stored.view(&mut *tx)?.clone();
         let evaluation = caseload::evaluate(&episode, now);
-        audit::log(&tx, who, now.as_millisecond(), action, Some(id), None)?;
+        audit::log(&mut *tx, who, now.as_millisecond(), action, Some(id), None)?;
         Ok::<_, AppError>(Read {
             conflicts: conflicts(&episode),
             duplicates: caseload::duplicates(&episode),
@@ -158,21 +163,21 @@ pub fn owners(
 ) -> Result<HashMap<EpisodeId, HashMap<uuid::Uuid, Owner>>, AppError> {
     let (conn, cache, _, teams, now) = desk.parts();
     let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
-    let tx = conn.transaction()?;
-    let actor = episodes::server_actor(&tx)?;
+    let mut tx = conn.transaction()?;
+    let actor = episodes::server_actor(&mut *tx)?;
     let mut out = HashMap::with_capacity(ids.len());
     let mut taken = Vec::with_capacity(ids.len());
     let named = (|| {
         for id in ids {
-            let mut stored = match caseload::visible(&tx, &mut cache, &actor, teams, *id) {
+            let mut stored = match caseload::visible(&mut *tx, &mut cache, &actor, teams, *id) {
                 Ok(stored) => stored,
                 Err(AppError::EpisodeNotFound(_)) => continue,
                 Err(other) => return Err(other),
             };
-            let episode = stored.view(&tx);
+            let episode = stored.view(&mut *tx);
             let made = episode.map_err(AppError::from).and_then(|episode| {
                 let evaluation = caseload::evaluate(episode, now);
-                let directory = owners::Directory::load(&tx, episode)?;
+                let directory = owners::Directory::load(&mut *tx, episode)?;
                 Ok(owners::owners(episode, &evaluation, &directory))
             });
             taken.push(stored);
@@ -231,16 +236,17 @@ pub fn record(desk: &mut Desk<'_>, id: EpisodeId, new: NewRecord) -> Result<Even
         ));
     }
     let event_id = uuid::Uuid::now_v7();
-    write(desk, id, "record_event", Some(&event_id.to_string()), |stored, conn, device| {
-        let event = Event::new_record(event_id, &new.kind, new.at.unwrap_or(now), &who.username, device, new.fields)
+    write(desk, id, "record_event", Some(&event_id.to_string()), |stored, tx, device| {
+        let at = new.at.unwrap_or(now);
+        let event = Event::new_record(event_id, &new.kind, at, &who.username, device, new.fields.clone())
             .map_err(|e| AppError::InvalidBody(e.to_string()))?;
         if let EventBody::FiledToEpr(filed) = &event.body {
-            let episode = stored.view(conn)?;
+            let episode = stored.view(tx)?;
             if let Some(unknown) = filed.records.iter().find(|r| !episode.events.iter().any(|e| e.id == **r)) {
                 return Err(AppError::InvalidBody(format!("records: {unknown} is no record of this episode")));
             }
         }
-        stored.doc.record(&event).map_err(refused)
+        stored.with_doc(|doc| doc.record(&event)).map_err(refused)
     })?;
     Ok(event_id)
 }
@@ -259,9 +265,9 @@ pub fn set_fact(desk: &mut Desk<'_>, id: EpisodeId, field: &str, value: Value) -
     fields.insert("value".into(), value);
     let event_id = uuid::Uuid::now_v7();
     write(desk, id, "set_fact", Some(field.as_str()), |stored, _, device| {
-        let event = Event::new_record(event_id, "fact_changed", now, &who.username, device, fields)
+        let event = Event::new_record(event_id, "fact_changed", now, &who.username, device, fields.clone())
             .map_err(|e| AppError::InvalidBody(e.to_string()))?;
-        stored.doc.set_fact(&event).map_err(refused)
+        stored.with_doc(|doc| doc.set_fact(&event)).map_err(refused)
     })?;
     Ok(event_id)
 }
@@ -269,36 +275,57 @@ pub fn set_fact(desk: &mut Desk<'_>, id: EpisodeId, field: &str, value: Value) -
 /// Replaces the joint plan's text (as edits, which merge with a device's).
 pub fn set_plan(desk: &mut Desk<'_>, id: EpisodeId, text: &str) -> Result<(), AppError> {
     let now = desk.now;
-    write(desk, id, "edit_plan", None, |stored, _, _| stored.doc.set_plan(text, now).map_err(refused))
+    write(desk, id, "edit_plan", None, |stored, _, _| stored.with_doc(|doc| doc.set_plan(text, now)).map_err(refused))
 }
+
+/// How often a change whose episode another writer changed meanwhile is made again.
+const CONFLICT_TRIES: usize = 8;
 
 /// Makes one change to an episode of `teams` as the server, and stores it — with the
 /// receipt of any new record, the episode's summary and the audit entry — in one
 /// transaction. `change` gets the server's own device name, which the records it makes
 /// carry (their author is the caller; the audit entry names the caller's own device). A
 /// change that is refused, would take the episode past its budget, or is not stored,
-/// never reaches the cache.
+/// never reaches the cache. If another writer changed the episode meanwhile, the change
+/// is made again on what is stored now.
 fn write(
     desk: &mut Desk<'_>,
     id: EpisodeId,
     action: &'static str,
     detail: Option<&str>,
-    change: impl FnOnce(&mut Stored, &Connection, &str) -> Result<(), AppError>,
+    change: impl Fn(&mut Stored, &mut dyn Tx, &str) -> Result<(), AppError>,
 ) -> Result<(), AppError> {
     let (conn, cache, who, teams, now) = desk.parts();
     let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
-    let tx = conn.transaction()?;
-    let actor = episodes::server_actor(&tx)?;
-    let device = episodes::server_device(&tx)?;
-    let mut stored = caseload::visible(&tx, &mut cache, &actor, teams, id)?;
-    change(&mut stored, &tx, &device)?;
-    let bytes = episodes::pending_changes(&mut stored).map_err(refused)?;
-    episodes::store_changes(&tx, &mut stored, &bytes, &device, now.as_millisecond())?;
-    caseload::summarize(&tx, &mut stored, now)?;
-    audit::log(&tx, who, now.as_millisecond(), action, Some(id), detail)?;
-    tx.commit()?;
-    cache.put(stored);
-    Ok(())
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let written = (|| {
+            let mut tx = conn.transaction()?;
+            if tries > 1 {
+                // Lost a race: this time nobody else stores a change until this commits.
+                tx.lock_seq()?;
+            }
+            let actor = episodes::server_actor(&mut *tx)?;
+            let device = episodes::server_device(&mut *tx)?;
+            let mut stored = caseload::visible(&mut *tx, &mut cache, &actor, teams, id)?;
+            change(&mut stored, &mut *tx, &device)?;
+            let bytes = episodes::pending_changes(&mut stored).map_err(refused)?;
+            episodes::store_changes(&mut *tx, &mut stored, &bytes, &device, now.as_millisecond())?;
+            caseload::summarize(&mut *tx, &mut stored, now)?;
+            audit::log(&mut *tx, who, now.as_millisecond(), action, Some(id), detail)?;
+            tx.commit()?;
+            Ok::<_, AppError>(stored)
+        })();
+        match written {
+            Ok(stored) => {
+                cache.put(stored);
+                return Ok(());
+            }
+            Err(AppError::Store(StoreError::Conflict(_))) if tries < CONFLICT_TRIES => cache.forget(id),
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 fn refused(error: DocumentError) -> AppError {
@@ -379,18 +406,18 @@ pub fn read_audit(desk: &mut Desk<'_>, role: Role, request: AuditRequest) -> Res
         return Err(AppError::Forbidden(audit::MAY_READ));
     }
     let (conn, _, who, teams, now) = desk.parts();
-    let tx = conn.transaction()?;
+    let mut tx = conn.transaction()?;
     if let Some(id) = request.episode {
-        match episodes::team_of(&tx, id)? {
+        match tx.team_of(id)? {
             Some((team, _)) if teams.contains(&team) => {}
             _ => return Err(AppError::EpisodeNotFound(id)),
         }
     }
     let scope = audit::Scope { teams, unscoped: role == Role::Admin, episode: request.episode };
-    let mut entries = audit::page(&tx, scope, request.cursor, request.limit.saturating_add(1))?;
+    let mut entries = audit::page(&mut *tx, scope, request.cursor, request.limit.saturating_add(1))?;
     let more = entries.len() > request.limit;
     entries.truncate(request.limit);
-    audit::log(&tx, who, now.as_millisecond(), "read_audit", request.episode, None)?;
+    audit::log(&mut *tx, who, now.as_millisecond(), "read_audit", request.episode, None)?;
     tx.commit()?;
     Ok(AuditRead { entries, more })
 }

@@ -20,9 +20,9 @@ use std::collections::HashMap;
 
 use episode::Episode;
 use episode::pathway::{Evaluation, Role};
-use rusqlite::Connection;
 
 use crate::accounts;
+use crate::store::{StoreError, Tx};
 
 /// Why these people answer for the action.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,14 +68,14 @@ pub struct Directory {
 impl Directory {
     /// Reads what `episode` needs: its team's managers, and the users its care
     /// coordinator values name (by id or by username).
-    pub fn load(conn: &Connection, episode: &Episode) -> rusqlite::Result<Self> {
+    pub fn load(tx: &mut dyn Tx, episode: &Episode) -> Result<Self, StoreError> {
         let mut usernames = HashMap::new();
         for value in episode.facts.care_coordinator.values().iter().flatten() {
-            if let Some(username) = accounts::username_of(conn, value)? {
+            if let Some(username) = accounts::username_of(tx, value)? {
                 usernames.insert(value.clone(), username);
             }
         }
-        Ok(Self { team_managers: accounts::team_managers(conn, &episode.team)?, usernames })
+        Ok(Self { team_managers: accounts::team_managers(tx, &episode.team)?, usernames })
     }
 
     /// The person a care coordinator value names: the user's username, or the value as

@@ -11,7 +11,7 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 
 use crate::config::ServeConfig;
-use crate::{AppState, Clock, app, auth, caseload, db, demo, listen, metrics};
+use crate::{AppState, Clock, Db, app, auth, caseload, demo, listen, metrics};
 
 /// Logs go to stderr as text, filtered by `filter` (`info`, `warn,server=debug`, …).
 pub fn init_logging(filter: &str) -> anyhow::Result<()> {
@@ -34,32 +34,28 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     }
     let fhir = crate::fhir::Settings::new(config.fhir_base.as_deref(), config.fhir_patient_system.as_deref())
         .map_err(anyhow::Error::msg)?;
-    let path = config.db.clone();
-    let conn = tokio::task::spawn_blocking(move || db::open(&path))
+    let target = config.db.clone();
+    let db = tokio::task::spawn_blocking(move || Db::open(&target))
         .await?
-        .with_context(|| format!("cannot open the database {}", config.db.display()))?;
-    let mut conn = conn;
+        .with_context(|| format!("cannot open the database {}", config.db))?;
     if config.demo {
-        let accounts = tokio::task::spawn_blocking(move || {
-            let accounts = demo::seed(&mut conn, jiff::Timestamp::now());
-            (conn, accounts)
-        })
-        .await?;
-        conn = accounts.0;
-        print_demo(accounts.1?, &config.db);
+        let seeding = db.clone();
+        let seeded =
+            tokio::task::spawn_blocking(move || seeding.call_blocking(|conn| demo::seed(conn, jiff::Timestamp::now())))
+                .await??;
+        print_demo(seeded, &config.db);
     }
     let (secret, previous) = (config.jwt_secret.clone(), config.jwt_previous_secrets.clone());
-    let (conn, keys) = tokio::task::spawn_blocking(move || {
-        let mut conn = conn;
-        let keys = auth::keys::load(&mut conn, secret.as_ref(), previous.as_ref());
-        keys.map(|keys| (conn, keys))
+    let (db, keys, head) = tokio::task::spawn_blocking(move || {
+        let keys = auth::keys::load(&db, secret.as_ref(), previous.as_ref())?;
+        let head = db.call_blocking(|conn| crate::audit::head(conn))?;
+        anyhow::Ok((db, keys, head))
     })
     .await??;
     // The audit chain's head, in a log kept apart from the database: whoever rewrites
     // the chain from some entry on cannot make the heads logged before agree with it.
-    let head = crate::audit::head(&conn)?;
     tracing::info!(entries = head.entries, head = %auth::token::to_hex(&head.head), "audit chain");
-    let mut state = AppState::with_keys(conn, keys, Clock::system(), config.sync_batch)?.with_sign_in(sign_in);
+    let mut state = AppState::with_keys(db, keys, Clock::system(), config.sync_batch)?.with_sign_in(sign_in);
     state.fhir = std::sync::Arc::new(fhir);
     state.options = std::sync::Arc::new(config.options()?);
     let listener = TcpListener::bind(config.addr).await.with_context(|| format!("cannot listen on {}", config.addr))?;
@@ -68,7 +64,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         Some(at) => Some(TcpListener::bind(at).await.with_context(|| format!("cannot listen on {at} for metrics"))?),
         None => None,
     };
-    tracing::info!(%addr, db = %config.db.display(), "listening");
+    tracing::info!(%addr, db = %config.db, "listening");
     // Stable lines on stdout for scripts and tests that start the server on port 0: the
     // main address first, then the metrics address if there is one.
     say(&format!("tether: listening on http://{addr}"));
@@ -110,7 +106,7 @@ fn say(line: &str) {
 }
 
 /// Prints the demo's accounts, once, for the newcomer at the terminal.
-fn print_demo(seeded: demo::Seeded, db: &std::path::Path) {
+fn print_demo(seeded: demo::Seeded, db: &crate::Target) {
     use std::io::Write;
     let mut out = String::new();
     match seeded {
@@ -119,8 +115,7 @@ fn print_demo(seeded: demo::Seeded, db: &std::path::Path) {
         }
         demo::Seeded::Before => out.push_str(&format!(
             "tether: --demo: this database was seeded before; its accounts kept their passwords \
-             (`tether user reset-password --db {} --username NAME` gives one a new one)\n",
-            db.display()
+             (`tether user reset-password --db {db} --username NAME` gives one a new one)\n"
         )),
         demo::Seeded::Now(accounts) => {
             out.push_str("tether: demo accounts (the passwords are shown only now)\n");

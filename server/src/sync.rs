@@ -1,15 +1,17 @@
 //! `POST /v1/sync`: the sync protocol's server side (messages in `episode::sync`).
 //!
-//! One request is one SQLite savepoint, in a transaction written with whatever other
-//! requests arrived meanwhile (`commit`: group commit). Every incoming document is applied
+//! One request is one savepoint, in a transaction written with whatever other requests
+//! arrived meanwhile (`commit`: group commit). Every incoming document is applied
 //! to a copy and checked before anything of it is written: its identity, team and patient
 //! unchanged; no record deleted or altered; every new record valid, within the limits of
 //! `episode::limits`, made on the syncing device and by someone who has signed in on it;
 //! the episode within its budget; the schema known. One that fails is refused **for that
 //! episode**, with a typed reason (`episode::sync::Refusal`) in a successful answer:
 //! nothing of it is stored, and the rest of the request is stored and answered as usual.
-//! Only after the transaction has committed — on disk, with `synchronous = FULL` — is the
-//! response sent, so whatever a device is told the server has, it has.
+//! Only after the transaction has committed — on disk — is the response sent, so whatever
+//! a device is told the server has, it has. A request is handled from a borrowed copy, so
+//! that one whose episode another writer changed meanwhile can be handled again
+//! (`commit`, docs/adr/0004-storage.md).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -25,13 +27,13 @@ use episode::document::EpisodeDoc;
 use episode::limits::{self, EPISODE_BUDGET_BYTES};
 use episode::pathway::{self, Calendar};
 use episode::sync::{self as protocol, Body, Document, Refusal};
-use rusqlite::Transaction;
 
 use crate::AppState;
 use crate::audit::{self, Via, Who};
 use crate::auth::AuthUser;
 use crate::episodes::{self, Cache, Evaluated, Stored};
 use crate::error::AppError;
+use crate::store::{StoreError, Tx};
 
 /// The most documents one response carries before it says `more`.
 const MAX_RESPONSE_DOCUMENTS: usize = 100;
@@ -90,7 +92,7 @@ struct Syncer<'a> {
 
 impl Syncer<'_> {
     /// The usernames of everyone who has signed in on the syncing device.
-    fn authors(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<&[String]> {
+    fn authors(&mut self, tx: &mut dyn Tx) -> Result<&[String], StoreError> {
         if self.authors.is_none() {
             self.authors = Some(crate::auth::store::device_users(tx, self.device)?);
         }
@@ -99,10 +101,10 @@ impl Syncer<'_> {
 }
 
 pub(crate) fn handle(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Tx,
     cache: &mut Cache,
     user: &AuthUser,
-    request: protocol::Request,
+    request: &protocol::Request,
     now: jiff::Timestamp,
 ) -> Result<(protocol::Response, Vec<Stored>), AppError> {
     let actor = episodes::server_actor(tx)?;
@@ -119,7 +121,8 @@ pub(crate) fn handle(
     let who = Who::new(user, Via::Sync);
     let mut syncer = Syncer { device, teams: &user.teams, authors: None };
 
-    for Document { episode: id, body } in request.documents {
+    for Document { episode: id, body } in &request.documents {
+        let id = *id;
         if !seen.insert(id) {
             return Err(AppError::SyncRefused {
                 episode: id,
@@ -129,10 +132,10 @@ pub(crate) fn handle(
         let existing = load(tx, cache, id, &actor)?;
         // Another team's episode is "not found", unless this device held it before a
         // transfer: then it may still hand over what it has.
-        let held = episodes::sync_state(tx, id, device)?;
-        let visible = existing.as_ref().is_some_and(|s| user.teams.contains(&s.team));
+        let held = tx.sync_state(id, device)?;
+        let visible = existing.as_ref().is_some_and(|s| user.teams.iter().any(|t| t == s.team()));
         // Held now, or handed over before (a repeat of a hand-over whose answer was lost).
-        let leaving = existing.is_some() && !visible && (held.is_some() || episodes::dropped(tx, id, device)?);
+        let leaving = existing.is_some() && !visible && (held.is_some() || tx.dropped(id, device)?);
         if existing.is_some() && !visible && !leaving {
             // Unchanged: it goes back to the cache.
             used.extend(existing);
@@ -144,8 +147,8 @@ pub(crate) fn handle(
         // stores nothing of it (its copy, changed in memory, is dropped) and the rest of
         // the request goes on.
         let accepted = match body {
-            Body::Whole(bytes) => accept_whole(tx, &mut syncer, id, &bytes, existing, &actor, now_ms)?,
-            Body::Message(bytes) => accept_message(tx, &mut syncer, id, &bytes, existing, held.as_deref())?,
+            Body::Whole(bytes) => accept_whole(tx, &mut syncer, id, bytes, existing, &actor, now_ms)?,
+            Body::Message(bytes) => accept_message(tx, &mut syncer, id, bytes, existing, held.as_deref())?,
         };
         let mut touched_now = match accepted {
             Ok(accepted) => accepted,
@@ -189,7 +192,13 @@ pub(crate) fn handle(
     // Everything visible that changed after the device's cursor, with room for a page.
     // The episodes this request brought are answered above already: they neither fill the
     // page nor come again (with their evaluations) in the next one.
-    let since: Vec<_> = episodes::changed_since(tx, &user.teams, cursor, MAX_RESPONSE_DOCUMENTS + 1 + touched.len())?
+    // The horizon is read before the episodes, and the answer covers `seq` up to it and
+    // no further: so the cursor it gives never passes a change that a slower writer had
+    // not committed when the episodes were read (docs/adr/0004-storage.md). If this
+    // transaction has written, it holds the counter: every lower `seq` is committed.
+    let horizon = tx.current_seq()?;
+    let since: Vec<_> = tx
+        .changed_since(&user.teams, cursor, horizon, MAX_RESPONSE_DOCUMENTS + 1 + touched.len())?
         .into_iter()
         .filter(|(id, _)| !touched.contains_key(id))
         .collect();
@@ -200,14 +209,14 @@ pub(crate) fn handle(
     let mut actions = Vec::new();
     let mut teams = Vec::new();
     for (id, touched) in &mut touched {
-        if let Some(message) = touched.stored.doc.generate_sync_message(&mut touched.state) {
+        if let Some(message) = touched.stored.with_doc(|doc| doc.generate_sync_message(&mut touched.state)) {
             if protocol::carries_changes(&message) {
                 audit::log(tx, &who, now_ms, "sync_read", Some(*id), None)?;
             }
             documents.push(Document { episode: *id, body: Body::Message(message) });
         }
-        episodes::put_sync_state(tx, *id, device, &touched.state.encode())?;
-        let changed_for_device = touched.changed || touched.stored.seq > cursor;
+        tx.put_sync_state(*id, device, &touched.state.encode())?;
+        let changed_for_device = touched.changed || touched.stored.seq() > cursor;
         if changed_for_device {
             let since = if touched.whole { None } else { receipts_held };
             let (evaluation, team) = authoritative(tx, &mut touched.stored, now, since)?;
@@ -227,18 +236,18 @@ pub(crate) fn handle(
         }
         answered = Some(seq);
         let Some(mut stored) = load(tx, cache, id, &actor)? else { continue };
-        let mut state = protocol::decode_state(episodes::sync_state(tx, id, device)?.as_deref());
+        let mut state = protocol::decode_state(tx.sync_state(id, device)?.as_deref());
         let whole = state.shared_heads.is_empty();
         if whole {
             // The device has never confirmed having it: it goes whole (again, if an
             // answer was lost), and the device counts as holding it from now on, so that
             // a transfer asks for what it records before it confirms.
             audit::log(tx, &who, now_ms, "sync_read", Some(id), None)?;
-            documents.push(Document { episode: id, body: Body::Whole(stored.doc.save_copy()) });
-            episodes::put_sync_state(tx, id, device, &state.encode())?;
+            documents.push(Document { episode: id, body: Body::Whole(stored.with_doc(|doc| doc.save_copy())) });
+            tx.put_sync_state(id, device, &state.encode())?;
         } else {
             protocol::prime(&mut state);
-            if let Some(message) = stored.doc.generate_sync_message(&mut state) {
+            if let Some(message) = stored.with_doc(|doc| doc.generate_sync_message(&mut state)) {
                 if protocol::carries_changes(&message) {
                     audit::log(tx, &who, now_ms, "sync_read", Some(id), None)?;
                 }
@@ -251,10 +260,10 @@ pub(crate) fn handle(
         used.push(stored);
     }
 
-    let next_cursor = if more { answered.unwrap_or(cursor) } else { episodes::current_seq(tx)? };
+    let next_cursor = if more { answered.unwrap_or(cursor) } else { horizon };
 
     let leaving = episodes::leaving(tx, device, &user.teams)?;
-    dropped.extend(episodes::drops_since(tx, device, cursor)?);
+    dropped.extend(tx.drops_since(device, cursor, horizon)?);
     dropped.sort();
     dropped.dedup();
     used.extend(touched.into_values().map(|t| t.stored));
@@ -274,44 +283,44 @@ pub(crate) fn handle(
     Ok((response, used))
 }
 
-fn load(tx: &Transaction<'_>, cache: &mut Cache, id: EpisodeId, actor: &ActorId) -> Result<Option<Stored>, AppError> {
+fn load(tx: &mut dyn Tx, cache: &mut Cache, id: EpisodeId, actor: &ActorId) -> Result<Option<Stored>, AppError> {
     Ok(cache.take(tx, id, actor)?)
 }
 
 /// The server's word on an episode for the device: its evaluation now, and the receipts
 /// noted after `since` (the device's cursor; `None` when the document crossed whole).
 fn authoritative(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Tx,
     stored: &mut Stored,
     now: jiff::Timestamp,
     since: Option<i64>,
 ) -> Result<(protocol::Authoritative, protocol::EpisodeTeam), AppError> {
-    let team = protocol::EpisodeTeam { episode: stored.id, team: stored.team.clone() };
-    let received = episodes::receipts_since(tx, stored.id, since)?;
+    let team = protocol::EpisodeTeam { episode: stored.id(), team: stored.team().to_owned() };
+    let received = episodes::receipts_since(tx, stored.id(), since)?;
     // Evaluated at the whole second, so that every device asking within it shares the work.
     let second = now.as_second();
-    if let Some(evaluated) = &stored.evaluated
+    if let Some(evaluated) = stored.evaluated()
         && evaluated.second == second
     {
         let evaluation = evaluated.wire.clone();
-        return Ok((protocol::Authoritative { episode: stored.id, evaluation, received }, team));
+        return Ok((protocol::Authoritative { episode: stored.id(), evaluation, received }, team));
     }
     let at = jiff::Timestamp::from_second(second).unwrap_or(now);
     let episode = stored.view(tx)?;
     let evaluation = pathway::evaluate(episode, at, &Calendar::england_and_wales());
     // Encoding costs far more than evaluating: an unchanged evaluation keeps its bytes.
-    let wire = match stored.evaluated.take() {
+    let wire = match stored.take_evaluated() {
         Some(last) if last.evaluation == evaluation => last.wire,
-        _ => protocol::Authoritative::new(stored.id, &evaluation).evaluation,
+        _ => protocol::Authoritative::new(stored.id(), &evaluation).evaluation,
     };
-    stored.evaluated = Some(Evaluated { second, evaluation, wire: wire.clone() });
-    Ok((protocol::Authoritative { episode: stored.id, evaluation: wire, received }, team))
+    stored.set_evaluated(Evaluated { second, evaluation, wire: wire.clone() });
+    Ok((protocol::Authoritative { episode: stored.id(), evaluation: wire, received }, team))
 }
 
 /// A document brought whole: a new episode (checked whole, and inserted), or another
 /// copy of one the server has (merged into it). `Ok(Err(_))`: refused, nothing written.
 fn accept_whole(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Tx,
     syncer: &mut Syncer<'_>,
     id: EpisodeId,
     bytes: &[u8],
@@ -335,17 +344,18 @@ fn accept_whole(
     state.shared_heads = their_heads;
     match existing {
         Some(mut stored) => {
-            let before = Before::of(&stored.doc);
-            let heads = stored.doc.heads();
-            if let Err(error) = stored.doc.merge(&mut theirs) {
-                return Ok(Err(Refusal::from_document(&error)));
-            }
-            let changed = stored.doc.heads() != heads;
+            let before = Before::of(stored.doc());
+            let merged = stored.with_doc(|doc| {
+                let heads = doc.heads();
+                doc.merge(&mut theirs).map(|()| doc.heads() != heads)
+            });
+            let changed = match merged {
+                Ok(changed) => changed,
+                Err(error) => return Ok(Err(Refusal::from_document(&error))),
+            };
             let mut pending = Vec::new();
             if changed {
-                stored.view = None;
-                stored.evaluated = None;
-                if let Err(refusal) = check_new(tx, syncer, &mut stored.doc, Some(&before))? {
+                if let Err(refusal) = check_new(tx, syncer, stored.doc(), Some(&before))? {
                     return Ok(Err(refusal));
                 }
                 pending = match episodes::pending_changes(&mut stored) {
@@ -362,7 +372,7 @@ fn accept_whole(
             if !syncer.teams.contains(&their_episode.team) {
                 return Ok(Err(invalid("the episode's team is not one of yours")));
             }
-            if let Err(refusal) = check_new(tx, syncer, &mut theirs, None)? {
+            if let Err(refusal) = check_new(tx, syncer, &theirs, None)? {
                 return Ok(Err(refusal));
             }
             if bytes.len() > EPISODE_BUDGET_BYTES {
@@ -383,7 +393,7 @@ fn accept_whole(
 /// An Automerge sync message for an episode the server has. `Ok(Err(_))`: refused,
 /// nothing written.
 fn accept_message(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Tx,
     syncer: &mut Syncer<'_>,
     id: EpisodeId,
     message: &[u8],
@@ -391,18 +401,16 @@ fn accept_message(
     held: Option<&[u8]>,
 ) -> Result<Result<Touched, Refusal>, AppError> {
     let Some(mut stored) = existing else { return Ok(Err(Refusal::NotFound)) };
-    debug_assert_eq!(stored.id, id);
+    debug_assert_eq!(stored.id(), id);
     let mut state = protocol::decode_state(held);
-    let before = Before::of(&stored.doc);
-    let changed = match stored.doc.receive_sync_message(&mut state, message) {
+    let before = Before::of(stored.doc());
+    let changed = match stored.with_doc(|doc| doc.receive_sync_message(&mut state, message)) {
         Ok(changed) => changed,
         Err(error) => return Ok(Err(Refusal::from_document(&error))),
     };
     let mut pending = Vec::new();
     if changed {
-        stored.view = None;
-        stored.evaluated = None;
-        if let Err(refusal) = check_new(tx, syncer, &mut stored.doc, Some(&before))? {
+        if let Err(refusal) = check_new(tx, syncer, stored.doc(), Some(&before))? {
             return Ok(Err(refusal));
         }
         pending = match episodes::pending_changes(&mut stored) {
@@ -432,9 +440,9 @@ impl Before {
 /// again: an episode received from the server, merged from a peer or handed over carries
 /// them legitimately.
 fn check_new(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Tx,
     syncer: &mut Syncer<'_>,
-    doc: &mut EpisodeDoc,
+    doc: &EpisodeDoc,
     before: Option<&Before>,
 ) -> Result<Result<(), Refusal>, AppError> {
     let episode = match doc.episode() {

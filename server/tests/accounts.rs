@@ -1,7 +1,9 @@
-//! `tether team add` and `tether user add`, through the real binary.
+//! `tether team add` and `tether user add`, through the real binary, with `--db` a SQLite
+//! file and (in `needs_postgres`) a `postgres://` URL.
+
+mod common;
 
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 fn tether(args: &[&str], password_env: Option<&str>, stdin: &str) -> Output {
@@ -32,14 +34,9 @@ fn refused(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-fn db_arg(path: &Path) -> String {
-    path.to_str().expect("a UTF-8 temporary path").to_string()
-}
-
-#[test]
 fn teams_and_users_are_added_and_refused_clearly() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let db = db_arg(&dir.path().join("tether.db"));
+    let test_db = common::TestDb::new();
+    let db = test_db.arg.clone();
 
     assert_eq!(
         ok(&tether(&["team", "add", "--db", &db, "--id", "team-north", "--name", "North"], None, "")),
@@ -88,53 +85,47 @@ fn teams_and_users_are_added_and_refused_clearly() {
     ok(&add("maya.o-brien_2@north", &["team-north"], Some("pw"), ""));
 
     // What was stored: hashes only, memberships, and nothing for the refusals.
-    let conn = server::db::open(Path::new(&db)).expect("open");
-    let mut stmt = conn
-        .prepare("SELECT u.username, u.role, u.password_hash, group_concat(t.team_id) FROM users u JOIN user_teams t ON t.user_id = u.id GROUP BY u.id ORDER BY u.username")
-        .expect("a query");
-    let rows: Vec<(String, String, String, String)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-        .expect("rows")
-        .collect::<Result<_, _>>()
-        .expect("rows");
+    let inspect = |sql: &'static str| -> Vec<Vec<String>> {
+        let rows = test_db.open().call_blocking(|conn| conn.inspect(sql)).expect("a query");
+        rows.into_iter().map(|row| row.into_iter().map(|v| v.unwrap_or_default()).collect()).collect()
+    };
+    let rows = inspect("SELECT username, role, password_hash FROM users ORDER BY username");
     assert_eq!(rows.len(), 3, "{rows:?}");
-    assert_eq!((rows[0].0.as_str(), rows[0].1.as_str()), ("alice", "team_manager"));
-    assert_eq!(rows[1].0, "bob");
-    assert_eq!(rows[2].0, "maya.o-brien_2@north");
-    let mut alice_teams: Vec<&str> = rows[0].3.split(',').collect();
-    alice_teams.sort_unstable();
-    assert_eq!(alice_teams, ["team-north", "team-south"]);
-    for (_, _, hash, _) in &rows {
-        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+    assert_eq!((rows[0][0].as_str(), rows[0][1].as_str()), ("alice", "team_manager"));
+    assert_eq!(rows[1][0], "bob");
+    assert_eq!(rows[2][0], "maya.o-brien_2@north");
+    let alice_teams = inspect(
+        "SELECT t.team_id FROM users u JOIN user_teams t ON t.user_id = u.id WHERE u.username = 'alice' ORDER BY t.team_id",
+    );
+    assert_eq!(alice_teams, [["team-north"], ["team-south"]]);
+    for row in &rows {
+        assert!(row[2].starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{}", row[2]);
     }
-    let stdin_ok = server::auth::password::verify(b"from stdin", &rows[0].2).expect("verify");
-    let env_ok = server::auth::password::verify(b"from the environment", &rows[1].2).expect("verify");
+    let stdin_ok = server::auth::password::verify(b"from stdin", &rows[0][2]).expect("verify");
+    let env_ok = server::auth::password::verify(b"from the environment", &rows[1][2]).expect("verify");
     assert!(stdin_ok && env_ok);
 }
 
-#[test]
 fn a_user_can_be_disabled_and_enabled() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let db = db_arg(&dir.path().join("tether.db"));
+    let test_db = common::TestDb::new();
+    let db = test_db.arg.clone();
     ok(&tether(&["team", "add", "--db", &db, "--id", "t", "--name", "T"], None, ""));
     ok(&tether(&["user", "add", "--db", &db, "--username", "u", "--role", "admin", "--team", "t"], Some("pw"), ""));
     ok(&tether(&["user", "disable", "--db", &db, "--username", "u"], None, ""));
-    let disabled = |db: &str| -> bool {
-        let conn = server::db::open(Path::new(db)).expect("open");
-        conn.query_row("SELECT disabled FROM users WHERE username = 'u'", [], |r| r.get(0)).expect("a row")
+    let disabled = || -> bool {
+        let rows = test_db.open().call_blocking(|conn| conn.inspect("SELECT disabled FROM users WHERE username = 'u'"));
+        common::number(&rows.expect("a row")) == 1
     };
-    assert!(disabled(&db));
+    assert!(disabled());
     ok(&tether(&["user", "enable", "--db", &db, "--username", "u"], None, ""));
-    assert!(!disabled(&db));
+    assert!(!disabled());
     let err = refused(&tether(&["user", "disable", "--db", &db, "--username", "nobody"], None, ""));
     assert!(err.contains("no user named `nobody`"), "{err}");
 }
 
-#[test]
 fn users_are_listed_and_a_local_password_is_reset() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let path = dir.path().join("tether.db");
-    let db = db_arg(&path);
+    let test_db = common::TestDb::new();
+    let db = test_db.arg.clone();
     ok(&tether(&["team", "add", "--db", &db, "--id", "north", "--name", "North"], None, ""));
     ok(&tether(&["team", "add", "--db", &db, "--id", "south", "--name", "South"], None, ""));
     ok(&tether(
@@ -156,21 +147,23 @@ fn users_are_listed_and_a_local_password_is_reset() {
         "",
     ));
     // A person from an identity provider, as a first sign-in makes them.
-    {
-        let mut conn = server::db::open(&path).expect("open");
-        let tx = conn.transaction().expect("a transaction");
-        server::accounts::add_identity_user(
-            &tx,
-            "cis2",
-            "5550001",
-            "cis2:sam",
-            server::accounts::Role::TeamManager,
-            &["north".parse().expect("a team")],
-            jiff::Timestamp::now(),
-        )
-        .expect("an identity user");
-        tx.commit().expect("commit");
-    }
+    test_db
+        .open()
+        .call_blocking(|conn| {
+            let mut tx = conn.transaction()?;
+            server::accounts::add_identity_user(
+                &mut *tx,
+                "cis2",
+                "5550001",
+                "cis2:sam",
+                server::accounts::Role::TeamManager,
+                &["north".parse().expect("a team")],
+                jiff::Timestamp::now(),
+            )
+            .expect("an identity user");
+            tx.commit()
+        })
+        .expect("committed");
     ok(&tether(&["user", "disable", "--db", &db, "--username", "cis2:sam"], None, ""));
     let list = ok(&tether(&["user", "list", "--db", &db], None, ""));
     assert_eq!(
@@ -182,14 +175,17 @@ fn users_are_listed_and_a_local_password_is_reset() {
 
     // From stdin, then from TETHER_PASSWORD.
     ok(&tether(&["user", "reset-password", "--db", &db, "--username", "jo"], None, "from stdin\n"));
-    let hash = |conn: &rusqlite::Connection| -> String {
-        conn.query_row("SELECT password_hash FROM users WHERE username = 'jo'", [], |r| r.get(0)).expect("a hash")
+    let hash = || -> String {
+        let rows = test_db
+            .open()
+            .call_blocking(|conn| conn.inspect("SELECT password_hash FROM users WHERE username = 'jo'"))
+            .expect("a hash");
+        rows.first().and_then(|row| row[0].clone()).expect("a hash")
     };
-    let conn = server::db::open(&path).expect("open");
-    assert!(server::auth::password::verify(b"from stdin", &hash(&conn)).expect("verify"));
-    assert!(!server::auth::password::verify(b"old password", &hash(&conn)).expect("verify"));
+    assert!(server::auth::password::verify(b"from stdin", &hash()).expect("verify"));
+    assert!(!server::auth::password::verify(b"old password", &hash()).expect("verify"));
     ok(&tether(&["user", "reset-password", "--db", &db, "--username", "jo"], Some("from the environment"), ""));
-    assert!(server::auth::password::verify(b"from the environment", &hash(&conn)).expect("verify"));
+    assert!(server::auth::password::verify(b"from the environment", &hash()).expect("verify"));
 
     let err = refused(&tether(&["user", "reset-password", "--db", &db, "--username", "nobody"], Some("pw"), ""));
     assert!(err.contains("no user named `nobody`"), "{err}");
@@ -205,3 +201,9 @@ fn users_are_listed_and_a_local_password_is_reset() {
     ));
     assert!(err.contains("may not contain `:`"), "{err}");
 }
+
+common::backends_blocking!(
+    teams_and_users_are_added_and_refused_clearly,
+    a_user_can_be_disabled_and_enabled,
+    users_are_listed_and_a_local_password_is_reset,
+);

@@ -1,6 +1,11 @@
 //! The audit log as a hash chain: `tether audit verify` holds on a real database and
 //! names the first broken entry in copies where rows were edited, deleted or inserted
 //! with the triggers dropped; an upgrade chains the entries written before it.
+//!
+//! The copies are of a SQLite file (as someone who took the file would edit it), so that
+//! test runs on SQLite; on PostgreSQL the same edits are made in the database itself,
+//! its trigger dropped, and `tether audit verify --db postgres://…` names them. The head's
+//! guard and the upgrade's chaining run on both backends.
 
 mod common;
 
@@ -9,16 +14,20 @@ use std::process::{Command, Output};
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
-use common::Demo;
+use common::{Demo, TestDb};
 use rusqlite::{Connection, params};
 use serde_json::{Value, json};
 use server::audit::{GENESIS, Row, entry_hash};
-use server::db;
 use tower::ServiceExt;
 
 fn verify(db: &Path) -> Output {
+    verify_at(db.to_str().expect("a UTF-8 path"))
+}
+
+/// `tether audit verify --db DB`, a path or a `postgres://` URL.
+fn verify_at(db: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["audit", "verify", "--db", db.to_str().expect("a UTF-8 path")])
+        .args(["audit", "verify", "--db", db])
         .env_remove("TETHER_DB")
         .output()
         .expect("run tether audit verify")
@@ -49,6 +58,15 @@ async fn call(demo: &Demo, method: Method, path: &str, token: &str, body: Option
 /// episode and its timeline, and records on it. Returns the demo (still open) and a
 /// consistent copy of its database taken while it runs.
 async fn audited() -> (Demo, PathBuf) {
+    let demo = audited_demo().await;
+    let copy = demo.dir.path().join("copy.db");
+    let target = copy.to_str().expect("a UTF-8 path").to_owned();
+    demo.state.db.call_blocking(move |conn| conn.inspect_execute(&format!("VACUUM INTO '{target}'"))).expect("a copy");
+    (demo, copy)
+}
+
+/// The demo (on this test's backend) with maya's reads and record in the audit log.
+async fn audited_demo() -> Demo {
     let demo = Demo::new();
     let login = json!({"username": "maya", "password": demo.passwords["maya"], "device_id": "desk-1"});
     let request = Request::post("/v1/auth/login")
@@ -67,10 +85,7 @@ async fn audited() -> (Demo, PathBuf) {
     let record = json!({"kind": "contact_attempt", "method": "phone", "target": "patient", "outcome": "no_answer"});
     let (status, _) = call(&demo, Method::POST, &format!("/v1/episodes/{id}/events"), &token, Some(record)).await;
     assert_eq!(status, StatusCode::CREATED);
-    let copy = demo.dir.path().join("copy.db");
-    let target = copy.to_str().expect("a UTF-8 path").to_owned();
-    demo.state.db.call_blocking(move |conn| conn.execute("VACUUM INTO ?1", [target])).expect("a copy");
-    (demo, copy)
+    demo
 }
 
 /// A copy of `original` with the audit triggers dropped, as someone with the file would.
@@ -90,6 +105,7 @@ fn count(conn: &Connection) -> i64 {
     conn.query_row("SELECT max(n) FROM audit", [], |r| r.get(0)).expect("a count")
 }
 
+/// On SQLite only: it edits copies of the database file.
 #[tokio::test]
 async fn verify_holds_on_a_real_log_and_names_the_first_edited_deleted_or_inserted_entry() {
     let (_demo, copy) = audited().await;
@@ -187,56 +203,125 @@ async fn verify_holds_on_a_real_log_and_names_the_first_edited_deleted_or_insert
     }
 }
 
-#[tokio::test]
+/// On PostgreSQL the log is edited in the database itself, its trigger dropped: verify
+/// names the edited, the deleted and the last entry deleted, and holds again once each
+/// is put back.
+async fn verify_on_postgres_names_the_entry_edited_or_deleted_in_the_database() {
+    let demo = audited_demo().await;
+    let url = demo.dir.arg.clone();
+    let holds = verify_at(&url);
+    assert!(holds.status.success(), "{}", stderr(&holds));
+    let entries = demo.number("SELECT max(n) FROM audit");
+    assert!(entries >= 5, "{entries} entries");
+    assert!(stdout(&holds).contains(&format!("holds: {entries} entries")), "{}", stdout(&holds));
+    assert!(!stdout(&holds).contains("tether-test-password") && !stderr(&holds).contains("tether-test-password"));
+
+    let sql = |statements: &[&str]| demo.dir.write_raw(&statements.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+    sql(&["DROP TRIGGER audit_no_change ON audit", "CREATE TABLE kept AS SELECT * FROM audit"]);
+    let last = entries.to_string();
+    let cases: Vec<(&str, String, String, &str)> = vec![
+        (
+            "an entry's detail edited",
+            "UPDATE audit SET detail = 'nothing to see' WHERE n = 3".into(),
+            "entry 3".into(),
+            "edited",
+        ),
+        ("who did it changed", "UPDATE audit SET username = 'sol' WHERE n = 2".into(), "entry 2".into(), "edited"),
+        ("an entry deleted from the middle", "DELETE FROM audit WHERE n = 4".into(), "entry 4".into(), "missing"),
+        ("the last entry deleted", format!("DELETE FROM audit WHERE n = {last}"), format!("entry {last}"), "deleted"),
+    ];
+    for (what, tamper, entry, says) in cases {
+        sql(&[&tamper]);
+        let output = verify_at(&url);
+        assert_eq!(output.status.code(), Some(1), "{what}: {}{}", stdout(&output), stderr(&output));
+        let message = stderr(&output);
+        assert!(message.contains(&format!("broken at {entry}:")), "{what}: {message}");
+        assert!(message.contains(says), "{what}: {message}");
+        // Put back as it was.
+        sql(&["DELETE FROM audit", "INSERT INTO audit SELECT * FROM kept"]);
+        let output = verify_at(&url);
+        assert!(output.status.success(), "{what}, put back: {}", stderr(&output));
+    }
+}
+
+mod needs_postgres {
+    #[tokio::test]
+    async fn verify_on_postgres_names_the_entry_edited_or_deleted_in_the_database() {
+        crate::common::set_backend(crate::common::Backend::Postgres);
+        super::verify_on_postgres_names_the_entry_edited_or_deleted_in_the_database().await
+    }
+}
+
 async fn every_append_moves_the_head_and_the_server_keeps_the_chain_through_restarts() {
-    let (demo, _) = audited().await;
+    let demo = audited_demo().await;
     let chain =
         demo.state.db.call_blocking(|conn| server::audit::verify(conn)).expect("read").expect("the chain holds");
     let head = demo.state.db.call_blocking(|conn| server::audit::head(conn)).expect("the head");
     assert_eq!(head, chain);
     // The head only moves on.
-    let back = demo.state.db.call_blocking(|conn| conn.execute("UPDATE audit_head SET n = n - 1", []));
+    let back = demo.state.db.call_blocking(|conn| conn.inspect_execute("UPDATE audit_head SET n = n - 1"));
     assert!(back.is_err(), "the head moved back");
-    let gone = demo.state.db.call_blocking(|conn| conn.execute("DELETE FROM audit_head", []));
+    let gone = demo.state.db.call_blocking(|conn| conn.inspect_execute("DELETE FROM audit_head"));
     assert!(gone.is_err(), "the head was deleted");
+    // And it survives a restart: a new server on the same database appends to it.
+    let state = server::AppState::new(demo.dir.open(), demo.dir.jwt_secret().as_ref(), demo.state.clock.clone())
+        .expect("a restarted server");
+    let who = server::audit::Who {
+        user_id: "u-1".into(),
+        username: "maya".into(),
+        device: "desk-1".into(),
+        via: server::audit::Via::Api,
+    };
+    state
+        .db
+        .call_blocking(|conn| {
+            let mut tx = conn.transaction()?;
+            server::audit::log(&mut *tx, &who, 1, "list_episodes", None, None)?;
+            tx.commit()
+        })
+        .expect("an entry");
+    let after = state.db.call_blocking(|conn| server::audit::verify(conn)).expect("read").expect("it holds");
+    assert_eq!(after.entries, chain.entries + 1);
 }
 
-#[test]
-fn the_upgrade_chains_the_entries_written_before_it() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let path = dir.path().join("tether.db");
-    {
-        // A database of schema 4, with audit entries written as schema 4 wrote them.
-        let conn = Connection::open(&path).expect("create");
-        for sql in [
-            include_str!("../src/schema/v1.sql"),
-            include_str!("../src/schema/v2.sql"),
-            include_str!("../src/schema/v3.sql"),
-            include_str!("../src/schema/v4.sql"),
-        ] {
-            conn.execute_batch(sql).expect("an old schema");
-        }
-        conn.pragma_update(None, "user_version", 4).expect("version 4");
-        for (at, action) in [(1000, "list_episode"), (2000, "read_episode"), (3000, "record_event")] {
-            conn.execute(
+async fn the_upgrade_chains_the_entries_written_before_it() {
+    // A database of schema 4, with audit entries written as schema 4 wrote them.
+    let test_db = TestDb::new();
+    server::Db::create_at_version(&test_db.target, 4).expect("a database of schema 4");
+    let old: Vec<String> = [(1000, "list_episode"), (2000, "read_episode"), (3000, "record_event")]
+        .iter()
+        .map(|(at, action)| {
+            format!(
                 "INSERT INTO audit (at, user_id, username, device, via, action, episode, detail)
-                 VALUES (?1, 'u-1', 'maya', 'desk-1', 'api', ?2, NULL, NULL)",
-                params![at, action],
+                 VALUES ({at}, 'u-1', 'maya', 'desk-1', 'api', '{action}', NULL, NULL)"
             )
-            .expect("an old entry");
-        }
-    }
-    let conn = db::open(&path).expect("upgrade");
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("a version");
-    assert_eq!(version, db::SCHEMA);
-    let chain = server::audit::verify(&conn).expect("read").expect("the old entries are chained");
+        })
+        .collect();
+    test_db.write_raw(&old);
+    let db = test_db.open();
+    assert_eq!(db.call_blocking(|conn| conn.schema_version()).expect("a version"), server::db::SCHEMA);
+    let chain =
+        db.call_blocking(|conn| server::audit::verify(conn)).expect("read").expect("the old entries are chained");
     assert_eq!(chain.entries, 3);
-    let first: Vec<u8> = conn.query_row("SELECT prev_hash FROM audit WHERE n = 1", [], |r| r.get(0)).expect("entry 1");
-    assert_eq!(first, GENESIS.to_vec());
+    let first = db.call_blocking(|conn| conn.inspect("SELECT prev_hash FROM audit WHERE n = 1")).expect("entry 1");
+    assert_eq!(first, [[Some(GENESIS.iter().map(|b| format!("{b:02x}")).collect::<String>())]]);
     // The update trigger is back after the upgrade's own updates.
-    let edit = conn.execute("UPDATE audit SET detail = 'x' WHERE n = 1", []);
+    let edit = db.call_blocking(|conn| conn.inspect_execute("UPDATE audit SET detail = 'x' WHERE n = 1"));
     assert!(edit.is_err(), "the log is append-only again");
-    drop(conn);
-    let output = verify(&path);
+    drop(db);
+    let output = verify_at(&test_db.arg);
     assert!(output.status.success(), "{}", stderr(&output));
+}
+
+/// On both backends, as `both::sqlite::NAME` and `both::needs_postgres::NAME`.
+mod both {
+    use super::{
+        every_append_moves_the_head_and_the_server_keeps_the_chain_through_restarts,
+        the_upgrade_chains_the_entries_written_before_it,
+    };
+
+    crate::common::backends!(
+        every_append_moves_the_head_and_the_server_keeps_the_chain_through_restarts,
+        the_upgrade_chains_the_entries_written_before_it,
+    );
 }

@@ -162,17 +162,16 @@ impl Dash {
     }
 
     fn id_of(&self, patient: &str) -> String {
-        let patient = patient.to_owned();
-        self.state.db.call_blocking(move |conn| {
-            conn.query_row("SELECT episode FROM summaries WHERE patient_ref = ?1", [patient], |r| r.get(0))
-                .expect("the demo episode")
-        })
+        // Demo references are plain letters, digits and dashes.
+        assert!(patient.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        let rows = self.rows(&format!("SELECT episode FROM summaries WHERE patient_ref = '{patient}'"));
+        rows.first().and_then(|row| row[0].clone()).expect("the demo episode")
     }
 
     /// The episode's audit entries: (via, action, device, username).
     fn audit(&self, id: &str) -> Vec<(String, String, String, String)> {
         let id: episode::EpisodeId = id.parse().expect("an id");
-        self.state.db.call_blocking(move |conn| {
+        self.db(move |conn| {
             server::audit::entries(conn, id)
                 .expect("the audit log")
                 .into_iter()
@@ -185,7 +184,6 @@ impl Dash {
     }
 }
 
-#[tokio::test]
 async fn the_sign_in_form_refuses_a_wrong_password_and_sends_the_signed_out_to_it() {
     let dash = Dash::new();
     let page = dash.send(Method::GET, "/dashboard/login", None, None).await;
@@ -214,7 +212,6 @@ async fn the_sign_in_form_refuses_a_wrong_password_and_sends_the_signed_out_to_i
     assert_eq!(forged.location(), "/dashboard/login", "an unknown token signs no one in");
 }
 
-#[tokio::test]
 async fn a_sign_in_form_without_its_own_token_is_refused_before_the_password_is_checked() {
     let dash = Dash::new();
     let right = dash.passwords["maya"].clone();
@@ -235,15 +232,11 @@ async fn a_sign_in_form_without_its_own_token_is_refused_before_the_password_is_
         assert!(!sets_session(&answer), "no session");
         assert!(answer.body.contains("Sign in again"), "{}", answer.body);
     }
-    let failures: i64 = dash
-        .state
-        .db
-        .call_blocking(|c| c.query_row("SELECT COUNT(*) FROM login_failures", [], |r| r.get(0)).expect("a count"));
+    let failures = dash.number("SELECT COUNT(*) FROM login_failures");
     assert_eq!(failures, 0, "a refused form is not a failed sign-in");
     dash.sign_in("maya").await;
 }
 
-#[tokio::test]
 async fn a_sign_in_token_only_the_server_could_make_is_accepted() {
     let dash = Dash::new();
     let right = dash.passwords["maya"].clone();
@@ -280,7 +273,6 @@ async fn a_sign_in_token_only_the_server_could_make_is_accepted() {
     assert!(sets_session(&answer));
 }
 
-#[tokio::test]
 async fn failed_dashboard_sign_ins_lock_the_username_out_from_that_client() {
     let dash = Dash::new();
     for _ in 0..server::auth::store::FREE_FAILURES {
@@ -305,7 +297,6 @@ async fn failed_dashboard_sign_ins_lock_the_username_out_from_that_client() {
     dash.sign_in("maya").await;
 }
 
-#[tokio::test]
 async fn the_session_cookie_is_http_only_strict_and_kept_only_hashed() {
     let dash = Dash::new();
     let answer = dash.login_form("maya", &dash.passwords["maya"]).await;
@@ -319,10 +310,8 @@ async fn the_session_cookie_is_http_only_strict_and_kept_only_hashed() {
     assert!(!attributes.contains(&"Secure"), "plain HTTP on loopback: a Secure cookie would be dropped");
     let token = attributes[0].trim_start_matches("tether_session=").to_owned();
     assert_eq!(token.len(), 64, "32 random bytes in hex");
-    let stored: Vec<String> = dash.state.db.call_blocking(|conn| {
-        let mut statement = conn.prepare("SELECT hash FROM dashboard_sessions").expect("a statement");
-        statement.query_map([], |r| r.get(0)).expect("rows").map(|r| r.expect("a row")).collect()
-    });
+    let stored: Vec<String> =
+        dash.rows("SELECT hash FROM dashboard_sessions").into_iter().flatten().flatten().collect();
     assert_eq!(stored.len(), 1);
     assert_ne!(stored[0], token, "the token is stored hashed");
 
@@ -332,7 +321,6 @@ async fn the_session_cookie_is_http_only_strict_and_kept_only_hashed() {
     assert!(session_cookie(&proxied).split(';').any(|a| a.trim() == "Secure"));
 }
 
-#[tokio::test]
 async fn the_caseload_shows_overdue_actions_first_then_by_owner_and_the_rates() {
     let dash = Dash::new();
     let maya = dash.sign_in("maya").await;
@@ -346,7 +334,7 @@ async fn the_caseload_shows_overdue_actions_first_then_by_owner_and_the_rates() 
     assert!(states[first_open..].iter().all(|s| *s == "open"), "{states:?}");
     // The rows are the caseload's open clinical actions, in its order (overdue, owner,
     // due); the records to file have their own section.
-    let expected: Vec<String> = dash.state.db.call_blocking(|conn| {
+    let expected: Vec<String> = dash.db(|conn| {
         caseload::open_actions(conn, &["north".to_owned()])
             .expect("actions")
             .into_iter()
@@ -366,10 +354,8 @@ async fn the_caseload_shows_overdue_actions_first_then_by_owner_and_the_rates() 
     let rates = section(&page.body, "rates");
     assert!(rates.contains("North Community Mental Health Team"), "{rates}");
     let not_brought = between(rates, "data-rate=\"not_brought\">", "</p>").expect("the not brought rate");
-    let rates_now = dash
-        .state
-        .db
-        .call_blocking(|conn| caseload::rates(conn, "north", DEMO_START.parse().expect("a time"), 90).expect("rates"));
+    let rates_now =
+        dash.db(|conn| caseload::rates(conn, "north", DEMO_START.parse().expect("a time"), 90).expect("rates"));
     assert!(rates_now.appointments > 0);
     assert!(
         not_brought
@@ -380,12 +366,11 @@ async fn the_caseload_shows_overdue_actions_first_then_by_owner_and_the_rates() 
     assert!(rates.contains(&format!("Did not attend: {} of {}", rates_now.did_not_attend, rates_now.appointments)));
 }
 
-#[tokio::test]
 async fn the_caseload_leads_with_clinical_actions_and_groups_the_records_to_file_per_episode() {
     let dash = Dash::new();
     let maya = dash.sign_in("maya").await;
     let page = dash.get("/dashboard", &maya).await;
-    let all = dash.state.db.call_blocking(|conn| caseload::open_actions(conn, &["north".to_owned()]).expect("actions"));
+    let all = dash.db(|conn| caseload::open_actions(conn, &["north".to_owned()]).expect("actions"));
     let filing: Vec<&caseload::OpenAction> = all.iter().filter(|a| a.code == "file_to_epr").collect();
     // In the demo, filing is most of what is open (an action per record): it buried the
     // clinical actions.
@@ -443,7 +428,6 @@ async fn the_caseload_leads_with_clinical_actions_and_groups_the_records_to_file
     assert!(!attributes(section(&page.body, "filing"), "data-episode").contains(&episode.as_str()));
 }
 
-#[tokio::test]
 async fn the_episode_page_shows_facts_conflicts_actions_and_the_merged_timeline() {
     let dash = Dash::new();
     let maya = dash.sign_in("maya").await;
@@ -469,11 +453,7 @@ async fn the_episode_page_shows_facts_conflicts_actions_and_the_merged_timeline(
 
     let timeline = section(html, "timeline");
     let records = attributes(timeline, "data-kind");
-    let key = id.clone();
-    let events: usize = dash.state.db.call_blocking(move |conn| {
-        conn.query_row("SELECT COUNT(*) FROM receipts WHERE episode = ?1", [key], |r| r.get::<_, i64>(0))
-            .expect("a count") as usize
-    });
+    let events = dash.number(&format!("SELECT COUNT(*) FROM receipts WHERE episode = '{id}'")) as usize;
     assert_eq!(records.len(), events, "every record, once");
     for trigger in &triggers {
         assert!(timeline.contains(&format!("id=\"record-{trigger}\"")), "the trigger is in the timeline");
@@ -488,7 +468,6 @@ async fn the_episode_page_shows_facts_conflicts_actions_and_the_merged_timeline(
     assert!(section(&visit.body, "timeline").contains("53.48080, -2.24260 (within 25 m)"), "{}", visit.body);
 }
 
-#[tokio::test]
 async fn a_record_with_a_skewed_clock_carries_a_note_in_the_timeline() {
     let dash = Dash::new();
     let maya = dash.sign_in("maya").await;
@@ -500,17 +479,17 @@ async fn a_record_with_a_skewed_clock_carries_a_note_in_the_timeline() {
     let now_ms = dash.state.clock.now().as_millisecond();
     let episode: episode::EpisodeId = id.parse().expect("an id");
     let fields = serde_json::json!({"method": "phone", "target": "patient", "outcome": "no_answer"});
-    let record = dash.state.db.call_blocking(move |conn| {
-        let tx = conn.transaction().expect("a transaction");
-        let actor = server::episodes::server_actor(&tx).expect("the actor");
-        let mut stored = server::episodes::load(&tx, episode, &actor).expect("load").expect("the episode");
+    let record = dash.db(move |conn| {
+        let mut tx = conn.transaction().expect("a transaction");
+        let actor = server::episodes::server_actor(&mut *tx).expect("the actor");
+        let mut stored = server::episodes::load(&mut *tx, episode, &actor).expect("load").expect("the episode");
         let fields = fields.as_object().expect("an object").clone();
         let event =
             episode::Event::new_record(uuid::Uuid::now_v7(), "contact_attempt", later, "ana", "phone-fast", fields)
                 .expect("a record");
-        stored.doc.record(&event).expect("recorded");
+        stored.with_doc(|doc| doc.record(&event)).expect("recorded");
         let bytes = server::episodes::pending_changes(&mut stored).expect("within the budget");
-        server::episodes::store_changes(&tx, &mut stored, &bytes, "phone-fast", now_ms).expect("stored");
+        server::episodes::store_changes(&mut *tx, &mut stored, &bytes, "phone-fast", now_ms).expect("stored");
         tx.commit().expect("commit");
         event.id
     });
@@ -520,7 +499,6 @@ async fn a_record_with_a_skewed_clock_carries_a_note_in_the_timeline() {
     assert!(item.contains("Check the clock of phone-fast"), "{item}");
 }
 
-#[tokio::test]
 async fn another_teams_episode_answers_as_one_that_does_not_exist() {
     let dash = Dash::new();
     let maya = dash.sign_in("maya").await;
@@ -546,7 +524,6 @@ async fn another_teams_episode_answers_as_one_that_does_not_exist() {
     assert!(dash.audit(&south).iter().all(|(via, ..)| via != "dashboard"));
 }
 
-#[tokio::test]
 async fn a_form_without_the_sessions_csrf_token_is_refused_and_changes_nothing() {
     let dash = Dash::new();
     let maya = dash.sign_in("maya").await;
@@ -579,7 +556,6 @@ async fn a_form_without_the_sessions_csrf_token_is_refused_and_changes_nothing()
     assert_eq!(dash.get("/dashboard", &maya).await.status, StatusCode::OK, "the session survives");
 }
 
-#[tokio::test]
 async fn resolving_a_conflict_through_the_form_sets_the_fact_and_says_who() {
     let dash = Dash::new();
     let maya = dash.sign_in("maya").await;
@@ -616,7 +592,6 @@ async fn resolving_a_conflict_through_the_form_sets_the_fact_and_says_who() {
     assert_eq!(sets, 1);
 }
 
-#[tokio::test]
 async fn filing_a_record_through_the_form_records_filed_to_epr() {
     let dash = Dash::new();
     let maya = dash.sign_in("maya").await;
@@ -656,7 +631,6 @@ async fn filing_a_record_through_the_form_records_filed_to_epr() {
     assert_eq!(records_written, 1);
 }
 
-#[tokio::test]
 async fn every_dashboard_read_and_write_is_in_the_audit_log() {
     let dash = Dash::new();
     let maya = dash.sign_in("maya").await; // sign_in reads the caseload once
@@ -694,7 +668,6 @@ async fn every_dashboard_read_and_write_is_in_the_audit_log() {
     assert_eq!(devices.len(), 2);
 }
 
-#[tokio::test]
 async fn signing_out_ends_the_session() {
     let dash = Dash::new();
     let maya = dash.sign_in("maya").await;
@@ -705,29 +678,24 @@ async fn signing_out_ends_the_session() {
     let after = dash.get("/dashboard", &maya).await;
     assert_eq!(after.status, StatusCode::SEE_OTHER, "the old cookie signs no one in");
     assert_eq!(after.location(), "/dashboard/login");
-    let rows: i64 = dash
-        .state
-        .db
-        .call_blocking(|c| c.query_row("SELECT COUNT(*) FROM dashboard_sessions", [], |r| r.get(0)))
-        .expect("a count");
+    let rows = dash.number("SELECT COUNT(*) FROM dashboard_sessions");
     assert_eq!(rows, 0);
 }
 
-#[tokio::test]
 async fn a_session_ends_when_it_expires_or_its_user_is_disabled() {
     let dash = Dash::new();
     let maya = dash.sign_in("maya").await;
     let ben = dash.sign_in("ben").await;
-    dash.state.db.call_blocking(|conn| {
-        let tx = conn.transaction().expect("a transaction");
-        server::accounts::set_disabled(&tx, &"ben".parse().expect("a name"), true, 0).expect("disable");
+    dash.db(|conn| {
+        let mut tx = conn.transaction().expect("a transaction");
+        server::accounts::set_disabled(&mut *tx, &"ben".parse().expect("a name"), true, 0).expect("disable");
         tx.commit().expect("commit");
     });
     assert_eq!(dash.get("/dashboard", &ben).await.location(), "/dashboard/login", "disabled");
     // Enabled again, ben signs in anew; his old cookie stays signed out.
-    dash.state.db.call_blocking(|conn| {
-        let tx = conn.transaction().expect("a transaction");
-        server::accounts::set_disabled(&tx, &"ben".parse().expect("a name"), false, 0).expect("enable");
+    dash.db(|conn| {
+        let mut tx = conn.transaction().expect("a transaction");
+        server::accounts::set_disabled(&mut *tx, &"ben".parse().expect("a name"), false, 0).expect("enable");
         tx.commit().expect("commit");
     });
     assert_eq!(dash.get("/dashboard", &ben).await.location(), "/dashboard/login", "not revived");
@@ -765,7 +733,6 @@ phone_redirect_uris = ["uk.nhs.example.tether:/oidc"]
     server::oidc::SignIn::load(&dir.join("oidc.toml")).expect("valid settings")
 }
 
-#[tokio::test]
 async fn with_passwords_off_only_the_providers_are_offered_and_every_password_sign_in_is_refused() {
     let mut dash = Dash::new();
     let sign_in = providers_only(dash.dir.path());
@@ -844,7 +811,6 @@ fn people_of(row: &str) -> &str {
     between(row, "<td class=\"owner\" data-label=\"Owner\"><span><strong>", "</strong>").expect("names")
 }
 
-#[tokio::test]
 async fn each_open_action_names_the_people_who_answer_for_it_beside_its_role() {
     let dash = Dash::new();
     let maya = dash.sign_in("maya").await;
@@ -884,7 +850,6 @@ async fn each_open_action_names_the_people_who_answer_for_it_beside_its_role() {
     assert!(table.contains("<strong>Team base</strong> <span class=\"role\">(team base)"), "files the records");
 }
 
-#[tokio::test]
 async fn the_caseload_filters_by_overdue_urgent_owner_and_pathway_through_a_get_form() {
     let dash = Dash::new();
     let maya = dash.sign_in("maya").await;
@@ -898,7 +863,7 @@ async fn the_caseload_filters_by_overdue_urgent_owner_and_pathway_through_a_get_
 
     let overdue = dash.get("/dashboard?overdue=1", &maya).await;
     let shown = rows(section(&overdue.body, "actions"));
-    let expected = dash.state.db.call_blocking(|conn| {
+    let expected = dash.db(|conn| {
         caseload::open_actions(conn, &["north".to_owned()])
             .expect("actions")
             .into_iter()
@@ -949,7 +914,6 @@ async fn the_caseload_filters_by_overdue_urgent_owner_and_pathway_through_a_get_
     assert!(!answer.body.contains(&long));
 }
 
-#[tokio::test]
 async fn managers_read_the_teams_audit_log_a_page_at_a_time_and_no_one_else_does() {
     let dash = Dash::new();
     let maya = dash.sign_in("maya").await;
@@ -1000,3 +964,26 @@ async fn managers_read_the_teams_audit_log_a_page_at_a_time_and_no_one_else_does
     let reads = dash.audit(&id).into_iter().filter(|(via, action, ..)| via == "dashboard" && action == "read_audit");
     assert_eq!(reads.count(), 1);
 }
+
+common::backends!(
+    the_caseload_leads_with_clinical_actions_and_groups_the_records_to_file_per_episode,
+    the_episode_page_shows_facts_conflicts_actions_and_the_merged_timeline,
+    the_sign_in_form_refuses_a_wrong_password_and_sends_the_signed_out_to_it,
+    a_sign_in_form_without_its_own_token_is_refused_before_the_password_is_checked,
+    a_sign_in_token_only_the_server_could_make_is_accepted,
+    failed_dashboard_sign_ins_lock_the_username_out_from_that_client,
+    the_session_cookie_is_http_only_strict_and_kept_only_hashed,
+    the_caseload_shows_overdue_actions_first_then_by_owner_and_the_rates,
+    a_record_with_a_skewed_clock_carries_a_note_in_the_timeline,
+    another_teams_episode_answers_as_one_that_does_not_exist,
+    a_form_without_the_sessions_csrf_token_is_refused_and_changes_nothing,
+    resolving_a_conflict_through_the_form_sets_the_fact_and_says_who,
+    filing_a_record_through_the_form_records_filed_to_epr,
+    every_dashboard_read_and_write_is_in_the_audit_log,
+    signing_out_ends_the_session,
+    a_session_ends_when_it_expires_or_its_user_is_disabled,
+    with_passwords_off_only_the_providers_are_offered_and_every_password_sign_in_is_refused,
+    each_open_action_names_the_people_who_answer_for_it_beside_its_role,
+    the_caseload_filters_by_overdue_urgent_owner_and_pathway_through_a_get_form,
+    managers_read_the_teams_audit_log_a_page_at_a_time_and_no_one_else_does,
+);

@@ -1,6 +1,6 @@
 //! Devices belong to their registration: a device id read off a record lets no one sign
 //! in as that device, nor revoke it (issue 12, item 2); device ids are a safe set of
-//! characters (item 9). Through `app(state)` on a real database.
+//! characters (item 9). Through `app(state)` on a real database, on both backends.
 
 mod common;
 
@@ -21,14 +21,15 @@ async fn server() -> Server {
         .state
         .db
         .call(|conn| {
-            let tx = conn.transaction()?;
+            let mut tx = conn.transaction()?;
             let hash = server::auth::password::hash(&accounts::Password::new(PASSWORD.into()).expect("a password"))
                 .expect("hash");
             let north: TeamId = "team-north".parse().expect("a team id");
             for (name, role) in [("ben", Role::Practitioner), ("mia", Role::TeamManager)] {
                 let username: Username = name.parse().expect("a username");
                 let now = jiff::Timestamp::now();
-                accounts::add_user(&tx, &username, &hash, role, std::slice::from_ref(&north), now).expect("a user");
+                accounts::add_user(&mut *tx, &username, &hash, role, std::slice::from_ref(&north), now)
+                    .expect("a user");
             }
             tx.commit()?;
             Ok(())
@@ -62,7 +63,6 @@ async fn revoke(server: &Server, token: &str, device: &str) -> StatusCode {
     server.send(request).await.0
 }
 
-#[tokio::test]
 async fn another_teams_manager_can_neither_sign_in_as_a_device_nor_revoke_it() {
     let server = server().await;
     // Ben's phone registers itself at his first sign-in, with its key.
@@ -74,14 +74,7 @@ async fn another_teams_manager_can_neither_sign_in_as_a_device_nor_revoke_it() {
         let (status, body) = login(&server, "sol", "phone-ben", key).await;
         assert_eq!((status, error(&body).0.as_str()), (StatusCode::FORBIDDEN, "device_taken"), "{body}");
     }
-    let sessions: i64 = server
-        .state
-        .db
-        .call(|conn| {
-            Ok(conn.query_row("SELECT count(*) FROM sessions WHERE device_id = 'phone-ben'", [], |r| r.get(0))?)
-        })
-        .await
-        .expect("count");
+    let sessions = server.number("SELECT count(*) FROM sessions WHERE device_id = 'phone-ben'");
     assert_eq!(sessions, 1, "only ben's sign-in");
 
     // Nor revoke it from his own console: another team's device answers as an unknown one.
@@ -95,7 +88,6 @@ async fn another_teams_manager_can_neither_sign_in_as_a_device_nor_revoke_it() {
     assert_eq!((status, error(&body).0.as_str()), (StatusCode::FORBIDDEN, "device_revoked"), "{body}");
 }
 
-#[tokio::test]
 async fn a_device_with_a_key_takes_whoever_holds_it_and_no_one_else() {
     let server = server().await;
     token(&server, "ben", "tablet-1", Some(KEY)).await;
@@ -110,7 +102,6 @@ async fn a_device_with_a_key_takes_whoever_holds_it_and_no_one_else() {
     assert_eq!((status, error(&body).0.as_str()), (StatusCode::UNAUTHORIZED, "invalid_credentials"), "{body}");
 }
 
-#[tokio::test]
 async fn a_device_registered_without_a_key_takes_only_its_teams_users_until_it_has_one() {
     let server = server().await;
     // An older client (or a console) signs in with no key.
@@ -125,7 +116,6 @@ async fn a_device_registered_without_a_key_takes_only_its_teams_users_until_it_h
     token(&server, "mia", "desk-1", Some(KEY)).await;
 }
 
-#[tokio::test]
 async fn device_ids_and_keys_are_a_safe_set_of_characters() {
     let server = server().await;
     for bad in
@@ -146,43 +136,43 @@ async fn device_ids_and_keys_are_a_safe_set_of_characters() {
     token(&server, "ben", "0195a1b2-0000-7000-8000-0000000000e0", Some(KEY)).await;
 }
 
-#[tokio::test]
 async fn a_database_of_schema_4_registers_each_device_to_its_first_user() {
     // A database as schema 4 left it: ben signed in on his phone first, then sol named it.
-    let dir = tempfile::tempdir().expect("a directory");
-    let path = dir.path().join("tether.db");
-    {
-        let conn = rusqlite::Connection::open(&path).expect("a database");
-        for n in 1..=4 {
-            let sql = std::fs::read_to_string(format!("{}/src/schema/v{n}.sql", env!("CARGO_MANIFEST_DIR")))
-                .expect("a schema file");
-            conn.execute_batch(&sql).expect("an old schema");
-        }
-        conn.execute_batch(
-            "PRAGMA user_version = 4;
-             INSERT INTO teams VALUES ('team-north', 'North', '2026-01-01T00:00:00Z'),
-                                      ('team-south', 'South', '2026-01-01T00:00:00Z');
-             INSERT INTO users (id, username, password_hash, role, created_at) VALUES
-                ('u-ben', 'ben', 'x', 'practitioner', '2026-01-01T00:00:00Z'),
-                ('u-sol', 'sol', 'x', 'team_manager', '2026-01-01T00:00:00Z');
-             INSERT INTO user_teams VALUES ('u-ben', 'team-north'), ('u-sol', 'team-south');
-             INSERT INTO sessions (id, user_id, device_id, created_at) VALUES
-                ('s-2', 'u-sol', 'phone-ben', 200), ('s-1', 'u-ben', 'phone-ben', 100), ('s-3', 'u-sol', 'console-sol', 300);",
-        )
-        .expect("old rows");
-    }
-    let conn = server::db::open(&path).expect("open and upgrade");
-    let mut statement =
-        conn.prepare("SELECT id, user_id, key_hash IS NULL, registered_at FROM devices ORDER BY id").expect("a query");
-    let devices: Vec<(String, String, bool, i64)> = statement
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-        .expect("rows")
-        .collect::<Result<_, _>>()
-        .expect("rows");
-    assert_eq!(
-        devices,
-        [("console-sol".into(), "u-sol".into(), true, 300), ("phone-ben".into(), "u-ben".into(), true, 100)]
-    );
-    assert!(server::auth::store::device_in_reach(&conn, "phone-ben", "u-ben", false).expect("reach"));
-    assert!(!server::auth::store::device_in_reach(&conn, "phone-ben", "u-sol", false).expect("reach"));
+    let test_db = common::TestDb::new();
+    server::Db::create_at_version(&test_db.target, 4).expect("a database of schema 4");
+    test_db.write_raw(&[
+        "INSERT INTO teams VALUES ('team-north', 'North', '2026-01-01T00:00:00Z'),
+                                  ('team-south', 'South', '2026-01-01T00:00:00Z')"
+            .to_owned(),
+        "INSERT INTO users (id, username, password_hash, role, created_at) VALUES
+            ('u-ben', 'ben', 'x', 'practitioner', '2026-01-01T00:00:00Z'),
+            ('u-sol', 'sol', 'x', 'team_manager', '2026-01-01T00:00:00Z')"
+            .to_owned(),
+        "INSERT INTO user_teams VALUES ('u-ben', 'team-north'), ('u-sol', 'team-south')".to_owned(),
+        "INSERT INTO sessions (id, user_id, device_id, created_at) VALUES
+            ('s-2', 'u-sol', 'phone-ben', 200), ('s-1', 'u-ben', 'phone-ben', 100), ('s-3', 'u-sol', 'console-sol', 300)"
+            .to_owned(),
+    ]);
+    let db = test_db.open();
+    let devices = db
+        .call_blocking(|conn| {
+            conn.inspect("SELECT id, user_id, key_hash IS NULL, registered_at FROM devices ORDER BY id")
+        })
+        .expect("the devices");
+    let row = |cells: [&str; 4]| cells.map(|c| Some(c.to_owned())).to_vec();
+    assert_eq!(devices, [row(["console-sol", "u-sol", "1", "300"]), row(["phone-ben", "u-ben", "1", "100"])]);
+    db.call_blocking(|conn| {
+        assert!(server::auth::store::device_in_reach(conn, "phone-ben", "u-ben", false)?);
+        assert!(!server::auth::store::device_in_reach(conn, "phone-ben", "u-sol", false)?);
+        Ok::<_, server::store::StoreError>(())
+    })
+    .expect("reach");
 }
+
+common::backends!(
+    another_teams_manager_can_neither_sign_in_as_a_device_nor_revoke_it,
+    a_device_with_a_key_takes_whoever_holds_it_and_no_one_else,
+    a_device_registered_without_a_key_takes_only_its_teams_users_until_it_has_one,
+    device_ids_and_keys_are_a_safe_set_of_characters,
+    a_database_of_schema_4_registers_each_device_to_its_first_user,
+);

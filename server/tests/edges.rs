@@ -4,8 +4,15 @@
 //!
 //! The requests are written by hand on plain sockets: an HTTP client would not send one
 //! byte a second, nor leave a connection open and silent.
+//!
+//! These test the listener and the body budget, which come before any statement (the
+//! large sync bodies are noise, refused before the database is read), and measure the
+//! server process's own memory: they run on a SQLite file. The throttle by the socket's
+//! peer is kept in the database, and runs on both backends.
 
 #![cfg(target_os = "linux")]
+
+mod common;
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -20,7 +27,7 @@ const PASSWORD: &str = "a long enough password";
 struct Running {
     child: Child,
     addr: SocketAddr,
-    dir: tempfile::TempDir,
+    dir: common::TestDb,
 }
 
 impl Drop for Running {
@@ -31,12 +38,15 @@ impl Drop for Running {
 }
 
 impl Running {
-    /// `tether serve` on a new database with alice (practitioner, team-north), under
-    /// `ulimit -n` of `fd_limit` if given, with `flags`.
+    /// `tether serve` on a new SQLite database with alice (practitioner, team-north),
+    /// under `ulimit -n` of `fd_limit` if given, with `flags`.
     fn start(fd_limit: Option<u32>, flags: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let db = dir.path().join("tether.db");
-        let db = db.to_str().expect("a UTF-8 path").to_owned();
+        Self::start_on(common::TestDb::on(common::Backend::Sqlite), fd_limit, flags)
+    }
+
+    /// The same on `dir`, a new database on either backend.
+    fn start_on(dir: common::TestDb, fd_limit: Option<u32>, flags: &[&str]) -> Self {
+        let db = dir.arg.clone();
         let tether = env!("CARGO_BIN_EXE_tether");
         let admin = |args: &[&str]| {
             let output = Command::new(tether).args(args).env("TETHER_PASSWORD", PASSWORD).output().expect("tether");
@@ -54,9 +64,12 @@ impl Running {
             None => Command::new(tether),
         };
         command.args(["serve", "--db", &db, "--addr", "127.0.0.1:0"]).args(flags);
+        match dir.jwt_secret() {
+            Some(secret) => command.env("TETHER_JWT_SECRET", secret.expose()),
+            None => command.env_remove("TETHER_JWT_SECRET"),
+        };
         let mut child = command
             .env("TETHER_LOG", "warn")
-            .env_remove("TETHER_JWT_SECRET")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -425,9 +438,8 @@ fn send_from(from: &str, to: SocketAddr, request: &[u8]) -> (u16, String) {
     read_answer(&mut stream).expect("an answer")
 }
 
-#[test]
 fn the_sign_in_throttle_counts_by_the_sockets_peer_address() {
-    let server = Running::start(None, &[]);
+    let server = Running::start_on(common::TestDb::new(), None, &[]);
     let login = |password: &str, forwarded_for: &str| {
         let body = format!(r#"{{"username": "alice", "password": "{password}", "device_id": "phone-1"}}"#);
         format!(
@@ -529,3 +541,5 @@ fn an_answer_given_before_the_body_was_read_closes_the_connection() {
     let n = stream.read(&mut buf).expect("a second answer");
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
 }
+
+common::backends_blocking!(the_sign_in_throttle_counts_by_the_sockets_peer_address);

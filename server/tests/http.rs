@@ -1,5 +1,5 @@
-//! The HTTP service through `app(state)` and `oneshot`, on a real database in a temporary
-//! directory and a clock the tests move: health, sign-in, refresh rotation and reuse,
+//! The HTTP service through `app(state)` and `oneshot`, on a real database (SQLite, and
+//! PostgreSQL in `needs_postgres`) and a clock the tests move: health, sign-in, refresh rotation and reuse,
 //! the `AuthUser` extractor's refusals, error bodies and the sign-in throttle. Forged,
 //! expired and tampered tokens, disabled users, team scoping and password hashes are in
 //! `security.rs`; the shared set-up is in `common/mod.rs`.
@@ -18,7 +18,6 @@ mod common;
 
 use common::*;
 
-#[tokio::test]
 async fn healthz_answers_with_the_schema() {
     let server = Server::new();
     let request = Request::builder().uri("/healthz").body(Body::empty()).expect("a request");
@@ -27,7 +26,6 @@ async fn healthz_answers_with_the_schema() {
     assert_eq!(body, json!({"status": "ok", "schema": db::SCHEMA}));
 }
 
-#[tokio::test]
 async fn login_gives_tokens_and_me_names_the_caller() {
     let server = Server::new();
     let (status, body) = server.login("alice", PASSWORD, "phone-1").await;
@@ -52,7 +50,6 @@ async fn login_gives_tokens_and_me_names_the_caller() {
     );
 }
 
-#[tokio::test]
 async fn a_wrong_password_and_an_unknown_user_get_the_same_answer() {
     let server = Server::new();
     let (status, wrong_password) = server.login("alice", "not the password", "phone-1").await;
@@ -67,7 +64,6 @@ async fn a_wrong_password_and_an_unknown_user_get_the_same_answer() {
     assert_eq!((status, &body), (StatusCode::UNAUTHORIZED, &wrong_password));
 }
 
-#[tokio::test]
 async fn refresh_rotates_and_the_old_token_then_fails() {
     let server = Server::new();
     let (_, first) = server.alice("phone-1").await;
@@ -81,24 +77,16 @@ async fn refresh_rotates_and_the_old_token_then_fails() {
     assert_eq!((status, &me["username"]), (StatusCode::OK, &json!("alice")));
 
     // Only a hash is kept: neither token is in the database as such.
-    let stored: Vec<Vec<u8>> = server
-        .state
-        .db
-        .call(|conn| {
-            let mut stmt = conn.prepare("SELECT hash FROM refresh_tokens")?;
-            Ok(stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?)
-        })
-        .await
-        .expect("the stored hashes");
+    let stored: Vec<String> = server.rows("SELECT hash FROM refresh_tokens").into_iter().flatten().flatten().collect();
     assert_eq!(stored.len(), 2);
-    assert!(stored.iter().all(|h| h.len() == 32 && *h != first.as_bytes() && *h != second.as_bytes()));
+    let hex = |token: &str| token.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+    assert!(stored.iter().all(|h| h.len() == 64 && *h != hex(&first) && *h != hex(&second)), "{stored:?}");
 
     let (status, body) = server.refresh(&first, "phone-1").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(error(&body).0, "invalid_refresh_token");
 }
 
-#[tokio::test]
 async fn reusing_a_rotated_refresh_token_revokes_the_whole_family() {
     let server = Server::new();
     let (_, first) = server.alice("phone-1").await;
@@ -126,7 +114,6 @@ async fn reusing_a_rotated_refresh_token_revokes_the_whole_family() {
     assert_eq!(status, StatusCode::OK);
 }
 
-#[tokio::test]
 async fn refresh_from_another_device_is_refused() {
     let server = Server::new();
     let (_, refresh) = server.alice("phone-1").await;
@@ -138,7 +125,6 @@ async fn refresh_from_another_device_is_refused() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
-#[tokio::test]
 async fn refresh_tokens_expire_after_thirty_days_unused() {
     let server = Server::new();
     let (_, refresh) = server.alice("phone-1").await;
@@ -149,7 +135,6 @@ async fn refresh_tokens_expire_after_thirty_days_unused() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
-#[tokio::test]
 async fn me_needs_a_bearer_token() {
     let server = Server::new();
     let (status, headers, body) = server.me(None).await;
@@ -162,7 +147,6 @@ async fn me_needs_a_bearer_token() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
-#[tokio::test]
 async fn me_refuses_a_garbage_token() {
     let server = Server::new();
     for garbage in ["garbage", "a.b.c", "eyJhbGciOiJIUzI1NiJ9.e30.", ""] {
@@ -172,21 +156,14 @@ async fn me_refuses_a_garbage_token() {
     }
 }
 
-#[tokio::test]
 async fn a_deleted_users_tokens_stop_working() {
     let server = Server::new();
     let (access, refresh) = server.alice("phone-1").await;
-    server
-        .state
-        .db
-        .call(|conn| Ok(conn.execute("DELETE FROM users WHERE username = 'alice'", [])?))
-        .await
-        .expect("delete");
+    server.db(|conn| conn.inspect_execute("DELETE FROM users WHERE username = 'alice'").expect("delete"));
     assert_eq!(server.me_with(&access).await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(server.refresh(&refresh, "phone-1").await.0, StatusCode::UNAUTHORIZED);
 }
 
-#[tokio::test]
 async fn repeated_failures_lock_a_username_for_longer_each_time() {
     let server = Server::new();
     for _ in 0..4 {
@@ -245,7 +222,6 @@ async fn login_from(
     (status, body)
 }
 
-#[tokio::test]
 async fn one_client_cannot_lock_a_user_out_everywhere() {
     let server = Server::new();
     // Someone at 203.0.113.9 guesses alice's password until locked out.
@@ -264,7 +240,6 @@ async fn one_client_cannot_lock_a_user_out_everywhere() {
     assert_eq!(login_from(&server, "2001:db8:5:7::1", "cai", PASSWORD, &[]).await.0, StatusCode::OK);
 }
 
-#[tokio::test]
 async fn one_password_cannot_be_sprayed_across_usernames() {
     let server = Server::new();
     // One password tried against 60 usernames (most of which do not exist) from one
@@ -289,7 +264,6 @@ async fn one_password_cannot_be_sprayed_across_usernames() {
     assert_eq!(login_from(&server, "198.51.100.23", "alice", PASSWORD, &[]).await.0, StatusCode::OK);
 }
 
-#[tokio::test]
 async fn x_forwarded_for_counts_only_from_a_trusted_proxy() {
     let mut server = Server::new();
     // Not trusted: a client cannot dodge its throttle by naming another address.
@@ -318,7 +292,6 @@ async fn x_forwarded_for_counts_only_from_a_trusted_proxy() {
     assert_eq!(login_from(&server, "10.0.0.2", "cai", PASSWORD, &from("198.51.100.51")).await.0, StatusCode::OK);
 }
 
-#[tokio::test]
 async fn bad_bodies_get_the_error_shape_naming_the_problem() {
     let server = Server::new();
     let (status, body) = server.post_raw("/v1/auth/login", Some("application/json"), "{\"username\": ").await;
@@ -368,7 +341,6 @@ async fn bad_bodies_get_the_error_shape_naming_the_problem() {
     assert_eq!(error(&body).0, "payload_too_large");
 }
 
-#[tokio::test]
 async fn unknown_routes_and_methods_get_the_error_shape() {
     let server = Server::new();
     let (status, _, body) = server.send(Request::builder().uri("/v1/nothing").body(Body::empty()).expect("req")).await;
@@ -380,23 +352,22 @@ async fn unknown_routes_and_methods_get_the_error_shape() {
     assert_eq!(error(&body).0, "method_not_allowed");
 }
 
-#[tokio::test]
 async fn the_signing_secret_is_kept_across_restarts() {
     let server = Server::new();
     let (access, _) = server.alice("phone-1").await;
-    let path = server.dir.path().join("tether.db");
     let now = Arc::clone(&server.now);
     let clock = Clock::from_fn(move || *now.lock().unwrap_or_else(PoisonError::into_inner));
-    let restarted = AppState::new(db::open(&path).expect("reopen"), None, clock.clone()).expect("state");
+    let restarted = AppState::new(server.dir.open(), server.dir.jwt_secret().as_ref(), clock.clone()).expect("state");
     let claims = restarted.keys.verify(&access, clock.unix()).expect("a token from before the restart");
     assert_eq!(claims.device, "phone-1");
 
-    // A secret from the environment replaces the stored one, and must be long enough.
+    // Another secret from the environment replaces the key file's (or the one given
+    // before, on PostgreSQL), and must be long enough.
     let given = server::Secret::from("a secret from the environment, 32+ bytes".to_string());
-    let other = AppState::new(db::open(&path).expect("reopen"), Some(&given), clock.clone()).expect("state");
+    let other = AppState::new(server.dir.open(), Some(&given), clock.clone()).expect("state");
     assert!(other.keys.verify(&access, clock.unix()).is_err());
     let short = server::Secret::from("short".to_string());
-    let refused = AppState::new(db::open(&path).expect("reopen"), Some(&short), clock).expect_err("too short");
+    let refused = AppState::new(server.dir.open(), Some(&short), clock).expect_err("too short");
     assert!(!refused.to_string().contains("short"), "the error must not print the secret");
 }
 
@@ -416,3 +387,23 @@ async fn the_database_refuses_a_newer_schema() {
     let error = db::open(&path).expect_err("a newer schema");
     assert!(error.to_string().contains("newer"), "{error}");
 }
+
+common::backends!(
+    healthz_answers_with_the_schema,
+    login_gives_tokens_and_me_names_the_caller,
+    a_wrong_password_and_an_unknown_user_get_the_same_answer,
+    refresh_rotates_and_the_old_token_then_fails,
+    reusing_a_rotated_refresh_token_revokes_the_whole_family,
+    refresh_from_another_device_is_refused,
+    refresh_tokens_expire_after_thirty_days_unused,
+    me_needs_a_bearer_token,
+    me_refuses_a_garbage_token,
+    a_deleted_users_tokens_stop_working,
+    repeated_failures_lock_a_username_for_longer_each_time,
+    bad_bodies_get_the_error_shape_naming_the_problem,
+    unknown_routes_and_methods_get_the_error_shape,
+    the_signing_secret_is_kept_across_restarts,
+    one_client_cannot_lock_a_user_out_everywhere,
+    one_password_cannot_be_sprayed_across_usernames,
+    x_forwarded_for_counts_only_from_a_trusted_proxy,
+);

@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use jiff::Timestamp;
 use serde_json::{Value, json};
-use server::{db, demo};
+use server::demo;
 use tower::ServiceExt;
 
 use common::{DEMO_START, Demo as Office};
@@ -89,7 +89,6 @@ fn message(body: &Value) -> &str {
     body["error"]["message"].as_str().unwrap_or_else(|| panic!("an error body, got {body}"))
 }
 
-#[tokio::test]
 async fn the_caseload_lists_only_the_callers_teams_with_counts_that_match_each_timeline() {
     let office = Office::new();
     let maya = office.login("maya").await;
@@ -126,7 +125,6 @@ async fn the_caseload_lists_only_the_callers_teams_with_counts_that_match_each_t
     assert!(south.keys().all(|r| r.starts_with("DEMO-2")));
 }
 
-#[tokio::test]
 async fn every_route_needs_a_token() {
     let office = Office::new();
     let maya = office.login("maya").await;
@@ -147,7 +145,6 @@ async fn every_route_needs_a_token() {
     }
 }
 
-#[tokio::test]
 async fn another_teams_episode_answers_exactly_like_one_that_does_not_exist() {
     let office = Office::new();
     let maya = office.login("maya").await;
@@ -177,7 +174,6 @@ async fn another_teams_episode_answers_exactly_like_one_that_does_not_exist() {
     assert!(audit["entries"].as_array().expect("entries").iter().all(|e| e["username"] != "maya"), "{audit}");
 }
 
-#[tokio::test]
 async fn one_episode_shows_its_conflicts_and_the_timeline_every_record_with_its_provenance() {
     let office = Office::new();
     let maya = office.login("maya").await;
@@ -208,7 +204,6 @@ async fn one_episode_shows_its_conflicts_and_the_timeline_every_record_with_its_
     assert!(timeline["warnings"].is_array());
 }
 
-#[tokio::test]
 async fn recording_from_the_office_is_the_servers_own_change_and_files_a_record() {
     let office = Office::new();
     let maya = office.login("maya").await;
@@ -266,7 +261,6 @@ async fn recording_from_the_office_is_the_servers_own_change_and_files_a_record(
     assert_eq!(call["note"], "will come on Friday");
 }
 
-#[tokio::test]
 async fn bad_records_are_refused_naming_the_field_and_nothing_is_stored() {
     let office = Office::new();
     let maya = office.login("maya").await;
@@ -318,7 +312,6 @@ async fn bad_records_are_refused_naming_the_field_and_nothing_is_stored() {
     assert_eq!(before["events"], after["events"], "nothing stored");
 }
 
-#[tokio::test]
 async fn setting_a_fact_resolves_a_conflict_and_bad_facts_are_refused() {
     let office = Office::new();
     let ana = office.login("ana").await;
@@ -345,7 +338,6 @@ async fn setting_a_fact_resolves_a_conflict_and_bad_facts_are_refused() {
     assert_eq!(office.caseload(&ana).await["DEMO-1003"]["conflicts"], 0);
 }
 
-#[tokio::test]
 async fn the_plan_is_edited_from_the_office() {
     let office = Office::new();
     let ana = office.login("ana").await;
@@ -360,7 +352,6 @@ async fn the_plan_is_edited_from_the_office() {
     assert!(message(&body).contains("plan"), "{body}");
 }
 
-#[tokio::test]
 async fn reconcile_lists_conflicts_duplicates_and_unfiled_records_of_the_callers_teams() {
     let office = Office::new();
     let maya = office.login("maya").await;
@@ -402,7 +393,6 @@ async fn reconcile_lists_conflicts_duplicates_and_unfiled_records_of_the_callers
     assert_eq!(body["conflicts"], json!([]));
 }
 
-#[tokio::test]
 async fn the_audit_log_holds_every_read_and_write_for_managers_only() {
     let office = Office::new();
     let maya = office.login("maya").await;
@@ -439,13 +429,13 @@ async fn the_audit_log_holds_every_read_and_write_for_managers_only() {
     assert_eq!(status, StatusCode::OK);
 
     // Append-only, in the database itself.
-    office.state.db.call_blocking(|conn| {
-        assert!(conn.execute("UPDATE audit SET username = 'x'", []).is_err());
-        assert!(conn.execute("DELETE FROM audit", []).is_err());
+    office.db(|conn| {
+        assert!(conn.inspect_execute("UPDATE audit SET username = 'x'").is_err());
+        assert!(conn.inspect_execute("DELETE FROM audit").is_err());
     });
+    assert!(office.number("SELECT COUNT(*) FROM audit") > 0, "nothing was deleted");
 }
 
-#[tokio::test]
 async fn overdue_counts_follow_the_clock_without_any_write() {
     let office = Office::new();
     let maya = office.login("maya").await;
@@ -463,30 +453,23 @@ async fn overdue_counts_follow_the_clock_without_any_write() {
     office.advance(7 * 24 * 3600);
     let now = office.state.clock.now();
     let docs = Arc::clone(&office.state.docs);
-    let made =
-        office.state.db.call_blocking(|conn| server::caseload::refresh_all(conn, &docs, None, now)).expect("refresh");
+    let made = office.db(|conn| server::caseload::refresh_all(conn, &docs, None, now)).expect("refresh");
     assert!(made > 0);
-    let stored: i64 = office
-        .state
-        .db
-        .call_blocking(|conn| conn.query_row("SELECT SUM(overdue_actions) FROM summaries s JOIN episodes e ON e.id = s.episode WHERE e.team = 'north'", [], |r| r.get(0)))
-        .expect("a sum");
+    let stored = office.number(
+        "SELECT CAST(SUM(overdue_actions) AS BIGINT) FROM summaries s JOIN episodes e ON e.id = s.episode WHERE e.team = 'north'",
+    );
     assert_eq!(stored, total(&after));
-    let again =
-        office.state.db.call_blocking(|conn| server::caseload::refresh_all(conn, &docs, None, now)).expect("refresh");
+    let again = office.db(|conn| server::caseload::refresh_all(conn, &docs, None, now)).expect("refresh");
     assert_eq!(again, 0, "nothing is re-evaluated twice at the same moment");
 }
 
-#[tokio::test]
 async fn the_background_task_re_evaluates_on_its_schedule() {
     let office = Office::new();
     // The seed summarised every episode at START; a week on, the clock has changed them.
     office.advance(7 * 24 * 3600);
     let stale = |office: &Office| -> i64 {
         let now = office.state.clock.now().as_second();
-        office.state.db.call_blocking(|conn| {
-            conn.query_row("SELECT COUNT(*) FROM summaries WHERE next_due <= ?1", [now], |r| r.get(0)).expect("count")
-        })
+        office.number(&format!("SELECT COUNT(*) FROM summaries WHERE next_due <= {now}"))
     };
     assert!(stale(&office) > 0);
     let _task = server::serve::spawn_reevaluation(office.state.clone(), std::time::Duration::from_millis(20));
@@ -498,7 +481,6 @@ async fn the_background_task_re_evaluates_on_its_schedule() {
     }
 }
 
-#[tokio::test]
 async fn metrics_count_requests_and_show_open_and_overdue_actions_per_team() {
     let office = Office::new();
     let maya = office.login("maya").await;
@@ -527,7 +509,6 @@ async fn metrics_count_requests_and_show_open_and_overdue_actions_per_team() {
     assert!(!text.contains("DEMO-"), "no patient reference in the metrics");
 }
 
-#[tokio::test]
 async fn metrics_on_the_main_port_need_the_metrics_token() {
     let office = Office::new();
     let mut state = office.state.clone();
@@ -553,52 +534,50 @@ async fn metrics_on_the_main_port_need_the_metrics_token() {
     assert!(String::from_utf8_lossy(&text).contains("tether_open_actions"));
 }
 
-#[tokio::test]
 async fn the_demo_seeds_once_and_keeps_passwords_when_run_again() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let path = dir.path().join("tether.db");
+    let test_db = common::TestDb::new();
+    let db = test_db.open();
     let start: Timestamp = DEMO_START.parse().expect("a time");
-    let mut conn = db::open(&path).expect("open");
-    let first = demo::seed(&mut conn, start).expect("seed").new_accounts().expect("seeded");
+    let seed = || db.call_blocking(|conn| demo::seed(conn, start)).expect("seed");
+    let first = seed().new_accounts().expect("seeded");
     let roles: std::collections::BTreeSet<&str> = first.iter().map(|a| a.role.as_str()).collect();
     assert_eq!(roles.into_iter().collect::<Vec<_>>(), ["admin", "practitioner", "safeguarding_lead", "team_manager"]);
-    let count = |conn: &rusqlite::Connection| -> i64 {
-        conn.query_row("SELECT COUNT(*) FROM episodes", [], |r| r.get(0)).expect("count")
+    let rows = |db: &server::Db, sql: &str| {
+        let sql = sql.to_owned();
+        db.call_blocking(move |conn| conn.inspect(&sql)).expect("a query")
     };
-    let hashes = |conn: &rusqlite::Connection| -> Vec<String> {
-        conn.prepare("SELECT password_hash FROM users ORDER BY username")
-            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-            .expect("hashes")
-    };
-    let (episodes, before) = (count(&conn), hashes(&conn));
-    assert!(matches!(demo::seed(&mut conn, start).expect("seed"), demo::Seeded::Before));
-    assert_eq!(count(&conn), episodes, "seeded once");
-    assert_eq!(hashes(&conn), before, "the passwords are kept");
-    let hash: String = conn
-        .query_row("SELECT password_hash FROM users WHERE username = ?1", [first[0].username], |r| r.get(0))
+    let count = |db: &server::Db| common::number(&rows(db, "SELECT COUNT(*) FROM episodes"));
+    let hashes = |db: &server::Db| rows(db, "SELECT password_hash FROM users ORDER BY username");
+    let (episodes, before) = (count(&db), hashes(&db));
+    assert!(matches!(seed(), demo::Seeded::Before));
+    assert_eq!(count(&db), episodes, "seeded once");
+    assert_eq!(hashes(&db), before, "the passwords are kept");
+    let hash = rows(&db, &format!("SELECT password_hash FROM users WHERE username = '{}'", first[0].username))
+        .first()
+        .and_then(|row| row[0].clone())
         .expect("a hash");
     assert!(
         server::auth::password::verify(first[0].password.as_bytes(), &hash).is_ok_and(|ok| ok),
         "the password printed the first time still works"
     );
     // Every pathway is there.
-    let pathways: std::collections::BTreeSet<String> = conn
-        .prepare("SELECT DISTINCT pathway FROM summaries")
-        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-        .expect("pathways");
+    let pathways = rows(&db, "SELECT DISTINCT pathway FROM summaries");
     assert_eq!(pathways.len(), 5, "{pathways:?}");
 
     // A database with teams of its own is never seeded.
-    let other = dir.path().join("other.db");
-    let mut conn = db::open(&other).expect("open");
-    let tx = conn.transaction().expect("tx");
-    server::accounts::add_team(&tx, &"mine".parse().expect("id"), "Mine", start).expect("team");
-    tx.commit().expect("commit");
-    assert!(matches!(demo::seed(&mut conn, start).expect("no error"), demo::Seeded::NotTheDemo));
-    assert_eq!(count(&conn), 0);
+    let other_db = common::TestDb::new();
+    let other = other_db.open();
+    other
+        .call_blocking(|conn| {
+            let mut tx = conn.transaction()?;
+            server::accounts::add_team(&mut *tx, &"mine".parse().expect("id"), "Mine", start).expect("team");
+            tx.commit()
+        })
+        .expect("a team");
+    assert!(matches!(other.call_blocking(|conn| demo::seed(conn, start)).expect("no error"), demo::Seeded::NotTheDemo));
+    assert_eq!(count(&other), 0);
 }
 
-#[tokio::test]
 async fn managers_read_their_teams_audit_log_a_page_at_a_time_oldest_first() {
     let office = Office::new();
     let maya = office.login("maya").await;
@@ -670,3 +649,22 @@ async fn managers_read_their_teams_audit_log_a_page_at_a_time_oldest_first() {
     let (status, body) = office.get("/v1/audit?limit=0", &ana).await;
     assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "forbidden"));
 }
+
+common::backends!(
+    the_caseload_lists_only_the_callers_teams_with_counts_that_match_each_timeline,
+    every_route_needs_a_token,
+    another_teams_episode_answers_exactly_like_one_that_does_not_exist,
+    one_episode_shows_its_conflicts_and_the_timeline_every_record_with_its_provenance,
+    recording_from_the_office_is_the_servers_own_change_and_files_a_record,
+    bad_records_are_refused_naming_the_field_and_nothing_is_stored,
+    setting_a_fact_resolves_a_conflict_and_bad_facts_are_refused,
+    the_plan_is_edited_from_the_office,
+    reconcile_lists_conflicts_duplicates_and_unfiled_records_of_the_callers_teams,
+    the_audit_log_holds_every_read_and_write_for_managers_only,
+    overdue_counts_follow_the_clock_without_any_write,
+    the_background_task_re_evaluates_on_its_schedule,
+    metrics_count_requests_and_show_open_and_overdue_actions_per_team,
+    the_demo_seeds_once_and_keeps_passwords_when_run_again,
+    metrics_on_the_main_port_need_the_metrics_token,
+    managers_read_their_teams_audit_log_a_page_at_a_time_oldest_first,
+);

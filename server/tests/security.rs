@@ -36,7 +36,6 @@ fn with_payload(token: &str, claims: &Value) -> String {
     parts.join(".")
 }
 
-#[tokio::test]
 async fn forged_and_tampered_access_tokens_are_refused_with_401() {
     let server = Server::new();
     let (access, _) = server.alice("phone-1").await;
@@ -124,7 +123,6 @@ async fn forged_and_tampered_access_tokens_are_refused_with_401() {
     assert_eq!(server.me_with(&access).await.0, StatusCode::OK);
 }
 
-#[tokio::test]
 async fn a_token_is_valid_from_its_nbf_within_the_leeway_and_until_its_exp() {
     let server = Server::new();
     let (access, _) = server.alice("phone-1").await;
@@ -152,15 +150,14 @@ async fn a_token_is_valid_from_its_nbf_within_the_leeway_and_until_its_exp() {
     assert!(error(&body).1.contains("expired"), "{body}");
 }
 
-#[tokio::test]
 async fn a_disabled_users_next_request_fails() {
     let server = Server::new();
     let (access, refresh) = server.alice("phone-1").await;
     assert_eq!(server.me_with(&access).await.0, StatusCode::OK);
     let set_disabled = |disabled: bool| {
         server.state.db.call(move |conn| {
-            let tx = conn.transaction()?;
-            accounts::set_disabled(&tx, &"alice".parse().expect("name"), disabled, 0)
+            let mut tx = conn.transaction()?;
+            accounts::set_disabled(&mut *tx, &"alice".parse().expect("name"), disabled, 0)
                 .map_err(server::AppError::internal)?;
             tx.commit()?;
             Ok(())
@@ -186,33 +183,17 @@ async fn a_disabled_users_next_request_fails() {
     assert_eq!(status, StatusCode::OK, "{body}");
     let fresh = body["access_token"].as_str().expect("a token").to_owned();
     assert_eq!(server.me_with(&fresh).await.0, StatusCode::OK);
-    let ended: String = server
-        .state
-        .db
-        .call(|conn| {
-            Ok(conn.query_row(
-                "SELECT group_concat(revoked_because) FROM sessions WHERE revoked_at IS NOT NULL",
-                [],
-                |r| r.get(0),
-            )?)
-        })
-        .await
-        .expect("the sessions");
-    assert_eq!(ended, "user_disabled");
+    let ended = server.rows("SELECT revoked_because FROM sessions WHERE revoked_at IS NOT NULL");
+    assert_eq!(ended, [[Some("user_disabled".to_owned())]]);
 }
 
-#[tokio::test]
 async fn stored_password_hashes_are_argon2id_with_at_least_owasp_parameters() {
     let server = Server::new();
     let hashes: Vec<(String, String)> = server
-        .state
-        .db
-        .call(|conn| {
-            let mut statement = conn.prepare("SELECT username, password_hash FROM users ORDER BY username")?;
-            Ok(statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?)
-        })
-        .await
-        .expect("the hashes");
+        .rows("SELECT username, password_hash FROM users ORDER BY username")
+        .into_iter()
+        .map(|row| (row[0].clone().expect("a name"), row[1].clone().expect("a hash")))
+        .collect();
     assert_eq!(hashes.len(), 3);
     for (user, hash) in hashes {
         // PHC: $argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>
@@ -282,17 +263,12 @@ fn episode_routes(id: Uuid, doc: &mut EpisodeDoc) -> Vec<(Method, String, Payloa
 /// The team and sequence number of every episode: what a refused request must not change.
 async fn episodes(server: &Server) -> Vec<(String, String, i64)> {
     server
-        .state
-        .db
-        .call(|conn| {
-            let mut statement = conn.prepare("SELECT id, team, seq FROM episodes ORDER BY id")?;
-            Ok(statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<_>>()?)
-        })
-        .await
-        .expect("the episodes")
+        .rows("SELECT id, team, seq FROM episodes ORDER BY id")
+        .into_iter()
+        .map(|row| (row[0].clone().expect("an id"), row[1].clone().expect("a team"), number(&[vec![row[2].clone()]])))
+        .collect()
 }
 
-#[tokio::test]
 async fn every_episode_route_answers_another_teams_episode_as_not_found() {
     let server = Server::new();
     // Alice (north and south) opens an episode in north, and the server stores it.
@@ -356,3 +332,11 @@ async fn every_episode_route_answers_another_teams_episode_as_not_found() {
     }
     assert_eq!(episodes(&server).await, before, "nothing was stored or moved");
 }
+
+common::backends!(
+    forged_and_tampered_access_tokens_are_refused_with_401,
+    a_token_is_valid_from_its_nbf_within_the_leeway_and_until_its_exp,
+    a_disabled_users_next_request_fails,
+    stored_password_hashes_are_argon2id_with_at_least_owasp_parameters,
+    every_episode_route_answers_another_teams_episode_as_not_found,
+);

@@ -1,5 +1,8 @@
 //! `tether serve` as a real process on a free loopback port: a user added with the CLI
-//! signs in over HTTP, calls `/v1/me`, refreshes, and the server stops cleanly on SIGTERM.
+//! signs in over HTTP, calls `/v1/me`, refreshes, and the server stops cleanly on SIGTERM;
+//! on a SQLite file and (in `needs_postgres`) a `postgres://` URL.
+
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -26,25 +29,33 @@ fn tether(args: &[&str]) -> std::process::Output {
         .expect("run tether")
 }
 
-#[test]
+/// The signing secret `tether serve` is given: none on SQLite (it makes its key file), the
+/// test's on PostgreSQL (which requires one).
+fn signing<'c>(command: &'c mut Command, test_db: &common::TestDb) -> &'c mut Command {
+    match test_db.jwt_secret() {
+        Some(secret) => command.env("TETHER_JWT_SECRET", secret.expose()),
+        None => command.env_remove("TETHER_JWT_SECRET"),
+    }
+}
+
 fn serve_signs_in_over_http_and_stops_on_sigterm() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let db = dir.path().join("tether.db");
-    let db = db.to_str().expect("a UTF-8 path");
+    let test_db = common::TestDb::new();
+    let db = test_db.arg.as_str();
     assert!(tether(&["team", "add", "--db", db, "--id", "team-north", "--name", "North"]).status.success());
     let added =
         tether(&["user", "add", "--db", db, "--username", "alice", "--role", "practitioner", "--team", "team-north"]);
     assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
 
-    let child = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["serve", "--db", db, "--addr", "127.0.0.1:0"])
-        .env("TETHER_LOG", "warn")
-        .env_remove("TETHER_JWT_SECRET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start tether serve");
+    let child = signing(
+        Command::new(env!("CARGO_BIN_EXE_tether")).args(["serve", "--db", db, "--addr", "127.0.0.1:0"]),
+        &test_db,
+    )
+    .env("TETHER_LOG", "warn")
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit())
+    .spawn()
+    .expect("start tether serve");
     let mut server = Running(child);
     let stdout = server.0.stdout.take().expect("stdout is piped");
     let mut line = String::new();
@@ -97,20 +108,21 @@ fn serve_signs_in_over_http_and_stops_on_sigterm() {
     assert!(status.success(), "the server did not stop cleanly: {status}");
 }
 
-#[test]
 fn metrics_are_served_on_their_own_address_and_not_on_the_main_port() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let db = dir.path().join("tether.db");
-    let db = db.to_str().expect("a UTF-8 path");
-    let child = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["serve", "--db", db, "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
-        .env("TETHER_LOG", "warn")
-        .env_remove("TETHER_METRICS_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start tether serve");
+    let test_db = common::TestDb::new();
+    let db = test_db.arg.as_str();
+    let child = signing(
+        Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(["serve", "--db", db, "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
+            .env("TETHER_LOG", "warn")
+            .env_remove("TETHER_METRICS_TOKEN"),
+        &test_db,
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit())
+    .spawn()
+    .expect("start tether serve");
     let mut server = Running(child);
     let mut stdout = BufReader::new(server.0.stdout.take().expect("stdout is piped"));
     let mut line = String::new();
@@ -141,3 +153,8 @@ fn metrics_are_served_on_their_own_address_and_not_on_the_main_port() {
     let elsewhere = metrics.replace("/metrics", "/v1/episodes");
     assert_eq!(agent.get(elsewhere).call().expect("an answer").status(), 404);
 }
+
+common::backends_blocking!(
+    serve_signs_in_over_http_and_stops_on_sigterm,
+    metrics_are_served_on_their_own_address_and_not_on_the_main_port,
+);

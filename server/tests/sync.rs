@@ -23,10 +23,12 @@ use episode::{Event, Pathway, PatientRef};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 use server::accounts::{self, Password, Role, TeamId, Username};
-use server::{AppState, Clock, app, db, episodes};
-use tempfile::TempDir;
+use server::episodes;
+use server::{AppState, Clock, app};
 use tower::ServiceExt;
 use uuid::Uuid;
+
+mod common;
 
 const PASSWORD: &str = "correct horse battery staple";
 const NORTH: &str = "team-north";
@@ -39,7 +41,8 @@ struct Server {
     app: Router,
     state: AppState,
     now: Arc<Mutex<Timestamp>>,
-    _dir: TempDir,
+    /// Last: the database outlives the state that uses it.
+    _dir: common::TestDb,
 }
 
 /// One request and its answer, as sent and received.
@@ -55,40 +58,45 @@ struct Exchange {
 #[derive(Debug, PartialEq)]
 struct Fingerprint {
     seq: i64,
-    episodes: Vec<(String, String, i64, Vec<u8>)>,
-    changes: Vec<(String, Vec<u8>)>,
-    receipts: Vec<(String, String, i64, String)>,
-    sync_states: Vec<(String, String, Vec<u8>)>,
-    drops: Vec<(String, String, i64)>,
+    episodes: Rows,
+    changes: Rows,
+    receipts: Rows,
+    sync_states: Rows,
+    drops: Rows,
 }
+
+type Rows = Vec<Vec<Option<String>>>;
 
 impl Server {
     fn new() -> Self {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let mut conn = db::open(&dir.path().join("tether.db")).expect("open the database");
+        let dir = common::TestDb::new();
+        let db = dir.open();
         let start: Timestamp = "2026-03-02T09:00:00Z".parse().expect("a time");
-        let tx = conn.transaction().expect("a transaction");
-        for (id, name) in [(NORTH, "North"), (SOUTH, "South")] {
-            accounts::add_team(&tx, &id.parse().expect("a team id"), name, start).expect("add a team");
-        }
         let password = Password::new(PASSWORD.into()).expect("a password");
         let hash = server::auth::password::hash(&password).expect("hash");
-        for (name, role, team) in [
-            ("asha", Role::Practitioner, NORTH),
-            ("ben", Role::Practitioner, NORTH),
-            ("cai", Role::Practitioner, SOUTH),
-            ("mia", Role::TeamManager, NORTH),
-            ("sol", Role::TeamManager, SOUTH),
-        ] {
-            let username: Username = name.parse().expect("a username");
-            let teams: Vec<TeamId> = vec![team.parse().expect("a team id")];
-            accounts::add_user(&tx, &username, &hash, role, &teams, start).expect("add a user");
-        }
-        tx.commit().expect("commit");
+        db.call_blocking(|conn| {
+            let mut tx = conn.transaction()?;
+            for (id, name) in [(NORTH, "North"), (SOUTH, "South")] {
+                accounts::add_team(&mut *tx, &id.parse().expect("a team id"), name, start).expect("add a team");
+            }
+            for (name, role, team) in [
+                ("asha", Role::Practitioner, NORTH),
+                ("ben", Role::Practitioner, NORTH),
+                ("cai", Role::Practitioner, SOUTH),
+                ("mia", Role::TeamManager, NORTH),
+                ("sol", Role::TeamManager, SOUTH),
+            ] {
+                let username: Username = name.parse().expect("a username");
+                let teams: Vec<TeamId> = vec![team.parse().expect("a team id")];
+                accounts::add_user(&mut *tx, &username, &hash, role, &teams, start).expect("add a user");
+            }
+            tx.commit()
+        })
+        .expect("the accounts");
         let now = Arc::new(Mutex::new(start));
         let clock_now = Arc::clone(&now);
         let clock = Clock::from_fn(move || *clock_now.lock().unwrap_or_else(PoisonError::into_inner));
-        let state = AppState::new(conn, None, clock).expect("the state");
+        let state = AppState::new(db, dir.jwt_secret().as_ref(), clock).expect("the state");
         Self { app: app(state.clone()), state, now, _dir: dir }
     }
 
@@ -232,25 +240,14 @@ impl Server {
         self.state
             .db
             .call(|conn| {
-                let seq = episodes::current_seq(conn)?;
-                let episodes = rows(conn, "SELECT id, team, seq, snapshot FROM episodes ORDER BY id", |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })?;
-                let changes = rows(conn, "SELECT episode, bytes FROM episode_changes ORDER BY n", |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })?;
-                let receipts = rows(
-                    conn,
-                    "SELECT episode, event, received_at, device FROM receipts ORDER BY episode, event",
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-                )?;
+                let seq = conn.current_seq()?;
+                let episodes = conn.inspect("SELECT id, team, seq, snapshot FROM episodes ORDER BY id")?;
+                let changes = conn.inspect("SELECT episode, bytes FROM episode_changes ORDER BY n")?;
+                let receipts = conn
+                    .inspect("SELECT episode, event, received_at, device, seq FROM receipts ORDER BY episode, event")?;
                 let sync_states =
-                    rows(conn, "SELECT episode, device, state FROM sync_states ORDER BY episode, device", |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                    })?;
-                let drops = rows(conn, "SELECT episode, device, seq FROM drops ORDER BY episode, device", |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })?;
+                    conn.inspect("SELECT episode, device, state FROM sync_states ORDER BY episode, device")?;
+                let drops = conn.inspect("SELECT episode, device, seq FROM drops ORDER BY episode, device")?;
                 Ok(Fingerprint { seq, episodes, changes, receipts, sync_states, drops })
             })
             .await
@@ -258,17 +255,9 @@ impl Server {
     }
 
     async fn count(&self, sql: &'static str) -> i64 {
-        self.state.db.call(move |conn| Ok(conn.query_row(sql, [], |r| r.get(0))?)).await.expect("a count")
+        let rows = self.state.db.call(move |conn| Ok(conn.inspect(sql)?)).await.expect("a count");
+        common::number(&rows)
     }
-}
-
-fn rows<T>(
-    conn: &rusqlite::Connection,
-    sql: &str,
-    f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-) -> rusqlite::Result<Vec<T>> {
-    let mut statement = conn.prepare(sql)?;
-    statement.query_map([], f)?.collect()
 }
 
 /// A phone: its documents, the sync state it persisted per episode once the server
@@ -482,7 +471,6 @@ fn bodies(response: &Response) -> Vec<(Uuid, &'static str)> {
         .collect()
 }
 
-#[tokio::test]
 async fn a_new_episode_is_stored_and_then_the_cursor_says_nothing_new_in_a_few_bytes() {
     let server = Server::new();
     let mut asha = server.device("asha", "phone-asha", 1).await;
@@ -514,7 +502,6 @@ async fn a_new_episode_is_stored_and_then_the_cursor_says_nothing_new_in_a_few_b
     assert!(second.response_bytes < 200, "the response is {} bytes", second.response_bytes);
 }
 
-#[tokio::test]
 async fn a_record_made_on_one_device_reaches_another_by_whole_then_by_message() {
     let server = Server::new();
     let mut asha = server.device("asha", "phone-asha", 1).await;
@@ -576,7 +563,6 @@ fn bodies_of(documents: &[Document]) -> Vec<(Uuid, &'static str)> {
         .collect()
 }
 
-#[tokio::test]
 async fn another_teams_episode_is_not_found_and_never_sent() {
     let server = Server::new();
     let mut asha = server.device("asha", "phone-asha", 1).await;
@@ -634,7 +620,6 @@ fn rogue_message(
     rogue.generate_sync_message(&mut state).expect("a message")
 }
 
-#[tokio::test]
 async fn refused_requests_name_the_episode_and_store_nothing() {
     let server = Server::new();
     let mut asha = server.device("asha", "phone-asha", 1).await;
@@ -646,9 +631,10 @@ async fn refused_requests_name_the_episode_and_store_nothing() {
     assert_eq!(seen.keys().copied().collect::<Vec<_>>(), [id]);
     let of = |fingerprint: Fingerprint, episode: Uuid| {
         let key = episode.to_string();
-        let rows: Vec<_> = fingerprint.episodes.into_iter().filter(|e| e.0 == key).collect();
-        let changes: Vec<_> = fingerprint.changes.into_iter().filter(|c| c.0 == key).collect();
-        let receipts: Vec<_> = fingerprint.receipts.into_iter().filter(|r| r.0 == key).collect();
+        let of_it =
+            |rows: Rows| -> Rows { rows.into_iter().filter(|r| r[0].as_deref() == Some(key.as_str())).collect() };
+        let (rows, changes, receipts) =
+            (of_it(fingerprint.episodes), of_it(fingerprint.changes), of_it(fingerprint.receipts));
         (rows, changes, receipts)
     };
     let before = of(server.fingerprint().await, id);
@@ -705,11 +691,12 @@ async fn refused_requests_name_the_episode_and_store_nothing() {
 
     // Bodies that are not a sync request of this protocol.
     let wrong_protocol = protocol::Request { protocol: protocol::PROTOCOL + 1, ..request_of(Vec::new()) };
+    let versions = format!("speaks protocol {}; this build speaks {}", protocol::PROTOCOL + 1, protocol::PROTOCOL);
     let malformed: Vec<(&str, Vec<u8>, &str)> = vec![
         ("empty", Vec::new(), "not a sync message"),
         ("not postcard", vec![0xff; 16], "not a sync message"),
         ("JSON", br#"{"protocol": 1, "cursor": 0}"#.to_vec(), ""),
-        ("another protocol", wrong_protocol.encode(), "protocol 2"),
+        ("another protocol", wrong_protocol.encode(), &versions),
     ];
     for (what, bytes, says) in malformed {
         let (status, body) = server.refused(&asha.token, bytes).await;
@@ -739,7 +726,6 @@ fn events_of(am: &automerge::AutoCommit) -> automerge::ObjId {
     }
 }
 
-#[tokio::test]
 async fn a_request_sent_twice_changes_nothing_twice() {
     let server = Server::new();
     let mut asha = server.device("asha", "phone-asha", 1).await;
@@ -808,7 +794,6 @@ async fn a_request_sent_twice_changes_nothing_twice() {
     assert!(exchange.response.documents.is_empty() && exchange.response.actions.is_empty());
 }
 
-#[tokio::test]
 async fn a_revoked_device_is_refused_everywhere() {
     let server = Server::new();
     let mut ben = server.device("ben", "phone-ben", 2).await;
@@ -846,7 +831,6 @@ async fn a_revoked_device_is_refused_everywhere() {
     assert_eq!(bodies(&response), [(id, "whole")]);
 }
 
-#[tokio::test]
 async fn a_transferred_episode_is_handed_over_then_dropped_and_reaches_the_new_team() {
     let server = Server::new();
     let mut asha = server.device("asha", "phone-asha", 1).await;
@@ -899,7 +883,6 @@ async fn a_transferred_episode_is_handed_over_then_dropped_and_reaches_the_new_t
     assert_eq!(refused, [protocol::Refused { episode: id, reason: Refusal::NotFound }]);
 }
 
-#[tokio::test]
 async fn a_record_from_the_future_gets_a_clock_skew_warning() {
     let server = Server::new();
     let mut asha = server.device("asha", "phone-asha", 1).await;
@@ -915,7 +898,6 @@ async fn a_record_from_the_future_gets_a_clock_skew_warning() {
     assert_ne!(skews[0]["record"], json!(honest.to_string()));
 }
 
-#[tokio::test]
 async fn a_replayed_hand_over_is_answered_again() {
     let server = Server::new();
     let mut asha = server.device("asha", "phone-asha", 1).await;
@@ -943,7 +925,6 @@ async fn a_replayed_hand_over_is_answered_again() {
     assert_eq!(server.fingerprint().await.episodes, stored.episodes);
 }
 
-#[tokio::test]
 async fn a_record_made_after_receiving_an_episode_whole_survives_a_transfer() {
     let server = Server::new();
     let mut asha = server.device("asha", "phone-asha", 1).await;
@@ -981,7 +962,6 @@ async fn a_record_made_after_receiving_an_episode_whole_survives_a_transfer() {
     assert!(cai.events(id).contains(&offline), "ben's offline record reached south");
 }
 
-#[tokio::test]
 async fn a_large_caseload_comes_in_pages() {
     let server = Server::new();
     let mut asha = server.device("asha", "phone-asha", 1).await;
@@ -1010,7 +990,6 @@ async fn a_large_caseload_comes_in_pages() {
     assert_eq!(server.count("SELECT count(*) FROM sync_states WHERE device = 'phone-ben'").await, 130);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_commit_together_and_a_refused_one_stores_nothing_of_its_own() {
     // Sent at once, these are written in shared transactions (group commit), each in its
     // own savepoint: every good request is stored and answered, the bad one is refused
@@ -1054,9 +1033,15 @@ async fn concurrent_requests_commit_together_and_a_refused_one_stores_nothing_of
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(server.count("SELECT count(*) FROM episodes").await, 11);
     assert_eq!(server.count("SELECT count(*) FROM receipts").await, 11);
-    let ids: BTreeSet<String> = server.state.db.call_blocking(|conn| {
-        conn.prepare("SELECT id FROM episodes").and_then(|mut s| s.query_map([], |r| r.get(0))?.collect()).expect("ids")
-    });
+    let ids: BTreeSet<String> = server
+        .state
+        .db
+        .call_blocking(|conn| conn.inspect("SELECT id FROM episodes"))
+        .expect("ids")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .collect();
     assert_eq!(ids, stored.iter().map(Uuid::to_string).collect());
     assert!(!ids.contains(&rogue_episode.to_string()), "the refused request's new episode is not kept");
 }
@@ -1064,7 +1049,6 @@ async fn concurrent_requests_commit_together_and_a_refused_one_stores_nothing_of
 /// The server's evaluation follows its clock, not only the episode: sent again days later,
 /// unchanged, the episode's actions are overdue; sent to two devices within one moment,
 /// it is the same bytes. (The evaluation's encoding is kept while it does not change.)
-#[tokio::test]
 async fn an_unchanged_episodes_evaluation_follows_the_clock() {
     let server = Server::new();
     let mut asha = server.device("asha", "phone-asha", 1).await;
@@ -1093,7 +1077,6 @@ fn refusals_of(response: &Response) -> BTreeMap<Uuid, Refusal> {
     response.refused.iter().map(|r| (r.episode, r.reason.clone())).collect()
 }
 
-#[tokio::test]
 async fn a_new_record_not_made_here_by_someone_signed_in_here_is_refused_for_its_episode_alone() {
     let server = Server::new();
     let mut asha = server.device("asha", "phone-asha", 1).await;
@@ -1156,13 +1139,12 @@ async fn server_events(server: &Server, episode: Uuid) -> BTreeSet<Uuid> {
         .call(move |conn| {
             let actor = ActorId::from(vec![0xcc; 16]);
             let stored = episodes::load(conn, episode, &actor)?.expect("the episode");
-            Ok(stored.doc.episode().expect("an episode").events.iter().map(|e| e.id).collect())
+            Ok(stored.doc().episode().expect("an episode").events.iter().map(|e| e.id).collect())
         })
         .await
         .expect("the server's records")
 }
 
-#[tokio::test]
 async fn records_the_server_has_are_not_new_and_another_devices_new_ones_wait_for_it() {
     let server = Server::new();
     let mut asha = server.device("asha", "phone-asha", 1).await;
@@ -1201,10 +1183,11 @@ async fn grow_past_the_budget(server: &Server, episode: Uuid, records: usize, by
         .state
         .db
         .call(move |conn| {
-            let tx = conn.transaction()?;
-            let actor = episodes::server_actor(&tx)?;
-            let mut stored = episodes::load(&tx, episode, &actor)?.expect("the episode");
-            let am = stored.doc.automerge();
+            let mut tx = conn.transaction()?;
+            let actor = episodes::server_actor(&mut *tx)?;
+            let mut stored = episodes::load(&mut *tx, episode, &actor)?.expect("the episode");
+            let bytes = stored.with_doc(|doc| {
+            let am = doc.automerge();
             let events = events_of(am);
             let mut seed = 7u64;
             for n in 0..records {
@@ -1221,17 +1204,17 @@ async fn grow_past_the_budget(server: &Server, episode: Uuid, records: usize, by
                 am.put(&events, id.to_string(), record.to_string()).expect("put");
                 am.commit();
             }
-            let bytes = stored.doc.save_incremental();
-            episodes::store_changes(&tx, &mut stored, &bytes, "phone-asha", 0)?;
+            doc.save_incremental()
+            });
+            episodes::store_changes(&mut *tx, &mut stored, &bytes, "phone-asha", 0)?;
             tx.commit()?;
             let stored = episodes::load(conn, episode, &actor)?.expect("the episode");
-            Ok(stored.doc.stored_bytes())
+            Ok(stored.doc().stored_bytes())
         })
         .await
         .expect("grow the episode")
 }
 
-#[tokio::test]
 async fn an_episode_past_its_budget_reads_and_refuses_every_change_alone() {
     let server = Server::new();
     let mut asha = server.device("asha", "phone-asha", 1).await;
@@ -1288,7 +1271,6 @@ fn receipts_of(response: &Response, episode: Uuid) -> BTreeMap<Uuid, i64> {
 /// Each device is sent each receipt time once: the ones noted after its cursor, or all
 /// of an episode's when its document crosses whole; a repeat of a request whose answer
 /// was lost gets them again, as first noted.
-#[tokio::test]
 async fn receipt_times_cross_with_the_answer_once_for_each_device() {
     let server = Server::new();
     let mut asha = server.device("asha", "phone-asha", 1).await;
@@ -1333,27 +1315,22 @@ async fn receipt_times_cross_with_the_answer_once_for_each_device() {
     assert_eq!(receipts_of(&response, id), BTreeMap::from([(fourth, t2)]));
 }
 
-/// A database of schema 4 (receipts without the `seq` they were noted at) upgrades: each
-/// receipt takes its episode's `seq`.
-#[test]
-fn a_database_of_schema_4_upgrades_its_receipts() {
-    let dir = tempfile::tempdir().expect("a directory");
-    let path = dir.path().join("tether.db");
-    drop(db::open(&path).expect("a new database"));
-    {
-        let conn = rusqlite::Connection::open(&path).expect("open");
-        conn.execute_batch(
-            "ALTER TABLE receipts DROP COLUMN seq;
-             INSERT INTO teams (id, name, created_at) VALUES ('team-north', 'North', '2026-03-02T09:00:00Z');
-             INSERT INTO episodes (id, team, seq, snapshot, created_at) VALUES ('e1', 'team-north', 7, X'00', 0);
-             INSERT INTO receipts (episode, event, received_at, device) VALUES ('e1', 'r1', 1000, 'phone');
-             PRAGMA user_version = 4;",
-        )
-        .expect("schema 4");
-    }
-    let conn = db::open(&path).expect("upgrade");
-    let seq: i64 = conn.query_row("SELECT seq FROM receipts WHERE event = 'r1'", [], |r| r.get(0)).expect("seq");
-    assert_eq!(seq, 7);
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("version");
-    assert_eq!(version, db::SCHEMA);
-}
+common::backends!(
+    a_new_episode_is_stored_and_then_the_cursor_says_nothing_new_in_a_few_bytes,
+    a_record_made_on_one_device_reaches_another_by_whole_then_by_message,
+    another_teams_episode_is_not_found_and_never_sent,
+    refused_requests_name_the_episode_and_store_nothing,
+    a_request_sent_twice_changes_nothing_twice,
+    a_revoked_device_is_refused_everywhere,
+    a_transferred_episode_is_handed_over_then_dropped_and_reaches_the_new_team,
+    a_record_from_the_future_gets_a_clock_skew_warning,
+    a_replayed_hand_over_is_answered_again,
+    a_record_made_after_receiving_an_episode_whole_survives_a_transfer,
+    a_large_caseload_comes_in_pages,
+    an_unchanged_episodes_evaluation_follows_the_clock,
+    a_new_record_not_made_here_by_someone_signed_in_here_is_refused_for_its_episode_alone,
+    records_the_server_has_are_not_new_and_another_devices_new_ones_wait_for_it,
+    an_episode_past_its_budget_reads_and_refuses_every_change_alone,
+    receipt_times_cross_with_the_answer_once_for_each_device;
+    multi_thread: concurrent_requests_commit_together_and_a_refused_one_stores_nothing_of_its_own
+);

@@ -12,7 +12,8 @@
 //! Sizes are HTTP bodies; each request also carries about 250 bytes of HTTP headers
 //! (the bearer token is most of them), not counted here.
 //!
-//! `TETHER_BENCH_DEVICES` and `TETHER_BENCH_SECS` change the load's size and length.
+//! `TETHER_BENCH_DEVICES` and `TETHER_BENCH_SECS` change the load's size and length;
+//! `TETHER_BENCH_DB`, a `postgres://` URL of an empty database, runs it on PostgreSQL.
 
 mod common;
 
@@ -40,7 +41,7 @@ fn main() {
     let devices: usize = std::env::var("TETHER_BENCH_DEVICES").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
     let secs: u64 = std::env::var("TETHER_BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
     let dir = tempfile::tempdir().expect("a directory");
-    let db = dir.path().join("tether.db");
+    let db = std::env::var("TETHER_BENCH_DB").map_or_else(|_| dir.path().join("tether.db"), std::path::PathBuf::from);
     let users: Vec<User> = vec![
         User { username: "alice", role: Role::Practitioner, teams: &["north"] },
         User { username: "bob", role: Role::Practitioner, teams: &["south"] },

@@ -50,10 +50,14 @@ pub fn server_child() {
         return;
     };
     let addr: SocketAddr = addr.parse().expect("the harness gives an address");
+    let db = server::Target::from(db);
+    // A PostgreSQL database has no file to keep a key file beside: it needs a secret.
+    let jwt_secret = matches!(db, server::Target::Postgres(_))
+        .then(|| server::Secret::from("the end-to-end servers' signing secret, 32+ bytes".to_owned()));
     let config = server::config::ServeConfig {
-        db: PathBuf::from(db),
+        db,
         addr,
-        jwt_secret: None,
+        jwt_secret,
         jwt_previous_secrets: None,
         log: "warn".into(),
         reevaluate_secs: 60,
@@ -91,30 +95,53 @@ pub struct User {
     pub teams: &'static [&'static str],
 }
 
+/// Opens (creating and migrating) the server's database at `db`: a file, or a
+/// `postgres://` URL given as a path (as the benchmarks take `TETHER_BENCH_DB`).
+pub fn open_db(db: &Path) -> server::Db {
+    let target = match db.to_str() {
+        Some(text) => server::Target::from(text),
+        None => server::Target::path(db),
+    };
+    server::Db::open(&target).expect("open the database")
+}
+
+/// Runs `f` in one transaction on the database at `db`, and commits it.
+pub fn in_transaction<T: Send>(db: &Path, f: impl FnOnce(&mut dyn server::store::Tx) -> T + Send) -> T {
+    open_db(db)
+        .call_blocking(|conn| {
+            let mut tx = conn.transaction()?;
+            let out = f(&mut *tx);
+            tx.commit()?;
+            Ok::<_, server::store::StoreError>(out)
+        })
+        .expect("a transaction")
+}
+
 /// Teams `north` and `south`, and the given users, in a new database at `db`.
 pub fn create_accounts(db: &Path, users: &[User]) {
-    let mut conn = server::db::open(db).expect("open the database");
     let now = Timestamp::now();
-    let tx = conn.transaction().expect("a transaction");
-    for (id, name) in [("north", "North"), ("south", "South")] {
-        accounts::add_team(&tx, &id.parse().expect("a team id"), name, now).expect("add a team");
-    }
     let hash = server::auth::password::hash(&Password::new(PASSWORD.into()).expect("a password")).expect("hash");
-    for user in users {
-        let teams: Vec<TeamId> = user.teams.iter().map(|t| t.parse().expect("a team id")).collect();
-        let username: Username = user.username.parse().expect("a username");
-        accounts::add_user(&tx, &username, &hash, user.role, &teams, now).expect("add a user");
-    }
-    tx.commit().expect("commit");
+    in_transaction(db, |tx| {
+        for (id, name) in [("north", "North"), ("south", "South")] {
+            accounts::add_team(tx, &id.parse().expect("a team id"), name, now).expect("add a team");
+        }
+        for user in users {
+            let teams: Vec<TeamId> = user.teams.iter().map(|t| t.parse().expect("a team id")).collect();
+            let username: Username = user.username.parse().expect("a username");
+            accounts::add_user(tx, &username, &hash, user.role, &teams, now).expect("add a user");
+        }
+    });
 }
 
 /// A new database at `db` seeded as `tether serve --demo` seeds it (teams north and south,
 /// the demo users, episodes DEMO-1001…2003, some overdue); returns each demo user's
 /// password by username.
 pub fn seed_demo(db: &Path) -> std::collections::HashMap<&'static str, String> {
-    let mut conn = server::db::open(db).expect("open the database");
-    let accounts =
-        server::demo::seed(&mut conn, Timestamp::now()).expect("seed the demo").new_accounts().expect("a new database");
+    let accounts = open_db(db)
+        .call_blocking(|conn| server::demo::seed(conn, Timestamp::now()))
+        .expect("seed the demo")
+        .new_accounts()
+        .expect("a new database");
     accounts.into_iter().map(|account| (account.username, account.password)).collect()
 }
 
@@ -317,12 +344,17 @@ pub fn server_document(db: &Path, episode: EpisodeId) -> Option<EpisodeDoc> {
 /// The server's documents of `episodes`, in order, read with one connection (opening the
 /// database checks the whole file, so it is opened once).
 pub fn server_documents(db: &Path, episodes: &[EpisodeId]) -> Vec<Option<EpisodeDoc>> {
-    let conn = server::db::open(db).expect("open the server's database");
     let actor = ActorId::from(vec![0xaa; 16]);
-    episodes
-        .iter()
-        .map(|&episode| server::episodes::load(&conn, episode, &actor).expect("load an episode").map(|s| s.doc))
-        .collect()
+    open_db(db)
+        .call_blocking(|conn| {
+            episodes
+                .iter()
+                .map(|&episode| {
+                    Ok(server::episodes::load(conn, episode, &actor)?.map(server::episodes::Stored::into_doc))
+                })
+                .collect::<Result<Vec<_>, server::store::StoreError>>()
+        })
+        .expect("load the episodes")
 }
 
 /// The heads of the server's document of `episode`, as sorted hex strings.

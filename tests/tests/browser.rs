@@ -1,12 +1,14 @@
 //! The dashboard in a real browser: headless Chromium, driven through ChromeDriver with
 //! fantoccini, against the real server on loopback with the demo's teams, users and
-//! episodes. A manager signs in, opens the caseload, sees an overdue action, opens an
-//! episode, reads its timeline and resolves a conflict through the form; each read and
-//! write is then found in the audit log. Screenshots of both pages are kept under
-//! `target/screenshots/`.
+//! episodes. A manager signs in and, at 390, 800 and 1280 px, reads the caseload, filters
+//! it, opens an episode and the team's audit log, each page measured for horizontal
+//! overflow; resolves a conflict on the phone and sees the confirmation; each read and
+//! write is then found in the audit log. Screenshots of every page at every width are
+//! kept under `target/screenshots/` (the test prints the path).
 //!
-//! Without `chromedriver` the test is skipped with a message, except under CI (the `CI`
-//! variable set), where it fails: `.ci/run` installs Chromium and ChromeDriver.
+//! The tests live in `needs_chromium` modules: without Chromium and ChromeDriver they fail,
+//! saying what to install, and `scripts/test` skips them (counting them as skipped) when
+//! either program is missing, except under CI, where a missing one fails the run.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

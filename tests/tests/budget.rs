@@ -165,30 +165,36 @@ fn an_episode_stored_past_the_load_limit_before_there_was_a_budget_still_reads_a
     server.kill();
     let added = 20;
     {
-        let mut conn = server::db::open(server.db()).expect("the database");
-        let tx = conn.transaction().expect("a transaction");
-        let actor = server::episodes::server_actor(&tx).expect("the actor");
-        let mut stored = server::episodes::load(&tx, episode, &actor).expect("load").expect("the episode");
         let device = phone.core.device().to_string();
-        let am = stored.doc.automerge();
-        let events = match automerge::ReadDoc::get(am, automerge::ROOT, "events").expect("the records") {
-            Some((automerge::Value::Object(_), events)) => events,
-            other => panic!("no records map: {other:?}"),
-        };
-        let mut seed = 5;
-        for n in 0..added {
-            let id = uuid::Uuid::now_v7();
-            let record = json!({"id": id.to_string(), "kind": "home_visit", "at": format!("2026-03-02T1{}:00:00Z", n % 10),
-                                "by": "alice", "device": device, "announced": false, "outcome": "no_answer",
-                                "note": incompressible(1 << 20, &mut seed)});
-            automerge::transaction::Transactable::put(am, &events, id.to_string(), record.to_string()).expect("put");
-            am.commit();
-        }
-        let bytes = stored.doc.save_incremental();
-        server::episodes::store_changes(&tx, &mut stored, &bytes, &device, 0).expect("stored");
-        tx.commit().expect("commit");
-        let size =
-            server::episodes::load(&conn, episode, &actor).expect("load").expect("the episode").doc.stored_bytes();
+        let size = tests::open_db(server.db())
+            .call_blocking(|conn| {
+                let mut tx = conn.transaction()?;
+                let actor = server::episodes::server_actor(&mut *tx)?;
+                let mut stored = server::episodes::load(&mut *tx, episode, &actor)?.expect("the episode");
+                let bytes = stored.with_doc(|doc| {
+                    let am = doc.automerge();
+                    let events = match automerge::ReadDoc::get(am, automerge::ROOT, "events").expect("the records") {
+                        Some((automerge::Value::Object(_), events)) => events,
+                        other => panic!("no records map: {other:?}"),
+                    };
+                    let mut seed = 5;
+                    for n in 0..added {
+                        let id = uuid::Uuid::now_v7();
+                        let record = json!({"id": id.to_string(), "kind": "home_visit", "at": format!("2026-03-02T1{}:00:00Z", n % 10),
+                                            "by": "alice", "device": device, "announced": false, "outcome": "no_answer",
+                                            "note": incompressible(1 << 20, &mut seed)});
+                        automerge::transaction::Transactable::put(am, &events, id.to_string(), record.to_string())
+                            .expect("put");
+                        am.commit();
+                    }
+                    doc.save_incremental()
+                });
+                server::episodes::store_changes(&mut *tx, &mut stored, &bytes, &device, 0)?;
+                tx.commit()?;
+                let stored = server::episodes::load(conn, episode, &actor)?.expect("the episode");
+                Ok::<_, server::store::StoreError>(stored.doc().stored_bytes())
+            })
+            .expect("grow the episode");
         assert!(size > MAX_DOCUMENT_BYTES, "stored {size} bytes");
     }
     server.restart();

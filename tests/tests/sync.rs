@@ -123,8 +123,10 @@ fn a_device_with_a_wrong_clock_learns_the_servers_and_its_deadlines_follow_it() 
 
 /// The heads the server has stored as shared with `device` for `episode`, sorted hex.
 fn shared_on_server(server: &Server, episode: episode::EpisodeId, device: &str) -> Vec<String> {
-    let conn = server::db::open(server.db()).expect("open the server's database");
-    let bytes = server::episodes::sync_state(&conn, episode, device).expect("read").expect("a sync state");
+    let bytes = tests::open_db(server.db())
+        .call_blocking(|conn| conn.sync_state(episode, device))
+        .expect("read")
+        .expect("a sync state");
     let state = automerge::sync::State::decode(&bytes).expect("a state");
     let mut heads: Vec<String> = state.shared_heads.iter().map(ToString::to_string).collect();
     heads.sort();

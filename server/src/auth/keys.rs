@@ -5,7 +5,8 @@
 //!   verify. The key file is then not read.
 //! - Otherwise the key file beside the database (`tether.db.keys`), made with one new
 //!   random key, mode 0600, at first start: one key a line as hex digits, `#` comments;
-//!   the first line signs, every line verifies.
+//!   the first line signs, every line verifies. A PostgreSQL database has no file to be
+//!   beside, and its replicas must share one key: there `TETHER_JWT_SECRET` is required.
 //!
 //! A database written by an earlier version kept its secret in `meta`: at start the
 //! secret moves to the key file (written and synced first), then leaves the database,
@@ -19,12 +20,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
-use rusqlite::Connection;
-
 use super::token::{Keys, MIN_SECRET_BYTES, from_hex, random_bytes, to_hex};
 use crate::config::Secret;
-use crate::{db, files};
+use crate::files;
+use crate::store::{Conn, Db};
+use anyhow::{Context, bail};
 
 /// The `meta` key under which an earlier version kept the signing secret.
 const LEGACY_META_KEY: &str = "jwt_secret";
@@ -43,12 +43,18 @@ pub fn key_file_for(db: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// The keys a server on `conn` uses, moving a secret an earlier version kept in the
+/// The keys a server on `db` uses, moving a secret an earlier version kept in the
 /// database to the key file first. `secret` and `previous` are `TETHER_JWT_SECRET` and
 /// `TETHER_JWT_PREVIOUS_SECRETS`.
-pub fn load(conn: &mut Connection, secret: Option<&Secret>, previous: Option<&Secret>) -> anyhow::Result<Keys> {
-    let key_file = conn.path().filter(|p| !p.is_empty()).map(|p| key_file_for(Path::new(p)));
-    move_legacy_secret(conn, key_file.as_deref())?;
+pub fn load(db: &Db, secret: Option<&Secret>, previous: Option<&Secret>) -> anyhow::Result<Keys> {
+    let key_file = db.file().map(|path| key_file_for(&path));
+    if secret.is_none() && key_file.is_none() {
+        bail!(
+            "a database without a file (PostgreSQL, or one in memory) needs TETHER_JWT_SECRET, the same for every \
+             server on it: there is nowhere to keep a key file"
+        );
+    }
+    db.call_blocking(|conn| move_legacy_secret(conn, key_file.as_deref()))?;
     if let Some(secret) = secret {
         let signing = checked_secret(secret.expose().as_bytes(), "TETHER_JWT_SECRET")?;
         let others = previous
@@ -61,9 +67,7 @@ pub fn load(conn: &mut Connection, secret: Option<&Secret>, previous: Option<&Se
             .collect::<anyhow::Result<Vec<_>>>()?;
         return Ok(Keys::from_secrets(&signing, &others));
     }
-    let Some(key_file) = key_file else {
-        bail!("a database without a file needs TETHER_JWT_SECRET: there is nowhere to keep a key file");
-    };
+    let Some(key_file) = key_file else { bail!("a database without a file needs TETHER_JWT_SECRET") };
     if !key_file.exists() {
         let secret = random_bytes::<32>().map_err(|_| anyhow::anyhow!("no random numbers for the signing key"))?;
         create(&key_file, &[secret.to_vec()])?;
@@ -107,11 +111,16 @@ pub fn read(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
 }
 
 /// Moves a secret kept in `meta` by an earlier version to the key file (appended as a
-/// verifying key if the file exists already), then deletes it from the database.
-fn move_legacy_secret(conn: &mut Connection, key_file: Option<&Path>) -> anyhow::Result<()> {
-    let Some(hex) = db::meta(conn, LEGACY_META_KEY)? else { return Ok(()) };
+/// verifying key if the file exists already), then deletes it from the database. A
+/// database without a file (PostgreSQL) signs with `TETHER_JWT_SECRET` only: a secret an
+/// earlier build of the storage boundary kept there is deleted, and the access tokens it
+/// signed (15 minutes at most) ask their devices to refresh.
+fn move_legacy_secret(conn: &mut dyn Conn, key_file: Option<&Path>) -> anyhow::Result<()> {
+    let Some(hex) = conn.meta(LEGACY_META_KEY)? else { return Ok(()) };
     let Some(key_file) = key_file else {
-        bail!("the database holds a signing secret but has no file to move it beside");
+        conn.forget_meta(LEGACY_META_KEY)?;
+        tracing::warn!("deleted a signing secret kept in the database: TETHER_JWT_SECRET signs from now on");
+        return Ok(());
     };
     let secret = from_hex(&hex).context("the signing secret kept in the database is damaged")?;
     if key_file.exists() {
@@ -127,7 +136,7 @@ fn move_legacy_secret(conn: &mut Connection, key_file: Option<&Path>) -> anyhow:
     } else {
         create(key_file, &[secret])?;
     }
-    db::forget_meta(conn, LEGACY_META_KEY)?;
+    conn.forget_meta(LEGACY_META_KEY)?;
     tracing::info!(key_file = %key_file.display(), "moved the signing secret out of the database");
     Ok(())
 }

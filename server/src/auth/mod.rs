@@ -21,6 +21,7 @@ use crate::accounts::{self, DeviceId, DeviceKey, User, Username};
 use crate::client::ClientAddr;
 use crate::error::AppError;
 use crate::json::Json;
+use crate::store::Tx;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/auth/login", post(login)).route("/v1/auth/refresh", post(refresh))
@@ -92,7 +93,7 @@ pub(crate) async fn sign_in<T: Send + 'static>(
     client: &ClientAddr,
     username: String,
     password: String,
-    start: impl FnOnce(&rusqlite::Transaction<'_>, &User) -> Result<T, AppError> + Send + 'static,
+    start: impl FnOnce(&mut dyn Tx, &User) -> Result<T, AppError> + Send + 'static,
 ) -> Result<(User, T), AppError> {
     if !state.sign_in.passwords {
         return Err(AppError::PasswordsOff);
@@ -116,8 +117,8 @@ pub(crate) async fn sign_in<T: Send + 'static>(
             state
                 .db
                 .call(move |conn| {
-                    let tx = conn.transaction()?;
-                    store::record_failure(&tx, None, &client, now)?;
+                    let mut tx = conn.transaction()?;
+                    store::record_failure(&mut *tx, None, &client, now)?;
                     Ok(tx.commit()?)
                 })
                 .await?;
@@ -154,16 +155,16 @@ pub(crate) async fn sign_in<T: Send + 'static>(
     let outcome = state
         .db
         .call(move |conn| {
-            let tx = conn.transaction()?;
+            let mut tx = conn.transaction()?;
             let Some(user_id) = verified else {
-                store::record_failure(&tx, Some(username.as_str()), &client, now)?;
+                store::record_failure(&mut *tx, Some(username.as_str()), &client, now)?;
                 tx.commit()?;
                 return Ok(None);
             };
-            store::clear_failures(&tx, username.as_str(), &client)?;
-            let user = accounts::active_user(&tx, &user_id)?;
+            store::clear_failures(&mut *tx, username.as_str(), &client)?;
+            let user = accounts::active_user(&mut *tx, &user_id)?;
             let Some(user) = user else { return Ok(None) };
-            let started = start(&tx, &user)?;
+            let started = start(&mut *tx, &user)?;
             tx.commit()?;
             Ok(Some((user, started)))
         })
@@ -187,10 +188,10 @@ async fn refresh(
             if store::device_revoked(conn, device.as_str())? {
                 return Err(AppError::DeviceRevoked);
             }
-            let tx = conn.transaction()?;
-            let rotation = store::rotate(&tx, &presented, &device, now)?;
+            let mut tx = conn.transaction()?;
+            let rotation = store::rotate(&mut *tx, &presented, &device, now)?;
             let user = match &rotation {
-                Rotation::Rotated { user_id, .. } => accounts::active_user(&tx, user_id)?,
+                Rotation::Rotated { user_id, .. } => accounts::active_user(&mut *tx, user_id)?,
                 Rotation::Refused | Rotation::RevokedSession { .. } => None,
             };
             tx.commit()?;

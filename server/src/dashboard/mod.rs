@@ -46,7 +46,6 @@ use axum::routing::{get, post};
 use std::collections::HashMap;
 
 use episode::{EpisodeId, EventId};
-use rusqlite::{Connection, OptionalExtension};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -58,6 +57,7 @@ use crate::client::ClientAddr;
 use crate::error::AppError;
 use crate::office::{self, Desk, NewRecord};
 use crate::owners::Owner;
+use crate::store::{StoreError, Tx};
 use session::{CSRF_FIELD, DashUser};
 
 /// The window of the caseload's appointment rates.
@@ -277,12 +277,8 @@ pub(crate) struct TeamRates {
     pub(crate) rates: Rates,
 }
 
-fn team_name(conn: &Connection, team: &str) -> rusqlite::Result<String> {
-    Ok(conn
-        .prepare_cached("SELECT name FROM teams WHERE id = ?1")?
-        .query_row([team], |r| r.get(0))
-        .optional()?
-        .unwrap_or_else(|| team.to_owned()))
+fn team_name(tx: &mut dyn Tx, team: &str) -> Result<String, StoreError> {
+    Ok(tx.team_name(team)?.unwrap_or_else(|| team.to_owned()))
 }
 
 async fn caseload_page(

@@ -102,8 +102,8 @@ pub(super) async fn start(State(state): State<AppState>, headers: HeaderMap, Pat
     let kept = state
         .db
         .call(move |conn| {
-            let tx = conn.transaction()?;
-            let kept = store::put_pending_sign_in(&tx, &state_hash, &pending, now)?;
+            let mut tx = conn.transaction()?;
+            let kept = store::put_pending_sign_in(&mut *tx, &state_hash, &pending, now)?;
             tx.commit()?;
             Ok(kept)
         })
@@ -176,8 +176,8 @@ pub(super) async fn callback(
     let pending = state
         .db
         .call(move |conn| {
-            let tx = conn.transaction()?;
-            let pending = store::take_pending_sign_in(&tx, &state_hash)?;
+            let mut tx = conn.transaction()?;
+            let pending = store::take_pending_sign_in(&mut *tx, &state_hash)?;
             tx.commit()?;
             Ok(pending)
         })
@@ -241,12 +241,12 @@ pub(super) async fn callback(
     let outcome = state
         .db
         .call(move |conn| {
-            let tx = conn.transaction()?;
-            let user = match oidc::enrol(&tx, &sign_in, &provider_id, &identity, at)? {
+            let mut tx = conn.transaction()?;
+            let user = match oidc::enrol(&mut *tx, &sign_in, &provider_id, &identity, at)? {
                 Ok(user) => user,
                 Err(error) => {
                     oidc::audit_refusal(
-                        &tx,
+                        &mut *tx,
                         "dashboard",
                         Via::Dashboard,
                         &provider_id,
@@ -258,10 +258,10 @@ pub(super) async fn callback(
                     return Ok(Err((error, provider_id)));
                 }
             };
-            let new = session::start(&tx, &user, now)?;
+            let new = session::start(&mut *tx, &user, now)?;
             let device = format!("dashboard:{}", &session::hash(&new.token)[..8]);
             oidc::audit_sign_in(
-                &tx,
+                &mut *tx,
                 &user,
                 &device,
                 Via::Dashboard,

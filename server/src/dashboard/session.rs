@@ -9,7 +9,6 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use sha2::{Digest, Sha256};
 
 use crate::AppState;
@@ -17,6 +16,7 @@ use crate::accounts::{self, User};
 use crate::audit::{Via, Who};
 use crate::auth::token::{Keys, hmac, random_bytes, to_hex};
 use crate::error::AppError;
+use crate::store::{StoreError, Tx};
 
 /// The cookie's name.
 pub const COOKIE: &str = "tether_session";
@@ -48,21 +48,16 @@ pub(crate) fn hash(token: &str) -> String {
 
 /// Starts a dashboard session for `user` (and clears every expired one, so that the
 /// table holds only live sessions).
-pub fn start(tx: &Transaction<'_>, user: &User, now: i64) -> Result<NewSession, AppError> {
+pub fn start(tx: &mut dyn Tx, user: &User, now: i64) -> Result<NewSession, AppError> {
     let token = to_hex(&random_bytes::<32>()?);
     let csrf = to_hex(&random_bytes::<32>()?);
-    tx.prepare_cached("DELETE FROM dashboard_sessions WHERE expires_at <= ?1")?.execute([now])?;
-    tx.prepare_cached(
-        "INSERT INTO dashboard_sessions (hash, user_id, csrf, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![hash(&token), user.id, csrf, now, now + SESSION_TTL_SECS])?;
+    tx.start_dashboard_session(&hash(&token), &user.id, &csrf, now, now + SESSION_TTL_SECS)?;
     Ok(NewSession { token, csrf })
 }
 
 /// Ends a session: its row is deleted, so the cookie signs no one in any more.
-pub fn end(conn: &Connection, session_hash: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached("DELETE FROM dashboard_sessions WHERE hash = ?1")?.execute([session_hash])?;
-    Ok(())
+pub fn end(tx: &mut dyn Tx, session_hash: &str) -> Result<(), StoreError> {
+    tx.end_dashboard_session(session_hash)
 }
 
 /// The `Set-Cookie` value for a new session.
@@ -211,11 +206,7 @@ impl FromRequestParts<AppState> for DashUser {
         let found = state
             .db
             .call(move |conn| {
-                let row: Option<(String, String)> = conn
-                    .prepare_cached("SELECT user_id, csrf FROM dashboard_sessions WHERE hash = ?1 AND expires_at > ?2")?
-                    .query_row(params![session, now], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()?;
-                let Some((user_id, csrf)) = row else { return Ok(None) };
+                let Some((user_id, csrf)) = conn.dashboard_session(&session, now)? else { return Ok(None) };
                 Ok(accounts::active_user(conn, &user_id)?.map(|user| Self { user, csrf, session }))
             })
             .await

@@ -30,8 +30,8 @@ pub(crate) mod routes;
 
 use std::path::Path;
 
+use crate::store::{StoreError, Tx};
 use axum::http::StatusCode;
-use rusqlite::Transaction;
 
 use crate::accounts::{self, AccountError, TeamId, User, Username};
 use crate::audit::{self, Via, Who};
@@ -144,7 +144,7 @@ pub fn username_base(provider: &ProviderId, identity: &Identity) -> String {
 /// disabled user stays out; a known person the mapping no longer places loses their
 /// teams. The caller commits either way (a refusal is audited).
 pub fn enrol(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Tx,
     sign_in: &SignIn,
     provider: &ProviderId,
     identity: &Identity,
@@ -153,7 +153,7 @@ pub fn enrol(
     let known = accounts::identity_user(tx, provider.as_str(), &identity.subject)?;
     // A person the trust no longer places in any team here loses the teams they had, so
     // that sessions they already hold see nothing from now on.
-    let unplace = |error: SignInError| -> Result<Result<User, SignInError>, AppError> {
+    let unplace = |tx: &mut dyn Tx, error: SignInError| -> Result<Result<User, SignInError>, AppError> {
         if let Some((user_id, _)) = &known {
             accounts::clear_teams(tx, user_id)?;
         }
@@ -161,12 +161,12 @@ pub fn enrol(
     };
     let placement = match sign_in.mapping.place(provider, &identity.seen) {
         Ok(placement) => placement,
-        Err(not_placed) => return unplace(SignInError::NotPlaced(not_placed)),
+        Err(not_placed) => return unplace(tx, SignInError::NotPlaced(not_placed)),
     };
     let teams = accounts::existing_teams(tx, &placement.teams)?;
     if teams.is_empty() {
         let names: Vec<&str> = placement.teams.iter().map(TeamId::as_str).collect();
-        return unplace(SignInError::NoSuchTeams(names.join(", ")));
+        return unplace(tx, SignInError::NoSuchTeams(names.join(", ")));
     }
     let user_id = match known {
         Some((_, true)) => return Ok(Err(SignInError::Disabled)),
@@ -186,7 +186,7 @@ pub fn enrol(
             let base = username_base(provider, identity);
             accounts::add_identity_user(tx, provider.as_str(), &identity.subject, &base, placement.role, &teams, now)
                 .map_err(|e| match e {
-                    AccountError::Sqlite(e) => AppError::from(e),
+                    AccountError::Store(e) => AppError::from(e),
                     other => AppError::internal(other),
                 })?
         }
@@ -201,14 +201,14 @@ fn detail(provider: &ProviderId, subject: &str) -> String {
 
 /// Notes a sign-in in the audit log.
 pub fn audit_sign_in(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Tx,
     user: &User,
     device: &str,
     via: Via,
     provider: &ProviderId,
     subject: &str,
     now_ms: i64,
-) -> rusqlite::Result<()> {
+) -> Result<(), StoreError> {
     let who = Who { user_id: user.id.clone(), username: user.username.clone(), device: device.to_owned(), via };
     audit::log(tx, &who, now_ms, "oidc_sign_in", None, Some(&detail(provider, subject)))
 }
@@ -216,14 +216,14 @@ pub fn audit_sign_in(
 /// Notes a refused sign-in in the audit log, for a person the provider vouched for but
 /// Tether turned away (no user is named: there may be none).
 pub fn audit_refusal(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Tx,
     device: &str,
     via: Via,
     provider: &ProviderId,
     identity: &Identity,
     error: &SignInError,
     now_ms: i64,
-) -> rusqlite::Result<()> {
+) -> Result<(), StoreError> {
     let who =
         Who { user_id: String::new(), username: username_base(provider, identity), device: device.to_owned(), via };
     let detail = format!("{} refused={}", detail(provider, &identity.subject), error.code());

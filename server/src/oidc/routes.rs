@@ -6,8 +6,9 @@
 //!   (the PKCE verifier never leaves the phone until the exchange).
 //! - `POST /v1/auth/oidc/token` `{"provider", "code", "code_verifier", "redirect_uri",
 //!   "nonce", "device_id", "device_key"}` → Tether's own device-bound tokens, as
-//!   `POST /v1/auth/login` gives them (the device id claimed as there), with the `username`: Tether (the confidential client) exchanges the
-//!   code, checks the ID token against the phone's nonce, and places the person.
+//!   `POST /v1/auth/login` gives them (the device id claimed as there), with the
+//!   `username`: Tether (the confidential client) exchanges the code, checks the ID token
+//!   against the phone's nonce, and places the person.
 //! - `GET /v1/auth/oidc/jwks`: the public keys of Tether's `private_key_jwt` clients,
 //!   for registering Tether with a provider.
 
@@ -187,12 +188,12 @@ async fn token(
     let outcome = state
         .db
         .call(move |conn| {
-            let tx = conn.transaction()?;
-            let user = match super::enrol(&tx, &sign_in, &provider_id, &identity, at)? {
+            let mut tx = conn.transaction()?;
+            let user = match super::enrol(&mut *tx, &sign_in, &provider_id, &identity, at)? {
                 Ok(user) => user,
                 Err(error) => {
                     super::audit_refusal(
-                        &tx,
+                        &mut *tx,
                         device.as_str(),
                         Via::Api,
                         &provider_id,
@@ -205,10 +206,10 @@ async fn token(
                 }
             };
             // As at a password sign-in: the device id must be this person's to use.
-            store::claim_device(&tx, &device, device_key.as_ref(), &user.id, now)?;
-            let (session, refresh_token) = store::start_session(&tx, &user.id, &device, now)?;
+            store::claim_device(&mut *tx, &device, device_key.as_ref(), &user.id, now)?;
+            let (session, refresh_token) = store::start_session(&mut *tx, &user.id, &device, now)?;
             super::audit_sign_in(
-                &tx,
+                &mut *tx,
                 &user,
                 device.as_str(),
                 Via::Api,

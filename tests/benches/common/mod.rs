@@ -286,17 +286,16 @@ pub(crate) fn load_team(n: usize) -> (String, String) {
 
 /// Adds `teams` load teams, each with its practitioner, to the database at `db`.
 pub(crate) fn add_load_teams(db: &Path, teams: usize) {
-    let mut conn = server::db::open(db).expect("the database");
-    let tx = conn.transaction().expect("a transaction");
     let hash = server::auth::password::hash(&Password::new(tests::PASSWORD.into()).expect("a password")).expect("hash");
-    for n in 0..teams {
-        let (team, user) = load_team(n);
-        let team: TeamId = team.parse().expect("a team id");
-        accounts::add_team(&tx, &team, "Load", Timestamp::now()).expect("a team");
-        let user: Username = user.parse().expect("a username");
-        accounts::add_user(&tx, &user, &hash, Role::Practitioner, &[team], Timestamp::now()).expect("a user");
-    }
-    tx.commit().expect("commit");
+    tests::in_transaction(db, |tx| {
+        for n in 0..teams {
+            let (team, user) = load_team(n);
+            let team: TeamId = team.parse().expect("a team id");
+            accounts::add_team(tx, &team, "Load", Timestamp::now()).expect("a team");
+            let user: Username = user.parse().expect("a username");
+            accounts::add_user(tx, &user, &hash, Role::Practitioner, &[team], Timestamp::now()).expect("a user");
+        }
+    });
 }
 
 /// The `q` quantile of sorted durations, in milliseconds.

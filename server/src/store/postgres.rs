@@ -1,0 +1,1340 @@
+//! The PostgreSQL backend: the blocking `postgres` client (the same project as
+//! `tokio-postgres`, driven on a small runtime of its own per connection), a small pool,
+//! and a statement cache per connection. Transactions are `READ COMMITTED`; `seq` comes
+//! from the locked `change_seq` row so that it becomes visible in commit order, and every
+//! write of an episode compares its `seq` (docs/adr/0004-storage.md).
+//!
+//! The client blocks on its own runtime, which tokio forbids inside an async context:
+//! everything here runs on the blocking pool, the sync writer's thread, the command
+//! line's thread, or (in tests, opening and dropping) a thread of its own ([`off_runtime`]).
+
+use std::collections::HashMap;
+use std::sync::{Condvar, Mutex, PoisonError};
+use std::time::Duration;
+
+use ::postgres::types::{ToSql, Type};
+use ::postgres::{Client, NoTls, Row, Statement};
+use episode::EpisodeId;
+
+use super::target::PgUrl;
+use super::{
+    AUDIT_CHAIN_SCHEMA, ChainedEntry, Conn, EpisodeRow, Login, OpenError, PendingSignIn, PresentedToken, Registration,
+    Result, StoreError, SummaryRecord, Transaction, Tx, UserRow, parse_id,
+};
+use crate::audit::{Cursor as AuditCursor, Entry, Row as AuditRow, Scope as AuditScope};
+use crate::caseload::{OpenAction, Rates, Summary};
+
+/// Each schema's upgrade from the one before, as PostgreSQL reads them: version for
+/// version the same tables as SQLite's (`crate::db::UPGRADES`).
+pub const SCHEMA_FILES: [&str; 8] = [
+    include_str!("../schema/postgres/v1.sql"),
+    include_str!("../schema/postgres/v2.sql"),
+    include_str!("../schema/postgres/v3.sql"),
+    include_str!("../schema/postgres/v4.sql"),
+    include_str!("../schema/postgres/v5.sql"),
+    include_str!("../schema/postgres/v6.sql"),
+    include_str!("../schema/postgres/v7.sql"),
+    include_str!("../schema/postgres/v8.sql"),
+];
+
+/// The audit log's trigger against updates and deletes, put back once schema 6's
+/// upgrade has chained the entries already there.
+const AUDIT_NO_CHANGE: &str = "CREATE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit
+    FOR EACH ROW EXECUTE FUNCTION audit_append_only();";
+
+/// The most connections one server opens.
+const MAX_CONNECTIONS: usize = 16;
+/// How long a request waits for a free connection before it is answered "busy".
+const CHECKOUT_SECS: u64 = 30;
+/// How long opening a connection may take.
+const CONNECT_SECS: u64 = 10;
+/// The advisory lock that orders schema upgrades between processes.
+const MIGRATION_LOCK: i64 = 0x7e74_6865_7201;
+
+/// A PostgreSQL error, its text free of the URL's password.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("{}", chain(.0))]
+    Query(::postgres::Error),
+    #[error("cannot connect to {target}: {message}")]
+    Connect { target: String, message: String },
+    #[error("{0}")]
+    Url(String),
+}
+
+/// An error and every cause under it, on one line: the client's own `Display` says only
+/// "db error" and leaves the server's words to the cause.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
+}
+
+impl From<::postgres::Error> for StoreError {
+    fn from(error: ::postgres::Error) -> Self {
+        Self::Postgres(PgError::Query(error))
+    }
+}
+
+impl From<::postgres::Error> for OpenError {
+    fn from(error: ::postgres::Error) -> Self {
+        Self::Postgres(PgError::Query(error))
+    }
+}
+
+/// Runs `f` where the blocking client may block: here, unless this thread is inside an
+/// async context, where it runs on a scoped thread of its own.
+pub(super) fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|scope| match scope.spawn(f).join() {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
+/// One connection and the statements prepared on it.
+struct Connection {
+    client: Client,
+    statements: HashMap<&'static str, Statement>,
+}
+
+/// A capped set of connections: taken one per call, given back after it.
+pub(super) struct Pool {
+    url: PgUrl,
+    config: ::postgres::Config,
+    state: Mutex<PoolState>,
+    freed: Condvar,
+}
+
+#[derive(Default)]
+struct PoolState {
+    idle: Vec<Connection>,
+    /// Connections open, idle or taken.
+    open: usize,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pool({}, at most {MAX_CONNECTIONS})", self.url)
+    }
+}
+
+impl Pool {
+    /// Connects to the database the URL names and brings its schema up to date.
+    pub(super) fn open(url: &PgUrl) -> Result<Self, OpenError> {
+        off_runtime(|| {
+            let mut config = url.config().map_err(PgError::Url)?;
+            if config.get_connect_timeout().is_none() {
+                config.connect_timeout(Duration::from_secs(CONNECT_SECS));
+            }
+            if config.get_application_name().is_none() {
+                config.application_name("tether");
+            }
+            let pool = Self { url: url.clone(), config, state: Mutex::default(), freed: Condvar::new() };
+            let mut first = pool.connect()?;
+            migrate::run(&mut Migrating(&mut first.client), &SCHEMA_FILES)?;
+            let mut state = pool.state.lock().unwrap_or_else(PoisonError::into_inner);
+            state.open = 1;
+            state.idle.push(first);
+            drop(state);
+            Ok(pool)
+        })
+    }
+
+    fn connect(&self) -> Result<Connection, PgError> {
+        match self.config.connect(NoTls) {
+            Ok(client) => Ok(Connection { client, statements: HashMap::new() }),
+            Err(error) => {
+                Err(PgError::Connect { target: self.url.to_string(), message: self.url.redact(&chain(&error)) })
+            }
+        }
+    }
+
+    /// A connection, waiting for one to come free if all are taken.
+    pub(super) fn get(&self) -> Result<Pooled<'_>> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let deadline = std::time::Instant::now() + Duration::from_secs(CHECKOUT_SECS);
+        loop {
+            while let Some(conn) = state.idle.pop() {
+                if conn.client.is_closed() {
+                    // The server went away (a restart, a failover): open a new one.
+                    state.open -= 1;
+                    drop(state);
+                    drop(conn);
+                    state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                    continue;
+                }
+                return Ok(Pooled { pool: self, conn: Some(conn) });
+            }
+            if state.open < MAX_CONNECTIONS {
+                state.open += 1;
+                drop(state);
+                return match self.connect() {
+                    Ok(conn) => Ok(Pooled { pool: self, conn: Some(conn) }),
+                    Err(error) => {
+                        self.state.lock().unwrap_or_else(PoisonError::into_inner).open -= 1;
+                        self.freed.notify_one();
+                        Err(error.into())
+                    }
+                };
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Err(StoreError::Busy(CHECKOUT_SECS));
+            }
+            state = self.freed.wait_timeout(state, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // A client closes its connection as it drops, blocking on its own runtime.
+        let idle = std::mem::take(&mut self.state.get_mut().unwrap_or_else(PoisonError::into_inner).idle);
+        off_runtime(move || drop(idle));
+    }
+}
+
+/// Creates the database at an old schema `version`, for the upgrade tests.
+pub(super) fn create_at_version(url: &PgUrl, version: usize) -> Result<(), OpenError> {
+    off_runtime(|| {
+        let config = url.config().map_err(PgError::Url)?;
+        let pool = Pool { url: url.clone(), config, state: Mutex::default(), freed: Condvar::new() };
+        let mut conn = pool.connect()?;
+        migrate::run(&mut Migrating(&mut conn.client), SCHEMA_FILES.get(..version).unwrap_or(&SCHEMA_FILES))?;
+        Ok(())
+    })
+}
+
+/// A connection taken from the pool; given back when dropped, unless it broke.
+pub(super) struct Pooled<'a> {
+    pool: &'a Pool,
+    conn: Option<Connection>,
+}
+
+impl Pooled<'_> {
+    /// The connection, in autocommit.
+    pub(super) fn conn(&mut self) -> Pg<'_> {
+        match self.conn.as_mut() {
+            Some(conn) => Pg { link: Link::Client(&mut conn.client), statements: &mut conn.statements },
+            // Only `drop` takes it.
+            None => unreachable!("a pooled connection is present until dropped"),
+        }
+    }
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        let mut state = self.pool.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if conn.client.is_closed() {
+            state.open -= 1;
+            drop(state);
+            drop(conn);
+        } else {
+            state.idle.push(conn);
+            drop(state);
+        }
+        self.pool.freed.notify_one();
+    }
+}
+
+/// Schema upgrades, one transaction each, under an advisory lock so that two processes
+/// starting at once upgrade once.
+struct Migrating<'a>(&'a mut Client);
+
+impl migrate::Versioned for Migrating<'_> {
+    type Error = StoreError;
+
+    fn version(&mut self) -> Result<i64> {
+        let row = self.0.query_one("SELECT to_regclass('schema_version') IS NOT NULL", &[])?;
+        let exists: bool = get(&row, 0)?;
+        if !exists {
+            return Ok(0);
+        }
+        get(&self.0.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])?, 0)
+    }
+
+    fn upgrade(&mut self, sql: &str, to: i64) -> Result<()> {
+        let mut statements = HashMap::new();
+        let mut tx = Box::new(Pg { link: Link::Tx(Some(self.0.transaction()?)), statements: &mut statements });
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+        tx.batch("CREATE TABLE IF NOT EXISTS schema_version (version bigint NOT NULL)")?;
+        let at: i64 = get(&tx.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])?, 0)?;
+        if at >= to {
+            // Another process got there first.
+            return tx.commit();
+        }
+        tx.batch(sql)?;
+        super::after_upgrade(&mut *tx, to)?;
+        if to == AUDIT_CHAIN_SCHEMA {
+            tx.batch(AUDIT_NO_CHANGE)?;
+        }
+        tx.execute("DELETE FROM schema_version", &[])?;
+        tx.execute("INSERT INTO schema_version (version) VALUES ($1)", &[&to])?;
+        tx.commit()
+    }
+}
+
+enum Link<'a> {
+    Client(&'a mut Client),
+    Tx(Option<::postgres::Transaction<'a>>),
+}
+
+/// A connection in autocommit, or a transaction (rolled back when dropped uncommitted).
+pub(super) struct Pg<'a> {
+    link: Link<'a>,
+    statements: &'a mut HashMap<&'static str, Statement>,
+}
+
+type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
+
+/// Runs `$call` on whichever client the link holds.
+macro_rules! on {
+    ($self:ident, $c:ident => $call:expr) => {
+        match &mut $self.link {
+            Link::Client($c) => $call,
+            Link::Tx(Some($c)) => $call,
+            Link::Tx(None) => return Err(StoreError::Damaged("a finished transaction was used".into())),
+        }
+    };
+}
+
+impl Pg<'_> {
+    fn statement(&mut self, sql: &'static str) -> Result<Statement> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = on!(self, c => c.prepare(sql)?);
+        self.statements.insert(sql, statement.clone());
+        Ok(statement)
+    }
+
+    fn query(&mut self, sql: &'static str, params: Params<'_>) -> Result<Vec<Row>> {
+        let statement = self.statement(sql)?;
+        Ok(on!(self, c => c.query(&statement, params)?))
+    }
+
+    fn query_opt(&mut self, sql: &'static str, params: Params<'_>) -> Result<Option<Row>> {
+        let statement = self.statement(sql)?;
+        Ok(on!(self, c => c.query_opt(&statement, params)?))
+    }
+
+    fn query_one(&mut self, sql: &'static str, params: Params<'_>) -> Result<Row> {
+        let statement = self.statement(sql)?;
+        Ok(on!(self, c => c.query_one(&statement, params)?))
+    }
+
+    fn execute(&mut self, sql: &'static str, params: Params<'_>) -> Result<u64> {
+        let statement = self.statement(sql)?;
+        Ok(on!(self, c => c.execute(&statement, params)?))
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<()> {
+        on!(self, c => c.batch_execute(sql)?);
+        Ok(())
+    }
+
+    fn begin(&mut self, light: bool) -> Result<Box<dyn Transaction + '_>> {
+        let Link::Client(client) = &mut self.link else {
+            return Err(StoreError::Damaged("a transaction was begun inside a transaction".into()));
+        };
+        let mut tx = client.transaction()?;
+        if light {
+            // Its loss in a power cut costs a repeated message, never a record.
+            tx.batch_execute("SET LOCAL synchronous_commit = off")?;
+        }
+        Ok(Box::new(Pg { link: Link::Tx(Some(tx)), statements: &mut *self.statements }))
+    }
+}
+
+/// A column's value, or the error that says which could not be read.
+fn get<'r, T: ::postgres::types::FromSql<'r>>(row: &'r Row, i: usize) -> Result<T> {
+    Ok(row.try_get(i)?)
+}
+
+/// A compare-and-set write: no row changed means another writer moved the episode on.
+fn checked(id: EpisodeId, changed: u64) -> Result<()> {
+    if changed == 0 { Err(StoreError::Conflict(id)) } else { Ok(()) }
+}
+
+impl Conn for Pg<'_> {
+    fn transaction(&mut self) -> Result<Box<dyn Transaction + '_>> {
+        self.begin(false)
+    }
+
+    fn light_transaction(&mut self) -> Result<Box<dyn Transaction + '_>> {
+        self.begin(true)
+    }
+
+    fn forget_meta(&mut self, key: &str) -> Result<()> {
+        // A deleted row's tuple stays in its page until vacuumed: nothing here can wipe
+        // it. No build keeps a secret in `meta` on PostgreSQL (`auth::keys`).
+        self.execute("DELETE FROM meta WHERE key = $1", &[&key])?;
+        Ok(())
+    }
+}
+
+impl Transaction for Pg<'_> {
+    fn commit(mut self: Box<Self>) -> Result<()> {
+        match &mut self.link {
+            Link::Tx(tx) => match tx.take() {
+                Some(tx) => Ok(tx.commit()?),
+                None => Ok(()),
+            },
+            Link::Client(_) => Ok(()),
+        }
+    }
+}
+
+impl Tx for Pg<'_> {
+    fn meta(&mut self, key: &str) -> Result<Option<String>> {
+        match self.query_opt("SELECT value FROM meta WHERE key = $1", &[&key])? {
+            Some(row) => Ok(Some(get(&row, 0)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {
+        self.execute(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&key, &value],
+        )?;
+        Ok(())
+    }
+
+    fn schema_version(&mut self) -> Result<i64> {
+        get(&self.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])?, 0)
+    }
+
+    fn savepoint(&mut self) -> Result<()> {
+        self.batch("SAVEPOINT request")
+    }
+
+    fn release_savepoint(&mut self) -> Result<()> {
+        self.batch("RELEASE SAVEPOINT request")
+    }
+
+    fn rollback_to_savepoint(&mut self) -> Result<()> {
+        self.batch("ROLLBACK TO SAVEPOINT request; RELEASE SAVEPOINT request")
+    }
+
+    fn next_seq(&mut self) -> Result<i64> {
+        // The row stays locked until this transaction ends: a writer that takes the next
+        // `seq` waits, so `seq` values become visible in the order they were taken.
+        match self.query_opt("UPDATE change_seq SET seq = seq + 1 RETURNING seq", &[])? {
+            Some(row) => get(&row, 0),
+            None => Err(StoreError::damaged("change_seq", "seq", "no row")),
+        }
+    }
+
+    fn current_seq(&mut self) -> Result<i64> {
+        match self.query_opt("SELECT seq FROM change_seq", &[])? {
+            Some(row) => get(&row, 0),
+            None => Err(StoreError::damaged("change_seq", "seq", "no row")),
+        }
+    }
+
+    fn lock_seq(&mut self) -> Result<()> {
+        match self.query_opt("SELECT seq FROM change_seq FOR UPDATE", &[])? {
+            Some(_) => Ok(()),
+            None => Err(StoreError::damaged("change_seq", "seq", "no row")),
+        }
+    }
+
+    fn team_of(&mut self, id: EpisodeId) -> Result<Option<(String, i64)>> {
+        match self.query_opt("SELECT team, seq FROM episodes WHERE id = $1", &[&id.to_string()])? {
+            Some(row) => Ok(Some((get(&row, 0)?, get(&row, 1)?))),
+            None => Ok(None),
+        }
+    }
+
+    fn load_episode(&mut self, id: EpisodeId) -> Result<Option<EpisodeRow>> {
+        let key = id.to_string();
+        let Some(row) = self.query_opt("SELECT team, seq, snapshot FROM episodes WHERE id = $1", &[&key])? else {
+            return Ok(None);
+        };
+        let (team, seq, snapshot) = (get(&row, 0)?, get(&row, 1)?, get(&row, 2)?);
+        let changes = self
+            .query("SELECT bytes FROM episode_changes WHERE episode = $1 ORDER BY n", &[&key])?
+            .iter()
+            .map(|r| get(r, 0))
+            .collect::<Result<_>>()?;
+        Ok(Some(EpisodeRow { team, seq, snapshot, changes }))
+    }
+
+    fn insert_episode(&mut self, id: EpisodeId, team: &str, seq: i64, snapshot: &[u8], created_at: i64) -> Result<()> {
+        // DO NOTHING rather than a unique violation, which would abort the transaction.
+        let inserted = self.execute(
+            "INSERT INTO episodes (id, team, seq, snapshot, created_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (id) DO NOTHING",
+            &[&id.to_string(), &team, &seq, &snapshot, &created_at],
+        )?;
+        checked(id, inserted)
+    }
+
+    fn append_change(&mut self, id: EpisodeId, loaded: i64, seq: i64, bytes: &[u8]) -> Result<()> {
+        let key = id.to_string();
+        let changed =
+            self.execute("UPDATE episodes SET seq = $1 WHERE id = $2 AND seq = $3", &[&seq, &key, &loaded])?;
+        checked(id, changed)?;
+        self.execute("INSERT INTO episode_changes (episode, bytes) VALUES ($1, $2)", &[&key, &bytes])?;
+        Ok(())
+    }
+
+    fn replace_snapshot(&mut self, id: EpisodeId, loaded: i64, seq: i64, snapshot: &[u8]) -> Result<()> {
+        let key = id.to_string();
+        let changed = self.execute(
+            "UPDATE episodes SET snapshot = $1, seq = $2 WHERE id = $3 AND seq = $4",
+            &[&snapshot, &seq, &key, &loaded],
+        )?;
+        checked(id, changed)?;
+        self.execute("DELETE FROM episode_changes WHERE episode = $1", &[&key])?;
+        Ok(())
+    }
+
+    fn set_team(&mut self, id: EpisodeId, loaded: i64, seq: i64, team: &str) -> Result<()> {
+        let changed = self.execute(
+            "UPDATE episodes SET team = $1, seq = $2 WHERE id = $3 AND seq = $4",
+            &[&team, &seq, &id.to_string(), &loaded],
+        )?;
+        checked(id, changed)
+    }
+
+    fn changed_since(
+        &mut self,
+        teams: &[String],
+        cursor: i64,
+        upto: i64,
+        limit: usize,
+    ) -> Result<Vec<(EpisodeId, i64)>> {
+        let limit_param = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut out = Vec::new();
+        for team in teams {
+            let rows = self.query(
+                "SELECT id, seq FROM episodes WHERE team = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4",
+                &[team, &cursor, &upto, &limit_param],
+            )?;
+            for row in &rows {
+                let id: String = get(row, 0)?;
+                out.push((parse_id(&id, "episodes", "id")?, get(row, 1)?));
+            }
+        }
+        out.sort_by_key(|&(id, seq)| (seq, id));
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    fn stale_summaries(&mut self, now: i64) -> Result<Vec<(EpisodeId, String)>> {
+        let rows = self.query(
+            "SELECT e.id, e.team FROM episodes e LEFT JOIN summaries s ON s.episode = e.id
+             WHERE s.episode IS NULL OR s.seq <> e.seq OR s.next_due <= $1
+             ORDER BY e.seq",
+            &[&now],
+        )?;
+        rows.iter()
+            .map(|row| {
+                let id: String = get(row, 0)?;
+                Ok((parse_id(&id, "episodes", "id")?, get(row, 1)?))
+            })
+            .collect()
+    }
+
+    fn sync_state(&mut self, id: EpisodeId, device: &str) -> Result<Option<Vec<u8>>> {
+        match self.query_opt(
+            "SELECT state FROM sync_states WHERE episode = $1 AND device = $2",
+            &[&id.to_string(), &device],
+        )? {
+            Some(row) => Ok(Some(get(&row, 0)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put_sync_state(&mut self, id: EpisodeId, device: &str, state: &[u8]) -> Result<()> {
+        self.execute(
+            "INSERT INTO sync_states (episode, device, state) VALUES ($1, $2, $3)
+             ON CONFLICT (episode, device) DO UPDATE SET state = excluded.state",
+            &[&id.to_string(), &device, &state],
+        )?;
+        Ok(())
+    }
+
+    fn held_episodes(&mut self, device: &str) -> Result<Vec<(EpisodeId, String)>> {
+        let rows = self.query(
+            "SELECT s.episode, e.team FROM sync_states s JOIN episodes e ON e.id = s.episode WHERE s.device = $1",
+            &[&device],
+        )?;
+        rows.iter()
+            .map(|row| {
+                let id: String = get(row, 0)?;
+                Ok((parse_id(&id, "sync_states", "episode")?, get(row, 1)?))
+            })
+            .collect()
+    }
+
+    fn record_drop(&mut self, id: EpisodeId, device: &str, seq: i64) -> Result<()> {
+        let key = id.to_string();
+        self.execute("DELETE FROM sync_states WHERE episode = $1 AND device = $2", &[&key, &device])?;
+        self.execute(
+            "INSERT INTO drops (episode, device, seq) VALUES ($1, $2, $3)
+             ON CONFLICT (episode, device) DO UPDATE SET seq = excluded.seq",
+            &[&key, &device, &seq],
+        )?;
+        Ok(())
+    }
+
+    fn dropped(&mut self, id: EpisodeId, device: &str) -> Result<bool> {
+        Ok(self
+            .query_opt("SELECT 1 FROM drops WHERE episode = $1 AND device = $2", &[&id.to_string(), &device])?
+            .is_some())
+    }
+
+    fn drops_since(&mut self, device: &str, cursor: i64, upto: i64) -> Result<Vec<EpisodeId>> {
+        let rows = self.query(
+            "SELECT episode FROM drops WHERE device = $1 AND seq > $2 AND seq <= $3",
+            &[&device, &cursor, &upto],
+        )?;
+        rows.iter()
+            .map(|row| {
+                let id: String = get(row, 0)?;
+                parse_id(&id, "drops", "episode")
+            })
+            .collect()
+    }
+
+    fn record_receipts(&mut self, id: EpisodeId, events: &[String], device: &str, at_ms: i64, seq: i64) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        // One statement for all of them: a round trip each would dominate a sync.
+        self.execute(
+            "INSERT INTO receipts (episode, event, received_at, device, seq)
+             SELECT $1, event, $3, $4, $5 FROM unnest($2::text[]) AS event
+             ON CONFLICT (episode, event) DO NOTHING",
+            &[&id.to_string(), &events, &at_ms, &device, &seq],
+        )?;
+        Ok(())
+    }
+
+    fn receipts(&mut self, id: EpisodeId) -> Result<Vec<(String, i64)>> {
+        let rows = self.query("SELECT event, received_at FROM receipts WHERE episode = $1", &[&id.to_string()])?;
+        rows.iter().map(|row| Ok((get(row, 0)?, get(row, 1)?))).collect()
+    }
+
+    fn receipts_since(&mut self, id: EpisodeId, after: i64) -> Result<Vec<(String, i64)>> {
+        let rows = self.query(
+            "SELECT event, received_at FROM receipts WHERE episode = $1 AND seq > $2 ORDER BY event",
+            &[&id.to_string(), &after],
+        )?;
+        rows.iter().map(|row| Ok((get(row, 0)?, get(row, 1)?))).collect()
+    }
+
+    fn add_team(&mut self, id: &str, name: &str, created_at: &str) -> Result<()> {
+        let inserted = self.execute(
+            "INSERT INTO teams (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            &[&id, &name, &created_at],
+        )?;
+        if inserted == 0 { Err(StoreError::Duplicate) } else { Ok(()) }
+    }
+
+    fn team_exists(&mut self, id: &str) -> Result<bool> {
+        Ok(self.query_opt("SELECT 1 FROM teams WHERE id = $1", &[&id])?.is_some())
+    }
+
+    fn team_name(&mut self, id: &str) -> Result<Option<String>> {
+        match self.query_opt("SELECT name FROM teams WHERE id = $1", &[&id])? {
+            Some(row) => Ok(Some(get(&row, 0)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn count_teams(&mut self) -> Result<i64> {
+        get(&self.query_one("SELECT COUNT(*) FROM teams", &[])?, 0)
+    }
+
+    fn add_user(&mut self, id: &str, username: &str, password_hash: &str, role: &str, created_at: &str) -> Result<()> {
+        let inserted = self.execute(
+            "INSERT INTO users (id, username, password_hash, role, created_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT DO NOTHING",
+            &[&id, &username, &password_hash, &role, &created_at],
+        )?;
+        if inserted == 0 { Err(StoreError::Duplicate) } else { Ok(()) }
+    }
+
+    fn add_user_team(&mut self, user_id: &str, team: &str) -> Result<()> {
+        self.execute(
+            "INSERT INTO user_teams (user_id, team_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&user_id, &team],
+        )?;
+        Ok(())
+    }
+
+    fn set_disabled(&mut self, username: &str, disabled: bool) -> Result<Option<String>> {
+        match self
+            .query_opt("UPDATE users SET disabled = $1 WHERE username = $2 RETURNING id", &[&disabled, &username])?
+        {
+            Some(row) => Ok(Some(get(&row, 0)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn set_password_hash(&mut self, username: &str, hash: &str) -> Result<()> {
+        self.execute("UPDATE users SET password_hash = $1 WHERE username = $2", &[&hash, &username])?;
+        Ok(())
+    }
+
+    fn login(&mut self, username: &str) -> Result<Option<Login>> {
+        match self.query_opt("SELECT id, password_hash, disabled FROM users WHERE username = $1", &[&username])? {
+            Some(row) => {
+                Ok(Some(Login { user_id: get(&row, 0)?, password_hash: get(&row, 1)?, disabled: get(&row, 2)? }))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn active_user(&mut self, user_id: &str) -> Result<Option<(String, String)>> {
+        match self.query_opt("SELECT username, role FROM users WHERE id = $1 AND NOT disabled", &[&user_id])? {
+            Some(row) => Ok(Some((get(&row, 0)?, get(&row, 1)?))),
+            None => Ok(None),
+        }
+    }
+
+    fn user_teams(&mut self, user_id: &str) -> Result<Vec<String>> {
+        let rows = self.query("SELECT team_id FROM user_teams WHERE user_id = $1 ORDER BY team_id", &[&user_id])?;
+        rows.iter().map(|row| get(row, 0)).collect()
+    }
+
+    fn list_users(&mut self) -> Result<Vec<UserRow>> {
+        let rows = self.query(
+            "SELECT u.id, u.username, u.role, u.disabled, i.provider FROM users u
+             LEFT JOIN identities i ON i.user_id = u.id ORDER BY u.username",
+            &[],
+        )?;
+        rows.iter().map(|r| Ok((get(r, 0)?, get(r, 1)?, get(r, 2)?, get(r, 3)?, get(r, 4)?))).collect()
+    }
+
+    fn set_role(&mut self, user_id: &str, role: &str) -> Result<()> {
+        self.execute("UPDATE users SET role = $1 WHERE id = $2", &[&role, &user_id])?;
+        Ok(())
+    }
+
+    fn team_managers(&mut self, team: &str) -> Result<Vec<String>> {
+        self.query(
+            "SELECT u.username FROM users u JOIN user_teams t ON t.user_id = u.id
+             WHERE t.team_id = $1 AND u.role = 'team_manager' AND NOT u.disabled ORDER BY u.username",
+            &[&team],
+        )?
+        .iter()
+        .map(|r| get(r, 0))
+        .collect()
+    }
+
+    fn username_of(&mut self, id_or_username: &str) -> Result<Option<String>> {
+        match self.query_opt(
+            "SELECT username FROM users WHERE id = $1 OR username = $1 ORDER BY id = $1 DESC LIMIT 1",
+            &[&id_or_username],
+        )? {
+            Some(row) => Ok(Some(get(&row, 0)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn clear_user_teams(&mut self, user_id: &str) -> Result<()> {
+        self.execute("DELETE FROM user_teams WHERE user_id = $1", &[&user_id])?;
+        Ok(())
+    }
+
+    fn identity_user(&mut self, provider: &str, subject: &str) -> Result<Option<(String, bool)>> {
+        match self.query_opt(
+            "SELECT u.id, u.disabled FROM identities i JOIN users u ON u.id = i.user_id
+             WHERE i.provider = $1 AND i.subject = $2",
+            &[&provider, &subject],
+        )? {
+            Some(row) => Ok(Some((get(&row, 0)?, get(&row, 1)?))),
+            None => Ok(None),
+        }
+    }
+
+    fn add_identity(&mut self, provider: &str, subject: &str, user_id: &str, now: i64) -> Result<()> {
+        self.execute(
+            "INSERT INTO identities (provider, subject, user_id, created_at, last_sign_in) VALUES ($1, $2, $3, $4, $4)",
+            &[&provider, &subject, &user_id, &now],
+        )?;
+        Ok(())
+    }
+
+    fn touch_identity(&mut self, provider: &str, subject: &str, now: i64) -> Result<()> {
+        self.execute(
+            "UPDATE identities SET last_sign_in = $1 WHERE provider = $2 AND subject = $3",
+            &[&now, &provider, &subject],
+        )?;
+        Ok(())
+    }
+
+    fn prune_pending_sign_ins(&mut self, now: i64) -> Result<i64> {
+        self.execute("DELETE FROM oidc_pending WHERE expires_at <= $1", &[&now])?;
+        get(&self.query_one("SELECT COUNT(*) FROM oidc_pending", &[])?, 0)
+    }
+
+    fn put_pending_sign_in(&mut self, state_hash: &str, p: &PendingSignIn) -> Result<()> {
+        self.execute(
+            "INSERT INTO oidc_pending (state_hash, browser_hash, provider, nonce, verifier, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&state_hash, &p.browser_hash, &p.provider, &p.nonce, &p.verifier, &p.expires_at],
+        )?;
+        Ok(())
+    }
+
+    fn take_pending_sign_in(&mut self, state_hash: &str) -> Result<Option<PendingSignIn>> {
+        match self.query_opt(
+            "DELETE FROM oidc_pending WHERE state_hash = $1
+             RETURNING provider, browser_hash, nonce, verifier, expires_at",
+            &[&state_hash],
+        )? {
+            Some(r) => Ok(Some(PendingSignIn {
+                provider: get(&r, 0)?,
+                browser_hash: get(&r, 1)?,
+                nonce: get(&r, 2)?,
+                verifier: get(&r, 3)?,
+                expires_at: get(&r, 4)?,
+            })),
+            None => Ok(None),
+        }
+    }
+
+    fn insert_session(&mut self, id: &str, user_id: &str, device: &str, now: i64) -> Result<()> {
+        self.execute(
+            "INSERT INTO sessions (id, user_id, device_id, created_at) VALUES ($1, $2, $3, $4)",
+            &[&id, &user_id, &device, &now],
+        )?;
+        Ok(())
+    }
+
+    fn insert_refresh_token(&mut self, hash: &[u8], session: &str, issued_at: i64, expires_at: i64) -> Result<()> {
+        self.execute(
+            "INSERT INTO refresh_tokens (hash, session_id, issued_at, expires_at) VALUES ($1, $2, $3, $4)",
+            &[&hash, &session, &issued_at, &expires_at],
+        )?;
+        Ok(())
+    }
+
+    fn presented_token(&mut self, hash: &[u8]) -> Result<Option<PresentedToken>> {
+        let Some(r) = self.query_opt(
+            "SELECT t.session_id, t.expires_at, t.rotated_at, s.user_id, s.device_id, s.revoked_at, u.disabled
+             FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id
+             WHERE t.hash = $1",
+            &[&hash],
+        )?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(PresentedToken {
+            session: get(&r, 0)?,
+            expires_at: get(&r, 1)?,
+            rotated_at: get(&r, 2)?,
+            user_id: get(&r, 3)?,
+            session_device: get(&r, 4)?,
+            revoked_at: get(&r, 5)?,
+            disabled: get(&r, 6)?,
+        }))
+    }
+
+    fn mark_rotated(&mut self, hash: &[u8], now: i64) -> Result<()> {
+        self.execute("UPDATE refresh_tokens SET rotated_at = $1 WHERE hash = $2", &[&now, &hash])?;
+        Ok(())
+    }
+
+    fn revoke_session(&mut self, session: &str, because: &str, now: i64) -> Result<()> {
+        self.execute(
+            "UPDATE sessions SET revoked_at = $1, revoked_because = $2 WHERE id = $3 AND revoked_at IS NULL",
+            &[&now, &because, &session],
+        )?;
+        Ok(())
+    }
+
+    fn session_is_live(&mut self, session: &str, user_id: &str) -> Result<bool> {
+        match self.query_opt(
+            "SELECT revoked_at IS NULL FROM sessions WHERE id = $1 AND user_id = $2",
+            &[&session, &user_id],
+        )? {
+            Some(row) => get(&row, 0),
+            None => Ok(false),
+        }
+    }
+
+    fn device_revoked(&mut self, device: &str) -> Result<bool> {
+        Ok(self.query_opt("SELECT 1 FROM revoked_devices WHERE device = $1", &[&device])?.is_some())
+    }
+
+    fn revoke_device(&mut self, device: &str, by: &str, now: i64) -> Result<()> {
+        self.execute(
+            "INSERT INTO revoked_devices (device, revoked_at, revoked_by) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            &[&device, &now, &by],
+        )?;
+        self.execute(
+            "UPDATE sessions SET revoked_at = $1, revoked_because = 'device_revoked'
+             WHERE device_id = $2 AND revoked_at IS NULL",
+            &[&now, &device],
+        )?;
+        Ok(())
+    }
+
+    fn end_all_sessions(&mut self, user_id: &str, because: &str, now: i64) -> Result<u64> {
+        let ended = self.execute(
+            "UPDATE sessions SET revoked_at = $1, revoked_because = $2 WHERE user_id = $3 AND revoked_at IS NULL",
+            &[&now, &because, &user_id],
+        )?;
+        self.execute("DELETE FROM dashboard_sessions WHERE user_id = $1", &[&user_id])?;
+        Ok(ended)
+    }
+
+    fn device_registration(&mut self, device: &str) -> Result<Option<Registration>> {
+        match self.query_opt("SELECT user_id, key_hash FROM devices WHERE id = $1", &[&device])? {
+            Some(row) => Ok(Some(Registration { user_id: get(&row, 0)?, key_hash: get(&row, 1)? })),
+            None => Ok(None),
+        }
+    }
+
+    fn register_device(&mut self, device: &str, user_id: &str, key_hash: Option<&[u8]>, now: i64) -> Result<bool> {
+        // DO NOTHING rather than a unique violation, which would abort the transaction.
+        let inserted = self.execute(
+            "INSERT INTO devices (id, user_id, key_hash, registered_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (id) DO NOTHING",
+            &[&device, &user_id, &key_hash, &now],
+        )?;
+        Ok(inserted > 0)
+    }
+
+    fn set_device_key(&mut self, device: &str, key_hash: &[u8]) -> Result<()> {
+        self.execute("UPDATE devices SET key_hash = $1 WHERE id = $2 AND key_hash IS NULL", &[&key_hash, &device])?;
+        Ok(())
+    }
+
+    fn share_a_team(&mut self, a: &str, b: &str) -> Result<bool> {
+        get(
+            &self.query_one(
+                "SELECT EXISTS (SELECT 1 FROM user_teams a JOIN user_teams b ON a.team_id = b.team_id
+                 WHERE a.user_id = $1 AND b.user_id = $2)",
+                &[&a, &b],
+            )?,
+            0,
+        )
+    }
+
+    fn device_in_reach(&mut self, device: &str, user_id: &str, admin: bool) -> Result<bool> {
+        get(
+            &self.query_one(
+                "SELECT EXISTS (SELECT 1 FROM devices d
+                 WHERE d.id = $1 AND ($2 OR EXISTS (SELECT 1 FROM user_teams a JOIN user_teams b ON a.team_id = b.team_id
+                                                    WHERE a.user_id = d.user_id AND b.user_id = $3)))",
+                &[&device, &admin, &user_id],
+            )?,
+            0,
+        )
+    }
+
+    fn device_users(&mut self, device: &str) -> Result<Vec<String>> {
+        let rows = self.query(
+            "SELECT DISTINCT u.username FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.device_id = $1",
+            &[&device],
+        )?;
+        rows.iter().map(|row| get(row, 0)).collect()
+    }
+
+    fn client_failures(&mut self, client: &str) -> Result<Option<(i64, i64)>> {
+        match self.query_opt("SELECT window_start, failures FROM client_failures WHERE client = $1", &[&client])? {
+            Some(row) => Ok(Some((get(&row, 0)?, get(&row, 1)?))),
+            None => Ok(None),
+        }
+    }
+
+    fn count_client_failure(&mut self, client: &str, now: i64, window_secs: i64) -> Result<()> {
+        self.execute(
+            "INSERT INTO client_failures AS f (client, window_start, failures) VALUES ($1, $2, 1)
+             ON CONFLICT (client) DO UPDATE SET
+                 failures = CASE WHEN f.window_start + $3 <= $2 THEN 1 ELSE f.failures + 1 END,
+                 window_start = CASE WHEN f.window_start + $3 <= $2 THEN $2 ELSE f.window_start END",
+            &[&client, &now, &window_secs],
+        )?;
+        Ok(())
+    }
+
+    fn login_failures(&mut self, username: &str, client: &str) -> Result<Option<(i64, i64)>> {
+        match self.query_opt(
+            "SELECT failures, locked_until FROM login_failures WHERE username = $1 AND client = $2",
+            &[&username, &client],
+        )? {
+            Some(row) => Ok(Some((get(&row, 0)?, get(&row, 1)?))),
+            None => Ok(None),
+        }
+    }
+
+    fn put_login_failures(
+        &mut self,
+        username: &str,
+        client: &str,
+        failures: i64,
+        locked_until: i64,
+        now: i64,
+    ) -> Result<()> {
+        self.execute(
+            "INSERT INTO login_failures (username, client, failures, locked_until, updated_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (username, client) DO UPDATE SET failures = $3, locked_until = $4, updated_at = $5",
+            &[&username, &client, &failures, &locked_until, &now],
+        )?;
+        Ok(())
+    }
+
+    fn prune_failures(&mut self, before: i64, limit: i64) -> Result<()> {
+        self.execute(
+            "DELETE FROM login_failures WHERE (username, client) IN
+                 (SELECT username, client FROM login_failures WHERE updated_at < $1 LIMIT $2)",
+            &[&before, &limit],
+        )?;
+        self.execute(
+            "DELETE FROM client_failures WHERE client IN
+                 (SELECT client FROM client_failures WHERE window_start < $1 LIMIT $2)",
+            &[&before, &limit],
+        )?;
+        Ok(())
+    }
+
+    fn clear_login_failures(&mut self, username: &str, client: &str) -> Result<()> {
+        self.execute("DELETE FROM login_failures WHERE username = $1 AND client = $2", &[&username, &client])?;
+        Ok(())
+    }
+
+    fn clear_username_failures(&mut self, username: &str) -> Result<()> {
+        self.execute("DELETE FROM login_failures WHERE username = $1", &[&username])?;
+        Ok(())
+    }
+
+    fn start_dashboard_session(
+        &mut self,
+        hash: &str,
+        user_id: &str,
+        csrf: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<()> {
+        self.execute("DELETE FROM dashboard_sessions WHERE expires_at <= $1", &[&now])?;
+        self.execute(
+            "INSERT INTO dashboard_sessions (hash, user_id, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+            &[&hash, &user_id, &csrf, &now, &expires_at],
+        )?;
+        Ok(())
+    }
+
+    fn end_dashboard_session(&mut self, hash: &str) -> Result<()> {
+        self.execute("DELETE FROM dashboard_sessions WHERE hash = $1", &[&hash])?;
+        Ok(())
+    }
+
+    fn dashboard_session(&mut self, hash: &str, now: i64) -> Result<Option<(String, String)>> {
+        match self.query_opt(
+            "SELECT user_id, csrf FROM dashboard_sessions WHERE hash = $1 AND expires_at > $2",
+            &[&hash, &now],
+        )? {
+            Some(row) => Ok(Some((get(&row, 0)?, get(&row, 1)?))),
+            None => Ok(None),
+        }
+    }
+
+    fn audit_head(&mut self) -> Result<(i64, Vec<u8>)> {
+        match self.query_opt("SELECT n, hash FROM audit_head WHERE id = 1", &[])? {
+            Some(row) => Ok((get(&row, 0)?, get(&row, 1)?)),
+            None => Err(StoreError::damaged("audit_head", "n", "no row")),
+        }
+    }
+
+    fn lock_audit_head(&mut self) -> Result<(i64, Vec<u8>)> {
+        // The counter first: a writer takes it before the head (an episode's change, then
+        // its audit entry), so a transaction that reads and logs before it writes must
+        // not hold the head while waiting for the counter, nor the other way round.
+        self.lock_seq()?;
+        match self.query_opt("SELECT n, hash FROM audit_head WHERE id = 1 FOR UPDATE", &[])? {
+            Some(row) => Ok((get(&row, 0)?, get(&row, 1)?)),
+            None => Err(StoreError::damaged("audit_head", "n", "no row")),
+        }
+    }
+
+    fn append_audit(&mut self, e: &ChainedEntry) -> Result<()> {
+        let r = &e.row;
+        self.execute(
+            "INSERT INTO audit (n, at, user_id, username, device, via, action, episode, detail, prev_hash, hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            &[
+                &r.n,
+                &r.at,
+                &r.user_id,
+                &r.username,
+                &r.device,
+                &r.via,
+                &r.action,
+                &r.episode,
+                &r.detail,
+                &e.prev_hash,
+                &e.hash,
+            ],
+        )?;
+        self.execute("UPDATE audit_head SET n = $1, hash = $2 WHERE id = 1", &[&r.n, &e.hash])?;
+        Ok(())
+    }
+
+    fn audit_chain(&mut self, after: i64, limit: usize) -> Result<Vec<ChainedEntry>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.query(
+            "SELECT n, at, user_id, username, device, via, action, episode, detail, prev_hash, hash FROM audit
+             WHERE n > $1 ORDER BY n LIMIT $2",
+            &[&after, &limit],
+        )?;
+        rows.iter()
+            .map(|r| {
+                Ok(ChainedEntry {
+                    row: AuditRow {
+                        n: get(r, 0)?,
+                        at: get(r, 1)?,
+                        user_id: get(r, 2)?,
+                        username: get(r, 3)?,
+                        device: get(r, 4)?,
+                        via: get(r, 5)?,
+                        action: get(r, 6)?,
+                        episode: get(r, 7)?,
+                        detail: get(r, 8)?,
+                    },
+                    prev_hash: get(r, 9)?,
+                    hash: get(r, 10)?,
+                })
+            })
+            .collect()
+    }
+
+    fn rechain_audit(&mut self, e: &ChainedEntry, head: bool) -> Result<()> {
+        self.execute("UPDATE audit SET prev_hash = $1, hash = $2 WHERE n = $3", &[&e.prev_hash, &e.hash, &e.row.n])?;
+        if head {
+            self.execute("UPDATE audit_head SET n = $1, hash = $2 WHERE id = 1", &[&e.row.n, &e.hash])?;
+        }
+        Ok(())
+    }
+
+    fn audit_page(&mut self, scope: AuditScope<'_>, cursor: AuditCursor, limit: usize) -> Result<Vec<Entry>> {
+        // The teams as one array parameter; no episode is `NULL`. Two statements, one
+        // for each direction.
+        let teams: Vec<String> = scope.teams.to_vec();
+        let episode: Option<String> = scope.episode.map(|e| e.to_string());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = match cursor {
+            AuditCursor::After(n) => self.query(
+                "SELECT a.n, a.at, a.user_id, a.username, a.device, a.via, a.action, a.episode, a.detail
+                 FROM audit a LEFT JOIN episodes e ON e.id = a.episode
+                 WHERE (e.team = ANY($1) OR ($2 AND a.episode IS NULL))
+                   AND ($3::text IS NULL OR a.episode = $3) AND a.n > $4
+                 ORDER BY a.n ASC LIMIT $5",
+                &[&teams, &scope.unscoped, &episode, &n, &limit],
+            )?,
+            AuditCursor::Before(before) => self.query(
+                "SELECT a.n, a.at, a.user_id, a.username, a.device, a.via, a.action, a.episode, a.detail
+                 FROM audit a LEFT JOIN episodes e ON e.id = a.episode
+                 WHERE (e.team = ANY($1) OR ($2 AND a.episode IS NULL))
+                   AND ($3::text IS NULL OR a.episode = $3) AND a.n < $4
+                 ORDER BY a.n DESC LIMIT $5",
+                &[&teams, &scope.unscoped, &episode, &before.unwrap_or(i64::MAX), &limit],
+            )?,
+        };
+        rows.iter()
+            .map(|r| {
+                let via: String = get(r, 5)?;
+                super::sqlite::entry(
+                    get(r, 0)?,
+                    get(r, 1)?,
+                    get(r, 2)?,
+                    get(r, 3)?,
+                    get(r, 4)?,
+                    &via,
+                    get(r, 6)?,
+                    get(r, 7)?,
+                    get(r, 8)?,
+                )
+            })
+            .collect()
+    }
+
+    fn audit_entries(&mut self, episode: EpisodeId) -> Result<Vec<Entry>> {
+        let rows = self.query(
+            "SELECT n, at, user_id, username, device, via, action, episode, detail FROM audit
+             WHERE episode = $1 ORDER BY n",
+            &[&episode.to_string()],
+        )?;
+        rows.iter()
+            .map(|r| {
+                let via: String = get(r, 5)?;
+                super::sqlite::entry(
+                    get(r, 0)?,
+                    get(r, 1)?,
+                    get(r, 2)?,
+                    get(r, 3)?,
+                    get(r, 4)?,
+                    &via,
+                    get(r, 6)?,
+                    get(r, 7)?,
+                    get(r, 8)?,
+                )
+            })
+            .collect()
+    }
+
+    fn put_summary(&mut self, s: &SummaryRecord<'_>) -> Result<()> {
+        let key = s.episode.to_string();
+        self.execute(
+            "INSERT INTO summaries (episode, seq, pathway, patient_ref, open_actions, overdue_actions, conflicts,
+                                    duplicates, unfiled, next_due, evaluated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             ON CONFLICT (episode) DO UPDATE SET seq = excluded.seq, pathway = excluded.pathway,
+                patient_ref = excluded.patient_ref, open_actions = excluded.open_actions,
+                overdue_actions = excluded.overdue_actions, conflicts = excluded.conflicts,
+                duplicates = excluded.duplicates, unfiled = excluded.unfiled, next_due = excluded.next_due,
+                evaluated_at = excluded.evaluated_at",
+            &[
+                &key,
+                &s.seq,
+                &s.pathway,
+                &s.patient_ref,
+                &s.open_actions,
+                &s.overdue_actions,
+                &s.conflicts,
+                &s.duplicates,
+                &s.unfiled,
+                &s.next_due,
+                &s.evaluated_at,
+            ],
+        )?;
+        self.execute("DELETE FROM summary_actions WHERE episode = $1", &[&key])?;
+        for a in &s.actions {
+            self.execute(
+                "INSERT INTO summary_actions (episode, action, code, owner, priority, state, due)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[&key, &a.action, &a.code, &a.owner, &a.priority, &a.state, &a.due],
+            )?;
+        }
+        self.execute("DELETE FROM summary_appointments WHERE episode = $1", &[&key])?;
+        for a in &s.appointments {
+            self.execute(
+                "INSERT INTO summary_appointments (episode, event, at, outcome) VALUES ($1, $2, $3, $4)",
+                &[&key, &a.event, &a.at, &a.outcome],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn summaries(&mut self, team: &str) -> Result<Vec<Summary>> {
+        let rows = self.query(
+            "SELECT s.episode, e.team, s.pathway, s.patient_ref, s.open_actions, s.overdue_actions, s.conflicts,
+                    s.duplicates, s.unfiled
+             FROM summaries s JOIN episodes e ON e.id = s.episode WHERE e.team = $1",
+            &[&team],
+        )?;
+        rows.iter()
+            .map(|r| {
+                let id: String = get(r, 0)?;
+                Ok(Summary {
+                    id: parse_id(&id, "summaries", "episode")?,
+                    team: get(r, 1)?,
+                    pathway: get(r, 2)?,
+                    patient_ref: get(r, 3)?,
+                    open_actions: get(r, 4)?,
+                    overdue_actions: get(r, 5)?,
+                    conflicts: get(r, 6)?,
+                    duplicates: get(r, 7)?,
+                    unfiled: get(r, 8)?,
+                })
+            })
+            .collect()
+    }
+
+    fn open_actions(&mut self, team: &str) -> Result<Vec<OpenAction>> {
+        let rows = self.query(
+            "SELECT a.episode, s.patient_ref, a.action, a.code, a.owner, a.priority, a.state, a.due
+             FROM summary_actions a JOIN summaries s ON s.episode = a.episode JOIN episodes e ON e.id = a.episode
+             WHERE e.team = $1",
+            &[&team],
+        )?;
+        rows.iter()
+            .map(|r| {
+                let state: String = get(r, 6)?;
+                super::sqlite::open_action(
+                    get(r, 0)?,
+                    get(r, 1)?,
+                    get(r, 2)?,
+                    get(r, 3)?,
+                    get(r, 4)?,
+                    get(r, 5)?,
+                    &state,
+                    get(r, 7)?,
+                )
+            })
+            .collect()
+    }
+
+    fn rates(&mut self, team: &str, since: i64, until: i64) -> Result<Rates> {
+        let r = self.query_one(
+            "SELECT COUNT(*), COUNT(*) FILTER (WHERE a.outcome = 'not_brought'),
+                    COUNT(*) FILTER (WHERE a.outcome = 'did_not_attend')
+             FROM summary_appointments a JOIN episodes e ON e.id = a.episode
+             WHERE e.team = $1 AND a.at > $2 AND a.at <= $3",
+            &[&team, &since, &until],
+        )?;
+        Ok(Rates {
+            team: team.to_owned(),
+            days: 0,
+            appointments: get(&r, 0)?,
+            not_brought: get(&r, 1)?,
+            did_not_attend: get(&r, 2)?,
+        })
+    }
+
+    fn counts_by_team(&mut self) -> Result<Vec<(String, i64, i64)>> {
+        let rows = self.query(
+            "SELECT t.id, COALESCE(SUM(s.open_actions), 0)::bigint, COALESCE(SUM(s.overdue_actions), 0)::bigint
+             FROM teams t LEFT JOIN episodes e ON e.team = t.id LEFT JOIN summaries s ON s.episode = e.id
+             GROUP BY t.id ORDER BY t.id",
+            &[],
+        )?;
+        rows.iter().map(|r| Ok((get(r, 0)?, get(r, 1)?, get(r, 2)?))).collect()
+    }
+
+    fn inspect(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
+        let rows = on!(self, c => c.query(sql, &[])?);
+        rows.iter()
+            .map(|row| {
+                (0..row.len())
+                    .map(|i| {
+                        let ty = row.columns()[i].type_().clone();
+                        Ok(if ty == Type::BOOL {
+                            get::<Option<bool>>(row, i)?.map(|b| if b { "1" } else { "0" }.to_owned())
+                        } else if ty == Type::INT8 {
+                            get::<Option<i64>>(row, i)?.map(|n| n.to_string())
+                        } else if ty == Type::INT4 {
+                            get::<Option<i32>>(row, i)?.map(|n| n.to_string())
+                        } else if ty == Type::BYTEA {
+                            get::<Option<Vec<u8>>>(row, i)?.map(|b| b.iter().map(|b| format!("{b:02x}")).collect())
+                        } else {
+                            get::<Option<String>>(row, i)?
+                        })
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn inspect_execute(&mut self, sql: &str) -> Result<u64> {
+        Ok(on!(self, c => c.execute(sql, &[])?))
+    }
+}
