@@ -463,6 +463,18 @@ pub fn update_identity_user(
     tx.touch_identity(provider, subject, now.as_second())
 }
 
+/// The usernames of the team's managers who may act (not disabled), sorted: whom
+/// `team_manager` and `on_call_manager` actions name (`owners`).
+pub fn team_managers(tx: &mut dyn Tx, team: &str) -> Result<Vec<String>, StoreError> {
+    tx.team_managers(team)
+}
+
+/// The username of the user with this id, or with this username: an episode's
+/// `care_coordinator` names a user by either.
+pub fn username_of(tx: &mut dyn Tx, id_or_username: &str) -> Result<Option<String>, StoreError> {
+    tx.username_of(id_or_username)
+}
+
 /// Takes a user out of every team (a person their identity provider no longer places).
 pub fn clear_teams(tx: &mut dyn Tx, user_id: &str) -> Result<(), StoreError> {
     tx.clear_user_teams(user_id)

@@ -1,8 +1,9 @@
 //! The audit log: every read and write of an episode, by the API, the dashboard or a
 //! device's sync — who, on which device, when, and what. Kept in the database, in the
 //! same transaction as what it records, and append-only (the schema's triggers refuse to
-//! change or delete a row). `GET /v1/audit?episode=ID` shows an episode's entries to team
-//! managers and admins.
+//! change or delete a row). `GET /v1/audit` shows team managers and admins the entries of
+//! their teams' episodes a page at a time, and `?episode=ID` one episode's; reading it is
+//! itself an entry (`read_audit`).
 //!
 //! Triggers stop a mistake, not someone with the file: so the log is also a hash chain.
 //! Each entry carries the hash of the one before (`prev_hash`) and its own (`hash`), a
@@ -25,6 +26,7 @@ use crate::AppState;
 use crate::accounts::Role;
 use crate::auth::AuthUser;
 use crate::error::AppError;
+use crate::office;
 use crate::store::{ChainedEntry, StoreError, Tx};
 
 pub(crate) fn router() -> Router<AppState> {
@@ -265,39 +267,108 @@ pub fn entries(tx: &mut dyn Tx, episode: EpisodeId) -> Result<Vec<Entry>, StoreE
     tx.audit_entries(episode)
 }
 
+/// Whose entries a reader may see: those of the episodes of `teams` (by each episode's
+/// team now), and, for an admin, the entries that name no episode (sign-ins through the
+/// identity provider); narrowed to one episode when given.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    pub teams: &'a [String],
+    pub unscoped: bool,
+    pub episode: Option<EpisodeId>,
+}
+
+/// Where a page starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cursor {
+    /// The entries after entry `n`, oldest first: reading the whole log in turn (the
+    /// API's order; `After(0)` is the start).
+    After(i64),
+    /// The entries before entry `n`, newest first (the dashboard's order; `None`: from the
+    /// newest).
+    Before(Option<i64>),
+}
+
+/// Up to `limit` entries of `scope` from `cursor`, in the cursor's order.
+pub fn page(tx: &mut dyn Tx, scope: Scope<'_>, cursor: Cursor, limit: usize) -> Result<Vec<Entry>, StoreError> {
+    tx.audit_page(scope, cursor, limit)
+}
+
+/// Whether a user of `role` may read the audit log: team managers and admins.
+pub fn may_read(role: Role) -> bool {
+    matches!(role, Role::TeamManager | Role::Admin)
+}
+
+/// Why anyone else may not.
+pub const MAY_READ: &str = "only a team manager or an admin may read the audit log";
+
+/// The most entries one page may hold, and how many a page holds when the reader does not
+/// say.
+pub const MAX_PAGE: usize = 1000;
+pub const DEFAULT_PAGE: usize = 100;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AuditQuery {
-    episode: EpisodeId,
+    episode: Option<String>,
+    after: Option<String>,
+    limit: Option<String>,
 }
 
 #[derive(Serialize)]
 struct AuditAnswer {
-    episode: EpisodeId,
+    episode: Option<EpisodeId>,
     entries: Vec<Entry>,
+    /// The `after` of the next page, when there may be one.
+    next_after: Option<i64>,
 }
 
-/// `GET /v1/audit?episode=ID`: team managers and admins, for an episode of their teams.
+/// `GET /v1/audit[?episode=ID][&after=N][&limit=N]`: for team managers and admins, the
+/// entries of their teams' episodes, oldest first, a page at a time (`next_after` gives
+/// the next page); `episode` narrows it to one of those episodes.
 async fn audit(
     State(state): State<AppState>,
     user: AuthUser,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<AuditAnswer>, AppError> {
-    if !matches!(user.role, Role::TeamManager | Role::Admin) {
-        return Err(AppError::Forbidden("only a team manager or an admin may read the audit log"));
+    if !may_read(user.role) {
+        return Err(AppError::Forbidden(MAY_READ));
     }
-    let Query(query) =
-        query.map_err(|_| AppError::InvalidQuery("`episode` must be given, as an episode id (a UUID)".into()))?;
-    let id = query.episode;
-    let entries = state
-        .db
-        .call(move |conn| {
-            match conn.team_of(id)? {
-                Some((team, _)) if user.teams.contains(&team) => {}
-                _ => return Err(AppError::EpisodeNotFound(id)),
-            }
-            Ok(entries(conn, id)?)
-        })
-        .await?;
-    Ok(axum::Json(AuditAnswer { episode: id, entries }))
+    let Query(query) = query.map_err(|_| {
+        AppError::InvalidQuery("the audit log takes `episode`, `after` and `limit`, and nothing else".into())
+    })?;
+    let episode = match query.episode.as_deref() {
+        None => None,
+        Some(text) => Some(
+            text.parse::<EpisodeId>()
+                .map_err(|_| AppError::InvalidQuery("`episode` must be an episode id (a UUID)".into()))?,
+        ),
+    };
+    let after = match query.after.as_deref() {
+        None => 0,
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| AppError::InvalidQuery("`after` must be an entry's number (0 or more)".into()))?,
+    };
+    let limit = match query.limit.as_deref() {
+        None => DEFAULT_PAGE,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| AppError::InvalidQuery(format!("`limit` must be a number from 1 to {MAX_PAGE}")))?,
+    };
+    let role = user.role;
+    let who = Who::new(&user, Via::Api);
+    let read = office::audit(
+        &state,
+        who,
+        role,
+        user.teams,
+        office::AuditRequest { episode, cursor: Cursor::After(after), limit },
+    )
+    .await?;
+    let next_after = if read.more { read.entries.last().map(|e| e.n) } else { None };
+    Ok(axum::Json(AuditAnswer { episode, entries: read.entries, next_after }))
 }

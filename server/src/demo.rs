@@ -1,6 +1,6 @@
 //! `tether serve --demo`: two teams, users of every role, and episodes on every pathway —
-//! some overdue, one with a conflict, one with a likely duplicate, most not yet filed — so
-//! that a newcomer sees a working dashboard at once.
+//! some overdue, one with a conflict, one with a likely duplicate, most not yet filed, some
+//! with a care coordinator — so that a newcomer sees a working dashboard at once.
 //!
 //! The episodes are made as devices make them: each practitioner's phone is its own
 //! Automerge actor, and each record has the receipt a sync would have given it. Patient
@@ -219,7 +219,15 @@ fn episodes_for_demo(tx: &mut dyn Tx, now: Timestamp) -> anyhow::Result<()> {
 
     // North: in service, where two phones set the risk differently while offline: a
     // conflict for the team base to resolve.
-    let mut e = Draft::open(now, "north", "DEMO-1003", Pathway::InService, 24.0 * 60.0, "maya", vec![])?;
+    let mut e = Draft::open(
+        now,
+        "north",
+        "DEMO-1003",
+        Pathway::InService,
+        24.0 * 60.0,
+        "maya",
+        vec![fact(FactField::CareCoordinator, json!("ana"))?],
+    )?;
     attended_history(&mut e, "ana", &[8.0, 6.0, 4.0])?;
     e.record("appointment_missed", 24.0 * 4.0, "ana", json!({"appointment": "follow_up"}))?;
     e.record(
@@ -247,7 +255,7 @@ fn episodes_for_demo(tx: &mut dyn Tx, now: Timestamp) -> anyhow::Result<()> {
         Pathway::HomeTreatment,
         24.0 * 5.0,
         "maya",
-        vec![fact(FactField::Risk, json!("high"))?],
+        vec![fact(FactField::Risk, json!("high"))?, fact(FactField::CareCoordinator, json!("ana"))?],
     )?;
     attended_history(&mut e, "ana", &[0.5])?;
     let visit = e.record("home_visit", 6.0, "ana", json!({"announced": false, "outcome": "no_answer"}))?;
@@ -292,7 +300,7 @@ fn episodes_for_demo(tx: &mut dyn Tx, now: Timestamp) -> anyhow::Result<()> {
         Pathway::ChildNotBrought,
         24.0 * 80.0,
         "tom",
-        vec![fact(FactField::Children, json!(true))?],
+        vec![fact(FactField::Children, json!(true))?, fact(FactField::CareCoordinator, json!("priya"))?],
     )?;
     attended_history(&mut e, "priya", &[11.0, 10.0, 8.0, 7.0])?;
     e.record("appointment_missed", 24.0 * 20.0, "priya", json!({"appointment": "follow_up", "reason": "not_brought"}))?;

@@ -23,7 +23,10 @@
 //!   recording, facts, plan, reconciliation), shared by the JSON routes and the dashboard.
 //! - `caseload`: each episode's summary (open and overdue actions, conflicts, duplicates,
 //!   records to file), kept current as episodes change and as the clock moves.
-//! - `audit`: the append-only log of every read and write of an episode.
+//! - `audit`: the append-only log of every read and write of an episode, and its pages
+//!   (`GET /v1/audit`: a team's, or an episode's).
+//! - `owners`: who answers for an action: the role the rules give it, as the people it
+//!   means for the episode (its care coordinator, its opener, the team's managers).
 //! - `dashboard`: the manager's HTML pages under `/dashboard` (sign-in, caseload, episode).
 //! - `oidc`: signing in with the trust's OpenID provider (NHS CIS2, Entra ID): settings,
 //!   the claims mapping, the code exchange and ID token checks, the phones' routes.
@@ -63,6 +66,7 @@ mod me;
 pub mod metrics;
 pub mod office;
 pub mod oidc;
+pub mod owners;
 pub mod serve;
 pub mod store;
 mod sync;

@@ -10,6 +10,7 @@
 //! caller, on the server's own device (`episodes::server_device`), never on whatever
 //! device the caller signed in from.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
@@ -25,12 +26,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::AppState;
+use crate::accounts::Role;
 use crate::audit::{self, Via, Who};
 use crate::auth::AuthUser;
 use crate::caseload::{self, Duplicate, Summary, Unfiled};
 use crate::episodes::{self, Cache, Stored};
 use crate::error::AppError;
 use crate::json::Json;
+use crate::owners::{self, Owner};
 use crate::store::{Conn, StoreError, Tx};
 
 pub(crate) fn router() -> Router<AppState> {
@@ -148,6 +151,46 @@ pub fn read(desk: &mut Desk<'_>, id: EpisodeId, action: &'static str) -> Result<
     // Nothing was changed: the document goes back whatever happened.
     cache.put(stored);
     read
+}
+
+/// Who answers for each action of the episodes `ids` (of the desk's teams), by episode
+/// and action id (`owners`): each episode's view and its evaluation at the desk's moment,
+/// through the document cache. It names people for a page that lists these episodes,
+/// whose `list` noted each in the audit log; an episode not among the teams' is left out.
+pub fn owners(
+    desk: &mut Desk<'_>,
+    ids: &[EpisodeId],
+) -> Result<HashMap<EpisodeId, HashMap<uuid::Uuid, Owner>>, AppError> {
+    let (conn, cache, _, teams, now) = desk.parts();
+    let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut tx = conn.transaction()?;
+    let actor = episodes::server_actor(&mut *tx)?;
+    let mut out = HashMap::with_capacity(ids.len());
+    let mut taken = Vec::with_capacity(ids.len());
+    let named = (|| {
+        for id in ids {
+            let mut stored = match caseload::visible(&mut *tx, &mut cache, &actor, teams, *id) {
+                Ok(stored) => stored,
+                Err(AppError::EpisodeNotFound(_)) => continue,
+                Err(other) => return Err(other),
+            };
+            let episode = stored.view(&mut *tx);
+            let made = episode.map_err(AppError::from).and_then(|episode| {
+                let evaluation = caseload::evaluate(episode, now);
+                let directory = owners::Directory::load(&mut *tx, episode)?;
+                Ok(owners::owners(episode, &evaluation, &directory))
+            });
+            taken.push(stored);
+            out.insert(*id, made?);
+        }
+        Ok::<_, AppError>(())
+    })();
+    // Nothing was changed: the documents go back whatever happened.
+    for stored in taken {
+        cache.put(stored);
+    }
+    named?;
+    Ok(out)
 }
 
 /// A record made at the team base: the kind's own fields, and optionally when it
@@ -324,7 +367,8 @@ pub fn reconcile(desk: &mut Desk<'_>) -> Result<Reconcile, AppError> {
         }
         for duplicate in &read.duplicates {
             out.duplicates.push(json!({"episode": id, "patient_ref": patient_ref, "kind": duplicate.kind,
-                                       "target": duplicate.target, "records": duplicate.records}));
+                                       "target_field": duplicate.target_field, "target": duplicate.target,
+                                       "records": duplicate.records}));
         }
         for unfiled in &read.unfiled {
             let Some(event) = read.episode.events.iter().find(|e| e.id == unfiled.record) else { continue };
@@ -335,6 +379,58 @@ pub fn reconcile(desk: &mut Desk<'_>) -> Result<Reconcile, AppError> {
         }
     }
     Ok(out)
+}
+
+/// What a reader of the audit log asks for: one episode's entries or the whole team's,
+/// from where, and how many.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditRequest {
+    pub episode: Option<EpisodeId>,
+    pub cursor: audit::Cursor,
+    pub limit: usize,
+}
+
+/// A page of the audit log, and whether more follow in its order.
+#[derive(Debug)]
+pub struct AuditRead {
+    pub entries: Vec<audit::Entry>,
+    pub more: bool,
+}
+
+/// Reads a page of the audit log for a team manager or an admin (anyone else: 403): the
+/// entries of their teams' episodes (an admin's also those of no episode), or of one of
+/// those episodes (another answers 404, as one that does not exist). The reading is
+/// itself an entry, `read_audit`, written after the page is read.
+pub fn read_audit(desk: &mut Desk<'_>, role: Role, request: AuditRequest) -> Result<AuditRead, AppError> {
+    if !audit::may_read(role) {
+        return Err(AppError::Forbidden(audit::MAY_READ));
+    }
+    let (conn, _, who, teams, now) = desk.parts();
+    let mut tx = conn.transaction()?;
+    if let Some(id) = request.episode {
+        match tx.team_of(id)? {
+            Some((team, _)) if teams.contains(&team) => {}
+            _ => return Err(AppError::EpisodeNotFound(id)),
+        }
+    }
+    let scope = audit::Scope { teams, unscoped: role == Role::Admin, episode: request.episode };
+    let mut entries = audit::page(&mut *tx, scope, request.cursor, request.limit.saturating_add(1))?;
+    let more = entries.len() > request.limit;
+    entries.truncate(request.limit);
+    audit::log(&mut *tx, who, now.as_millisecond(), "read_audit", request.episode, None)?;
+    tx.commit()?;
+    Ok(AuditRead { entries, more })
+}
+
+/// [`read_audit`] at the caller's desk.
+pub async fn audit(
+    state: &AppState,
+    who: Who,
+    role: Role,
+    teams: Vec<String>,
+    request: AuditRequest,
+) -> Result<AuditRead, AppError> {
+    at_desk(state, who, teams, move |desk| read_audit(desk, role, request)).await
 }
 
 /// A time as the JSON everywhere shows it: RFC 3339 in UTC.

@@ -565,9 +565,17 @@ async fn resolving_a_conflict_through_the_form_sets_the_fact_and_says_who() {
     let action = between(conflicts, "<form class=\"row\" method=\"post\" action=\"", "\"").expect("the form");
     let answer = dash.post(action, &maya, &[("csrf", &maya.csrf), ("field", "risk"), ("value", "\"high\"")]).await;
     assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
-    assert_eq!(answer.location(), format!("/dashboard/episodes/{id}"));
+    // Back to the episode's page, which says what was done.
+    let landed = answer.location().to_owned();
+    let record = between(&landed, &format!("/dashboard/episodes/{id}?done="), "#done").expect("the record made");
+    let page = dash.get(landed.split('#').next().expect("a path"), &maya).await;
+    let notice = between(&page.body, "<div class=\"done\" id=\"done\" role=\"status\"", "</div>").expect("a notice");
+    assert!(notice.contains("Saved.") && notice.contains("Risk is now <strong>high</strong>"), "{notice}");
+    assert!(notice.contains("Recorded by maya") && notice.contains(&format!("#record-{record}")), "{notice}");
+    assert!(section(&page.body, "timeline").contains(&format!("id=\"record-{record}\"")));
 
     let page = dash.get(&format!("/dashboard/episodes/{id}"), &maya).await;
+    assert!(!page.body.contains("id=\"done\""), "no notice without a change");
     assert!(section(&page.body, "conflicts").contains("No conflicts."), "{}", page.body);
     let facts = section(&page.body, "facts");
     assert!(between(facts, "<dt>Risk</dt><dd>", "</dd>") == Some("high"), "{facts}");
@@ -603,8 +611,19 @@ async fn filing_a_record_through_the_form_records_filed_to_epr() {
 
     let answer = dash.post(&path, &maya, &[("csrf", &maya.csrf), ("record", &record), ("epr_ref", "EPR-4471")]).await;
     assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
-    assert_eq!(answer.location(), format!("/dashboard/episodes/{id}"));
-    let page = dash.get(&format!("/dashboard/episodes/{id}"), &maya).await;
+    let landed = answer.location().to_owned();
+    assert!(landed.starts_with(&format!("/dashboard/episodes/{id}?done=")), "{landed}");
+    let page = dash.get(landed.split('#').next().expect("a path"), &maya).await;
+    let notice = between(&page.body, "id=\"done\"", "</div>").expect("a notice");
+    assert!(notice.contains("1 record filed under EPR reference <strong>EPR-4471</strong>"), "{notice}");
+    // The same page for someone else, or with a record that is not theirs, says nothing.
+    let ben = dash.sign_in("ben").await;
+    assert!(!dash.get(landed.split('#').next().expect("a path"), &ben).await.body.contains("id=\"done\""));
+    let other = format!("/dashboard/episodes/{id}?done={record}");
+    assert!(!dash.get(&other, &maya).await.body.contains("id=\"done\""), "a record maya did not make");
+    let nonsense = dash.get(&format!("/dashboard/episodes/{id}?done=%3Cscript%3E"), &maya).await;
+    assert_eq!(nonsense.status, StatusCode::OK);
+    assert!(!nonsense.body.contains("id=\"done\"") && !nonsense.body.contains("<script>"));
     assert!(!attributes(section(&page.body, "unfiled"), "data-record").contains(&record.as_str()), "filed");
     let timeline = section(&page.body, "timeline");
     assert!(timeline.contains("data-kind=\"filed_to_epr\"") && timeline.contains("EPR-4471"), "{timeline}");
@@ -775,6 +794,177 @@ async fn with_passwords_off_only_the_providers_are_offered_and_every_password_si
     assert!(jwks["keys"][0].get("d").is_none(), "never the private half: {jwks}");
 }
 
+/// The rows of a table's body, as HTML.
+fn rows(html: &str) -> Vec<&str> {
+    let body = between(html, "<tbody>", "</tbody>").unwrap_or("");
+    body.split("<tr ").skip(1).collect()
+}
+
+/// The role a row's owner cell names, in words ("care coordinator").
+fn role_of(row: &str) -> &str {
+    let role = between(row, "<span class=\"role\">(", ")").expect("the role beside the names");
+    role.split(';').next().expect("a role")
+}
+
+/// The people a row's owner cell names.
+fn people_of(row: &str) -> &str {
+    between(row, "<td class=\"owner\" data-label=\"Owner\"><span><strong>", "</strong>").expect("names")
+}
+
+async fn each_open_action_names_the_people_who_answer_for_it_beside_its_role() {
+    let dash = Dash::new();
+    let maya = dash.sign_in("maya").await;
+    let page = dash.get("/dashboard", &maya).await;
+    let actions = rows(section(&page.body, "actions"));
+    assert!(actions.len() > 3, "{}", page.body);
+    let mut roles = std::collections::BTreeSet::new();
+    for row in &actions {
+        let (role, people) = (role_of(row), people_of(row));
+        roles.insert(role.to_owned());
+        let patient = between(row, "data-label=\"Patient\"><a href=\"", "</a>").expect("the patient");
+        match role {
+            // DEMO-1003 and DEMO-1004 have ana as their care coordinator; the others have
+            // none, so whoever opened them (maya) answers, and the cell says why.
+            "care coordinator" | "assessor" | "responsible clinician" => {
+                if patient.ends_with("DEMO-1003") || patient.ends_with("DEMO-1004") {
+                    assert_eq!(people, "ana", "{row}");
+                } else {
+                    assert_eq!(people, "maya", "{row}");
+                    assert!(row.contains("no care coordinator set: opened the episode"), "{row}");
+                }
+            }
+            "team manager" | "on call manager" => assert_eq!(people, "maya", "north's manager: {row}"),
+            "visitor" => assert!(["ana", "ben"].contains(&people), "who made the visit: {row}"),
+            other => panic!("an unexpected role {other}: {row}"),
+        }
+    }
+    assert!(roles.len() >= 2, "the demo's open actions have several roles: {roles:?}");
+
+    // The episode page names them too, every action, done ones included.
+    let id = dash.id_of("DEMO-1004");
+    let page = dash.get(&format!("/dashboard/episodes/{id}"), &maya).await;
+    let table = section(&page.body, "actions");
+    let owners: Vec<&str> = rows(table).into_iter().map(people_of).collect();
+    assert!(!owners.is_empty() && owners.iter().all(|p| ["ana", "maya", "Team base"].contains(p)), "{owners:?}");
+    assert!(table.contains("<strong>ana</strong> <span class=\"role\">(care coordinator)"), "{table}");
+    assert!(table.contains("<strong>Team base</strong> <span class=\"role\">(team base)"), "files the records");
+}
+
+async fn the_caseload_filters_by_overdue_urgent_owner_and_pathway_through_a_get_form() {
+    let dash = Dash::new();
+    let maya = dash.sign_in("maya").await;
+    let page = dash.get("/dashboard", &maya).await;
+    let form = between(&page.body, "<form class=\"filters\"", "</form>").expect("the filters' form");
+    assert!(form.contains("method=\"get\" action=\"/dashboard\""), "{form}");
+    for name in ["overdue", "urgent", "owner", "pathway"] {
+        assert!(form.contains(&format!("name=\"{name}\"")), "{name} in {form}");
+    }
+    let all = rows(section(&page.body, "actions")).len();
+
+    let overdue = dash.get("/dashboard?overdue=1", &maya).await;
+    let shown = rows(section(&overdue.body, "actions"));
+    let expected = dash.db(|conn| {
+        caseload::open_actions(conn, &["north".to_owned()])
+            .expect("actions")
+            .into_iter()
+            .filter(|a| a.overdue && a.code != "file_to_epr")
+            .count()
+    });
+    assert!(expected > 0 && expected < all, "{expected} of {all}");
+    assert_eq!(shown.len(), expected);
+    assert!(shown.iter().all(|r| r.starts_with("data-state=\"overdue\"")));
+    assert!(overdue.body.contains(&format!("of {all} (filtered)")), "says it is filtered");
+    assert!(overdue.body.contains("name=\"overdue\" value=\"1\" checked"), "the form keeps the choice");
+    assert!(attributes(section(&overdue.body, "filing"), "data-state").iter().all(|s| *s == "overdue"));
+
+    let urgent = dash.get("/dashboard?urgent=on", &maya).await;
+    let shown = rows(section(&urgent.body, "actions"));
+    assert!(!shown.is_empty() && shown.iter().all(|r| r.contains("data-priority=\"urgent\"")), "{}", urgent.body);
+    assert!(section(&urgent.body, "filing").contains("Nothing to file."), "filing is never urgent");
+
+    let ana = dash.get("/dashboard?owner=ana", &maya).await;
+    let shown = rows(section(&ana.body, "actions"));
+    assert!(!shown.is_empty() && shown.len() < all);
+    assert!(shown.iter().all(|r| people_of(r).split(", ").any(|p| p == "ana")), "{shown:?}");
+    // Her episodes only, in the episode list.
+    let episodes = section(&ana.body, "episodes");
+    assert!(episodes.contains("DEMO-1004") && !episodes.contains("DEMO-1001"), "{episodes}");
+
+    let base = dash.get("/dashboard?owner=team+base", &maya).await;
+    assert!(rows(section(&base.body, "actions")).is_empty(), "the team base owns no clinical action");
+    assert!(!attributes(section(&base.body, "filing"), "data-episode").is_empty(), "it files the records");
+
+    let home = dash.get("/dashboard?pathway=home_treatment&owner=", &maya).await;
+    let episodes = section(&home.body, "episodes");
+    assert_eq!(attributes(episodes, "data-state").len(), 1, "{episodes}");
+    assert!(episodes.contains("DEMO-1004"));
+    assert!(rows(section(&home.body, "actions")).iter().all(|r| r.contains("DEMO-1004")));
+
+    for (query, named) in
+        [("pathway=walking", "pathway"), ("colour=red", "filters"), ("overdue=1&overdue=1", "filters")]
+    {
+        let answer = dash.get(&format!("/dashboard?{query}"), &maya).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{query}");
+        assert!(answer.body.contains(named), "{query}: {}", answer.body);
+    }
+    // A long name is refused, not echoed.
+    let long = "x".repeat(500);
+    let answer = dash.get(&format!("/dashboard?owner={long}"), &maya).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert!(!answer.body.contains(&long));
+}
+
+async fn managers_read_the_teams_audit_log_a_page_at_a_time_and_no_one_else_does() {
+    let dash = Dash::new();
+    let maya = dash.sign_in("maya").await;
+    let ben = dash.sign_in("ben").await;
+    // Some reads, so that the log has more than a page of north's entries.
+    for patient in ["DEMO-1001", "DEMO-1002", "DEMO-1003"] {
+        for _ in 0..10 {
+            dash.get(&format!("/dashboard/episodes/{}", dash.id_of(patient)), &ben).await;
+        }
+    }
+    let caseload = dash.get("/dashboard", &maya).await;
+    assert!(caseload.body.contains("<a href=\"/dashboard/audit\">Audit log</a>"));
+    assert!(!dash.get("/dashboard", &ben).await.body.contains("/dashboard/audit"), "not for practitioners");
+    let refused = dash.get("/dashboard/audit", &ben).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(refused.body.contains("only a team manager or an admin may read the audit log"), "{}", refused.body);
+
+    let page = dash.get("/dashboard/audit", &maya).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let audit = section(&page.body, "audit");
+    let numbers: Vec<i64> = attributes(audit, "data-n").iter().map(|n| n.parse().expect("a number")).collect();
+    assert_eq!(numbers.len(), 50, "a page");
+    assert!(numbers.windows(2).all(|w| w[0] > w[1]), "newest first: {numbers:?}");
+    let south: Vec<String> = ["DEMO-2001", "DEMO-2002", "DEMO-2003"].iter().map(|p| dash.id_of(p)).collect();
+    assert!(south.iter().all(|id| !audit.contains(id.as_str())), "only north's episodes");
+    assert!(audit.contains("<td data-label=\"Who\">ben</td>"), "everyone's reads: {audit}");
+
+    let older = between(audit, "<a rel=\"next\" href=\"", "\"").expect("older entries").replace("&amp;", "&");
+    let next = dash.get(&older, &maya).await;
+    let more: Vec<i64> =
+        attributes(section(&next.body, "audit"), "data-n").iter().map(|n| n.parse().expect("a number")).collect();
+    assert!(!more.is_empty() && more[0] < numbers[49], "{more:?}");
+
+    // One episode's log, linked from its page.
+    let id = dash.id_of("DEMO-1003");
+    let episode = dash.get(&format!("/dashboard/episodes/{id}"), &maya).await;
+    assert!(episode.body.contains(&format!("href=\"/dashboard/audit?episode={id}\"")));
+    let narrowed = dash.get(&format!("/dashboard/audit?episode={id}"), &maya).await;
+    let entries = section(&narrowed.body, "audit");
+    let linked: Vec<&str> = attributes(entries, "title");
+    assert!(!linked.is_empty() && linked.iter().all(|e| *e == id), "{linked:?}");
+    // Another team's episode is no episode; a malformed cursor is refused.
+    let theirs = dash.get(&format!("/dashboard/audit?episode={}", south[0]), &maya).await;
+    assert_eq!(theirs.status, StatusCode::NOT_FOUND);
+    assert_eq!(dash.get("/dashboard/audit?before=-3", &maya).await.status, StatusCode::BAD_REQUEST);
+
+    // Reading the log is in the log: the narrowed read names the episode.
+    let reads = dash.audit(&id).into_iter().filter(|(via, action, ..)| via == "dashboard" && action == "read_audit");
+    assert_eq!(reads.count(), 1);
+}
+
 common::backends!(
     the_caseload_leads_with_clinical_actions_and_groups_the_records_to_file_per_episode,
     the_episode_page_shows_facts_conflicts_actions_and_the_merged_timeline,
@@ -793,4 +983,7 @@ common::backends!(
     signing_out_ends_the_session,
     a_session_ends_when_it_expires_or_its_user_is_disabled,
     with_passwords_off_only_the_providers_are_offered_and_every_password_sign_in_is_refused,
+    each_open_action_names_the_people_who_answer_for_it_beside_its_role,
+    the_caseload_filters_by_overdue_urgent_owner_and_pathway_through_a_get_form,
+    managers_read_the_teams_audit_log_a_page_at_a_time_and_no_one_else_does,
 );

@@ -367,6 +367,8 @@ async fn reconcile_lists_conflicts_duplicates_and_unfiled_records_of_the_callers
     assert_eq!(duplicates.len(), 1, "{duplicates:?}");
     assert_eq!(duplicates[0]["patient_ref"], "DEMO-1006");
     assert_eq!(duplicates[0]["kind"], "contact_attempt");
+    // The field the records share, and its value: each said once.
+    assert_eq!((&duplicates[0]["target_field"], &duplicates[0]["target"]), (&json!("target"), &json!("patient")));
     assert_eq!(duplicates[0]["records"].as_array().map(Vec::len), Some(2));
     let unfiled = body["unfiled"].as_array().expect("unfiled");
     assert!(unfiled.iter().all(|u| u["patient_ref"].as_str().is_some_and(|r| r.starts_with("DEMO-1"))));
@@ -422,9 +424,9 @@ async fn the_audit_log_holds_every_read_and_write_for_managers_only() {
     let tom = office.login("tom").await;
     let (status, _) = office.get(&format!("/v1/audit?episode={id}"), &tom).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, body) = office.get("/v1/audit", &maya).await;
-    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_query"));
-    assert!(message(&body).contains("episode"));
+    // Without an episode: the whole team's log, a page at a time (below).
+    let (status, _) = office.get("/v1/audit", &maya).await;
+    assert_eq!(status, StatusCode::OK);
 
     // Append-only, in the database itself.
     office.db(|conn| {
@@ -576,6 +578,78 @@ async fn the_demo_seeds_once_and_keeps_passwords_when_run_again() {
     assert_eq!(count(&other), 0);
 }
 
+async fn managers_read_their_teams_audit_log_a_page_at_a_time_oldest_first() {
+    let office = Office::new();
+    let maya = office.login("maya").await;
+    let ana = office.login("ana").await;
+    let tom = office.login("tom").await;
+    let ada = office.login("ada").await;
+    let north = office.id_of(&maya, "DEMO-1002").await;
+    let south = office.id_of(&tom, "DEMO-2001").await;
+    for _ in 0..10 {
+        office.get(&format!("/v1/episodes/{north}"), &ana).await;
+        office.get(&format!("/v1/episodes/{south}"), &tom).await;
+    }
+
+    // Every page, in turn, by `next_after`: north's entries only, each once, in order.
+    let mut seen: Vec<i64> = Vec::new();
+    let mut after = 0;
+    loop {
+        let (status, page) = office.get(&format!("/v1/audit?after={after}&limit=7"), &maya).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert_eq!(page["episode"], Value::Null);
+        let entries = page["entries"].as_array().expect("entries");
+        assert!(entries.len() <= 7);
+        for entry in entries {
+            assert_ne!(entry["episode"], json!(south), "another team's episode: {entry}");
+            assert!(entry["episode"].is_string(), "a manager sees entries of episodes: {entry}");
+            seen.push(entry["n"].as_i64().expect("n"));
+        }
+        match page["next_after"].as_i64() {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "oldest first, each once: {seen:?}");
+    assert!(seen.len() > 14, "more than two pages: {}", seen.len());
+    let (_, narrowed) = office.get(&format!("/v1/audit?episode={north}"), &maya).await;
+    assert_eq!(narrowed["episode"], json!(north));
+    let reads_by_ana =
+        narrowed["entries"].as_array().expect("entries").iter().filter(|e| e["username"] == "ana").count();
+    assert!(reads_by_ana >= 3, "{narrowed}");
+
+    // An admin also sees the entries of no episode (her own reads of the log, here).
+    let (_, page) = office.get("/v1/audit?limit=1000", &ada).await;
+    let unscoped = page["entries"].as_array().expect("entries").iter().filter(|e| e["episode"].is_null()).count();
+    assert!(unscoped >= 1, "{page}");
+    // Reading the log is in it: maya's reads, by the API.
+    let (_, page) = office.get("/v1/audit?limit=1000", &ada).await;
+    assert!(
+        page["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .any(|e| e["action"] == "read_audit" && e["username"] == "maya"),
+        "{page}"
+    );
+
+    // Bad pages are refused, naming what was wrong; a practitioner is refused first.
+    for (query, named) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=ten", "limit"),
+        ("after=-1", "after"),
+        ("episode=not-an-id", "episode"),
+        ("colour=red", "episode"),
+    ] {
+        let (status, body) = office.get(&format!("/v1/audit?{query}"), &maya).await;
+        assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_query"), "{query}");
+        assert!(message(&body).contains(named), "{query}: {body}");
+    }
+    let (status, body) = office.get("/v1/audit?limit=0", &ana).await;
+    assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "forbidden"));
+}
+
 common::backends!(
     the_caseload_lists_only_the_callers_teams_with_counts_that_match_each_timeline,
     every_route_needs_a_token,
@@ -592,4 +666,5 @@ common::backends!(
     metrics_count_requests_and_show_open_and_overdue_actions_per_team,
     the_demo_seeds_once_and_keeps_passwords_when_run_again,
     metrics_on_the_main_port_need_the_metrics_token,
+    managers_read_their_teams_audit_log_a_page_at_a_time_oldest_first,
 );

@@ -10,13 +10,22 @@
 //!   offers only the providers and `POST /dashboard/login` refuses.
 //! - `POST /dashboard/logout`: ends the session.
 //! - `GET /dashboard`: the teams' open clinical actions (overdue first, then by owner),
-//!   the records to file in the EPR as one line an episode ("4 records to file"), the
-//!   episodes with their counts, and the "not brought" and "did not attend" rates.
-//! - `GET /dashboard/episodes/{id}`: facts, conflicts, actions and why each is due, the
-//!   merged timeline, records to file, likely duplicates and warnings.
+//!   each owner named as the people the role means (`owners`), the records to file in the
+//!   EPR as one line an episode ("4 records to file"), the episodes with their counts,
+//!   and the "not brought" and "did not attend" rates. `?overdue=1&urgent=1&owner=NAME&
+//!   pathway=P` filters them (a plain GET form).
+//! - `GET /dashboard/episodes/{id}`: facts, conflicts, actions and why each is due (and
+//!   who answers for it), the merged timeline, records to file, likely duplicates and
+//!   warnings. `?done=RECORD` says what the change that made that record did.
 //! - `POST /dashboard/episodes/{id}/facts`: resolves a conflict (`office::set_fact`).
 //! - `POST /dashboard/episodes/{id}/filed`: files the records ticked under one EPR
 //!   reference (`office::record` of one `filed_to_epr`).
+//! - `GET /dashboard/audit`: the audit log of the teams' episodes, newest first, 50 to a
+//!   page (`?before=N`), or one episode's (`?episode=ID`): team managers and admins.
+//!
+//! Each change answers `303 See Other` to the episode's page with `?done=` naming the
+//! record it made, and the page says what was done, in words, from that record (a link
+//! naming another episode's record, or someone else's, says nothing).
 //!
 //! Every read and write goes through `office`, so each writes its audit entry, marked
 //! `via: dashboard` on the device `dashboard:<session>`. Every form carries the session's
@@ -28,22 +37,26 @@ mod pages;
 pub mod session;
 
 use axum::Router;
-use axum::extract::rejection::FormRejection;
-use axum::extract::{Form, Path, State};
+use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::map_response;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use episode::EpisodeId;
+use std::collections::HashMap;
+
+use episode::{EpisodeId, EventId};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::AppState;
+use crate::audit;
 use crate::auth::{self, store::Throttled};
 use crate::caseload::{self, OpenAction, Rates, Summary};
 use crate::client::ClientAddr;
 use crate::error::AppError;
 use crate::office::{self, Desk, NewRecord};
+use crate::owners::Owner;
 use crate::store::{StoreError, Tx};
 use session::{CSRF_FIELD, DashUser};
 
@@ -60,6 +73,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/dashboard/episodes/{id}", get(episode_page))
         .route("/dashboard/episodes/{id}/facts", post(resolve))
         .route("/dashboard/episodes/{id}/filed", post(filed))
+        .route("/dashboard/audit", get(audit_page))
         .layer(map_response(protect))
 }
 
@@ -93,6 +107,127 @@ pub(crate) struct Caseload {
     /// The records to file in the EPR, one line an episode.
     pub(crate) filing: Vec<Filing>,
     pub(crate) rates: Vec<TeamRates>,
+    /// Who answers for each open action, by episode and action id.
+    pub(crate) owners: HashMap<EpisodeId, HashMap<uuid::Uuid, Owner>>,
+    /// Everyone the open actions name, for the owner filter.
+    pub(crate) people: Vec<String>,
+    /// How many of each list there are before filtering.
+    pub(crate) totals: Totals,
+}
+
+/// The caseload's lists' lengths before the filters.
+#[derive(Debug, Default)]
+pub(crate) struct Totals {
+    pub(crate) actions: usize,
+    pub(crate) filing: usize,
+    pub(crate) episodes: usize,
+}
+
+impl Caseload {
+    /// The owner of an open action, if the rule could name one.
+    pub(crate) fn owner(&self, action: &OpenAction) -> Option<&Owner> {
+        let id = action.action.parse::<uuid::Uuid>().ok()?;
+        self.owners.get(&action.episode)?.get(&id)
+    }
+}
+
+/// The owner filter's value for the team base, which no username can be (usernames have
+/// no spaces).
+pub(crate) const TEAM_BASE: &str = "team base";
+
+/// The caseload's filters, from the query of its GET form.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Filters {
+    pub(crate) overdue: bool,
+    pub(crate) urgent: bool,
+    /// A username, or [`TEAM_BASE`].
+    pub(crate) owner: Option<String>,
+    pub(crate) pathway: Option<episode::Pathway>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilterQuery {
+    overdue: Option<String>,
+    urgent: Option<String>,
+    owner: Option<String>,
+    pathway: Option<String>,
+}
+
+impl Filters {
+    /// Reads the form's query: a box is ticked when present with any value but empty (a
+    /// form sends `on`, a link `1`); an empty owner or pathway is any. An unknown pathway
+    /// or field is refused, naming it.
+    fn parse(query: Result<Query<FilterQuery>, QueryRejection>) -> Result<Self, AppError> {
+        let Query(query) = query.map_err(|_| {
+            AppError::InvalidQuery("the caseload filters are overdue, urgent, owner and pathway".into())
+        })?;
+        let ticked = |value: Option<String>| value.is_some_and(|v| !v.is_empty());
+        let pathway = match query.pathway.filter(|p| !p.is_empty()) {
+            None => None,
+            Some(name) => Some(serde_json::from_value(Value::String(name)).map_err(|_| {
+                AppError::InvalidQuery(
+                    "pathway: not a pathway (urgent_referral, routine_referral, in_service, home_treatment, \
+                     child_not_brought)"
+                        .into(),
+                )
+            })?),
+        };
+        let owner = query.owner.map(|o| o.trim().to_owned()).filter(|o| !o.is_empty());
+        if owner.as_ref().is_some_and(|o| o.chars().count() > 200) {
+            return Err(AppError::InvalidQuery("owner: a name is at most 200 characters".into()));
+        }
+        Ok(Self { overdue: ticked(query.overdue), urgent: ticked(query.urgent), owner, pathway })
+    }
+
+    pub(crate) fn any(&self) -> bool {
+        *self != Self::default()
+    }
+
+    /// Whether an owner is the one the filter asks for.
+    fn owned_by(&self, owner: Option<&Owner>) -> bool {
+        match (&self.owner, owner) {
+            (None, _) => true,
+            (Some(wanted), Some(owner)) if wanted == TEAM_BASE => owner.role == episode::pathway::Role::TeamBase,
+            (Some(wanted), Some(owner)) => owner.includes(wanted),
+            (Some(_), None) => false,
+        }
+    }
+}
+
+/// Applies the filters to the caseload's lists (their lengths before are kept in
+/// `totals`). An episode stays when it has an open action that passes them all (or,
+/// filtering only by pathway, when it is on that pathway).
+fn filter(data: &mut Caseload, filters: &Filters) {
+    data.totals = Totals { actions: data.actions.len(), filing: data.filing.len(), episodes: data.summaries.len() };
+    if !filters.any() {
+        return;
+    }
+    let pathway_of: HashMap<EpisodeId, String> = data.summaries.iter().map(|s| (s.id, s.pathway.clone())).collect();
+    let on_pathway = |episode: &EpisodeId| match filters.pathway {
+        None => true,
+        Some(pathway) => pathway_of
+            .get(episode)
+            .is_some_and(|p| serde_json::to_value(pathway).ok() == Some(Value::String(p.clone()))),
+    };
+    let actions: Vec<OpenAction> = std::mem::take(&mut data.actions)
+        .into_iter()
+        .filter(|a| {
+            (!filters.overdue || a.overdue)
+                && (!filters.urgent || a.priority == "urgent")
+                && on_pathway(&a.episode)
+                && filters.owned_by(data.owner(a))
+        })
+        .collect();
+    // Filing is the team base's, routine, one line an episode.
+    let filing_owned = filters.owner.as_deref().is_none_or(|o| o == TEAM_BASE);
+    data.filing
+        .retain(|f| filing_owned && !filters.urgent && (!filters.overdue || f.overdue > 0) && on_pathway(&f.episode));
+    let with_actions: std::collections::HashSet<EpisodeId> =
+        actions.iter().map(|a| a.episode).chain(data.filing.iter().map(|f| f.episode)).collect();
+    let only_pathway = !filters.overdue && !filters.urgent && filters.owner.is_none();
+    data.summaries.retain(|s| on_pathway(&s.id) && (only_pathway || with_actions.contains(&s.id)));
+    data.actions = actions;
 }
 
 /// An episode's open `file_to_epr` actions, as one line of the caseload: a record each.
@@ -146,7 +281,15 @@ fn team_name(tx: &mut dyn Tx, team: &str) -> Result<String, StoreError> {
     Ok(tx.team_name(team)?.unwrap_or_else(|| team.to_owned()))
 }
 
-async fn caseload_page(State(state): State<AppState>, user: DashUser) -> Response {
+async fn caseload_page(
+    State(state): State<AppState>,
+    user: DashUser,
+    query: Result<Query<FilterQuery>, QueryRejection>,
+) -> Response {
+    let filters = match Filters::parse(query) {
+        Ok(filters) => filters,
+        Err(error) => return pages::error_page(error),
+    };
     let now = state.clock.now();
     let data = office::at_desk(&state, user.who(), user.user.teams.clone(), move |desk| {
         // `list` brings the summaries up to date (and notes each episode shown in the
@@ -160,11 +303,25 @@ async fn caseload_page(State(state): State<AppState>, user: DashUser) -> Respons
                 rates: caseload::rates(desk.conn, team, desk.now, RATE_DAYS)?,
             });
         }
-        Ok(Caseload { summaries, actions, filing, rates })
+        let mut with_actions: Vec<EpisodeId> = actions.iter().map(|a| a.episode).collect();
+        with_actions.sort();
+        with_actions.dedup();
+        let owners = office::owners(desk, &with_actions)?;
+        let mut people: Vec<String> = actions
+            .iter()
+            .filter_map(|a| owners.get(&a.episode)?.get(&a.action.parse().ok()?))
+            .flat_map(|o| o.people.iter().cloned())
+            .collect();
+        people.sort();
+        people.dedup();
+        Ok(Caseload { summaries, actions, filing, rates, owners, people, totals: Totals::default() })
     })
     .await;
     match data {
-        Ok(data) => pages::caseload(&user, &data, now).into_response(),
+        Ok(mut data) => {
+            filter(&mut data, &filters);
+            pages::caseload(&user, &data, &filters, now).into_response()
+        }
         Err(error) => pages::error_page(error),
     }
 }
@@ -320,33 +477,99 @@ fn episode_id(id: &str) -> Option<EpisodeId> {
     id.parse().ok()
 }
 
-async fn episode_page(State(state): State<AppState>, user: DashUser, Path(id): Path<String>) -> Response {
+#[derive(Deserialize)]
+struct EpisodeQuery {
+    /// The record the change just made.
+    done: Option<String>,
+}
+
+async fn episode_page(
+    State(state): State<AppState>,
+    user: DashUser,
+    Path(id): Path<String>,
+    query: Result<Query<EpisodeQuery>, QueryRejection>,
+) -> Response {
     let Some(id) = episode_id(&id) else { return pages::error_page(AppError::NotFound) };
+    // A `done` that is no record id (or a query that is not ours) only means no
+    // confirmation: the page itself is what was asked for.
+    let done = query.ok().and_then(|Query(q)| q.done).and_then(|d| d.parse::<EventId>().ok());
     let now = state.clock.now();
     let read = office::at_desk(&state, user.who(), user.user.teams.clone(), move |desk| {
-        office::read(desk, id, "read_episode")
+        let read = office::read(desk, id, "read_episode")?;
+        let directory = crate::owners::Directory::load(desk.conn, &read.episode)?;
+        let owners = crate::owners::owners(&read.episode, &read.evaluation, &directory);
+        Ok((read, owners))
     })
     .await;
     match read {
-        Ok(read) => pages::episode(&user, &read, now).into_response(),
+        Ok((read, owners)) => pages::episode(&user, &read, &owners, done, now).into_response(),
+        Err(error) => pages::error_page(error),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditPageQuery {
+    episode: Option<String>,
+    before: Option<String>,
+}
+
+/// The entries a page of the audit log shows.
+pub(crate) const AUDIT_PAGE: usize = 50;
+
+/// The audit log's page: for team managers and admins (anyone else gets a page saying
+/// so), through `office`, so that reading it is itself an entry.
+async fn audit_page(
+    State(state): State<AppState>,
+    user: DashUser,
+    query: Result<Query<AuditPageQuery>, QueryRejection>,
+) -> Response {
+    if !audit::may_read(user.user.role) {
+        return pages::error_page(AppError::Forbidden(audit::MAY_READ));
+    }
+    let Ok(Query(query)) = query else {
+        return pages::error_page(AppError::InvalidQuery("the audit log's page takes episode and before".into()));
+    };
+    let episode = match query.episode.as_deref().filter(|e| !e.is_empty()) {
+        None => None,
+        Some(text) => match episode_id(text) {
+            Some(id) => Some(id),
+            None => return pages::error_page(AppError::NotFound),
+        },
+    };
+    let before = match query.before.as_deref().filter(|b| !b.is_empty()) {
+        None => None,
+        Some(text) => match text.parse::<i64>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                return pages::error_page(AppError::InvalidQuery(
+                    "before: must be an entry's number (1 or more)".into(),
+                ));
+            }
+        },
+    };
+    let request = office::AuditRequest { episode, cursor: audit::Cursor::Before(before), limit: AUDIT_PAGE };
+    match office::audit(&state, user.who(), user.user.role, user.user.teams.clone(), request).await {
+        Ok(read) => pages::audit(&user, &read, episode, before).into_response(),
         Err(error) => pages::error_page(error),
     }
 }
 
 /// Makes one change to an episode from a checked form, then sends the browser back to
-/// the episode's page (303 See Other).
+/// the episode's page (303 See Other), whose `?done=` names the record the change made,
+/// so that the page says what was done.
 async fn change(
     state: AppState,
     user: DashUser,
     id: String,
     form: Result<Form<Fields>, FormRejection>,
-    make: impl FnOnce(&mut Desk<'_>, EpisodeId, &Fields) -> Result<(), AppError> + Send + 'static,
+    make: impl FnOnce(&mut Desk<'_>, EpisodeId, &Fields) -> Result<EventId, AppError> + Send + 'static,
 ) -> Response {
     let Some(fields) = checked(&user, form) else { return pages::forbidden_form() };
     let Some(id) = episode_id(&id) else { return pages::error_page(AppError::NotFound) };
     let made = office::at_desk(&state, user.who(), user.user.teams.clone(), move |desk| make(desk, id, &fields)).await;
     match made {
-        Ok(()) => Redirect::to(&format!("/dashboard/episodes/{id}")).into_response(),
+        Ok(record) => Redirect::to(&format!("/dashboard/episodes/{id}?done={record}#done")).into_response(),
         Err(error) => pages::error_page(error),
     }
 }
@@ -363,7 +586,7 @@ async fn resolve(
         let value: Value = field(fields, "value")
             .and_then(|v| serde_json::from_str(v).ok())
             .ok_or_else(|| AppError::InvalidBody("no value was chosen".into()))?;
-        office::set_fact(desk, id, name, value).map(drop)
+        office::set_fact(desk, id, name, value)
     })
     .await
 }
@@ -396,7 +619,7 @@ async fn filed(
         let mut record_fields = Map::new();
         record_fields.insert("records".into(), json!(records));
         record_fields.insert("epr_ref".into(), json!(epr_ref));
-        office::record(desk, id, NewRecord { kind: "filed_to_epr".into(), at: None, fields: record_fields }).map(drop)
+        office::record(desk, id, NewRecord { kind: "filed_to_epr".into(), at: None, fields: record_fields })
     })
     .await
 }

@@ -5,18 +5,21 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use episode::pathway::{Action, State, Warning, WarningCode};
-use episode::{EpisodeId, Event};
+use episode::pathway::{Action, Role, State, Warning, WarningCode};
+use std::collections::HashMap;
+
+use episode::{EpisodeId, Event, EventBody, EventId};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde_json::Value;
 
 use super::session::{CSRF_FIELD, DashUser};
-use super::{Caseload, TeamRates};
+use super::{Caseload, Filters, TEAM_BASE, TeamRates};
 use crate::caseload::Rates;
 use crate::error::AppError;
-use crate::office::{Read, json_time};
+use crate::office::{AuditRead, Read, json_time};
+use crate::owners::{Basis, Owner};
 
 /// The share of appointments to which children were not brought across eight health
 /// providers (pathway.md, WNB): 1 in 10.
@@ -34,12 +37,20 @@ header.top { display: flex; flex-wrap: wrap; gap: .5rem 1rem; align-items: cente
              padding: .6rem 1rem; background: #fff; border-bottom: 1px solid var(--line); }
 header.top .brand { font-weight: 700; font-size: 1.2rem; color: var(--accent); text-decoration: none; }
 header.top .who { margin-left: auto; color: var(--muted); }
+header.top nav { display: flex; gap: 1rem; }
 main { max-width: 72rem; margin: 0 auto; padding: 1rem; }
 h1 { font-size: 1.6rem; margin: .4rem 0 1rem; }
 h2 { font-size: 1.25rem; margin: 1.6rem 0 .6rem; }
 section { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: .4rem 1rem 1rem;
           margin-bottom: 1rem; }
 a { color: var(--accent); }
+/* A word too long for its line breaks rather than widen a page. In a table a cell still
+   asks for its longest word (`break-word`, not `anywhere`), so that a tight table does not
+   squeeze names into a letter a line; device names, which can be long ids, may break
+   anywhere (but keep room for "dashboard:"), and on a phone (below) every cell may. */
+td, dd, p, li, .who { overflow-wrap: break-word; }
+td.device, dd, p, li, .who { overflow-wrap: anywhere; }
+td.device { min-width: 11ch; }
 .muted, .utc { color: var(--muted); }
 .utc { font-size: .85em; white-space: nowrap; }
 .scroll { overflow-x: auto; }
@@ -60,7 +71,7 @@ ol.timeline { list-style: none; padding: 0; margin: 0; }
 ol.timeline li { border-left: 3px solid var(--line); padding: .4rem 0 .8rem 1rem; margin-left: .3rem; }
 ol.timeline li:target, tr:target { background: #eef4ff; }
 .kind { font-weight: 600; }
-dl.fields { display: grid; grid-template-columns: max-content 1fr; gap: .1rem 1rem; margin: .3rem 0; }
+dl.fields { display: grid; grid-template-columns: max-content minmax(0, 1fr); gap: .1rem 1rem; margin: .3rem 0; }
 dl.fields dt { color: var(--muted); }
 dl.fields dd { margin: 0; }
 form.inline { display: inline; }
@@ -78,11 +89,32 @@ a.button { display: block; text-align: center; padding: .65rem .8rem; border-rad
 .login input { width: 100%; }
 .login button { margin-top: 1rem; width: 100%; }
 .error { color: var(--late); font-weight: 600; }
+.role { color: var(--muted); font-size: .85em; }
+.done { background: #e6f4ea; border: 1px solid #b7dfc2; border-radius: 6px; padding: .6rem .8rem; margin: .5rem 0 1rem; }
+form.filters { display: flex; flex-wrap: wrap; gap: .5rem 1rem; align-items: center; margin: .2rem 0 .6rem; }
+form.filters label { display: inline-flex; gap: .4rem; align-items: center; }
+select { font: inherit; padding: .5rem; border-radius: 6px; border: 1px solid var(--line); min-height: 44px;
+         max-width: 100%; background: #fff; }
+p.pages { display: flex; gap: 1rem; flex-wrap: wrap; }
 @media (max-width: 700px) {
   body { font-size: 16px; }
   main { padding: .5rem; }
   section { padding: .3rem .6rem .8rem; }
   th, td { padding: .4rem; }
+  td { overflow-wrap: anywhere; }
+  dl.fields { grid-template-columns: minmax(0, 1fr); }
+  dl.fields dd { margin-bottom: .3rem; }
+  /* A row becomes a card: each cell on its own line under its column's name. */
+  table.stack thead { display: none; }
+  table.stack, table.stack tbody, table.stack tr, table.stack td { display: block; width: 100%; }
+  table.stack tr { border: 1px solid var(--line); border-radius: 8px; margin: .6rem 0; padding: .2rem .6rem; }
+  table.stack td { border: 0; padding: .3rem 0; display: grid; grid-template-columns: 6.5rem minmax(0, 1fr);
+                   gap: .6rem; text-align: left; }
+  table.stack td::before { content: attr(data-label); color: var(--muted); font-size: .8rem; font-weight: 600;
+                           text-transform: uppercase; letter-spacing: .03em; padding-top: .15rem; }
+  table.stack td.n { text-align: left; }
+  tr[data-state="overdue"] td:first-child { border-left: 0; }
+  table.stack tr[data-state="overdue"] { border-left: 4px solid var(--late); }
 }
 "#;
 
@@ -109,6 +141,10 @@ fn layout_moving_to(title: &str, to: Option<&str>, user: Option<&DashUser>, body
                 header.top {
                     a.brand href="/dashboard" { "Tether" }
                     @if let Some(user) = user {
+                        nav {
+                            a href="/dashboard" { "Caseload" }
+                            @if crate::audit::may_read(user.user.role) { a href="/dashboard/audit" { "Audit log" } }
+                        }
                         span.who {
                             "Signed in as " strong { (user.user.username) }
                             " (" (words(user.user.role.as_str())) ", " (user.user.teams.join(", ")) ")"
@@ -216,6 +252,7 @@ pub(crate) fn error_page(error: AppError) -> Response {
             ("Not found", "There is no such episode among your teams' episodes.".to_owned())
         }
         AppError::InvalidBody(m) => ("Not saved", format!("That could not be saved: {m}.")),
+        AppError::InvalidQuery(m) => ("Not understood", format!("That address could not be read: {m}.")),
         AppError::Forbidden(m) => ("Not allowed", format!("{m}.")),
         _ => ("Something went wrong", "Something went wrong on the server; it has been logged.".to_owned()),
     };
@@ -253,8 +290,8 @@ pub(crate) fn forbidden_form() -> Response {
 }
 
 /// `GET /dashboard`: open actions (overdue first, then by owner), the episodes with their
-/// counts, and each team's appointment rates.
-pub(crate) fn caseload(user: &DashUser, data: &Caseload, now: Timestamp) -> Markup {
+/// counts, and each team's appointment rates; the filters' form above them.
+pub(crate) fn caseload(user: &DashUser, data: &Caseload, filters: &Filters, now: Timestamp) -> Markup {
     let overdue = data.actions.iter().filter(|a| a.overdue).count();
     layout(
         "Caseload",
@@ -262,37 +299,40 @@ pub(crate) fn caseload(user: &DashUser, data: &Caseload, now: Timestamp) -> Mark
         html! {
             h1 { "Caseload" }
             p.muted { "As of " (when(now)) "." }
+            (filter_form(data, filters))
             section #actions {
                 h2 { "Open actions" }
                 @if data.actions.is_empty() {
-                    p { "No open actions." }
+                    p { @if filters.any() { "No open action matches the filters." } @else { "No open actions." } }
                 } @else {
                     p {
-                        (data.actions.len()) " open, of which " strong { (overdue) " overdue" } ". Overdue first, then by owner."
+                        (data.actions.len()) " open"
+                        @if filters.any() { " of " (data.totals.actions) " (filtered)" }
+                        ", of which " strong { (overdue) " overdue" } ". Overdue first, then by owner."
                         @if !data.filing.is_empty() { " Records to file in the EPR are listed below, an episode a line." }
                     }
-                    div.scroll {
-                        table {
-                            thead { tr { th { "Status" } th { "Action" } th { "Owner" } th { "Due" } th { "Patient" } } }
-                            tbody {
-                                @for action in &data.actions {
-                                    tr data-state=(if action.overdue { "overdue" } else { "open" }) {
-                                        td {
-                                            @if action.overdue { span.badge.overdue { "Overdue" } }
-                                            @else { span.badge { "Open" } }
-                                        }
-                                        td {
+                    table.stack {
+                        thead { tr { th { "Status" } th { "Action" } th { "Owner" } th { "Due" } th { "Patient" } } }
+                        tbody {
+                            @for action in &data.actions {
+                                tr data-state=(if action.overdue { "overdue" } else { "open" }) {
+                                    td data-label="Status" {
+                                        @if action.overdue { span.badge.overdue { "Overdue" } }
+                                        @else { span.badge { "Open" } }
+                                    }
+                                    td data-label="Action" {
+                                        span {
                                             a href={ "/dashboard/episodes/" (action.episode) "#action-" (action.action) } {
                                                 (code_title(&action.code))
                                             }
                                             @if action.priority != "routine" {
-                                                " " span.badge { (words(&action.priority)) }
+                                                " " span.badge data-priority=(action.priority) { (words(&action.priority)) }
                                             }
                                         }
-                                        td { (words(&action.owner)) }
-                                        td { (when(action.due)) }
-                                        td.patient { a href={ "/dashboard/episodes/" (action.episode) } { (action.patient_ref) } }
                                     }
+                                    td.owner data-label="Owner" { (owner_cell(data.owner(action), &action.owner)) }
+                                    td data-label="Due" { span { (when(action.due)) } }
+                                    td.patient data-label="Patient" { a href={ "/dashboard/episodes/" (action.episode) } { (action.patient_ref) } }
                                 }
                             }
                         }
@@ -305,25 +345,27 @@ pub(crate) fn caseload(user: &DashUser, data: &Caseload, now: Timestamp) -> Mark
                     p { "Nothing to file." }
                 } @else {
                     @let records: usize = data.filing.iter().map(|f| f.records).sum();
-                    p { (plural(records, "record")) " to file across " (plural(data.filing.len(), "episode")) ". Each episode's page has the form that files them." }
-                    div.scroll {
-                        table {
-                            thead { tr { th { "Status" } th { "To file" } th { "First due" } th { "Patient" } } }
-                            tbody {
-                                @for filing in &data.filing {
-                                    tr data-state=(if filing.overdue > 0 { "overdue" } else { "open" }) data-episode=(filing.episode) {
-                                        td {
-                                            @if filing.overdue > 0 { span.badge.overdue { (filing.overdue) " overdue" } }
-                                            @else { span.badge { "Open" } }
-                                        }
-                                        td {
-                                            a href={ "/dashboard/episodes/" (filing.episode) "#unfiled" } {
-                                                (plural(filing.records, "record")) " to file"
-                                            }
-                                        }
-                                        td { (when(filing.due)) }
-                                        td.patient { a href={ "/dashboard/episodes/" (filing.episode) } { (filing.patient_ref) } }
+                    p {
+                        (plural(records, "record")) " to file across " (plural(data.filing.len(), "episode"))
+                        @if filters.any() { " (" (data.totals.filing) " episodes before the filters)" }
+                        ". The team base files them; each episode's page has the form."
+                    }
+                    table.stack {
+                        thead { tr { th { "Status" } th { "To file" } th { "First due" } th { "Patient" } } }
+                        tbody {
+                            @for filing in &data.filing {
+                                tr data-state=(if filing.overdue > 0 { "overdue" } else { "open" }) data-episode=(filing.episode) {
+                                    td data-label="Status" {
+                                        @if filing.overdue > 0 { span.badge.overdue { (filing.overdue) " overdue" } }
+                                        @else { span.badge { "Open" } }
                                     }
+                                    td data-label="To file" {
+                                        a href={ "/dashboard/episodes/" (filing.episode) "#unfiled" } {
+                                            (plural(filing.records, "record")) " to file"
+                                        }
+                                    }
+                                    td data-label="First due" { span { (when(filing.due)) } }
+                                    td.patient data-label="Patient" { a href={ "/dashboard/episodes/" (filing.episode) } { (filing.patient_ref) } }
                                 }
                             }
                         }
@@ -333,26 +375,25 @@ pub(crate) fn caseload(user: &DashUser, data: &Caseload, now: Timestamp) -> Mark
             section #episodes {
                 h2 { "Episodes" }
                 @if data.summaries.is_empty() {
-                    p { "Your teams have no episodes." }
+                    p { @if filters.any() { "No episode matches the filters." } @else { "Your teams have no episodes." } }
                 } @else {
-                    div.scroll {
-                        table {
-                            thead { tr {
-                                th { "Patient" } th { "Team" } th { "Pathway" } th { "Open" } th { "Overdue" }
-                                th { "Conflicts" } th { "To file" } th { "Likely duplicates" }
-                            } }
-                            tbody {
-                                @for s in &data.summaries {
-                                    tr data-state=(if s.overdue_actions > 0 { "overdue" } else { "open" }) {
-                                        td.patient { a href={ "/dashboard/episodes/" (s.id) } { (s.patient_ref) } }
-                                        td { (s.team) }
-                                        td { (words(&s.pathway)) }
-                                        td.n { (s.open_actions) }
-                                        td.n { @if s.overdue_actions > 0 { span.badge.overdue { (s.overdue_actions) } } @else { "0" } }
-                                        td.n { (s.conflicts) }
-                                        td.n { (s.unfiled) }
-                                        td.n { (s.duplicates) }
-                                    }
+                    @if filters.any() { p { (data.summaries.len()) " of " (data.totals.episodes) " episodes (filtered)." } }
+                    table.stack {
+                        thead { tr {
+                            th { "Patient" } th { "Team" } th { "Pathway" } th { "Open" } th { "Overdue" }
+                            th { "Conflicts" } th { "To file" } th { "Likely duplicates" }
+                        } }
+                        tbody {
+                            @for s in &data.summaries {
+                                tr data-state=(if s.overdue_actions > 0 { "overdue" } else { "open" }) {
+                                    td.patient data-label="Patient" { a href={ "/dashboard/episodes/" (s.id) } { (s.patient_ref) } }
+                                    td data-label="Team" { (s.team) }
+                                    td data-label="Pathway" { (words(&s.pathway)) }
+                                    td.n data-label="Open" { (s.open_actions) }
+                                    td.n data-label="Overdue" { @if s.overdue_actions > 0 { span { span.badge.overdue { (s.overdue_actions) } } } @else { "0" } }
+                                    td.n data-label="Conflicts" { (s.conflicts) }
+                                    td.n data-label="To file" { (s.unfiled) }
+                                    td.n data-label="Duplicates" { (s.duplicates) }
                                 }
                             }
                         }
@@ -367,6 +408,80 @@ pub(crate) fn caseload(user: &DashUser, data: &Caseload, now: Timestamp) -> Mark
             }
         },
     )
+}
+
+/// The caseload's filters as a plain GET form: a page anyone can bookmark, and nothing
+/// for a script to do.
+fn filter_form(data: &Caseload, filters: &Filters) -> Markup {
+    const PATHWAYS: [&str; 5] =
+        ["urgent_referral", "routine_referral", "in_service", "home_treatment", "child_not_brought"];
+    let chosen_pathway =
+        filters.pathway.and_then(|p| serde_json::to_value(p).ok()).and_then(|v| v.as_str().map(str::to_owned));
+    // The person asked for stays in the list even when nothing of theirs is open now.
+    let mut people = data.people.clone();
+    if let Some(owner) = filters.owner.as_ref().filter(|o| o.as_str() != TEAM_BASE && !people.contains(o)) {
+        people.push(owner.clone());
+        people.sort();
+    }
+    html! {
+        form.filters #filters method="get" action="/dashboard" role="search" aria-label="Filter the caseload" {
+            label { input type="checkbox" name="overdue" value="1" checked[filters.overdue]; "Overdue only" }
+            label { input type="checkbox" name="urgent" value="1" checked[filters.urgent]; "Urgent only" }
+            label {
+                "Owner "
+                select name="owner" {
+                    option value="" { "Anyone" }
+                    @for person in &people {
+                        option value=(person) selected[filters.owner.as_deref() == Some(person.as_str())] { (person) }
+                    }
+                    option value=(TEAM_BASE) selected[filters.owner.as_deref() == Some(TEAM_BASE)] { "Team base" }
+                }
+            }
+            label {
+                "Pathway "
+                select name="pathway" {
+                    option value="" { "Any" }
+                    @for pathway in PATHWAYS {
+                        option value=(pathway) selected[chosen_pathway.as_deref() == Some(pathway)] { (capitalise(&words(pathway))) }
+                    }
+                }
+            }
+            button type="submit" { "Filter" }
+            @if filters.any() { a href="/dashboard" { "Clear the filters" } }
+        }
+    }
+}
+
+/// Who answers for an action: the people by name, with the role beside them (and why
+/// those people, when it is not plain).
+fn owner_cell(owner: Option<&Owner>, role: &str) -> Markup {
+    let role_text = words(role);
+    let Some(owner) = owner else {
+        return html! { span.role { (role_text) } };
+    };
+    html! {
+        span {
+            @if owner.people.is_empty() {
+                @match owner.basis {
+                    Basis::Team => strong { "Team base" },
+                    _ => strong { "No one named" },
+                }
+            } @else {
+                strong { (owner.people.join(", ")) }
+            }
+            " " span.role {
+                "(" (role_text)
+                @match (owner.basis, owner.role) {
+                    (Basis::OpenedBy, _) => { "; no care coordinator set: opened the episode" }
+                    (Basis::Recorded, _) => { "; made the visit" }
+                    (Basis::TeamManagers, Role::OnCallManager) => { "; out of hours, the trust's on-call rota" }
+                    (Basis::TeamManagers, _) if owner.people.is_empty() => { "; the team has no manager in Tether" }
+                    _ => {}
+                }
+                ")"
+            }
+        }
+    }
 }
 
 /// "1 record", "4 records".
@@ -409,8 +524,15 @@ fn percent(count: i64, total: i64) -> String {
     format!("{}%", (count * 200 + total) / (total * 2))
 }
 
-/// `GET /dashboard/episodes/{id}`: everything about one episode.
-pub(crate) fn episode(user: &DashUser, read: &Read, now: Timestamp) -> Markup {
+/// `GET /dashboard/episodes/{id}`: everything about one episode; what the change just made
+/// did, when `done` names its record.
+pub(crate) fn episode(
+    user: &DashUser,
+    read: &Read,
+    owners: &HashMap<uuid::Uuid, Owner>,
+    done: Option<EventId>,
+    now: Timestamp,
+) -> Markup {
     let episode = &read.episode;
     let id = episode.id;
     let timeline = read.timeline();
@@ -432,11 +554,17 @@ pub(crate) fn episode(user: &DashUser, read: &Read, now: Timestamp) -> Markup {
         Some(user),
         html! {
             p { a href="/dashboard" { "← Caseload" } }
+            @if let Some(done) = done.and_then(|id| timeline.iter().find(|e| e.id == id && e.by == user.user.username)) {
+                (done_notice(done, &timeline))
+            }
             h1 { "Episode " (episode.patient_ref.as_str()) }
             p.muted {
                 (capitalise(&fact_text(&episode.to_json(), "pathway"))) " · team " (episode.team)
                 " · opened " (when(episode.opened_at)) " by " (episode.opened_by)
                 " · as of " (when(now))
+                @if crate::audit::may_read(user.user.role) {
+                    " · " a href={ "/dashboard/audit?episode=" (id) } { "its audit log" }
+                }
             }
             @if !read.evaluation.warnings.is_empty() {
                 section #warnings {
@@ -475,12 +603,12 @@ pub(crate) fn episode(user: &DashUser, read: &Read, now: Timestamp) -> Markup {
                 @if current.is_empty() {
                     p { "Nothing is due." }
                 } @else {
-                    (action_table(&current, episode.id, &timeline))
+                    (action_table(&current, episode.id, &timeline, owners))
                 }
                 @if !past.is_empty() {
                     details {
                         summary { "Done or cancelled (" (past.len()) ")" }
-                        (action_table(&past, episode.id, &timeline))
+                        (action_table(&past, episode.id, &timeline, owners))
                     }
                 }
             }
@@ -523,8 +651,10 @@ pub(crate) fn episode(user: &DashUser, read: &Read, now: Timestamp) -> Markup {
                     h2 { "Likely duplicates" }
                     @for duplicate in &read.duplicates {
                         p {
-                            (words(duplicate.kind))
-                            @if let Some(target) = &duplicate.target { " (" (words(target)) ")" }
+                            (capitalise(&words(duplicate.kind)))
+                            @if let (Some(field), Some(target)) = (duplicate.target_field, &duplicate.target) {
+                                " (" (words(field)) ": " (field_value(&Value::String(target.clone()), &timeline)) ")"
+                            }
                             " recorded " (duplicate.records.len()) " times from different devices: "
                             @for (i, record) in duplicate.records.iter().enumerate() {
                                 @if i > 0 { ", " }
@@ -555,28 +685,37 @@ pub(crate) fn episode(user: &DashUser, read: &Read, now: Timestamp) -> Markup {
     )
 }
 
-fn action_table(actions: &[&Action], episode: EpisodeId, timeline: &[&Event]) -> Markup {
+fn action_table(
+    actions: &[&Action],
+    episode: EpisodeId,
+    timeline: &[&Event],
+    owners: &HashMap<uuid::Uuid, Owner>,
+) -> Markup {
     html! {
-        div.scroll {
-            table {
-                thead { tr { th { "Action" } th { "Status" } th { "Due" } th { "Owner" } th { "Why" } } }
-                tbody {
-                    @for action in actions {
-                        tr #{ "action-" (action.id) } data-state=(state_name(action.state)) {
-                            td { (action.title) br; span.muted { (action.code.as_str()) } }
-                            td {
+        table.stack {
+            thead { tr { th { "Action" } th { "Status" } th { "Due" } th { "Owner" } th { "Why" } } }
+            tbody {
+                @for action in actions {
+                    tr #{ "action-" (action.id) } data-state=(state_name(action.state)) {
+                        td data-label="Action" { span { (action.title) br; span.muted { (action.code.as_str()) } } }
+                        td data-label="Status" {
+                            span {
                                 span.badge.overdue[action.state == State::Overdue].done[action.state == State::Done] {
                                     (capitalise(state_name(action.state)))
                                 }
                                 @if action.late { " " span.badge { "late" } }
                                 @if let Some(by) = action.resolved_by { br; "by " (record_link(by, timeline)) }
                             }
-                            td {
+                        }
+                        td data-label="Due" {
+                            span {
                                 (when(action.due))
                                 @if action.state == State::Upcoming { br; span.muted { "from " (when(action.active_from)) } }
                             }
-                            td { (words(&action.owner.to_string())) }
-                            td {
+                        }
+                        td.owner data-label="Owner" { (owner_cell(owners.get(&action.id), &action.owner.to_string())) }
+                        td data-label="Why" {
+                            span {
                                 "Policy section " (action.cites) ", after "
                                 @if action.trigger == episode { "the episode was opened" }
                                 @else { (record_link(action.trigger, timeline)) }
@@ -587,6 +726,94 @@ fn action_table(actions: &[&Action], episode: EpisodeId, timeline: &[&Event]) ->
             }
         }
     }
+}
+
+/// What the change that made `record` did, in words: the confirmation a change lands on.
+fn done_notice(record: &Event, timeline: &[&Event]) -> Markup {
+    html! {
+        div.done #done role="status" data-done=(record.body.kind()) {
+            strong { "Saved. " }
+            @match &record.body {
+                EventBody::FactChanged(changed) => {
+                    (capitalise(&words(changed.field.as_str()))) " is now " strong { (value_text(&changed.value.to_json())) } "."
+                }
+                EventBody::FiledToEpr(filed) => {
+                    (capitalise(&plural(filed.records.len(), "record"))) " filed under EPR reference " strong { (filed.epr_ref) } ": "
+                    @for (i, filed) in filed.records.iter().enumerate() {
+                        @if i > 0 { ", " }
+                        (record_link(*filed, timeline))
+                    }
+                    "."
+                }
+                _ => { (kind_text(record)) " recorded." }
+            }
+            " Recorded by " (record.by) " at " (local(record.at))
+            "; the phones receive it at their next sync. " a href={ "#record-" (record.id) } { "See it in the timeline" }
+        }
+    }
+}
+
+/// `GET /dashboard/audit`: a page of the audit log, newest first, with the way to older
+/// entries.
+pub(crate) fn audit(user: &DashUser, read: &AuditRead, episode: Option<EpisodeId>, before: Option<i64>) -> Markup {
+    let older = if read.more { read.entries.last().map(|e| e.n) } else { None };
+    let query = |before: i64| match episode {
+        Some(id) => format!("/dashboard/audit?episode={id}&before={before}"),
+        None => format!("/dashboard/audit?before={before}"),
+    };
+    layout(
+        "Audit log",
+        Some(user),
+        html! {
+            p { a href="/dashboard" { "← Caseload" } }
+            h1 { "Audit log" }
+            p.muted {
+                @match episode {
+                    Some(id) => { "Every read and write of " a href={ "/dashboard/episodes/" (id) } { "this episode" } ", newest first. " a href="/dashboard/audit" { "The whole team's" } "." }
+                    None => { "Every read and write of your teams' episodes, newest first." }
+                }
+                " Reading this page is itself in the log."
+            }
+            section #audit {
+                @if read.entries.is_empty() {
+                    p { @if before.is_some() { "No older entries." } @else { "Nothing in the log yet." } }
+                } @else {
+                    table.stack {
+                        thead { tr { th { "Entry" } th { "When" } th { "Who" } th { "Device" } th { "Via" } th { "What" } th { "Episode" } } }
+                        tbody {
+                            @for entry in &read.entries {
+                                tr data-n=(entry.n) data-action=(entry.action) {
+                                    td.n data-label="Entry" { (entry.n) }
+                                    td data-label="When" { span { (when(entry.at)) } }
+                                    td data-label="Who" { (entry.username) }
+                                    td.device data-label="Device" { (entry.device) }
+                                    td data-label="Via" { (enum_text(&entry.via)) }
+                                    td data-label="What" {
+                                        span {
+                                            (capitalise(&words(&entry.action)))
+                                            @if let Some(detail) = &entry.detail { " " span.muted { (words(detail)) } }
+                                        }
+                                    }
+                                    td data-label="Episode" {
+                                        @match entry.episode.as_deref() {
+                                            Some(e) => a href={ "/dashboard/episodes/" (e) } title=(e) { (e.get(..8).unwrap_or(e)) "…" },
+                                            None => "—",
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                p.pages {
+                    @if before.is_some() {
+                        a href=(match episode { Some(id) => format!("/dashboard/audit?episode={id}"), None => "/dashboard/audit".to_owned() }) { "Newest entries" }
+                    }
+                    @if let Some(n) = older { a rel="next" href=(query(n)) { "Older entries" } }
+                }
+            }
+        },
+    )
 }
 
 fn warning_item(warning: &Warning, timeline: &[&Event]) -> Markup {
@@ -717,10 +944,11 @@ fn value_text(value: &Value) -> String {
 }
 
 /// A snake_case name in words (`did_not_attend` -> "did not attend"); anything else (free
-/// text, references) is left as it is.
+/// text, references) is left as it is. Names are ASCII identifiers, so the possessive
+/// of `childrens_services` (a fact, a party) is put back: "children's services".
 pub(crate) fn words(name: &str) -> String {
     if !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
-        name.replace('_', " ")
+        name.split('_').map(|word| if word == "childrens" { "children's" } else { word }).collect::<Vec<_>>().join(" ")
     } else {
         name.to_owned()
     }
@@ -766,4 +994,20 @@ fn when(at: Timestamp) -> Markup {
 
 fn local(at: Timestamp) -> String {
     at.to_zoned_datetime(LONDON.clone()).strftime("%a %-d %b %Y, %H:%M %Z").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{capitalise, words};
+
+    #[test]
+    fn names_read_as_words_and_the_possessive_keeps_its_apostrophe() {
+        assert_eq!(capitalise(&words("childrens_services_involved")), "Children's services involved");
+        assert_eq!(words("childrens_services"), "children's services");
+        assert_eq!(words("did_not_attend"), "did not attend");
+        // Free text and references are left as written.
+        assert_eq!(words("childrens"), "children's");
+        assert_eq!(words("Childrens_x"), "Childrens_x");
+        assert_eq!(words("EPR-1"), "EPR-1");
+    }
 }

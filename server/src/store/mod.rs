@@ -24,7 +24,7 @@ use episode::EpisodeId;
 pub use self::postgres::{PgError, SCHEMA_FILES as POSTGRES_SCHEMA};
 pub use target::Target;
 
-use crate::audit::{Entry, Row as AuditRow};
+use crate::audit::{Cursor as AuditCursor, Entry, Row as AuditRow, Scope as AuditScope};
 pub use crate::auth::store::PendingSignIn;
 use crate::caseload::{OpenAction, Rates, Summary};
 use crate::error::AppError;
@@ -243,6 +243,10 @@ pub trait Tx {
     fn list_users(&mut self) -> Result<Vec<UserRow>>;
     fn set_role(&mut self, user_id: &str, role: &str) -> Result<()>;
     fn clear_user_teams(&mut self, user_id: &str) -> Result<()>;
+    /// The usernames of the team's managers who may act (not disabled), sorted.
+    fn team_managers(&mut self, team: &str) -> Result<Vec<String>>;
+    /// The username of the user with this id, else of the user with this username.
+    fn username_of(&mut self, id_or_username: &str) -> Result<Option<String>>;
 
     // People who sign in with an identity provider, and sign-ins under way (schema 5).
     /// The user a provider's subject is, and whether they are disabled.
@@ -333,6 +337,9 @@ pub trait Tx {
     /// chains the entries written before (the update trigger is dropped then).
     fn rechain_audit(&mut self, entry: &ChainedEntry, head: bool) -> Result<()>;
     fn audit_entries(&mut self, episode: EpisodeId) -> Result<Vec<Entry>>;
+    /// Up to `limit` entries of `scope` from `cursor`, in the cursor's order (`audit`'s
+    /// pages: a team's log, or one episode's).
+    fn audit_page(&mut self, scope: AuditScope<'_>, cursor: AuditCursor, limit: usize) -> Result<Vec<Entry>>;
 
     // Summaries.
     fn put_summary(&mut self, summary: &SummaryRecord<'_>) -> Result<()>;

@@ -21,7 +21,7 @@ use super::{
     AUDIT_CHAIN_SCHEMA, ChainedEntry, Conn, EpisodeRow, Login, OpenError, PendingSignIn, PresentedToken, Registration,
     Result, StoreError, SummaryRecord, Transaction, Tx, UserRow, parse_id,
 };
-use crate::audit::{Entry, Row as AuditRow};
+use crate::audit::{Cursor as AuditCursor, Entry, Row as AuditRow, Scope as AuditScope};
 use crate::caseload::{OpenAction, Rates, Summary};
 
 /// Each schema's upgrade from the one before, as PostgreSQL reads them: version for
@@ -725,6 +725,27 @@ impl Tx for Pg<'_> {
         Ok(())
     }
 
+    fn team_managers(&mut self, team: &str) -> Result<Vec<String>> {
+        self.query(
+            "SELECT u.username FROM users u JOIN user_teams t ON t.user_id = u.id
+             WHERE t.team_id = $1 AND u.role = 'team_manager' AND NOT u.disabled ORDER BY u.username",
+            &[&team],
+        )?
+        .iter()
+        .map(|r| get(r, 0))
+        .collect()
+    }
+
+    fn username_of(&mut self, id_or_username: &str) -> Result<Option<String>> {
+        match self.query_opt(
+            "SELECT username FROM users WHERE id = $1 OR username = $1 ORDER BY id = $1 DESC LIMIT 1",
+            &[&id_or_username],
+        )? {
+            Some(row) => Ok(Some(get(&row, 0)?)),
+            None => Ok(None),
+        }
+    }
+
     fn clear_user_teams(&mut self, user_id: &str) -> Result<()> {
         self.execute("DELETE FROM user_teams WHERE user_id = $1", &[&user_id])?;
         Ok(())
@@ -1102,6 +1123,48 @@ impl Tx for Pg<'_> {
             self.execute("UPDATE audit_head SET n = $1, hash = $2 WHERE id = 1", &[&e.row.n, &e.hash])?;
         }
         Ok(())
+    }
+
+    fn audit_page(&mut self, scope: AuditScope<'_>, cursor: AuditCursor, limit: usize) -> Result<Vec<Entry>> {
+        // The teams as one array parameter; no episode is `NULL`. Two statements, one
+        // for each direction.
+        let teams: Vec<String> = scope.teams.to_vec();
+        let episode: Option<String> = scope.episode.map(|e| e.to_string());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = match cursor {
+            AuditCursor::After(n) => self.query(
+                "SELECT a.n, a.at, a.user_id, a.username, a.device, a.via, a.action, a.episode, a.detail
+                 FROM audit a LEFT JOIN episodes e ON e.id = a.episode
+                 WHERE (e.team = ANY($1) OR ($2 AND a.episode IS NULL))
+                   AND ($3::text IS NULL OR a.episode = $3) AND a.n > $4
+                 ORDER BY a.n ASC LIMIT $5",
+                &[&teams, &scope.unscoped, &episode, &n, &limit],
+            )?,
+            AuditCursor::Before(before) => self.query(
+                "SELECT a.n, a.at, a.user_id, a.username, a.device, a.via, a.action, a.episode, a.detail
+                 FROM audit a LEFT JOIN episodes e ON e.id = a.episode
+                 WHERE (e.team = ANY($1) OR ($2 AND a.episode IS NULL))
+                   AND ($3::text IS NULL OR a.episode = $3) AND a.n < $4
+                 ORDER BY a.n DESC LIMIT $5",
+                &[&teams, &scope.unscoped, &episode, &before.unwrap_or(i64::MAX), &limit],
+            )?,
+        };
+        rows.iter()
+            .map(|r| {
+                let via: String = get(r, 5)?;
+                super::sqlite::entry(
+                    get(r, 0)?,
+                    get(r, 1)?,
+                    get(r, 2)?,
+                    get(r, 3)?,
+                    get(r, 4)?,
+                    &via,
+                    get(r, 6)?,
+                    get(r, 7)?,
+                    get(r, 8)?,
+                )
+            })
+            .collect()
     }
 
     fn audit_entries(&mut self, episode: EpisodeId) -> Result<Vec<Entry>> {

@@ -10,7 +10,7 @@ use super::{
     AUDIT_CHAIN_SCHEMA, ChainedEntry, Conn, EpisodeRow, Login, PendingSignIn, PresentedToken, Registration, Result,
     StoreError, SummaryRecord, Transaction, Tx, UserRow, parse_id,
 };
-use crate::audit::{Entry, Row as AuditRow, Via};
+use crate::audit::{Cursor as AuditCursor, Entry, Row as AuditRow, Scope as AuditScope, Via};
 use crate::caseload::{OpenAction, Rates, Summary};
 
 /// A connection in autocommit (`tx` is `None`) or a transaction, rolled back when
@@ -467,6 +467,23 @@ impl Tx for Sqlite<'_> {
         Ok(())
     }
 
+    fn team_managers(&mut self, team: &str) -> Result<Vec<String>> {
+        let mut statement = self.c().prepare_cached(
+            "SELECT u.username FROM users u JOIN user_teams t ON t.user_id = u.id
+             WHERE t.team_id = ?1 AND u.role = 'team_manager' AND u.disabled = 0 ORDER BY u.username",
+        )?;
+        let rows = statement.query_map([team], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn username_of(&mut self, id_or_username: &str) -> Result<Option<String>> {
+        Ok(self
+            .c()
+            .prepare_cached("SELECT username FROM users WHERE id = ?1 OR username = ?1 ORDER BY id = ?1 DESC LIMIT 1")?
+            .query_row([id_or_username], |r| r.get(0))
+            .optional()?)
+    }
+
     fn clear_user_teams(&mut self, user_id: &str) -> Result<()> {
         self.c().execute("DELETE FROM user_teams WHERE user_id = ?1", [user_id])?;
         Ok(())
@@ -865,6 +882,73 @@ impl Tx for Sqlite<'_> {
                 .execute(params![e.row.n, e.hash])?;
         }
         Ok(())
+    }
+
+    fn audit_page(&mut self, scope: AuditScope<'_>, cursor: AuditCursor, limit: usize) -> Result<Vec<Entry>> {
+        use rusqlite::types::Value;
+        // SQLite has no arrays: one placeholder a team. The statement varies only with
+        // the number of teams, so the cache keeps a few.
+        let mut params: Vec<Value> = Vec::new();
+        let mut wanted = Vec::new();
+        if !scope.teams.is_empty() {
+            let slots: Vec<String> = scope
+                .teams
+                .iter()
+                .map(|team| {
+                    params.push(Value::Text(team.clone()));
+                    format!("?{}", params.len())
+                })
+                .collect();
+            wanted.push(format!("e.team IN ({})", slots.join(", ")));
+        }
+        if scope.unscoped {
+            wanted.push("a.episode IS NULL".to_owned());
+        }
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut filter = format!("({})", wanted.join(" OR "));
+        if let Some(episode) = scope.episode {
+            params.push(Value::Text(episode.to_string()));
+            filter.push_str(&format!(" AND a.episode = ?{}", params.len()));
+        }
+        let order = match cursor {
+            AuditCursor::After(n) => {
+                params.push(Value::Integer(n));
+                format!(" AND a.n > ?{} ORDER BY a.n ASC", params.len())
+            }
+            AuditCursor::Before(Some(n)) => {
+                params.push(Value::Integer(n));
+                format!(" AND a.n < ?{} ORDER BY a.n DESC", params.len())
+            }
+            AuditCursor::Before(None) => " ORDER BY a.n DESC".to_owned(),
+        };
+        params.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+        let sql = format!(
+            "SELECT a.n, a.at, a.user_id, a.username, a.device, a.via, a.action, a.episode, a.detail
+             FROM audit a LEFT JOIN episodes e ON e.id = a.episode WHERE {filter}{order} LIMIT ?{}",
+            params.len()
+        );
+        let mut statement = self.c().prepare_cached(&sql)?;
+        let rows = statement.query_map(rusqlite::params_from_iter(params), |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, String>(6)?,
+                r.get::<_, Option<String>>(7)?,
+                r.get::<_, Option<String>>(8)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (n, at, user_id, username, device, via, action, episode, detail) = row?;
+            out.push(entry(n, at, user_id, username, device, &via, action, episode, detail)?);
+        }
+        Ok(out)
     }
 
     fn audit_entries(&mut self, episode: EpisodeId) -> Result<Vec<Entry>> {
