@@ -5,7 +5,8 @@
 //! - `tether pathway rules`: the rule table the rules are evaluated from, the warnings
 //!   and every local default, as Markdown (with the defaults, `docs/rules.md`).
 //!
-//! - `tether serve [--db PATH|URL] [--addr HOST:PORT]`: the HTTP server (see `server::serve`).
+//! - `tether serve [--config FILE] [--db PATH|URL] [--addr HOST:PORT] [--print-config]`: the
+//!   HTTP server (see `server::serve`; its settings, `server::config`).
 //!   Every command's `--db` is a SQLite file's path or a `postgres://` URL.
 //! - `tether team add --db PATH --id ID --name NAME`: adds a team.
 //! - `tether user add --db PATH --username NAME --role ROLE --team ID [--team ID …]`: adds
@@ -23,7 +24,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use episode::pathway::{self, Calendar, Defaults};
 use server::accounts::{self, AccountError, Password, Role, TeamId, Username};
 use server::config::ServeConfig;
@@ -151,8 +152,38 @@ enum PathwayCommand {
     },
 }
 
+/// The command line, with `tether serve`'s settings file read in below its flags and
+/// environment; `--print-config` prints them and exits here.
+fn parse() -> Result<Cli, String> {
+    let command = Cli::command();
+    let mut matches = command.clone().get_matches();
+    let mut from_file = std::collections::BTreeSet::new();
+    if let Some(("serve", serve)) = matches.subcommand() {
+        let spec = command.find_subcommand("serve").ok_or("the serve command is missing")?;
+        if let Some(path) = serve.get_one::<PathBuf>("config") {
+            let (flags, keys) = server::config::file_flags(spec, serve, path).map_err(|e| format!("{e:#}"))?;
+            from_file = keys;
+            let argv: Vec<std::ffi::OsString> = std::env::args_os().chain(flags).collect();
+            matches = command.clone().try_get_matches_from(argv).unwrap_or_else(|e| e.exit());
+        }
+        if let Some(("serve", serve)) = matches.subcommand()
+            && serve.get_flag("print_config")
+        {
+            print!("{}", server::config::render(spec, serve, &from_file));
+            std::process::exit(0);
+        }
+    }
+    Cli::from_arg_matches(&matches).map_err(|e| e.to_string())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(message) => {
+            eprintln!("tether: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         Command::Audit(AuditCommand::Verify { db }) => return audit_verify(&db.db),
         Command::Serve(config) => serve(*config),

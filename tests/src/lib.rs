@@ -78,6 +78,8 @@ pub fn server_child() {
         trusted_proxies: Vec::new(),
         metrics_addr: None,
         metrics_token: None,
+        config: None,
+        print_config: false,
     };
     let _ = server::serve::init_logging(&std::env::var("TETHER_LOG").unwrap_or_else(|_| "warn".into()));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
