@@ -106,6 +106,10 @@ pub struct ServeConfig {
     /// What to log, as `LEVEL` or `TARGET=LEVEL,…` (e.g. `info` or `warn,server=debug`).
     #[arg(long, env = "TETHER_LOG", default_value = "info")]
     pub log: String,
+    /// How log lines are written: `text`, or `json` (one object a line, each line of a
+    /// request with its `request_id`, which the answer's `x-request-id` also gives).
+    #[arg(long, env = "TETHER_LOG_FORMAT", value_enum, default_value_t = crate::serve::LogFormat::Text)]
+    pub log_format: crate::serve::LogFormat,
 }
 
 /// The settings whose values `--print-config` masks.

@@ -231,7 +231,7 @@ fn rules(defaults: Option<&std::path::Path>) -> Result<(), String> {
 }
 
 fn serve(config: ServeConfig) -> Result<(), String> {
-    server::serve::init_logging(&config.log).map_err(|e| format!("{e:#}"))?;
+    server::serve::init_logging(&config.log, config.log_format).map_err(|e| format!("{e:#}"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -13,14 +13,32 @@ use tracing_subscriber::prelude::*;
 use crate::config::ServeConfig;
 use crate::{AppState, Clock, Db, app, auth, caseload, demo, listen, metrics};
 
-/// Logs go to stderr as text, filtered by `filter` (`info`, `warn,server=debug`, …).
-pub fn init_logging(filter: &str) -> anyhow::Result<()> {
+/// Logs go to stderr, filtered by `filter` (`info`, `warn,server=debug`, …): as text, or
+/// as one JSON object a line (for a log collector), each line of a request carrying its
+/// span's `request_id`.
+pub fn init_logging(filter: &str, format: LogFormat) -> anyhow::Result<()> {
     let targets: Targets = filter.parse().with_context(|| "TETHER_LOG / --log is not a valid log filter")?;
-    let layer =
-        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     // A second call (tests) keeps the first subscriber.
-    let _ = tracing_subscriber::registry().with(layer.with_filter(targets)).try_init();
+    let _ = match format {
+        LogFormat::Text => tracing_subscriber::registry()
+            .with(layer.with_ansi(std::io::stderr().is_terminal()).with_filter(targets))
+            .try_init(),
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(layer.json().with_current_span(false).with_span_list(true).with_filter(targets))
+            .try_init(),
+    };
     Ok(())
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Text for a person at a terminal.
+    #[default]
+    Text,
+    /// One JSON object a line.
+    Json,
 }
 
 /// Runs the server until ctrl-c or SIGTERM.
