@@ -11,7 +11,8 @@
 //! - `clock`: the injectable clock that token expiry and throttling read.
 //! - `client`: the client's address (the socket's peer, or behind a trusted proxy, its
 //!   `X-Forwarded-For`), as the failed sign-in throttle counts it.
-//! - `config`: `tether serve`'s flags and environment, as one typed struct.
+//! - `config`: `tether serve`'s settings from flags, environment and a TOML file, as one
+//!   typed struct.
 //! - `db`: opening the SQLite database, its schema (`schema/*.sql`) and migrations.
 //! - `store`: the storage boundary: every statement, behind one trait, on SQLite and on
 //!   PostgreSQL (`schema/postgres/*.sql`); `Db`, the handle; `--db`'s `Target`.
@@ -38,10 +39,12 @@
 //!   header-read and idle timeouts, the peer's address on every request.
 //! - `bodies`: request bodies at the edge: a budget of bytes in flight, a minimum rate.
 //! - `serve`: binding, logging, and graceful shutdown on ctrl-c and SIGTERM.
+//! - `backup`: `tether backup` and `tether restore`, SQLite's online backup.
 
 pub mod accounts;
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod bodies;
 pub mod caseload;
 pub mod client;

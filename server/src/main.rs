@@ -17,6 +17,10 @@
 //!   how they sign in (a password, or an identity provider).
 //! - `tether user reset-password --db PATH --username NAME`: a local user's new password,
 //!   from `TETHER_PASSWORD` or the first line of stdin.
+//! - `tether backup --db PATH --to FILE [--force]`: a consistent copy of a SQLite database
+//!   while a server runs on it (`server::backup`).
+//! - `tether restore --from FILE --db PATH [--force]`: puts a backup in place, with no
+//!   server running on it.
 //! - `tether audit verify --db PATH`: checks the audit log's hash chain; exit 0 when it
 //!   holds, 1 naming the first broken entry.
 
@@ -53,6 +57,28 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Copy a SQLite database, consistently, while a server runs on it.
+    Backup {
+        #[command(flatten)]
+        db: DbArg,
+        /// The backup file to write (0600; refused if it exists, unless --force).
+        #[arg(long)]
+        to: PathBuf,
+        /// Replace an existing backup file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Put a backup in place as a database (with no server running on it).
+    Restore {
+        /// The backup file (from `tether backup`).
+        #[arg(long)]
+        from: PathBuf,
+        #[command(flatten)]
+        db: DbArg,
+        /// Replace an existing database.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -187,6 +213,19 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Audit(AuditCommand::Verify { db }) => return audit_verify(&db.db),
         Command::Serve(config) => serve(*config),
+        Command::Backup { db, to, force } => server::backup::backup(&db.db, &to, force, Default::default())
+            .map(|c| println!("tether: backed up {} pages (schema {}) to {}", c.pages, c.schema, to.display()))
+            .map_err(|e| format!("{e:#}")),
+        Command::Restore { from, db, force } => server::backup::restore(&from, &db.db, force)
+            .map(|c| {
+                println!(
+                    "tether: restored {} (schema {}) as {}; the server upgrades it at start",
+                    from.display(),
+                    c.schema,
+                    db.db
+                )
+            })
+            .map_err(|e| format!("{e:#}")),
         Command::Team(TeamCommand::Add { db, id, name }) => team_add(&db.db, &id, &name),
         Command::User(UserCommand::Add { db, username, role, teams }) => user_add(&db.db, &username, role, &teams),
         Command::User(UserCommand::Disable { db, username }) => user_disable(&db.db, &username, true),
