@@ -35,6 +35,16 @@ pub struct ServeConfig {
     /// The address to listen on (port 0 picks a free port).
     #[arg(long, env = "TETHER_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key). Reloaded when the
+    /// file changes (see --tls-reload-secs).
+    #[arg(long, env = "TETHER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (0600, the server's user's only).
+    #[arg(long, env = "TETHER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// How often, in seconds, the certificate and key files are checked for a change.
+    #[arg(long, env = "TETHER_TLS_RELOAD_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub tls_reload_secs: u64,
     /// The access tokens' signing secret, at least 32 bytes. Give it in the environment,
     /// not as a flag. Required on PostgreSQL. Without it the server uses the key file
     /// beside the SQLite database (`DB.keys`), made with a new random key, 0600, at first

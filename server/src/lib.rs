@@ -40,6 +40,7 @@
 //! - `bodies`: request bodies at the edge: a budget of bytes in flight, a minimum rate.
 //! - `serve`: binding, logging, and graceful shutdown on ctrl-c and SIGTERM.
 //! - `backup`: `tether backup` and `tether restore`, SQLite's online backup.
+//! - `tls`: HTTPS with rustls (ring), the certificate reloaded when its files change.
 
 pub mod accounts;
 pub mod audit;
@@ -69,6 +70,7 @@ pub mod oidc;
 pub mod serve;
 pub mod store;
 mod sync;
+pub mod tls;
 
 use std::sync::Arc;
 
