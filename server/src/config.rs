@@ -176,7 +176,10 @@ pub fn file_flags(
         }
         // The values through the flag's own parser now, so that an error names the key
         // and the file rather than a flag nobody typed.
-        let alone = clap::Command::new("file").no_binary_name(true).arg(arg.clone().env(None::<&str>));
+        // (Alone: without its environment variable or the other arguments it requires.)
+        let alone = clap::Command::new("file")
+            .no_binary_name(true)
+            .arg(arg.clone().env(None::<&str>).requires(clap::builder::Resettable::<clap::Id>::Reset).required(false));
         if let Err(e) = alone.try_get_matches_from(&values) {
             let secret = SECRETS.contains(&key.as_str()) || key == "db";
             let why = match std::error::Error::source(&e) {

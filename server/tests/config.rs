@@ -39,6 +39,7 @@ fn a_flag_beats_the_environment_which_beats_the_file_which_beats_the_default() {
     let config = write_config(
         dir.path(),
         "addr = \"127.0.0.1:7001\"\nheader_timeout_secs = 21\nidle_timeout_secs = 31\n\
+         tls_cert = \"/etc/tether/cert.pem\"\ntls_key = \"/etc/tether/key.pem\"\nlog_format = \"json\"\n\
          trusted_proxies = [\"10.0.0.1\", \"10.0.0.2\"]\ndemo = true\n",
     );
     let out = tether(
@@ -53,6 +54,8 @@ fn a_flag_beats_the_environment_which_beats_the_file_which_beats_the_default() {
     assert_eq!(line(&printed, "trusted_proxies"), "trusted_proxies = [\"10.0.0.1\", \"10.0.0.2\"]  # file");
     assert_eq!(line(&printed, "demo"), "demo = true  # file");
     assert_eq!(line(&printed, "slow_body_secs"), "slow_body_secs = 10  # default");
+    assert_eq!(line(&printed, "tls_key"), "tls_key = \"/etc/tether/key.pem\"  # file");
+    assert_eq!(line(&printed, "log_format"), "log_format = \"json\"  # file");
 
     // What it prints is a file it reads back to the same settings.
     let again = write_config(dir.path(), &printed);
@@ -96,6 +99,7 @@ fn a_bad_file_is_refused_naming_the_key_and_never_a_secret() {
         ("trusted_proxies = \"10.0.0.1\"\n", "`trusted_proxies` must be an array"),
         ("[serve]\naddr = 1\n", "unknown key `serve`"),
         ("addr = \n", "not valid TOML"),
+        ("log_format = \"xml\"\n", "`log_format`: not a valid value"),
     ] {
         let config = write_config(dir.path(), text);
         let out = tether(&["serve", "--config", &config, "--print-config"], &[]);
