@@ -1,12 +1,32 @@
-//! `tether serve`'s configuration: one typed struct from flags and the environment.
+//! `tether serve`'s configuration: one typed struct from flags, the environment and a
+//! TOML file, in that order of precedence (a flag over its `TETHER_…` variable over the
+//! file's key over the default).
+//!
+//! The file's keys are the struct's field names (`addr`, `header_timeout_secs`,
+//! `trusted_proxies`, …). Rather than a second, hand-kept parser, each key the flags and
+//! the environment left unset becomes its flag, and clap parses the whole again: every
+//! value is checked by the one parser, with the one set of ranges.
 
+use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use clap::parser::ValueSource;
 
 /// How to run the server.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeConfig {
+    /// A TOML file of settings: any of these flags' long names with `_` for `-`
+    /// (`addr = "0.0.0.0:8443"`, `trusted_proxies = ["10.0.0.2"]`). A flag or its
+    /// environment variable overrides the file. Keep it 0600 if it holds a secret.
+    #[arg(long, env = "TETHER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print the settings in force (from flags, environment, file and defaults; secrets
+    /// masked) as TOML, and exit.
+    #[arg(long)]
+    pub print_config: bool,
     /// The database: a SQLite file (created if need be), or a PostgreSQL URL,
     /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (better in TETHER_DB than on the
     /// command line, where other users of the machine may see it); migrated if need be.
@@ -15,6 +35,16 @@ pub struct ServeConfig {
     /// The address to listen on (port 0 picks a free port).
     #[arg(long, env = "TETHER_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key). Reloaded when the
+    /// file changes (see --tls-reload-secs).
+    #[arg(long, env = "TETHER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (0600, the server's user's only).
+    #[arg(long, env = "TETHER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// How often, in seconds, the certificate and key files are checked for a change.
+    #[arg(long, env = "TETHER_TLS_RELOAD_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub tls_reload_secs: u64,
     /// The access tokens' signing secret, at least 32 bytes. Give it in the environment,
     /// not as a flag. Required on PostgreSQL. Without it the server uses the key file
     /// beside the SQLite database (`DB.keys`), made with a new random key, 0600, at first
@@ -73,7 +103,7 @@ pub struct ServeConfig {
     pub metrics_token: Option<Secret>,
     /// Seed two teams, users of every role (their passwords printed once) and episodes on
     /// every pathway, if the database has no teams yet.
-    #[arg(long)]
+    #[arg(long, env = "TETHER_DEMO")]
     pub demo: bool,
     /// The base of the URIs this deployment's FHIR resources use for Tether's own
     /// identifiers, code systems and extensions (e.g. `https://fhir.example-trust.nhs.uk/tether`).
@@ -86,6 +116,165 @@ pub struct ServeConfig {
     /// What to log, as `LEVEL` or `TARGET=LEVEL,…` (e.g. `info` or `warn,server=debug`).
     #[arg(long, env = "TETHER_LOG", default_value = "info")]
     pub log: String,
+    /// How log lines are written: `text`, or `json` (one object a line, each line of a
+    /// request with its `request_id`, which the answer's `x-request-id` also gives).
+    #[arg(long, env = "TETHER_LOG_FORMAT", value_enum, default_value_t = crate::serve::LogFormat::Text)]
+    pub log_format: crate::serve::LogFormat,
+}
+
+/// The settings whose values `--print-config` masks.
+const SECRETS: &[&str] = &["jwt_secret", "jwt_previous_secrets", "metrics_token"];
+
+/// The arguments that are not settings, and so not keys of the file.
+const NOT_SETTINGS: &[&str] = &["config", "print_config", "help"];
+
+/// The flags for the settings in the file at `path` that `matches` (serve's own, from
+/// the command line and environment) left at their defaults, and the keys they came from.
+///
+/// An unknown key, a table or a value of the wrong kind is an error naming the key (a
+/// secret's value is never quoted).
+pub fn file_flags(
+    serve: &clap::Command,
+    matches: &clap::ArgMatches,
+    path: &Path,
+) -> anyhow::Result<(Vec<OsString>, BTreeSet<String>)> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read the configuration file {}: {e}", path.display()))?;
+    warn_if_readable(path, &text);
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not valid TOML: {e}", path.display()))?;
+    let mut flags = Vec::new();
+    let mut keys = BTreeSet::new();
+    for (key, value) in &table {
+        let arg = serve
+            .get_arguments()
+            .find(|arg| arg.get_id().as_str() == key && !NOT_SETTINGS.contains(&key.as_str()))
+            .ok_or_else(|| anyhow::anyhow!("{}: unknown key `{key}`", path.display()))?;
+        let given = matches!(matches.value_source(key), Some(ValueSource::CommandLine | ValueSource::EnvVariable));
+        let long = arg.get_long().ok_or_else(|| anyhow::anyhow!("{}: `{key}` is not a setting", path.display()))?;
+        let flag = OsString::from(format!("--{long}"));
+        let bad = |want: &str| anyhow::anyhow!("{}: `{key}` must be {want}", path.display());
+        let scalar = |value: &toml::Value| match value {
+            toml::Value::String(text) => Ok(text.clone()),
+            toml::Value::Integer(n) => Ok(n.to_string()),
+            _ => Err(bad("a string or an integer")),
+        };
+        let mut values = Vec::new();
+        if !arg.get_action().takes_values() {
+            match value {
+                toml::Value::Boolean(true) => flags_push(&mut values, &flag, None),
+                toml::Value::Boolean(false) => {}
+                _ => return Err(bad("true or false")),
+            }
+        } else if matches!(arg.get_action(), clap::ArgAction::Append) {
+            let toml::Value::Array(items) = value else { return Err(bad("an array")) };
+            for item in items {
+                flags_push(&mut values, &flag, Some(scalar(item)?));
+            }
+        } else {
+            flags_push(&mut values, &flag, Some(scalar(value)?));
+        }
+        // The values through the flag's own parser now, so that an error names the key
+        // and the file rather than a flag nobody typed.
+        // (Alone: without its environment variable or the other arguments it requires.)
+        let alone = clap::Command::new("file")
+            .no_binary_name(true)
+            .arg(arg.clone().env(None::<&str>).requires(clap::builder::Resettable::<clap::Id>::Reset).required(false));
+        if let Err(e) = alone.try_get_matches_from(&values) {
+            let secret = SECRETS.contains(&key.as_str()) || key == "db";
+            let why = match std::error::Error::source(&e) {
+                Some(source) if !secret => format!(": {source}"),
+                _ => String::new(),
+            };
+            anyhow::bail!("{}: `{key}`: not a valid value{why}", path.display());
+        }
+        if !given {
+            flags.extend(values);
+            keys.insert(key.clone());
+        }
+    }
+    Ok((flags, keys))
+}
+
+fn flags_push(values: &mut Vec<OsString>, flag: &OsString, value: Option<String>) {
+    values.push(flag.clone());
+    if let Some(value) = value {
+        values.push(value.into());
+    }
+}
+
+/// A secret in a file others can read is worth a word before it is used.
+fn warn_if_readable(path: &Path, text: &str) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let holds_secret = SECRETS.iter().any(|key| text.contains(key)) || text.contains("postgres");
+        if let Ok(meta) = std::fs::metadata(path)
+            && holds_secret
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            eprintln!("tether: warning: {} may hold a secret and others can read it (chmod 600 it)", path.display());
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, text);
+}
+
+/// The settings in force, as TOML that `--config` reads back, each with where it came
+/// from; secrets are masked, and a PostgreSQL URL shows no password.
+pub fn render(serve: &clap::Command, matches: &clap::ArgMatches, from_file: &BTreeSet<String>) -> String {
+    let mut out = String::from("# tether serve: the settings in force (secrets masked)\n");
+    for arg in serve.get_arguments() {
+        let id = arg.get_id().as_str();
+        if NOT_SETTINGS.contains(&id) {
+            continue;
+        }
+        let source = if from_file.contains(id) {
+            "file".to_string()
+        } else {
+            match matches.value_source(id) {
+                Some(ValueSource::CommandLine) => "flag".to_string(),
+                Some(ValueSource::EnvVariable) => {
+                    format!(
+                        "environment ({})",
+                        arg.get_env().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default()
+                    )
+                }
+                Some(ValueSource::DefaultValue) => "default".to_string(),
+                _ => {
+                    out.push_str(&format!("# {id}: not set\n"));
+                    continue;
+                }
+            }
+        };
+        let raw: Vec<String> = matches
+            .get_raw(id)
+            .map(|values| values.map(|v| v.to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        let shown = |text: &str| -> String {
+            if SECRETS.contains(&id) {
+                quote("<redacted>")
+            } else if id == "db" {
+                quote(&crate::Target::from(text).to_string())
+            } else if !arg.get_action().takes_values() || text.parse::<i64>().is_ok() {
+                text.to_string()
+            } else {
+                quote(text)
+            }
+        };
+        let value = if matches!(arg.get_action(), clap::ArgAction::Append) {
+            format!("[{}]", raw.iter().map(|v| shown(v)).collect::<Vec<_>>().join(", "))
+        } else {
+            raw.first().map(|v| shown(v)).unwrap_or_default()
+        };
+        out.push_str(&format!("{id} = {value}  # {source}\n"));
+    }
+    out
+}
+
+/// A TOML basic string (JSON's escapes are TOML's).
+fn quote(text: &str) -> String {
+    serde_json::Value::String(text.to_string()).to_string()
 }
 
 /// `--metrics-addr`: `HOST:PORT`, or a port alone on loopback.

@@ -11,7 +11,8 @@
 //! - `clock`: the injectable clock that token expiry and throttling read.
 //! - `client`: the client's address (the socket's peer, or behind a trusted proxy, its
 //!   `X-Forwarded-For`), as the failed sign-in throttle counts it.
-//! - `config`: `tether serve`'s flags and environment, as one typed struct.
+//! - `config`: `tether serve`'s settings from flags, environment and a TOML file, as one
+//!   typed struct.
 //! - `db`: opening the SQLite database, its schema (`schema/*.sql`) and migrations.
 //! - `store`: the storage boundary: every statement, behind one trait, on SQLite and on
 //!   PostgreSQL (`schema/postgres/*.sql`); `Db`, the handle; `--db`'s `Target`.
@@ -41,10 +42,13 @@
 //!   header-read and idle timeouts, the peer's address on every request.
 //! - `bodies`: request bodies at the edge: a budget of bytes in flight, a minimum rate.
 //! - `serve`: binding, logging, and graceful shutdown on ctrl-c and SIGTERM.
+//! - `backup`: `tether backup` and `tether restore`, SQLite's online backup.
+//! - `tls`: HTTPS with rustls (ring), the certificate reloaded when its files change.
 
 pub mod accounts;
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod bodies;
 pub mod caseload;
 pub mod client;
@@ -70,6 +74,7 @@ pub mod owners;
 pub mod serve;
 pub mod store;
 mod sync;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -163,16 +168,26 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The header that carries a request's id back to the caller.
+pub const REQUEST_ID: &str = "x-request-id";
+
 /// One span per request, named by its route pattern (never the concrete path, which may
-/// one day carry an identifier), and one line when it is answered.
+/// one day carry an identifier) and carrying a new request id, and one line when it is
+/// answered; the id goes back in `x-request-id`, so that a report of a failure can be
+/// found in the logs. A caller's own `x-request-id` is not taken: whatever a client puts
+/// there (a patient's reference, say) would be written into every line.
 /// Each answer is counted in the metrics under the same pattern.
 async fn trace(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
     let method = request.method().clone();
-    let span = tracing::info_span!("request", method = %method, route = %route);
+    let id = uuid::Uuid::now_v7().to_string();
+    let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
     let started = std::time::Instant::now();
     async move {
-        let response = next.run(request).await;
+        let mut response = next.run(request).await;
+        if let Ok(value) = axum::http::HeaderValue::from_str(&id) {
+            response.headers_mut().insert(REQUEST_ID, value);
+        }
         let elapsed = started.elapsed();
         let status = response.status().as_u16();
         state.metrics.observe(&route, method.as_str(), status, elapsed);

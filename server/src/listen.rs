@@ -16,8 +16,9 @@
 //!   requests, and a minimum rate.
 //!
 //! Each connection is served by hyper's HTTP/1 over any `AsyncRead + AsyncWrite` stream:
-//! TLS slots in by handshaking in `serve`'s accept step (under the header timeout) and
-//! handing the TLS stream to [`connection`]. Every request carries the socket's peer
+//! with TLS (`tls`), each connection's task handshakes first (under the header timeout,
+//! holding its slot) and hands the TLS stream to [`connection`], so the idle and header
+//! timeouts and the cap hold alike. Every request carries the socket's peer
 //! address as a [`PeerAddr`] extension.
 
 use std::collections::HashMap;
@@ -209,6 +210,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let epoch = Epoch(Instant::now());
@@ -258,7 +260,23 @@ pub async fn serve(
             registry: Arc::clone(&registry),
             epoch,
         };
-        tokio::spawn(connection(stream, peer, context, slot, stopping.clone()));
+        match &tls {
+            None => drop(tokio::spawn(connection(stream, peer, context, slot, stopping.clone()))),
+            Some(acceptor) => {
+                // The handshake holds a slot and must finish within the header timeout,
+                // so a client that opens TLS and stalls is no better off than one that
+                // stalls on plain HTTP.
+                let (handshake, stopping) = (acceptor.accept(stream), stopping.clone());
+                let timeout = limits.header_timeout;
+                drop(tokio::spawn(async move {
+                    match tokio::time::timeout(timeout, handshake).await {
+                        Ok(Ok(stream)) => connection(stream, peer, context, slot, stopping).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                }));
+            }
+        }
     }
     drop(listener);
     let _ = stop.send(true);

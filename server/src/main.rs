@@ -5,7 +5,8 @@
 //! - `tether pathway rules`: the rule table the rules are evaluated from, the warnings
 //!   and every local default, as Markdown (with the defaults, `docs/rules.md`).
 //!
-//! - `tether serve [--db PATH|URL] [--addr HOST:PORT]`: the HTTP server (see `server::serve`).
+//! - `tether serve [--config FILE] [--db PATH|URL] [--addr HOST:PORT] [--print-config]`: the
+//!   HTTP server (see `server::serve`; its settings, `server::config`).
 //!   Every command's `--db` is a SQLite file's path or a `postgres://` URL.
 //! - `tether team add --db PATH --id ID --name NAME`: adds a team.
 //! - `tether user add --db PATH --username NAME --role ROLE --team ID [--team ID …]`: adds
@@ -16,6 +17,10 @@
 //!   how they sign in (a password, or an identity provider).
 //! - `tether user reset-password --db PATH --username NAME`: a local user's new password,
 //!   from `TETHER_PASSWORD` or the first line of stdin.
+//! - `tether backup --db PATH --to FILE [--force]`: a consistent copy of a SQLite database
+//!   while a server runs on it (`server::backup`).
+//! - `tether restore --from FILE --db PATH [--force]`: puts a backup in place, with no
+//!   server running on it.
 //! - `tether audit verify --db PATH`: checks the audit log's hash chain; exit 0 when it
 //!   holds, 1 naming the first broken entry.
 
@@ -23,7 +28,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use episode::pathway::{self, Calendar, Defaults};
 use server::accounts::{self, AccountError, Password, Role, TeamId, Username};
 use server::config::ServeConfig;
@@ -52,6 +57,28 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Copy a SQLite database, consistently, while a server runs on it.
+    Backup {
+        #[command(flatten)]
+        db: DbArg,
+        /// The backup file to write (0600; refused if it exists, unless --force).
+        #[arg(long)]
+        to: PathBuf,
+        /// Replace an existing backup file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Put a backup in place as a database (with no server running on it).
+    Restore {
+        /// The backup file (from `tether backup`).
+        #[arg(long)]
+        from: PathBuf,
+        #[command(flatten)]
+        db: DbArg,
+        /// Replace an existing database.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,11 +178,54 @@ enum PathwayCommand {
     },
 }
 
+/// The command line, with `tether serve`'s settings file read in below its flags and
+/// environment; `--print-config` prints them and exits here.
+fn parse() -> Result<Cli, String> {
+    let command = Cli::command();
+    let mut matches = command.clone().get_matches();
+    let mut from_file = std::collections::BTreeSet::new();
+    if let Some(("serve", serve)) = matches.subcommand() {
+        let spec = command.find_subcommand("serve").ok_or("the serve command is missing")?;
+        if let Some(path) = serve.get_one::<PathBuf>("config") {
+            let (flags, keys) = server::config::file_flags(spec, serve, path).map_err(|e| format!("{e:#}"))?;
+            from_file = keys;
+            let argv: Vec<std::ffi::OsString> = std::env::args_os().chain(flags).collect();
+            matches = command.clone().try_get_matches_from(argv).unwrap_or_else(|e| e.exit());
+        }
+        if let Some(("serve", serve)) = matches.subcommand()
+            && serve.get_flag("print_config")
+        {
+            print!("{}", server::config::render(spec, serve, &from_file));
+            std::process::exit(0);
+        }
+    }
+    Cli::from_arg_matches(&matches).map_err(|e| e.to_string())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(message) => {
+            eprintln!("tether: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         Command::Audit(AuditCommand::Verify { db }) => return audit_verify(&db.db),
         Command::Serve(config) => serve(*config),
+        Command::Backup { db, to, force } => server::backup::backup(&db.db, &to, force, Default::default())
+            .map(|c| println!("tether: backed up {} pages (schema {}) to {}", c.pages, c.schema, to.display()))
+            .map_err(|e| format!("{e:#}")),
+        Command::Restore { from, db, force } => server::backup::restore(&from, &db.db, force)
+            .map(|c| {
+                println!(
+                    "tether: restored {} (schema {}) as {}; the server upgrades it at start",
+                    from.display(),
+                    c.schema,
+                    db.db
+                )
+            })
+            .map_err(|e| format!("{e:#}")),
         Command::Team(TeamCommand::Add { db, id, name }) => team_add(&db.db, &id, &name),
         Command::User(UserCommand::Add { db, username, role, teams }) => user_add(&db.db, &username, role, &teams),
         Command::User(UserCommand::Disable { db, username }) => user_disable(&db.db, &username, true),
@@ -200,7 +270,7 @@ fn rules(defaults: Option<&std::path::Path>) -> Result<(), String> {
 }
 
 fn serve(config: ServeConfig) -> Result<(), String> {
-    server::serve::init_logging(&config.log).map_err(|e| format!("{e:#}"))?;
+    server::serve::init_logging(&config.log, config.log_format).map_err(|e| format!("{e:#}"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

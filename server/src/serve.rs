@@ -13,14 +13,32 @@ use tracing_subscriber::prelude::*;
 use crate::config::ServeConfig;
 use crate::{AppState, Clock, Db, app, auth, caseload, demo, listen, metrics};
 
-/// Logs go to stderr as text, filtered by `filter` (`info`, `warn,server=debug`, …).
-pub fn init_logging(filter: &str) -> anyhow::Result<()> {
+/// Logs go to stderr, filtered by `filter` (`info`, `warn,server=debug`, …): as text, or
+/// as one JSON object a line (for a log collector), each line of a request carrying its
+/// span's `request_id`.
+pub fn init_logging(filter: &str, format: LogFormat) -> anyhow::Result<()> {
     let targets: Targets = filter.parse().with_context(|| "TETHER_LOG / --log is not a valid log filter")?;
-    let layer =
-        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     // A second call (tests) keeps the first subscriber.
-    let _ = tracing_subscriber::registry().with(layer.with_filter(targets)).try_init();
+    let _ = match format {
+        LogFormat::Text => tracing_subscriber::registry()
+            .with(layer.with_ansi(std::io::stderr().is_terminal()).with_filter(targets))
+            .try_init(),
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(layer.json().with_current_span(false).with_span_list(true).with_filter(targets))
+            .try_init(),
+    };
     Ok(())
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Text for a person at a terminal.
+    #[default]
+    Text,
+    /// One JSON object a line.
+    Json,
 }
 
 /// Runs the server until ctrl-c or SIGTERM.
@@ -58,16 +76,24 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let mut state = AppState::with_keys(db, keys, Clock::system(), config.sync_batch)?.with_sign_in(sign_in);
     state.fhir = std::sync::Arc::new(fhir);
     state.options = std::sync::Arc::new(config.options()?);
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(crate::tls::Tls::load(crate::tls::Files { cert: cert.clone(), key: key.clone() })?)
+        }
+        _ => None,
+    };
+    let _tls_watch = tls.as_ref().map(|tls| tls.watch(Duration::from_secs(config.tls_reload_secs)));
     let listener = TcpListener::bind(config.addr).await.with_context(|| format!("cannot listen on {}", config.addr))?;
     let addr = listener.local_addr()?;
     let metrics_listener = match config.metrics_addr {
         Some(at) => Some(TcpListener::bind(at).await.with_context(|| format!("cannot listen on {at} for metrics"))?),
         None => None,
     };
-    tracing::info!(%addr, db = %config.db, "listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, scheme, db = %config.db, "listening");
     // Stable lines on stdout for scripts and tests that start the server on port 0: the
     // main address first, then the metrics address if there is one.
-    say(&format!("tether: listening on http://{addr}"));
+    say(&format!("tether: listening on {scheme}://{addr}"));
     if let Some(metrics) = &metrics_listener {
         let at = metrics.local_addr()?;
         tracing::info!(%at, "metrics listening");
@@ -88,9 +114,15 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let metrics = metrics_listener.map(|listener| {
         // Prometheus and a health check: a few connections are plenty.
         let limits = listen::Limits { max_connections: 16, ..limits.clone() };
-        tokio::spawn(listen::serve(listener, metrics::metrics_app(state.clone()), limits, stopped(stopping.clone())))
+        tokio::spawn(listen::serve(
+            listener,
+            metrics::metrics_app(state.clone()),
+            limits,
+            None,
+            stopped(stopping.clone()),
+        ))
     });
-    listen::serve(listener, app(state), limits, stopped(stopping)).await?;
+    listen::serve(listener, app(state), limits, tls.map(|tls| tls.acceptor()), stopped(stopping)).await?;
     if let Some(metrics) = metrics {
         metrics.await??;
     }
@@ -137,6 +169,13 @@ fn print_demo(seeded: demo::Seeded, db: &crate::Target) {
 /// A background task that stops when this is dropped (when `run` returns).
 #[derive(Debug)]
 pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl AbortOnDrop {
+    /// Spawns `task`, aborted when the result is dropped.
+    pub fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
+        Self(tokio::spawn(task))
+    }
+}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

@@ -42,6 +42,8 @@ pub const PASSWORD: &str = "correct horse battery staple";
 const DB_VAR: &str = "TETHER_E2E_DB";
 const ADDR_VAR: &str = "TETHER_E2E_ADDR";
 const OIDC_VAR: &str = "TETHER_E2E_OIDC_CONFIG";
+/// A file for the server's stderr (its log), in `Server::start_at`'s `env`.
+pub const STDERR_VAR: &str = "TETHER_E2E_STDERR";
 
 /// The server process's body: serves the database named in the environment until killed.
 pub fn server_child() {
@@ -54,6 +56,10 @@ pub fn server_child() {
     // A PostgreSQL database has no file to keep a key file beside: it needs a secret.
     let jwt_secret = matches!(db, server::Target::Postgres(_))
         .then(|| server::Secret::from("the end-to-end servers' signing secret, 32+ bytes".to_owned()));
+    let log_format = match std::env::var("TETHER_LOG_FORMAT").as_deref() {
+        Ok("json") => server::serve::LogFormat::Json,
+        _ => server::serve::LogFormat::Text,
+    };
     let config = server::config::ServeConfig {
         db,
         addr,
@@ -78,8 +84,14 @@ pub fn server_child() {
         trusted_proxies: Vec::new(),
         metrics_addr: None,
         metrics_token: None,
+        config: None,
+        print_config: false,
+        log_format,
+        tls_cert: None,
+        tls_key: None,
+        tls_reload_secs: 60,
     };
-    let _ = server::serve::init_logging(&std::env::var("TETHER_LOG").unwrap_or_else(|_| "warn".into()));
+    let _ = server::serve::init_logging(&std::env::var("TETHER_LOG").unwrap_or_else(|_| "warn".into()), log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
     if let Err(e) = runtime.block_on(server::serve::run(config)) {
         eprintln!("server child: {e:#}");
@@ -207,8 +219,14 @@ impl Server {
                 command.env(OIDC_VAR, oidc);
             }
             command.envs(self.env.iter().map(|(k, v)| (k, v)));
-            let mut child =
-                command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start the server child");
+            // The server's log to a file when the test asks (to read it), else to the test's.
+            let stderr = match self.env.iter().find(|(k, _)| k == STDERR_VAR) {
+                Some((_, path)) => Stdio::from(
+                    std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open the log file"),
+                ),
+                None => Stdio::inherit(),
+            };
+            let mut child = command.stdout(Stdio::piped()).stderr(stderr).spawn().expect("start the server child");
             let stdout = child.stdout.take().expect("the child's stdout");
             let mut lines = BufReader::new(stdout).lines();
             let listening = lines.by_ref().map_while(Result::ok).any(|line| line.contains("tether: listening on"));

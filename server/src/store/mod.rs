@@ -523,7 +523,9 @@ impl Db {
         F: FnOnce(&mut dyn Conn) -> Result<T, AppError> + Send + 'static,
     {
         let db = self.clone();
-        tokio::task::spawn_blocking(move || db.with_conn(f)).await?
+        // The request's span goes along, so that what the database logs carries its id.
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || span.in_scope(|| db.with_conn(f))).await?
     }
 
     /// Runs `f` with a connection on the current thread (the command line, the sync
