@@ -24,6 +24,9 @@
 //! - `caseload`: each episode's summary (open and overdue actions, conflicts, duplicates,
 //!   records to file), kept current as episodes change and as the clock moves.
 //! - `audit`: the append-only log of every read and write of an episode.
+//! - `epr`: filing records in the trust's EPR (`--epr-fhir`): each record owed to it as
+//!   it is stored, sent as a FHIR transaction of conditional creates, and its
+//!   `filed_to_epr` recorded by the server.
 //! - `outbox`: messages owed to systems outside the server (records to file, alerts),
 //!   owed in the transaction of their cause, and the worker that sends and retries them.
 //! - `dashboard`: the manager's HTML pages under `/dashboard` (sign-in, caseload, episode).
@@ -54,6 +57,7 @@ pub mod dashboard;
 pub mod db;
 pub mod demo;
 pub mod episodes;
+pub mod epr;
 pub mod error;
 pub mod fhir;
 pub mod files;

@@ -308,7 +308,7 @@ pub(crate) fn caseload(user: &DashUser, data: &Caseload, now: Timestamp) -> Mark
                     p { (plural(records, "record")) " to file across " (plural(data.filing.len(), "episode")) ". Each episode's page has the form that files them." }
                     div.scroll {
                         table {
-                            thead { tr { th { "Status" } th { "To file" } th { "First due" } th { "Patient" } } }
+                            thead { tr { th { "Status" } th { "To file" } th { "First due" } th { "Automatic filing" } th { "Patient" } } }
                             tbody {
                                 @for filing in &data.filing {
                                     tr data-state=(if filing.overdue > 0 { "overdue" } else { "open" }) data-episode=(filing.episode) {
@@ -322,6 +322,14 @@ pub(crate) fn caseload(user: &DashUser, data: &Caseload, now: Timestamp) -> Mark
                                             }
                                         }
                                         td { (when(filing.due)) }
+                                        td.epr {
+                                            @if filing.failed > 0 || filing.retrying > 0 {
+                                                span.badge.overdue { "filing failed: " (filing.reason.as_deref().unwrap_or("no reason given")) }
+                                                " " (filing.retrying) " retrying, " (filing.failed) " failed"
+                                            } @else if filing.queued > 0 {
+                                                (filing.queued) " being filed"
+                                            }
+                                        }
                                         td.patient { a href={ "/dashboard/episodes/" (filing.episode) } { (filing.patient_ref) } }
                                     }
                                 }
