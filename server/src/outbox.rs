@@ -126,21 +126,23 @@ pub struct Policy {
     pub lease: Duration,
     /// How long the worker waits between looks at the outbox when it found nothing due.
     pub poll: Duration,
-    /// The most messages of a kind claimed at a time.
+    /// The most messages of a kind claimed at a time. They are sent one send after
+    /// another, so `claim` sends at a sender's timeout must fit in the lease.
     pub claim: usize,
 }
 
 impl Default for Policy {
     /// Backoffs of 30 s, 1 min, 2 min, … up to 1 h; `failed` after 12 attempts (about 6
-    /// hours); a claim lasts 5 min (a sender's timeout is well within it).
+    /// hours); 20 messages claimed at a time for 15 min (20 sends at the EPR's 30 s
+    /// timeout take 10 min at worst).
     fn default() -> Self {
         Self {
             base: Duration::from_secs(30),
             max: Duration::from_secs(3600),
             max_attempts: 12,
-            lease: Duration::from_secs(300),
+            lease: Duration::from_secs(900),
             poll: Duration::from_secs(2),
-            claim: 100,
+            claim: 20,
         }
     }
 }

@@ -58,6 +58,9 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let mut state = AppState::with_keys(db, keys, Clock::system(), config.sync_batch)?.with_sign_in(sign_in);
     state.fhir = std::sync::Arc::new(fhir);
     state.options = std::sync::Arc::new(config.options()?);
+    // Before listening: a refused flag stops the start, and nothing is stored meanwhile
+    // that filing should have owed.
+    let _filing = start_filing(&config, &state).await?;
     let listener = TcpListener::bind(config.addr).await.with_context(|| format!("cannot listen on {}", config.addr))?;
     let addr = listener.local_addr()?;
     let metrics_listener = match config.metrics_addr {
@@ -74,7 +77,6 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         say(&format!("tether: metrics on http://{at}/metrics"));
     }
     let _reevaluation = spawn_reevaluation(state.clone(), Duration::from_secs(config.reevaluate_secs));
-    let _filing = start_filing(&config, &state).await?;
     let limits = config.limits();
     tracing::info!(max_connections = limits.max_connections, "limits");
     // One shutdown signal stops both listeners.
