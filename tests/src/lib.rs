@@ -78,6 +78,9 @@ pub fn server_child() {
         trusted_proxies: Vec::new(),
         metrics_addr: None,
         metrics_token: None,
+        epr_fhir: None,
+        epr_token_file: None,
+        epr_token: None,
     };
     let _ = server::serve::init_logging(&std::env::var("TETHER_LOG").unwrap_or_else(|_| "warn".into()));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
