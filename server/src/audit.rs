@@ -1,5 +1,6 @@
 //! The audit log: every read and write of an episode, by the API, the dashboard or a
-//! device's sync — who, on which device, when, and what. Kept in the database, in the
+//! device's sync, and what the server sends and changes itself (`outbox`, `Via::Server`)
+//! — who, on which device, when, and what. Kept in the database, in the
 //! same transaction as what it records, and append-only (the schema's triggers refuse to
 //! change or delete a row). `GET /v1/audit?episode=ID` shows an episode's entries to team
 //! managers and admins.
