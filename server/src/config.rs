@@ -113,6 +113,20 @@ pub struct ServeConfig {
     /// `patient_ref` that is not an NHS number (default: `<fhir-base>/Id/patient-ref`).
     #[arg(long, env = "TETHER_FHIR_PATIENT_SYSTEM")]
     pub fhir_patient_system: Option<String>,
+    /// File every record in the trust's EPR: the FHIR R4 endpoint a transaction Bundle is
+    /// POSTed to (its base URL), https:// (or http:// to this machine). Each record is
+    /// owed to it as the server stores it, and filed once, with retries; the server then
+    /// records `filed_to_epr` itself. Give every replica the same value: a server started
+    /// without it stops owing new records. Filing by hand stays.
+    #[arg(long, env = "TETHER_EPR_FHIR")]
+    pub epr_fhir: Option<String>,
+    /// A file holding the bearer token sent to the EPR (its first line; the file should
+    /// be readable by the server's user alone).
+    #[arg(long, env = "TETHER_EPR_TOKEN_FILE", conflicts_with = "epr_token")]
+    pub epr_token_file: Option<PathBuf>,
+    /// The bearer token sent to the EPR. Give it in the environment, not as a flag.
+    #[arg(long, env = "TETHER_EPR_TOKEN", hide_env_values = true)]
+    pub epr_token: Option<Secret>,
     /// What to log, as `LEVEL` or `TARGET=LEVEL,…` (e.g. `info` or `warn,server=debug`).
     #[arg(long, env = "TETHER_LOG", default_value = "info")]
     pub log: String,
@@ -307,6 +321,31 @@ impl ServeConfig {
             );
         }
         Ok(Options { trusted_proxies: self.trusted_proxies.clone(), metrics_token: self.metrics_token.clone() })
+    }
+
+    /// The EPR's bearer token, from `--epr-token-file` or `TETHER_EPR_TOKEN`; refuses
+    /// an empty one, and one without `--epr-fhir` to send it to. An error never quotes
+    /// the file's contents.
+    pub fn epr_token(&self) -> anyhow::Result<Option<Secret>> {
+        let token = match (&self.epr_token_file, &self.epr_token) {
+            (Some(path), _) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read --epr-token-file {}: {}", path.display(), e.kind()))?;
+                let first = text.lines().next().unwrap_or_default().trim().to_owned();
+                anyhow::ensure!(!first.is_empty(), "--epr-token-file {} holds no token", path.display());
+                Some(Secret::from(first))
+            }
+            (None, Some(token)) => {
+                anyhow::ensure!(!token.expose().trim().is_empty(), "TETHER_EPR_TOKEN is empty");
+                Some(Secret::from(token.expose().trim().to_owned()))
+            }
+            (None, None) => None,
+        };
+        anyhow::ensure!(
+            token.is_none() || self.epr_fhir.is_some(),
+            "an EPR token was given without --epr-fhir to send it to"
+        );
+        Ok(token)
     }
 
     /// The edges' limits (`listen`, `bodies`) these flags set.

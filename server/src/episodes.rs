@@ -254,9 +254,13 @@ pub fn store_changes(
 
 /// Notes the receipt of every record of a stored episode not yet noted, at the `seq`
 /// the episode was just given (so that devices past it are not sent them again).
+///
+/// With filing on (`epr`), every record not owed to the EPR before is owed now, in the
+/// same transaction.
 pub fn note_receipts(tx: &mut dyn Tx, stored: &mut Stored, device: &str, now_ms: i64) -> Result<(), StoreError> {
     let episode = stored.doc.episode().map_err(|error| StoreError::Document { id: stored.id, error })?;
     record_receipts(tx, &episode, device, now_ms, stored.seq)?;
+    crate::epr::owe(tx, &episode, &stored.team, now_ms)?;
     stored.forget_view();
     Ok(())
 }

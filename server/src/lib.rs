@@ -28,6 +28,12 @@
 //!   (`GET /v1/audit`: a team's, or an episode's).
 //! - `owners`: who answers for an action: the role the rules give it, as the people it
 //!   means for the episode (its care coordinator, its opener, the team's managers).
+//! - `audit`: the append-only log of every read and write of an episode.
+//! - `epr`: filing records in the trust's EPR (`--epr-fhir`): each record owed to it as
+//!   it is stored, sent as a FHIR transaction of conditional creates, and its
+//!   `filed_to_epr` recorded by the server.
+//! - `outbox`: messages owed to systems outside the server (records to file, alerts),
+//!   owed in the transaction of their cause, and the worker that sends and retries them.
 //! - `dashboard`: the manager's HTML pages under `/dashboard` (sign-in, caseload, episode).
 //! - `oidc`: signing in with the trust's OpenID provider (NHS CIS2, Entra ID): settings,
 //!   the claims mapping, the code exchange and ID token checks, the phones' routes.
@@ -59,6 +65,7 @@ pub mod dashboard;
 pub mod db;
 pub mod demo;
 pub mod episodes;
+pub mod epr;
 pub mod error;
 pub mod fhir;
 pub mod files;
@@ -71,6 +78,7 @@ pub mod metrics;
 pub mod office;
 pub mod oidc;
 pub mod owners;
+pub mod outbox;
 pub mod serve;
 pub mod store;
 mod sync;

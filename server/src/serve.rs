@@ -11,7 +11,7 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 
 use crate::config::ServeConfig;
-use crate::{AppState, Clock, Db, app, auth, caseload, demo, listen, metrics};
+use crate::{AppState, Clock, Db, app, auth, caseload, demo, epr, listen, metrics, outbox};
 
 /// Logs go to stderr, filtered by `filter` (`info`, `warn,server=debug`, …): as text, or
 /// as one JSON object a line (for a log collector), each line of a request carrying its
@@ -83,6 +83,9 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         _ => None,
     };
     let _tls_watch = tls.as_ref().map(|tls| tls.watch(Duration::from_secs(config.tls_reload_secs)));
+    // Before listening: a refused flag stops the start, and nothing is stored meanwhile
+    // that filing should have owed.
+    let _filing = start_filing(&config, &state).await?;
     let listener = TcpListener::bind(config.addr).await.with_context(|| format!("cannot listen on {}", config.addr))?;
     let addr = listener.local_addr()?;
     let metrics_listener = match config.metrics_addr {
@@ -215,6 +218,24 @@ pub fn spawn_reevaluation(state: AppState, every: Duration) -> AbortOnDrop {
             }
         }
     }))
+}
+
+/// Turns filing in the EPR on (`--epr-fhir`) or off for this database, and with it on,
+/// starts the outbox's worker with the EPR's sender; it stops when the handle is dropped.
+async fn start_filing(config: &ServeConfig, state: &AppState) -> anyhow::Result<Option<outbox::Running>> {
+    let token = config.epr_token()?;
+    let filing = match &config.epr_fhir {
+        Some(url) => Some(epr::Filing::new(url, token, state)?),
+        None => None,
+    };
+    let on = filing.is_some();
+    state.db.call(move |conn| Ok(epr::set_filing(conn, on)?)).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let Some(filing) = filing else { return Ok(None) };
+    // The URL is the trust's endpoint, not a secret; the token is never logged.
+    tracing::info!("filing records in the EPR");
+    let senders: Vec<std::sync::Arc<dyn outbox::Sender>> = vec![std::sync::Arc::new(filing)];
+    let worker = outbox::Worker::new(state.db.clone(), state.clock.clone(), senders, outbox::Policy::default());
+    Ok(Some(worker.start()?))
 }
 
 /// Resolves at the first ctrl-c or SIGTERM.

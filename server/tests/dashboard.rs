@@ -963,9 +963,76 @@ async fn managers_read_the_teams_audit_log_a_page_at_a_time_and_no_one_else_does
     // Reading the log is in the log: the narrowed read names the episode.
     let reads = dash.audit(&id).into_iter().filter(|(via, action, ..)| via == "dashboard" && action == "read_audit");
     assert_eq!(reads.count(), 1);
+/// Automatic filing's failures show on the caseload, on the episode's line of records to
+/// file: "retrying" while attempts remain, then "failed", with the reason (the EPR's
+/// status, never its words).
+async fn filing_failures_show_on_the_episodes_line_of_records_to_file() {
+    use common::fhir_receiver::{Receiver, Turn};
+    use server::outbox::{Policy, Sender, Worker};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let dash = Dash::new();
+    let maya = dash.sign_in("maya").await;
+    let all = dash.db(|conn| caseload::open_actions(conn, &["north".to_owned()]).expect("actions"));
+    let episode = all.iter().find(|a| a.code == "file_to_epr").expect("a record to file").episode;
+    // Filing on, then a change from the office owes the episode's records.
+    dash.db(|conn| server::epr::set_filing(conn, true).expect("filing on"));
+    let now = dash.state.clock.now();
+    let who = server::audit::Who {
+        user_id: "user-maya".into(),
+        username: "maya".into(),
+        device: "desk-maya".into(),
+        via: server::audit::Via::Api,
+    };
+    let docs = Arc::clone(&dash.state.docs);
+    dash.db(|conn| {
+        let teams = ["north".to_owned()];
+        let mut desk = server::office::Desk::new(conn, &docs, &who, &teams, now);
+        server::office::set_plan(&mut desk, episode, "Call on Friday.").expect("the plan");
+    });
+    let owed = dash.number(&format!("SELECT COUNT(*) FROM outbox WHERE episode = '{episode}'"));
+    assert!(owed > 0);
+
+    let receiver = Receiver::start("token", &[Turn::Fail; 8], Duration::from_secs(1)).await;
+    let filing = server::epr::Filing::new(&receiver.url, Some(server::Secret::from("token".to_owned())), &dash.state)
+        .expect("a filing");
+    let policy = Policy { max_attempts: 2, claim: 1000, ..Policy::default() };
+    let worker = Arc::new(Worker::new(
+        dash.state.db.clone(),
+        dash.state.clock.clone(),
+        vec![Arc::new(filing) as Arc<dyn Sender>],
+        policy,
+    ));
+    let pass = || {
+        let worker = Arc::clone(&worker);
+        async move { tokio::task::spawn_blocking(move || worker.pass()).await.expect("no panic").expect("a pass") }
+    };
+    let line = |page: &str| -> String {
+        let grouped = section(page, "filing");
+        let at = grouped.find(&format!("data-episode=\"{episode}\"")).expect("the episode's line");
+        grouped[at..].split("</tr>").next().unwrap_or_default().to_owned()
+    };
+
+    assert!(pass().await.failed > 0);
+    let page = dash.get("/dashboard", &maya).await;
+    let shown = line(&page.body);
+    assert!(shown.contains("filing failed: the EPR answered HTTP 500"), "{shown}");
+    assert!(shown.contains(&format!("{owed} retrying, 0 failed")), "{shown}");
+
+    dash.advance(3600);
+    assert!(pass().await.failed > 0);
+    let page = dash.get("/dashboard", &maya).await;
+    let shown = line(&page.body);
+    assert!(shown.contains(&format!("0 retrying, {owed} failed")), "{shown}");
+    // The patient's reference is on its own cell, never in the reason.
+    let patient = all.iter().find(|a| a.episode == episode).expect("the episode").patient_ref.clone();
+    let reason = between(&shown, "filing failed: ", "<").expect("a reason");
+    assert!(!reason.contains(&patient), "{reason}");
 }
 
 common::backends!(
+    filing_failures_show_on_the_episodes_line_of_records_to_file,
     the_caseload_leads_with_clinical_actions_and_groups_the_records_to_file_per_episode,
     the_episode_page_shows_facts_conflicts_actions_and_the_merged_timeline,
     the_sign_in_form_refuses_a_wrong_password_and_sends_the_signed_out_to_it,

@@ -154,7 +154,80 @@ fn metrics_are_served_on_their_own_address_and_not_on_the_main_port() {
     assert_eq!(agent.get(elsewhere).call().expect("an answer").status(), 404);
 }
 
+/// `--epr-fhir` with its token: refused when the URL would send the token in the clear,
+/// when the token file is empty, or when a token has nowhere to go, each error free of
+/// the token; accepted on loopback, where it turns filing on for the database, and a
+/// server started without it turns filing off. The token is never logged.
+fn serve_takes_the_epr_and_its_token_and_never_shows_the_token() {
+    let test_db = common::TestDb::new();
+    let db = test_db.arg.as_str();
+    let token = "epr-token-that-must-never-be-shown";
+    let token_file = test_db.path().join("epr-token");
+    std::fs::write(&token_file, format!("{token}\n")).expect("the token file");
+    let empty_file = test_db.path().join("empty-token");
+    std::fs::write(&empty_file, "\n").expect("an empty file");
+    let token_path = token_file.to_str().expect("a UTF-8 path");
+    let empty_path = empty_file.to_str().expect("a UTF-8 path");
+
+    let refused = |args: &[&str], env_token: Option<&str>, says: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tether"));
+        command.args(["serve", "--db", db, "--addr", "127.0.0.1:0"]).args(args).env("TETHER_LOG", "info");
+        command.env_remove("TETHER_EPR_TOKEN").env_remove("TETHER_EPR_FHIR").env_remove("TETHER_EPR_TOKEN_FILE");
+        if let Some(value) = env_token {
+            command.env("TETHER_EPR_TOKEN", value);
+        }
+        let output = signing(&mut command, &test_db).stdin(Stdio::null()).output().expect("run tether serve");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} was accepted");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(!stderr.contains(token), "the token was shown: {stderr}");
+    };
+    refused(&["--epr-fhir", "http://epr.example.org/fhir", "--epr-token-file", token_path], None, "--epr-fhir");
+    refused(&["--epr-fhir", "http://127.0.0.1:9/fhir", "--epr-token-file", empty_path], None, "holds no token");
+    refused(&[], Some(token), "without --epr-fhir");
+    refused(
+        &["--epr-fhir", "http://127.0.0.1:9/fhir", "--epr-token-file", token_path],
+        Some(token),
+        "cannot be used with",
+    );
+
+    let start = |args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tether"));
+        command.args(["serve", "--db", db, "--addr", "127.0.0.1:0"]).args(args).env("TETHER_LOG", "info");
+        command.env_remove("TETHER_EPR_TOKEN").env_remove("TETHER_EPR_FHIR").env_remove("TETHER_EPR_TOKEN_FILE");
+        let child = signing(&mut command, &test_db)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tether serve");
+        let mut server = Running(child);
+        let mut line = String::new();
+        BufReader::new(server.0.stdout.take().expect("stdout is piped")).read_line(&mut line).expect("a line");
+        assert!(line.starts_with("tether: listening on "), "{line}");
+        // Filing is set before the server listens: it may stop at once (a graceful stop
+        // is the other test's; a signal this early may come before its handler).
+        server.0.kill().expect("stop the server");
+        server.0.wait().expect("wait");
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut server.0.stderr.take().expect("stderr is piped"), &mut stderr)
+            .expect("the log");
+        assert!(!stderr.contains(token), "the token was logged: {stderr}");
+        stderr
+    };
+    let filing = || {
+        let db = test_db.open();
+        db.call_blocking(|conn| server::epr::filing(conn)).expect("the setting")
+    };
+    let log = start(&["--epr-fhir", "http://127.0.0.1:9/fhir", "--epr-token-file", token_path]);
+    assert!(log.contains("filing records in the EPR"), "{log}");
+    assert!(filing(), "filing on");
+    start(&[]);
+    assert!(!filing(), "filing off without --epr-fhir");
+}
+
 common::backends_blocking!(
+    serve_takes_the_epr_and_its_token_and_never_shows_the_token,
     serve_signs_in_over_http_and_stops_on_sigterm,
     metrics_are_served_on_their_own_address_and_not_on_the_main_port,
 );

@@ -1315,6 +1315,204 @@ async fn receipt_times_cross_with_the_answer_once_for_each_device() {
     assert_eq!(receipts_of(&response, id), BTreeMap::from([(fourth, t2)]));
 }
 
+/// Filing in the EPR (`tether serve --epr-fhir`) against a FHIR receiver on loopback that
+/// fails a transaction untouched, takes one and then fails (its answer lost), and takes
+/// one but answers past the sender's timeout: records that reach the server by a
+/// device's sync and by an office write are each filed exactly once (the receiver holds
+/// one Provenance per record, however many times a transaction came, and a transaction
+/// replayed by the test creates nothing), a record filed by hand first is not sent, the
+/// server records `filed_to_epr` itself, and it reaches the device at its next sync.
+async fn records_are_filed_in_the_epr_once_and_the_filing_reaches_devices() {
+    use common::fhir_receiver::{Receiver, Turn};
+    use server::outbox::{Policy, Sender, Worker};
+    use std::time::Duration;
+
+    let server = Server::new();
+    server.state.db.call(|conn| Ok(server::epr::set_filing(conn, true)?)).await.expect("filing on");
+    let token = "the EPR's bearer token for this test";
+    let receiver =
+        Receiver::start(token, &[Turn::Fail, Turn::TakeThenFail, Turn::TakeThenStall], Duration::from_secs(3)).await;
+    let filing = server::epr::Filing::new(&receiver.url, Some(server::Secret::from(token.to_owned())), &server.state)
+        .expect("a filing")
+        .with_timeout(Duration::from_millis(700));
+    // Two messages claimed a pass: several transactions, so that each turn of the
+    // receiver's falls on different records.
+    let policy = Policy {
+        base: Duration::from_secs(10),
+        max: Duration::from_secs(60),
+        max_attempts: 20,
+        lease: Duration::from_secs(300),
+        poll: Duration::from_millis(50),
+        claim: 2,
+    };
+    let worker = Arc::new(Worker::new(
+        server.state.db.clone(),
+        server.state.clock.clone(),
+        vec![Arc::new(filing) as Arc<dyn Sender>],
+        policy,
+    ));
+    let pass = || {
+        let worker = Arc::clone(&worker);
+        async move { tokio::task::spawn_blocking(move || worker.pass()).await.expect("no panic").expect("a pass") }
+    };
+
+    // Records from a device's sync, and one from the office.
+    let mut asha = server.device("asha", "phone-asha", 1).await;
+    let first = asha.open(NORTH, server.now());
+    let missed_at = asha.record(first, server.now() - SignedDuration::from_mins(30), missed());
+    asha.record(first, server.now(), phoned());
+    let second = asha.open(NORTH, server.now());
+    asha.record(second, server.now(), phoned());
+    server.sync(&mut asha).await;
+    let (_, mia) = server.login("mia", "desk-mia").await;
+    let mia = text(&mia["access_token"]);
+    let (status, body) = server
+        .post_json(
+            &format!("/v1/episodes/{second}/events"),
+            Some(&mia),
+            Some(json!({"kind": "contact_attempt", "method": "phone", "target": "family_carer", "outcome": "contact_made"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // Filed by hand before the worker came to it: it is not sent.
+    let (status, body) = server
+        .post_json(
+            &format!("/v1/episodes/{first}/events"),
+            Some(&mia),
+            Some(json!({"kind": "filed_to_epr", "records": [missed_at], "epr_ref": "EPR-BY-HAND"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let owed = server.count("SELECT COUNT(*) FROM outbox WHERE kind = 'epr'").await;
+    assert_eq!(owed, 4, "each record owed once; never a filing");
+
+    let mut passes = 0;
+    loop {
+        passes += 1;
+        assert!(passes < 60, "filing never finished");
+        pass().await;
+        if passes == 2 {
+            // A record arriving while filing is under way is owed and filed too.
+            server.advance(1);
+            asha.record(second, server.now(), phoned());
+            server.sync(&mut asha).await;
+        }
+        if passes > 2 && server.count("SELECT COUNT(*) FROM outbox WHERE state != 'sent'").await == 0 {
+            break;
+        }
+        server.advance(61);
+    }
+
+    // Every record but the one filed by hand and the filings themselves, once each.
+    let records = |id: Uuid| {
+        let server = &server;
+        let mia = mia.clone();
+        async move {
+            let (status, body) = server.get_json(&format!("/v1/episodes/{id}"), &mia).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            body["events"].as_array().expect("events").clone()
+        }
+    };
+    let mut expected = BTreeSet::new();
+    let mut by_server: Vec<Uuid> = Vec::new();
+    for id in [first, second] {
+        for event in records(id).await {
+            let event_id: Uuid = text(&event["id"]).parse().expect("an id");
+            if event["kind"] == "filed_to_epr" {
+                if event["by"] == server::audit::SERVER {
+                    assert!(event["device"].as_str().is_some_and(|d| d.starts_with("server:")), "{event}");
+                    assert!(event["epr_ref"].as_str().is_some_and(|r| !r.is_empty()), "{event}");
+                    by_server.extend(
+                        event["records"]
+                            .as_array()
+                            .expect("records")
+                            .iter()
+                            .map(|r| text(r).parse::<Uuid>().expect("a record id")),
+                    );
+                }
+            } else if event_id != missed_at {
+                expected.insert(event_id);
+            }
+        }
+    }
+    assert_eq!(expected.len(), 4);
+    let filed_once: BTreeSet<Uuid> = by_server.iter().copied().collect();
+    assert_eq!(by_server.len(), filed_once.len(), "no record in two of the server's filings");
+    assert_eq!(filed_once, expected);
+
+    let held_provenance = |receiver: &Receiver| -> Vec<Uuid> {
+        receiver
+            .held()
+            .resources
+            .iter()
+            .filter(|((kind, _), _)| kind == "Provenance")
+            .map(|(_, resource)| {
+                text(&resource["entity"][0]["what"]["identifier"]["value"]).parse().expect("a record id")
+            })
+            .collect()
+    };
+    let held = held_provenance(&receiver);
+    assert_eq!(held.len(), expected.len(), "one Provenance a record: {held:?}");
+    assert_eq!(held.iter().copied().collect::<BTreeSet<_>>(), expected);
+    let (transactions, matched, resources) = {
+        let held = receiver.held();
+        assert_eq!(held.unauthorized, 0, "every transaction carried the token");
+        (held.transactions.clone(), held.matched, held.resources.len())
+    };
+    assert!(transactions.len() >= 6, "the failed transactions were sent again: {}", transactions.len());
+    assert!(matched > 0, "a transaction taken before was sent again and created nothing");
+
+    // A transaction the receiver answered, sent again: nothing new.
+    let (answered, _) = transactions.iter().find(|(_, turn)| *turn == Turn::Take).expect("one answered").clone();
+    let (url, bearer) = (receiver.url.clone(), format!("Bearer {token}"));
+    let status = tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        agent
+            .post(&url)
+            .header("Authorization", &bearer)
+            .content_type("application/fhir+json")
+            .send(answered.to_string())
+            .expect("an answer")
+            .status()
+            .as_u16()
+    })
+    .await
+    .expect("no panic");
+    assert_eq!(status, 200);
+    assert_eq!(receiver.held().resources.len(), resources, "a replay creates nothing");
+    assert!(receiver.held().matched > matched);
+
+    // Nothing left to file, on the server and, at its next sync, on the device.
+    let (_, list) = server.get_json("/v1/episodes", &mia).await;
+    for line in list.as_array().expect("a caseload") {
+        assert_eq!(line["unfiled"], 0, "{line}");
+    }
+    let response = server.sync(&mut asha).await;
+    for id in [first, second] {
+        let filings: Vec<_> = asha
+            .doc(id)
+            .episode()
+            .expect("an episode")
+            .events
+            .into_iter()
+            .filter(|e| e.by == server::audit::SERVER && e.body.kind() == "filed_to_epr")
+            .collect();
+        assert!(!filings.is_empty(), "the server's filing reached the device");
+        let evaluation = evaluation_of(&response, id);
+        for action in evaluation["actions"].as_array().expect("actions") {
+            if action["code"] == "file_to_epr" {
+                assert!(action["state"] == "done", "{action}");
+            }
+        }
+    }
+    // Each send is in the audit log, as the server's own.
+    assert_eq!(
+        server.count("SELECT COUNT(*) FROM audit WHERE via = 'server' AND action = 'outbox_sent'").await,
+        4 + 1,
+        "the four filed and the one found filed by hand"
+    );
+}
+
 common::backends!(
     a_new_episode_is_stored_and_then_the_cursor_says_nothing_new_in_a_few_bytes,
     a_record_made_on_one_device_reaches_another_by_whole_then_by_message,
@@ -1332,5 +1530,6 @@ common::backends!(
     records_the_server_has_are_not_new_and_another_devices_new_ones_wait_for_it,
     an_episode_past_its_budget_reads_and_refuses_every_change_alone,
     receipt_times_cross_with_the_answer_once_for_each_device;
-    multi_thread: concurrent_requests_commit_together_and_a_refused_one_stores_nothing_of_its_own
+    multi_thread: concurrent_requests_commit_together_and_a_refused_one_stores_nothing_of_its_own,
+    records_are_filed_in_the_epr_once_and_the_filing_reaches_devices
 );

@@ -90,6 +90,9 @@ pub fn server_child() {
         tls_cert: None,
         tls_key: None,
         tls_reload_secs: 60,
+        epr_fhir: None,
+        epr_token_file: None,
+        epr_token: None,
     };
     let _ = server::serve::init_logging(&std::env::var("TETHER_LOG").unwrap_or_else(|_| "warn".into()), log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");

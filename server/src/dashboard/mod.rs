@@ -239,6 +239,32 @@ pub(crate) struct Filing {
     pub(crate) overdue: usize,
     /// The earliest of their deadlines.
     pub(crate) due: jiff::Timestamp,
+    /// Of its records owed to the EPR by automatic filing (`--epr-fhir`): those waiting
+    /// for their first attempt or being sent, those to be tried again, those failed for
+    /// good (until `tether outbox retry`), and why the last attempt failed.
+    pub(crate) queued: i64,
+    pub(crate) retrying: i64,
+    pub(crate) failed: i64,
+    pub(crate) reason: Option<String>,
+}
+
+/// Puts what automatic filing says of each episode's records (`epr`, the outbox) on its
+/// line.
+fn add_filing_state(tx: &mut dyn Tx, teams: &[String], lines: &mut [Filing]) -> Result<(), StoreError> {
+    for team in teams {
+        for count in crate::epr::status(tx, team)? {
+            let Some(line) = lines.iter_mut().find(|l| l.episode == count.episode) else { continue };
+            match count.state.as_str() {
+                "retrying" => line.retrying += count.count,
+                "failed" => line.failed += count.count,
+                _ => line.queued += count.count,
+            }
+            if count.state != "pending" && count.last_error.is_some() {
+                line.reason = count.last_error;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Splits the caseload's open actions into the clinical ones, in their order, and the
@@ -262,6 +288,10 @@ pub(crate) fn split_filing(actions: Vec<OpenAction>) -> (Vec<OpenAction>, Vec<Fi
                 records: 1,
                 overdue: usize::from(action.overdue),
                 due: action.due,
+                queued: 0,
+                retrying: 0,
+                failed: 0,
+                reason: None,
             }),
         }
     }
@@ -295,7 +325,8 @@ async fn caseload_page(
         // `list` brings the summaries up to date (and notes each episode shown in the
         // audit log); the open actions and rates are read from those summaries.
         let summaries = office::list(desk)?;
-        let (actions, filing) = split_filing(caseload::open_actions(desk.conn, desk.teams)?);
+        let (actions, mut filing) = split_filing(caseload::open_actions(desk.conn, desk.teams)?);
+        add_filing_state(desk.conn, desk.teams, &mut filing)?;
         let mut rates = Vec::with_capacity(desk.teams.len());
         for team in desk.teams {
             rates.push(TeamRates {

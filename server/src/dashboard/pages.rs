@@ -351,7 +351,7 @@ pub(crate) fn caseload(user: &DashUser, data: &Caseload, filters: &Filters, now:
                         ". The team base files them; each episode's page has the form."
                     }
                     table.stack {
-                        thead { tr { th { "Status" } th { "To file" } th { "First due" } th { "Patient" } } }
+                        thead { tr { th { "Status" } th { "To file" } th { "First due" } th { "Automatic filing" } th { "Patient" } } }
                         tbody {
                             @for filing in &data.filing {
                                 tr data-state=(if filing.overdue > 0 { "overdue" } else { "open" }) data-episode=(filing.episode) {
@@ -365,6 +365,14 @@ pub(crate) fn caseload(user: &DashUser, data: &Caseload, filters: &Filters, now:
                                         }
                                     }
                                     td data-label="First due" { span { (when(filing.due)) } }
+                                    td.epr data-label="Automatic filing" {
+                                        @if filing.failed > 0 || filing.retrying > 0 {
+                                            span.badge.overdue { "filing failed: " (filing.reason.as_deref().unwrap_or("no reason given")) }
+                                            " " (filing.retrying) " retrying, " (filing.failed) " failed"
+                                        } @else if filing.queued > 0 {
+                                            (filing.queued) " being filed"
+                                        }
+                                    }
                                     td.patient data-label="Patient" { a href={ "/dashboard/episodes/" (filing.episode) } { (filing.patient_ref) } }
                                 }
                             }

@@ -7,6 +7,8 @@
 //! Each test binary uses only some of it.
 #![allow(dead_code, unreachable_pub, unused_macros, unused_imports)]
 
+pub mod fhir_receiver;
+
 use std::cell::Cell;
 
 use std::sync::{Arc, Mutex, PoisonError};
