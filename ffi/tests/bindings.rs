@@ -175,6 +175,7 @@ fn swift_bindings_name_the_api() {
         "open class Tether",
         "public static func `open`(storeDir: String, key: Data)",
         "open func nextActions(now: Date)throws -> [NextAction]",
+        "open func nextDue(now: Date)throws -> NextDue?",
         "open func record(episodeId: String, body: EventBody, at: Date, note: String?)throws -> String",
         "public enum HoldReason",
         "case notSignedInHere(recordId: String?, by: String",
