@@ -38,6 +38,11 @@ pub struct ServeConfig {
     /// Tether's own usernames and passwords.
     #[arg(long, env = "TETHER_OIDC_CONFIG")]
     pub oidc_config: Option<PathBuf>,
+    /// The alerts file (TOML): per team, whom an urgent action's owner is reached by
+    /// (webhook, email), the working hours and the on-call contact, and the SMTP relay.
+    /// See docs/examples/alerts.toml. Without it no alerts are sent.
+    #[arg(long, env = "TETHER_ALERTS")]
+    pub alerts: Option<PathBuf>,
     /// The most connections open at once; at the cap the idlest is closed to make room.
     /// By default the open-file limit (`ulimit -n`) less 64, at most 4096.
     #[arg(long, env = "TETHER_MAX_CONNECTIONS", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]

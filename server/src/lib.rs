@@ -5,6 +5,8 @@
 //! `tower::ServiceExt::oneshot` and no socket; `serve::run` puts it on a port.
 //!
 //! - `accounts`: teams and users, the names they go by, and their rows.
+//! - `alerts`: alerts to an urgent action's owner (webhook, email) when it starts, nears
+//!   its deadline and falls overdue, raised by the evaluation into the outbox.
 //! - `auth`: sign-in, access and refresh tokens, and the `AuthUser` extractor.
 //! - `commit`: group commit of sync requests (one transaction, one fsync, a savepoint
 //!   each).
@@ -40,6 +42,7 @@
 //! - `serve`: binding, logging, and graceful shutdown on ctrl-c and SIGTERM.
 
 pub mod accounts;
+pub mod alerts;
 pub mod audit;
 pub mod auth;
 pub mod bodies;
@@ -102,6 +105,8 @@ pub struct AppState {
     pub fhir: Arc<fhir::Settings>,
     /// What the routes read of the configuration (trusted proxies, …).
     pub options: Arc<config::Options>,
+    /// Whom urgent actions alert (`--alerts`); none by default.
+    pub alerts: Arc<alerts::Alerts>,
 }
 
 impl AppState {
@@ -128,6 +133,7 @@ impl AppState {
             sign_in: Arc::default(),
             fhir: Arc::default(),
             options: Arc::default(),
+            alerts: Arc::default(),
         })
     }
 

@@ -10,6 +10,8 @@ use tokio::net::TcpListener;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 
+use crate::alerts::Alerts;
+use crate::alerts::send::AlertSender;
 use crate::config::ServeConfig;
 use crate::{AppState, Clock, Db, app, auth, caseload, demo, listen, metrics};
 
@@ -58,6 +60,20 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let mut state = AppState::with_keys(db, keys, Clock::system(), config.sync_batch)?.with_sign_in(sign_in);
     state.fhir = std::sync::Arc::new(fhir);
     state.options = std::sync::Arc::new(config.options()?);
+    if let Some(path) = &config.alerts {
+        let alerts = Alerts::load(path)?;
+        tracing::info!(teams = alerts.teams.len(), "alerts configured");
+        state.alerts = std::sync::Arc::new(alerts);
+    }
+    // The outbox's worker sends what the evaluations owe, alerts among them; it stops
+    // when `_outbox` is dropped, as `run` returns.
+    let _outbox = crate::outbox::Worker::new(
+        state.db.clone(),
+        state.clock.clone(),
+        AlertSender::both(&state.alerts),
+        crate::outbox::Policy::default(),
+    )
+    .start()?;
     let listener = TcpListener::bind(config.addr).await.with_context(|| format!("cannot listen on {}", config.addr))?;
     let addr = listener.local_addr()?;
     let metrics_listener = match config.metrics_addr {
@@ -153,29 +169,36 @@ pub fn spawn_reevaluation(state: AppState, every: Duration) -> AbortOnDrop {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            let now = state.clock.now();
-            let docs = std::sync::Arc::clone(&state.docs);
-            // A batch at a time, so that syncs wait at most one batch for the database.
-            loop {
-                let docs = std::sync::Arc::clone(&docs);
-                let made =
-                    state.db.call(move |conn| caseload::refresh(conn, &docs, None, now, caseload::REFRESH_BATCH)).await;
-                match made {
-                    Ok(made) if made == caseload::REFRESH_BATCH => continue,
-                    Ok(made) => {
-                        if made > 0 {
-                            tracing::debug!(made, "re-evaluated");
-                        }
-                        break;
-                    }
-                    Err(error) => {
-                        tracing::error!(error = ?error, "re-evaluation failed");
-                        break;
-                    }
-                }
+            match reevaluate(&state).await {
+                Ok(0) => {}
+                Ok(made) => tracing::debug!(made, "re-evaluated"),
+                Err(error) => tracing::error!(error = ?error, "re-evaluation failed"),
             }
         }
     }))
+}
+
+/// One round of the scheduled re-evaluation at the clock's moment: every summary whose
+/// episode changed or whose actions the clock has moved on is remade, and the alerts its
+/// evaluation calls for are written to the outbox in the same transaction. Returns how
+/// many summaries were remade. Safe to run on several replicas at once (each alert is
+/// owed once by its key), but one is enough: a caller may hold a lock around it.
+pub async fn reevaluate(state: &AppState) -> Result<usize, crate::AppError> {
+    let now = state.clock.now();
+    let mut total = 0;
+    // A batch at a time, so that syncs wait at most one batch for the database.
+    loop {
+        let docs = std::sync::Arc::clone(&state.docs);
+        let alerts = std::sync::Arc::clone(&state.alerts);
+        let made = state
+            .db
+            .call(move |conn| caseload::refresh(conn, &docs, &alerts, None, now, caseload::REFRESH_BATCH))
+            .await?;
+        total += made;
+        if made < caseload::REFRESH_BATCH {
+            return Ok(total);
+        }
+    }
 }
 
 /// Resolves at the first ctrl-c or SIGTERM.
