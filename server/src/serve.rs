@@ -71,7 +71,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         state.db.clone(),
         state.clock.clone(),
         AlertSender::both(&state.alerts),
-        crate::outbox::Policy::default(),
+        crate::outbox::Policy { lease: Duration::from_secs(config.outbox_lease_secs), ..Default::default() },
     )
     .start()?;
     let listener = TcpListener::bind(config.addr).await.with_context(|| format!("cannot listen on {}", config.addr))?;
