@@ -367,6 +367,14 @@ email = "cc@example.org"
     }
 
     #[test]
+    fn the_example_file_reads() {
+        let text = include_str!("../../../docs/examples/alerts.toml");
+        let env = |name: &str| Some(format!("{name}-is-a-long-enough-secret-for-the-example"));
+        let alerts = Alerts::parse(text, &env).expect("the example file");
+        assert_eq!(alerts.teams["south"].contact("team_manager", true).0, Whom::Role("team_manager".into()));
+    }
+
+    #[test]
     fn mistakes_are_refused_naming_the_field() {
         let cases = [
             (GOOD.replace("08:30-18:00", "18:00-08:30"), "working_hours"),

@@ -1,5 +1,5 @@
 //! Alerts to the owner of an urgent action when it becomes active, when it is about to
-//! fall due, and when it falls overdue undone (docs/adr/0012-alerts.md).
+//! fall due, and when it falls overdue undone (docs/adr/0013-alerts.md).
 //!
 //! The evaluation that finds an alert due writes it to the outbox (`outbox`) in
 //! its own transaction, under the key `<action id>:<moment>`, so that each alert is
