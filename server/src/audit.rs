@@ -31,6 +31,9 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/v1/audit", get(audit))
 }
 
+/// The user id and name the server's own entries carry.
+pub const SERVER: &str = "tether server";
+
 /// Where a read or write came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -38,6 +41,8 @@ pub enum Via {
     Api,
     Dashboard,
     Sync,
+    /// The server itself: what its own workers do (`outbox`), for no one signed in.
+    Server,
 }
 
 impl Via {
@@ -46,6 +51,7 @@ impl Via {
             Self::Api => "api",
             Self::Dashboard => "dashboard",
             Self::Sync => "sync",
+            Self::Server => "server",
         }
     }
 }
@@ -62,6 +68,14 @@ pub struct Who {
 impl Who {
     pub fn new(user: &AuthUser, via: Via) -> Self {
         Self { user_id: user.user_id.clone(), username: user.username.clone(), device: user.device_id.clone(), via }
+    }
+
+    /// The server itself, on its own device (`episodes::server_device`): its user id and
+    /// name are [`SERVER`], which no account can have (a username holds no space;
+    /// `accounts::Username`).
+    pub fn server(tx: &mut dyn Tx) -> Result<Self, StoreError> {
+        let device = crate::episodes::server_device(tx)?;
+        Ok(Self { user_id: SERVER.into(), username: SERVER.into(), device, via: Via::Server })
     }
 }
 

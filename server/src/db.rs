@@ -14,11 +14,11 @@ use rusqlite::Connection;
 use crate::files;
 
 /// The schema this build writes; `PRAGMA user_version` holds the database's.
-pub const SCHEMA: i64 = 8;
+pub const SCHEMA: i64 = 9;
 
 /// Each schema's upgrade from the one before, in order. Schema 6's upgrade also chains
 /// the audit entries already there, in Rust (`store::after_upgrade`).
-pub const UPGRADES: [&str; 8] = [
+pub const UPGRADES: [&str; 9] = [
     include_str!("schema/v1.sql"),
     include_str!("schema/v2.sql"),
     include_str!("schema/v3.sql"),
@@ -27,6 +27,7 @@ pub const UPGRADES: [&str; 8] = [
     include_str!("schema/v6.sql"),
     include_str!("schema/v7.sql"),
     include_str!("schema/v8.sql"),
+    include_str!("schema/v9.sql"),
 ];
 
 pub use crate::store::OpenError;

@@ -26,6 +26,8 @@
 //! - `caseload`: each episode's summary (open and overdue actions, conflicts, duplicates,
 //!   records to file), kept current as episodes change and as the clock moves.
 //! - `audit`: the append-only log of every read and write of an episode.
+//! - `outbox`: messages owed to systems outside the server (records to file, alerts),
+//!   owed in the transaction of their cause, and the worker that sends and retries them.
 //! - `dashboard`: the manager's HTML pages under `/dashboard` (sign-in, caseload, episode).
 //! - `oidc`: signing in with the trust's OpenID provider (NHS CIS2, Entra ID): settings,
 //!   the claims mapping, the code exchange and ID token checks, the phones' routes.
@@ -66,6 +68,7 @@ mod me;
 pub mod metrics;
 pub mod office;
 pub mod oidc;
+pub mod outbox;
 pub mod serve;
 pub mod store;
 mod sync;

@@ -52,6 +52,26 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Messages owed to systems outside the server (records to file in the EPR, alerts).
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum OutboxCommand {
+    /// Make the messages that failed for good due again, their attempts counted afresh:
+    /// once the receiver is mended, or its refusal understood. The next worker pass of a
+    /// running server sends them.
+    Retry {
+        #[command(flatten)]
+        db: DbArg,
+        /// The kind of message: `epr`, or an alert's kind.
+        #[arg(long, default_value = "epr")]
+        kind: String,
+        /// Only this episode's.
+        #[arg(long)]
+        episode: Option<episode::EpisodeId>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,6 +176,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Audit(AuditCommand::Verify { db }) => return audit_verify(&db.db),
         Command::Serve(config) => serve(*config),
+        Command::Outbox(OutboxCommand::Retry { db, kind, episode }) => outbox_retry(&db.db, &kind, episode),
         Command::Team(TeamCommand::Add { db, id, name }) => team_add(&db.db, &id, &name),
         Command::User(UserCommand::Add { db, username, role, teams }) => user_add(&db.db, &username, role, &teams),
         Command::User(UserCommand::Disable { db, username }) => user_disable(&db.db, &username, true),
@@ -206,6 +227,13 @@ fn serve(config: ServeConfig) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(server::serve::run(config)).map_err(|e| format!("{e:#}"))
+}
+
+fn outbox_retry(target: &Target, kind: &str, episode: Option<episode::EpisodeId>) -> Result<(), String> {
+    let now = jiff::Timestamp::now();
+    let made = in_transaction(target, |tx| server::outbox::retry(tx, kind, episode, now).map_err(store_error))?;
+    println!("{made} failed {kind} message(s) due again");
+    Ok(())
 }
 
 fn open_db(target: &Target) -> Result<Db, String> {

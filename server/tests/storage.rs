@@ -478,10 +478,19 @@ fn old_rows(backend: Backend, version: usize) -> Vec<String> {
             "INSERT INTO sync_states (episode, device, state) VALUES ('{id}', 'phone-old', {})",
             blob(&automerge::sync::State::new().encode())
         ));
-        rows.push(format!(
-            "INSERT INTO receipts (episode, event, received_at, device) VALUES ('{id}', '{}', 1767225600000, 'phone-old')",
-            episode.event
-        ));
+        rows.push(if version >= 8 {
+            format!(
+                "INSERT INTO receipts (episode, event, received_at, device, seq) \
+                 VALUES ('{id}', '{}', 1767225600000, 'phone-old', 2)",
+                episode.event
+            )
+        } else {
+            format!(
+                "INSERT INTO receipts (episode, event, received_at, device) \
+                 VALUES ('{id}', '{}', 1767225600000, 'phone-old')",
+                episode.event
+            )
+        });
         rows.push(format!("INSERT INTO drops (episode, device, seq) VALUES ('{id}', 'phone-gone', 3)"));
         rows.push(
             "INSERT INTO revoked_devices (device, revoked_at, revoked_by) VALUES ('phone-lost', 1767225600, 'user-olive')"
@@ -568,6 +577,13 @@ fn check_rows(db: &Db, version: usize) {
             // Chained by the upgrade to schema 6, or as written.
             let chain = server::audit::verify(conn)?.expect("the chain holds");
             assert_eq!(chain.entries, 1);
+            // Still append-only after schema 9 made the table again, and it takes the
+            // server's own entries.
+            assert!(conn.inspect_execute("UPDATE audit SET detail = 'edited'").is_err(), "no update");
+            assert!(conn.inspect_execute("DELETE FROM audit").is_err(), "no delete");
+            let who = server::audit::Who::server(conn)?;
+            server::audit::log(conn, &who, 1767225600000, "outbox_sent", Some(episode.id), Some("epr x"))?;
+            assert_eq!(server::audit::verify(conn)?.expect("the chain holds").entries, 2);
         }
         Ok::<_, StoreError>(())
     })

@@ -161,6 +161,45 @@ pub struct AppointmentRecord {
     pub outcome: String,
 }
 
+/// A message the server comes to owe a system outside it (schema 9; `crate::outbox`).
+#[derive(Debug, Clone, Copy)]
+pub struct NewOutboxItem<'a> {
+    /// What it is, and so which sender sends it (`epr`, `alert_webhook`, …).
+    pub kind: &'a str,
+    /// What makes it one message: owing it again changes nothing.
+    pub dedupe_key: &'a str,
+    pub team: Option<&'a str>,
+    pub episode: Option<EpisodeId>,
+    /// What the sender needs to send it, as the sender reads it (JSON).
+    pub payload: &'a str,
+    /// When it is owed (Unix milliseconds): due from then.
+    pub now_ms: i64,
+}
+
+/// A message claimed from the outbox to be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxItem {
+    pub id: i64,
+    pub kind: String,
+    pub dedupe_key: String,
+    pub team: Option<String>,
+    pub episode: Option<EpisodeId>,
+    pub payload: String,
+    /// The claims made of it, this one included: a claim is finished only at its own count.
+    pub attempts: i64,
+}
+
+/// How many of an episode's messages of a kind are in a state not yet sent, and why the
+/// last attempt of one of them failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxCount {
+    pub episode: EpisodeId,
+    pub kind: String,
+    pub state: String,
+    pub count: i64,
+    pub last_error: Option<String>,
+}
+
 /// Every statement the server runs, typed. Both backends implement it for a connection in
 /// autocommit and for a transaction.
 pub trait Tx {
@@ -342,6 +381,28 @@ pub trait Tx {
     fn rates(&mut self, team: &str, since: i64, until: i64) -> Result<Rates>;
     /// Open and overdue actions per team.
     fn counts_by_team(&mut self) -> Result<Vec<(String, i64, i64)>>;
+
+    // The outbox (schema 9; `crate::outbox`).
+    /// Owes a message, unless one with its `dedupe_key` is owed or sent already; returns
+    /// whether it is new.
+    fn enqueue(&mut self, item: &NewOutboxItem<'_>) -> Result<bool>;
+    /// Claims up to `limit` messages of `kind` that are due at `now_ms`, or whose claim
+    /// lapsed by then, until `lease_until_ms`: each is `sending`, with one more attempt.
+    /// Two claims at once (two replicas) never take the same message.
+    fn claim_outbox(&mut self, kind: &str, now_ms: i64, lease_until_ms: i64, limit: usize) -> Result<Vec<OutboxItem>>;
+    /// Marks a claimed message sent; `false` if the claim (its `attempts`) was no longer
+    /// held, and nothing changed.
+    fn outbox_sent(&mut self, id: i64, attempts: i64, now_ms: i64) -> Result<bool>;
+    /// Marks a claimed message's attempt failed with `error` (never a patient's
+    /// identifier): to be tried again at `retry_at`, or `failed` with `None`. `false` if
+    /// the claim was no longer held, and nothing changed.
+    fn outbox_failed(&mut self, id: i64, attempts: i64, retry_at: Option<i64>, error: &str) -> Result<bool>;
+    /// Makes the `failed` messages of `kind` (of one episode, or all) due again at
+    /// `now_ms`, their attempts counted afresh; returns how many.
+    fn retry_outbox(&mut self, kind: &str, episode: Option<EpisodeId>, now_ms: i64) -> Result<u64>;
+    /// The messages not yet sent of `team`'s episodes (their team now), by episode, kind
+    /// and state.
+    fn outbox_counts(&mut self, team: &str) -> Result<Vec<OutboxCount>>;
 
     /// For tests only: the rows of a query, each value as text (NULL as `None`). Tests
     /// look at what is stored on either backend with this; the server never calls it.

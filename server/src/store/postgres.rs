@@ -18,15 +18,15 @@ use episode::EpisodeId;
 
 use super::target::PgUrl;
 use super::{
-    AUDIT_CHAIN_SCHEMA, ChainedEntry, Conn, EpisodeRow, Login, OpenError, PendingSignIn, PresentedToken, Registration,
-    Result, StoreError, SummaryRecord, Transaction, Tx, UserRow, parse_id,
+    AUDIT_CHAIN_SCHEMA, ChainedEntry, Conn, EpisodeRow, Login, NewOutboxItem, OpenError, OutboxCount, OutboxItem,
+    PendingSignIn, PresentedToken, Registration, Result, StoreError, SummaryRecord, Transaction, Tx, UserRow, parse_id,
 };
 use crate::audit::{Entry, Row as AuditRow};
 use crate::caseload::{OpenAction, Rates, Summary};
 
 /// Each schema's upgrade from the one before, as PostgreSQL reads them: version for
 /// version the same tables as SQLite's (`crate::db::UPGRADES`).
-pub const SCHEMA_FILES: [&str; 8] = [
+pub const SCHEMA_FILES: [&str; 9] = [
     include_str!("../schema/postgres/v1.sql"),
     include_str!("../schema/postgres/v2.sql"),
     include_str!("../schema/postgres/v3.sql"),
@@ -35,6 +35,7 @@ pub const SCHEMA_FILES: [&str; 8] = [
     include_str!("../schema/postgres/v6.sql"),
     include_str!("../schema/postgres/v7.sql"),
     include_str!("../schema/postgres/v8.sql"),
+    include_str!("../schema/postgres/v9.sql"),
 ];
 
 /// The audit log's trigger against updates and deletes, put back once schema 6's
@@ -1245,6 +1246,102 @@ impl Tx for Pg<'_> {
             &[],
         )?;
         rows.iter().map(|r| Ok((get(r, 0)?, get(r, 1)?, get(r, 2)?))).collect()
+    }
+
+    fn enqueue(&mut self, item: &NewOutboxItem<'_>) -> Result<bool> {
+        let episode = item.episode.map(|e| e.to_string());
+        let added = self.execute(
+            "INSERT INTO outbox (kind, dedupe_key, team, episode, payload, next_attempt_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $6)
+             ON CONFLICT (dedupe_key) DO NOTHING",
+            &[&item.kind, &item.dedupe_key, &item.team, &episode, &item.payload, &item.now_ms],
+        )?;
+        Ok(added > 0)
+    }
+
+    fn claim_outbox(&mut self, kind: &str, now_ms: i64, lease_until_ms: i64, limit: usize) -> Result<Vec<OutboxItem>> {
+        // The rows are locked as they are chosen, and a row another replica has locked
+        // (claiming it now) is passed over rather than waited for: two claims at once
+        // take different rows, and neither blocks the other.
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.query(
+            "UPDATE outbox SET state = 'sending', attempts = attempts + 1, claimed_until = $3
+             WHERE id IN (SELECT id FROM outbox
+                          WHERE kind = $1 AND ((state IN ('pending', 'retrying') AND next_attempt_at <= $2)
+                                               OR (state = 'sending' AND claimed_until <= $2))
+                          ORDER BY next_attempt_at, id LIMIT $4
+                          FOR UPDATE SKIP LOCKED)
+             RETURNING id, kind, dedupe_key, team, episode, payload, attempts",
+            &[&kind, &now_ms, &lease_until_ms, &limit],
+        )?;
+        let mut out = rows
+            .iter()
+            .map(|r| {
+                let episode: Option<String> = get(r, 4)?;
+                Ok(OutboxItem {
+                    id: get(r, 0)?,
+                    kind: get(r, 1)?,
+                    dedupe_key: get(r, 2)?,
+                    team: get(r, 3)?,
+                    episode: episode.map(|e| parse_id(&e, "outbox", "episode")).transpose()?,
+                    payload: get(r, 5)?,
+                    attempts: get(r, 6)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.sort_by_key(|item| item.id);
+        Ok(out)
+    }
+
+    fn outbox_sent(&mut self, id: i64, attempts: i64, now_ms: i64) -> Result<bool> {
+        let changed = self.execute(
+            "UPDATE outbox SET state = 'sent', sent_at = $3, claimed_until = NULL, last_error = NULL
+             WHERE id = $1 AND attempts = $2 AND state = 'sending'",
+            &[&id, &attempts, &now_ms],
+        )?;
+        Ok(changed > 0)
+    }
+
+    fn outbox_failed(&mut self, id: i64, attempts: i64, retry_at: Option<i64>, error: &str) -> Result<bool> {
+        let changed = self.execute(
+            "UPDATE outbox SET state = CASE WHEN $3::bigint IS NULL THEN 'failed' ELSE 'retrying' END,
+                               next_attempt_at = COALESCE($3::bigint, next_attempt_at), claimed_until = NULL,
+                               last_error = $4
+             WHERE id = $1 AND attempts = $2 AND state = 'sending'",
+            &[&id, &attempts, &retry_at, &error],
+        )?;
+        Ok(changed > 0)
+    }
+
+    fn retry_outbox(&mut self, kind: &str, episode: Option<EpisodeId>, now_ms: i64) -> Result<u64> {
+        let episode = episode.map(|e| e.to_string());
+        self.execute(
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = $3
+             WHERE kind = $1 AND state = 'failed' AND ($2::text IS NULL OR episode = $2)",
+            &[&kind, &episode, &now_ms],
+        )
+    }
+
+    fn outbox_counts(&mut self, team: &str) -> Result<Vec<OutboxCount>> {
+        let rows = self.query(
+            "SELECT o.episode, o.kind, o.state, COUNT(*), MAX(o.last_error)
+             FROM outbox o JOIN episodes e ON e.id = o.episode
+             WHERE e.team = $1 AND o.state != 'sent'
+             GROUP BY o.episode, o.kind, o.state ORDER BY o.episode, o.kind, o.state",
+            &[&team],
+        )?;
+        rows.iter()
+            .map(|r| {
+                let episode: String = get(r, 0)?;
+                Ok(OutboxCount {
+                    episode: parse_id(&episode, "outbox", "episode")?,
+                    kind: get(r, 1)?,
+                    state: get(r, 2)?,
+                    count: get(r, 3)?,
+                    last_error: get(r, 4)?,
+                })
+            })
+            .collect()
     }
 
     fn inspect(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {

@@ -7,8 +7,8 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 use super::{
-    AUDIT_CHAIN_SCHEMA, ChainedEntry, Conn, EpisodeRow, Login, PendingSignIn, PresentedToken, Registration, Result,
-    StoreError, SummaryRecord, Transaction, Tx, UserRow, parse_id,
+    AUDIT_CHAIN_SCHEMA, ChainedEntry, Conn, EpisodeRow, Login, NewOutboxItem, OutboxCount, OutboxItem, PendingSignIn,
+    PresentedToken, Registration, Result, StoreError, SummaryRecord, Transaction, Tx, UserRow, parse_id,
 };
 use crate::audit::{Entry, Row as AuditRow, Via};
 use crate::caseload::{OpenAction, Rates, Summary};
@@ -1023,6 +1023,115 @@ impl Tx for Sqlite<'_> {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    fn enqueue(&mut self, item: &NewOutboxItem<'_>) -> Result<bool> {
+        let added = self
+            .c()
+            .prepare_cached(
+                "INSERT INTO outbox (kind, dedupe_key, team, episode, payload, next_attempt_at, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+                 ON CONFLICT (dedupe_key) DO NOTHING",
+            )?
+            .execute(params![
+                item.kind,
+                item.dedupe_key,
+                item.team,
+                item.episode.map(|e| e.to_string()),
+                item.payload,
+                item.now_ms
+            ])?;
+        Ok(added > 0)
+    }
+
+    fn claim_outbox(&mut self, kind: &str, now_ms: i64, lease_until_ms: i64, limit: usize) -> Result<Vec<OutboxItem>> {
+        // One writer at a time: the statement is the whole claim.
+        let mut statement = self.c().prepare_cached(
+            "UPDATE outbox SET state = 'sending', attempts = attempts + 1, claimed_until = ?3
+             WHERE id IN (SELECT id FROM outbox
+                          WHERE kind = ?1 AND ((state IN ('pending', 'retrying') AND next_attempt_at <= ?2)
+                                               OR (state = 'sending' AND claimed_until <= ?2))
+                          ORDER BY next_attempt_at, id LIMIT ?4)
+             RETURNING id, kind, dedupe_key, team, episode, payload, attempts",
+        )?;
+        let rows = statement.query_map(params![kind, now_ms, lease_until_ms, limit as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, i64>(6)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, kind, dedupe_key, team, episode, payload, attempts) = row?;
+            let episode = episode.map(|e| parse_id(&e, "outbox", "episode")).transpose()?;
+            out.push(OutboxItem { id, kind, dedupe_key, team, episode, payload, attempts });
+        }
+        out.sort_by_key(|item| item.id);
+        Ok(out)
+    }
+
+    fn outbox_sent(&mut self, id: i64, attempts: i64, now_ms: i64) -> Result<bool> {
+        let changed = self
+            .c()
+            .prepare_cached(
+                "UPDATE outbox SET state = 'sent', sent_at = ?3, claimed_until = NULL, last_error = NULL
+                 WHERE id = ?1 AND attempts = ?2 AND state = 'sending'",
+            )?
+            .execute(params![id, attempts, now_ms])?;
+        Ok(changed > 0)
+    }
+
+    fn outbox_failed(&mut self, id: i64, attempts: i64, retry_at: Option<i64>, error: &str) -> Result<bool> {
+        let changed = self
+            .c()
+            .prepare_cached(
+                "UPDATE outbox SET state = CASE WHEN ?3 IS NULL THEN 'failed' ELSE 'retrying' END,
+                                   next_attempt_at = COALESCE(?3, next_attempt_at), claimed_until = NULL,
+                                   last_error = ?4
+                 WHERE id = ?1 AND attempts = ?2 AND state = 'sending'",
+            )?
+            .execute(params![id, attempts, retry_at, error])?;
+        Ok(changed > 0)
+    }
+
+    fn retry_outbox(&mut self, kind: &str, episode: Option<EpisodeId>, now_ms: i64) -> Result<u64> {
+        let changed = self
+            .c()
+            .prepare_cached(
+                "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?3
+                 WHERE kind = ?1 AND state = 'failed' AND (?2 IS NULL OR episode = ?2)",
+            )?
+            .execute(params![kind, episode.map(|e| e.to_string()), now_ms])?;
+        Ok(changed as u64)
+    }
+
+    fn outbox_counts(&mut self, team: &str) -> Result<Vec<OutboxCount>> {
+        let mut statement = self.c().prepare_cached(
+            "SELECT o.episode, o.kind, o.state, COUNT(*), MAX(o.last_error)
+             FROM outbox o JOIN episodes e ON e.id = o.episode
+             WHERE e.team = ?1 AND o.state != 'sent'
+             GROUP BY o.episode, o.kind, o.state ORDER BY o.episode, o.kind, o.state",
+        )?;
+        let rows = statement.query_map([team], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, Option<String>>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (episode, kind, state, count, last_error) = row?;
+            out.push(OutboxCount { episode: parse_id(&episode, "outbox", "episode")?, kind, state, count, last_error });
+        }
+        Ok(out)
+    }
+
     fn inspect(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
         let mut statement = self.c().prepare(sql)?;
         let columns = statement.column_count();
@@ -1065,6 +1174,7 @@ pub(super) fn entry(
         "api" => Via::Api,
         "dashboard" => Via::Dashboard,
         "sync" => Via::Sync,
+        "server" => Via::Server,
         _ => return Err(StoreError::damaged("audit", "via", "an unknown channel")),
     };
     Ok(Entry { n, at, user_id, username, device, via, action, episode, detail })
