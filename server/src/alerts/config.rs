@@ -384,7 +384,7 @@ email = "cc@example.org"
             (GOOD.replace("contacts.care_coordinator", "contacts.janitor"), "not an owner role"),
             (GOOD.replace("cc@example.org", "not an address"), "`email`"),
             (GOOD.replace("host = \"127.0.0.1\"", "host = \"smtp.example\""), "loopback"),
-            (GOOD.replace("team-south]", "Team South]"), "not a team id"),
+            (GOOD.replace("teams.team-south", "teams.\"Team South\""), "not a team id"),
             (GOOD.replace("[smtp]", "[smtp]\nextra = 1"), "extra"),
         ];
         for (text, expected) in cases {
