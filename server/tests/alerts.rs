@@ -170,10 +170,56 @@ fn outbox(server: &Server) -> Vec<(String, String, i64)> {
         .collect()
 }
 
+/// The episode's page on the dashboard, as `sol` (south's team manager) sees it.
+async fn episode_page(server: &Server, episode: episode::EpisodeId) -> String {
+    use axum::body::Body;
+    use axum::http::{Method, Request, header};
+    let cookie_of = |headers: &HeaderMap, name: &str| {
+        headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with(name))
+            .and_then(|v| v.split(';').next())
+            .map(str::to_owned)
+            .expect("a cookie")
+    };
+    let get = |path: String, cookie: Option<String>| {
+        let mut request = Request::builder().uri(path);
+        if let Some(cookie) = cookie {
+            request = request.header(header::COOKIE, cookie);
+        }
+        request.body(Body::empty()).expect("a request")
+    };
+    let (_, headers, body) = server.send_raw(get("/dashboard/login".into(), None)).await;
+    let page = String::from_utf8(body).expect("HTML");
+    let login = cookie_of(&headers, "tether_login=");
+    let csrf = page.split("name=\"csrf\" value=\"").nth(1).and_then(|r| r.split('"').next()).expect("a token");
+    let form = form_urlencoded::Serializer::new(String::new())
+        .append_pair("csrf", csrf)
+        .append_pair("username", "sol")
+        .append_pair("password", common::PASSWORD)
+        .finish();
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/dashboard/login")
+        .header(header::COOKIE, login)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(form))
+        .expect("a request");
+    let (status, headers, _) = server.send_raw(request).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let session = cookie_of(&headers, "tether_session=");
+    let (status, _, body) = server.send_raw(get(format!("/dashboard/episodes/{episode}"), Some(session))).await;
+    assert_eq!(status, StatusCode::OK);
+    String::from_utf8(body).expect("HTML")
+}
+
 backends!(; multi_thread:
     home_treatment_alerts_each_owner_once_through_one_two_and_four_hours,
     out_of_hours_the_on_call_contact_is_alerted,
     a_receiver_down_gets_the_alert_when_it_is_back,
+    a_receiver_that_refuses_the_alert_fails_it_at_once,
     a_send_cut_short_by_a_crash_is_made_again_under_the_same_key,
 );
 
@@ -256,10 +302,14 @@ async fn a_receiver_down_gets_the_alert_when_it_is_back() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a port").local_addr().expect("an address").port();
     let (server, worker) = with_alerts(Server::new(), alerts_file(port, None));
     let worker = Arc::new(worker);
-    home_treatment(&server);
+    let episode = home_treatment(&server);
     tick(&server, &worker, 0).await;
     let rows = outbox(&server);
     assert_eq!(rows.len(), 4);
+    // The manager sees each alert retrying, and why.
+    let page = episode_page(&server, episode).await;
+    assert_eq!(page.matches("data-state=\"retrying\"").count(), 4, "{page}");
+    assert!(page.contains("could not be reached"));
     assert!(rows.iter().all(|(_, state, attempts)| state == "retrying" && *attempts == 1), "{rows:?}");
     let retries = server.number("SELECT count(*) FROM audit WHERE action = 'outbox_retry'");
     assert_eq!(retries, 4, "each failed attempt is audited");
@@ -274,6 +324,33 @@ async fn a_receiver_down_gets_the_alert_when_it_is_back() {
     let rows = outbox(&server);
     assert!(rows.iter().all(|(_, state, attempts)| state == "sent" && *attempts == 2), "{rows:?}");
     assert_eq!(got.at("cc").len() + got.at("tm").len(), 4);
+    let page = episode_page(&server, episode).await;
+    assert_eq!(page.matches("data-state=\"sent\"").count(), 4, "{page}");
+    assert!(page.contains("Phone the patient") || page.contains("phone"), "the action is named");
+}
+
+async fn a_receiver_that_refuses_the_alert_fails_it_at_once() {
+    // The receiver answers 404 (a path it does not have): no use trying again.
+    let got = Received::default();
+    let (port, _task) = receiver(0, got.clone()).await;
+    let mut alerts = alerts_file(port, None);
+    let south = alerts.teams.get_mut("team-south").expect("south");
+    for contact in south.contacts.values_mut().chain(std::iter::once(&mut south.on_call)) {
+        if let Some(hook) = &mut contact.webhook {
+            hook.url = format!("http://127.0.0.1:{port}/nowhere/at/all");
+        }
+    }
+    let (server, worker) = with_alerts(Server::new(), alerts);
+    let worker = Arc::new(worker);
+    let episode = home_treatment(&server);
+    tick(&server, &worker, 0).await;
+    let rows = outbox(&server);
+    assert!(rows.iter().all(|(_, state, attempts)| state == "failed" && *attempts == 1), "{rows:?}");
+    assert_eq!(server.number("SELECT count(*) FROM audit WHERE action = 'outbox_failed'"), 4);
+    let page = episode_page(&server, episode).await;
+    assert_eq!(page.matches("data-state=\"failed\"").count(), 4, "{page}");
+    assert!(page.contains("answered 404"), "{page}");
+    assert!(!page.contains(SECRET));
 }
 
 async fn a_send_cut_short_by_a_crash_is_made_again_under_the_same_key() {

@@ -28,6 +28,8 @@ use crate::store::{StoreError, Tx};
 /// The outbox kinds alerts are sent as.
 pub const KIND_WEBHOOK: &str = "alert_webhook";
 pub const KIND_EMAIL: &str = "alert_email";
+/// What every alert kind starts with.
+pub const KIND_PREFIX: &str = "alert_";
 
 /// Which moment of an urgent action an alert is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -324,11 +324,14 @@ async fn episode_page(State(state): State<AppState>, user: DashUser, Path(id): P
     let Some(id) = episode_id(&id) else { return pages::error_page(AppError::NotFound) };
     let now = state.clock.now();
     let read = office::at_desk(&state, user.who(), user.user.teams.clone(), move |desk| {
-        office::read(desk, id, "read_episode")
+        let read = office::read(desk, id, "read_episode")?;
+        // Read only once the episode is known to be the user's.
+        let alerts = desk.conn.outbox_of(id, crate::alerts::KIND_PREFIX)?;
+        Ok((read, alerts))
     })
     .await;
     match read {
-        Ok(read) => pages::episode(&user, &read, now).into_response(),
+        Ok((read, alerts)) => pages::episode(&user, &read, &alerts, now).into_response(),
         Err(error) => pages::error_page(error),
     }
 }

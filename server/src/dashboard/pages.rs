@@ -5,7 +5,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use episode::pathway::{Action, State, Warning, WarningCode};
+use episode::pathway::{Action, Evaluation, State, Warning, WarningCode};
 use episode::{EpisodeId, Event};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
@@ -17,6 +17,7 @@ use super::{Caseload, TeamRates};
 use crate::caseload::Rates;
 use crate::error::AppError;
 use crate::office::{Read, json_time};
+use crate::store::OutboxRow;
 
 /// The share of appointments to which children were not brought across eight health
 /// providers (pathway.md, WNB): 1 in 10.
@@ -410,7 +411,7 @@ fn percent(count: i64, total: i64) -> String {
 }
 
 /// `GET /dashboard/episodes/{id}`: everything about one episode.
-pub(crate) fn episode(user: &DashUser, read: &Read, now: Timestamp) -> Markup {
+pub(crate) fn episode(user: &DashUser, read: &Read, alerts: &[OutboxRow], now: Timestamp) -> Markup {
     let episode = &read.episode;
     let id = episode.id;
     let timeline = read.timeline();
@@ -482,6 +483,13 @@ pub(crate) fn episode(user: &DashUser, read: &Read, now: Timestamp) -> Markup {
                         summary { "Done or cancelled (" (past.len()) ")" }
                         (action_table(&past, episode.id, &timeline))
                     }
+                }
+            }
+            @if !alerts.is_empty() {
+                section #alerts {
+                    h2 { "Alerts" }
+                    p.muted { "Alerts to the owners of urgent actions, by webhook and email, and whether each was delivered." }
+                    (alert_table(alerts, &read.evaluation))
                 }
             }
             section #unfiled {
@@ -766,4 +774,48 @@ fn when(at: Timestamp) -> Markup {
 
 fn local(at: Timestamp) -> String {
     at.to_zoned_datetime(LONDON.clone()).strftime("%a %-d %b %Y, %H:%M %Z").to_string()
+}
+
+/// The episode's alerts: which action and moment, how, and where each stands.
+fn alert_table(alerts: &[OutboxRow], evaluation: &Evaluation) -> Markup {
+    let ms = |at: i64| Timestamp::from_millisecond(at).ok();
+    html! {
+        table {
+            thead { tr { th { "Action" } th { "Alert" } th { "By" } th { "State" } th { "Attempts" } th { "When" } } }
+            tbody {
+                @for alert in alerts {
+                    // `<kind>:<action id>:<moment>` (`alerts::dedupe_key`).
+                    @let mut parts = alert.dedupe_key.splitn(3, ':').skip(1);
+                    @let (action, moment) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                    @let title = evaluation.actions.iter().find(|a| a.id.to_string() == action).map(|a| a.title.to_string());
+                    tr.alert data-state=(alert.state) data-key=(alert.dedupe_key) {
+                        td { (title.unwrap_or_else(|| action.to_owned())) }
+                        td { (words(moment)) }
+                        td { (if alert.kind == crate::alerts::KIND_EMAIL { "email" } else { "webhook" }) }
+                        td {
+                            span.badge.(alert_badge(&alert.state)) { (words(&alert.state)) }
+                            @if let Some(error) = &alert.last_error { @if alert.state != "sent" { " " span.muted { (error) } } }
+                        }
+                        td { (alert.attempts) }
+                        td {
+                            @match (alert.state.as_str(), alert.sent_at.and_then(ms), ms(alert.next_attempt_at)) {
+                                ("sent", Some(at), _) => { "sent " (when(at)) }
+                                ("retrying", _, Some(next)) => { "next try " (when(next)) }
+                                _ => { @if let Some(at) = ms(alert.created_at) { "raised " (when(at)) } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The style of an alert's state: delivered, still trying, or given up.
+fn alert_badge(state: &str) -> &'static str {
+    match state {
+        "sent" => "done",
+        "failed" => "overdue",
+        _ => "open",
+    }
 }
