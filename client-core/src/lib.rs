@@ -157,6 +157,20 @@ pub struct NextAction {
     pub action: Action,
 }
 
+/// When the next action on the device falls due, for the host to schedule a local
+/// notification that fires offline. It names the episode and the action, never the
+/// patient: a notification shows on a locked screen.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct NextDue {
+    pub episode: EpisodeId,
+    pub action: uuid::Uuid,
+    pub code: pathway::Code,
+    pub title: String,
+    pub priority: pathway::Priority,
+    #[serde(with = "episode::json::time")]
+    pub due: Timestamp,
+}
+
 /// What the device computes offline: provisional until the server's evaluation arrives.
 #[derive(Clone, Debug, Serialize)]
 pub struct Provisional {
@@ -559,6 +573,31 @@ impl Core {
             .collect();
         next.sort_by_key(|n| (n.action.due, n.episode, n.action.id));
         next
+    }
+
+    /// The next moment an action on the device falls due after `now`: the earliest
+    /// deadline of the actions still to be done (open, or upcoming: an action not yet
+    /// active falls due too) that is not already past. Overdue actions are left out: they
+    /// are due already, and `next_actions` lists them. `None`: nothing is to come.
+    pub fn next_due(&self, now: Timestamp) -> Option<NextDue> {
+        self.episodes
+            .values()
+            .flat_map(|kept| {
+                let e = &kept.episode;
+                pathway::evaluate(e, now, &self.calendar)
+                    .actions
+                    .into_iter()
+                    .filter(|a| matches!(a.state, State::Upcoming | State::Open) && a.due >= now)
+                    .map(|a| NextDue {
+                        episode: e.id,
+                        action: a.id,
+                        code: a.code,
+                        title: a.title.to_string(),
+                        priority: a.priority,
+                        due: a.due,
+                    })
+            })
+            .min_by_key(|n| (n.due, n.episode, n.action))
     }
 
     /// The store's size on disk, in bytes.

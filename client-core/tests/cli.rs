@@ -93,6 +93,15 @@ fn a_home_visit_recorded_offline_shows_in_the_next_actions() {
     assert_eq!(first["code"], "leave_calling_card");
     assert_eq!(first["due"], "2026-03-02T15:00:00Z");
     assert_eq!(first["episode"], episode.as_str());
+    // `--due`: the next deadline still to come, for a local notification; no patient.
+    let due: serde_json::Value =
+        serde_json::from_str(&ok(field(store, KEY, &["next", "--due", "--now", "2026-03-02T14:30:00Z"]))).unwrap();
+    assert_eq!(due["due"], "2026-03-02T15:00:00Z", "{due}");
+    assert_eq!(due["code"], "leave_calling_card");
+    assert_eq!(due["episode"], episode.as_str());
+    assert!(due.get("patient_ref").is_none() && !due.to_string().contains("RX-CLI"), "{due}");
+    let past_every_deadline = ok(field(store, KEY, &["next", "--due", "--now", "2099-01-01T00:00:00Z"]));
+    assert_eq!(past_every_deadline.trim(), "null");
     let episodes: serde_json::Value =
         serde_json::from_str(&ok(field(store, KEY, &["episodes", "--now", "2026-03-02T14:30:00Z"]))).unwrap();
     assert_eq!(episodes.as_array().unwrap().len(), 1);

@@ -205,6 +205,14 @@ impl Tether {
         })
     }
 
+    /// When the next action on the device falls due after `now` (open or not yet active,
+    /// not already overdue), or nothing if none is to come: schedule a local notification
+    /// for it, and again after every change and sync.
+    pub fn next_due(&self, now: SystemTime) -> Result<Option<NextDue>> {
+        let now = time(now, "now")?;
+        self.read(|core| core.next_due(now).as_ref().map(NextDue::from_core).transpose())
+    }
+
     /// The episodes the server has refused, with its typed reasons; kept on the device and
     /// offered again when they could succeed (they change, a user signs in, or the
     /// server's copy changes).

@@ -539,6 +539,32 @@ pub struct NextAction {
     pub action: Action,
 }
 
+/// When the next action on the device falls due: the host schedules a local notification
+/// for `due`, which fires with the phone offline. It names the episode and the action,
+/// never the patient (a notification shows on a locked screen).
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct NextDue {
+    pub episode_id: String,
+    pub action_id: String,
+    pub code: ActionCode,
+    pub title: String,
+    pub priority: Priority,
+    pub due: SystemTime,
+}
+
+impl NextDue {
+    pub(crate) fn from_core(next: &client_core::NextDue) -> Result<Self, TetherError> {
+        Ok(Self {
+            episode_id: next.episode.to_string(),
+            action_id: next.action.to_string(),
+            code: mirror(&next.code)?,
+            title: next.title.clone(),
+            priority: mirror(&next.priority)?,
+            due: system_time(next.due)?,
+        })
+    }
+}
+
 /// One line of the device's caseload, as the server's caseload gives it too.
 #[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
 pub struct EpisodeSummary {

@@ -141,6 +141,8 @@ fun main() = runBlocking {
     check(next.isNotEmpty() && next.all { it.episodeId == episode && it.patientRef == "RX-KT-1" }) { "next: $next" }
     check(next.map { it.action.due } == next.map { it.action.due }.sorted()) { "soonest first" }
     check(next.none { it.action.code == ActionCode.LEAVE_CALLING_CARD }) { "the card is not due" }
+    val nextDue = phone.nextDue(now)
+    check(nextDue != null && nextDue.episodeId == episode && !nextDue.due.isBefore(now)) { "next due: $nextDue" }
 
     val bad = expectError<TetherException.InvalidInput> {
         phone.record(episode, EventBody.CallingCardLeft("not-a-uuid"), null, now)

@@ -209,6 +209,7 @@ fn swift_bindings_name_the_api() {
         "public protocol TetherProtocol: AnyObject, Sendable",
         "public static func `open`(storeDir: String, key: Data)",
         "open func nextActions(now: Date)throws -> [NextAction]",
+        "open func nextDue(now: Date)throws -> NextDue?",
         "open func record(episodeId: String, body: EventBody, note: String?, at: Date)throws -> String",
         "open func setFact(episodeId: String, fact: FactValue, at: Date)throws -> String",
         "open func close()throws",

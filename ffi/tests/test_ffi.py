@@ -234,6 +234,13 @@ async def main():
     check([n.action.due for n in next_actions] == sorted(n.action.due for n in next_actions), "soonest first")
     check(t.ActionCode.LEAVE_CALLING_CARD not in [n.action.code for n in next_actions], "the card is not due")
     print("next:", ", ".join(f"{n.action.code.name} by {n.action.due:%H:%M}" for n in next_actions))
+    # When the next one falls due, for a local notification: a deadline still to come, on
+    # this episode, naming no patient.
+    next_due = phone.next_due(now)
+    check(next_due is not None and next_due.episode_id == episode, f"something falls due next: {next_due}")
+    check(next_due.due >= now, "not already past")
+    check(next_due.due <= min(n.action.due for n in next_actions if n.action.due >= now), "the earliest still to come")
+    check("RX-PY" not in repr(next_due), "no patient in a notification")
 
     # A bad record is refused, naming the field, and stores nothing.
     error = expect_error(

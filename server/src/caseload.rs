@@ -6,7 +6,8 @@
 //! when its episode changes (its `seq` moves on) **and** when the clock passes the first
 //! moment at which an action starts or falls overdue (`next_due`). The server does this on
 //! a schedule ([`refresh_due`], from `serve`), and every route that shows counts refreshes
-//! its teams' due summaries first, so counts are right at any moment.
+//! its teams' due summaries first, so counts are right at any moment. Remaking a summary
+//! is the evaluation that raises alerts (`alerts::raise`), in the same transaction.
 
 use std::collections::BTreeMap;
 use std::sync::PoisonError;
@@ -17,6 +18,7 @@ use episode::{Episode, EpisodeId, Event, EventBody};
 use jiff::Timestamp;
 use serde::Serialize;
 
+use crate::alerts::Alerts;
 use crate::episodes::{self, Cache, Stored};
 use crate::error::AppError;
 use crate::store::{ActionRecord, AppointmentRecord, Conn, StoreError, SummaryRecord, Tx};
@@ -180,11 +182,20 @@ fn next_due(evaluation: &Evaluation, now: Timestamp) -> i64 {
     clock.map_or(latest, |at| at.min(latest))
 }
 
-/// Remakes one episode's summary from its document, at `now`.
-pub fn summarize(tx: &mut dyn Tx, stored: &mut Stored, now: Timestamp) -> Result<(), AppError> {
+/// Remakes one episode's summary from its document, at `now`, and writes to the outbox,
+/// in the same transaction, the alerts its urgent actions call for (`alerts`).
+pub fn summarize(tx: &mut dyn Tx, stored: &mut Stored, now: Timestamp, alerts: &Alerts) -> Result<(), AppError> {
     let (id, seq) = (stored.id(), stored.seq());
+    let team = stored.team().to_owned();
     let episode = stored.view(tx)?;
     let evaluation = evaluate(episode, now);
+    crate::alerts::raise(tx, alerts, &team, episode, &evaluation, now)?;
+    // An urgent action's "due soon" is a moment the clock alone brings too.
+    let lead = alerts.teams.get(&team).map(|t| t.lead);
+    let next_due = match lead.and_then(|lead| crate::alerts::next_moment(&evaluation, now, lead)) {
+        Some(soon) => next_due(&evaluation, now).min(soon),
+        None => next_due(&evaluation, now),
+    };
     let open: Vec<&Action> = evaluation.actions.iter().filter(|a| is_open(a)).collect();
     let overdue = open.iter().filter(|a| a.state == State::Overdue).count();
     let pathway = serde_json::to_value(episode.facts.pathway.safest())
@@ -226,7 +237,7 @@ pub fn summarize(tx: &mut dyn Tx, stored: &mut Stored, now: Timestamp) -> Result
         conflicts: episode.facts.conflicts().len() as i64,
         duplicates: duplicates(episode).len() as i64,
         unfiled: unfiled(&evaluation).len() as i64,
-        next_due: next_due(&evaluation, now),
+        next_due,
         evaluated_at: now.as_second(),
         actions,
         appointments,
@@ -285,6 +296,7 @@ fn stale(
 pub fn refresh(
     conn: &mut dyn Conn,
     cache: &std::sync::Mutex<Cache>,
+    alerts: &Alerts,
     teams: Option<&[String]>,
     now: Timestamp,
     limit: usize,
@@ -299,7 +311,7 @@ pub fn refresh(
     let mut used = Vec::with_capacity(ids.len());
     for id in &ids {
         let Some(mut stored) = cache.take(&mut *tx, *id, &actor)? else { continue };
-        let made = summarize(&mut *tx, &mut stored, now);
+        let made = summarize(&mut *tx, &mut stored, now, alerts);
         used.push(stored);
         made?;
     }
@@ -314,12 +326,13 @@ pub fn refresh(
 pub fn refresh_all(
     conn: &mut dyn Conn,
     cache: &std::sync::Mutex<Cache>,
+    alerts: &Alerts,
     teams: Option<&[String]>,
     now: Timestamp,
 ) -> Result<usize, AppError> {
     let mut total = 0;
     loop {
-        let made = refresh(conn, cache, teams, now, REFRESH_BATCH)?;
+        let made = refresh(conn, cache, alerts, teams, now, REFRESH_BATCH)?;
         total += made;
         if made < REFRESH_BATCH {
             return Ok(total);

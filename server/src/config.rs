@@ -68,6 +68,16 @@ pub struct ServeConfig {
     /// Tether's own usernames and passwords.
     #[arg(long, env = "TETHER_OIDC_CONFIG")]
     pub oidc_config: Option<PathBuf>,
+    /// The alerts file (TOML): per team, whom an urgent action's owner is reached by
+    /// (webhook, email), the working hours and the on-call contact, and the SMTP relay.
+    /// See docs/examples/alerts.toml. Without it no alerts are sent.
+    #[arg(long, env = "TETHER_ALERTS")]
+    pub alerts: Option<PathBuf>,
+    /// Seconds a claim on an outbox message (an alert) lasts: a server that dies while
+    /// sending leaves the message to be sent again this long after it claimed it. Longer
+    /// than a send's own timeout (15 seconds).
+    #[arg(long, env = "TETHER_OUTBOX_LEASE_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(20..))]
+    pub outbox_lease_secs: u64,
     /// The most connections open at once; at the cap the idlest is closed to make room.
     /// By default the open-file limit (`ulimit -n`) less 64, at most 4096.
     #[arg(long, env = "TETHER_MAX_CONNECTIONS", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]

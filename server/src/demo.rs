@@ -173,7 +173,8 @@ impl Draft {
         }
         let actor = episodes::server_actor(tx)?;
         if let Some(mut stored) = episodes::load(tx, self.id, &actor)? {
-            caseload::summarize(tx, &mut stored, self.now).map_err(|e| anyhow::anyhow!("cannot summarise: {e:?}"))?;
+            caseload::summarize(tx, &mut stored, self.now, &crate::alerts::Alerts::default())
+                .map_err(|e| anyhow::anyhow!("cannot summarise: {e:?}"))?;
         }
         Ok(())
     }

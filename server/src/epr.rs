@@ -121,6 +121,8 @@ pub struct Filing {
     db: Db,
     docs: Arc<Mutex<Cache>>,
     settings: Arc<fhir::Settings>,
+    /// The alerts the episode's evaluation may owe once the filing is recorded.
+    alerts: Arc<crate::alerts::Alerts>,
     clock: Clock,
     agent: ureq::Agent,
 }
@@ -146,6 +148,7 @@ impl Filing {
             db: state.db.clone(),
             docs: Arc::clone(&state.docs),
             settings: Arc::clone(&state.fhir),
+            alerts: Arc::clone(&state.alerts),
             clock: state.clock.clone(),
             agent,
         })
@@ -322,7 +325,7 @@ impl Sender for Filing {
         let bytes = episodes::pending_changes(&mut stored)
             .map_err(|e| AppError::internal(anyhow::anyhow!("the filing could not be stored: {e}")))?;
         episodes::store_changes(tx, &mut stored, &bytes, &device, now.as_millisecond())?;
-        caseload::summarize(tx, &mut stored, now)?;
+        caseload::summarize(tx, &mut stored, now, &self.alerts)?;
         let who = Who::server(tx)?;
         audit::log(tx, &who, now.as_millisecond(), "record_event", Some(id), Some(&event_id.to_string()))?;
         // The document is not put back: the transaction commits after this returns, and

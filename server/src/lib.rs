@@ -5,6 +5,8 @@
 //! `tower::ServiceExt::oneshot` and no socket; `serve::run` puts it on a port.
 //!
 //! - `accounts`: teams and users, the names they go by, and their rows.
+//! - `alerts`: alerts to an urgent action's owner (webhook, email) when it starts, nears
+//!   its deadline and falls overdue, raised by the evaluation into the outbox.
 //! - `auth`: sign-in, access and refresh tokens, and the `AuthUser` extractor.
 //! - `commit`: group commit of sync requests (one transaction, one fsync, a savepoint
 //!   each).
@@ -52,6 +54,7 @@
 //! - `tls`: HTTPS with rustls (ring), the certificate reloaded when its files change.
 
 pub mod accounts;
+pub mod alerts;
 pub mod audit;
 pub mod auth;
 pub mod backup;
@@ -77,8 +80,8 @@ mod me;
 pub mod metrics;
 pub mod office;
 pub mod oidc;
-pub mod owners;
 pub mod outbox;
+pub mod owners;
 pub mod serve;
 pub mod store;
 mod sync;
@@ -119,6 +122,8 @@ pub struct AppState {
     pub fhir: Arc<fhir::Settings>,
     /// What the routes read of the configuration (trusted proxies, …).
     pub options: Arc<config::Options>,
+    /// Whom urgent actions alert (`--alerts`); none by default.
+    pub alerts: Arc<alerts::Alerts>,
 }
 
 impl AppState {
@@ -145,6 +150,7 @@ impl AppState {
             sign_in: Arc::default(),
             fhir: Arc::default(),
             options: Arc::default(),
+            alerts: Arc::default(),
         })
     }
 

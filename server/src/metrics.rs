@@ -142,10 +142,11 @@ fn escape(value: &str) -> String {
 async fn metrics(State(state): State<AppState>) -> Result<Response, AppError> {
     let now = state.clock.now();
     let docs = Arc::clone(&state.docs);
+    let alerts = Arc::clone(&state.alerts);
     let teams = state
         .db
         .call(move |conn| {
-            caseload::refresh_all(conn, &docs, None, now)?;
+            caseload::refresh_all(conn, &docs, &alerts, None, now)?;
             Ok(caseload::counts_by_team(conn)?)
         })
         .await?;

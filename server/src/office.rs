@@ -27,6 +27,7 @@ use serde_json::{Map, Value, json};
 
 use crate::AppState;
 use crate::accounts::Role;
+use crate::alerts::Alerts;
 use crate::audit::{self, Via, Who};
 use crate::auth::AuthUser;
 use crate::caseload::{self, Duplicate, Summary, Unfiled};
@@ -87,6 +88,8 @@ pub struct Desk<'a> {
     pub who: &'a Who,
     pub teams: &'a [String],
     pub now: Timestamp,
+    /// Whom the evaluations made here alert.
+    pub alerts: &'a Alerts,
 }
 
 impl std::fmt::Debug for Desk<'_> {
@@ -102,8 +105,9 @@ impl<'a> Desk<'a> {
         who: &'a Who,
         teams: &'a [String],
         now: Timestamp,
+        alerts: &'a Alerts,
     ) -> Self {
-        Self { conn, cache, who, teams, now }
+        Self { conn, cache, who, teams, now, alerts }
     }
 
     fn parts(&mut self) -> (&mut dyn Conn, &'a Mutex<Cache>, &'a Who, &'a [String], Timestamp) {
@@ -113,8 +117,9 @@ impl<'a> Desk<'a> {
 
 /// The caseload of `teams`, its summaries brought up to date first.
 pub fn list(desk: &mut Desk<'_>) -> Result<Vec<Summary>, AppError> {
+    let alerts = desk.alerts;
     let (conn, cache, who, teams, now) = desk.parts();
-    caseload::refresh_all(conn, cache, Some(teams), now)?;
+    caseload::refresh_all(conn, cache, alerts, Some(teams), now)?;
     let mut tx = conn.transaction()?;
     let summaries = caseload::summaries(&mut *tx, teams)?;
     // Listing shows each episode's patient reference: each is a read.
@@ -295,6 +300,7 @@ fn write(
     detail: Option<&str>,
     change: impl Fn(&mut Stored, &mut dyn Tx, &str) -> Result<(), AppError>,
 ) -> Result<(), AppError> {
+    let alerts = desk.alerts;
     let (conn, cache, who, teams, now) = desk.parts();
     let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
     let mut tries = 0;
@@ -312,7 +318,7 @@ fn write(
             change(&mut stored, &mut *tx, &device)?;
             let bytes = episodes::pending_changes(&mut stored).map_err(refused)?;
             episodes::store_changes(&mut *tx, &mut stored, &bytes, &device, now.as_millisecond())?;
-            caseload::summarize(&mut *tx, &mut stored, now)?;
+            caseload::summarize(&mut *tx, &mut stored, now, alerts)?;
             audit::log(&mut *tx, who, now.as_millisecond(), action, Some(id), detail)?;
             tx.commit()?;
             Ok::<_, AppError>(stored)
@@ -350,7 +356,7 @@ pub struct Reconcile {
 /// the episodes whose summary has any are opened.
 pub fn reconcile(desk: &mut Desk<'_>) -> Result<Reconcile, AppError> {
     let teams = desk.teams;
-    caseload::refresh_all(desk.conn, desk.cache, Some(teams), desk.now)?;
+    caseload::refresh_all(desk.conn, desk.cache, desk.alerts, Some(teams), desk.now)?;
     let ids: Vec<EpisodeId> = caseload::summaries(desk.conn, teams)?
         .into_iter()
         .filter(|s| s.conflicts > 0 || s.duplicates > 0 || s.unfiled > 0)
@@ -466,7 +472,8 @@ pub async fn at_desk<T: Send + 'static>(
 ) -> Result<T, AppError> {
     let now = state.clock.now();
     let docs = Arc::clone(&state.docs);
-    state.db.call(move |conn| f(&mut Desk::new(conn, &docs, &who, &teams, now))).await
+    let alerts = Arc::clone(&state.alerts);
+    state.db.call(move |conn| f(&mut Desk::new(conn, &docs, &who, &teams, now, &alerts))).await
 }
 
 /// An API caller's desk.

@@ -10,6 +10,8 @@ use tokio::net::TcpListener;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 
+use crate::alerts::Alerts;
+use crate::alerts::send::AlertSender;
 use crate::config::ServeConfig;
 use crate::{AppState, Clock, Db, app, auth, caseload, demo, epr, listen, metrics, outbox};
 
@@ -83,9 +85,24 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         _ => None,
     };
     let _tls_watch = tls.as_ref().map(|tls| tls.watch(Duration::from_secs(config.tls_reload_secs)));
+    if let Some(path) = &config.alerts {
+        let alerts = Alerts::load(path)?;
+        tracing::info!(teams = alerts.teams.len(), "alerts configured");
+        state.alerts = std::sync::Arc::new(alerts);
+    }
     // Before listening: a refused flag stops the start, and nothing is stored meanwhile
     // that filing should have owed.
-    let _filing = start_filing(&config, &state).await?;
+    let mut senders = AlertSender::both(&state.alerts);
+    senders.extend(start_filing(&config, &state).await?);
+    // One worker per process sends what is owed, records to file and alerts alike; it
+    // stops when `_outbox` is dropped, as `run` returns.
+    let _outbox = crate::outbox::Worker::new(
+        state.db.clone(),
+        state.clock.clone(),
+        senders,
+        crate::outbox::Policy { lease: Duration::from_secs(config.outbox_lease_secs), ..Default::default() },
+    )
+    .start()?;
     let listener = TcpListener::bind(config.addr).await.with_context(|| format!("cannot listen on {}", config.addr))?;
     let addr = listener.local_addr()?;
     let metrics_listener = match config.metrics_addr {
@@ -195,34 +212,21 @@ pub fn spawn_reevaluation(state: AppState, every: Duration) -> AbortOnDrop {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            let now = state.clock.now();
-            let docs = std::sync::Arc::clone(&state.docs);
-            // A batch at a time, so that syncs wait at most one batch for the database.
-            loop {
-                let docs = std::sync::Arc::clone(&docs);
-                let made =
-                    state.db.call(move |conn| caseload::refresh(conn, &docs, None, now, caseload::REFRESH_BATCH)).await;
-                match made {
-                    Ok(made) if made == caseload::REFRESH_BATCH => continue,
-                    Ok(made) => {
-                        if made > 0 {
-                            tracing::debug!(made, "re-evaluated");
-                        }
-                        break;
-                    }
-                    Err(error) => {
-                        tracing::error!(error = ?error, "re-evaluation failed");
-                        break;
-                    }
-                }
+            match reevaluate(&state).await {
+                Ok(0) => {}
+                Ok(made) => tracing::debug!(made, "re-evaluated"),
+                Err(error) => tracing::error!(error = ?error, "re-evaluation failed"),
             }
         }
     }))
 }
 
 /// Turns filing in the EPR on (`--epr-fhir`) or off for this database, and with it on,
-/// starts the outbox's worker with the EPR's sender; it stops when the handle is dropped.
-async fn start_filing(config: &ServeConfig, state: &AppState) -> anyhow::Result<Option<outbox::Running>> {
+/// gives the EPR's sender for the outbox's worker.
+async fn start_filing(
+    config: &ServeConfig,
+    state: &AppState,
+) -> anyhow::Result<Option<std::sync::Arc<dyn outbox::Sender>>> {
     let token = config.epr_token()?;
     let filing = match &config.epr_fhir {
         Some(url) => Some(epr::Filing::new(url, token, state)?),
@@ -233,9 +237,30 @@ async fn start_filing(config: &ServeConfig, state: &AppState) -> anyhow::Result<
     let Some(filing) = filing else { return Ok(None) };
     // The URL is the trust's endpoint, not a secret; the token is never logged.
     tracing::info!("filing records in the EPR");
-    let senders: Vec<std::sync::Arc<dyn outbox::Sender>> = vec![std::sync::Arc::new(filing)];
-    let worker = outbox::Worker::new(state.db.clone(), state.clock.clone(), senders, outbox::Policy::default());
-    Ok(Some(worker.start()?))
+    Ok(Some(std::sync::Arc::new(filing)))
+}
+
+/// One round of the scheduled re-evaluation at the clock's moment: every summary whose
+/// episode changed or whose actions the clock has moved on is remade, and the alerts its
+/// evaluation calls for are written to the outbox in the same transaction. Returns how
+/// many summaries were remade. Safe to run on several replicas at once (each alert is
+/// owed once by its key), but one is enough: a caller may hold a lock around it.
+pub async fn reevaluate(state: &AppState) -> Result<usize, crate::AppError> {
+    let now = state.clock.now();
+    let mut total = 0;
+    // A batch at a time, so that syncs wait at most one batch for the database.
+    loop {
+        let docs = std::sync::Arc::clone(&state.docs);
+        let alerts = std::sync::Arc::clone(&state.alerts);
+        let made = state
+            .db
+            .call(move |conn| caseload::refresh(conn, &docs, &alerts, None, now, caseload::REFRESH_BATCH))
+            .await?;
+        total += made;
+        if made < caseload::REFRESH_BATCH {
+            return Ok(total);
+        }
+    }
 }
 
 /// Resolves at the first ctrl-c or SIGTERM.

@@ -963,6 +963,8 @@ async fn managers_read_the_teams_audit_log_a_page_at_a_time_and_no_one_else_does
     // Reading the log is in the log: the narrowed read names the episode.
     let reads = dash.audit(&id).into_iter().filter(|(via, action, ..)| via == "dashboard" && action == "read_audit");
     assert_eq!(reads.count(), 1);
+}
+
 /// Automatic filing's failures show on the caseload, on the episode's line of records to
 /// file: "retrying" while attempts remain, then "failed", with the reason (the EPR's
 /// status, never its words).
@@ -986,9 +988,10 @@ async fn filing_failures_show_on_the_episodes_line_of_records_to_file() {
         via: server::audit::Via::Api,
     };
     let docs = Arc::clone(&dash.state.docs);
+    let alerts = Arc::clone(&dash.state.alerts);
     dash.db(|conn| {
         let teams = ["north".to_owned()];
-        let mut desk = server::office::Desk::new(conn, &docs, &who, &teams, now);
+        let mut desk = server::office::Desk::new(conn, &docs, &who, &teams, now, &alerts);
         server::office::set_plan(&mut desk, episode, "Call on Friday.").expect("the plan");
     });
     let owed = dash.number(&format!("SELECT COUNT(*) FROM outbox WHERE episode = '{episode}'"));

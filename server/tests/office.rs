@@ -453,13 +453,15 @@ async fn overdue_counts_follow_the_clock_without_any_write() {
     office.advance(7 * 24 * 3600);
     let now = office.state.clock.now();
     let docs = Arc::clone(&office.state.docs);
-    let made = office.db(|conn| server::caseload::refresh_all(conn, &docs, None, now)).expect("refresh");
+    let made =
+        office.db(|conn| server::caseload::refresh_all(conn, &docs, &Default::default(), None, now)).expect("refresh");
     assert!(made > 0);
     let stored = office.number(
         "SELECT CAST(SUM(overdue_actions) AS BIGINT) FROM summaries s JOIN episodes e ON e.id = s.episode WHERE e.team = 'north'",
     );
     assert_eq!(stored, total(&after));
-    let again = office.db(|conn| server::caseload::refresh_all(conn, &docs, None, now)).expect("refresh");
+    let again =
+        office.db(|conn| server::caseload::refresh_all(conn, &docs, &Default::default(), None, now)).expect("refresh");
     assert_eq!(again, 0, "nothing is re-evaluated twice at the same moment");
 }
 

@@ -120,8 +120,12 @@ fn record_on(state: &AppState, id: EpisodeId, n: usize) -> Result<(), server::Ap
     };
     let now = state.clock.now();
     state.db.call_blocking(|conn| {
-        server::office::record(&mut server::office::Desk::new(conn, &state.docs, &who, &teams, now), id, new)
-            .map(|_| ())
+        server::office::record(
+            &mut server::office::Desk::new(conn, &state.docs, &who, &teams, now, &state.alerts),
+            id,
+            new,
+        )
+        .map(|_| ())
     })
 }
 

@@ -93,6 +93,9 @@ pub fn server_child() {
         epr_fhir: None,
         epr_token_file: None,
         epr_token: None,
+        // The alerts end-to-end test names its alerts file and a short outbox lease.
+        alerts: std::env::var_os("TETHER_E2E_ALERTS").map(PathBuf::from),
+        outbox_lease_secs: std::env::var("TETHER_OUTBOX_LEASE_SECS").ok().and_then(|n| n.parse().ok()).unwrap_or(300),
     };
     let _ = server::serve::init_logging(&std::env::var("TETHER_LOG").unwrap_or_else(|_| "warn".into()), log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");

@@ -47,7 +47,7 @@ fn worker(server: &Server, username: &'static str, acked: Acked, stop: Arc<Atomi
             for _ in 0..3 {
                 let visit = json!({"announced": false, "outcome": "no_answer"});
                 let visit = visit.as_object().expect("an object").clone();
-                records.push(device.core.record(episode, "home_visit", Timestamp::now(), visit).expect("record"));
+                records.push(device.core.record(episode, "home_visit", visit, Timestamp::now()).expect("record"));
             }
             let summary = device.sync().expect("sync");
             assert!(summary.complete, "{summary:?}");

@@ -99,9 +99,13 @@ enum Command {
     /// Sync with the server; prints a JSON summary. A failed sync loses nothing.
     Sync,
     /// The caseload's next actions, soonest first: what the phone's home screen shows.
+    /// With `--due`, only when the next action falls due (the episode and the action,
+    /// never the patient), or `null`: what a phone schedules its local notification for.
     Next {
         #[arg(long)]
         now: Option<String>,
+        #[arg(long)]
+        due: bool,
     },
 }
 
@@ -238,9 +242,9 @@ fn run(cli: Cli) -> Result<String, String> {
                 Err(e) => Err(e.to_string()),
             }
         }
-        Command::Next { now } => {
+        Command::Next { now, due } => {
             let now = evaluation_time(&core, now.as_deref())?;
-            Ok(json(&core.next_actions(now)))
+            if due { Ok(json(&core.next_due(now))) } else { Ok(json(&core.next_actions(now))) }
         }
     }
 }

@@ -529,11 +529,13 @@ async fn episode_page(
         let read = office::read(desk, id, "read_episode")?;
         let directory = crate::owners::Directory::load(desk.conn, &read.episode)?;
         let owners = crate::owners::owners(&read.episode, &read.evaluation, &directory);
-        Ok((read, owners))
+        // Read only once the episode is known to be the user's.
+        let alerts = desk.conn.outbox_of(id, crate::alerts::KIND_PREFIX)?;
+        Ok((read, owners, alerts))
     })
     .await;
     match read {
-        Ok((read, owners)) => pages::episode(&user, &read, &owners, done, now).into_response(),
+        Ok((read, owners, alerts)) => pages::episode(&user, &read, &owners, &alerts, done, now).into_response(),
         Err(error) => pages::error_page(error),
     }
 }

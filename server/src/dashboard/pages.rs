@@ -5,7 +5,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use episode::pathway::{Action, Role, State, Warning, WarningCode};
+use episode::pathway::{Action, Evaluation, Role, State, Warning, WarningCode};
 use std::collections::HashMap;
 
 use episode::{EpisodeId, Event, EventBody, EventId};
@@ -20,6 +20,7 @@ use crate::caseload::Rates;
 use crate::error::AppError;
 use crate::office::{AuditRead, Read, json_time};
 use crate::owners::{Basis, Owner};
+use crate::store::OutboxRow;
 
 /// The share of appointments to which children were not brought across eight health
 /// providers (pathway.md, WNB): 1 in 10.
@@ -532,12 +533,13 @@ fn percent(count: i64, total: i64) -> String {
     format!("{}%", (count * 200 + total) / (total * 2))
 }
 
-/// `GET /dashboard/episodes/{id}`: everything about one episode; what the change just made
-/// did, when `done` names its record.
+/// `GET /dashboard/episodes/{id}`: everything about one episode, with its alerts; what
+/// the change just made did, when `done` names its record.
 pub(crate) fn episode(
     user: &DashUser,
     read: &Read,
     owners: &HashMap<uuid::Uuid, Owner>,
+    alerts: &[OutboxRow],
     done: Option<EventId>,
     now: Timestamp,
 ) -> Markup {
@@ -618,6 +620,13 @@ pub(crate) fn episode(
                         summary { "Done or cancelled (" (past.len()) ")" }
                         (action_table(&past, episode.id, &timeline, owners))
                     }
+                }
+            }
+            @if !alerts.is_empty() {
+                section #alerts {
+                    h2 { "Alerts" }
+                    p.muted { "Alerts to the owners of urgent actions, by webhook and email, and whether each was delivered." }
+                    (alert_table(alerts, &read.evaluation))
                 }
             }
             section #unfiled {
@@ -1002,6 +1011,50 @@ fn when(at: Timestamp) -> Markup {
 
 fn local(at: Timestamp) -> String {
     at.to_zoned_datetime(LONDON.clone()).strftime("%a %-d %b %Y, %H:%M %Z").to_string()
+}
+
+/// The episode's alerts: which action and moment, how, and where each stands.
+fn alert_table(alerts: &[OutboxRow], evaluation: &Evaluation) -> Markup {
+    let ms = |at: i64| Timestamp::from_millisecond(at).ok();
+    html! {
+        table.stack {
+            thead { tr { th { "Action" } th { "Alert" } th { "By" } th { "State" } th { "Attempts" } th { "When" } } }
+            tbody {
+                @for alert in alerts {
+                    // `<kind>:<action id>:<moment>` (`alerts::dedupe_key`).
+                    @let mut parts = alert.dedupe_key.splitn(3, ':').skip(1);
+                    @let (action, moment) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                    @let title = evaluation.actions.iter().find(|a| a.id.to_string() == action).map(|a| a.title.to_string());
+                    tr.alert data-state=(alert.state) data-key=(alert.dedupe_key) {
+                        td data-label="Action" { (title.unwrap_or_else(|| action.to_owned())) }
+                        td data-label="Alert" { (words(moment)) }
+                        td data-label="By" { (if alert.kind == crate::alerts::KIND_EMAIL { "email" } else { "webhook" }) }
+                        td data-label="State" {
+                            span.badge.(alert_badge(&alert.state)) { (words(&alert.state)) }
+                            @if let Some(error) = &alert.last_error { @if alert.state != "sent" { " " span.muted { (error) } } }
+                        }
+                        td data-label="Attempts" { (alert.attempts) }
+                        td data-label="When" {
+                            @match (alert.state.as_str(), alert.sent_at.and_then(ms), ms(alert.next_attempt_at)) {
+                                ("sent", Some(at), _) => { "sent " (when(at)) }
+                                ("retrying", _, Some(next)) => { "next try " (when(next)) }
+                                _ => { @if let Some(at) = ms(alert.created_at) { "raised " (when(at)) } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The style of an alert's state: delivered, still trying, or given up.
+fn alert_badge(state: &str) -> &'static str {
+    match state {
+        "sent" => "done",
+        "failed" => "overdue",
+        _ => "open",
+    }
 }
 
 #[cfg(test)]

@@ -189,6 +189,19 @@ pub struct OutboxItem {
     pub attempts: i64,
 }
 
+/// One message of an episode, as the dashboard shows it (times in Unix milliseconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    pub kind: String,
+    pub dedupe_key: String,
+    pub state: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub next_attempt_at: i64,
+    pub sent_at: Option<i64>,
+}
+
 /// How many of an episode's messages of a kind are in a state not yet sent, and why the
 /// last attempt of one of them failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -410,6 +423,9 @@ pub trait Tx {
     /// The messages not yet sent of `team`'s episodes (their team now), by episode, kind
     /// and state.
     fn outbox_counts(&mut self, team: &str) -> Result<Vec<OutboxCount>>;
+    /// One episode's messages whose kind starts with `kind_prefix` (`alert_`), sent or
+    /// not, oldest first: what the episode's page shows of them.
+    fn outbox_of(&mut self, episode: EpisodeId, kind_prefix: &str) -> Result<Vec<OutboxRow>>;
 
     /// For tests only: the rows of a query, each value as text (NULL as `None`). Tests
     /// look at what is stored on either backend with this; the server never calls it.

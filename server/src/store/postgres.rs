@@ -19,7 +19,8 @@ use episode::EpisodeId;
 use super::target::PgUrl;
 use super::{
     AUDIT_CHAIN_SCHEMA, ChainedEntry, Conn, EpisodeRow, Login, NewOutboxItem, OpenError, OutboxCount, OutboxItem,
-    PendingSignIn, PresentedToken, Registration, Result, StoreError, SummaryRecord, Transaction, Tx, UserRow, parse_id,
+    OutboxRow, PendingSignIn, PresentedToken, Registration, Result, StoreError, SummaryRecord, Transaction, Tx,
+    UserRow, parse_id,
 };
 use crate::audit::{Cursor as AuditCursor, Entry, Row as AuditRow, Scope as AuditScope};
 use crate::caseload::{OpenAction, Rates, Summary};
@@ -1402,6 +1403,28 @@ impl Tx for Pg<'_> {
                     state: get(r, 2)?,
                     count: get(r, 3)?,
                     last_error: get(r, 4)?,
+                })
+            })
+            .collect()
+    }
+
+    fn outbox_of(&mut self, episode: EpisodeId, kind_prefix: &str) -> Result<Vec<OutboxRow>> {
+        let rows = self.query(
+            "SELECT kind, dedupe_key, state, attempts, last_error, created_at, next_attempt_at, sent_at
+             FROM outbox WHERE episode = $1 AND starts_with(kind, $2) ORDER BY created_at, id",
+            &[&episode.to_string(), &kind_prefix],
+        )?;
+        rows.iter()
+            .map(|r| {
+                Ok(OutboxRow {
+                    kind: get(r, 0)?,
+                    dedupe_key: get(r, 1)?,
+                    state: get(r, 2)?,
+                    attempts: get(r, 3)?,
+                    last_error: get(r, 4)?,
+                    created_at: get(r, 5)?,
+                    next_attempt_at: get(r, 6)?,
+                    sent_at: get(r, 7)?,
                 })
             })
             .collect()

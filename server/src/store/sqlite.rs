@@ -7,8 +7,8 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 use super::{
-    AUDIT_CHAIN_SCHEMA, ChainedEntry, Conn, EpisodeRow, Login, NewOutboxItem, OutboxCount, OutboxItem, PendingSignIn,
-    PresentedToken, Registration, Result, StoreError, SummaryRecord, Transaction, Tx, UserRow, parse_id,
+    AUDIT_CHAIN_SCHEMA, ChainedEntry, Conn, EpisodeRow, Login, NewOutboxItem, OutboxCount, OutboxItem, OutboxRow,
+    PendingSignIn, PresentedToken, Registration, Result, StoreError, SummaryRecord, Transaction, Tx, UserRow, parse_id,
 };
 use crate::audit::{Cursor as AuditCursor, Entry, Row as AuditRow, Scope as AuditScope, Via};
 use crate::caseload::{OpenAction, Rates, Summary};
@@ -1214,6 +1214,26 @@ impl Tx for Sqlite<'_> {
             out.push(OutboxCount { episode: parse_id(&episode, "outbox", "episode")?, kind, state, count, last_error });
         }
         Ok(out)
+    }
+
+    fn outbox_of(&mut self, episode: EpisodeId, kind_prefix: &str) -> Result<Vec<OutboxRow>> {
+        let mut statement = self.c().prepare_cached(
+            "SELECT kind, dedupe_key, state, attempts, last_error, created_at, next_attempt_at, sent_at
+             FROM outbox WHERE episode = ?1 AND substr(kind, 1, length(?2)) = ?2 ORDER BY created_at, id",
+        )?;
+        let rows = statement.query_map(params![episode.to_string(), kind_prefix], |r| {
+            Ok(OutboxRow {
+                kind: r.get(0)?,
+                dedupe_key: r.get(1)?,
+                state: r.get(2)?,
+                attempts: r.get(3)?,
+                last_error: r.get(4)?,
+                created_at: r.get(5)?,
+                next_attempt_at: r.get(6)?,
+                sent_at: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     fn inspect(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
