@@ -410,6 +410,20 @@ impl Tx for Pg<'_> {
         Ok(())
     }
 
+    fn add_meta(&mut self, key: &str, value: &str) -> Result<()> {
+        self.execute("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING", &[&key, &value])?;
+        Ok(())
+    }
+
+    fn try_job_lock(&mut self, job: super::Job) -> Result<bool> {
+        if matches!(self.link, Link::Client(_)) {
+            // In autocommit the lock would end with its statement: it must be asked for
+            // inside the transaction that does the job's work.
+            return Err(StoreError::Damaged("a job's lock was asked for outside a transaction".into()));
+        }
+        get(&self.query_one("SELECT pg_try_advisory_xact_lock($1)", &[&job.key()])?, 0)
+    }
+
     fn schema_version(&mut self) -> Result<i64> {
         get(&self.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])?, 0)
     }
