@@ -146,7 +146,9 @@ impl Drop for AbortOnDrop {
 
 /// Every `every`, remakes the summaries whose episodes changed or whose actions the clock
 /// has moved on, so that the caseload, the dashboard and the metrics are right without
-/// waiting for a sync or a read.
+/// waiting for a sync or a read. Of several replicas on one database, one at a time
+/// runs each batch (`caseload::refresh_scheduled` takes the job's advisory lock); the
+/// others skip the tick.
 pub fn spawn_reevaluation(state: AppState, every: Duration) -> AbortOnDrop {
     AbortOnDrop(tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);
@@ -158,11 +160,17 @@ pub fn spawn_reevaluation(state: AppState, every: Duration) -> AbortOnDrop {
             // A batch at a time, so that syncs wait at most one batch for the database.
             loop {
                 let docs = std::sync::Arc::clone(&docs);
-                let made =
-                    state.db.call(move |conn| caseload::refresh(conn, &docs, None, now, caseload::REFRESH_BATCH)).await;
+                let made = state
+                    .db
+                    .call(move |conn| caseload::refresh_scheduled(conn, &docs, now, caseload::REFRESH_BATCH))
+                    .await;
                 match made {
-                    Ok(made) if made == caseload::REFRESH_BATCH => continue,
-                    Ok(made) => {
+                    Ok(Some(made)) if made == caseload::REFRESH_BATCH => continue,
+                    Ok(None) => {
+                        tracing::debug!("another replica is re-evaluating");
+                        break;
+                    }
+                    Ok(Some(made)) => {
                         if made > 0 {
                             tracing::debug!(made, "re-evaluated");
                         }
