@@ -138,6 +138,14 @@ impl Drop for PgScratch {
     }
 }
 
+/// The size on disk of the PostgreSQL database at `url` (`pg_database_size`).
+pub fn pg_database_bytes(url: &Path) -> u64 {
+    let url = url.to_str().expect("a URL");
+    let mut client = postgres::Client::connect(url, postgres::NoTls).expect("the database");
+    let row = client.query_one("SELECT pg_database_size(current_database())", &[]).expect("its size");
+    u64::try_from(row.get::<_, i64>(0)).unwrap_or(0)
+}
+
 static SCRATCH: AtomicUsize = AtomicUsize::new(0);
 
 /// The URL `admin` with its database replaced by `name`.
