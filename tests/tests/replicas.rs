@@ -17,7 +17,7 @@ fn server_child() {
 mod needs_postgres {
     use std::collections::{BTreeMap, BTreeSet};
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    use std::sync::{Arc, Barrier};
+    use std::sync::{Arc, Barrier, Mutex, MutexGuard, PoisonError};
     use std::time::{Duration, Instant};
 
     use client_core::http::Http;
@@ -35,12 +35,17 @@ mod needs_postgres {
         User { username: "maria", role: Role::TeamManager, teams: &["north"] },
     ];
 
-    /// A scratch database with `USERS`, and two replicas on it.
-    fn two_replicas() -> (PgScratch, [Server; 2]) {
+    /// The tests here one at a time: one of them restarts PostgreSQL, which the others
+    /// would see as failures.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+    /// A scratch database with `USERS`, and two replicas on it; holds the others off.
+    fn two_replicas() -> (MutexGuard<'static, ()>, PgScratch, [Server; 2]) {
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
         let db = PgScratch::new();
         create_accounts(&db.url, USERS);
         let replicas = [Server::start(&db.url), Server::start(&db.url)];
-        (db, replicas)
+        (turn, db, replicas)
     }
 
     fn open(device: &mut Device) -> EpisodeId {
@@ -79,7 +84,7 @@ mod needs_postgres {
 
     #[test]
     fn devices_alternating_between_two_replicas_converge() {
-        let (db, replicas) = two_replicas();
+        let (_turn, db, replicas) = two_replicas();
         let names = ["alice", "bob", "dave"];
         // Each signs in on a different replica than the one it syncs with first.
         let mut devices: Vec<Device> =
@@ -115,7 +120,7 @@ mod needs_postgres {
 
     #[test]
     fn two_devices_writing_one_episode_through_different_replicas_at_once_lose_nothing() {
-        let (db, replicas) = two_replicas();
+        let (_turn, db, replicas) = two_replicas();
         let mut a = Device::new(&replicas[0], "alice");
         let mut b = Device::new(&replicas[1], "bob");
         let episode = open(&mut a);
@@ -153,7 +158,7 @@ mod needs_postgres {
 
     #[test]
     fn a_token_or_a_revocation_made_on_one_replica_holds_on_the_other() {
-        let (_db, replicas) = two_replicas();
+        let (_turn, _db, replicas) = two_replicas();
         let token = sign_in(&replicas[0], "alice");
         let (status, body) = call_json(&replicas[1], "GET", "/v1/me", Some(&token), None);
         assert_eq!(status, 200, "a token signed by one replica is good on the other: {body}");
@@ -206,7 +211,7 @@ mod needs_postgres {
             eprintln!("skipped: the_replicas_recover_when_postgresql_restarts_under_load: {why}");
             return;
         }
-        let (db, replicas) = two_replicas();
+        let (_turn, db, replicas) = two_replicas();
         let pids: Vec<Option<u32>> = replicas.iter().map(Server::pid).collect();
         let names = ["alice", "bob", "dave"];
         let mut devices: Vec<Device> =
