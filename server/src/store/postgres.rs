@@ -332,9 +332,13 @@ struct Held {
     audit_head: Option<(i64, Vec<u8>)>,
     /// Entries chained on the head and not yet written.
     audit: Vec<ChainedEntry>,
-    /// What was held at the open savepoint: the seq lock, the head, how many entries.
-    at_savepoint: Option<(bool, Option<(i64, Vec<u8>)>, usize)>,
+    /// What was held at the open savepoint.
+    at_savepoint: Option<AtSavepoint>,
 }
+
+/// What a transaction held when it made its savepoint: the counter's lock, the audit
+/// head, and how many entries it had kept.
+type AtSavepoint = (bool, Option<(i64, Vec<u8>)>, usize);
 
 type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
 
