@@ -307,19 +307,59 @@ pub fn refresh(
     }
     let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
     let mut tx = conn.transaction()?;
-    let actor = episodes::server_actor(&mut *tx)?;
+    let used = remake(&mut *tx, &mut cache, alerts, &ids, now)?;
+    tx.commit()?;
+    put_back(&mut cache, used);
+    Ok(ids.len())
+}
+
+/// The scheduled re-evaluation's batch: [`refresh`] of every team under the job's lock,
+/// so that of several replicas one at a time remakes summaries. `None` if another
+/// replica holds the lock (it is doing the work).
+pub fn refresh_scheduled(
+    conn: &mut dyn Conn,
+    cache: &std::sync::Mutex<Cache>,
+    alerts: &Alerts,
+    now: Timestamp,
+    limit: usize,
+) -> Result<Option<usize>, AppError> {
+    let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut tx = conn.transaction()?;
+    if !tx.try_job_lock(crate::store::Job::Reevaluation)? {
+        return Ok(None);
+    }
+    let ids = stale(&mut *tx, None, now, limit)?;
+    let used = remake(&mut *tx, &mut cache, alerts, &ids, now)?;
+    tx.commit()?;
+    put_back(&mut cache, used);
+    Ok(Some(ids.len()))
+}
+
+/// Remakes the summaries of `ids` in `tx`, and gives back the documents used, for the
+/// caller to put back in the cache once the transaction has committed (the cache never
+/// holds what the disk does not).
+fn remake(
+    tx: &mut dyn Tx,
+    cache: &mut Cache,
+    alerts: &Alerts,
+    ids: &[EpisodeId],
+    now: Timestamp,
+) -> Result<Vec<Stored>, AppError> {
+    let actor = episodes::server_actor(tx)?;
     let mut used = Vec::with_capacity(ids.len());
-    for id in &ids {
-        let Some(mut stored) = cache.take(&mut *tx, *id, &actor)? else { continue };
-        let made = summarize(&mut *tx, &mut stored, now, alerts);
+    for id in ids {
+        let Some(mut stored) = cache.take(tx, *id, &actor)? else { continue };
+        let made = summarize(tx, &mut stored, now, alerts);
         used.push(stored);
         made?;
     }
-    tx.commit()?;
+    Ok(used)
+}
+
+fn put_back(cache: &mut Cache, used: Vec<Stored>) {
     for stored in used {
         cache.put(stored);
     }
-    Ok(ids.len())
 }
 
 /// Remakes every stale summary of `teams`, a batch at a time.

@@ -205,7 +205,9 @@ impl Drop for AbortOnDrop {
 
 /// Every `every`, remakes the summaries whose episodes changed or whose actions the clock
 /// has moved on, so that the caseload, the dashboard and the metrics are right without
-/// waiting for a sync or a read.
+/// waiting for a sync or a read. Of several replicas on one database, one at a time
+/// runs each batch (`caseload::refresh_scheduled` takes the job's advisory lock); the
+/// others skip the tick.
 pub fn spawn_reevaluation(state: AppState, every: Duration) -> AbortOnDrop {
     AbortOnDrop(tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);
@@ -243,8 +245,9 @@ async fn start_filing(
 /// One round of the scheduled re-evaluation at the clock's moment: every summary whose
 /// episode changed or whose actions the clock has moved on is remade, and the alerts its
 /// evaluation calls for are written to the outbox in the same transaction. Returns how
-/// many summaries were remade. Safe to run on several replicas at once (each alert is
-/// owed once by its key), but one is enough: a caller may hold a lock around it.
+/// many summaries were remade. Each batch runs under the job's lock, so that of several
+/// replicas one at a time does the work; a replica that finds the lock held leaves the
+/// round to the one holding it (each alert is owed once by its key in any case).
 pub async fn reevaluate(state: &AppState) -> Result<usize, crate::AppError> {
     let now = state.clock.now();
     let mut total = 0;
@@ -254,8 +257,12 @@ pub async fn reevaluate(state: &AppState) -> Result<usize, crate::AppError> {
         let alerts = std::sync::Arc::clone(&state.alerts);
         let made = state
             .db
-            .call(move |conn| caseload::refresh(conn, &docs, &alerts, None, now, caseload::REFRESH_BATCH))
+            .call(move |conn| caseload::refresh_scheduled(conn, &docs, &alerts, now, caseload::REFRESH_BATCH))
             .await?;
+        let Some(made) = made else {
+            tracing::debug!("another replica is re-evaluating");
+            return Ok(total);
+        };
         total += made;
         if made < caseload::REFRESH_BATCH {
             return Ok(total);

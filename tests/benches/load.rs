@@ -15,7 +15,13 @@
 //!
 //! `TETHER_LOAD_DEVICES=50,200,1000`, `TETHER_LOAD_EPISODES=10`, `TETHER_LOAD_RECORDS=5`,
 //! `TETHER_LOAD_SECS=10`, `TETHER_LOAD_TEAM_SIZE=10`, `TETHER_LOAD_THREADS=8`;
-//! `TETHER_LOAD_KEEP=DIR` keeps each run's database there as `load-N.db`.
+//! `TETHER_LOAD_KEEP=DIR` keeps each SQLite run's database there as `load-N.db`.
+//!
+//! `TETHER_LOAD_BACKENDS=sqlite,postgres,postgres2` (default `sqlite`) runs each N on each
+//! backend in turn: SQLite; PostgreSQL (a scratch database on `TETHER_TEST_POSTGRES`)
+//! with one `tether serve`; and with two, the devices split between them (device n
+//! syncs through replica n mod 2). With two, the memory columns are the larger
+//! replica's, and the database's size is `pg_database_size` (no WAL column).
 
 mod common;
 
@@ -51,13 +57,27 @@ fn main() {
         config.threads,
         config.length.as_secs()
     );
+    let backends: Vec<String> = std::env::var("TETHER_LOAD_BACKENDS")
+        .unwrap_or_else(|_| "sqlite".into())
+        .split(',')
+        .map(|b| b.trim().to_owned())
+        .filter(|b| !b.is_empty())
+        .collect();
     println!(
-        "\n| devices | episodes | syncs | syncs/s | requests/sync | p50 ms | p99 ms | bytes/sync | server RSS after setup / end / peak MiB \
+        "\n| backend | devices | episodes | syncs | syncs/s | requests/sync | p50 ms | p99 ms | bytes/sync | server RSS after setup / end / peak MiB \
          | db + WAL MiB | records | db bytes/record | added bytes/record | setup s |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for n in devices {
-        run(n, &config);
+        for backend in &backends {
+            let replicas = match backend.as_str() {
+                "sqlite" => 0,
+                "postgres" => 1,
+                "postgres2" => 2,
+                other => panic!("TETHER_LOAD_BACKENDS: {other} is not sqlite, postgres or postgres2"),
+            };
+            run(n, replicas, backend, &config);
+        }
     }
 }
 
@@ -69,14 +89,23 @@ struct Config {
     threads: usize,
 }
 
-fn run(devices: usize, config: &Config) {
+/// One run of `devices` devices: on SQLite (`replicas` 0), or on a scratch PostgreSQL
+/// database with that many replicas.
+fn run(devices: usize, replicas: usize, backend: &str, config: &Config) {
     let dir = tempfile::tempdir().expect("a directory");
-    let db = dir.path().join("tether.db");
+    let scratch = (replicas > 0).then(tests::PgScratch::new);
+    let db = scratch.as_ref().map_or_else(|| dir.path().join("tether.db"), |s| s.url.clone());
     let teams = devices.div_ceil(config.team_size);
     add_load_teams(&db, teams);
-    let server = Server::start(&db);
-    let pid = server.pid().expect("the server runs");
-    let url = server.url();
+    let servers: Vec<Server> = (0..replicas.max(1)).map(|_| Server::start(&db)).collect();
+    let pids: Vec<u32> = servers.iter().map(|s| s.pid().expect("the server runs")).collect();
+    let urls: Vec<String> = servers.iter().map(Server::url).collect();
+    let memory =
+        || pids.iter().map(|&pid| memory_kib(pid)).fold((0, 0), |(rss, peak), (r, p)| (rss.max(r), peak.max(p)));
+    let size = || match &scratch {
+        Some(scratch) => (tests::pg_database_bytes(&scratch.url), 0),
+        None => db_bytes(&db),
+    };
     let threads = config.threads.min(devices.max(1));
 
     // Setup, in parallel: sign in, open the caseload offline, sync it whole.
@@ -84,12 +113,13 @@ fn run(devices: usize, config: &Config) {
     let mut fleet: Vec<Sim> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|t| {
-                let url = &url;
+                let urls = &urls;
                 scope.spawn(move || {
                     (t..devices)
                         .step_by(threads)
                         .map(|n| {
                             let (team, user) = load_team(n / config.team_size);
+                            let url = &urls[n % urls.len()];
                             Sim::new(url, &user, &team, n, config.episodes, config.records).0
                         })
                         .collect::<Vec<_>>()
@@ -110,8 +140,8 @@ fn run(devices: usize, config: &Config) {
         }
     });
     let setup = setup.elapsed();
-    let (rss_setup, _) = memory_kib(pid);
-    let (db_before, wal_before) = db_bytes(&db);
+    let (rss_setup, _) = memory();
+    let (db_before, wal_before) = size();
     let bytes_before = db_before + wal_before;
     let records_before = devices * config.episodes * config.records;
 
@@ -139,11 +169,11 @@ fn run(devices: usize, config: &Config) {
         workers.into_iter().flat_map(|w| w.join().expect("a worker")).collect()
     });
     let elapsed = started.elapsed();
-    let (rss, peak) = memory_kib(pid);
-    drop(server);
-    let (db_after, wal_after) = db_bytes(&db);
+    let (rss, peak) = memory();
+    drop(servers);
+    let (db_after, wal_after) = size();
     let bytes_after = db_after + wal_after;
-    if let Some(keep) = std::env::var_os("TETHER_LOAD_KEEP") {
+    if let Some(keep) = std::env::var_os("TETHER_LOAD_KEEP").filter(|_| scratch.is_none()) {
         // For a look inside afterwards (`sqlite3 load-N.db`, e.g. its `dbstat` table).
         let keep = std::path::PathBuf::from(keep);
         std::fs::create_dir_all(&keep).expect("the directory to keep databases in");
@@ -163,7 +193,7 @@ fn run(devices: usize, config: &Config) {
     let records = records_before + syncs;
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     println!(
-        "| {devices} | {} | {syncs} | {:.0} | {:.2} | {:.1} | {:.1} | {:.0} | {:.0} / {:.0} / {:.0} | {:.1} + {:.1} | {records} | {:.0} | {:.0} | {:.0} |",
+        "| {backend} | {devices} | {} | {syncs} | {:.0} | {:.2} | {:.1} | {:.1} | {:.0} | {:.0} / {:.0} / {:.0} | {:.1} + {:.1} | {records} | {:.0} | {:.0} | {:.0} |",
         devices * config.episodes,
         syncs as f64 / elapsed.as_secs_f64(),
         requests as f64 / syncs.max(1) as f64,

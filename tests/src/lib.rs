@@ -26,6 +26,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use automerge::ActorId;
@@ -102,6 +103,77 @@ pub fn server_child() {
     if let Err(e) = runtime.block_on(server::serve::run(config)) {
         eprintln!("server child: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// The variable naming the PostgreSQL server the tests and benchmarks make their
+/// databases on, as the URL of a role that may create databases, and its default: the
+/// role `.ci/run` creates on a local `pg_ctlcluster 15 main start`.
+pub const POSTGRES_VAR: &str = "TETHER_TEST_POSTGRES";
+pub const POSTGRES_DEFAULT: &str = "postgres://tether_test:tether-test-password@127.0.0.1:5432/postgres";
+
+/// A PostgreSQL database made for one test or benchmark run and dropped after it.
+#[derive(Debug)]
+pub struct PgScratch {
+    /// The database's URL, which [`Server`] and the helpers here take as a path.
+    pub url: PathBuf,
+    admin: String,
+    name: String,
+}
+
+impl PgScratch {
+    /// A new empty database; panics naming what to install if there is no PostgreSQL.
+    pub fn new() -> Self {
+        let admin = std::env::var(POSTGRES_VAR).unwrap_or_else(|_| POSTGRES_DEFAULT.to_owned());
+        let name = format!("tether_e2e_{}_{}", std::process::id(), SCRATCH.fetch_add(1, Ordering::Relaxed));
+        let url = with_database(&admin, &name);
+        let created = postgres::Client::connect(&admin, postgres::NoTls)
+            .and_then(|mut client| client.batch_execute(&format!("CREATE DATABASE \"{name}\"")));
+        if let Err(error) = created {
+            panic!(
+                "this test needs PostgreSQL: none usable at {} ({error}). Install and start it \
+                 (`apt-get install postgresql-15 && pg_ctlcluster 15 main start`), create a role that may \
+                 create databases (see README, \"Tests on PostgreSQL\"), and name it in {POSTGRES_VAR} \
+                 (default {POSTGRES_DEFAULT}); or skip these tests with `-- --skip needs_postgres`",
+                server::Target::from(admin.as_str())
+            );
+        }
+        Self { url: PathBuf::from(url), admin, name }
+    }
+}
+
+impl Default for PgScratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for PgScratch {
+    fn drop(&mut self) {
+        if let Ok(mut client) = postgres::Client::connect(&self.admin, postgres::NoTls) {
+            let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name));
+        }
+    }
+}
+
+/// The size on disk of the PostgreSQL database at `url` (`pg_database_size`).
+pub fn pg_database_bytes(url: &Path) -> u64 {
+    let url = url.to_str().expect("a URL");
+    let mut client = postgres::Client::connect(url, postgres::NoTls).expect("the database");
+    let row = client.query_one("SELECT pg_database_size(current_database())", &[]).expect("its size");
+    u64::try_from(row.get::<_, i64>(0)).unwrap_or(0)
+}
+
+static SCRATCH: AtomicUsize = AtomicUsize::new(0);
+
+/// The URL `admin` with its database replaced by `name`.
+fn with_database(admin: &str, name: &str) -> String {
+    let (base, query) = admin.split_once('?').map_or((admin, None), |(b, q)| (b, Some(q)));
+    let rest = base.split_once("://").map_or(base, |(_, rest)| rest);
+    let base = if rest.contains('/') { base.rsplit_once('/').map_or(base, |(b, _)| b) } else { base };
+    match query {
+        Some(query) => format!("{base}/{name}?{query}"),
+        None => format!("{base}/{name}"),
     }
 }
 

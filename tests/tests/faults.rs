@@ -389,9 +389,9 @@ struct Acknowledged {
 
 /// Asserts that the server's database holds every acknowledged episode, and every
 /// acknowledged record exactly once. Run with the server killed, before its restart.
-fn assert_durable(server: &Server, acknowledged: &Acknowledged, kill: usize) {
+fn assert_durable(db: &std::path::Path, acknowledged: &Acknowledged, kill: usize) {
     let episodes: Vec<EpisodeId> = acknowledged.episodes.iter().copied().collect();
-    let docs = tests::server_documents(server.db(), &episodes);
+    let docs = tests::server_documents(db, &episodes);
     for (&episode, doc) in episodes.iter().zip(docs) {
         let doc = doc.unwrap_or_else(|| panic!("kill {kill}: an acknowledged episode {episode} is gone"));
         let events = doc.episode().expect("a stored episode reads").events;
@@ -414,20 +414,38 @@ fn assert_durable(server: &Server, acknowledged: &Acknowledged, kill: usize) {
 /// older name, and `TETHER_E2E_SEED` replays a run.
 #[test]
 fn nothing_is_lost_or_duplicated_when_the_server_is_killed_during_syncs() {
+    let dir = tempfile::tempdir().expect("a directory");
+    crash_loop(&dir.path().join("tether.db"), 1, 15);
+}
+
+/// The crash loop on PostgreSQL, with two replicas: the devices sync half through one,
+/// half through the other, and the first is killed with SIGKILL and restarted while the
+/// second serves on. Shorter by default than on SQLite (a run of `tether serve` on
+/// PostgreSQL takes longer to start); `TETHER_CRASH_KILLS` and the rest as there.
+mod needs_postgres {
+    #[test]
+    fn nothing_is_lost_or_duplicated_when_a_replica_is_killed_during_syncs() {
+        let db = tests::PgScratch::new();
+        super::crash_loop(&db.url, 2, 8);
+    }
+}
+
+/// The crash loop's body, on the database `db` (a file, or a `postgres://` URL as a
+/// path) with `replicas` servers on it, of which the first is the one killed.
+fn crash_loop(db: &std::path::Path, replicas: usize, default_kills: usize) {
     let count = env("TETHER_CRASH_DEVICES").unwrap_or(4).max(1);
     let records = env("TETHER_CRASH_RECORDS").unwrap_or(40);
-    let kills = env("TETHER_CRASH_KILLS").or_else(|| env("TETHER_E2E_KILLS")).unwrap_or(15);
+    let kills = env("TETHER_CRASH_KILLS").or_else(|| env("TETHER_E2E_KILLS")).unwrap_or(default_kills);
     let mut rng = Rng::from_env("faults");
-    let dir = tempfile::tempdir().expect("a directory");
-    let db = dir.path().join("tether.db");
     // Leaked: `User` takes static names, and a test process ends soon.
     let names: Vec<&'static str> = (0..count).map(|i| &*Box::leak(format!("crash-{i}").into_boxed_str())).collect();
     let mut users: Vec<User> =
         names.iter().map(|&username| User { username, role: Role::Practitioner, teams: &["north"] }).collect();
     users.push(User { username: "olive", role: Role::Practitioner, teams: &["north"] });
-    create_accounts(&db, &users);
-    let mut server = Server::start(&db);
-    let mut devices: Vec<Device> = names.iter().map(|name| Device::new(&server, name)).collect();
+    create_accounts(db, &users);
+    let mut servers: Vec<Server> = (0..replicas.max(1)).map(|_| Server::start(db)).collect();
+    let mut devices: Vec<Device> =
+        names.iter().enumerate().map(|(i, name)| Device::new(&servers[i % servers.len()], name)).collect();
 
     // Two episodes every device holds before the faults begin.
     let shared = [open(&mut devices[0], "north"), open(&mut devices[0], "north")];
@@ -498,14 +516,14 @@ fn nothing_is_lost_or_duplicated_when_the_server_is_killed_during_syncs() {
     let began = std::time::Instant::now();
     for kill in 0..kills {
         std::thread::sleep(rng.millis(200, 1500));
-        server.kill();
+        servers[0].kill();
         let snapshot = {
             let acknowledged = acknowledged.lock().unwrap_or_else(PoisonError::into_inner);
             Acknowledged { episodes: acknowledged.episodes.clone(), records: acknowledged.records.clone() }
         };
-        assert_durable(&server, &snapshot, kill);
+        assert_durable(db, &snapshot, kill);
         std::thread::sleep(rng.millis(0, 60));
-        server.restart();
+        servers[0].restart();
         kills_done.fetch_add(1, Ordering::Relaxed);
         if (kill + 1) % 100 == 0 {
             let records: usize = snapshot.records.values().map(BTreeSet::len).sum();
@@ -553,7 +571,7 @@ fn nothing_is_lost_or_duplicated_when_the_server_is_killed_during_syncs() {
             sync_complete(device);
         }
     }
-    let mut observer = Device::new(&server, "olive");
+    let mut observer = Device::new(servers.last().expect("a server"), "olive");
     sync_complete(&mut observer);
     devices.push(observer);
     let mut cores: Vec<(String, &mut Core)> = devices
@@ -561,5 +579,5 @@ fn nothing_is_lost_or_duplicated_when_the_server_is_killed_during_syncs() {
         .zip(names.iter().chain(&["olive (observer)"]))
         .map(|(device, name)| (name.to_string(), &mut device.core))
         .collect();
-    tests::assert_converged(server.db(), &mut cores, &expected);
+    tests::assert_converged(db, &mut cores, &expected);
 }

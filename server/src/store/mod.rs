@@ -213,14 +213,38 @@ pub struct OutboxCount {
     pub last_error: Option<String>,
 }
 
+/// A scheduled job, which one replica at a time runs ([`Tx::try_job_lock`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Job {
+    /// Remaking the summaries the clock has moved on (`serve::spawn_reevaluation`).
+    Reevaluation,
+}
+
+impl Job {
+    /// The job's advisory lock key: distinct from the schema upgrades' lock.
+    pub fn key(self) -> i64 {
+        match self {
+            Self::Reevaluation => 0x7e74_6865_7202,
+        }
+    }
+}
+
 /// Every statement the server runs, typed. Both backends implement it for a connection in
 /// autocommit and for a transaction.
 pub trait Tx {
     // Server-wide settings.
     fn meta(&mut self, key: &str) -> Result<Option<String>>;
     fn set_meta(&mut self, key: &str, value: &str) -> Result<()>;
+    /// Sets a setting only if it has no value yet (`ON CONFLICT DO NOTHING`): of two
+    /// processes setting it at once, the first to commit wins and both read its value.
+    fn add_meta(&mut self, key: &str, value: &str) -> Result<()>;
     /// The schema version the database is at.
     fn schema_version(&mut self) -> Result<i64>;
+    /// Takes `job`'s lock for the rest of the transaction if no one holds it, else says
+    /// no at once: so that of several replicas on one database one at a time runs each
+    /// scheduled job (PostgreSQL's `pg_try_advisory_xact_lock`; on SQLite the one
+    /// process is the only runner, and this is always yes).
+    fn try_job_lock(&mut self, job: Job) -> Result<bool>;
 
     // Savepoints: group commit writes each request inside one.
     fn savepoint(&mut self) -> Result<()>;
@@ -473,14 +497,15 @@ pub fn server_actor(tx: &mut dyn Tx) -> Result<ActorId> {
 }
 
 /// The id the server's actor and device name (`episodes::server_device`) are made from,
-/// generated at first use.
+/// generated at first use. Replicas starting at once on an empty database must agree on
+/// it (their changes would otherwise carry two actors as one server), so a new id is
+/// only added if there is none, and the id is read back after: whoever committed first.
 pub fn server_id(tx: &mut dyn Tx) -> Result<uuid::Uuid> {
     let id = match tx.meta("actor")? {
         Some(id) => id,
         None => {
-            let id = uuid::Uuid::now_v7().to_string();
-            tx.set_meta("actor", &id)?;
-            id
+            tx.add_meta("actor", &uuid::Uuid::now_v7().to_string())?;
+            tx.meta("actor")?.ok_or_else(|| StoreError::Damaged("meta.actor was added and is missing".into()))?
         }
     };
     id.parse().map_err(|_| StoreError::damaged("meta", "actor", "no UUID"))

@@ -50,6 +50,8 @@ const MAX_CONNECTIONS: usize = 16;
 const CHECKOUT_SECS: u64 = 30;
 /// How long opening a connection may take.
 const CONNECT_SECS: u64 = 10;
+/// The `meta` key of the server's actor, which a connection memoises once committed.
+const ACTOR: &str = "actor";
 /// The advisory lock that orders schema upgrades between processes.
 const MIGRATION_LOCK: i64 = 0x7e74_6865_7201;
 
@@ -105,6 +107,9 @@ pub(super) fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 struct Connection {
     client: Client,
     statements: HashMap<&'static str, Statement>,
+    /// The server's actor (`meta.actor`) once read committed: set once, never changed
+    /// (`store::server_id`), and asked for by every sync request.
+    actor: Option<String>,
 }
 
 /// A capped set of connections: taken one per call, given back after it.
@@ -152,7 +157,7 @@ impl Pool {
 
     fn connect(&self) -> Result<Connection, PgError> {
         match self.config.connect(NoTls) {
-            Ok(client) => Ok(Connection { client, statements: HashMap::new() }),
+            Ok(client) => Ok(Connection { client, statements: HashMap::new(), actor: None }),
             Err(error) => {
                 Err(PgError::Connect { target: self.url.to_string(), message: self.url.redact(&chain(&error)) })
             }
@@ -225,7 +230,12 @@ impl Pooled<'_> {
     /// The connection, in autocommit.
     pub(super) fn conn(&mut self) -> Pg<'_> {
         match self.conn.as_mut() {
-            Some(conn) => Pg { link: Link::Client(&mut conn.client), statements: &mut conn.statements },
+            Some(conn) => Pg {
+                link: Link::Client(&mut conn.client),
+                statements: &mut conn.statements,
+                actor: &mut conn.actor,
+                held: Held::default(),
+            },
             // Only `drop` takes it.
             None => unreachable!("a pooled connection is present until dropped"),
         }
@@ -265,8 +275,13 @@ impl migrate::Versioned for Migrating<'_> {
     }
 
     fn upgrade(&mut self, sql: &str, to: i64) -> Result<()> {
-        let mut statements = HashMap::new();
-        let mut tx = Box::new(Pg { link: Link::Tx(Some(self.0.transaction()?)), statements: &mut statements });
+        let (mut statements, mut actor) = (HashMap::new(), None);
+        let mut tx = Box::new(Pg {
+            link: Link::Tx(Some(self.0.transaction()?)),
+            statements: &mut statements,
+            actor: &mut actor,
+            held: Held::default(),
+        });
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
         tx.batch("CREATE TABLE IF NOT EXISTS schema_version (version bigint NOT NULL)")?;
         let at: i64 = get(&tx.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])?, 0)?;
@@ -294,7 +309,38 @@ enum Link<'a> {
 pub(super) struct Pg<'a> {
     link: Link<'a>,
     statements: &'a mut HashMap<&'static str, Statement>,
+    /// The connection's memo of the server's actor.
+    actor: &'a mut Option<String>,
+    held: Held,
 }
+
+/// What a transaction already holds, so that it is not asked for again: each round trip
+/// to PostgreSQL is most of a statement's cost, and a sync request logs an audit entry
+/// for every episode it reads (up to one for each teammate's change).
+///
+/// - `change_seq`'s row lock, once taken (`lock_seq`, `next_seq`), is held to commit.
+/// - The audit head, once locked, is this transaction's to move: its entries are kept
+///   here and written at commit in one statement, with the head moved once.
+///
+/// A savepoint notes what was held when it was made; rolling back to it gives back the
+/// locks taken since (PostgreSQL releases a rolled-back subtransaction's row locks) and
+/// drops the entries logged since.
+#[derive(Default)]
+struct Held {
+    /// This transaction added the server's actor: not committed, so not yet memoised.
+    added_actor: bool,
+    seq_locked: bool,
+    /// The audit head as this transaction has moved it: its number and hash.
+    audit_head: Option<(i64, Vec<u8>)>,
+    /// Entries chained on the head and not yet written.
+    audit: Vec<ChainedEntry>,
+    /// What was held at the open savepoint.
+    at_savepoint: Option<AtSavepoint>,
+}
+
+/// What a transaction held when it made its savepoint: the counter's lock, the audit
+/// head, and how many entries it had kept.
+type AtSavepoint = (bool, Option<(i64, Vec<u8>)>, usize);
 
 type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
 
@@ -310,6 +356,42 @@ macro_rules! on {
 }
 
 impl Pg<'_> {
+    fn in_transaction(&self) -> bool {
+        matches!(self.link, Link::Tx(_))
+    }
+
+    /// Writes the audit entries kept since the head was locked, in one statement, and
+    /// moves the head to the last of them.
+    fn flush_audit(&mut self) -> Result<()> {
+        if self.held.audit.is_empty() {
+            return Ok(());
+        }
+        let entries = std::mem::take(&mut self.held.audit);
+        let column = |f: &dyn Fn(&ChainedEntry) -> Option<String>| entries.iter().map(f).collect::<Vec<_>>();
+        let n: Vec<i64> = entries.iter().map(|e| e.row.n).collect();
+        let at: Vec<i64> = entries.iter().map(|e| e.row.at).collect();
+        let user_id = column(&|e| Some(e.row.user_id.clone()));
+        let username = column(&|e| Some(e.row.username.clone()));
+        let device = column(&|e| Some(e.row.device.clone()));
+        let via = column(&|e| Some(e.row.via.clone()));
+        let action = column(&|e| Some(e.row.action.clone()));
+        let episode = column(&|e| e.row.episode.clone());
+        let detail = column(&|e| e.row.detail.clone());
+        let prev: Vec<&[u8]> = entries.iter().map(|e| e.prev_hash.as_slice()).collect();
+        let hash: Vec<&[u8]> = entries.iter().map(|e| e.hash.as_slice()).collect();
+        self.execute(
+            "INSERT INTO audit (n, at, user_id, username, device, via, action, episode, detail, prev_hash, hash)
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                  $7::text[], $8::text[], $9::text[], $10::bytea[], $11::bytea[])",
+            &[&n, &at, &user_id, &username, &device, &via, &action, &episode, &detail, &prev, &hash],
+        )?;
+        let last = entries.last().map(|e| (e.row.n, e.hash.clone()));
+        if let Some((n, hash)) = last {
+            self.execute("UPDATE audit_head SET n = $1, hash = $2 WHERE id = 1", &[&n, &hash])?;
+        }
+        Ok(())
+    }
+
     fn statement(&mut self, sql: &'static str) -> Result<Statement> {
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
@@ -353,7 +435,12 @@ impl Pg<'_> {
             // Its loss in a power cut costs a repeated message, never a record.
             tx.batch_execute("SET LOCAL synchronous_commit = off")?;
         }
-        Ok(Box::new(Pg { link: Link::Tx(Some(tx)), statements: &mut *self.statements }))
+        Ok(Box::new(Pg {
+            link: Link::Tx(Some(tx)),
+            statements: &mut *self.statements,
+            actor: &mut *self.actor,
+            held: Held::default(),
+        }))
     }
 }
 
@@ -386,6 +473,7 @@ impl Conn for Pg<'_> {
 
 impl Transaction for Pg<'_> {
     fn commit(mut self: Box<Self>) -> Result<()> {
+        self.flush_audit()?;
         match &mut self.link {
             Link::Tx(tx) => match tx.take() {
                 Some(tx) => Ok(tx.commit()?),
@@ -398,8 +486,19 @@ impl Transaction for Pg<'_> {
 
 impl Tx for Pg<'_> {
     fn meta(&mut self, key: &str) -> Result<Option<String>> {
+        if key == ACTOR
+            && let Some(actor) = self.actor.as_ref()
+        {
+            return Ok(Some(actor.clone()));
+        }
         match self.query_opt("SELECT value FROM meta WHERE key = $1", &[&key])? {
-            Some(row) => Ok(Some(get(&row, 0)?)),
+            Some(row) => {
+                let value: String = get(&row, 0)?;
+                if key == ACTOR && !self.held.added_actor {
+                    *self.actor = Some(value.clone());
+                }
+                Ok(Some(value))
+            }
             None => Ok(None),
         }
     }
@@ -412,27 +511,55 @@ impl Tx for Pg<'_> {
         Ok(())
     }
 
+    fn add_meta(&mut self, key: &str, value: &str) -> Result<()> {
+        self.held.added_actor |= key == ACTOR;
+        self.execute("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING", &[&key, &value])?;
+        Ok(())
+    }
+
+    fn try_job_lock(&mut self, job: super::Job) -> Result<bool> {
+        if matches!(self.link, Link::Client(_)) {
+            // In autocommit the lock would end with its statement: it must be asked for
+            // inside the transaction that does the job's work.
+            return Err(StoreError::Damaged("a job's lock was asked for outside a transaction".into()));
+        }
+        get(&self.query_one("SELECT pg_try_advisory_xact_lock($1)", &[&job.key()])?, 0)
+    }
+
     fn schema_version(&mut self) -> Result<i64> {
         get(&self.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])?, 0)
     }
 
     fn savepoint(&mut self) -> Result<()> {
-        self.batch("SAVEPOINT request")
+        self.batch("SAVEPOINT request")?;
+        self.held.at_savepoint = Some((self.held.seq_locked, self.held.audit_head.clone(), self.held.audit.len()));
+        Ok(())
     }
 
     fn release_savepoint(&mut self) -> Result<()> {
-        self.batch("RELEASE SAVEPOINT request")
+        self.batch("RELEASE SAVEPOINT request")?;
+        self.held.at_savepoint = None;
+        Ok(())
     }
 
     fn rollback_to_savepoint(&mut self) -> Result<()> {
-        self.batch("ROLLBACK TO SAVEPOINT request; RELEASE SAVEPOINT request")
+        self.batch("ROLLBACK TO SAVEPOINT request; RELEASE SAVEPOINT request")?;
+        if let Some((seq_locked, head, entries)) = self.held.at_savepoint.take() {
+            self.held.seq_locked = seq_locked;
+            self.held.audit_head = head;
+            self.held.audit.truncate(entries);
+        }
+        Ok(())
     }
 
     fn next_seq(&mut self) -> Result<i64> {
         // The row stays locked until this transaction ends: a writer that takes the next
         // `seq` waits, so `seq` values become visible in the order they were taken.
         match self.query_opt("UPDATE change_seq SET seq = seq + 1 RETURNING seq", &[])? {
-            Some(row) => get(&row, 0),
+            Some(row) => {
+                self.held.seq_locked = self.in_transaction();
+                get(&row, 0)
+            }
             None => Err(StoreError::damaged("change_seq", "seq", "no row")),
         }
     }
@@ -445,8 +572,14 @@ impl Tx for Pg<'_> {
     }
 
     fn lock_seq(&mut self) -> Result<()> {
+        if self.held.seq_locked {
+            return Ok(());
+        }
         match self.query_opt("SELECT seq FROM change_seq FOR UPDATE", &[])? {
-            Some(_) => Ok(()),
+            Some(_) => {
+                self.held.seq_locked = self.in_transaction();
+                Ok(())
+            }
             None => Err(StoreError::damaged("change_seq", "seq", "no row")),
         }
     }
@@ -1051,6 +1184,7 @@ impl Tx for Pg<'_> {
     }
 
     fn audit_head(&mut self) -> Result<(i64, Vec<u8>)> {
+        self.flush_audit()?;
         match self.query_opt("SELECT n, hash FROM audit_head WHERE id = 1", &[])? {
             Some(row) => Ok((get(&row, 0)?, get(&row, 1)?)),
             None => Err(StoreError::damaged("audit_head", "n", "no row")),
@@ -1062,13 +1196,31 @@ impl Tx for Pg<'_> {
         // its audit entry), so a transaction that reads and logs before it writes must
         // not hold the head while waiting for the counter, nor the other way round.
         self.lock_seq()?;
+        if let Some(head) = &self.held.audit_head {
+            return Ok(head.clone());
+        }
         match self.query_opt("SELECT n, hash FROM audit_head WHERE id = 1 FOR UPDATE", &[])? {
-            Some(row) => Ok((get(&row, 0)?, get(&row, 1)?)),
+            Some(row) => {
+                let head: (i64, Vec<u8>) = (get(&row, 0)?, get(&row, 1)?);
+                if self.in_transaction() {
+                    self.held.audit_head = Some(head.clone());
+                }
+                Ok(head)
+            }
             None => Err(StoreError::damaged("audit_head", "n", "no row")),
         }
     }
 
     fn append_audit(&mut self, e: &ChainedEntry) -> Result<()> {
+        if let Some(head) = &mut self.held.audit_head {
+            // Chained on the head this transaction holds: kept, and written at commit.
+            if e.row.n != head.0 + 1 || e.prev_hash != head.1 {
+                return Err(StoreError::Damaged("an audit entry was not chained on the head".into()));
+            }
+            *head = (e.row.n, e.hash.clone());
+            self.held.audit.push(e.clone());
+            return Ok(());
+        }
         let r = &e.row;
         self.execute(
             "INSERT INTO audit (n, at, user_id, username, device, via, action, episode, detail, prev_hash, hash)
@@ -1092,6 +1244,7 @@ impl Tx for Pg<'_> {
     }
 
     fn audit_chain(&mut self, after: i64, limit: usize) -> Result<Vec<ChainedEntry>> {
+        self.flush_audit()?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self.query(
             "SELECT n, at, user_id, username, device, via, action, episode, detail, prev_hash, hash FROM audit
@@ -1120,6 +1273,7 @@ impl Tx for Pg<'_> {
     }
 
     fn rechain_audit(&mut self, e: &ChainedEntry, head: bool) -> Result<()> {
+        self.flush_audit()?;
         self.execute("UPDATE audit SET prev_hash = $1, hash = $2 WHERE n = $3", &[&e.prev_hash, &e.hash, &e.row.n])?;
         if head {
             self.execute("UPDATE audit_head SET n = $1, hash = $2 WHERE id = 1", &[&e.row.n, &e.hash])?;
@@ -1170,6 +1324,7 @@ impl Tx for Pg<'_> {
     }
 
     fn audit_entries(&mut self, episode: EpisodeId) -> Result<Vec<Entry>> {
+        self.flush_audit()?;
         let rows = self.query(
             "SELECT n, at, user_id, username, device, via, action, episode, detail FROM audit
              WHERE episode = $1 ORDER BY n",

@@ -150,6 +150,17 @@ impl Tx for Sqlite<'_> {
         Ok(())
     }
 
+    fn add_meta(&mut self, key: &str, value: &str) -> Result<()> {
+        self.c()
+            .prepare_cached("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING")?
+            .execute([key, value])?;
+        Ok(())
+    }
+
+    fn try_job_lock(&mut self, _job: super::Job) -> Result<bool> {
+        Ok(true)
+    }
+
     fn schema_version(&mut self) -> Result<i64> {
         Ok(self.c().query_row("PRAGMA user_version", [], |r| r.get(0))?)
     }
