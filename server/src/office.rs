@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::AppState;
-use crate::audit::{self, Via, Who};
+use crate::audit::{self, AuditAction, Via, Who};
 use crate::auth::AuthUser;
 use crate::caseload::{self, Duplicate, Summary, Unfiled};
 use crate::episodes::{self, Cache, Stored};
@@ -116,14 +116,14 @@ pub fn list(desk: &mut Desk<'_>) -> Result<Vec<Summary>, AppError> {
     let summaries = caseload::summaries(&mut *tx, teams)?;
     // Listing shows each episode's patient reference: each is a read.
     for summary in &summaries {
-        audit::log(&mut *tx, who, now.as_millisecond(), "list_episode", Some(summary.id), None)?;
+        audit::log(&mut *tx, who, now.as_millisecond(), AuditAction::ListEpisode, Some(summary.id), None)?;
     }
     tx.commit()?;
     Ok(summaries)
 }
 
 /// Reads one episode of `teams`, noting the read as `action` in the audit log.
-pub fn read(desk: &mut Desk<'_>, id: EpisodeId, action: &'static str) -> Result<Read, AppError> {
+pub fn read(desk: &mut Desk<'_>, id: EpisodeId, action: AuditAction) -> Result<Read, AppError> {
     let (conn, cache, who, teams, now) = desk.parts();
     let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
     let mut tx = conn.transaction()?;
@@ -193,7 +193,7 @@ pub fn record(desk: &mut Desk<'_>, id: EpisodeId, new: NewRecord) -> Result<Even
         ));
     }
     let event_id = uuid::Uuid::now_v7();
-    write(desk, id, "record_event", Some(&event_id.to_string()), |stored, tx, device| {
+    write(desk, id, AuditAction::RecordEvent, Some(&event_id.to_string()), |stored, tx, device| {
         let at = new.at.unwrap_or(now);
         let event = Event::new_record(event_id, &new.kind, at, &who.username, device, new.fields.clone())
             .map_err(|e| AppError::InvalidBody(e.to_string()))?;
@@ -221,7 +221,7 @@ pub fn set_fact(desk: &mut Desk<'_>, id: EpisodeId, field: &str, value: Value) -
     fields.insert("field".into(), Value::String(field.as_str().into()));
     fields.insert("value".into(), value);
     let event_id = uuid::Uuid::now_v7();
-    write(desk, id, "set_fact", Some(field.as_str()), |stored, _, device| {
+    write(desk, id, AuditAction::SetFact, Some(field.as_str()), |stored, _, device| {
         let event = Event::new_record(event_id, "fact_changed", now, &who.username, device, fields.clone())
             .map_err(|e| AppError::InvalidBody(e.to_string()))?;
         stored.with_doc(|doc| doc.set_fact(&event)).map_err(refused)
@@ -232,7 +232,7 @@ pub fn set_fact(desk: &mut Desk<'_>, id: EpisodeId, field: &str, value: Value) -
 /// Replaces the joint plan's text (as edits, which merge with a device's).
 pub fn set_plan(desk: &mut Desk<'_>, id: EpisodeId, text: &str) -> Result<(), AppError> {
     let now = desk.now;
-    write(desk, id, "edit_plan", None, |stored, _, _| stored.with_doc(|doc| doc.set_plan(text, now)).map_err(refused))
+    write(desk, id, AuditAction::EditPlan, None, |stored, _, _| stored.with_doc(|doc| doc.set_plan(text, now)).map_err(refused))
 }
 
 /// How often a change whose episode another writer changed meanwhile is made again.
@@ -248,7 +248,7 @@ const CONFLICT_TRIES: usize = 8;
 fn write(
     desk: &mut Desk<'_>,
     id: EpisodeId,
-    action: &'static str,
+    action: AuditAction,
     detail: Option<&str>,
     change: impl Fn(&mut Stored, &mut dyn Tx, &str) -> Result<(), AppError>,
 ) -> Result<(), AppError> {
@@ -315,7 +315,7 @@ pub fn reconcile(desk: &mut Desk<'_>) -> Result<Reconcile, AppError> {
         .collect();
     let mut out = Reconcile::default();
     for id in ids {
-        let read = read(desk, id, "reconcile")?;
+        let read = read(desk, id, AuditAction::Reconcile)?;
         let patient_ref = read.episode.patient_ref.as_str();
         for conflict in &read.conflicts {
             out.conflicts.push(
@@ -393,7 +393,7 @@ async fn episode_route(
     user: AuthUser,
     EpisodePath(id): EpisodePath,
 ) -> Result<axum::Json<Value>, AppError> {
-    let read = api(&state, user, move |desk| read(desk, id, "read_episode")).await?;
+    let read = api(&state, user, move |desk| read(desk, id, AuditAction::ReadEpisode)).await?;
     let mut body = read.episode.to_json();
     body["conflicts"] = json!(read.conflicts);
     Ok(axum::Json(body))
@@ -404,7 +404,7 @@ async fn timeline_route(
     user: AuthUser,
     EpisodePath(id): EpisodePath,
 ) -> Result<axum::Json<Value>, AppError> {
-    let read = api(&state, user, move |desk| read(desk, id, "read_timeline")).await?;
+    let read = api(&state, user, move |desk| read(desk, id, AuditAction::ReadTimeline)).await?;
     let events: Vec<Value> = read
         .timeline()
         .into_iter()
@@ -435,7 +435,7 @@ async fn fhir_route(
 ) -> Result<axum::response::Response, AppError> {
     use axum::response::IntoResponse;
     let settings = Arc::clone(&state.fhir);
-    let (read, now) = api(&state, user, move |desk| Ok((read(desk, id, "read_fhir")?, desk.now))).await?;
+    let (read, now) = api(&state, user, move |desk| Ok((read(desk, id, AuditAction::ReadFhir)?, desk.now))).await?;
     let bundle = crate::fhir::export(&read.episode, &read.evaluation, &settings, now);
     Ok(([(axum::http::header::CONTENT_TYPE, "application/fhir+json")], axum::Json(bundle)).into_response())
 }

@@ -29,7 +29,7 @@ use episode::pathway::{self, Calendar};
 use episode::sync::{self as protocol, Body, Document, Refusal};
 
 use crate::AppState;
-use crate::audit::{self, Via, Who};
+use crate::audit::{self, AuditAction, Via, Who};
 use crate::auth::AuthUser;
 use crate::episodes::{self, Cache, Evaluated, Stored};
 use crate::error::AppError;
@@ -211,7 +211,7 @@ pub(crate) fn handle(
     for (id, touched) in &mut touched {
         if let Some(message) = touched.stored.with_doc(|doc| doc.generate_sync_message(&mut touched.state)) {
             if protocol::carries_changes(&message) {
-                audit::log(tx, &who, now_ms, "sync_read", Some(*id), None)?;
+                audit::log(tx, &who, now_ms, AuditAction::SyncRead, Some(*id), None)?;
             }
             documents.push(Document { episode: *id, body: Body::Message(message) });
         }
@@ -241,14 +241,14 @@ pub(crate) fn handle(
             // The device has never confirmed having it: it goes whole (again, if an
             // answer was lost), and the device counts as holding it from now on, so that
             // a transfer asks for what it records before it confirms.
-            audit::log(tx, &who, now_ms, "sync_read", Some(id), None)?;
+            audit::log(tx, &who, now_ms, AuditAction::SyncRead, Some(id), None)?;
             documents.push(Document { episode: id, body: Body::Whole(stored.with_doc(|doc| doc.save_copy())) });
             tx.put_sync_state(id, device, &state.encode())?;
         } else {
             protocol::prime(&mut state);
             if let Some(message) = stored.with_doc(|doc| doc.generate_sync_message(&mut state)) {
                 if protocol::carries_changes(&message) {
-                    audit::log(tx, &who, now_ms, "sync_read", Some(id), None)?;
+                    audit::log(tx, &who, now_ms, AuditAction::SyncRead, Some(id), None)?;
                 }
                 documents.push(Document { episode: id, body: Body::Message(message) });
             }
@@ -353,7 +353,7 @@ enum Step {
     /// The device handed everything over: record that it may drop the episode.
     RecordDrop,
     /// Append this action to the audit log.
-    Audit(&'static str),
+    Audit(AuditAction),
 }
 
 /// What to write of an accepted document. A team's episode stores what changed; a
@@ -365,15 +365,15 @@ fn decide_writes(standing: Standing, outcome: Outcome) -> Vec<Step> {
             let mut steps = Vec::new();
             // Leaving means it existed: never inserted by this request.
             if outcome.changed {
-                steps.extend([Step::StoreChanges, Step::Audit("sync_handover")]);
+                steps.extend([Step::StoreChanges, Step::Audit(AuditAction::SyncHandover)]);
             }
             if outcome.form == Form::Whole {
                 steps.push(Step::RecordDrop);
             }
             steps
         }
-        Standing::Absent | Standing::Member if outcome.inserted => vec![Step::NoteReceipts, Step::Audit("sync_open")],
-        Standing::Absent | Standing::Member if outcome.changed => vec![Step::StoreChanges, Step::Audit("sync_write")],
+        Standing::Absent | Standing::Member if outcome.inserted => vec![Step::NoteReceipts, Step::Audit(AuditAction::SyncOpen)],
+        Standing::Absent | Standing::Member if outcome.changed => vec![Step::StoreChanges, Step::Audit(AuditAction::SyncWrite)],
         Standing::Absent | Standing::Member | Standing::Hidden => Vec::new(),
     }
 }
@@ -408,7 +408,7 @@ fn apply_writes(
             }
             Step::NoteReceipts => episodes::note_receipts(tx, &mut touched.stored, device, now_ms)?,
             Step::RecordDrop => episodes::record_drop(tx, id, device)?,
-            Step::Audit(action) => audit::log(tx, who, now_ms, action, Some(id), None)?,
+            Step::Audit(action) => audit::log(tx, who, now_ms, *action, Some(id), None)?,
         }
     }
     Ok(())
@@ -671,14 +671,14 @@ mod tests {
     #[test]
     fn a_new_episode_notes_its_receipts_and_is_audited_as_opened() {
         let writes = decide_writes(Standing::Absent, outcome(true, true, Form::Whole));
-        assert_eq!(writes, [Step::NoteReceipts, Step::Audit("sync_open")]);
+        assert_eq!(writes, [Step::NoteReceipts, Step::Audit(AuditAction::SyncOpen)]);
     }
 
     #[test]
     fn a_teams_episode_stores_its_changes_only_when_it_changed() {
         for form in [Form::Whole, Form::Message] {
             let changed = decide_writes(Standing::Member, outcome(true, false, form));
-            assert_eq!(changed, [Step::StoreChanges, Step::Audit("sync_write")]);
+            assert_eq!(changed, [Step::StoreChanges, Step::Audit(AuditAction::SyncWrite)]);
             assert_eq!(decide_writes(Standing::Member, outcome(false, false, form)), []);
         }
     }
@@ -686,12 +686,12 @@ mod tests {
     #[test]
     fn only_a_whole_hand_over_lets_the_device_drop_the_episode() {
         let whole = decide_writes(Standing::Leaving, outcome(true, false, Form::Whole));
-        assert_eq!(whole, [Step::StoreChanges, Step::Audit("sync_handover"), Step::RecordDrop]);
+        assert_eq!(whole, [Step::StoreChanges, Step::Audit(AuditAction::SyncHandover), Step::RecordDrop]);
         // A repeat of a hand-over whose answer was lost changes nothing, and drops again.
         assert_eq!(decide_writes(Standing::Leaving, outcome(false, false, Form::Whole)), [Step::RecordDrop]);
         // A message may not carry everything: the episode stays on the device.
         let message = decide_writes(Standing::Leaving, outcome(true, false, Form::Message));
-        assert_eq!(message, [Step::StoreChanges, Step::Audit("sync_handover")]);
+        assert_eq!(message, [Step::StoreChanges, Step::Audit(AuditAction::SyncHandover)]);
     }
 
     #[test]

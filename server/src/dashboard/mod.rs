@@ -324,7 +324,7 @@ async fn episode_page(State(state): State<AppState>, user: DashUser, Path(id): P
     let Some(id) = episode_id(&id) else { return pages::error_page(AppError::NotFound) };
     let now = state.clock.now();
     let read = office::at_desk(&state, user.who(), user.user.teams.clone(), move |desk| {
-        office::read(desk, id, "read_episode")
+        office::read(desk, id, crate::audit::AuditAction::ReadEpisode)
     })
     .await;
     match read {
