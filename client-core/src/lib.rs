@@ -359,13 +359,7 @@ impl Core {
         fields: Map<String, Value>,
     ) -> Result<EventId> {
         let event = self.new_event(kind, at, fields)?;
-        if kind == "fact_changed" {
-            return Err(Error::Invalid(ValidationError::Event {
-                event: event.id.to_string(),
-                field: "kind".into(),
-                message: "change a fact with `set`, which records the change".into(),
-            }));
-        }
+        event.check_recordable()?;
         self.apply(episode, |doc| doc.record(&event))?;
         // The typed view gains the one record: no need to read the document again.
         if let Some(kept) = self.episodes.get_mut(&episode) {

@@ -187,16 +187,12 @@ impl NewRecord {
 /// Records an event on an episode of `teams`, as `who`; returns its id.
 pub fn record(desk: &mut Desk<'_>, id: EpisodeId, new: NewRecord) -> Result<EventId, AppError> {
     let (who, now) = (desk.who, desk.now);
-    if new.kind == "fact_changed" {
-        return Err(AppError::InvalidBody(
-            "kind: a fact is changed with POST /v1/episodes/{id}/facts, which records the change".into(),
-        ));
-    }
     let event_id = uuid::Uuid::now_v7();
     write(desk, id, AuditAction::RecordEvent, Some(&event_id.to_string()), |stored, tx, device| {
         let at = new.at.unwrap_or(now);
         let event = Event::new_record(event_id, &new.kind, at, &who.username, device, new.fields.clone())
             .map_err(|e| AppError::InvalidBody(e.to_string()))?;
+        event.check_recordable().map_err(|e| AppError::InvalidBody(format!("{e} (POST /v1/episodes/{{id}}/facts)")))?;
         if let EventBody::FiledToEpr(filed) = &event.body {
             let episode = stored.view(tx)?;
             if let Some(unknown) = filed.records.iter().find(|r| !episode.events.iter().any(|e| e.id == **r)) {
