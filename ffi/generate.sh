@@ -22,6 +22,6 @@ for language in kotlin swift python; do
     out="$target_dir/bindings/$language"
     rm -rf "$out"
     "$target_dir/$profile/uniffi-bindgen" generate --library "$target_dir/$profile/$library" \
-        --language "$language" --out-dir "$out" --no-format
+        --language "$language" --out-dir "$out" --no-format --config ffi/bindgen.toml
     echo "$language: $out"
 done

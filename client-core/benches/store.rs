@@ -27,7 +27,7 @@ fn main() {
     for n in 0..500 {
         let body = fields(json!({"method": "phone", "target": "patient", "outcome": "no_answer"}));
         let started = Instant::now();
-        core.record(episode, "contact_attempt", at(base, n), body).expect("a record");
+        core.record(episode, "contact_attempt", body, at(base, n)).expect("a record");
         times.push(started.elapsed());
     }
     times.sort();

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::Core;
 use crate::error::{Error, Result};
-use crate::remote::{self, JSON, Tokens, Transport};
+use crate::remote::{self, JSON, Reply, Request, Tokens, Transport};
 
 /// Where the pending sign-in is kept (a setting, so in the encrypted store).
 const PENDING: &str = "oidc.pending";
@@ -68,6 +68,23 @@ pub fn begin(
     redirect_uri: Option<&str>,
     now: Timestamp,
 ) -> Result<Authorization> {
+    let (request, secrets) = begin_request(provider, redirect_uri)?;
+    let reply = transport.send(request)?;
+    begun(core, secrets, reply, now)
+}
+
+/// The one-time values of a sign-in being started, between [`begin_request`] and
+/// [`begun`]: nothing is kept until the server has answered.
+#[derive(Debug)]
+pub struct Secrets {
+    state: String,
+    nonce: String,
+    verifier: String,
+}
+
+/// [`begin`]'s request (it needs no store), for a host that sends it itself; give the
+/// reply and the secrets to [`begun`].
+pub fn begin_request(provider: Option<&str>, redirect_uri: Option<&str>) -> Result<(Request, Secrets)> {
     let (state, nonce, verifier) = (random_value()?, random_value()?, random_value()?);
     let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
     let mut body = json!({"code_challenge": challenge, "state": state, "nonce": nonce});
@@ -77,11 +94,23 @@ pub fn begin(
     if let Some(uri) = redirect_uri {
         body["redirect_uri"] = json!(uri);
     }
-    let reply = transport.post("/v1/auth/oidc/authorize", JSON, body.to_string().into_bytes(), None)?;
+    let request = Request {
+        path: "/v1/auth/oidc/authorize",
+        content_type: JSON,
+        body: body.to_string().into_bytes(),
+        bearer: None,
+    };
+    Ok((request, Secrets { state, nonce, verifier }))
+}
+
+/// Takes the server's reply to [`begin_request`]: keeps the pending sign-in (replacing
+/// any earlier one) and returns what to open in the browser.
+pub fn begun(core: &mut Core, secrets: Secrets, reply: Reply, now: Timestamp) -> Result<Authorization> {
     if reply.status != 200 {
         return Err(remote::refusal_error(reply.status, &reply.body));
     }
     let authorization: Authorization = serde_json::from_slice(&reply.body).map_err(|e| Error::Sync(e.to_string()))?;
+    let Secrets { state, nonce, verifier } = secrets;
     let pending = Pending {
         provider: authorization.provider.clone(),
         redirect_uri: authorization.redirect_uri.clone(),
@@ -109,6 +138,17 @@ fn redirect_query(redirect: &str, expected: &str) -> Option<Vec<(String, String)
 /// Returns the signed-in username; the tokens are kept in the store as a password
 /// sign-in keeps them.
 pub fn finish(core: &mut Core, transport: &dyn Transport, redirect: &str, now: Timestamp) -> Result<String> {
+    let request = finish_request(core, redirect, now)?;
+    // No answer: the code may still be good, so the sign-in stays pending for a retry.
+    let reply = transport.send(request)?;
+    finished(core, reply, now)
+}
+
+/// [`finish`]'s checks of the redirect and its request, for a host that sends it itself;
+/// give the reply to [`finished`]. A redirect that cannot be used ends the sign-in here
+/// (an error from the provider, no code, expired) or leaves it pending (another sign-in's
+/// redirect, an address that is not the redirect).
+pub fn finish_request(core: &mut Core, redirect: &str, now: Timestamp) -> Result<Request> {
     let Some(pending) = pending(core)? else {
         return Err(Error::SignIn(
             "no sign-in was started on this device, or it has already finished: start again".into(),
@@ -147,9 +187,13 @@ pub fn finish(core: &mut Core, transport: &dyn Transport, redirect: &str, now: T
         "device_id": core.device(),
         "device_key": core.device_key()?,
     });
-    // No answer: the code may still be good, so the sign-in stays pending for a retry.
-    let reply = transport.post("/v1/auth/oidc/token", JSON, body.to_string().into_bytes(), None)?;
-    // An answer: the code is spent either way.
+    Ok(Request { path: "/v1/auth/oidc/token", content_type: JSON, body: body.to_string().into_bytes(), bearer: None })
+}
+
+/// Takes the server's reply to [`finish_request`]: the code is spent either way, so the
+/// pending sign-in ends; on success the device is signed in (tokens kept as a password
+/// sign-in keeps them) and the username returned.
+pub fn finished(core: &mut Core, reply: Reply, now: Timestamp) -> Result<String> {
     core.clear_setting(PENDING)?;
     if reply.status != 200 {
         return Err(remote::refusal_error(reply.status, &reply.body));

@@ -351,12 +351,16 @@ impl Core {
     /// episode JSON); id, `by` (the signed-in user) and `device` (this one) are filled in
     /// here. Validated first: a bad record is refused with an error naming the field, and
     /// nothing is stored; so is one that would take the episode past its budget.
+    ///
+    /// Every call that changes an episode takes the episode first, then what changes,
+    /// then when: `record`, `set_fact`, `set_plan` (and `open_episode`, the new episode
+    /// then when).
     pub fn record(
         &mut self,
         episode: EpisodeId,
         kind: &str,
-        at: Timestamp,
         fields: Map<String, Value>,
+        at: Timestamp,
     ) -> Result<EventId> {
         let event = self.new_event(kind, at, fields)?;
         event.check_recordable()?;

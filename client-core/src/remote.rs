@@ -32,6 +32,11 @@ pub const JSON: &str = "application/json";
 /// refusals included; it fails (with [`Error::Network`]) only when no answer came.
 pub trait Transport {
     fn post(&self, path: &str, content_type: &str, body: Vec<u8>, bearer: Option<&str>) -> Result<Reply>;
+
+    /// Sends a [`Request`] made by one of the sans-IO steps.
+    fn send(&self, request: Request) -> Result<Reply> {
+        self.post(request.path, request.content_type, request.body, request.bearer.as_deref())
+    }
 }
 
 /// The server's answer: its status and its body.
@@ -83,9 +88,22 @@ pub fn sign_in(
     password: &str,
     now: Timestamp,
 ) -> Result<()> {
+    let request = sign_in_request(core, username, password)?;
+    let reply = transport.send(request)?;
+    signed_in(core, username, reply, now)
+}
+
+/// [`sign_in`]'s request, for a host that sends it itself (and lets go of the core
+/// meanwhile); give the reply to [`signed_in`].
+pub fn sign_in_request(core: &Core, username: &str, password: &str) -> Result<Request> {
     let body = json!({"username": username, "password": password, "device_id": core.device(),
                       "device_key": core.device_key()?});
-    let reply = transport.post("/v1/auth/login", JSON, body.to_string().into_bytes(), None)?;
+    Ok(Request { path: "/v1/auth/login", content_type: JSON, body: body.to_string().into_bytes(), bearer: None })
+}
+
+/// Takes the server's reply to [`sign_in_request`]: keeps the tokens, and every record
+/// from now on is by `username`.
+pub fn signed_in(core: &mut Core, username: &str, reply: Reply, now: Timestamp) -> Result<()> {
     let tokens: Tokens = match reply.status {
         200 => serde_json::from_slice(&reply.body).map_err(|e| Error::Sync(e.to_string()))?,
         status => return Err(refusal_error(status, &reply.body)),
@@ -108,8 +126,7 @@ pub fn sync(core: &mut Core, transport: &dyn Transport, now: impl Fn() -> Timest
         match syncing.next(core, now())? {
             Next::Done(summary) => return Ok(summary),
             Next::Send(request) => {
-                let reply =
-                    transport.post(request.path, request.content_type, request.body, request.bearer.as_deref())?;
+                let reply = transport.send(request)?;
                 syncing.answer(core, reply, now())?;
             }
         }
@@ -147,7 +164,7 @@ pub enum Next {
     Done(SyncSummary),
 }
 
-/// A request for the transport to carry.
+/// A request for the transport to carry: a sync round, a token refresh or a sign-in.
 #[derive(Debug)]
 pub struct Request {
     pub path: &'static str,

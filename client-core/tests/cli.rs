@@ -187,7 +187,7 @@ fn bad_input_is_refused_with_a_message_and_nothing_is_stored() {
 #[test]
 fn a_wrong_key_is_refused_and_a_missing_one_is_made_and_kept() {
     let dir = tempfile::tempdir().unwrap();
-    ok(field(dir.path(), KEY, &["episodes"]));
+    ok(field(dir.path(), KEY, &["open", "--patient", "RX-CLI-K", "--pathway", "in_service", "--team", "north"]));
     let other = "ff".repeat(32);
     let message = refused(field(dir.path(), &other, &["episodes"]));
     assert!(message.contains("key is wrong"), "{message}");
@@ -195,20 +195,54 @@ fn a_wrong_key_is_refused_and_a_missing_one_is_made_and_kept() {
 
     // Without TETHER_STORE_KEY, a key is made on first use, kept beside the store, reused.
     let fresh = tempfile::tempdir().unwrap();
-    let run = || {
+    let run = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_tether-field"))
             .arg("--store")
             .arg(fresh.path())
-            .args(["episodes"])
+            .args(args)
             .env_remove("TETHER_STORE_KEY")
+            .env("TETHER_USER", "u-asha")
             .output()
             .unwrap()
     };
-    let first = run();
-    assert!(first.status.success());
+    let first = run(&["open", "--patient", "RX-CLI-K", "--pathway", "in_service", "--team", "north"]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
     assert!(String::from_utf8_lossy(&first.stderr).contains("store.key"));
     assert!(fresh.path().join("store.key").exists());
-    assert!(run().status.success());
+    assert!(run(&["episodes"]).status.success());
+}
+
+#[test]
+fn only_open_and_login_make_a_store_and_nothing_else_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("typo");
+    let episode = "0190f5a4-0000-7000-8000-000000000001";
+    for args in [
+        &["episodes"][..],
+        &["next"],
+        &["sync"],
+        &["show", episode],
+        &["actions", episode],
+        &["record", episode, "reengaged"],
+        &["set", episode, "risk", "high"],
+        &["plan", episode, "a plan"],
+    ] {
+        let message = refused(field(&store, KEY, args));
+        assert!(message.contains("there is no store in") && message.contains("typo"), "{args:?}: {message}");
+        assert!(!store.exists(), "{args:?} made {}", store.display());
+    }
+    // Without TETHER_STORE_KEY no key file is made either.
+    let output = Command::new(env!("CARGO_BIN_EXE_tether-field"))
+        .arg("--store")
+        .arg(&store)
+        .arg("next")
+        .env_remove("TETHER_STORE_KEY")
+        .output()
+        .unwrap();
+    assert!(refused(output).contains("there is no store in"));
+    assert!(!store.exists());
+    ok(field(&store, KEY, &["open", "--patient", "RX-CLI-N", "--pathway", "in_service", "--team", "north"]));
+    assert_eq!(ok(field(&store, KEY, &["next"])).chars().next(), Some('['));
 }
 
 #[test]

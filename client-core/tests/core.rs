@@ -57,7 +57,7 @@ fn records_survive_closing_and_reopening_the_store() {
     let (id, event) = {
         let mut core = open(dir.path(), &key(1)).unwrap();
         let id = core.open_episode(new_episode(), t("2026-03-02T08:00:00Z")).unwrap();
-        let event = core.record(id, "appointment_missed", t("2026-03-02T10:00:00Z"), missed()).unwrap();
+        let event = core.record(id, "appointment_missed", missed(), t("2026-03-02T10:00:00Z")).unwrap();
         core.set_fact(id, FactField::Risk, &json!("high"), t("2026-03-02T10:01:00Z")).unwrap();
         core.set_plan(id, "Visit on Monday with the named contact.", t("2026-03-02T10:02:00Z")).unwrap();
         (id, event)
@@ -84,7 +84,7 @@ fn the_file_holds_no_plaintext() {
     {
         let mut core = open(dir.path(), &key(1)).unwrap();
         let id = core.open_episode(new_episode(), t("2026-03-02T08:00:00Z")).unwrap();
-        core.record(id, "appointment_missed", t("2026-03-02T10:00:00Z"), missed()).unwrap();
+        core.record(id, "appointment_missed", missed(), t("2026-03-02T10:00:00Z")).unwrap();
     }
     for file in std::fs::read_dir(dir.path()).unwrap() {
         let bytes = std::fs::read(file.unwrap().path()).unwrap();
@@ -111,11 +111,11 @@ fn bad_input_is_refused_with_a_message_and_nothing_is_stored() {
         ("appointment_missed", json!({"appointment": "initial", "id": "x"}), "id"),
     ];
     for (kind, body, field) in cases {
-        let err = core.record(id, kind, at, fields(body)).unwrap_err();
+        let err = core.record(id, kind, fields(body), at).unwrap_err();
         assert!(err.to_string().contains(field), "{kind}: {err}");
     }
     let unknown = "01a20934-7bf6-72ed-a417-242a3442e1f9".parse().unwrap();
-    assert!(matches!(core.record(unknown, "appointment_missed", at, missed()), Err(Error::NotFound(_))));
+    assert!(matches!(core.record(unknown, "appointment_missed", missed(), at), Err(Error::NotFound(_))));
     assert!(core.set_fact(id, FactField::Risk, &json!("severe"), at).is_err());
     assert!(core.episode(id).unwrap().events.is_empty());
     drop(core);
@@ -137,7 +137,7 @@ fn a_damaged_store_file_is_an_error_not_a_panic() {
         let id = core.open_episode(new_episode(), t("2026-03-02T08:00:00Z")).unwrap();
         for minute in 0..20 {
             let at = t("2026-03-02T10:00:00Z").checked_add(jiff::SignedDuration::from_mins(minute)).unwrap();
-            core.record(id, "appointment_missed", at, missed()).unwrap();
+            core.record(id, "appointment_missed", missed(), at).unwrap();
         }
     }
     let path = dir.path().join(STORE_FILE);
@@ -167,8 +167,8 @@ fn two_devices_exchanging_documents_converge_whatever_the_order() {
     let id = a.open_episode(new_episode(), t("2026-03-02T08:00:00Z")).unwrap();
     b.merge_episode(&a.export_episode(id).unwrap()).unwrap();
     // Offline on both.
-    a.record(id, "appointment_missed", t("2026-03-02T10:00:00Z"), missed()).unwrap();
-    b.record(id, "home_visit", t("2026-03-02T14:00:00Z"), fields(json!({"announced": false, "outcome": "no_answer"})))
+    a.record(id, "appointment_missed", missed(), t("2026-03-02T10:00:00Z")).unwrap();
+    b.record(id, "home_visit", fields(json!({"announced": false, "outcome": "no_answer"})), t("2026-03-02T14:00:00Z"))
         .unwrap();
     a.set_fact(id, FactField::Risk, &json!("low"), t("2026-03-02T15:00:00Z")).unwrap();
     b.set_fact(id, FactField::Risk, &json!("high"), t("2026-03-02T15:01:00Z")).unwrap();
@@ -201,7 +201,7 @@ fn many_records_compact_without_losing_one() {
         for minute in 0..150 {
             let at = t("2026-03-02T10:00:00Z").checked_add(jiff::SignedDuration::from_mins(minute)).unwrap();
             let body = fields(json!({"method": "phone", "target": "patient", "outcome": "no_answer"}));
-            ids.push(core.record(episode, "contact_attempt", at, body).unwrap());
+            ids.push(core.record(episode, "contact_attempt", body, at).unwrap());
         }
         episode
     };
@@ -225,7 +225,7 @@ fn crash_child() {
     for n in 0.. {
         let at = t("2026-03-02T10:00:00Z").checked_add(jiff::SignedDuration::from_secs(n)).unwrap();
         let body = fields(json!({"method": "phone", "target": "patient", "outcome": "no_answer"}));
-        let id = core.record(episode, "contact_attempt", at, body).unwrap();
+        let id = core.record(episode, "contact_attempt", body, at).unwrap();
         writeln!(out, "recorded {id}").unwrap();
         out.flush().unwrap();
     }
@@ -323,9 +323,9 @@ fn episode_with_a_conflict(dir: &Path) -> episode::EpisodeId {
     b.set_offline_user("u-ben").unwrap();
     let id = a.open_episode(new_episode(), t("2026-03-02T08:00:00Z")).unwrap();
     b.merge_episode(&a.export_episode(id).unwrap()).unwrap();
-    a.record(id, "appointment_missed", t("2026-03-02T10:00:00Z"), missed()).unwrap();
+    a.record(id, "appointment_missed", missed(), t("2026-03-02T10:00:00Z")).unwrap();
     let visit = fields(json!({"announced": false, "outcome": "no_answer"}));
-    b.record(id, "home_visit", t("2026-03-02T14:00:00Z"), visit).unwrap();
+    b.record(id, "home_visit", visit, t("2026-03-02T14:00:00Z")).unwrap();
     a.set_fact(id, FactField::Risk, &json!("low"), t("2026-03-02T15:00:00Z")).unwrap();
     b.set_fact(id, FactField::Risk, &json!("high"), t("2026-03-02T15:01:00Z")).unwrap();
     a.set_plan(id, "Visit on Monday. Sister is the named contact.", t("2026-03-02T15:02:00Z")).unwrap();
@@ -353,7 +353,7 @@ fn the_typed_view_after_reopening_is_what_the_document_gives() {
     // A record made after the view was kept is not lost: the view is stale, not trusted.
     let event = {
         let mut core = open(dir.path(), &key(1)).unwrap();
-        core.record(id, "appointment_missed", t("2026-03-03T10:00:00Z"), missed()).unwrap()
+        core.record(id, "appointment_missed", missed(), t("2026-03-03T10:00:00Z")).unwrap()
     };
     let mut core = open(dir.path(), &key(1)).unwrap();
     assert!(core.episode(id).unwrap().events.iter().any(|e| e.id == event));
@@ -443,7 +443,7 @@ fn a_record_past_the_limits_or_the_budget_is_refused_before_it_is_stored() {
 
     // A note past its limit names the field, not the text.
     let long = fields(json!({"note": "SECRET ".repeat(MAX_TEXT_BYTES / 7 + 1)}));
-    let error = core.record(id, "reengaged", at, long).unwrap_err();
+    let error = core.record(id, "reengaged", long, at).unwrap_err();
     assert!(matches!(error, Error::Document(DocumentError::TooLong(_))), "{error}");
     assert!(error.to_string().contains("`note`") && !error.to_string().contains("SECRET"), "{error}");
 
@@ -453,7 +453,7 @@ fn a_record_past_the_limits_or_the_budget_is_refused_before_it_is_stored() {
     let refused = loop {
         let body = json!({"topic": "cold_call", "outcome": "yes", "rationale": incompressible(MAX_TEXT_BYTES - 200, &mut seed),
                           "note": incompressible(MAX_TEXT_BYTES - 400, &mut seed)});
-        match core.record(id, "decision", at, fields(body)) {
+        match core.record(id, "decision", fields(body), at) {
             Ok(_) => stored += 1,
             Err(error) => break error,
         }
@@ -476,14 +476,14 @@ fn who_records_is_named_only_until_someone_signs_in() {
     assert!(matches!(core.open_episode(new_episode(), t("2026-03-02T08:00:00Z")), Err(Error::NotSignedIn)));
     core.set_offline_user("u-asha").unwrap();
     let id = core.open_episode(new_episode(), t("2026-03-02T08:00:00Z")).unwrap();
-    let event = core.record(id, "reengaged", t("2026-03-02T09:00:00Z"), Map::new()).unwrap();
+    let event = core.record(id, "reengaged", Map::new(), t("2026-03-02T09:00:00Z")).unwrap();
     let recorded = core.episode(id).unwrap().events.iter().find(|e| e.id == event).unwrap().clone();
     assert_eq!((recorded.by.as_str(), recorded.device.as_str()), ("u-asha", core.device()));
     assert_eq!(core.episode(id).unwrap().opened_by, "u-asha");
     // Once someone has signed in (as `remote::sign_in` leaves the store), records are theirs.
     core.set_setting("sync.username", "ben").unwrap();
     assert!(matches!(core.set_offline_user("u-asha"), Err(Error::SignedIn(ref user)) if user == "ben"));
-    let event = core.record(id, "reengaged", t("2026-03-02T09:05:00Z"), Map::new()).unwrap();
+    let event = core.record(id, "reengaged", Map::new(), t("2026-03-02T09:05:00Z")).unwrap();
     let recorded = core.episode(id).unwrap().events.iter().find(|e| e.id == event).unwrap().clone();
     assert_eq!(recorded.by, "ben");
 }

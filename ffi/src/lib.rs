@@ -1,24 +1,36 @@
 //! The client core for Kotlin, Swift and Python, through UniFFI: a typed API over
-//! `client-core` that a phone app calls from a background thread.
+//! `client-core` for a phone app.
 //!
 //! [`Tether`] is the entry point: the host gives it the store's directory and the 32-byte
 //! key (from the Android Keystore or the iOS Keychain), records what the practitioner
 //! did, reads what is due next, and syncs through its own HTTP stack, a [`Transport`].
 //! Staff sign in with a password, or with the trust's identity provider through the
 //! system browser (`begin_identity_sign_in`, `finish_identity_sign_in`).
-//! Every call blocks until it is done (a record is on disk when `record` returns); the
-//! object is `Send + Sync`, and calls are serialised on one lock.
+//!
+//! The calls that talk to the server (`sign_in`, `sync`, the identity provider's sign-in)
+//! are `async`: a Kotlin `suspend fun`, a Swift `async` function, a Python coroutine.
+//! They await the host's async [`Transport`] holding neither the core nor any thread of
+//! the host's, and run each step of their own (SQLite, Automerge) on a thread of the
+//! library's, so a host may await them from its main thread. Every other call is local
+//! and blocking (a record is on disk when `record` returns): call those off the main
+//! thread. The object is `Send + Sync`; its calls take turns on one lock.
+//!
+//! Every call that changes an episode takes the episode first, then what changes, then
+//! when: `open_episode(episode, at)`, `record(episode_id, body, note, at)`,
+//! `set_fact(episode_id, fact, at)`, `set_plan(episode_id, text, at)`.
 //!
 //! - `model`: the episode's records, facts, actions and summaries as UniFFI types.
-//! - `error`: [`TetherError`], one case for each failure a host acts on.
-//! - `transport`: the host's HTTP stack as a foreign trait.
+//! - `error`: [`TetherError`], one case for each failure a host acts on, each with its
+//!   sentence.
+//! - `transport`: the host's HTTP stack as an async foreign trait.
 //! - `uniffi-bindgen.rs` (feature `cli`): generates the bindings (`generate.sh`).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use client_core::{Core, StoreKey, identity, remote};
+use client_core::remote;
+use client_core::{Core, StoreKey, identity};
 use episode::{EpisodeId, PatientRef};
 use jiff::Timestamp;
 
@@ -34,12 +46,19 @@ uniffi::setup_scaffolding!("tether");
 
 type Result<T, E = TetherError> = std::result::Result<T, E>;
 
+/// The store behind a [`Tether`]: open, wiped (after revocation or `wipe`), or closed.
+#[derive(Debug)]
+enum Store {
+    Open(Box<Core>),
+    Wiped,
+    Closed,
+}
+
 /// A practitioner's device: its encrypted store and its episodes.
 #[derive(Debug, uniffi::Object)]
 pub struct Tether {
     dir: PathBuf,
-    /// `None` once the store has been wiped.
-    core: Mutex<Option<Core>>,
+    store: Mutex<Store>,
 }
 
 fn time(at: SystemTime, field: &str) -> Result<Timestamp> {
@@ -60,7 +79,7 @@ impl Tether {
             key.try_into().map_err(|_| TetherError::invalid("key", "a store key is exactly 32 bytes"))?;
         let dir = PathBuf::from(store_dir);
         let core = Core::open(&dir, &StoreKey::from_bytes(key))?;
-        Ok(Arc::new(Self { dir, core: Mutex::new(Some(core)) }))
+        Ok(Arc::new(Self { dir, store: Mutex::new(Store::Open(Box::new(core))) }))
     }
 
     /// This device's id (it is in every record made here).
@@ -68,8 +87,8 @@ impl Tether {
         self.read(|core| Ok(core.device().to_string()))
     }
 
-    /// Opens an episode, offline, as the user signed in on this device; returns its id.
-    /// Before any sign-in: `SignInNeeded`.
+    /// Opens an episode, offline, as the user signed in on this device, at `at`; returns
+    /// its id. Before any sign-in: `SignInNeeded`.
     pub fn open_episode(&self, episode: NewEpisode, at: SystemTime) -> Result<String> {
         let patient_ref = PatientRef::new(episode.patient_ref)
             .ok_or_else(|| TetherError::invalid("patient_ref", "a patient reference is required"))?;
@@ -100,23 +119,24 @@ impl Tether {
         Ok(self.with(|core| core.open_episode(new, at))?.to_string())
     }
 
-    /// Records what happened on an episode, at `at`; returns the record's id. The record
-    /// is by the user signed in on this device, on this device: the core stamps both (a
-    /// shift change is another `sign_in`). Validated first: a bad record is refused
-    /// (`InvalidInput` naming the field, `EpisodeFull` past the episode's budget) and
-    /// nothing is stored. On disk when this returns. Before any sign-in: `SignInNeeded`.
-    pub fn record(&self, episode_id: String, body: EventBody, at: SystemTime, note: Option<String>) -> Result<String> {
+    /// Records what happened on an episode (`body`, with an optional `note`) at `at`;
+    /// returns the record's id. The record is by the user signed in on this device, on
+    /// this device: the core stamps both (a shift change is another `sign_in`). Validated
+    /// first: a bad record is refused (`InvalidInput` naming the field, `EpisodeFull`
+    /// past the episode's budget) and nothing is stored. On disk when this returns.
+    /// Before any sign-in: `SignInNeeded`.
+    pub fn record(&self, episode_id: String, body: EventBody, note: Option<String>, at: SystemTime) -> Result<String> {
         let id = self::episode_id(&episode_id)?;
         let (kind, mut fields) = body.to_json()?;
         if let Some(note) = note {
             fields.insert("note".into(), note.into());
         }
         let at = time(at, "at")?;
-        Ok(self.with(|core| core.record(id, &kind, at, fields))?.to_string())
+        Ok(self.with(|core| core.record(id, &kind, fields, at))?.to_string())
     }
 
-    /// Sets a fact, recording the change for the timeline (by the signed-in user); returns
-    /// the record's id.
+    /// Sets a fact at `at`, recording the change for the timeline (by the signed-in user);
+    /// returns the record's id.
     pub fn set_fact(&self, episode_id: String, fact: FactValue, at: SystemTime) -> Result<String> {
         let id = self::episode_id(&episode_id)?;
         let (field, value) = fact.to_json()?;
@@ -124,7 +144,7 @@ impl Tether {
         Ok(self.with(|core| core.set_fact(id, field, &value, at))?.to_string())
     }
 
-    /// Replaces the joint plan's text (stored as edits, so concurrent edits merge).
+    /// Replaces the joint plan's text at `at` (stored as edits, so concurrent edits merge).
     pub fn set_plan(&self, episode_id: String, text: String, at: SystemTime) -> Result<()> {
         let id = self::episode_id(&episode_id)?;
         let at = time(at, "at")?;
@@ -200,9 +220,16 @@ impl Tether {
     /// Signs in on this device through the host's transport; the tokens are kept in the
     /// encrypted store, and every record from now on is by `username`. A wrong password
     /// is `SignInNeeded`.
-    pub fn sign_in(&self, transport: Arc<dyn Transport>, username: String, password: String) -> Result<()> {
-        let host = transport::Host(transport);
-        self.with(|core| remote::sign_in(core, &host, &username, &password, Timestamp::now()))
+    pub async fn sign_in(
+        self: Arc<Self>,
+        transport: Arc<dyn Transport>,
+        username: String,
+        password: String,
+    ) -> Result<()> {
+        let user = username.clone();
+        let request = self.step(move |core| remote::sign_in_request(core, &user, &password)).await?;
+        let reply = transport::send(&transport, request).await?;
+        self.step(move |core| remote::signed_in(core, &username, reply, Timestamp::now())).await
     }
 
     /// Starts a sign-in with the trust's identity provider (RFC 8252): `provider` when the
@@ -210,16 +237,16 @@ impl Tether {
     /// phones; the server's first when `None`). Returns the address to open in the system
     /// browser. The one-time values stay in the encrypted store, so the app may be stopped
     /// while the browser is open; a new call replaces an unfinished sign-in.
-    pub fn begin_identity_sign_in(
-        &self,
+    pub async fn begin_identity_sign_in(
+        self: Arc<Self>,
         transport: Arc<dyn Transport>,
         provider: Option<String>,
         redirect_uri: Option<String>,
     ) -> Result<IdentitySignIn> {
-        let host = transport::Host(transport);
-        let authorization = self.with(|core| {
-            identity::begin(core, &host, provider.as_deref(), redirect_uri.as_deref(), Timestamp::now())
-        })?;
+        // The one-time values need no store until the server has answered.
+        let (request, secrets) = identity::begin_request(provider.as_deref(), redirect_uri.as_deref())?;
+        let reply = transport::send(&transport, request).await?;
+        let authorization = self.step(move |core| identity::begun(core, secrets, reply, Timestamp::now())).await?;
         Ok(IdentitySignIn {
             provider: authorization.provider,
             authorization_url: authorization.authorization_url,
@@ -232,9 +259,14 @@ impl Tether {
     /// keeps them). Returns the username. `SignInNeeded` says why when it cannot finish
     /// (none pending, expired, refused by the provider or by Tether's mapping);
     /// `TransportFailed` leaves it pending, to try again.
-    pub fn finish_identity_sign_in(&self, transport: Arc<dyn Transport>, redirect_url: String) -> Result<String> {
-        let host = transport::Host(transport);
-        self.with(|core| identity::finish(core, &host, &redirect_url, Timestamp::now()))
+    pub async fn finish_identity_sign_in(
+        self: Arc<Self>,
+        transport: Arc<dyn Transport>,
+        redirect_url: String,
+    ) -> Result<String> {
+        let request = self.step(move |core| identity::finish_request(core, &redirect_url, Timestamp::now())).await?;
+        let reply = transport::send(&transport, request).await?;
+        self.step(move |core| identity::finished(core, reply, Timestamp::now())).await
     }
 
     /// The sign-in with the identity provider under way, if any: what an app shows after
@@ -252,38 +284,51 @@ impl Tether {
 
     /// Syncs through the host's transport until there is nothing left to say (the same
     /// session as the command line's: token refresh, refused episodes held back). The
-    /// core is free for other calls while a request is in flight. A failure part-way
-    /// loses nothing. A revoked device's store is wiped here, and the call answers
-    /// `WipeRequired`.
-    pub fn sync(&self, transport: Arc<dyn Transport>) -> Result<SyncSummary> {
-        let host = transport::Host(transport);
-        let mut syncing = self.with(|core| Ok(remote::Syncing::new(core)))?;
+    /// core is free for other calls while a request is in flight. A failure part-way, or
+    /// the call cancelled, loses nothing. A revoked device's store is wiped here, and the
+    /// call answers `WipeRequired`.
+    pub async fn sync(self: Arc<Self>, transport: Arc<dyn Transport>) -> Result<SyncSummary> {
+        let mut syncing = self.step(|core| Ok(remote::Syncing::new(core))).await?;
         loop {
-            let next = self.syncing(|core| syncing.next(core, Timestamp::now()))?;
+            let (next, back) = self.syncing(syncing, |core, syncing| syncing.next(core, Timestamp::now())).await?;
+            syncing = back;
             let request = match next {
                 remote::Next::Done(summary) => return Ok(SyncSummary::from(&summary)),
                 remote::Next::Send(request) => request,
             };
-            // The lock is not held here: the network may take seconds.
-            let reply = remote::Transport::post(
-                &host,
-                request.path,
-                request.content_type,
-                request.body,
-                request.bearer.as_deref(),
-            )?;
-            self.syncing(|core| syncing.answer(core, reply, Timestamp::now()))?;
+            // Neither the lock nor a thread is held here: the network may take seconds.
+            let reply = transport::send(&transport, request).await?;
+            let ((), back) =
+                self.syncing(syncing, move |core, syncing| syncing.answer(core, reply, Timestamp::now())).await?;
+            syncing = back;
         }
     }
 
+    /// Closes the store now: waits for a call in flight, closes the database, and from
+    /// then on every call answers `Closed` (a sync under way stops at its next step,
+    /// losing nothing). Calling it again does no harm. In Kotlin this is `closeStore()`:
+    /// `close()` is `AutoCloseable`'s, which frees the object once no call is using it.
+    pub fn close(&self) -> Result<()> {
+        let mut guard = self.lock()?;
+        if let Store::Open(_) = *guard {
+            // Dropping the core closes its connection.
+            *guard = Store::Closed;
+        }
+        Ok(())
+    }
+
     /// Deletes the store (signing out for good, or after `WipeRequired`). Every later call
-    /// answers `WipeRequired`. Calling it again does no harm.
+    /// answers `WipeRequired`. Calling it again does no harm, and so does calling it
+    /// after `close`.
     pub fn wipe(&self) -> Result<()> {
-        let mut guard = self.core()?;
-        if let Some(core) = guard.take() {
-            core.wipe()?;
+        let mut guard = self.lock()?;
+        if let Store::Open(_) = *guard
+            && let Store::Open(core) = std::mem::replace(&mut *guard, Store::Wiped)
+        {
+            (*core).wipe()?;
             return Ok(());
         }
+        *guard = Store::Wiped;
         for suffix in ["", "-wal", "-shm"] {
             let path = self.dir.join(format!("{}{suffix}", client_core::STORE_FILE));
             match std::fs::remove_file(&path) {
@@ -297,40 +342,77 @@ impl Tether {
 }
 
 impl Tether {
-    fn core(&self) -> Result<MutexGuard<'_, Option<Core>>> {
+    fn lock(&self) -> Result<MutexGuard<'_, Store>> {
         // A panic inside a call may have left the core half-changed in memory (the disk is
         // consistent): refuse to go on rather than guess.
-        self.core.lock().map_err(|_| TetherError::other("an earlier call failed inside the core: open the store again"))
+        self.store
+            .lock()
+            .map_err(|_| TetherError::other("an earlier call failed inside the core: open the store again"))
+    }
+
+    /// The open core, or why there is none.
+    fn open_core(store: &mut Store) -> Result<&mut Core> {
+        match store {
+            Store::Open(core) => Ok(core),
+            Store::Wiped => Err(TetherError::wipe_required()),
+            Store::Closed => Err(TetherError::closed()),
+        }
     }
 
     /// Runs a change on the core.
     fn with<T>(&self, change: impl FnOnce(&mut Core) -> client_core::Result<T>) -> Result<T> {
-        let mut guard = self.core()?;
-        let core = guard.as_mut().ok_or(TetherError::WipeRequired)?;
-        Ok(change(core)?)
-    }
-
-    /// Runs a step of a sync; a revoked device's store is wiped at once.
-    fn syncing<T>(&self, step: impl FnOnce(&mut Core) -> client_core::Result<T>) -> Result<T> {
-        let mut guard = self.core()?;
-        let core = guard.as_mut().ok_or(TetherError::WipeRequired)?;
-        match step(core) {
-            Ok(value) => Ok(value),
-            Err(client_core::Error::DeviceRevoked) => {
-                if let Some(core) = guard.take() {
-                    // Wiped now if it can be; otherwise `wipe` deletes the files later.
-                    let _ = core.wipe();
-                }
-                Err(TetherError::WipeRequired)
-            }
-            Err(error) => Err(error.into()),
-        }
+        let mut guard = self.lock()?;
+        Ok(change(Self::open_core(&mut guard)?)?)
     }
 
     /// Reads from the core.
     fn read<T>(&self, read: impl FnOnce(&Core) -> Result<T>) -> Result<T> {
-        let guard = self.core()?;
-        let core = guard.as_ref().ok_or(TetherError::WipeRequired)?;
-        read(core)
+        let mut guard = self.lock()?;
+        read(Self::open_core(&mut guard)?)
+    }
+
+    /// Runs one step of an async call on the core, on a thread of the library's own: the
+    /// host's thread that polls the call (its main thread, perhaps) never waits on the
+    /// lock, the disk or Automerge. A revoked device's store is wiped at once.
+    async fn step<T: Send + 'static>(
+        self: &Arc<Self>,
+        step: impl FnOnce(&mut Core) -> client_core::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let this = Arc::clone(self);
+        let (sender, answer) = futures_channel::oneshot::channel();
+        std::thread::Builder::new()
+            .name("tether-core".into())
+            .spawn(move || {
+                // The caller may have been cancelled meanwhile: the step is done and
+                // stored all the same, and its answer goes nowhere.
+                let _ = sender.send(this.revocable(step));
+            })
+            .map_err(|e| TetherError::other(format!("cannot start a thread for the core: {e}")))?;
+        answer.await.map_err(|_| TetherError::other("an earlier call failed inside the core: open the store again"))?
+    }
+
+    /// [`Tether::step`] for a sync session's steps, which owns the session between them.
+    async fn syncing<T: Send + 'static>(
+        self: &Arc<Self>,
+        mut syncing: remote::Syncing,
+        step: impl FnOnce(&mut Core, &mut remote::Syncing) -> client_core::Result<T> + Send + 'static,
+    ) -> Result<(T, remote::Syncing)> {
+        self.step(move |core| step(core, &mut syncing).map(|value| (value, syncing))).await
+    }
+
+    /// Runs a step; a revocation the server reports wipes the store there and then.
+    fn revocable<T>(&self, step: impl FnOnce(&mut Core) -> client_core::Result<T>) -> Result<T> {
+        let mut guard = self.lock()?;
+        match step(Self::open_core(&mut guard)?) {
+            Ok(value) => Ok(value),
+            Err(client_core::Error::DeviceRevoked) => {
+                if let Store::Open(core) = std::mem::replace(&mut *guard, Store::Wiped) {
+                    // Wiped now if it can be; otherwise `wipe` deletes the files later.
+                    let _ = (*core).wipe();
+                }
+                Err(TetherError::wipe_required())
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 }

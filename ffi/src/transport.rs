@@ -1,11 +1,17 @@
-//! The host's HTTP stack, as the core sees it: the host implements [`Transport`] (OkHttp,
-//! URLSession, urllib) and the core drives sign-in and sync through it, so the library
-//! carries no TLS of its own and the host keeps its certificate pinning, proxies and
-//! background transfers.
+//! The host's HTTP stack, as the core sees it: the host implements [`Transport`] (OkHttp
+//! or Ktor, URLSession, aiohttp or urllib in a thread) and the core drives sign-in and
+//! sync through it, so the library carries no TLS of its own and the host keeps its
+//! certificate pinning, proxies and background transfers.
+//!
+//! `post` is async (a Kotlin `suspend fun`, a Swift `async` function, a Python
+//! coroutine): the library awaits the host's answer without holding the core and without
+//! any thread of the host's blocked on the network.
 
 use std::sync::Arc;
 
-use client_core::remote::{self, Reply};
+use client_core::remote::{Reply, Request};
+
+use crate::error::TetherError;
 
 /// One request to the server. `path` is the route (`/v1/auth/login`, `/v1/auth/refresh`,
 /// `/v1/sync`): the transport knows the server's address and joins them.
@@ -28,6 +34,7 @@ pub struct HttpResponse {
 /// Why no answer came (no network, a timeout, TLS refused). Nothing is lost: the core
 /// reports `TetherError::TransportFailed` and the next sync goes on from there.
 #[derive(Debug, thiserror::Error, uniffi::Error)]
+#[uniffi::export(Display)]
 pub enum TransportError {
     #[error("{reason}")]
     Failed { reason: String },
@@ -40,28 +47,25 @@ impl From<uniffi::UnexpectedUniFFICallbackError> for TransportError {
     }
 }
 
-/// POSTs bytes to the server and brings back its answer. Called from whichever thread
-/// called `sign_in` or `sync` (never the main thread, in a well-behaved app), and
-/// blocking until the answer is in.
+/// POSTs bytes to the server and brings back its answer, asynchronously: the host's own
+/// HTTP client, awaited by the library's `async` calls (`sign_in`, `sync`, the identity
+/// provider's sign-in). Cancelling the call that awaits it cancels it too.
 #[uniffi::export(with_foreign)]
+#[async_trait::async_trait]
 pub trait Transport: Send + Sync {
-    fn post(&self, request: HttpRequest) -> Result<HttpResponse, TransportError>;
+    async fn post(&self, request: HttpRequest) -> Result<HttpResponse, TransportError>;
 }
 
-/// The host's transport as the core's.
-pub(crate) struct Host(pub(crate) Arc<dyn Transport>);
-
-impl remote::Transport for Host {
-    fn post(&self, path: &str, content_type: &str, body: Vec<u8>, bearer: Option<&str>) -> client_core::Result<Reply> {
-        let request = HttpRequest {
-            path: path.to_string(),
-            content_type: content_type.to_string(),
-            body,
-            bearer: bearer.map(str::to_string),
-        };
-        match self.0.post(request) {
-            Ok(HttpResponse { status, body }) => Ok(Reply { status, body }),
-            Err(TransportError::Failed { reason }) => Err(client_core::Error::Network(reason)),
-        }
+/// Carries one request of the core's over the host's transport.
+pub(crate) async fn send(transport: &Arc<dyn Transport>, request: Request) -> Result<Reply, TetherError> {
+    let request = HttpRequest {
+        path: request.path.to_string(),
+        content_type: request.content_type.to_string(),
+        body: request.body,
+        bearer: request.bearer,
+    };
+    match transport.post(request).await {
+        Ok(HttpResponse { status, body }) => Ok(Reply { status, body }),
+        Err(TransportError::Failed { reason }) => Err(client_core::Error::Network(reason).into()),
     }
 }

@@ -1,12 +1,13 @@
 //! The generated bindings over the real library: Python and Kotlin (on the JVM) open an
 //! encrypted store, record a home visit and a calling card, read the next actions, sign
-//! in and sync with a real server on loopback through a transport of their own, and get
-//! typed errors; the Swift bindings are generated and name the API.
+//! in and sync with a real server on loopback through an async transport of their own
+//! (asyncio, coroutines), get typed errors that say what happened, and close the store;
+//! the Swift bindings are generated and name the API.
 //!
-//! Tools a fresh machine may lack (kotlinc, java, JNA) fail the test when `CI` is set,
-//! and otherwise skip it with a loud line. `.ci/run` installs them.
+//! A test that needs a program from outside (python3, kotlinc, java and JNA, Node.js)
+//! lives in a module named `needs_<program>` and fails, naming what to install, when it
+//! is missing. `.ci/run` installs them.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -40,7 +41,12 @@ fn generate(language: TargetLanguage, out: &Path) -> PathBuf {
         languages: vec![language],
         source,
         out_dir,
-        config_override: None,
+        // Where the crate's uniffi.toml is (the workspace builds UniFFI without cargo
+        // metadata to find it).
+        config_override: Some(
+            Utf8PathBuf::from_path_buf(Path::new(env!("CARGO_MANIFEST_DIR")).join("bindgen.toml"))
+                .expect("a UTF-8 path"),
+        ),
         format: false,
         crate_filter: None,
         metadata_no_deps: true,
@@ -65,24 +71,14 @@ fn server(dir: &Path) -> Server {
     Server::start(&db)
 }
 
-/// A tool on the PATH (or named by an environment variable), or `None` after saying why
-/// the test is skipped; under CI a missing tool fails the test.
-fn tool(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH")
+/// A program on the PATH, or a failure that says how to install it.
+fn tool(name: &str, install: &str) -> PathBuf {
+    std::env::var_os("PATH")
         .into_iter()
         .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
         .map(|dir| dir.join(name))
-        .find(|path| path.is_file());
-    missing(name, found)
-}
-
-fn missing(name: &str, found: Option<PathBuf>) -> Option<PathBuf> {
-    if found.is_none() {
-        assert!(std::env::var_os("CI").is_none(), "{name} not found: CI must install it (see .ci/run)");
-        // Straight to stderr, past the test harness's capture, so that it shows.
-        let _ = writeln!(std::io::stderr(), "\n*** skipped: {name} not found (CI would fail) ***\n");
-    }
-    found
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| panic!("{name} not found on the PATH: {install} (see .ci/run)"))
 }
 
 /// Runs a command, showing its output, and asserts that it succeeded.
@@ -102,60 +98,97 @@ fn with_server<'a>(command: &'a mut Command, server: &Server) -> &'a mut Command
         .env("TETHER_PASSWORD", PASSWORD)
 }
 
-#[test]
-fn python_records_syncs_and_gets_typed_errors() {
-    let Some(python) = tool("python3") else { return };
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let bindings = dir.path().join("python");
-    generate(TargetLanguage::Python, &bindings);
-    let server = server(dir.path());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/test_ffi.py");
-    run(
-        with_server(Command::new(python).arg(script).env("TETHER_BINDINGS", &bindings), &server),
-        "python3 test_ffi.py",
-    );
+/// The Python bindings, driven from asyncio.
+mod needs_python3 {
+    use std::path::Path;
+    use std::process::Command;
+
+    #[test]
+    fn python_records_syncs_awaits_and_gets_errors_that_say_what_happened() {
+        let python = super::tool("python3", "install Python 3 (Debian: apt-get install python3)");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let bindings = dir.path().join("python");
+        super::generate(uniffi::TargetLanguage::Python, &bindings);
+        let server = super::server(dir.path());
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/test_ffi.py");
+        super::run(
+            super::with_server(Command::new(python).arg(script).env("TETHER_BINDINGS", &bindings), &server),
+            "python3 test_ffi.py",
+        );
+    }
 }
 
-#[test]
-fn kotlin_records_syncs_and_gets_typed_errors() {
-    let (Some(kotlinc), Some(java)) = (tool("kotlinc"), tool("java")) else { return };
-    let jna = std::env::var_os("JNA_JAR").map_or_else(|| PathBuf::from("/usr/share/java/jna.jar"), PathBuf::from);
-    let Some(jna) = missing("jna.jar (Debian's libjna-java, or JNA_JAR)", jna.is_file().then_some(jna)) else {
-        return;
-    };
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let bindings = dir.path().join("kotlin");
-    generate(TargetLanguage::Kotlin, &bindings);
-    let kotlin_sources = bindings.join("uniffi/tether/tether.kt");
-    assert!(kotlin_sources.is_file(), "no {}", kotlin_sources.display());
-    let test = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/TestFfi.kt");
-    let jar = dir.path().join("test.jar");
-    // One compile: the bindings and the test together.
-    run(
-        Command::new(kotlinc)
-            .arg(&kotlin_sources)
-            .arg(&test)
-            .arg("-classpath")
-            .arg(&jna)
-            .arg("-include-runtime")
-            .arg("-nowarn")
-            .arg("-d")
-            .arg(&jar),
-        "kotlinc",
-    );
-    let classpath = std::env::join_paths([&jar, &jna]).expect("a classpath");
-    let server = server(dir.path());
-    run(
-        with_server(
-            Command::new(java)
-                .arg(format!("-Djna.library.path={}", bindings.display()))
-                .arg("-cp")
-                .arg(classpath)
-                .arg("TestFfiKt"),
-            &server,
-        ),
-        "java TestFfiKt",
-    );
+/// The Kotlin bindings on the JVM, driven from coroutines: kotlinc (npm's
+/// `kotlin-compiler`, whose `lib/` also holds the kotlinx-coroutines jar the bindings'
+/// suspend functions need), a JDK and JNA.
+mod needs_kotlin {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    const KOTLINC: &str = "install it with `npm install -g kotlin-compiler@2.4.20` and put its bin/ on the PATH";
+
+    /// A jar named by an environment variable, or found at `default`, or a failure that
+    /// says how to get it.
+    fn jar(variable: &str, default: PathBuf, install: &str) -> PathBuf {
+        let path = std::env::var_os(variable).map_or(default, PathBuf::from);
+        assert!(path.is_file(), "{} not found: {install}, or set {variable} (see .ci/run)", path.display());
+        path
+    }
+
+    #[test]
+    fn kotlin_records_syncs_suspends_and_gets_errors_that_say_what_happened() {
+        let kotlinc = super::tool("kotlinc", KOTLINC);
+        let java = super::tool("java", "install a JRE (Debian: apt-get install default-jre-headless)");
+        let jna = jar(
+            "JNA_JAR",
+            PathBuf::from("/usr/share/java/jna.jar"),
+            "install JNA (Debian: apt-get install libjna-java)",
+        );
+        // kotlinc is bin/kotlinc in the compiler's folder, often through a symbolic link.
+        let home = std::fs::canonicalize(&kotlinc)
+            .ok()
+            .and_then(|real| real.parent().and_then(Path::parent).map(Path::to_path_buf))
+            .unwrap_or_default();
+        let coroutines = jar(
+            "KOTLINX_COROUTINES_JAR",
+            home.join("lib/kotlinx-coroutines-core-jvm.jar"),
+            "it comes with npm's kotlin-compiler (lib/kotlinx-coroutines-core-jvm.jar)",
+        );
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let bindings = dir.path().join("kotlin");
+        super::generate(uniffi::TargetLanguage::Kotlin, &bindings);
+        let kotlin_sources = bindings.join("uniffi/tether/tether.kt");
+        assert!(kotlin_sources.is_file(), "no {}", kotlin_sources.display());
+        let test = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/TestFfi.kt");
+        let jar = dir.path().join("test.jar");
+        let compile_classpath = std::env::join_paths([&jna, &coroutines]).expect("a classpath");
+        // One compile: the bindings and the test together.
+        super::run(
+            Command::new(kotlinc)
+                .arg(&kotlin_sources)
+                .arg(&test)
+                .arg("-classpath")
+                .arg(&compile_classpath)
+                .arg("-include-runtime")
+                .arg("-nowarn")
+                .arg("-d")
+                .arg(&jar),
+            "kotlinc",
+        );
+        let classpath = std::env::join_paths([&jar, &jna, &coroutines]).expect("a classpath");
+        let server = super::server(dir.path());
+        super::run(
+            super::with_server(
+                Command::new(java)
+                    .arg(format!("-Djna.library.path={}", bindings.display()))
+                    .arg("-cp")
+                    .arg(classpath)
+                    .arg("TestFfiKt"),
+                &server,
+            ),
+            "java TestFfiKt",
+        );
+    }
 }
 
 #[test]
@@ -167,18 +200,23 @@ fn swift_bindings_name_the_api() {
     let compact: String = swift.split_whitespace().collect();
     for name in [
         "open class Tether",
+        "public protocol TetherProtocol: AnyObject, Sendable",
         "public static func `open`(storeDir: String, key: Data)",
         "open func nextActions(now: Date)throws -> [NextAction]",
-        "open func record(episodeId: String, body: EventBody, at: Date, note: String?)throws -> String",
+        "open func record(episodeId: String, body: EventBody, note: String?, at: Date)throws -> String",
+        "open func setFact(episodeId: String, fact: FactValue, at: Date)throws -> String",
+        "open func close()throws",
         "public enum HoldReason",
         "case notSignedInHere(recordId: String?, by: String",
-        "case EpisodeFull(bytes: UInt64, budget: UInt64",
-        "open func sync(transport: Transport)throws -> SyncSummary",
+        "case EpisodeFull(reason: String, bytes: UInt64, budget: UInt64",
+        "open func sync(transport: Transport)async throws -> SyncSummary",
+        "open func signIn(transport: Transport, username: String, password: String)async throws",
         "public protocol Transport",
-        "func post(request: HttpRequest)throws -> HttpResponse",
+        "func post(request: HttpRequest)async throws -> HttpResponse",
         "public enum TetherError: Swift.Error",
-        "case WipeRequired",
-        "case InvalidInput(field: String, reason: String",
+        "case WipeRequired(reason: String",
+        "case Closed(reason: String",
+        "case InvalidInput(reason: String, field: String",
         "public enum EventBody",
         "case homeVisit(announced: Bool, outcome: VisitOutcome, location: Location?",
         "public struct NextAction",
@@ -205,7 +243,7 @@ mod needs_oidc_provider {
 
     #[test]
     fn python_signs_a_phone_in_with_the_identity_provider() {
-        let python = super::tool("python3").expect("python3 not found: this test needs Python 3");
+        let python = super::tool("python3", "install Python 3 (Debian: apt-get install python3)");
         let dir = tempfile::tempdir().expect("a temporary directory");
         let bindings = dir.path().join("python");
         super::generate(uniffi::TargetLanguage::Python, &bindings);

@@ -64,8 +64,9 @@ pub struct OpenAction {
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Duplicate {
     pub kind: &'static str,
-    /// The field the records share (`target`, `party`, `visit`, …) and its value, if the
-    /// kind has one.
+    /// The field the records share (`target`, `party`, `visit`, …), if the kind has one.
+    pub target_field: Option<&'static str>,
+    /// That field's value (`patient`, `gp`, a visit's record id).
     pub target: Option<String>,
     pub records: Vec<episode::EventId>,
 }
@@ -114,7 +115,8 @@ pub fn duplicates(episode: &Episode) -> Vec<Duplicate> {
             _ => None,
         })
         .collect();
-    let mut groups: BTreeMap<(&'static str, Option<String>), Vec<&Event>> = BTreeMap::new();
+    type Target = Option<(&'static str, String)>;
+    let mut groups: BTreeMap<(&'static str, Target), Vec<&Event>> = BTreeMap::new();
     for event in &episode.events {
         if in_error.contains(&event.id)
             || matches!(event.body, EventBody::FiledToEpr(_) | EventBody::EnteredInError(_) | EventBody::FactChanged(_))
@@ -130,7 +132,12 @@ pub fn duplicates(episode: &Episode) -> Vec<Duplicate> {
         let mut flush = |run: &mut Vec<&Event>| {
             let devices: std::collections::HashSet<_> = run.iter().map(|e| e.device.as_str()).collect();
             if run.len() > 1 && devices.len() > 1 {
-                out.push(Duplicate { kind, target: target.clone(), records: run.iter().map(|e| e.id).collect() });
+                out.push(Duplicate {
+                    kind,
+                    target_field: target.as_ref().map(|(field, _)| *field),
+                    target: target.as_ref().map(|(_, value)| value.clone()),
+                    records: run.iter().map(|e| e.id).collect(),
+                });
             }
             run.clear();
         };
@@ -148,12 +155,12 @@ pub fn duplicates(episode: &Episode) -> Vec<Duplicate> {
 }
 
 /// What a record is about, for spotting duplicates: the first of the fields that name
-/// whom or what it concerns.
-fn target_of(event: &Event) -> Option<String> {
+/// whom or what it concerns, and its value.
+fn target_of(event: &Event) -> Option<(&'static str, String)> {
     let json = serde_json::to_value(&event.body).ok()?;
-    ["target", "party", "visit", "topic", "to", "appointment"].iter().find_map(|field| {
-        json.get(field).map(|v| format!("{field}: {}", v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
-    })
+    ["target", "party", "visit", "topic", "to", "appointment"]
+        .into_iter()
+        .find_map(|field| json.get(field).map(|v| (field, v.as_str().map_or_else(|| v.to_string(), str::to_owned))))
 }
 
 /// The moment the clock alone next changes the evaluation's counts: an upcoming action

@@ -320,7 +320,8 @@ pub fn reconcile(desk: &mut Desk<'_>) -> Result<Reconcile, AppError> {
         }
         for duplicate in &read.duplicates {
             out.duplicates.push(json!({"episode": id, "patient_ref": patient_ref, "kind": duplicate.kind,
-                                       "target": duplicate.target, "records": duplicate.records}));
+                                       "target_field": duplicate.target_field, "target": duplicate.target,
+                                       "records": duplicate.records}));
         }
         for unfiled in &read.unfiled {
             let Some(event) = read.episode.events.iter().find(|e| e.id == unfiled.record) else { continue };

@@ -367,6 +367,8 @@ async fn reconcile_lists_conflicts_duplicates_and_unfiled_records_of_the_callers
     assert_eq!(duplicates.len(), 1, "{duplicates:?}");
     assert_eq!(duplicates[0]["patient_ref"], "DEMO-1006");
     assert_eq!(duplicates[0]["kind"], "contact_attempt");
+    // The field the records share, and its value: each said once.
+    assert_eq!((&duplicates[0]["target_field"], &duplicates[0]["target"]), (&json!("target"), &json!("patient")));
     assert_eq!(duplicates[0]["records"].as_array().map(Vec::len), Some(2));
     let unfiled = body["unfiled"].as_array().expect("unfiled");
     assert!(unfiled.iter().all(|u| u["patient_ref"].as_str().is_some_and(|r| r.starts_with("DEMO-1"))));

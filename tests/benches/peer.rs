@@ -73,7 +73,7 @@ fn main() {
             } else {
                 ("home_visit", json!({"announced": false, "outcome": "no_answer"}))
             };
-            core.record(id, kind, Timestamp::now(), fields(body)).expect("record");
+            core.record(id, kind, fields(body), Timestamp::now()).expect("record");
         }
         let events: Vec<Value> = core
             .timeline(id)

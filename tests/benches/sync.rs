@@ -126,7 +126,7 @@ fn up_to_date(server: &Server) {
     for n in 0..200 {
         let id = open(&mut device, n);
         for _ in 0..5 {
-            device.core.record(id, "home_visit", Timestamp::now(), visit()).expect("record");
+            device.core.record(id, "home_visit", visit(), Timestamp::now()).expect("record");
         }
     }
     let first = device.sync().expect("the first sync");
@@ -146,10 +146,10 @@ fn up_to_date(server: &Server) {
 fn one_event(server: &Server) {
     let mut device = Device::new(server, "bob");
     let id = open(&mut device, 1000);
-    device.core.record(id, "home_visit", Timestamp::now(), visit()).expect("record");
+    device.core.record(id, "home_visit", visit(), Timestamp::now()).expect("record");
     device.sync().expect("sync");
     device.sync().expect("sync again");
-    device.core.record(id, "home_visit", Timestamp::now(), visit()).expect("record");
+    device.core.record(id, "home_visit", visit(), Timestamp::now()).expect("record");
     let summary = device.sync().expect("sync the new event");
 
     // The same record's Automerge change, on a document of its own.
@@ -210,7 +210,7 @@ fn load(server: &Server, devices: usize, length: Duration) {
                     let mut latencies = Vec::new();
                     while started.elapsed() < length {
                         for (device, id) in part.iter_mut() {
-                            device.core.record(*id, "home_visit", Timestamp::now(), visit()).expect("record");
+                            device.core.record(*id, "home_visit", visit(), Timestamp::now()).expect("record");
                             let t = Instant::now();
                             device.sync().expect("sync under load");
                             latencies.push(t.elapsed());

@@ -51,7 +51,7 @@ fn open(device: &mut Device) -> EpisodeId {
     };
     let id = device.core.open_episode(new, Timestamp::now()).expect("open");
     let missed = json!({"appointment": "initial"}).as_object().cloned().unwrap_or_default();
-    device.core.record(id, "appointment_missed", Timestamp::now(), missed).expect("record");
+    device.core.record(id, "appointment_missed", missed, Timestamp::now()).expect("record");
     id
 }
 
@@ -109,7 +109,7 @@ fn an_episode_grown_to_its_budget_through_the_api_and_sync_still_reads_records_r
     let mut server_full = false;
     'grow: loop {
         for _ in 0..8 {
-            match phone.core.record(episode, "decision", Timestamp::now(), large_decision(&mut seed)) {
+            match phone.core.record(episode, "decision", large_decision(&mut seed), Timestamp::now()) {
                 Ok(_) => {}
                 Err(client_core::Error::Document(DocumentError::Full { .. })) => break 'grow,
                 Err(other) => panic!("unexpected refusal: {other}"),

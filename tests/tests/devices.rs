@@ -26,7 +26,7 @@ fn open(device: &mut Device, patient: &str) -> episode::EpisodeId {
 }
 
 fn reengaged(device: &mut Device, episode: episode::EpisodeId) -> episode::EventId {
-    device.core.record(episode, "reengaged", Timestamp::now(), Map::new()).expect("record")
+    device.core.record(episode, "reengaged", Map::new(), Timestamp::now()).expect("record")
 }
 
 #[test]

@@ -50,7 +50,7 @@ fn open(device: &mut Device, team: &str) -> EpisodeId {
 
 fn no_answer(device: &mut Device, episode: EpisodeId) -> EventId {
     let visit = fields(json!({"announced": false, "outcome": "no_answer"}));
-    device.core.record(episode, "home_visit", Timestamp::now(), visit).expect("record a visit")
+    device.core.record(episode, "home_visit", visit, Timestamp::now()).expect("record a visit")
 }
 
 fn setting(device: &Device, key: &str) -> String {

@@ -33,7 +33,7 @@ fn the_offices_records_and_facts_reach_the_devices_and_merge_with_theirs() {
     };
     let episode = a.core.open_episode(new, Timestamp::now()).expect("open");
     let visit = serde_json::from_value(json!({"announced": false, "outcome": "no_answer"})).expect("fields");
-    let visit = a.core.record(episode, "home_visit", Timestamp::now(), visit).expect("record");
+    let visit = a.core.record(episode, "home_visit", visit, Timestamp::now()).expect("record");
     a.sync().expect("a syncs");
     b.sync().expect("b syncs");
     // Both phones set the risk while offline: a conflict.
@@ -59,7 +59,7 @@ fn the_offices_records_and_facts_reach_the_devices_and_merge_with_theirs() {
     assert_eq!(status, 201, "{body}");
     let filed = body["id"].as_str().expect("an id").to_owned();
     let card = serde_json::from_value(json!({"visit": visit})).expect("fields");
-    a.core.record(episode, "calling_card_left", Timestamp::now(), card).expect("a card");
+    a.core.record(episode, "calling_card_left", card, Timestamp::now()).expect("a card");
 
     a.sync().expect("a syncs");
     b.sync().expect("b syncs");
@@ -124,15 +124,15 @@ fn the_phones_caseload_and_the_servers_say_the_same_of_every_episode() {
     // A routine referral whose initial appointment was missed three days ago: overdue.
     let missed = open(&mut a, "RX-LIST-1", Pathway::RoutineReferral);
     let dna = fields(json!({"appointment": "initial"}));
-    a.core.record(missed, "appointment_missed", ago(72), dna).expect("record");
+    a.core.record(missed, "appointment_missed", dna, ago(72)).expect("record");
     // In service, a visit with no answer yesterday; then the pathway set two ways at once.
     let visited = open(&mut a, "RX-LIST-2", Pathway::InService);
     let visit = fields(json!({"announced": false, "outcome": "no_answer"}));
-    a.core.record(visited, "home_visit", ago(26), visit).expect("record");
+    a.core.record(visited, "home_visit", visit, ago(26)).expect("record");
     // A child not brought, later also set to in-service by one phone.
     let child = open(&mut a, "RX-LIST-3", Pathway::ChildNotBrought);
     let not_brought = fields(json!({"appointment": "follow_up", "reason": "not_brought"}));
-    a.core.record(child, "appointment_missed", ago(50), not_brought).expect("record");
+    a.core.record(child, "appointment_missed", not_brought, ago(50)).expect("record");
     a.sync().expect("a syncs");
     b.sync().expect("b syncs");
     let set = |device: &mut Device, episode, field, value: serde_json::Value| {

@@ -93,7 +93,7 @@ fn devices_converge_through_a_proxy_that_drops_duplicates_delays_reorders_and_tr
                     for _ in 0..=rng.below(2) {
                         let episode = held[rng.below(held.len() as u64) as usize];
                         let visit = fields(json!({"announced": false, "outcome": "no_answer"}));
-                        let id = device.core.record(episode, "home_visit", Timestamp::now(), visit).expect("record");
+                        let id = device.core.record(episode, "home_visit", visit, Timestamp::now()).expect("record");
                         made.records.push((episode, id));
                     }
                     if rng.below(5) == 0 {

@@ -34,7 +34,7 @@ fn open(device: &mut Device, team: &str) -> episode::EpisodeId {
 
 fn no_answer(device: &mut Device, episode: episode::EpisodeId) -> episode::EventId {
     let visit = fields(json!({"announced": false, "outcome": "no_answer"}));
-    device.core.record(episode, "home_visit", Timestamp::now(), visit).expect("record a visit")
+    device.core.record(episode, "home_visit", visit, Timestamp::now()).expect("record a visit")
 }
 
 #[test]
@@ -294,7 +294,7 @@ fn receipt_times_reach_the_phones_and_their_evaluation_flags_clock_skew_as_the_s
     // The phone's clock is three hours ahead when it records this visit.
     let ahead = Timestamp::now() + jiff::SignedDuration::from_hours(3);
     let visit = fields(json!({"announced": false, "outcome": "no_answer"}));
-    let skewed = a.core.record(episode, "home_visit", ahead, visit).expect("record ahead");
+    let skewed = a.core.record(episode, "home_visit", visit, ahead).expect("record ahead");
     assert!(receipts(&a, episode).iter().all(|(_, at)| at.is_none()), "no receipts before a sync");
     let now = Timestamp::now();
     let flagged = |p: &client_core::Provisional| -> Vec<String> {

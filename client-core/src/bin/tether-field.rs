@@ -122,6 +122,16 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<String, String> {
+    // Only a first episode or a first sign-in makes a store: any other command on a
+    // directory without one (a typo in --store, say) would otherwise answer from a new,
+    // empty store and a new device as if nothing had been recorded.
+    let makes_a_store = matches!(cli.command, Command::Open { .. } | Command::Login { .. });
+    if !makes_a_store && !cli.store.join(client_core::STORE_FILE).is_file() {
+        return Err(format!(
+            "there is no store in {}: `open` an episode or `login` to make one there (or check --store)",
+            cli.store.display()
+        ));
+    }
     let key = store_key(&cli.store)?;
     let mut core = Core::open(&cli.store, &key).map_err(|e| e.to_string())?;
     if matches!(cli.command, Command::Open { .. } | Command::Record { .. } | Command::Set { .. }) {
@@ -150,7 +160,7 @@ fn run(cli: Cli) -> Result<String, String> {
                     _ => return Err("--json: give the event's fields as a JSON object".into()),
                 },
             };
-            let event = core.record(id, &kind, at, fields).map_err(|e| e.to_string())?;
+            let event = core.record(id, &kind, fields, at).map_err(|e| e.to_string())?;
             Ok(event.to_string())
         }
         Command::Set { episode, field, value } => {

@@ -523,8 +523,10 @@ pub(crate) fn episode(user: &DashUser, read: &Read, now: Timestamp) -> Markup {
                     h2 { "Likely duplicates" }
                     @for duplicate in &read.duplicates {
                         p {
-                            (words(duplicate.kind))
-                            @if let Some(target) = &duplicate.target { " (" (words(target)) ")" }
+                            (capitalise(&words(duplicate.kind)))
+                            @if let (Some(field), Some(target)) = (duplicate.target_field, &duplicate.target) {
+                                " (" (words(field)) ": " (field_value(&Value::String(target.clone()), &timeline)) ")"
+                            }
                             " recorded " (duplicate.records.len()) " times from different devices: "
                             @for (i, record) in duplicate.records.iter().enumerate() {
                                 @if i > 0 { ", " }
@@ -717,10 +719,11 @@ fn value_text(value: &Value) -> String {
 }
 
 /// A snake_case name in words (`did_not_attend` -> "did not attend"); anything else (free
-/// text, references) is left as it is.
+/// text, references) is left as it is. Names are ASCII identifiers, so the possessive
+/// of `childrens_services` (a fact, a party) is put back: "children's services".
 pub(crate) fn words(name: &str) -> String {
     if !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
-        name.replace('_', " ")
+        name.split('_').map(|word| if word == "childrens" { "children's" } else { word }).collect::<Vec<_>>().join(" ")
     } else {
         name.to_owned()
     }
@@ -766,4 +769,20 @@ fn when(at: Timestamp) -> Markup {
 
 fn local(at: Timestamp) -> String {
     at.to_zoned_datetime(LONDON.clone()).strftime("%a %-d %b %Y, %H:%M %Z").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{capitalise, words};
+
+    #[test]
+    fn names_read_as_words_and_the_possessive_keeps_its_apostrophe() {
+        assert_eq!(capitalise(&words("childrens_services_involved")), "Children's services involved");
+        assert_eq!(words("childrens_services"), "children's services");
+        assert_eq!(words("did_not_attend"), "did not attend");
+        // Free text and references are left as written.
+        assert_eq!(words("childrens"), "children's");
+        assert_eq!(words("Childrens_x"), "Childrens_x");
+        assert_eq!(words("EPR-1"), "EPR-1");
+    }
 }
