@@ -441,7 +441,7 @@ impl Core {
     /// Applies the server's response to the last request of `session`, in one
     /// transaction. `device_now` is the device's clock when the response arrived.
     pub fn apply_sync_response(&mut self, session: &mut SyncSession, body: &[u8], device_now: Timestamp) -> Result<()> {
-        let response = protocol::Response::decode(body).map_err(|e| Error::Sync(e.to_string()))?;
+        let response = protocol::Response::decode(body).map_err(|e| Error::sync_by("it does not decode", e))?;
         session.rounds += 1;
         session.summary.round_trips += 1;
         session.summary.bytes_received += body.len();
@@ -463,7 +463,7 @@ impl Core {
                     // in, perhaps before a limit).
                     let mut theirs = EpisodeDoc::load_trusted(&bytes, self.actor.clone())?;
                     if theirs.episode()?.id != id {
-                        return Err(Error::Sync(format!("the server sent another episode as {id}")));
+                        return Err(Error::sync(format!("the server sent another episode as {id}")));
                     }
                     if let Some(kept) = self.episodes.get_mut(&id) {
                         let before = kept.doc.heads();
@@ -569,12 +569,12 @@ impl Core {
         let mut receipts = Vec::new();
         for action in &response.actions {
             if self.episodes.contains_key(&action.episode) {
-                let evaluation = action.evaluation().map_err(|e| Error::Sync(e.to_string()))?;
-                let json = serde_json::to_string(&evaluation).map_err(|e| Error::Sync(e.to_string()))?;
+                let evaluation = action.evaluation().map_err(|e| Error::sync_by("an evaluation does not decode", e))?;
+                let json = serde_json::to_string(&evaluation).map_err(Error::Encode)?;
                 evaluations.push((action.episode, json));
                 for receipt in &action.received {
                     let at = Timestamp::from_millisecond(receipt.received_at_ms)
-                        .map_err(|_| Error::Sync("the server sent a receipt time out of range".into()))?;
+                        .map_err(|e| Error::sync_by("the server sent a receipt time out of range", e))?;
                     receipts.push((action.episode, receipt.event, at));
                 }
             }
@@ -599,7 +599,7 @@ impl Core {
                 store::release_held_back(&tx, &id.to_string())?;
             }
             for (id, heads, reason) in &refused {
-                let reason = serde_json::to_string(reason).map_err(|e| Error::Sync(e.to_string()))?;
+                let reason = serde_json::to_string(reason).map_err(Error::Encode)?;
                 store::hold_back(&tx, &id.to_string(), heads, &reason)?;
             }
             for (episode, event, at) in &receipts {
@@ -677,7 +677,7 @@ impl Core {
     pub fn hold_back(&mut self, session: &mut SyncSession, episode: EpisodeId, reason: Refusal) -> Result<()> {
         let kept = self.episodes.get_mut(&episode).ok_or_else(|| Error::NotFound(episode.to_string()))?;
         let heads = encode_heads(&kept.doc.heads());
-        let stored = serde_json::to_string(&reason).map_err(|e| Error::Sync(e.to_string()))?;
+        let stored = serde_json::to_string(&reason).map_err(Error::Encode)?;
         let tx = self.conn.transaction()?;
         store::hold_back(&tx, &episode.to_string(), &heads, &stored)?;
         tx.commit()?;
@@ -720,22 +720,23 @@ impl Core {
     pub fn server_actions(&self, id: EpisodeId) -> Result<Option<ServerActions>> {
         self.episode(id)?;
         let Some((at_ms, json)) = store::server_actions(&self.conn, &id.to_string())? else { return Ok(None) };
-        let evaluation = serde_json::from_str(&json)
-            .map_err(|e| Error::Corrupt(format!("the server's stored actions do not read: {e}")))?;
-        let evaluated_at = Timestamp::from_millisecond(at_ms).map_err(|e| Error::Corrupt(e.to_string()))?;
+        let evaluation =
+            serde_json::from_str(&json).map_err(|e| Error::corrupt_by("the server's stored actions do not read", e))?;
+        let evaluated_at = Timestamp::from_millisecond(at_ms)
+            .map_err(|e| Error::corrupt_by("a stored evaluation time is out of range", e))?;
         Ok(Some(ServerActions { provisional: false, evaluated_at, evaluation }))
     }
 
     /// Wipes the store (a revoked device): the file and its journal are deleted.
     pub fn wipe(self) -> Result<()> {
         let Self { conn, dir, .. } = self;
-        conn.close().map_err(|(_, e)| Error::Storage(format!("cannot close the store to wipe it: {e}")))?;
+        conn.close().map_err(|(_, e)| Error::Storage(e))?;
         for suffix in ["", "-wal", "-shm"] {
             let path = dir.join(format!("{}{suffix}", crate::STORE_FILE));
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::Storage(format!("cannot wipe the store: {e}"))),
+                Err(source) => return Err(Error::Io { doing: "wipe the store", source }),
             }
         }
         Ok(())
