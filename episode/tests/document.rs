@@ -1,9 +1,9 @@
 //! Episode documents: typed operations, merging two devices' copies, and refusing bad
 //! bytes and bad records.
 
-use episode::pathway::WarningCode;
 use automerge::ActorId;
 use episode::document::{DocumentError, EpisodeDoc, MAX_DOCUMENT_BYTES, Opening};
+use episode::pathway::WarningCode;
 use episode::pathway::{Calendar, evaluate};
 use episode::*;
 use jiff::Timestamp;

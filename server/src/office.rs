@@ -228,7 +228,9 @@ pub fn set_fact(desk: &mut Desk<'_>, id: EpisodeId, field: &str, value: Value) -
 /// Replaces the joint plan's text (as edits, which merge with a device's).
 pub fn set_plan(desk: &mut Desk<'_>, id: EpisodeId, text: &str) -> Result<(), AppError> {
     let now = desk.now;
-    write(desk, id, AuditAction::EditPlan, None, |stored, _, _| stored.with_doc(|doc| doc.set_plan(text, now)).map_err(refused))
+    write(desk, id, AuditAction::EditPlan, None, |stored, _, _| {
+        stored.with_doc(|doc| doc.set_plan(text, now)).map_err(refused)
+    })
 }
 
 /// How often a change whose episode another writer changed meanwhile is made again.

@@ -372,8 +372,12 @@ fn decide_writes(standing: Standing, outcome: Outcome) -> Vec<Step> {
             }
             steps
         }
-        Standing::Absent | Standing::Member if outcome.inserted => vec![Step::NoteReceipts, Step::Audit(AuditAction::SyncOpen)],
-        Standing::Absent | Standing::Member if outcome.changed => vec![Step::StoreChanges, Step::Audit(AuditAction::SyncWrite)],
+        Standing::Absent | Standing::Member if outcome.inserted => {
+            vec![Step::NoteReceipts, Step::Audit(AuditAction::SyncOpen)]
+        }
+        Standing::Absent | Standing::Member if outcome.changed => {
+            vec![Step::StoreChanges, Step::Audit(AuditAction::SyncWrite)]
+        }
         Standing::Absent | Standing::Member | Standing::Hidden => Vec::new(),
     }
 }

@@ -94,7 +94,9 @@ fn server_exe() -> PathBuf {
     let exe = test.parent().and_then(Path::parent).map(|profile| profile.join(&name));
     match exe {
         Some(exe) if exe.exists() => exe,
-        _ => panic!("no {name} beside {}: build it with `cargo build -p tests --bin tether-e2e-server`", test.display()),
+        _ => {
+            panic!("no {name} beside {}: build it with `cargo build -p tests --bin tether-e2e-server`", test.display())
+        }
     }
 }
 
@@ -209,10 +211,7 @@ impl Server {
         // A port just freed by a killed server may take a moment to be free again.
         for _ in 0..50 {
             let mut command = Command::new(&exe);
-            command
-                .env(DB_VAR, &self.db)
-                .env(ADDR_VAR, self.addr.to_string())
-                .env_remove(OIDC_VAR);
+            command.env(DB_VAR, &self.db).env(ADDR_VAR, self.addr.to_string()).env_remove(OIDC_VAR);
             if let Some(oidc) = &self.oidc {
                 command.env(OIDC_VAR, oidc);
             }

@@ -1,7 +1,7 @@
 //! Across pathways (5.4 to 5.7, filing) and every warning.
 
-use episode::pathway::{State, WarningCode};
 use episode::Strictness;
+use episode::pathway::{State, WarningCode};
 use expect_test::expect;
 use serde_json::json;
 
@@ -124,12 +124,8 @@ fn a_record_timed_after_the_server_received_it_is_clock_skew() {
         "2026-03-02T12:00:00Z".parse().unwrap(),
         &episode::pathway::Calendar::england_and_wales(),
     );
-    let skewed: Vec<_> = evaluation
-        .warnings
-        .iter()
-        .filter(|w| w.code == WarningCode::ClockSkew)
-        .map(|w| w.record.clone())
-        .collect();
+    let skewed: Vec<_> =
+        evaluation.warnings.iter().filter(|w| w.code == WarningCode::ClockSkew).map(|w| w.record.clone()).collect();
     assert_eq!(skewed, vec![Some(id(1))]);
 }
 

@@ -1,6 +1,6 @@
 //! WNB: a child not brought. Each miss counts; N = misses in the last 183 days.
 
-use episode::pathway::{State, Priority};
+use episode::pathway::{Priority, State};
 use expect_test::expect;
 use serde_json::json;
 

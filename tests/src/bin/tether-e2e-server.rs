@@ -5,7 +5,9 @@
 
 fn main() {
     if !tests::server_child() {
-        eprintln!("tether-e2e-server: started by the end-to-end tests (tests::Server), which set TETHER_E2E_DB and TETHER_E2E_ADDR");
+        eprintln!(
+            "tether-e2e-server: started by the end-to-end tests (tests::Server), which set TETHER_E2E_DB and TETHER_E2E_ADDR"
+        );
         std::process::exit(2);
     }
 }
