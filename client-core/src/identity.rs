@@ -49,7 +49,7 @@ pub struct Authorization {
 /// 32 random bytes, base64url without padding.
 fn random_value() -> Result<String> {
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| Error::Storage(format!("no random numbers: {e}")))?;
+    getrandom::fill(&mut bytes).map_err(Error::Random)?;
     Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
 
@@ -109,7 +109,7 @@ pub fn begun(core: &mut Core, secrets: Secrets, reply: Reply, now: Timestamp) ->
     if reply.status != 200 {
         return Err(remote::refusal_error(reply.status, &reply.body));
     }
-    let authorization: Authorization = serde_json::from_slice(&reply.body).map_err(|e| Error::Sync(e.to_string()))?;
+    let authorization: Authorization = serde_json::from_slice(&reply.body).map_err(Error::SignInAnswer)?;
     let Secrets { state, nonce, verifier } = secrets;
     let pending = Pending {
         provider: authorization.provider.clone(),
@@ -119,7 +119,7 @@ pub fn begun(core: &mut Core, secrets: Secrets, reply: Reply, now: Timestamp) ->
         nonce,
         verifier,
     };
-    let text = serde_json::to_string(&pending).map_err(|e| Error::Storage(e.to_string()))?;
+    let text = serde_json::to_string(&pending).map_err(Error::Encode)?;
     core.set_setting(PENDING, &text)?;
     Ok(authorization)
 }
@@ -204,7 +204,7 @@ pub fn finished(core: &mut Core, reply: Reply, now: Timestamp) -> Result<String>
         tokens: Tokens,
         username: String,
     }
-    let signed_in: SignedIn = serde_json::from_slice(&reply.body).map_err(|e| Error::Sync(e.to_string()))?;
+    let signed_in: SignedIn = serde_json::from_slice(&reply.body).map_err(Error::SignInAnswer)?;
     core.signed_in_as(&signed_in.username)?;
     remote::keep(core, &signed_in.tokens, now)?;
     Ok(signed_in.username)

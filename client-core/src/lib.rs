@@ -41,7 +41,7 @@ pub mod remote;
 mod store;
 mod sync;
 
-pub use error::{Error, Result};
+pub use error::{Cause, Error, Result};
 pub use store::StoreKey;
 pub use sync::{HeldBack, ServerActions, SyncSession, SyncSummary};
 
@@ -186,7 +186,7 @@ impl Core {
     /// and loads its episodes. A wrong key is [`Error::WrongKey`]; a damaged file is
     /// [`Error::Corrupt`] or [`Error::WrongKey`], never a panic.
     pub fn open(dir: &Path, key: &StoreKey) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::Storage(format!("cannot create the store directory: {e}")))?;
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io { doing: "create the store directory", source })?;
         let mut conn = store::open(&dir.join(STORE_FILE), key)?;
         let device = match store::meta(&conn, "device")? {
             Some(device) => device,
@@ -227,9 +227,7 @@ impl Core {
                 .collect();
             workers
                 .into_iter()
-                .flat_map(|w| {
-                    w.join().unwrap_or_else(|_| vec![Err(Error::Corrupt("a document could not be loaded".into()))])
-                })
+                .flat_map(|w| w.join().unwrap_or_else(|_| vec![Err(Error::corrupt("a document could not be loaded"))]))
                 .collect()
         });
         let mut episodes = BTreeMap::new();
@@ -263,7 +261,7 @@ impl Core {
 
     /// The device's own secret, sent with every sign-in (never shown, never logged).
     pub(crate) fn device_key(&self) -> Result<String> {
-        store::meta(&self.conn, DEVICE_KEY)?.ok_or_else(|| Error::Corrupt("the device has no key".into()))
+        store::meta(&self.conn, DEVICE_KEY)?.ok_or_else(|| Error::corrupt("the device has no key"))
     }
 
     /// Who records on this device: the user signed in here, or, on a store that has never
@@ -377,13 +375,7 @@ impl Core {
         at: Timestamp,
     ) -> Result<EventId> {
         let event = self.new_event(kind, at, fields)?;
-        if kind == "fact_changed" {
-            return Err(Error::Invalid(ValidationError::Event {
-                event: event.id.to_string(),
-                field: "kind".into(),
-                message: "change a fact with `set`, which records the change".into(),
-            }));
-        }
+        event.check_recordable()?;
         self.apply(episode, |doc| doc.record(&event))?;
         // The typed view gains the one record: no need to read the document again.
         if let Some(kept) = self.episodes.get_mut(&episode) {
@@ -619,7 +611,7 @@ struct Loaded {
 /// from the document, which is always the authority.
 fn load(stored: &store::Stored, actor: ActorId) -> Result<Loaded> {
     let mut doc = EpisodeDoc::load_with_changes(&stored.snapshot, stored.changes.iter().map(Vec::as_slice), actor)
-        .map_err(|e| Error::Corrupt(format!("episode {}: {e}", stored.id)))?;
+        .map_err(|e| Error::corrupt_by(format!("episode {}", stored.id), e))?;
     let heads = store::encode_heads(&doc.heads());
     let cached = stored.view.as_ref().filter(|v| v.heads == heads).and_then(|v| read_view(&v.bytes));
     let (mut episode, view) = match cached {
@@ -683,6 +675,6 @@ fn read_view(bytes: &[u8]) -> Option<Episode> {
 /// The Automerge actor of a device: its id's bytes, one actor per device, so that loading
 /// a document never grows it with new actors.
 fn actor_for(device: &str) -> Result<ActorId> {
-    let id: uuid::Uuid = device.parse().map_err(|_| Error::Corrupt("the device id is not a UUID".into()))?;
+    let id: uuid::Uuid = device.parse().map_err(|e| Error::corrupt_by("the device id is not a UUID", e))?;
     Ok(ActorId::from(id.as_bytes().as_slice()))
 }

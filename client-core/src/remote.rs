@@ -105,7 +105,7 @@ pub fn sign_in_request(core: &Core, username: &str, password: &str) -> Result<Re
 /// from now on is by `username`.
 pub fn signed_in(core: &mut Core, username: &str, reply: Reply, now: Timestamp) -> Result<()> {
     let tokens: Tokens = match reply.status {
-        200 => serde_json::from_slice(&reply.body).map_err(|e| Error::Sync(e.to_string()))?,
+        200 => serde_json::from_slice(&reply.body).map_err(Error::SignInAnswer)?,
         status => return Err(refusal_error(status, &reply.body)),
     };
     core.signed_in_as(username)?;
@@ -226,10 +226,10 @@ impl Syncing {
     /// Takes the server's reply to the request [`Syncing::next`] gave.
     pub fn answer(&mut self, core: &mut Core, reply: Reply, now: Timestamp) -> Result<()> {
         match std::mem::replace(&mut self.pending, Pending::Nothing) {
-            Pending::Nothing => Err(Error::Sync("a reply came with no request pending".into())),
+            Pending::Nothing => Err(Error::sync("a reply came with no request pending")),
             Pending::Refresh => match reply.status {
                 200 => {
-                    let tokens: Tokens = serde_json::from_slice(&reply.body).map_err(|e| Error::Sync(e.to_string()))?;
+                    let tokens: Tokens = serde_json::from_slice(&reply.body).map_err(Error::SignInAnswer)?;
                     keep(core, &tokens, now)?;
                     self.token = Some(tokens.access_token);
                     self.force_refresh = false;

@@ -32,7 +32,7 @@ impl StoreKey {
     /// A new random key, from the operating system's generator.
     pub fn generate() -> Result<Self> {
         let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).map_err(|e| Error::Storage(format!("no random numbers for a key: {e}")))?;
+        getrandom::fill(&mut bytes).map_err(Error::Random)?;
         Ok(Self(bytes))
     }
 
@@ -71,12 +71,12 @@ pub(crate) fn open(path: &Path, key: &StoreKey) -> Result<Connection> {
     // so a record survives power loss the moment the call that made it returns.
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(Error::Storage(format!("the store could not use WAL (journal mode {mode})")));
+        return Err(Error::Setup(format!("WAL, but the journal mode is {mode}")));
     }
     conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
     let integrity: String = conn.query_row("PRAGMA quick_check", [], |row| row.get(0))?;
     if integrity != "ok" {
-        return Err(Error::Corrupt(integrity));
+        return Err(Error::corrupt(integrity));
     }
     migrate(&mut conn)?;
     Ok(conn)
@@ -104,7 +104,7 @@ fn keyed(path: &Path, key: &StoreKey) -> Result<Connection> {
         match attached {
             Ok(()) => return Ok(conn),
             Err(error) if attempt >= 2 => {
-                return Err(Error::Storage(format!("the store's key could not be attached: {error}")));
+                return Err(Error::Storage(error));
             }
             Err(_) => {
                 attempt += 1;
@@ -120,7 +120,9 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     match migrate::run(conn, &UPGRADES) {
         Ok(_) => Ok(()),
         Err(migrate::Error::Newer { found, .. }) => Err(Error::NewerStore(found)),
-        Err(damaged @ migrate::Error::Damaged(_)) => Err(Error::Corrupt(damaged.to_string())),
+        Err(migrate::Error::Damaged(version)) => {
+            Err(Error::corrupt(format!("the schema version is damaged (it reads {version})")))
+        }
         Err(migrate::Error::Database(e)) => Err(e.into()),
     }
 }
@@ -191,7 +193,7 @@ pub(crate) fn all_episodes(conn: &Connection) -> Result<Vec<Stored>> {
         let bytes: Vec<u8> = row.get(1)?;
         match episodes.binary_search_by(|e| e.id.as_str().cmp(&episode)) {
             Ok(i) => episodes[i].changes.push(bytes),
-            Err(_) => return Err(Error::Corrupt("a change names no stored episode".into())),
+            Err(_) => return Err(Error::corrupt("a change names no stored episode")),
         }
     }
     let mut statement = conn.prepare("SELECT episode, event, received_at FROM receipts")?;

@@ -130,6 +130,20 @@ fn a_wrong_key_is_a_clear_error() {
 }
 
 #[test]
+fn a_sign_in_answer_that_does_not_read_is_its_own_error_with_its_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut core = Core::open(dir.path(), &key(1)).unwrap();
+    let reply = client_core::remote::Reply { status: 200, body: b"{\"access_token\": 7".to_vec() };
+    let error = client_core::remote::signed_in(&mut core, "asha", reply, t("2026-03-02T08:00:00Z")).unwrap_err();
+    // Not a sync failure: the user is told to sign in again, and the parser's word is kept.
+    assert!(matches!(error, Error::SignInAnswer(_)), "{error:?}");
+    assert!(error.to_string().contains("sign in again"), "{error}");
+    let cause = std::error::Error::source(&error).expect("a cause");
+    assert!(cause.downcast_ref::<serde_json::Error>().is_some(), "{cause:?}");
+    assert_eq!(client_core::remote::signed_in_user(&core).unwrap(), None, "nobody signed in by it");
+}
+
+#[test]
 fn a_damaged_store_file_is_an_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     {

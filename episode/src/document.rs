@@ -262,9 +262,7 @@ impl EpisodeDoc {
     /// Records an event: validated first, and refused (storing nothing) if invalid, if
     /// its id is taken, or if it is a `fact_changed` (use [`EpisodeDoc::set_fact`]).
     pub fn record(&mut self, event: &Event) -> Result<(), DocumentError> {
-        if matches!(event.body, EventBody::FactChanged(_)) {
-            return Err(DocumentError::Refused("a fact is changed with set_fact, which records the change".into()));
-        }
+        event.check_recordable()?;
         self.put_event(event)?;
         self.commit(event.at, event.body.kind());
         Ok(())

@@ -148,6 +148,22 @@ impl Episode {
 }
 
 impl Event {
+    /// Whether this may be recorded on its own (`EpisodeDoc::record`). A `fact_changed`
+    /// may not: a fact is changed by setting it (`EpisodeDoc::set_fact`), which writes the
+    /// fact and its record in one change, so a bare record would claim a change the facts
+    /// do not show. The one statement of the rule, for the document, the phone's core and
+    /// the server's API alike.
+    pub fn check_recordable(&self) -> Result<(), ValidationError> {
+        if matches!(self.body, EventBody::FactChanged(_)) {
+            return Err(ValidationError::event(
+                &self.id.to_string(),
+                "kind",
+                "a fact is changed by setting it, which records the change",
+            ));
+        }
+        Ok(())
+    }
+
     /// A new record of `kind` with the kind's own `fields` (as in the episode JSON): the
     /// id, time, author and device are the caller's, never the fields'. Validated as any
     /// record is; an error names the new id and the field.

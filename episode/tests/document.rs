@@ -3,6 +3,7 @@
 
 use automerge::ActorId;
 use episode::document::{DocumentError, EpisodeDoc, MAX_DOCUMENT_BYTES, Opening};
+use episode::pathway::WarningCode;
 use episode::pathway::{Calendar, evaluate};
 use episode::*;
 use jiff::Timestamp;
@@ -204,7 +205,7 @@ fn a_stored_record_that_fails_validation_is_kept_aside_not_fatal() {
     let ids: Vec<&str> = episode.invalid_records.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids, vec![id.as_str(), "garbage"]);
     let evaluation = evaluate(&episode, t("2026-03-02T12:00:00Z"), &Calendar::england_and_wales());
-    assert_eq!(evaluation.warnings.iter().filter(|w| format!("{:?}", w.code) == "InvalidRecord").count(), 2);
+    assert_eq!(evaluation.warnings.iter().filter(|w| w.code == WarningCode::InvalidRecord).count(), 2);
 }
 
 #[test]

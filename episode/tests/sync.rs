@@ -394,10 +394,11 @@ fn a_message_that_replaces_the_events_map_is_refused() {
     device.doc.record(&called(2, "2026-03-02T11:00:00Z")).unwrap();
     // A faulty peer replaces the events map by a new map holding a copy of every record.
     // Each record reads the same, but the map is another object: what other devices
-    // record into the original map no longer shows. Today the server accepts this; it
-    // then accepts the device's record with `Ok(true)` but does not show it, and the
-    // device refuses every later message from the server ("the changes alter or delete
-    // the record ..."), so the two never converge again.
+    // record into the original map no longer shows. Were it accepted, the server would
+    // then take the device's record with `Ok(true)` but not show it, and the device would
+    // refuse every later message from the server ("the changes alter or delete the record
+    // ..."), so the two would never converge again. So the receive refuses it, and the
+    // device's offline record still reaches the server.
     let message = rogue_message(&mut server, |rogue| {
         let events = events_of(rogue);
         let records: Vec<(String, String)> = rogue

@@ -128,11 +128,16 @@ impl From<Error> for TetherError {
             Error::DeviceRevoked => Self::wipe_required(),
             Error::NotSignedIn => Self::sign_in_needed(error),
             Error::SignIn(reason) => Self::sign_in_needed(reason),
-            other @ (Error::Corrupt(_)
+            error @ Error::SignInAnswer(_) => Self::sign_in_needed(error),
+            other @ (Error::Corrupt { .. }
             | Error::NewerStore(_)
             | Error::Document(_)
-            | Error::Sync(_)
-            | Error::Storage(_)) => Self::Other { reason: other.to_string() },
+            | Error::Sync { .. }
+            | Error::Storage(_)
+            | Error::Setup(_)
+            | Error::Io { .. }
+            | Error::Random(_)
+            | Error::Encode(_)) => Self::Other { reason: other.to_string() },
         }
     }
 }
@@ -153,7 +158,7 @@ mod tests {
             Error::DeviceRevoked.into(),
             Error::NotSignedIn.into(),
             Error::Document(DocumentError::Full { bytes: 9 }).into(),
-            Error::Storage("disk full".into()).into(),
+            Error::Setup("WAL, but the journal mode is delete".into()).into(),
             TetherError::closed(),
             TetherError::invalid("visit", "must be a record id"),
         ];

@@ -20,12 +20,6 @@ const USERNAME: &str = "asha";
 /// A team manager, who revokes the device at the end of the Python test.
 const MANAGER: &str = "mo";
 
-#[test]
-#[ignore = "the server process of the end-to-end tests, started by them"]
-fn server_child() {
-    tests::server_child();
-}
-
 /// The cdylib that cargo built for this test (the package's library, with all its crate
 /// types, is built before its integration tests).
 fn library() -> PathBuf {

@@ -4,6 +4,12 @@
 //!
 //! - `checks`: the document loader and the sync protocol's decoders (pure).
 //! - `handler`: the whole `POST /v1/sync` through `server::app` on a temporary database.
+//!
+//! No `unsafe` here, as in every crate but `ffi`. Forbidden in the bodies rather than in
+//! `Cargo.toml`: `fuzz_target!` exports its entry point with `#[no_mangle]`, which the
+//! lint refuses in the targets themselves.
+
+#![forbid(unsafe_code)]
 
 pub mod checks;
 #[cfg(feature = "handler")]

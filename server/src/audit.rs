@@ -59,6 +59,72 @@ impl Via {
     }
 }
 
+/// What an entry records. The names `as_str` gives are what the log stores and hashes,
+/// and what auditors search by: they never change, and a new action is a new variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AuditAction {
+    /// A caseload listed the episode (`GET /v1/episodes`, the dashboard's list).
+    ListEpisode,
+    ReadEpisode,
+    ReadTimeline,
+    /// The episode as a FHIR Bundle.
+    ReadFhir,
+    /// The reconciliation lists read the episode.
+    Reconcile,
+    RecordEvent,
+    SetFact,
+    EditPlan,
+    /// A manager moved the episode to another team (detail: the team).
+    Transfer,
+    /// A device received changes of the episode, or the whole of it.
+    SyncRead,
+    /// A device brought a new episode.
+    SyncOpen,
+    /// A device's changes were stored.
+    SyncWrite,
+    /// A device handed over what it recorded of an episode that left its teams.
+    SyncHandover,
+    /// A person signed in through the identity provider (no episode).
+    OidcSignIn,
+    /// The identity provider's sign-in was refused (no episode).
+    OidcSignInRefused,
+    /// A manager read the audit log (of an episode, or of the teams).
+    ReadAudit,
+    /// The outbox delivered a message (detail: its kind and key).
+    OutboxSent,
+    /// A message's send failed and will be tried again.
+    OutboxRetry,
+    /// A message's send failed for good (until retried by hand).
+    OutboxFailed,
+}
+
+impl AuditAction {
+    /// The name stored in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ListEpisode => "list_episode",
+            Self::ReadEpisode => "read_episode",
+            Self::ReadTimeline => "read_timeline",
+            Self::ReadFhir => "read_fhir",
+            Self::Reconcile => "reconcile",
+            Self::RecordEvent => "record_event",
+            Self::SetFact => "set_fact",
+            Self::EditPlan => "edit_plan",
+            Self::Transfer => "transfer",
+            Self::SyncRead => "sync_read",
+            Self::SyncOpen => "sync_open",
+            Self::SyncWrite => "sync_write",
+            Self::SyncHandover => "sync_handover",
+            Self::OidcSignIn => "oidc_sign_in",
+            Self::OidcSignInRefused => "oidc_sign_in_refused",
+            Self::ReadAudit => "read_audit",
+            Self::OutboxSent => "outbox_sent",
+            Self::OutboxRetry => "outbox_retry",
+            Self::OutboxFailed => "outbox_failed",
+        }
+    }
+}
+
 /// Who is reading or writing, as the audit log names them.
 #[derive(Clone, Debug)]
 pub struct Who {
@@ -82,14 +148,13 @@ impl Who {
     }
 }
 
-/// Appends one entry to the chain. `action` is a fixed name (`read_episode`,
-/// `record_event`, …); `detail` is a record id or a fact's name, never a value a patient
+/// Appends one entry to the chain, of `action`; `detail` is a record id or a fact's name, never a value a patient
 /// could be known by.
 pub fn log(
     tx: &mut dyn Tx,
     who: &Who,
     at_ms: i64,
-    action: &'static str,
+    action: AuditAction,
     episode: Option<EpisodeId>,
     detail: Option<&str>,
 ) -> Result<(), StoreError> {
@@ -103,7 +168,7 @@ pub fn log(
         username: who.username.clone(),
         device: who.device.clone(),
         via: who.via.as_str().to_owned(),
-        action: action.to_owned(),
+        action: action.as_str().to_owned(),
         episode: episode.map(|e| e.to_string()),
         detail: detail.map(str::to_owned),
     };

@@ -327,7 +327,14 @@ impl Sender for Filing {
         episodes::store_changes(tx, &mut stored, &bytes, &device, now.as_millisecond())?;
         caseload::summarize(tx, &mut stored, now, &self.alerts)?;
         let who = Who::server(tx)?;
-        audit::log(tx, &who, now.as_millisecond(), "record_event", Some(id), Some(&event_id.to_string()))?;
+        audit::log(
+            tx,
+            &who,
+            now.as_millisecond(),
+            audit::AuditAction::RecordEvent,
+            Some(id),
+            Some(&event_id.to_string()),
+        )?;
         // The document is not put back: the transaction commits after this returns, and
         // the cache holds only what is committed. The next reader loads it.
         drop(stored);

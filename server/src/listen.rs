@@ -84,12 +84,8 @@ pub fn default_max_connections() -> usize {
 
 #[cfg(unix)]
 fn open_file_limit() -> Option<u64> {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes one `rlimit` into the struct it is given, which lives here.
-    let status = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    // `rlim_t` is u64 on Linux and macOS, but not on every unix.
-    #[allow(clippy::unnecessary_cast)]
-    (status == 0).then_some(limit.rlim_cur as u64)
+    // No soft limit (`None`, RLIM_INFINITY) is the most there can be.
+    Some(rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX))
 }
 
 #[cfg(not(unix))]

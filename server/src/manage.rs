@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::AppState;
 use crate::accounts::{Role, TeamId};
-use crate::audit::{self, Via, Who};
+use crate::audit::{self, AuditAction, Via, Who};
 use crate::auth::{AuthUser, store};
 use crate::episodes;
 use crate::error::AppError;
@@ -88,7 +88,7 @@ async fn transfer(
                 episodes::set_team(&mut *tx, id, seq, request.team.as_str())?;
             }
             let who = Who::new(&user, Via::Api);
-            audit::log(&mut *tx, &who, now_ms, "transfer", Some(id), Some(request.team.as_str()))?;
+            audit::log(&mut *tx, &who, now_ms, AuditAction::Transfer, Some(id), Some(request.team.as_str()))?;
             tx.commit()?;
             tracing::info!(by = %user.user_id, "episode transferred");
             Ok(())

@@ -28,7 +28,7 @@ use serde_json::{Map, Value, json};
 use crate::AppState;
 use crate::accounts::Role;
 use crate::alerts::Alerts;
-use crate::audit::{self, Via, Who};
+use crate::audit::{self, AuditAction, Via, Who};
 use crate::auth::AuthUser;
 use crate::caseload::{self, Duplicate, Summary, Unfiled};
 use crate::episodes::{self, Cache, Stored};
@@ -124,14 +124,14 @@ pub fn list(desk: &mut Desk<'_>) -> Result<Vec<Summary>, AppError> {
     let summaries = caseload::summaries(&mut *tx, teams)?;
     // Listing shows each episode's patient reference: each is a read.
     for summary in &summaries {
-        audit::log(&mut *tx, who, now.as_millisecond(), "list_episode", Some(summary.id), None)?;
+        audit::log(&mut *tx, who, now.as_millisecond(), AuditAction::ListEpisode, Some(summary.id), None)?;
     }
     tx.commit()?;
     Ok(summaries)
 }
 
 /// Reads one episode of `teams`, noting the read as `action` in the audit log.
-pub fn read(desk: &mut Desk<'_>, id: EpisodeId, action: &'static str) -> Result<Read, AppError> {
+pub fn read(desk: &mut Desk<'_>, id: EpisodeId, action: AuditAction) -> Result<Read, AppError> {
     let (conn, cache, who, teams, now) = desk.parts();
     let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
     let mut tx = conn.transaction()?;
@@ -235,16 +235,12 @@ impl NewRecord {
 /// Records an event on an episode of `teams`, as `who`; returns its id.
 pub fn record(desk: &mut Desk<'_>, id: EpisodeId, new: NewRecord) -> Result<EventId, AppError> {
     let (who, now) = (desk.who, desk.now);
-    if new.kind == "fact_changed" {
-        return Err(AppError::InvalidBody(
-            "kind: a fact is changed with POST /v1/episodes/{id}/facts, which records the change".into(),
-        ));
-    }
     let event_id = uuid::Uuid::now_v7();
-    write(desk, id, "record_event", Some(&event_id.to_string()), |stored, tx, device| {
+    write(desk, id, AuditAction::RecordEvent, Some(&event_id.to_string()), |stored, tx, device| {
         let at = new.at.unwrap_or(now);
         let event = Event::new_record(event_id, &new.kind, at, &who.username, device, new.fields.clone())
             .map_err(|e| AppError::InvalidBody(e.to_string()))?;
+        event.check_recordable().map_err(|e| AppError::InvalidBody(format!("{e} (POST /v1/episodes/{{id}}/facts)")))?;
         if let EventBody::FiledToEpr(filed) = &event.body {
             let episode = stored.view(tx)?;
             if let Some(unknown) = filed.records.iter().find(|r| !episode.events.iter().any(|e| e.id == **r)) {
@@ -269,7 +265,7 @@ pub fn set_fact(desk: &mut Desk<'_>, id: EpisodeId, field: &str, value: Value) -
     fields.insert("field".into(), Value::String(field.as_str().into()));
     fields.insert("value".into(), value);
     let event_id = uuid::Uuid::now_v7();
-    write(desk, id, "set_fact", Some(field.as_str()), |stored, _, device| {
+    write(desk, id, AuditAction::SetFact, Some(field.as_str()), |stored, _, device| {
         let event = Event::new_record(event_id, "fact_changed", now, &who.username, device, fields.clone())
             .map_err(|e| AppError::InvalidBody(e.to_string()))?;
         stored.with_doc(|doc| doc.set_fact(&event)).map_err(refused)
@@ -280,7 +276,9 @@ pub fn set_fact(desk: &mut Desk<'_>, id: EpisodeId, field: &str, value: Value) -
 /// Replaces the joint plan's text (as edits, which merge with a device's).
 pub fn set_plan(desk: &mut Desk<'_>, id: EpisodeId, text: &str) -> Result<(), AppError> {
     let now = desk.now;
-    write(desk, id, "edit_plan", None, |stored, _, _| stored.with_doc(|doc| doc.set_plan(text, now)).map_err(refused))
+    write(desk, id, AuditAction::EditPlan, None, |stored, _, _| {
+        stored.with_doc(|doc| doc.set_plan(text, now)).map_err(refused)
+    })
 }
 
 /// How often a change whose episode another writer changed meanwhile is made again.
@@ -296,7 +294,7 @@ const CONFLICT_TRIES: usize = 8;
 fn write(
     desk: &mut Desk<'_>,
     id: EpisodeId,
-    action: &'static str,
+    action: AuditAction,
     detail: Option<&str>,
     change: impl Fn(&mut Stored, &mut dyn Tx, &str) -> Result<(), AppError>,
 ) -> Result<(), AppError> {
@@ -364,7 +362,7 @@ pub fn reconcile(desk: &mut Desk<'_>) -> Result<Reconcile, AppError> {
         .collect();
     let mut out = Reconcile::default();
     for id in ids {
-        let read = read(desk, id, "reconcile")?;
+        let read = read(desk, id, AuditAction::Reconcile)?;
         let patient_ref = read.episode.patient_ref.as_str();
         for conflict in &read.conflicts {
             out.conflicts.push(
@@ -423,7 +421,7 @@ pub fn read_audit(desk: &mut Desk<'_>, role: Role, request: AuditRequest) -> Res
     let mut entries = audit::page(&mut *tx, scope, request.cursor, request.limit.saturating_add(1))?;
     let more = entries.len() > request.limit;
     entries.truncate(request.limit);
-    audit::log(&mut *tx, who, now.as_millisecond(), "read_audit", request.episode, None)?;
+    audit::log(&mut *tx, who, now.as_millisecond(), AuditAction::ReadAudit, request.episode, None)?;
     tx.commit()?;
     Ok(AuditRead { entries, more })
 }
@@ -496,7 +494,7 @@ async fn episode_route(
     user: AuthUser,
     EpisodePath(id): EpisodePath,
 ) -> Result<axum::Json<Value>, AppError> {
-    let read = api(&state, user, move |desk| read(desk, id, "read_episode")).await?;
+    let read = api(&state, user, move |desk| read(desk, id, AuditAction::ReadEpisode)).await?;
     let mut body = read.episode.to_json();
     body["conflicts"] = json!(read.conflicts);
     Ok(axum::Json(body))
@@ -507,7 +505,7 @@ async fn timeline_route(
     user: AuthUser,
     EpisodePath(id): EpisodePath,
 ) -> Result<axum::Json<Value>, AppError> {
-    let read = api(&state, user, move |desk| read(desk, id, "read_timeline")).await?;
+    let read = api(&state, user, move |desk| read(desk, id, AuditAction::ReadTimeline)).await?;
     let events: Vec<Value> = read
         .timeline()
         .into_iter()
@@ -538,7 +536,7 @@ async fn fhir_route(
 ) -> Result<axum::response::Response, AppError> {
     use axum::response::IntoResponse;
     let settings = Arc::clone(&state.fhir);
-    let (read, now) = api(&state, user, move |desk| Ok((read(desk, id, "read_fhir")?, desk.now))).await?;
+    let (read, now) = api(&state, user, move |desk| Ok((read(desk, id, AuditAction::ReadFhir)?, desk.now))).await?;
     let bundle = crate::fhir::export(&read.episode, &read.evaluation, &settings, now);
     Ok(([(axum::http::header::CONTENT_TYPE, "application/fhir+json")], axum::Json(bundle)).into_response())
 }

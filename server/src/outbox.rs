@@ -289,7 +289,14 @@ impl Worker {
                     let who = Who::server(&mut *tx)?;
                     for item in &held {
                         let detail = format!("{} {}", item.kind, item.dedupe_key);
-                        audit::log(&mut *tx, &who, now.as_millisecond(), "outbox_sent", item.episode, Some(&detail))?;
+                        audit::log(
+                            &mut *tx,
+                            &who,
+                            now.as_millisecond(),
+                            audit::AuditAction::OutboxSent,
+                            item.episode,
+                            Some(&detail),
+                        )?;
                     }
                     tx.commit()?;
                     Ok::<_, AppError>(())
@@ -317,7 +324,11 @@ impl Worker {
                     now.saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX))
                 });
                 if tx.outbox_failed(item.id, item.attempts, retry_at, &reason)? {
-                    let action = if retry_at.is_some() { "outbox_retry" } else { "outbox_failed" };
+                    let action = if retry_at.is_some() {
+                        audit::AuditAction::OutboxRetry
+                    } else {
+                        audit::AuditAction::OutboxFailed
+                    };
                     let detail = format!("{} {}", item.kind, item.dedupe_key);
                     audit::log(&mut *tx, &who, now, action, item.episode, Some(&detail))?;
                 }

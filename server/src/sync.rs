@@ -29,7 +29,7 @@ use episode::pathway::{self, Calendar};
 use episode::sync::{self as protocol, Body, Document, Refusal};
 
 use crate::AppState;
-use crate::audit::{self, Via, Who};
+use crate::audit::{self, AuditAction, Via, Who};
 use crate::auth::AuthUser;
 use crate::episodes::{self, Cache, Evaluated, Stored};
 use crate::error::AppError;
@@ -80,6 +80,14 @@ struct Touched {
     pending: Vec<u8>,
     /// The device sent it whole: it may lack any of its receipts.
     whole: bool,
+    /// What is to be written of it, decided by [`decide_writes`].
+    writes: Vec<Step>,
+}
+
+impl Touched {
+    fn outcome(&self) -> Outcome {
+        Outcome { changed: self.changed, inserted: self.inserted, form: Form::of_whole(self.whole) }
+    }
 }
 
 /// What a device may add to an episode: who it is, and who has signed in on it (read
@@ -111,8 +119,6 @@ pub(crate) fn handle(
     let device = user.device_id.as_str();
     let now_ms = now.as_millisecond();
     let cursor = i64::try_from(request.cursor).unwrap_or(i64::MAX);
-    // The receipts a device holds: those noted up to its cursor, none at cursor 0.
-    let receipts_held = (cursor > 0).then_some(cursor);
     let mut touched: BTreeMap<EpisodeId, Touched> = BTreeMap::new();
     let mut refused: Vec<protocol::Refused> = Vec::new();
     let mut seen = BTreeSet::new();
@@ -130,19 +136,22 @@ pub(crate) fn handle(
             });
         }
         let existing = load(tx, cache, id, &actor)?;
-        // Another team's episode is "not found", unless this device held it before a
-        // transfer: then it may still hand over what it has.
         let held = tx.sync_state(id, device)?;
-        let visible = existing.as_ref().is_some_and(|s| user.teams.iter().any(|t| t == s.team()));
-        // Held now, or handed over before (a repeat of a hand-over whose answer was lost).
-        let leaving = existing.is_some() && !visible && (held.is_some() || tx.dropped(id, device)?);
-        if existing.is_some() && !visible && !leaving {
+        let standing = match &existing {
+            None => Standing::Absent,
+            Some(stored) if user.teams.iter().any(|t| t == stored.team()) => Standing::Member,
+            // Held now, or handed over before (a repeat of a hand-over whose answer was
+            // lost): asked only of another team's episode.
+            Some(_) if held.is_some() || tx.dropped(id, device)? => Standing::Leaving,
+            Some(_) => Standing::Hidden,
+        };
+        let form = Form::of(body);
+        if let Admit::Refuse(reason) = admit(standing, form) {
             // Unchanged: it goes back to the cache.
             used.extend(existing);
-            refused.push(protocol::Refused { episode: id, reason: Refusal::NotFound });
+            refused.push(protocol::Refused { episode: id, reason });
             continue;
         }
-        let whole = matches!(body, Body::Whole(_));
         // Everything is checked before anything of the episode is written: a refusal
         // stores nothing of it (its copy, changed in memory, is dropped) and the rest of
         // the request goes on.
@@ -158,35 +167,26 @@ pub(crate) fn handle(
                 continue;
             }
         };
-        if leaving {
-            // Leaving means it existed: never inserted by this request.
-            if touched_now.changed {
-                episodes::store_changes(tx, &mut touched_now.stored, &touched_now.pending, device, now_ms)?;
-                audit::log(tx, &who, now_ms, "sync_handover", Some(id), None)?;
-            }
-            // Only a whole copy can prove the device handed everything over: then it may
-            // drop the episode.
-            if whole {
-                episodes::record_drop(tx, id, device)?;
+        let writes = decide_writes(standing, touched_now.outcome());
+        // A hand-over is written at once and answered with nothing but `dropped`; the
+        // team's episodes are written below, together.
+        if standing == Standing::Leaving {
+            apply_writes(tx, &who, &writes, &mut touched_now, device, now_ms)?;
+            if writes.contains(&Step::RecordDrop) {
                 dropped.push(id);
             }
             used.push(touched_now.stored);
             continue;
         }
+        touched_now.writes = writes;
         touched.insert(id, touched_now);
     }
 
     // Store what changed. A new episode was stored whole on insert; anything merged into
     // an existing one is stored as its changes.
-    for (id, touched) in &mut touched {
-        if touched.inserted {
-            // Stored whole on insert: only its receipts remain.
-            episodes::note_receipts(tx, &mut touched.stored, device, now_ms)?;
-            audit::log(tx, &who, now_ms, "sync_open", Some(*id), None)?;
-        } else if touched.changed {
-            episodes::store_changes(tx, &mut touched.stored, &touched.pending, device, now_ms)?;
-            audit::log(tx, &who, now_ms, "sync_write", Some(*id), None)?;
-        }
+    for touched in touched.values_mut() {
+        let writes = std::mem::take(&mut touched.writes);
+        apply_writes(tx, &who, &writes, touched, device, now_ms)?;
     }
 
     // Everything visible that changed after the device's cursor, with room for a page.
@@ -211,14 +211,13 @@ pub(crate) fn handle(
     for (id, touched) in &mut touched {
         if let Some(message) = touched.stored.with_doc(|doc| doc.generate_sync_message(&mut touched.state)) {
             if protocol::carries_changes(&message) {
-                audit::log(tx, &who, now_ms, "sync_read", Some(*id), None)?;
+                audit::log(tx, &who, now_ms, AuditAction::SyncRead, Some(*id), None)?;
             }
             documents.push(Document { episode: *id, body: Body::Message(message) });
         }
         tx.put_sync_state(*id, device, &touched.state.encode())?;
-        let changed_for_device = touched.changed || touched.stored.seq() > cursor;
-        if changed_for_device {
-            let since = if touched.whole { None } else { receipts_held };
+        if touched.changed || touched.stored.seq() > cursor {
+            let since = receipts_since(Form::of_whole(touched.whole), cursor);
             let (evaluation, team) = authoritative(tx, &mut touched.stored, now, since)?;
             actions.push(evaluation);
             teams.push(team);
@@ -237,24 +236,24 @@ pub(crate) fn handle(
         answered = Some(seq);
         let Some(mut stored) = load(tx, cache, id, &actor)? else { continue };
         let mut state = protocol::decode_state(tx.sync_state(id, device)?.as_deref());
-        let whole = state.shared_heads.is_empty();
-        if whole {
+        let form = page_form(&state);
+        if form == Form::Whole {
             // The device has never confirmed having it: it goes whole (again, if an
             // answer was lost), and the device counts as holding it from now on, so that
             // a transfer asks for what it records before it confirms.
-            audit::log(tx, &who, now_ms, "sync_read", Some(id), None)?;
+            audit::log(tx, &who, now_ms, AuditAction::SyncRead, Some(id), None)?;
             documents.push(Document { episode: id, body: Body::Whole(stored.with_doc(|doc| doc.save_copy())) });
             tx.put_sync_state(id, device, &state.encode())?;
         } else {
             protocol::prime(&mut state);
             if let Some(message) = stored.with_doc(|doc| doc.generate_sync_message(&mut state)) {
                 if protocol::carries_changes(&message) {
-                    audit::log(tx, &who, now_ms, "sync_read", Some(id), None)?;
+                    audit::log(tx, &who, now_ms, AuditAction::SyncRead, Some(id), None)?;
                 }
                 documents.push(Document { episode: id, body: Body::Message(message) });
             }
         }
-        let (evaluation, team) = authoritative(tx, &mut stored, now, if whole { None } else { receipts_held })?;
+        let (evaluation, team) = authoritative(tx, &mut stored, now, receipts_since(form, cursor))?;
         actions.push(evaluation);
         teams.push(team);
         used.push(stored);
@@ -281,6 +280,142 @@ pub(crate) fn handle(
         refused,
     };
     Ok((response, used))
+}
+
+/// Where an episode a device sends stands between the server and that device. Decided
+/// from the store's facts before anything is checked; what follows is decided from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Standing {
+    /// The server has no such episode: a whole copy may bring it.
+    Absent,
+    /// One of the user's teams holds it: changes are checked and stored.
+    Member,
+    /// Another team holds it, and this device held it before the transfer (or has
+    /// handed it over already): it may still hand over what it recorded.
+    Leaving,
+    /// Another team's episode this device never held: "not found", as if it did not
+    /// exist, so that ids of other teams' episodes cannot be probed.
+    Hidden,
+}
+
+/// How a document crossed: whole, or as an Automerge sync message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Form {
+    Whole,
+    Message,
+}
+
+impl Form {
+    fn of(body: &Body) -> Self {
+        Self::of_whole(matches!(body, Body::Whole(_)))
+    }
+
+    fn of_whole(whole: bool) -> Self {
+        if whole { Self::Whole } else { Self::Message }
+    }
+}
+
+/// Whether a document is checked at all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Admit {
+    /// Apply it to a copy and check it.
+    Check,
+    /// Refuse it unread.
+    Refuse(Refusal),
+}
+
+/// The first decision on a document: a message needs a copy on the server to apply to,
+/// and another team's episode is not found unless the device is handing it over.
+fn admit(standing: Standing, form: Form) -> Admit {
+    match (standing, form) {
+        (Standing::Hidden, _) | (Standing::Absent, Form::Message) => Admit::Refuse(Refusal::NotFound),
+        (Standing::Absent, Form::Whole) | (Standing::Member | Standing::Leaving, _) => Admit::Check,
+    }
+}
+
+/// What a document that passed its checks did to the server's copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Outcome {
+    /// The copy changed (or the episode is new).
+    changed: bool,
+    /// The episode is new, inserted whole already.
+    inserted: bool,
+    form: Form,
+}
+
+/// One write of an accepted document, applied by [`apply_writes`] in this order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    /// Store the changes it brought (`episodes::store_changes`; notes their receipts).
+    StoreChanges,
+    /// Note the receipts of a new episode's records (its document is stored already).
+    NoteReceipts,
+    /// The device handed everything over: record that it may drop the episode.
+    RecordDrop,
+    /// Append this action to the audit log.
+    Audit(AuditAction),
+}
+
+/// What to write of an accepted document. A team's episode stores what changed; a
+/// hand-over stores what changed, and only a whole copy proves the device handed over
+/// everything, so only then may it drop the episode.
+fn decide_writes(standing: Standing, outcome: Outcome) -> Vec<Step> {
+    match standing {
+        Standing::Leaving => {
+            let mut steps = Vec::new();
+            // Leaving means it existed: never inserted by this request.
+            if outcome.changed {
+                steps.extend([Step::StoreChanges, Step::Audit(AuditAction::SyncHandover)]);
+            }
+            if outcome.form == Form::Whole {
+                steps.push(Step::RecordDrop);
+            }
+            steps
+        }
+        Standing::Absent | Standing::Member if outcome.inserted => {
+            vec![Step::NoteReceipts, Step::Audit(AuditAction::SyncOpen)]
+        }
+        Standing::Absent | Standing::Member if outcome.changed => {
+            vec![Step::StoreChanges, Step::Audit(AuditAction::SyncWrite)]
+        }
+        Standing::Absent | Standing::Member | Standing::Hidden => Vec::new(),
+    }
+}
+
+/// How an episode of the page goes to the device: whole while the device has never
+/// confirmed holding it (again, if an answer was lost), else as a message.
+fn page_form(state: &automerge::sync::State) -> Form {
+    Form::of_whole(state.shared_heads.is_empty())
+}
+
+/// The receipts to send beside an episode's evaluation: those noted after the device's
+/// cursor (it holds the rest), or all of them when the document crossed whole or the
+/// device has never synced (cursor 0), since it may then lack any.
+fn receipts_since(form: Form, cursor: i64) -> Option<i64> {
+    (form == Form::Message && cursor > 0).then_some(cursor)
+}
+
+/// Applies the writes [`decide_writes`] chose for one episode.
+fn apply_writes(
+    tx: &mut dyn Tx,
+    who: &Who,
+    writes: &[Step],
+    touched: &mut Touched,
+    device: &str,
+    now_ms: i64,
+) -> Result<(), AppError> {
+    let id = touched.stored.id();
+    for step in writes {
+        match step {
+            Step::StoreChanges => {
+                episodes::store_changes(tx, &mut touched.stored, &touched.pending, device, now_ms)?;
+            }
+            Step::NoteReceipts => episodes::note_receipts(tx, &mut touched.stored, device, now_ms)?,
+            Step::RecordDrop => episodes::record_drop(tx, id, device)?,
+            Step::Audit(action) => audit::log(tx, who, now_ms, *action, Some(id), None)?,
+        }
+    }
+    Ok(())
 }
 
 fn load(tx: &mut dyn Tx, cache: &mut Cache, id: EpisodeId, actor: &ActorId) -> Result<Option<Stored>, AppError> {
@@ -363,7 +498,7 @@ fn accept_whole(
                     Err(error) => return Ok(Err(Refusal::from_document(&error))),
                 };
             }
-            Ok(Ok(Touched { stored, state, changed, inserted: false, pending, whole: true }))
+            Ok(Ok(Touched { stored, state, changed, inserted: false, pending, whole: true, writes: Vec::new() }))
         }
         None => {
             if let Err(error) = theirs.check_new() {
@@ -385,7 +520,15 @@ fn accept_whole(
             // The snapshot holds it all: later changes are saved from here.
             theirs.save_incremental();
             let stored = Stored::new(id, their_episode.team.clone(), seq, theirs);
-            Ok(Ok(Touched { stored, state, changed: true, inserted: true, pending: Vec::new(), whole: true }))
+            Ok(Ok(Touched {
+                stored,
+                state,
+                changed: true,
+                inserted: true,
+                pending: Vec::new(),
+                whole: true,
+                writes: Vec::new(),
+            }))
         }
     }
 }
@@ -418,7 +561,7 @@ fn accept_message(
             Err(error) => return Ok(Err(Refusal::from_document(&error))),
         };
     }
-    Ok(Ok(Touched { stored, state, changed, inserted: false, pending, whole: false }))
+    Ok(Ok(Touched { stored, state, changed, inserted: false, pending, whole: false, writes: Vec::new() }))
 }
 
 /// What an episode held before a device's changes: which records, and how long a plan.
@@ -503,5 +646,70 @@ fn reason_code(reason: &Refusal) -> &'static str {
 fn body_len(body: &Body) -> usize {
     match body {
         Body::Whole(bytes) | Body::Message(bytes) => bytes.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(changed: bool, inserted: bool, form: Form) -> Outcome {
+        Outcome { changed, inserted, form }
+    }
+
+    #[test]
+    fn another_teams_episode_is_not_found_unless_the_device_is_handing_it_over() {
+        for form in [Form::Whole, Form::Message] {
+            assert_eq!(admit(Standing::Hidden, form), Admit::Refuse(Refusal::NotFound));
+            assert_eq!(admit(Standing::Leaving, form), Admit::Check);
+            assert_eq!(admit(Standing::Member, form), Admit::Check);
+        }
+    }
+
+    #[test]
+    fn only_a_whole_copy_can_bring_a_new_episode() {
+        assert_eq!(admit(Standing::Absent, Form::Whole), Admit::Check);
+        assert_eq!(admit(Standing::Absent, Form::Message), Admit::Refuse(Refusal::NotFound));
+    }
+
+    #[test]
+    fn a_new_episode_notes_its_receipts_and_is_audited_as_opened() {
+        let writes = decide_writes(Standing::Absent, outcome(true, true, Form::Whole));
+        assert_eq!(writes, [Step::NoteReceipts, Step::Audit(AuditAction::SyncOpen)]);
+    }
+
+    #[test]
+    fn a_teams_episode_stores_its_changes_only_when_it_changed() {
+        for form in [Form::Whole, Form::Message] {
+            let changed = decide_writes(Standing::Member, outcome(true, false, form));
+            assert_eq!(changed, [Step::StoreChanges, Step::Audit(AuditAction::SyncWrite)]);
+            assert_eq!(decide_writes(Standing::Member, outcome(false, false, form)), []);
+        }
+    }
+
+    #[test]
+    fn only_a_whole_hand_over_lets_the_device_drop_the_episode() {
+        let whole = decide_writes(Standing::Leaving, outcome(true, false, Form::Whole));
+        assert_eq!(whole, [Step::StoreChanges, Step::Audit(AuditAction::SyncHandover), Step::RecordDrop]);
+        // A repeat of a hand-over whose answer was lost changes nothing, and drops again.
+        assert_eq!(decide_writes(Standing::Leaving, outcome(false, false, Form::Whole)), [Step::RecordDrop]);
+        // A message may not carry everything: the episode stays on the device.
+        let message = decide_writes(Standing::Leaving, outcome(true, false, Form::Message));
+        assert_eq!(message, [Step::StoreChanges, Step::Audit(AuditAction::SyncHandover)]);
+    }
+
+    #[test]
+    fn an_episode_the_device_never_confirmed_goes_whole() {
+        let mut state = automerge::sync::State::new();
+        assert_eq!(page_form(&state), Form::Whole);
+        state.shared_heads = vec![automerge::ChangeHash([7; 32])];
+        assert_eq!(page_form(&state), Form::Message);
+    }
+
+    #[test]
+    fn receipts_go_whole_unless_a_message_crossed_after_a_cursor() {
+        assert_eq!(receipts_since(Form::Message, 42), Some(42));
+        assert_eq!(receipts_since(Form::Whole, 42), None);
+        assert_eq!(receipts_since(Form::Message, 0), None);
     }
 }

@@ -276,7 +276,7 @@ async fn every_append_moves_the_head_and_the_server_keeps_the_chain_through_rest
         .db
         .call_blocking(|conn| {
             let mut tx = conn.transaction()?;
-            server::audit::log(&mut *tx, &who, 1, "list_episodes", None, None)?;
+            server::audit::log(&mut *tx, &who, 1, server::audit::AuditAction::ListEpisode, None, None)?;
             tx.commit()
         })
         .expect("an entry");

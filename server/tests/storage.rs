@@ -586,7 +586,14 @@ fn check_rows(db: &Db, version: usize) {
             assert!(conn.inspect_execute("UPDATE audit SET detail = 'edited'").is_err(), "no update");
             assert!(conn.inspect_execute("DELETE FROM audit").is_err(), "no delete");
             let who = server::audit::Who::server(conn)?;
-            server::audit::log(conn, &who, 1767225600000, "outbox_sent", Some(episode.id), Some("epr x"))?;
+            server::audit::log(
+                conn,
+                &who,
+                1767225600000,
+                server::audit::AuditAction::OutboxSent,
+                Some(episode.id),
+                Some("epr x"),
+            )?;
             assert_eq!(server::audit::verify(conn)?.expect("the chain holds").entries, 2);
         }
         Ok::<_, StoreError>(())

@@ -31,10 +31,6 @@ use common::{Exchange, Sim, add_load_teams, db_bytes, load_team, memory_kib, qua
 use tests::Server;
 
 fn main() {
-    if std::env::var_os("TETHER_E2E_DB").is_some() {
-        tests::server_child();
-        return;
-    }
     let number = |name: &str, default: usize| -> usize {
         std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default)
     };

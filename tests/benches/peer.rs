@@ -29,10 +29,6 @@ use server::accounts::Role;
 use tests::{Server, User, create_accounts};
 
 fn main() {
-    if std::env::var_os("TETHER_E2E_DB").is_some() {
-        tests::server_child();
-        return;
-    }
     let number = |name: &str, default: usize| -> usize {
         std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default)
     };

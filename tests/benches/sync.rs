@@ -33,10 +33,6 @@ use tests::{Device, Server, User, create_accounts};
 const LOAD_TEAMS: usize = 20;
 
 fn main() {
-    if std::env::var_os("TETHER_E2E_DB").is_some() {
-        tests::server_child();
-        return;
-    }
     // `cargo bench` passes `--bench`; nothing else to parse.
     let devices: usize = std::env::var("TETHER_BENCH_DEVICES").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
     let secs: u64 = std::env::var("TETHER_BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);

@@ -1,22 +1,17 @@
 //! End-to-end tests of Tether: a real server on loopback and several offline devices.
 //!
-//! The harness: [`Server`] runs `tether serve`'s own code in a child process (the test
-//! binary run again, as its ignored `server_child` test), so that a test can kill it with
+//! The harness: [`Server`] runs `tether serve`'s own code in a child process (this
+//! crate's `tether-e2e-server` binary, [`server_child`]), so that a test can kill it with
 //! SIGKILL and start it again on the same database and port; [`Device`] is a client core
 //! in its own encrypted store, syncing over HTTP with the blocking transport; [`proxy`]
 //! stands between them and damages sync traffic on purpose; [`oidc`] runs the test OpenID
 //! provider and walks a browser and a phone through signing in with it.
 //! [`create_accounts`] and [`seed_demo`] make the database the server is started on.
 //!
-//! Every test file that starts a server has this test, which is the server process:
-//!
-//! ```ignore
-//! #[test]
-//! #[ignore = "the server process of the end-to-end tests, started by them"]
-//! fn server_child() {
-//!     tests::server_child();
-//! }
-//! ```
+//! Cargo builds the binary for this crate's own tests and benches; a test of another
+//! crate that uses the harness (`ffi`'s) needs it built first: `cargo build -p tests
+//! --bin tether-e2e-server`, or test the whole workspace. `TETHER_E2E_SERVER` names
+//! another copy.
 
 pub mod oidc;
 pub mod proxy;
@@ -46,11 +41,11 @@ const OIDC_VAR: &str = "TETHER_E2E_OIDC_CONFIG";
 /// A file for the server's stderr (its log), in `Server::start_at`'s `env`.
 pub const STDERR_VAR: &str = "TETHER_E2E_STDERR";
 
-/// The server process's body: serves the database named in the environment until killed.
-pub fn server_child() {
+/// The server process's body (the `tether-e2e-server` binary): serves the database named
+/// in the environment until killed. False, serving nothing, when run without the harness.
+pub fn server_child() -> bool {
     let (Ok(db), Ok(addr)) = (std::env::var(DB_VAR), std::env::var(ADDR_VAR)) else {
-        // Run by hand without the harness: nothing to serve.
-        return;
+        return false;
     };
     let addr: SocketAddr = addr.parse().expect("the harness gives an address");
     let db = server::Target::from(db);
@@ -103,6 +98,24 @@ pub fn server_child() {
     if let Err(e) = runtime.block_on(server::serve::run(config)) {
         eprintln!("server child: {e:#}");
         std::process::exit(1);
+    }
+    true
+}
+
+/// The `tether-e2e-server` binary: `TETHER_E2E_SERVER`, or the one cargo built beside the
+/// running test or bench (`target/<profile>/`, one directory up from `deps/`).
+fn server_exe() -> PathBuf {
+    if let Some(exe) = std::env::var_os("TETHER_E2E_SERVER") {
+        return PathBuf::from(exe);
+    }
+    let test = std::env::current_exe().expect("the test binary");
+    let name = format!("tether-e2e-server{}", std::env::consts::EXE_SUFFIX);
+    let exe = test.parent().and_then(Path::parent).map(|profile| profile.join(&name));
+    match exe {
+        Some(exe) if exe.exists() => exe,
+        _ => {
+            panic!("no {name} beside {}: build it with `cargo build -p tests --bin tether-e2e-server`", test.display())
+        }
     }
 }
 
@@ -284,15 +297,11 @@ impl Server {
     /// Starts the server again (after a kill) on the same database and port.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "the server is running");
-        let exe = std::env::current_exe().expect("the test binary");
+        let exe = server_exe();
         // A port just freed by a killed server may take a moment to be free again.
         for _ in 0..50 {
             let mut command = Command::new(&exe);
-            command
-                .args(["--ignored", "--exact", "server_child", "--nocapture", "--test-threads", "1"])
-                .env(DB_VAR, &self.db)
-                .env(ADDR_VAR, self.addr.to_string())
-                .env_remove(OIDC_VAR);
+            command.env(DB_VAR, &self.db).env(ADDR_VAR, self.addr.to_string()).env_remove(OIDC_VAR);
             if let Some(oidc) = &self.oidc {
                 command.env(OIDC_VAR, oidc);
             }

@@ -19,12 +19,6 @@ use fantoccini::{Client, ClientBuilder};
 use serde_json::{Value, json};
 use tests::Server;
 
-#[test]
-#[ignore = "the server process of the end-to-end tests, started by them"]
-fn server_child() {
-    tests::server_child();
-}
-
 /// Debian's paths; otherwise the program is looked for on `PATH`.
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";

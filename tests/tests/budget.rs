@@ -13,12 +13,6 @@ use serde_json::{Map, Value, json};
 use server::accounts::Role;
 use tests::{Device, Server, User, call_json, event_ids, sign_in};
 
-#[test]
-#[ignore = "the server process of the end-to-end tests, started by them"]
-fn server_child() {
-    tests::server_child();
-}
-
 const USERS: &[User] = &[
     User { username: "alice", role: Role::Practitioner, teams: &["north"] },
     User { username: "maria", role: Role::TeamManager, teams: &["north"] },

@@ -8,12 +8,6 @@ use serde_json::{Map, json};
 use server::accounts::Role;
 use tests::{Device, PASSWORD, User, call_json, event_ids, sign_in};
 
-#[test]
-#[ignore = "the server process of the end-to-end tests, started by them"]
-fn server_child() {
-    tests::server_child();
-}
-
 const USERS: &[User] = &[
     User { username: "ben", role: Role::Practitioner, teams: &["north"] },
     User { username: "mia", role: Role::TeamManager, teams: &["north"] },

@@ -16,12 +16,6 @@ use server::accounts::Role;
 use tests::proxy::Rng;
 use tests::{Device, PASSWORD, Server, User, agent, create_accounts, event_ids, sign_in};
 
-#[test]
-#[ignore = "the server process of the end-to-end tests, started by them"]
-fn server_child() {
-    tests::server_child();
-}
-
 const USERS: &[User] = &[
     User { username: "alice", role: Role::Practitioner, teams: &["north"] },
     User { username: "bob", role: Role::Practitioner, teams: &["north"] },

@@ -9,12 +9,6 @@ use serde_json::json;
 use server::accounts::Role;
 use tests::{Device, Server, User, call_json, create_accounts, sign_in};
 
-#[test]
-#[ignore = "the server process of the end-to-end tests, started by them"]
-fn server_child() {
-    tests::server_child();
-}
-
 const USERS: &[User] = &[
     User { username: "alice", role: Role::Practitioner, teams: &["north"] },
     User { username: "bob", role: Role::Practitioner, teams: &["north"] },

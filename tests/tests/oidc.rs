@@ -12,12 +12,6 @@
 //! answers with them), so each goes through Tether's whole path: the exchange, the key
 //! cache, the checks.
 
-#[test]
-#[ignore = "the server process of the end-to-end tests, started by them"]
-fn server_child() {
-    tests::server_child();
-}
-
 mod needs_oidc_provider {
     use client_core::http::Http;
     use client_core::{Core, StoreKey};

@@ -18,12 +18,6 @@ use server::accounts::Role;
 use tests::proxy::{Faults, Proxy, Rng};
 use tests::{Device, Server, User, assert_converged, create_accounts};
 
-#[test]
-#[ignore = "the server process of the end-to-end tests, started by them"]
-fn server_child() {
-    tests::server_child();
-}
-
 const NAMES: [&str; 8] = ["alice", "bob", "dave", "erin", "fay", "gus", "hal", "ivy"];
 
 fn env(name: &str, default: usize) -> usize {

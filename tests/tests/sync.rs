@@ -7,12 +7,6 @@ use serde_json::{Map, Value, json};
 use server::accounts::Role;
 use tests::{Device, Server, User};
 
-#[test]
-#[ignore = "the server process of the end-to-end tests, started by them"]
-fn server_child() {
-    tests::server_child();
-}
-
 const USERS: &[User] = &[
     User { username: "alice", role: Role::Practitioner, teams: &["north"] },
     User { username: "bob", role: Role::Practitioner, teams: &["north"] },

@@ -1,6 +1,7 @@
 //! Across pathways (5.4 to 5.7, filing) and every warning.
 
 use episode::Strictness;
+use episode::pathway::{State, WarningCode};
 use expect_test::expect;
 use serde_json::json;
 
@@ -123,12 +124,8 @@ fn a_record_timed_after_the_server_received_it_is_clock_skew() {
         "2026-03-02T12:00:00Z".parse().unwrap(),
         &episode::pathway::Calendar::england_and_wales(),
     );
-    let skewed: Vec<_> = evaluation
-        .warnings
-        .iter()
-        .filter(|w| format!("{:?}", w.code) == "ClockSkew")
-        .map(|w| w.record.clone())
-        .collect();
+    let skewed: Vec<_> =
+        evaluation.warnings.iter().filter(|w| w.code == WarningCode::ClockSkew).map(|w| w.record.clone()).collect();
     assert_eq!(skewed, vec![Some(id(1))]);
 }
 
@@ -195,8 +192,8 @@ fn an_invalid_stored_record_is_left_out_and_reported() {
         &episode::pathway::Calendar::england_and_wales(),
     );
     let contact = evaluation.actions.iter().find(|a| a.code.as_str() == "contact_patient").unwrap();
-    assert_eq!(format!("{:?}", contact.state), "Open");
-    let invalid: Vec<_> = evaluation.warnings.iter().filter(|w| format!("{:?}", w.code) == "InvalidRecord").collect();
+    assert_eq!(contact.state, State::Open);
+    let invalid: Vec<_> = evaluation.warnings.iter().filter(|w| w.code == WarningCode::InvalidRecord).collect();
     assert_eq!(invalid.len(), 1);
     assert_eq!(invalid[0].record.as_deref(), Some(id(2).as_str()));
     assert!(invalid[0].message.contains("outcome"), "{}", invalid[0].message);

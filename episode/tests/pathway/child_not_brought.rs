@@ -1,5 +1,6 @@
 //! WNB: a child not brought. Each miss counts; N = misses in the last 183 days.
 
+use episode::pathway::{Priority, State};
 use expect_test::expect;
 use serde_json::json;
 
@@ -36,7 +37,7 @@ fn the_third_miss_in_the_window_refers_the_same_day() {
     let refer = action(&evaluation, "refer_to_childrens_services");
     assert_eq!(refer.trigger.to_string(), id(4));
     assert_eq!(refer.due.to_string(), "2026-05-11T22:59:59Z");
-    assert_eq!(format!("{:?}", refer.priority), "Urgent");
+    assert_eq!(refer.priority, Priority::Urgent);
 }
 
 #[test]
@@ -60,7 +61,7 @@ fn no_second_referral_while_one_exists_in_the_window() {
     let evaluation = eval(&ep, "2026-03-23T12:00:00Z");
     let refer = action(&evaluation, "refer_to_childrens_services");
     assert_eq!(refer.trigger.to_string(), id(3));
-    assert_eq!(format!("{:?}", refer.state), "Done");
+    assert_eq!(refer.state, State::Done);
 }
 
 #[test]
@@ -137,7 +138,7 @@ fn a_referral_for_any_reason_does_the_referral() {
         .at("2026-03-16T12:00:00Z", referral);
     let evaluation = eval(&ep, "2026-03-16T13:00:00Z");
     let refer = action(&evaluation, "refer_to_childrens_services");
-    assert_eq!(format!("{:?}", refer.state), "Done");
+    assert_eq!(refer.state, State::Done);
     assert_eq!(refer.resolved_by.map(|u| u.to_string()), Some(id(4)));
 }
 

@@ -1,5 +1,6 @@
 //! 5.3: in receipt of services, no identified risk; T = the second consecutive miss.
 
+use episode::pathway::State;
 use expect_test::expect;
 use serde_json::json;
 
@@ -56,7 +57,7 @@ fn contact_before_the_three_weeks_are_up_cancels_the_mdt() {
         .at("2026-03-12T10:00:00Z", letter("letter", "patient", "discharge_warning"))
         .at("2026-03-20T10:00:00Z", phone("patient", "contact_made"));
     let evaluation = eval(&ep, "2026-04-03T12:00:00Z");
-    assert_eq!(format!("{:?}", action(&evaluation, "arrange_mdt").state), "Cancelled");
+    assert_eq!(action(&evaluation, "arrange_mdt").state, State::Cancelled);
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! Monday 2 March 10:00; the patient is disengaged once a phone call has failed and a
 //! letter has gone.
 
+use episode::pathway::{State, WarningCode};
 use expect_test::expect;
 use serde_json::json;
 
@@ -130,7 +131,7 @@ fn an_unanswered_visit_escalates_then_the_mdt_follows_the_escalation() {
     let ep = ep.at("2026-03-04T15:00:00Z", mdt(&["senior_clinician", "team_manager"], "continue"));
     let evaluation = eval(&ep, "2026-03-04T16:00:00Z");
     let arrange = action(&evaluation, "arrange_mdt");
-    assert_eq!(format!("{:?}", arrange.state), "Done");
+    assert_eq!(arrange.state, State::Done);
     assert_eq!(arrange.resolved_by.map(|u| u.to_string()), Some(id(11)));
 }
 
@@ -168,11 +169,11 @@ fn childrens_services_known_also_needs_a_partner_told() {
         .at("2026-03-03T09:30:00Z", visit(false, "no_answer"))
         .at("2026-03-03T11:00:00Z", decided("childrens_services_known", "yes"));
     let evaluation = eval(&ep, "2026-03-03T12:00:00Z");
-    assert_eq!(format!("{:?}", action(&evaluation, "inform_childrens_services").state), "Open");
+    assert_eq!(action(&evaluation, "inform_childrens_services").state, State::Open);
     let ep = ep.at("2026-03-03T11:30:00Z", told("health_visitor", "phone"));
     let evaluation = eval(&ep, "2026-03-03T12:00:00Z");
     let inform = action(&evaluation, "inform_childrens_services");
-    assert_eq!(format!("{:?}", inform.state), "Done");
+    assert_eq!(inform.state, State::Done);
     assert_eq!(inform.resolved_by.map(|u| u.to_string()), Some(id(6)));
 }
 
@@ -210,8 +211,8 @@ fn a_full_transfer_to_assertive_outreach_before_reengagement_is_warned_of() {
         .at("2026-03-03T10:00:00Z", referral("assertive_outreach", true))
         .at("2026-03-03T10:05:00Z", referral("assertive_outreach", false));
     let evaluation = eval(&ep, "2026-03-03T12:00:00Z");
-    let warnings: Vec<_> = evaluation.warnings.iter().map(|w| (format!("{:?}", w.code), w.record.clone())).collect();
-    assert_eq!(warnings, vec![("TransferBeforeReengagement".to_string(), Some(id(4)))]);
+    let warnings: Vec<_> = evaluation.warnings.iter().map(|w| (w.code, w.record.clone())).collect();
+    assert_eq!(warnings, vec![(WarningCode::TransferBeforeReengagement, Some(id(4)))]);
     // Support (no transfer) also counts as considering intensive support.
     assert!(action(&evaluation, "consider_intensive_support").resolved_by.is_some());
 }

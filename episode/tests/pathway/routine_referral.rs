@@ -1,5 +1,6 @@
 //! 5.1.2: routine referral. T = initial appointment missed, Monday 2 March 10:00.
 
+use episode::pathway::State;
 use expect_test::expect;
 
 use crate::support::*;
@@ -62,7 +63,7 @@ fn a_second_class_letter_does_not_do_the_first_class_letter() {
         .at("2026-03-03T11:00:00Z", letter("letter", "patient", "request_contact"));
     let evaluation = eval(&ep, "2026-03-04T12:00:00Z");
     let write = action(&evaluation, "write_to_patient");
-    assert_eq!(format!("{:?}", write.state), "Open");
+    assert_eq!(write.state, State::Open);
     assert_eq!(write.due.to_string(), "2026-03-04T17:00:00Z");
 }
 

@@ -1,5 +1,6 @@
 //! 5.1.1: urgent and emergency referral. T = initial appointment missed, Monday 10:00.
 
+use episode::pathway::State;
 use expect_test::expect;
 use serde_json::json;
 
@@ -159,7 +160,7 @@ fn immediate_risk_recorded_after_t_counts_from_when_it_became_true() {
     assert_eq!(police.active_from.to_string(), "2026-03-02T13:00:00Z");
     assert_eq!(police.due.to_string(), "2026-03-02T13:00:00Z");
     assert_eq!(police.trigger.to_string(), id(2));
-    assert_eq!(format!("{:?}", police.state), "Overdue");
+    assert_eq!(police.state, State::Overdue);
 }
 
 #[test]
@@ -349,7 +350,7 @@ fn a_cto_learnt_after_contact_raises_recall_only_if_its_moment_came() {
         .at("2026-03-02T11:00:00Z", phone("patient", "contact_made"))
         .at("2026-03-03T15:00:00Z", fact_changed("legal_status", json!("cto")));
     let evaluation = eval(&early, "2026-03-03T16:00:00Z");
-    assert_eq!(format!("{:?}", action(&evaluation, "consider_recall").state), "Cancelled");
+    assert_eq!(action(&evaluation, "consider_recall").state, State::Cancelled);
 }
 
 #[test]

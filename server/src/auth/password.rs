@@ -140,6 +140,10 @@ mod tests {
     fn no_more_verifications_run_at_once_than_there_are_lanes_and_buffers_are_reused() {
         let lanes = lanes(2);
         let (inside, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        // Each verification waits inside its lane for a second one to join it: so two
+        // are surely inside at once (no sleep hoping they overlap), and a third getting
+        // in would show in `most`. Six threads make three pairs, so none waits for ever.
+        let pair = std::sync::Barrier::new(2);
         std::thread::scope(|scope| {
             for _ in 0..6 {
                 scope.spawn(|| {
@@ -147,7 +151,7 @@ mod tests {
                         assert_eq!(memory.len(), 8);
                         let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
                         most.fetch_max(now, Ordering::SeqCst);
-                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        pair.wait();
                         inside.fetch_sub(1, Ordering::SeqCst);
                     });
                 });

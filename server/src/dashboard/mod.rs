@@ -526,7 +526,7 @@ async fn episode_page(
     let done = query.ok().and_then(|Query(q)| q.done).and_then(|d| d.parse::<EventId>().ok());
     let now = state.clock.now();
     let read = office::at_desk(&state, user.who(), user.user.teams.clone(), move |desk| {
-        let read = office::read(desk, id, "read_episode")?;
+        let read = office::read(desk, id, crate::audit::AuditAction::ReadEpisode)?;
         let directory = crate::owners::Directory::load(desk.conn, &read.episode)?;
         let owners = crate::owners::owners(&read.episode, &read.evaluation, &directory);
         // Read only once the episode is known to be the user's.

@@ -34,7 +34,7 @@ use crate::store::{StoreError, Tx};
 use axum::http::StatusCode;
 
 use crate::accounts::{self, AccountError, TeamId, User, Username};
-use crate::audit::{self, Via, Who};
+use crate::audit::{self, AuditAction, Via, Who};
 use crate::error::AppError;
 pub use config::{ProviderId, Settings};
 use id_token::IdTokenError;
@@ -210,7 +210,7 @@ pub fn audit_sign_in(
     now_ms: i64,
 ) -> Result<(), StoreError> {
     let who = Who { user_id: user.id.clone(), username: user.username.clone(), device: device.to_owned(), via };
-    audit::log(tx, &who, now_ms, "oidc_sign_in", None, Some(&detail(provider, subject)))
+    audit::log(tx, &who, now_ms, AuditAction::OidcSignIn, None, Some(&detail(provider, subject)))
 }
 
 /// Notes a refused sign-in in the audit log, for a person the provider vouched for but
@@ -227,7 +227,7 @@ pub fn audit_refusal(
     let who =
         Who { user_id: String::new(), username: username_base(provider, identity), device: device.to_owned(), via };
     let detail = format!("{} refused={}", detail(provider, &identity.subject), error.code());
-    audit::log(tx, &who, now_ms, "oidc_sign_in_refused", None, Some(&detail))
+    audit::log(tx, &who, now_ms, AuditAction::OidcSignInRefused, None, Some(&detail))
 }
 
 #[cfg(test)]
