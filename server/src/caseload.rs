@@ -35,8 +35,9 @@ const MAX_SUMMARY_AGE_SECS: i64 = 6 * 60 * 60;
 pub const REFRESH_BATCH: usize = 64;
 
 /// One episode as the caseload lists it.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Summary {
+    #[schema(value_type = String, format = "uuid")]
     pub id: EpisodeId,
     pub team: String,
     pub pathway: String,
