@@ -33,12 +33,12 @@ pub fn router() -> OpenApiRouter<AppState> {
 struct LoginRequest {
     username: String,
     password: String,
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9._-]{1,128}$")]
     device_id: DeviceId,
     /// The device's own secret, which the device id is registered with (see
     /// `store::claim_device`). Optional, for clients older than device keys.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^[!-~]{32,256}$")]
     device_key: Option<DeviceKey>,
 }
 
@@ -47,7 +47,7 @@ struct LoginRequest {
 #[serde(deny_unknown_fields)]
 struct RefreshRequest {
     refresh_token: String,
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9._-]{1,128}$")]
     device_id: DeviceId,
 }
 

@@ -137,12 +137,12 @@ struct TokenRequest {
     code_verifier: String,
     redirect_uri: String,
     nonce: String,
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9._-]{1,128}$")]
     device_id: DeviceId,
     /// The device's own secret, as `POST /v1/auth/login` takes it: the device id is
     /// registered with it at its first sign-in (`store::claim_device`).
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^[!-~]{32,256}$")]
     device_key: Option<DeviceKey>,
 }
 
