@@ -64,23 +64,28 @@ pub struct OpenAction {
 }
 
 /// Two or more records that look like the same thing recorded twice.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Duplicate {
     pub kind: &'static str,
     /// The field the records share (`target`, `party`, `visit`, …), if the kind has one.
     pub target_field: Option<&'static str>,
     /// That field's value (`patient`, `gp`, a visit's record id).
     pub target: Option<String>,
+    /// The records' ids.
+    #[schema(value_type = Vec<String>)]
     pub records: Vec<episode::EventId>,
 }
 
 /// A field record not yet filed in the electronic patient record.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Unfiled {
+    #[schema(value_type = String, format = "uuid")]
     pub record: uuid::Uuid,
     /// The `file_to_epr` action that asks for it.
+    #[schema(value_type = String, format = "uuid")]
     pub action: uuid::Uuid,
     #[serde(with = "episode::json::time")]
+    #[schema(value_type = String, format = DateTime)]
     pub due: Timestamp,
     pub overdue: bool,
 }

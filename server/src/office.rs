@@ -50,9 +50,10 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 }
 
 /// A fact that devices set to different values at once.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Conflict {
     pub field: &'static str,
+    /// The values set, each as the fact's JSON.
     pub values: Vec<Value>,
 }
 
@@ -529,6 +530,26 @@ async fn episode_route(
     Ok(axum::Json(body))
 }
 
+/// An episode's merged timeline, and what the team base has to act on in it.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Timeline {
+    #[schema(value_type = String, format = "uuid")]
+    episode: EpisodeId,
+    /// Every record in the order it happened (then as received), as devices write them,
+    /// each with `received_at` (null when the server has no receipt).
+    #[schema(value_type = Vec<Object>)]
+    events: Vec<Value>,
+    /// The pathway's actions at the moment of reading.
+    #[schema(value_type = Vec<Object>)]
+    actions: Value,
+    /// The pathway's warnings at the moment of reading.
+    #[schema(value_type = Vec<Object>)]
+    warnings: Value,
+    conflicts: Vec<Conflict>,
+    duplicates: Vec<Duplicate>,
+    unfiled: Vec<Unfiled>,
+}
+
 /// An episode's merged timeline, with its actions, warnings and what is to reconcile.
 #[utoipa::path(
     get,
@@ -537,7 +558,7 @@ async fn episode_route(
     security(("bearer" = [])),
     params(("id" = String, Path, format = "uuid", description = "The episode's id")),
     responses(
-        (status = 200, description = "The timeline", body = Object),
+        (status = 200, description = "The timeline", body = Timeline),
         (status = 401, description = "No valid access token", body = crate::error::ErrorBody),
         (status = 404, description = "No such episode among the caller's teams'", body = crate::error::ErrorBody),
     )
@@ -546,7 +567,7 @@ async fn timeline_route(
     State(state): State<AppState>,
     user: AuthUser,
     EpisodePath(id): EpisodePath,
-) -> Result<axum::Json<Value>, AppError> {
+) -> Result<axum::Json<Timeline>, AppError> {
     let read = api(&state, user, move |desk| read(desk, id, "read_timeline")).await?;
     let events: Vec<Value> = read
         .timeline()
@@ -558,15 +579,15 @@ async fn timeline_route(
             event
         })
         .collect();
-    Ok(axum::Json(json!({
-        "episode": id,
-        "events": events,
-        "actions": read.evaluation.actions,
-        "warnings": read.evaluation.warnings,
-        "conflicts": read.conflicts,
-        "duplicates": read.duplicates,
-        "unfiled": read.unfiled,
-    })))
+    Ok(axum::Json(Timeline {
+        episode: id,
+        events,
+        actions: json!(read.evaluation.actions),
+        warnings: json!(read.evaluation.warnings),
+        conflicts: read.conflicts,
+        duplicates: read.duplicates,
+        unfiled: read.unfiled,
+    }))
 }
 
 /// The episode as a FHIR R4 Bundle (`application/fhir+json`), read and audited as
