@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::store::{StoreError, Tx};
 
 /// What a user may do. Everyone sees only their own teams' episodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[value(rename_all = "snake_case")]
 pub enum Role {

@@ -16,12 +16,12 @@
 //! every entry after a point, and the head, can only be caught against a head recorded
 //! elsewhere: the server logs the head when it starts, and `verify` prints it.
 
-use axum::Router;
 use axum::extract::{Query, State};
-use axum::routing::get;
 use episode::EpisodeId;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::accounts::Role;
@@ -30,15 +30,15 @@ use crate::error::AppError;
 use crate::office;
 use crate::store::{ChainedEntry, StoreError, Tx};
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/v1/audit", get(audit))
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(audit))
 }
 
 /// The user id and name the server's own entries carry.
 pub const SERVER: &str = "tether server";
 
 /// Where a read or write came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Via {
     Api,
@@ -328,10 +328,11 @@ pub fn head(tx: &mut dyn Tx) -> Result<Chain, StoreError> {
 }
 
 /// One entry of the log.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Entry {
     pub n: i64,
     #[serde(with = "episode::json::time")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: jiff::Timestamp,
     pub user_id: String,
     pub username: String,
@@ -394,8 +395,10 @@ struct AuditQuery {
     limit: Option<String>,
 }
 
-#[derive(Serialize)]
+/// A page of the audit log.
+#[derive(Serialize, utoipa::ToSchema)]
 struct AuditAnswer {
+    #[schema(value_type = Option<String>, format = "uuid")]
     episode: Option<EpisodeId>,
     entries: Vec<Entry>,
     /// The `after` of the next page, when there may be one.
@@ -405,6 +408,24 @@ struct AuditAnswer {
 /// `GET /v1/audit[?episode=ID][&after=N][&limit=N]`: for team managers and admins, the
 /// entries of their teams' episodes, oldest first, a page at a time (`next_after` gives
 /// the next page); `episode` narrows it to one of those episodes.
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    tag = "audit",
+    security(("bearer" = [])),
+    params(
+        ("episode" = Option<String>, Query, format = "uuid", description = "Only this episode's entries"),
+        ("after" = Option<i64>, Query, minimum = 0, description = "The `next_after` of the page before"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "Entries a page holds (100 if not given)"),
+    ),
+    responses(
+        (status = 200, description = "A page of entries, oldest first", body = AuditAnswer),
+        (status = 400, description = "The query is not what this route takes", body = crate::error::ErrorBody),
+        (status = 401, description = "No valid access token", body = crate::error::ErrorBody),
+        (status = 403, description = "Only a team manager or an admin may read the audit log", body = crate::error::ErrorBody),
+        (status = 404, description = "No such episode among the caller's teams'", body = crate::error::ErrorBody),
+    )
+)]
 async fn audit(
     State(state): State<AppState>,
     user: AuthUser,

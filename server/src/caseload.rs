@@ -35,8 +35,9 @@ const MAX_SUMMARY_AGE_SECS: i64 = 6 * 60 * 60;
 pub const REFRESH_BATCH: usize = 64;
 
 /// One episode as the caseload lists it.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Summary {
+    #[schema(value_type = String, format = "uuid")]
     pub id: EpisodeId,
     pub team: String,
     pub pathway: String,
@@ -63,23 +64,28 @@ pub struct OpenAction {
 }
 
 /// Two or more records that look like the same thing recorded twice.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Duplicate {
     pub kind: &'static str,
     /// The field the records share (`target`, `party`, `visit`, …), if the kind has one.
     pub target_field: Option<&'static str>,
     /// That field's value (`patient`, `gp`, a visit's record id).
     pub target: Option<String>,
+    /// The records' ids.
+    #[schema(value_type = Vec<String>)]
     pub records: Vec<episode::EventId>,
 }
 
 /// A field record not yet filed in the electronic patient record.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Unfiled {
+    #[schema(value_type = String, format = "uuid")]
     pub record: uuid::Uuid,
     /// The `file_to_epr` action that asks for it.
+    #[schema(value_type = String, format = "uuid")]
     pub action: uuid::Uuid,
     #[serde(with = "episode::json::time")]
+    #[schema(value_type = String, format = DateTime)]
     pub due: Timestamp,
     pub overdue: bool,
 }

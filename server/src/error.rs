@@ -7,9 +7,28 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::auth::store::Throttled;
+
+/// The body every error answers with; the OpenAPI document's `ErrorBody`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong: a stable code to act on, and a message for a person.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// A stable, machine-readable code: `invalid_body`, `not_found`, `unauthenticated`, …
+    pub code: &'static str,
+    /// What was wrong, in words; never an input value.
+    pub message: String,
+    /// The episode concerned, for `sync_refused` and an episode's `not_found`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = "uuid")]
+    pub episode: Option<uuid::Uuid>,
+}
 
 #[derive(Debug)]
 pub enum AppError {
@@ -192,11 +211,12 @@ impl IntoResponse for AppError {
             tracing::error!(error = %cause, "database error");
         }
         let (status, code, message) = self.parts();
-        let mut error = json!({"code": code, "message": message});
-        if let Self::SyncRefused { episode, .. } | Self::EpisodeNotFound(episode) = &self {
-            error["episode"] = json!(episode);
-        }
-        let mut response = (status, axum::Json(json!({ "error": error }))).into_response();
+        let episode = match &self {
+            Self::SyncRefused { episode, .. } | Self::EpisodeNotFound(episode) => Some(*episode),
+            _ => None,
+        };
+        let body = ErrorBody { error: ErrorDetail { code, message, episode } };
+        let mut response = (status, axum::Json(body)).into_response();
         match self {
             Self::Unauthenticated(_)
             | Self::InvalidCredentials

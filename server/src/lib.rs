@@ -42,6 +42,8 @@
 //! - `fhir`: an episode as a FHIR R4 Bundle shaped to UK Core (`GET /v1/episodes/{id}/fhir`),
 //!   and records as a transaction of conditional creates for an EPR; pure.
 //! - `metrics`: `GET /metrics`, Prometheus text.
+//! - `openapi`: the OpenAPI 3.1 document of every JSON route, generated from the
+//!   handlers' `#[utoipa::path]` attributes, at `GET /openapi.json`.
 //! - `me`, `health`: `GET /v1/me`, `GET /healthz`.
 //! - `episodes`: episode documents in the database, sync states, receipts.
 //! - `sync`: `POST /v1/sync`, the sync protocol's server side.
@@ -80,6 +82,7 @@ mod me;
 pub mod metrics;
 pub mod office;
 pub mod oidc;
+pub mod openapi;
 pub mod outbox;
 pub mod owners;
 pub mod serve;
@@ -164,15 +167,10 @@ impl AppState {
 
 /// The whole HTTP service.
 pub fn app(state: AppState) -> Router {
+    let (api, document) = openapi::routes().split_for_parts();
     Router::new()
-        .merge(health::router())
-        .merge(auth::router())
-        .merge(oidc::routes::router())
-        .merge(me::router())
-        .merge(sync::router())
-        .merge(manage::router())
-        .merge(office::router())
-        .merge(audit::router())
+        .merge(api)
+        .merge(openapi::router(document))
         .merge(dashboard::router())
         .merge(metrics::router())
         .fallback(|| async { AppError::NotFound })

@@ -7,10 +7,10 @@
 //! next sync, and the old team's devices hand over everything they hold of it before
 //! they drop it (`sync`).
 
-use axum::Router;
 use axum::extract::{Path, State};
-use axum::routing::post;
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::accounts::{Role, TeamId};
@@ -21,10 +21,8 @@ use crate::error::AppError;
 use crate::json::Json;
 use crate::office::EpisodePath;
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/devices/{id}/revoke", post(revoke_device))
-        .route("/v1/episodes/{id}/transfer", post(transfer))
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(revoke_device)).routes(routes!(transfer))
 }
 
 fn may_manage(user: &AuthUser) -> Result<(), AppError> {
@@ -34,6 +32,21 @@ fn may_manage(user: &AuthUser) -> Result<(), AppError> {
     }
 }
 
+/// Revokes a device registered by a user of the caller's teams: its tokens stop working
+/// and it must wipe its store.
+#[utoipa::path(
+    post,
+    path = "/v1/devices/{id}/revoke",
+    tag = "devices",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The device's id")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "No valid access token", body = crate::error::ErrorBody),
+        (status = 403, description = "Only a team manager or an admin may do this", body = crate::error::ErrorBody),
+        (status = 404, description = "No such device within the caller's reach", body = crate::error::ErrorBody),
+    )
+)]
 async fn revoke_device(
     State(state): State<AppState>,
     user: AuthUser,
@@ -59,12 +72,32 @@ async fn revoke_device(
     if found { Ok(axum::http::StatusCode::NO_CONTENT) } else { Err(AppError::NotFound) }
 }
 
-#[derive(Deserialize)]
+/// The team to move an episode to.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Transfer {
+    #[schema(value_type = String)]
     team: TeamId,
 }
 
+/// Moves an episode of the caller's teams to another team.
+#[utoipa::path(
+    post,
+    path = "/v1/episodes/{id}/transfer",
+    tag = "episodes",
+    security(("bearer" = [])),
+    params(("id" = String, Path, format = "uuid", description = "The episode's id")),
+    request_body = Transfer,
+    responses(
+        (status = 204, description = "Transferred"),
+        (status = 400, description = "The body is not JSON", body = crate::error::ErrorBody),
+        (status = 401, description = "No valid access token", body = crate::error::ErrorBody),
+        (status = 403, description = "Only a team manager or an admin may do this", body = crate::error::ErrorBody),
+        (status = 404, description = "No such episode among the caller's teams'", body = crate::error::ErrorBody),
+        (status = 415, description = "The body is not declared as JSON", body = crate::error::ErrorBody),
+        (status = 422, description = "No such team, or not a transfer", body = crate::error::ErrorBody),
+    )
+)]
 async fn transfer(
     State(state): State<AppState>,
     user: AuthUser,

@@ -1,18 +1,19 @@
 //! `GET /v1/me`: who the access token says the caller is.
 
-use axum::Router;
-use axum::routing::get;
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::accounts::Role;
 use crate::auth::AuthUser;
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/v1/me", get(me))
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(me))
 }
 
-#[derive(Serialize)]
+/// Who the caller is.
+#[derive(Serialize, utoipa::ToSchema)]
 struct Me {
     user_id: String,
     username: String,
@@ -21,6 +22,17 @@ struct Me {
     device_id: String,
 }
 
+/// Who the access token says the caller is.
+#[utoipa::path(
+    get,
+    path = "/v1/me",
+    tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller", body = Me),
+        (status = 401, description = "No valid access token", body = crate::error::ErrorBody),
+    )
+)]
 async fn me(user: AuthUser) -> axum::Json<Me> {
     axum::Json(Me {
         user_id: user.user_id,

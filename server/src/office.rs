@@ -13,17 +13,17 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use axum::Router;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::routing::{get, post, put};
 use episode::document::DocumentError;
 use episode::pathway::Evaluation;
 use episode::{Episode, EpisodeId, Event, EventBody, EventId, FactField, FactValue};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::accounts::Role;
@@ -37,22 +37,23 @@ use crate::json::Json;
 use crate::owners::{self, Owner};
 use crate::store::{Conn, StoreError, Tx};
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/episodes", get(list_route))
-        .route("/v1/episodes/{id}", get(episode_route))
-        .route("/v1/episodes/{id}/timeline", get(timeline_route))
-        .route("/v1/episodes/{id}/fhir", get(fhir_route))
-        .route("/v1/episodes/{id}/events", post(record_route))
-        .route("/v1/episodes/{id}/facts", post(fact_route))
-        .route("/v1/episodes/{id}/plan", put(plan_route))
-        .route("/v1/reconcile", get(reconcile_route))
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_route))
+        .routes(routes!(episode_route))
+        .routes(routes!(timeline_route))
+        .routes(routes!(fhir_route))
+        .routes(routes!(record_route))
+        .routes(routes!(fact_route))
+        .routes(routes!(plan_route))
+        .routes(routes!(reconcile_route))
 }
 
 /// A fact that devices set to different values at once.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Conflict {
     pub field: &'static str,
+    /// The values set, each as the fact's JSON.
     pub values: Vec<Value>,
 }
 
@@ -343,10 +344,13 @@ fn refused(error: DocumentError) -> AppError {
 }
 
 /// What the team base has to reconcile across `teams`.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct Reconcile {
+    #[schema(value_type = Vec<Object>)]
     pub conflicts: Vec<Value>,
+    #[schema(value_type = Vec<Object>)]
     pub duplicates: Vec<Value>,
+    #[schema(value_type = Vec<Object>)]
     pub unfiled: Vec<Value>,
 }
 
@@ -484,11 +488,35 @@ async fn api<T: Send + 'static>(
     at_desk(state, who, user.teams, f).await
 }
 
+/// The caseload of the caller's teams.
+#[utoipa::path(
+    get,
+    path = "/v1/episodes",
+    tag = "episodes",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Each episode's summary", body = Vec<Summary>),
+        (status = 401, description = "No valid access token", body = crate::error::ErrorBody),
+    )
+)]
 async fn list_route(State(state): State<AppState>, user: AuthUser) -> Result<axum::Json<Vec<Summary>>, AppError> {
     let summaries = api(&state, user, list).await?;
     Ok(axum::Json(summaries))
 }
 
+/// One episode: its facts, plan and records, and its conflicting facts.
+#[utoipa::path(
+    get,
+    path = "/v1/episodes/{id}",
+    tag = "episodes",
+    security(("bearer" = [])),
+    params(("id" = String, Path, format = "uuid", description = "The episode's id")),
+    responses(
+        (status = 200, description = "The episode", body = Object),
+        (status = 401, description = "No valid access token", body = crate::error::ErrorBody),
+        (status = 404, description = "No such episode among the caller's teams'", body = crate::error::ErrorBody),
+    )
+)]
 async fn episode_route(
     State(state): State<AppState>,
     user: AuthUser,
@@ -500,11 +528,44 @@ async fn episode_route(
     Ok(axum::Json(body))
 }
 
+/// An episode's merged timeline, and what the team base has to act on in it.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Timeline {
+    #[schema(value_type = String, format = "uuid")]
+    episode: EpisodeId,
+    /// Every record in the order it happened (then as received), as devices write them,
+    /// each with `received_at` (null when the server has no receipt).
+    #[schema(value_type = Vec<Object>)]
+    events: Vec<Value>,
+    /// The pathway's actions at the moment of reading.
+    #[schema(value_type = Vec<Object>)]
+    actions: Value,
+    /// The pathway's warnings at the moment of reading.
+    #[schema(value_type = Vec<Object>)]
+    warnings: Value,
+    conflicts: Vec<Conflict>,
+    duplicates: Vec<Duplicate>,
+    unfiled: Vec<Unfiled>,
+}
+
+/// An episode's merged timeline, with its actions, warnings and what is to reconcile.
+#[utoipa::path(
+    get,
+    path = "/v1/episodes/{id}/timeline",
+    tag = "episodes",
+    security(("bearer" = [])),
+    params(("id" = String, Path, format = "uuid", description = "The episode's id")),
+    responses(
+        (status = 200, description = "The timeline", body = Timeline),
+        (status = 401, description = "No valid access token", body = crate::error::ErrorBody),
+        (status = 404, description = "No such episode among the caller's teams'", body = crate::error::ErrorBody),
+    )
+)]
 async fn timeline_route(
     State(state): State<AppState>,
     user: AuthUser,
     EpisodePath(id): EpisodePath,
-) -> Result<axum::Json<Value>, AppError> {
+) -> Result<axum::Json<Timeline>, AppError> {
     let read = api(&state, user, move |desk| read(desk, id, AuditAction::ReadTimeline)).await?;
     let events: Vec<Value> = read
         .timeline()
@@ -516,19 +577,31 @@ async fn timeline_route(
             event
         })
         .collect();
-    Ok(axum::Json(json!({
-        "episode": id,
-        "events": events,
-        "actions": read.evaluation.actions,
-        "warnings": read.evaluation.warnings,
-        "conflicts": read.conflicts,
-        "duplicates": read.duplicates,
-        "unfiled": read.unfiled,
-    })))
+    Ok(axum::Json(Timeline {
+        episode: id,
+        events,
+        actions: json!(read.evaluation.actions),
+        warnings: json!(read.evaluation.warnings),
+        conflicts: read.conflicts,
+        duplicates: read.duplicates,
+        unfiled: read.unfiled,
+    }))
 }
 
 /// The episode as a FHIR R4 Bundle (`application/fhir+json`), read and audited as
 /// `read_fhir`.
+#[utoipa::path(
+    get,
+    path = "/v1/episodes/{id}/fhir",
+    tag = "episodes",
+    security(("bearer" = [])),
+    params(("id" = String, Path, format = "uuid", description = "The episode's id")),
+    responses(
+        (status = 200, description = "A FHIR R4 Bundle (UK Core)", content_type = "application/fhir+json", body = Object),
+        (status = 401, description = "No valid access token", body = crate::error::ErrorBody),
+        (status = 404, description = "No such episode among the caller's teams'", body = crate::error::ErrorBody),
+    )
+)]
 async fn fhir_route(
     State(state): State<AppState>,
     user: AuthUser,
@@ -541,40 +614,106 @@ async fn fhir_route(
     Ok(([(axum::http::header::CONTENT_TYPE, "application/fhir+json")], axum::Json(bundle)).into_response())
 }
 
+/// The id of the record a write made.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Recorded {
+    #[schema(value_type = String, format = "uuid")]
+    id: EventId,
+}
+
+/// Records an event on an episode, by the caller, on the server's own device.
+#[utoipa::path(
+    post,
+    path = "/v1/episodes/{id}/events",
+    tag = "episodes",
+    security(("bearer" = [])),
+    params(("id" = String, Path, format = "uuid", description = "The episode's id")),
+    request_body(content = Object, description = "A record as devices make them, without `id`, `by` or `device`: its `kind`, the kind's own fields, and optionally `at` (RFC 3339; now if left out)"),
+    responses(
+        (status = 201, description = "Recorded", body = Recorded),
+        (status = 400, description = "The body is not JSON", body = crate::error::ErrorBody),
+        (status = 401, description = "No valid access token", body = crate::error::ErrorBody),
+        (status = 403, description = "The caller's role may not do this", body = crate::error::ErrorBody),
+        (status = 404, description = "No such episode among the caller's teams'", body = crate::error::ErrorBody),
+        (status = 415, description = "The body is not declared as JSON", body = crate::error::ErrorBody),
+        (status = 422, description = "The body is not what this route takes, or the change is refused; nothing was stored", body = crate::error::ErrorBody),
+        (status = 503, description = "The episode was being changed by others at the same moment; try again", body = crate::error::ErrorBody),
+    )
+)]
 async fn record_route(
     State(state): State<AppState>,
     user: AuthUser,
     EpisodePath(id): EpisodePath,
     Json(body): Json<Value>,
-) -> Result<(StatusCode, axum::Json<Value>), AppError> {
+) -> Result<(StatusCode, axum::Json<Recorded>), AppError> {
     let new = NewRecord::from_json(body)?;
-    let event = api(&state, user, move |desk| record(desk, id, new)).await?;
-    Ok((StatusCode::CREATED, axum::Json(json!({ "id": event }))))
+    let id = api(&state, user, move |desk| record(desk, id, new)).await?;
+    Ok((StatusCode::CREATED, axum::Json(Recorded { id })))
 }
 
-#[derive(Deserialize)]
+/// A fact to set: its field's name, and its value (`null` clears it).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SetFact {
     field: String,
     value: Value,
 }
 
+/// Sets a fact of an episode, recording the change.
+#[utoipa::path(
+    post,
+    path = "/v1/episodes/{id}/facts",
+    tag = "episodes",
+    security(("bearer" = [])),
+    params(("id" = String, Path, format = "uuid", description = "The episode's id")),
+    request_body = SetFact,
+    responses(
+        (status = 200, description = "Set; the id of the record of the change", body = Recorded),
+        (status = 400, description = "The body is not JSON", body = crate::error::ErrorBody),
+        (status = 401, description = "No valid access token", body = crate::error::ErrorBody),
+        (status = 403, description = "The caller's role may not do this", body = crate::error::ErrorBody),
+        (status = 404, description = "No such episode among the caller's teams'", body = crate::error::ErrorBody),
+        (status = 415, description = "The body is not declared as JSON", body = crate::error::ErrorBody),
+        (status = 422, description = "The body is not what this route takes, or the change is refused; nothing was stored", body = crate::error::ErrorBody),
+        (status = 503, description = "The episode was being changed by others at the same moment; try again", body = crate::error::ErrorBody),
+    )
+)]
 async fn fact_route(
     State(state): State<AppState>,
     user: AuthUser,
     EpisodePath(id): EpisodePath,
     Json(body): Json<SetFact>,
-) -> Result<axum::Json<Value>, AppError> {
-    let event = api(&state, user, move |desk| set_fact(desk, id, &body.field, body.value)).await?;
-    Ok(axum::Json(json!({ "id": event })))
+) -> Result<axum::Json<Recorded>, AppError> {
+    let id = api(&state, user, move |desk| set_fact(desk, id, &body.field, body.value)).await?;
+    Ok(axum::Json(Recorded { id }))
 }
 
-#[derive(Deserialize)]
+/// The episode's plan, as text.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SetPlan {
     text: String,
 }
 
+/// Replaces an episode's plan.
+#[utoipa::path(
+    put,
+    path = "/v1/episodes/{id}/plan",
+    tag = "episodes",
+    security(("bearer" = [])),
+    params(("id" = String, Path, format = "uuid", description = "The episode's id")),
+    request_body = SetPlan,
+    responses(
+        (status = 200, description = "Set (an empty object)", body = Object),
+        (status = 400, description = "The body is not JSON", body = crate::error::ErrorBody),
+        (status = 401, description = "No valid access token", body = crate::error::ErrorBody),
+        (status = 403, description = "The caller's role may not do this", body = crate::error::ErrorBody),
+        (status = 404, description = "No such episode among the caller's teams'", body = crate::error::ErrorBody),
+        (status = 415, description = "The body is not declared as JSON", body = crate::error::ErrorBody),
+        (status = 422, description = "The body is not what this route takes, or the change is refused; nothing was stored", body = crate::error::ErrorBody),
+        (status = 503, description = "The episode was being changed by others at the same moment; try again", body = crate::error::ErrorBody),
+    )
+)]
 async fn plan_route(
     State(state): State<AppState>,
     user: AuthUser,
@@ -585,6 +724,17 @@ async fn plan_route(
     Ok(axum::Json(json!({})))
 }
 
+/// Conflicts to resolve, likely duplicates and records to file, across the caller's teams.
+#[utoipa::path(
+    get,
+    path = "/v1/reconcile",
+    tag = "episodes",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "What there is to reconcile", body = Reconcile),
+        (status = 401, description = "No valid access token", body = crate::error::ErrorBody),
+    )
+)]
 async fn reconcile_route(State(state): State<AppState>, user: AuthUser) -> Result<axum::Json<Reconcile>, AppError> {
     let out = api(&state, user, reconcile).await?;
     Ok(axum::Json(out))

@@ -16,17 +16,17 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use automerge::ActorId;
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use episode::EpisodeId;
 use episode::document::EpisodeDoc;
 use episode::limits::{self, EPISODE_BUDGET_BYTES};
 use episode::pathway::{self, Calendar};
 use episode::sync::{self as protocol, Body, Document, Refusal};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::audit::{self, AuditAction, Via, Who};
@@ -43,10 +43,33 @@ const MAX_RESPONSE_DOCUMENTS: usize = 100;
 /// (`episode::sync::Response::decode`), whatever the size of the episodes.
 const MAX_RESPONSE_BYTES: usize = 24 * 1024 * 1024;
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/v1/sync", post(sync)).layer(DefaultBodyLimit::max(protocol::MAX_REQUEST_BYTES))
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(sync)).layer(DefaultBodyLimit::max(protocol::MAX_REQUEST_BYTES))
 }
 
+/// The sync protocol: a device's documents and sync messages in, the server's out. Both
+/// bodies are the protocol's postcard encoding (`episode::sync`), not JSON; only the
+/// errors are JSON.
+#[utoipa::path(
+    post,
+    path = "/v1/sync",
+    tag = "sync",
+    security(("bearer" = [])),
+    request_body(
+        content = Vec<u8>,
+        content_type = "application/vnd.tether.sync+postcard",
+        description = "A sync request (postcard)"
+    ),
+    responses(
+        (status = 200, description = "A sync response (postcard)", content_type = "application/vnd.tether.sync+postcard", body = Vec<u8>),
+        (status = 400, description = "Not a sync request of this protocol", body = crate::error::ErrorBody),
+        (status = 401, description = "No valid access token", body = crate::error::ErrorBody),
+        (status = 403, description = "The device has been revoked", body = crate::error::ErrorBody),
+        (status = 413, description = "The body is too large", body = crate::error::ErrorBody),
+        (status = 422, description = "A change would break an episode's invariants; nothing was stored", body = crate::error::ErrorBody),
+        (status = 503, description = "Busy; try again", body = crate::error::ErrorBody),
+    )
+)]
 async fn sync(State(state): State<AppState>, user: AuthUser, body: Bytes) -> Result<Response, AppError> {
     let started = std::time::Instant::now();
     let request = protocol::Request::decode(&body).map_err(|e| AppError::MalformedSync(e.to_string()))?;

@@ -7,10 +7,10 @@ pub mod password;
 pub mod store;
 pub mod token;
 
-use axum::Router;
 use axum::extract::State;
-use axum::routing::post;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use extract::AuthUser;
 use store::Rotation;
@@ -23,30 +23,36 @@ use crate::error::AppError;
 use crate::json::Json;
 use crate::store::Tx;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/auth/login", post(login)).route("/v1/auth/refresh", post(refresh))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(login)).routes(routes!(refresh))
 }
 
-#[derive(Deserialize)]
+/// A sign-in with a username and password, from a device.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LoginRequest {
     username: String,
     password: String,
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9._-]{1,128}$")]
     device_id: DeviceId,
     /// The device's own secret, which the device id is registered with (see
     /// `store::claim_device`). Optional, for clients older than device keys.
     #[serde(default)]
+    #[schema(value_type = Option<String>, pattern = "^[!-~]{32,256}$")]
     device_key: Option<DeviceKey>,
 }
 
-#[derive(Deserialize)]
+/// A refresh token to exchange for new tokens, from the device it was given to.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RefreshRequest {
     refresh_token: String,
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9._-]{1,128}$")]
     device_id: DeviceId,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// An access token and the refresh token that renews it.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Tokens {
     pub access_token: String,
     pub refresh_token: String,
@@ -54,6 +60,22 @@ pub struct Tokens {
     pub expires_in: i64,
 }
 
+/// Signs in with a username and password.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/login",
+    tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Signed in", body = Tokens),
+        (status = 400, description = "The body is not JSON", body = crate::error::ErrorBody),
+        (status = 401, description = "Wrong username or password", body = crate::error::ErrorBody),
+        (status = 403, description = "Device revoked or taken, or passwords switched off", body = crate::error::ErrorBody),
+        (status = 415, description = "The body is not declared as JSON", body = crate::error::ErrorBody),
+        (status = 422, description = "The body is not a sign-in", body = crate::error::ErrorBody),
+        (status = 429, description = "Too many failed sign-ins", body = crate::error::ErrorBody),
+    )
+)]
 async fn login(
     State(state): State<AppState>,
     client: ClientAddr,
@@ -175,6 +197,21 @@ pub(crate) async fn sign_in<T: Send + 'static>(
     })
 }
 
+/// Exchanges a refresh token for new tokens (the old refresh token is spent).
+#[utoipa::path(
+    post,
+    path = "/v1/auth/refresh",
+    tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "New tokens", body = Tokens),
+        (status = 400, description = "The body is not JSON", body = crate::error::ErrorBody),
+        (status = 401, description = "The refresh token is not valid for this device", body = crate::error::ErrorBody),
+        (status = 403, description = "The device has been revoked", body = crate::error::ErrorBody),
+        (status = 415, description = "The body is not declared as JSON", body = crate::error::ErrorBody),
+        (status = 422, description = "The body is not a refresh request", body = crate::error::ErrorBody),
+    )
+)]
 async fn refresh(
     State(state): State<AppState>,
     Json(request): Json<RefreshRequest>,

@@ -14,12 +14,12 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::client_auth::ClientAuth;
 use super::{Exchange, SignIn, SignInError, pkce};
@@ -30,14 +30,12 @@ use crate::auth::{self, Tokens, store};
 use crate::error::AppError;
 use crate::json::Json;
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/auth/oidc/authorize", post(authorize))
-        .route("/v1/auth/oidc/token", post(token))
-        .route("/v1/auth/oidc/jwks", get(jwks))
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(authorize)).routes(routes!(token)).routes(routes!(jwks))
 }
 
-#[derive(Deserialize)]
+/// A phone's request to start signing in with an identity provider (PKCE, S256).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AuthorizeRequest {
     #[serde(default)]
@@ -49,7 +47,8 @@ struct AuthorizeRequest {
     nonce: String,
 }
 
-#[derive(Serialize)]
+/// Where the phone sends the person to sign in.
+#[derive(Serialize, utoipa::ToSchema)]
 struct AuthorizeAnswer {
     provider: String,
     authorization_url: String,
@@ -81,6 +80,21 @@ fn offered(sign_in: &SignIn) -> String {
     format!("this server offers {}", ids.join(", "))
 }
 
+/// Starts a phone's sign-in with the trust's identity provider.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/oidc/authorize",
+    tag = "auth",
+    request_body = AuthorizeRequest,
+    responses(
+        (status = 200, description = "The provider's authorization URL", body = AuthorizeAnswer),
+        (status = 400, description = "The body is not JSON", body = crate::error::ErrorBody),
+        (status = 404, description = "No such provider", body = crate::error::ErrorBody),
+        (status = 415, description = "The body is not declared as JSON", body = crate::error::ErrorBody),
+        (status = 422, description = "Not an authorization request, or no provider configured", body = crate::error::ErrorBody),
+        (status = 502, description = "The provider is out of reach", body = crate::error::ErrorBody),
+    )
+)]
 async fn authorize(
     State(state): State<AppState>,
     Json(request): Json<AuthorizeRequest>,
@@ -114,7 +128,8 @@ async fn authorize(
     Ok(axum::Json(AuthorizeAnswer { provider: provider.settings.id.to_string(), authorization_url: url, redirect_uri }))
 }
 
-#[derive(Deserialize)]
+/// The code from the provider's redirect, to exchange for Tether's tokens.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TokenRequest {
     provider: String,
@@ -122,14 +137,17 @@ struct TokenRequest {
     code_verifier: String,
     redirect_uri: String,
     nonce: String,
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9._-]{1,128}$")]
     device_id: DeviceId,
     /// The device's own secret, as `POST /v1/auth/login` takes it: the device id is
     /// registered with it at its first sign-in (`store::claim_device`).
     #[serde(default)]
+    #[schema(value_type = Option<String>, pattern = "^[!-~]{32,256}$")]
     device_key: Option<DeviceKey>,
 }
 
-#[derive(Serialize)]
+/// Tether's tokens, and whom they are for.
+#[derive(Serialize, utoipa::ToSchema)]
 struct SignedIn {
     #[serde(flatten)]
     tokens: Tokens,
@@ -139,6 +157,23 @@ struct SignedIn {
 /// The longest authorization code taken: codes are opaque, but not megabytes.
 const MAX_CODE_CHARS: usize = 2048;
 
+/// Completes a phone's sign-in: the provider's code for Tether's tokens.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/oidc/token",
+    tag = "auth",
+    request_body = TokenRequest,
+    responses(
+        (status = 200, description = "Signed in", body = SignedIn),
+        (status = 400, description = "The body is not JSON", body = crate::error::ErrorBody),
+        (status = 401, description = "The provider's answer could not be trusted", body = crate::error::ErrorBody),
+        (status = 403, description = "The person or the device is refused", body = crate::error::ErrorBody),
+        (status = 404, description = "No such provider", body = crate::error::ErrorBody),
+        (status = 415, description = "The body is not declared as JSON", body = crate::error::ErrorBody),
+        (status = 422, description = "Not a token request", body = crate::error::ErrorBody),
+        (status = 502, description = "The provider is out of reach", body = crate::error::ErrorBody),
+    )
+)]
 async fn token(
     State(state): State<AppState>,
     Json(request): Json<TokenRequest>,
@@ -234,8 +269,21 @@ async fn token(
     }
 }
 
+/// A JSON Web Key Set: the public keys as JWKs.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Jwks {
+    #[schema(value_type = Vec<Object>)]
+    keys: Vec<Value>,
+}
+
 /// `GET /v1/auth/oidc/jwks`: the public halves of the `private_key_jwt` keys.
-async fn jwks(State(state): State<AppState>) -> (StatusCode, axum::Json<Value>) {
+#[utoipa::path(
+    get,
+    path = "/v1/auth/oidc/jwks",
+    tag = "auth",
+    responses((status = 200, description = "A JSON Web Key Set (RFC 7517)", body = Jwks))
+)]
+async fn jwks(State(state): State<AppState>) -> (StatusCode, axum::Json<Jwks>) {
     let keys: Vec<Value> = state
         .sign_in
         .providers
@@ -245,5 +293,5 @@ async fn jwks(State(state): State<AppState>) -> (StatusCode, axum::Json<Value>) 
             _ => None,
         })
         .collect();
-    (StatusCode::OK, axum::Json(json!({ "keys": keys })))
+    (StatusCode::OK, axum::Json(Jwks { keys }))
 }
