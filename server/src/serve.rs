@@ -93,7 +93,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     // Before listening: a refused flag stops the start, and nothing is stored meanwhile
     // that filing should have owed.
     let mut senders = AlertSender::both(&state.alerts);
-    senders.extend(start_filing(&config, &state).await?);
+    senders.extend(filing_sender(&config, &state).await?);
     // One worker per process sends what is owed, records to file and alerts alike; it
     // stops when `_outbox` is dropped, as `run` returns.
     let _outbox = crate::outbox::Worker::new(
@@ -225,7 +225,7 @@ pub fn spawn_reevaluation(state: AppState, every: Duration) -> AbortOnDrop {
 
 /// Turns filing in the EPR on (`--epr-fhir`) or off for this database, and with it on,
 /// gives the EPR's sender for the outbox's worker.
-async fn start_filing(
+async fn filing_sender(
     config: &ServeConfig,
     state: &AppState,
 ) -> anyhow::Result<Option<std::sync::Arc<dyn outbox::Sender>>> {
