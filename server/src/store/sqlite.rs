@@ -941,25 +941,8 @@ impl Tx for Sqlite<'_> {
             params.len()
         );
         let mut statement = self.c().prepare_cached(&sql)?;
-        let rows = statement.query_map(rusqlite::params_from_iter(params), |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, String>(6)?,
-                r.get::<_, Option<String>>(7)?,
-                r.get::<_, Option<String>>(8)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (n, at, user_id, username, device, via, action, episode, detail) = row?;
-            out.push(entry(n, at, user_id, username, device, &via, action, episode, detail)?);
-        }
-        Ok(out)
+        let rows = statement.query_map(rusqlite::params_from_iter(params), audit_row)?;
+        rows.map(|row| row.map_err(Into::into).and_then(audit_entry)).collect()
     }
 
     fn audit_entries(&mut self, episode: EpisodeId) -> Result<Vec<Entry>> {
@@ -967,25 +950,8 @@ impl Tx for Sqlite<'_> {
             "SELECT n, at, user_id, username, device, via, action, episode, detail FROM audit
              WHERE episode = ?1 ORDER BY n",
         )?;
-        let rows = statement.query_map([episode.to_string()], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, String>(6)?,
-                r.get::<_, Option<String>>(7)?,
-                r.get::<_, Option<String>>(8)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (n, at, user_id, username, device, via, action, episode, detail) = row?;
-            out.push(entry(n, at, user_id, username, device, &via, action, episode, detail)?);
-        }
-        Ok(out)
+        let rows = statement.query_map([episode.to_string()], audit_row)?;
+        rows.map(|row| row.map_err(Into::into).and_then(audit_entry)).collect()
     }
 
     fn put_summary(&mut self, s: &SummaryRecord<'_>) -> Result<()> {
@@ -1317,4 +1283,17 @@ pub(super) fn open_action(
         overdue: state == "overdue",
         due: jiff::Timestamp::from_second(due).map_err(|_| StoreError::damaged("summary_actions", "due", "no time"))?,
     })
+}
+
+/// An audit row as read: n, at, user id, username, device, via, action, episode, detail.
+type AuditFields = (i64, i64, String, String, String, String, String, Option<String>, Option<String>);
+
+/// Reads an audit row selected as `n, at, user_id, username, device, via, action,
+/// episode, detail`, the order every audit query here selects.
+fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditFields> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?))
+}
+
+fn audit_entry((n, at, user_id, username, device, via, action, episode, detail): AuditFields) -> Result<Entry> {
+    entry(n, at, user_id, username, device, &via, action, episode, detail)
 }
