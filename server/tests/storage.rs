@@ -33,7 +33,7 @@ fn start() -> Timestamp {
 
 /// A new episode of `team`, stored as a device's first sync would store it.
 fn open_episode(db: &Db, team: &str, patient: &str) -> EpisodeId {
-    let id = uuid::Uuid::now_v7();
+    let id = episode::EpisodeId::from_uuid(uuid::Uuid::now_v7());
     let opening = Opening {
         id,
         patient_ref: PatientRef::new(patient).expect("a reference"),
@@ -402,7 +402,7 @@ fn old_episode() -> OldEpisode {
     else {
         panic!("fields")
     };
-    let event_id = uuid::Uuid::now_v7();
+    let event_id = episode::EventId::from_uuid(uuid::Uuid::now_v7());
     let event =
         Event::new_record(event_id, "contact_attempt", start(), "olive", "phone-old", fields).expect("an event");
     doc.record(&event).expect("recorded");

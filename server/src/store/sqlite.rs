@@ -1008,7 +1008,7 @@ impl Tx for Sqlite<'_> {
             Ok((
                 r.get::<_, String>(0)?,
                 Summary {
-                    id: EpisodeId::nil(),
+                    id: EpisodeId::from_uuid(uuid::Uuid::nil()),
                     team: r.get(1)?,
                     pathway: r.get(2)?,
                     patient_ref: r.get(3)?,
