@@ -451,13 +451,13 @@ impl EpisodeDoc {
         message: &[u8],
     ) -> Result<bool, DocumentError> {
         let decoded = std::panic::catch_unwind(|| sync::Message::decode(message))
-            .map_err(|_| DocumentError::Corrupt("the sync message could not be decoded".into()))?
-            .map_err(|e| DocumentError::Corrupt(format!("not a sync message: {e}")))?;
+            .map_err(|_| DocumentError::corrupt("the sync message could not be decoded"))?
+            .map_err(|e| DocumentError::corrupt_at("not a sync message", e))?;
         for chunk in decoded.changes.iter() {
             crate::document::refuse_bombs(chunk)?;
         }
         if !decoded.have.iter().all(|have| sane_bloom(&have.bloom)) {
-            return Err(DocumentError::Corrupt("the sync message's Bloom filter is malformed".into()));
+            return Err(DocumentError::corrupt("the sync message's Bloom filter is malformed"));
         }
         if decoded.changes.len() > MAX_CHANGES_PER_MESSAGE {
             return Err(DocumentError::Refused(format!(
@@ -471,8 +471,8 @@ impl EpisodeDoc {
             let received = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 self.automerge_unchanged().sync().receive_sync_message(&mut next_state, decoded)
             }))
-            .map_err(|_| DocumentError::Corrupt("the sync message could not be applied".into()))?;
-            received.map_err(|e| DocumentError::Corrupt(format!("the sync message could not be applied: {e}")))?;
+            .map_err(|_| DocumentError::corrupt("the sync message could not be applied"))?;
+            received.map_err(|e| DocumentError::corrupt_at("the sync message could not be applied", e))?;
             *state = next_state;
             return Ok(false);
         }
@@ -482,8 +482,8 @@ impl EpisodeDoc {
         let received = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             copy.automerge().sync().receive_sync_message(&mut next_state, decoded)
         }))
-        .map_err(|_| DocumentError::Corrupt("the sync message could not be applied".into()))?;
-        received.map_err(|e| DocumentError::Corrupt(format!("the sync message could not be applied: {e}")))?;
+        .map_err(|_| DocumentError::corrupt("the sync message could not be applied"))?;
+        received.map_err(|e| DocumentError::corrupt_at("the sync message could not be applied", e))?;
         let changed = copy.heads() != before;
         if changed {
             let mut checked = copy.recheck()?;

@@ -742,7 +742,9 @@ fn a_message_with_a_malformed_bloom_filter_is_refused_and_changes_nothing() {
         assert!(sync::Message::decode(&hostile).is_ok(), "{what}: Automerge itself reads it");
         let (heads, state) = (server.doc.heads(), server.state.clone());
         match server.doc.receive_sync_message(&mut server.state, &hostile) {
-            Err(DocumentError::Corrupt(reason)) => assert!(reason.contains("Bloom filter"), "{what}: {reason}"),
+            Err(DocumentError::Corrupt { what: Some(reason), cause: None }) => {
+                assert!(reason.contains("Bloom filter"), "{what}: {reason}")
+            }
             other => panic!("{what}: expected a refusal, got {other:?}"),
         }
         assert_eq!((server.doc.heads(), &server.state), (heads, &state), "{what}: something changed");
