@@ -1305,22 +1305,7 @@ impl Tx for Pg<'_> {
                 &[&teams, &scope.unscoped, &episode, &before.unwrap_or(i64::MAX), &limit],
             )?,
         };
-        rows.iter()
-            .map(|r| {
-                let via: String = get(r, 5)?;
-                super::sqlite::entry(
-                    get(r, 0)?,
-                    get(r, 1)?,
-                    get(r, 2)?,
-                    get(r, 3)?,
-                    get(r, 4)?,
-                    &via,
-                    get(r, 6)?,
-                    get(r, 7)?,
-                    get(r, 8)?,
-                )
-            })
-            .collect()
+        rows.iter().map(audit_entry).collect()
     }
 
     fn audit_entries(&mut self, episode: EpisodeId) -> Result<Vec<Entry>> {
@@ -1330,22 +1315,7 @@ impl Tx for Pg<'_> {
              WHERE episode = $1 ORDER BY n",
             &[&episode.to_string()],
         )?;
-        rows.iter()
-            .map(|r| {
-                let via: String = get(r, 5)?;
-                super::sqlite::entry(
-                    get(r, 0)?,
-                    get(r, 1)?,
-                    get(r, 2)?,
-                    get(r, 3)?,
-                    get(r, 4)?,
-                    &via,
-                    get(r, 6)?,
-                    get(r, 7)?,
-                    get(r, 8)?,
-                )
-            })
-            .collect()
+        rows.iter().map(audit_entry).collect()
     }
 
     fn put_summary(&mut self, s: &SummaryRecord<'_>) -> Result<()> {
@@ -1612,4 +1582,22 @@ impl Tx for Pg<'_> {
     fn inspect_execute(&mut self, sql: &str) -> Result<u64> {
         Ok(on!(self, c => c.execute(sql, &[])?))
     }
+}
+
+/// An audit entry from a row of `n, at, user_id, username, device, via, action, episode,
+/// detail`, as both of the log's readers select them (the SQLite store reads them the
+/// same way, through its own `audit_entry`).
+fn audit_entry(r: &Row) -> Result<Entry> {
+    let via: String = get(r, 5)?;
+    super::sqlite::entry(
+        get(r, 0)?,
+        get(r, 1)?,
+        get(r, 2)?,
+        get(r, 3)?,
+        get(r, 4)?,
+        &via,
+        get(r, 6)?,
+        get(r, 7)?,
+        get(r, 8)?,
+    )
 }
