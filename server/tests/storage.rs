@@ -542,9 +542,10 @@ fn old_rows(backend: Backend, version: usize) -> Vec<String> {
 /// Reads back through the server what [`old_rows`] wrote at `version`.
 fn check_rows(db: &Db, version: usize) {
     db.call_blocking(|conn| {
-        let user = server::accounts::active_user(conn, "user-olive")?.expect("the old user");
+        let olive = server::accounts::UserId::new("user-olive");
+        let user = server::accounts::active_user(conn, &olive)?.expect("the old user");
         assert_eq!((user.username.as_str(), user.teams.as_slice()), ("olive", &["team-old".to_owned()][..]));
-        assert!(conn.session_is_live("session-old", "user-olive")?);
+        assert!(conn.session_is_live("session-old", &olive)?);
         assert!(conn.presented_token(&[7; 32])?.is_some(), "the refresh token, by its hash");
         if version >= 6 {
             assert_eq!(conn.login_failures("someone", "192.0.2.1")?, Some((2, 0)));

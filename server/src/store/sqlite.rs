@@ -10,6 +10,7 @@ use super::{
     AUDIT_CHAIN_SCHEMA, ChainedEntry, Conn, EpisodeRow, Login, NewOutboxItem, OutboxCount, OutboxItem, OutboxRow,
     PendingSignIn, PresentedToken, Registration, Result, StoreError, SummaryRecord, Transaction, Tx, UserRow, parse_id,
 };
+use crate::accounts::UserId;
 use crate::audit::{Cursor as AuditCursor, Entry, Row as AuditRow, Scope as AuditScope, Via};
 use crate::caseload::{OpenAction, Rates, Summary};
 
@@ -410,7 +411,14 @@ impl Tx for Sqlite<'_> {
         Ok(self.c().query_row("SELECT COUNT(*) FROM teams", [], |r| r.get(0))?)
     }
 
-    fn add_user(&mut self, id: &str, username: &str, password_hash: &str, role: &str, created_at: &str) -> Result<()> {
+    fn add_user(
+        &mut self,
+        id: &UserId,
+        username: &str,
+        password_hash: &str,
+        role: &str,
+        created_at: &str,
+    ) -> Result<()> {
         self.c()
             .execute(
                 "INSERT INTO users (id, username, password_hash, role, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -420,12 +428,12 @@ impl Tx for Sqlite<'_> {
         Ok(())
     }
 
-    fn add_user_team(&mut self, user_id: &str, team: &str) -> Result<()> {
+    fn add_user_team(&mut self, user_id: &UserId, team: &str) -> Result<()> {
         self.c().execute("INSERT OR IGNORE INTO user_teams (user_id, team_id) VALUES (?1, ?2)", [user_id, team])?;
         Ok(())
     }
 
-    fn set_disabled(&mut self, username: &str, disabled: bool) -> Result<Option<String>> {
+    fn set_disabled(&mut self, username: &str, disabled: bool) -> Result<Option<UserId>> {
         Ok(self
             .c()
             .query_row(
@@ -451,7 +459,7 @@ impl Tx for Sqlite<'_> {
             .optional()?)
     }
 
-    fn active_user(&mut self, user_id: &str) -> Result<Option<(String, String)>> {
+    fn active_user(&mut self, user_id: &UserId) -> Result<Option<(String, String)>> {
         Ok(self
             .c()
             .prepare_cached("SELECT username, role FROM users WHERE id = ?1 AND disabled = 0")?
@@ -459,7 +467,7 @@ impl Tx for Sqlite<'_> {
             .optional()?)
     }
 
-    fn user_teams(&mut self, user_id: &str) -> Result<Vec<String>> {
+    fn user_teams(&mut self, user_id: &UserId) -> Result<Vec<String>> {
         let mut stmt = self.c().prepare_cached("SELECT team_id FROM user_teams WHERE user_id = ?1 ORDER BY team_id")?;
         Ok(stmt.query_map([user_id], |row| row.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?)
     }
@@ -473,7 +481,7 @@ impl Tx for Sqlite<'_> {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn set_role(&mut self, user_id: &str, role: &str) -> Result<()> {
+    fn set_role(&mut self, user_id: &UserId, role: &str) -> Result<()> {
         self.c().execute("UPDATE users SET role = ?1 WHERE id = ?2", params![role, user_id])?;
         Ok(())
     }
@@ -495,12 +503,12 @@ impl Tx for Sqlite<'_> {
             .optional()?)
     }
 
-    fn clear_user_teams(&mut self, user_id: &str) -> Result<()> {
+    fn clear_user_teams(&mut self, user_id: &UserId) -> Result<()> {
         self.c().execute("DELETE FROM user_teams WHERE user_id = ?1", [user_id])?;
         Ok(())
     }
 
-    fn identity_user(&mut self, provider: &str, subject: &str) -> Result<Option<(String, bool)>> {
+    fn identity_user(&mut self, provider: &str, subject: &str) -> Result<Option<(UserId, bool)>> {
         Ok(self
             .c()
             .prepare_cached(
@@ -511,7 +519,7 @@ impl Tx for Sqlite<'_> {
             .optional()?)
     }
 
-    fn add_identity(&mut self, provider: &str, subject: &str, user_id: &str, now: i64) -> Result<()> {
+    fn add_identity(&mut self, provider: &str, subject: &str, user_id: &UserId, now: i64) -> Result<()> {
         self.c().execute(
             "INSERT INTO identities (provider, subject, user_id, created_at, last_sign_in) VALUES (?1, ?2, ?3, ?4, ?4)",
             params![provider, subject, user_id, now],
@@ -561,7 +569,7 @@ impl Tx for Sqlite<'_> {
             .optional()?)
     }
 
-    fn insert_session(&mut self, id: &str, user_id: &str, device: &str, now: i64) -> Result<()> {
+    fn insert_session(&mut self, id: &str, user_id: &UserId, device: &str, now: i64) -> Result<()> {
         self.c()
             .prepare_cached("INSERT INTO sessions (id, user_id, device_id, created_at) VALUES (?1, ?2, ?3, ?4)")?
             .execute(params![id, user_id, device, now])?;
@@ -615,7 +623,7 @@ impl Tx for Sqlite<'_> {
         Ok(())
     }
 
-    fn session_is_live(&mut self, session: &str, user_id: &str) -> Result<bool> {
+    fn session_is_live(&mut self, session: &str, user_id: &UserId) -> Result<bool> {
         Ok(self
             .c()
             .prepare_cached("SELECT revoked_at IS NULL FROM sessions WHERE id = ?1 AND user_id = ?2")?
@@ -633,7 +641,7 @@ impl Tx for Sqlite<'_> {
             .is_some())
     }
 
-    fn revoke_device(&mut self, device: &str, by: &str, now: i64) -> Result<()> {
+    fn revoke_device(&mut self, device: &str, by: &UserId, now: i64) -> Result<()> {
         self.c()
             .prepare_cached(
                 "INSERT INTO revoked_devices (device, revoked_at, revoked_by) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
@@ -648,7 +656,7 @@ impl Tx for Sqlite<'_> {
         Ok(())
     }
 
-    fn end_all_sessions(&mut self, user_id: &str, because: &str, now: i64) -> Result<u64> {
+    fn end_all_sessions(&mut self, user_id: &UserId, because: &str, now: i64) -> Result<u64> {
         let ended = self
             .c()
             .prepare_cached(
@@ -667,7 +675,7 @@ impl Tx for Sqlite<'_> {
             .optional()?)
     }
 
-    fn register_device(&mut self, device: &str, user_id: &str, key_hash: Option<&[u8]>, now: i64) -> Result<bool> {
+    fn register_device(&mut self, device: &str, user_id: &UserId, key_hash: Option<&[u8]>, now: i64) -> Result<bool> {
         let inserted = self
             .c()
             .prepare_cached(
@@ -685,7 +693,7 @@ impl Tx for Sqlite<'_> {
         Ok(())
     }
 
-    fn share_a_team(&mut self, a: &str, b: &str) -> Result<bool> {
+    fn share_a_team(&mut self, a: &UserId, b: &UserId) -> Result<bool> {
         Ok(self
             .c()
             .prepare_cached(
@@ -695,7 +703,7 @@ impl Tx for Sqlite<'_> {
             .query_row(params![a, b], |r| r.get(0))?)
     }
 
-    fn device_in_reach(&mut self, device: &str, user_id: &str, admin: bool) -> Result<bool> {
+    fn device_in_reach(&mut self, device: &str, user_id: &UserId, admin: bool) -> Result<bool> {
         Ok(self
             .c()
             .prepare_cached(
@@ -791,7 +799,7 @@ impl Tx for Sqlite<'_> {
     fn start_dashboard_session(
         &mut self,
         hash: &str,
-        user_id: &str,
+        user_id: &UserId,
         csrf: &str,
         now: i64,
         expires_at: i64,
@@ -810,7 +818,7 @@ impl Tx for Sqlite<'_> {
         Ok(())
     }
 
-    fn dashboard_session(&mut self, hash: &str, now: i64) -> Result<Option<(String, String)>> {
+    fn dashboard_session(&mut self, hash: &str, now: i64) -> Result<Option<(UserId, String)>> {
         Ok(self
             .c()
             .prepare_cached("SELECT user_id, csrf FROM dashboard_sessions WHERE hash = ?1 AND expires_at > ?2")?
