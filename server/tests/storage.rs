@@ -553,7 +553,7 @@ fn check_rows(db: &Db, version: usize) {
         }
         // Registered to the user of its first session, without a key (by the upgrade to
         // schema 7, or as written).
-        let device = conn.device_registration("phone-old")?.expect("the old device");
+        let device = conn.device_registration(&"phone-old".parse().expect("a device id"))?.expect("the old device");
         assert_eq!((device.user_id.as_str(), device.key_hash), ("user-olive", None));
         if version >= 2 {
             let episode = old_episode();

@@ -33,7 +33,7 @@ pub fn start_session(
     now: i64,
 ) -> Result<(String, String), AppError> {
     let session = uuid::Uuid::now_v7().to_string();
-    tx.insert_session(&session, user_id, device.as_str(), now)?;
+    tx.insert_session(&session, user_id, device, now)?;
     let refresh = issue_refresh_token(tx, &session, now)?;
     Ok((session, refresh))
 }
@@ -108,15 +108,15 @@ pub fn claim_device(
     now: i64,
 ) -> Result<(), AppError> {
     let presented = key.map(|k| Sha256::digest(k.as_bytes()).to_vec());
-    let registered = match tx.device_registration(device.as_str())? {
+    let registered = match tx.device_registration(device)? {
         Some(registered) => registered,
         None => {
-            if tx.register_device(device.as_str(), user_id, presented.as_deref(), now)? {
+            if tx.register_device(device, user_id, presented.as_deref(), now)? {
                 return Ok(());
             }
             // Registered meanwhile by another sign-in (another replica's): judged as
             // any registered device is.
-            tx.device_registration(device.as_str())?
+            tx.device_registration(device)?
                 .ok_or_else(|| StoreError::Damaged("a device registered meanwhile is not there".into()))?
         }
     };
@@ -131,7 +131,7 @@ pub fn claim_device(
                 return Err(AppError::DeviceTaken);
             }
             if let Some(presented) = presented {
-                tx.set_device_key(device.as_str(), &presented)?;
+                tx.set_device_key(device, &presented)?;
             }
             Ok(())
         }

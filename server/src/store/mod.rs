@@ -24,7 +24,7 @@ use episode::EpisodeId;
 pub use self::postgres::{PgError, SCHEMA_FILES as POSTGRES_SCHEMA};
 pub use target::Target;
 
-use crate::accounts::UserId;
+use crate::accounts::{DeviceId, UserId};
 use crate::audit::{Cursor as AuditCursor, Entry, Row as AuditRow, Scope as AuditScope};
 pub use crate::auth::store::PendingSignIn;
 use crate::caseload::{OpenAction, Rates, Summary};
@@ -285,7 +285,9 @@ pub trait Tx {
     /// due by the clock at `now` (Unix seconds), oldest change first.
     fn stale_summaries(&mut self, now: i64) -> Result<Vec<(EpisodeId, String)>>;
 
-    // Sync states, drops and receipts.
+    // Sync states, drops and receipts. Their devices are still `&str`: the sync's and
+    // the document cache's code that calls them was being rewritten when the other ids
+    // became types, and receipts are noted on the server's own device (`server:…`) too.
     fn sync_state(&mut self, id: EpisodeId, device: &str) -> Result<Option<Vec<u8>>>;
     fn put_sync_state(&mut self, id: EpisodeId, device: &str, state: &[u8]) -> Result<()>;
     /// The episodes the device holds, with their teams now.
@@ -344,7 +346,7 @@ pub trait Tx {
     fn take_pending_sign_in(&mut self, state_hash: &str) -> Result<Option<PendingSignIn>>;
 
     // Sessions, refresh tokens, revoked devices, the sign-in throttle.
-    fn insert_session(&mut self, id: &str, user_id: &UserId, device: &str, now: i64) -> Result<()>;
+    fn insert_session(&mut self, id: &str, user_id: &UserId, device: &DeviceId, now: i64) -> Result<()>;
     fn insert_refresh_token(&mut self, hash: &[u8], session: &str, issued_at: i64, expires_at: i64) -> Result<()>;
     fn presented_token(&mut self, hash: &[u8]) -> Result<Option<PresentedToken>>;
     fn mark_rotated(&mut self, hash: &[u8], now: i64) -> Result<()>;
@@ -357,11 +359,17 @@ pub trait Tx {
     fn revoke_device(&mut self, device: &str, by: &UserId, now: i64) -> Result<()>;
 
     // Devices, registered to the user of their first sign-in (schema 7).
-    fn device_registration(&mut self, device: &str) -> Result<Option<Registration>>;
+    fn device_registration(&mut self, device: &DeviceId) -> Result<Option<Registration>>;
     /// Registers a new device; `false` if it was registered meanwhile (nothing changed).
-    fn register_device(&mut self, device: &str, user_id: &UserId, key_hash: Option<&[u8]>, now: i64) -> Result<bool>;
+    fn register_device(
+        &mut self,
+        device: &DeviceId,
+        user_id: &UserId,
+        key_hash: Option<&[u8]>,
+        now: i64,
+    ) -> Result<bool>;
     /// Gives a device registered without a key the key `key_hash`.
-    fn set_device_key(&mut self, device: &str, key_hash: &[u8]) -> Result<()>;
+    fn set_device_key(&mut self, device: &DeviceId, key_hash: &[u8]) -> Result<()>;
     /// Whether two users share a team.
     fn share_a_team(&mut self, a: &UserId, b: &UserId) -> Result<bool>;
     /// Whether `device` is registered by a user of one of `user_id`'s teams (any team,

@@ -22,7 +22,7 @@ use super::{
     OutboxRow, PendingSignIn, PresentedToken, Registration, Result, StoreError, SummaryRecord, Transaction, Tx,
     UserRow, parse_id,
 };
-use crate::accounts::UserId;
+use crate::accounts::{DeviceId, UserId};
 use crate::audit::{Cursor as AuditCursor, Entry, Row as AuditRow, Scope as AuditScope};
 use crate::caseload::{OpenAction, Rates, Summary};
 
@@ -952,7 +952,7 @@ impl Tx for Pg<'_> {
         }
     }
 
-    fn insert_session(&mut self, id: &str, user_id: &UserId, device: &str, now: i64) -> Result<()> {
+    fn insert_session(&mut self, id: &str, user_id: &UserId, device: &DeviceId, now: i64) -> Result<()> {
         self.execute(
             "INSERT INTO sessions (id, user_id, device_id, created_at) VALUES ($1, $2, $3, $4)",
             &[&id, &user_id, &device, &now],
@@ -1038,14 +1038,20 @@ impl Tx for Pg<'_> {
         Ok(ended)
     }
 
-    fn device_registration(&mut self, device: &str) -> Result<Option<Registration>> {
+    fn device_registration(&mut self, device: &DeviceId) -> Result<Option<Registration>> {
         match self.query_opt("SELECT user_id, key_hash FROM devices WHERE id = $1", &[&device])? {
             Some(row) => Ok(Some(Registration { user_id: get(&row, 0)?, key_hash: get(&row, 1)? })),
             None => Ok(None),
         }
     }
 
-    fn register_device(&mut self, device: &str, user_id: &UserId, key_hash: Option<&[u8]>, now: i64) -> Result<bool> {
+    fn register_device(
+        &mut self,
+        device: &DeviceId,
+        user_id: &UserId,
+        key_hash: Option<&[u8]>,
+        now: i64,
+    ) -> Result<bool> {
         // DO NOTHING rather than a unique violation, which would abort the transaction.
         let inserted = self.execute(
             "INSERT INTO devices (id, user_id, key_hash, registered_at) VALUES ($1, $2, $3, $4)
@@ -1055,7 +1061,7 @@ impl Tx for Pg<'_> {
         Ok(inserted > 0)
     }
 
-    fn set_device_key(&mut self, device: &str, key_hash: &[u8]) -> Result<()> {
+    fn set_device_key(&mut self, device: &DeviceId, key_hash: &[u8]) -> Result<()> {
         self.execute("UPDATE devices SET key_hash = $1 WHERE id = $2 AND key_hash IS NULL", &[&key_hash, &device])?;
         Ok(())
     }

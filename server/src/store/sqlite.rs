@@ -10,7 +10,7 @@ use super::{
     AUDIT_CHAIN_SCHEMA, ChainedEntry, Conn, EpisodeRow, Login, NewOutboxItem, OutboxCount, OutboxItem, OutboxRow,
     PendingSignIn, PresentedToken, Registration, Result, StoreError, SummaryRecord, Transaction, Tx, UserRow, parse_id,
 };
-use crate::accounts::UserId;
+use crate::accounts::{DeviceId, UserId};
 use crate::audit::{Cursor as AuditCursor, Entry, Row as AuditRow, Scope as AuditScope, Via};
 use crate::caseload::{OpenAction, Rates, Summary};
 
@@ -569,7 +569,7 @@ impl Tx for Sqlite<'_> {
             .optional()?)
     }
 
-    fn insert_session(&mut self, id: &str, user_id: &UserId, device: &str, now: i64) -> Result<()> {
+    fn insert_session(&mut self, id: &str, user_id: &UserId, device: &DeviceId, now: i64) -> Result<()> {
         self.c()
             .prepare_cached("INSERT INTO sessions (id, user_id, device_id, created_at) VALUES (?1, ?2, ?3, ?4)")?
             .execute(params![id, user_id, device, now])?;
@@ -667,7 +667,7 @@ impl Tx for Sqlite<'_> {
         Ok(ended as u64)
     }
 
-    fn device_registration(&mut self, device: &str) -> Result<Option<Registration>> {
+    fn device_registration(&mut self, device: &DeviceId) -> Result<Option<Registration>> {
         Ok(self
             .c()
             .prepare_cached("SELECT user_id, key_hash FROM devices WHERE id = ?1")?
@@ -675,7 +675,13 @@ impl Tx for Sqlite<'_> {
             .optional()?)
     }
 
-    fn register_device(&mut self, device: &str, user_id: &UserId, key_hash: Option<&[u8]>, now: i64) -> Result<bool> {
+    fn register_device(
+        &mut self,
+        device: &DeviceId,
+        user_id: &UserId,
+        key_hash: Option<&[u8]>,
+        now: i64,
+    ) -> Result<bool> {
         let inserted = self
             .c()
             .prepare_cached(
@@ -686,7 +692,7 @@ impl Tx for Sqlite<'_> {
         Ok(inserted > 0)
     }
 
-    fn set_device_key(&mut self, device: &str, key_hash: &[u8]) -> Result<()> {
+    fn set_device_key(&mut self, device: &DeviceId, key_hash: &[u8]) -> Result<()> {
         self.c()
             .prepare_cached("UPDATE devices SET key_hash = ?1 WHERE id = ?2 AND key_hash IS NULL")?
             .execute(params![key_hash, device])?;
