@@ -385,7 +385,7 @@ pub fn add_team(tx: &mut dyn Tx, id: &TeamId, name: &str, now: jiff::Timestamp) 
     if name.is_empty() {
         return Err(AccountError::EmptyTeamName);
     }
-    tx.add_team(id.as_str(), name, &now.to_string()).map_err(|e| match e {
+    tx.add_team(id, name, &now.to_string()).map_err(|e| match e {
         StoreError::Duplicate => AccountError::DuplicateTeam(id.clone()),
         other => other.into(),
     })
@@ -417,7 +417,7 @@ fn insert_user(
     now: jiff::Timestamp,
 ) -> Result<UserId, AccountError> {
     for team in teams {
-        if !tx.team_exists(team.as_str())? {
+        if !tx.team_exists(team)? {
             return Err(AccountError::UnknownTeam(team.clone()));
         }
     }
@@ -427,7 +427,7 @@ fn insert_user(
         other => other.into(),
     })?;
     for team in teams {
-        tx.add_user_team(&id, team.as_str())?;
+        tx.add_user_team(&id, team)?;
     }
     Ok(id)
 }
@@ -513,7 +513,7 @@ pub fn identity_user(tx: &mut dyn Tx, provider: &str, subject: &str) -> Result<O
 pub fn existing_teams(tx: &mut dyn Tx, teams: &[TeamId]) -> Result<Vec<TeamId>, StoreError> {
     let mut found = Vec::with_capacity(teams.len());
     for team in teams {
-        if tx.team_exists(team.as_str())? {
+        if tx.team_exists(team)? {
             found.push(team.clone());
         }
     }
@@ -559,7 +559,7 @@ pub fn update_identity_user(
     tx.set_role(user_id, role.as_str())?;
     tx.clear_user_teams(user_id)?;
     for team in teams {
-        tx.add_user_team(user_id, team.as_str())?;
+        tx.add_user_team(user_id, team)?;
     }
     tx.touch_identity(provider, subject, now.as_second())
 }

@@ -24,7 +24,7 @@ use episode::EpisodeId;
 pub use self::postgres::{PgError, SCHEMA_FILES as POSTGRES_SCHEMA};
 pub use target::Target;
 
-use crate::accounts::{DeviceId, UserId};
+use crate::accounts::{DeviceId, TeamId, UserId};
 use crate::audit::{Cursor as AuditCursor, Entry, Row as AuditRow, Scope as AuditScope};
 pub use crate::auth::store::PendingSignIn;
 use crate::caseload::{OpenAction, Rates, Summary};
@@ -303,9 +303,10 @@ pub trait Tx {
     /// The events noted with `seq > after` and their receipt times, by event.
     fn receipts_since(&mut self, id: EpisodeId, after: i64) -> Result<Vec<(String, i64)>>;
 
-    // Teams and users.
-    fn add_team(&mut self, id: &str, name: &str, created_at: &str) -> Result<()>;
-    fn team_exists(&mut self, id: &str) -> Result<bool>;
+    // Teams and users. Teams made and joined take a `TeamId`; a team read back off an
+    // episode, a user or a summary is still a `String` (the episodes' and caseload's code is next).
+    fn add_team(&mut self, id: &TeamId, name: &str, created_at: &str) -> Result<()>;
+    fn team_exists(&mut self, id: &TeamId) -> Result<bool>;
     fn team_name(&mut self, id: &str) -> Result<Option<String>>;
     fn count_teams(&mut self) -> Result<i64>;
     fn add_user(
@@ -316,7 +317,7 @@ pub trait Tx {
         role: &str,
         created_at: &str,
     ) -> Result<()>;
-    fn add_user_team(&mut self, user_id: &UserId, team: &str) -> Result<()>;
+    fn add_user_team(&mut self, user_id: &UserId, team: &TeamId) -> Result<()>;
     /// Returns the user's id, if such a user exists.
     fn set_disabled(&mut self, username: &str, disabled: bool) -> Result<Option<UserId>>;
     fn set_password_hash(&mut self, username: &str, hash: &str) -> Result<()>;

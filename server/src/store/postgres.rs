@@ -22,7 +22,7 @@ use super::{
     OutboxRow, PendingSignIn, PresentedToken, Registration, Result, StoreError, SummaryRecord, Transaction, Tx,
     UserRow, parse_id,
 };
-use crate::accounts::{DeviceId, UserId};
+use crate::accounts::{DeviceId, TeamId, UserId};
 use crate::audit::{Cursor as AuditCursor, Entry, Row as AuditRow, Scope as AuditScope};
 use crate::caseload::{OpenAction, Rates, Summary};
 
@@ -772,7 +772,7 @@ impl Tx for Pg<'_> {
         rows.iter().map(|row| Ok((get(row, 0)?, get(row, 1)?))).collect()
     }
 
-    fn add_team(&mut self, id: &str, name: &str, created_at: &str) -> Result<()> {
+    fn add_team(&mut self, id: &TeamId, name: &str, created_at: &str) -> Result<()> {
         let inserted = self.execute(
             "INSERT INTO teams (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
             &[&id, &name, &created_at],
@@ -780,7 +780,7 @@ impl Tx for Pg<'_> {
         if inserted == 0 { Err(StoreError::Duplicate) } else { Ok(()) }
     }
 
-    fn team_exists(&mut self, id: &str) -> Result<bool> {
+    fn team_exists(&mut self, id: &TeamId) -> Result<bool> {
         Ok(self.query_opt("SELECT 1 FROM teams WHERE id = $1", &[&id])?.is_some())
     }
 
@@ -811,7 +811,7 @@ impl Tx for Pg<'_> {
         if inserted == 0 { Err(StoreError::Duplicate) } else { Ok(()) }
     }
 
-    fn add_user_team(&mut self, user_id: &UserId, team: &str) -> Result<()> {
+    fn add_user_team(&mut self, user_id: &UserId, team: &TeamId) -> Result<()> {
         self.execute(
             "INSERT INTO user_teams (user_id, team_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             &[&user_id, &team],

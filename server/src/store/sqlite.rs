@@ -10,7 +10,7 @@ use super::{
     AUDIT_CHAIN_SCHEMA, ChainedEntry, Conn, EpisodeRow, Login, NewOutboxItem, OutboxCount, OutboxItem, OutboxRow,
     PendingSignIn, PresentedToken, Registration, Result, StoreError, SummaryRecord, Transaction, Tx, UserRow, parse_id,
 };
-use crate::accounts::{DeviceId, UserId};
+use crate::accounts::{DeviceId, TeamId, UserId};
 use crate::audit::{Cursor as AuditCursor, Entry, Row as AuditRow, Scope as AuditScope, Via};
 use crate::caseload::{OpenAction, Rates, Summary};
 
@@ -392,14 +392,14 @@ impl Tx for Sqlite<'_> {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn add_team(&mut self, id: &str, name: &str, created_at: &str) -> Result<()> {
+    fn add_team(&mut self, id: &TeamId, name: &str, created_at: &str) -> Result<()> {
         self.c()
             .execute("INSERT INTO teams (id, name, created_at) VALUES (?1, ?2, ?3)", params![id, name, created_at])
             .map_err(|e| if is_unique_violation(&e) { StoreError::Duplicate } else { e.into() })?;
         Ok(())
     }
 
-    fn team_exists(&mut self, id: &str) -> Result<bool> {
+    fn team_exists(&mut self, id: &TeamId) -> Result<bool> {
         Ok(self.c().query_row("SELECT 1 FROM teams WHERE id = ?1", [id], |_| Ok(())).optional()?.is_some())
     }
 
@@ -428,8 +428,9 @@ impl Tx for Sqlite<'_> {
         Ok(())
     }
 
-    fn add_user_team(&mut self, user_id: &UserId, team: &str) -> Result<()> {
-        self.c().execute("INSERT OR IGNORE INTO user_teams (user_id, team_id) VALUES (?1, ?2)", [user_id, team])?;
+    fn add_user_team(&mut self, user_id: &UserId, team: &TeamId) -> Result<()> {
+        self.c()
+            .execute("INSERT OR IGNORE INTO user_teams (user_id, team_id) VALUES (?1, ?2)", params![user_id, team])?;
         Ok(())
     }
 
