@@ -207,6 +207,24 @@ impl fmt::Display for DeviceId {
 /// name them by (a UUID for a user made here). Its own type so that a device's id or a
 /// username cannot be passed where a user's id is meant; it reads as a `&str` (`Deref`)
 /// wherever text is all that is wanted. Not checked: the server makes every one.
+///
+/// A device's id where a user's is meant does not compile:
+///
+/// ```compile_fail
+/// # use server::accounts::{DeviceId, UserId};
+/// # fn register(tx: &mut dyn server::store::Tx, user: &UserId, device: &DeviceId) {
+/// tx.register_device(user, device, None, 0).unwrap();
+/// # }
+/// ```
+///
+/// while the same call with the two in their places does:
+///
+/// ```
+/// # use server::accounts::{DeviceId, UserId};
+/// # fn register(tx: &mut dyn server::store::Tx, user: &UserId, device: &DeviceId) {
+/// tx.register_device(device, user, None, 0).unwrap();
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct UserId(String);
