@@ -128,7 +128,7 @@ fn opening(n: usize, base: Timestamp) -> Opening {
         Pathway::ChildNotBrought,
     ][n % 5];
     Opening {
-        id: uuid::Uuid::from_u128(0x0195_0000_0000_7000_8000_0000_0000_0000 + n as u128),
+        id: uuid::Uuid::from_u128(0x0195_0000_0000_7000_8000_0000_0000_0000 + n as u128).into(),
         patient_ref: PatientRef::new(format!("RX-BENCH-{n}")).expect("a reference"),
         team: "north".into(),
         opened_at: base,

@@ -334,7 +334,7 @@ impl Core {
 
     /// Opens an episode, offline, as the signed-in user; returns its new id.
     pub fn open_episode(&mut self, new: NewEpisode, at: Timestamp) -> Result<EpisodeId> {
-        let id = uuid::Uuid::now_v7();
+        let id = EpisodeId::from_uuid(uuid::Uuid::now_v7());
         let opening = Opening {
             id,
             patient_ref: new.patient_ref,
@@ -410,7 +410,7 @@ impl Core {
     }
 
     fn new_event(&self, kind: &str, at: Timestamp, fields: Map<String, Value>) -> Result<Event> {
-        Ok(Event::new_record(uuid::Uuid::now_v7(), kind, at, &self.author()?, &self.device, fields)?)
+        Ok(Event::new_record(uuid::Uuid::now_v7().into(), kind, at, &self.author()?, &self.device, fields)?)
     }
 
     /// Applies a change to an episode's document and commits it to disk before

@@ -536,7 +536,7 @@ fn a_receipt_time_written_into_a_document_is_not_believed() {
     let dir = tempfile::tempdir().unwrap();
     let mut core = Core::open(dir.path(), &key(1)).unwrap();
     let opening = episode::document::Opening {
-        id: uuid::Uuid::now_v7(),
+        id: uuid::Uuid::now_v7().into(),
         patient_ref: PatientRef::new("RX-FORGED").unwrap(),
         team: "north".into(),
         opened_at: t("2026-03-02T08:00:00Z"),

@@ -115,7 +115,7 @@ fn episode(rng: &mut Lcg, index: usize, start: Timestamp) -> Episode {
     let mut next_id = (index as u128) << 32;
     let mut push = |events: &mut Vec<Event>, at: Timestamp, body: EventBody| {
         next_id += 1;
-        let id = Uuid::from_u128(next_id);
+        let id = EventId::from_uuid(Uuid::from_u128(next_id));
         events.push(Event {
             id,
             at,
@@ -246,7 +246,7 @@ fn episode(rng: &mut Lcg, index: usize, start: Timestamp) -> Episode {
     events.truncate(EVENTS_PER_EPISODE);
 
     Episode {
-        id: Uuid::from_u128(((index as u128) << 32) | 0xffff_ffff),
+        id: Uuid::from_u128(((index as u128) << 32) | 0xffff_ffff).into(),
         patient_ref: PatientRef::new(format!("P{index:06}")).expect("not empty"),
         team: format!("team-{}", index % 12),
         opened_at: start,

@@ -47,9 +47,18 @@ pub const MAX_EVENTS: usize = 20_000;
 /// Why a document could not be read or changed.
 #[derive(Debug, thiserror::Error)]
 pub enum DocumentError {
-    /// The bytes are not an Automerge document (corrupt, truncated or hostile).
-    #[error("not a valid episode document: {0}")]
-    Corrupt(String),
+    /// The bytes are not an Automerge document (corrupt, truncated or hostile): `what`
+    /// says where it failed (`None`: Automerge's error says it all), `cause` is
+    /// Automerge's error when it gave one. The message quotes the cause too, because it
+    /// is what a device is told when the server refuses its changes
+    /// (`sync::Refusal::Invalid`), and that sentence is unchanged from when the cause was
+    /// kept only as text.
+    #[error("not a valid episode document: {}", corrupt_message(*what, cause.as_deref()))]
+    Corrupt {
+        what: Option<&'static str>,
+        #[source]
+        cause: Option<Cause>,
+    },
     /// Too large to load safely.
     #[error("the episode document is {0} bytes, more than the {MAX_DOCUMENT_BYTES} allowed")]
     TooLarge(usize),
@@ -74,6 +83,36 @@ pub enum DocumentError {
     /// The change was refused for another reason, named.
     #[error("{0}")]
     Refused(String),
+}
+
+/// The error behind a [`DocumentError::Corrupt`]: Automerge's, whatever its type.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+impl DocumentError {
+    /// Damage found by this crate's own checks: no library error behind it.
+    pub fn corrupt(what: &'static str) -> Self {
+        Self::Corrupt { what: Some(what), cause: None }
+    }
+
+    /// Damage Automerge found, in its own words.
+    pub fn corrupt_by(cause: impl Into<Cause>) -> Self {
+        Self::Corrupt { what: None, cause: Some(cause.into()) }
+    }
+
+    /// Damage Automerge found, and where.
+    pub fn corrupt_at(what: &'static str, cause: impl Into<Cause>) -> Self {
+        Self::Corrupt { what: Some(what), cause: Some(cause.into()) }
+    }
+}
+
+/// The sentence of a [`DocumentError::Corrupt`]: where, then the cause.
+fn corrupt_message(what: Option<&str>, cause: Option<&(dyn std::error::Error + Send + Sync)>) -> String {
+    match (what, cause) {
+        (Some(what), Some(cause)) => format!("{what}: {cause}"),
+        (Some(what), None) => what.to_string(),
+        (None, Some(cause)) => cause.to_string(),
+        (None, None) => "damaged".to_string(),
+    }
 }
 
 /// The facts of a new episode, as opened on a device.
@@ -166,8 +205,8 @@ impl EpisodeDoc {
         // Automerge returns an error for malformed input; the guard is defence in depth,
         // so that bad bytes can never take a device or the server down.
         let loaded = std::panic::catch_unwind(|| AutoCommit::load(bytes))
-            .map_err(|_| DocumentError::Corrupt("the document could not be decoded".into()))?
-            .map_err(|e| DocumentError::Corrupt(e.to_string()))?;
+            .map_err(|_| DocumentError::corrupt("the document could not be decoded"))?
+            .map_err(DocumentError::corrupt_by)?;
         let mut this = Self::from_automerge(loaded.with_actor(actor))?;
         // What was loaded is saved already (where it came from): the next incremental
         // save holds only new changes, and the budget counts from its bytes.
@@ -186,18 +225,18 @@ impl EpisodeDoc {
         actor: ActorId,
     ) -> Result<Self, DocumentError> {
         let mut doc = std::panic::catch_unwind(|| AutoCommit::load(snapshot))
-            .map_err(|_| DocumentError::Corrupt("the document could not be decoded".into()))?
-            .map_err(|e| DocumentError::Corrupt(e.to_string()))?
+            .map_err(|_| DocumentError::corrupt("the document could not be decoded"))?
+            .map_err(DocumentError::corrupt_by)?
             .with_actor(actor);
         let mut stored = snapshot.len();
         for change in changes {
             stored += change.len();
             if !change.starts_with(&CHUNK_MAGIC) {
-                return Err(DocumentError::Corrupt("a stored change is not Automerge changes".into()));
+                return Err(DocumentError::corrupt("a stored change is not Automerge changes"));
             }
             let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| doc.load_incremental(change)))
-                .map_err(|_| DocumentError::Corrupt("a stored change could not be decoded".into()))?;
-            applied.map_err(|e| DocumentError::Corrupt(e.to_string()))?;
+                .map_err(|_| DocumentError::corrupt("a stored change could not be decoded"))?;
+            applied.map_err(DocumentError::corrupt_by)?;
         }
         let mut this = Self::from_automerge(doc)?;
         // What was loaded is saved already: the next incremental save holds only new changes.
@@ -217,15 +256,15 @@ impl EpisodeDoc {
         // Automerge skips what it cannot parse; bytes that do not even start as an
         // Automerge chunk are an error worth reporting.
         if !bytes.is_empty() && !bytes.starts_with(&CHUNK_MAGIC) {
-            return Err(DocumentError::Corrupt("these bytes are not Automerge changes".into()));
+            return Err(DocumentError::corrupt("these bytes are not Automerge changes"));
         }
         refuse_bombs(bytes)?;
         // Apply to a copy, check it, and only then keep it.
         let mut copy = self.doc.fork();
         copy.set_actor(self.doc.get_actor().clone());
         let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| copy.load_incremental(bytes)))
-            .map_err(|_| DocumentError::Corrupt("the changes could not be decoded".into()))?;
-        applied.map_err(|e| DocumentError::Corrupt(e.to_string()))?;
+            .map_err(|_| DocumentError::corrupt("the changes could not be decoded"))?;
+        applied.map_err(DocumentError::corrupt_by)?;
         let mut checked = Self::from_automerge(copy)?;
         checked.read = Some(self.check_merge(&checked)?);
         checked.saved = std::mem::take(&mut self.saved);
@@ -379,7 +418,7 @@ impl EpisodeDoc {
             let values: Vec<Json> = self
                 .doc
                 .get_all(&self.facts, field.as_str())
-                .map_err(|e| DocumentError::Corrupt(e.to_string()))?
+                .map_err(DocumentError::corrupt_by)?
                 .into_iter()
                 .filter_map(|(value, _)| match value {
                     Value::Scalar(s) => Some(to_json(&s)),
@@ -448,7 +487,7 @@ impl EpisodeDoc {
 
     /// The joint plan.
     pub fn plan_text(&self) -> Result<String, DocumentError> {
-        self.doc.text(&self.plan).map_err(|e| DocumentError::Corrupt(e.to_string()))
+        self.doc.text(&self.plan).map_err(DocumentError::corrupt_by)
     }
 
     /// Checks that `next` (this document with changes applied) keeps what may never
@@ -465,16 +504,14 @@ impl EpisodeDoc {
             ("plan", &self.plan, &next.plan),
             ("events", &self.events, &next.events),
         ] {
-            let all = next.doc.get_all(ROOT, key).map_err(|e| DocumentError::Corrupt(e.to_string()))?;
+            let all = next.doc.get_all(ROOT, key).map_err(DocumentError::corrupt_by)?;
             if before != after || all.len() != 1 {
                 return Err(DocumentError::Refused(format!("the changes replace the episode's {key}")));
             }
         }
         for key in self.doc.keys(&self.events) {
-            let before =
-                self.doc.get_all(&self.events, key.as_str()).map_err(|e| DocumentError::Corrupt(e.to_string()))?;
-            let after =
-                next.doc.get_all(&next.events, key.as_str()).map_err(|e| DocumentError::Corrupt(e.to_string()))?;
+            let before = self.doc.get_all(&self.events, key.as_str()).map_err(DocumentError::corrupt_by)?;
+            let after = next.doc.get_all(&next.events, key.as_str()).map_err(DocumentError::corrupt_by)?;
             let text = |v: &[(Value<'_>, ObjId)]| v.iter().map(|(v, _)| v.to_string()).collect::<Vec<_>>();
             if text(&before) != text(&after) {
                 return Err(DocumentError::Refused(format!("the changes alter or delete the record {key}")));
@@ -544,7 +581,7 @@ impl EpisodeDoc {
     pub fn merge(&mut self, other: &mut Self) -> Result<(), DocumentError> {
         let mut copy = self.doc.fork();
         copy.set_actor(self.doc.get_actor().clone());
-        copy.merge(&mut other.doc).map_err(|e| DocumentError::Corrupt(e.to_string()))?;
+        copy.merge(&mut other.doc).map_err(DocumentError::corrupt_by)?;
         let mut merged = Self::from_automerge(copy)?;
         merged.read = Some(self.check_merge(&merged)?);
         merged.saved = std::mem::take(&mut self.saved);

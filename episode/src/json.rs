@@ -136,7 +136,8 @@ impl Episode {
             invalid_records.push(InvalidRecord { id: events[index].id.to_string(), error: error.to_string() });
         }
         let events = events.into_iter().enumerate().filter(|(i, _)| !set_aside.contains(i)).map(|(_, e)| e).collect();
-        let episode = Self { id, patient_ref, team, opened_at, opened_by, facts, plan, events, invalid_records };
+        let episode =
+            Self { id: id.into(), patient_ref, team, opened_at, opened_by, facts, plan, events, invalid_records };
         Ok(episode)
     }
 
@@ -229,7 +230,7 @@ impl Event {
             }
         }
         let body = parse_body(kind, rest).map_err(|(field, message)| err(&field, message))?;
-        Ok(Self { id, at, by, device, body, note, received_at })
+        Ok(Self { id: id.into(), at, by, device, body, note, received_at })
     }
 }
 

@@ -4,6 +4,8 @@
 //! Both the phone's core and the server depend on this crate, so that a device with no
 //! signal and the server compute the same actions from the same records.
 //!
+//! - [`ids`]: [`EpisodeId`] and [`EventId`], UUIDs of distinct types, with their SQL
+//!   conversions behind the `rusqlite` and `postgres` features.
 //! - [`model`]: the episode, its facts and every kind of record, as types.
 //! - [`json`]: episode JSON in and out, with validation errors that name the record and
 //!   the field and never a patient identifier.
@@ -17,6 +19,7 @@
 //! - [`inflate`]: a bound on what Automerge's deflated bytes may inflate to.
 
 pub mod document;
+pub mod ids;
 pub mod inflate;
 pub mod json;
 pub mod limits;

@@ -8,14 +8,9 @@
 
 use std::fmt;
 
+pub use crate::ids::{EpisodeId, EventId};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
-
-/// The id of an episode (a UUID, v7 when made by Tether).
-pub type EpisodeId = Uuid;
-/// The id of an event (a UUID, v7 when made by Tether).
-pub type EventId = Uuid;
 
 /// The trust's patient identifier.
 ///

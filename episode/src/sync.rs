@@ -20,10 +20,10 @@
 //! Each side [primes](prime) a decoded state with what the other side is known to have,
 //! so that one side's changes cross in one round trip rather than two.
 
+use crate::model::{EpisodeId, EventId};
 use automerge::ChangeHash;
 use automerge::sync::{self, BloomFilter, Have, SyncDoc};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::document::{DocumentError, EpisodeDoc, MAX_DOCUMENT_BYTES};
 use crate::pathway::{Code, Evaluation};
@@ -70,9 +70,9 @@ pub struct Response {
     /// document keeps the team it was opened in).
     pub teams: Vec<EpisodeTeam>,
     /// Episodes that have left the user's teams: send them whole, then they are dropped.
-    pub leaving: Vec<Uuid>,
+    pub leaving: Vec<EpisodeId>,
     /// Episodes the server holds everything of, and that the device must now drop.
-    pub dropped: Vec<Uuid>,
+    pub dropped: Vec<EpisodeId>,
     /// More is waiting: sync again.
     pub more: bool,
     /// Episodes of the request the server refused, each with its reason. Nothing of a
@@ -85,7 +85,7 @@ pub struct Response {
 /// One episode of a request that the server refused, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refused {
-    pub episode: Uuid,
+    pub episode: EpisodeId,
     pub reason: Refusal,
 }
 
@@ -100,13 +100,13 @@ pub enum Refusal {
     NotFound,
     /// A record new to the server was made on another device than the one syncing it:
     /// only the device that made a record may bring it to the server.
-    OtherDevice { record: Uuid },
+    OtherDevice { record: EventId },
     /// A record new to the server (or, with no record, a new episode's opening) is by
     /// `by`, who has never signed in on the syncing device.
-    NotSignedInHere { record: Option<Uuid>, by: String },
+    NotSignedInHere { record: Option<EventId>, by: String },
     /// A record new to the server is over a limit of `episode::limits`: `field` names
     /// what (empty: the record as a whole), `limit` the bytes allowed.
-    TooLarge { record: Uuid, field: String, limit: u64 },
+    TooLarge { record: EventId, field: String, limit: u64 },
     /// The changes would take the episode past its budget
     /// (`episode::limits::EPISODE_BUDGET_BYTES`): `bytes` is what it would take.
     EpisodeFull { bytes: u64, budget: u64 },
@@ -169,7 +169,7 @@ impl Refusal {
 /// One episode's part of a request or a response.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Document {
-    pub episode: Uuid,
+    pub episode: EpisodeId,
     pub body: Body,
 }
 
@@ -185,7 +185,7 @@ pub enum Body {
 /// the receipt times the device does not have yet.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Authoritative {
-    pub episode: Uuid,
+    pub episode: EpisodeId,
     /// The evaluation JSON of `shared/interfaces.md`, deflated (its keys repeat for
     /// every action: it shrinks about fivefold).
     pub evaluation: Vec<u8>,
@@ -200,7 +200,7 @@ pub struct Authoritative {
 /// When the server first stored a record: its `received_at`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Receipt {
-    pub event: Uuid,
+    pub event: EventId,
     /// Unix milliseconds.
     pub received_at_ms: i64,
 }
@@ -208,7 +208,7 @@ pub struct Receipt {
 /// The team that holds an episode now.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EpisodeTeam {
-    pub episode: Uuid,
+    pub episode: EpisodeId,
     pub team: String,
 }
 
@@ -216,7 +216,7 @@ pub struct EpisodeTeam {
 const MAX_EVALUATION_BYTES: u64 = 4 * 1024 * 1024;
 
 impl Authoritative {
-    pub fn new(episode: Uuid, evaluation: &Evaluation) -> Self {
+    pub fn new(episode: EpisodeId, evaluation: &Evaluation) -> Self {
         use std::io::Write;
         // A title the code gives anyway is left out (the reader puts it back): titles are
         // most of an evaluation's bytes, and both sides share the rules.
@@ -451,13 +451,13 @@ impl EpisodeDoc {
         message: &[u8],
     ) -> Result<bool, DocumentError> {
         let decoded = std::panic::catch_unwind(|| sync::Message::decode(message))
-            .map_err(|_| DocumentError::Corrupt("the sync message could not be decoded".into()))?
-            .map_err(|e| DocumentError::Corrupt(format!("not a sync message: {e}")))?;
+            .map_err(|_| DocumentError::corrupt("the sync message could not be decoded"))?
+            .map_err(|e| DocumentError::corrupt_at("not a sync message", e))?;
         for chunk in decoded.changes.iter() {
             crate::document::refuse_bombs(chunk)?;
         }
         if !decoded.have.iter().all(|have| sane_bloom(&have.bloom)) {
-            return Err(DocumentError::Corrupt("the sync message's Bloom filter is malformed".into()));
+            return Err(DocumentError::corrupt("the sync message's Bloom filter is malformed"));
         }
         if decoded.changes.len() > MAX_CHANGES_PER_MESSAGE {
             return Err(DocumentError::Refused(format!(
@@ -471,8 +471,8 @@ impl EpisodeDoc {
             let received = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 self.automerge_unchanged().sync().receive_sync_message(&mut next_state, decoded)
             }))
-            .map_err(|_| DocumentError::Corrupt("the sync message could not be applied".into()))?;
-            received.map_err(|e| DocumentError::Corrupt(format!("the sync message could not be applied: {e}")))?;
+            .map_err(|_| DocumentError::corrupt("the sync message could not be applied"))?;
+            received.map_err(|e| DocumentError::corrupt_at("the sync message could not be applied", e))?;
             *state = next_state;
             return Ok(false);
         }
@@ -482,8 +482,8 @@ impl EpisodeDoc {
         let received = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             copy.automerge().sync().receive_sync_message(&mut next_state, decoded)
         }))
-        .map_err(|_| DocumentError::Corrupt("the sync message could not be applied".into()))?;
-        received.map_err(|e| DocumentError::Corrupt(format!("the sync message could not be applied: {e}")))?;
+        .map_err(|_| DocumentError::corrupt("the sync message could not be applied"))?;
+        received.map_err(|e| DocumentError::corrupt_at("the sync message could not be applied", e))?;
         let changed = copy.heads() != before;
         if changed {
             let mut checked = copy.recheck()?;

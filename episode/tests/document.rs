@@ -167,6 +167,14 @@ fn bad_bytes_are_refused_with_an_error_not_a_panic() {
         flipped[i] ^= 0x5a;
     }
     assert!(EpisodeDoc::load(&flipped, actor(2)).is_err());
+    // Automerge's own error is kept as the cause, and the sentence still quotes it.
+    match EpisodeDoc::load(&bytes[..bytes.len() / 2], actor(2)) {
+        Err(error @ DocumentError::Corrupt { what: None, cause: Some(_) }) => {
+            let cause = std::error::Error::source(&error).expect("the cause").to_string();
+            assert_eq!(error.to_string(), format!("not a valid episode document: {cause}"));
+        }
+        other => panic!("expected Automerge's error as the cause, got {other:?}"),
+    }
     assert!(matches!(EpisodeDoc::load(&vec![0u8; MAX_DOCUMENT_BYTES + 1], actor(2)), Err(DocumentError::TooLarge(_))));
     // An Automerge document that is not an episode.
     let mut other = automerge::AutoCommit::new();

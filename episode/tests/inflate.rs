@@ -36,7 +36,7 @@ fn chunk(kind: u8, body: &[u8]) -> Vec<u8> {
 
 fn a_document_with_a_long_plan() -> Vec<u8> {
     let opening = Opening {
-        id: uuid::Uuid::from_u128(42),
+        id: uuid::Uuid::from_u128(42).into(),
         patient_ref: PatientRef::new("RX-INFLATE-1").unwrap(),
         team: "north".into(),
         opened_at: "2026-03-02T09:00:00Z".parse().unwrap(),

@@ -28,7 +28,7 @@ fn t(text: &str) -> Timestamp {
 
 fn opening(plan: &str) -> Opening {
     Opening {
-        id: new_id(),
+        id: new_id().into(),
         patient_ref: PatientRef::new("RX-LIMIT-1").unwrap(),
         team: "north".into(),
         opened_at: t("2026-03-02T08:00:00Z"),

@@ -510,7 +510,7 @@ fn body(spec: &Spec, at: Timestamp, earlier: &[Event], facts: &Facts) -> Option<
 
 fn event(n: u64, at: Timestamp, body: EventBody, received: Option<i64>, note: bool) -> Event {
     Event {
-        id: event_id(n),
+        id: event_id(n).into(),
         at,
         by: format!("user-{}", n % 3),
         device: format!("device-{}", n % 2),
@@ -530,7 +530,7 @@ fn build(facts: Facts, opened_before: u32, items: Vec<Item>) -> Episode {
         }
     }
     Episode {
-        id: Uuid::from_u128(0x0195_0000_0000_7000_8000_0000_0000_0001),
+        id: Uuid::from_u128(0x0195_0000_0000_7000_8000_0000_0000_0001).into(),
         patient_ref: PatientRef::new("TEST-0001").expect("not empty"),
         team: "north".to_string(),
         opened_at: plus_minutes(base(), -i64::from(opened_before)),

@@ -550,7 +550,7 @@ fn a_request_round_trips_and_an_up_to_date_one_is_tiny() {
     let message = Peer { doc: device, state: sync::State::new() }.send().unwrap();
     let full = request(vec![
         Document { episode: EPISODE.parse().unwrap(), body: Body::Whole(whole) },
-        Document { episode: Uuid::from_u128(7), body: Body::Message(message) },
+        Document { episode: Uuid::from_u128(7).into(), body: Body::Message(message) },
     ]);
     assert_eq!(Request::decode(&full.encode()).unwrap(), full);
 
@@ -565,24 +565,24 @@ fn a_request_round_trips_and_an_up_to_date_one_is_tiny() {
         server_time_ms: 1_772_438_400_123,
         documents: full.documents.clone(),
         actions: vec![episode::sync::Authoritative::new(
-            Uuid::from_u128(7),
+            Uuid::from_u128(7).into(),
             &episode::pathway::Evaluation { actions: vec![], warnings: vec![] },
         )],
-        teams: vec![episode::sync::EpisodeTeam { episode: Uuid::from_u128(7), team: "north".into() }],
-        leaving: vec![Uuid::from_u128(8)],
-        dropped: vec![Uuid::from_u128(9)],
+        teams: vec![episode::sync::EpisodeTeam { episode: Uuid::from_u128(7).into(), team: "north".into() }],
+        leaving: vec![Uuid::from_u128(8).into()],
+        dropped: vec![Uuid::from_u128(9).into()],
         more: true,
         refused: vec![
-            episode::sync::Refused { episode: Uuid::from_u128(10), reason: episode::sync::Refusal::NotFound },
+            episode::sync::Refused { episode: Uuid::from_u128(10).into(), reason: episode::sync::Refusal::NotFound },
             episode::sync::Refused {
-                episode: Uuid::from_u128(11),
+                episode: Uuid::from_u128(11).into(),
                 reason: episode::sync::Refusal::NotSignedInHere {
-                    record: Some(Uuid::from_u128(12)),
+                    record: Some(Uuid::from_u128(12).into()),
                     by: "maya".into(),
                 },
             },
             episode::sync::Refused {
-                episode: Uuid::from_u128(13),
+                episode: Uuid::from_u128(13).into(),
                 reason: episode::sync::Refusal::EpisodeFull { bytes: 5_000_000, budget: 4_194_304 },
             },
         ],
@@ -614,7 +614,7 @@ fn bad_request_and_response_bodies_are_refused_with_the_right_error() {
     };
     assert!(matches!(Response::decode(&response.encode()), Err(DecodeError::Protocol(0))));
 
-    let document = |n: u128| Document { episode: Uuid::from_u128(n), body: Body::Message(vec![0x42]) };
+    let document = |n: u128| Document { episode: Uuid::from_u128(n).into(), body: Body::Message(vec![0x42]) };
     let most = request((0..MAX_DOCUMENTS_PER_REQUEST as u128).map(document).collect());
     assert_eq!(Request::decode(&most.encode()).unwrap(), most);
     let too_many = request((0..=MAX_DOCUMENTS_PER_REQUEST as u128).map(document).collect());
@@ -634,7 +634,7 @@ fn length_prefixes_claiming_huge_sizes_are_refused_without_allocating_them() {
     let huge_count = [0x01, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
     assert!(matches!(Request::decode(&huge_count), Err(DecodeError::Malformed(_))));
     // One document whose message claims 2^62 bytes.
-    let one = request(vec![Document { episode: Uuid::from_u128(1), body: Body::Message(vec![7]) }]);
+    let one = request(vec![Document { episode: Uuid::from_u128(1).into(), body: Body::Message(vec![7]) }]);
     let mut bytes = one.encode();
     assert_eq!(bytes.pop(), Some(7));
     assert_eq!(bytes.pop(), Some(1), "the message's length");
@@ -742,7 +742,9 @@ fn a_message_with_a_malformed_bloom_filter_is_refused_and_changes_nothing() {
         assert!(sync::Message::decode(&hostile).is_ok(), "{what}: Automerge itself reads it");
         let (heads, state) = (server.doc.heads(), server.state.clone());
         match server.doc.receive_sync_message(&mut server.state, &hostile) {
-            Err(DocumentError::Corrupt(reason)) => assert!(reason.contains("Bloom filter"), "{what}: {reason}"),
+            Err(DocumentError::Corrupt { what: Some(reason), cause: None }) => {
+                assert!(reason.contains("Bloom filter"), "{what}: {reason}")
+            }
             other => panic!("{what}: expected a refusal, got {other:?}"),
         }
         assert_eq!((server.doc.heads(), &server.state), (heads, &state), "{what}: something changed");

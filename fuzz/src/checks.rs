@@ -12,9 +12,11 @@ use episode::sync::{self as protocol, Request, Response};
 use episode::{Event, Pathway, PatientRef};
 
 /// The fixture's episode (which the `sync_handler` target's team holds).
-pub const STORED: uuid::Uuid = uuid::Uuid::from_u128(0x0196_0000_0000_7000_8000_0000_0000_0001);
+pub const STORED: episode::EpisodeId =
+    episode::EpisodeId::from_uuid(uuid::Uuid::from_u128(0x0196_0000_0000_7000_8000_0000_0000_0001));
 /// The id the `sync_handler` target sends a whole new document under.
-pub const NEW: uuid::Uuid = uuid::Uuid::from_u128(0x0196_0000_0000_7000_8000_0000_0000_0003);
+pub const NEW: episode::EpisodeId =
+    episode::EpisodeId::from_uuid(uuid::Uuid::from_u128(0x0196_0000_0000_7000_8000_0000_0000_0003));
 
 /// A small real episode: opened, with one record. Messages are received on it.
 pub fn fixture() -> EpisodeDoc {

@@ -94,7 +94,7 @@ fn post_sync(harness: &Harness, body: Vec<u8>) -> (axum::http::StatusCode, Vec<u
 }
 
 /// A well-formed request carrying one document.
-pub fn wrap(episode: uuid::Uuid, body: SyncBody) -> Vec<u8> {
+pub fn wrap(episode: episode::EpisodeId, body: SyncBody) -> Vec<u8> {
     let request = protocol::Request {
         protocol: protocol::PROTOCOL,
         cursor: 0,

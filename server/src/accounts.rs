@@ -203,6 +203,125 @@ impl fmt::Display for DeviceId {
     }
 }
 
+/// A user's id: the key of their row, which sessions, tokens, devices and the audit log
+/// name them by (a UUID for a user made here). Its own type so that a device's id or a
+/// username cannot be passed where a user's id is meant; it reads as a `&str` (`Deref`)
+/// wherever text is all that is wanted. Not checked: the server makes every one.
+///
+/// A device's id where a user's is meant does not compile:
+///
+/// ```compile_fail
+/// # use server::accounts::{DeviceId, UserId};
+/// # fn register(tx: &mut dyn server::store::Tx, user: &UserId, device: &DeviceId) {
+/// tx.register_device(user, device, None, 0).unwrap();
+/// # }
+/// ```
+///
+/// while the same call with the two in their places does:
+///
+/// ```
+/// # use server::accounts::{DeviceId, UserId};
+/// # fn register(tx: &mut dyn server::store::Tx, user: &UserId, device: &DeviceId) {
+/// tx.register_device(device, user, None, 0).unwrap();
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserId(String);
+
+impl UserId {
+    /// The id a user row holds or a token the server signed names.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for UserId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<UserId> for String {
+    fn from(id: UserId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for UserId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+/// The ids' SQL conversions, for both of the server's databases: each is stored as its
+/// text, as the columns always held it, so no statement changes. Reading checks what
+/// the type checks at the edge: a stored value that fails is damage, not skipped. The
+/// server's own devices (`server:…`, `dashboard:…`) are no `DeviceId`: the columns that
+/// may hold them (the audit log's, a session's) are read as text.
+macro_rules! text_sql {
+    ($name:ident, $read:expr) => {
+        impl rusqlite::types::ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                Ok(rusqlite::types::ToSqlOutput::from(self.as_str()))
+            }
+        }
+
+        impl rusqlite::types::FromSql for $name {
+            fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+                let read: fn(String) -> Result<$name, String> = $read;
+                read(value.as_str()?.to_string()).map_err(|e| rusqlite::types::FromSqlError::Other(e.into()))
+            }
+        }
+
+        impl postgres::types::ToSql for $name {
+            fn to_sql(
+                &self,
+                ty: &postgres::types::Type,
+                out: &mut bytes::BytesMut,
+            ) -> Result<postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+                self.as_str().to_sql(ty, out)
+            }
+
+            fn accepts(ty: &postgres::types::Type) -> bool {
+                <&str as postgres::types::ToSql>::accepts(ty)
+            }
+
+            postgres::types::to_sql_checked!();
+        }
+
+        impl<'a> postgres::types::FromSql<'a> for $name {
+            fn from_sql(
+                ty: &postgres::types::Type,
+                raw: &'a [u8],
+            ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+                let read: fn(String) -> Result<$name, String> = $read;
+                Ok(read(<&str as postgres::types::FromSql>::from_sql(ty, raw)?.to_string())?)
+            }
+
+            fn accepts(ty: &postgres::types::Type) -> bool {
+                <&str as postgres::types::FromSql>::accepts(ty)
+            }
+        }
+    };
+}
+
+text_sql!(UserId, |text| Ok(UserId(text)));
+text_sql!(TeamId, TeamId::try_from);
+text_sql!(DeviceId, DeviceId::try_from);
+
 /// The secret a device proves it is itself with, when it signs in under its id: made by
 /// the device, sent at every sign-in, and kept by the server only as its SHA-256. Device
 /// ids are not secret (every record carries one); this is. 32 to 256 printable ASCII
@@ -284,7 +403,7 @@ pub fn add_team(tx: &mut dyn Tx, id: &TeamId, name: &str, now: jiff::Timestamp) 
     if name.is_empty() {
         return Err(AccountError::EmptyTeamName);
     }
-    tx.add_team(id.as_str(), name, &now.to_string()).map_err(|e| match e {
+    tx.add_team(id, name, &now.to_string()).map_err(|e| match e {
         StoreError::Duplicate => AccountError::DuplicateTeam(id.clone()),
         other => other.into(),
     })
@@ -300,7 +419,7 @@ pub fn add_user(
     role: Role,
     teams: &[TeamId],
     now: jiff::Timestamp,
-) -> Result<String, AccountError> {
+) -> Result<UserId, AccountError> {
     if username.as_str().contains(':') {
         return Err(AccountError::ReservedUsername);
     }
@@ -314,19 +433,19 @@ fn insert_user(
     role: Role,
     teams: &[TeamId],
     now: jiff::Timestamp,
-) -> Result<String, AccountError> {
+) -> Result<UserId, AccountError> {
     for team in teams {
-        if !tx.team_exists(team.as_str())? {
+        if !tx.team_exists(team)? {
             return Err(AccountError::UnknownTeam(team.clone()));
         }
     }
-    let id = uuid::Uuid::now_v7().to_string();
+    let id = UserId::new(uuid::Uuid::now_v7().to_string());
     tx.add_user(&id, username.as_str(), password_hash, role.as_str(), &now.to_string()).map_err(|e| match e {
         StoreError::Duplicate => AccountError::DuplicateUser(username.clone()),
         other => other.into(),
     })?;
     for team in teams {
-        tx.add_user_team(&id, team.as_str())?;
+        tx.add_user_team(&id, team)?;
     }
     Ok(id)
 }
@@ -355,19 +474,19 @@ pub fn login(tx: &mut dyn Tx, username: &str) -> Result<Option<Login>, StoreErro
 /// A user who may act: present and not disabled.
 #[derive(Debug, Clone)]
 pub struct User {
-    pub id: String,
+    pub id: UserId,
     pub username: String,
     pub role: Role,
     pub teams: Vec<String>,
 }
 
 /// The user with this id if they exist and are not disabled.
-pub fn active_user(tx: &mut dyn Tx, user_id: &str) -> Result<Option<User>, StoreError> {
+pub fn active_user(tx: &mut dyn Tx, user_id: &UserId) -> Result<Option<User>, StoreError> {
     let Some((username, role)) = tx.active_user(user_id)? else { return Ok(None) };
     // The schema's CHECK keeps roles to the four known ones.
     let role = Role::from_str(&role).map_err(|_| StoreError::damaged("users", "role", "an unknown role"))?;
     let teams = tx.user_teams(user_id)?;
-    Ok(Some(User { id: user_id.to_string(), username, role, teams }))
+    Ok(Some(User { id: user_id.clone(), username, role, teams }))
 }
 
 /// Gives a local user a new (already hashed) password. A person from an identity
@@ -404,7 +523,7 @@ pub fn list_users(tx: &mut dyn Tx) -> Result<Vec<Listed>, StoreError> {
 }
 
 /// The user a provider's subject is, and whether they are disabled.
-pub fn identity_user(tx: &mut dyn Tx, provider: &str, subject: &str) -> Result<Option<(String, bool)>, StoreError> {
+pub fn identity_user(tx: &mut dyn Tx, provider: &str, subject: &str) -> Result<Option<(UserId, bool)>, StoreError> {
     tx.identity_user(provider, subject)
 }
 
@@ -412,7 +531,7 @@ pub fn identity_user(tx: &mut dyn Tx, provider: &str, subject: &str) -> Result<O
 pub fn existing_teams(tx: &mut dyn Tx, teams: &[TeamId]) -> Result<Vec<TeamId>, StoreError> {
     let mut found = Vec::with_capacity(teams.len());
     for team in teams {
-        if tx.team_exists(team.as_str())? {
+        if tx.team_exists(team)? {
             found.push(team.clone());
         }
     }
@@ -429,7 +548,7 @@ pub fn add_identity_user(
     role: Role,
     teams: &[TeamId],
     now: jiff::Timestamp,
-) -> Result<String, AccountError> {
+) -> Result<UserId, AccountError> {
     let mut username = base.to_owned();
     let mut n = 1;
     while tx.login(&username)?.is_some() {
@@ -450,7 +569,7 @@ pub fn update_identity_user(
     tx: &mut dyn Tx,
     provider: &str,
     subject: &str,
-    user_id: &str,
+    user_id: &UserId,
     role: Role,
     teams: &[TeamId],
     now: jiff::Timestamp,
@@ -458,7 +577,7 @@ pub fn update_identity_user(
     tx.set_role(user_id, role.as_str())?;
     tx.clear_user_teams(user_id)?;
     for team in teams {
-        tx.add_user_team(user_id, team.as_str())?;
+        tx.add_user_team(user_id, team)?;
     }
     tx.touch_identity(provider, subject, now.as_second())
 }
@@ -476,13 +595,37 @@ pub fn username_of(tx: &mut dyn Tx, id_or_username: &str) -> Result<Option<Strin
 }
 
 /// Takes a user out of every team (a person their identity provider no longer places).
-pub fn clear_teams(tx: &mut dyn Tx, user_id: &str) -> Result<(), StoreError> {
+pub fn clear_teams(tx: &mut dyn Tx, user_id: &UserId) -> Result<(), StoreError> {
     tx.clear_user_teams(user_id)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Username;
+    use super::{DeviceId, TeamId, UserId, Username};
+
+    #[test]
+    fn ids_are_stored_as_their_text_and_checked_when_read_back() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let (user, team, device) = (
+            UserId::new("u-1"),
+            TeamId::try_from("north".to_owned()).unwrap(),
+            DeviceId::try_from("phone-1".to_owned()).unwrap(),
+        );
+        let read: (String, UserId, TeamId, DeviceId) = conn
+            .query_row("SELECT ?1 || ?2 || ?3, ?1, ?2, ?3", rusqlite::params![user, team, device], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .unwrap();
+        assert_eq!(read, ("u-1northphone-1".to_owned(), user, team, device));
+        // What the edge refuses is damage when read back, never a value of the type.
+        for (sql, what) in [("SELECT 'two words'", "team"), ("SELECT 'server:1'", "device")] {
+            let result = match what {
+                "team" => conn.query_row(sql, [], |r| r.get::<_, TeamId>(0)).map(|_| ()),
+                _ => conn.query_row(sql, [], |r| r.get::<_, DeviceId>(0)).map(|_| ()),
+            };
+            assert!(matches!(result, Err(rusqlite::Error::FromSqlConversionFailure(..))), "{what}: {result:?}");
+        }
+    }
 
     #[test]
     fn a_username_is_local_or_a_providers_and_nothing_else() {

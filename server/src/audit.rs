@@ -136,7 +136,7 @@ pub struct Who {
 
 impl Who {
     pub fn new(user: &AuthUser, via: Via) -> Self {
-        Self { user_id: user.user_id.clone(), username: user.username.clone(), device: user.device_id.clone(), via }
+        Self { user_id: user.user_id.to_string(), username: user.username.clone(), device: user.device_id.clone(), via }
     }
 
     /// The server itself, on its own device (`episodes::server_device`): its user id and

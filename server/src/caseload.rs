@@ -80,7 +80,7 @@ pub struct Duplicate {
 #[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Unfiled {
     #[schema(value_type = String, format = "uuid")]
-    pub record: uuid::Uuid,
+    pub record: episode::EventId,
     /// The `file_to_epr` action that asks for it.
     #[schema(value_type = String, format = "uuid")]
     pub action: uuid::Uuid,
@@ -106,7 +106,7 @@ pub fn unfiled(evaluation: &Evaluation) -> Vec<Unfiled> {
         .actions
         .iter()
         .filter(|a| a.code == Code::FileToEpr && matches!(a.state, State::Upcoming | State::Open | State::Overdue))
-        .map(|a| Unfiled { record: a.trigger, action: a.id, due: a.due, overdue: a.state == State::Overdue })
+        .map(|a| Unfiled { record: a.trigger.into(), action: a.id, due: a.due, overdue: a.state == State::Overdue })
         .collect()
 }
 

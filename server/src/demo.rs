@@ -8,7 +8,7 @@
 
 use automerge::ActorId;
 use episode::document::{EpisodeDoc, Opening};
-use episode::{EpisodeId, Event, FactField, FactValue, Pathway, PatientRef, Risk};
+use episode::{EpisodeId, Event, EventId, FactField, FactValue, Pathway, PatientRef, Risk};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
@@ -131,7 +131,7 @@ impl Draft {
         by: &str,
         facts: Vec<(FactField, FactValue)>,
     ) -> anyhow::Result<Self> {
-        let id = uuid::Uuid::now_v7();
+        let id = EpisodeId::from_uuid(uuid::Uuid::now_v7());
         let opening = Opening {
             id,
             patient_ref: PatientRef::new(patient).ok_or_else(|| anyhow::anyhow!("empty patient reference"))?,
@@ -148,12 +148,12 @@ impl Draft {
 
     /// Records `kind` with `fields`, `hours_ago`, by `by` on their phone; the server
     /// received it at the phone's next sync, up to an hour later.
-    fn record(&mut self, kind: &str, hours_ago: f64, by: &str, fields: Value) -> anyhow::Result<uuid::Uuid> {
+    fn record(&mut self, kind: &str, hours_ago: f64, by: &str, fields: Value) -> anyhow::Result<EventId> {
         let device = format!("phone-{by}");
         self.doc.automerge().set_actor(actor(&device));
         let at = ago(self.now, hours_ago);
         let Value::Object(fields) = fields else { anyhow::bail!("demo record fields must be an object") };
-        let event = Event::new_record(uuid::Uuid::now_v7(), kind, at, by, &device, fields)?;
+        let event = Event::new_record(uuid::Uuid::now_v7().into(), kind, at, by, &device, fields)?;
         if kind == "fact_changed" {
             self.doc.set_fact(&event)?;
         } else {
@@ -241,7 +241,7 @@ fn episodes_for_demo(tx: &mut dyn Tx, now: Timestamp) -> anyhow::Result<()> {
     e.record("fact_changed", 20.0, "ana", json!({"field": "risk", "value": "high"}))?;
     let at = ago(now, 19.5);
     let Value::Object(fields) = json!({"field": "risk", "value": "low"}) else { anyhow::bail!("not an object") };
-    let change = Event::new_record(uuid::Uuid::now_v7(), "fact_changed", at, "ben", "phone-ben", fields)?;
+    let change = Event::new_record(uuid::Uuid::now_v7().into(), "fact_changed", at, "ben", "phone-ben", fields)?;
     other.set_fact(&change)?;
     e.receipts.push((change.id.to_string(), (at + SignedDuration::from_mins(40)).as_millisecond(), "phone-ben".into()));
     e.doc.merge(&mut other)?;

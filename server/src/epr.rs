@@ -316,7 +316,7 @@ impl Sender for Filing {
         let Some(mut stored) = cache.take(tx, id, &actor)? else {
             return Err(AppError::EpisodeNotFound(id));
         };
-        let event_id = uuid::Uuid::now_v7();
+        let event_id = EventId::from_uuid(uuid::Uuid::now_v7());
         let event = Event::new_record(event_id, "filed_to_epr", now, audit::SERVER, &device, fields)
             .map_err(|e| AppError::internal(anyhow::anyhow!("the filing record is invalid: {e}")))?;
         stored

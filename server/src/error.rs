@@ -27,7 +27,7 @@ pub struct ErrorDetail {
     /// The episode concerned, for `sync_refused` and an episode's `not_found`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, format = "uuid")]
-    pub episode: Option<uuid::Uuid>,
+    pub episode: Option<episode::EpisodeId>,
 }
 
 #[derive(Debug)]
@@ -68,7 +68,7 @@ pub enum AppError {
     NotFound,
     /// No such episode among the caller's teams' (404): another team's answers exactly
     /// like one that does not exist.
-    EpisodeNotFound(uuid::Uuid),
+    EpisodeNotFound(episode::EpisodeId),
     /// The caller's role may not do this (403).
     Forbidden(&'static str),
     /// The device has been revoked (403): it must wipe its store.
@@ -80,7 +80,7 @@ pub enum AppError {
     MalformedSync(String),
     /// A sync request that would break an episode's invariants (422), naming the episode.
     /// Nothing of the request was stored.
-    SyncRefused { episode: uuid::Uuid, message: String },
+    SyncRefused { episode: episode::EpisodeId, message: String },
     /// The change would take the episode past its budget (422); nothing was stored, and
     /// the episode still reads.
     EpisodeFull { bytes: usize },

@@ -114,7 +114,7 @@ async fn transfer(
             if user.role != Role::Admin && !user.teams.contains(&team) {
                 return Err(AppError::EpisodeNotFound(id));
             }
-            if !tx.team_exists(request.team.as_str())? {
+            if !tx.team_exists(&request.team)? {
                 return Err(AppError::InvalidBody("team: no such team".into()));
             }
             if team != request.team.as_str() {

@@ -35,7 +35,7 @@ struct Me {
 )]
 async fn me(user: AuthUser) -> axum::Json<Me> {
     axum::Json(Me {
-        user_id: user.user_id,
+        user_id: user.user_id.into(),
         username: user.username,
         role: user.role,
         teams: user.teams,

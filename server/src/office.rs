@@ -236,7 +236,7 @@ impl NewRecord {
 /// Records an event on an episode of `teams`, as `who`; returns its id.
 pub fn record(desk: &mut Desk<'_>, id: EpisodeId, new: NewRecord) -> Result<EventId, AppError> {
     let (who, now) = (desk.who, desk.now);
-    let event_id = uuid::Uuid::now_v7();
+    let event_id = EventId::from_uuid(uuid::Uuid::now_v7());
     write(desk, id, AuditAction::RecordEvent, Some(&event_id.to_string()), |stored, tx, device| {
         let at = new.at.unwrap_or(now);
         let event = Event::new_record(event_id, &new.kind, at, &who.username, device, new.fields.clone())
@@ -265,7 +265,7 @@ pub fn set_fact(desk: &mut Desk<'_>, id: EpisodeId, field: &str, value: Value) -
     let mut fields = Map::new();
     fields.insert("field".into(), Value::String(field.as_str().into()));
     fields.insert("value".into(), value);
-    let event_id = uuid::Uuid::now_v7();
+    let event_id = EventId::from_uuid(uuid::Uuid::now_v7());
     write(desk, id, AuditAction::SetFact, Some(field.as_str()), |stored, _, device| {
         let event = Event::new_record(event_id, "fact_changed", now, &who.username, device, fields.clone())
             .map_err(|e| AppError::InvalidBody(e.to_string()))?;

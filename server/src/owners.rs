@@ -109,7 +109,7 @@ pub fn owner(role: Role, trigger: uuid::Uuid, episode: &Episode, directory: &Dir
     };
     match role {
         Role::CareCoordinator | Role::Assessor | Role::ResponsibleClinician => coordinator(),
-        Role::Visitor => match episode.events.iter().find(|e| e.id == trigger) {
+        Role::Visitor => match episode.events.iter().find(|e| *e.id.as_uuid() == trigger) {
             Some(record) => Owner { role, people: vec![record.by.clone()], basis: Basis::Recorded },
             None => coordinator(),
         },

@@ -124,7 +124,7 @@ fn with_alerts(mut server: Server, alerts: Alerts) -> (Server, Worker) {
 /// the clock's moment: Appendix A's trigger.
 fn home_treatment(server: &Server) -> episode::EpisodeId {
     let now = *server.now.lock().unwrap_or_else(PoisonError::into_inner);
-    let id = uuid::Uuid::now_v7();
+    let id = episode::EpisodeId::from_uuid(uuid::Uuid::now_v7());
     let opening = Opening {
         id,
         patient_ref: PatientRef::new(PATIENT).expect("a reference"),
@@ -139,8 +139,8 @@ fn home_treatment(server: &Server) -> episode::EpisodeId {
     let Value::Object(fields) = json!({"method": "phone", "target": "patient", "outcome": "no_answer"}) else {
         unreachable!()
     };
-    let call =
-        Event::new_record(uuid::Uuid::now_v7(), "contact_attempt", now, "cai", "phone-cai", fields).expect("a record");
+    let call = Event::new_record(uuid::Uuid::now_v7().into(), "contact_attempt", now, "cai", "phone-cai", fields)
+        .expect("a record");
     doc.record(&call).expect("recorded");
     server.db(|conn| {
         let mut tx = conn.transaction().expect("a transaction");

@@ -252,6 +252,34 @@ mod needs_postgres {
     }
 }
 
+/// The log reads back the same through both of its readers, an episode's entries and a
+/// page of a team's, on either database.
+async fn an_episodes_entries_read_the_same_by_episode_and_by_page() {
+    use server::audit::{Cursor, Scope};
+    let demo = audited_demo().await;
+    let teams = vec!["north".to_string()];
+    let (by_page, by_episode) = demo
+        .state
+        .db
+        .call_blocking(|conn| -> Result<_, server::store::StoreError> {
+            let all = server::audit::page(
+                conn,
+                Scope { teams: &teams, unscoped: false, episode: None },
+                Cursor::After(0),
+                100,
+            )?;
+            let episode = all.iter().find_map(|e| e.episode.clone()).expect("an entry about an episode");
+            let id: episode::EpisodeId = episode.parse().expect("an episode id");
+            let scope = Scope { teams: &teams, unscoped: false, episode: Some(id) };
+            Ok((server::audit::page(conn, scope, Cursor::After(0), 100)?, server::audit::entries(conn, id)?))
+        })
+        .expect("read");
+    assert_eq!(by_page, by_episode);
+    let actions: Vec<&str> = by_episode.iter().map(|e| e.action.as_str()).collect();
+    assert!(actions.contains(&"record_event"), "{actions:?}");
+    assert!(by_episode.iter().all(|e| e.username == "maya" && e.device == "desk-1"), "{by_episode:?}");
+}
+
 async fn every_append_moves_the_head_and_the_server_keeps_the_chain_through_restarts() {
     let demo = audited_demo().await;
     let chain =
@@ -316,11 +344,13 @@ async fn the_upgrade_chains_the_entries_written_before_it() {
 /// On both backends, as `both::sqlite::NAME` and `both::needs_postgres::NAME`.
 mod both {
     use super::{
+        an_episodes_entries_read_the_same_by_episode_and_by_page,
         every_append_moves_the_head_and_the_server_keeps_the_chain_through_restarts,
         the_upgrade_chains_the_entries_written_before_it,
     };
 
     crate::common::backends!(
+        an_episodes_entries_read_the_same_by_episode_and_by_page,
         every_append_moves_the_head_and_the_server_keeps_the_chain_through_restarts,
         the_upgrade_chains_the_entries_written_before_it,
     );

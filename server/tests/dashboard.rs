@@ -484,9 +484,15 @@ async fn a_record_with_a_skewed_clock_carries_a_note_in_the_timeline() {
         let actor = server::episodes::server_actor(&mut *tx).expect("the actor");
         let mut stored = server::episodes::load(&mut *tx, episode, &actor).expect("load").expect("the episode");
         let fields = fields.as_object().expect("an object").clone();
-        let event =
-            episode::Event::new_record(uuid::Uuid::now_v7(), "contact_attempt", later, "ana", "phone-fast", fields)
-                .expect("a record");
+        let event = episode::Event::new_record(
+            uuid::Uuid::now_v7().into(),
+            "contact_attempt",
+            later,
+            "ana",
+            "phone-fast",
+            fields,
+        )
+        .expect("a record");
         stored.with_doc(|doc| doc.record(&event)).expect("recorded");
         let bytes = server::episodes::pending_changes(&mut stored).expect("within the budget");
         server::episodes::store_changes(&mut *tx, &mut stored, &bytes, "phone-fast", now_ms).expect("stored");

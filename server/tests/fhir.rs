@@ -428,7 +428,7 @@ fn every_record_action_risk_and_plan_has_its_resource() {
 fn a_transaction_files_records_with_conditional_creates_on_stable_identifiers() {
     let episode = scenario("home_treatment", "9434765919", json!({}));
     let settings = Settings::default();
-    let ids = |ns: &[usize]| -> Vec<uuid::Uuid> { ns.iter().map(|n| rid(*n).parse().expect("an id")).collect() };
+    let ids = |ns: &[usize]| -> Vec<episode::EventId> { ns.iter().map(|n| rid(*n).parse().expect("an id")).collect() };
 
     // The card alone: its visit is referred to by the identifier it was filed under.
     let bundle = fhir::transaction(&episode, &ids(&[5]), &settings).expect("a transaction");
@@ -462,7 +462,7 @@ fn a_transaction_files_records_with_conditional_creates_on_stable_identifiers() 
 
     // The same records give the same Bundle, whatever their order or repeats: a retry is
     // the same request, and the conditional creates make it change nothing.
-    let all: Vec<uuid::Uuid> =
+    let all: Vec<episode::EventId> =
         episode.events.iter().filter(|e| !matches!(e.body, episode::EventBody::FiledToEpr(_))).map(|e| e.id).collect();
     let once = fhir::transaction(&episode, &all, &settings).expect("a transaction");
     let mut shuffled = all.clone();
@@ -493,7 +493,7 @@ fn a_transaction_files_records_with_conditional_creates_on_stable_identifiers() 
     assert_eq!(corrected[0]["resource"]["status"], "entered-in-error");
 
     // Records it cannot file are refused by name.
-    let stranger = uuid::Uuid::now_v7();
+    let stranger = episode::EventId::from_uuid(uuid::Uuid::now_v7());
     assert_eq!(fhir::transaction(&episode, &[stranger], &settings), Err(TransactionError::UnknownRecord(stranger)));
     let filing = ids(&[21])[0];
     assert_eq!(fhir::transaction(&episode, &[filing], &settings), Err(TransactionError::NotFiled(filing)));
@@ -600,7 +600,7 @@ mod needs_fhir_model {
         let demo = Demo::new();
         let mut bundles = demo_bundles(&demo).await;
         for (name, episode) in scenarios() {
-            let ids: Vec<uuid::Uuid> = episode
+            let ids: Vec<episode::EventId> = episode
                 .events
                 .iter()
                 .filter(|e| !matches!(e.body, episode::EventBody::FiledToEpr(_)))

@@ -26,7 +26,7 @@ fn start() -> Timestamp {
 }
 
 fn open_episode(db: &Db, team: &str) -> EpisodeId {
-    let id = uuid::Uuid::now_v7();
+    let id = episode::EpisodeId::from_uuid(uuid::Uuid::now_v7());
     let opening = Opening {
         id,
         patient_ref: PatientRef::new("P-OUTBOX-1").expect("a reference"),

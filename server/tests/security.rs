@@ -234,7 +234,7 @@ fn request(method: &Method, path: &str, token: &str, body: &Payload) -> Request<
 /// team's device might hold a copy) is `doc`: method, path, and body.
 ///
 /// A new route that takes an episode belongs here. (GET routes ignore the body.)
-fn episode_routes(id: Uuid, doc: &mut EpisodeDoc) -> Vec<(Method, String, Payload)> {
+fn episode_routes(id: episode::EpisodeId, doc: &mut EpisodeDoc) -> Vec<(Method, String, Payload)> {
     let sync = |body: SyncBody| {
         let request = protocol::Request {
             protocol: protocol::PROTOCOL,
@@ -273,7 +273,7 @@ async fn every_episode_route_answers_another_teams_episode_as_not_found() {
     let server = Server::new();
     // Alice (north and south) opens an episode in north, and the server stores it.
     let now: Timestamp = "2026-03-02T09:00:00Z".parse().expect("a time");
-    let id = Uuid::now_v7();
+    let id = episode::EpisodeId::from_uuid(Uuid::now_v7());
     let opening = Opening {
         id,
         patient_ref: PatientRef::new("RX-SEC-1").expect("a patient reference"),
@@ -303,7 +303,7 @@ async fn every_episode_route_answers_another_teams_episode_as_not_found() {
     // (`no such episode`), unless the caller's role is refused before any episode is
     // looked up, which tells nothing either.
     let mut copy = EpisodeDoc::load(&doc.save(), ActorId::from(vec![2; 16])).expect("a copy");
-    let unknown = Uuid::now_v7();
+    let unknown = episode::EpisodeId::from_uuid(Uuid::now_v7());
     let not_found = json!({"error": {"code": "not_found", "message": format!("no such episode: {id}"), "episode": id}});
     for (username, role_may_use_all) in [("sol", true), ("cai", false)] {
         let token = server.access(username, &format!("phone-{username}")).await;

@@ -33,7 +33,7 @@ fn start() -> Timestamp {
 
 /// A new episode of `team`, stored as a device's first sync would store it.
 fn open_episode(db: &Db, team: &str, patient: &str) -> EpisodeId {
-    let id = uuid::Uuid::now_v7();
+    let id = episode::EpisodeId::from_uuid(uuid::Uuid::now_v7());
     let opening = Opening {
         id,
         patient_ref: PatientRef::new(patient).expect("a reference"),
@@ -402,7 +402,7 @@ fn old_episode() -> OldEpisode {
     else {
         panic!("fields")
     };
-    let event_id = uuid::Uuid::now_v7();
+    let event_id = episode::EventId::from_uuid(uuid::Uuid::now_v7());
     let event =
         Event::new_record(event_id, "contact_attempt", start(), "olive", "phone-old", fields).expect("an event");
     doc.record(&event).expect("recorded");
@@ -542,9 +542,10 @@ fn old_rows(backend: Backend, version: usize) -> Vec<String> {
 /// Reads back through the server what [`old_rows`] wrote at `version`.
 fn check_rows(db: &Db, version: usize) {
     db.call_blocking(|conn| {
-        let user = server::accounts::active_user(conn, "user-olive")?.expect("the old user");
+        let olive = server::accounts::UserId::new("user-olive");
+        let user = server::accounts::active_user(conn, &olive)?.expect("the old user");
         assert_eq!((user.username.as_str(), user.teams.as_slice()), ("olive", &["team-old".to_owned()][..]));
-        assert!(conn.session_is_live("session-old", "user-olive")?);
+        assert!(conn.session_is_live("session-old", &olive)?);
         assert!(conn.presented_token(&[7; 32])?.is_some(), "the refresh token, by its hash");
         if version >= 6 {
             assert_eq!(conn.login_failures("someone", "192.0.2.1")?, Some((2, 0)));
@@ -552,7 +553,7 @@ fn check_rows(db: &Db, version: usize) {
         }
         // Registered to the user of its first session, without a key (by the upgrade to
         // schema 7, or as written).
-        let device = conn.device_registration("phone-old")?.expect("the old device");
+        let device = conn.device_registration(&"phone-old".parse().expect("a device id"))?.expect("the old device");
         assert_eq!((device.user_id.as_str(), device.key_hash), ("user-olive", None));
         if version >= 2 {
             let episode = old_episode();

@@ -19,7 +19,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use episode::document::{EpisodeDoc, Opening};
 use episode::sync::{self as protocol, Body as SyncBody, Document, Refusal, Response};
-use episode::{Event, Pathway, PatientRef};
+use episode::{EpisodeId, Event, EventId, Pathway, PatientRef};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 use server::accounts::{self, Password, Role, TeamId, Username};
@@ -217,7 +217,7 @@ impl Server {
 
     /// What a device without any state of its own is sent from cursor 0, as each
     /// episode's heads. Such a device holds nothing, so the request writes nothing.
-    async fn seen_from_zero(&self, token: &str) -> BTreeMap<Uuid, Vec<ChangeHash>> {
+    async fn seen_from_zero(&self, token: &str) -> BTreeMap<EpisodeId, Vec<ChangeHash>> {
         let request = protocol::Request {
             protocol: protocol::PROTOCOL,
             cursor: 0,
@@ -269,19 +269,19 @@ struct Device {
     refresh: String,
     actor: ActorId,
     cursor: u64,
-    docs: BTreeMap<Uuid, EpisodeDoc>,
-    states: BTreeMap<Uuid, Vec<u8>>,
+    docs: BTreeMap<EpisodeId, EpisodeDoc>,
+    states: BTreeMap<EpisodeId, Vec<u8>>,
     /// Episodes received whole: the device answers with a message, so that the server
     /// knows it holds them.
-    reply: BTreeSet<Uuid>,
+    reply: BTreeSet<EpisodeId>,
     /// Episodes the server said have left the user's teams: sent whole next time.
-    leaving: BTreeSet<Uuid>,
+    leaving: BTreeSet<EpisodeId>,
 }
 
 impl Device {
     /// Opens a routine referral in `team`, an hour before `now`.
-    fn open(&mut self, team: &str, now: Timestamp) -> Uuid {
-        let id = Uuid::now_v7();
+    fn open(&mut self, team: &str, now: Timestamp) -> EpisodeId {
+        let id = EpisodeId::from_uuid(Uuid::now_v7());
         let opening = Opening {
             id,
             patient_ref: PatientRef::new("RX-SYNC-1").expect("a patient reference"),
@@ -297,7 +297,7 @@ impl Device {
     }
 
     /// Opens a routine referral in `team` as `opened_by`, whoever is signed in.
-    fn open_as(&mut self, team: &str, now: Timestamp, opened_by: &str) -> Uuid {
+    fn open_as(&mut self, team: &str, now: Timestamp, opened_by: &str) -> EpisodeId {
         let user = std::mem::replace(&mut self.user, opened_by.into());
         let id = self.open(team, now);
         self.user = user;
@@ -305,14 +305,14 @@ impl Device {
     }
 
     /// Records an event of `body` at `at` in `episode`; returns its id.
-    fn record(&mut self, episode: Uuid, at: Timestamp, body: Value) -> Uuid {
+    fn record(&mut self, episode: EpisodeId, at: Timestamp, body: Value) -> EventId {
         let (by, device) = (self.user.clone(), self.id.clone());
         self.record_as(episode, at, body, &by, &device)
     }
 
     /// Records an event claiming to be `by`, on `device`: what a forged record says.
-    fn record_as(&mut self, episode: Uuid, at: Timestamp, body: Value, by: &str, device: &str) -> Uuid {
-        let id = Uuid::now_v7();
+    fn record_as(&mut self, episode: EpisodeId, at: Timestamp, body: Value, by: &str, device: &str) -> EventId {
+        let id = EventId::from_uuid(Uuid::now_v7());
         let mut value = body;
         value["id"] = json!(id.to_string());
         value["at"] = json!(at.to_string());
@@ -323,20 +323,20 @@ impl Device {
         id
     }
 
-    fn doc(&mut self, episode: Uuid) -> &mut EpisodeDoc {
+    fn doc(&mut self, episode: EpisodeId) -> &mut EpisodeDoc {
         self.docs.get_mut(&episode).expect("the episode on this device")
     }
 
-    fn heads(&mut self, episode: Uuid) -> Vec<ChangeHash> {
+    fn heads(&mut self, episode: EpisodeId) -> Vec<ChangeHash> {
         sorted(self.doc(episode).heads())
     }
 
-    fn events(&mut self, episode: Uuid) -> BTreeSet<Uuid> {
+    fn events(&mut self, episode: EpisodeId) -> BTreeSet<EventId> {
         self.doc(episode).episode().expect("an episode").events.iter().map(|e| e.id).collect()
     }
 
     /// The persisted state of `episode`, decoded and primed, as a device starts a sync.
-    fn primed(&self, episode: Uuid) -> State {
+    fn primed(&self, episode: EpisodeId) -> State {
         let mut state = protocol::decode_state(self.states.get(&episode).map(Vec::as_slice));
         protocol::prime(&mut state);
         state
@@ -345,7 +345,7 @@ impl Device {
     /// The next request: episodes the server has never confirmed (or that are leaving)
     /// whole, and a message for every episode with unconfirmed changes, each from the
     /// persisted state. Returns the states of this session, to apply the answer with.
-    fn request(&mut self, now: Timestamp) -> (protocol::Request, BTreeMap<Uuid, State>) {
+    fn request(&mut self, now: Timestamp) -> (protocol::Request, BTreeMap<EpisodeId, State>) {
         let mut documents = Vec::new();
         let mut session = BTreeMap::new();
         for (&id, doc) in &mut self.docs {
@@ -372,7 +372,7 @@ impl Device {
         (request, session)
     }
 
-    fn apply(&mut self, response: &Response, mut session: BTreeMap<Uuid, State>) {
+    fn apply(&mut self, response: &Response, mut session: BTreeMap<EpisodeId, State>) {
         assert_eq!(response.protocol, protocol::PROTOCOL);
         for Document { episode, body } in &response.documents {
             match body {
@@ -430,11 +430,11 @@ fn request_of(documents: Vec<Document>) -> protocol::Request {
     protocol::Request { protocol: protocol::PROTOCOL, cursor: 0, device_time_ms: 0, documents }
 }
 
-fn whole(episode: Uuid, doc: &mut EpisodeDoc) -> Document {
+fn whole(episode: EpisodeId, doc: &mut EpisodeDoc) -> Document {
     Document { episode, body: SyncBody::Whole(doc.save()) }
 }
 
-fn message(episode: Uuid, bytes: Vec<u8>) -> Document {
+fn message(episode: EpisodeId, bytes: Vec<u8>) -> Document {
     Document { episode, body: SyncBody::Message(bytes) }
 }
 
@@ -447,7 +447,7 @@ fn phoned() -> Value {
 }
 
 /// The evaluation JSON the response carries for `episode` (exactly one).
-fn evaluation_of(response: &Response, episode: Uuid) -> Value {
+fn evaluation_of(response: &Response, episode: EpisodeId) -> Value {
     let found: Vec<_> = response.actions.iter().filter(|a| a.episode == episode).collect();
     assert_eq!(found.len(), 1, "one evaluation of {episode} in {:?}", response.actions);
     serde_json::to_value(found[0].evaluation().expect("an evaluation")).expect("evaluation JSON")
@@ -457,7 +457,7 @@ fn action_codes(evaluation: &Value) -> Vec<String> {
     evaluation["actions"].as_array().expect("actions").iter().map(|a| text(&a["code"])).collect()
 }
 
-fn bodies(response: &Response) -> Vec<(Uuid, &'static str)> {
+fn bodies(response: &Response) -> Vec<(EpisodeId, &'static str)> {
     response
         .documents
         .iter()
@@ -556,7 +556,7 @@ async fn a_record_made_on_one_device_reaches_another_by_whole_then_by_message() 
     assert!(response.documents.is_empty() && response.actions.is_empty(), "{response:?}");
 }
 
-fn bodies_of(documents: &[Document]) -> Vec<(Uuid, &'static str)> {
+fn bodies_of(documents: &[Document]) -> Vec<(EpisodeId, &'static str)> {
     documents
         .iter()
         .map(|d| (d.episode, if matches!(d.body, SyncBody::Whole(_)) { "whole" } else { "message" }))
@@ -576,7 +576,7 @@ async fn another_teams_episode_is_not_found_and_never_sent() {
     let mut copy = EpisodeDoc::load(&asha.doc(id).save(), cai.actor.clone()).expect("a copy");
     let mut state = State::new();
     let sync_message = copy.generate_sync_message(&mut state).expect("a message");
-    let unknown = Uuid::now_v7();
+    let unknown = EpisodeId::from_uuid(Uuid::now_v7());
     for (episode, document) in [
         (id, message(id, sync_message.clone())),
         (id, whole(id, &mut copy)),
@@ -607,7 +607,7 @@ async fn another_teams_episode_is_not_found_and_never_sent() {
 /// map and committed: the message it sends from the device's persisted state.
 fn rogue_message(
     device: &mut Device,
-    episode: Uuid,
+    episode: EpisodeId,
     tamper: impl FnOnce(&mut automerge::AutoCommit, &automerge::ObjId, &str),
 ) -> Vec<u8> {
     let mut rogue = EpisodeDoc::load(&device.doc(episode).save(), ActorId::from(vec![0x99; 16])).expect("a fork");
@@ -629,7 +629,7 @@ async fn refused_requests_name_the_episode_and_store_nothing() {
     let observer = server.device("ben", "phone-observer", 2).await;
     let seen = server.seen_from_zero(&observer.token).await;
     assert_eq!(seen.keys().copied().collect::<Vec<_>>(), [id]);
-    let of = |fingerprint: Fingerprint, episode: Uuid| {
+    let of = |fingerprint: Fingerprint, episode: EpisodeId| {
         let key = episode.to_string();
         let of_it =
             |rows: Rows| -> Rows { rows.into_iter().filter(|r| r[0].as_deref() == Some(key.as_str())).collect() };
@@ -647,8 +647,8 @@ async fn refused_requests_name_the_episode_and_store_nothing() {
         am.put(events, key, r#"{"tampered": true}"#).expect("put");
     });
     let deleted = rogue_message(&mut asha, id, |am, events, key| am.delete(events, key).expect("delete"));
-    let garbage = Uuid::now_v7();
-    let renamed = Uuid::now_v7();
+    let garbage = EpisodeId::from_uuid(Uuid::now_v7());
+    let renamed = EpisodeId::from_uuid(Uuid::now_v7());
     let cases: Vec<(&str, Document, &str)> = vec![
         ("another episode's document", whole(id, &mut other_doc), "another episode"),
         ("garbage as a message", message(id, b"not an automerge sync message".to_vec()), "not"),
@@ -784,7 +784,7 @@ async fn a_request_sent_twice_changes_nothing_twice() {
     let mut ben = server.device("ben", "phone-ben", 3).await;
     server.sync(&mut ben).await;
     let episode = ben.doc(id).episode().expect("an episode");
-    let ids: Vec<Uuid> = episode.events.iter().map(|e| e.id).collect();
+    let ids: Vec<EventId> = episode.events.iter().map(|e| e.id).collect();
     assert_eq!(ids.len(), 2, "one copy of each record");
     assert_eq!(ids.iter().copied().collect::<BTreeSet<_>>(), BTreeSet::from([first_event, second_event]));
 
@@ -965,7 +965,7 @@ async fn a_record_made_after_receiving_an_episode_whole_survives_a_transfer() {
 async fn a_large_caseload_comes_in_pages() {
     let server = Server::new();
     let mut asha = server.device("asha", "phone-asha", 1).await;
-    let ids: BTreeSet<Uuid> = (0..130).map(|_| asha.open(NORTH, server.now())).collect();
+    let ids: BTreeSet<EpisodeId> = (0..130).map(|_| asha.open(NORTH, server.now())).collect();
     let response = server.sync(&mut asha).await;
     assert_eq!(response.actions.len(), 130);
     // What asha brought is answered in full at once: no page, and nothing again after.
@@ -979,7 +979,7 @@ async fn a_large_caseload_comes_in_pages() {
     assert_eq!(first.documents.len(), 100);
     let second = server.sync(&mut ben).await;
     assert!(!second.more);
-    let received: BTreeSet<Uuid> = first.documents.iter().chain(&second.documents).map(|d| d.episode).collect();
+    let received: BTreeSet<EpisodeId> = first.documents.iter().chain(&second.documents).map(|d| d.episode).collect();
     assert_eq!(received, ids, "every episode once, none lost between the pages");
     assert_eq!(ben.docs.keys().copied().collect::<BTreeSet<_>>(), ids);
     // Ben's answers for the second page's episodes, then nothing new.
@@ -1042,7 +1042,7 @@ async fn concurrent_requests_commit_together_and_a_refused_one_stores_nothing_of
         .flatten()
         .flatten()
         .collect();
-    assert_eq!(ids, stored.iter().map(Uuid::to_string).collect());
+    assert_eq!(ids, stored.iter().map(ToString::to_string).collect());
     assert!(!ids.contains(&rogue_episode.to_string()), "the refused request's new episode is not kept");
 }
 
@@ -1073,7 +1073,7 @@ async fn an_unchanged_episodes_evaluation_follows_the_clock() {
 }
 
 /// The refusals of a response, by episode.
-fn refusals_of(response: &Response) -> BTreeMap<Uuid, Refusal> {
+fn refusals_of(response: &Response) -> BTreeMap<EpisodeId, Refusal> {
     response.refused.iter().map(|r| (r.episode, r.reason.clone())).collect()
 }
 
@@ -1132,7 +1132,7 @@ async fn a_new_record_not_made_here_by_someone_signed_in_here_is_refused_for_its
 }
 
 /// The ids of the records the server holds of `episode`.
-async fn server_events(server: &Server, episode: Uuid) -> BTreeSet<Uuid> {
+async fn server_events(server: &Server, episode: EpisodeId) -> BTreeSet<EventId> {
     server
         .state
         .db
@@ -1178,7 +1178,7 @@ async fn records_the_server_has_are_not_new_and_another_devices_new_ones_wait_fo
 /// Puts `records` of `bytes` each into the server's stored `episode` directly, as a
 /// server before the budget existed could have accepted them (incompressible notes by
 /// `by` on `device`); returns the stored size.
-async fn grow_past_the_budget(server: &Server, episode: Uuid, records: usize, bytes: usize) -> usize {
+async fn grow_past_the_budget(server: &Server, episode: EpisodeId, records: usize, bytes: usize) -> usize {
     server
         .state
         .db
@@ -1259,7 +1259,7 @@ async fn an_episode_past_its_budget_reads_and_refuses_every_change_alone() {
 }
 
 /// The receipt times an answer carries for `episode`, by record.
-fn receipts_of(response: &Response, episode: Uuid) -> BTreeMap<Uuid, i64> {
+fn receipts_of(response: &Response, episode: EpisodeId) -> BTreeMap<EventId, i64> {
     response
         .actions
         .iter()
@@ -1404,7 +1404,7 @@ async fn records_are_filed_in_the_epr_once_and_the_filing_reaches_devices() {
     }
 
     // Every record but the one filed by hand and the filings themselves, once each.
-    let records = |id: Uuid| {
+    let records = |id: EpisodeId| {
         let server = &server;
         let mia = mia.clone();
         async move {
@@ -1414,10 +1414,10 @@ async fn records_are_filed_in_the_epr_once_and_the_filing_reaches_devices() {
         }
     };
     let mut expected = BTreeSet::new();
-    let mut by_server: Vec<Uuid> = Vec::new();
+    let mut by_server: Vec<EventId> = Vec::new();
     for id in [first, second] {
         for event in records(id).await {
-            let event_id: Uuid = text(&event["id"]).parse().expect("an id");
+            let event_id: EventId = text(&event["id"]).parse().expect("an id");
             if event["kind"] == "filed_to_epr" {
                 if event["by"] == server::audit::SERVER {
                     assert!(event["device"].as_str().is_some_and(|d| d.starts_with("server:")), "{event}");
@@ -1427,7 +1427,7 @@ async fn records_are_filed_in_the_epr_once_and_the_filing_reaches_devices() {
                             .as_array()
                             .expect("records")
                             .iter()
-                            .map(|r| text(r).parse::<Uuid>().expect("a record id")),
+                            .map(|r| text(r).parse::<EventId>().expect("a record id")),
                     );
                 }
             } else if event_id != missed_at {
@@ -1436,11 +1436,11 @@ async fn records_are_filed_in_the_epr_once_and_the_filing_reaches_devices() {
         }
     }
     assert_eq!(expected.len(), 4);
-    let filed_once: BTreeSet<Uuid> = by_server.iter().copied().collect();
+    let filed_once: BTreeSet<EventId> = by_server.iter().copied().collect();
     assert_eq!(by_server.len(), filed_once.len(), "no record in two of the server's filings");
     assert_eq!(filed_once, expected);
 
-    let held_provenance = |receiver: &Receiver| -> Vec<Uuid> {
+    let held_provenance = |receiver: &Receiver| -> Vec<EventId> {
         receiver
             .held()
             .resources

@@ -154,7 +154,7 @@ fn one_event(server: &Server) {
 
     // The same record's Automerge change, on a document of its own.
     let opening = Opening {
-        id: uuid::Uuid::now_v7(),
+        id: uuid::Uuid::now_v7().into(),
         patient_ref: PatientRef::new("RX-BENCH-CHANGE").expect("a reference"),
         team: "south".into(),
         opened_at: Timestamp::now(),

@@ -29,7 +29,7 @@ fn main() {
     let mut saved = Vec::new();
     for i in 0..n {
         let opening = Opening {
-            id: uuid::Uuid::now_v7(),
+            id: uuid::Uuid::now_v7().into(),
             patient_ref: PatientRef::new(format!("RX-{i}")).unwrap(),
             team: "north".into(),
             opened_at: Timestamp::now(),

@@ -71,7 +71,7 @@ fn start_receiver(receiver: Receiver) -> (u16, tokio::runtime::Runtime) {
 /// hour ago (Appendix A: urgent actions due within the hour and later).
 fn home_treatment(db: &std::path::Path) {
     let now = Timestamp::now();
-    let id = uuid::Uuid::now_v7();
+    let id = episode::EpisodeId::from_uuid(uuid::Uuid::now_v7());
     let opening = Opening {
         id,
         patient_ref: PatientRef::new("RX-KILL-1").expect("a reference"),
@@ -87,8 +87,8 @@ fn home_treatment(db: &std::path::Path) {
         unreachable!()
     };
     let at = now - SignedDuration::from_mins(30);
-    let call =
-        Event::new_record(uuid::Uuid::now_v7(), "contact_attempt", at, "cai", "phone-cai", fields).expect("a record");
+    let call = Event::new_record(uuid::Uuid::now_v7().into(), "contact_attempt", at, "cai", "phone-cai", fields)
+        .expect("a record");
     doc.record(&call).expect("recorded");
     tests::in_transaction(db, |tx| {
         server::episodes::insert(tx, id, "south", &mut doc, now.as_second()).expect("stored");

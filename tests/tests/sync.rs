@@ -175,7 +175,7 @@ fn with_a_record_by(device: &mut Device, episode: episode::EpisodeId, by: &str) 
     let mut fields = fields(json!({"announced": false, "outcome": "no_answer"}));
     fields.remove("kind");
     let event = episode::Event::new_record(
-        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7().into(),
         "home_visit",
         Timestamp::now(),
         by,

@@ -288,7 +288,7 @@ pub(crate) fn discharge_with_open_actions(cx: &Ctx<'_>, owed: &[(Trigger, Code)]
         let mut codes: Vec<&str> = owed
             .iter()
             .filter(|(trigger, code)| {
-                *code != Code::FileToEpr && (trigger.at, trigger.id) <= (discharge.at, discharge.id)
+                *code != Code::FileToEpr && (trigger.at, trigger.id) <= (discharge.at, *discharge.id.as_uuid())
             })
             .map(|(_, code)| code.as_str())
             .collect();

@@ -124,7 +124,8 @@ pub(crate) struct Ctx<'a> {
     has_discharge: bool,
 }
 
-/// What raised an action: a record, or the episode's opening.
+/// What raised an action: a record, or the episode's opening. Its id is the record's,
+/// or the episode's for the opening: a plain UUID, as `Action::trigger` is.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Trigger {
     pub(crate) id: Uuid,
@@ -133,7 +134,7 @@ pub(crate) struct Trigger {
 
 impl From<&Event> for Trigger {
     fn from(event: &Event) -> Self {
-        Self { id: event.id, at: event.at }
+        Self { id: event.id.into(), at: event.at }
     }
 }
 
@@ -246,7 +247,7 @@ impl<'a> Ctx<'a> {
 
     /// The episode's opening, as a trigger.
     pub(crate) fn opening(&self) -> Trigger {
-        Trigger { id: self.episode.id, at: self.episode.opened_at }
+        Trigger { id: self.episode.id.into(), at: self.episode.opened_at }
     }
 
     /// Whether a `filed_to_epr` lists the record.
@@ -267,7 +268,7 @@ impl<'a> Ctx<'a> {
     #[cold]
     #[inline(never)]
     fn discharge_from(&self, at: Timestamp, trigger: Trigger) -> Option<&'a Event> {
-        self.records_from(at).iter().copied().find(|e| e.id != trigger.id && records::discharged(e))
+        self.records_from(at).iter().copied().find(|e| *e.id.as_uuid() != trigger.id && records::discharged(e))
     }
 
     /// The records at or after `at`.
@@ -280,7 +281,9 @@ impl<'a> Ctx<'a> {
     /// the trigger's time ("Actions"), that satisfies the rule's "done by".
     fn resolve(&self, trigger: Trigger, done: &Done) -> Option<&'a Event> {
         let candidates = self.records_from(trigger.at);
-        let first = |pred: &dyn Fn(&Event) -> bool| candidates.iter().copied().find(|e| pred(e) && e.id != trigger.id);
+        let first = |pred: &dyn Fn(&Event) -> bool| {
+            candidates.iter().copied().find(|e| pred(e) && *e.id.as_uuid() != trigger.id)
+        };
         match done {
             Done::Any(pred) => first(pred),
             Done::All(preds) => {
@@ -294,11 +297,11 @@ impl<'a> Ctx<'a> {
                 last
             }
             Done::CardForTheVisit => {
-                first(&|e| matches!(&e.body, EventBody::CallingCardLeft(c) if c.visit == trigger.id))
+                first(&|e| matches!(&e.body, EventBody::CallingCardLeft(c) if *c.visit.as_uuid() == trigger.id))
             }
             // A filing that names the record does it whatever the two devices' clocks
             // said: the order of times is no evidence against it.
-            Done::FilingOfTheRecord => self.filing(trigger.id),
+            Done::FilingOfTheRecord => self.filing(trigger.id.into()),
             Done::ChildrensServicesKnown => {
                 let decision = first(&records::decision_childrens_services_known)?;
                 if matches!(&decision.body, EventBody::Decision(d) if d.outcome == DecisionOutcome::NotApplicable) {
@@ -329,7 +332,7 @@ impl<'a> Filings<'a> {
         let mut listed: Vec<(u128, &'a Event)> = Vec::with_capacity(events.len());
         for event in events {
             if let EventBody::FiledToEpr(filing) = &event.body {
-                listed.extend(filing.records.iter().map(|record| (record.as_u128(), *event)));
+                listed.extend(filing.records.iter().map(|record| (record.as_uuid().as_u128(), *event)));
             }
         }
         if listed.is_empty() {
@@ -363,7 +366,7 @@ impl<'a> Filings<'a> {
         if self.slots.is_empty() {
             return None;
         }
-        self.slots[self.slot(record.as_u128())].map(|(_, filing)| filing)
+        self.slots[self.slot(record.as_uuid().as_u128())].map(|(_, filing)| filing)
     }
 }
 
@@ -575,7 +578,7 @@ impl Out {
         // (The filing's case first, here: where the rule is the filing rule, no call to
         // `resolve` is left, and the row is built without going through the stack.)
         let done = match rule.done {
-            Done::FilingOfTheRecord => cx.filing(trigger.id),
+            Done::FilingOfTheRecord => cx.filing(trigger.id.into()),
             ref done => cx.resolve(trigger, done),
         };
         // "A discharge closes the cycle and cancels `offer_appointment` only": another

@@ -199,7 +199,7 @@ fn render(evaluation: &Evaluation, with_filing: bool) -> String {
         out.push_str(&format!("{:<33} {:<9} {} -> {}  {}", a.code.as_str(), state, a.active_from, a.due, a.owner));
         out.push_str(&format!("  [{}; {:?}; from {}]", a.cites, a.priority, name(&a.trigger)).to_lowercase());
         if let Some(by) = &a.resolved_by {
-            out.push_str(&format!(" by {}", name(by)));
+            out.push_str(&format!(" by {}", name(by.as_uuid())));
         }
         if a.late {
             out.push_str(" late");

@@ -359,8 +359,8 @@ email = "cc@example.org"
         assert_eq!(south.contact("care_coordinator", false).0, Whom::OnCall);
         assert_eq!(south.contact("team_manager", true).0, Whom::OnCall);
         assert_eq!(
-            alerts.episode_url(episode::EpisodeId::nil()),
-            format!("https://tether.example/dashboard/episodes/{}", episode::EpisodeId::nil())
+            alerts.episode_url(episode::EpisodeId::from_uuid(uuid::Uuid::nil())),
+            format!("https://tether.example/dashboard/episodes/{}", episode::EpisodeId::from_uuid(uuid::Uuid::nil()))
         );
         // The secret is never shown.
         assert!(!format!("{alerts:?}").contains(SECRET));

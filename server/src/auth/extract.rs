@@ -6,7 +6,7 @@ use axum::http::request::Parts;
 
 use super::store;
 use crate::AppState;
-use crate::accounts::{self, Role};
+use crate::accounts::{self, Role, UserId};
 use crate::error::AppError;
 
 /// The signed-in caller. Role and teams are read from the database on every request,
@@ -14,7 +14,7 @@ use crate::error::AppError;
 /// takes effect at once rather than when the token expires.
 #[derive(Debug, Clone)]
 pub struct AuthUser {
-    pub user_id: String,
+    pub user_id: UserId,
     pub username: String,
     pub role: Role,
     pub teams: Vec<String>,
@@ -28,7 +28,8 @@ impl FromRequestParts<AppState> for AuthUser {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token = bearer(parts)?;
         let claims = state.keys.verify(token, state.clock.unix())?;
-        let (user_id, session) = (claims.sub.clone(), claims.sid.clone());
+        // The token is the server's own, signed: its subject is a user's id.
+        let (user_id, session) = (UserId::new(claims.sub.clone()), claims.sid.clone());
         let device = claims.device.clone();
         let user = state
             .db

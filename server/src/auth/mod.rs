@@ -259,7 +259,7 @@ pub(crate) fn tokens(
     let claims = Claims {
         iss: ISSUER.into(),
         aud: AUDIENCE.into(),
-        sub: user.id.clone(),
+        sub: user.id.to_string(),
         iat: now,
         nbf: now,
         exp: now + ACCESS_TTL_SECS,

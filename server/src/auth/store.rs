@@ -8,7 +8,7 @@
 use sha2::{Digest, Sha256};
 
 use super::token::{REFRESH_TTL_SECS, new_refresh_token, refresh_token_hash};
-use crate::accounts::{DeviceId, DeviceKey};
+use crate::accounts::{DeviceId, DeviceKey, UserId};
 use crate::error::AppError;
 use crate::store::{PresentedToken, Registration, StoreError, Tx};
 
@@ -28,12 +28,12 @@ const PRUNE_AFTER_SECS: i64 = 24 * 60 * 60;
 /// Starts a session for a user on a device; returns its id and first refresh token.
 pub fn start_session(
     tx: &mut dyn Tx,
-    user_id: &str,
+    user_id: &UserId,
     device: &DeviceId,
     now: i64,
 ) -> Result<(String, String), AppError> {
     let session = uuid::Uuid::now_v7().to_string();
-    tx.insert_session(&session, user_id, device.as_str(), now)?;
+    tx.insert_session(&session, user_id, device, now)?;
     let refresh = issue_refresh_token(tx, &session, now)?;
     Ok((session, refresh))
 }
@@ -52,7 +52,7 @@ pub fn revoke_session(tx: &mut dyn Tx, session: &str, because: &str, now: i64) -
 #[derive(Debug)]
 pub enum Rotation {
     /// A new refresh token in the same session; the presented one is spent.
-    Rotated { user_id: String, session: String, refresh_token: String },
+    Rotated { user_id: UserId, session: String, refresh_token: String },
     /// Refused, and nothing else happened (unknown, expired, or an ended session).
     Refused,
     /// Refused, and the session was revoked because of what was presented (a reused
@@ -90,7 +90,7 @@ pub fn rotate(tx: &mut dyn Tx, presented: &str, device: &DeviceId, now: i64) -> 
 }
 
 /// Whether a session is live: not revoked.
-pub fn session_is_live(tx: &mut dyn Tx, session: &str, user_id: &str) -> Result<bool, StoreError> {
+pub fn session_is_live(tx: &mut dyn Tx, session: &str, user_id: &UserId) -> Result<bool, StoreError> {
     tx.session_is_live(session, user_id)
 }
 
@@ -104,19 +104,19 @@ pub fn claim_device(
     tx: &mut dyn Tx,
     device: &DeviceId,
     key: Option<&DeviceKey>,
-    user_id: &str,
+    user_id: &UserId,
     now: i64,
 ) -> Result<(), AppError> {
     let presented = key.map(|k| Sha256::digest(k.as_bytes()).to_vec());
-    let registered = match tx.device_registration(device.as_str())? {
+    let registered = match tx.device_registration(device)? {
         Some(registered) => registered,
         None => {
-            if tx.register_device(device.as_str(), user_id, presented.as_deref(), now)? {
+            if tx.register_device(device, user_id, presented.as_deref(), now)? {
                 return Ok(());
             }
             // Registered meanwhile by another sign-in (another replica's): judged as
             // any registered device is.
-            tx.device_registration(device.as_str())?
+            tx.device_registration(device)?
                 .ok_or_else(|| StoreError::Damaged("a device registered meanwhile is not there".into()))?
         }
     };
@@ -126,12 +126,12 @@ pub fn claim_device(
             _ => Err(AppError::DeviceTaken),
         },
         Registration { user_id: registrant, key_hash: None } => {
-            let shares_team = registrant == user_id || tx.share_a_team(&registrant, user_id)?;
+            let shares_team = registrant == *user_id || tx.share_a_team(&registrant, user_id)?;
             if !shares_team {
                 return Err(AppError::DeviceTaken);
             }
             if let Some(presented) = presented {
-                tx.set_device_key(device.as_str(), &presented)?;
+                tx.set_device_key(device, &presented)?;
             }
             Ok(())
         }
@@ -140,7 +140,7 @@ pub fn claim_device(
 
 /// Whether a manager (`user_id`; any team if `admin`) may reach `device`: it is
 /// registered, by a user of one of the manager's teams.
-pub fn device_in_reach(tx: &mut dyn Tx, device: &str, user_id: &str, admin: bool) -> Result<bool, StoreError> {
+pub fn device_in_reach(tx: &mut dyn Tx, device: &str, user_id: &UserId, admin: bool) -> Result<bool, StoreError> {
     tx.device_in_reach(device, user_id, admin)
 }
 
@@ -156,7 +156,7 @@ pub fn device_revoked(tx: &mut dyn Tx, device: &str) -> Result<bool, StoreError>
 }
 
 /// Revokes a device: its sessions end, and it is told to wipe its store.
-pub fn revoke_device(tx: &mut dyn Tx, device: &str, by: &str, now: i64) -> Result<(), StoreError> {
+pub fn revoke_device(tx: &mut dyn Tx, device: &str, by: &UserId, now: i64) -> Result<(), StoreError> {
     tx.revoke_device(device, by, now)
 }
 
@@ -263,6 +263,6 @@ pub fn take_pending_sign_in(tx: &mut dyn Tx, state_hash: &str) -> Result<Option<
 /// Ends every session of a user, for good: the refresh families stop, the access tokens
 /// stop at their next request (each checks its session), and dashboard sign-ins end.
 /// Enabling the user again revives none of them.
-pub fn end_all_sessions(tx: &mut dyn Tx, user_id: &str, because: &str, now: i64) -> Result<u64, StoreError> {
+pub fn end_all_sessions(tx: &mut dyn Tx, user_id: &UserId, because: &str, now: i64) -> Result<u64, StoreError> {
     tx.end_all_sessions(user_id, because, now)
 }

@@ -734,8 +734,8 @@ fn action_table(
                         td data-label="Why" {
                             span {
                                 "Policy section " (action.cites) ", after "
-                                @if action.trigger == episode { "the episode was opened" }
-                                @else { (record_link(action.trigger, timeline)) }
+                                @if action.trigger == *episode.as_uuid() { "the episode was opened" }
+                                @else { (record_link(action.trigger.into(), timeline)) }
                             }
                         }
                     }
@@ -839,7 +839,7 @@ fn warning_item(warning: &Warning, timeline: &[&Event]) -> Markup {
         div.notice data-warning=(enum_text(&warning.code)) {
             strong { (words(&enum_text(&warning.code))) } ": " (warning.message)
             @if let Some(field) = warning.field { " (" (words(field.as_str())) ")" }
-            @if let Some(record) = record { " — " (record_link(record, timeline)) }
+            @if let Some(record) = record { " — " (record_link(record.into(), timeline)) }
         }
     }
 }
@@ -895,7 +895,7 @@ fn location(value: &Value) -> Markup {
 /// A field's value in words; a record id becomes a link to the record.
 fn field_value(value: &Value, timeline: &[&Event]) -> Markup {
     match value {
-        Value::String(s) => match s.parse::<uuid::Uuid>() {
+        Value::String(s) => match s.parse::<episode::EventId>() {
             Ok(id) if timeline.iter().any(|e| e.id == id) => record_link(id, timeline),
             _ => html! { (value_text(value)) },
         },
@@ -910,7 +910,7 @@ fn field_value(value: &Value, timeline: &[&Event]) -> Markup {
 }
 
 /// A link to a record in the timeline, named by its kind and time.
-fn record_link(id: uuid::Uuid, timeline: &[&Event]) -> Markup {
+fn record_link(id: episode::EventId, timeline: &[&Event]) -> Markup {
     match timeline.iter().find(|e| e.id == id) {
         Some(event) => html! {
             a href={ "#record-" (id) } { (kind_text(event).to_lowercase()) " on " (local(event.at)) }

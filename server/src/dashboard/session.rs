@@ -163,7 +163,7 @@ impl DashUser {
     /// start of the session's hash (never the token) to tell two sign-ins apart.
     pub fn who(&self) -> Who {
         Who {
-            user_id: self.user.id.clone(),
+            user_id: self.user.id.to_string(),
             username: self.user.username.clone(),
             device: format!("dashboard:{}", &self.session[..8.min(self.session.len())]),
             via: Via::Dashboard,

@@ -344,7 +344,7 @@ impl<'a> Builder<'a> {
 
     /// A reference to the first resource a record (or the episode's opening) made.
     fn trigger_ref(&self, trigger: Uuid) -> Value {
-        match self.episode.events.iter().find(|e| e.id == trigger) {
+        match self.episode.events.iter().find(|e| *e.id.as_uuid() == trigger) {
             Some(event) => match resource_kinds(&event.body).first() {
                 Some(kind) => self.record_ref(event.id, kind),
                 None => json!({"display": format!("Tether record {}", event.id)}),
@@ -844,7 +844,7 @@ impl<'a> Builder<'a> {
             "code": self.tether_code("action", action.code.as_str(), action.title.to_string()),
             "description": action.title,
             "for": self.patient_ref(),
-            "authoredOn": time(self.episode.events.iter().find(|e| e.id == action.trigger).map_or(self.episode.opened_at, |e| e.at)),
+            "authoredOn": time(self.episode.events.iter().find(|e| *e.id.as_uuid() == action.trigger).map_or(self.episode.opened_at, |e| e.at)),
             "restriction": {"period": {"start": time(action.active_from), "end": time(action.due)}},
             "performerType": [self.tether_code("role", &owner, capitalise(&words(&owner)))],
             "owner": {"type": "PractitionerRole",
@@ -858,7 +858,7 @@ impl<'a> Builder<'a> {
             body["focus"] = self.trigger_ref(action.trigger);
         }
         if let Some(by) = action.resolved_by {
-            body["output"] = json!([{"type": {"text": "done by"}, "valueReference": self.trigger_ref(by)}]);
+            body["output"] = json!([{"type": {"text": "done by"}, "valueReference": self.trigger_ref(by.into())}]);
             if let Some(done) = self.episode.events.iter().find(|e| e.id == by) {
                 body["executionPeriod"] = json!({"start": time(action.active_from), "end": time(done.at)});
             }

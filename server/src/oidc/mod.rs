@@ -209,7 +209,7 @@ pub fn audit_sign_in(
     subject: &str,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    let who = Who { user_id: user.id.clone(), username: user.username.clone(), device: device.to_owned(), via };
+    let who = Who { user_id: user.id.to_string(), username: user.username.clone(), device: device.to_owned(), via };
     audit::log(tx, &who, now_ms, AuditAction::OidcSignIn, None, Some(&detail(provider, subject)))
 }
 

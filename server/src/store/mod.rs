@@ -24,6 +24,7 @@ use episode::EpisodeId;
 pub use self::postgres::{PgError, SCHEMA_FILES as POSTGRES_SCHEMA};
 pub use target::Target;
 
+use crate::accounts::{DeviceId, TeamId, UserId};
 use crate::audit::{Cursor as AuditCursor, Entry, Row as AuditRow, Scope as AuditScope};
 pub use crate::auth::store::PendingSignIn;
 use crate::caseload::{OpenAction, Rates, Summary};
@@ -86,7 +87,7 @@ pub struct EpisodeRow {
 /// What a sign-in needs to know about a username.
 #[derive(Debug)]
 pub struct Login {
-    pub user_id: String,
+    pub user_id: UserId,
     pub password_hash: String,
     pub disabled: bool,
 }
@@ -97,7 +98,7 @@ pub struct PresentedToken {
     pub session: String,
     pub expires_at: i64,
     pub rotated_at: Option<i64>,
-    pub user_id: String,
+    pub user_id: UserId,
     pub session_device: String,
     pub revoked_at: Option<i64>,
     pub disabled: bool,
@@ -105,7 +106,7 @@ pub struct PresentedToken {
 
 /// A user as listed: id, username, role, disabled, and the identity provider they sign
 /// in with, if any.
-pub type UserRow = (String, String, String, bool, Option<String>);
+pub type UserRow = (UserId, String, String, bool, Option<String>);
 
 /// An audit entry as the chain holds it: its columns (`audit::Row`), the hash of the
 /// entry before it, and its own hash.
@@ -120,7 +121,7 @@ pub struct ChainedEntry {
 /// (`None`: registered without one).
 #[derive(Debug)]
 pub struct Registration {
-    pub user_id: String,
+    pub user_id: UserId,
     pub key_hash: Option<Vec<u8>>,
 }
 
@@ -284,7 +285,9 @@ pub trait Tx {
     /// due by the clock at `now` (Unix seconds), oldest change first.
     fn stale_summaries(&mut self, now: i64) -> Result<Vec<(EpisodeId, String)>>;
 
-    // Sync states, drops and receipts.
+    // Sync states, drops and receipts. Their devices are still `&str`: the sync's and
+    // the document cache's code that calls them was being rewritten when the other ids
+    // became types, and receipts are noted on the server's own device (`server:…`) too.
     fn sync_state(&mut self, id: EpisodeId, device: &str) -> Result<Option<Vec<u8>>>;
     fn put_sync_state(&mut self, id: EpisodeId, device: &str, state: &[u8]) -> Result<()>;
     /// The episodes the device holds, with their teams now.
@@ -300,25 +303,33 @@ pub trait Tx {
     /// The events noted with `seq > after` and their receipt times, by event.
     fn receipts_since(&mut self, id: EpisodeId, after: i64) -> Result<Vec<(String, i64)>>;
 
-    // Teams and users.
-    fn add_team(&mut self, id: &str, name: &str, created_at: &str) -> Result<()>;
-    fn team_exists(&mut self, id: &str) -> Result<bool>;
+    // Teams and users. Teams made and joined take a `TeamId`; a team read back off an
+    // episode, a user or a summary is still a `String` (the episodes' and caseload's code is next).
+    fn add_team(&mut self, id: &TeamId, name: &str, created_at: &str) -> Result<()>;
+    fn team_exists(&mut self, id: &TeamId) -> Result<bool>;
     fn team_name(&mut self, id: &str) -> Result<Option<String>>;
     fn count_teams(&mut self) -> Result<i64>;
-    fn add_user(&mut self, id: &str, username: &str, password_hash: &str, role: &str, created_at: &str) -> Result<()>;
-    fn add_user_team(&mut self, user_id: &str, team: &str) -> Result<()>;
+    fn add_user(
+        &mut self,
+        id: &UserId,
+        username: &str,
+        password_hash: &str,
+        role: &str,
+        created_at: &str,
+    ) -> Result<()>;
+    fn add_user_team(&mut self, user_id: &UserId, team: &TeamId) -> Result<()>;
     /// Returns the user's id, if such a user exists.
-    fn set_disabled(&mut self, username: &str, disabled: bool) -> Result<Option<String>>;
+    fn set_disabled(&mut self, username: &str, disabled: bool) -> Result<Option<UserId>>;
     fn set_password_hash(&mut self, username: &str, hash: &str) -> Result<()>;
     fn login(&mut self, username: &str) -> Result<Option<Login>>;
     /// An enabled user's username and role.
-    fn active_user(&mut self, user_id: &str) -> Result<Option<(String, String)>>;
-    fn user_teams(&mut self, user_id: &str) -> Result<Vec<String>>;
+    fn active_user(&mut self, user_id: &UserId) -> Result<Option<(String, String)>>;
+    fn user_teams(&mut self, user_id: &UserId) -> Result<Vec<String>>;
 
     /// Every user, by username.
     fn list_users(&mut self) -> Result<Vec<UserRow>>;
-    fn set_role(&mut self, user_id: &str, role: &str) -> Result<()>;
-    fn clear_user_teams(&mut self, user_id: &str) -> Result<()>;
+    fn set_role(&mut self, user_id: &UserId, role: &str) -> Result<()>;
+    fn clear_user_teams(&mut self, user_id: &UserId) -> Result<()>;
     /// The usernames of the team's managers who may act (not disabled), sorted.
     fn team_managers(&mut self, team: &str) -> Result<Vec<String>>;
     /// The username of the user with this id, else of the user with this username.
@@ -326,8 +337,8 @@ pub trait Tx {
 
     // People who sign in with an identity provider, and sign-ins under way (schema 5).
     /// The user a provider's subject is, and whether they are disabled.
-    fn identity_user(&mut self, provider: &str, subject: &str) -> Result<Option<(String, bool)>>;
-    fn add_identity(&mut self, provider: &str, subject: &str, user_id: &str, now: i64) -> Result<()>;
+    fn identity_user(&mut self, provider: &str, subject: &str) -> Result<Option<(UserId, bool)>>;
+    fn add_identity(&mut self, provider: &str, subject: &str, user_id: &UserId, now: i64) -> Result<()>;
     fn touch_identity(&mut self, provider: &str, subject: &str, now: i64) -> Result<()>;
     /// Forgets the pending sign-ins expired at `now`; returns how many are left.
     fn prune_pending_sign_ins(&mut self, now: i64) -> Result<i64>;
@@ -336,29 +347,35 @@ pub trait Tx {
     fn take_pending_sign_in(&mut self, state_hash: &str) -> Result<Option<PendingSignIn>>;
 
     // Sessions, refresh tokens, revoked devices, the sign-in throttle.
-    fn insert_session(&mut self, id: &str, user_id: &str, device: &str, now: i64) -> Result<()>;
+    fn insert_session(&mut self, id: &str, user_id: &UserId, device: &DeviceId, now: i64) -> Result<()>;
     fn insert_refresh_token(&mut self, hash: &[u8], session: &str, issued_at: i64, expires_at: i64) -> Result<()>;
     fn presented_token(&mut self, hash: &[u8]) -> Result<Option<PresentedToken>>;
     fn mark_rotated(&mut self, hash: &[u8], now: i64) -> Result<()>;
     fn revoke_session(&mut self, session: &str, because: &str, now: i64) -> Result<()>;
-    fn session_is_live(&mut self, session: &str, user_id: &str) -> Result<bool>;
+    fn session_is_live(&mut self, session: &str, user_id: &UserId) -> Result<bool>;
     /// Revokes every live session of a user and ends their dashboard sign-ins; returns
     /// how many sessions it revoked.
-    fn end_all_sessions(&mut self, user_id: &str, because: &str, now: i64) -> Result<u64>;
+    fn end_all_sessions(&mut self, user_id: &UserId, because: &str, now: i64) -> Result<u64>;
     fn device_revoked(&mut self, device: &str) -> Result<bool>;
-    fn revoke_device(&mut self, device: &str, by: &str, now: i64) -> Result<()>;
+    fn revoke_device(&mut self, device: &str, by: &UserId, now: i64) -> Result<()>;
 
     // Devices, registered to the user of their first sign-in (schema 7).
-    fn device_registration(&mut self, device: &str) -> Result<Option<Registration>>;
+    fn device_registration(&mut self, device: &DeviceId) -> Result<Option<Registration>>;
     /// Registers a new device; `false` if it was registered meanwhile (nothing changed).
-    fn register_device(&mut self, device: &str, user_id: &str, key_hash: Option<&[u8]>, now: i64) -> Result<bool>;
+    fn register_device(
+        &mut self,
+        device: &DeviceId,
+        user_id: &UserId,
+        key_hash: Option<&[u8]>,
+        now: i64,
+    ) -> Result<bool>;
     /// Gives a device registered without a key the key `key_hash`.
-    fn set_device_key(&mut self, device: &str, key_hash: &[u8]) -> Result<()>;
+    fn set_device_key(&mut self, device: &DeviceId, key_hash: &[u8]) -> Result<()>;
     /// Whether two users share a team.
-    fn share_a_team(&mut self, a: &str, b: &str) -> Result<bool>;
+    fn share_a_team(&mut self, a: &UserId, b: &UserId) -> Result<bool>;
     /// Whether `device` is registered by a user of one of `user_id`'s teams (any team,
     /// for an admin).
-    fn device_in_reach(&mut self, device: &str, user_id: &str, admin: bool) -> Result<bool>;
+    fn device_in_reach(&mut self, device: &str, user_id: &UserId, admin: bool) -> Result<bool>;
     /// The usernames of everyone who has signed in on `device`.
     fn device_users(&mut self, device: &str) -> Result<Vec<String>>;
 
@@ -389,14 +406,14 @@ pub trait Tx {
     fn start_dashboard_session(
         &mut self,
         hash: &str,
-        user_id: &str,
+        user_id: &UserId,
         csrf: &str,
         now: i64,
         expires_at: i64,
     ) -> Result<()>;
     fn end_dashboard_session(&mut self, hash: &str) -> Result<()>;
     /// A live dashboard session's (user id, CSRF token).
-    fn dashboard_session(&mut self, hash: &str, now: i64) -> Result<Option<(String, String)>>;
+    fn dashboard_session(&mut self, hash: &str, now: i64) -> Result<Option<(UserId, String)>>;
 
     // The audit log, a hash chain (schema 6; `audit`).
     /// The head: the last entry's number and hash, as committed.

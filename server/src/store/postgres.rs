@@ -22,6 +22,7 @@ use super::{
     OutboxRow, PendingSignIn, PresentedToken, Registration, Result, StoreError, SummaryRecord, Transaction, Tx,
     UserRow, parse_id,
 };
+use crate::accounts::{DeviceId, TeamId, UserId};
 use crate::audit::{Cursor as AuditCursor, Entry, Row as AuditRow, Scope as AuditScope};
 use crate::caseload::{OpenAction, Rates, Summary};
 
@@ -771,7 +772,7 @@ impl Tx for Pg<'_> {
         rows.iter().map(|row| Ok((get(row, 0)?, get(row, 1)?))).collect()
     }
 
-    fn add_team(&mut self, id: &str, name: &str, created_at: &str) -> Result<()> {
+    fn add_team(&mut self, id: &TeamId, name: &str, created_at: &str) -> Result<()> {
         let inserted = self.execute(
             "INSERT INTO teams (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
             &[&id, &name, &created_at],
@@ -779,7 +780,7 @@ impl Tx for Pg<'_> {
         if inserted == 0 { Err(StoreError::Duplicate) } else { Ok(()) }
     }
 
-    fn team_exists(&mut self, id: &str) -> Result<bool> {
+    fn team_exists(&mut self, id: &TeamId) -> Result<bool> {
         Ok(self.query_opt("SELECT 1 FROM teams WHERE id = $1", &[&id])?.is_some())
     }
 
@@ -794,7 +795,14 @@ impl Tx for Pg<'_> {
         get(&self.query_one("SELECT COUNT(*) FROM teams", &[])?, 0)
     }
 
-    fn add_user(&mut self, id: &str, username: &str, password_hash: &str, role: &str, created_at: &str) -> Result<()> {
+    fn add_user(
+        &mut self,
+        id: &UserId,
+        username: &str,
+        password_hash: &str,
+        role: &str,
+        created_at: &str,
+    ) -> Result<()> {
         let inserted = self.execute(
             "INSERT INTO users (id, username, password_hash, role, created_at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT DO NOTHING",
@@ -803,7 +811,7 @@ impl Tx for Pg<'_> {
         if inserted == 0 { Err(StoreError::Duplicate) } else { Ok(()) }
     }
 
-    fn add_user_team(&mut self, user_id: &str, team: &str) -> Result<()> {
+    fn add_user_team(&mut self, user_id: &UserId, team: &TeamId) -> Result<()> {
         self.execute(
             "INSERT INTO user_teams (user_id, team_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             &[&user_id, &team],
@@ -811,7 +819,7 @@ impl Tx for Pg<'_> {
         Ok(())
     }
 
-    fn set_disabled(&mut self, username: &str, disabled: bool) -> Result<Option<String>> {
+    fn set_disabled(&mut self, username: &str, disabled: bool) -> Result<Option<UserId>> {
         match self
             .query_opt("UPDATE users SET disabled = $1 WHERE username = $2 RETURNING id", &[&disabled, &username])?
         {
@@ -834,14 +842,14 @@ impl Tx for Pg<'_> {
         }
     }
 
-    fn active_user(&mut self, user_id: &str) -> Result<Option<(String, String)>> {
+    fn active_user(&mut self, user_id: &UserId) -> Result<Option<(String, String)>> {
         match self.query_opt("SELECT username, role FROM users WHERE id = $1 AND NOT disabled", &[&user_id])? {
             Some(row) => Ok(Some((get(&row, 0)?, get(&row, 1)?))),
             None => Ok(None),
         }
     }
 
-    fn user_teams(&mut self, user_id: &str) -> Result<Vec<String>> {
+    fn user_teams(&mut self, user_id: &UserId) -> Result<Vec<String>> {
         let rows = self.query("SELECT team_id FROM user_teams WHERE user_id = $1 ORDER BY team_id", &[&user_id])?;
         rows.iter().map(|row| get(row, 0)).collect()
     }
@@ -855,7 +863,7 @@ impl Tx for Pg<'_> {
         rows.iter().map(|r| Ok((get(r, 0)?, get(r, 1)?, get(r, 2)?, get(r, 3)?, get(r, 4)?))).collect()
     }
 
-    fn set_role(&mut self, user_id: &str, role: &str) -> Result<()> {
+    fn set_role(&mut self, user_id: &UserId, role: &str) -> Result<()> {
         self.execute("UPDATE users SET role = $1 WHERE id = $2", &[&role, &user_id])?;
         Ok(())
     }
@@ -881,12 +889,12 @@ impl Tx for Pg<'_> {
         }
     }
 
-    fn clear_user_teams(&mut self, user_id: &str) -> Result<()> {
+    fn clear_user_teams(&mut self, user_id: &UserId) -> Result<()> {
         self.execute("DELETE FROM user_teams WHERE user_id = $1", &[&user_id])?;
         Ok(())
     }
 
-    fn identity_user(&mut self, provider: &str, subject: &str) -> Result<Option<(String, bool)>> {
+    fn identity_user(&mut self, provider: &str, subject: &str) -> Result<Option<(UserId, bool)>> {
         match self.query_opt(
             "SELECT u.id, u.disabled FROM identities i JOIN users u ON u.id = i.user_id
              WHERE i.provider = $1 AND i.subject = $2",
@@ -897,7 +905,7 @@ impl Tx for Pg<'_> {
         }
     }
 
-    fn add_identity(&mut self, provider: &str, subject: &str, user_id: &str, now: i64) -> Result<()> {
+    fn add_identity(&mut self, provider: &str, subject: &str, user_id: &UserId, now: i64) -> Result<()> {
         self.execute(
             "INSERT INTO identities (provider, subject, user_id, created_at, last_sign_in) VALUES ($1, $2, $3, $4, $4)",
             &[&provider, &subject, &user_id, &now],
@@ -944,7 +952,7 @@ impl Tx for Pg<'_> {
         }
     }
 
-    fn insert_session(&mut self, id: &str, user_id: &str, device: &str, now: i64) -> Result<()> {
+    fn insert_session(&mut self, id: &str, user_id: &UserId, device: &DeviceId, now: i64) -> Result<()> {
         self.execute(
             "INSERT INTO sessions (id, user_id, device_id, created_at) VALUES ($1, $2, $3, $4)",
             &[&id, &user_id, &device, &now],
@@ -994,7 +1002,7 @@ impl Tx for Pg<'_> {
         Ok(())
     }
 
-    fn session_is_live(&mut self, session: &str, user_id: &str) -> Result<bool> {
+    fn session_is_live(&mut self, session: &str, user_id: &UserId) -> Result<bool> {
         match self.query_opt(
             "SELECT revoked_at IS NULL FROM sessions WHERE id = $1 AND user_id = $2",
             &[&session, &user_id],
@@ -1008,7 +1016,7 @@ impl Tx for Pg<'_> {
         Ok(self.query_opt("SELECT 1 FROM revoked_devices WHERE device = $1", &[&device])?.is_some())
     }
 
-    fn revoke_device(&mut self, device: &str, by: &str, now: i64) -> Result<()> {
+    fn revoke_device(&mut self, device: &str, by: &UserId, now: i64) -> Result<()> {
         self.execute(
             "INSERT INTO revoked_devices (device, revoked_at, revoked_by) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
             &[&device, &now, &by],
@@ -1021,7 +1029,7 @@ impl Tx for Pg<'_> {
         Ok(())
     }
 
-    fn end_all_sessions(&mut self, user_id: &str, because: &str, now: i64) -> Result<u64> {
+    fn end_all_sessions(&mut self, user_id: &UserId, because: &str, now: i64) -> Result<u64> {
         let ended = self.execute(
             "UPDATE sessions SET revoked_at = $1, revoked_because = $2 WHERE user_id = $3 AND revoked_at IS NULL",
             &[&now, &because, &user_id],
@@ -1030,14 +1038,20 @@ impl Tx for Pg<'_> {
         Ok(ended)
     }
 
-    fn device_registration(&mut self, device: &str) -> Result<Option<Registration>> {
+    fn device_registration(&mut self, device: &DeviceId) -> Result<Option<Registration>> {
         match self.query_opt("SELECT user_id, key_hash FROM devices WHERE id = $1", &[&device])? {
             Some(row) => Ok(Some(Registration { user_id: get(&row, 0)?, key_hash: get(&row, 1)? })),
             None => Ok(None),
         }
     }
 
-    fn register_device(&mut self, device: &str, user_id: &str, key_hash: Option<&[u8]>, now: i64) -> Result<bool> {
+    fn register_device(
+        &mut self,
+        device: &DeviceId,
+        user_id: &UserId,
+        key_hash: Option<&[u8]>,
+        now: i64,
+    ) -> Result<bool> {
         // DO NOTHING rather than a unique violation, which would abort the transaction.
         let inserted = self.execute(
             "INSERT INTO devices (id, user_id, key_hash, registered_at) VALUES ($1, $2, $3, $4)
@@ -1047,12 +1061,12 @@ impl Tx for Pg<'_> {
         Ok(inserted > 0)
     }
 
-    fn set_device_key(&mut self, device: &str, key_hash: &[u8]) -> Result<()> {
+    fn set_device_key(&mut self, device: &DeviceId, key_hash: &[u8]) -> Result<()> {
         self.execute("UPDATE devices SET key_hash = $1 WHERE id = $2 AND key_hash IS NULL", &[&key_hash, &device])?;
         Ok(())
     }
 
-    fn share_a_team(&mut self, a: &str, b: &str) -> Result<bool> {
+    fn share_a_team(&mut self, a: &UserId, b: &UserId) -> Result<bool> {
         get(
             &self.query_one(
                 "SELECT EXISTS (SELECT 1 FROM user_teams a JOIN user_teams b ON a.team_id = b.team_id
@@ -1063,7 +1077,7 @@ impl Tx for Pg<'_> {
         )
     }
 
-    fn device_in_reach(&mut self, device: &str, user_id: &str, admin: bool) -> Result<bool> {
+    fn device_in_reach(&mut self, device: &str, user_id: &UserId, admin: bool) -> Result<bool> {
         get(
             &self.query_one(
                 "SELECT EXISTS (SELECT 1 FROM devices d
@@ -1155,7 +1169,7 @@ impl Tx for Pg<'_> {
     fn start_dashboard_session(
         &mut self,
         hash: &str,
-        user_id: &str,
+        user_id: &UserId,
         csrf: &str,
         now: i64,
         expires_at: i64,
@@ -1173,7 +1187,7 @@ impl Tx for Pg<'_> {
         Ok(())
     }
 
-    fn dashboard_session(&mut self, hash: &str, now: i64) -> Result<Option<(String, String)>> {
+    fn dashboard_session(&mut self, hash: &str, now: i64) -> Result<Option<(UserId, String)>> {
         match self.query_opt(
             "SELECT user_id, csrf FROM dashboard_sessions WHERE hash = $1 AND expires_at > $2",
             &[&hash, &now],
@@ -1305,22 +1319,7 @@ impl Tx for Pg<'_> {
                 &[&teams, &scope.unscoped, &episode, &before.unwrap_or(i64::MAX), &limit],
             )?,
         };
-        rows.iter()
-            .map(|r| {
-                let via: String = get(r, 5)?;
-                super::sqlite::entry(
-                    get(r, 0)?,
-                    get(r, 1)?,
-                    get(r, 2)?,
-                    get(r, 3)?,
-                    get(r, 4)?,
-                    &via,
-                    get(r, 6)?,
-                    get(r, 7)?,
-                    get(r, 8)?,
-                )
-            })
-            .collect()
+        rows.iter().map(audit_entry).collect()
     }
 
     fn audit_entries(&mut self, episode: EpisodeId) -> Result<Vec<Entry>> {
@@ -1330,22 +1329,7 @@ impl Tx for Pg<'_> {
              WHERE episode = $1 ORDER BY n",
             &[&episode.to_string()],
         )?;
-        rows.iter()
-            .map(|r| {
-                let via: String = get(r, 5)?;
-                super::sqlite::entry(
-                    get(r, 0)?,
-                    get(r, 1)?,
-                    get(r, 2)?,
-                    get(r, 3)?,
-                    get(r, 4)?,
-                    &via,
-                    get(r, 6)?,
-                    get(r, 7)?,
-                    get(r, 8)?,
-                )
-            })
-            .collect()
+        rows.iter().map(audit_entry).collect()
     }
 
     fn put_summary(&mut self, s: &SummaryRecord<'_>) -> Result<()> {
@@ -1612,4 +1596,22 @@ impl Tx for Pg<'_> {
     fn inspect_execute(&mut self, sql: &str) -> Result<u64> {
         Ok(on!(self, c => c.execute(sql, &[])?))
     }
+}
+
+/// An audit entry from a row of `n, at, user_id, username, device, via, action, episode,
+/// detail`, as both of the log's readers select them (the SQLite store reads them the
+/// same way, through its own `audit_entry`).
+fn audit_entry(r: &Row) -> Result<Entry> {
+    let via: String = get(r, 5)?;
+    super::sqlite::entry(
+        get(r, 0)?,
+        get(r, 1)?,
+        get(r, 2)?,
+        get(r, 3)?,
+        get(r, 4)?,
+        &via,
+        get(r, 6)?,
+        get(r, 7)?,
+        get(r, 8)?,
+    )
 }

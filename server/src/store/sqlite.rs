@@ -10,6 +10,7 @@ use super::{
     AUDIT_CHAIN_SCHEMA, ChainedEntry, Conn, EpisodeRow, Login, NewOutboxItem, OutboxCount, OutboxItem, OutboxRow,
     PendingSignIn, PresentedToken, Registration, Result, StoreError, SummaryRecord, Transaction, Tx, UserRow, parse_id,
 };
+use crate::accounts::{DeviceId, TeamId, UserId};
 use crate::audit::{Cursor as AuditCursor, Entry, Row as AuditRow, Scope as AuditScope, Via};
 use crate::caseload::{OpenAction, Rates, Summary};
 
@@ -391,14 +392,14 @@ impl Tx for Sqlite<'_> {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn add_team(&mut self, id: &str, name: &str, created_at: &str) -> Result<()> {
+    fn add_team(&mut self, id: &TeamId, name: &str, created_at: &str) -> Result<()> {
         self.c()
             .execute("INSERT INTO teams (id, name, created_at) VALUES (?1, ?2, ?3)", params![id, name, created_at])
             .map_err(|e| if is_unique_violation(&e) { StoreError::Duplicate } else { e.into() })?;
         Ok(())
     }
 
-    fn team_exists(&mut self, id: &str) -> Result<bool> {
+    fn team_exists(&mut self, id: &TeamId) -> Result<bool> {
         Ok(self.c().query_row("SELECT 1 FROM teams WHERE id = ?1", [id], |_| Ok(())).optional()?.is_some())
     }
 
@@ -410,7 +411,14 @@ impl Tx for Sqlite<'_> {
         Ok(self.c().query_row("SELECT COUNT(*) FROM teams", [], |r| r.get(0))?)
     }
 
-    fn add_user(&mut self, id: &str, username: &str, password_hash: &str, role: &str, created_at: &str) -> Result<()> {
+    fn add_user(
+        &mut self,
+        id: &UserId,
+        username: &str,
+        password_hash: &str,
+        role: &str,
+        created_at: &str,
+    ) -> Result<()> {
         self.c()
             .execute(
                 "INSERT INTO users (id, username, password_hash, role, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -420,12 +428,13 @@ impl Tx for Sqlite<'_> {
         Ok(())
     }
 
-    fn add_user_team(&mut self, user_id: &str, team: &str) -> Result<()> {
-        self.c().execute("INSERT OR IGNORE INTO user_teams (user_id, team_id) VALUES (?1, ?2)", [user_id, team])?;
+    fn add_user_team(&mut self, user_id: &UserId, team: &TeamId) -> Result<()> {
+        self.c()
+            .execute("INSERT OR IGNORE INTO user_teams (user_id, team_id) VALUES (?1, ?2)", params![user_id, team])?;
         Ok(())
     }
 
-    fn set_disabled(&mut self, username: &str, disabled: bool) -> Result<Option<String>> {
+    fn set_disabled(&mut self, username: &str, disabled: bool) -> Result<Option<UserId>> {
         Ok(self
             .c()
             .query_row(
@@ -451,7 +460,7 @@ impl Tx for Sqlite<'_> {
             .optional()?)
     }
 
-    fn active_user(&mut self, user_id: &str) -> Result<Option<(String, String)>> {
+    fn active_user(&mut self, user_id: &UserId) -> Result<Option<(String, String)>> {
         Ok(self
             .c()
             .prepare_cached("SELECT username, role FROM users WHERE id = ?1 AND disabled = 0")?
@@ -459,7 +468,7 @@ impl Tx for Sqlite<'_> {
             .optional()?)
     }
 
-    fn user_teams(&mut self, user_id: &str) -> Result<Vec<String>> {
+    fn user_teams(&mut self, user_id: &UserId) -> Result<Vec<String>> {
         let mut stmt = self.c().prepare_cached("SELECT team_id FROM user_teams WHERE user_id = ?1 ORDER BY team_id")?;
         Ok(stmt.query_map([user_id], |row| row.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?)
     }
@@ -473,7 +482,7 @@ impl Tx for Sqlite<'_> {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn set_role(&mut self, user_id: &str, role: &str) -> Result<()> {
+    fn set_role(&mut self, user_id: &UserId, role: &str) -> Result<()> {
         self.c().execute("UPDATE users SET role = ?1 WHERE id = ?2", params![role, user_id])?;
         Ok(())
     }
@@ -495,12 +504,12 @@ impl Tx for Sqlite<'_> {
             .optional()?)
     }
 
-    fn clear_user_teams(&mut self, user_id: &str) -> Result<()> {
+    fn clear_user_teams(&mut self, user_id: &UserId) -> Result<()> {
         self.c().execute("DELETE FROM user_teams WHERE user_id = ?1", [user_id])?;
         Ok(())
     }
 
-    fn identity_user(&mut self, provider: &str, subject: &str) -> Result<Option<(String, bool)>> {
+    fn identity_user(&mut self, provider: &str, subject: &str) -> Result<Option<(UserId, bool)>> {
         Ok(self
             .c()
             .prepare_cached(
@@ -511,7 +520,7 @@ impl Tx for Sqlite<'_> {
             .optional()?)
     }
 
-    fn add_identity(&mut self, provider: &str, subject: &str, user_id: &str, now: i64) -> Result<()> {
+    fn add_identity(&mut self, provider: &str, subject: &str, user_id: &UserId, now: i64) -> Result<()> {
         self.c().execute(
             "INSERT INTO identities (provider, subject, user_id, created_at, last_sign_in) VALUES (?1, ?2, ?3, ?4, ?4)",
             params![provider, subject, user_id, now],
@@ -561,7 +570,7 @@ impl Tx for Sqlite<'_> {
             .optional()?)
     }
 
-    fn insert_session(&mut self, id: &str, user_id: &str, device: &str, now: i64) -> Result<()> {
+    fn insert_session(&mut self, id: &str, user_id: &UserId, device: &DeviceId, now: i64) -> Result<()> {
         self.c()
             .prepare_cached("INSERT INTO sessions (id, user_id, device_id, created_at) VALUES (?1, ?2, ?3, ?4)")?
             .execute(params![id, user_id, device, now])?;
@@ -615,7 +624,7 @@ impl Tx for Sqlite<'_> {
         Ok(())
     }
 
-    fn session_is_live(&mut self, session: &str, user_id: &str) -> Result<bool> {
+    fn session_is_live(&mut self, session: &str, user_id: &UserId) -> Result<bool> {
         Ok(self
             .c()
             .prepare_cached("SELECT revoked_at IS NULL FROM sessions WHERE id = ?1 AND user_id = ?2")?
@@ -633,7 +642,7 @@ impl Tx for Sqlite<'_> {
             .is_some())
     }
 
-    fn revoke_device(&mut self, device: &str, by: &str, now: i64) -> Result<()> {
+    fn revoke_device(&mut self, device: &str, by: &UserId, now: i64) -> Result<()> {
         self.c()
             .prepare_cached(
                 "INSERT INTO revoked_devices (device, revoked_at, revoked_by) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
@@ -648,7 +657,7 @@ impl Tx for Sqlite<'_> {
         Ok(())
     }
 
-    fn end_all_sessions(&mut self, user_id: &str, because: &str, now: i64) -> Result<u64> {
+    fn end_all_sessions(&mut self, user_id: &UserId, because: &str, now: i64) -> Result<u64> {
         let ended = self
             .c()
             .prepare_cached(
@@ -659,7 +668,7 @@ impl Tx for Sqlite<'_> {
         Ok(ended as u64)
     }
 
-    fn device_registration(&mut self, device: &str) -> Result<Option<Registration>> {
+    fn device_registration(&mut self, device: &DeviceId) -> Result<Option<Registration>> {
         Ok(self
             .c()
             .prepare_cached("SELECT user_id, key_hash FROM devices WHERE id = ?1")?
@@ -667,7 +676,13 @@ impl Tx for Sqlite<'_> {
             .optional()?)
     }
 
-    fn register_device(&mut self, device: &str, user_id: &str, key_hash: Option<&[u8]>, now: i64) -> Result<bool> {
+    fn register_device(
+        &mut self,
+        device: &DeviceId,
+        user_id: &UserId,
+        key_hash: Option<&[u8]>,
+        now: i64,
+    ) -> Result<bool> {
         let inserted = self
             .c()
             .prepare_cached(
@@ -678,14 +693,14 @@ impl Tx for Sqlite<'_> {
         Ok(inserted > 0)
     }
 
-    fn set_device_key(&mut self, device: &str, key_hash: &[u8]) -> Result<()> {
+    fn set_device_key(&mut self, device: &DeviceId, key_hash: &[u8]) -> Result<()> {
         self.c()
             .prepare_cached("UPDATE devices SET key_hash = ?1 WHERE id = ?2 AND key_hash IS NULL")?
             .execute(params![key_hash, device])?;
         Ok(())
     }
 
-    fn share_a_team(&mut self, a: &str, b: &str) -> Result<bool> {
+    fn share_a_team(&mut self, a: &UserId, b: &UserId) -> Result<bool> {
         Ok(self
             .c()
             .prepare_cached(
@@ -695,7 +710,7 @@ impl Tx for Sqlite<'_> {
             .query_row(params![a, b], |r| r.get(0))?)
     }
 
-    fn device_in_reach(&mut self, device: &str, user_id: &str, admin: bool) -> Result<bool> {
+    fn device_in_reach(&mut self, device: &str, user_id: &UserId, admin: bool) -> Result<bool> {
         Ok(self
             .c()
             .prepare_cached(
@@ -791,7 +806,7 @@ impl Tx for Sqlite<'_> {
     fn start_dashboard_session(
         &mut self,
         hash: &str,
-        user_id: &str,
+        user_id: &UserId,
         csrf: &str,
         now: i64,
         expires_at: i64,
@@ -810,7 +825,7 @@ impl Tx for Sqlite<'_> {
         Ok(())
     }
 
-    fn dashboard_session(&mut self, hash: &str, now: i64) -> Result<Option<(String, String)>> {
+    fn dashboard_session(&mut self, hash: &str, now: i64) -> Result<Option<(UserId, String)>> {
         Ok(self
             .c()
             .prepare_cached("SELECT user_id, csrf FROM dashboard_sessions WHERE hash = ?1 AND expires_at > ?2")?
@@ -1008,7 +1023,7 @@ impl Tx for Sqlite<'_> {
             Ok((
                 r.get::<_, String>(0)?,
                 Summary {
-                    id: EpisodeId::nil(),
+                    id: EpisodeId::from_uuid(uuid::Uuid::nil()),
                     team: r.get(1)?,
                     pathway: r.get(2)?,
                     patient_ref: r.get(3)?,

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use automerge::ActorId;
 use automerge::sync::SyncDoc;
+use episode::EpisodeId;
 use episode::document::{EpisodeDoc, Opening};
 use episode::sync::{Body, Document, MAX_DOCUMENTS_PER_REQUEST, PROTOCOL, Request, Response};
 use episode::{Event, Pathway, PatientRef};
@@ -50,12 +51,12 @@ pub(crate) struct Sim {
     username: String,
     device: String,
     /// The episodes this device opened, in the order it records on them.
-    pub(crate) own: Vec<Uuid>,
+    pub(crate) own: Vec<EpisodeId>,
     next: usize,
-    docs: HashMap<Uuid, (EpisodeDoc, automerge::sync::State)>,
+    docs: HashMap<EpisodeId, (EpisodeDoc, automerge::sync::State)>,
     /// Episodes whose latest changes from the server the server does not know we hold:
     /// said in the next session's first request, as the client core does.
-    owed: HashSet<Uuid>,
+    owed: HashSet<EpisodeId>,
     cursor: u64,
     /// Every request this device made: what its bodies held.
     pub(crate) log: Vec<Trip>,
@@ -114,7 +115,7 @@ impl Sim {
         };
         let mut whole = Vec::new();
         for e in 0..episodes {
-            let id = Uuid::now_v7();
+            let id = EpisodeId::from_uuid(Uuid::now_v7());
             let opening = Opening {
                 id,
                 patient_ref: PatientRef::new(format!("RX-SIM-{n}-{e}")).expect("a reference"),
@@ -152,7 +153,7 @@ impl Sim {
         let event = visit_event(&self.username, &self.device);
         let (doc, _) = self.docs.get_mut(&id).expect("its own episode");
         doc.record(&event).expect("record");
-        let mut opening: Vec<Uuid> = self.owed.iter().copied().filter(|&owed| owed != id).collect();
+        let mut opening: Vec<EpisodeId> = self.owed.iter().copied().filter(|&owed| owed != id).collect();
         opening.push(id);
         let documents = self.opening_messages(&opening);
         self.session(documents)
@@ -160,14 +161,14 @@ impl Sim {
 
     /// Syncs with nothing new of its own: says what it owes and learns what changed.
     pub(crate) fn settle(&mut self) -> Exchange {
-        let owed: Vec<Uuid> = self.owed.iter().copied().collect();
+        let owed: Vec<EpisodeId> = self.owed.iter().copied().collect();
         let documents = self.opening_messages(&owed);
         self.session(documents)
     }
 
     /// A session's first messages for `episodes`, each from its persisted state (shared
     /// heads), primed.
-    fn opening_messages(&mut self, episodes: &[Uuid]) -> Vec<Document> {
+    fn opening_messages(&mut self, episodes: &[EpisodeId]) -> Vec<Document> {
         let mut documents = Vec::new();
         for id in episodes {
             let Some((doc, state)) = self.docs.get_mut(id) else { continue };
