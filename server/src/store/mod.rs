@@ -262,6 +262,16 @@ pub trait Tx {
     fn lock_seq(&mut self) -> Result<()>;
 
     // Episodes.
+    /// Reads ahead, in one statement where a round trip is dear (PostgreSQL), what a sync
+    /// request is about to ask of these episodes for `device`: each one's team and
+    /// `seq`, the device's sync state and drop, the receipts; and who has signed in on
+    /// the device. The answers serve [`Tx::team_of`], [`Tx::sync_state`], [`Tx::dropped`],
+    /// [`Tx::receipts`], [`Tx::receipts_since`] and [`Tx::device_users`] until the next
+    /// savepoint, kept current by this transaction's own writes. SQLite reads each when
+    /// asked (a function call): nothing to do.
+    fn prefetch(&mut self, _ids: &[EpisodeId], _device: &str) -> Result<()> {
+        Ok(())
+    }
     fn team_of(&mut self, id: EpisodeId) -> Result<Option<(String, i64)>>;
     fn load_episode(&mut self, id: EpisodeId) -> Result<Option<EpisodeRow>>;
     /// Stores a new episode; one stored meanwhile by another writer is a `Conflict`.
