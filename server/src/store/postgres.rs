@@ -18,9 +18,9 @@ use episode::EpisodeId;
 
 use super::target::PgUrl;
 use super::{
-    AUDIT_CHAIN_SCHEMA, ChainedEntry, Conn, EpisodeRow, Login, NewOutboxItem, OpenError, OutboxCount, OutboxItem,
-    OutboxRow, PendingSignIn, PresentedToken, Registration, Result, StoreError, SummaryRecord, Transaction, Tx,
-    UserRow, parse_id,
+    AUDIT_CHAIN_SCHEMA, ChainedEntry, Conn, EpisodeRow, Login, NewOutboxItem, Numbered, OpenError, OutboxCount,
+    OutboxItem, OutboxRow, PROVISIONAL_SEQ, PendingSignIn, PresentedToken, Registration, Result, StoreError,
+    SummaryRecord, Transaction, Tx, UserRow, parse_id,
 };
 use crate::audit::{Cursor as AuditCursor, Entry, Row as AuditRow, Scope as AuditScope};
 use crate::caseload::{OpenAction, Rates, Summary};
@@ -353,6 +353,15 @@ struct Held {
     /// Settings read in this transaction (`meta`): the EPR filing switch is asked for
     /// by every change stored.
     meta: HashMap<String, Option<String>>,
+    /// Changes are numbered, and audit entries chained, at commit
+    /// (`Transaction::number_at_commit`).
+    at_commit: bool,
+    /// The next provisional `seq`.
+    provisional: i64,
+    /// Each row written with a provisional `seq`: the `seq` and its episode.
+    numbered: Vec<(i64, EpisodeId)>,
+    /// Audit entries to chain at commit.
+    unchained: Vec<AuditRow>,
 }
 
 /// What a transaction held when it made its savepoint.
@@ -362,6 +371,8 @@ struct AtSavepoint {
     audit: usize,
     states: usize,
     states_sent: usize,
+    numbered: usize,
+    unchained: usize,
 }
 
 /// What one statement read ahead for the request under way ([`Tx::prefetch`]): for each
@@ -419,16 +430,19 @@ impl Pg<'_> {
         let detail = column(&|e| e.row.detail.clone());
         let prev: Vec<&[u8]> = entries.iter().map(|e| e.prev_hash.as_slice()).collect();
         let hash: Vec<&[u8]> = entries.iter().map(|e| e.hash.as_slice()).collect();
+        let Some((last_n, last_hash)) = entries.last().map(|e| (e.row.n, e.hash.clone())) else { return Ok(()) };
+        // The entries and the head that points at the last of them, in one statement.
         self.execute(
-            "INSERT INTO audit (n, at, user_id, username, device, via, action, episode, detail, prev_hash, hash)
-             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                  $7::text[], $8::text[], $9::text[], $10::bytea[], $11::bytea[])",
-            &[&n, &at, &user_id, &username, &device, &via, &action, &episode, &detail, &prev, &hash],
+            "WITH added AS (
+                 INSERT INTO audit (n, at, user_id, username, device, via, action, episode, detail, prev_hash, hash)
+                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                      $7::text[], $8::text[], $9::text[], $10::bytea[], $11::bytea[]))
+             UPDATE audit_head SET n = $12, hash = $13 WHERE id = 1",
+            &[
+                &n, &at, &user_id, &username, &device, &via, &action, &episode, &detail, &prev, &hash, &last_n,
+                &last_hash,
+            ],
         )?;
-        let last = entries.last().map(|e| (e.row.n, e.hash.clone()));
-        if let Some((n, hash)) = last {
-            self.execute("UPDATE audit_head SET n = $1, hash = $2 WHERE id = 1", &[&n, &hash])?;
-        }
         Ok(())
     }
 
@@ -457,6 +471,53 @@ impl Pg<'_> {
         )?;
         self.held.states_sent = sent;
         Ok(())
+    }
+
+    /// Notes a row written with a provisional `seq`, to be given its final one at commit.
+    fn note_numbered(&mut self, seq: i64, id: EpisodeId) {
+        if seq >= PROVISIONAL_SEQ {
+            self.held.numbered.push((seq, id));
+        }
+    }
+
+    /// Numbers this transaction's changes and chains its audit entries: takes the
+    /// counter (then the head), so for as short a time as commit needs them.
+    fn number(&mut self) -> Result<Numbered> {
+        let mut provisional: Vec<i64> = self.held.numbered.iter().map(|&(seq, _)| seq).collect();
+        provisional.sort_unstable();
+        provisional.dedup();
+        let mut numbered = Numbered::default();
+        if !provisional.is_empty() {
+            let count = i64::try_from(provisional.len()).unwrap_or(i64::MAX);
+            let row = self
+                .query_opt("UPDATE change_seq SET seq = seq + $1 RETURNING seq", &[&count])?
+                .ok_or_else(|| StoreError::damaged("change_seq", "seq", "no row"))?;
+            let top: i64 = get(&row, 0)?;
+            self.held.seq_locked = true;
+            numbered.before = top - count;
+            numbered.seqs = provisional.iter().zip(numbered.before + 1..).map(|(&p, f)| (p, f)).collect();
+            let mut ids: Vec<String> = self.held.numbered.iter().map(|(_, id)| id.to_string()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let from: Vec<i64> = numbered.seqs.iter().map(|&(p, _)| p).collect();
+            let to: Vec<i64> = numbered.seqs.iter().map(|&(_, f)| f).collect();
+            // Every row this transaction wrote with a provisional `seq`, in one statement.
+            self.execute(
+                "WITH m AS (SELECT * FROM unnest($1::bigint[], $2::bigint[]) AS m(p, f)),
+                 e AS (UPDATE episodes SET seq = m.f FROM m WHERE episodes.id = ANY($3) AND episodes.seq = m.p),
+                 r AS (UPDATE receipts SET seq = m.f FROM m WHERE receipts.episode = ANY($3) AND receipts.seq = m.p)
+                 UPDATE drops SET seq = m.f FROM m WHERE drops.episode = ANY($3) AND drops.seq = m.p",
+                &[&from, &to, &ids],
+            )?;
+            self.held.numbered.clear();
+        } else if !self.held.unchained.is_empty() {
+            self.lock_seq()?;
+        }
+        let unchained = std::mem::take(&mut self.held.unchained);
+        for row in unchained {
+            super::chain_audit(self, row)?;
+        }
+        Ok(numbered)
     }
 
     /// Keeps what was read ahead of an episode current after this transaction moved it.
@@ -553,6 +614,20 @@ fn get<'r, T: ::postgres::types::FromSql<'r>>(row: &'r Row, i: usize) -> Result<
     Ok(row.try_get(i)?)
 }
 
+/// A write of an episode that PostgreSQL chose to break a deadlock with (two writers
+/// each holding a row the other wants; rolled back to its savepoint, the request is
+/// handled again, as after any conflict).
+fn conflict_on_deadlock(error: StoreError, id: EpisodeId) -> StoreError {
+    match &error {
+        StoreError::Postgres(PgError::Query(e))
+            if e.code() == Some(&::postgres::error::SqlState::T_R_DEADLOCK_DETECTED) =>
+        {
+            StoreError::Conflict(id)
+        }
+        _ => error,
+    }
+}
+
 /// A compare-and-set write: no row changed means another writer moved the episode on.
 fn checked(id: EpisodeId, changed: u64) -> Result<()> {
     if changed == 0 { Err(StoreError::Conflict(id)) } else { Ok(()) }
@@ -577,9 +652,31 @@ impl Conn for Pg<'_> {
 }
 
 impl Transaction for Pg<'_> {
-    fn commit(mut self: Box<Self>) -> Result<()> {
+    fn commit(self: Box<Self>) -> Result<()> {
+        self.commit_numbered().map(drop)
+    }
+
+    fn provisional_mark(&self) -> i64 {
+        PROVISIONAL_SEQ + self.held.provisional
+    }
+
+    fn number_at_commit(&mut self) {
+        self.held.at_commit = self.in_transaction();
+    }
+
+    fn commit_numbered(mut self: Box<Self>) -> Result<Numbered> {
+        // Numbered first: the sync states after the counter is held, so that two
+        // committing writers never hold each other's rows while waiting for it.
+        let numbered = self.number()?;
         self.flush_states()?;
         self.flush_audit()?;
+        self.finish()?;
+        Ok(numbered)
+    }
+}
+
+impl Pg<'_> {
+    fn finish(&mut self) -> Result<()> {
         match &mut self.link {
             Link::Tx(tx) => match tx.take() {
                 Some(tx) => Ok(tx.commit()?),
@@ -653,6 +750,8 @@ impl Tx for Pg<'_> {
             audit: self.held.audit.len(),
             states: self.held.states.len(),
             states_sent: self.held.states_sent,
+            numbered: self.held.numbered.len(),
+            unchained: self.held.unchained.len(),
         });
         self.held.savepoint_sent = false;
         self.held.memo = Memo::default();
@@ -680,6 +779,8 @@ impl Tx for Pg<'_> {
             self.held.audit.truncate(at.audit);
             self.held.states.truncate(at.states);
             self.held.states_sent = at.states_sent;
+            self.held.numbered.truncate(at.numbered);
+            self.held.unchained.truncate(at.unchained);
         }
         self.held.savepoint_sent = false;
         self.held.memo = Memo::default();
@@ -688,6 +789,12 @@ impl Tx for Pg<'_> {
     }
 
     fn next_seq(&mut self) -> Result<i64> {
+        if self.held.at_commit && !self.held.seq_locked {
+            // Numbered at commit (`number_at_commit`); the rows written with it are noted.
+            let seq = PROVISIONAL_SEQ + self.held.provisional;
+            self.held.provisional += 1;
+            return Ok(seq);
+        }
         // The row stays locked until this transaction ends: a writer that takes the next
         // `seq` waits, so `seq` values become visible in the order they were taken.
         if self.held.at_savepoint.is_some() && !self.held.savepoint_sent {
@@ -778,6 +885,12 @@ impl Tx for Pg<'_> {
         Ok(())
     }
 
+    fn lock_episode(&mut self, id: EpisodeId) -> Result<()> {
+        self.query_opt("SELECT 1 FROM episodes WHERE id = $1 FOR UPDATE", &[&id.to_string()])
+            .map_err(|e| conflict_on_deadlock(e, id))?;
+        Ok(())
+    }
+
     fn team_of(&mut self, id: EpisodeId) -> Result<Option<(String, i64)>> {
         if let Some(known) = self.held.memo.episodes.get(&id) {
             return Ok(known.clone());
@@ -804,46 +917,58 @@ impl Tx for Pg<'_> {
 
     fn insert_episode(&mut self, id: EpisodeId, team: &str, seq: i64, snapshot: &[u8], created_at: i64) -> Result<()> {
         // DO NOTHING rather than a unique violation, which would abort the transaction.
-        let inserted = self.execute(
-            "INSERT INTO episodes (id, team, seq, snapshot, created_at) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (id) DO NOTHING",
-            &[&id.to_string(), &team, &seq, &snapshot, &created_at],
-        )?;
+        let inserted = self
+            .execute(
+                "INSERT INTO episodes (id, team, seq, snapshot, created_at) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (id) DO NOTHING",
+                &[&id.to_string(), &team, &seq, &snapshot, &created_at],
+            )
+            .map_err(|e| conflict_on_deadlock(e, id))?;
         checked(id, inserted)?;
+        self.note_numbered(seq, id);
         self.held.memo.episodes.insert(id, Some((team.to_owned(), seq)));
         Ok(())
     }
 
     fn append_change(&mut self, id: EpisodeId, loaded: i64, seq: i64, bytes: &[u8]) -> Result<()> {
         // One statement: the change is inserted only if the compare-and-set moved the row.
-        let inserted = self.execute(
-            "WITH moved AS (UPDATE episodes SET seq = $1 WHERE id = $2 AND seq = $3 RETURNING id)
+        let inserted = self
+            .execute(
+                "WITH moved AS (UPDATE episodes SET seq = $1 WHERE id = $2 AND seq = $3 RETURNING id)
              INSERT INTO episode_changes (episode, bytes) SELECT id, $4 FROM moved",
-            &[&seq, &id.to_string(), &loaded, &bytes],
-        )?;
+                &[&seq, &id.to_string(), &loaded, &bytes],
+            )
+            .map_err(|e| conflict_on_deadlock(e, id))?;
         checked(id, inserted)?;
+        self.note_numbered(seq, id);
         self.memo_moved(id, seq, None);
         Ok(())
     }
 
     fn replace_snapshot(&mut self, id: EpisodeId, loaded: i64, seq: i64, snapshot: &[u8]) -> Result<()> {
         let key = id.to_string();
-        let changed = self.execute(
-            "UPDATE episodes SET snapshot = $1, seq = $2 WHERE id = $3 AND seq = $4",
-            &[&snapshot, &seq, &key, &loaded],
-        )?;
+        let changed = self
+            .execute(
+                "UPDATE episodes SET snapshot = $1, seq = $2 WHERE id = $3 AND seq = $4",
+                &[&snapshot, &seq, &key, &loaded],
+            )
+            .map_err(|e| conflict_on_deadlock(e, id))?;
         checked(id, changed)?;
         self.execute("DELETE FROM episode_changes WHERE episode = $1", &[&key])?;
+        self.note_numbered(seq, id);
         self.memo_moved(id, seq, None);
         Ok(())
     }
 
     fn set_team(&mut self, id: EpisodeId, loaded: i64, seq: i64, team: &str) -> Result<()> {
-        let changed = self.execute(
-            "UPDATE episodes SET team = $1, seq = $2 WHERE id = $3 AND seq = $4",
-            &[&team, &seq, &id.to_string(), &loaded],
-        )?;
+        let changed = self
+            .execute(
+                "UPDATE episodes SET team = $1, seq = $2 WHERE id = $3 AND seq = $4",
+                &[&team, &seq, &id.to_string(), &loaded],
+            )
+            .map_err(|e| conflict_on_deadlock(e, id))?;
         checked(id, changed)?;
+        self.note_numbered(seq, id);
         self.memo_moved(id, seq, Some(team));
         Ok(())
     }
@@ -960,6 +1085,7 @@ impl Tx for Pg<'_> {
              ON CONFLICT (episode, device) DO UPDATE SET seq = excluded.seq",
             &[&key, &device, &seq],
         )?;
+        self.note_numbered(seq, id);
         Ok(())
     }
 
@@ -998,6 +1124,7 @@ impl Tx for Pg<'_> {
              ON CONFLICT (episode, event) DO NOTHING",
             &[&id.to_string(), &events, &at_ms, &device, &seq],
         )?;
+        self.note_numbered(seq, id);
         if let Some(known) = self.held.memo.receipts.get_mut(&id) {
             // What the statement added: the events not noted before (the episode's row
             // is this transaction's, so no one else notes its receipts meanwhile).
@@ -1475,6 +1602,15 @@ impl Tx for Pg<'_> {
             }
             None => Err(StoreError::damaged("audit_head", "n", "no row")),
         }
+    }
+
+    fn log_audit(&mut self, row: AuditRow) -> Result<()> {
+        if self.held.at_commit && self.held.audit_head.is_none() {
+            // Chained when the transaction commits (`number`), on the head as it is then.
+            self.held.unchained.push(row);
+            return Ok(());
+        }
+        super::chain_audit(self, row)
     }
 
     fn append_audit(&mut self, e: &ChainedEntry) -> Result<()> {
