@@ -286,7 +286,7 @@ pub fn set_team(tx: &mut dyn Tx, id: EpisodeId, loaded: i64, team: &str) -> Resu
 
 /// Episodes the device holds that are no longer in any of `teams` (transferred away).
 pub fn leaving(tx: &mut dyn Tx, device: &str, teams: &[String]) -> Result<Vec<EpisodeId>, StoreError> {
-    Ok(tx.held_episodes(device)?.into_iter().filter(|(_, team)| !teams.contains(team)).map(|(id, _)| id).collect())
+    tx.held_outside(device, teams)
 }
 
 /// The device has handed over everything it held of a leaving episode: it may drop it.

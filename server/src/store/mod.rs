@@ -306,6 +306,16 @@ pub trait Tx {
     fn put_sync_state(&mut self, id: EpisodeId, device: &str, state: &[u8]) -> Result<()>;
     /// The episodes the device holds, with their teams now.
     fn held_episodes(&mut self, device: &str) -> Result<Vec<(EpisodeId, String)>>;
+    /// The episodes the device holds that are in none of `teams` now (asked by every
+    /// sync request: PostgreSQL filters them where they are, not each held episode sent).
+    fn held_outside(&mut self, device: &str, teams: &[String]) -> Result<Vec<EpisodeId>> {
+        Ok(self
+            .held_episodes(device)?
+            .into_iter()
+            .filter(|(_, team)| !teams.contains(team))
+            .map(|(id, _)| id)
+            .collect())
+    }
     fn record_drop(&mut self, id: EpisodeId, device: &str, seq: i64) -> Result<()>;
     fn dropped(&mut self, id: EpisodeId, device: &str) -> Result<bool>;
     fn drops_since(&mut self, device: &str, cursor: i64, upto: i64) -> Result<Vec<EpisodeId>>;

@@ -1041,12 +1041,30 @@ impl Tx for Pg<'_> {
     }
 
     fn held_episodes(&mut self, device: &str) -> Result<Vec<(EpisodeId, String)>> {
+        self.flush_states()?;
+        let rows = self.read(
+            "SELECT s.episode, e.team FROM sync_states s JOIN episodes e ON e.id = s.episode WHERE s.device = $1",
+            &[&device],
+        )?;
+        rows.iter()
+            .map(|row| {
+                let id: String = get(row, 0)?;
+                Ok((parse_id(&id, "sync_states", "episode")?, get(row, 1)?))
+            })
+            .collect()
+    }
+
+    fn held_outside(&mut self, device: &str, teams: &[String]) -> Result<Vec<EpisodeId>> {
         // The device's sync states not yet sent count too: with their teams as read
         // ahead, else sent first.
         let mut unsent = Vec::new();
         for (id, _, _) in self.held.states[self.held.states_sent..].iter().filter(|(_, d, _)| d == device) {
             match self.held.memo.episodes.get(id) {
-                Some(Some((team, _))) => unsent.push((*id, team.clone())),
+                Some(Some((team, _))) => {
+                    if !teams.contains(team) {
+                        unsent.push(*id);
+                    }
+                }
                 _ => {
                     unsent.clear();
                     self.flush_states()?;
@@ -1055,22 +1073,23 @@ impl Tx for Pg<'_> {
             }
         }
         let rows = self.read(
-            "SELECT s.episode, e.team FROM sync_states s JOIN episodes e ON e.id = s.episode WHERE s.device = $1",
-            &[&device],
+            "SELECT s.episode FROM sync_states s JOIN episodes e ON e.id = s.episode
+             WHERE s.device = $1 AND NOT (e.team = ANY($2))",
+            &[&device, &teams],
         )?;
-        let mut held = rows
+        let mut outside = rows
             .iter()
             .map(|row| {
                 let id: String = get(row, 0)?;
-                Ok((parse_id(&id, "sync_states", "episode")?, get(row, 1)?))
+                parse_id(&id, "sync_states", "episode")
             })
             .collect::<Result<Vec<_>>>()?;
-        for (id, team) in unsent {
-            if !held.iter().any(|(h, _)| *h == id) {
-                held.push((id, team));
+        for id in unsent {
+            if !outside.contains(&id) {
+                outside.push(id);
             }
         }
-        Ok(held)
+        Ok(outside)
     }
 
     fn record_drop(&mut self, id: EpisodeId, device: &str, seq: i64) -> Result<()> {
