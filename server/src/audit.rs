@@ -159,10 +159,10 @@ pub fn log(
     detail: Option<&str>,
 ) -> Result<(), StoreError> {
     // The head, read and moved in this transaction (under a row lock on PostgreSQL): two
-    // appends never chain from the same entry, whichever replica makes them.
-    let (last, prev) = tx.lock_audit_head()?;
-    let row = Row {
-        n: last + 1,
+    // appends never chain from the same entry, whichever replica makes them. A sync batch
+    // on PostgreSQL chains its entries when it commits (`Transaction::number_at_commit`).
+    tx.log_audit(Row {
+        n: 0,
         at: at_ms,
         user_id: who.user_id.clone(),
         username: who.username.clone(),
@@ -171,9 +171,7 @@ pub fn log(
         action: action.as_str().to_owned(),
         episode: episode.map(|e| e.to_string()),
         detail: detail.map(str::to_owned),
-    };
-    let hash = entry_hash(&prev, &row);
-    tx.append_audit(&ChainedEntry { row, prev_hash: prev, hash })
+    })
 }
 
 /// An entry's columns, as the chain hashes them.

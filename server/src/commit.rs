@@ -11,6 +11,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 
+use episode::EpisodeId;
 use episode::sync as protocol;
 use jiff::Timestamp;
 use tokio::sync::oneshot;
@@ -18,7 +19,7 @@ use tokio::sync::oneshot;
 use crate::auth::AuthUser;
 use crate::episodes::Cache;
 use crate::error::AppError;
-use crate::store::{Conn, Db, StoreError};
+use crate::store::{Conn, Db, Numbered, PROVISIONAL_SEQ, StoreError};
 use crate::sync::handle;
 
 /// The most requests written in one transaction, unless `tether serve --sync-batch` says
@@ -109,7 +110,13 @@ fn write(conn: &mut dyn Conn, docs: &Mutex<Cache>, batch: &mut [Job]) -> Vec<Res
     let light = batch.iter().all(|job| job.light);
     let result = (|| {
         let mut tx = if light { conn.light_transaction()? } else { conn.transaction()? };
+        // The counter and the audit head are taken only at commit (PostgreSQL): another
+        // replica's batch is held up for the commit, not for this whole batch's work.
+        tx.number_at_commit();
         let mut answers = Vec::with_capacity(batch.len());
+        // Each request's provisional numbers, and the episodes it answered at one, with
+        // their teams.
+        let mut provisional: Vec<Provisional> = Vec::with_capacity(batch.len());
         for job in batch.iter_mut() {
             let _entered = job.span.enter();
             let Some(request) = job.request.take() else {
@@ -117,21 +124,36 @@ fn write(conn: &mut dyn Conn, docs: &Mutex<Cache>, batch: &mut [Job]) -> Vec<Res
                 continue;
             };
             let mut tries = 0;
+            let mut lost: Vec<EpisodeId> = Vec::new();
+            let mut own = Provisional::default();
             let answer = loop {
                 tries += 1;
                 tx.savepoint()?;
-                if tries > 1 {
-                    // Lost a race: this time nobody else stores a change until this commits.
-                    tx.lock_seq()?;
+                own.taken = tx.provisional_mark()..tx.provisional_mark();
+                // Lost a race: this time nobody else changes those episodes until this
+                // commits. A lock on an episode can deadlock with another writer's, which
+                // PostgreSQL breaks by failing one: that request is tried again too.
+                match lost.iter().try_for_each(|&id| tx.lock_episode(id)) {
+                    Ok(()) => {}
+                    Err(StoreError::Conflict(id)) if tries < CONFLICT_TRIES => {
+                        tx.rollback_to_savepoint()?;
+                        cache.forget(id);
+                        continue;
+                    }
+                    Err(error) => return Err(error),
                 }
                 let handled =
                     catch_unwind(AssertUnwindSafe(|| handle(&mut *tx, &mut cache, &job.user, &request, job.now)));
                 match handled {
                     Ok(Ok((response, used))) => {
                         tx.release_savepoint()?;
+                        own.taken.end = tx.provisional_mark();
                         // Current within this transaction; if it fails to commit, the whole
                         // cache is dropped below, so memory never keeps what the disk lacks.
                         for stored in used {
+                            if stored.seq() >= PROVISIONAL_SEQ {
+                                own.answered.push((stored.id(), stored.seq(), stored.team().to_owned()));
+                            }
                             cache.put(stored);
                         }
                         break Ok(response);
@@ -141,6 +163,9 @@ fn write(conn: &mut dyn Conn, docs: &Mutex<Cache>, batch: &mut [Job]) -> Vec<Res
                         // what is stored now.
                         tx.rollback_to_savepoint()?;
                         cache.forget(id);
+                        if !lost.contains(&id) {
+                            lost.push(id);
+                        }
                         tracing::debug!(episode = %id, tries, "sync request retried after a concurrent write");
                     }
                     Ok(Err(refused)) => {
@@ -155,12 +180,23 @@ fn write(conn: &mut dyn Conn, docs: &Mutex<Cache>, batch: &mut [Job]) -> Vec<Res
                 }
             };
             answers.push(answer);
+            provisional.push(own);
         }
-        tx.commit()?;
-        Ok::<_, StoreError>(answers)
+        let numbered = tx.commit_numbered()?;
+        Ok::<_, StoreError>((answers, provisional, numbered))
     })();
     match result {
-        Ok(answers) => answers,
+        Ok((mut answers, provisional, numbered)) => {
+            if !numbered.seqs.is_empty() {
+                for (id, seq, _) in provisional.iter().flat_map(|p| &p.answered) {
+                    if let Some(final_seq) = numbered.final_of(*seq) {
+                        cache.renumber(*id, *seq, final_seq);
+                    }
+                }
+                advance_cursors(batch, &mut answers, &provisional, &numbered);
+            }
+            answers
+        }
         Err(error) => {
             // Nothing of the batch is stored: neither may the cache keep any of it.
             cache.clear();
@@ -169,6 +205,70 @@ fn write(conn: &mut dyn Conn, docs: &Mutex<Cache>, batch: &mut [Job]) -> Vec<Res
                 .iter()
                 .map(|_| Err(AppError::internal(anyhow::anyhow!("the sync could not be stored: {message}"))))
                 .collect()
+        }
+    }
+}
+
+/// What one request of a batch numbered provisionally (`Transaction::number_at_commit`).
+#[derive(Debug, Default)]
+struct Provisional {
+    /// The provisional numbers it took (its changes, receipts, drops).
+    taken: std::ops::Range<i64>,
+    /// The episodes it answered at a provisional number (its own changes, or a
+    /// batch-mate's it sent on), with their teams.
+    answered: Vec<(EpisodeId, i64, String)>,
+}
+
+/// Moves a request's cursor past its own changes where that skips nothing: numbered at
+/// commit, they come after the horizon the request answered up to, and a cursor left at
+/// the horizon would bring them back to the device at its next sync. The cursor may
+/// move to the request's last own `seq` only if its answer was not cut short, no other
+/// transaction committed a change between its horizon and this commit, and every other
+/// number this batch gave below it is one the device would not be answered: a change of
+/// an episode of another team, or another device's drop. docs/adr/0004-storage.md,
+/// "Numbering at commit".
+fn advance_cursors(
+    batch: &[Job],
+    answers: &mut [Result<protocol::Response, AppError>],
+    provisional: &[Provisional],
+    numbered: &Numbered,
+) {
+    // The team of each episode the batch answered at a final number.
+    let mut teams: std::collections::HashMap<i64, &str> = std::collections::HashMap::new();
+    for (_, seq, team) in provisional.iter().flat_map(|p| &p.answered) {
+        if let Some(final_seq) = numbered.final_of(*seq) {
+            teams.insert(final_seq, team.as_str());
+        }
+    }
+    // Which request took each final number.
+    let mut takers: std::collections::HashMap<i64, usize> = std::collections::HashMap::new();
+    for (n, p) in provisional.iter().enumerate() {
+        for seq in p.taken.clone() {
+            if let Some(final_seq) = numbered.final_of(seq) {
+                takers.insert(final_seq, n);
+            }
+        }
+    }
+    for ((job, answer), p) in batch.iter().zip(answers.iter_mut()).zip(provisional) {
+        let Ok(response) = answer else { continue };
+        let mut own: Vec<i64> = p.taken.clone().filter_map(|seq| numbered.final_of(seq)).collect();
+        own.extend(p.answered.iter().filter_map(|(_, seq, _)| numbered.final_of(*seq)));
+        let Some(&last) = own.iter().max() else { continue };
+        if response.more || i64::try_from(response.cursor).ok() != Some(numbered.before) {
+            continue;
+        }
+        let device = &job.user.device_id;
+        let skips_nothing = (numbered.before + 1..=last).all(|seq| {
+            own.contains(&seq)
+                || match (teams.get(&seq), takers.get(&seq)) {
+                    (Some(team), _) => !job.user.teams.iter().any(|t| t == team),
+                    // Not an episode's change: a drop, which only its device is answered.
+                    (None, Some(&taker)) => batch.get(taker).is_some_and(|other| other.user.device_id != *device),
+                    (None, None) => false,
+                }
+        });
+        if skips_nothing && let Ok(cursor) = u64::try_from(last) {
+            response.cursor = cursor;
         }
     }
 }

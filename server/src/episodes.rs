@@ -167,6 +167,18 @@ impl Cache {
         self.docs.remove(&id);
     }
 
+    /// Gives a cached episode stored with a provisional `seq` its final one, once the
+    /// transaction that stored it has committed and numbered its changes
+    /// (`store::Transaction::commit_numbered`): the cache then holds it at the `seq` the
+    /// database does.
+    pub fn renumber(&mut self, id: EpisodeId, provisional: i64, final_seq: i64) {
+        if let Some(cached) = self.docs.get_mut(&id)
+            && cached.seq == provisional
+        {
+            cached.seq = final_seq;
+        }
+    }
+
     /// Puts back an episode whose state is committed. One changed and not stored is
     /// refused: it is not what the database holds at its `seq`.
     pub fn put(&mut self, stored: Stored) {
@@ -274,7 +286,7 @@ pub fn set_team(tx: &mut dyn Tx, id: EpisodeId, loaded: i64, team: &str) -> Resu
 
 /// Episodes the device holds that are no longer in any of `teams` (transferred away).
 pub fn leaving(tx: &mut dyn Tx, device: &str, teams: &[String]) -> Result<Vec<EpisodeId>, StoreError> {
-    Ok(tx.held_episodes(device)?.into_iter().filter(|(_, team)| !teams.contains(team)).map(|(id, _)| id).collect())
+    tx.held_outside(device, teams)
 }
 
 /// The device has handed over everything it held of a leaving episode: it may drop it.

@@ -150,6 +150,10 @@ pub(crate) fn handle(
     let who = Who::new(user, Via::Sync);
     let mut syncer = Syncer { device, teams: &user.teams, authors: None };
 
+    // What the loop below asks of each document's episode, read in one go where that
+    // saves round trips (PostgreSQL).
+    let ids: Vec<EpisodeId> = request.documents.iter().map(|d| d.episode).collect();
+    tx.prefetch(&ids, device)?;
     for Document { episode: id, body } in &request.documents {
         let id = *id;
         if !seen.insert(id) {
@@ -227,6 +231,9 @@ pub(crate) fn handle(
         .collect();
     let mut more = since.len() > MAX_RESPONSE_DOCUMENTS;
     let page: Vec<_> = since.into_iter().take(MAX_RESPONSE_DOCUMENTS).collect();
+    // Read after the horizon, as each would have been read below.
+    let ids: Vec<EpisodeId> = page.iter().map(|&(id, _)| id).collect();
+    tx.prefetch(&ids, device)?;
 
     let mut documents = Vec::new();
     let mut actions = Vec::new();

@@ -184,6 +184,61 @@ mod postgres_only {
         assert_eq!(after.cursor, u64::try_from(b_seq).expect("a seq"));
     }
 
+    /// Two writers that number at commit, as the sync writers of two replicas do: A
+    /// stores its change and stalls before committing; B stores and commits meanwhile
+    /// without waiting for A (neither holds the counter until it commits); a device
+    /// syncs between them. B's change is numbered first, and A's, numbered when A
+    /// commits, comes after the device's cursor: it reaches the device at its next sync.
+    pub(super) async fn writers_that_number_at_commit_neither_wait_nor_skip() {
+        let server = Server::new();
+        let (x, y) =
+            (open_episode(&server.state.db, "team-north", "P-1"), open_episode(&server.state.db, "team-north", "P-2"));
+        let (token, _) = server.alice("phone-reader").await;
+        let first = sync(&server, &token, 0).await;
+        assert_eq!(answered(&first).len(), 2);
+
+        let stored_and_committed = |db: Db, id: EpisodeId, stored: mpsc::Sender<i64>, go: mpsc::Receiver<()>| {
+            std::thread::spawn(move || {
+                db.call_blocking(move |conn| {
+                    let mut tx = conn.transaction()?;
+                    tx.number_at_commit();
+                    let mut doc = episodes::load(&mut *tx, id, &ActorId::from(vec![2; 16]))?.expect("the episode");
+                    doc.with_doc(|doc| doc.set_plan("a plan numbered at commit", start())).expect("a change");
+                    save(&mut *tx, &mut doc)?;
+                    let _ = stored.send(doc.seq());
+                    let _ = go.recv();
+                    let numbered = tx.commit_numbered()?;
+                    Ok::<_, StoreError>(numbered.final_of(doc.seq()).expect("its change was numbered"))
+                })
+                .expect("the write")
+            })
+        };
+        let (a_stored, a_provisional) = mpsc::channel();
+        let (a_go, a_wait) = mpsc::channel();
+        let a = stored_and_committed(server.dir.open(), x, a_stored, a_wait);
+        let provisional = a_provisional.recv_timeout(Duration::from_secs(30)).expect("A stored its change");
+        assert!(provisional >= server::store::PROVISIONAL_SEQ, "A's seq is provisional until it commits");
+
+        let (b_stored, _b_provisional) = mpsc::channel();
+        let (b_go, b_wait) = mpsc::channel();
+        b_go.send(()).expect("B may commit at once");
+        let b = stored_and_committed(server.dir.open(), y, b_stored, b_wait);
+        let b_seq = b.join().expect("B committed while A was still open");
+        assert_eq!(b_seq, i64::try_from(first.cursor).expect("a cursor") + 1, "B's change is numbered next");
+
+        let between = sync(&server, &token, first.cursor).await;
+        assert_eq!(answered(&between), [y], "B's change is committed, A's is not");
+        assert_eq!(between.cursor, u64::try_from(b_seq).expect("a seq"));
+
+        a_go.send(()).expect("A commits");
+        let a_seq = a.join().expect("writer A");
+        assert_eq!(a_seq, b_seq + 1, "A's change is numbered when A commits, after B's");
+        let after = sync(&server, &token, between.cursor).await;
+        assert_eq!(answered(&after), [x], "A's change reaches the device");
+        assert_eq!(after.cursor, u64::try_from(a_seq).expect("a seq"));
+        assert_eq!(server.number("SELECT COUNT(*) FROM episodes WHERE seq >= 4611686018427387904"), 0);
+    }
+
     /// A write that loaded an episode before another writer changed it is refused as a
     /// conflict, not stored over the other's change.
     pub(super) async fn a_write_from_a_stale_load_is_a_conflict() {
@@ -249,6 +304,12 @@ mod needs_postgres {
     async fn a_slow_writer_never_loses_its_change_to_a_faster_one() {
         crate::common::set_backend(crate::common::Backend::Postgres);
         super::postgres_only::a_slow_writer_never_loses_its_change_to_a_faster_one().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writers_that_number_at_commit_neither_wait_nor_skip() {
+        crate::common::set_backend(crate::common::Backend::Postgres);
+        super::postgres_only::writers_that_number_at_commit_neither_wait_nor_skip().await;
     }
 
     #[tokio::test]

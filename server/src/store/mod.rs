@@ -261,8 +261,25 @@ pub trait Tx {
     /// writer can store a change of any episode meanwhile. A write retried after a
     /// conflict takes it first, so that it cannot lose the race again.
     fn lock_seq(&mut self) -> Result<()>;
+    /// Holds the episode's row until the transaction ends: no other writer can change it
+    /// meanwhile. A sync request retried after a conflict on it takes it first, so that
+    /// it cannot lose the race again; unlike [`Tx::lock_seq`] it does not stop writers of
+    /// other episodes (on SQLite, whose one writer holds everything, the same thing).
+    fn lock_episode(&mut self, _id: EpisodeId) -> Result<()> {
+        self.lock_seq()
+    }
 
     // Episodes.
+    /// Reads ahead, in one statement where a round trip is dear (PostgreSQL), what a sync
+    /// request is about to ask of these episodes for `device`: each one's team and
+    /// `seq`, the device's sync state and drop, the receipts; and who has signed in on
+    /// the device. The answers serve [`Tx::team_of`], [`Tx::sync_state`], [`Tx::dropped`],
+    /// [`Tx::receipts`], [`Tx::receipts_since`] and [`Tx::device_users`] until the next
+    /// savepoint, kept current by this transaction's own writes. SQLite reads each when
+    /// asked (a function call): nothing to do.
+    fn prefetch(&mut self, _ids: &[EpisodeId], _device: &str) -> Result<()> {
+        Ok(())
+    }
     fn team_of(&mut self, id: EpisodeId) -> Result<Option<(String, i64)>>;
     fn load_episode(&mut self, id: EpisodeId) -> Result<Option<EpisodeRow>>;
     /// Stores a new episode; one stored meanwhile by another writer is a `Conflict`.
@@ -292,6 +309,16 @@ pub trait Tx {
     fn put_sync_state(&mut self, id: EpisodeId, device: &str, state: &[u8]) -> Result<()>;
     /// The episodes the device holds, with their teams now.
     fn held_episodes(&mut self, device: &str) -> Result<Vec<(EpisodeId, String)>>;
+    /// The episodes the device holds that are in none of `teams` now (asked by every
+    /// sync request: PostgreSQL filters them where they are, not each held episode sent).
+    fn held_outside(&mut self, device: &str, teams: &[String]) -> Result<Vec<EpisodeId>> {
+        Ok(self
+            .held_episodes(device)?
+            .into_iter()
+            .filter(|(_, team)| !teams.contains(team))
+            .map(|(id, _)| id)
+            .collect())
+    }
     fn record_drop(&mut self, id: EpisodeId, device: &str, seq: i64) -> Result<()>;
     fn dropped(&mut self, id: EpisodeId, device: &str) -> Result<bool>;
     fn drops_since(&mut self, device: &str, cursor: i64, upto: i64) -> Result<Vec<EpisodeId>>;
@@ -424,6 +451,11 @@ pub trait Tx {
     fn lock_audit_head(&mut self) -> Result<(i64, Vec<u8>)>;
     /// Appends an entry numbered `row.n` and moves the head to it.
     fn append_audit(&mut self, entry: &ChainedEntry) -> Result<()>;
+    /// Appends an entry after the head (`row.n` is ignored): chained now, or by a
+    /// transaction that numbers at commit ([`Transaction::number_at_commit`]) only then.
+    fn log_audit(&mut self, row: AuditRow) -> Result<()> {
+        chain_audit(self, row)
+    }
     /// Up to `limit` entries with `n > after`, in order.
     fn audit_chain(&mut self, after: i64, limit: usize) -> Result<Vec<ChainedEntry>>;
     /// Sets an entry's hashes and moves the head to it: only while schema 6's upgrade
@@ -480,6 +512,54 @@ pub trait Tx {
 /// A transaction: dropped without `commit`, it rolls back.
 pub trait Transaction: Tx {
     fn commit(self: Box<Self>) -> Result<()>;
+    /// From now on the changes this transaction stores are numbered when it commits, not
+    /// when they are stored, and its audit entries chained then: it holds the `seq`
+    /// counter and the audit head only while it commits, so that other writers (other
+    /// replicas) are not held up while it does its work. Until then [`Tx::next_seq`]
+    /// gives provisional numbers ([`PROVISIONAL_SEQ`] and up), which
+    /// [`Transaction::commit_numbered`] says the final numbers of. On SQLite, whose one
+    /// writer orders everything, nothing changes. See docs/adr/0004-storage.md.
+    fn number_at_commit(&mut self) {}
+    /// The provisional `seq` the next [`Tx::next_seq`] gives: the numbers a request took
+    /// are those between its marks.
+    fn provisional_mark(&self) -> i64 {
+        PROVISIONAL_SEQ
+    }
+    /// Commits, and says which final `seq` each provisional one became.
+    fn commit_numbered(self: Box<Self>) -> Result<Numbered> {
+        self.commit()?;
+        Ok(Numbered::default())
+    }
+}
+
+/// The provisional `seq`s of a transaction that numbers at commit start here: above any
+/// final one, so that `seq > cursor` holds of them for every cursor (a request's own
+/// receipts are answered) and `seq <= horizon` of none (no one is answered them).
+pub const PROVISIONAL_SEQ: i64 = 1 << 62;
+
+/// What a transaction that numbered at commit gave its changes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Numbered {
+    /// The counter when the transaction took it: every change with a `seq` up to this
+    /// was committed before, and the transaction's own come right after it.
+    pub before: i64,
+    /// Each provisional `seq` used, with its final one, in order.
+    pub seqs: Vec<(i64, i64)>,
+}
+
+impl Numbered {
+    /// The final `seq` of a provisional one this transaction used.
+    pub fn final_of(&self, provisional: i64) -> Option<i64> {
+        self.seqs.binary_search_by_key(&provisional, |&(p, _)| p).ok().map(|i| self.seqs[i].1)
+    }
+}
+
+/// Chains an entry on the head, locked until the transaction ends, and appends it.
+pub(crate) fn chain_audit<T: Tx + ?Sized>(tx: &mut T, mut row: AuditRow) -> Result<()> {
+    let (last, prev) = tx.lock_audit_head()?;
+    row.n = last + 1;
+    let hash = crate::audit::entry_hash(&prev, &row);
+    tx.append_audit(&ChainedEntry { row, prev_hash: prev, hash })
 }
 
 /// A connection: statements in autocommit, or a transaction.

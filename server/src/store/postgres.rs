@@ -18,9 +18,9 @@ use episode::EpisodeId;
 
 use super::target::PgUrl;
 use super::{
-    AUDIT_CHAIN_SCHEMA, ChainedEntry, Conn, EpisodeRow, Login, NewOutboxItem, OpenError, OutboxCount, OutboxItem,
-    OutboxRow, PendingSignIn, PresentedToken, Registration, Result, StoreError, SummaryRecord, Transaction, Tx,
-    UserRow, parse_id,
+    AUDIT_CHAIN_SCHEMA, ChainedEntry, Conn, EpisodeRow, Login, NewOutboxItem, Numbered, OpenError, OutboxCount,
+    OutboxItem, OutboxRow, PROVISIONAL_SEQ, PendingSignIn, PresentedToken, Registration, Result, StoreError,
+    SummaryRecord, Transaction, Tx, UserRow, parse_id,
 };
 use crate::accounts::{DeviceId, TeamId, UserId};
 use crate::audit::{Cursor as AuditCursor, Entry, Row as AuditRow, Scope as AuditScope};
@@ -322,10 +322,16 @@ pub(super) struct Pg<'a> {
 /// - `change_seq`'s row lock, once taken (`lock_seq`, `next_seq`), is held to commit.
 /// - The audit head, once locked, is this transaction's to move: its entries are kept
 ///   here and written at commit in one statement, with the head moved once.
+/// - Sync states written are kept and written at commit (or before a statement that
+///   must see them) in one statement; reads look here first.
+/// - What [`Tx::prefetch`] read for the request under way ([`Memo`]).
 ///
 /// A savepoint notes what was held when it was made; rolling back to it gives back the
 /// locks taken since (PostgreSQL releases a rolled-back subtransaction's row locks) and
-/// drops the entries logged since.
+/// drops the entries and sync states written since. The savepoint itself is sent with
+/// the request's first statement that writes or locks (a request that only reads and
+/// keeps what it writes here needs none), and never released: a later request's
+/// savepoint of the same name nests inside it, and `ROLLBACK TO` names the latest.
 #[derive(Default)]
 struct Held {
     /// This transaction added the server's actor: not committed, so not yet memoised.
@@ -335,13 +341,58 @@ struct Held {
     audit_head: Option<(i64, Vec<u8>)>,
     /// Entries chained on the head and not yet written.
     audit: Vec<ChainedEntry>,
+    /// Sync states written by this transaction, in order; those from `states_sent` on
+    /// are not yet sent.
+    states: Vec<(EpisodeId, String, Vec<u8>)>,
+    states_sent: usize,
     /// What was held at the open savepoint.
     at_savepoint: Option<AtSavepoint>,
+    /// The open savepoint has been sent (with the request's first write).
+    savepoint_sent: bool,
+    /// The request's reads, from [`Tx::prefetch`].
+    memo: Memo,
+    /// Settings read in this transaction (`meta`): the EPR filing switch is asked for
+    /// by every change stored.
+    meta: HashMap<String, Option<String>>,
+    /// Changes are numbered, and audit entries chained, at commit
+    /// (`Transaction::number_at_commit`).
+    at_commit: bool,
+    /// The next provisional `seq`.
+    provisional: i64,
+    /// Each row written with a provisional `seq`: the `seq` and its episode.
+    numbered: Vec<(i64, EpisodeId)>,
+    /// Audit entries to chain at commit.
+    unchained: Vec<AuditRow>,
 }
 
-/// What a transaction held when it made its savepoint: the counter's lock, the audit
-/// head, and how many entries it had kept.
-type AtSavepoint = (bool, Option<(i64, Vec<u8>)>, usize);
+/// What a transaction held when it made its savepoint.
+struct AtSavepoint {
+    seq_locked: bool,
+    audit_head: Option<(i64, Vec<u8>)>,
+    audit: usize,
+    states: usize,
+    states_sent: usize,
+    numbered: usize,
+    unchained: usize,
+}
+
+/// What one statement read ahead for the request under way ([`Tx::prefetch`]): for each
+/// episode asked about, its team and `seq`, the device's sync state, whether it dropped
+/// it, and its receipts; and who has signed in on the device. Cleared at every savepoint
+/// and rollback, and kept current by this transaction's own writes, so that a read
+/// answered from here is what a statement would have read at the prefetch; the request
+/// reads ahead at its start (its documents) and again after it has read the horizon
+/// (the page it answers), never earlier than it would have read each.
+#[derive(Default)]
+struct Memo {
+    device: String,
+    episodes: HashMap<EpisodeId, Option<(String, i64)>>,
+    states: HashMap<EpisodeId, Option<Vec<u8>>>,
+    dropped: HashMap<EpisodeId, bool>,
+    /// Every receipt of the episode: event, time, `seq`.
+    receipts: HashMap<EpisodeId, Vec<(String, i64, i64)>>,
+    device_users: Option<Vec<String>>,
+}
 
 type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
 
@@ -380,15 +431,113 @@ impl Pg<'_> {
         let detail = column(&|e| e.row.detail.clone());
         let prev: Vec<&[u8]> = entries.iter().map(|e| e.prev_hash.as_slice()).collect();
         let hash: Vec<&[u8]> = entries.iter().map(|e| e.hash.as_slice()).collect();
+        let Some((last_n, last_hash)) = entries.last().map(|e| (e.row.n, e.hash.clone())) else { return Ok(()) };
+        // The entries and the head that points at the last of them, in one statement.
         self.execute(
-            "INSERT INTO audit (n, at, user_id, username, device, via, action, episode, detail, prev_hash, hash)
-             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                  $7::text[], $8::text[], $9::text[], $10::bytea[], $11::bytea[])",
-            &[&n, &at, &user_id, &username, &device, &via, &action, &episode, &detail, &prev, &hash],
+            "WITH added AS (
+                 INSERT INTO audit (n, at, user_id, username, device, via, action, episode, detail, prev_hash, hash)
+                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                      $7::text[], $8::text[], $9::text[], $10::bytea[], $11::bytea[]))
+             UPDATE audit_head SET n = $12, hash = $13 WHERE id = 1",
+            &[
+                &n, &at, &user_id, &username, &device, &via, &action, &episode, &detail, &prev, &hash, &last_n,
+                &last_hash,
+            ],
         )?;
-        let last = entries.last().map(|e| (e.row.n, e.hash.clone()));
-        if let Some((n, hash)) = last {
-            self.execute("UPDATE audit_head SET n = $1, hash = $2 WHERE id = 1", &[&n, &hash])?;
+        Ok(())
+    }
+
+    /// Writes the sync states kept since the last flush, in one statement (the last
+    /// written of each episode and device).
+    fn flush_states(&mut self) -> Result<()> {
+        if self.held.states_sent >= self.held.states.len() {
+            return Ok(());
+        }
+        let mut latest: HashMap<(EpisodeId, String), Vec<u8>> = HashMap::new();
+        for (id, device, state) in &self.held.states[self.held.states_sent..] {
+            latest.insert((*id, device.clone()), state.clone());
+        }
+        // In one order, so that two writers' row locks never wait on each other in turn.
+        let mut rows: Vec<_> = latest.into_iter().collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        let episodes: Vec<String> = rows.iter().map(|((id, _), _)| id.to_string()).collect();
+        let devices: Vec<&str> = rows.iter().map(|((_, device), _)| device.as_str()).collect();
+        let states: Vec<&[u8]> = rows.iter().map(|(_, state)| state.as_slice()).collect();
+        let sent = self.held.states.len();
+        self.execute(
+            "INSERT INTO sync_states (episode, device, state)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])
+             ON CONFLICT (episode, device) DO UPDATE SET state = excluded.state",
+            &[&episodes, &devices, &states],
+        )?;
+        self.held.states_sent = sent;
+        Ok(())
+    }
+
+    /// Notes a row written with a provisional `seq`, to be given its final one at commit.
+    fn note_numbered(&mut self, seq: i64, id: EpisodeId) {
+        if seq >= PROVISIONAL_SEQ {
+            self.held.numbered.push((seq, id));
+        }
+    }
+
+    /// Numbers this transaction's changes and chains its audit entries: takes the
+    /// counter (then the head), so for as short a time as commit needs them.
+    fn number(&mut self) -> Result<Numbered> {
+        let mut provisional: Vec<i64> = self.held.numbered.iter().map(|&(seq, _)| seq).collect();
+        provisional.sort_unstable();
+        provisional.dedup();
+        let mut numbered = Numbered::default();
+        if !provisional.is_empty() {
+            let count = i64::try_from(provisional.len()).unwrap_or(i64::MAX);
+            let row = self
+                .query_opt("UPDATE change_seq SET seq = seq + $1 RETURNING seq", &[&count])?
+                .ok_or_else(|| StoreError::damaged("change_seq", "seq", "no row"))?;
+            let top: i64 = get(&row, 0)?;
+            self.held.seq_locked = true;
+            numbered.before = top - count;
+            numbered.seqs = provisional.iter().zip(numbered.before + 1..).map(|(&p, f)| (p, f)).collect();
+            let mut ids: Vec<String> = self.held.numbered.iter().map(|(_, id)| id.to_string()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let from: Vec<i64> = numbered.seqs.iter().map(|&(p, _)| p).collect();
+            let to: Vec<i64> = numbered.seqs.iter().map(|&(_, f)| f).collect();
+            // Every row this transaction wrote with a provisional `seq`, in one statement.
+            self.execute(
+                "WITH m AS (SELECT * FROM unnest($1::bigint[], $2::bigint[]) AS m(p, f)),
+                 e AS (UPDATE episodes SET seq = m.f FROM m WHERE episodes.id = ANY($3) AND episodes.seq = m.p),
+                 r AS (UPDATE receipts SET seq = m.f FROM m WHERE receipts.episode = ANY($3) AND receipts.seq = m.p)
+                 UPDATE drops SET seq = m.f FROM m WHERE drops.episode = ANY($3) AND drops.seq = m.p",
+                &[&from, &to, &ids],
+            )?;
+            self.held.numbered.clear();
+        } else if !self.held.unchained.is_empty() {
+            self.lock_seq()?;
+        }
+        let unchained = std::mem::take(&mut self.held.unchained);
+        for row in unchained {
+            super::chain_audit(self, row)?;
+        }
+        Ok(numbered)
+    }
+
+    /// Keeps what was read ahead of an episode current after this transaction moved it.
+    fn memo_moved(&mut self, id: EpisodeId, seq: i64, team: Option<&str>) {
+        if let Some(Some((known_team, known_seq))) = self.held.memo.episodes.get_mut(&id) {
+            *known_seq = seq;
+            if let Some(team) = team {
+                team.clone_into(known_team);
+            }
+        } else {
+            self.held.memo.episodes.remove(&id);
+        }
+    }
+
+    /// Sends the open savepoint, if not yet: before a statement that writes or locks.
+    fn ensure_savepoint(&mut self) -> Result<()> {
+        if self.held.at_savepoint.is_some() && !self.held.savepoint_sent {
+            self.held.savepoint_sent = true;
+            self.batch("SAVEPOINT request")?;
         }
         Ok(())
     }
@@ -402,22 +551,38 @@ impl Pg<'_> {
         Ok(statement)
     }
 
+    /// A statement that only reads: it needs no savepoint.
+    fn read(&mut self, sql: &'static str, params: Params<'_>) -> Result<Vec<Row>> {
+        let statement = self.statement(sql)?;
+        Ok(on!(self, c => c.query(&statement, params)?))
+    }
+
+    /// A statement that only reads, at most one row.
+    fn read_opt(&mut self, sql: &'static str, params: Params<'_>) -> Result<Option<Row>> {
+        let statement = self.statement(sql)?;
+        Ok(on!(self, c => c.query_opt(&statement, params)?))
+    }
+
     fn query(&mut self, sql: &'static str, params: Params<'_>) -> Result<Vec<Row>> {
+        self.ensure_savepoint()?;
         let statement = self.statement(sql)?;
         Ok(on!(self, c => c.query(&statement, params)?))
     }
 
     fn query_opt(&mut self, sql: &'static str, params: Params<'_>) -> Result<Option<Row>> {
+        self.ensure_savepoint()?;
         let statement = self.statement(sql)?;
         Ok(on!(self, c => c.query_opt(&statement, params)?))
     }
 
     fn query_one(&mut self, sql: &'static str, params: Params<'_>) -> Result<Row> {
+        self.ensure_savepoint()?;
         let statement = self.statement(sql)?;
         Ok(on!(self, c => c.query_one(&statement, params)?))
     }
 
     fn execute(&mut self, sql: &'static str, params: Params<'_>) -> Result<u64> {
+        self.ensure_savepoint()?;
         let statement = self.statement(sql)?;
         Ok(on!(self, c => c.execute(&statement, params)?))
     }
@@ -450,6 +615,20 @@ fn get<'r, T: ::postgres::types::FromSql<'r>>(row: &'r Row, i: usize) -> Result<
     Ok(row.try_get(i)?)
 }
 
+/// A write of an episode that PostgreSQL chose to break a deadlock with (two writers
+/// each holding a row the other wants; rolled back to its savepoint, the request is
+/// handled again, as after any conflict).
+fn conflict_on_deadlock(error: StoreError, id: EpisodeId) -> StoreError {
+    match &error {
+        StoreError::Postgres(PgError::Query(e))
+            if e.code() == Some(&::postgres::error::SqlState::T_R_DEADLOCK_DETECTED) =>
+        {
+            StoreError::Conflict(id)
+        }
+        _ => error,
+    }
+}
+
 /// A compare-and-set write: no row changed means another writer moved the episode on.
 fn checked(id: EpisodeId, changed: u64) -> Result<()> {
     if changed == 0 { Err(StoreError::Conflict(id)) } else { Ok(()) }
@@ -467,14 +646,38 @@ impl Conn for Pg<'_> {
     fn forget_meta(&mut self, key: &str) -> Result<()> {
         // A deleted row's tuple stays in its page until vacuumed: nothing here can wipe
         // it. No build keeps a secret in `meta` on PostgreSQL (`auth::keys`).
+        self.held.meta.remove(key);
         self.execute("DELETE FROM meta WHERE key = $1", &[&key])?;
         Ok(())
     }
 }
 
 impl Transaction for Pg<'_> {
-    fn commit(mut self: Box<Self>) -> Result<()> {
+    fn commit(self: Box<Self>) -> Result<()> {
+        self.commit_numbered().map(drop)
+    }
+
+    fn provisional_mark(&self) -> i64 {
+        PROVISIONAL_SEQ + self.held.provisional
+    }
+
+    fn number_at_commit(&mut self) {
+        self.held.at_commit = self.in_transaction();
+    }
+
+    fn commit_numbered(mut self: Box<Self>) -> Result<Numbered> {
+        // Numbered first: the sync states after the counter is held, so that two
+        // committing writers never hold each other's rows while waiting for it.
+        let numbered = self.number()?;
+        self.flush_states()?;
         self.flush_audit()?;
+        self.finish()?;
+        Ok(numbered)
+    }
+}
+
+impl Pg<'_> {
+    fn finish(&mut self) -> Result<()> {
         match &mut self.link {
             Link::Tx(tx) => match tx.take() {
                 Some(tx) => Ok(tx.commit()?),
@@ -492,19 +695,27 @@ impl Tx for Pg<'_> {
         {
             return Ok(Some(actor.clone()));
         }
-        match self.query_opt("SELECT value FROM meta WHERE key = $1", &[&key])? {
+        if let Some(known) = self.held.meta.get(key) {
+            return Ok(known.clone());
+        }
+        let value = match self.read_opt("SELECT value FROM meta WHERE key = $1", &[&key])? {
             Some(row) => {
                 let value: String = get(&row, 0)?;
                 if key == ACTOR && !self.held.added_actor {
                     *self.actor = Some(value.clone());
                 }
-                Ok(Some(value))
+                Some(value)
             }
-            None => Ok(None),
+            None => None,
+        };
+        if self.in_transaction() {
+            self.held.meta.insert(key.to_owned(), value.clone());
         }
+        Ok(value)
     }
 
     fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {
+        self.held.meta.remove(key);
         self.execute(
             "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             &[&key, &value],
@@ -514,6 +725,7 @@ impl Tx for Pg<'_> {
 
     fn add_meta(&mut self, key: &str, value: &str) -> Result<()> {
         self.held.added_actor |= key == ACTOR;
+        self.held.meta.remove(key);
         self.execute("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING", &[&key, &value])?;
         Ok(())
     }
@@ -532,30 +744,72 @@ impl Tx for Pg<'_> {
     }
 
     fn savepoint(&mut self) -> Result<()> {
-        self.batch("SAVEPOINT request")?;
-        self.held.at_savepoint = Some((self.held.seq_locked, self.held.audit_head.clone(), self.held.audit.len()));
+        // Sent with the request's first write or lock (`ensure_savepoint`).
+        self.held.at_savepoint = Some(AtSavepoint {
+            seq_locked: self.held.seq_locked,
+            audit_head: self.held.audit_head.clone(),
+            audit: self.held.audit.len(),
+            states: self.held.states.len(),
+            states_sent: self.held.states_sent,
+            numbered: self.held.numbered.len(),
+            unchained: self.held.unchained.len(),
+        });
+        self.held.savepoint_sent = false;
+        self.held.memo = Memo::default();
         Ok(())
     }
 
     fn release_savepoint(&mut self) -> Result<()> {
-        self.batch("RELEASE SAVEPOINT request")?;
+        // Not released: what it holds is the transaction's at commit all the same, and a
+        // release is a round trip. The next request's savepoint nests inside it.
         self.held.at_savepoint = None;
+        self.held.savepoint_sent = false;
+        self.held.memo = Memo::default();
         Ok(())
     }
 
     fn rollback_to_savepoint(&mut self) -> Result<()> {
-        self.batch("ROLLBACK TO SAVEPOINT request; RELEASE SAVEPOINT request")?;
-        if let Some((seq_locked, head, entries)) = self.held.at_savepoint.take() {
-            self.held.seq_locked = seq_locked;
-            self.held.audit_head = head;
-            self.held.audit.truncate(entries);
+        if self.held.savepoint_sent {
+            self.batch("ROLLBACK TO SAVEPOINT request; RELEASE SAVEPOINT request")?;
         }
+        // Without a savepoint sent the request wrote nothing to the database: what it
+        // kept here is all there is to undo.
+        if let Some(at) = self.held.at_savepoint.take() {
+            self.held.seq_locked = at.seq_locked;
+            self.held.audit_head = at.audit_head;
+            self.held.audit.truncate(at.audit);
+            self.held.states.truncate(at.states);
+            self.held.states_sent = at.states_sent;
+            self.held.numbered.truncate(at.numbered);
+            self.held.unchained.truncate(at.unchained);
+        }
+        self.held.savepoint_sent = false;
+        self.held.memo = Memo::default();
+        self.held.meta.clear();
         Ok(())
     }
 
     fn next_seq(&mut self) -> Result<i64> {
+        if self.held.at_commit && !self.held.seq_locked {
+            // Numbered at commit (`number_at_commit`); the rows written with it are noted.
+            let seq = PROVISIONAL_SEQ + self.held.provisional;
+            self.held.provisional += 1;
+            return Ok(seq);
+        }
         // The row stays locked until this transaction ends: a writer that takes the next
         // `seq` waits, so `seq` values become visible in the order they were taken.
+        if self.held.at_savepoint.is_some() && !self.held.savepoint_sent {
+            // A request's first write: its savepoint goes in the same round trip.
+            let messages =
+                on!(self, c => c.simple_query("SAVEPOINT request; UPDATE change_seq SET seq = seq + 1 RETURNING seq")?);
+            self.held.savepoint_sent = true;
+            self.held.seq_locked = true;
+            let seq = messages.iter().find_map(|m| match m {
+                ::postgres::SimpleQueryMessage::Row(row) => row.get(0).and_then(|v| v.parse::<i64>().ok()),
+                _ => None,
+            });
+            return seq.ok_or_else(|| StoreError::damaged("change_seq", "seq", "no row"));
+        }
         match self.query_opt("UPDATE change_seq SET seq = seq + 1 RETURNING seq", &[])? {
             Some(row) => {
                 self.held.seq_locked = self.in_transaction();
@@ -566,7 +820,7 @@ impl Tx for Pg<'_> {
     }
 
     fn current_seq(&mut self) -> Result<i64> {
-        match self.query_opt("SELECT seq FROM change_seq", &[])? {
+        match self.read_opt("SELECT seq FROM change_seq", &[])? {
             Some(row) => get(&row, 0),
             None => Err(StoreError::damaged("change_seq", "seq", "no row")),
         }
@@ -585,8 +839,64 @@ impl Tx for Pg<'_> {
         }
     }
 
+    fn prefetch(&mut self, ids: &[EpisodeId], device: &str) -> Result<()> {
+        if !self.in_transaction() || ids.is_empty() {
+            return Ok(());
+        }
+        if self.held.memo.device != device {
+            self.held.memo = Memo { device: device.to_owned(), ..Memo::default() };
+        }
+        let keys: Vec<String> = ids.iter().map(EpisodeId::to_string).collect();
+        let rows = self.read(
+            "SELECT i.id, e.team, e.seq, s.state, d.episode IS NOT NULL, r.events, r.times, r.seqs,
+                    (SELECT array_agg(DISTINCT u.username) FROM sessions x JOIN users u ON u.id = x.user_id
+                     WHERE x.device_id = $2)
+             FROM unnest($1::text[]) AS i(id)
+             LEFT JOIN episodes e ON e.id = i.id
+             LEFT JOIN sync_states s ON s.episode = i.id AND s.device = $2
+             LEFT JOIN drops d ON d.episode = i.id AND d.device = $2
+             LEFT JOIN LATERAL (SELECT array_agg(event) AS events, array_agg(received_at) AS times,
+                                       array_agg(seq) AS seqs
+                                FROM receipts WHERE episode = i.id) r ON true",
+            &[&keys, &device],
+        )?;
+        for row in &rows {
+            let id: String = get(row, 0)?;
+            let id = parse_id(&id, "episodes", "id")?;
+            let team: Option<String> = get(row, 1)?;
+            let seq: Option<i64> = get(row, 2)?;
+            let memo = &mut self.held.memo;
+            memo.episodes.insert(id, team.zip(seq));
+            memo.states.insert(id, get(row, 3)?);
+            memo.dropped.insert(id, get(row, 4)?);
+            let events: Option<Vec<String>> = get(row, 5)?;
+            let times: Option<Vec<i64>> = get(row, 6)?;
+            let seqs: Option<Vec<i64>> = get(row, 7)?;
+            let receipts = match (events, times, seqs) {
+                (Some(events), Some(times), Some(seqs)) if events.len() == times.len() && times.len() == seqs.len() => {
+                    events.into_iter().zip(times).zip(seqs).map(|((e, t), s)| (e, t, s)).collect()
+                }
+                (None, None, None) => Vec::new(),
+                _ => return Err(StoreError::damaged("receipts", "event", "rows that do not line up")),
+            };
+            memo.receipts.insert(id, receipts);
+            let users: Option<Vec<String>> = get(row, 8)?;
+            memo.device_users = Some(users.unwrap_or_default());
+        }
+        Ok(())
+    }
+
+    fn lock_episode(&mut self, id: EpisodeId) -> Result<()> {
+        self.query_opt("SELECT 1 FROM episodes WHERE id = $1 FOR UPDATE", &[&id.to_string()])
+            .map_err(|e| conflict_on_deadlock(e, id))?;
+        Ok(())
+    }
+
     fn team_of(&mut self, id: EpisodeId) -> Result<Option<(String, i64)>> {
-        match self.query_opt("SELECT team, seq FROM episodes WHERE id = $1", &[&id.to_string()])? {
+        if let Some(known) = self.held.memo.episodes.get(&id) {
+            return Ok(known.clone());
+        }
+        match self.read_opt("SELECT team, seq FROM episodes WHERE id = $1", &[&id.to_string()])? {
             Some(row) => Ok(Some((get(&row, 0)?, get(&row, 1)?))),
             None => Ok(None),
         }
@@ -594,12 +904,12 @@ impl Tx for Pg<'_> {
 
     fn load_episode(&mut self, id: EpisodeId) -> Result<Option<EpisodeRow>> {
         let key = id.to_string();
-        let Some(row) = self.query_opt("SELECT team, seq, snapshot FROM episodes WHERE id = $1", &[&key])? else {
+        let Some(row) = self.read_opt("SELECT team, seq, snapshot FROM episodes WHERE id = $1", &[&key])? else {
             return Ok(None);
         };
         let (team, seq, snapshot) = (get(&row, 0)?, get(&row, 1)?, get(&row, 2)?);
         let changes = self
-            .query("SELECT bytes FROM episode_changes WHERE episode = $1 ORDER BY n", &[&key])?
+            .read("SELECT bytes FROM episode_changes WHERE episode = $1 ORDER BY n", &[&key])?
             .iter()
             .map(|r| get(r, 0))
             .collect::<Result<_>>()?;
@@ -608,40 +918,60 @@ impl Tx for Pg<'_> {
 
     fn insert_episode(&mut self, id: EpisodeId, team: &str, seq: i64, snapshot: &[u8], created_at: i64) -> Result<()> {
         // DO NOTHING rather than a unique violation, which would abort the transaction.
-        let inserted = self.execute(
-            "INSERT INTO episodes (id, team, seq, snapshot, created_at) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (id) DO NOTHING",
-            &[&id.to_string(), &team, &seq, &snapshot, &created_at],
-        )?;
-        checked(id, inserted)
+        let inserted = self
+            .execute(
+                "INSERT INTO episodes (id, team, seq, snapshot, created_at) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (id) DO NOTHING",
+                &[&id.to_string(), &team, &seq, &snapshot, &created_at],
+            )
+            .map_err(|e| conflict_on_deadlock(e, id))?;
+        checked(id, inserted)?;
+        self.note_numbered(seq, id);
+        self.held.memo.episodes.insert(id, Some((team.to_owned(), seq)));
+        Ok(())
     }
 
     fn append_change(&mut self, id: EpisodeId, loaded: i64, seq: i64, bytes: &[u8]) -> Result<()> {
-        let key = id.to_string();
-        let changed =
-            self.execute("UPDATE episodes SET seq = $1 WHERE id = $2 AND seq = $3", &[&seq, &key, &loaded])?;
-        checked(id, changed)?;
-        self.execute("INSERT INTO episode_changes (episode, bytes) VALUES ($1, $2)", &[&key, &bytes])?;
+        // One statement: the change is inserted only if the compare-and-set moved the row.
+        let inserted = self
+            .execute(
+                "WITH moved AS (UPDATE episodes SET seq = $1 WHERE id = $2 AND seq = $3 RETURNING id)
+             INSERT INTO episode_changes (episode, bytes) SELECT id, $4 FROM moved",
+                &[&seq, &id.to_string(), &loaded, &bytes],
+            )
+            .map_err(|e| conflict_on_deadlock(e, id))?;
+        checked(id, inserted)?;
+        self.note_numbered(seq, id);
+        self.memo_moved(id, seq, None);
         Ok(())
     }
 
     fn replace_snapshot(&mut self, id: EpisodeId, loaded: i64, seq: i64, snapshot: &[u8]) -> Result<()> {
         let key = id.to_string();
-        let changed = self.execute(
-            "UPDATE episodes SET snapshot = $1, seq = $2 WHERE id = $3 AND seq = $4",
-            &[&snapshot, &seq, &key, &loaded],
-        )?;
+        let changed = self
+            .execute(
+                "UPDATE episodes SET snapshot = $1, seq = $2 WHERE id = $3 AND seq = $4",
+                &[&snapshot, &seq, &key, &loaded],
+            )
+            .map_err(|e| conflict_on_deadlock(e, id))?;
         checked(id, changed)?;
         self.execute("DELETE FROM episode_changes WHERE episode = $1", &[&key])?;
+        self.note_numbered(seq, id);
+        self.memo_moved(id, seq, None);
         Ok(())
     }
 
     fn set_team(&mut self, id: EpisodeId, loaded: i64, seq: i64, team: &str) -> Result<()> {
-        let changed = self.execute(
-            "UPDATE episodes SET team = $1, seq = $2 WHERE id = $3 AND seq = $4",
-            &[&team, &seq, &id.to_string(), &loaded],
-        )?;
-        checked(id, changed)
+        let changed = self
+            .execute(
+                "UPDATE episodes SET team = $1, seq = $2 WHERE id = $3 AND seq = $4",
+                &[&team, &seq, &id.to_string(), &loaded],
+            )
+            .map_err(|e| conflict_on_deadlock(e, id))?;
+        checked(id, changed)?;
+        self.note_numbered(seq, id);
+        self.memo_moved(id, seq, Some(team));
+        Ok(())
     }
 
     fn changed_since(
@@ -652,19 +982,16 @@ impl Tx for Pg<'_> {
         limit: usize,
     ) -> Result<Vec<(EpisodeId, i64)>> {
         let limit_param = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut out = Vec::new();
-        for team in teams {
-            let rows = self.query(
-                "SELECT id, seq FROM episodes WHERE team = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4",
-                &[team, &cursor, &upto, &limit_param],
-            )?;
-            for row in &rows {
-                let id: String = get(row, 0)?;
-                out.push((parse_id(&id, "episodes", "id")?, get(row, 1)?));
-            }
+        let rows = self.read(
+            "SELECT id, seq FROM episodes WHERE team = ANY($1) AND seq > $2 AND seq <= $3 ORDER BY seq, id LIMIT $4",
+            &[&teams, &cursor, &upto, &limit_param],
+        )?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: String = get(row, 0)?;
+            out.push((parse_id(&id, "episodes", "id")?, get(row, 1)?));
         }
         out.sort_by_key(|&(id, seq)| (seq, id));
-        out.truncate(limit);
         Ok(out)
     }
 
@@ -684,16 +1011,28 @@ impl Tx for Pg<'_> {
     }
 
     fn sync_state(&mut self, id: EpisodeId, device: &str) -> Result<Option<Vec<u8>>> {
-        match self.query_opt(
-            "SELECT state FROM sync_states WHERE episode = $1 AND device = $2",
-            &[&id.to_string(), &device],
-        )? {
+        if let Some((_, _, state)) = self.held.states.iter().rev().find(|(e, d, _)| *e == id && d == device) {
+            return Ok(Some(state.clone()));
+        }
+        if self.held.memo.device == device
+            && let Some(known) = self.held.memo.states.get(&id)
+        {
+            return Ok(known.clone());
+        }
+        match self
+            .read_opt("SELECT state FROM sync_states WHERE episode = $1 AND device = $2", &[&id.to_string(), &device])?
+        {
             Some(row) => Ok(Some(get(&row, 0)?)),
             None => Ok(None),
         }
     }
 
     fn put_sync_state(&mut self, id: EpisodeId, device: &str, state: &[u8]) -> Result<()> {
+        if self.in_transaction() {
+            // Written at commit with the others (`flush_states`).
+            self.held.states.push((id, device.to_owned(), state.to_vec()));
+            return Ok(());
+        }
         self.execute(
             "INSERT INTO sync_states (episode, device, state) VALUES ($1, $2, $3)
              ON CONFLICT (episode, device) DO UPDATE SET state = excluded.state",
@@ -703,7 +1042,8 @@ impl Tx for Pg<'_> {
     }
 
     fn held_episodes(&mut self, device: &str) -> Result<Vec<(EpisodeId, String)>> {
-        let rows = self.query(
+        self.flush_states()?;
+        let rows = self.read(
             "SELECT s.episode, e.team FROM sync_states s JOIN episodes e ON e.id = s.episode WHERE s.device = $1",
             &[&device],
         )?;
@@ -715,7 +1055,49 @@ impl Tx for Pg<'_> {
             .collect()
     }
 
+    fn held_outside(&mut self, device: &str, teams: &[String]) -> Result<Vec<EpisodeId>> {
+        // The device's sync states not yet sent count too: with their teams as read
+        // ahead, else sent first.
+        let mut unsent = Vec::new();
+        for (id, _, _) in self.held.states[self.held.states_sent..].iter().filter(|(_, d, _)| d == device) {
+            match self.held.memo.episodes.get(id) {
+                Some(Some((team, _))) => {
+                    if !teams.contains(team) {
+                        unsent.push(*id);
+                    }
+                }
+                _ => {
+                    unsent.clear();
+                    self.flush_states()?;
+                    break;
+                }
+            }
+        }
+        let rows = self.read(
+            "SELECT s.episode FROM sync_states s JOIN episodes e ON e.id = s.episode
+             WHERE s.device = $1 AND NOT (e.team = ANY($2))",
+            &[&device, &teams],
+        )?;
+        let mut outside = rows
+            .iter()
+            .map(|row| {
+                let id: String = get(row, 0)?;
+                parse_id(&id, "sync_states", "episode")
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for id in unsent {
+            if !outside.contains(&id) {
+                outside.push(id);
+            }
+        }
+        Ok(outside)
+    }
+
     fn record_drop(&mut self, id: EpisodeId, device: &str, seq: i64) -> Result<()> {
+        // A sync state kept for later would come back after the delete.
+        self.flush_states()?;
+        self.held.memo.states.remove(&id);
+        self.held.memo.dropped.remove(&id);
         let key = id.to_string();
         self.execute("DELETE FROM sync_states WHERE episode = $1 AND device = $2", &[&key, &device])?;
         self.execute(
@@ -723,17 +1105,23 @@ impl Tx for Pg<'_> {
              ON CONFLICT (episode, device) DO UPDATE SET seq = excluded.seq",
             &[&key, &device, &seq],
         )?;
+        self.note_numbered(seq, id);
         Ok(())
     }
 
     fn dropped(&mut self, id: EpisodeId, device: &str) -> Result<bool> {
+        if self.held.memo.device == device
+            && let Some(&known) = self.held.memo.dropped.get(&id)
+        {
+            return Ok(known);
+        }
         Ok(self
-            .query_opt("SELECT 1 FROM drops WHERE episode = $1 AND device = $2", &[&id.to_string(), &device])?
+            .read_opt("SELECT 1 FROM drops WHERE episode = $1 AND device = $2", &[&id.to_string(), &device])?
             .is_some())
     }
 
     fn drops_since(&mut self, device: &str, cursor: i64, upto: i64) -> Result<Vec<EpisodeId>> {
-        let rows = self.query(
+        let rows = self.read(
             "SELECT episode FROM drops WHERE device = $1 AND seq > $2 AND seq <= $3",
             &[&device, &cursor, &upto],
         )?;
@@ -756,16 +1144,35 @@ impl Tx for Pg<'_> {
              ON CONFLICT (episode, event) DO NOTHING",
             &[&id.to_string(), &events, &at_ms, &device, &seq],
         )?;
+        self.note_numbered(seq, id);
+        if let Some(known) = self.held.memo.receipts.get_mut(&id) {
+            // What the statement added: the events not noted before (the episode's row
+            // is this transaction's, so no one else notes its receipts meanwhile).
+            for event in events {
+                if !known.iter().any(|(e, _, _)| e == event) {
+                    known.push((event.clone(), at_ms, seq));
+                }
+            }
+        }
         Ok(())
     }
 
     fn receipts(&mut self, id: EpisodeId) -> Result<Vec<(String, i64)>> {
-        let rows = self.query("SELECT event, received_at FROM receipts WHERE episode = $1", &[&id.to_string()])?;
+        if let Some(known) = self.held.memo.receipts.get(&id) {
+            return Ok(known.iter().map(|(event, at, _)| (event.clone(), *at)).collect());
+        }
+        let rows = self.read("SELECT event, received_at FROM receipts WHERE episode = $1", &[&id.to_string()])?;
         rows.iter().map(|row| Ok((get(row, 0)?, get(row, 1)?))).collect()
     }
 
     fn receipts_since(&mut self, id: EpisodeId, after: i64) -> Result<Vec<(String, i64)>> {
-        let rows = self.query(
+        if let Some(known) = self.held.memo.receipts.get(&id) {
+            let mut since: Vec<_> =
+                known.iter().filter(|(_, _, seq)| *seq > after).map(|(event, at, _)| (event.clone(), *at)).collect();
+            since.sort();
+            return Ok(since);
+        }
+        let rows = self.read(
             "SELECT event, received_at FROM receipts WHERE episode = $1 AND seq > $2 ORDER BY event",
             &[&id.to_string(), &after],
         )?;
@@ -1090,7 +1497,12 @@ impl Tx for Pg<'_> {
     }
 
     fn device_users(&mut self, device: &str) -> Result<Vec<String>> {
-        let rows = self.query(
+        if self.held.memo.device == device
+            && let Some(known) = &self.held.memo.device_users
+        {
+            return Ok(known.clone());
+        }
+        let rows = self.read(
             "SELECT DISTINCT u.username FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.device_id = $1",
             &[&device],
         )?;
@@ -1223,6 +1635,15 @@ impl Tx for Pg<'_> {
             }
             None => Err(StoreError::damaged("audit_head", "n", "no row")),
         }
+    }
+
+    fn log_audit(&mut self, row: AuditRow) -> Result<()> {
+        if self.held.at_commit && self.held.audit_head.is_none() {
+            // Chained when the transaction commits (`number`), on the head as it is then.
+            self.held.unchained.push(row);
+            return Ok(());
+        }
+        super::chain_audit(self, row)
     }
 
     fn append_audit(&mut self, e: &ChainedEntry) -> Result<()> {
