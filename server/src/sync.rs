@@ -224,11 +224,18 @@ pub(crate) fn handle(
     // not committed when the episodes were read (docs/adr/0004-storage.md). If this
     // transaction has written, it holds the counter: every lower `seq` is committed.
     let horizon = tx.current_seq()?;
-    let since: Vec<_> = tx
-        .changed_since(&user.teams, cursor, horizon, MAX_RESPONSE_DOCUMENTS + 1 + touched.len())?
-        .into_iter()
-        .filter(|(id, _)| !touched.contains_key(id))
-        .collect();
+    let mut since = tx.changed_since(&user.teams, cursor, horizon, MAX_RESPONSE_DOCUMENTS + 1 + touched.len())?;
+    // An episode of this request that another replica changed after it was loaded here
+    // (PostgreSQL reads each statement afresh) is answered from the older copy: the
+    // cursor must stop short of that change, or the device would not hear of it until
+    // the episode changed again. One this request wrote cannot have moved on: its write
+    // checked the version it loaded.
+    let overtaken = since
+        .iter()
+        .filter(|(id, seq)| touched.get(id).is_some_and(|t| t.stored.seq() < *seq))
+        .map(|&(_, seq)| seq)
+        .min();
+    since.retain(|(id, _)| !touched.contains_key(id));
     let mut more = since.len() > MAX_RESPONSE_DOCUMENTS;
     let page: Vec<_> = since.into_iter().take(MAX_RESPONSE_DOCUMENTS).collect();
     // Read after the horizon, as each would have been read below.
@@ -289,7 +296,12 @@ pub(crate) fn handle(
         used.push(stored);
     }
 
-    let next_cursor = if more { answered.unwrap_or(cursor) } else { horizon };
+    let mut next_cursor = if more { answered.unwrap_or(cursor) } else { horizon };
+    if let Some(seq) = overtaken {
+        // Asked again at once, from before the change, the device is sent it.
+        next_cursor = next_cursor.min(seq - 1);
+        more = true;
+    }
 
     let leaving = episodes::leaving(tx, device, &user.teams)?;
     dropped.extend(tx.drops_since(device, cursor, horizon)?);
