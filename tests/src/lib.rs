@@ -69,6 +69,11 @@ pub fn server_child() -> bool {
             .and_then(|n| n.parse().ok())
             .unwrap_or(server::commit::DEFAULT_BATCH),
         demo: false,
+        // The document cache's bound, from the environment for the benchmarks.
+        cache_mib: std::env::var("TETHER_CACHE_MIB")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(server::episodes::DEFAULT_CACHE_MIB),
         oidc_config: std::env::var_os(OIDC_VAR).map(PathBuf::from),
         fhir_base: None,
         fhir_patient_system: None,
