@@ -9,13 +9,14 @@
 //! the caller retries from a fresh load.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use automerge::ActorId;
 use episode::document::{DocumentError, EpisodeDoc};
 use episode::{Episode, EpisodeId};
 
 pub use crate::store::server_actor;
-use crate::store::{StoreError, Tx};
+use crate::store::{Db, Listener, StoreError, Tx};
 
 /// After this many stored changes an episode is compacted into a new snapshot.
 const COMPACT_AFTER: i64 = 64;
@@ -318,6 +319,22 @@ impl Stored {
             + wire
             + ENTRY_BYTES
     }
+}
+
+/// Starts hearing of other replicas' writes (on PostgreSQL; `None` on SQLite): each
+/// episode another replica moves on is dropped from `cache` if the copy held is older
+/// (`Cache::forget_older`). The listener holds the cache weakly, and stops when its
+/// handle is dropped.
+pub fn listen(db: &Db, cache: &Arc<Mutex<Cache>>) -> std::io::Result<Option<Listener>> {
+    let cache = Arc::downgrade(cache);
+    db.listen(move |changed| {
+        let Some(cache) = cache.upgrade() else { return };
+        let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
+        let evicted = changed.iter().filter(|&&(id, seq)| cache.forget_older(id, seq)).count();
+        if evicted > 0 {
+            tracing::debug!(evicted, "documents another replica changed left the cache");
+        }
+    })
 }
 
 /// The server's own device name, which the records the team base makes on the server

@@ -124,6 +124,9 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         tracing::info!(%at, "metrics listening");
         say(&format!("tether: metrics on http://{at}/metrics"));
     }
+    // On PostgreSQL, other replicas' writes drop the copies they make stale from this
+    // one's cache; it stops when `_listener` is dropped, as `run` returns.
+    let _listener = crate::episodes::listen(&state.db, &state.docs)?;
     let _reevaluation = spawn_reevaluation(state.clone(), Duration::from_secs(config.reevaluate_secs));
     let limits = config.limits();
     tracing::info!(max_connections = limits.max_connections, "limits");

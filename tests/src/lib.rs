@@ -84,7 +84,8 @@ pub fn server_child() -> bool {
         body_bytes_in_flight: 64 * 1024 * 1024,
         trusted_proxies: Vec::new(),
         metrics_addr: None,
-        metrics_token: None,
+        // `/metrics` on the main port, for the tests that read a replica's counters.
+        metrics_token: std::env::var("TETHER_METRICS_TOKEN").ok().map(server::Secret::from),
         config: None,
         print_config: false,
         log_format,

@@ -68,7 +68,7 @@ pub enum PgError {
 
 /// An error and every cause under it, on one line: the client's own `Display` says only
 /// "db error" and leaves the server's words to the cause.
-fn chain(error: &dyn std::error::Error) -> String {
+pub(super) fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut cause = error.source();
     while let Some(inner) = cause {
@@ -116,6 +116,9 @@ struct Connection {
 pub(super) struct Pool {
     url: PgUrl,
     config: ::postgres::Config,
+    /// This pool's name in the notifications its transactions send (`notify`), so that
+    /// its own listener knows them for its own.
+    replica: String,
     state: Mutex<PoolState>,
     freed: Condvar,
 }
@@ -144,7 +147,13 @@ impl Pool {
             if config.get_application_name().is_none() {
                 config.application_name("tether");
             }
-            let pool = Self { url: url.clone(), config, state: Mutex::default(), freed: Condvar::new() };
+            let pool = Self {
+                url: url.clone(),
+                config,
+                replica: super::notify::replica_name(),
+                state: Mutex::default(),
+                freed: Condvar::new(),
+            };
             let mut first = pool.connect()?;
             migrate::run(&mut Migrating(&mut first.client), &SCHEMA_FILES)?;
             let mut state = pool.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -162,6 +171,12 @@ impl Pool {
                 Err(PgError::Connect { target: self.url.to_string(), message: self.url.redact(&chain(&error)) })
             }
         }
+    }
+
+    /// What the listener of other replicas' changes connects with (`notify`): this
+    /// pool's settings, the URL as it may be shown, and the pool's name in notifications.
+    pub(super) fn listener(&self) -> (::postgres::Config, PgUrl, String) {
+        (self.config.clone(), self.url.clone(), self.replica.clone())
     }
 
     /// A connection, waiting for one to come free if all are taken.
@@ -213,7 +228,8 @@ impl Drop for Pool {
 pub(super) fn create_at_version(url: &PgUrl, version: usize) -> Result<(), OpenError> {
     off_runtime(|| {
         let config = url.config().map_err(PgError::Url)?;
-        let pool = Pool { url: url.clone(), config, state: Mutex::default(), freed: Condvar::new() };
+        let pool =
+            Pool { url: url.clone(), config, replica: String::new(), state: Mutex::default(), freed: Condvar::new() };
         let mut conn = pool.connect()?;
         migrate::run(&mut Migrating(&mut conn.client), SCHEMA_FILES.get(..version).unwrap_or(&SCHEMA_FILES))?;
         Ok(())
@@ -234,6 +250,7 @@ impl Pooled<'_> {
                 link: Link::Client(&mut conn.client),
                 statements: &mut conn.statements,
                 actor: &mut conn.actor,
+                replica: &self.pool.replica,
                 held: Held::default(),
             },
             // Only `drop` takes it.
@@ -280,6 +297,7 @@ impl migrate::Versioned for Migrating<'_> {
             link: Link::Tx(Some(self.0.transaction()?)),
             statements: &mut statements,
             actor: &mut actor,
+            replica: "",
             held: Held::default(),
         });
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
@@ -311,6 +329,8 @@ pub(super) struct Pg<'a> {
     statements: &'a mut HashMap<&'static str, Statement>,
     /// The connection's memo of the server's actor.
     actor: &'a mut Option<String>,
+    /// The pool's name in the notifications it sends.
+    replica: &'a str,
     held: Held,
 }
 
@@ -334,13 +354,16 @@ struct Held {
     audit_head: Option<(i64, Vec<u8>)>,
     /// Entries chained on the head and not yet written.
     audit: Vec<ChainedEntry>,
+    /// The episodes this transaction moved to a new `seq`, with it: other replicas are
+    /// told at commit (`notify`).
+    changed: Vec<(EpisodeId, i64)>,
     /// What was held at the open savepoint.
     at_savepoint: Option<AtSavepoint>,
 }
 
 /// What a transaction held when it made its savepoint: the counter's lock, the audit
-/// head, and how many entries it had kept.
-type AtSavepoint = (bool, Option<(i64, Vec<u8>)>, usize);
+/// head, how many entries it had kept, and how many changed episodes it had noted.
+type AtSavepoint = (bool, Option<(i64, Vec<u8>)>, usize, usize);
 
 type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
 
@@ -392,6 +415,25 @@ impl Pg<'_> {
         Ok(())
     }
 
+    /// Notes that an episode moved to `seq`: told at commit, or at once in autocommit.
+    fn note_changed(&mut self, id: EpisodeId, seq: i64) -> Result<()> {
+        self.held.changed.push((id, seq));
+        if self.in_transaction() { Ok(()) } else { self.notify_changed() }
+    }
+
+    /// Tells the other replicas which episodes this transaction moved on, in one
+    /// statement: `pg_notify` in the transaction, which PostgreSQL delivers only if and
+    /// when it commits (`notify`).
+    fn notify_changed(&mut self) -> Result<()> {
+        if self.held.changed.is_empty() {
+            return Ok(());
+        }
+        let changed = std::mem::take(&mut self.held.changed);
+        let payloads = super::notify::payloads(self.replica, &changed);
+        self.execute("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", &[&super::notify::CHANNEL, &payloads])?;
+        Ok(())
+    }
+
     fn statement(&mut self, sql: &'static str) -> Result<Statement> {
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
@@ -439,6 +481,7 @@ impl Pg<'_> {
             link: Link::Tx(Some(tx)),
             statements: &mut *self.statements,
             actor: &mut *self.actor,
+            replica: self.replica,
             held: Held::default(),
         }))
     }
@@ -474,6 +517,7 @@ impl Conn for Pg<'_> {
 impl Transaction for Pg<'_> {
     fn commit(mut self: Box<Self>) -> Result<()> {
         self.flush_audit()?;
+        self.notify_changed()?;
         match &mut self.link {
             Link::Tx(tx) => match tx.take() {
                 Some(tx) => Ok(tx.commit()?),
@@ -532,7 +576,8 @@ impl Tx for Pg<'_> {
 
     fn savepoint(&mut self) -> Result<()> {
         self.batch("SAVEPOINT request")?;
-        self.held.at_savepoint = Some((self.held.seq_locked, self.held.audit_head.clone(), self.held.audit.len()));
+        self.held.at_savepoint =
+            Some((self.held.seq_locked, self.held.audit_head.clone(), self.held.audit.len(), self.held.changed.len()));
         Ok(())
     }
 
@@ -544,10 +589,11 @@ impl Tx for Pg<'_> {
 
     fn rollback_to_savepoint(&mut self) -> Result<()> {
         self.batch("ROLLBACK TO SAVEPOINT request; RELEASE SAVEPOINT request")?;
-        if let Some((seq_locked, head, entries)) = self.held.at_savepoint.take() {
+        if let Some((seq_locked, head, entries, changed)) = self.held.at_savepoint.take() {
             self.held.seq_locked = seq_locked;
             self.held.audit_head = head;
             self.held.audit.truncate(entries);
+            self.held.changed.truncate(changed);
         }
         Ok(())
     }
@@ -620,6 +666,7 @@ impl Tx for Pg<'_> {
         let changed =
             self.execute("UPDATE episodes SET seq = $1 WHERE id = $2 AND seq = $3", &[&seq, &key, &loaded])?;
         checked(id, changed)?;
+        self.note_changed(id, seq)?;
         self.execute("INSERT INTO episode_changes (episode, bytes) VALUES ($1, $2)", &[&key, &bytes])?;
         Ok(())
     }
@@ -631,6 +678,7 @@ impl Tx for Pg<'_> {
             &[&snapshot, &seq, &key, &loaded],
         )?;
         checked(id, changed)?;
+        self.note_changed(id, seq)?;
         self.execute("DELETE FROM episode_changes WHERE episode = $1", &[&key])?;
         Ok(())
     }
@@ -640,7 +688,9 @@ impl Tx for Pg<'_> {
             "UPDATE episodes SET team = $1, seq = $2 WHERE id = $3 AND seq = $4",
             &[&team, &seq, &id.to_string(), &loaded],
         )?;
-        checked(id, changed)
+        checked(id, changed)?;
+        self.note_changed(id, seq)?;
+        Ok(())
     }
 
     fn changed_since(
