@@ -62,7 +62,9 @@ fn main() {
         })
         .expect("store the episodes");
 
-    let mut cache = Cache::with_budget(usize::MAX);
+    // A third argument bounds the cache (in bytes), to compare with one holding nothing.
+    let budget = std::env::args().nth(3).and_then(|v| v.parse().ok()).unwrap_or(usize::MAX);
+    let mut cache = Cache::with_budget(budget);
     let before = rss_kib();
     let stored_bytes = db
         .call_blocking(|conn| {
@@ -72,9 +74,15 @@ fn main() {
             for &id in &ids {
                 let Some(mut stored) = cache.take(&mut *tx, id, &actor)? else { continue };
                 stored_bytes += stored.doc().stored_bytes();
-                let evaluation = server::caseload::evaluate(stored.view(&mut *tx)?, now);
-                let wire = episode::sync::Authoritative::new(id, &evaluation).evaluation;
-                stored.set_evaluated(Evaluated { second: now.as_second(), evaluation, wire });
+                if std::env::var_os("PROBE_DOC_ONLY").is_none() {
+                    let evaluation = server::caseload::evaluate(stored.view(&mut *tx)?, now);
+                    let wire = if std::env::var_os("PROBE_NO_WIRE").is_some() {
+                        Vec::new()
+                    } else {
+                        episode::sync::Authoritative::new(id, &evaluation).evaluation
+                    };
+                    stored.set_evaluated(Evaluated { second: now.as_second(), evaluation, wire });
+                }
                 cache.put(stored);
             }
             tx.commit()?;
