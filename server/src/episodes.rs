@@ -129,7 +129,7 @@ impl Stored {
 /// The memory the document cache may hold unless `tether serve --cache-mib` says
 /// otherwise, in MiB. Chosen so that a server with 10,000 episodes stays under 256 MiB
 /// resident (BENCHMARKS.md, "Server memory").
-pub const DEFAULT_CACHE_MIB: u64 = 64;
+pub const DEFAULT_CACHE_MIB: u64 = 32;
 
 /// What a cached document is reckoned to cost in memory for each byte it takes stored:
 /// an Automerge document in memory (its op set, its changes, their index) is many times
