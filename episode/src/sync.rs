@@ -215,9 +215,38 @@ pub struct EpisodeTeam {
 /// The most bytes an evaluation may inflate to.
 const MAX_EVALUATION_BYTES: u64 = 4 * 1024 * 1024;
 
+thread_local! {
+    /// One deflate state per thread, reset for each evaluation. A new state is a few
+    /// hundred KiB allocated and freed at once; made for every evaluation, its freeing
+    /// around the long-lived evaluations and documents left the server's heap
+    /// fragmented by about that much per cached document (BENCHMARKS.md, "Server
+    /// memory").
+    static DEFLATE: std::cell::RefCell<flate2::Compress> =
+        std::cell::RefCell::new(flate2::Compress::new(flate2::Compression::default(), false));
+}
+
+/// `bytes` as raw deflate (what `flate2::write::DeflateEncoder` writes).
+fn deflate(bytes: &[u8]) -> Vec<u8> {
+    DEFLATE.with_borrow_mut(|state| {
+        state.reset();
+        let mut out = Vec::with_capacity(bytes.len() / 2 + 64);
+        loop {
+            let read = usize::try_from(state.total_in()).unwrap_or(usize::MAX).min(bytes.len());
+            match state.compress_vec(&bytes[read..], &mut out, flate2::FlushCompress::Finish) {
+                Ok(flate2::Status::StreamEnd) => break,
+                // Out of room: more, and go on.
+                Ok(_) => out.reserve(out.capacity().max(64)),
+                // Compressing into a Vec with room does not fail; nothing is sent if it did.
+                Err(_) => return Vec::new(),
+            }
+        }
+        out.shrink_to_fit();
+        out
+    })
+}
+
 impl Authoritative {
     pub fn new(episode: EpisodeId, evaluation: &Evaluation) -> Self {
-        use std::io::Write;
         // A title the code gives anyway is left out (the reader puts it back): titles are
         // most of an evaluation's bytes, and both sides share the rules.
         let mut value = serde_json::to_value(evaluation).unwrap_or_default();
@@ -236,10 +265,7 @@ impl Authoritative {
             }
         }
         let json = serde_json::to_vec(&value).unwrap_or_default();
-        let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
-        // Writing to a Vec cannot fail.
-        let _ = encoder.write_all(&json);
-        Self { episode, evaluation: encoder.finish().unwrap_or_default(), received: Vec::new() }
+        Self { episode, evaluation: deflate(&json), received: Vec::new() }
     }
 
     /// The evaluation, inflated (at most 4 MiB) and read.

@@ -63,6 +63,11 @@ pub struct ServeConfig {
     /// alone.
     #[arg(long, env = "TETHER_SYNC_BATCH", default_value_t = crate::commit::DEFAULT_BATCH, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub sync_batch: usize,
+    /// The memory, in MiB, the episode document cache may hold (an estimate: documents
+    /// in memory take many times their stored size); the least recently used documents
+    /// are dropped to stay within it. 0 caches nothing (every request loads what it uses).
+    #[arg(long, env = "TETHER_CACHE_MIB", default_value_t = crate::episodes::DEFAULT_CACHE_MIB, value_parser = clap::value_parser!(u64).range(0..=1024 * 1024))]
+    pub cache_mib: u64,
     /// The sign-in settings (TOML): the trust's OpenID providers, the claims mapping's
     /// file, and whether passwords may still be used. Without it, people sign in with
     /// Tether's own usernames and passwords.

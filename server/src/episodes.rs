@@ -8,14 +8,15 @@
 //! (compare-and-set): another writer's change in between is `StoreError::Conflict`, and
 //! the caller retries from a fresh load.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use automerge::ActorId;
 use episode::document::{DocumentError, EpisodeDoc};
 use episode::{Episode, EpisodeId};
 
 pub use crate::store::server_actor;
-use crate::store::{StoreError, Tx};
+use crate::store::{Db, Listener, StoreError, Tx};
 
 /// After this many stored changes an episode is compacted into a new snapshot.
 const COMPACT_AFTER: i64 = 64;
@@ -125,46 +126,128 @@ impl Stored {
     }
 }
 
-/// The most documents kept in memory between requests.
-const CACHE_CAPACITY: usize = 4096;
+/// The memory the document cache may hold unless `tether serve --cache-mib` says
+/// otherwise, in MiB. Chosen so that a server with 10,000 episodes stays under 256 MiB
+/// resident (BENCHMARKS.md, "Server memory").
+pub const DEFAULT_CACHE_MIB: u64 = 32;
+
+/// What a cached document is reckoned to cost in memory for each byte it takes stored:
+/// an Automerge document in memory (its op set, its changes, their index) is many times
+/// its compressed save. With [`VIEW_BYTES_PER_RECORD`] and [`ENTRY_BYTES`], a little
+/// above what `cargo run -p tests --example cache_memory` measures (about 27 KB for an
+/// episode of 5 records, 51 KB for one of 30: BENCHMARKS.md, "Server memory").
+const BYTES_PER_STORED_BYTE: usize = 28;
+/// What the typed view and the evaluation are reckoned to cost for each record.
+const VIEW_BYTES_PER_RECORD: usize = 256;
+/// What an entry costs besides: an Automerge document's fixed part, the map's slot, the
+/// order's node, the `Stored` itself.
+const ENTRY_BYTES: usize = 9 * 1024;
 
 /// Episode documents kept in memory between requests, each at the `seq` it was stored
 /// with and with its typed view once read. A request takes what it uses out of the cache
 /// (checking the stored `seq` first, so that a change by anyone else is never missed)
 /// and puts it back only after its transaction has committed, so the cache never holds
 /// what the disk does not.
-#[derive(Debug, Default)]
+///
+/// The cache is bounded by an estimate of the memory its documents take (`budget`,
+/// `tether serve --cache-mib`), not by their number: documents differ a hundredfold in
+/// size. When a document put back would pass the bound, the least recently used go first.
+#[derive(Debug)]
 pub struct Cache {
-    docs: HashMap<EpisodeId, Stored>,
+    docs: HashMap<EpisodeId, Entry>,
+    /// The entries by when they were last put back: the first is the least recently used.
+    order: BTreeMap<u64, EpisodeId>,
+    /// The clock of `order`: one tick for each document put back.
+    tick: u64,
+    /// The estimated bytes of every entry, against `budget`.
+    bytes: usize,
+    budget: usize,
+    stats: CacheStats,
+}
+
+#[derive(Debug)]
+struct Entry {
+    stored: Stored,
+    /// Its key in `order`.
+    tick: u64,
+    /// Its estimated memory, counted in `Cache::bytes`.
+    bytes: usize,
+}
+
+/// What the cache has done since the server started, and holds now (for `/metrics`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Documents held, and their estimated bytes.
+    pub documents: usize,
+    pub bytes: usize,
+    /// The bound on `bytes`.
+    pub budget: usize,
+    /// Documents asked for and found current in the cache, or loaded from the database.
+    pub hits: u64,
+    pub misses: u64,
+    /// Documents dropped to make room for others.
+    pub evicted_for_room: u64,
+    /// Documents dropped because another replica said it had changed them.
+    pub evicted_notified: u64,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Self::with_budget(DEFAULT_CACHE_MIB as usize * 1024 * 1024)
+    }
 }
 
 impl Cache {
+    /// An empty cache holding documents of at most `budget` estimated bytes in all (0
+    /// caches nothing).
+    pub fn with_budget(budget: usize) -> Self {
+        Self {
+            docs: HashMap::new(),
+            order: BTreeMap::new(),
+            tick: 0,
+            bytes: 0,
+            budget,
+            stats: CacheStats { budget, ..CacheStats::default() },
+        }
+    }
+
+    /// Bounds the cache at `budget` estimated bytes from now on, dropping the least
+    /// recently used documents until it fits.
+    pub fn set_budget(&mut self, budget: usize) {
+        self.budget = budget;
+        self.make_room(0);
+    }
+
     /// Takes an episode out of the cache if it is current, else loads it.
     pub fn take(&mut self, tx: &mut dyn Tx, id: EpisodeId, actor: &ActorId) -> Result<Option<Stored>, StoreError> {
         let Some((team, seq)) = tx.team_of(id)? else {
-            self.docs.remove(&id);
+            self.remove(id);
             return Ok(None);
         };
-        if let Some(mut cached) = self.docs.remove(&id)
+        if let Some(mut cached) = self.remove(id)
             && cached.seq == seq
         {
+            self.stats.hits += 1;
             if cached.team != team {
                 cached.team = team;
                 cached.forget_view();
             }
             return Ok(Some(cached));
         }
+        self.stats.misses += 1;
         load(tx, id, actor)
     }
 
     /// Forgets every document (after a transaction that may have changed them failed).
     pub fn clear(&mut self) {
         self.docs.clear();
+        self.order.clear();
+        self.bytes = 0;
     }
 
     /// Forgets one document (another writer changed it).
     pub fn forget(&mut self, id: EpisodeId) {
-        self.docs.remove(&id);
+        self.remove(id);
     }
 
     /// Gives a cached episode stored with a provisional `seq` its final one, once the
@@ -172,27 +255,100 @@ impl Cache {
     /// (`store::Transaction::commit_numbered`): the cache then holds it at the `seq` the
     /// database does.
     pub fn renumber(&mut self, id: EpisodeId, provisional: i64, final_seq: i64) {
-        if let Some(cached) = self.docs.get_mut(&id)
-            && cached.seq == provisional
+        if let Some(entry) = self.docs.get_mut(&id)
+            && entry.stored.seq == provisional
         {
-            cached.seq = final_seq;
+            entry.stored.seq = final_seq;
         }
     }
 
-    /// Puts back an episode whose state is committed. One changed and not stored is
-    /// refused: it is not what the database holds at its `seq`.
+    /// Forgets one document if the copy held is older than `seq`, the episode's `seq`
+    /// after another replica's write; true if one was forgotten. A copy at `seq` or
+    /// later (loaded since, or this replica's own) stays.
+    pub fn forget_older(&mut self, id: EpisodeId, seq: i64) -> bool {
+        match self.docs.get(&id) {
+            Some(entry) if entry.stored.seq < seq => {
+                self.remove(id);
+                self.stats.evicted_notified += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Puts back an episode whose state is committed, as the most recently used,
+    /// making room by dropping the least recently used. One changed and not stored is
+    /// refused: it is not what the database holds at its `seq`. One larger than the whole
+    /// budget is not kept.
     pub fn put(&mut self, stored: Stored) {
         if stored.unsaved {
             tracing::debug!("an unsaved document was not cached");
             return;
         }
-        if self.docs.len() >= CACHE_CAPACITY
-            && let Some(&evict) = self.docs.keys().next()
-        {
-            self.docs.remove(&evict);
+        self.remove(stored.id);
+        let bytes = stored.estimated_bytes();
+        if bytes > self.budget {
+            return;
         }
-        self.docs.insert(stored.id, stored);
+        self.make_room(bytes);
+        self.tick += 1;
+        self.order.insert(self.tick, stored.id);
+        self.bytes += bytes;
+        self.docs.insert(stored.id, Entry { stored, tick: self.tick, bytes });
     }
+
+    /// What the cache holds and has done.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats { documents: self.docs.len(), bytes: self.bytes, budget: self.budget, ..self.stats }
+    }
+
+    /// Drops the least recently used documents until `bytes` more fit in the budget.
+    fn make_room(&mut self, bytes: usize) {
+        while self.bytes + bytes > self.budget {
+            let Some((_, oldest)) = self.order.pop_first() else { break };
+            if let Some(entry) = self.docs.remove(&oldest) {
+                self.bytes -= entry.bytes;
+                self.stats.evicted_for_room += 1;
+            }
+        }
+    }
+
+    fn remove(&mut self, id: EpisodeId) -> Option<Stored> {
+        let entry = self.docs.remove(&id)?;
+        self.order.remove(&entry.tick);
+        self.bytes -= entry.bytes;
+        Some(entry.stored)
+    }
+}
+
+impl Stored {
+    /// What this episode is reckoned to take in memory, as the cache counts it: a
+    /// multiple of its stored bytes for the document, a share per record for the typed
+    /// view and evaluation, and the bytes of the evaluation as sent.
+    fn estimated_bytes(&self) -> usize {
+        let records = self.view.as_ref().map_or(0, |view| view.events.len());
+        let wire = self.evaluated.as_ref().map_or(0, |evaluated| evaluated.wire.len());
+        self.doc.stored_bytes().saturating_mul(BYTES_PER_STORED_BYTE)
+            + records.saturating_mul(VIEW_BYTES_PER_RECORD)
+            + wire
+            + ENTRY_BYTES
+    }
+}
+
+/// Starts hearing of other replicas' writes (on PostgreSQL; `None` on SQLite): each
+/// episode another replica moves on is dropped from `cache` if the copy held is older
+/// (`Cache::forget_older`). The listener holds the cache weakly, and stops when its
+/// handle is dropped.
+pub fn listen(db: &Db, cache: &Arc<Mutex<Cache>>) -> std::io::Result<Option<Listener>> {
+    let cache = Arc::downgrade(cache);
+    db.listen(move |changed| {
+        let Some(cache) = cache.upgrade() else { return };
+        let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
+        let evicted = changed.iter().filter(|&&(id, seq)| cache.forget_older(id, seq)).count();
+        if evicted > 0 {
+            tracing::debug!(evicted, "documents another replica changed left the cache");
+        }
+    })
 }
 
 /// The server's own device name, which the records the team base makes on the server
@@ -341,4 +497,78 @@ pub fn with_receipts(tx: &mut dyn Tx, mut episode: Episode) -> Result<Episode, S
         };
     }
     Ok(episode)
+}
+
+#[cfg(test)]
+mod tests {
+    use automerge::ActorId;
+    use episode::document::{EpisodeDoc, Opening};
+    use episode::{EpisodeId, Pathway, PatientRef};
+
+    use super::{Cache, Stored};
+
+    fn stored(seq: i64) -> Stored {
+        let opening = Opening {
+            id: uuid::Uuid::now_v7().into(),
+            patient_ref: PatientRef::new("RX-CACHE").expect("a reference"),
+            team: "north".into(),
+            opened_at: jiff::Timestamp::now(),
+            opened_by: "u".into(),
+            pathway: Pathway::RoutineReferral,
+            facts: Vec::new(),
+            plan: String::new(),
+        };
+        let mut doc = EpisodeDoc::open(&opening, ActorId::random()).expect("open");
+        // As stored: its bytes are what the cache reckons by.
+        let _ = doc.save();
+        Stored::new(opening.id, "north".into(), seq, doc)
+    }
+
+    fn holds(cache: &Cache, id: EpisodeId) -> bool {
+        cache.docs.contains_key(&id)
+    }
+
+    #[test]
+    fn the_least_recently_used_go_first_to_keep_within_the_budget() {
+        let (a, b, c, d) = (stored(1), stored(2), stored(3), stored(4));
+        let one = a.estimated_bytes();
+        assert!(one > super::ENTRY_BYTES, "a document is reckoned at more than its entry: {one}");
+        let (ia, ib, ic, id) = (a.id(), b.id(), c.id(), d.id());
+        let mut cache = Cache::with_budget(one * 5 / 2);
+        cache.put(a);
+        cache.put(b);
+        cache.put(c);
+        assert!(!holds(&cache, ia) && holds(&cache, ib) && holds(&cache, ic), "a, the oldest, made room for c");
+        // b used again (taken and put back) is the most recent: d pushes out c.
+        let b = cache.remove(ib).expect("b is held");
+        cache.put(b);
+        cache.put(d);
+        assert!(holds(&cache, ib) && holds(&cache, id) && !holds(&cache, ic), "c, now the oldest, made room");
+        let stats = cache.stats();
+        assert_eq!((stats.documents, stats.evicted_for_room), (2, 2));
+        assert!(stats.bytes <= stats.budget, "{stats:?}");
+
+        cache.set_budget(one);
+        assert_eq!(cache.stats().documents, 1, "a smaller budget drops the oldest at once");
+        assert!(holds(&cache, id));
+        cache.set_budget(0);
+        cache.put(stored(5));
+        assert_eq!(cache.stats().documents, 0, "a budget of 0 caches nothing");
+    }
+
+    #[test]
+    fn a_notification_drops_only_an_older_copy() {
+        let mut cache = Cache::with_budget(usize::MAX);
+        let doc = stored(7);
+        let id = doc.id();
+        cache.put(doc);
+        assert!(!cache.forget_older(id, 7), "a copy at the announced seq (this replica's own) stays");
+        assert!(!cache.forget_older(id, 6), "an announcement older than the copy is stale news");
+        assert!(holds(&cache, id));
+        assert!(cache.forget_older(id, 8), "a copy older than the announced seq goes");
+        assert!(!holds(&cache, id));
+        assert!(!cache.forget_older(id, 9), "nothing held, nothing dropped");
+        let stats = cache.stats();
+        assert_eq!((stats.documents, stats.bytes, stats.evicted_notified), (0, 0, 1));
+    }
 }

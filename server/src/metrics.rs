@@ -1,5 +1,6 @@
 //! `GET /metrics`: Prometheus text — requests by route pattern, method and status, the
-//! sync latency histogram, and the open and overdue actions per team.
+//! sync latency histogram, the open and overdue actions per team, and the document
+//! cache (its size against its bound, hits and misses, evictions by reason).
 //!
 //! Counts per team are not for the internet: `/metrics` is served on its own listener
 //! (`--metrics-addr`, loopback unless said otherwise; [`metrics_app`]), and on the main
@@ -23,6 +24,7 @@ use axum::routing::get;
 
 use crate::AppState;
 use crate::caseload;
+use crate::episodes::CacheStats;
 use crate::error::AppError;
 
 /// `/metrics` on the main port: behind `--metrics-token`, or not there.
@@ -91,8 +93,9 @@ impl Metrics {
         }
     }
 
-    /// The counters as Prometheus text, with the per-team gauges given.
-    pub fn render(&self, teams: &[(String, i64, i64)]) -> String {
+    /// The counters as Prometheus text, with the per-team gauges and the document
+    /// cache's figures given.
+    pub fn render(&self, teams: &[(String, i64, i64)], cache: &CacheStats) -> String {
         let mut out = String::new();
         out.push_str(
             "# HELP tether_http_requests_total HTTP requests answered, by route pattern, method and status.\n",
@@ -130,8 +133,33 @@ impl Metrics {
         for (team, _, overdue) in teams {
             let _ = writeln!(out, "tether_overdue_actions{{team=\"{}\"}} {overdue}", escape(team));
         }
+        render_cache(&mut out, cache);
         out
     }
+}
+
+/// The document cache: what it holds against its bound, how often a request found its
+/// document there, and why documents left it.
+fn render_cache(out: &mut String, cache: &CacheStats) {
+    let gauges = [
+        ("tether_cache_documents", "Episode documents in the cache.", cache.documents),
+        ("tether_cache_bytes", "Estimated memory of the documents in the cache.", cache.bytes),
+        ("tether_cache_budget_bytes", "The bound on the cache's estimated memory (--cache-mib).", cache.budget),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+    }
+    out.push_str("# HELP tether_cache_lookups_total Documents asked of the cache: found current, or loaded.\n");
+    out.push_str("# TYPE tether_cache_lookups_total counter\n");
+    let _ = writeln!(out, "tether_cache_lookups_total{{result=\"hit\"}} {}", cache.hits);
+    let _ = writeln!(out, "tether_cache_lookups_total{{result=\"miss\"}} {}", cache.misses);
+    out.push_str(
+        "# HELP tether_cache_evictions_total Documents dropped from the cache: to make room, or because \
+         another replica changed them.\n",
+    );
+    out.push_str("# TYPE tether_cache_evictions_total counter\n");
+    let _ = writeln!(out, "tether_cache_evictions_total{{reason=\"room\"}} {}", cache.evicted_for_room);
+    let _ = writeln!(out, "tether_cache_evictions_total{{reason=\"notified\"}} {}", cache.evicted_notified);
 }
 
 /// A label value as the text format wants it.
@@ -147,10 +175,14 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, AppError> {
         .db
         .call(move |conn| {
             caseload::refresh_all(conn, &docs, &alerts, None, now)?;
-            Ok(caseload::counts_by_team(conn)?)
+            let teams = caseload::counts_by_team(conn)?;
+            // Read here, off the runtime: the sync writer holds the cache through a batch.
+            let cache = docs.lock().unwrap_or_else(PoisonError::into_inner).stats();
+            Ok((teams, cache))
         })
         .await?;
-    let mut response = state.metrics.render(&teams).into_response();
+    let (teams, cache) = teams;
+    let mut response = state.metrics.render(&teams, &cache).into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));

@@ -76,6 +76,11 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     // the chain from some entry on cannot make the heads logged before agree with it.
     tracing::info!(entries = head.entries, head = %auth::token::to_hex(&head.head), "audit chain");
     let mut state = AppState::with_keys(db, keys, Clock::system(), config.sync_batch)?.with_sign_in(sign_in);
+    state
+        .docs
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .set_budget(usize::try_from(config.cache_mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX));
     state.fhir = std::sync::Arc::new(fhir);
     state.options = std::sync::Arc::new(config.options()?);
     let tls = match (&config.tls_cert, &config.tls_key) {
@@ -119,6 +124,9 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         tracing::info!(%at, "metrics listening");
         say(&format!("tether: metrics on http://{at}/metrics"));
     }
+    // On PostgreSQL, other replicas' writes drop the copies they make stale from this
+    // one's cache; it stops when `_listener` is dropped, as `run` returns.
+    let _listener = crate::episodes::listen(&state.db, &state.docs)?;
     let _reevaluation = spawn_reevaluation(state.clone(), Duration::from_secs(config.reevaluate_secs));
     let limits = config.limits();
     tracing::info!(max_connections = limits.max_connections, "limits");

@@ -69,6 +69,11 @@ pub fn server_child() -> bool {
             .and_then(|n| n.parse().ok())
             .unwrap_or(server::commit::DEFAULT_BATCH),
         demo: false,
+        // The document cache's bound, from the environment for the benchmarks.
+        cache_mib: std::env::var("TETHER_CACHE_MIB")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(server::episodes::DEFAULT_CACHE_MIB),
         oidc_config: std::env::var_os(OIDC_VAR).map(PathBuf::from),
         fhir_base: None,
         fhir_patient_system: None,
@@ -79,7 +84,8 @@ pub fn server_child() -> bool {
         body_bytes_in_flight: 64 * 1024 * 1024,
         trusted_proxies: Vec::new(),
         metrics_addr: None,
-        metrics_token: None,
+        // `/metrics` on the main port, for the tests that read a replica's counters.
+        metrics_token: std::env::var("TETHER_METRICS_TOKEN").ok().map(server::Secret::from),
         config: None,
         print_config: false,
         log_format,

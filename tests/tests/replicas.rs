@@ -44,8 +44,65 @@ mod needs_postgres {
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
         let db = PgScratch::new();
         create_accounts(&db.url, USERS);
-        let replicas = [Server::start(&db.url), Server::start(&db.url)];
+        let env = [("TETHER_METRICS_TOKEN", METRICS_TOKEN)];
+        let replicas = [
+            Server::start_at(&db.url, tests::free_addr(), None, &env),
+            Server::start_at(&db.url, tests::free_addr(), None, &env),
+        ];
         (turn, db, replicas)
+    }
+
+    /// The replicas' `/metrics` token.
+    const METRICS_TOKEN: &str = "the replicas' metrics token, 16+ bytes";
+
+    /// A counter or gauge of the replica's `/metrics`, by its whole name and labels.
+    fn metric(server: &Server, name: &str) -> u64 {
+        let mut response = tests::agent()
+            .get(format!("{}/metrics", server.url()))
+            .header("Authorization", format!("Bearer {METRICS_TOKEN}"))
+            .call()
+            .expect("the replica answers /metrics");
+        assert_eq!(response.status().as_u16(), 200, "/metrics with its token");
+        let text = response.body_mut().read_to_string().expect("a body");
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+    }
+
+    const NOTIFIED: &str = "tether_cache_evictions_total{reason=\"notified\"}";
+
+    /// Waits (up to `within`) for the replica's notified evictions to reach `at_least`.
+    fn notified_reaches(server: &Server, at_least: u64, within: Duration) -> bool {
+        let began = Instant::now();
+        while began.elapsed() < within {
+            if metric(server, NOTIFIED) >= at_least {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    /// Ends the connections the replicas listen on (as a restart of PostgreSQL or a
+    /// network cut would); how many.
+    fn cut_listeners(db: &PgScratch) -> u64 {
+        let url = db.url.to_str().expect("a URL");
+        let mut client = postgres::Client::connect(url, postgres::NoTls).expect("connect to the scratch database");
+        let row = client
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                 WHERE application_name = $1 AND datname = current_database()",
+                &[&server::store::LISTENER_APPLICATION],
+            )
+            .expect("end the listeners' connections");
+        u64::try_from(row.get::<_, i64>(0)).expect("a count")
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to the replica's process.
+    fn signal(server: &Server, signal: &str) {
+        let pid = server.pid().expect("the replica runs").to_string();
+        let status = std::process::Command::new("kill").args([&format!("-{signal}"), &pid]).status().expect("kill");
+        assert!(status.success(), "kill -{signal} {pid}");
     }
 
     fn open(device: &mut Device) -> EpisodeId {
@@ -178,6 +235,70 @@ mod needs_postgres {
                 other => panic!("a device revoked on one replica still syncs on another: {other:?}"),
             }
         }
+    }
+
+    /// A write through one replica drops the episode's document from the other's cache,
+    /// which the other counts on /metrics; the writer's own cache keeps its copy.
+    #[test]
+    fn a_write_through_one_replica_evicts_the_document_from_the_others_cache() {
+        let (_turn, _db, [a, b]) = two_replicas();
+        let mut alice = Device::new(&a, "alice");
+        let mut bob = Device::new(&b, "bob");
+        let episode = open(&mut alice);
+        sync_complete(&mut alice);
+        // Bob learns of the episode through B, which keeps its document.
+        sync_complete(&mut bob);
+        assert!(bob.core.episode(episode).is_ok(), "bob has the episode through B");
+        assert!(metric(&b, "tether_cache_documents") >= 1, "B keeps the document it sent");
+        assert_eq!(metric(&b, NOTIFIED), 0, "nothing changed yet");
+
+        let visit = no_answer(&mut alice, episode);
+        sync_complete(&mut alice);
+        assert!(
+            notified_reaches(&b, 1, Duration::from_secs(20)),
+            "B dropped its stale copy when A's write was announced"
+        );
+        assert_eq!(metric(&a, NOTIFIED), 0, "A does not drop its own copy for its own write");
+        // And B answers from the stored document.
+        sync_complete(&mut bob);
+        assert!(tests::event_ids(&bob.core, episode).contains(&visit), "bob has alice's visit through B");
+    }
+
+    /// Notifications lost (B's listener cut off while A writes) cost nothing: B finds the
+    /// change by the `seq` it checks on every request. B's listener then connects again
+    /// by itself and hears the next write.
+    #[test]
+    fn a_replica_that_misses_a_notification_still_answers_from_the_stored_document() {
+        let (_turn, db, [a, b]) = two_replicas();
+        let mut alice = Device::new(&a, "alice");
+        let mut bob = Device::new(&b, "bob");
+        let episode = open(&mut alice);
+        sync_complete(&mut alice);
+        sync_complete(&mut bob);
+        assert!(bob.core.episode(episode).is_ok(), "bob has the episode through B");
+
+        // B frozen, its listener's connection ended: A's announcement reaches nobody at B
+        // (a listener hears only what is sent after its LISTEN).
+        signal(&b, "STOP");
+        let cut = cut_listeners(&db);
+        let visit = no_answer(&mut alice, episode);
+        sync_complete(&mut alice);
+        signal(&b, "CONT");
+        assert!(cut >= 1, "a listener's connection was ended");
+
+        sync_complete(&mut bob);
+        assert!(tests::event_ids(&bob.core, episode).contains(&visit), "bob has alice's visit through B");
+        assert_eq!(metric(&b, NOTIFIED), 0, "B never heard of the write it answered from");
+
+        // B listens again without a restart: a later write is heard (each try re-caches
+        // the document at B first, in case B was not yet listening again).
+        let heard = (0..20).any(|_| {
+            sync_complete(&mut bob);
+            no_answer(&mut alice, episode);
+            sync_complete(&mut alice);
+            notified_reaches(&b, 1, Duration::from_secs(2))
+        });
+        assert!(heard, "B's listener connected again and heard A's write");
     }
 
     /// Whether this process may restart the PostgreSQL the tests use: as root, with

@@ -11,7 +11,10 @@
 //! - `mod.rs`: the traits, the rows they carry, [`StoreError`], [`Db`].
 //! - `target.rs`: `--db`, a path or a `postgres://` URL whose password never shows.
 //! - `sqlite.rs`, `postgres.rs`: the two implementations.
+//! - `notify.rs`: on PostgreSQL, each transaction's changed episodes announced at commit,
+//!   and the listener that hears other replicas' announcements ([`Db::listen`]).
 
+mod notify;
 mod postgres;
 mod sqlite;
 mod target;
@@ -21,6 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use automerge::ActorId;
 use episode::EpisodeId;
 
+pub use self::notify::{LISTENER_APPLICATION, Listener};
 pub use self::postgres::{PgError, SCHEMA_FILES as POSTGRES_SCHEMA};
 pub use target::Target;
 
@@ -712,6 +716,23 @@ impl Db {
         match &*self.backend {
             Backend::Sqlite(_) => "sqlite",
             Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Hears of the episodes other server processes on this database change: `changed`
+    /// is called, on a thread of its own, with each announced episode and its new `seq`
+    /// (`notify`). `None` on SQLite, which one process serves alone. The listener
+    /// stops when the handle is dropped.
+    pub fn listen(
+        &self,
+        changed: impl FnMut(&[(EpisodeId, i64)]) + Send + 'static,
+    ) -> std::io::Result<Option<Listener>> {
+        match &*self.backend {
+            Backend::Sqlite(_) => Ok(None),
+            Backend::Postgres(pool) => {
+                let (config, url, own) = pool.listener();
+                notify::listen(config, url, own, changed).map(Some)
+            }
         }
     }
 

@@ -69,7 +69,7 @@ pub enum PgError {
 
 /// An error and every cause under it, on one line: the client's own `Display` says only
 /// "db error" and leaves the server's words to the cause.
-fn chain(error: &dyn std::error::Error) -> String {
+pub(super) fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut cause = error.source();
     while let Some(inner) = cause {
@@ -117,6 +117,9 @@ struct Connection {
 pub(super) struct Pool {
     url: PgUrl,
     config: ::postgres::Config,
+    /// This pool's name in the notifications its transactions send (`notify`), so that
+    /// its own listener knows them for its own.
+    replica: String,
     state: Mutex<PoolState>,
     freed: Condvar,
 }
@@ -145,7 +148,13 @@ impl Pool {
             if config.get_application_name().is_none() {
                 config.application_name("tether");
             }
-            let pool = Self { url: url.clone(), config, state: Mutex::default(), freed: Condvar::new() };
+            let pool = Self {
+                url: url.clone(),
+                config,
+                replica: super::notify::replica_name(),
+                state: Mutex::default(),
+                freed: Condvar::new(),
+            };
             let mut first = pool.connect()?;
             migrate::run(&mut Migrating(&mut first.client), &SCHEMA_FILES)?;
             let mut state = pool.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -163,6 +172,12 @@ impl Pool {
                 Err(PgError::Connect { target: self.url.to_string(), message: self.url.redact(&chain(&error)) })
             }
         }
+    }
+
+    /// What the listener of other replicas' changes connects with (`notify`): this
+    /// pool's settings, the URL as it may be shown, and the pool's name in notifications.
+    pub(super) fn listener(&self) -> (::postgres::Config, PgUrl, String) {
+        (self.config.clone(), self.url.clone(), self.replica.clone())
     }
 
     /// A connection, waiting for one to come free if all are taken.
@@ -214,7 +229,8 @@ impl Drop for Pool {
 pub(super) fn create_at_version(url: &PgUrl, version: usize) -> Result<(), OpenError> {
     off_runtime(|| {
         let config = url.config().map_err(PgError::Url)?;
-        let pool = Pool { url: url.clone(), config, state: Mutex::default(), freed: Condvar::new() };
+        let pool =
+            Pool { url: url.clone(), config, replica: String::new(), state: Mutex::default(), freed: Condvar::new() };
         let mut conn = pool.connect()?;
         migrate::run(&mut Migrating(&mut conn.client), SCHEMA_FILES.get(..version).unwrap_or(&SCHEMA_FILES))?;
         Ok(())
@@ -235,6 +251,7 @@ impl Pooled<'_> {
                 link: Link::Client(&mut conn.client),
                 statements: &mut conn.statements,
                 actor: &mut conn.actor,
+                replica: &self.pool.replica,
                 held: Held::default(),
             },
             // Only `drop` takes it.
@@ -281,6 +298,7 @@ impl migrate::Versioned for Migrating<'_> {
             link: Link::Tx(Some(self.0.transaction()?)),
             statements: &mut statements,
             actor: &mut actor,
+            replica: "",
             held: Held::default(),
         });
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
@@ -312,6 +330,8 @@ pub(super) struct Pg<'a> {
     statements: &'a mut HashMap<&'static str, Statement>,
     /// The connection's memo of the server's actor.
     actor: &'a mut Option<String>,
+    /// The pool's name in the notifications it sends.
+    replica: &'a str,
     held: Held,
 }
 
@@ -345,6 +365,9 @@ struct Held {
     /// are not yet sent.
     states: Vec<(EpisodeId, String, Vec<u8>)>,
     states_sent: usize,
+    /// The episodes this transaction moved to a new `seq`, with it: other replicas are
+    /// told at commit (`notify`).
+    changed: Vec<(EpisodeId, i64)>,
     /// What was held at the open savepoint.
     at_savepoint: Option<AtSavepoint>,
     /// The open savepoint has been sent (with the request's first write).
@@ -374,6 +397,7 @@ struct AtSavepoint {
     states_sent: usize,
     numbered: usize,
     unchained: usize,
+    changed: usize,
 }
 
 /// What one statement read ahead for the request under way ([`Tx::prefetch`]): for each
@@ -542,6 +566,25 @@ impl Pg<'_> {
         Ok(())
     }
 
+    /// Notes that an episode moved to `seq`: told at commit, or at once in autocommit.
+    fn note_changed(&mut self, id: EpisodeId, seq: i64) -> Result<()> {
+        self.held.changed.push((id, seq));
+        if self.in_transaction() { Ok(()) } else { self.notify_changed() }
+    }
+
+    /// Tells the other replicas which episodes this transaction moved on, in one
+    /// statement: `pg_notify` in the transaction, which PostgreSQL delivers only if and
+    /// when it commits (`notify`).
+    fn notify_changed(&mut self) -> Result<()> {
+        if self.held.changed.is_empty() {
+            return Ok(());
+        }
+        let changed = std::mem::take(&mut self.held.changed);
+        let payloads = super::notify::payloads(self.replica, &changed);
+        self.execute("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", &[&super::notify::CHANNEL, &payloads])?;
+        Ok(())
+    }
+
     fn statement(&mut self, sql: &'static str) -> Result<Statement> {
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
@@ -605,6 +648,7 @@ impl Pg<'_> {
             link: Link::Tx(Some(tx)),
             statements: &mut *self.statements,
             actor: &mut *self.actor,
+            replica: self.replica,
             held: Held::default(),
         }))
     }
@@ -671,6 +715,13 @@ impl Transaction for Pg<'_> {
         let numbered = self.number()?;
         self.flush_states()?;
         self.flush_audit()?;
+        // Other replicas are told of the final numbers, not the provisional ones.
+        for (_, seq) in &mut self.held.changed {
+            if let Some(final_seq) = numbered.final_of(*seq) {
+                *seq = final_seq;
+            }
+        }
+        self.notify_changed()?;
         self.finish()?;
         Ok(numbered)
     }
@@ -753,6 +804,7 @@ impl Tx for Pg<'_> {
             states_sent: self.held.states_sent,
             numbered: self.held.numbered.len(),
             unchained: self.held.unchained.len(),
+            changed: self.held.changed.len(),
         });
         self.held.savepoint_sent = false;
         self.held.memo = Memo::default();
@@ -782,6 +834,7 @@ impl Tx for Pg<'_> {
             self.held.states_sent = at.states_sent;
             self.held.numbered.truncate(at.numbered);
             self.held.unchained.truncate(at.unchained);
+            self.held.changed.truncate(at.changed);
         }
         self.held.savepoint_sent = false;
         self.held.memo = Memo::default();
@@ -941,6 +994,7 @@ impl Tx for Pg<'_> {
             )
             .map_err(|e| conflict_on_deadlock(e, id))?;
         checked(id, inserted)?;
+        self.note_changed(id, seq)?;
         self.note_numbered(seq, id);
         self.memo_moved(id, seq, None);
         Ok(())
@@ -955,6 +1009,7 @@ impl Tx for Pg<'_> {
             )
             .map_err(|e| conflict_on_deadlock(e, id))?;
         checked(id, changed)?;
+        self.note_changed(id, seq)?;
         self.execute("DELETE FROM episode_changes WHERE episode = $1", &[&key])?;
         self.note_numbered(seq, id);
         self.memo_moved(id, seq, None);
@@ -969,6 +1024,7 @@ impl Tx for Pg<'_> {
             )
             .map_err(|e| conflict_on_deadlock(e, id))?;
         checked(id, changed)?;
+        self.note_changed(id, seq)?;
         self.note_numbered(seq, id);
         self.memo_moved(id, seq, Some(team));
         Ok(())
