@@ -161,7 +161,38 @@ pub struct DeviceId(String);
 impl DeviceId {
     pub const MAX_CHARS: usize = 128;
 
+    /// The prefixes of the devices the server makes for itself: its own
+    /// (`episodes::server_device`) and a dashboard sign-in's.
+    const SERVER_MADE: [&'static str; 2] = ["server:", "dashboard:"];
+
     pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A device id the server made itself (`server:…`, `dashboard:…`) or signed into a
+    /// token after checking it: taken as it is. Such ids fail the phone's check on
+    /// purpose (a `:`), so no phone can sign in as the server; crate-private so that
+    /// nothing outside the server can make one. One type for both, rather than an enum
+    /// of "phone or server", because every place that holds a device (sync states,
+    /// drops, receipts, revocations) treats the two alike.
+    pub(crate) fn server_made(text: String) -> Self {
+        Self(text)
+    }
+
+    /// Reads a stored device id: a phone's, or one the server made for itself (with a
+    /// phone-valid rest after its prefix).
+    fn read_stored(text: String) -> Result<Self, String> {
+        match Self::SERVER_MADE.iter().find_map(|prefix| text.strip_prefix(prefix)) {
+            Some(rest) => Self::try_from(rest.to_string()).map(|_| Self(text)),
+            None => Self::try_from(text),
+        }
+    }
+}
+
+impl std::ops::Deref for DeviceId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
         &self.0
     }
 }
@@ -169,6 +200,7 @@ impl DeviceId {
 impl TryFrom<String> for DeviceId {
     type Error = String;
 
+    /// The check at the edge: what a phone may call itself.
     fn try_from(text: String) -> Result<Self, String> {
         if text.is_empty() {
             return Err("must not be empty (a device id)".into());
@@ -267,10 +299,10 @@ impl PartialEq<str> for UserId {
 }
 
 /// The ids' SQL conversions, for both of the server's databases: each is stored as its
-/// text, as the columns always held it, so no statement changes. Reading checks what
-/// the type checks at the edge: a stored value that fails is damage, not skipped. The
-/// server's own devices (`server:…`, `dashboard:…`) are no `DeviceId`: the columns that
-/// may hold them (the audit log's, a session's) are read as text.
+/// text, as the columns always held it, so no statement changes. Reading a device checks
+/// what the edge checks, but also accepts the server's own devices (`server:…`,
+/// `dashboard:…`, `DeviceId::server_made`): a stored value that fails is damage, not
+/// skipped.
 macro_rules! text_sql {
     ($name:ident, $read:expr) => {
         impl rusqlite::types::ToSql for $name {
@@ -320,7 +352,7 @@ macro_rules! text_sql {
 
 text_sql!(UserId, |text| Ok(UserId(text)));
 text_sql!(TeamId, TeamId::try_from);
-text_sql!(DeviceId, DeviceId::try_from);
+text_sql!(DeviceId, DeviceId::read_stored);
 
 /// The secret a device proves it is itself with, when it signs in under its id: made by
 /// the device, sent at every sign-in, and kept by the server only as its SHA-256. Device
@@ -617,8 +649,16 @@ mod tests {
             })
             .unwrap();
         assert_eq!(read, ("u-1northphone-1".to_owned(), user, team, device));
+        // The server's own devices read back, though no phone may take their ids.
+        for made in ["server:0a1b2c3d", "dashboard:0a1b2c3d"] {
+            let read = conn.query_row("SELECT ?1", [made], |r| r.get::<_, DeviceId>(0)).unwrap();
+            assert_eq!(read, DeviceId::server_made(made.to_owned()));
+            assert!(DeviceId::try_from(made.to_owned()).is_err(), "{made} is no phone's");
+        }
         // What the edge refuses is damage when read back, never a value of the type.
-        for (sql, what) in [("SELECT 'two words'", "team"), ("SELECT 'server:1'", "device")] {
+        for (sql, what) in
+            [("SELECT 'two words'", "team"), ("SELECT 'phone 1'", "device"), ("SELECT 'server:'", "device")]
+        {
             let result = match what {
                 "team" => conn.query_row(sql, [], |r| r.get::<_, TeamId>(0)).map(|_| ()),
                 _ => conn.query_row(sql, [], |r| r.get::<_, DeviceId>(0)).map(|_| ()),

@@ -15,6 +15,7 @@ use automerge::ActorId;
 use episode::document::{DocumentError, EpisodeDoc};
 use episode::{Episode, EpisodeId};
 
+use crate::accounts::DeviceId;
 pub use crate::store::server_actor;
 use crate::store::{Db, Listener, StoreError, Tx};
 
@@ -355,10 +356,10 @@ pub fn listen(db: &Db, cache: &Arc<Mutex<Cache>>) -> std::io::Result<Option<List
 /// carry (`server:` and the end of its actor's id). The `:` keeps it apart from every
 /// device's id, which may not hold one (`accounts::DeviceId`), so no device can sign in
 /// as the server.
-pub fn server_device(tx: &mut dyn Tx) -> Result<String, StoreError> {
+pub fn server_device(tx: &mut dyn Tx) -> Result<DeviceId, StoreError> {
     // The end of the id: its start is a time, shared by servers made the same moment.
     let id = crate::store::server_id(tx)?.simple().to_string();
-    Ok(format!("server:{}", &id[id.len() - 8..]))
+    Ok(DeviceId::server_made(format!("server:{}", &id[id.len() - 8..])))
 }
 
 /// Loads an episode's document.
@@ -413,7 +414,7 @@ pub fn store_changes(
     tx: &mut dyn Tx,
     stored: &mut Stored,
     bytes: &[u8],
-    device: &str,
+    device: &DeviceId,
     now_ms: i64,
 ) -> Result<(), StoreError> {
     save_changes(tx, stored, bytes)?;
@@ -425,7 +426,7 @@ pub fn store_changes(
 ///
 /// With filing on (`epr`), every record not owed to the EPR before is owed now, in the
 /// same transaction.
-pub fn note_receipts(tx: &mut dyn Tx, stored: &mut Stored, device: &str, now_ms: i64) -> Result<(), StoreError> {
+pub fn note_receipts(tx: &mut dyn Tx, stored: &mut Stored, device: &DeviceId, now_ms: i64) -> Result<(), StoreError> {
     let episode = stored.doc.episode().map_err(|error| StoreError::Document { id: stored.id, error })?;
     record_receipts(tx, &episode, device, now_ms, stored.seq)?;
     crate::epr::owe(tx, &episode, &stored.team, now_ms)?;
@@ -441,12 +442,12 @@ pub fn set_team(tx: &mut dyn Tx, id: EpisodeId, loaded: i64, team: &str) -> Resu
 }
 
 /// Episodes the device holds that are no longer in any of `teams` (transferred away).
-pub fn leaving(tx: &mut dyn Tx, device: &str, teams: &[String]) -> Result<Vec<EpisodeId>, StoreError> {
+pub fn leaving(tx: &mut dyn Tx, device: &DeviceId, teams: &[String]) -> Result<Vec<EpisodeId>, StoreError> {
     tx.held_outside(device, teams)
 }
 
 /// The device has handed over everything it held of a leaving episode: it may drop it.
-pub fn record_drop(tx: &mut dyn Tx, id: EpisodeId, device: &str) -> Result<(), StoreError> {
+pub fn record_drop(tx: &mut dyn Tx, id: EpisodeId, device: &DeviceId) -> Result<(), StoreError> {
     let seq = tx.next_seq()?;
     tx.record_drop(id, device, seq)
 }
@@ -457,7 +458,7 @@ pub fn record_drop(tx: &mut dyn Tx, id: EpisodeId, device: &str) -> Result<(), S
 pub fn record_receipts(
     tx: &mut dyn Tx,
     episode: &Episode,
-    device: &str,
+    device: &DeviceId,
     now_ms: i64,
     seq: i64,
 ) -> Result<(), StoreError> {

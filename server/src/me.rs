@@ -39,6 +39,6 @@ async fn me(user: AuthUser) -> axum::Json<Me> {
         username: user.username,
         role: user.role,
         teams: user.teams,
-        device_id: user.device_id,
+        device_id: user.device_id.into(),
     })
 }

@@ -29,6 +29,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
+use crate::accounts::DeviceId;
 use crate::audit::{self, AuditAction, Via, Who};
 use crate::auth::AuthUser;
 use crate::episodes::{self, Cache, Evaluated, Stored};
@@ -116,7 +117,7 @@ impl Touched {
 /// What a device may add to an episode: who it is, and who has signed in on it (read
 /// once a request, when a new record first needs it).
 struct Syncer<'a> {
-    device: &'a str,
+    device: &'a DeviceId,
     teams: &'a [String],
     authors: Option<Vec<String>>,
 }
@@ -139,7 +140,7 @@ pub(crate) fn handle(
     now: jiff::Timestamp,
 ) -> Result<(protocol::Response, Vec<Stored>), AppError> {
     let actor = episodes::server_actor(tx)?;
-    let device = user.device_id.as_str();
+    let device = &user.device_id;
     let now_ms = now.as_millisecond();
     let cursor = i64::try_from(request.cursor).unwrap_or(i64::MAX);
     let mut touched: BTreeMap<EpisodeId, Touched> = BTreeMap::new();
@@ -443,7 +444,7 @@ fn apply_writes(
     who: &Who,
     writes: &[Step],
     touched: &mut Touched,
-    device: &str,
+    device: &DeviceId,
     now_ms: i64,
 ) -> Result<(), AppError> {
     let id = touched.stored.id();
@@ -640,7 +641,7 @@ fn check_new(
         if before.is_some_and(|b| b.records.contains(&event.id.to_string())) {
             continue;
         }
-        if event.device != device {
+        if event.device != device.as_str() {
             return Ok(Err(Refusal::OtherDevice { record: event.id }));
         }
         if !authors.contains(&event.by) {

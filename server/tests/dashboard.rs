@@ -495,7 +495,14 @@ async fn a_record_with_a_skewed_clock_carries_a_note_in_the_timeline() {
         .expect("a record");
         stored.with_doc(|doc| doc.record(&event)).expect("recorded");
         let bytes = server::episodes::pending_changes(&mut stored).expect("within the budget");
-        server::episodes::store_changes(&mut *tx, &mut stored, &bytes, "phone-fast", now_ms).expect("stored");
+        server::episodes::store_changes(
+            &mut *tx,
+            &mut stored,
+            &bytes,
+            &"phone-fast".parse().expect("a device id"),
+            now_ms,
+        )
+        .expect("stored");
         tx.commit().expect("commit");
         event.id
     });

@@ -628,9 +628,10 @@ fn check_rows(db: &Db, version: usize) {
             assert_eq!(episodes::receipts_since(conn, episode.id, Some(1))?.len(), 1);
             assert!(episodes::receipts_since(conn, episode.id, Some(2))?.is_empty());
             assert_eq!(conn.current_seq()?, 3);
-            assert!(conn.sync_state(episode.id, "phone-old")?.is_some());
-            assert!(conn.dropped(episode.id, "phone-gone")?);
-            assert!(conn.device_revoked("phone-lost")?);
+            let device = |id: &str| server::accounts::DeviceId::try_from(id.to_owned()).expect("a device id");
+            assert!(conn.sync_state(episode.id, &device("phone-old"))?.is_some());
+            assert!(conn.dropped(episode.id, &device("phone-gone"))?);
+            assert!(conn.device_revoked(&device("phone-lost"))?);
         }
         if version >= 3 {
             let episode = old_episode();

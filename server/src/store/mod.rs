@@ -281,7 +281,7 @@ pub trait Tx {
     /// [`Tx::receipts`], [`Tx::receipts_since`] and [`Tx::device_users`] until the next
     /// savepoint, kept current by this transaction's own writes. SQLite reads each when
     /// asked (a function call): nothing to do.
-    fn prefetch(&mut self, _ids: &[EpisodeId], _device: &str) -> Result<()> {
+    fn prefetch(&mut self, _ids: &[EpisodeId], _device: &DeviceId) -> Result<()> {
         Ok(())
     }
     fn team_of(&mut self, id: EpisodeId) -> Result<Option<(String, i64)>>;
@@ -306,16 +306,16 @@ pub trait Tx {
     /// due by the clock at `now` (Unix seconds), oldest change first.
     fn stale_summaries(&mut self, now: i64) -> Result<Vec<(EpisodeId, String)>>;
 
-    // Sync states, drops and receipts. Their devices are still `&str`: the sync's and
-    // the document cache's code that calls them was being rewritten when the other ids
-    // became types, and receipts are noted on the server's own device (`server:…`) too.
-    fn sync_state(&mut self, id: EpisodeId, device: &str) -> Result<Option<Vec<u8>>>;
-    fn put_sync_state(&mut self, id: EpisodeId, device: &str, state: &[u8]) -> Result<()>;
+    // Sync states, drops and receipts, by `DeviceId`. Receipts are noted on the server's
+    // own device (`server:…`) too: a `DeviceId` the server made for itself
+    // (`DeviceId::server_made`), which reads back from its column like a phone's.
+    fn sync_state(&mut self, id: EpisodeId, device: &DeviceId) -> Result<Option<Vec<u8>>>;
+    fn put_sync_state(&mut self, id: EpisodeId, device: &DeviceId, state: &[u8]) -> Result<()>;
     /// The episodes the device holds, with their teams now.
-    fn held_episodes(&mut self, device: &str) -> Result<Vec<(EpisodeId, String)>>;
+    fn held_episodes(&mut self, device: &DeviceId) -> Result<Vec<(EpisodeId, String)>>;
     /// The episodes the device holds that are in none of `teams` now (asked by every
     /// sync request: PostgreSQL filters them where they are, not each held episode sent).
-    fn held_outside(&mut self, device: &str, teams: &[String]) -> Result<Vec<EpisodeId>> {
+    fn held_outside(&mut self, device: &DeviceId, teams: &[String]) -> Result<Vec<EpisodeId>> {
         Ok(self
             .held_episodes(device)?
             .into_iter()
@@ -323,12 +323,19 @@ pub trait Tx {
             .map(|(id, _)| id)
             .collect())
     }
-    fn record_drop(&mut self, id: EpisodeId, device: &str, seq: i64) -> Result<()>;
-    fn dropped(&mut self, id: EpisodeId, device: &str) -> Result<bool>;
-    fn drops_since(&mut self, device: &str, cursor: i64, upto: i64) -> Result<Vec<EpisodeId>>;
+    fn record_drop(&mut self, id: EpisodeId, device: &DeviceId, seq: i64) -> Result<()>;
+    fn dropped(&mut self, id: EpisodeId, device: &DeviceId) -> Result<bool>;
+    fn drops_since(&mut self, device: &DeviceId, cursor: i64, upto: i64) -> Result<Vec<EpisodeId>>;
     /// Notes the receipt of each event not yet noted, at `seq` (the one the episode was
     /// just given, from [`Tx::next_seq`]; schema 8).
-    fn record_receipts(&mut self, id: EpisodeId, events: &[String], device: &str, at_ms: i64, seq: i64) -> Result<()>;
+    fn record_receipts(
+        &mut self,
+        id: EpisodeId,
+        events: &[String],
+        device: &DeviceId,
+        at_ms: i64,
+        seq: i64,
+    ) -> Result<()>;
     /// Each noted event's receipt time (Unix milliseconds).
     fn receipts(&mut self, id: EpisodeId) -> Result<Vec<(String, i64)>>;
     /// The events noted with `seq > after` and their receipt times, by event.
@@ -387,8 +394,8 @@ pub trait Tx {
     /// Revokes every live session of a user and ends their dashboard sign-ins; returns
     /// how many sessions it revoked.
     fn end_all_sessions(&mut self, user_id: &UserId, because: &str, now: i64) -> Result<u64>;
-    fn device_revoked(&mut self, device: &str) -> Result<bool>;
-    fn revoke_device(&mut self, device: &str, by: &UserId, now: i64) -> Result<()>;
+    fn device_revoked(&mut self, device: &DeviceId) -> Result<bool>;
+    fn revoke_device(&mut self, device: &DeviceId, by: &UserId, now: i64) -> Result<()>;
 
     // Devices, registered to the user of their first sign-in (schema 7).
     fn device_registration(&mut self, device: &DeviceId) -> Result<Option<Registration>>;
@@ -406,9 +413,9 @@ pub trait Tx {
     fn share_a_team(&mut self, a: &UserId, b: &UserId) -> Result<bool>;
     /// Whether `device` is registered by a user of one of `user_id`'s teams (any team,
     /// for an admin).
-    fn device_in_reach(&mut self, device: &str, user_id: &UserId, admin: bool) -> Result<bool>;
+    fn device_in_reach(&mut self, device: &DeviceId, user_id: &UserId, admin: bool) -> Result<bool>;
     /// The usernames of everyone who has signed in on `device`.
-    fn device_users(&mut self, device: &str) -> Result<Vec<String>>;
+    fn device_users(&mut self, device: &DeviceId) -> Result<Vec<String>>;
 
     // The failed sign-in throttle: per (username, client) and per client (schema 6).
     /// (window start, failures) of a client address.

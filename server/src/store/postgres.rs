@@ -892,12 +892,12 @@ impl Tx for Pg<'_> {
         }
     }
 
-    fn prefetch(&mut self, ids: &[EpisodeId], device: &str) -> Result<()> {
+    fn prefetch(&mut self, ids: &[EpisodeId], device: &DeviceId) -> Result<()> {
         if !self.in_transaction() || ids.is_empty() {
             return Ok(());
         }
-        if self.held.memo.device != device {
-            self.held.memo = Memo { device: device.to_owned(), ..Memo::default() };
+        if self.held.memo.device != device.as_str() {
+            self.held.memo = Memo { device: device.to_string(), ..Memo::default() };
         }
         let keys: Vec<String> = ids.iter().map(EpisodeId::to_string).collect();
         let rows = self.read(
@@ -1066,11 +1066,11 @@ impl Tx for Pg<'_> {
             .collect()
     }
 
-    fn sync_state(&mut self, id: EpisodeId, device: &str) -> Result<Option<Vec<u8>>> {
-        if let Some((_, _, state)) = self.held.states.iter().rev().find(|(e, d, _)| *e == id && d == device) {
+    fn sync_state(&mut self, id: EpisodeId, device: &DeviceId) -> Result<Option<Vec<u8>>> {
+        if let Some((_, _, state)) = self.held.states.iter().rev().find(|(e, d, _)| *e == id && d == device.as_str()) {
             return Ok(Some(state.clone()));
         }
-        if self.held.memo.device == device
+        if self.held.memo.device == device.as_str()
             && let Some(known) = self.held.memo.states.get(&id)
         {
             return Ok(known.clone());
@@ -1083,10 +1083,10 @@ impl Tx for Pg<'_> {
         }
     }
 
-    fn put_sync_state(&mut self, id: EpisodeId, device: &str, state: &[u8]) -> Result<()> {
+    fn put_sync_state(&mut self, id: EpisodeId, device: &DeviceId, state: &[u8]) -> Result<()> {
         if self.in_transaction() {
             // Written at commit with the others (`flush_states`).
-            self.held.states.push((id, device.to_owned(), state.to_vec()));
+            self.held.states.push((id, device.to_string(), state.to_vec()));
             return Ok(());
         }
         self.execute(
@@ -1097,7 +1097,7 @@ impl Tx for Pg<'_> {
         Ok(())
     }
 
-    fn held_episodes(&mut self, device: &str) -> Result<Vec<(EpisodeId, String)>> {
+    fn held_episodes(&mut self, device: &DeviceId) -> Result<Vec<(EpisodeId, String)>> {
         self.flush_states()?;
         let rows = self.read(
             "SELECT s.episode, e.team FROM sync_states s JOIN episodes e ON e.id = s.episode WHERE s.device = $1",
@@ -1111,11 +1111,11 @@ impl Tx for Pg<'_> {
             .collect()
     }
 
-    fn held_outside(&mut self, device: &str, teams: &[String]) -> Result<Vec<EpisodeId>> {
+    fn held_outside(&mut self, device: &DeviceId, teams: &[String]) -> Result<Vec<EpisodeId>> {
         // The device's sync states not yet sent count too: with their teams as read
         // ahead, else sent first.
         let mut unsent = Vec::new();
-        for (id, _, _) in self.held.states[self.held.states_sent..].iter().filter(|(_, d, _)| d == device) {
+        for (id, _, _) in self.held.states[self.held.states_sent..].iter().filter(|(_, d, _)| d == device.as_str()) {
             match self.held.memo.episodes.get(id) {
                 Some(Some((team, _))) => {
                     if !teams.contains(team) {
@@ -1149,7 +1149,7 @@ impl Tx for Pg<'_> {
         Ok(outside)
     }
 
-    fn record_drop(&mut self, id: EpisodeId, device: &str, seq: i64) -> Result<()> {
+    fn record_drop(&mut self, id: EpisodeId, device: &DeviceId, seq: i64) -> Result<()> {
         // A sync state kept for later would come back after the delete.
         self.flush_states()?;
         self.held.memo.states.remove(&id);
@@ -1165,8 +1165,8 @@ impl Tx for Pg<'_> {
         Ok(())
     }
 
-    fn dropped(&mut self, id: EpisodeId, device: &str) -> Result<bool> {
-        if self.held.memo.device == device
+    fn dropped(&mut self, id: EpisodeId, device: &DeviceId) -> Result<bool> {
+        if self.held.memo.device == device.as_str()
             && let Some(&known) = self.held.memo.dropped.get(&id)
         {
             return Ok(known);
@@ -1176,7 +1176,7 @@ impl Tx for Pg<'_> {
             .is_some())
     }
 
-    fn drops_since(&mut self, device: &str, cursor: i64, upto: i64) -> Result<Vec<EpisodeId>> {
+    fn drops_since(&mut self, device: &DeviceId, cursor: i64, upto: i64) -> Result<Vec<EpisodeId>> {
         let rows = self.read(
             "SELECT episode FROM drops WHERE device = $1 AND seq > $2 AND seq <= $3",
             &[&device, &cursor, &upto],
@@ -1189,7 +1189,14 @@ impl Tx for Pg<'_> {
             .collect()
     }
 
-    fn record_receipts(&mut self, id: EpisodeId, events: &[String], device: &str, at_ms: i64, seq: i64) -> Result<()> {
+    fn record_receipts(
+        &mut self,
+        id: EpisodeId,
+        events: &[String],
+        device: &DeviceId,
+        at_ms: i64,
+        seq: i64,
+    ) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
@@ -1475,11 +1482,11 @@ impl Tx for Pg<'_> {
         }
     }
 
-    fn device_revoked(&mut self, device: &str) -> Result<bool> {
+    fn device_revoked(&mut self, device: &DeviceId) -> Result<bool> {
         Ok(self.query_opt("SELECT 1 FROM revoked_devices WHERE device = $1", &[&device])?.is_some())
     }
 
-    fn revoke_device(&mut self, device: &str, by: &UserId, now: i64) -> Result<()> {
+    fn revoke_device(&mut self, device: &DeviceId, by: &UserId, now: i64) -> Result<()> {
         self.execute(
             "INSERT INTO revoked_devices (device, revoked_at, revoked_by) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
             &[&device, &now, &by],
@@ -1540,7 +1547,7 @@ impl Tx for Pg<'_> {
         )
     }
 
-    fn device_in_reach(&mut self, device: &str, user_id: &UserId, admin: bool) -> Result<bool> {
+    fn device_in_reach(&mut self, device: &DeviceId, user_id: &UserId, admin: bool) -> Result<bool> {
         get(
             &self.query_one(
                 "SELECT EXISTS (SELECT 1 FROM devices d
@@ -1552,8 +1559,8 @@ impl Tx for Pg<'_> {
         )
     }
 
-    fn device_users(&mut self, device: &str) -> Result<Vec<String>> {
-        if self.held.memo.device == device
+    fn device_users(&mut self, device: &DeviceId) -> Result<Vec<String>> {
+        if self.held.memo.device == device.as_str()
             && let Some(known) = &self.held.memo.device_users
         {
             return Ok(known.clone());

@@ -302,7 +302,7 @@ impl Tx for Sqlite<'_> {
         Ok(out)
     }
 
-    fn sync_state(&mut self, id: EpisodeId, device: &str) -> Result<Option<Vec<u8>>> {
+    fn sync_state(&mut self, id: EpisodeId, device: &DeviceId) -> Result<Option<Vec<u8>>> {
         Ok(self
             .c()
             .prepare_cached("SELECT state FROM sync_states WHERE episode = ?1 AND device = ?2")?
@@ -310,7 +310,7 @@ impl Tx for Sqlite<'_> {
             .optional()?)
     }
 
-    fn put_sync_state(&mut self, id: EpisodeId, device: &str, state: &[u8]) -> Result<()> {
+    fn put_sync_state(&mut self, id: EpisodeId, device: &DeviceId, state: &[u8]) -> Result<()> {
         self.c()
             .prepare_cached(
                 "INSERT INTO sync_states (episode, device, state) VALUES (?1, ?2, ?3)
@@ -320,7 +320,7 @@ impl Tx for Sqlite<'_> {
         Ok(())
     }
 
-    fn held_episodes(&mut self, device: &str) -> Result<Vec<(EpisodeId, String)>> {
+    fn held_episodes(&mut self, device: &DeviceId) -> Result<Vec<(EpisodeId, String)>> {
         let mut statement = self.c().prepare_cached(
             "SELECT s.episode, e.team FROM sync_states s JOIN episodes e ON e.id = s.episode WHERE s.device = ?1",
         )?;
@@ -333,7 +333,7 @@ impl Tx for Sqlite<'_> {
         Ok(out)
     }
 
-    fn record_drop(&mut self, id: EpisodeId, device: &str, seq: i64) -> Result<()> {
+    fn record_drop(&mut self, id: EpisodeId, device: &DeviceId, seq: i64) -> Result<()> {
         self.c()
             .prepare_cached("DELETE FROM sync_states WHERE episode = ?1 AND device = ?2")?
             .execute(params![id.to_string(), device])?;
@@ -346,7 +346,7 @@ impl Tx for Sqlite<'_> {
         Ok(())
     }
 
-    fn dropped(&mut self, id: EpisodeId, device: &str) -> Result<bool> {
+    fn dropped(&mut self, id: EpisodeId, device: &DeviceId) -> Result<bool> {
         Ok(self
             .c()
             .prepare_cached("SELECT 1 FROM drops WHERE episode = ?1 AND device = ?2")?
@@ -355,7 +355,7 @@ impl Tx for Sqlite<'_> {
             .is_some())
     }
 
-    fn drops_since(&mut self, device: &str, cursor: i64, upto: i64) -> Result<Vec<EpisodeId>> {
+    fn drops_since(&mut self, device: &DeviceId, cursor: i64, upto: i64) -> Result<Vec<EpisodeId>> {
         let mut statement =
             self.c().prepare_cached("SELECT episode FROM drops WHERE device = ?1 AND seq > ?2 AND seq <= ?3")?;
         let rows = statement.query_map(params![device, cursor, upto], |r| r.get::<_, String>(0))?;
@@ -366,7 +366,14 @@ impl Tx for Sqlite<'_> {
         Ok(out)
     }
 
-    fn record_receipts(&mut self, id: EpisodeId, events: &[String], device: &str, at_ms: i64, seq: i64) -> Result<()> {
+    fn record_receipts(
+        &mut self,
+        id: EpisodeId,
+        events: &[String],
+        device: &DeviceId,
+        at_ms: i64,
+        seq: i64,
+    ) -> Result<()> {
         let mut statement = self.c().prepare_cached(
             "INSERT INTO receipts (episode, event, received_at, device, seq) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (episode, event) DO NOTHING",
@@ -633,7 +640,7 @@ impl Tx for Sqlite<'_> {
             .unwrap_or(false))
     }
 
-    fn device_revoked(&mut self, device: &str) -> Result<bool> {
+    fn device_revoked(&mut self, device: &DeviceId) -> Result<bool> {
         Ok(self
             .c()
             .prepare_cached("SELECT 1 FROM revoked_devices WHERE device = ?1")?
@@ -642,7 +649,7 @@ impl Tx for Sqlite<'_> {
             .is_some())
     }
 
-    fn revoke_device(&mut self, device: &str, by: &UserId, now: i64) -> Result<()> {
+    fn revoke_device(&mut self, device: &DeviceId, by: &UserId, now: i64) -> Result<()> {
         self.c()
             .prepare_cached(
                 "INSERT INTO revoked_devices (device, revoked_at, revoked_by) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
@@ -710,7 +717,7 @@ impl Tx for Sqlite<'_> {
             .query_row(params![a, b], |r| r.get(0))?)
     }
 
-    fn device_in_reach(&mut self, device: &str, user_id: &UserId, admin: bool) -> Result<bool> {
+    fn device_in_reach(&mut self, device: &DeviceId, user_id: &UserId, admin: bool) -> Result<bool> {
         Ok(self
             .c()
             .prepare_cached(
@@ -721,7 +728,7 @@ impl Tx for Sqlite<'_> {
             .query_row(params![device, admin, user_id], |r| r.get(0))?)
     }
 
-    fn device_users(&mut self, device: &str) -> Result<Vec<String>> {
+    fn device_users(&mut self, device: &DeviceId) -> Result<Vec<String>> {
         let mut statement = self.c().prepare_cached(
             "SELECT DISTINCT u.username FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.device_id = ?1",
         )?;
