@@ -137,6 +137,20 @@ macro_rules! name_type {
                 f.write_str(&self.0)
             }
         }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
     };
 }
 
@@ -249,12 +263,22 @@ impl fmt::Display for DeviceId {
 /// # }
 /// ```
 ///
-/// while the same call with the two in their places does:
+/// nor does a team's where a device's is meant:
+///
+/// ```compile_fail
+/// # use server::accounts::TeamId;
+/// # fn revoked(tx: &mut dyn server::store::Tx, team: &TeamId) {
+/// tx.device_revoked(team).unwrap();
+/// # }
+/// ```
+///
+/// while the same calls with each id in its place do:
 ///
 /// ```
 /// # use server::accounts::{DeviceId, UserId};
 /// # fn register(tx: &mut dyn server::store::Tx, user: &UserId, device: &DeviceId) {
 /// tx.register_device(device, user, None, 0).unwrap();
+/// tx.device_revoked(device).unwrap();
 /// # }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -302,7 +326,7 @@ impl PartialEq<str> for UserId {
 /// text, as the columns always held it, so no statement changes. Reading a device checks
 /// what the edge checks, but also accepts the server's own devices (`server:…`,
 /// `dashboard:…`, `DeviceId::server_made`): a stored value that fails is damage, not
-/// skipped.
+/// skipped. A team reads back unchecked (`TeamId::stored`).
 macro_rules! text_sql {
     ($name:ident, $read:expr) => {
         impl rusqlite::types::ToSql for $name {
@@ -351,7 +375,18 @@ macro_rules! text_sql {
 }
 
 text_sql!(UserId, |text| Ok(UserId(text)));
-text_sql!(TeamId, TeamId::try_from);
+// A team is read back as it was stored, unchecked: an episode's row holds the team its
+// document named when it was stored, which may predate today's check, and an old
+// database must still load. Teams are only compared and shown, never parsed.
+text_sql!(TeamId, |text| Ok(TeamId::stored(text)));
+
+impl TeamId {
+    /// A team the server stored, read back as it was (see its SQL conversion): an
+    /// episode's team, which its typed view (`episode::Episode`) holds as text.
+    pub(crate) fn stored(text: String) -> Self {
+        Self(text)
+    }
+}
 text_sql!(DeviceId, DeviceId::read_stored);
 
 /// The secret a device proves it is itself with, when it signs in under its id: made by
@@ -509,7 +544,7 @@ pub struct User {
     pub id: UserId,
     pub username: String,
     pub role: Role,
-    pub teams: Vec<String>,
+    pub teams: Vec<TeamId>,
 }
 
 /// The user with this id if they exist and are not disabled.
@@ -536,7 +571,7 @@ pub fn set_password(tx: &mut dyn Tx, username: &Username, password_hash: &str) -
 pub struct Listed {
     pub username: String,
     pub role: Role,
-    pub teams: Vec<String>,
+    pub teams: Vec<TeamId>,
     pub disabled: bool,
     /// `password`, or the id of the identity provider they sign in with.
     pub signs_in_with: String,
@@ -616,7 +651,7 @@ pub fn update_identity_user(
 
 /// The usernames of the team's managers who may act (not disabled), sorted: whom
 /// `team_manager` and `on_call_manager` actions name (`owners`).
-pub fn team_managers(tx: &mut dyn Tx, team: &str) -> Result<Vec<String>, StoreError> {
+pub fn team_managers(tx: &mut dyn Tx, team: &TeamId) -> Result<Vec<String>, StoreError> {
     tx.team_managers(team)
 }
 
@@ -655,15 +690,15 @@ mod tests {
             assert_eq!(read, DeviceId::server_made(made.to_owned()));
             assert!(DeviceId::try_from(made.to_owned()).is_err(), "{made} is no phone's");
         }
-        // What the edge refuses is damage when read back, never a value of the type.
-        for (sql, what) in
-            [("SELECT 'two words'", "team"), ("SELECT 'phone 1'", "device"), ("SELECT 'server:'", "device")]
-        {
-            let result = match what {
-                "team" => conn.query_row(sql, [], |r| r.get::<_, TeamId>(0)).map(|_| ()),
-                _ => conn.query_row(sql, [], |r| r.get::<_, DeviceId>(0)).map(|_| ()),
-            };
-            assert!(matches!(result, Err(rusqlite::Error::FromSqlConversionFailure(..))), "{what}: {result:?}");
+        // A team stored before today's check (an episode's, from an old database) still
+        // reads back, as it was.
+        let old: TeamId = conn.query_row("SELECT 'Team North'", [], |r| r.get(0)).unwrap();
+        assert_eq!(old.as_str(), "Team North");
+        assert!(TeamId::try_from("Team North".to_owned()).is_err(), "refused at the edge");
+        // A device the edge refuses is damage when read back, never a value of the type.
+        for sql in ["SELECT 'phone 1'", "SELECT 'server:'", "SELECT 'elsewhere:1'"] {
+            let result = conn.query_row(sql, [], |r| r.get::<_, DeviceId>(0));
+            assert!(matches!(result, Err(rusqlite::Error::FromSqlConversionFailure(..))), "{sql}: {result:?}");
         }
     }
 

@@ -356,7 +356,7 @@ pub fn entries(tx: &mut dyn Tx, episode: EpisodeId) -> Result<Vec<Entry>, StoreE
 /// identity provider); narrowed to one episode when given.
 #[derive(Debug, Clone, Copy)]
 pub struct Scope<'a> {
-    pub teams: &'a [String],
+    pub teams: &'a [crate::accounts::TeamId],
     pub unscoped: bool,
     pub episode: Option<EpisodeId>,
 }

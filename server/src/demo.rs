@@ -165,7 +165,13 @@ impl Draft {
     }
 
     fn store(mut self, tx: &mut dyn Tx) -> anyhow::Result<()> {
-        episodes::insert(tx, self.id, self.team, &mut self.doc, self.now.as_second())?;
+        episodes::insert(
+            tx,
+            self.id,
+            &self.team.parse().map_err(anyhow::Error::msg)?,
+            &mut self.doc,
+            self.now.as_second(),
+        )?;
         // Noted without a `seq` (0), as before there was one: they reach a device with the
         // whole document, or in a sync from cursor 0.
         for (event, at, device) in &self.receipts {

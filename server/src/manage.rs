@@ -119,8 +119,8 @@ async fn transfer(
             if !tx.team_exists(&request.team)? {
                 return Err(AppError::InvalidBody("team: no such team".into()));
             }
-            if team != request.team.as_str() {
-                episodes::set_team(&mut *tx, id, seq, request.team.as_str())?;
+            if team != request.team {
+                episodes::set_team(&mut *tx, id, seq, &request.team)?;
             }
             let who = Who::new(&user, Via::Api);
             audit::log(&mut *tx, &who, now_ms, AuditAction::Transfer, Some(id), Some(request.team.as_str()))?;

@@ -29,7 +29,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::accounts::DeviceId;
+use crate::accounts::{DeviceId, TeamId};
 use crate::audit::{self, AuditAction, Via, Who};
 use crate::auth::AuthUser;
 use crate::episodes::{self, Cache, Evaluated, Stored};
@@ -118,7 +118,7 @@ impl Touched {
 /// once a request, when a new record first needs it).
 struct Syncer<'a> {
     device: &'a DeviceId,
-    teams: &'a [String],
+    teams: &'a [TeamId],
     authors: Option<Vec<String>>,
 }
 
@@ -547,9 +547,9 @@ fn accept_whole(
             if let Err(error) = theirs.check_new() {
                 return Ok(Err(Refusal::from_document(&error)));
             }
-            if !syncer.teams.contains(&their_episode.team) {
+            let Some(team) = syncer.teams.iter().find(|team| **team == *their_episode.team) else {
                 return Ok(Err(invalid("the episode's team is not one of yours")));
-            }
+            };
             if let Err(refusal) = check_new(tx, syncer, &theirs, None)? {
                 return Ok(Err(refusal));
             }
@@ -559,10 +559,10 @@ fn accept_whole(
                     budget: EPISODE_BUDGET_BYTES as u64,
                 }));
             }
-            let seq = episodes::insert(tx, id, &their_episode.team, &mut theirs, now_ms / 1000)?;
+            let seq = episodes::insert(tx, id, team, &mut theirs, now_ms / 1000)?;
             // The snapshot holds it all: later changes are saved from here.
             theirs.save_incremental();
-            let stored = Stored::new(id, their_episode.team.clone(), seq, theirs);
+            let stored = Stored::new(id, team.clone(), seq, theirs);
             Ok(Ok(Touched {
                 stored,
                 state,

@@ -6,7 +6,7 @@ use axum::http::request::Parts;
 
 use super::store;
 use crate::AppState;
-use crate::accounts::{self, DeviceId, Role, UserId};
+use crate::accounts::{self, DeviceId, Role, TeamId, UserId};
 use crate::error::AppError;
 
 /// The signed-in caller. Role and teams are read from the database on every request,
@@ -17,7 +17,7 @@ pub struct AuthUser {
     pub user_id: UserId,
     pub username: String,
     pub role: Role,
-    pub teams: Vec<String>,
+    pub teams: Vec<TeamId>,
     /// The device the token was signed for, checked when it signed in.
     pub device_id: DeviceId,
     pub session_id: String,

@@ -264,7 +264,7 @@ pub(crate) fn tokens(
         nbf: now,
         exp: now + ACCESS_TTL_SECS,
         role: user.role,
-        teams: user.teams.clone(),
+        teams: user.teams.iter().map(ToString::to_string).collect(),
         device: device.as_str().into(),
         sid: session,
     };
