@@ -137,6 +137,20 @@ macro_rules! name_type {
                 f.write_str(&self.0)
             }
         }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
     };
 }
 
@@ -161,7 +175,38 @@ pub struct DeviceId(String);
 impl DeviceId {
     pub const MAX_CHARS: usize = 128;
 
+    /// The prefixes of the devices the server makes for itself: its own
+    /// (`episodes::server_device`) and a dashboard sign-in's.
+    const SERVER_MADE: [&'static str; 2] = ["server:", "dashboard:"];
+
     pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A device id the server made itself (`server:…`, `dashboard:…`) or signed into a
+    /// token after checking it: taken as it is. Such ids fail the phone's check on
+    /// purpose (a `:`), so no phone can sign in as the server; crate-private so that
+    /// nothing outside the server can make one. One type for both, rather than an enum
+    /// of "phone or server", because every place that holds a device (sync states,
+    /// drops, receipts, revocations) treats the two alike.
+    pub(crate) fn server_made(text: String) -> Self {
+        Self(text)
+    }
+
+    /// Reads a stored device id: a phone's, or one the server made for itself (with a
+    /// phone-valid rest after its prefix).
+    fn read_stored(text: String) -> Result<Self, String> {
+        match Self::SERVER_MADE.iter().find_map(|prefix| text.strip_prefix(prefix)) {
+            Some(rest) => Self::try_from(rest.to_string()).map(|_| Self(text)),
+            None => Self::try_from(text),
+        }
+    }
+}
+
+impl std::ops::Deref for DeviceId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
         &self.0
     }
 }
@@ -169,6 +214,7 @@ impl DeviceId {
 impl TryFrom<String> for DeviceId {
     type Error = String;
 
+    /// The check at the edge: what a phone may call itself.
     fn try_from(text: String) -> Result<Self, String> {
         if text.is_empty() {
             return Err("must not be empty (a device id)".into());
@@ -217,12 +263,22 @@ impl fmt::Display for DeviceId {
 /// # }
 /// ```
 ///
-/// while the same call with the two in their places does:
+/// nor does a team's where a device's is meant:
+///
+/// ```compile_fail
+/// # use server::accounts::TeamId;
+/// # fn revoked(tx: &mut dyn server::store::Tx, team: &TeamId) {
+/// tx.device_revoked(team).unwrap();
+/// # }
+/// ```
+///
+/// while the same calls with each id in its place do:
 ///
 /// ```
 /// # use server::accounts::{DeviceId, UserId};
 /// # fn register(tx: &mut dyn server::store::Tx, user: &UserId, device: &DeviceId) {
 /// tx.register_device(device, user, None, 0).unwrap();
+/// tx.device_revoked(device).unwrap();
 /// # }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -267,10 +323,10 @@ impl PartialEq<str> for UserId {
 }
 
 /// The ids' SQL conversions, for both of the server's databases: each is stored as its
-/// text, as the columns always held it, so no statement changes. Reading checks what
-/// the type checks at the edge: a stored value that fails is damage, not skipped. The
-/// server's own devices (`server:…`, `dashboard:…`) are no `DeviceId`: the columns that
-/// may hold them (the audit log's, a session's) are read as text.
+/// text, as the columns always held it, so no statement changes. Reading a device checks
+/// what the edge checks, but also accepts the server's own devices (`server:…`,
+/// `dashboard:…`, `DeviceId::server_made`): a stored value that fails is damage, not
+/// skipped. A team reads back unchecked (`TeamId::stored`).
 macro_rules! text_sql {
     ($name:ident, $read:expr) => {
         impl rusqlite::types::ToSql for $name {
@@ -319,8 +375,19 @@ macro_rules! text_sql {
 }
 
 text_sql!(UserId, |text| Ok(UserId(text)));
-text_sql!(TeamId, TeamId::try_from);
-text_sql!(DeviceId, DeviceId::try_from);
+// A team is read back as it was stored, unchecked: an episode's row holds the team its
+// document named when it was stored, which may predate today's check, and an old
+// database must still load. Teams are only compared and shown, never parsed.
+text_sql!(TeamId, |text| Ok(TeamId::stored(text)));
+
+impl TeamId {
+    /// A team the server stored, read back as it was (see its SQL conversion): an
+    /// episode's team, which its typed view (`episode::Episode`) holds as text.
+    pub(crate) fn stored(text: String) -> Self {
+        Self(text)
+    }
+}
+text_sql!(DeviceId, DeviceId::read_stored);
 
 /// The secret a device proves it is itself with, when it signs in under its id: made by
 /// the device, sent at every sign-in, and kept by the server only as its SHA-256. Device
@@ -477,7 +544,7 @@ pub struct User {
     pub id: UserId,
     pub username: String,
     pub role: Role,
-    pub teams: Vec<String>,
+    pub teams: Vec<TeamId>,
 }
 
 /// The user with this id if they exist and are not disabled.
@@ -504,7 +571,7 @@ pub fn set_password(tx: &mut dyn Tx, username: &Username, password_hash: &str) -
 pub struct Listed {
     pub username: String,
     pub role: Role,
-    pub teams: Vec<String>,
+    pub teams: Vec<TeamId>,
     pub disabled: bool,
     /// `password`, or the id of the identity provider they sign in with.
     pub signs_in_with: String,
@@ -584,7 +651,7 @@ pub fn update_identity_user(
 
 /// The usernames of the team's managers who may act (not disabled), sorted: whom
 /// `team_manager` and `on_call_manager` actions name (`owners`).
-pub fn team_managers(tx: &mut dyn Tx, team: &str) -> Result<Vec<String>, StoreError> {
+pub fn team_managers(tx: &mut dyn Tx, team: &TeamId) -> Result<Vec<String>, StoreError> {
     tx.team_managers(team)
 }
 
@@ -617,13 +684,21 @@ mod tests {
             })
             .unwrap();
         assert_eq!(read, ("u-1northphone-1".to_owned(), user, team, device));
-        // What the edge refuses is damage when read back, never a value of the type.
-        for (sql, what) in [("SELECT 'two words'", "team"), ("SELECT 'server:1'", "device")] {
-            let result = match what {
-                "team" => conn.query_row(sql, [], |r| r.get::<_, TeamId>(0)).map(|_| ()),
-                _ => conn.query_row(sql, [], |r| r.get::<_, DeviceId>(0)).map(|_| ()),
-            };
-            assert!(matches!(result, Err(rusqlite::Error::FromSqlConversionFailure(..))), "{what}: {result:?}");
+        // The server's own devices read back, though no phone may take their ids.
+        for made in ["server:0a1b2c3d", "dashboard:0a1b2c3d"] {
+            let read = conn.query_row("SELECT ?1", [made], |r| r.get::<_, DeviceId>(0)).unwrap();
+            assert_eq!(read, DeviceId::server_made(made.to_owned()));
+            assert!(DeviceId::try_from(made.to_owned()).is_err(), "{made} is no phone's");
+        }
+        // A team stored before today's check (an episode's, from an old database) still
+        // reads back, as it was.
+        let old: TeamId = conn.query_row("SELECT 'Team North'", [], |r| r.get(0)).unwrap();
+        assert_eq!(old.as_str(), "Team North");
+        assert!(TeamId::try_from("Team North".to_owned()).is_err(), "refused at the edge");
+        // A device the edge refuses is damage when read back, never a value of the type.
+        for sql in ["SELECT 'phone 1'", "SELECT 'server:'", "SELECT 'elsewhere:1'"] {
+            let result = conn.query_row(sql, [], |r| r.get::<_, DeviceId>(0));
+            assert!(matches!(result, Err(rusqlite::Error::FromSqlConversionFailure(..))), "{sql}: {result:?}");
         }
     }
 

@@ -136,7 +136,12 @@ pub struct Who {
 
 impl Who {
     pub fn new(user: &AuthUser, via: Via) -> Self {
-        Self { user_id: user.user_id.to_string(), username: user.username.clone(), device: user.device_id.clone(), via }
+        Self {
+            user_id: user.user_id.to_string(),
+            username: user.username.clone(),
+            device: user.device_id.to_string(),
+            via,
+        }
     }
 
     /// The server itself, on its own device (`episodes::server_device`): its user id and
@@ -144,7 +149,7 @@ impl Who {
     /// `accounts::Username`).
     pub fn server(tx: &mut dyn Tx) -> Result<Self, StoreError> {
         let device = crate::episodes::server_device(tx)?;
-        Ok(Self { user_id: SERVER.into(), username: SERVER.into(), device, via: Via::Server })
+        Ok(Self { user_id: SERVER.into(), username: SERVER.into(), device: device.into(), via: Via::Server })
     }
 }
 
@@ -351,7 +356,7 @@ pub fn entries(tx: &mut dyn Tx, episode: EpisodeId) -> Result<Vec<Entry>, StoreE
 /// identity provider); narrowed to one episode when given.
 #[derive(Debug, Clone, Copy)]
 pub struct Scope<'a> {
-    pub teams: &'a [String],
+    pub teams: &'a [crate::accounts::TeamId],
     pub unscoped: bool,
     pub episode: Option<EpisodeId>,
 }

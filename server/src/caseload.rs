@@ -18,6 +18,7 @@ use episode::{Episode, EpisodeId, Event, EventBody};
 use jiff::Timestamp;
 use serde::Serialize;
 
+use crate::accounts::TeamId;
 use crate::alerts::Alerts;
 use crate::episodes::{self, Cache, Stored};
 use crate::error::AppError;
@@ -271,7 +272,7 @@ impl Rates {
 
 /// The team's appointments in the `days` before `now`: attended and missed, and the
 /// misses where a child was not brought or an adult did not attend.
-pub fn rates(tx: &mut dyn Tx, team: &str, now: Timestamp, days: i64) -> Result<Rates, StoreError> {
+pub fn rates(tx: &mut dyn Tx, team: &TeamId, now: Timestamp, days: i64) -> Result<Rates, StoreError> {
     let since = now.as_second() - days * 24 * 60 * 60;
     Ok(Rates { days, ..tx.rates(team, since, now.as_second())? })
 }
@@ -284,7 +285,7 @@ fn enum_name<T: Serialize>(value: &T) -> String {
 /// episode, or due to change by the clock at `now`; at most `limit`.
 fn stale(
     tx: &mut dyn Tx,
-    teams: Option<&[String]>,
+    teams: Option<&[TeamId]>,
     now: Timestamp,
     limit: usize,
 ) -> Result<Vec<EpisodeId>, StoreError> {
@@ -303,7 +304,7 @@ pub fn refresh(
     conn: &mut dyn Conn,
     cache: &std::sync::Mutex<Cache>,
     alerts: &Alerts,
-    teams: Option<&[String]>,
+    teams: Option<&[TeamId]>,
     now: Timestamp,
     limit: usize,
 ) -> Result<usize, AppError> {
@@ -373,7 +374,7 @@ pub fn refresh_all(
     conn: &mut dyn Conn,
     cache: &std::sync::Mutex<Cache>,
     alerts: &Alerts,
-    teams: Option<&[String]>,
+    teams: Option<&[TeamId]>,
     now: Timestamp,
 ) -> Result<usize, AppError> {
     let mut total = 0;
@@ -387,7 +388,7 @@ pub fn refresh_all(
 }
 
 /// The summaries of `teams`' episodes: the most overdue first, then the most open.
-pub fn summaries(tx: &mut dyn Tx, teams: &[String]) -> Result<Vec<Summary>, StoreError> {
+pub fn summaries(tx: &mut dyn Tx, teams: &[TeamId]) -> Result<Vec<Summary>, StoreError> {
     let mut out = Vec::new();
     for team in teams {
         out.extend(tx.summaries(team)?);
@@ -402,7 +403,7 @@ pub fn summaries(tx: &mut dyn Tx, teams: &[String]) -> Result<Vec<Summary>, Stor
 
 /// The open and overdue actions of `teams`' episodes: overdue first, then by owner, then
 /// by due time.
-pub fn open_actions(tx: &mut dyn Tx, teams: &[String]) -> Result<Vec<OpenAction>, StoreError> {
+pub fn open_actions(tx: &mut dyn Tx, teams: &[TeamId]) -> Result<Vec<OpenAction>, StoreError> {
     let mut out = Vec::new();
     for team in teams {
         out.extend(tx.open_actions(team)?);
@@ -428,7 +429,7 @@ pub fn visible(
     tx: &mut dyn Tx,
     cache: &mut Cache,
     actor: &ActorId,
-    teams: &[String],
+    teams: &[TeamId],
     id: EpisodeId,
 ) -> Result<Stored, AppError> {
     match cache.take(tx, id, actor)? {

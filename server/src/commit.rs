@@ -261,7 +261,7 @@ fn advance_cursors(
         let skips_nothing = (numbered.before + 1..=last).all(|seq| {
             own.contains(&seq)
                 || match (teams.get(&seq), takers.get(&seq)) {
-                    (Some(team), _) => !job.user.teams.iter().any(|t| t == team),
+                    (Some(team), _) => !job.user.teams.iter().any(|t| t.as_str() == *team),
                     // Not an episode's change: a drop, which only its device is answered.
                     (None, Some(&taker)) => batch.get(taker).is_some_and(|other| other.user.device_id != *device),
                     (None, None) => false,

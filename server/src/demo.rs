@@ -12,7 +12,7 @@ use episode::{EpisodeId, Event, EventId, FactField, FactValue, Pathway, PatientR
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
-use crate::accounts::{self, Password, Role, TeamId, Username};
+use crate::accounts::{self, DeviceId, Password, Role, TeamId, Username};
 use crate::auth::password;
 use crate::store::{Conn, Tx};
 use crate::{caseload, episodes};
@@ -108,7 +108,7 @@ struct Draft {
     id: EpisodeId,
     team: &'static str,
     now: Timestamp,
-    receipts: Vec<(String, i64, String)>,
+    receipts: Vec<(String, i64, DeviceId)>,
 }
 
 fn actor(device: &str) -> ActorId {
@@ -160,12 +160,18 @@ impl Draft {
             self.doc.record(&event)?;
         }
         let received = (at + SignedDuration::from_mins(((hours_ago * 7.0) as i64 % 50) + 3)).min(self.now);
-        self.receipts.push((event.id.to_string(), received.as_millisecond(), device));
+        self.receipts.push((event.id.to_string(), received.as_millisecond(), DeviceId::server_made(device)));
         Ok(event.id)
     }
 
     fn store(mut self, tx: &mut dyn Tx) -> anyhow::Result<()> {
-        episodes::insert(tx, self.id, self.team, &mut self.doc, self.now.as_second())?;
+        episodes::insert(
+            tx,
+            self.id,
+            &self.team.parse().map_err(anyhow::Error::msg)?,
+            &mut self.doc,
+            self.now.as_second(),
+        )?;
         // Noted without a `seq` (0), as before there was one: they reach a device with the
         // whole document, or in a sync from cursor 0.
         for (event, at, device) in &self.receipts {
@@ -243,7 +249,11 @@ fn episodes_for_demo(tx: &mut dyn Tx, now: Timestamp) -> anyhow::Result<()> {
     let Value::Object(fields) = json!({"field": "risk", "value": "low"}) else { anyhow::bail!("not an object") };
     let change = Event::new_record(uuid::Uuid::now_v7().into(), "fact_changed", at, "ben", "phone-ben", fields)?;
     other.set_fact(&change)?;
-    e.receipts.push((change.id.to_string(), (at + SignedDuration::from_mins(40)).as_millisecond(), "phone-ben".into()));
+    e.receipts.push((
+        change.id.to_string(),
+        (at + SignedDuration::from_mins(40)).as_millisecond(),
+        DeviceId::server_made("phone-ben".into()),
+    ));
     e.doc.merge(&mut other)?;
     e.store(&mut *tx)?;
 

@@ -15,6 +15,7 @@ use automerge::ActorId;
 use episode::document::{DocumentError, EpisodeDoc};
 use episode::{Episode, EpisodeId};
 
+use crate::accounts::{DeviceId, TeamId};
 pub use crate::store::server_actor;
 use crate::store::{Db, Listener, StoreError, Tx};
 
@@ -31,7 +32,7 @@ const COMPACT_AFTER: i64 = 64;
 #[derive(Debug)]
 pub struct Stored {
     id: EpisodeId,
-    team: String,
+    team: TeamId,
     seq: i64,
     doc: EpisodeDoc,
     /// Changes stored since the snapshot.
@@ -56,7 +57,7 @@ pub struct Evaluated {
 
 impl Stored {
     /// An episode just stored whole at `seq`.
-    pub fn new(id: EpisodeId, team: String, seq: i64, doc: EpisodeDoc) -> Self {
+    pub fn new(id: EpisodeId, team: TeamId, seq: i64, doc: EpisodeDoc) -> Self {
         Self { id, team, seq, doc, changes: 0, view: None, evaluated: None, unsaved: false }
     }
 
@@ -100,7 +101,7 @@ impl Stored {
     pub fn view(&mut self, tx: &mut dyn Tx) -> Result<&Episode, StoreError> {
         if self.view.is_none() {
             let mut episode = self.doc.episode().map_err(|error| StoreError::Document { id: self.id, error })?;
-            episode.team.clone_from(&self.team);
+            episode.team = self.team.to_string();
             self.view = Some(with_receipts(tx, episode)?);
         }
         self.view.as_ref().ok_or_else(|| StoreError::Damaged("a view was made and is missing".into()))
@@ -355,10 +356,10 @@ pub fn listen(db: &Db, cache: &Arc<Mutex<Cache>>) -> std::io::Result<Option<List
 /// carry (`server:` and the end of its actor's id). The `:` keeps it apart from every
 /// device's id, which may not hold one (`accounts::DeviceId`), so no device can sign in
 /// as the server.
-pub fn server_device(tx: &mut dyn Tx) -> Result<String, StoreError> {
+pub fn server_device(tx: &mut dyn Tx) -> Result<DeviceId, StoreError> {
     // The end of the id: its start is a time, shared by servers made the same moment.
     let id = crate::store::server_id(tx)?.simple().to_string();
-    Ok(format!("server:{}", &id[id.len() - 8..]))
+    Ok(DeviceId::server_made(format!("server:{}", &id[id.len() - 8..])))
 }
 
 /// Loads an episode's document.
@@ -372,7 +373,13 @@ pub fn load(tx: &mut dyn Tx, id: EpisodeId, actor: &ActorId) -> Result<Option<St
 }
 
 /// Stores a new episode; returns its `seq`.
-pub fn insert(tx: &mut dyn Tx, id: EpisodeId, team: &str, doc: &mut EpisodeDoc, now: i64) -> Result<i64, StoreError> {
+pub fn insert(
+    tx: &mut dyn Tx,
+    id: EpisodeId,
+    team: &TeamId,
+    doc: &mut EpisodeDoc,
+    now: i64,
+) -> Result<i64, StoreError> {
     let seq = tx.next_seq()?;
     tx.insert_episode(id, team, seq, &doc.save(), now)?;
     Ok(seq)
@@ -413,7 +420,7 @@ pub fn store_changes(
     tx: &mut dyn Tx,
     stored: &mut Stored,
     bytes: &[u8],
-    device: &str,
+    device: &DeviceId,
     now_ms: i64,
 ) -> Result<(), StoreError> {
     save_changes(tx, stored, bytes)?;
@@ -425,7 +432,7 @@ pub fn store_changes(
 ///
 /// With filing on (`epr`), every record not owed to the EPR before is owed now, in the
 /// same transaction.
-pub fn note_receipts(tx: &mut dyn Tx, stored: &mut Stored, device: &str, now_ms: i64) -> Result<(), StoreError> {
+pub fn note_receipts(tx: &mut dyn Tx, stored: &mut Stored, device: &DeviceId, now_ms: i64) -> Result<(), StoreError> {
     let episode = stored.doc.episode().map_err(|error| StoreError::Document { id: stored.id, error })?;
     record_receipts(tx, &episode, device, now_ms, stored.seq)?;
     crate::epr::owe(tx, &episode, &stored.team, now_ms)?;
@@ -435,18 +442,18 @@ pub fn note_receipts(tx: &mut dyn Tx, stored: &mut Stored, device: &str, now_ms:
 
 /// Moves an episode at `loaded` to another team (a transfer), with a new `seq` so that
 /// the new team's devices learn of it.
-pub fn set_team(tx: &mut dyn Tx, id: EpisodeId, loaded: i64, team: &str) -> Result<(), StoreError> {
+pub fn set_team(tx: &mut dyn Tx, id: EpisodeId, loaded: i64, team: &TeamId) -> Result<(), StoreError> {
     let seq = tx.next_seq()?;
     tx.set_team(id, loaded, seq, team)
 }
 
 /// Episodes the device holds that are no longer in any of `teams` (transferred away).
-pub fn leaving(tx: &mut dyn Tx, device: &str, teams: &[String]) -> Result<Vec<EpisodeId>, StoreError> {
+pub fn leaving(tx: &mut dyn Tx, device: &DeviceId, teams: &[TeamId]) -> Result<Vec<EpisodeId>, StoreError> {
     tx.held_outside(device, teams)
 }
 
 /// The device has handed over everything it held of a leaving episode: it may drop it.
-pub fn record_drop(tx: &mut dyn Tx, id: EpisodeId, device: &str) -> Result<(), StoreError> {
+pub fn record_drop(tx: &mut dyn Tx, id: EpisodeId, device: &DeviceId) -> Result<(), StoreError> {
     let seq = tx.next_seq()?;
     tx.record_drop(id, device, seq)
 }
@@ -457,7 +464,7 @@ pub fn record_drop(tx: &mut dyn Tx, id: EpisodeId, device: &str) -> Result<(), S
 pub fn record_receipts(
     tx: &mut dyn Tx,
     episode: &Episode,
-    device: &str,
+    device: &DeviceId,
     now_ms: i64,
     seq: i64,
 ) -> Result<(), StoreError> {
@@ -521,7 +528,7 @@ mod tests {
         let mut doc = EpisodeDoc::open(&opening, ActorId::random()).expect("open");
         // As stored: its bytes are what the cache reckons by.
         let _ = doc.save();
-        Stored::new(opening.id, "north".into(), seq, doc)
+        Stored::new(opening.id, "north".parse().expect("a team"), seq, doc)
     }
 
     fn holds(cache: &Cache, id: EpisodeId) -> bool {

@@ -32,6 +32,7 @@ use episode::{Episode, EpisodeId, Event, EventBody, EventId};
 use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 
+use crate::accounts::TeamId;
 use crate::audit::{self, Who};
 use crate::config::Secret;
 use crate::episodes::{self, Cache};
@@ -69,7 +70,7 @@ pub fn filing(tx: &mut dyn Tx) -> Result<bool, StoreError> {
 }
 
 /// The filings not yet sent of `team`'s episodes, by episode and state.
-pub fn status(tx: &mut dyn Tx, team: &str) -> Result<Vec<OutboxCount>, StoreError> {
+pub fn status(tx: &mut dyn Tx, team: &TeamId) -> Result<Vec<OutboxCount>, StoreError> {
     let mut counts = tx.outbox_counts(team)?;
     counts.retain(|c| c.kind == KIND);
     Ok(counts)
@@ -83,7 +84,7 @@ pub fn dedupe_key(record: EventId) -> String {
 /// Owes the EPR every record of `episode` not owed before, if filing is on: in the
 /// caller's transaction, the one that stores them. A `filed_to_epr`, and a record one
 /// lists (filed by hand already), is not owed.
-pub fn owe(tx: &mut dyn Tx, episode: &Episode, team: &str, now_ms: i64) -> Result<(), StoreError> {
+pub fn owe(tx: &mut dyn Tx, episode: &Episode, team: &TeamId, now_ms: i64) -> Result<(), StoreError> {
     if !filing(tx)? {
         return Ok(());
     }

@@ -408,7 +408,7 @@ fn user_list(target: &Target) -> Result<(), String> {
             "{}\t{}\t{}\t{}\t{}\n",
             user.username,
             user.role.as_str(),
-            user.teams.join(","),
+            user.teams.iter().map(|team| team.as_str()).collect::<Vec<_>>().join(","),
             user.signs_in_with,
             if user.disabled { "yes" } else { "no" }
         ));

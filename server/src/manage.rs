@@ -13,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::accounts::{Role, TeamId};
+use crate::accounts::{DeviceId, Role, TeamId};
 use crate::audit::{self, AuditAction, Via, Who};
 use crate::auth::{AuthUser, store};
 use crate::episodes;
@@ -53,6 +53,8 @@ async fn revoke_device(
     Path(device): Path<String>,
 ) -> Result<axum::http::StatusCode, AppError> {
     may_manage(&user)?;
+    // An id no phone may take was never registered: not found, as any other unknown.
+    let Ok(device) = DeviceId::try_from(device) else { return Err(AppError::NotFound) };
     let now = state.clock.unix();
     let found = state
         .db
@@ -117,8 +119,8 @@ async fn transfer(
             if !tx.team_exists(&request.team)? {
                 return Err(AppError::InvalidBody("team: no such team".into()));
             }
-            if team != request.team.as_str() {
-                episodes::set_team(&mut *tx, id, seq, request.team.as_str())?;
+            if team != request.team {
+                episodes::set_team(&mut *tx, id, seq, &request.team)?;
             }
             let who = Who::new(&user, Via::Api);
             audit::log(&mut *tx, &who, now_ms, AuditAction::Transfer, Some(id), Some(request.team.as_str()))?;

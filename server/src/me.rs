@@ -38,7 +38,7 @@ async fn me(user: AuthUser) -> axum::Json<Me> {
         user_id: user.user_id.into(),
         username: user.username,
         role: user.role,
-        teams: user.teams,
-        device_id: user.device_id,
+        teams: user.teams.into_iter().map(String::from).collect(),
+        device_id: user.device_id.into(),
     })
 }

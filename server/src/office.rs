@@ -26,7 +26,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::accounts::Role;
+use crate::accounts::{Role, TeamId};
 use crate::alerts::Alerts;
 use crate::audit::{self, AuditAction, Via, Who};
 use crate::auth::AuthUser;
@@ -87,7 +87,7 @@ pub struct Desk<'a> {
     pub conn: &'a mut dyn Conn,
     pub cache: &'a Mutex<Cache>,
     pub who: &'a Who,
-    pub teams: &'a [String],
+    pub teams: &'a [TeamId],
     pub now: Timestamp,
     /// Whom the evaluations made here alert.
     pub alerts: &'a Alerts,
@@ -104,14 +104,14 @@ impl<'a> Desk<'a> {
         conn: &'a mut dyn Conn,
         cache: &'a Mutex<Cache>,
         who: &'a Who,
-        teams: &'a [String],
+        teams: &'a [TeamId],
         now: Timestamp,
         alerts: &'a Alerts,
     ) -> Self {
         Self { conn, cache, who, teams, now, alerts }
     }
 
-    fn parts(&mut self) -> (&mut dyn Conn, &'a Mutex<Cache>, &'a Who, &'a [String], Timestamp) {
+    fn parts(&mut self) -> (&mut dyn Conn, &'a Mutex<Cache>, &'a Who, &'a [TeamId], Timestamp) {
         (&mut *self.conn, self.cache, self.who, self.teams, self.now)
     }
 }
@@ -435,7 +435,7 @@ pub async fn audit(
     state: &AppState,
     who: Who,
     role: Role,
-    teams: Vec<String>,
+    teams: Vec<TeamId>,
     request: AuditRequest,
 ) -> Result<AuditRead, AppError> {
     at_desk(state, who, teams, move |desk| read_audit(desk, role, request)).await
@@ -469,7 +469,7 @@ impl<S: Send + Sync> FromRequestParts<S> for EpisodePath {
 pub async fn at_desk<T: Send + 'static>(
     state: &AppState,
     who: Who,
-    teams: Vec<String>,
+    teams: Vec<TeamId>,
     f: impl FnOnce(&mut Desk<'_>) -> Result<T, AppError> + Send + 'static,
 ) -> Result<T, AppError> {
     let now = state.clock.now();

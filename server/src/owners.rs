@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use episode::Episode;
 use episode::pathway::{Evaluation, Role};
 
-use crate::accounts;
+use crate::accounts::{self, TeamId};
 use crate::store::{StoreError, Tx};
 
 /// Why these people answer for the action.
@@ -75,7 +75,7 @@ impl Directory {
                 usernames.insert(value.clone(), username);
             }
         }
-        Ok(Self { team_managers: accounts::team_managers(tx, &episode.team)?, usernames })
+        Ok(Self { team_managers: accounts::team_managers(tx, &TeamId::stored(episode.team.clone()))?, usernames })
     }
 
     /// The person a care coordinator value names: the user's username, or the value as

@@ -29,6 +29,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
+use crate::accounts::{DeviceId, TeamId};
 use crate::audit::{self, AuditAction, Via, Who};
 use crate::auth::AuthUser;
 use crate::episodes::{self, Cache, Evaluated, Stored};
@@ -116,8 +117,8 @@ impl Touched {
 /// What a device may add to an episode: who it is, and who has signed in on it (read
 /// once a request, when a new record first needs it).
 struct Syncer<'a> {
-    device: &'a str,
-    teams: &'a [String],
+    device: &'a DeviceId,
+    teams: &'a [TeamId],
     authors: Option<Vec<String>>,
 }
 
@@ -139,7 +140,7 @@ pub(crate) fn handle(
     now: jiff::Timestamp,
 ) -> Result<(protocol::Response, Vec<Stored>), AppError> {
     let actor = episodes::server_actor(tx)?;
-    let device = user.device_id.as_str();
+    let device = &user.device_id;
     let now_ms = now.as_millisecond();
     let cursor = i64::try_from(request.cursor).unwrap_or(i64::MAX);
     let mut touched: BTreeMap<EpisodeId, Touched> = BTreeMap::new();
@@ -443,7 +444,7 @@ fn apply_writes(
     who: &Who,
     writes: &[Step],
     touched: &mut Touched,
-    device: &str,
+    device: &DeviceId,
     now_ms: i64,
 ) -> Result<(), AppError> {
     let id = touched.stored.id();
@@ -546,9 +547,9 @@ fn accept_whole(
             if let Err(error) = theirs.check_new() {
                 return Ok(Err(Refusal::from_document(&error)));
             }
-            if !syncer.teams.contains(&their_episode.team) {
+            let Some(team) = syncer.teams.iter().find(|team| **team == *their_episode.team) else {
                 return Ok(Err(invalid("the episode's team is not one of yours")));
-            }
+            };
             if let Err(refusal) = check_new(tx, syncer, &theirs, None)? {
                 return Ok(Err(refusal));
             }
@@ -558,10 +559,10 @@ fn accept_whole(
                     budget: EPISODE_BUDGET_BYTES as u64,
                 }));
             }
-            let seq = episodes::insert(tx, id, &their_episode.team, &mut theirs, now_ms / 1000)?;
+            let seq = episodes::insert(tx, id, team, &mut theirs, now_ms / 1000)?;
             // The snapshot holds it all: later changes are saved from here.
             theirs.save_incremental();
-            let stored = Stored::new(id, their_episode.team.clone(), seq, theirs);
+            let stored = Stored::new(id, team.clone(), seq, theirs);
             Ok(Ok(Touched {
                 stored,
                 state,
@@ -640,7 +641,7 @@ fn check_new(
         if before.is_some_and(|b| b.records.contains(&event.id.to_string())) {
             continue;
         }
-        if event.device != device {
+        if event.device != device.as_str() {
             return Ok(Err(Refusal::OtherDevice { record: event.id }));
         }
         if !authors.contains(&event.by) {

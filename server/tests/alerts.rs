@@ -144,7 +144,8 @@ fn home_treatment(server: &Server) -> episode::EpisodeId {
     doc.record(&call).expect("recorded");
     server.db(|conn| {
         let mut tx = conn.transaction().expect("a transaction");
-        episodes::insert(&mut *tx, id, "team-south", &mut doc, now.as_second()).expect("stored");
+        episodes::insert(&mut *tx, id, &"team-south".parse().expect("a team"), &mut doc, now.as_second())
+            .expect("stored");
         tx.commit().expect("committed");
     });
     id

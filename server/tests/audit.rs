@@ -257,7 +257,7 @@ mod needs_postgres {
 async fn an_episodes_entries_read_the_same_by_episode_and_by_page() {
     use server::audit::{Cursor, Scope};
     let demo = audited_demo().await;
-    let teams = vec!["north".to_string()];
+    let teams: Vec<server::accounts::TeamId> = vec!["north".parse().expect("a team")];
     let (by_page, by_episode) = demo
         .state
         .db

@@ -335,7 +335,7 @@ async fn the_caseload_shows_overdue_actions_first_then_by_owner_and_the_rates() 
     // The rows are the caseload's open clinical actions, in its order (overdue, owner,
     // due); the records to file have their own section.
     let expected: Vec<String> = dash.db(|conn| {
-        caseload::open_actions(conn, &["north".to_owned()])
+        caseload::open_actions(conn, &["north".parse().expect("a team")])
             .expect("actions")
             .into_iter()
             .filter(|a| a.code != "file_to_epr")
@@ -354,8 +354,10 @@ async fn the_caseload_shows_overdue_actions_first_then_by_owner_and_the_rates() 
     let rates = section(&page.body, "rates");
     assert!(rates.contains("North Community Mental Health Team"), "{rates}");
     let not_brought = between(rates, "data-rate=\"not_brought\">", "</p>").expect("the not brought rate");
-    let rates_now =
-        dash.db(|conn| caseload::rates(conn, "north", DEMO_START.parse().expect("a time"), 90).expect("rates"));
+    let rates_now = dash.db(|conn| {
+        caseload::rates(conn, &"north".parse().expect("a team"), DEMO_START.parse().expect("a time"), 90)
+            .expect("rates")
+    });
     assert!(rates_now.appointments > 0);
     assert!(
         not_brought
@@ -370,7 +372,7 @@ async fn the_caseload_leads_with_clinical_actions_and_groups_the_records_to_file
     let dash = Dash::new();
     let maya = dash.sign_in("maya").await;
     let page = dash.get("/dashboard", &maya).await;
-    let all = dash.db(|conn| caseload::open_actions(conn, &["north".to_owned()]).expect("actions"));
+    let all = dash.db(|conn| caseload::open_actions(conn, &["north".parse().expect("a team")]).expect("actions"));
     let filing: Vec<&caseload::OpenAction> = all.iter().filter(|a| a.code == "file_to_epr").collect();
     // In the demo, filing is most of what is open (an action per record): it buried the
     // clinical actions.
@@ -495,7 +497,14 @@ async fn a_record_with_a_skewed_clock_carries_a_note_in_the_timeline() {
         .expect("a record");
         stored.with_doc(|doc| doc.record(&event)).expect("recorded");
         let bytes = server::episodes::pending_changes(&mut stored).expect("within the budget");
-        server::episodes::store_changes(&mut *tx, &mut stored, &bytes, "phone-fast", now_ms).expect("stored");
+        server::episodes::store_changes(
+            &mut *tx,
+            &mut stored,
+            &bytes,
+            &"phone-fast".parse().expect("a device id"),
+            now_ms,
+        )
+        .expect("stored");
         tx.commit().expect("commit");
         event.id
     });
@@ -870,7 +879,7 @@ async fn the_caseload_filters_by_overdue_urgent_owner_and_pathway_through_a_get_
     let overdue = dash.get("/dashboard?overdue=1", &maya).await;
     let shown = rows(section(&overdue.body, "actions"));
     let expected = dash.db(|conn| {
-        caseload::open_actions(conn, &["north".to_owned()])
+        caseload::open_actions(conn, &["north".parse().expect("a team")])
             .expect("actions")
             .into_iter()
             .filter(|a| a.overdue && a.code != "file_to_epr")
@@ -982,7 +991,7 @@ async fn filing_failures_show_on_the_episodes_line_of_records_to_file() {
 
     let dash = Dash::new();
     let maya = dash.sign_in("maya").await;
-    let all = dash.db(|conn| caseload::open_actions(conn, &["north".to_owned()]).expect("actions"));
+    let all = dash.db(|conn| caseload::open_actions(conn, &["north".parse().expect("a team")]).expect("actions"));
     let episode = all.iter().find(|a| a.code == "file_to_epr").expect("a record to file").episode;
     // Filing on, then a change from the office owes the episode's records.
     dash.db(|conn| server::epr::set_filing(conn, true).expect("filing on"));
@@ -996,7 +1005,7 @@ async fn filing_failures_show_on_the_episodes_line_of_records_to_file() {
     let docs = Arc::clone(&dash.state.docs);
     let alerts = Arc::clone(&dash.state.alerts);
     dash.db(|conn| {
-        let teams = ["north".to_owned()];
+        let teams: [server::accounts::TeamId; 1] = ["north".parse().expect("a team")];
         let mut desk = server::office::Desk::new(conn, &docs, &who, &teams, now, &alerts);
         server::office::set_plan(&mut desk, episode, "Call on Friday.").expect("the plan");
     });

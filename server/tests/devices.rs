@@ -162,9 +162,10 @@ async fn a_database_of_schema_4_registers_each_device_to_its_first_user() {
     let row = |cells: [&str; 4]| cells.map(|c| Some(c.to_owned())).to_vec();
     assert_eq!(devices, [row(["console-sol", "u-sol", "1", "300"]), row(["phone-ben", "u-ben", "1", "100"])]);
     db.call_blocking(|conn| {
-        use server::accounts::UserId;
-        assert!(server::auth::store::device_in_reach(conn, "phone-ben", &UserId::new("u-ben"), false)?);
-        assert!(!server::auth::store::device_in_reach(conn, "phone-ben", &UserId::new("u-sol"), false)?);
+        use server::accounts::{DeviceId, UserId};
+        let ben: DeviceId = "phone-ben".parse().expect("a device id");
+        assert!(server::auth::store::device_in_reach(conn, &ben, &UserId::new("u-ben"), false)?);
+        assert!(!server::auth::store::device_in_reach(conn, &ben, &UserId::new("u-sol"), false)?);
         Ok::<_, server::store::StoreError>(())
     })
     .expect("reach");

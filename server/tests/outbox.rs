@@ -40,7 +40,7 @@ fn open_episode(db: &Db, team: &str) -> EpisodeId {
     let mut doc = EpisodeDoc::open(&opening, ActorId::from(vec![1; 16])).expect("a document");
     db.call_blocking(|conn| {
         let mut tx = conn.transaction()?;
-        episodes::insert(&mut *tx, id, team, &mut doc, start().as_second())?;
+        episodes::insert(&mut *tx, id, &team.parse().expect("a team"), &mut doc, start().as_second())?;
         tx.commit()
     })
     .expect("stored");
@@ -178,17 +178,17 @@ async fn failures_back_off_then_fail_until_retried_by_hand() {
     assert_eq!(server.rows("SELECT DISTINCT state FROM outbox"), vec![vec![Some("failed".into())]]);
     server.advance(3600);
     assert_eq!(pass(&worker).await.claimed, 0, "a failed message waits for a person");
-    let counts = server.db(|conn| conn.outbox_counts("team-north")).expect("counts");
+    let counts = server.db(|conn| conn.outbox_counts(&"team-north".parse().expect("a team"))).expect("counts");
     assert_eq!(counts.len(), 1);
     assert_eq!((counts[0].state.as_str(), counts[0].count), ("failed", 2));
     assert_eq!(counts[0].last_error.as_deref(), Some("the receiver answered HTTP 503"));
-    assert!(server.db(|conn| conn.outbox_counts("team-south")).expect("counts").is_empty());
+    assert!(server.db(|conn| conn.outbox_counts(&"team-south".parse().expect("a team"))).expect("counts").is_empty());
 
     let retried = server.db(|conn| outbox::retry(conn, "test", Some(episode), server.state.clock.now())).expect("ok");
     assert_eq!(retried, 2);
     assert_eq!(pass(&worker).await.sent, 2);
     assert_eq!(server.rows("SELECT DISTINCT state FROM outbox"), vec![vec![Some("sent".into())]]);
-    assert!(server.db(|conn| conn.outbox_counts("team-north")).expect("counts").is_empty());
+    assert!(server.db(|conn| conn.outbox_counts(&"team-north".parse().expect("a team"))).expect("counts").is_empty());
     // Every outcome is in the audit log, as the server's own, naming the message.
     let actions =
         server.rows(&format!("SELECT action, user_id, via, detail FROM audit WHERE episode = '{episode}' ORDER BY n"));

@@ -47,7 +47,7 @@ fn open_episode(db: &Db, team: &str, patient: &str) -> EpisodeId {
     let mut doc = EpisodeDoc::open(&opening, ActorId::from(vec![1; 16])).expect("a document");
     db.call_blocking(|conn| {
         let mut tx = conn.transaction()?;
-        episodes::insert(&mut *tx, id, team, &mut doc, start().as_second())?;
+        episodes::insert(&mut *tx, id, &team.parse().expect("a team"), &mut doc, start().as_second())?;
         tx.commit()
     })
     .expect("stored");
@@ -111,7 +111,7 @@ fn record_on(state: &AppState, id: EpisodeId, n: usize) -> Result<(), server::Ap
         device: format!("replica-{n}"),
         via: server::audit::Via::Api,
     };
-    let teams = vec!["team-north".to_owned()];
+    let teams: Vec<server::accounts::TeamId> = vec!["team-north".parse().expect("a team")];
     let fields = serde_json::json!({"method": "phone", "target": "patient", "outcome": "no_answer"});
     let new = server::office::NewRecord {
         kind: "contact_attempt".into(),
@@ -391,7 +391,7 @@ mod both {
             conn.inspect_execute(&format!("UPDATE episodes SET id = 'not-an-id' WHERE id = '{id}'")).expect("damage")
         });
         let error = server
-            .db(|conn| conn.changed_since(&["team-north".to_owned()], 0, i64::MAX, 10))
+            .db(|conn| conn.changed_since(&["team-north".parse().expect("a team")], 0, i64::MAX, 10))
             .expect_err("an id that is no UUID");
         let message = error.to_string();
         assert!(message.contains("episodes.id") && !message.contains("not-an-id"), "{message}");
@@ -605,7 +605,10 @@ fn check_rows(db: &Db, version: usize) {
     db.call_blocking(|conn| {
         let olive = server::accounts::UserId::new("user-olive");
         let user = server::accounts::active_user(conn, &olive)?.expect("the old user");
-        assert_eq!((user.username.as_str(), user.teams.as_slice()), ("olive", &["team-old".to_owned()][..]));
+        assert_eq!(
+            (user.username.as_str(), user.teams.as_slice()),
+            ("olive", &["team-old".parse().expect("a team")][..])
+        );
         assert!(conn.session_is_live("session-old", &olive)?);
         assert!(conn.presented_token(&[7; 32])?.is_some(), "the refresh token, by its hash");
         if version >= 6 {
@@ -628,13 +631,14 @@ fn check_rows(db: &Db, version: usize) {
             assert_eq!(episodes::receipts_since(conn, episode.id, Some(1))?.len(), 1);
             assert!(episodes::receipts_since(conn, episode.id, Some(2))?.is_empty());
             assert_eq!(conn.current_seq()?, 3);
-            assert!(conn.sync_state(episode.id, "phone-old")?.is_some());
-            assert!(conn.dropped(episode.id, "phone-gone")?);
-            assert!(conn.device_revoked("phone-lost")?);
+            let device = |id: &str| server::accounts::DeviceId::try_from(id.to_owned()).expect("a device id");
+            assert!(conn.sync_state(episode.id, &device("phone-old"))?.is_some());
+            assert!(conn.dropped(episode.id, &device("phone-gone"))?);
+            assert!(conn.device_revoked(&device("phone-lost"))?);
         }
         if version >= 3 {
             let episode = old_episode();
-            let summaries = conn.summaries("team-old")?;
+            let summaries = conn.summaries(&"team-old".parse().expect("a team"))?;
             assert_eq!(summaries.len(), 1);
             assert_eq!((summaries[0].id, summaries[0].unfiled), (episode.id, 1));
             let audit = conn.audit_entries(episode.id)?;

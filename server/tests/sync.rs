@@ -1206,7 +1206,7 @@ async fn grow_past_the_budget(server: &Server, episode: EpisodeId, records: usiz
             }
             doc.save_incremental()
             });
-            episodes::store_changes(&mut *tx, &mut stored, &bytes, "phone-asha", 0)?;
+            episodes::store_changes(&mut *tx, &mut stored, &bytes, &"phone-asha".parse().expect("a device id"), 0)?;
             tx.commit()?;
             let stored = episodes::load(conn, episode, &actor)?.expect("the episode");
             Ok(stored.doc().stored_bytes())

@@ -54,7 +54,7 @@ fn main() {
                     doc.record(&visit()).expect("record");
                 }
                 let id = opening.id;
-                episodes::insert(&mut *tx, id, "north", &mut doc, now.as_millisecond())?;
+                episodes::insert(&mut *tx, id, &"north".parse().expect("a team"), &mut doc, now.as_millisecond())?;
                 ids.push(id);
             }
             tx.commit()?;

@@ -91,7 +91,7 @@ fn home_treatment(db: &std::path::Path) {
         .expect("a record");
     doc.record(&call).expect("recorded");
     tests::in_transaction(db, |tx| {
-        server::episodes::insert(tx, id, "south", &mut doc, now.as_second()).expect("stored");
+        server::episodes::insert(tx, id, &"south".parse().expect("a team"), &mut doc, now.as_second()).expect("stored");
     });
 }
 

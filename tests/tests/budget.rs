@@ -159,7 +159,7 @@ fn an_episode_stored_past_the_load_limit_before_there_was_a_budget_still_reads_a
     server.kill();
     let added = 20;
     {
-        let device = phone.core.device().to_string();
+        let device: server::accounts::DeviceId = phone.core.device().parse().expect("a device id");
         let size = tests::open_db(server.db())
             .call_blocking(|conn| {
                 let mut tx = conn.transaction()?;

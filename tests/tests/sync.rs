@@ -118,7 +118,7 @@ fn a_device_with_a_wrong_clock_learns_the_servers_and_its_deadlines_follow_it() 
 /// The heads the server has stored as shared with `device` for `episode`, sorted hex.
 fn shared_on_server(server: &Server, episode: episode::EpisodeId, device: &str) -> Vec<String> {
     let bytes = tests::open_db(server.db())
-        .call_blocking(|conn| conn.sync_state(episode, device))
+        .call_blocking(|conn| conn.sync_state(episode, &device.parse().expect("a device id")))
         .expect("read")
         .expect("a sync state");
     let state = automerge::sync::State::decode(&bytes).expect("a state");

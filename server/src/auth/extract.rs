@@ -6,7 +6,7 @@ use axum::http::request::Parts;
 
 use super::store;
 use crate::AppState;
-use crate::accounts::{self, Role, UserId};
+use crate::accounts::{self, DeviceId, Role, TeamId, UserId};
 use crate::error::AppError;
 
 /// The signed-in caller. Role and teams are read from the database on every request,
@@ -17,8 +17,9 @@ pub struct AuthUser {
     pub user_id: UserId,
     pub username: String,
     pub role: Role,
-    pub teams: Vec<String>,
-    pub device_id: String,
+    pub teams: Vec<TeamId>,
+    /// The device the token was signed for, checked when it signed in.
+    pub device_id: DeviceId,
     pub session_id: String,
 }
 
@@ -30,7 +31,9 @@ impl FromRequestParts<AppState> for AuthUser {
         let claims = state.keys.verify(token, state.clock.unix())?;
         // The token is the server's own, signed: its subject is a user's id.
         let (user_id, session) = (UserId::new(claims.sub.clone()), claims.sid.clone());
-        let device = claims.device.clone();
+        // The device was checked at sign-in, before the server signed it into the token.
+        let device = DeviceId::server_made(claims.device.clone());
+        let device_id = device.clone();
         let user = state
             .db
             .call(move |conn| {
@@ -49,7 +52,7 @@ impl FromRequestParts<AppState> for AuthUser {
             username: user.username,
             role: user.role,
             teams: user.teams,
-            device_id: claims.device,
+            device_id,
             session_id: claims.sid,
         })
     }

@@ -83,7 +83,7 @@ async fn login(
 ) -> Result<axum::Json<Tokens>, AppError> {
     let now = state.clock.unix();
     let device = request.device_id;
-    let name = device.as_str().to_owned();
+    let name = device.clone();
     if state.db.call(move |conn| Ok(store::device_revoked(conn, &name)?)).await? {
         return Err(AppError::DeviceRevoked);
     }
@@ -222,7 +222,7 @@ async fn refresh(
     let outcome = state
         .db
         .call(move |conn| {
-            if store::device_revoked(conn, device.as_str())? {
+            if store::device_revoked(conn, &device)? {
                 return Err(AppError::DeviceRevoked);
             }
             let mut tx = conn.transaction()?;
@@ -264,7 +264,7 @@ pub(crate) fn tokens(
         nbf: now,
         exp: now + ACCESS_TTL_SECS,
         role: user.role,
-        teams: user.teams.clone(),
+        teams: user.teams.iter().map(ToString::to_string).collect(),
         device: device.as_str().into(),
         sid: session,
     };

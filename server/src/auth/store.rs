@@ -140,23 +140,23 @@ pub fn claim_device(
 
 /// Whether a manager (`user_id`; any team if `admin`) may reach `device`: it is
 /// registered, by a user of one of the manager's teams.
-pub fn device_in_reach(tx: &mut dyn Tx, device: &str, user_id: &UserId, admin: bool) -> Result<bool, StoreError> {
+pub fn device_in_reach(tx: &mut dyn Tx, device: &DeviceId, user_id: &UserId, admin: bool) -> Result<bool, StoreError> {
     tx.device_in_reach(device, user_id, admin)
 }
 
 /// The usernames of everyone who has ever signed in on `device`: the authors its records
 /// may name.
-pub fn device_users(tx: &mut dyn Tx, device: &str) -> Result<Vec<String>, StoreError> {
+pub fn device_users(tx: &mut dyn Tx, device: &DeviceId) -> Result<Vec<String>, StoreError> {
     tx.device_users(device)
 }
 
 /// Whether a manager has revoked this device.
-pub fn device_revoked(tx: &mut dyn Tx, device: &str) -> Result<bool, StoreError> {
+pub fn device_revoked(tx: &mut dyn Tx, device: &DeviceId) -> Result<bool, StoreError> {
     tx.device_revoked(device)
 }
 
 /// Revokes a device: its sessions end, and it is told to wipe its store.
-pub fn revoke_device(tx: &mut dyn Tx, device: &str, by: &UserId, now: i64) -> Result<(), StoreError> {
+pub fn revoke_device(tx: &mut dyn Tx, device: &DeviceId, by: &UserId, now: i64) -> Result<(), StoreError> {
     tx.revoke_device(device, by, now)
 }
 

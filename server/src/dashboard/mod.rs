@@ -50,6 +50,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::AppState;
+use crate::accounts::TeamId;
 use crate::audit;
 use crate::auth::{self, store::Throttled};
 use crate::caseload::{self, OpenAction, Rates, Summary};
@@ -250,7 +251,7 @@ pub(crate) struct Filing {
 
 /// Puts what automatic filing says of each episode's records (`epr`, the outbox) on its
 /// line.
-fn add_filing_state(tx: &mut dyn Tx, teams: &[String], lines: &mut [Filing]) -> Result<(), StoreError> {
+fn add_filing_state(tx: &mut dyn Tx, teams: &[TeamId], lines: &mut [Filing]) -> Result<(), StoreError> {
     for team in teams {
         for count in crate::epr::status(tx, team)? {
             let Some(line) = lines.iter_mut().find(|l| l.episode == count.episode) else { continue };
@@ -307,8 +308,8 @@ pub(crate) struct TeamRates {
     pub(crate) rates: Rates,
 }
 
-fn team_name(tx: &mut dyn Tx, team: &str) -> Result<String, StoreError> {
-    Ok(tx.team_name(team)?.unwrap_or_else(|| team.to_owned()))
+fn team_name(tx: &mut dyn Tx, team: &TeamId) -> Result<String, StoreError> {
+    Ok(tx.team_name(team)?.unwrap_or_else(|| team.to_string()))
 }
 
 async fn caseload_page(

@@ -148,7 +148,7 @@ fn layout_moving_to(title: &str, to: Option<&str>, user: Option<&DashUser>, body
                         }
                         span.who {
                             "Signed in as " strong { (user.user.username) }
-                            " (" (words(user.user.role.as_str())) ", " (user.user.teams.join(", ")) ")"
+                            " (" (words(user.user.role.as_str())) ", " (user.user.teams.iter().map(crate::accounts::TeamId::as_str).collect::<Vec<_>>().join(", ")) ")"
                         }
                         form.inline method="post" action="/dashboard/logout" {
                             input type="hidden" name=(CSRF_FIELD) value=(user.csrf);

@@ -196,7 +196,7 @@ async fn token(
     }
     let device = request.device_id;
     let device_key = request.device_key;
-    let name = device.as_str().to_owned();
+    let name = device.clone();
     if state.db.call(move |conn| Ok(store::device_revoked(conn, &name)?)).await? {
         return Err(AppError::DeviceRevoked);
     }

@@ -82,7 +82,7 @@ pub(crate) fn parse_id(text: &str, table: &str, column: &str) -> Result<EpisodeI
 /// An episode as stored: its team, its `seq`, its snapshot and the changes since.
 #[derive(Debug)]
 pub struct EpisodeRow {
-    pub team: String,
+    pub team: TeamId,
     pub seq: i64,
     pub snapshot: Vec<u8>,
     pub changes: Vec<Vec<u8>>,
@@ -281,41 +281,48 @@ pub trait Tx {
     /// [`Tx::receipts`], [`Tx::receipts_since`] and [`Tx::device_users`] until the next
     /// savepoint, kept current by this transaction's own writes. SQLite reads each when
     /// asked (a function call): nothing to do.
-    fn prefetch(&mut self, _ids: &[EpisodeId], _device: &str) -> Result<()> {
+    fn prefetch(&mut self, _ids: &[EpisodeId], _device: &DeviceId) -> Result<()> {
         Ok(())
     }
-    fn team_of(&mut self, id: EpisodeId) -> Result<Option<(String, i64)>>;
+    fn team_of(&mut self, id: EpisodeId) -> Result<Option<(TeamId, i64)>>;
     fn load_episode(&mut self, id: EpisodeId) -> Result<Option<EpisodeRow>>;
     /// Stores a new episode; one stored meanwhile by another writer is a `Conflict`.
-    fn insert_episode(&mut self, id: EpisodeId, team: &str, seq: i64, snapshot: &[u8], created_at: i64) -> Result<()>;
+    fn insert_episode(
+        &mut self,
+        id: EpisodeId,
+        team: &TeamId,
+        seq: i64,
+        snapshot: &[u8],
+        created_at: i64,
+    ) -> Result<()>;
     /// Appends a change to an episode still at `loaded`, moving it to `seq`.
     fn append_change(&mut self, id: EpisodeId, loaded: i64, seq: i64, bytes: &[u8]) -> Result<()>;
     /// Replaces the snapshot (and drops the changes) of an episode still at `loaded`.
     fn replace_snapshot(&mut self, id: EpisodeId, loaded: i64, seq: i64, snapshot: &[u8]) -> Result<()>;
     /// Moves an episode still at `loaded` to another team, at `seq`.
-    fn set_team(&mut self, id: EpisodeId, loaded: i64, seq: i64, team: &str) -> Result<()>;
+    fn set_team(&mut self, id: EpisodeId, loaded: i64, seq: i64, team: &TeamId) -> Result<()>;
     /// The episodes of `teams` with `cursor < seq <= upto`, oldest change first.
     fn changed_since(
         &mut self,
-        teams: &[String],
+        teams: &[TeamId],
         cursor: i64,
         upto: i64,
         limit: usize,
     ) -> Result<Vec<(EpisodeId, i64)>>;
     /// Every episode with its team whose summary is missing, older than the episode, or
     /// due by the clock at `now` (Unix seconds), oldest change first.
-    fn stale_summaries(&mut self, now: i64) -> Result<Vec<(EpisodeId, String)>>;
+    fn stale_summaries(&mut self, now: i64) -> Result<Vec<(EpisodeId, TeamId)>>;
 
-    // Sync states, drops and receipts. Their devices are still `&str`: the sync's and
-    // the document cache's code that calls them was being rewritten when the other ids
-    // became types, and receipts are noted on the server's own device (`server:…`) too.
-    fn sync_state(&mut self, id: EpisodeId, device: &str) -> Result<Option<Vec<u8>>>;
-    fn put_sync_state(&mut self, id: EpisodeId, device: &str, state: &[u8]) -> Result<()>;
+    // Sync states, drops and receipts, by `DeviceId`. Receipts are noted on the server's
+    // own device (`server:…`) too: a `DeviceId` the server made for itself
+    // (`DeviceId::server_made`), which reads back from its column like a phone's.
+    fn sync_state(&mut self, id: EpisodeId, device: &DeviceId) -> Result<Option<Vec<u8>>>;
+    fn put_sync_state(&mut self, id: EpisodeId, device: &DeviceId, state: &[u8]) -> Result<()>;
     /// The episodes the device holds, with their teams now.
-    fn held_episodes(&mut self, device: &str) -> Result<Vec<(EpisodeId, String)>>;
+    fn held_episodes(&mut self, device: &DeviceId) -> Result<Vec<(EpisodeId, TeamId)>>;
     /// The episodes the device holds that are in none of `teams` now (asked by every
     /// sync request: PostgreSQL filters them where they are, not each held episode sent).
-    fn held_outside(&mut self, device: &str, teams: &[String]) -> Result<Vec<EpisodeId>> {
+    fn held_outside(&mut self, device: &DeviceId, teams: &[TeamId]) -> Result<Vec<EpisodeId>> {
         Ok(self
             .held_episodes(device)?
             .into_iter()
@@ -323,22 +330,31 @@ pub trait Tx {
             .map(|(id, _)| id)
             .collect())
     }
-    fn record_drop(&mut self, id: EpisodeId, device: &str, seq: i64) -> Result<()>;
-    fn dropped(&mut self, id: EpisodeId, device: &str) -> Result<bool>;
-    fn drops_since(&mut self, device: &str, cursor: i64, upto: i64) -> Result<Vec<EpisodeId>>;
+    fn record_drop(&mut self, id: EpisodeId, device: &DeviceId, seq: i64) -> Result<()>;
+    fn dropped(&mut self, id: EpisodeId, device: &DeviceId) -> Result<bool>;
+    fn drops_since(&mut self, device: &DeviceId, cursor: i64, upto: i64) -> Result<Vec<EpisodeId>>;
     /// Notes the receipt of each event not yet noted, at `seq` (the one the episode was
     /// just given, from [`Tx::next_seq`]; schema 8).
-    fn record_receipts(&mut self, id: EpisodeId, events: &[String], device: &str, at_ms: i64, seq: i64) -> Result<()>;
+    fn record_receipts(
+        &mut self,
+        id: EpisodeId,
+        events: &[String],
+        device: &DeviceId,
+        at_ms: i64,
+        seq: i64,
+    ) -> Result<()>;
     /// Each noted event's receipt time (Unix milliseconds).
     fn receipts(&mut self, id: EpisodeId) -> Result<Vec<(String, i64)>>;
     /// The events noted with `seq > after` and their receipt times, by event.
     fn receipts_since(&mut self, id: EpisodeId, after: i64) -> Result<Vec<(String, i64)>>;
 
-    // Teams and users. Teams made and joined take a `TeamId`; a team read back off an
-    // episode, a user or a summary is still a `String` (the episodes' and caseload's code is next).
+    // Teams and users. Every team a method takes is a `TeamId`, and so is each read
+    // off an episode (`team_of`, `held_episodes`, `stale_summaries`, `EpisodeRow`),
+    // unchecked (`TeamId::stored`) so that one stored before today's check still loads.
+    // What a summary, rate or outbox item reports keeps its team as text, to show.
     fn add_team(&mut self, id: &TeamId, name: &str, created_at: &str) -> Result<()>;
     fn team_exists(&mut self, id: &TeamId) -> Result<bool>;
-    fn team_name(&mut self, id: &str) -> Result<Option<String>>;
+    fn team_name(&mut self, id: &TeamId) -> Result<Option<String>>;
     fn count_teams(&mut self) -> Result<i64>;
     fn add_user(
         &mut self,
@@ -355,14 +371,14 @@ pub trait Tx {
     fn login(&mut self, username: &str) -> Result<Option<Login>>;
     /// An enabled user's username and role.
     fn active_user(&mut self, user_id: &UserId) -> Result<Option<(String, String)>>;
-    fn user_teams(&mut self, user_id: &UserId) -> Result<Vec<String>>;
+    fn user_teams(&mut self, user_id: &UserId) -> Result<Vec<TeamId>>;
 
     /// Every user, by username.
     fn list_users(&mut self) -> Result<Vec<UserRow>>;
     fn set_role(&mut self, user_id: &UserId, role: &str) -> Result<()>;
     fn clear_user_teams(&mut self, user_id: &UserId) -> Result<()>;
     /// The usernames of the team's managers who may act (not disabled), sorted.
-    fn team_managers(&mut self, team: &str) -> Result<Vec<String>>;
+    fn team_managers(&mut self, team: &TeamId) -> Result<Vec<String>>;
     /// The username of the user with this id, else of the user with this username.
     fn username_of(&mut self, id_or_username: &str) -> Result<Option<String>>;
 
@@ -387,8 +403,8 @@ pub trait Tx {
     /// Revokes every live session of a user and ends their dashboard sign-ins; returns
     /// how many sessions it revoked.
     fn end_all_sessions(&mut self, user_id: &UserId, because: &str, now: i64) -> Result<u64>;
-    fn device_revoked(&mut self, device: &str) -> Result<bool>;
-    fn revoke_device(&mut self, device: &str, by: &UserId, now: i64) -> Result<()>;
+    fn device_revoked(&mut self, device: &DeviceId) -> Result<bool>;
+    fn revoke_device(&mut self, device: &DeviceId, by: &UserId, now: i64) -> Result<()>;
 
     // Devices, registered to the user of their first sign-in (schema 7).
     fn device_registration(&mut self, device: &DeviceId) -> Result<Option<Registration>>;
@@ -406,9 +422,9 @@ pub trait Tx {
     fn share_a_team(&mut self, a: &UserId, b: &UserId) -> Result<bool>;
     /// Whether `device` is registered by a user of one of `user_id`'s teams (any team,
     /// for an admin).
-    fn device_in_reach(&mut self, device: &str, user_id: &UserId, admin: bool) -> Result<bool>;
+    fn device_in_reach(&mut self, device: &DeviceId, user_id: &UserId, admin: bool) -> Result<bool>;
     /// The usernames of everyone who has signed in on `device`.
-    fn device_users(&mut self, device: &str) -> Result<Vec<String>>;
+    fn device_users(&mut self, device: &DeviceId) -> Result<Vec<String>>;
 
     // The failed sign-in throttle: per (username, client) and per client (schema 6).
     /// (window start, failures) of a client address.
@@ -472,10 +488,10 @@ pub trait Tx {
 
     // Summaries.
     fn put_summary(&mut self, summary: &SummaryRecord<'_>) -> Result<()>;
-    fn summaries(&mut self, team: &str) -> Result<Vec<Summary>>;
-    fn open_actions(&mut self, team: &str) -> Result<Vec<OpenAction>>;
+    fn summaries(&mut self, team: &TeamId) -> Result<Vec<Summary>>;
+    fn open_actions(&mut self, team: &TeamId) -> Result<Vec<OpenAction>>;
     /// A team's appointments in `(since, until]` (Unix seconds).
-    fn rates(&mut self, team: &str, since: i64, until: i64) -> Result<Rates>;
+    fn rates(&mut self, team: &TeamId, since: i64, until: i64) -> Result<Rates>;
     /// Open and overdue actions per team.
     fn counts_by_team(&mut self) -> Result<Vec<(String, i64, i64)>>;
 
@@ -499,7 +515,7 @@ pub trait Tx {
     fn retry_outbox(&mut self, kind: &str, episode: Option<EpisodeId>, now_ms: i64) -> Result<u64>;
     /// The messages not yet sent of `team`'s episodes (their team now), by episode, kind
     /// and state.
-    fn outbox_counts(&mut self, team: &str) -> Result<Vec<OutboxCount>>;
+    fn outbox_counts(&mut self, team: &TeamId) -> Result<Vec<OutboxCount>>;
     /// One episode's messages whose kind starts with `kind_prefix` (`alert_`), sent or
     /// not, oldest first: what the episode's page shows of them.
     fn outbox_of(&mut self, episode: EpisodeId, kind_prefix: &str) -> Result<Vec<OutboxRow>>;

@@ -410,7 +410,7 @@ struct AtSavepoint {
 #[derive(Default)]
 struct Memo {
     device: String,
-    episodes: HashMap<EpisodeId, Option<(String, i64)>>,
+    episodes: HashMap<EpisodeId, Option<(TeamId, i64)>>,
     states: HashMap<EpisodeId, Option<Vec<u8>>>,
     dropped: HashMap<EpisodeId, bool>,
     /// Every receipt of the episode: event, time, `seq`.
@@ -546,11 +546,11 @@ impl Pg<'_> {
     }
 
     /// Keeps what was read ahead of an episode current after this transaction moved it.
-    fn memo_moved(&mut self, id: EpisodeId, seq: i64, team: Option<&str>) {
+    fn memo_moved(&mut self, id: EpisodeId, seq: i64, team: Option<&TeamId>) {
         if let Some(Some((known_team, known_seq))) = self.held.memo.episodes.get_mut(&id) {
             *known_seq = seq;
             if let Some(team) = team {
-                team.clone_into(known_team);
+                known_team.clone_from(team);
             }
         } else {
             self.held.memo.episodes.remove(&id);
@@ -892,12 +892,12 @@ impl Tx for Pg<'_> {
         }
     }
 
-    fn prefetch(&mut self, ids: &[EpisodeId], device: &str) -> Result<()> {
+    fn prefetch(&mut self, ids: &[EpisodeId], device: &DeviceId) -> Result<()> {
         if !self.in_transaction() || ids.is_empty() {
             return Ok(());
         }
-        if self.held.memo.device != device {
-            self.held.memo = Memo { device: device.to_owned(), ..Memo::default() };
+        if self.held.memo.device != device.as_str() {
+            self.held.memo = Memo { device: device.to_string(), ..Memo::default() };
         }
         let keys: Vec<String> = ids.iter().map(EpisodeId::to_string).collect();
         let rows = self.read(
@@ -916,7 +916,7 @@ impl Tx for Pg<'_> {
         for row in &rows {
             let id: String = get(row, 0)?;
             let id = parse_id(&id, "episodes", "id")?;
-            let team: Option<String> = get(row, 1)?;
+            let team: Option<TeamId> = get(row, 1)?;
             let seq: Option<i64> = get(row, 2)?;
             let memo = &mut self.held.memo;
             memo.episodes.insert(id, team.zip(seq));
@@ -945,7 +945,7 @@ impl Tx for Pg<'_> {
         Ok(())
     }
 
-    fn team_of(&mut self, id: EpisodeId) -> Result<Option<(String, i64)>> {
+    fn team_of(&mut self, id: EpisodeId) -> Result<Option<(TeamId, i64)>> {
         if let Some(known) = self.held.memo.episodes.get(&id) {
             return Ok(known.clone());
         }
@@ -969,7 +969,14 @@ impl Tx for Pg<'_> {
         Ok(Some(EpisodeRow { team, seq, snapshot, changes }))
     }
 
-    fn insert_episode(&mut self, id: EpisodeId, team: &str, seq: i64, snapshot: &[u8], created_at: i64) -> Result<()> {
+    fn insert_episode(
+        &mut self,
+        id: EpisodeId,
+        team: &TeamId,
+        seq: i64,
+        snapshot: &[u8],
+        created_at: i64,
+    ) -> Result<()> {
         // DO NOTHING rather than a unique violation, which would abort the transaction.
         let inserted = self
             .execute(
@@ -1016,7 +1023,7 @@ impl Tx for Pg<'_> {
         Ok(())
     }
 
-    fn set_team(&mut self, id: EpisodeId, loaded: i64, seq: i64, team: &str) -> Result<()> {
+    fn set_team(&mut self, id: EpisodeId, loaded: i64, seq: i64, team: &TeamId) -> Result<()> {
         let changed = self
             .execute(
                 "UPDATE episodes SET team = $1, seq = $2 WHERE id = $3 AND seq = $4",
@@ -1032,7 +1039,7 @@ impl Tx for Pg<'_> {
 
     fn changed_since(
         &mut self,
-        teams: &[String],
+        teams: &[TeamId],
         cursor: i64,
         upto: i64,
         limit: usize,
@@ -1051,7 +1058,7 @@ impl Tx for Pg<'_> {
         Ok(out)
     }
 
-    fn stale_summaries(&mut self, now: i64) -> Result<Vec<(EpisodeId, String)>> {
+    fn stale_summaries(&mut self, now: i64) -> Result<Vec<(EpisodeId, TeamId)>> {
         let rows = self.query(
             "SELECT e.id, e.team FROM episodes e LEFT JOIN summaries s ON s.episode = e.id
              WHERE s.episode IS NULL OR s.seq <> e.seq OR s.next_due <= $1
@@ -1066,11 +1073,11 @@ impl Tx for Pg<'_> {
             .collect()
     }
 
-    fn sync_state(&mut self, id: EpisodeId, device: &str) -> Result<Option<Vec<u8>>> {
-        if let Some((_, _, state)) = self.held.states.iter().rev().find(|(e, d, _)| *e == id && d == device) {
+    fn sync_state(&mut self, id: EpisodeId, device: &DeviceId) -> Result<Option<Vec<u8>>> {
+        if let Some((_, _, state)) = self.held.states.iter().rev().find(|(e, d, _)| *e == id && d == device.as_str()) {
             return Ok(Some(state.clone()));
         }
-        if self.held.memo.device == device
+        if self.held.memo.device == device.as_str()
             && let Some(known) = self.held.memo.states.get(&id)
         {
             return Ok(known.clone());
@@ -1083,10 +1090,10 @@ impl Tx for Pg<'_> {
         }
     }
 
-    fn put_sync_state(&mut self, id: EpisodeId, device: &str, state: &[u8]) -> Result<()> {
+    fn put_sync_state(&mut self, id: EpisodeId, device: &DeviceId, state: &[u8]) -> Result<()> {
         if self.in_transaction() {
             // Written at commit with the others (`flush_states`).
-            self.held.states.push((id, device.to_owned(), state.to_vec()));
+            self.held.states.push((id, device.to_string(), state.to_vec()));
             return Ok(());
         }
         self.execute(
@@ -1097,7 +1104,7 @@ impl Tx for Pg<'_> {
         Ok(())
     }
 
-    fn held_episodes(&mut self, device: &str) -> Result<Vec<(EpisodeId, String)>> {
+    fn held_episodes(&mut self, device: &DeviceId) -> Result<Vec<(EpisodeId, TeamId)>> {
         self.flush_states()?;
         let rows = self.read(
             "SELECT s.episode, e.team FROM sync_states s JOIN episodes e ON e.id = s.episode WHERE s.device = $1",
@@ -1111,11 +1118,11 @@ impl Tx for Pg<'_> {
             .collect()
     }
 
-    fn held_outside(&mut self, device: &str, teams: &[String]) -> Result<Vec<EpisodeId>> {
+    fn held_outside(&mut self, device: &DeviceId, teams: &[TeamId]) -> Result<Vec<EpisodeId>> {
         // The device's sync states not yet sent count too: with their teams as read
         // ahead, else sent first.
         let mut unsent = Vec::new();
-        for (id, _, _) in self.held.states[self.held.states_sent..].iter().filter(|(_, d, _)| d == device) {
+        for (id, _, _) in self.held.states[self.held.states_sent..].iter().filter(|(_, d, _)| d == device.as_str()) {
             match self.held.memo.episodes.get(id) {
                 Some(Some((team, _))) => {
                     if !teams.contains(team) {
@@ -1149,7 +1156,7 @@ impl Tx for Pg<'_> {
         Ok(outside)
     }
 
-    fn record_drop(&mut self, id: EpisodeId, device: &str, seq: i64) -> Result<()> {
+    fn record_drop(&mut self, id: EpisodeId, device: &DeviceId, seq: i64) -> Result<()> {
         // A sync state kept for later would come back after the delete.
         self.flush_states()?;
         self.held.memo.states.remove(&id);
@@ -1165,8 +1172,8 @@ impl Tx for Pg<'_> {
         Ok(())
     }
 
-    fn dropped(&mut self, id: EpisodeId, device: &str) -> Result<bool> {
-        if self.held.memo.device == device
+    fn dropped(&mut self, id: EpisodeId, device: &DeviceId) -> Result<bool> {
+        if self.held.memo.device == device.as_str()
             && let Some(&known) = self.held.memo.dropped.get(&id)
         {
             return Ok(known);
@@ -1176,7 +1183,7 @@ impl Tx for Pg<'_> {
             .is_some())
     }
 
-    fn drops_since(&mut self, device: &str, cursor: i64, upto: i64) -> Result<Vec<EpisodeId>> {
+    fn drops_since(&mut self, device: &DeviceId, cursor: i64, upto: i64) -> Result<Vec<EpisodeId>> {
         let rows = self.read(
             "SELECT episode FROM drops WHERE device = $1 AND seq > $2 AND seq <= $3",
             &[&device, &cursor, &upto],
@@ -1189,7 +1196,14 @@ impl Tx for Pg<'_> {
             .collect()
     }
 
-    fn record_receipts(&mut self, id: EpisodeId, events: &[String], device: &str, at_ms: i64, seq: i64) -> Result<()> {
+    fn record_receipts(
+        &mut self,
+        id: EpisodeId,
+        events: &[String],
+        device: &DeviceId,
+        at_ms: i64,
+        seq: i64,
+    ) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
@@ -1247,7 +1261,7 @@ impl Tx for Pg<'_> {
         Ok(self.query_opt("SELECT 1 FROM teams WHERE id = $1", &[&id])?.is_some())
     }
 
-    fn team_name(&mut self, id: &str) -> Result<Option<String>> {
+    fn team_name(&mut self, id: &TeamId) -> Result<Option<String>> {
         match self.query_opt("SELECT name FROM teams WHERE id = $1", &[&id])? {
             Some(row) => Ok(Some(get(&row, 0)?)),
             None => Ok(None),
@@ -1312,7 +1326,7 @@ impl Tx for Pg<'_> {
         }
     }
 
-    fn user_teams(&mut self, user_id: &UserId) -> Result<Vec<String>> {
+    fn user_teams(&mut self, user_id: &UserId) -> Result<Vec<TeamId>> {
         let rows = self.query("SELECT team_id FROM user_teams WHERE user_id = $1 ORDER BY team_id", &[&user_id])?;
         rows.iter().map(|row| get(row, 0)).collect()
     }
@@ -1331,7 +1345,7 @@ impl Tx for Pg<'_> {
         Ok(())
     }
 
-    fn team_managers(&mut self, team: &str) -> Result<Vec<String>> {
+    fn team_managers(&mut self, team: &TeamId) -> Result<Vec<String>> {
         self.query(
             "SELECT u.username FROM users u JOIN user_teams t ON t.user_id = u.id
              WHERE t.team_id = $1 AND u.role = 'team_manager' AND NOT u.disabled ORDER BY u.username",
@@ -1475,11 +1489,11 @@ impl Tx for Pg<'_> {
         }
     }
 
-    fn device_revoked(&mut self, device: &str) -> Result<bool> {
+    fn device_revoked(&mut self, device: &DeviceId) -> Result<bool> {
         Ok(self.query_opt("SELECT 1 FROM revoked_devices WHERE device = $1", &[&device])?.is_some())
     }
 
-    fn revoke_device(&mut self, device: &str, by: &UserId, now: i64) -> Result<()> {
+    fn revoke_device(&mut self, device: &DeviceId, by: &UserId, now: i64) -> Result<()> {
         self.execute(
             "INSERT INTO revoked_devices (device, revoked_at, revoked_by) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
             &[&device, &now, &by],
@@ -1540,7 +1554,7 @@ impl Tx for Pg<'_> {
         )
     }
 
-    fn device_in_reach(&mut self, device: &str, user_id: &UserId, admin: bool) -> Result<bool> {
+    fn device_in_reach(&mut self, device: &DeviceId, user_id: &UserId, admin: bool) -> Result<bool> {
         get(
             &self.query_one(
                 "SELECT EXISTS (SELECT 1 FROM devices d
@@ -1552,8 +1566,8 @@ impl Tx for Pg<'_> {
         )
     }
 
-    fn device_users(&mut self, device: &str) -> Result<Vec<String>> {
-        if self.held.memo.device == device
+    fn device_users(&mut self, device: &DeviceId) -> Result<Vec<String>> {
+        if self.held.memo.device == device.as_str()
             && let Some(known) = &self.held.memo.device_users
         {
             return Ok(known.clone());
@@ -1775,7 +1789,7 @@ impl Tx for Pg<'_> {
     fn audit_page(&mut self, scope: AuditScope<'_>, cursor: AuditCursor, limit: usize) -> Result<Vec<Entry>> {
         // The teams as one array parameter; no episode is `NULL`. Two statements, one
         // for each direction.
-        let teams: Vec<String> = scope.teams.to_vec();
+        let teams: Vec<TeamId> = scope.teams.to_vec();
         let episode: Option<String> = scope.episode.map(|e| e.to_string());
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = match cursor {
@@ -1852,7 +1866,7 @@ impl Tx for Pg<'_> {
         Ok(())
     }
 
-    fn summaries(&mut self, team: &str) -> Result<Vec<Summary>> {
+    fn summaries(&mut self, team: &TeamId) -> Result<Vec<Summary>> {
         let rows = self.query(
             "SELECT s.episode, e.team, s.pathway, s.patient_ref, s.open_actions, s.overdue_actions, s.conflicts,
                     s.duplicates, s.unfiled
@@ -1877,7 +1891,7 @@ impl Tx for Pg<'_> {
             .collect()
     }
 
-    fn open_actions(&mut self, team: &str) -> Result<Vec<OpenAction>> {
+    fn open_actions(&mut self, team: &TeamId) -> Result<Vec<OpenAction>> {
         let rows = self.query(
             "SELECT a.episode, s.patient_ref, a.action, a.code, a.owner, a.priority, a.state, a.due
              FROM summary_actions a JOIN summaries s ON s.episode = a.episode JOIN episodes e ON e.id = a.episode
@@ -1901,7 +1915,7 @@ impl Tx for Pg<'_> {
             .collect()
     }
 
-    fn rates(&mut self, team: &str, since: i64, until: i64) -> Result<Rates> {
+    fn rates(&mut self, team: &TeamId, since: i64, until: i64) -> Result<Rates> {
         let r = self.query_one(
             "SELECT COUNT(*), COUNT(*) FILTER (WHERE a.outcome = 'not_brought'),
                     COUNT(*) FILTER (WHERE a.outcome = 'did_not_attend')
@@ -1910,7 +1924,7 @@ impl Tx for Pg<'_> {
             &[&team, &since, &until],
         )?;
         Ok(Rates {
-            team: team.to_owned(),
+            team: team.to_string(),
             days: 0,
             appointments: get(&r, 0)?,
             not_brought: get(&r, 1)?,
@@ -2002,7 +2016,7 @@ impl Tx for Pg<'_> {
         )
     }
 
-    fn outbox_counts(&mut self, team: &str) -> Result<Vec<OutboxCount>> {
+    fn outbox_counts(&mut self, team: &TeamId) -> Result<Vec<OutboxCount>> {
         let rows = self.query(
             "SELECT o.episode, o.kind, o.state, COUNT(*), MAX(o.last_error)
              FROM outbox o JOIN episodes e ON e.id = o.episode

@@ -198,7 +198,7 @@ impl Tx for Sqlite<'_> {
         Ok(())
     }
 
-    fn team_of(&mut self, id: EpisodeId) -> Result<Option<(String, i64)>> {
+    fn team_of(&mut self, id: EpisodeId) -> Result<Option<(TeamId, i64)>> {
         Ok(self
             .c()
             .prepare_cached("SELECT team, seq FROM episodes WHERE id = ?1")?
@@ -211,7 +211,7 @@ impl Tx for Sqlite<'_> {
         let Some((team, seq, snapshot)) = self
             .c()
             .prepare_cached("SELECT team, seq, snapshot FROM episodes WHERE id = ?1")?
-            .query_row([&key], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?)))
+            .query_row([&key], |r| Ok((r.get::<_, TeamId>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?)))
             .optional()?
         else {
             return Ok(None);
@@ -222,7 +222,14 @@ impl Tx for Sqlite<'_> {
         Ok(Some(EpisodeRow { team, seq, snapshot, changes }))
     }
 
-    fn insert_episode(&mut self, id: EpisodeId, team: &str, seq: i64, snapshot: &[u8], created_at: i64) -> Result<()> {
+    fn insert_episode(
+        &mut self,
+        id: EpisodeId,
+        team: &TeamId,
+        seq: i64,
+        snapshot: &[u8],
+        created_at: i64,
+    ) -> Result<()> {
         self.c()
             .prepare_cached("INSERT INTO episodes (id, team, seq, snapshot, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
             .execute(params![id.to_string(), team, seq, snapshot, created_at])
@@ -254,7 +261,7 @@ impl Tx for Sqlite<'_> {
         Ok(())
     }
 
-    fn set_team(&mut self, id: EpisodeId, loaded: i64, seq: i64, team: &str) -> Result<()> {
+    fn set_team(&mut self, id: EpisodeId, loaded: i64, seq: i64, team: &TeamId) -> Result<()> {
         let changed = self
             .c()
             .prepare_cached("UPDATE episodes SET team = ?1, seq = ?2 WHERE id = ?3 AND seq = ?4")?
@@ -264,7 +271,7 @@ impl Tx for Sqlite<'_> {
 
     fn changed_since(
         &mut self,
-        teams: &[String],
+        teams: &[TeamId],
         cursor: i64,
         upto: i64,
         limit: usize,
@@ -287,13 +294,13 @@ impl Tx for Sqlite<'_> {
         Ok(out)
     }
 
-    fn stale_summaries(&mut self, now: i64) -> Result<Vec<(EpisodeId, String)>> {
+    fn stale_summaries(&mut self, now: i64) -> Result<Vec<(EpisodeId, TeamId)>> {
         let mut statement = self.c().prepare_cached(
             "SELECT e.id, e.team FROM episodes e LEFT JOIN summaries s ON s.episode = e.id
              WHERE s.episode IS NULL OR s.seq != e.seq OR s.next_due <= ?1
              ORDER BY e.seq",
         )?;
-        let rows = statement.query_map([now], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let rows = statement.query_map([now], |r| Ok((r.get::<_, String>(0)?, r.get::<_, TeamId>(1)?)))?;
         let mut out = Vec::new();
         for row in rows {
             let (id, team) = row?;
@@ -302,7 +309,7 @@ impl Tx for Sqlite<'_> {
         Ok(out)
     }
 
-    fn sync_state(&mut self, id: EpisodeId, device: &str) -> Result<Option<Vec<u8>>> {
+    fn sync_state(&mut self, id: EpisodeId, device: &DeviceId) -> Result<Option<Vec<u8>>> {
         Ok(self
             .c()
             .prepare_cached("SELECT state FROM sync_states WHERE episode = ?1 AND device = ?2")?
@@ -310,7 +317,7 @@ impl Tx for Sqlite<'_> {
             .optional()?)
     }
 
-    fn put_sync_state(&mut self, id: EpisodeId, device: &str, state: &[u8]) -> Result<()> {
+    fn put_sync_state(&mut self, id: EpisodeId, device: &DeviceId, state: &[u8]) -> Result<()> {
         self.c()
             .prepare_cached(
                 "INSERT INTO sync_states (episode, device, state) VALUES (?1, ?2, ?3)
@@ -320,11 +327,11 @@ impl Tx for Sqlite<'_> {
         Ok(())
     }
 
-    fn held_episodes(&mut self, device: &str) -> Result<Vec<(EpisodeId, String)>> {
+    fn held_episodes(&mut self, device: &DeviceId) -> Result<Vec<(EpisodeId, TeamId)>> {
         let mut statement = self.c().prepare_cached(
             "SELECT s.episode, e.team FROM sync_states s JOIN episodes e ON e.id = s.episode WHERE s.device = ?1",
         )?;
-        let rows = statement.query_map([device], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let rows = statement.query_map([device], |r| Ok((r.get::<_, String>(0)?, r.get::<_, TeamId>(1)?)))?;
         let mut out = Vec::new();
         for row in rows {
             let (id, team) = row?;
@@ -333,7 +340,7 @@ impl Tx for Sqlite<'_> {
         Ok(out)
     }
 
-    fn record_drop(&mut self, id: EpisodeId, device: &str, seq: i64) -> Result<()> {
+    fn record_drop(&mut self, id: EpisodeId, device: &DeviceId, seq: i64) -> Result<()> {
         self.c()
             .prepare_cached("DELETE FROM sync_states WHERE episode = ?1 AND device = ?2")?
             .execute(params![id.to_string(), device])?;
@@ -346,7 +353,7 @@ impl Tx for Sqlite<'_> {
         Ok(())
     }
 
-    fn dropped(&mut self, id: EpisodeId, device: &str) -> Result<bool> {
+    fn dropped(&mut self, id: EpisodeId, device: &DeviceId) -> Result<bool> {
         Ok(self
             .c()
             .prepare_cached("SELECT 1 FROM drops WHERE episode = ?1 AND device = ?2")?
@@ -355,7 +362,7 @@ impl Tx for Sqlite<'_> {
             .is_some())
     }
 
-    fn drops_since(&mut self, device: &str, cursor: i64, upto: i64) -> Result<Vec<EpisodeId>> {
+    fn drops_since(&mut self, device: &DeviceId, cursor: i64, upto: i64) -> Result<Vec<EpisodeId>> {
         let mut statement =
             self.c().prepare_cached("SELECT episode FROM drops WHERE device = ?1 AND seq > ?2 AND seq <= ?3")?;
         let rows = statement.query_map(params![device, cursor, upto], |r| r.get::<_, String>(0))?;
@@ -366,7 +373,14 @@ impl Tx for Sqlite<'_> {
         Ok(out)
     }
 
-    fn record_receipts(&mut self, id: EpisodeId, events: &[String], device: &str, at_ms: i64, seq: i64) -> Result<()> {
+    fn record_receipts(
+        &mut self,
+        id: EpisodeId,
+        events: &[String],
+        device: &DeviceId,
+        at_ms: i64,
+        seq: i64,
+    ) -> Result<()> {
         let mut statement = self.c().prepare_cached(
             "INSERT INTO receipts (episode, event, received_at, device, seq) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (episode, event) DO NOTHING",
@@ -403,7 +417,7 @@ impl Tx for Sqlite<'_> {
         Ok(self.c().query_row("SELECT 1 FROM teams WHERE id = ?1", [id], |_| Ok(())).optional()?.is_some())
     }
 
-    fn team_name(&mut self, id: &str) -> Result<Option<String>> {
+    fn team_name(&mut self, id: &TeamId) -> Result<Option<String>> {
         Ok(self.c().prepare_cached("SELECT name FROM teams WHERE id = ?1")?.query_row([id], |r| r.get(0)).optional()?)
     }
 
@@ -468,9 +482,9 @@ impl Tx for Sqlite<'_> {
             .optional()?)
     }
 
-    fn user_teams(&mut self, user_id: &UserId) -> Result<Vec<String>> {
+    fn user_teams(&mut self, user_id: &UserId) -> Result<Vec<TeamId>> {
         let mut stmt = self.c().prepare_cached("SELECT team_id FROM user_teams WHERE user_id = ?1 ORDER BY team_id")?;
-        Ok(stmt.query_map([user_id], |row| row.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?)
+        Ok(stmt.query_map([user_id], |row| row.get(0))?.collect::<rusqlite::Result<Vec<TeamId>>>()?)
     }
 
     fn list_users(&mut self) -> Result<Vec<UserRow>> {
@@ -487,7 +501,7 @@ impl Tx for Sqlite<'_> {
         Ok(())
     }
 
-    fn team_managers(&mut self, team: &str) -> Result<Vec<String>> {
+    fn team_managers(&mut self, team: &TeamId) -> Result<Vec<String>> {
         let mut statement = self.c().prepare_cached(
             "SELECT u.username FROM users u JOIN user_teams t ON t.user_id = u.id
              WHERE t.team_id = ?1 AND u.role = 'team_manager' AND u.disabled = 0 ORDER BY u.username",
@@ -633,7 +647,7 @@ impl Tx for Sqlite<'_> {
             .unwrap_or(false))
     }
 
-    fn device_revoked(&mut self, device: &str) -> Result<bool> {
+    fn device_revoked(&mut self, device: &DeviceId) -> Result<bool> {
         Ok(self
             .c()
             .prepare_cached("SELECT 1 FROM revoked_devices WHERE device = ?1")?
@@ -642,7 +656,7 @@ impl Tx for Sqlite<'_> {
             .is_some())
     }
 
-    fn revoke_device(&mut self, device: &str, by: &UserId, now: i64) -> Result<()> {
+    fn revoke_device(&mut self, device: &DeviceId, by: &UserId, now: i64) -> Result<()> {
         self.c()
             .prepare_cached(
                 "INSERT INTO revoked_devices (device, revoked_at, revoked_by) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
@@ -710,7 +724,7 @@ impl Tx for Sqlite<'_> {
             .query_row(params![a, b], |r| r.get(0))?)
     }
 
-    fn device_in_reach(&mut self, device: &str, user_id: &UserId, admin: bool) -> Result<bool> {
+    fn device_in_reach(&mut self, device: &DeviceId, user_id: &UserId, admin: bool) -> Result<bool> {
         Ok(self
             .c()
             .prepare_cached(
@@ -721,7 +735,7 @@ impl Tx for Sqlite<'_> {
             .query_row(params![device, admin, user_id], |r| r.get(0))?)
     }
 
-    fn device_users(&mut self, device: &str) -> Result<Vec<String>> {
+    fn device_users(&mut self, device: &DeviceId) -> Result<Vec<String>> {
         let mut statement = self.c().prepare_cached(
             "SELECT DISTINCT u.username FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.device_id = ?1",
         )?;
@@ -921,7 +935,7 @@ impl Tx for Sqlite<'_> {
                 .teams
                 .iter()
                 .map(|team| {
-                    params.push(Value::Text(team.clone()));
+                    params.push(Value::Text(team.to_string()));
                     format!("?{}", params.len())
                 })
                 .collect();
@@ -1013,7 +1027,7 @@ impl Tx for Sqlite<'_> {
         Ok(())
     }
 
-    fn summaries(&mut self, team: &str) -> Result<Vec<Summary>> {
+    fn summaries(&mut self, team: &TeamId) -> Result<Vec<Summary>> {
         let mut statement = self.c().prepare_cached(
             "SELECT s.episode, e.team, s.pathway, s.patient_ref, s.open_actions, s.overdue_actions, s.conflicts,
                     s.duplicates, s.unfiled
@@ -1044,7 +1058,7 @@ impl Tx for Sqlite<'_> {
         Ok(out)
     }
 
-    fn open_actions(&mut self, team: &str) -> Result<Vec<OpenAction>> {
+    fn open_actions(&mut self, team: &TeamId) -> Result<Vec<OpenAction>> {
         let mut statement = self.c().prepare_cached(
             "SELECT a.episode, s.patient_ref, a.action, a.code, a.owner, a.priority, a.state, a.due
              FROM summary_actions a JOIN summaries s ON s.episode = a.episode JOIN episodes e ON e.id = a.episode
@@ -1070,7 +1084,7 @@ impl Tx for Sqlite<'_> {
         Ok(out)
     }
 
-    fn rates(&mut self, team: &str, since: i64, until: i64) -> Result<Rates> {
+    fn rates(&mut self, team: &TeamId, since: i64, until: i64) -> Result<Rates> {
         Ok(self
             .c()
             .prepare_cached(
@@ -1080,7 +1094,7 @@ impl Tx for Sqlite<'_> {
             )?
             .query_row(params![team, since, until], |r| {
                 Ok(Rates {
-                    team: team.to_owned(),
+                    team: team.to_string(),
                     days: 0,
                     appointments: r.get(0)?,
                     not_brought: r.get(1)?,
@@ -1184,7 +1198,7 @@ impl Tx for Sqlite<'_> {
         Ok(changed as u64)
     }
 
-    fn outbox_counts(&mut self, team: &str) -> Result<Vec<OutboxCount>> {
+    fn outbox_counts(&mut self, team: &TeamId) -> Result<Vec<OutboxCount>> {
         let mut statement = self.c().prepare_cached(
             "SELECT o.episode, o.kind, o.state, COUNT(*), MAX(o.last_error)
              FROM outbox o JOIN episodes e ON e.id = o.episode
