@@ -11,13 +11,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use automerge::ActorId;
 use common::*;
-use episode::document::{EpisodeDoc, Opening};
-use episode::{EpisodeId, Pathway, PatientRef};
+use episode::EpisodeId;
 use jiff::Timestamp;
 use serde_json::json;
-use server::episodes;
 use server::outbox::{self, Policy, SendError, Sender, Sent, Worker};
 use server::store::{Db, OutboxItem};
 
@@ -26,25 +23,7 @@ fn start() -> Timestamp {
 }
 
 fn open_episode(db: &Db, team: &str) -> EpisodeId {
-    let id = episode::EpisodeId::from_uuid(uuid::Uuid::now_v7());
-    let opening = Opening {
-        id,
-        patient_ref: PatientRef::new("P-OUTBOX-1").expect("a reference"),
-        team: team.into(),
-        opened_at: start(),
-        opened_by: "alice".into(),
-        pathway: Pathway::RoutineReferral,
-        facts: Vec::new(),
-        plan: String::new(),
-    };
-    let mut doc = EpisodeDoc::open(&opening, ActorId::from(vec![1; 16])).expect("a document");
-    db.call_blocking(|conn| {
-        let mut tx = conn.transaction()?;
-        episodes::insert(&mut *tx, id, &team.parse().expect("a team"), &mut doc, start().as_second())?;
-        tx.commit()
-    })
-    .expect("stored");
-    id
+    store_new_episode(db, team, "P-OUTBOX-1", start())
 }
 
 fn owe(server: &Server, episode: EpisodeId, key: &str) -> bool {

@@ -31,27 +31,9 @@ fn start() -> Timestamp {
     START.parse().expect("a time")
 }
 
-/// A new episode of `team`, stored as a device's first sync would store it.
+/// A new episode of `team` opened at the tests' start.
 fn open_episode(db: &Db, team: &str, patient: &str) -> EpisodeId {
-    let id = episode::EpisodeId::from_uuid(uuid::Uuid::now_v7());
-    let opening = Opening {
-        id,
-        patient_ref: PatientRef::new(patient).expect("a reference"),
-        team: team.into(),
-        opened_at: start(),
-        opened_by: "alice".into(),
-        pathway: Pathway::RoutineReferral,
-        facts: Vec::new(),
-        plan: String::new(),
-    };
-    let mut doc = EpisodeDoc::open(&opening, ActorId::from(vec![1; 16])).expect("a document");
-    db.call_blocking(|conn| {
-        let mut tx = conn.transaction()?;
-        episodes::insert(&mut *tx, id, &team.parse().expect("a team"), &mut doc, start().as_second())?;
-        tx.commit()
-    })
-    .expect("stored");
-    id
+    store_new_episode(db, team, patient, start())
 }
 
 /// One sync request carrying nothing but the cursor; the answer.

@@ -13,15 +13,18 @@ use std::cell::Cell;
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use automerge::ActorId;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use episode::document::{EpisodeDoc, Opening};
+use episode::{Pathway, PatientRef};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 use server::accounts::{self, Password, Role, TeamId, Username};
 use server::auth::token::{Claims, Keys};
 use server::store::Tx;
-use server::{AppState, Clock, Db, Target, app};
+use server::{AppState, Clock, Db, Target, app, episodes};
 use tempfile::TempDir;
 use tower::ServiceExt;
 
@@ -506,3 +509,27 @@ macro_rules! backends_blocking {
     };
 }
 pub(crate) use backends_blocking;
+
+/// A new episode of `team`, opened at `opened_at` and stored as a device's first sync
+/// would store it.
+pub fn store_new_episode(db: &Db, team: &str, patient: &str, opened_at: Timestamp) -> episode::EpisodeId {
+    let id = episode::EpisodeId::from_uuid(uuid::Uuid::now_v7());
+    let opening = Opening {
+        id,
+        patient_ref: PatientRef::new(patient).expect("a reference"),
+        team: team.into(),
+        opened_at,
+        opened_by: "alice".into(),
+        pathway: Pathway::RoutineReferral,
+        facts: Vec::new(),
+        plan: String::new(),
+    };
+    let mut doc = EpisodeDoc::open(&opening, ActorId::from(vec![1; 16])).expect("a document");
+    db.call_blocking(|conn| {
+        let mut tx = conn.transaction()?;
+        episodes::insert(&mut *tx, id, &team.parse().expect("a team"), &mut doc, opened_at.as_second())?;
+        tx.commit()
+    })
+    .expect("stored");
+    id
+}
