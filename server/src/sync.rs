@@ -222,8 +222,10 @@ pub(crate) fn handle(
     // page nor come again (with their evaluations) in the next one.
     // The horizon is read before the episodes, and the answer covers `seq` up to it and
     // no further: so the cursor it gives never passes a change that a slower writer had
-    // not committed when the episodes were read (docs/adr/0004-storage.md). If this
-    // transaction has written, it holds the counter: every lower `seq` is committed.
+    // not committed when the episodes were read (docs/adr/0004-storage.md). On SQLite,
+    // and for writers that number as they go, a transaction that has written holds the
+    // counter, so every lower `seq` is committed; the sync writer on PostgreSQL numbers
+    // its changes at commit, above this horizon (`commit::advance_cursors`).
     let horizon = tx.current_seq()?;
     let mut since = tx.changed_since(&user.teams, cursor, horizon, MAX_RESPONSE_DOCUMENTS + 1 + touched.len())?;
     // An episode of this request that another replica changed after it was loaded here
