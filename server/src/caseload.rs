@@ -289,13 +289,7 @@ fn stale(
     now: Timestamp,
     limit: usize,
 ) -> Result<Vec<EpisodeId>, StoreError> {
-    Ok(tx
-        .stale_summaries(now.as_second())?
-        .into_iter()
-        .filter(|(_, team)| teams.is_none_or(|teams| teams.contains(team)))
-        .map(|(id, _)| id)
-        .take(limit)
-        .collect())
+    tx.stale_summaries(now.as_second(), teams, limit)
 }
 
 /// Remakes up to `limit` stale summaries (of `teams`, or of every team) in one
@@ -353,6 +347,10 @@ fn remake(
     now: Timestamp,
 ) -> Result<Vec<Stored>, AppError> {
     let actor = episodes::server_actor(tx)?;
+    // Each episode's team, `seq` and receipts, read in one go where that saves round
+    // trips (PostgreSQL); the device is the server's own, which holds no sync states.
+    let server = episodes::server_device(tx)?;
+    tx.prefetch(ids, &server)?;
     let mut used = Vec::with_capacity(ids.len());
     for id in ids {
         let Some(mut stored) = cache.take(tx, *id, &actor)? else { continue };

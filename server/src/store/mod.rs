@@ -309,9 +309,10 @@ pub trait Tx {
         upto: i64,
         limit: usize,
     ) -> Result<Vec<(EpisodeId, i64)>>;
-    /// Every episode with its team whose summary is missing, older than the episode, or
-    /// due by the clock at `now` (Unix seconds), oldest change first.
-    fn stale_summaries(&mut self, now: i64) -> Result<Vec<(EpisodeId, TeamId)>>;
+    /// The episodes (of `teams`, or of every team) whose summary is missing, older than
+    /// the episode, or due by the clock at `now` (Unix seconds), oldest change first; at
+    /// most `limit`.
+    fn stale_summaries(&mut self, now: i64, teams: Option<&[TeamId]>, limit: usize) -> Result<Vec<EpisodeId>>;
 
     // Sync states, drops and receipts, by `DeviceId`. Receipts are noted on the server's
     // own device (`server:…`) too: a `DeviceId` the server made for itself

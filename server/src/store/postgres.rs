@@ -1058,17 +1058,19 @@ impl Tx for Pg<'_> {
         Ok(out)
     }
 
-    fn stale_summaries(&mut self, now: i64) -> Result<Vec<(EpisodeId, TeamId)>> {
+    fn stale_summaries(&mut self, now: i64, teams: Option<&[TeamId]>, limit: usize) -> Result<Vec<EpisodeId>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self.query(
-            "SELECT e.id, e.team FROM episodes e LEFT JOIN summaries s ON s.episode = e.id
-             WHERE s.episode IS NULL OR s.seq <> e.seq OR s.next_due <= $1
-             ORDER BY e.seq",
-            &[&now],
+            "SELECT e.id FROM episodes e LEFT JOIN summaries s ON s.episode = e.id
+             WHERE (s.episode IS NULL OR s.seq <> e.seq OR s.next_due <= $1)
+               AND ($2::text[] IS NULL OR e.team = ANY($2))
+             ORDER BY e.seq LIMIT $3",
+            &[&now, &teams, &limit],
         )?;
         rows.iter()
             .map(|row| {
                 let id: String = get(row, 0)?;
-                Ok((parse_id(&id, "episodes", "id")?, get(row, 1)?))
+                parse_id(&id, "episodes", "id")
             })
             .collect()
     }
@@ -1137,8 +1139,9 @@ impl Tx for Pg<'_> {
             }
         }
         let rows = self.read(
-            "SELECT s.episode FROM sync_states s JOIN episodes e ON e.id = s.episode
-             WHERE s.device = $1 AND NOT (e.team = ANY($2))",
+            // Each held episode's team by its key: a join would read every episode.
+            "SELECT s.episode FROM sync_states s
+             WHERE s.device = $1 AND (SELECT e.team FROM episodes e WHERE e.id = s.episode) <> ALL($2)",
             &[&device, &teams],
         )?;
         let mut outside = rows
@@ -1825,17 +1828,60 @@ impl Tx for Pg<'_> {
 
     fn put_summary(&mut self, s: &SummaryRecord<'_>) -> Result<()> {
         let key = s.episode.to_string();
+        // The summary, its open actions and its appointments as they are now, in one
+        // statement: rows no longer there are deleted and the rest written over (a delete
+        // and an insert touch different rows, so their order within the statement does
+        // not matter; the foreign keys are checked at its end).
+        let (mut actions, mut codes, mut owners, mut priorities, mut states, mut dues) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for a in &s.actions {
+            actions.push(a.action.as_str());
+            codes.push(a.code);
+            owners.push(a.owner.as_str());
+            priorities.push(a.priority.as_str());
+            states.push(a.state.as_str());
+            dues.push(a.due);
+        }
+        let (mut events, mut ats, mut outcomes) = (Vec::new(), Vec::new(), Vec::new());
+        for a in &s.appointments {
+            events.push(a.event.as_str());
+            ats.push(a.at);
+            outcomes.push(a.outcome.as_str());
+        }
         self.execute(
-            "INSERT INTO summaries (episode, seq, pathway, patient_ref, open_actions, overdue_actions, conflicts,
-                                    duplicates, unfiled, next_due, evaluated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-             ON CONFLICT (episode) DO UPDATE SET seq = excluded.seq, pathway = excluded.pathway,
-                patient_ref = excluded.patient_ref, open_actions = excluded.open_actions,
-                overdue_actions = excluded.overdue_actions, conflicts = excluded.conflicts,
-                duplicates = excluded.duplicates, unfiled = excluded.unfiled, next_due = excluded.next_due,
-                evaluated_at = excluded.evaluated_at",
+            "WITH summary AS (
+                 INSERT INTO summaries (episode, seq, pathway, patient_ref, open_actions, overdue_actions,
+                                        conflicts, duplicates, unfiled, next_due, evaluated_at)
+                 VALUES ($1, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+                 ON CONFLICT (episode) DO UPDATE SET seq = excluded.seq, pathway = excluded.pathway,
+                    patient_ref = excluded.patient_ref, open_actions = excluded.open_actions,
+                    overdue_actions = excluded.overdue_actions, conflicts = excluded.conflicts,
+                    duplicates = excluded.duplicates, unfiled = excluded.unfiled,
+                    next_due = excluded.next_due, evaluated_at = excluded.evaluated_at),
+             gone_actions AS (
+                 DELETE FROM summary_actions WHERE episode = $1 AND action <> ALL($2::text[])),
+             gone_appointments AS (
+                 DELETE FROM summary_appointments WHERE episode = $1 AND event <> ALL($8::text[])),
+             actions AS (
+                 INSERT INTO summary_actions (episode, action, code, owner, priority, state, due)
+                 SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                          $7::bigint[])
+                 ON CONFLICT (episode, action) DO UPDATE SET code = excluded.code, owner = excluded.owner,
+                    priority = excluded.priority, state = excluded.state, due = excluded.due)
+             INSERT INTO summary_appointments (episode, event, at, outcome)
+             SELECT $1, * FROM unnest($8::text[], $9::bigint[], $10::text[])
+             ON CONFLICT (episode, event) DO UPDATE SET at = excluded.at, outcome = excluded.outcome",
             &[
                 &key,
+                &actions,
+                &codes,
+                &owners,
+                &priorities,
+                &states,
+                &dues,
+                &events,
+                &ats,
+                &outcomes,
                 &s.seq,
                 &s.pathway,
                 &s.patient_ref,
@@ -1848,21 +1894,6 @@ impl Tx for Pg<'_> {
                 &s.evaluated_at,
             ],
         )?;
-        self.execute("DELETE FROM summary_actions WHERE episode = $1", &[&key])?;
-        for a in &s.actions {
-            self.execute(
-                "INSERT INTO summary_actions (episode, action, code, owner, priority, state, due)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                &[&key, &a.action, &a.code, &a.owner, &a.priority, &a.state, &a.due],
-            )?;
-        }
-        self.execute("DELETE FROM summary_appointments WHERE episode = $1", &[&key])?;
-        for a in &s.appointments {
-            self.execute(
-                "INSERT INTO summary_appointments (episode, event, at, outcome) VALUES ($1, $2, $3, $4)",
-                &[&key, &a.event, &a.at, &a.outcome],
-            )?;
-        }
         Ok(())
     }
 

@@ -294,17 +294,21 @@ impl Tx for Sqlite<'_> {
         Ok(out)
     }
 
-    fn stale_summaries(&mut self, now: i64) -> Result<Vec<(EpisodeId, TeamId)>> {
+    fn stale_summaries(&mut self, now: i64, teams: Option<&[TeamId]>, limit: usize) -> Result<Vec<EpisodeId>> {
         let mut statement = self.c().prepare_cached(
             "SELECT e.id, e.team FROM episodes e LEFT JOIN summaries s ON s.episode = e.id
              WHERE s.episode IS NULL OR s.seq != e.seq OR s.next_due <= ?1
              ORDER BY e.seq",
         )?;
-        let rows = statement.query_map([now], |r| Ok((r.get::<_, String>(0)?, r.get::<_, TeamId>(1)?)))?;
+        let mut rows = statement.query([now])?;
         let mut out = Vec::new();
-        for row in rows {
-            let (id, team) = row?;
-            out.push((parse_id(&id, "episodes", "id")?, team));
+        while out.len() < limit
+            && let Some(row) = rows.next()?
+        {
+            let team: TeamId = row.get(1)?;
+            if teams.is_none_or(|teams| teams.contains(&team)) {
+                out.push(parse_id(&row.get::<_, String>(0)?, "episodes", "id")?);
+            }
         }
         Ok(out)
     }
