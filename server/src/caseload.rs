@@ -10,7 +10,6 @@
 //! is the evaluation that raises alerts (`alerts::raise`), in the same transaction.
 
 use std::collections::BTreeMap;
-use std::sync::PoisonError;
 
 use automerge::ActorId;
 use episode::pathway::{self, Action, Calendar, Code, Evaluation, State};
@@ -20,7 +19,7 @@ use serde::Serialize;
 
 use crate::accounts::TeamId;
 use crate::alerts::Alerts;
-use crate::episodes::{self, Cache, Stored};
+use crate::episodes::{self, Cache, Stored, Working};
 use crate::error::AppError;
 use crate::store::{ActionRecord, AppointmentRecord, Conn, StoreError, SummaryRecord, Tx};
 
@@ -306,11 +305,11 @@ pub fn refresh(
     if ids.is_empty() {
         return Ok(0);
     }
-    let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut cache = Working::new(cache);
     let mut tx = conn.transaction()?;
-    let used = remake(&mut *tx, &mut cache, alerts, &ids, now)?;
+    remake(&mut *tx, &mut cache, alerts, &ids, now)?;
     tx.commit()?;
-    put_back(&mut cache, used);
+    cache.commit();
     Ok(ids.len())
 }
 
@@ -324,47 +323,40 @@ pub fn refresh_scheduled(
     now: Timestamp,
     limit: usize,
 ) -> Result<Option<usize>, AppError> {
-    let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut cache = Working::new(cache);
     let mut tx = conn.transaction()?;
     if !tx.try_job_lock(crate::store::Job::Reevaluation)? {
         return Ok(None);
     }
     let ids = stale(&mut *tx, None, now, limit)?;
-    let used = remake(&mut *tx, &mut cache, alerts, &ids, now)?;
+    remake(&mut *tx, &mut cache, alerts, &ids, now)?;
     tx.commit()?;
-    put_back(&mut cache, used);
+    cache.commit();
     Ok(Some(ids.len()))
 }
 
-/// Remakes the summaries of `ids` in `tx`, and gives back the documents used, for the
-/// caller to put back in the cache once the transaction has committed (the cache never
-/// holds what the disk does not).
+/// Remakes the summaries of `ids` in `tx`, keeping the documents used in `cache` (put
+/// back in the cache once the transaction has committed: the cache never holds what the
+/// disk does not).
 fn remake(
     tx: &mut dyn Tx,
-    cache: &mut Cache,
+    cache: &mut Working<'_>,
     alerts: &Alerts,
     ids: &[EpisodeId],
     now: Timestamp,
-) -> Result<Vec<Stored>, AppError> {
+) -> Result<(), AppError> {
     let actor = episodes::server_actor(tx)?;
     // Each episode's team, `seq` and receipts, read in one go where that saves round
     // trips (PostgreSQL); the device is the server's own, which holds no sync states.
     let server = episodes::server_device(tx)?;
     tx.prefetch(ids, &server)?;
-    let mut used = Vec::with_capacity(ids.len());
     for id in ids {
         let Some(mut stored) = cache.take(tx, *id, &actor)? else { continue };
         let made = summarize(tx, &mut stored, now, alerts);
-        used.push(stored);
+        cache.put(stored);
         made?;
     }
-    Ok(used)
-}
-
-fn put_back(cache: &mut Cache, used: Vec<Stored>) {
-    for stored in used {
-        cache.put(stored);
-    }
+    Ok(())
 }
 
 /// Remakes every stale summary of `teams`, a batch at a time.

@@ -4,9 +4,14 @@
 //! without disturbing the others. Every request is answered only after the transaction
 //! holding it has committed, so a device is never told the server has what it has not.
 //!
-//! One writer thread owns the batching; the document cache's lock orders it with every
-//! other route that changes episodes (and, on SQLite, the connection's lock too). The fsync is most of a small sync's cost on a disk (about 3 ms here, see
-//! `docs/adr/0002-sync.md`): sharing it is what lets the server take many devices at once.
+//! A writer thread takes whatever requests are waiting as its batch; on SQLite one
+//! writer, on PostgreSQL [`POSTGRES_WRITERS`], each on a connection of its own, so that
+//! one computes while another waits for the database. A batch works on its own
+//! documents (`episodes::Working`), put back in the shared cache once it has committed;
+//! writers of one episode are ordered by its compare-and-set, as replicas are
+//! (docs/adr/0004-storage.md). The fsync is most of a small sync's cost on a disk
+//! (about 3 ms here, see `docs/adr/0002-sync.md`): sharing it is what lets the server
+//! take many devices at once.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
@@ -17,7 +22,7 @@ use jiff::Timestamp;
 use tokio::sync::oneshot;
 
 use crate::auth::AuthUser;
-use crate::episodes::Cache;
+use crate::episodes::{Cache, Working};
 use crate::error::AppError;
 use crate::store::{Conn, Db, Numbered, PROVISIONAL_SEQ, StoreError};
 use crate::sync::handle;
@@ -26,10 +31,15 @@ use crate::sync::handle;
 /// otherwise (1 writes each request alone, as before group commit: for comparison).
 pub const DEFAULT_BATCH: usize = 64;
 
+/// The sync writers on PostgreSQL. Each writer alternates between its own work
+/// (Automerge, the pathway) and waiting on the database; two keep both busy on two
+/// cores (BENCHMARKS.md). SQLite has one connection, so one writer.
+pub const POSTGRES_WRITERS: usize = 2;
+
 /// A sync request waiting for the writer.
 struct Job {
     user: AuthUser,
-    request: Option<protocol::Request>,
+    request: protocol::Request,
     now: Timestamp,
     /// Carries no change of any document (only acknowledgements and "anything new?").
     light: bool,
@@ -45,13 +55,18 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// Starts the writer over the database and the document cache.
+    /// Starts the writers over the database and the document cache.
     pub fn start(db: Db, docs: Arc<Mutex<Cache>>, max_batch: usize) -> anyhow::Result<Self> {
         let (jobs, queue) = mpsc::channel();
+        let queue = Arc::new(Mutex::new(queue));
         let max_batch = max_batch.max(1);
-        std::thread::Builder::new()
-            .name("tether-sync-writer".into())
-            .spawn(move || run(&db, &docs, &queue, max_batch))?;
+        let writers = if db.backend() == "postgres" { POSTGRES_WRITERS } else { 1 };
+        for n in 0..writers {
+            let (db, docs, queue) = (db.clone(), Arc::clone(&docs), Arc::clone(&queue));
+            std::thread::Builder::new()
+                .name(format!("tether-sync-writer-{n}"))
+                .spawn(move || run(&db, &docs, &queue, max_batch))?;
+        }
         Ok(Self { jobs })
     }
 
@@ -65,29 +80,21 @@ impl Committer {
         light: bool,
     ) -> Result<protocol::Response, AppError> {
         let (reply, answer) = oneshot::channel();
-        let job = Job { user, request: Some(request), now, light, span: tracing::Span::current(), reply };
+        let job = Job { user, request, now, light, span: tracing::Span::current(), reply };
         self.jobs.send(job).map_err(|_| AppError::internal(anyhow::anyhow!("the sync writer has stopped")))?;
         answer.await.map_err(|_| AppError::internal(anyhow::anyhow!("the sync writer dropped a request")))?
     }
 }
 
-fn run(db: &Db, docs: &Mutex<Cache>, queue: &mpsc::Receiver<Job>, max_batch: usize) {
-    while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
-        while batch.len() < max_batch {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let answers =
-            db.call_blocking(|conn| Ok::<_, StoreError>(write(conn, docs, &mut batch))).unwrap_or_else(|error| {
-                let message = format!("{error:#}");
-                batch
-                    .iter()
-                    .map(|_| Err(AppError::internal(anyhow::anyhow!("the sync could not be stored: {message}"))))
-                    .collect()
-            });
+fn run(db: &Db, docs: &Mutex<Cache>, queue: &Mutex<mpsc::Receiver<Job>>, max_batch: usize) {
+    while let Some(batch) = next_batch(queue, max_batch) {
+        let answers = db.call_blocking(|conn| write(conn, docs, &batch)).unwrap_or_else(|error| {
+            let message = format!("{error:#}");
+            batch
+                .iter()
+                .map(|_| Err(AppError::internal(anyhow::anyhow!("the sync could not be stored: {message}"))))
+                .collect()
+        });
         for (job, answer) in batch.into_iter().zip(answers) {
             // A client that has gone away no longer wants its answer; what it sent is stored.
             let _ = job.reply.send(answer);
@@ -95,13 +102,32 @@ fn run(db: &Db, docs: &Mutex<Cache>, queue: &mpsc::Receiver<Job>, max_batch: usi
     }
 }
 
+/// The requests waiting, up to `max_batch`, once there is one; `None` once the last
+/// handle is dropped. The queue is held while waiting, so writers take turns.
+fn next_batch(queue: &Mutex<mpsc::Receiver<Job>>, max_batch: usize) -> Option<Vec<Job>> {
+    let queue = queue.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut batch = vec![queue.recv().ok()?];
+    while batch.len() < max_batch {
+        match queue.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
+
 /// How often a request whose episode another writer changed meanwhile is handled again.
 const CONFLICT_TRIES: usize = 8;
 
-/// Writes a batch in one transaction; one answer per job, in order.
-fn write(conn: &mut dyn Conn, docs: &Mutex<Cache>, batch: &mut [Job]) -> Vec<Result<protocol::Response, AppError>> {
-    // Nobody else changes the cache while the batch runs.
-    let mut cache = docs.lock().unwrap_or_else(PoisonError::into_inner);
+/// Writes a batch in one transaction; one answer per job, in order. An error: the
+/// transaction failed, and nothing of the batch is stored.
+fn write(
+    conn: &mut dyn Conn,
+    docs: &Mutex<Cache>,
+    batch: &[Job],
+) -> Result<Vec<Result<protocol::Response, AppError>>, StoreError> {
+    // The batch's documents, kept apart from the cache until it commits.
+    let mut cache = Working::new(docs);
     // Every record, hand-over or new episode is synced to disk before the answer. A batch
     // that can store none of those (only messages without changes) moves only sync states
     // and holdings, whose loss in a power cut costs a repeated message, never a record:
@@ -117,12 +143,9 @@ fn write(conn: &mut dyn Conn, docs: &Mutex<Cache>, batch: &mut [Job]) -> Vec<Res
         // Each request's provisional numbers, and the episodes it answered at one, with
         // their teams.
         let mut provisional: Vec<Provisional> = Vec::with_capacity(batch.len());
-        for job in batch.iter_mut() {
+        for job in batch {
             let _entered = job.span.enter();
-            let Some(request) = job.request.take() else {
-                answers.push(Err(AppError::internal(anyhow::anyhow!("a sync request was handled twice"))));
-                continue;
-            };
+            let request = &job.request;
             let mut tries = 0;
             let mut lost: Vec<EpisodeId> = Vec::new();
             let mut own = Provisional::default();
@@ -143,13 +166,13 @@ fn write(conn: &mut dyn Conn, docs: &Mutex<Cache>, batch: &mut [Job]) -> Vec<Res
                     Err(error) => return Err(error),
                 }
                 let handled =
-                    catch_unwind(AssertUnwindSafe(|| handle(&mut *tx, &mut cache, &job.user, &request, job.now)));
+                    catch_unwind(AssertUnwindSafe(|| handle(&mut *tx, &mut cache, &job.user, request, job.now)));
                 match handled {
                     Ok(Ok((response, used))) => {
                         tx.release_savepoint()?;
                         own.taken.end = tx.provisional_mark();
-                        // Current within this transaction; if it fails to commit, the whole
-                        // cache is dropped below, so memory never keeps what the disk lacks.
+                        // Current within this transaction; if it fails to commit, the working
+                        // set is dropped below, so memory never keeps what the disk lacks.
                         for stored in used {
                             if stored.seq() >= PROVISIONAL_SEQ {
                                 own.answered.push((stored.id(), stored.seq(), stored.team().to_owned()));
@@ -195,17 +218,12 @@ fn write(conn: &mut dyn Conn, docs: &Mutex<Cache>, batch: &mut [Job]) -> Vec<Res
                 }
                 advance_cursors(batch, &mut answers, &provisional, &numbered);
             }
-            answers
+            cache.commit();
+            Ok(answers)
         }
-        Err(error) => {
-            // Nothing of the batch is stored: neither may the cache keep any of it.
-            cache.clear();
-            let message = format!("{error:#}");
-            batch
-                .iter()
-                .map(|_| Err(AppError::internal(anyhow::anyhow!("the sync could not be stored: {message}"))))
-                .collect()
-        }
+        // Nothing of the batch is stored: neither may the cache keep any of it (the
+        // working set is dropped unused).
+        Err(error) => Err(error),
     }
 }
 

@@ -214,22 +214,10 @@ impl Cache {
 
     /// Takes an episode out of the cache if it is current, else loads it.
     pub fn take(&mut self, tx: &mut dyn Tx, id: EpisodeId, actor: &ActorId) -> Result<Option<Stored>, StoreError> {
-        let Some((team, seq)) = tx.team_of(id)? else {
-            self.remove(id);
-            return Ok(None);
-        };
-        if let Some(mut cached) = self.remove(id)
-            && cached.seq == seq
-        {
-            self.stats.hits += 1;
-            if cached.team != team {
-                cached.team = team;
-                cached.forget_view();
-            }
-            return Ok(Some(cached));
-        }
-        self.stats.misses += 1;
-        load(tx, id, actor)
+        let cached = self.remove(id);
+        let found = current(tx, id, actor, cached)?;
+        self.stats.count(&found);
+        Ok(found.into_stored())
     }
 
     /// Forgets every document (after a transaction that may have changed them failed).
@@ -312,6 +300,125 @@ impl Cache {
         self.order.remove(&entry.tick);
         self.bytes -= entry.bytes;
         Some(entry.stored)
+    }
+}
+
+/// What [`current`] found of an episode.
+enum Found {
+    /// The copy held is current.
+    Hit(Stored),
+    /// Read from the database (`None`: it has none).
+    Loaded(Option<Stored>),
+    /// The episode does not exist.
+    Gone,
+}
+
+impl Found {
+    fn into_stored(self) -> Option<Stored> {
+        match self {
+            Self::Hit(stored) => Some(stored),
+            Self::Loaded(stored) => stored,
+            Self::Gone => None,
+        }
+    }
+}
+
+impl CacheStats {
+    fn count(&mut self, found: &Found) {
+        match found {
+            Found::Hit(_) => self.hits += 1,
+            Found::Loaded(_) => self.misses += 1,
+            Found::Gone => {}
+        }
+    }
+}
+
+/// The episode as it is stored now: the copy held, if it is at the stored `seq`, else
+/// read from the database.
+fn current(tx: &mut dyn Tx, id: EpisodeId, actor: &ActorId, cached: Option<Stored>) -> Result<Found, StoreError> {
+    let Some((team, seq)) = tx.team_of(id)? else { return Ok(Found::Gone) };
+    match cached {
+        Some(mut cached) if cached.seq == seq => {
+            if cached.team != team {
+                cached.team = team;
+                cached.forget_view();
+            }
+            Ok(Found::Hit(cached))
+        }
+        _ => Ok(Found::Loaded(load(tx, id, actor)?)),
+    }
+}
+
+/// The documents one transaction has taken from the cache, loaded or changed, kept
+/// apart from the cache until it commits: so that the cache never holds what the
+/// database lacks, and the cache's lock is held only a moment at a time, never across
+/// a transaction's round trips. Several sync writers (PostgreSQL) work side by side
+/// this way; one that takes a document another has taken meanwhile loads it, and the
+/// episode's compare-and-set orders their writes (docs/adr/0004-storage.md). Dropped
+/// without [`Working::commit`] (the transaction failed), its documents are forgotten.
+#[derive(Debug)]
+pub struct Working<'a> {
+    shared: &'a Mutex<Cache>,
+    docs: HashMap<EpisodeId, Stored>,
+    stats: CacheStats,
+}
+
+impl<'a> Working<'a> {
+    pub fn new(shared: &'a Mutex<Cache>) -> Self {
+        Self { shared, docs: HashMap::new(), stats: CacheStats::default() }
+    }
+
+    /// Takes an episode out of this working set or, failing that, out of the cache, if
+    /// it is current; else loads it.
+    pub fn take(&mut self, tx: &mut dyn Tx, id: EpisodeId, actor: &ActorId) -> Result<Option<Stored>, StoreError> {
+        let cached = match self.docs.remove(&id) {
+            Some(stored) => Some(stored),
+            None => self.shared.lock().unwrap_or_else(PoisonError::into_inner).remove(id),
+        };
+        let found = current(tx, id, actor, cached)?;
+        self.stats.count(&found);
+        Ok(found.into_stored())
+    }
+
+    /// Keeps an episode for the rest of the transaction; one changed and not stored is
+    /// refused, as [`Cache::put`] refuses it.
+    pub fn put(&mut self, stored: Stored) {
+        if stored.unsaved {
+            tracing::debug!("an unsaved document was not kept");
+            return;
+        }
+        self.docs.insert(stored.id, stored);
+    }
+
+    /// Forgets one document (another writer changed it).
+    pub fn forget(&mut self, id: EpisodeId) {
+        self.docs.remove(&id);
+    }
+
+    /// [`Cache::renumber`], for a document held here.
+    pub fn renumber(&mut self, id: EpisodeId, provisional: i64, final_seq: i64) {
+        if let Some(stored) = self.docs.get_mut(&id)
+            && stored.seq == provisional
+        {
+            stored.seq = final_seq;
+        }
+    }
+
+    /// Puts every document back in the cache, once the transaction has committed.
+    pub fn commit(mut self) {
+        let docs = std::mem::take(&mut self.docs);
+        let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        for stored in docs.into_values() {
+            shared.put(stored);
+        }
+    }
+}
+
+impl Drop for Working<'_> {
+    fn drop(&mut self) {
+        let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        shared.stats.hits += self.stats.hits;
+        shared.stats.misses += self.stats.misses;
     }
 }
 

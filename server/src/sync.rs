@@ -32,7 +32,7 @@ use crate::AppState;
 use crate::accounts::{DeviceId, TeamId};
 use crate::audit::{self, AuditAction, Via, Who};
 use crate::auth::AuthUser;
-use crate::episodes::{self, Cache, Evaluated, Stored};
+use crate::episodes::{self, Evaluated, Stored, Working};
 use crate::error::AppError;
 use crate::store::{StoreError, Tx};
 
@@ -134,7 +134,7 @@ impl Syncer<'_> {
 
 pub(crate) fn handle(
     tx: &mut dyn Tx,
-    cache: &mut Cache,
+    cache: &mut Working<'_>,
     user: &AuthUser,
     request: &protocol::Request,
     now: jiff::Timestamp,
@@ -463,7 +463,7 @@ fn apply_writes(
     Ok(())
 }
 
-fn load(tx: &mut dyn Tx, cache: &mut Cache, id: EpisodeId, actor: &ActorId) -> Result<Option<Stored>, AppError> {
+fn load(tx: &mut dyn Tx, cache: &mut Working<'_>, id: EpisodeId, actor: &ActorId) -> Result<Option<Stored>, AppError> {
     Ok(cache.take(tx, id, actor)?)
 }
 
