@@ -88,13 +88,26 @@ impl Committer {
 
 fn run(db: &Db, docs: &Mutex<Cache>, queue: &Mutex<mpsc::Receiver<Job>>, max_batch: usize) {
     while let Some(batch) = next_batch(queue, max_batch) {
-        let answers = db.call_blocking(|conn| write(conn, docs, &batch)).unwrap_or_else(|error| {
-            let message = format!("{error:#}");
-            batch
-                .iter()
-                .map(|_| Err(AppError::internal(anyhow::anyhow!("the sync could not be stored: {message}"))))
-                .collect()
-        });
+        let mut tries = 0;
+        let answers = loop {
+            tries += 1;
+            match db.call_blocking(|conn| write(conn, docs, &batch)) {
+                Ok(answers) => break answers,
+                // PostgreSQL broke a deadlock (another writer took the counter before the
+                // episode this batch holds) by failing the batch: nothing of it was
+                // stored, and it is written again rather than answered with an error.
+                Err(error) if error.is_transient() && tries < BATCH_TRIES => {
+                    tracing::warn!(error = %error, tries, "a sync batch was written again after a transient failure");
+                }
+                Err(error) => {
+                    let message = format!("{error:#}");
+                    break batch
+                        .iter()
+                        .map(|_| Err(AppError::internal(anyhow::anyhow!("the sync could not be stored: {message}"))))
+                        .collect();
+                }
+            }
+        };
         for (job, answer) in batch.into_iter().zip(answers) {
             // A client that has gone away no longer wants its answer; what it sent is stored.
             let _ = job.reply.send(answer);
@@ -118,6 +131,10 @@ fn next_batch(queue: &Mutex<mpsc::Receiver<Job>>, max_batch: usize) -> Option<Ve
 
 /// How often a request whose episode another writer changed meanwhile is handled again.
 const CONFLICT_TRIES: usize = 8;
+
+/// How often a batch whose transaction failed for a reason that passes
+/// (`StoreError::is_transient`) is written.
+const BATCH_TRIES: usize = 3;
 
 /// Writes a batch in one transaction; one answer per job, in order. An error: the
 /// transaction failed, and nothing of the batch is stored.
@@ -190,6 +207,11 @@ fn write(
                             lost.push(id);
                         }
                         tracing::debug!(episode = %id, tries, "sync request retried after a concurrent write");
+                    }
+                    Ok(Err(AppError::Store(error))) if error.is_transient() && tries < CONFLICT_TRIES => {
+                        // PostgreSQL broke a deadlock by failing one of its statements.
+                        tx.rollback_to_savepoint()?;
+                        tracing::debug!(tries, "sync request retried after a transient failure");
                     }
                     Ok(Err(refused)) => {
                         tx.rollback_to_savepoint()?;

@@ -221,6 +221,104 @@ mod postgres_only {
         assert_eq!(server.number("SELECT COUNT(*) FROM episodes WHERE seq >= 4611686018427387904"), 0);
     }
 
+    /// A sync batch holds an episode's row and, at commit, waits for the counter; a
+    /// writer that numbers as it goes (the office's) holds the counter and waits for
+    /// that row. PostgreSQL breaks the deadlock by failing the batch, which began
+    /// waiting first. Nothing of the batch was stored, and it is written again: the
+    /// device is answered, not told 500, and its record is stored once beside the
+    /// other writer's change.
+    pub(super) async fn a_sync_batch_failed_to_break_a_deadlock_is_written_again() {
+        let server = Server::new();
+        let id = open_episode(&server.state.db, "team-north", "P-1");
+        let (token, _) = server.alice("phone-x").await;
+        let actor = ActorId::from(vec![6; 16]);
+        // The phone's copy of the episode, with a record of alice's made on it.
+        let stored = server.db(|conn| {
+            let mut stored = episodes::load(conn, id, &actor).expect("a load").expect("the episode");
+            stored.with_doc(|doc| doc.save_copy())
+        });
+        let mut doc = EpisodeDoc::load(&stored, ActorId::from(vec![7; 16])).expect("the phone's copy");
+        let record = uuid::Uuid::now_v7();
+        let event = Event::from_value(
+            &serde_json::json!({"kind": "appointment_missed", "appointment": "initial", "id": record.to_string(),
+                "at": start().to_string(), "by": "alice", "device": "phone-x"}),
+            0,
+        )
+        .expect("a record");
+        doc.record(&event).expect("recorded on the phone");
+
+        // The other writer takes the counter, then waits to be told to write the episode.
+        let (holding, held) = mpsc::channel();
+        let (go, wait) = mpsc::channel::<()>();
+        let office = server.dir.open();
+        let other = std::thread::spawn(move || {
+            office.call_blocking(move |conn| {
+                let mut tx = conn.transaction()?;
+                tx.lock_seq()?;
+                let _ = holding.send(());
+                let _ = wait.recv();
+                let mut stored = episodes::load(&mut *tx, id, &ActorId::from(vec![8; 16]))?.expect("the episode");
+                stored.with_doc(|doc| doc.set_plan("the office's plan", start())).expect("a change");
+                save(&mut *tx, &mut stored)?;
+                tx.commit()
+            })
+        });
+        held.recv_timeout(Duration::from_secs(30)).expect("the other writer holds the counter");
+        // Once the batch waits at commit for the counter, the other writer goes for the
+        // episode's row.
+        let watcher = server.dir.open();
+        let watch = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                let waiting = watcher
+                    .call_blocking(|conn| {
+                        conn.inspect(
+                            "SELECT COUNT(*) FROM pg_stat_activity
+                             WHERE wait_event_type = 'Lock' AND datname = current_database()",
+                        )
+                    })
+                    .expect("pg_stat_activity");
+                if number(&waiting) > 0 {
+                    let _ = go.send(());
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            false
+        });
+
+        let request = protocol::Request {
+            protocol: protocol::PROTOCOL,
+            cursor: 0,
+            device_time_ms: start().as_millisecond(),
+            documents: vec![protocol::Document { episode: id, body: protocol::Body::Whole(doc.save()) }],
+        };
+        let http = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/sync")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, protocol::CONTENT_TYPE)
+            .body(Body::from(request.encode()))
+            .expect("a request");
+        let (status, _, bytes) = server.send_raw(http).await;
+        assert!(watch.join().expect("the watcher"), "the batch waited for the counter");
+        other.join().expect("the other writer").expect("the other writer's change stands: the batch gave way");
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+        assert!(Response::decode(&bytes).expect("a sync response").refused.is_empty());
+
+        let (plan, events) = server.db(|conn| {
+            let stored = episodes::load(conn, id, &actor).expect("a load").expect("the episode");
+            let episode = stored.doc().episode().expect("an episode");
+            (
+                stored.doc().plan_text().expect("the plan"),
+                episode.events.iter().map(|e| e.id.to_string()).collect::<Vec<_>>(),
+            )
+        });
+        assert_eq!(plan, "the office's plan");
+        assert_eq!(events, [record.to_string()], "the phone's record is stored once");
+        assert_eq!(server.number("SELECT COUNT(*) FROM receipts"), 1);
+    }
+
     /// A write that loaded an episode before another writer changed it is refused as a
     /// conflict, not stored over the other's change.
     pub(super) async fn a_write_from_a_stale_load_is_a_conflict() {
@@ -292,6 +390,12 @@ mod needs_postgres {
     async fn writers_that_number_at_commit_neither_wait_nor_skip() {
         crate::common::set_backend(crate::common::Backend::Postgres);
         super::postgres_only::writers_that_number_at_commit_neither_wait_nor_skip().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sync_batch_failed_to_break_a_deadlock_is_written_again() {
+        crate::common::set_backend(crate::common::Backend::Postgres);
+        super::postgres_only::a_sync_batch_failed_to_break_a_deadlock_is_written_again().await;
     }
 
     #[tokio::test]

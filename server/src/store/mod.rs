@@ -64,6 +64,16 @@ impl StoreError {
     pub fn damaged(table: &str, column: &str, what: &str) -> Self {
         Self::Damaged(format!("{table}.{column} holds {what}"))
     }
+
+    /// A failure of the transaction that passes: PostgreSQL broke a deadlock or a
+    /// serialization conflict by failing it. Nothing of it was stored, and the same
+    /// work tried again may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Postgres(error) => postgres::is_transient(error),
+            _ => false,
+        }
+    }
 }
 
 impl From<StoreError> for AppError {

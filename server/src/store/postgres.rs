@@ -673,6 +673,18 @@ fn conflict_on_deadlock(error: StoreError, id: EpisodeId) -> StoreError {
     }
 }
 
+/// A deadlock broken by failing this side, or a serialization failure: the transaction
+/// is lost, and trying it again may succeed (`StoreError::is_transient`).
+pub(super) fn is_transient(error: &PgError) -> bool {
+    use ::postgres::error::SqlState;
+    match error {
+        PgError::Query(e) => {
+            e.code().is_some_and(|c| *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE)
+        }
+        PgError::Connect { .. } | PgError::Url(_) => false,
+    }
+}
+
 /// A compare-and-set write: no row changed means another writer moved the episode on.
 fn checked(id: EpisodeId, changed: u64) -> Result<()> {
     if changed == 0 { Err(StoreError::Conflict(id)) } else { Ok(()) }
