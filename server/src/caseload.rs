@@ -417,7 +417,7 @@ pub fn counts_by_team(tx: &mut dyn Tx) -> Result<Vec<(String, i64, i64)>, StoreE
 /// one that does not exist.
 pub fn visible(
     tx: &mut dyn Tx,
-    cache: &mut Cache,
+    cache: &mut Working<'_>,
     actor: &ActorId,
     teams: &[TeamId],
     id: EpisodeId,

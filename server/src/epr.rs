@@ -25,7 +25,7 @@
 //! URL, which must be HTTPS (or loopback, for tests), and never logged.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use episode::{Episode, EpisodeId, Event, EventBody, EventId};
@@ -35,7 +35,7 @@ use serde_json::{Map, Value, json};
 use crate::accounts::TeamId;
 use crate::audit::{self, Who};
 use crate::config::Secret;
-use crate::episodes::{self, Cache};
+use crate::episodes::{self, Cache, Working};
 use crate::error::AppError;
 use crate::outbox::{SendError, Sender, Sent};
 use crate::store::{Db, NewOutboxItem, OutboxCount, OutboxItem, StoreError, Tx};
@@ -166,7 +166,7 @@ impl Filing {
         let now = self.clock.now();
         let docs = Arc::clone(&self.docs);
         self.db.call_blocking(|conn| {
-            let mut cache = docs.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut cache = Working::new(&docs);
             let mut tx = conn.transaction()?;
             let actor = episodes::server_actor(&mut *tx)?;
             let Some(mut stored) = cache.take(&mut *tx, id, &actor)? else { return Ok(None) };
@@ -178,6 +178,7 @@ impl Filing {
             });
             // Nothing was changed: the document goes back whatever happened.
             cache.put(stored);
+            cache.commit();
             let read = read?;
             tx.commit()?;
             Ok(Some(read))
@@ -311,7 +312,7 @@ impl Sender for Filing {
         let mut fields = Map::new();
         fields.insert("records".into(), Value::Array(records.to_vec()));
         fields.insert("epr_ref".into(), sent.0["epr_ref"].clone());
-        let mut cache = self.docs.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut cache = Working::new(&self.docs);
         let actor = episodes::server_actor(tx)?;
         let device = episodes::server_device(tx)?;
         let Some(mut stored) = cache.take(tx, id, &actor)? else {

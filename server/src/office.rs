@@ -11,7 +11,7 @@
 //! device the caller signed in from.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
@@ -31,7 +31,7 @@ use crate::alerts::Alerts;
 use crate::audit::{self, AuditAction, Via, Who};
 use crate::auth::AuthUser;
 use crate::caseload::{self, Duplicate, Summary, Unfiled};
-use crate::episodes::{self, Cache, Stored};
+use crate::episodes::{self, Cache, Stored, Working};
 use crate::error::AppError;
 use crate::json::Json;
 use crate::owners::{self, Owner};
@@ -134,7 +134,7 @@ pub fn list(desk: &mut Desk<'_>) -> Result<Vec<Summary>, AppError> {
 /// Reads one episode of `teams`, noting the read as `action` in the audit log.
 pub fn read(desk: &mut Desk<'_>, id: EpisodeId, action: AuditAction) -> Result<Read, AppError> {
     let (conn, cache, who, teams, now) = desk.parts();
-    let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut cache = Working::new(cache);
     let mut tx = conn.transaction()?;
     let actor = episodes::server_actor(&mut *tx)?;
     let mut stored = caseload::visible(&mut *tx, &mut cache, &actor, teams, id)?;
@@ -156,6 +156,7 @@ pub fn read(desk: &mut Desk<'_>, id: EpisodeId, action: AuditAction) -> Result<R
     });
     // Nothing was changed: the document goes back whatever happened.
     cache.put(stored);
+    cache.commit();
     read
 }
 
@@ -168,7 +169,7 @@ pub fn owners(
     ids: &[EpisodeId],
 ) -> Result<HashMap<EpisodeId, HashMap<uuid::Uuid, Owner>>, AppError> {
     let (conn, cache, _, teams, now) = desk.parts();
-    let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut cache = Working::new(cache);
     let mut tx = conn.transaction()?;
     let actor = episodes::server_actor(&mut *tx)?;
     let mut out = HashMap::with_capacity(ids.len());
@@ -195,6 +196,7 @@ pub fn owners(
     for stored in taken {
         cache.put(stored);
     }
+    cache.commit();
     named?;
     Ok(out)
 }
@@ -300,11 +302,13 @@ fn write(
     change: impl Fn(&mut Stored, &mut dyn Tx, &str) -> Result<(), AppError>,
 ) -> Result<(), AppError> {
     let alerts = desk.alerts;
-    let (conn, cache, who, teams, now) = desk.parts();
-    let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
+    let (conn, shared, who, teams, now) = desk.parts();
     let mut tries = 0;
     loop {
         tries += 1;
+        // The cache's lock is never held while this waits on the database: a sync
+        // writer holding the episode's row may want it meanwhile.
+        let mut cache = Working::new(shared);
         let written = (|| {
             let mut tx = conn.transaction()?;
             if tries > 1 {
@@ -325,9 +329,11 @@ fn write(
         match written {
             Ok(stored) => {
                 cache.put(stored);
+                cache.commit();
                 return Ok(());
             }
-            Err(AppError::Store(StoreError::Conflict(_))) if tries < CONFLICT_TRIES => cache.forget(id),
+            // The working set, and the document another writer moved on, are dropped.
+            Err(AppError::Store(StoreError::Conflict(_))) if tries < CONFLICT_TRIES => {}
             Err(error) => return Err(error),
         }
     }

@@ -1046,10 +1046,11 @@ async fn concurrent_requests_commit_together_and_a_refused_one_stores_nothing_of
     assert!(!ids.contains(&rogue_episode.to_string()), "the refused request's new episode is not kept");
 }
 
-/// Devices recording in one episode and syncing all at once, over and over: on
-/// PostgreSQL two sync writers take the requests side by side, each with its own
-/// documents, and the episode's compare-and-set orders their writes. Every record is
-/// stored once, nothing is answered that was not stored, and every device ends with
+/// Devices recording in one episode and syncing all at once, over and over, while the
+/// office records in it too: on PostgreSQL two sync writers take the requests side by
+/// side, each with its own documents, and the episode's compare-and-set orders every
+/// write. Nothing waits forever (no writer holds the document cache's lock while it
+/// waits on the database), every record is stored once, and every device ends with
 /// every record.
 async fn devices_writing_one_episode_at_once_lose_nothing() {
     const DEVICES: u8 = 6;
@@ -1065,6 +1066,37 @@ async fn devices_writing_one_episode_at_once_lose_nothing() {
         assert!(device.docs.contains_key(&id), "phone-{n} has the episode");
         devices.push(device);
     }
+    let office = {
+        let state = server.state.clone();
+        tokio::task::spawn_blocking(move || {
+            let who = server::audit::Who {
+                user_id: "office".into(),
+                username: "manager".into(),
+                device: "server:office".into(),
+                via: server::audit::Via::Api,
+            };
+            let teams: Vec<TeamId> = vec![NORTH.parse().expect("a team")];
+            let fields = json!({"method": "phone", "target": "patient", "outcome": "no_answer"});
+            (0..ROUNDS)
+                .map(|_| {
+                    let new = server::office::NewRecord {
+                        kind: "contact_attempt".into(),
+                        at: None,
+                        fields: fields.as_object().expect("an object").clone(),
+                    };
+                    let now = state.clock.now();
+                    state
+                        .db
+                        .call_blocking(|conn| {
+                            let mut desk =
+                                server::office::Desk::new(conn, &state.docs, &who, &teams, now, &state.alerts);
+                            server::office::record(&mut desk, id, new)
+                        })
+                        .expect("the office's record")
+                })
+                .collect::<Vec<EventId>>()
+        })
+    };
     let tasks: Vec<_> = devices
         .into_iter()
         .map(|mut device| {
@@ -1081,12 +1113,16 @@ async fn devices_writing_one_episode_at_once_lose_nothing() {
         .collect();
     let mut devices = Vec::new();
     let mut made = BTreeSet::new();
-    for task in tasks {
-        let (device, records) = task.await.expect("a device's syncs");
-        made.extend(records);
-        devices.push(device);
-    }
-    assert_eq!(made.len(), usize::from(DEVICES) * ROUNDS);
+    let all_done = async {
+        for task in tasks {
+            let (device, records) = task.await.expect("a device's syncs");
+            made.extend(records);
+            devices.push(device);
+        }
+        made.extend(office.await.expect("the office's writes"));
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(120), all_done).await.expect("no writer waits forever");
+    assert_eq!(made.len(), (usize::from(DEVICES) + 1) * ROUNDS);
     // Each device brings the rest home. Like the client core, one not yet in step with
     // the server (its last answer named heads it lacks: a change it was not sent, as
     // a sync message's Bloom filter may say) keeps talking until it is.
