@@ -145,10 +145,10 @@ const VIEW_BYTES_PER_RECORD: usize = 256;
 const ENTRY_BYTES: usize = 9 * 1024;
 
 /// Episode documents kept in memory between requests, each at the `seq` it was stored
-/// with and with its typed view once read. A request takes what it uses out of the cache
-/// (checking the stored `seq` first, so that a change by anyone else is never missed)
-/// and puts it back only after its transaction has committed, so the cache never holds
-/// what the disk does not.
+/// with and with its typed view once read. A transaction takes what it uses out of the
+/// cache through its [`Working`] set (checking the stored `seq` first, so that a change
+/// by anyone else is never missed), which puts it back only after the transaction has
+/// committed, so the cache never holds what the disk does not.
 ///
 /// The cache is bounded by an estimate of the memory its documents take (`budget`,
 /// `tether serve --cache-mib`), not by their number: documents differ a hundredfold in
@@ -210,38 +210,6 @@ impl Cache {
     pub fn set_budget(&mut self, budget: usize) {
         self.budget = budget;
         self.make_room(0);
-    }
-
-    /// Takes an episode out of the cache if it is current, else loads it.
-    pub fn take(&mut self, tx: &mut dyn Tx, id: EpisodeId, actor: &ActorId) -> Result<Option<Stored>, StoreError> {
-        let cached = self.remove(id);
-        let found = current(tx, id, actor, cached)?;
-        self.stats.count(&found);
-        Ok(found.into_stored())
-    }
-
-    /// Forgets every document (after a transaction that may have changed them failed).
-    pub fn clear(&mut self) {
-        self.docs.clear();
-        self.order.clear();
-        self.bytes = 0;
-    }
-
-    /// Forgets one document (another writer changed it).
-    pub fn forget(&mut self, id: EpisodeId) {
-        self.remove(id);
-    }
-
-    /// Gives a cached episode stored with a provisional `seq` its final one, once the
-    /// transaction that stored it has committed and numbered its changes
-    /// (`store::Transaction::commit_numbered`): the cache then holds it at the `seq` the
-    /// database does.
-    pub fn renumber(&mut self, id: EpisodeId, provisional: i64, final_seq: i64) {
-        if let Some(entry) = self.docs.get_mut(&id)
-            && entry.stored.seq == provisional
-        {
-            entry.stored.seq = final_seq;
-        }
     }
 
     /// Forgets one document if the copy held is older than `seq`, the episode's `seq`
@@ -395,7 +363,10 @@ impl<'a> Working<'a> {
         self.docs.remove(&id);
     }
 
-    /// [`Cache::renumber`], for a document held here.
+    /// Gives a document stored with a provisional `seq` its final one, once the
+    /// transaction that stored it has committed and numbered its changes
+    /// (`store::Transaction::commit_numbered`): it goes back to the cache at the `seq`
+    /// the database holds.
     pub fn renumber(&mut self, id: EpisodeId, provisional: i64, final_seq: i64) {
         if let Some(stored) = self.docs.get_mut(&id)
             && stored.seq == provisional

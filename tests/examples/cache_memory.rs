@@ -72,7 +72,7 @@ fn main() {
             let actor = episodes::server_actor(&mut *tx)?;
             let mut stored_bytes = 0;
             for &id in &ids {
-                let Some(mut stored) = cache.take(&mut *tx, id, &actor)? else { continue };
+                let Some(mut stored) = episodes::load(&mut *tx, id, &actor)? else { continue };
                 stored_bytes += stored.doc().stored_bytes();
                 if std::env::var_os("PROBE_DOC_ONLY").is_none() {
                     let evaluation = server::caseload::evaluate(stored.view(&mut *tx)?, now);

@@ -6,7 +6,7 @@
 //!
 //! A notification is only news: it arrives after the commit, and may not arrive at all
 //! (the listener was reconnecting, PostgreSQL restarted). Every request still checks the
-//! stored `seq` before it trusts a cached document (`episodes::Cache::take`); the
+//! stored `seq` before it trusts a cached document (`episodes::Working::take`); the
 //! notification frees the stale copy's memory early, and nothing depends on it.
 //! `docs/adr/0004-storage.md` says more.
 //!
