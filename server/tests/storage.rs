@@ -36,14 +36,15 @@ fn open_episode(db: &Db, team: &str, patient: &str) -> EpisodeId {
     store_new_episode(db, team, patient, start())
 }
 
-/// One sync request carrying nothing but the cursor; the answer.
-async fn sync(server: &Server, token: &str, cursor: u64) -> Response {
-    let request = protocol::Request {
-        protocol: protocol::PROTOCOL,
-        cursor,
-        device_time_ms: start().as_millisecond(),
-        documents: Vec::new(),
-    };
+/// Sends one sync request of `documents` from `cursor`; the status and the body.
+async fn post_sync(
+    server: &Server,
+    token: &str,
+    cursor: u64,
+    documents: Vec<protocol::Document>,
+) -> (StatusCode, Vec<u8>) {
+    let request =
+        protocol::Request { protocol: protocol::PROTOCOL, cursor, device_time_ms: start().as_millisecond(), documents };
     let http = Request::builder()
         .method(Method::POST)
         .uri("/v1/sync")
@@ -52,6 +53,12 @@ async fn sync(server: &Server, token: &str, cursor: u64) -> Response {
         .body(Body::from(request.encode()))
         .expect("a request");
     let (status, _, bytes) = server.send_raw(http).await;
+    (status, bytes)
+}
+
+/// One sync request carrying nothing but the cursor; the answer.
+async fn sync(server: &Server, token: &str, cursor: u64) -> Response {
+    let (status, bytes) = post_sync(server, token, cursor, Vec::new()).await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
     Response::decode(&bytes).expect("a sync response")
 }
@@ -83,32 +90,6 @@ fn slow_write(db: Db, id: EpisodeId, taken: mpsc::Sender<i64>, go: mpsc::Receive
 fn save(tx: &mut dyn server::store::Tx, stored: &mut episodes::Stored) -> Result<(), StoreError> {
     let bytes = episodes::pending_changes(stored).expect("within the budget");
     episodes::save_changes(tx, stored, &bytes)
-}
-
-/// A record made by the server on an episode, through its own `Db` handle.
-fn record_on(state: &AppState, id: EpisodeId, n: usize) -> Result<(), server::AppError> {
-    let who = server::audit::Who {
-        user_id: "writer".into(),
-        username: format!("writer-{n}"),
-        device: format!("replica-{n}"),
-        via: server::audit::Via::Api,
-    };
-    let teams: Vec<server::accounts::TeamId> = vec!["team-north".parse().expect("a team")];
-    let fields = serde_json::json!({"method": "phone", "target": "patient", "outcome": "no_answer"});
-    let new = server::office::NewRecord {
-        kind: "contact_attempt".into(),
-        at: None,
-        fields: fields.as_object().expect("an object").clone(),
-    };
-    let now = state.clock.now();
-    state.db.call_blocking(|conn| {
-        server::office::record(
-            &mut server::office::Desk::new(conn, &state.docs, &who, &teams, now, &state.alerts),
-            id,
-            new,
-        )
-        .map(|_| ())
-    })
 }
 
 /// The tests only PostgreSQL can run: transactions at once on several connections.
@@ -287,20 +268,8 @@ mod postgres_only {
             false
         });
 
-        let request = protocol::Request {
-            protocol: protocol::PROTOCOL,
-            cursor: 0,
-            device_time_ms: start().as_millisecond(),
-            documents: vec![protocol::Document { episode: id, body: protocol::Body::Whole(doc.save()) }],
-        };
-        let http = Request::builder()
-            .method(Method::POST)
-            .uri("/v1/sync")
-            .header(header::AUTHORIZATION, format!("Bearer {token}"))
-            .header(header::CONTENT_TYPE, protocol::CONTENT_TYPE)
-            .body(Body::from(request.encode()))
-            .expect("a request");
-        let (status, _, bytes) = server.send_raw(http).await;
+        let whole = protocol::Document { episode: id, body: protocol::Body::Whole(doc.save()) };
+        let (status, bytes) = post_sync(&server, &token, 0, vec![whole]).await;
         assert!(watch.join().expect("the watcher"), "the batch waited for the counter");
         other.join().expect("the other writer").expect("the other writer's change stands: the batch gave way");
         assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
@@ -365,7 +334,7 @@ mod postgres_only {
             for (n, replica) in replicas.iter().enumerate() {
                 scope.spawn(move || {
                     for _ in 0..EACH {
-                        record_on(replica, id, n).expect("recorded, retried if need be");
+                        record_on(replica, id, n).map(drop).expect("recorded, retried if need be");
                     }
                 });
             }

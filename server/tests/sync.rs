@@ -1069,31 +1069,8 @@ async fn devices_writing_one_episode_at_once_lose_nothing() {
     let office = {
         let state = server.state.clone();
         tokio::task::spawn_blocking(move || {
-            let who = server::audit::Who {
-                user_id: "office".into(),
-                username: "manager".into(),
-                device: "server:office".into(),
-                via: server::audit::Via::Api,
-            };
-            let teams: Vec<TeamId> = vec![NORTH.parse().expect("a team")];
-            let fields = json!({"method": "phone", "target": "patient", "outcome": "no_answer"});
             (0..ROUNDS)
-                .map(|_| {
-                    let new = server::office::NewRecord {
-                        kind: "contact_attempt".into(),
-                        at: None,
-                        fields: fields.as_object().expect("an object").clone(),
-                    };
-                    let now = state.clock.now();
-                    state
-                        .db
-                        .call_blocking(|conn| {
-                            let mut desk =
-                                server::office::Desk::new(conn, &state.docs, &who, &teams, now, &state.alerts);
-                            server::office::record(&mut desk, id, new)
-                        })
-                        .expect("the office's record")
-                })
+                .map(|_| common::record_on(&state, id, 0).expect("the office's record"))
                 .collect::<Vec<EventId>>()
         })
     };

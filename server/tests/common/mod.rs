@@ -510,6 +510,32 @@ macro_rules! backends_blocking {
 }
 pub(crate) use backends_blocking;
 
+/// A record made through the office on an episode of team-north, as `writer-n` (its
+/// audit entry names `replica-n`), through the state's own `Db` handle; its id.
+pub fn record_on(state: &AppState, id: episode::EpisodeId, n: usize) -> Result<episode::EventId, server::AppError> {
+    let who = server::audit::Who {
+        user_id: "writer".into(),
+        username: format!("writer-{n}"),
+        device: format!("replica-{n}"),
+        via: server::audit::Via::Api,
+    };
+    let teams: Vec<TeamId> = vec!["team-north".parse().expect("a team")];
+    let fields = json!({"method": "phone", "target": "patient", "outcome": "no_answer"});
+    let new = server::office::NewRecord {
+        kind: "contact_attempt".into(),
+        at: None,
+        fields: fields.as_object().expect("an object").clone(),
+    };
+    let now = state.clock.now();
+    state.db.call_blocking(|conn| {
+        server::office::record(
+            &mut server::office::Desk::new(conn, &state.docs, &who, &teams, now, &state.alerts),
+            id,
+            new,
+        )
+    })
+}
+
 /// A new episode of `team`, opened at `opened_at` and stored as a device's first sync
 /// would store it.
 pub fn store_new_episode(db: &Db, team: &str, patient: &str, opened_at: Timestamp) -> episode::EpisodeId {
