@@ -237,18 +237,24 @@ mod needs_postgres {
         }
     }
 
+    /// Alice opens an episode through replica `a` and bob receives it through `b`.
+    fn alice_and_bob_share_an_episode(a: &Server, b: &Server) -> (Device, Device, EpisodeId) {
+        let mut alice = Device::new(a, "alice");
+        let mut bob = Device::new(b, "bob");
+        let episode = open(&mut alice);
+        sync_complete(&mut alice);
+        sync_complete(&mut bob);
+        assert!(bob.core.episode(episode).is_ok(), "bob has the episode through B");
+        (alice, bob, episode)
+    }
+
     /// A write through one replica drops the episode's document from the other's cache,
     /// which the other counts on /metrics; the writer's own cache keeps its copy.
     #[test]
     fn a_write_through_one_replica_evicts_the_document_from_the_others_cache() {
         let (_turn, _db, [a, b]) = two_replicas();
-        let mut alice = Device::new(&a, "alice");
-        let mut bob = Device::new(&b, "bob");
-        let episode = open(&mut alice);
-        sync_complete(&mut alice);
         // Bob learns of the episode through B, which keeps its document.
-        sync_complete(&mut bob);
-        assert!(bob.core.episode(episode).is_ok(), "bob has the episode through B");
+        let (mut alice, mut bob, episode) = alice_and_bob_share_an_episode(&a, &b);
         assert!(metric(&b, "tether_cache_documents") >= 1, "B keeps the document it sent");
         assert_eq!(metric(&b, NOTIFIED), 0, "nothing changed yet");
 
@@ -270,12 +276,7 @@ mod needs_postgres {
     #[test]
     fn a_replica_that_misses_a_notification_still_answers_from_the_stored_document() {
         let (_turn, db, [a, b]) = two_replicas();
-        let mut alice = Device::new(&a, "alice");
-        let mut bob = Device::new(&b, "bob");
-        let episode = open(&mut alice);
-        sync_complete(&mut alice);
-        sync_complete(&mut bob);
-        assert!(bob.core.episode(episode).is_ok(), "bob has the episode through B");
+        let (mut alice, mut bob, episode) = alice_and_bob_share_an_episode(&a, &b);
 
         // B frozen, its listener's connection ended: A's announcement reaches nobody at B
         // (a listener hears only what is sent after its LISTEN).
