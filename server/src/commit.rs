@@ -208,11 +208,6 @@ fn write(
                         }
                         tracing::debug!(episode = %id, tries, "sync request retried after a concurrent write");
                     }
-                    Ok(Err(AppError::Store(error))) if error.is_transient() && tries < CONFLICT_TRIES => {
-                        // PostgreSQL broke a deadlock by failing one of its statements.
-                        tx.rollback_to_savepoint()?;
-                        tracing::debug!(tries, "sync request retried after a transient failure");
-                    }
                     Ok(Err(refused)) => {
                         tx.rollback_to_savepoint()?;
                         break Err(refused);
