@@ -112,6 +112,8 @@ async fn transfer(
         .db
         .call(move |conn| {
             let mut tx = conn.transaction()?;
+            // The row before the counter, as every writer of an episode takes them.
+            tx.lock_episode(id)?;
             let Some((team, seq)) = tx.team_of(id)? else { return Err(AppError::EpisodeNotFound(id)) };
             if user.role != Role::Admin && !user.teams.contains(&team) {
                 return Err(AppError::EpisodeNotFound(id));

@@ -311,10 +311,11 @@ fn write(
         let mut cache = Working::new(shared);
         let written = (|| {
             let mut tx = conn.transaction()?;
-            if tries > 1 {
-                // Lost a race: this time nobody else stores a change until this commits.
-                tx.lock_seq()?;
-            }
+            // The episode's row before anything else, on every try: a sync writer that
+            // holds it takes the counter only when it commits, so a writer that took the
+            // counter first and then waited for the row would deadlock with it. Held, it
+            // also means no one else changes the episode before this commits.
+            tx.lock_episode(id)?;
             let actor = episodes::server_actor(&mut *tx)?;
             let device = episodes::server_device(&mut *tx)?;
             let mut stored = caseload::visible(&mut *tx, &mut cache, &actor, teams, id)?;

@@ -271,8 +271,11 @@ impl Worker {
                 tries += 1;
                 let done = (|| {
                     let mut tx = conn.transaction()?;
-                    if tries > 1 {
-                        tx.lock_seq()?;
+                    // The episode's row first (the items are of one episode or none):
+                    // `delivered` may store a change, and a sync writer holding the row
+                    // takes the counter only when it commits (`office::write`).
+                    if let Some(id) = items.first().and_then(|item| item.episode) {
+                        tx.lock_episode(id)?;
                     }
                     let mut held = Vec::with_capacity(items.len());
                     for item in items {

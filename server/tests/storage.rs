@@ -10,7 +10,7 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use automerge::ActorId;
@@ -22,13 +22,34 @@ use episode::document::{EpisodeDoc, Opening};
 use episode::sync::{self as protocol, Response};
 use episode::{Event, Pathway, PatientRef};
 use jiff::Timestamp;
-use server::store::{Db, StoreError};
+use server::outbox;
+use server::store::{Db, OutboxItem, StoreError};
 use server::{AppState, Clock, episodes};
 
 const START: &str = "2026-03-02T09:00:00Z";
 
 fn start() -> Timestamp {
     START.parse().expect("a time")
+}
+
+/// Waits (up to 30 s) until a session of the test's database waits for a lock: whether
+/// one did.
+fn one_waits_for_a_lock(db: &Db) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let waiting = db
+            .call_blocking(|conn| {
+                conn.inspect(
+                    "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
+                )
+            })
+            .expect("pg_stat_activity");
+        if number(&waiting) > 0 {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
 }
 
 /// A new episode of `team` opened at the tests' start.
@@ -249,23 +270,9 @@ mod postgres_only {
         // episode's row.
         let watcher = server.dir.open();
         let watch = std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                let waiting = watcher
-                    .call_blocking(|conn| {
-                        conn.inspect(
-                            "SELECT COUNT(*) FROM pg_stat_activity
-                             WHERE wait_event_type = 'Lock' AND datname = current_database()",
-                        )
-                    })
-                    .expect("pg_stat_activity");
-                if number(&waiting) > 0 {
-                    let _ = go.send(());
-                    return true;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            false
+            let waited = one_waits_for_a_lock(&watcher);
+            let _ = go.send(());
+            waited
         });
 
         let whole = protocol::Document { episode: id, body: protocol::Body::Whole(doc.save()) };
@@ -286,6 +293,153 @@ mod postgres_only {
         assert_eq!(plan, "the office's plan");
         assert_eq!(events, [record.to_string()], "the phone's record is stored once");
         assert_eq!(server.number("SELECT COUNT(*) FROM receipts"), 1);
+    }
+
+    /// A sync batch holds the rows of the episodes it wrote and takes the counter only
+    /// when it commits. Every other writer of an episode — the office's record, a
+    /// transfer — takes the episode's row before the counter, so while it waits for a
+    /// batch's row it holds nothing the batch will want: the batch commits, then the
+    /// writer, and PostgreSQL has no deadlock to break. (Taking the counter first, as
+    /// these writers once did, left each batch failed and written again while the
+    /// office wrote, three times over in one CI run, and then answered 500.)
+    pub(super) async fn writers_outside_the_sync_batch_wait_for_its_row_holding_no_counter() {
+        let server = Server::new();
+        let (north, south) =
+            (open_episode(&server.state.db, "team-north", "P-1"), open_episode(&server.state.db, "team-south", "P-2"));
+        let sol = server.access("sol", "desk-sol").await;
+        let office = {
+            let state = server.state.clone();
+            move || common::record_on(&state, north, 0).map(drop).map_err(|e| format!("{e:?}"))
+        };
+        let transfer = {
+            let app = server.app.clone();
+            let runtime = tokio::runtime::Handle::current();
+            let request = Request::builder()
+                .method(Method::POST)
+                .uri(format!("/v1/episodes/{south}/transfer"))
+                .header(header::AUTHORIZATION, format!("Bearer {sol}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(serde_json::json!({"team": "team-north"}).to_string()))
+                .expect("a request");
+            move || {
+                use tower::ServiceExt;
+                let response = runtime.block_on(app.oneshot(request)).map_err(|e| format!("{e:?}"))?;
+                match response.status() {
+                    StatusCode::NO_CONTENT => Ok(()),
+                    status => Err(format!("answered {status}")),
+                }
+            }
+        };
+        // A send whose success is kept as a change of its episode, as the EPR's filing is.
+        let filed = open_episode(&server.state.db, "team-north", "P-3");
+        server
+            .db(|conn| {
+                let mut tx = conn.transaction()?;
+                outbox::enqueue(
+                    &mut *tx,
+                    "filing",
+                    "k1",
+                    Some("team-north"),
+                    Some(filed),
+                    &serde_json::json!({}),
+                    start(),
+                )?;
+                tx.commit()
+            })
+            .expect("a message owed");
+        let worker = outbox::Worker::new(
+            server.dir.open(),
+            server.state.clock.clone(),
+            vec![Arc::new(Filing)],
+            outbox::Policy {
+                base: Duration::from_secs(10),
+                max: Duration::from_secs(60),
+                max_attempts: 3,
+                lease: Duration::from_secs(300),
+                poll: Duration::from_millis(20),
+                claim: 10,
+            },
+        );
+        let outbox = move || match worker.pass() {
+            Ok(pass) if pass.sent == 1 => Ok(()),
+            Ok(pass) => Err(format!("{pass:?}")),
+            Err(e) => Err(format!("{e:?}")),
+        };
+        type Write = Box<dyn FnOnce() -> Result<(), String> + Send>;
+        let writers: [(&str, EpisodeId, Write); 3] = [
+            ("the office's record", north, Box::new(office)),
+            ("a transfer", south, Box::new(transfer)),
+            ("the outbox's record of a send", filed, Box::new(outbox)),
+        ];
+        for (name, id, write) in writers {
+            // What a sync batch holds while it works: the episode's row.
+            let (holding, held) = mpsc::channel();
+            let (go, wait) = mpsc::channel::<()>();
+            let batch = server.dir.open();
+            let batch = std::thread::spawn(move || {
+                batch.call_blocking(move |conn| {
+                    let mut tx = conn.transaction()?;
+                    tx.lock_episode(id)?;
+                    let _ = holding.send(());
+                    let _ = wait.recv();
+                    // What it takes when it commits: the counter.
+                    tx.lock_seq()?;
+                    tx.commit()
+                })
+            });
+            held.recv_timeout(Duration::from_secs(30)).expect("the batch holds the episode");
+            let writer = std::thread::spawn(write);
+            assert!(one_waits_for_a_lock(&server.dir.open()), "{name} waits for the episode");
+            let counter = server
+                .dir
+                .open()
+                .call_blocking(|conn| conn.inspect("SELECT seq FROM change_seq FOR UPDATE NOWAIT"))
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            assert_eq!(counter, Ok(()), "{name} holds no counter while it waits for the episode's row");
+            go.send(()).expect("the batch commits");
+            batch.join().expect("the batch").expect("the batch commits: nothing deadlocked");
+            writer.join().expect("the writer").unwrap_or_else(|e| panic!("{name} is stored after the batch: {e}"));
+        }
+        assert_eq!(server.number("SELECT COUNT(*) FROM receipts"), 1, "the office's record, once");
+        assert_eq!(
+            server.rows(&format!("SELECT team FROM episodes WHERE id = '{south}'")),
+            [[Some("team-north".into())]]
+        );
+        let plan = server.db(|conn| {
+            let stored =
+                episodes::load(conn, filed, &ActorId::from(vec![4; 16])).expect("a load").expect("the episode");
+            stored.doc().plan_text().expect("the plan")
+        });
+        assert_eq!(plan, "filed", "the send is kept");
+    }
+
+    /// A sender that keeps its success as a change of the message's episode.
+    struct Filing;
+
+    impl outbox::Sender for Filing {
+        fn kind(&self) -> &'static str {
+            "filing"
+        }
+
+        fn send(&self, _: &[OutboxItem]) -> Result<outbox::Sent, outbox::SendError> {
+            Ok(outbox::Sent(serde_json::json!(null)))
+        }
+
+        fn delivered(
+            &self,
+            tx: &mut dyn server::store::Tx,
+            items: &[OutboxItem],
+            _: &outbox::Sent,
+            _: Timestamp,
+        ) -> Result<(), server::AppError> {
+            for id in items.iter().filter_map(|item| item.episode) {
+                let mut stored = episodes::load(&mut *tx, id, &ActorId::from(vec![9; 16]))?.expect("the episode");
+                stored.with_doc(|doc| doc.set_plan("filed", start())).expect("a change");
+                save(&mut *tx, &mut stored)?;
+            }
+            Ok(())
+        }
     }
 
     /// A write that loaded an episode before another writer changed it is refused as a
@@ -365,6 +519,12 @@ mod needs_postgres {
     async fn a_sync_batch_failed_to_break_a_deadlock_is_written_again() {
         crate::common::set_backend(crate::common::Backend::Postgres);
         super::postgres_only::a_sync_batch_failed_to_break_a_deadlock_is_written_again().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writers_outside_the_sync_batch_wait_for_its_row_holding_no_counter() {
+        crate::common::set_backend(crate::common::Backend::Postgres);
+        super::postgres_only::writers_outside_the_sync_batch_wait_for_its_row_holding_no_counter().await;
     }
 
     #[tokio::test]

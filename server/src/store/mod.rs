@@ -272,13 +272,16 @@ pub trait Tx {
     /// The highest `seq` committed (or taken by this transaction).
     fn current_seq(&mut self) -> Result<i64>;
     /// Holds the counter until the transaction ends without taking a `seq`: no other
-    /// writer can store a change of any episode meanwhile. A write retried after a
-    /// conflict takes it first, so that it cannot lose the race again.
+    /// writer can store a change of any episode meanwhile (the audit head is taken after
+    /// it, `lock_audit_head`).
     fn lock_seq(&mut self) -> Result<()>;
     /// Holds the episode's row until the transaction ends: no other writer can change it
-    /// meanwhile. A sync request retried after a conflict on it takes it first, so that
-    /// it cannot lose the race again; unlike [`Tx::lock_seq`] it does not stop writers of
-    /// other episodes (on SQLite, whose one writer holds everything, the same thing).
+    /// meanwhile; unlike [`Tx::lock_seq`] it does not stop writers of other episodes (on
+    /// SQLite, whose one writer holds everything, the same thing). Every writer of an
+    /// episode takes its row before the counter: a sync writer holding the row takes the
+    /// counter only when it commits, so one taking them the other way round deadlocks
+    /// with it. The office, a transfer and the outbox take it first; a sync request
+    /// retried after a conflict takes it first, so that it cannot lose the race again.
     fn lock_episode(&mut self, _id: EpisodeId) -> Result<()> {
         self.lock_seq()
     }
