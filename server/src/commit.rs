@@ -60,7 +60,7 @@ impl Committer {
         let (jobs, queue) = mpsc::channel();
         let queue = Arc::new(Mutex::new(queue));
         let max_batch = max_batch.max(1);
-        let writers = if db.backend() == "postgres" { POSTGRES_WRITERS } else { 1 };
+        let writers = if db.writes_concurrently() { POSTGRES_WRITERS } else { 1 };
         for n in 0..writers {
             let (db, docs, queue) = (db.clone(), Arc::clone(&docs), Arc::clone(&queue));
             std::thread::Builder::new()

@@ -741,6 +741,12 @@ impl Db {
         Self { backend: Arc::new(Backend::Sqlite(Mutex::new(conn))) }
     }
 
+    /// Whether transactions on several of its connections can write at once
+    /// (PostgreSQL); SQLite has one connection, and one writer.
+    pub fn writes_concurrently(&self) -> bool {
+        matches!(&*self.backend, Backend::Postgres(_))
+    }
+
     /// Which backend this is, for logs: `sqlite` or `postgres`.
     pub fn backend(&self) -> &'static str {
         match &*self.backend {
