@@ -424,9 +424,9 @@ struct AuditAnswer {
     responses(
         (status = 200, description = "A page of entries, oldest first", body = AuditAnswer),
         (status = 400, description = "The query is not what this route takes", body = crate::error::ErrorBody),
-        (status = 401, description = "No valid access token", body = crate::error::ErrorBody),
+        crate::error::responses::Unauthorized,
         (status = 403, description = "Only a team manager or an admin may read the audit log", body = crate::error::ErrorBody),
-        (status = 404, description = "No such episode among the caller's teams'", body = crate::error::ErrorBody),
+        crate::error::responses::EpisodeNotFound,
     )
 )]
 async fn audit(

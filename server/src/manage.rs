@@ -42,7 +42,7 @@ fn may_manage(user: &AuthUser) -> Result<(), AppError> {
     params(("id" = String, Path, description = "The device's id")),
     responses(
         (status = 204, description = "Revoked"),
-        (status = 401, description = "No valid access token", body = crate::error::ErrorBody),
+        crate::error::responses::Unauthorized,
         (status = 403, description = "Only a team manager or an admin may do this", body = crate::error::ErrorBody),
         (status = 404, description = "No such device within the caller's reach", body = crate::error::ErrorBody),
     )
@@ -92,11 +92,11 @@ struct Transfer {
     request_body = Transfer,
     responses(
         (status = 204, description = "Transferred"),
-        (status = 400, description = "The body is not JSON", body = crate::error::ErrorBody),
-        (status = 401, description = "No valid access token", body = crate::error::ErrorBody),
+        crate::error::responses::NotJson,
+        crate::error::responses::Unauthorized,
         (status = 403, description = "Only a team manager or an admin may do this", body = crate::error::ErrorBody),
-        (status = 404, description = "No such episode among the caller's teams'", body = crate::error::ErrorBody),
-        (status = 415, description = "The body is not declared as JSON", body = crate::error::ErrorBody),
+        crate::error::responses::EpisodeNotFound,
+        crate::error::responses::NotDeclaredJson,
         (status = 422, description = "No such team, or not a transfer", body = crate::error::ErrorBody),
     )
 )]

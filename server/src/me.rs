@@ -30,7 +30,7 @@ struct Me {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller", body = Me),
-        (status = 401, description = "No valid access token", body = crate::error::ErrorBody),
+        crate::error::responses::Unauthorized,
     )
 )]
 async fn me(user: AuthUser) -> axum::Json<Me> {

@@ -503,7 +503,7 @@ async fn api<T: Send + 'static>(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Each episode's summary", body = Vec<Summary>),
-        (status = 401, description = "No valid access token", body = crate::error::ErrorBody),
+        crate::error::responses::Unauthorized,
     )
 )]
 async fn list_route(State(state): State<AppState>, user: AuthUser) -> Result<axum::Json<Vec<Summary>>, AppError> {
@@ -520,8 +520,8 @@ async fn list_route(State(state): State<AppState>, user: AuthUser) -> Result<axu
     params(("id" = String, Path, format = "uuid", description = "The episode's id")),
     responses(
         (status = 200, description = "The episode", body = Object),
-        (status = 401, description = "No valid access token", body = crate::error::ErrorBody),
-        (status = 404, description = "No such episode among the caller's teams'", body = crate::error::ErrorBody),
+        crate::error::responses::Unauthorized,
+        crate::error::responses::EpisodeNotFound,
     )
 )]
 async fn episode_route(
@@ -564,8 +564,8 @@ struct Timeline {
     params(("id" = String, Path, format = "uuid", description = "The episode's id")),
     responses(
         (status = 200, description = "The timeline", body = Timeline),
-        (status = 401, description = "No valid access token", body = crate::error::ErrorBody),
-        (status = 404, description = "No such episode among the caller's teams'", body = crate::error::ErrorBody),
+        crate::error::responses::Unauthorized,
+        crate::error::responses::EpisodeNotFound,
     )
 )]
 async fn timeline_route(
@@ -605,8 +605,8 @@ async fn timeline_route(
     params(("id" = String, Path, format = "uuid", description = "The episode's id")),
     responses(
         (status = 200, description = "A FHIR R4 Bundle (UK Core)", content_type = "application/fhir+json", body = Object),
-        (status = 401, description = "No valid access token", body = crate::error::ErrorBody),
-        (status = 404, description = "No such episode among the caller's teams'", body = crate::error::ErrorBody),
+        crate::error::responses::Unauthorized,
+        crate::error::responses::EpisodeNotFound,
     )
 )]
 async fn fhir_route(
@@ -638,13 +638,13 @@ struct Recorded {
     request_body(content = Object, description = "A record as devices make them, without `id`, `by` or `device`: its `kind`, the kind's own fields, and optionally `at` (RFC 3339; now if left out)"),
     responses(
         (status = 201, description = "Recorded", body = Recorded),
-        (status = 400, description = "The body is not JSON", body = crate::error::ErrorBody),
-        (status = 401, description = "No valid access token", body = crate::error::ErrorBody),
-        (status = 403, description = "The caller's role may not do this", body = crate::error::ErrorBody),
-        (status = 404, description = "No such episode among the caller's teams'", body = crate::error::ErrorBody),
-        (status = 415, description = "The body is not declared as JSON", body = crate::error::ErrorBody),
-        (status = 422, description = "The body is not what this route takes, or the change is refused; nothing was stored", body = crate::error::ErrorBody),
-        (status = 503, description = "The episode was being changed by others at the same moment; try again", body = crate::error::ErrorBody),
+        crate::error::responses::NotJson,
+        crate::error::responses::Unauthorized,
+        crate::error::responses::RoleForbidden,
+        crate::error::responses::EpisodeNotFound,
+        crate::error::responses::NotDeclaredJson,
+        crate::error::responses::Refused,
+        crate::error::responses::EpisodeBusy,
     )
 )]
 async fn record_route(
@@ -676,13 +676,13 @@ struct SetFact {
     request_body = SetFact,
     responses(
         (status = 200, description = "Set; the id of the record of the change", body = Recorded),
-        (status = 400, description = "The body is not JSON", body = crate::error::ErrorBody),
-        (status = 401, description = "No valid access token", body = crate::error::ErrorBody),
-        (status = 403, description = "The caller's role may not do this", body = crate::error::ErrorBody),
-        (status = 404, description = "No such episode among the caller's teams'", body = crate::error::ErrorBody),
-        (status = 415, description = "The body is not declared as JSON", body = crate::error::ErrorBody),
-        (status = 422, description = "The body is not what this route takes, or the change is refused; nothing was stored", body = crate::error::ErrorBody),
-        (status = 503, description = "The episode was being changed by others at the same moment; try again", body = crate::error::ErrorBody),
+        crate::error::responses::NotJson,
+        crate::error::responses::Unauthorized,
+        crate::error::responses::RoleForbidden,
+        crate::error::responses::EpisodeNotFound,
+        crate::error::responses::NotDeclaredJson,
+        crate::error::responses::Refused,
+        crate::error::responses::EpisodeBusy,
     )
 )]
 async fn fact_route(
@@ -712,13 +712,13 @@ struct SetPlan {
     request_body = SetPlan,
     responses(
         (status = 200, description = "Set (an empty object)", body = Object),
-        (status = 400, description = "The body is not JSON", body = crate::error::ErrorBody),
-        (status = 401, description = "No valid access token", body = crate::error::ErrorBody),
-        (status = 403, description = "The caller's role may not do this", body = crate::error::ErrorBody),
-        (status = 404, description = "No such episode among the caller's teams'", body = crate::error::ErrorBody),
-        (status = 415, description = "The body is not declared as JSON", body = crate::error::ErrorBody),
-        (status = 422, description = "The body is not what this route takes, or the change is refused; nothing was stored", body = crate::error::ErrorBody),
-        (status = 503, description = "The episode was being changed by others at the same moment; try again", body = crate::error::ErrorBody),
+        crate::error::responses::NotJson,
+        crate::error::responses::Unauthorized,
+        crate::error::responses::RoleForbidden,
+        crate::error::responses::EpisodeNotFound,
+        crate::error::responses::NotDeclaredJson,
+        crate::error::responses::Refused,
+        crate::error::responses::EpisodeBusy,
     )
 )]
 async fn plan_route(
@@ -739,7 +739,7 @@ async fn plan_route(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "What there is to reconcile", body = Reconcile),
-        (status = 401, description = "No valid access token", body = crate::error::ErrorBody),
+        crate::error::responses::Unauthorized,
     )
 )]
 async fn reconcile_route(State(state): State<AppState>, user: AuthUser) -> Result<axum::Json<Reconcile>, AppError> {

@@ -64,7 +64,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
     responses(
         (status = 200, description = "A sync response (postcard)", content_type = "application/vnd.tether.sync+postcard", body = Vec<u8>),
         (status = 400, description = "Not a sync request of this protocol", body = crate::error::ErrorBody),
-        (status = 401, description = "No valid access token", body = crate::error::ErrorBody),
+        crate::error::responses::Unauthorized,
         (status = 403, description = "The device has been revoked", body = crate::error::ErrorBody),
         (status = 413, description = "The body is too large", body = crate::error::ErrorBody),
         (status = 422, description = "A change would break an episode's invariants; nothing was stored", body = crate::error::ErrorBody),

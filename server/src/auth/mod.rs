@@ -68,10 +68,10 @@ pub struct Tokens {
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Signed in", body = Tokens),
-        (status = 400, description = "The body is not JSON", body = crate::error::ErrorBody),
+        crate::error::responses::NotJson,
         (status = 401, description = "Wrong username or password", body = crate::error::ErrorBody),
         (status = 403, description = "Device revoked or taken, or passwords switched off", body = crate::error::ErrorBody),
-        (status = 415, description = "The body is not declared as JSON", body = crate::error::ErrorBody),
+        crate::error::responses::NotDeclaredJson,
         (status = 422, description = "The body is not a sign-in", body = crate::error::ErrorBody),
         (status = 429, description = "Too many failed sign-ins", body = crate::error::ErrorBody),
     )
@@ -205,10 +205,10 @@ pub(crate) async fn sign_in<T: Send + 'static>(
     request_body = RefreshRequest,
     responses(
         (status = 200, description = "New tokens", body = Tokens),
-        (status = 400, description = "The body is not JSON", body = crate::error::ErrorBody),
+        crate::error::responses::NotJson,
         (status = 401, description = "The refresh token is not valid for this device", body = crate::error::ErrorBody),
         (status = 403, description = "The device has been revoked", body = crate::error::ErrorBody),
-        (status = 415, description = "The body is not declared as JSON", body = crate::error::ErrorBody),
+        crate::error::responses::NotDeclaredJson,
         (status = 422, description = "The body is not a refresh request", body = crate::error::ErrorBody),
     )
 )]

@@ -88,9 +88,9 @@ fn offered(sign_in: &SignIn) -> String {
     request_body = AuthorizeRequest,
     responses(
         (status = 200, description = "The provider's authorization URL", body = AuthorizeAnswer),
-        (status = 400, description = "The body is not JSON", body = crate::error::ErrorBody),
+        crate::error::responses::NotJson,
         (status = 404, description = "No such provider", body = crate::error::ErrorBody),
-        (status = 415, description = "The body is not declared as JSON", body = crate::error::ErrorBody),
+        crate::error::responses::NotDeclaredJson,
         (status = 422, description = "Not an authorization request, or no provider configured", body = crate::error::ErrorBody),
         (status = 502, description = "The provider is out of reach", body = crate::error::ErrorBody),
     )
@@ -165,11 +165,11 @@ const MAX_CODE_CHARS: usize = 2048;
     request_body = TokenRequest,
     responses(
         (status = 200, description = "Signed in", body = SignedIn),
-        (status = 400, description = "The body is not JSON", body = crate::error::ErrorBody),
+        crate::error::responses::NotJson,
         (status = 401, description = "The provider's answer could not be trusted", body = crate::error::ErrorBody),
         (status = 403, description = "The person or the device is refused", body = crate::error::ErrorBody),
         (status = 404, description = "No such provider", body = crate::error::ErrorBody),
-        (status = 415, description = "The body is not declared as JSON", body = crate::error::ErrorBody),
+        crate::error::responses::NotDeclaredJson,
         (status = 422, description = "Not a token request", body = crate::error::ErrorBody),
         (status = 502, description = "The provider is out of reach", body = crate::error::ErrorBody),
     )
