@@ -21,30 +21,35 @@ pub struct ErrorBody {
 /// descriptions: `#[utoipa::path(responses((status = 200, …), Unauthorized, …))]`. Each
 /// is the [`ErrorBody`] under its status; none is ever built (answers are [`AppError`]s).
 pub mod responses {
+    use std::collections::BTreeMap;
+
+    use utoipa::IntoResponses;
+    use utoipa::openapi::{RefOr, Response};
+
     use super::ErrorBody;
 
     /// 401: the route needs a valid access token.
-    #[derive(Debug, utoipa::IntoResponses)]
+    #[derive(Debug, IntoResponses)]
     #[response(status = 401, description = "No valid access token")]
     pub struct Unauthorized(pub ErrorBody);
 
     /// 400: the body does not parse as JSON.
-    #[derive(Debug, utoipa::IntoResponses)]
+    #[derive(Debug, IntoResponses)]
     #[response(status = 400, description = "The body is not JSON")]
     pub struct NotJson(pub ErrorBody);
 
     /// 404: no such episode among the caller's teams' (one of another team's answers the same).
-    #[derive(Debug, utoipa::IntoResponses)]
+    #[derive(Debug, IntoResponses)]
     #[response(status = 404, description = "No such episode among the caller's teams'")]
     pub struct EpisodeNotFound(pub ErrorBody);
 
     /// 415: the body's `Content-Type` is not `application/json`.
-    #[derive(Debug, utoipa::IntoResponses)]
+    #[derive(Debug, IntoResponses)]
     #[response(status = 415, description = "The body is not declared as JSON")]
     pub struct NotDeclaredJson(pub ErrorBody);
 
     /// 422: a body that is not what the route takes, or a change refused; nothing stored.
-    #[derive(Debug, utoipa::IntoResponses)]
+    #[derive(Debug, IntoResponses)]
     #[response(
         status = 422,
         description = "The body is not what this route takes, or the change is refused; nothing was stored"
@@ -52,14 +57,32 @@ pub mod responses {
     pub struct Refused(pub ErrorBody);
 
     /// 403: the caller's role may not do this.
-    #[derive(Debug, utoipa::IntoResponses)]
+    #[derive(Debug, IntoResponses)]
     #[response(status = 403, description = "The caller's role may not do this")]
     pub struct RoleForbidden(pub ErrorBody);
 
     /// 503: the episode was changed by others at the same moment, every try.
-    #[derive(Debug, utoipa::IntoResponses)]
+    #[derive(Debug, IntoResponses)]
     #[response(status = 503, description = "The episode was being changed by others at the same moment; try again")]
     pub struct EpisodeBusy(pub ErrorBody);
+
+    /// Every error a route that changes an episode from a JSON body answers: the seven
+    /// above.
+    #[derive(Debug)]
+    pub struct EpisodeWrite;
+
+    impl IntoResponses for EpisodeWrite {
+        fn responses() -> BTreeMap<String, RefOr<Response>> {
+            let mut all = NotJson::responses();
+            all.extend(Unauthorized::responses());
+            all.extend(RoleForbidden::responses());
+            all.extend(EpisodeNotFound::responses());
+            all.extend(NotDeclaredJson::responses());
+            all.extend(Refused::responses());
+            all.extend(EpisodeBusy::responses());
+            all
+        }
+    }
 }
 
 /// What went wrong: a stable code to act on, and a message for a person.

@@ -638,13 +638,7 @@ struct Recorded {
     request_body(content = Object, description = "A record as devices make them, without `id`, `by` or `device`: its `kind`, the kind's own fields, and optionally `at` (RFC 3339; now if left out)"),
     responses(
         (status = 201, description = "Recorded", body = Recorded),
-        crate::error::responses::NotJson,
-        crate::error::responses::Unauthorized,
-        crate::error::responses::RoleForbidden,
-        crate::error::responses::EpisodeNotFound,
-        crate::error::responses::NotDeclaredJson,
-        crate::error::responses::Refused,
-        crate::error::responses::EpisodeBusy,
+        crate::error::responses::EpisodeWrite,
     )
 )]
 async fn record_route(
@@ -676,13 +670,7 @@ struct SetFact {
     request_body = SetFact,
     responses(
         (status = 200, description = "Set; the id of the record of the change", body = Recorded),
-        crate::error::responses::NotJson,
-        crate::error::responses::Unauthorized,
-        crate::error::responses::RoleForbidden,
-        crate::error::responses::EpisodeNotFound,
-        crate::error::responses::NotDeclaredJson,
-        crate::error::responses::Refused,
-        crate::error::responses::EpisodeBusy,
+        crate::error::responses::EpisodeWrite,
     )
 )]
 async fn fact_route(
@@ -712,13 +700,7 @@ struct SetPlan {
     request_body = SetPlan,
     responses(
         (status = 200, description = "Set (an empty object)", body = Object),
-        crate::error::responses::NotJson,
-        crate::error::responses::Unauthorized,
-        crate::error::responses::RoleForbidden,
-        crate::error::responses::EpisodeNotFound,
-        crate::error::responses::NotDeclaredJson,
-        crate::error::responses::Refused,
-        crate::error::responses::EpisodeBusy,
+        crate::error::responses::EpisodeWrite,
     )
 )]
 async fn plan_route(
