@@ -32,6 +32,28 @@ fn start() -> Timestamp {
     START.parse().expect("a time")
 }
 
+/// A transaction on a connection of its own that does `first`, says so on the first
+/// channel, waits for word on the second, does `then` and commits.
+fn paused_transaction(
+    db: Db,
+    first: impl FnOnce(&mut dyn server::store::Tx) -> Result<(), StoreError> + Send + 'static,
+    then: impl FnOnce(&mut dyn server::store::Tx) -> Result<(), StoreError> + Send + 'static,
+) -> (mpsc::Receiver<()>, mpsc::Sender<()>, std::thread::JoinHandle<Result<(), StoreError>>) {
+    let (holding, held) = mpsc::channel();
+    let (go, wait) = mpsc::channel::<()>();
+    let running = std::thread::spawn(move || {
+        db.call_blocking(move |conn| {
+            let mut tx = conn.transaction()?;
+            first(&mut *tx)?;
+            let _ = holding.send(());
+            let _ = wait.recv();
+            then(&mut *tx)?;
+            tx.commit()
+        })
+    });
+    (held, go, running)
+}
+
 /// Waits (up to 30 s) until a session of the test's database waits for a lock: whether
 /// one did.
 fn one_waits_for_a_lock(db: &Db) -> bool {
@@ -250,21 +272,15 @@ mod postgres_only {
         doc.record(&event).expect("recorded on the phone");
 
         // The other writer takes the counter, then waits to be told to write the episode.
-        let (holding, held) = mpsc::channel();
-        let (go, wait) = mpsc::channel::<()>();
-        let office = server.dir.open();
-        let other = std::thread::spawn(move || {
-            office.call_blocking(move |conn| {
-                let mut tx = conn.transaction()?;
-                tx.lock_seq()?;
-                let _ = holding.send(());
-                let _ = wait.recv();
+        let (held, go, other) = paused_transaction(
+            server.dir.open(),
+            |tx| tx.lock_seq(),
+            move |tx| {
                 let mut stored = episodes::load(&mut *tx, id, &ActorId::from(vec![8; 16]))?.expect("the episode");
                 stored.with_doc(|doc| doc.set_plan("the office's plan", start())).expect("a change");
-                save(&mut *tx, &mut stored)?;
-                tx.commit()
-            })
-        });
+                save(&mut *tx, &mut stored)
+            },
+        );
         held.recv_timeout(Duration::from_secs(30)).expect("the other writer holds the counter");
         // Once the batch waits at commit for the counter, the other writer goes for the
         // episode's row.
@@ -372,21 +388,10 @@ mod postgres_only {
             ("the outbox's record of a send", filed, Box::new(outbox)),
         ];
         for (name, id, write) in writers {
-            // What a sync batch holds while it works: the episode's row.
-            let (holding, held) = mpsc::channel();
-            let (go, wait) = mpsc::channel::<()>();
-            let batch = server.dir.open();
-            let batch = std::thread::spawn(move || {
-                batch.call_blocking(move |conn| {
-                    let mut tx = conn.transaction()?;
-                    tx.lock_episode(id)?;
-                    let _ = holding.send(());
-                    let _ = wait.recv();
-                    // What it takes when it commits: the counter.
-                    tx.lock_seq()?;
-                    tx.commit()
-                })
-            });
+            // What a sync batch holds while it works, the episode's row, and what it
+            // takes when it commits, the counter.
+            let (held, go, batch) =
+                paused_transaction(server.dir.open(), move |tx| tx.lock_episode(id), |tx| tx.lock_seq());
             held.recv_timeout(Duration::from_secs(30)).expect("the batch holds the episode");
             let writer = std::thread::spawn(write);
             assert!(one_waits_for_a_lock(&server.dir.open()), "{name} waits for the episode");
