@@ -14,27 +14,21 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{BufRead, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const PASSWORD: &str = "a long enough password";
 
-/// The server, killed when the test ends however it ends.
+/// The server, killed when the test ends however it ends (before its database is
+/// dropped).
 struct Running {
-    child: Child,
+    server: common::Running,
     addr: SocketAddr,
     dir: common::TestDb,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Running {
@@ -68,25 +62,16 @@ impl Running {
             Some(secret) => command.env("TETHER_JWT_SECRET", secret.expose()),
             None => command.env_remove("TETHER_JWT_SECRET"),
         };
-        let mut child = command
-            .env("TETHER_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start tether serve");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut lines = BufReader::new(stdout).lines();
-        let line = lines.next().expect("the listening line").expect("a line");
-        let addr = line.strip_prefix("tether: listening on http://").unwrap_or_else(|| panic!("unexpected: {line:?}"));
+        let (server, stdout, base) = common::serve(command.env("TETHER_LOG", "warn"));
+        let addr = base.strip_prefix("http://").unwrap_or_else(|| panic!("unexpected: {base:?}"));
         let addr = addr.parse().expect("an address");
-        std::thread::spawn(move || lines.for_each(drop));
-        Self { child, addr, dir }
+        std::thread::spawn(move || stdout.lines().for_each(drop));
+        Self { server, addr, dir }
     }
 
     /// The server's resident memory now and at its peak, in MiB.
     fn memory_mib(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("/proc status");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.server.0.id())).expect("/proc status");
         let kib = |field: &str| {
             status
                 .lines()

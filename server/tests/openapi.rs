@@ -2,22 +2,13 @@
 //! document, open without a token, that describes exactly the JSON routes the server
 //! answers, each with the method it is served on, and says truly which need a token.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-
-/// Kills the server if the test fails before it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Every JSON route the server serves, as `METHOD path`. A route added to the code
 /// without a `#[utoipa::path]` cannot be registered (`routes!` needs one); this list
@@ -48,22 +39,14 @@ const ROUTES: &[&str] = &[
 fn openapi_document_describes_every_json_route_the_server_answers() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let db = dir.path().join("tether.db");
-    let child = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["serve", "--db", db.to_str().expect("a UTF-8 path"), "--addr", "127.0.0.1:0"])
-        .env("TETHER_LOG", "warn")
-        .env_remove("TETHER_DB")
-        .env_remove("TETHER_JWT_SECRET")
-        .env_remove("TETHER_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start tether serve");
-    let mut server = Running(child);
-    let stdout = server.0.stdout.take().expect("stdout is piped");
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("the listening line");
-    let base = line.trim().strip_prefix("tether: listening on ").unwrap_or_else(|| panic!("unexpected: {line:?}"));
+    let (_server, _, base) = common::serve(
+        Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(["serve", "--db", db.to_str().expect("a UTF-8 path"), "--addr", "127.0.0.1:0"])
+            .env("TETHER_LOG", "warn")
+            .env_remove("TETHER_DB")
+            .env_remove("TETHER_JWT_SECRET")
+            .env_remove("TETHER_CONFIG"),
+    );
 
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)

@@ -4,21 +4,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::io::BufRead;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-
-/// Kills the server if a test fails before stopping it.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn tether(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_tether"))
@@ -46,21 +36,13 @@ fn serve_signs_in_over_http_and_stops_on_sigterm() {
         tether(&["user", "add", "--db", db, "--username", "alice", "--role", "practitioner", "--team", "team-north"]);
     assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
 
-    let child = signing(
-        Command::new(env!("CARGO_BIN_EXE_tether")).args(["serve", "--db", db, "--addr", "127.0.0.1:0"]),
-        &test_db,
-    )
-    .env("TETHER_LOG", "warn")
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::inherit())
-    .spawn()
-    .expect("start tether serve");
-    let mut server = Running(child);
-    let stdout = server.0.stdout.take().expect("stdout is piped");
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("the listening line");
-    let base = line.trim().strip_prefix("tether: listening on ").unwrap_or_else(|| panic!("unexpected: {line:?}"));
+    let (mut server, _, base) = common::serve(
+        signing(
+            Command::new(env!("CARGO_BIN_EXE_tether")).args(["serve", "--db", db, "--addr", "127.0.0.1:0"]),
+            &test_db,
+        )
+        .env("TETHER_LOG", "warn"),
+    );
     assert!(base.starts_with("http://127.0.0.1:"), "{base}");
 
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -111,25 +93,14 @@ fn serve_signs_in_over_http_and_stops_on_sigterm() {
 fn metrics_are_served_on_their_own_address_and_not_on_the_main_port() {
     let test_db = common::TestDb::new();
     let db = test_db.arg.as_str();
-    let child = signing(
+    let (_server, mut stdout, base) = common::serve(signing(
         Command::new(env!("CARGO_BIN_EXE_tether"))
             .args(["serve", "--db", db, "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
             .env("TETHER_LOG", "warn")
             .env_remove("TETHER_METRICS_TOKEN"),
         &test_db,
-    )
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::inherit())
-    .spawn()
-    .expect("start tether serve");
-    let mut server = Running(child);
-    let mut stdout = BufReader::new(server.0.stdout.take().expect("stdout is piped"));
+    ));
     let mut line = String::new();
-    stdout.read_line(&mut line).expect("the listening line");
-    let base =
-        line.trim().strip_prefix("tether: listening on ").unwrap_or_else(|| panic!("unexpected: {line:?}")).to_owned();
-    line.clear();
     stdout.read_line(&mut line).expect("the metrics line");
     let metrics =
         line.trim().strip_prefix("tether: metrics on ").unwrap_or_else(|| panic!("unexpected: {line:?}")).to_owned();
@@ -195,16 +166,7 @@ fn serve_takes_the_epr_and_its_token_and_never_shows_the_token() {
         let mut command = Command::new(env!("CARGO_BIN_EXE_tether"));
         command.args(["serve", "--db", db, "--addr", "127.0.0.1:0"]).args(args).env("TETHER_LOG", "info");
         command.env_remove("TETHER_EPR_TOKEN").env_remove("TETHER_EPR_FHIR").env_remove("TETHER_EPR_TOKEN_FILE");
-        let child = signing(&mut command, &test_db)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start tether serve");
-        let mut server = Running(child);
-        let mut line = String::new();
-        BufReader::new(server.0.stdout.take().expect("stdout is piped")).read_line(&mut line).expect("a line");
-        assert!(line.starts_with("tether: listening on "), "{line}");
+        let (mut server, _, _) = common::serve(signing(&mut command, &test_db).stderr(Stdio::piped()));
         // Filing is set before the server listens: it may stop at once (a graceful stop
         // is the other test's; a signal this early may come before its handler).
         server.0.kill().expect("stop the server");

@@ -3,24 +3,17 @@
 //! the new one is served without a restart; a half-written replacement keeps the old one;
 //! a client that opens a connection and never handshakes is closed at the header timeout.
 
-use std::io::{BufRead, BufReader, Read};
+mod common;
+
+use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
 const HERE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls");
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn pem(name: &str) -> Vec<u8> {
     std::fs::read(Path::new(HERE).join(name)).expect("a test certificate")
@@ -58,26 +51,19 @@ fn https_is_served_and_a_replaced_certificate_is_reloaded() {
     std::fs::write(&cert, pem("a.crt")).expect("write");
     std::fs::write(&key, pem("a.key")).expect("write");
     let db = dir.path().join("tether.db");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--tls-reload-secs", "1", "--header-timeout-secs", "1"])
-        .args(["--db", db.to_str().expect("UTF-8")])
-        .arg("--tls-cert")
-        .arg(&cert)
-        .arg("--tls-key")
-        .arg(&key)
-        .env_remove("TETHER_DB")
-        .env_remove("TETHER_JWT_SECRET")
-        .env("TETHER_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start tether serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let _running = Running(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("the listening line");
-    let url = line.trim().strip_prefix("tether: listening on ").expect("the address").to_string();
-    assert!(url.starts_with("https://127.0.0.1:"), "{line}");
+    let (_running, _, url) = common::serve(
+        Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(["serve", "--addr", "127.0.0.1:0", "--tls-reload-secs", "1", "--header-timeout-secs", "1"])
+            .args(["--db", db.to_str().expect("UTF-8")])
+            .arg("--tls-cert")
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .env_remove("TETHER_DB")
+            .env_remove("TETHER_JWT_SECRET")
+            .env("TETHER_LOG", "warn"),
+    );
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
 
     let (a, b) = ("a.crt", "b.crt");
     assert!(healthy(a, &url), "a client trusting the certificate is answered");

@@ -9,6 +9,9 @@
 
 pub mod fhir_receiver;
 
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdout, Command, Stdio};
+
 use std::cell::Cell;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -558,4 +561,28 @@ pub fn store_new_episode(db: &Db, team: &str, patient: &str, opened_at: Timestam
     })
     .expect("stored");
     id
+}
+
+/// A process a test started (`tether serve`), killed and reaped when dropped, so that a
+/// failing test leaves none behind.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `command`, a `tether serve` on `--addr 127.0.0.1:0`, with stdin closed and
+/// stdout piped, and reads its first line: the process, the rest of its stdout, and the
+/// URL it serves on (`tether: listening on …`).
+pub fn serve(command: &mut Command) -> (Running, BufReader<ChildStdout>, String) {
+    let mut running = Running(command.stdin(Stdio::null()).stdout(Stdio::piped()).spawn().expect("start tether serve"));
+    let mut stdout = BufReader::new(running.0.stdout.take().expect("stdout is piped"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("the listening line");
+    let base = line.trim().strip_prefix("tether: listening on ").unwrap_or_else(|| panic!("unexpected: {line:?}"));
+    let base = base.to_owned();
+    (running, stdout, base)
 }
