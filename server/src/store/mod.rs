@@ -747,14 +747,6 @@ impl Db {
         matches!(&*self.backend, Backend::Postgres(_))
     }
 
-    /// Which backend this is, for logs: `sqlite` or `postgres`.
-    pub fn backend(&self) -> &'static str {
-        match &*self.backend {
-            Backend::Sqlite(_) => "sqlite",
-            Backend::Postgres(_) => "postgres",
-        }
-    }
-
     /// Hears of the episodes other server processes on this database change: `changed`
     /// is called, on a thread of its own, with each announced episode and its new `seq`
     /// (`notify`). `None` on SQLite, which one process serves alone. The listener
