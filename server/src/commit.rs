@@ -93,9 +93,11 @@ fn run(db: &Db, docs: &Mutex<Cache>, queue: &Mutex<mpsc::Receiver<Job>>, max_bat
             tries += 1;
             match db.call_blocking(|conn| write(conn, docs, &batch)) {
                 Ok(answers) => break answers,
-                // PostgreSQL broke a deadlock (another writer took the counter before the
-                // episode this batch holds) by failing the batch: nothing of it was
-                // stored, and it is written again rather than answered with an error.
+                // PostgreSQL broke a deadlock by failing the batch at commit: nothing of
+                // it was stored, and it is written again rather than answered with an
+                // error. The server's own writers lock an episode's row before the
+                // counter, so none should close such a cycle (docs/adr/0004-storage.md,
+                // "Lock order"); this is the defence if one ever does.
                 Err(error) if error.is_transient() && tries < BATCH_TRIES => {
                     tracing::warn!(error = %error, tries, "a sync batch was written again after a transient failure");
                 }

@@ -246,9 +246,9 @@ mod postgres_only {
     }
 
     /// A sync batch holds an episode's row and, at commit, waits for the counter; a
-    /// writer that numbers as it goes (the office's) holds the counter and waits for
-    /// that row. PostgreSQL breaks the deadlock by failing the batch, which began
-    /// waiting first. Nothing of the batch was stored, and it is written again: the
+    /// writer that took the counter before the row (as the office's did before it
+    /// locked the row first; built here by hand) waits for that row. PostgreSQL breaks
+    /// the deadlock by failing the batch, which began waiting first. Nothing of the batch was stored, and it is written again: the
     /// device is answered, not told 500, and its record is stored once beside the
     /// other writer's change.
     pub(super) async fn a_sync_batch_failed_to_break_a_deadlock_is_written_again() {
